@@ -1,0 +1,282 @@
+"""Self-describing checkpoints: save, load, and convert from the original public implementation.
+
+A bicorseg checkpoint is a ``torch.save`` dict::
+
+    {"format": "bicorseg", "format_version": 1, "bicorseg_version": "...",
+     "model_config": ModelConfig.to_dict(), "dataset": DatasetSpec.to_dict() or None,
+     "state_dict": BiCoRSeg.state_dict(), "extra": {...}}
+
+The training layer writes Lightning checkpoints that carry the same metadata under the key
+``"bicorseg"`` and the model's weights with the prefix ``model.``; :func:`load_checkpoint` reads
+both. Files are written to a temporary name and renamed, so a checkpoint is never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bicorseg.errors import CheckpointError
+from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
+from bicorseg.spec import DatasetSpec
+
+FORMAT = "bicorseg"
+FORMAT_VERSION = 1
+LIGHTNING_PREFIX = "model."
+
+
+@dataclass
+class Checkpoint:
+    """The content of a checkpoint, independent of the file layout it came from."""
+
+    model_config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    dataset: DatasetSpec | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self) -> BiCoRSeg:
+        """The network with these weights, in evaluation mode (no pretrained download)."""
+        model = BiCoRSeg(replace(self.model_config, pretrained=None), dataset=self.dataset)
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"weights do not fit the model configuration: {_first_line(error)}"
+            ) from error
+        return model.eval()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def metadata(model: BiCoRSeg) -> dict[str, Any]:
+    """The checkpoint metadata of a model (stored next to its weights)."""
+    from bicorseg import __version__
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bicorseg_version": __version__,
+        "model_config": model.config.to_dict(),
+        "dataset": model.dataset.to_dict() if model.dataset is not None else None,
+    }
+
+
+def save_checkpoint(model: BiCoRSeg, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (weights, configuration, dataset facts) as a bicorseg checkpoint."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_torch_save({**metadata(model), "state_dict": state, "extra": extra or {}}, path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _read(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a corrupt file surfaces as many exception types
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: corrupt or not a torch file ({_first_line(error)})"
+        ) from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
+    return data
+
+
+def load_checkpoint(
+    path: str | os.PathLike, num_classes: int | None = None, in_channels: int | None = None
+) -> Checkpoint:
+    """Read a bicorseg checkpoint (plain or from training); optionally check classes and bands."""
+    data = _read(path)
+    if data.get("format") == FORMAT:
+        meta, state = data, data.get("state_dict")
+    elif isinstance(data.get("bicorseg"), dict):  # a Lightning checkpoint written by bicorseg train
+        meta = data["bicorseg"]
+        state = {
+            k.removeprefix(LIGHTNING_PREFIX): v
+            for k, v in data.get("state_dict", {}).items()
+            if k.startswith(LIGHTNING_PREFIX)
+        }
+    elif any(str(k).startswith(("net.", "encoder.", "decoder.")) for k in _state_keys(data)):
+        raise CheckpointError(
+            f"{path} looks like a checkpoint of the original BiCoR-Seg code: convert it first with "
+            f"'bicorseg convert {path} --output OUT.ckpt --num-classes N'"
+        )
+    else:
+        raise CheckpointError(f"{path} is not a bicorseg checkpoint (no model configuration inside)")
+    if not state:
+        raise CheckpointError(f"{path} holds no model weights")
+    try:
+        config = ModelConfig.from_dict(meta["model_config"])
+        dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid model configuration: {_first_line(error)}") from error
+    if num_classes is not None and config.num_classes != num_classes:
+        raise CheckpointError(
+            f"{path} was trained for {config.num_classes} classes, but {num_classes} are expected here"
+        )
+    if in_channels is not None and config.in_channels != in_channels:
+        raise CheckpointError(
+            f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
+        )
+    return Checkpoint(config, state, dataset, dict(data.get("extra", {})))
+
+
+def load_model(
+    path: str | os.PathLike, num_classes: int | None = None, map_location: str | torch.device = "cpu"
+) -> BiCoRSeg:
+    """The model stored in any bicorseg checkpoint, in evaluation mode."""
+    return load_checkpoint(path, num_classes=num_classes).build_model().to(map_location)
+
+
+# --- conversion from the original public implementation (SPEC 3.3) ---------------------------------
+
+_OFFICIAL_RULES: list[tuple[str, str]] = [
+    (r"^encoder\.0\.(.+)$", r"backbone.features.\1"),
+    (r"^proj_layers\.(\d+)\.proj\.(weight|bias)$", r"neck.proj.\1.\2"),
+    (r"^feature_aggregator\.weight$", r"neck.fuse.weight"),
+    (r"^decoder\.class_dict\.class_embed\.weight$", r"class_embed"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.dict_to_feat\.weight$", r"layers.\1.query.weight"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.feat_to_dict\.weight$", r"layers.\1.value.weight"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.gate_mlp\.([02])\.(weight|bias)$", r"layers.\1.gate.\2.\3"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.cand_mlp\.([02])\.(weight|bias)$", r"layers.\1.candidate.\2.\3"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.gamma_proj\.(weight|bias)$", r"layers.\1.gamma.\2"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.beta_proj\.(weight|bias)$", r"layers.\1.beta.\2"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.feat_ln\.(weight|bias)$", r"layers.\1.feat_norm.\2"),
+    (r"^decoder\.bicor_stack\.layers\.(\d+)\.dict_ln\.(weight|bias)$", r"layers.\1.class_norm.\2"),
+    (r"^decoder\.upsampler\.1\.(weight|bias)$", r"upsampler.1.\1"),
+    (r"^decoder\.classifier_proj\.weight$", r"classifier.weight"),
+    (r"^decoder\.static_classifier\.weight$", r"static_classifier.weight"),
+]
+_COMPILED_RULES = [(re.compile(pattern), target) for pattern, target in _OFFICIAL_RULES]
+
+
+def _state_keys(data: dict[str, Any]) -> list[str]:
+    state = data.get("state_dict", data)
+    return [str(k) for k in state] if isinstance(state, dict) else []
+
+
+def map_official_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename keys of the original layout to bicorseg's; returns (mapped, unexpected source keys)."""
+    if state and all(k.startswith("net.") for k in state):
+        state = {k.removeprefix("net."): v for k, v in state.items()}
+    mapped, unexpected = {}, []
+    for key, value in state.items():
+        for pattern, target in _COMPILED_RULES:
+            if pattern.match(key):
+                mapped[pattern.sub(target, key)] = value
+                break
+        else:
+            unexpected.append(key)
+    # The original stores the class table as a Linear/Embedding weight; ours is a bare parameter.
+    return mapped, unexpected
+
+
+def _infer_backbone(state: dict[str, torch.Tensor]) -> tuple[str, int]:
+    stem = state.get("backbone.features.0.0.weight")
+    if stem is None:
+        raise CheckpointError("the checkpoint has no backbone weights (encoder.0.0.0.weight is missing)")
+    stem_width, in_channels = stem.shape[0], stem.shape[1]
+    stage3_depth = len({k.split(".")[3] for k in state if k.startswith("backbone.features.5.")})
+    known = {(128, 27): "convnext_base", (96, 27): "convnext_small", (96, 9): "convnext_tiny"}
+    name = known.get((stem_width, stage3_depth))
+    if name is None:
+        raise CheckpointError(
+            f"unrecognised backbone: stem width {stem_width}, {stage3_depth} blocks in stage 3 "
+            "(expected a torchvision ConvNeXt tiny, small or base)"
+        )
+    return name, in_channels
+
+
+def convert_official(
+    source: dict[str, Any],
+    num_classes: int,
+    layers: int | None = None,
+    topk_ratio: float = 1.0,
+    min_pixels: int = 64,
+    dataset: DatasetSpec | None = None,
+) -> Checkpoint:
+    """A :class:`Checkpoint` from a checkpoint dict of the original public implementation.
+
+    Every source key must be consumed and every target key filled, else :class:`CheckpointError`
+    names the missing and unexpected keys.
+    """
+    state = source.get("state_dict", source)
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError("the source holds no state dict")
+    mapped, unexpected = map_official_state_dict(state)
+    class_table = mapped.get("class_embed")
+    if class_table is None:
+        raise CheckpointError("the source has no class embeddings (decoder.class_dict.class_embed.weight)")
+    if class_table.shape[0] != num_classes:
+        raise CheckpointError(
+            f"the source has {class_table.shape[0]} class embeddings but --num-classes is {num_classes}"
+        )
+    found_layers = len({k.split(".")[1] for k in mapped if k.startswith("layers.")})
+    if layers is not None and layers != found_layers:
+        raise CheckpointError(f"the source has {found_layers} HBIS layers but {layers} were asked for")
+    backbone, in_channels = _infer_backbone(mapped)
+    config = ModelConfig(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        backbone=backbone,
+        width=int(class_table.shape[1]),
+        layers=found_layers,
+        topk_ratio=topk_ratio,
+        min_pixels=min_pixels,
+    )
+    target_keys = set(BiCoRSeg(config).state_dict())
+    missing = sorted(target_keys - set(mapped))
+    unexpected += sorted(set(mapped) - target_keys)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+            )
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})"
+            )
+        raise CheckpointError("the source does not match the BiCoR-Seg layout: " + "; ".join(parts))
+    return Checkpoint(
+        config,
+        {k: v.float() if v.is_floating_point() else v for k, v in mapped.items()},
+        dataset,
+        {"converted_from": "official BiCoR-Seg"},
+    )
+
+
+def convert_official_file(
+    source_path: str | os.PathLike, output_path: str | os.PathLike, **options: Any
+) -> Checkpoint:
+    """Read an original checkpoint file, convert it, check it loads, and save it atomically."""
+    checkpoint = convert_official(_read(source_path), **options)
+    model = checkpoint.build_model()
+    save_checkpoint(model, output_path, extra=checkpoint.extra)
+    return checkpoint

@@ -1,0 +1,1 @@
+"""The ``bicorseg`` command line: one module per sub-command, discovered by :mod:`bicorseg.cli.main`."""

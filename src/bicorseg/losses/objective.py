@@ -1,0 +1,109 @@
+"""The full BiCoR-Seg objective: main + auxiliary + heatmap supervision + Fisher terms (SPEC 1.5).
+
+``BiCoRSegLoss(config)(output, labels)`` returns a dict of scalar tensors, one per term, plus
+``total``. The keys are ``main_softce``, ``main_dice``, ``aux_softce``, ``heatmap_{l}``,
+``fisher_{l}`` (layers counted from 0, as the reference outputs), ``fisher_final_extra`` when enabled, and ``total``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.losses.fisher import fisher_discriminant
+from bicorseg.losses.segmentation import dice_loss, soft_cross_entropy
+from bicorseg.models.bicorseg import TrainOutput
+
+
+@dataclass
+class LossConfig:
+    """Weights and constants of the objective; defaults are the published ones.
+
+    ``heatmap_layer_weights`` / ``fisher_layer_weights``: one weight per HBIS layer (default 1 each).
+    ``final_fisher_weight``: the LoveDA recipe's extra Fisher term on the last layer (1.0), else 0.
+    """
+
+    ignore_index: int
+    label_smoothing: float = 0.05
+    dice_smooth: float = 0.05
+    dice_eps: float = 1e-7
+    aux_weight: float = 0.4
+    heatmap_weight: float = 0.1
+    heatmap_layer_weights: list[float] | None = None
+    fisher_weight: float = 0.1
+    fisher_layer_weights: list[float] | None = None
+    final_fisher_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in (
+            "label_smoothing",
+            "aux_weight",
+            "heatmap_weight",
+            "fisher_weight",
+            "final_fisher_weight",
+        ):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"loss.{key}: must not be negative, got {getattr(self, key)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"loss.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_weights(weights: list[float] | None, layers: int, key: str) -> list[float]:
+    if weights is None:
+        return [1.0] * layers
+    if len(weights) != layers:
+        raise ConfigError(f"loss.{key}: {len(weights)} weights given for {layers} HBIS layers")
+    return list(weights)
+
+
+class BiCoRSegLoss(torch.nn.Module):
+    """Computes every term of the objective from a :class:`TrainOutput` and the label map."""
+
+    def __init__(self, config: LossConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def segmentation(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SoftCE, Dice) of logits against labels."""
+        cfg = self.config
+        return (
+            soft_cross_entropy(logits, labels, cfg.ignore_index, cfg.label_smoothing),
+            dice_loss(logits, labels, cfg.ignore_index, cfg.dice_smooth, cfg.dice_eps),
+        )
+
+    def forward(self, output: TrainOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        if labels.shape[-2:] != output.logits.shape[-2:]:
+            raise InputError(
+                f"label size {tuple(labels.shape[-2:])} differs from the logits' {tuple(output.logits.shape[-2:])}"
+            )
+        layers = len(output.heatmap_logits)
+        terms: dict[str, torch.Tensor] = {}
+        terms["main_softce"], terms["main_dice"] = self.segmentation(output.logits, labels)
+        total = terms["main_softce"] + terms["main_dice"]
+        if output.aux_logits is not None and cfg.aux_weight:
+            terms["aux_softce"] = soft_cross_entropy(
+                output.aux_logits, labels, cfg.ignore_index, cfg.label_smoothing
+            )
+            total = total + cfg.aux_weight * terms["aux_softce"]
+        heat_weights = _layer_weights(cfg.heatmap_layer_weights, layers, "heatmap_layer_weights")
+        for index, (heat, weight) in enumerate(zip(output.heatmap_logits, heat_weights)):
+            resized = F.interpolate(heat, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            term = sum(self.segmentation(resized, labels))
+            terms[f"heatmap_{index}"] = term
+            total = total + cfg.heatmap_weight * weight * term
+        fisher_weights = _layer_weights(cfg.fisher_layer_weights, layers, "fisher_layer_weights")
+        for index, (emb, weight) in enumerate(zip(output.class_embeddings, fisher_weights)):
+            terms[f"fisher_{index}"] = fisher_discriminant(emb)
+            total = total + cfg.fisher_weight * weight * terms[f"fisher_{index}"]
+        if cfg.final_fisher_weight:
+            terms["fisher_final_extra"] = terms[f"fisher_{layers - 1}"]
+            total = total + cfg.final_fisher_weight * terms["fisher_final_extra"]
+        terms["total"] = total
+        return terms

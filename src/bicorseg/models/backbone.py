@@ -1,0 +1,171 @@
+"""Backbones that return their four stage outputs by running the stages directly (no forward hooks).
+
+Supported names:
+
+* ``convnext_tiny``, ``convnext_small``, ``convnext_base``: torchvision's ConvNeXt.
+* ``convnext_nano``: torchvision's ConvNeXt class with a small block setting (channels 32-256,
+  depths 1/1/3/1), for tests, the CPU demo and quick experiments. It has no pretrained weights.
+* ``timm:<model name>``: any timm model that supports ``features_only`` (optional extra ``timm``).
+
+Any input band count is supported: the first convolution is rebuilt for it, and pretrained weights
+are carried over as described in :func:`adapt_first_conv_weight`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import convnext as tv_convnext
+
+from bicorseg.errors import CheckpointError, ConfigError
+
+TORCHVISION_CONVNEXTS = {
+    "convnext_tiny": (tv_convnext.convnext_tiny, tv_convnext.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
+    "convnext_small": (tv_convnext.convnext_small, tv_convnext.ConvNeXt_Small_Weights.IMAGENET1K_V1),
+    "convnext_base": (tv_convnext.convnext_base, tv_convnext.ConvNeXt_Base_Weights.IMAGENET1K_V1),
+}
+# (input channels, output channels, depth) per stage; output None marks the last stage.
+_NANO_BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 256, 3), (256, None, 1))
+BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", "timm:<name>")
+
+
+def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Carry RGB-pretrained first-layer weights (out, 3, k, k) over to ``in_channels`` bands.
+
+    * 3 bands: unchanged.
+    * fewer than 3 bands: every band gets the sum of the RGB kernels divided by the band count, so a
+      grey image with the statistics of an RGB image produces the same activations.
+    * more than 3 bands: the first three copy RGB, every extra band starts from the mean RGB kernel,
+      and all kernels are scaled by ``3 / in_channels`` so that activations keep their magnitude.
+    """
+    out_channels, rgb, *kernel = weight.shape
+    if in_channels == rgb:
+        return weight.clone()
+    if in_channels < rgb:
+        return (
+            (weight.sum(dim=1, keepdim=True) / in_channels).expand(out_channels, in_channels, *kernel).clone()
+        )
+    extra = weight.mean(dim=1, keepdim=True).expand(out_channels, in_channels - rgb, *kernel)
+    return torch.cat([weight, extra], dim=1) * (rgb / in_channels)
+
+
+class ConvNeXtStages(nn.Module):
+    """A torchvision ConvNeXt reduced to its ``features``; returns the outputs of its four stages."""
+
+    def __init__(
+        self,
+        name: str = "convnext_base",
+        in_channels: int = 3,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        if name == "convnext_nano":
+            if pretrained:
+                raise ConfigError(
+                    "backbone 'convnext_nano' has no pretrained weights: set pretrained to null"
+                )
+            blocks = [tv_convnext.CNBlockConfig(i, o, d) for i, o, d in _NANO_BLOCKS]
+            network = tv_convnext.ConvNeXt(blocks, stochastic_depth_prob=0.0)
+        elif name in TORCHVISION_CONVNEXTS:
+            builder, weights = TORCHVISION_CONVNEXTS[name]
+            network = builder(weights=weights if pretrained == "imagenet" else None)
+            if pretrained and pretrained != "imagenet":
+                _load_local_backbone_weights(network, pretrained)
+        else:
+            raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+        self.features = network.features
+        stem = self.features[0][0]
+        if in_channels != stem.in_channels:
+            new_stem = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride)
+            with torch.no_grad():
+                new_stem.weight.copy_(adapt_first_conv_weight(stem.weight, in_channels))
+                new_stem.bias.copy_(stem.bias)
+            self.features[0][0] = new_stem
+        self.channels: tuple[int, ...] = tuple(
+            stage[-1].block[0].in_channels for stage in (self.features[i] for i in (1, 3, 5, 7))
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        stages = []
+        for index, module in enumerate(self.features):
+            x = module(x)
+            if index % 2 == 1:  # features = stem, stage1, down1, stage2, down2, stage3, down3, stage4
+                stages.append(x)
+        return stages
+
+
+class TimmStages(nn.Module):
+    """Any timm model with ``features_only``; returns its last four feature maps."""
+
+    def __init__(self, name: str, in_channels: int = 3, pretrained: str | None = None) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError as error:
+            raise ConfigError(
+                f"backbone 'timm:{name}' needs the optional extra: pip install 'bicorseg[timm]'"
+            ) from error
+        try:
+            self.body = timm.create_model(
+                name, features_only=True, pretrained=pretrained == "imagenet", in_chans=in_channels
+            )
+        except RuntimeError as error:
+            raise ConfigError(f"backbone 'timm:{name}': {error}") from error
+        if pretrained and pretrained != "imagenet":
+            _load_state_dict_file(self.body, pretrained, strict=False)
+        channels = self.body.feature_info.channels()
+        if len(channels) < 4:
+            raise ConfigError(f"backbone 'timm:{name}' has {len(channels)} feature levels; 4 are needed")
+        self.channels = tuple(channels[-4:])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))[-4:]
+
+
+def build_backbone(name: str, in_channels: int = 3, pretrained: str | None = None) -> nn.Module:
+    """Backbone by name (see module docstring); ``pretrained`` is None, ``"imagenet"`` or a file path."""
+    if name.startswith("timm:"):
+        return TimmStages(name.removeprefix("timm:"), in_channels, pretrained)
+    return ConvNeXtStages(name, in_channels, pretrained)
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"pretrained weights file not found: {file}")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise CheckpointError(f"cannot read pretrained weights {file}: {error}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"pretrained weights {file} do not hold a state dict")
+    return state.get("state_dict", state)
+
+
+def _load_state_dict_file(module: nn.Module, path: str, strict: bool = True) -> None:
+    try:
+        module.load_state_dict(_read_state_dict(path), strict=strict)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"pretrained weights {path} do not fit the backbone: {first_line}") from error
+
+
+def _load_local_backbone_weights(network: nn.Module, path: str) -> None:
+    """A torchvision ConvNeXt state dict saved to a file (``torch.save(model.state_dict(), path)``).
+
+    The classifier head may be absent; every ``features.*`` key must be present.
+    """
+    state = _read_state_dict(path)
+    missing = [k for k in network.features.state_dict() if f"features.{k}" not in state]
+    if missing:
+        raise CheckpointError(
+            f"pretrained weights {path} lack {len(missing)} backbone keys, e.g. features.{missing[0]}"
+        )
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    try:
+        network.features.load_state_dict(features, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"pretrained weights {path} do not fit the backbone: {first_line}") from error

@@ -1,0 +1,209 @@
+"""The BiCoR-Seg network: backbone stages -> fused neck -> HBIS layers -> upsampling head (SPEC 1.1-1.4).
+
+* ``model(x)`` in training mode returns a :class:`TrainOutput` (main and auxiliary logits, per-layer
+  heatmap logits and class embeddings), in evaluation mode the logits (B x N x H x W).
+* ``model.predict_with_heatmaps(x)`` returns logits and the per-layer sigmoid heatmaps.
+
+Training inputs must have a height and width that are multiples of 32 (the backbone's stride). In
+evaluation mode any size is accepted: the input is padded by reflection to the next multiple of 32
+and the outputs are cropped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.convnext import LayerNorm2d
+
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.models.backbone import build_backbone
+from bicorseg.models.hbis import SELECTION_MODES, HBISLayer, PixelSelection
+from bicorseg.models.neck import FusedNeck
+from bicorseg.spec import DatasetSpec
+
+STRIDE = 32
+
+
+@dataclass
+class ModelConfig:
+    """Every hyper-parameter of a BiCoR-Seg network (stored in checkpoints).
+
+    Attributes:
+        num_classes: N, the number of classes.
+        in_channels: number of input bands.
+        backbone: ``convnext_{nano,tiny,small,base}`` or ``timm:<name>``.
+        pretrained: None, ``"imagenet"`` (downloads once, torchvision/timm cache) or a local file.
+        width: C, the embedding width (divisible by 16 for the upsampler).
+        layers: L, the number of HBIS layers.
+        topk_ratio: fraction of pixels F2CE keeps per class; one value or one per layer.
+        min_pixels: floor on the number of kept pixels.
+        selection: ``topk``, ``threshold`` or ``percentile`` (see :class:`PixelSelection`).
+        threshold: the fixed threshold or the percentile (in [0, 1]) for the non-top-k modes.
+        lambda_film: lambda, the share of the FiLM-refined features in F_l.
+        tau: temperature of the heatmap logits.
+        inner_steps: repetitions of the layer's steps inside one layer.
+    """
+
+    num_classes: int
+    in_channels: int = 3
+    backbone: str = "convnext_base"
+    pretrained: str | None = None
+    width: int = 256
+    layers: int = 2
+    topk_ratio: float | list[float] = 1.0
+    min_pixels: int = 64
+    selection: str = "topk"
+    threshold: float = 0.5
+    lambda_film: float = 0.5
+    tau: float = 1.0
+    inner_steps: int = 1
+    _ratios: list[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, key: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"model.{key}: {message}")
+
+        check(self.num_classes >= 2, "num_classes", f"at least 2 classes are needed, got {self.num_classes}")
+        check(self.in_channels >= 1, "in_channels", f"must be at least 1, got {self.in_channels}")
+        check(
+            self.width >= 16 and self.width % 16 == 0, "width", f"must be a multiple of 16, got {self.width}"
+        )
+        check(self.layers >= 1, "layers", f"must be at least 1, got {self.layers}")
+        check(self.inner_steps >= 1, "inner_steps", f"must be at least 1, got {self.inner_steps}")
+        check(self.tau > 0, "tau", f"must be positive, got {self.tau}")
+        check(0.0 <= self.lambda_film <= 1.0, "lambda_film", f"must be in [0, 1], got {self.lambda_film}")
+        check(self.selection in SELECTION_MODES, "selection", f"must be one of {SELECTION_MODES}")
+        check(self.min_pixels >= 1, "min_pixels", f"must be at least 1, got {self.min_pixels}")
+        check(0.0 <= self.threshold <= 1.0, "threshold", f"must be in [0, 1], got {self.threshold}")
+        ratios = (
+            self.topk_ratio if isinstance(self.topk_ratio, list | tuple) else [self.topk_ratio] * self.layers
+        )
+        check(len(ratios) == self.layers, "topk_ratio", f"give one value or {self.layers} (one per layer)")
+        for ratio in ratios:
+            check(0.0 < float(ratio) <= 1.0, "topk_ratio", f"must be in (0, 1], got {ratio}")
+        self._ratios = [float(r) for r in ratios]
+
+    def selection_for_layer(self, layer: int) -> PixelSelection:
+        return PixelSelection(self.selection, self._ratios[layer], self.min_pixels, self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("_ratios")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainOutput:
+    """What the network returns in training mode; every tensor needed by :class:`BiCoRSegLoss`."""
+
+    logits: torch.Tensor  # B x N x H x W
+    aux_logits: torch.Tensor | None  # B x N x H x W from F_0 and the detached CE_0 (training only)
+    heatmap_logits: list[torch.Tensor]  # per layer, B x N x h x w (S_l / tau)
+    class_embeddings: list[torch.Tensor]  # per layer, B x N x C
+
+
+class BiCoRSeg(nn.Module):
+    """BiCoR-Seg (see module docstring). Build from a :class:`ModelConfig` and optional dataset facts."""
+
+    def __init__(self, config: ModelConfig, dataset: DatasetSpec | None = None) -> None:
+        super().__init__()
+        if dataset is not None and dataset.num_classes != config.num_classes:
+            raise ConfigError(
+                f"model.num_classes is {config.num_classes} but dataset {dataset.name!r} has {dataset.num_classes}"
+            )
+        if dataset is not None and dataset.num_bands != config.in_channels:
+            raise ConfigError(
+                f"model.in_channels is {config.in_channels} but dataset {dataset.name!r} has "
+                f"{dataset.num_bands} bands ({', '.join(dataset.bands)})"
+            )
+        self.config = config
+        self.dataset = dataset  # the facts of the data it is trained for; saved in checkpoints
+        width = config.width
+        self.backbone = build_backbone(config.backbone, config.in_channels, config.pretrained)
+        self.neck = FusedNeck(self.backbone.channels, width)
+        self.class_embed = nn.Parameter(torch.empty(config.num_classes, width))
+        nn.init.trunc_normal_(self.class_embed, std=0.02)
+        self.layers = nn.ModuleList(
+            HBISLayer(
+                width, config.selection_for_layer(i), config.lambda_film, config.tau, config.inner_steps
+            )
+            for i in range(config.layers)
+        )
+        self.upsampler = nn.Sequential(
+            nn.PixelShuffle(2), LayerNorm2d(width // 4, eps=1e-6), nn.GELU(), nn.PixelShuffle(2), nn.GELU()
+        )
+        self.classifier = nn.Linear(width, width // 16, bias=False)
+        self.static_classifier = nn.Linear(width, width // 16, bias=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def decode(self, stages: list[torch.Tensor], size: tuple[int, int], train: bool) -> TrainOutput:
+        """Neck + HBIS + head from the four stage features; ``size`` is the output (H, W)."""
+        f0 = self.neck(stages, (size[0] // 4, size[1] // 4))
+        ce0 = self.class_embed.to(f0.dtype).unsqueeze(0).expand(f0.shape[0], -1, -1)
+        class_emb, feats = ce0, f0
+        heatmaps, embeddings = [], []
+        for layer in self.layers:
+            class_emb, feats, heat = layer(class_emb, feats)
+            heatmaps.append(heat)
+            embeddings.append(class_emb)
+        logits = self._classify(self.classifier(class_emb), feats)
+        aux = self._classify(self.static_classifier(ce0.detach()), f0) if train else None
+        return TrainOutput(logits, aux, heatmaps, embeddings)
+
+    def _classify(self, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bnc,bchw->bnhw", kernels, self.upsampler(feats))
+
+    def forward(self, x: torch.Tensor) -> TrainOutput | torch.Tensor:
+        self._check_input(x)
+        if self.training:
+            _check_multiple(x, "training")
+            return self.decode(self.backbone(x), tuple(x.shape[-2:]), train=True)
+        return self._forward_padded(x).logits
+
+    def predict_with_heatmaps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits (B x N x H x W) and each layer's sigmoid heatmaps (B x N x ceil(H/4) x ceil(W/4))."""
+        self._check_input(x)
+        out = self._forward_padded(x)
+        h, w = -(-x.shape[-2] // 4), -(-x.shape[-1] // 4)
+        return out.logits, [torch.sigmoid(heat[..., :h, :w]) for heat in out.heatmap_logits]
+
+    def _forward_padded(self, x: torch.Tensor) -> TrainOutput:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        out = self.decode(self.backbone(x), tuple(x.shape[-2:]), train=False)
+        out.logits = out.logits[..., :height, :width]
+        return out
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise InputError(f"expected a batch of images B x bands x H x W, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.config.in_channels:
+            raise InputError(f"the model expects {self.config.in_channels} input band(s), got {x.shape[1]}")
+
+
+def _check_multiple(x: torch.Tensor, mode: str) -> None:
+    height, width = x.shape[-2:]
+    if height % STRIDE or width % STRIDE:
+        fit_h, fit_w = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+        raise InputError(
+            f"{mode} input {height}x{width} is not a multiple of {STRIDE}: crop or pad to {fit_h}x{fit_w}"
+        )

@@ -1,0 +1,148 @@
+"""The HBIS layer (Heatmap-driven Bidirectional Information Synergy), SPEC section 1.3.
+
+One layer refines the class embeddings from the pixels they light up (F2CE), then the pixels from
+the class embeddings (CE2F, FiLM style). CE2F is computed in closed form: because the class-softmax
+weights are shared across channels,
+``sum_n s_n (gamma_n * F + beta_n) = F * (sum_n s_n gamma_n) + sum_n s_n beta_n``,
+two small contractions over the classes instead of a B x N x C x h x w tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SELECTION_MODES = ("topk", "threshold", "percentile")
+
+
+@dataclass(frozen=True)
+class PixelSelection:
+    """How F2CE picks the pixels whose features describe a class.
+
+    mode: ``topk`` keeps the k strongest pixels of each class map, with
+        ``k = min(h*w, max(min_pixels, round(ratio * h*w)))``; ``threshold`` keeps pixels whose
+        sigmoid heatmap is at least ``threshold``; ``percentile`` keeps pixels at or above the
+        ``threshold`` quantile (in [0, 1]) of each map.
+    """
+
+    mode: str = "topk"
+    ratio: float = 1.0
+    min_pixels: int = 64
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in SELECTION_MODES:
+            raise ValueError(f"pixel selection mode must be one of {SELECTION_MODES}, got {self.mode!r}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"top-k ratio must be in (0, 1], got {self.ratio}")
+        if self.min_pixels < 1:
+            raise ValueError(f"min_pixels must be at least 1, got {self.min_pixels}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+    def num_pixels(self, total: int) -> int:
+        return min(total, max(self.min_pixels, round(self.ratio * total)))
+
+
+@torch.no_grad()
+def pixel_weights(heat: torch.Tensor, selection: PixelSelection) -> torch.Tensor:
+    """Per-class pixel weights (B x N x P) from sigmoid heatmaps (B x N x P); each row sums to one.
+
+    Selected pixels keep their heat, the rest get zero, and the row is divided by its sum (plus 1e-6,
+    as the reference implementation does); when that sum is at most 1e-6 the whole sigmoid map,
+    normalised the same way, is used instead.
+    """
+    total = heat.shape[-1]
+    if selection.mode == "topk":
+        k = selection.num_pixels(total)
+        if k >= total:
+            kept = heat
+        else:
+            values, indices = heat.topk(k, dim=-1)
+            kept = torch.zeros_like(heat).scatter_(-1, indices, values)
+    else:
+        if selection.mode == "threshold":
+            cut = torch.full_like(heat[..., :1], selection.threshold)
+        else:
+            cut = torch.quantile(heat.float(), selection.threshold, dim=-1, keepdim=True).to(heat.dtype)
+        kept = torch.where(heat >= cut, heat, torch.zeros_like(heat))
+    mass = kept.sum(dim=-1, keepdim=True)
+    fallback = heat / (heat.sum(dim=-1, keepdim=True) + 1e-6)
+    return torch.where(mass > 1e-6, kept / (mass + 1e-6), fallback)
+
+
+class HBISLayer(nn.Module):
+    """One HBIS layer: ``(CE_{l-1}, F_{l-1}) -> (CE_l, F_l, S_l / tau)``."""
+
+    def __init__(
+        self,
+        width: int,
+        selection: PixelSelection | None = None,
+        lambda_film: float = 0.5,
+        tau: float = 1.0,
+        inner_steps: int = 1,
+    ) -> None:
+        super().__init__()
+        self.width = width
+        self.selection = selection or PixelSelection()
+        self.lambda_film = lambda_film
+        self.tau = tau
+        self.inner_steps = inner_steps
+        self.class_norm = nn.LayerNorm(width)
+        self.feat_norm = nn.LayerNorm(width)
+        self.query = nn.Linear(width, width, bias=False)
+        self.value = nn.Conv2d(width, width, kernel_size=1, bias=False)
+        self.gate = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, width))
+        self.candidate = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.gamma = nn.Linear(width, width)
+        self.beta = nn.Linear(width, width)
+
+    def scores(self, class_emb: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised features (B x C x h x w) and heatmap scores S (B x N x h*w)."""
+        normed = self.feat_norm(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        query = self.query(self.class_norm(class_emb))
+        scores = torch.einsum("bnc,bcp->bnp", query, normed.flatten(2)) / math.sqrt(self.width)
+        return normed, scores
+
+    def class_update(
+        self, class_emb: torch.Tensor, normed: torch.Tensor, scores: torch.Tensor
+    ) -> torch.Tensor:
+        """F2CE: gated update of the class embeddings from the features of their selected pixels."""
+        weights = pixel_weights(torch.sigmoid(scores), self.selection)
+        values = self.value(normed).flatten(2)
+        context = torch.einsum("bnp,bcp->bnc", weights.to(values.dtype), values)
+        normed_classes = self.class_norm(class_emb)
+        gate = torch.sigmoid(self.gate(torch.cat([normed_classes, context], dim=-1)))
+        return gate * self.candidate(context) + (1 - gate) * class_emb
+
+    def film_terms(self, class_emb: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-softmax weights and FiLM parameters: (B x N x P, B x N x C, B x N x C)."""
+        assign = torch.softmax(scores / self.tau, dim=1)
+        gamma = 1 + torch.tanh(self.gamma(class_emb))
+        beta = self.beta(class_emb)
+        return assign, gamma, beta
+
+    def feature_update(
+        self, feats: torch.Tensor, class_emb: torch.Tensor, scores: torch.Tensor
+    ) -> torch.Tensor:
+        """CE2F in closed form (see module docstring)."""
+        assign, gamma, beta = self.film_terms(class_emb, scores)
+        b, c, h, w = feats.shape
+        scale = torch.einsum("bnp,bnc->bcp", assign, gamma).view(b, c, h, w)
+        shift = torch.einsum("bnp,bnc->bcp", assign, beta).view(b, c, h, w)
+        return (1 - self.lambda_film) * feats + self.lambda_film * (feats * scale + shift)
+
+    def forward(
+        self, class_emb: torch.Tensor, feats: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (CE_l: B x N x C, F_l: B x C x h x w, heatmap logits S_l / tau: B x N x h x w)."""
+        scores = None
+        for _ in range(self.inner_steps):
+            normed, scores = self.scores(class_emb, feats)
+            class_emb = self.class_update(class_emb, normed, scores)
+            feats = self.feature_update(feats, class_emb, scores)
+        b, _, h, w = feats.shape
+        return class_emb, feats, (scores / self.tau).view(b, -1, h, w)

@@ -1,0 +1,99 @@
+"""Dataset facts as data: class names, palette, ignore index, evaluation classes, bands, normalisation.
+
+A :class:`DatasetSpec` is declared once per dataset (see :mod:`bicorseg.data.datasets`) and travels
+inside every checkpoint, so that prediction needs nothing but the checkpoint and the input. Nothing in
+bicorseg decides a convention by matching a dataset's name: it reads these fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# ImageNet statistics in 8-bit units (the normalisation of the published recipes).
+IMAGENET_MEAN_8BIT = (123.675, 116.28, 103.53)
+IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything a model needs to know about the data it is trained on or applied to.
+
+    Attributes:
+        name: short identifier, e.g. ``"vaihingen"`` (informational only).
+        class_names: one name per class index ``0..N-1``.
+        palette: one RGB colour per class, used for colour maps and colour-coded labels.
+        ignore_index: label value that is skipped by losses and metrics.
+        eval_classes: indices averaged into mIoU and mean F1 (e.g. ISPRS leaves out clutter).
+        bands: names of the input bands in the order the model expects them.
+        mean, std: per-band normalisation in the raw units of the input (``(x - mean) / std``).
+        splits: optional mapping split name -> list of tile / image identifiers.
+        label_variant: which labels the evaluation protocol uses (e.g. ``"eroded"``), reported.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int
+    eval_classes: tuple[int, ...]
+    bands: tuple[str, ...] = ("red", "green", "blue")
+    mean: tuple[float, ...] = IMAGENET_MEAN_8BIT
+    std: tuple[float, ...] = IMAGENET_STD_8BIT
+    splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    label_variant: str = "full"
+
+    def __post_init__(self) -> None:
+        n = len(self.class_names)
+        if n < 2:
+            raise ValueError(f"dataset {self.name!r}: at least 2 classes are needed, got {n}")
+        if len(self.palette) != n:
+            raise ValueError(f"dataset {self.name!r}: {n} classes but {len(self.palette)} palette colours")
+        if 0 <= self.ignore_index < n:
+            raise ValueError(
+                f"dataset {self.name!r}: ignore_index {self.ignore_index} collides with a class index"
+            )
+        bad = [c for c in self.eval_classes if not 0 <= c < n]
+        if bad or not self.eval_classes:
+            raise ValueError(f"dataset {self.name!r}: eval_classes must be class indices in 0..{n - 1}")
+        if not (len(self.bands) == len(self.mean) == len(self.std)):
+            raise ValueError(
+                f"dataset {self.name!r}: bands, mean and std must have the same length "
+                f"({len(self.bands)}, {len(self.mean)}, {len(self.std)})"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"dataset {self.name!r}: every std must be positive")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["splits"] = {k: list(v) for k, v in self.splits.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
+        return cls(
+            name=str(data["name"]),
+            class_names=tuple(data["class_names"]),
+            palette=tuple(tuple(int(v) for v in c) for c in data["palette"]),
+            ignore_index=int(data["ignore_index"]),
+            eval_classes=tuple(int(c) for c in data["eval_classes"]),
+            bands=tuple(data.get("bands", ("red", "green", "blue"))),
+            mean=tuple(float(v) for v in data.get("mean", IMAGENET_MEAN_8BIT)),
+            std=tuple(float(v) for v in data.get("std", IMAGENET_STD_8BIT)),
+            splits={k: tuple(v) for k, v in data.get("splits", {}).items()},
+            label_variant=str(data.get("label_variant", "full")),
+        )
+
+    def with_bands(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:
+        """A copy for another band selection (e.g. Potsdam RGBIR instead of RGB)."""
+        data = self.to_dict()
+        data.update(bands=list(bands), mean=list(mean), std=list(std))
+        return DatasetSpec.from_dict(data)
