@@ -44,14 +44,3 @@ class FusedNeck(nn.Module):
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             out = y if out is None else out + y
         return out
-
-    def forward_explicit(
-        self, stages: Sequence[torch.Tensor], size: tuple[int, int] | None = None
-    ) -> torch.Tensor:
-        """The published computation (project, resize, concatenate 4, 3, 2, 1, 1x1 conv); for tests."""
-        size = size or tuple(stages[0].shape[-2:])
-        maps = []
-        for proj, x in zip(self.proj, stages):
-            y = proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            maps.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
-        return self.fuse(torch.cat(maps[::-1], dim=1))

@@ -1,0 +1,21 @@
+"""The embedded demo: procedural aerial scenes with labels and the ``bicorseg demo`` pipeline."""
+
+from bicorseg.demo.scenes import (
+    DEMO_CRS,
+    DEMO_RESOLUTION,
+    DEMO_SPEC,
+    colorize,
+    generate_scene,
+    scene_transform,
+    write_scene_geotiff,
+)
+
+__all__ = [
+    "DEMO_CRS",
+    "DEMO_RESOLUTION",
+    "DEMO_SPEC",
+    "colorize",
+    "generate_scene",
+    "scene_transform",
+    "write_scene_geotiff",
+]

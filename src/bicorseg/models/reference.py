@@ -1,0 +1,54 @@
+"""Explicit, memory-hungry forms of the neck and of CE2F, as the method is written.
+
+The model computes both in closed form (:class:`FusedNeck`, :meth:`HBISLayer.feature_update`). These
+reference forms exist only so that tests can check the closed forms give the same numbers and
+``benchmarks/hbis.py`` can measure what the closed forms save. The model never calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bicorseg.models.hbis import HBISLayer
+from bicorseg.models.neck import FusedNeck
+
+
+def neck_explicit(neck: FusedNeck, stages: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Project each stage, resize, concatenate in the order 4, 3, 2, 1, then the 1x1 convolution."""
+    maps = []
+    for proj, x in zip(neck.proj, stages):
+        y = proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        maps.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+    return neck.fuse(torch.cat(maps[::-1], dim=1))
+
+
+def feature_update_explicit(
+    layer: HBISLayer, feats: torch.Tensor, class_emb: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
+    """CE2F as the explicit sum over classes: builds the B x N x C x h x w tensor."""
+    assign, gamma, beta = layer.film_terms(class_emb, scores)
+    b, c, h, w = feats.shape
+    assign = assign.view(b, -1, 1, h, w)
+    modulated = gamma[..., None, None] * feats.unsqueeze(1) + beta[..., None, None]
+    refined = (assign * modulated).sum(dim=1)
+    return (1 - layer.lambda_film) * feats + layer.lambda_film * refined
+
+
+class ExplicitHBISLayer(HBISLayer):
+    """An HBIS layer that computes CE2F explicitly (same parameters, same numbers, more memory)."""
+
+    def feature_update(
+        self, feats: torch.Tensor, class_emb: torch.Tensor, scores: torch.Tensor
+    ) -> torch.Tensor:
+        return feature_update_explicit(self, feats, class_emb, scores)
+
+
+def use_explicit_ce2f(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch every HBIS layer of ``model`` to the explicit CE2F in place (parameters unchanged)."""
+    for module in model.modules():
+        if type(module) is HBISLayer:
+            module.__class__ = ExplicitHBISLayer
+    return model

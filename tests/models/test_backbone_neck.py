@@ -1,0 +1,66 @@
+"""Backbone stage extraction, band adaptation, local pretrained weights and the fused neck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models import convnext_tiny
+
+from bicorseg.errors import CheckpointError, ConfigError
+from bicorseg.models import FusedNeck, adapt_first_conv_weight, build_backbone
+from bicorseg.models.reference import neck_explicit
+
+
+def test_stages_have_the_documented_strides_and_channels() -> None:
+    backbone = build_backbone("convnext_nano")
+    stages = backbone(torch.randn(1, 3, 64, 96))
+    assert backbone.channels == (32, 64, 128, 256)
+    assert [tuple(s.shape[1:]) for s in stages] == [(32, 16, 24), (64, 8, 12), (128, 4, 6), (256, 2, 3)]
+    assert not backbone._forward_hooks and all(not m._forward_hooks for m in backbone.modules())
+
+
+@pytest.mark.parametrize("bands", [1, 2, 4, 5])
+def test_adapted_first_conv_preserves_activations_of_grey_like_inputs(bands: int) -> None:
+    weight = torch.randn(8, 3, 4, 4, dtype=torch.float64)
+    grey = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    rgb_out = F.conv2d(grey.expand(1, 3, 8, 8), weight)
+    adapted = adapt_first_conv_weight(weight, bands)
+    assert adapted.shape == (8, bands, 4, 4)
+    torch.testing.assert_close(F.conv2d(grey.expand(1, bands, 8, 8), adapted), rgb_out)
+    if bands > 3:  # the RGB kernels keep their relative shape
+        torch.testing.assert_close(adapted[:, :3], weight * 3 / bands)
+
+
+def test_local_pretrained_file_is_loaded(tmp_path) -> None:
+    reference = convnext_tiny()
+    path = tmp_path / "convnext_tiny.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone("convnext_tiny", in_channels=4, pretrained=str(path))
+    torch.testing.assert_close(
+        backbone.features[1][0].block[0].weight, reference.features[1][0].block[0].weight
+    )
+    stem = reference.features[0][0].weight
+    torch.testing.assert_close(backbone.features[0][0].weight, adapt_first_conv_weight(stem, 4))
+
+
+def test_bad_pretrained_files_are_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not found: .*missing.pth"):
+        build_backbone("convnext_tiny", pretrained=str(tmp_path / "missing.pth"))
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot read pretrained weights .*corrupt.pth"):
+        build_backbone("convnext_tiny", pretrained=str(corrupt))
+    partial = tmp_path / "partial.pth"
+    torch.save({"features.0.0.weight": torch.zeros(96, 3, 4, 4)}, partial)
+    with pytest.raises(CheckpointError, match="lack .* backbone keys"):
+        build_backbone("convnext_tiny", pretrained=str(partial))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (15, 21)])
+def test_fused_neck_equals_the_explicit_neck(size) -> None:
+    neck = FusedNeck((8, 16, 24, 32), width=16).double()
+    stages = [
+        torch.randn(2, c, 16 // 2**i, 16 // 2**i, dtype=torch.float64) for i, c in enumerate((8, 16, 24, 32))
+    ]
+    torch.testing.assert_close(neck(stages, size), neck_explicit(neck, stages, size), rtol=1e-12, atol=1e-12)

@@ -1,0 +1,159 @@
+"""BiCoR-Seg network: one shared test class that every model variant inherits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.losses import BiCoRSegLoss, LossConfig
+from bicorseg.models import BiCoRSeg, ModelConfig, TrainOutput
+from conftest import tiny_config
+
+
+class ModelVariantTests:
+    """Shared checks; subclasses set ``config``."""
+
+    config: ModelConfig
+    size = 64
+
+    @pytest.fixture
+    def model(self) -> BiCoRSeg:
+        return BiCoRSeg(self.config)
+
+    def batch(self, n: int = 2) -> torch.Tensor:
+        return torch.randn(n, self.config.in_channels, self.size, self.size)
+
+    def labels(self, n: int = 2) -> torch.Tensor:
+        labels = torch.randint(0, self.config.num_classes, (n, self.size, self.size))
+        labels[:, :8, :8] = self.config.num_classes  # some ignored pixels
+        return labels
+
+    def test_train_outputs(self, model: BiCoRSeg) -> None:
+        out = model.train()(self.batch())
+        n, s, c = self.config.num_classes, self.size, self.config.width
+        assert isinstance(out, TrainOutput)
+        assert out.logits.shape == (2, n, s, s)
+        assert out.aux_logits.shape == (2, n, s, s)
+        assert len(out.heatmap_logits) == len(out.class_embeddings) == self.config.layers
+        for heat, emb in zip(out.heatmap_logits, out.class_embeddings):
+            assert heat.shape == (2, n, s // 4, s // 4)
+            assert emb.shape == (2, n, c)
+
+    def test_eval_returns_logits(self, model: BiCoRSeg) -> None:
+        with torch.no_grad():
+            logits = model.eval()(self.batch(1))
+        assert logits.shape == (1, self.config.num_classes, self.size, self.size)
+        assert torch.isfinite(logits).all()
+
+    def test_heatmaps_are_sigmoid_maps(self, model: BiCoRSeg) -> None:
+        with torch.no_grad():
+            logits, heatmaps = model.eval().predict_with_heatmaps(self.batch(1))
+        assert len(heatmaps) == self.config.layers
+        for heat in heatmaps:
+            assert heat.shape == (1, self.config.num_classes, self.size // 4, self.size // 4)
+            assert heat.min() >= 0 and heat.max() <= 1
+
+    def test_backward_reaches_every_parameter(self, model: BiCoRSeg) -> None:
+        out = model.train()(self.batch())
+        loss = BiCoRSegLoss(LossConfig(ignore_index=self.config.num_classes))(out, self.labels())
+        loss["total"].backward()
+        no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert no_grad == []
+
+    def test_auxiliary_head_does_not_train_class_embeddings(self, model: BiCoRSeg) -> None:
+        out = model.train()(self.batch())
+        loss = BiCoRSegLoss(LossConfig(ignore_index=self.config.num_classes))
+        loss.segmentation(out.aux_logits, self.labels())[0].backward()
+        assert model.class_embed.grad is None
+        assert model.static_classifier.weight.grad.abs().sum() > 0
+        assert model.classifier.weight.grad is None
+
+    def test_wrong_band_count_is_refused(self, model: BiCoRSeg) -> None:
+        x = torch.randn(1, self.config.in_channels + 1, self.size, self.size)
+        with pytest.raises(InputError, match=f"expects {self.config.in_channels} input band"):
+            model.eval()(x)
+
+
+class TestNanoRGB(ModelVariantTests):
+    config = tiny_config()
+
+
+class TestOneBand(ModelVariantTests):
+    config = tiny_config(in_channels=1)
+
+
+class TestFourBands(ModelVariantTests):
+    config = tiny_config(in_channels=4, layers=1)
+
+
+class TestFiveBands(ModelVariantTests):
+    config = tiny_config(in_channels=5, num_classes=2)
+
+
+class TestTopKPerLayerAndInnerSteps(ModelVariantTests):
+    config = tiny_config(layers=3, topk_ratio=[0.02, 0.5, 1.0], inner_steps=2)
+
+
+class TestThresholdSelection(ModelVariantTests):
+    config = tiny_config(selection="threshold", threshold=0.6)
+
+
+class TestPercentileSelection(ModelVariantTests):
+    config = tiny_config(selection="percentile", threshold=0.9)
+
+
+class TestTimmBackbone(ModelVariantTests):
+    config = tiny_config(backbone="timm:convnext_atto", in_channels=4)
+
+    @pytest.fixture
+    def model(self) -> BiCoRSeg:
+        pytest.importorskip("timm")
+        return BiCoRSeg(self.config)
+
+
+def test_training_input_must_be_a_multiple_of_32() -> None:
+    model = BiCoRSeg(tiny_config()).train()
+    with pytest.raises(InputError, match="70x90 is not a multiple of 32: crop or pad to 96x96"):
+        model(torch.randn(1, 3, 70, 90))
+
+
+def test_evaluation_pads_any_size_and_crops_back() -> None:
+    model = BiCoRSeg(tiny_config()).eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        logits, heatmaps = model.predict_with_heatmaps(x)
+        padded = torch.nn.functional.pad(x, (0, 6, 0, 26), mode="reflect")
+        reference = model(padded)[..., :70, :90]
+    assert logits.shape == (1, 4, 70, 90)
+    assert heatmaps[0].shape == (1, 4, 18, 23)
+    torch.testing.assert_close(logits, reference)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"topk_ratio": 0.0}, "model.topk_ratio"),
+        ({"topk_ratio": 1.5}, "model.topk_ratio"),
+        ({"topk_ratio": [0.5]}, "model.topk_ratio"),
+        ({"width": 40}, "model.width"),
+        ({"num_classes": 1}, "model.num_classes"),
+        ({"selection": "best"}, "model.selection"),
+        ({"tau": 0}, "model.tau"),
+    ],
+)
+def test_invalid_configuration_names_the_key(overrides: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        tiny_config(**overrides)
+
+
+def test_unknown_backbone_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet50'.*convnext_base"):
+        BiCoRSeg(tiny_config(backbone="resnet50"))
+
+
+def test_config_round_trip() -> None:
+    config = tiny_config(topk_ratio=[0.1, 0.2])
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown model option"):
+        ModelConfig.from_dict({**config.to_dict(), "depth": 3})
