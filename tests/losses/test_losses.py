@@ -43,7 +43,7 @@ def naive_dice(logits, target, ignore, smooth=0.05, eps=1e-7):
 
 
 def naive_fisher(emb):
-    b, n, c = emb.shape
+    b, n, _ = emb.shape
     means = [emb[:, k].mean(0) for k in range(n)]
     within = sum(((emb[i, k] - means[k]) ** 2).sum() for i in range(b) for k in range(n)) / (b * n)
     pairs = [((means[a] - means[d]) ** 2).sum() for a in range(n) for d in range(a + 1, n)]
@@ -166,5 +166,5 @@ def test_layer_weights_must_match_the_layer_count() -> None:
 
 
 def test_negative_weights_are_refused() -> None:
-    with pytest.raises(ConfigError, match="loss.aux_weight"):
+    with pytest.raises(ConfigError, match=r"loss\.aux_weight"):
         LossConfig(ignore_index=3, aux_weight=-1)

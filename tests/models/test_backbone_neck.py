@@ -45,15 +45,15 @@ def test_local_pretrained_file_is_loaded(tmp_path) -> None:
 
 
 def test_bad_pretrained_files_are_named(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="not found: .*missing.pth"):
+    with pytest.raises(ConfigError, match=r"not found: .*missing\.pth"):
         build_backbone("convnext_tiny", pretrained=str(tmp_path / "missing.pth"))
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="cannot read pretrained weights .*corrupt.pth"):
+    with pytest.raises(CheckpointError, match=r"cannot read pretrained weights .*corrupt\.pth"):
         build_backbone("convnext_tiny", pretrained=str(corrupt))
     partial = tmp_path / "partial.pth"
     torch.save({"features.0.0.weight": torch.zeros(96, 3, 4, 4)}, partial)
-    with pytest.raises(CheckpointError, match="lack .* backbone keys"):
+    with pytest.raises(CheckpointError, match=r"lack .* backbone keys"):
         build_backbone("convnext_tiny", pretrained=str(partial))
 
 

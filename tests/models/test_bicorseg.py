@@ -48,7 +48,7 @@ class ModelVariantTests:
 
     def test_heatmaps_are_sigmoid_maps(self, model: BiCoRSeg) -> None:
         with torch.no_grad():
-            logits, heatmaps = model.eval().predict_with_heatmaps(self.batch(1))
+            _, heatmaps = model.eval().predict_with_heatmaps(self.batch(1))
         assert len(heatmaps) == self.config.layers
         for heat in heatmaps:
             assert heat.shape == (1, self.config.num_classes, self.size // 4, self.size // 4)
@@ -148,7 +148,7 @@ def test_invalid_configuration_names_the_key(overrides: dict, key: str) -> None:
 
 
 def test_unknown_backbone_lists_the_choices() -> None:
-    with pytest.raises(ConfigError, match="unknown backbone 'resnet50'.*convnext_base"):
+    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet50'.*convnext_base"):
         BiCoRSeg(tiny_config(backbone="resnet50"))
 
 

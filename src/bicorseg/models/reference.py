@@ -30,7 +30,7 @@ def feature_update_explicit(
 ) -> torch.Tensor:
     """CE2F as the explicit sum over classes: builds the B x N x C x h x w tensor."""
     assign, gamma, beta = layer.film_terms(class_emb, scores)
-    b, c, h, w = feats.shape
+    b, _, h, w = feats.shape
     assign = assign.view(b, -1, 1, h, w)
     modulated = gamma[..., None, None] * feats.unsqueeze(1) + beta[..., None, None]
     refined = (assign * modulated).sum(dim=1)
