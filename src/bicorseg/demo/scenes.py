@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import Affine, from_origin
+from rasterio.transform import Affine
 
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec
@@ -46,8 +46,9 @@ DEMO_SPEC = DatasetSpec(
 DEMO_CRS = "EPSG:32633"
 DEMO_RESOLUTION = 0.5  # metres per pixel
 
-# Sun from the south-east (in image coordinates: shadows fall towards the upper left).
-_SUN_SHADOW = np.array([-0.55, -0.75])  # (dy, dx) per metre of object height, in pixels
+# Sun from the south-east, about 50 degrees high: shadows fall towards the upper left of the image,
+# 0.85 m long per metre of object height. (dy, dx) in pixels per metre of height.
+_SUN_SHADOW = np.array([-0.6, -0.8]) * 0.85 / DEMO_RESOLUTION
 
 
 def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +68,7 @@ def scene_transform(size: int | tuple[int, int], seed: int, resolution: float = 
     rng = np.random.default_rng([seed, 7919])
     east = 400_000.0 + float(rng.integers(0, 200)) * 1000.0
     north = 5_200_000.0 + float(rng.integers(0, 400)) * 1000.0
-    return from_origin(east, north, resolution, resolution)
+    return Affine(resolution, 0.0, east, 0.0, -resolution, north)  # north-up, origin at the top left
 
 
 def write_scene_geotiff(
@@ -205,7 +206,9 @@ class _Painter:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _colour(self, base: tuple[float, float, float], jitter: float) -> np.ndarray:
-        return np.asarray(base, np.float32) * (1 + self.rng.uniform(-jitter, jitter, 3).astype(np.float32))
+        """``base`` with random brightness (+-jitter) and a smaller random tint (+-jitter/3)."""
+        tint = 1 + self.rng.uniform(-jitter / 3, jitter / 3, 3)
+        return (np.asarray(base) * tint * (1 + self.rng.uniform(-jitter, jitter))).astype(np.float32)
 
     def _fill(self, where: np.ndarray, cls: int, texture: np.ndarray) -> None:
         self.mask[where] = cls
@@ -237,31 +240,35 @@ class _Painter:
         # At least one parcel of each kind, the rest at random (rows, meadow, bare).
         kinds = rng.choice(3, size=count, p=[0.45, 0.2, 0.35])
         kinds[rng.permutation(count)[:3]] = [0, 1, 2]
-        grain = _fractal_noise(rng, (h, w), 24, octaves=3)[..., None]
-        fine = _value_noise(rng, (h, w), 2.0)[..., None]
+        grain = _fractal_noise(rng, (h, w), 24, octaves=3).ravel()[:, None]
+        fine = _value_noise(rng, (h, w), 2.0).ravel()[:, None]
+        # Each parcel's pixels as flat indices (one sort instead of one full-image test per parcel).
+        order = np.argsort(owner.ravel(), kind="stable")
+        bounds = np.searchsorted(owner.ravel()[order], np.arange(count + 1))
+        flat_image, flat_mask = self.image.reshape(-1, 3), self.mask.reshape(-1)
         for parcel in range(count):
-            where = owner == parcel
-            if not where.any():
-                continue
+            index = order[bounds[parcel] : bounds[parcel + 1]]
             kind = kinds[parcel]
+            g, f = grain[index], fine[index]
             if kind == 2:
-                base = self._colour((150, 120, 88), 0.12)
-                texture = base * (0.85 + 0.3 * grain) * (0.92 + 0.16 * fine)
-                self._fill(where, BARE, texture)
-                continue
-            if kind == 0:  # crop rows: a sinusoid across a random direction, period 5-9 px
+                texture = self._colour((150, 120, 88), 0.12) * (0.85 + 0.3 * g) * (0.92 + 0.16 * f)
+                cls = BARE
+            elif kind == 0:  # crop rows: a sinusoid across a random direction, period 5-9 px
                 green = [(95, 135, 60), (120, 150, 70), (150, 160, 85), (80, 120, 55)][rng.integers(4)]
                 base = self._colour(green, 0.1)
-                u, _ = self._rotated(rng.uniform(0, math.pi))
-                rows = 0.5 + 0.5 * np.sin(2 * math.pi * u / rng.uniform(5, 9))[..., None]
-                soil = self._colour((135, 110, 80), 0.1)
+                angle = rng.uniform(0, math.pi)
+                u = self.xx.ravel()[index] * math.cos(angle) + self.yy.ravel()[index] * math.sin(angle)
+                rows = 0.5 + 0.5 * np.sin(2 * math.pi * u / rng.uniform(5, 9))[:, None]
+                soil = self._colour((125, 105, 80), 0.08)
                 share = rng.uniform(0.55, 0.8)  # how much of the row is crop
                 texture = (base * share + soil * (1 - share)) + (base - soil) * (rows - 0.5) * 0.9
-                texture = texture * (0.9 + 0.2 * grain)
+                texture = texture * (0.9 + 0.2 * g)
+                cls = FIELD
             else:  # meadow: smooth green with patches
-                base = self._colour((100, 145, 65), 0.12)
-                texture = base * (0.8 + 0.35 * grain) * (0.94 + 0.12 * fine)
-            self._fill(where, FIELD, texture)
+                texture = self._colour((100, 145, 65), 0.12) * (0.8 + 0.35 * g) * (0.94 + 0.12 * f)
+                cls = FIELD
+            flat_image[index] = texture
+            flat_mask[index] = cls
         # Dark field margins between parcels (hedges are too thin to label): a slight darkening.
         edge = np.zeros((h, w), bool)
         edge[1:] |= owner[1:] != owner[:-1]
@@ -347,10 +354,10 @@ class _Painter:
         self.image[near] = self.image[near] * 0.7 + np.asarray([70, 95, 80], np.float32) * 0.3
         self.height_map[water] = 0
 
-    def _roads(self) -> list[tuple[float, np.ndarray]]:
+    def _roads(self) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """Asphalt roads (with dashed centre lines) and dirt paths, both labelled ROAD.
 
-        Returns (angle, distance-to-centre map) for each asphalt road, to align buildings with them.
+        Returns (angle, rows, columns) for each asphalt road: where buildings facing it may stand.
         """
         rng, h, w = self.rng, self.h, self.w
         roads = []
@@ -375,7 +382,10 @@ class _Painter:
             dashes = (dist < 0.8) & (np.mod(u, 14) < 7)
             self.image[dashes] = self._colour((225, 225, 220), 0.05)
             self.height_map[road] = 0
-            roads.append((angle, dist - half_width))
+            # Where buildings facing this road may stand: 6-35 px beyond its edge (every 4th pixel).
+            edge = (dist - half_width)[::4, ::4]
+            ys, xs = np.nonzero((edge > 6) & (edge < 35))
+            roads.append((angle, ys * 4.0, xs * 4.0))
         for _ in range(rng.integers(1, 3)):
             u, v = self._rotated(rng.uniform(0, math.pi))
             centre = rng.uniform(-0.4, 0.4) * min(h, w)
@@ -391,7 +401,7 @@ class _Painter:
             self.height_map[path] = 0
         return roads
 
-    def _buildings(self, roads: list[tuple[float, np.ndarray]]) -> None:
+    def _buildings(self, roads: list[tuple[float, np.ndarray, np.ndarray]]) -> None:
         """Rectangular buildings along the roads (and a few elsewhere): roofs, ridges, heights."""
         rng, h, w = self.rng, self.h, self.w
         blocked = (self.mask == WATER) | (self.mask == ROAD)
@@ -408,14 +418,11 @@ class _Painter:
         while placed < target and tries < target * 30:
             tries += 1
             if roads and rng.random() < 0.8:
-                angle, dist = roads[rng.integers(len(roads))]
-                # A pixel 6-30 px from the road's edge, then the building faces the road.
-                band = (dist > rng.uniform(4, 8)) & (dist < rng.uniform(22, 40))
-                ys, xs = np.nonzero(band[::4, ::4])
+                angle, ys, xs = roads[rng.integers(len(roads))]
                 if len(ys) == 0:
                     continue
                 k = rng.integers(len(ys))
-                cy, cx = ys[k] * 4.0, xs[k] * 4.0
+                cy, cx = ys[k] + rng.uniform(0, 4), xs[k] + rng.uniform(0, 4)
                 angle += rng.normal(0, 0.04)
             else:
                 cy, cx, angle = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, math.pi)
@@ -467,9 +474,9 @@ class _Painter:
             return
         # March along the shadow direction; a pixel is shaded if an object at distance d is taller
         # than d along the sun's elevation (here: height in metres * scale * |direction|).
-        steps = int(math.ceil(top * self.scale * np.linalg.norm(_SUN_SHADOW))) + 1
+        reach = float(np.linalg.norm(_SUN_SHADOW))  # shadow length in pixels per metre of height
+        steps = math.ceil(top * reach) + 1
         direction = _SUN_SHADOW / np.linalg.norm(_SUN_SHADOW)
-        reach = self.scale * np.linalg.norm(_SUN_SHADOW)  # shadow length in pixels per metre of height
         for step in range(1, steps + 1):
             dy, dx = (direction * step).round().astype(int)
             caster = _shift(heights, int(dy), int(dx))
