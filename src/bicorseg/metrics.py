@@ -1,0 +1,311 @@
+"""Segmentation metrics by the published convention (SPEC 2): one confusion matrix, scores, reports.
+
+* :class:`ConfusionMatrix` is a torchmetrics ``Metric`` that accumulates one ``N x N`` matrix over a
+  whole evaluation set (rows: ground truth, columns: prediction), skipping ignored labels. Its state
+  is summed across processes, so data-parallel evaluation gives the single-process matrix.
+* :func:`scores_from_confusion` turns a matrix into per-class IoU, precision, recall and F1, their
+  means over the dataset's evaluation classes, and the overall accuracy over all classes.
+* :class:`EvaluationReport` pairs the scores with the convention they were computed under (classes
+  averaged, label variant, patches or whole tiles, test-time augmentation); :func:`format_report`
+  prints it as a table and :func:`write_report_json` stores it, both stating that convention.
+
+A score whose denominator is zero (a class absent from both labels and predictions) is undefined:
+it is NaN here, ``null`` in JSON, and left out of the means (the report says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from bicorseg.errors import InputError
+
+
+class ConfusionMatrix(Metric):
+    """An ``N x N`` confusion matrix (rows ground truth, columns prediction), summed across processes.
+
+    ``update(preds, target)`` takes predictions as scores ``B x N x H x W`` (logits or probabilities;
+    the arg-max is taken) or as class indices ``B x H x W``, and labels ``B x H x W``. Pixels whose
+    label is ``ignore_index`` are skipped; any other label outside ``0..N-1`` is an error.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.add_state(
+            "confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        preds = preds.detach()
+        if preds.is_floating_point():
+            if preds.ndim != target.ndim + 1 or preds.shape[1] != self.num_classes:
+                raise InputError(
+                    f"scores of shape {tuple(preds.shape)} do not fit {self.num_classes} classes and "
+                    f"labels of shape {tuple(target.shape)}"
+                )
+            preds = preds.argmax(dim=1)
+        if preds.shape != target.shape:
+            raise InputError(
+                f"prediction shape {tuple(preds.shape)} differs from label shape {tuple(target.shape)}"
+            )
+        preds, target = preds.reshape(-1).long(), target.reshape(-1).long()
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            preds, target = preds[keep], target[keep]
+        if target.numel() == 0:
+            return
+        low, high = int(target.min()), int(target.max())
+        if low < 0 or high >= self.num_classes:
+            bad = low if low < 0 else high
+            raise InputError(
+                f"label value {bad} is outside the classes 0..{self.num_classes - 1}"
+                + (
+                    f" and is not the ignore index {self.ignore_index}"
+                    if self.ignore_index is not None
+                    else ""
+                )
+            )
+        if int(preds.min()) < 0 or int(preds.max()) >= self.num_classes:
+            raise InputError(f"predicted class outside 0..{self.num_classes - 1}")
+        counts = torch.bincount(target * self.num_classes + preds, minlength=self.num_classes**2)
+        self.confmat += counts.reshape(self.num_classes, self.num_classes)
+
+    def compute(self) -> torch.Tensor:
+        return self.confmat.clone()
+
+
+@dataclass
+class Scores:
+    """Per-class scores (length-N float64 tensors, NaN where undefined) and their summaries."""
+
+    iou: torch.Tensor
+    precision: torch.Tensor
+    recall: torch.Tensor
+    f1: torch.Tensor
+    support: torch.Tensor  # ground-truth pixels per class
+    eval_classes: tuple[int, ...]
+    miou: float
+    mean_f1: float
+    mean_precision: float
+    mean_recall: float
+    oa: float
+    total_pixels: int
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, math.nan))
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    finite = values[~torch.isnan(values)]
+    return float(finite.mean()) if finite.numel() else math.nan
+
+
+def scores_from_confusion(confmat: torch.Tensor, eval_classes: Sequence[int] | None = None) -> Scores:
+    """Scores of a confusion matrix (rows ground truth, columns prediction).
+
+    Means (mIoU, mean F1, mean precision, mean recall) average over ``eval_classes`` (all classes when
+    None), skipping undefined values; OA is the trace over the total, over all classes.
+    """
+    matrix = confmat.detach().to(torch.float64).cpu()
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"a confusion matrix must be square, got shape {tuple(matrix.shape)}")
+    n = matrix.shape[0]
+    classes = tuple(range(n)) if eval_classes is None else tuple(int(c) for c in eval_classes)
+    if not classes or any(not 0 <= c < n for c in classes):
+        raise ValueError(f"eval_classes must be indices in 0..{n - 1}, got {classes}")
+    tp = matrix.diagonal()
+    fp = matrix.sum(dim=0) - tp  # predicted as the class, labelled otherwise
+    fn = matrix.sum(dim=1) - tp  # labelled as the class, predicted otherwise
+    iou = _ratio(tp, tp + fp + fn)
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    # F1 of a class with TP = 0 but some FP or FN is 0, not undefined.
+    f1 = torch.where(torch.isnan(f1) & (tp + fp + fn > 0), torch.zeros_like(f1), f1)
+    index = torch.tensor(classes)
+    total = matrix.sum()
+    return Scores(
+        iou=iou,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=matrix.sum(dim=1).long(),
+        eval_classes=classes,
+        miou=_nanmean(iou[index]),
+        mean_f1=_nanmean(f1[index]),
+        mean_precision=_nanmean(precision[index]),
+        mean_recall=_nanmean(recall[index]),
+        oa=float(tp.sum() / total) if total > 0 else math.nan,
+        total_pixels=int(total),
+    )
+
+
+@dataclass
+class Convention:
+    """How a set of scores was obtained; printed with every report."""
+
+    dataset: str
+    split: str = ""
+    label_variant: str = "full"
+    mode: str = "patches"  # "patches" or "whole tiles (...)"
+    tta: str = "none"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationReport:
+    """Scores, the confusion matrix they come from, the class names and the convention."""
+
+    confmat: torch.Tensor
+    class_names: tuple[str, ...]
+    convention: Convention
+    scores: Scores
+
+    @classmethod
+    def from_confusion(
+        cls,
+        confmat: torch.Tensor,
+        class_names: Sequence[str],
+        eval_classes: Sequence[int] | None,
+        convention: Convention,
+    ) -> EvaluationReport:
+        if len(class_names) != confmat.shape[0]:
+            raise ValueError(f"{len(class_names)} class names for a {confmat.shape[0]}-class matrix")
+        return cls(
+            confmat.detach().cpu().long(),
+            tuple(class_names),
+            convention,
+            scores_from_confusion(confmat, eval_classes),
+        )
+
+    def convention_lines(self) -> list[str]:
+        conv, scores = self.convention, self.scores
+        averaged = [self.class_names[c] for c in scores.eval_classes]
+        left_out = [name for i, name in enumerate(self.class_names) if i not in scores.eval_classes]
+        lines = [
+            f"dataset: {conv.dataset}" + (f", split: {conv.split}" if conv.split else ""),
+            f"labels: {conv.label_variant}",
+            f"evaluated on: {conv.mode}",
+            f"test-time augmentation: {conv.tta}",
+            f"mIoU / mean F1 average {len(averaged)} of {len(self.class_names)} classes ("
+            + ", ".join(averaged)
+            + (f"; left out: {', '.join(left_out)}" if left_out else "")
+            + "); OA counts all classes; ignored pixels are excluded everywhere",
+            "one confusion matrix over the whole set; classes absent from labels and predictions "
+            "are undefined and left out of the means",
+        ]
+        lines += [f"{key}: {value}" for key, value in conv.extra.items()]
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.scores
+        per_class = {
+            name: {
+                "iou": _json_float(s.iou[i]),
+                "precision": _json_float(s.precision[i]),
+                "recall": _json_float(s.recall[i]),
+                "f1": _json_float(s.f1[i]),
+                "support_pixels": int(s.support[i]),
+                "in_means": i in s.eval_classes,
+            }
+            for i, name in enumerate(self.class_names)
+        }
+        conv = self.convention
+        return {
+            "convention": {
+                "dataset": conv.dataset,
+                "split": conv.split,
+                "label_variant": conv.label_variant,
+                "mode": conv.mode,
+                "tta": conv.tta,
+                "classes_averaged": [self.class_names[c] for c in s.eval_classes],
+                "oa_classes": "all",
+                "undefined_scores": "null, left out of the means",
+                "confusion_matrix_axes": "rows ground truth, columns prediction",
+                **conv.extra,
+            },
+            "miou": _json_float(s.miou),
+            "mean_f1": _json_float(s.mean_f1),
+            "mean_precision": _json_float(s.mean_precision),
+            "mean_recall": _json_float(s.mean_recall),
+            "oa": _json_float(s.oa),
+            "pixels": s.total_pixels,
+            "per_class": per_class,
+            "class_names": list(self.class_names),
+            "confusion_matrix": self.confmat.tolist(),
+        }
+
+
+def _json_float(value: float | torch.Tensor) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _pct(value: float | torch.Tensor) -> str:
+    value = float(value)
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def format_report(report: EvaluationReport) -> str:
+    """A readable per-class table (scores in %), the means, OA, and the convention used."""
+    s = report.scores
+    width = max(12, *(len(n) for n in report.class_names)) + 2
+    header = f"{'class':<{width}}{'IoU':>8}{'Prec.':>8}{'Recall':>8}{'F1':>8}{'pixels':>14}  in means"
+    lines = [
+        "Convention:",
+        *(f"  {line}" for line in report.convention_lines()),
+        "",
+        header,
+        "-" * len(header),
+    ]
+    for i, name in enumerate(report.class_names):
+        lines.append(
+            f"{name:<{width}}{_pct(s.iou[i]):>8}{_pct(s.precision[i]):>8}{_pct(s.recall[i]):>8}"
+            f"{_pct(s.f1[i]):>8}{int(s.support[i]):>14}  {'yes' if i in s.eval_classes else 'no'}"
+        )
+    lines += [
+        "-" * len(header),
+        f"{'mean (' + str(len(s.eval_classes)) + ' cl.)':<{width}}{_pct(s.miou):>8}{_pct(s.mean_precision):>8}"
+        f"{_pct(s.mean_recall):>8}{_pct(s.mean_f1):>8}",
+        f"mIoU {_pct(s.miou)}  mean F1 {_pct(s.mean_f1)}  OA {_pct(s.oa)}  ({s.total_pixels} pixels)",
+    ]
+    return "\n".join(lines)
+
+
+def write_report_json(report: EvaluationReport, path: str | os.PathLike) -> Path:
+    """Write the report (convention included) as JSON, atomically."""
+    return write_json_atomic(report.to_dict(), path)
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
+    """JSON to a temporary file beside ``path``, renamed when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2, allow_nan=False)
+            stream.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
