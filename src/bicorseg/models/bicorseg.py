@@ -154,7 +154,10 @@ class BiCoRSeg(nn.Module):
 
     def decode(self, stages: list[torch.Tensor], size: tuple[int, int], train: bool) -> TrainOutput:
         """Neck + HBIS + head from the four stage features; ``size`` is the output (H, W)."""
-        f0 = self.neck(stages, (size[0] // 4, size[1] // 4))
+        return self.decode_features(self.neck(stages, (size[0] // 4, size[1] // 4)), train)
+
+    def decode_features(self, f0: torch.Tensor, train: bool) -> TrainOutput:
+        """HBIS layers + head from the neck output F_0 (B x C x h x w); outputs are 4h x 4w."""
         ce0 = self.class_embed.to(f0.dtype).unsqueeze(0).expand(f0.shape[0], -1, -1)
         class_emb, feats = ce0, f0
         heatmaps, embeddings = [], []

@@ -1,0 +1,136 @@
+"""Checkpoints: save/load round trip, clear errors, and conversion from the original layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from bicorseg import DatasetSpec, load_model, save_checkpoint
+from bicorseg.checkpoint import convert_official, load_checkpoint
+from bicorseg.cli.main import main
+from bicorseg.errors import CheckpointError
+from bicorseg.models import BiCoRSeg
+
+SPEC = DatasetSpec(
+    name="toy",
+    class_names=("a", "b", "c", "d"),
+    palette=((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)),
+    ignore_index=255,
+    eval_classes=(0, 1, 2),
+)
+
+
+def _official_state_dict(model: BiCoRSeg) -> dict[str, torch.Tensor]:
+    """Our weights renamed to the original implementation's layout (SPEC 3.3), written out by hand."""
+    names = {
+        "class_norm": "dict_ln",
+        "feat_norm": "feat_ln",
+        "query": "dict_to_feat",
+        "value": "feat_to_dict",
+        "gate": "gate_mlp",
+        "candidate": "cand_mlp",
+        "gamma": "gamma_proj",
+        "beta": "beta_proj",
+    }
+    out = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "backbone":
+            new = "encoder.0." + ".".join(parts[2:])
+        elif parts[:2] == ["neck", "proj"]:
+            new = f"proj_layers.{parts[2]}.proj.{parts[3]}"
+        elif key == "neck.fuse.weight":
+            new = "feature_aggregator.weight"
+        elif key == "class_embed":
+            new = "decoder.class_dict.class_embed.weight"
+        elif parts[0] == "layers":
+            new = f"decoder.bicor_stack.layers.{parts[1]}.{names[parts[2]]}." + ".".join(parts[3:])
+        elif parts[0] == "upsampler":
+            new = "decoder." + key
+        elif parts[0] == "classifier":
+            new = "decoder.classifier_proj.weight"
+        else:
+            new = "decoder." + key
+        out["net." + new] = value.clone()
+    return out
+
+
+@pytest.fixture(scope="module")
+def official_model() -> BiCoRSeg:
+    torch.manual_seed(3)
+    return BiCoRSeg(tiny_config(backbone="convnext_tiny", width=32, layers=2, topk_ratio=0.5)).eval()
+
+
+def test_round_trip_keeps_weights_config_and_dataset(tmp_path) -> None:
+    model = BiCoRSeg(tiny_config(), dataset=SPEC).eval()
+    path = save_checkpoint(model, tmp_path / "model.ckpt", extra={"epoch": 3})
+    loaded = load_model(path)
+    assert not loaded.training
+    assert loaded.config == model.config and loaded.dataset == SPEC
+    assert load_checkpoint(path).extra == {"epoch": 3}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.ckpt"]  # no temporary file left
+
+
+def test_clear_errors(tmp_path) -> None:
+    path = save_checkpoint(BiCoRSeg(tiny_config()), tmp_path / "model.ckpt")
+    with pytest.raises(CheckpointError, match="trained for 4 classes, but 6 are expected"):
+        load_checkpoint(path, num_classes=6)
+    with pytest.raises(CheckpointError, match="expects 3 input band"):
+        load_checkpoint(path, in_channels=4)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*corrupt\.ckpt: corrupt"):
+        load_checkpoint(corrupt)
+    other = tmp_path / "other.ckpt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not a bicorseg checkpoint"):
+        load_checkpoint(other)
+
+
+def test_convert_cli_reproduces_the_original_model(tmp_path, official_model, capsys) -> None:
+    source = tmp_path / "official.ckpt"
+    torch.save({"state_dict": _official_state_dict(official_model), "epoch": 44}, source)
+    with pytest.raises(CheckpointError, match="original BiCoR-Seg code: convert it first"):
+        load_checkpoint(source)
+    out = tmp_path / "converted.ckpt"
+    status = main(["convert", str(source), "--output", str(out), "--num-classes", "4", "--topk-ratio", "0.5"])
+    assert status == 0
+    assert "convnext_tiny, 4 classes, 2 HBIS layers, width 32" in capsys.readouterr().out
+    converted = load_model(out)
+    assert converted.config.topk_ratio == 0.5 and converted.config.backbone == "convnext_tiny"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), official_model(x))
+
+
+def test_convert_names_missing_and_unexpected_keys(official_model) -> None:
+    state = _official_state_dict(official_model)
+    del state["net.decoder.bicor_stack.layers.1.gamma_proj.bias"]
+    state["net.decoder.extra_head.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as error:
+        convert_official({"state_dict": state}, num_classes=4)
+    message = str(error.value)
+    assert "1 missing (layers.1.gamma.bias)" in message
+    assert "1 unexpected (decoder.extra_head.weight)" in message
+
+
+def test_convert_checks_class_and_layer_counts(official_model) -> None:
+    state = {"state_dict": _official_state_dict(official_model)}
+    with pytest.raises(CheckpointError, match="4 class embeddings but --num-classes is 6"):
+        convert_official(state, num_classes=6)
+    with pytest.raises(CheckpointError, match="2 HBIS layers but 3 were asked for"):
+        convert_official(state, num_classes=4, layers=3)
+
+
+def test_cli_prints_one_line_errors(tmp_path, capsys) -> None:
+    status = main(["convert", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "x.ckpt"), "--num-classes", "4"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "checkpoint not found" in err
+    assert not (tmp_path / "x.ckpt").exists()
