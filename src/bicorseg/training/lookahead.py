@@ -1,0 +1,91 @@
+"""Lookahead (Zhang et al., 2019) around any torch optimizer, with a complete ``state_dict``.
+
+The wrapped ("fast") optimizer takes every step. Slow weights start as the parameters before the
+first step; after every ``k`` fast steps they move ``alpha`` of the way towards the fast weights,
+and the fast weights are reset to them. The published recipes use AdamW inside Lookahead(k=5,
+alpha=0.5).
+
+The wrapper shares ``param_groups`` with the inner optimizer, so learning-rate schedulers act on
+both. ``state_dict()`` holds the inner optimizer's state, the slow weights and the step counter, so
+a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+class Lookahead(Optimizer):
+    """Lookahead over ``base`` (see module docstring)."""
+
+    def __init__(self, base: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+        if k < 1:
+            raise ValueError(f"Lookahead k must be at least 1, got {k}")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"Lookahead alpha must be in (0, 1], got {alpha}")
+        self.base = base
+        self.k = k
+        self.alpha = alpha
+        self.fast_steps = 0
+        super().__init__(base.param_groups, base.defaults)
+        # share the very same group dicts (and list) so schedulers and the base see one learning rate
+        self.param_groups = base.param_groups
+
+    def _parameters(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def _init_slow(self) -> None:
+        for p in self._parameters():
+            if "slow" not in self.state[p]:
+                self.state[p]["slow"] = p.detach().clone()
+
+    @torch.no_grad()
+    def _sync(self) -> None:
+        for p in self._parameters():
+            slow = self.state[p]["slow"]
+            slow.add_(p.detach() - slow, alpha=self.alpha)
+            p.copy_(slow)
+
+    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
+        self._init_slow()
+        loss = self.base.step(closure)
+        self.fast_steps += 1
+        if self.fast_steps % self.k == 0:
+            self._sync()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        params = self._parameters()
+        return {
+            "base": self.base.state_dict(),
+            "slow": [self.state[p]["slow"] if "slow" in self.state[p] else None for p in params],
+            "fast_steps": self.fast_steps,
+            "k": self.k,
+            "alpha": self.alpha,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        if "base" not in state_dict or "slow" not in state_dict:
+            raise ValueError("not a Lookahead state dict (keys 'base' and 'slow' are expected)")
+        params = self._parameters()
+        if len(state_dict["slow"]) != len(params):
+            raise ValueError(
+                f"the Lookahead state has {len(state_dict['slow'])} slow weights for {len(params)} parameters"
+            )
+        self.base.load_state_dict(state_dict["base"])
+        self.param_groups = self.base.param_groups  # load_state_dict rebuilt the base's groups
+        for p, slow in zip(params, state_dict["slow"]):
+            self.state[p].pop("slow", None)
+            if slow is not None:
+                self.state[p]["slow"] = slow.detach().to(device=p.device, dtype=p.dtype).clone()
+        self.fast_steps = int(state_dict["fast_steps"])
+        self.k = int(state_dict.get("k", self.k))
+        self.alpha = float(state_dict.get("alpha", self.alpha))
