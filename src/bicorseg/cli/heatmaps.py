@@ -1,0 +1,68 @@
+"""``bicorseg heatmaps``: export the per-layer class heatmaps and the interpretability figure (SPEC 1.7)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bicorseg.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "heatmaps",
+        help="export per-layer class heatmaps and the figure image / truth / prediction / heatmaps",
+        description=(
+            "For each input, write every HBIS layer's sigmoid class heatmaps (1/4 resolution; a float32 "
+            "GeoTIFF per layer with one band per class for raster input, one grey PNG per layer and class "
+            "for PNG/JPEG input) and OUTPUT/<stem>_heatmaps.png: the image, the ground truth (--label), the "
+            "prediction and the heatmaps of one layer."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/raster files or folders of them")
+    parser.add_argument("--checkpoint", required=True, help="bicorseg checkpoint")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument(
+        "--layer", type=int, default=None, help="layer shown in the figure, 1..L (default: last)"
+    )
+    parser.add_argument("--label", default=None, help="ground-truth raster for the figure (one input only)")
+    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.cli.predict import one_line_warnings, resolve_device
+    from bicorseg.inference.heatmaps import export_heatmaps
+    from bicorseg.inference.predictor import PredictOptions, find_inputs, model_info
+
+    PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
+    paths = find_inputs(args.inputs)
+    if args.label is not None and len(paths) != 1:
+        raise ConfigError(f"--label needs exactly one input, got {len(paths)}")
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint).build_model().to(device)
+    info = model_info(model, str(args.checkpoint))
+    with one_line_warnings("heatmaps"):
+        for path in paths:
+            result = export_heatmaps(
+                model,
+                path,
+                args.output,
+                layer=args.layer,
+                label=args.label,
+                tile=args.tile,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                device=device,
+                info=info,
+            )
+            print(
+                f"{path.name}: {len(result.outputs)} heatmap file(s), figure {result.figure}", file=sys.stderr
+            )
+    print(f"heatmaps of {len(paths)} file(s) in {Path(args.output)}", file=sys.stderr)
+    return 0

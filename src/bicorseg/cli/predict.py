@@ -1,0 +1,173 @@
+"""``bicorseg predict``: segment images or georeferenced rasters of any size (SPEC 3.2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from bicorseg.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment images or georeferenced rasters of any size",
+        description=(
+            "Segment image files or rasters (files or folders). A raster gives OUTPUT/<stem>.tif: uint8 class "
+            "indices, nodata 255, the input's CRS and transform, tiled and deflate-compressed, with the class "
+            "colours as colour table. PNG/JPEG gives OUTPUT/<stem>.png. Rasters are read and written in "
+            "windows (memory does not grow with their size); tiles overlap and are blended with smooth "
+            "weights. Masked or NaN input pixels come out as nodata. Outputs appear only when complete, and "
+            "files whose outputs exist are skipped (use --overwrite to redo them)."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/raster files or folders of them")
+    parser.add_argument(
+        "--checkpoint", required=True, help="bicorseg checkpoint (or .onnx with --engine onnx)"
+    )
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
+    parser.add_argument(
+        "--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1) (default 0.25)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
+    parser.add_argument("--tta", choices=("none", "lr", "d4"), default="none", help="test-time augmentation")
+    parser.add_argument(
+        "--probabilities",
+        nargs="?",
+        const="uint8",
+        default=None,
+        choices=("uint8", "float32"),
+        help="also write <stem>_prob.tif, one band per class: uint8 = round(254 p) with nodata 255 "
+        "(default when given without a value) or float32 with nodata NaN",
+    )
+    parser.add_argument("--color", action="store_true", help="also write the colourised map <stem>_color.*")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes splitting the file list (default 1)"
+    )
+    parser.add_argument(
+        "--engine", choices=("torch", "onnx"), default="torch", help="PyTorch or ONNX Runtime"
+    )
+    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    parser.add_argument("--overwrite", action="store_true", help="redo files whose outputs already exist")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
+    parser.set_defaults(func=run)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is available")
+    if not (name == "cpu" or name.startswith(("cuda", "mps"))):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
+class RichProgress:
+    """A rich progress bar for the predictor (one task per file, or one over files with workers)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+            transient=False,
+        )
+        self.task = None
+
+    def start(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, n)
+
+
+@contextmanager
+def one_line_warnings(command: str):
+    """Warnings as one line each on stderr (no source line), like the errors."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"bicorseg {command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def run(args: argparse.Namespace) -> int:
+    from bicorseg.inference.predictor import PredictOptions, predict_files
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    options = PredictOptions(
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        probabilities=args.probabilities,
+        color=args.color,
+        overwrite=args.overwrite,
+        device=resolve_device(args.device),
+    )
+    if args.print_config:
+        import yaml
+
+        resolved = {
+            "inputs": list(args.inputs),
+            "checkpoint": args.checkpoint,
+            "output": args.output,
+            "engine": args.engine,
+            "workers": args.workers,
+            **asdict(options),
+        }
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        return 0
+    progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())
+    written = skipped = 0
+
+    def report(result) -> None:
+        nonlocal written, skipped
+        if result.skipped:
+            skipped += 1
+        else:
+            written += 1
+            if not args.quiet:
+                progress.bar.console.print(
+                    f"{result.input.name} -> {result.outputs['class']} ({result.seconds:.1f} s)"
+                )
+
+    with one_line_warnings("predict"), progress.bar:
+        predict_files(
+            args.inputs,
+            args.checkpoint,
+            args.output,
+            options,
+            engine=args.engine,
+            workers=args.workers,
+            progress=progress,
+            on_result=report,
+        )
+    if not args.quiet:
+        note = f", {skipped} already done (skipped)" if skipped else ""
+        print(f"predicted {written} file(s) into {Path(args.output)}{note}", file=sys.stderr)
+    return 0

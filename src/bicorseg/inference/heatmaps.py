@@ -1,0 +1,271 @@
+"""Per-layer class heatmaps (SPEC 1.7): export them for any image or raster, and draw the paper's figure.
+
+Each HBIS layer's sigmoid heatmaps are a segmentation at 1/4 of the input resolution. They are
+computed tile by tile like the prediction (same blending, same bounded memory) and written as:
+
+* raster input: ``<stem>_heatmaps_layer{l}.tif``, one float32 band per class (band descriptions are
+  the class names), values in [0, 1], nodata NaN, georeferenced at 4x the input's pixel size;
+* PNG / JPEG input: ``<stem>_layer{l}_{class}.png``, 8-bit grey (``round(255 * sigmoid)``);
+* always: ``<stem>_heatmaps.png``, the figure: the image, the ground truth (if given), the
+  prediction and the per-class heatmaps of the chosen layer (downsampled for display).
+
+Layers are numbered from 1 (the first HBIS layer) to L. The figure uses matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
+from bicorseg.inference.predictor import (
+    GDAL_CACHE_MB,
+    ModelInfo,
+    OutputSet,
+    RasterReader,
+    geotiff_profile,
+    input_bands,
+    model_info,
+    normalisation,
+    open_raster,
+    remove_stale_temps,
+)
+from bicorseg.inference.tiling import output_size
+
+SCALE = 4  # heatmaps live at 1/4 of the input resolution
+FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels
+
+
+@dataclass
+class HeatmapResult:
+    input: Path
+    outputs: list[Path] = field(default_factory=list)
+    figure: Path | None = None
+
+
+def heatmap_fn(model: torch.nn.Module):
+    """Batch -> ``(L + 1) * N`` maps at 1/4 resolution: the class probabilities (average-pooled,
+    for the figure's prediction) followed by each layer's sigmoid heatmaps."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        logits, heatmaps = model.predict_with_heatmaps(x)
+        probs = F.avg_pool2d(torch.softmax(logits.float(), dim=1), SCALE, ceil_mode=True)
+        return torch.cat([probs, *(h.float() for h in heatmaps)], dim=1)
+
+    return fn
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
+
+
+def export_heatmaps(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    layer: int | None = None,
+    label: str | os.PathLike | None = None,
+    tile: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    device: str = "cpu",
+    info: ModelInfo | None = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> HeatmapResult:
+    """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input."""
+    path, out_dir = Path(path), Path(out_dir)
+    info = info or model_info(model)
+    num_layers = model.config.layers
+    layer = num_layers if layer is None else layer
+    if not 1 <= layer <= num_layers:
+        raise ConfigError(
+            f"--layer must be in 1..{num_layers} (the model has {num_layers} HBIS layers), got {layer}"
+        )
+    n = info.num_classes
+    plain = path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
+    names = [_slug(c) for c in info.class_names]
+    if plain:
+        targets = {
+            f"{li}/{c}": out_dir / f"{path.stem}_layer{li}_{names[c]}.png"
+            for li in range(1, num_layers + 1)
+            for c in range(n)
+        }
+    else:
+        targets = {
+            f"{li}": out_dir / f"{path.stem}_heatmaps_layer{li}.tif" for li in range(1, num_layers + 1)
+        }
+    targets["figure"] = out_dir / f"{path.stem}_heatmaps.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for target in targets.values():
+        remove_stale_temps(target)
+    result = HeatmapResult(path)
+    with ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        src = stack.enter_context(open_raster(path))
+        bands = input_bands(src, path, info)
+        mean, std = normalisation(info, src.dtypes[0], path)
+        engine = SlidingWindow(
+            src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, chunk, device
+        )
+        out_h, out_w = engine.out_height, engine.out_width
+        step = max(1, math.ceil(max(out_h, out_w) / FIGURE_SIZE))  # subsampling for the figure
+        thumb_pred = np.full((output_size(out_h, step), output_size(out_w, step)), 255, np.uint8)
+        thumb_heat = np.full((n, *thumb_pred.shape), np.nan, np.float32)
+        outputs = OutputSet(targets, stack)
+        planes: np.ndarray | None = None
+        datasets = {}
+        if plain:
+            planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
+        else:
+            transform = (
+                src.transform * rasterio.Affine.scale(SCALE) if not src.transform.is_identity else None
+            )
+            for li in range(1, num_layers + 1):
+                profile = geotiff_profile(src, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
+                if transform is not None:
+                    profile["transform"] = transform
+                dst = outputs.open_geotiff(f"{li}", profile)
+                for c, name in enumerate(info.class_names, start=1):
+                    dst.set_band_description(c, name)
+                dst.update_tags(bicorseg_layer=str(li), bicorseg_checkpoint=info.source)
+                datasets[li] = dst
+
+        def write(y0: int, x0: int, values: np.ndarray, valid: np.ndarray) -> None:
+            h, w = valid.shape
+            maps = values[n:].reshape(num_layers, n, h, w)
+            # figure thumbnails: every step-th cell of this strip
+            ry = np.arange((-y0) % step, h, step)
+            rx = np.arange((-x0) % step, w, step)
+            if len(ry) and len(rx):
+                ty, tx = (y0 + ry[0]) // step, (x0 + rx[0]) // step
+                sub_valid = valid[np.ix_(ry, rx)]
+                pred = values[:n][:, ry][:, :, rx].argmax(axis=0).astype(np.uint8)
+                pred[~sub_valid] = 255
+                thumb_pred[ty : ty + len(ry), tx : tx + len(rx)] = pred
+                heat = maps[layer - 1][:, ry][:, :, rx].copy()
+                heat[:, ~sub_valid] = np.nan
+                thumb_heat[:, ty : ty + len(ry), tx : tx + len(rx)] = heat
+            if plain:
+                planes[:, :, y0 : y0 + h, x0 : x0 + w] = np.rint(np.clip(maps, 0, 1) * 255)
+            else:
+                maps = maps.copy()
+                maps[:, :, ~valid] = np.nan
+                for li, dst in datasets.items():
+                    dst.write(maps[li - 1], window=rasterio.windows.Window(x0, y0, w, h))
+
+        try:
+            engine.run(heatmap_fn(model), RasterReader(src, path, bands, mean, std), write)
+            if plain:
+                for key in targets:
+                    if key != "figure":
+                        li, c = map(int, key.split("/"))
+                        Image.fromarray(planes[li - 1, c], mode="L").save(outputs.temp_for(key), format="PNG")
+            image = _display_image(src, bands, thumb_pred.shape)
+            truth = _read_label(Path(label), thumb_pred.shape, info) if label is not None else None
+            draw_figure(
+                outputs.temp_for("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name
+            )
+            outputs.commit()
+        except BaseException:
+            outputs.abort()
+            raise
+    result.figure = targets.pop("figure")
+    result.outputs = list(targets.values())
+    return result
+
+
+def _display_image(src: rasterio.DatasetReader, bands: list[int], shape: tuple[int, int]) -> np.ndarray:
+    """An RGB (or grey) float image in [0, 1] at ``shape``, stretched at the 2nd/98th percentiles."""
+    shown = bands[:3] if len(bands) >= 3 else bands[:1]
+    data = src.read(shown, out_shape=(len(shown), *shape), resampling=Resampling.nearest, out_dtype="float32")
+    valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+    valid &= np.isfinite(data).all(axis=0)
+    for band in data:
+        values = band[valid]
+        lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
+        band -= lo
+        band /= max(hi - lo, 1e-6)
+    data = np.clip(np.nan_to_num(data), 0, 1)
+    data[:, ~valid] = 1.0
+    image = np.moveaxis(data, 0, -1)
+    return image if image.shape[-1] == 3 else image[..., 0]
+
+
+def _read_label(path: Path, shape: tuple[int, int], info: ModelInfo) -> np.ndarray:
+    """A label raster at ``shape`` as class indices (255 = unknown); colour-coded labels are mapped."""
+    with open_raster(path) as src:
+        data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
+    if data.shape[0] == 1:
+        labels = data[0].astype(np.int64)
+        return np.where((labels >= 0) & (labels < info.num_classes), labels, 255).astype(np.uint8)
+    if data.shape[0] in (3, 4):
+        labels = np.full(shape, 255, np.uint8)
+        for c, colour in enumerate(info.palette):
+            labels[(data[:3] == np.asarray(colour)[:, None, None]).all(axis=0)] = c
+        return labels
+    raise InputError(f"label {path} has {data.shape[0]} bands: expected 1 (class indices) or 3 (colours)")
+
+
+def draw_figure(
+    output: Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    heatmaps: np.ndarray,
+    info: ModelInfo,
+    layer: int,
+    truth: np.ndarray | None = None,
+    title: str = "",
+) -> None:
+    """The figure of SPEC 1.7 as a PNG: image, ground truth, prediction, one heatmap per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display (also safe in worker processes)
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Patch
+
+    table = np.ones((256, 3), np.float32)
+    table[: info.num_classes] = info.palette / 255.0
+    panels = [("image", image)]
+    if truth is not None:
+        panels.append(("ground truth", table[truth]))
+    panels.append(("prediction", table[prediction]))
+    n = info.num_classes
+    cols = max(len(panels), min(n, 4))
+    rows = 1 + math.ceil(n / cols)
+    aspect = image.shape[0] / image.shape[1]
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * aspect + 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (name, data) in zip(axes[0], panels):
+        ax.imshow(data, cmap="gray" if data.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+    handles = [Patch(color=table[c], label=name) for c, name in enumerate(info.class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(n, 8), fontsize=8, frameon=False)
+    mappable = None
+    for c in range(n):
+        ax = axes[1 + c // cols, c % cols]
+        mappable = ax.imshow(heatmaps[c], cmap="jet", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(f"layer {layer}: {info.class_names[c]}", fontsize=10)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes[1:].ravel().tolist(), shrink=0.8, label="sigmoid heatmap")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(output, dpi=100, format="png")
+    plt.close(fig)

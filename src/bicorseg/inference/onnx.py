@@ -1,0 +1,146 @@
+"""ONNX export at a fixed tile size, checked against onnxruntime, and an ONNX model usable for prediction.
+
+:func:`export_onnx` writes a graph ``image (B x bands x T x T, normalised) -> logits (B x N x T x T)``
+with a dynamic batch size, and stores the checkpoint's metadata (model configuration, dataset facts,
+tile size) in the file's ``metadata_props`` under ``bicorseg``, so that the ``.onnx`` file alone is
+enough for ``bicorseg predict --engine onnx``. :class:`OnnxModel` runs such a file with onnxruntime
+and behaves like the PyTorch model for the predictor: tiles smaller than ``T`` (rasters smaller than
+a tile) are padded (by reflection where possible, as the PyTorch model pads) and cropped back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bicorseg.errors import CheckpointError, ConfigError
+from bicorseg.spec import DatasetSpec
+
+METADATA_KEY = "bicorseg"
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-4
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:  # optional extra
+        raise ConfigError("ONNX support needs the optional extra: pip install 'bicorseg[export]'") from error
+    return onnx, onnxruntime
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    tile: int = 512,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+) -> float:
+    """Export a checkpoint to ONNX at ``tile x tile`` and return the max |logit difference| to PyTorch.
+
+    With ``check`` (default) onnxruntime runs a random batch of 2 and the export fails with a
+    :class:`CheckpointError` if any logit differs from PyTorch's by more than 1e-4. The file is
+    written to a temporary name and renamed when checked.
+    """
+    onnx, _ = _require_onnx()
+    from bicorseg.checkpoint import load_checkpoint, metadata
+
+    if tile < 32 or tile % 32:
+        raise ConfigError(f"--tile must be a positive multiple of 32 for export, got {tile}")
+    output = Path(output)
+    model = load_checkpoint(checkpoint).build_model().float().eval()
+    example = torch.randn(2, model.config.in_channels, tile, tile)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's warnings about Python control flow on shapes
+            torch.onnx.export(
+                model,
+                (example,),
+                str(temp),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=_has_onnxscript(),  # torch.export traces shapes as numbers; needs onnxscript
+                verbose=False,
+            )
+        graph = onnx.load(str(temp))
+        meta = {**metadata(model), "tile": tile, "checkpoint": str(checkpoint)}
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+        onnx.save(graph, str(temp))
+        difference = 0.0
+        if check:
+            with torch.inference_mode():
+                expected = model(example).numpy()
+            got = OnnxModel(temp).run(example.numpy())
+            difference = float(np.abs(got - expected).max())
+            if not difference <= TOLERANCE:
+                raise CheckpointError(
+                    f"ONNX export of {checkpoint} differs from PyTorch by {difference:.3g} (> {TOLERANCE})"
+                )
+        os.replace(temp, output)
+    finally:
+        temp.unlink(missing_ok=True)
+    return difference
+
+
+def _has_onnxscript() -> bool:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxModel:
+    """An exported bicorseg ONNX file: ``model(x)`` maps a normalised batch to logits like PyTorch's."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        _, ort = _require_onnx()
+        from bicorseg.inference.predictor import ModelInfo
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"ONNX model not found: {path}")
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            raise CheckpointError(f"cannot read ONNX model {path}: {str(error).splitlines()[0]}") from error
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise CheckpointError(f"{path} was not exported by bicorseg (no '{METADATA_KEY}' metadata)")
+        meta = json.loads(raw)
+        config = meta["model_config"]
+        dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
+        self.tile = int(meta["tile"])
+        self.info = ModelInfo(int(config["num_classes"]), int(config["in_channels"]), dataset, str(path))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of a ``B x bands x T x T`` float32 batch."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height > self.tile or width > self.tile:
+            raise ConfigError(f"this ONNX model takes tiles up to {self.tile} px, got {height} x {width}")
+        pad_h, pad_w = self.tile - height, self.tile - width
+        if pad_h or pad_w:  # rasters smaller than the exported tile: pad as the PyTorch model does
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        logits = torch.from_numpy(self.run(x.detach().cpu().float().numpy()))
+        return logits[..., :height, :width].to(x.device)
