@@ -1,0 +1,99 @@
+"""The sample contract shared by bicorseg's torch datasets: load, augment, normalise.
+
+A subclass implements :meth:`SegmentationDataset.load_arrays` (raw image ``bands x H x W`` in its
+native dtype and an ``H x W`` index mask, or None) and :meth:`SegmentationDataset.sample_name`. The
+base class turns them into ``{"image": float32 bands x H x W, (x - spec.mean) / spec.std,
+"mask": int64 H x W (ignored pixels = spec.ignore_index), "name": str, "path": str}``.
+
+The optional ``transform`` sees the raw image (float32, still in input units) and the int64 mask
+and returns both. A transform with a ``sample(load, index, length)`` method (the training
+augmentation of :mod:`bicorseg.data.transforms`) is given access to the whole dataset, for mosaics.
+A transform with ``for_spec(spec)`` is bound to the dataset's spec (its ignore index) when given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bicorseg.data.io import check_finite
+from bicorseg.errors import InputError
+from bicorseg.spec import DatasetSpec
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+JointTransform = Callable[[torch.Tensor, torch.Tensor], Pair]
+
+
+class SegmentationDataset(Dataset):
+    """Base of the bicorseg datasets: subclasses load raw arrays, this class does the rest."""
+
+    spec: DatasetSpec
+
+    def __init__(self, spec: DatasetSpec, transform: Any = None) -> None:
+        self.spec = spec
+        if transform is not None and hasattr(transform, "for_spec"):
+            transform = transform.for_spec(spec)
+        self.transform = transform
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
+        self._std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
+
+    # -- to implement ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw image (``bands x H x W``, native dtype) and index mask (``H x W``) or None."""
+        raise NotImplementedError
+
+    def sample_name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def sample_path(self, index: int) -> str:
+        return self.sample_name(index)
+
+    # -- provided ----------------------------------------------------------------------------------
+    def load_tensors(self, index: int) -> Pair:
+        """Image as float32 in input units and mask as int64 (all ignore when there is no mask)."""
+        image, mask = self.load_arrays(index)
+        path = self.sample_path(index)
+        if image.ndim != 3 or image.shape[0] != self.spec.num_bands:
+            raise InputError(
+                f"{path}: has {image.shape[0] if image.ndim == 3 else 1} band(s), the dataset expects "
+                f"{self.spec.num_bands} ({', '.join(self.spec.bands)})"
+            )
+        check_finite(image, path)
+        image_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        if mask is None:
+            mask_t = torch.full(image.shape[1:], self.spec.ignore_index, dtype=torch.int64)
+        else:
+            if mask.shape != image.shape[1:]:
+                raise InputError(
+                    f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} px but the image is "
+                    f"{image.shape[2]}x{image.shape[1]} px (width x height)"
+                )
+            mask_t = torch.from_numpy(mask.astype(np.int64))
+        return image_t, mask_t
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        return (image - self._mean) / self._std
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        if self.transform is not None and hasattr(self.transform, "sample"):
+            image, mask = self.transform.sample(self.load_tensors, index, len(self))
+        else:
+            image, mask = self.load_tensors(index)
+            if self.transform is not None:
+                image, mask = self.transform(image, mask)
+        return {
+            "image": self.normalise(image).contiguous(),
+            "mask": mask.contiguous(),
+            "name": self.sample_name(index),
+            "path": self.sample_path(index),
+        }

@@ -1,0 +1,360 @@
+"""The official releases of ISPRS Vaihingen, ISPRS Potsdam and LoveDA, declared as data.
+
+Each :class:`Release` holds a dataset's :class:`~bicorseg.spec.DatasetSpec` (classes, palette, ignore
+index, evaluation classes, bands, normalisation, splits) and the facts ``prepare`` needs to turn the
+release into training data: where its files are (path patterns with ``{field}`` placeholders), how
+its labels are encoded, which tiles form which split and how each split is cut into patches. One
+code path (:mod:`bicorseg.data.prepare`) serves every release; nothing matches a dataset's name.
+
+Path patterns match the end of a file's path inside the source folder or inside an archive, so the
+same declaration finds ``ISPRS_semantic_labeling_Vaihingen/top/top_mosaic_09cm_area1.tif`` on disk
+and ``top/top_mosaic_09cm_area1.tif`` inside the official zip.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from bicorseg.data.labels import Colour, LabelTable
+from bicorseg.errors import ConfigError
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Which source images form a split, which labels it uses, and how it is cut.
+
+    Attributes:
+        name: split name in the prepared output (``train``, ``val``, ``test``).
+        tiles: tile ids the protocol requires; every one must be present. Empty: the split is
+            every image whose path fields match ``where`` (e.g. LoveDA's ``Train/Urban``).
+        where: path field -> accepted values (only used when ``tiles`` is empty).
+        labels: label role to use (``"full"`` or ``"eroded"``), or None when the split has no labels.
+        patch_size: side of the square patches, or None to keep whole images.
+        stride: step between patches (defaults to ``patch_size``).
+        pad: pad each tile at the bottom and right to a multiple of ``patch_size`` (image 0,
+            mask ignore) so that no pixel is dropped.
+        flips: extra flipped copies of each tile, cut like the original (``"hflip"``, ``"vflip"``).
+    """
+
+    name: str
+    tiles: tuple[str, ...] = ()
+    where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    labels: str | None = "full"
+    patch_size: int | None = None
+    stride: int | None = None
+    pad: bool = True
+    flips: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.flips if f not in ("hflip", "vflip")]
+        if bad:
+            raise ValueError(f"split {self.name!r}: unknown flips {bad}")
+        if self.stride is not None and self.patch_size is None:
+            raise ValueError(f"split {self.name!r}: a stride needs a patch size")
+
+    def scaled(self, patch_size: int | None) -> SplitRule:
+        """The same rule with another patch size; the stride keeps its ratio to the patch size."""
+        if patch_size is None or self.patch_size is None:
+            return self
+        stride = self.stride or self.patch_size
+        new_stride = max(1, round(stride * patch_size / self.patch_size))
+        return SplitRule(
+            self.name, self.tiles, self.where, self.labels, patch_size, new_stride, self.pad, self.flips
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "tiles": list(self.tiles),
+            "where": {k: list(v) for k, v in self.where.items()},
+            "labels": self.labels,
+            "patch_size": self.patch_size,
+            "stride": self.stride or self.patch_size,
+            "pad": self.pad,
+            "flips": list(self.flips),
+        }
+
+
+@dataclass(frozen=True)
+class BandVariant:
+    """One choice of image files and bands (e.g. Potsdam RGB or IRRG) with its normalisation."""
+
+    images: tuple[str, ...]
+    bands: tuple[str, ...]
+    mean: tuple[float, ...] = IMAGENET_MEAN_8BIT
+    std: tuple[float, ...] = IMAGENET_STD_8BIT
+
+
+@dataclass(frozen=True)
+class Release:
+    """Everything ``prepare`` knows about one official dataset release.
+
+    Attributes:
+        spec: the dataset facts (for the default band variant).
+        fields: placeholder name -> regular expression of its values (``tile`` is required).
+        variants: band variant name -> image patterns and bands; ``default_variant`` is used
+            unless another is asked for.
+        labels: label role (``"full"``, ``"eroded"``) -> path patterns.
+        label_table: raw label code (colour or value) -> class index.
+        splits: the protocol's splits, in order.
+        patch_name: output name of a tile's patches, from its fields (e.g. ``area{tile}``).
+        archives: names of the official archives (for messages; any zip in the source is searched).
+    """
+
+    spec: DatasetSpec
+    fields: Mapping[str, str]
+    variants: Mapping[str, BandVariant]
+    default_variant: str
+    labels: Mapping[str, tuple[str, ...]]
+    label_table: LabelTable
+    splits: tuple[SplitRule, ...]
+    patch_name: str
+    archives: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if "tile" not in self.fields:
+            raise ValueError(f"release {self.spec.name!r}: the 'tile' field is required")
+        if self.default_variant not in self.variants:
+            raise ValueError(f"release {self.spec.name!r}: unknown default variant {self.default_variant!r}")
+        names = [rule.name for rule in self.splits]
+        if len(set(names)) != len(names):
+            raise ValueError(f"release {self.spec.name!r}: duplicate split names {names}")
+        seen: dict[str, str] = {}
+        for rule in self.splits:
+            for tile in rule.tiles:
+                if tile in seen:
+                    raise ValueError(
+                        f"release {self.spec.name!r}: tile {tile} in {seen[tile]} and {rule.name}"
+                    )
+                seen[tile] = rule.name
+            if rule.labels is not None and rule.labels not in self.labels:
+                raise ValueError(
+                    f"release {self.spec.name!r}: split {rule.name} uses unknown labels {rule.labels!r}"
+                )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def split(self, name: str) -> SplitRule:
+        for rule in self.splits:
+            if rule.name == name:
+                return rule
+        raise ConfigError(
+            f"{self.name}: no split {name!r} (choose from {', '.join(r.name for r in self.splits)})"
+        )
+
+    def variant(self, name: str | None = None) -> BandVariant:
+        key = self.default_variant if name is None else name
+        for variant_name, variant in self.variants.items():
+            if variant_name.lower() == key.lower():
+                return variant
+        raise ConfigError(f"{self.name}: no band variant {key!r} (choose from {', '.join(self.variants)})")
+
+    def spec_for(self, variant: str | None = None) -> DatasetSpec:
+        """The dataset spec with the bands and normalisation of a band variant."""
+        chosen = self.variant(variant)
+        if chosen.bands == self.spec.bands and chosen.mean == self.spec.mean and chosen.std == self.spec.std:
+            return self.spec
+        return self.spec.with_bands(chosen.bands, chosen.mean, chosen.std)
+
+    @cached_property
+    def _compiled(self) -> dict[str, re.Pattern[str]]:
+        return {}
+
+    def pattern(self, template: str) -> re.Pattern[str]:
+        """Compile a path pattern: ``{field}`` becomes a named group, the rest is literal."""
+        cache = self._compiled
+        if template not in cache:
+            parts = re.split(r"(\{[a-z_]+\})", template)
+            regex = ""
+            for part in parts:
+                if part.startswith("{") and part.endswith("}"):
+                    name = part[1:-1]
+                    if name not in self.fields:
+                        raise ValueError(f"release {self.name!r}: unknown field {{{name}}} in {template!r}")
+                    regex += f"(?P<{name}>{self.fields[name]})"
+                else:
+                    regex += re.escape(part)
+            cache[template] = re.compile(rf"(?:^|/){regex}$")
+        return cache[template]
+
+    def format(self, template: str, values: Mapping[str, str]) -> str:
+        return template.format(**values)
+
+
+# ------------------------------------------------------------------------------------------------ ISPRS
+
+ISPRS_CLASSES = ("impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter")
+ISPRS_COLOURS: tuple[Colour, ...] = (
+    (255, 255, 255),
+    (0, 0, 255),
+    (0, 255, 255),
+    (0, 255, 0),
+    (255, 255, 0),
+    (255, 0, 0),
+)
+ISPRS_BOUNDARY: Colour = (0, 0, 0)  # the eroded boundary of the "noBoundary" labels: ignored
+ISPRS_IGNORE = 6
+ISPRS_EVAL = (0, 1, 2, 3, 4)  # clutter is left out of the means, as in the published numbers
+ISPRS_LABELS = LabelTable.from_colours(
+    ISPRS_COLOURS, ignore_colours=[ISPRS_BOUNDARY], ignore_index=ISPRS_IGNORE
+)
+
+VAIHINGEN_SPLITS = {
+    "train": ("1", "3", "5", "7", "11", "13", "15", "17", "21", "23", "26", "28", "32", "34", "37"),
+    "val": ("30",),
+    "test": ("2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27", "29", "31", "33", "35", "38"),
+}  # fmt: skip
+
+POTSDAM_SPLITS = {
+    "train": (
+        "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11", "4_12", "5_10", "5_11", "5_12",
+        "6_7", "6_8", "6_9", "6_10", "6_11", "6_12", "7_7", "7_8", "7_9", "7_11", "7_12",
+    ),  # 7_10 is left out for its known label errors
+    "val": ("2_10",),
+    "test": (
+        "2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13", "6_14",
+        "6_15", "7_13",
+    ),
+}  # fmt: skip
+
+VAIHINGEN_SPEC = DatasetSpec(
+    name="vaihingen",
+    class_names=ISPRS_CLASSES,
+    palette=ISPRS_COLOURS,
+    ignore_index=ISPRS_IGNORE,
+    eval_classes=ISPRS_EVAL,
+    # The release is IR-R-G false colour; the published recipe normalises it with ImageNet statistics.
+    bands=("nir", "red", "green"),
+    mean=IMAGENET_MEAN_8BIT,
+    std=IMAGENET_STD_8BIT,
+    splits=VAIHINGEN_SPLITS,
+    label_variant="eroded",
+)
+
+POTSDAM_SPEC = DatasetSpec(
+    name="potsdam",
+    class_names=ISPRS_CLASSES,
+    palette=ISPRS_COLOURS,
+    ignore_index=ISPRS_IGNORE,
+    eval_classes=ISPRS_EVAL,
+    bands=("red", "green", "blue"),
+    mean=IMAGENET_MEAN_8BIT,
+    std=IMAGENET_STD_8BIT,
+    splits=POTSDAM_SPLITS,
+    label_variant="eroded",
+)
+
+VAIHINGEN = Release(
+    spec=VAIHINGEN_SPEC,
+    fields={"tile": r"\d+"},
+    variants={"IRRG": BandVariant(images=("top/top_mosaic_09cm_area{tile}.tif",), bands=VAIHINGEN_SPEC.bands)},
+    default_variant="IRRG",
+    labels={
+        # Full labels share the images' file names (gts_for_participants/ or the *_COMPLETE archive);
+        # files already taken as images (under top/) are never taken as labels.
+        "full": ("top_mosaic_09cm_area{tile}.tif",),
+        "eroded": ("top_mosaic_09cm_area{tile}_noBoundary.tif",),
+    },
+    label_table=ISPRS_LABELS,
+    splits=(
+        # Training tiles: padded to a multiple of 1024, 1024 patches with stride 512, plus flipped copies.
+        SplitRule("train", tiles=VAIHINGEN_SPLITS["train"], labels="full", patch_size=1024, stride=512,
+                  flips=("hflip", "vflip")),
+        # Validation and test: 1024 / stride 1024 against the eroded ground truth.
+        SplitRule("val", tiles=VAIHINGEN_SPLITS["val"], labels="eroded", patch_size=1024, stride=1024),
+        SplitRule("test", tiles=VAIHINGEN_SPLITS["test"], labels="eroded", patch_size=1024, stride=1024),
+    ),
+    patch_name="top_mosaic_09cm_area{tile}",
+    archives=(
+        "ISPRS_semantic_labeling_Vaihingen.zip",
+        "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip",
+        "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE.zip",
+    ),
+)  # fmt: skip
+
+POTSDAM = Release(
+    spec=POTSDAM_SPEC,
+    fields={"tile": r"\d+_\d+"},
+    variants={
+        "RGB": BandVariant(images=("top_potsdam_{tile}_RGB.tif",), bands=("red", "green", "blue")),
+        "IRRG": BandVariant(images=("top_potsdam_{tile}_IRRG.tif",), bands=("nir", "red", "green")),
+    },
+    default_variant="RGB",
+    labels={
+        "full": ("top_potsdam_{tile}_label.tif",),
+        "eroded": ("top_potsdam_{tile}_label_noBoundary.tif",),
+    },
+    label_table=ISPRS_LABELS,
+    splits=(
+        SplitRule("train", tiles=POTSDAM_SPLITS["train"], labels="full", patch_size=1024, stride=1024,
+                  flips=("hflip", "vflip")),
+        SplitRule("val", tiles=POTSDAM_SPLITS["val"], labels="eroded", patch_size=1024, stride=1024),
+        SplitRule("test", tiles=POTSDAM_SPLITS["test"], labels="eroded", patch_size=1024, stride=1024),
+    ),
+    patch_name="top_potsdam_{tile}",
+    archives=("2_Ortho_RGB.zip", "3_Ortho_IRRG.zip", "5_Labels_all.zip", "5_Labels_all_noBoundary.zip"),
+)  # fmt: skip
+
+# ----------------------------------------------------------------------------------------------- LoveDA
+
+LOVEDA_SPEC = DatasetSpec(
+    name="loveda",
+    class_names=("background", "building", "road", "water", "barren", "forest", "agriculture"),
+    palette=(
+        (255, 255, 255),
+        (255, 0, 0),
+        (255, 255, 0),
+        (0, 0, 255),
+        (159, 129, 183),
+        (0, 255, 0),
+        (255, 195, 128),
+    ),
+    ignore_index=7,
+    eval_classes=(0, 1, 2, 3, 4, 5, 6),
+    bands=("red", "green", "blue"),
+    mean=IMAGENET_MEAN_8BIT,
+    std=IMAGENET_STD_8BIT,
+    splits={},  # images are found by folder (Train/Val/Test x Urban/Rural), not listed
+    label_variant="full",
+)
+
+LOVEDA_PARTS = {"train": "Train", "val": "Val", "test": "Test"}
+LOVEDA_DOMAINS = ("Urban", "Rural")
+
+LOVEDA = Release(
+    spec=LOVEDA_SPEC,
+    fields={"part": "Train|Val|Test", "domain": "Urban|Rural", "tile": r"\d+"},
+    variants={"RGB": BandVariant(images=("{part}/{domain}/images_png/{tile}.png",), bands=LOVEDA_SPEC.bands)},
+    default_variant="RGB",
+    labels={"full": ("{part}/{domain}/masks_png/{tile}.png",)},
+    # Raw 0 is no-data (ignored); 1..7 are the classes 0..6.
+    label_table=LabelTable.from_values({0: None, **{v: v - 1 for v in range(1, 8)}}, 7, 7),
+    splits=(
+        SplitRule("train", where={"part": ("Train",), "domain": LOVEDA_DOMAINS}, labels="full"),
+        SplitRule("val", where={"part": ("Val",), "domain": LOVEDA_DOMAINS}, labels="full"),
+        # The test split is scored on the official server: images only, names kept for submission.
+        SplitRule("test", where={"part": ("Test",), "domain": LOVEDA_DOMAINS}, labels=None),
+    ),
+    patch_name="{tile}",
+    archives=("Train.zip", "Val.zip", "Test.zip"),
+)
+
+DATASETS: dict[str, Release] = {"vaihingen": VAIHINGEN, "potsdam": POTSDAM, "loveda": LOVEDA}
+
+
+def get_release(name: str) -> Release:
+    """The release declaration registered under ``name``."""
+    try:
+        return DATASETS[name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})") from None
+
+
+def get_spec(name: str, variant: str | None = None) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a registered dataset (optionally for another band variant)."""
+    return get_release(name).spec_for(variant)

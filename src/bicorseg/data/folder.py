@@ -1,0 +1,393 @@
+"""Custom labelled imagery: a folder of images and masks, with an optional YAML class table.
+
+Layout: any folder named ``images`` (option ``images=``) with a sibling ``masks`` (``masks=``),
+found anywhere under the root, e.g. ``root/images/a.tif`` + ``root/masks/a.png`` or, as in the
+Dubai samples, ``root/Tile 1/images/image_part_001.jpg`` + ``root/Tile 1/masks/image_part_001.png``.
+An image and its mask share their path below these folders and their stem (plus ``mask_suffix``),
+not necessarily their extension. Images: PNG, JPEG or GeoTIFF, any band count, 8 or 16 bit.
+
+Masks are either index images (values ``0..N-1`` and the ignore index: give ``spec=``) or colour
+images decoded by a class table (YAML)::
+
+    name: dubai                     # optional
+    classes:                        # in class-index order
+      - {name: building, colour: "#3C1098"}      # or colour: [60, 16, 152]
+      - {name: land, colour: "#8429F6"}
+    ignore_colours: ["#000000"]      # colours that mean "no label"
+    ignore_index: 6                  # optional; default: the number of classes
+    eval_classes: [building, land]   # optional (names or indices); default: all
+    bands: [red, green, blue]        # optional, with mean and std in input units;
+    mean: [123.675, 116.28, 103.53]  # default: ImageNet for 8-bit RGB, otherwise computed
+    std: [58.395, 57.12, 57.375]     # from the images and recorded in the spec
+
+A class table for index masks lists ``value:`` instead of ``colour:`` (and ``ignore_values:``), for
+masks whose raw values are not the class indices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from bicorseg.data.base import SegmentationDataset
+from bicorseg.data.io import IMAGE_SUFFIXES, read_image, read_mask
+from bicorseg.data.labels import LabelTable, parse_colour
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
+
+_MASK_SUFFIX_ORDER = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """Classes of a custom dataset and how its masks encode them."""
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    labels: LabelTable
+    eval_classes: tuple[int, ...]
+    bands: tuple[str, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    source: str = "<class table>"
+
+    @property
+    def ignore_index(self) -> int:
+        return self.labels.ignore_index
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> ClassTable:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: class table does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: unreadable class table ({str(error).splitlines()[0]})") from error
+        return cls.from_dict(data, str(path), default_name=path.stem)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "<class table>", default_name: str = "custom") -> ClassTable:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: a class table is a mapping with a 'classes' list")
+        known = {"name", "classes", "ignore_colours", "ignore_colors", "ignore_values", "ignore_index",
+                 "eval_classes", "bands", "mean", "std"}  # fmt: skip
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(map(str, extra))} (allowed: {', '.join(sorted(known))})"
+            )
+        classes = data.get("classes")
+        if not isinstance(classes, list) or len(classes) < 2:
+            raise ConfigError(f"{where}: 'classes' must list at least two classes")
+        names: list[str] = []
+        colours: list[tuple[int, int, int]] = []
+        values: list[int] = []
+        for i, entry in enumerate(classes):
+            at = f"{where}: classes[{i}]"
+            if not isinstance(entry, Mapping) or "name" not in entry:
+                raise ConfigError(f"{at}: each class needs a name (and a colour or a value)")
+            names.append(str(entry["name"]))
+            colour = entry.get("colour", entry.get("color"))
+            if colour is not None:
+                colours.append(parse_colour(colour, f"{at}.colour"))
+            if "value" in entry:
+                try:
+                    values.append(int(entry["value"]))
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{at}.value: {entry['value']!r} is not an integer") from None
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: class names must be unique")
+        n = len(names)
+        ignore_index = data.get("ignore_index", n)
+        if not isinstance(ignore_index, int) or not n <= ignore_index <= 255:
+            raise ConfigError(f"{where}: ignore_index must be an integer in {n}..255, not {ignore_index!r}")
+        ignore_colours = data.get("ignore_colours", data.get("ignore_colors", [])) or []
+        if values and len(values) != n:
+            raise ConfigError(f"{where}: give a 'value' for every class or for none")
+        if not values and len(colours) != n:
+            raise ConfigError(
+                f"{where}: every class needs a 'colour' (colour masks) or a 'value' (index masks)"
+            )
+        try:
+            if values:
+                ignore_values = [int(v) for v in data.get("ignore_values", []) or []]
+                mapping: dict[int, int | None] = {v: i for i, v in enumerate(values)}
+                mapping.update({v: None for v in ignore_values})
+                labels = LabelTable.from_values(mapping, n, ignore_index)
+            else:
+                parsed = [parse_colour(c, f"{where}: ignore_colours") for c in ignore_colours]
+                labels = LabelTable.from_colours(colours, parsed, ignore_index)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from error
+        palette = tuple(colours) if len(colours) == n else _default_palette(n)
+        eval_classes = _eval_classes(data.get("eval_classes"), names, where)
+        bands, mean, std = (data.get(k) for k in ("bands", "mean", "std"))
+        if any(v is not None for v in (bands, mean, std)):
+            if not all(isinstance(v, list) for v in (bands, mean, std)) or not len(bands) == len(mean) == len(
+                std
+            ):
+                raise ConfigError(f"{where}: 'bands', 'mean' and 'std' go together, as lists of equal length")
+            bands, mean, std = tuple(map(str, bands)), tuple(map(float, mean)), tuple(map(float, std))
+        return cls(str(data.get("name", default_name)), tuple(names), palette, labels, eval_classes,
+                   bands, mean, std, where)  # fmt: skip
+
+    def spec(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:
+        try:
+            return DatasetSpec(
+                name=self.name, class_names=self.class_names, palette=self.palette,
+                ignore_index=self.ignore_index, eval_classes=self.eval_classes,
+                bands=tuple(bands), mean=tuple(mean), std=tuple(std),
+            )  # fmt: skip
+        except ValueError as error:
+            raise ConfigError(f"{self.source}: {error}") from error
+
+
+def _eval_classes(value: Any, names: list[str], where: str) -> tuple[int, ...]:
+    if value is None:
+        return tuple(range(len(names)))
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: eval_classes must be a non-empty list of class names or indices")
+    out = []
+    for v in value:
+        if isinstance(v, int) and 0 <= v < len(names):
+            out.append(v)
+        elif isinstance(v, str) and v in names:
+            out.append(names.index(v))
+        else:
+            raise ConfigError(f"{where}: eval_classes: {v!r} is not a class")
+    return tuple(out)
+
+
+def _default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    rng = np.random.default_rng(0)
+    return tuple(tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(n))
+
+
+def find_pairs(
+    root: str | os.PathLike,
+    images: str = "images",
+    masks: str = "masks",
+    *,
+    mask_suffix: str = "",
+    require_masks: bool = True,
+) -> list[tuple[Path, Path | None]]:
+    """Image/mask pairs under ``root`` (see the module docstring); errors name what is missing."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(f"{root}: folder does not exist")
+    image_dirs = sorted(
+        {d for d in root.rglob(images) if d.is_dir()} | ({root} if root.name == images else set())
+    )
+    if not image_dirs:
+        raise InputError(f"{root}: no '{images}' folder found (expected {root}/**/{images}/ beside {masks}/)")
+    pairs: list[tuple[Path, Path | None]] = []
+    problems: list[str] = []
+    for image_dir in image_dirs:
+        image_files = sorted(
+            p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        mask_dir = image_dir.parent / masks
+        if not mask_dir.is_dir():
+            if require_masks and image_files:
+                problems.append(f"{image_dir}: no '{masks}' folder beside it")
+            pairs.extend((p, None) for p in image_files)
+            continue
+        by_stem: dict[Path, list[Path]] = defaultdict(list)
+        for p in mask_dir.rglob("*"):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                by_stem[p.relative_to(mask_dir).with_suffix("")].append(p)
+        used: set[Path] = set()
+        missing = []
+        for image in image_files:
+            rel = image.relative_to(image_dir).with_suffix("")
+            key = rel.with_name(rel.name + mask_suffix)
+            candidates = sorted(by_stem.get(key, []), key=lambda p: _suffix_rank(p.suffix))
+            if not candidates:
+                missing.append(image.name)
+                if not require_masks:
+                    pairs.append((image, None))
+                continue
+            used.add(key)
+            pairs.append((image, candidates[0]))
+        if missing and require_masks:
+            problems.append(
+                f"{image_dir}: {len(missing)} image(s) without a mask in {mask_dir}: {', '.join(missing[:5])}"
+            )
+        orphans = sorted(str(k) for k in set(by_stem) - used)
+        if orphans and require_masks:
+            problems.append(f"{mask_dir}: {len(orphans)} mask(s) without an image: {', '.join(orphans[:5])}")
+    if problems:
+        raise InputError("; ".join(problems))
+    if not pairs:
+        raise InputError(
+            f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, image_dirs))}"
+        )
+    return pairs
+
+
+def _suffix_rank(suffix: str) -> int:
+    suffix = suffix.lower()
+    return _MASK_SUFFIX_ORDER.index(suffix) if suffix in _MASK_SUFFIX_ORDER else len(_MASK_SUFFIX_ORDER)
+
+
+class FolderDataset(SegmentationDataset):
+    """Images and masks from folders (see the module docstring).
+
+    Args:
+        root: folder to search; ``subdirs`` restricts the search to some of its sub-folders.
+        images, masks: names of the image and mask folders.
+        class_table: YAML path, dict or :class:`ClassTable` (needed for colour masks).
+        spec: dataset spec; without a class table, masks must hold its class indices directly.
+            With a class table, the spec's normalisation is used (e.g. a training set's, for validation).
+        transform: joint transform of (image, mask), see :mod:`bicorseg.data.transforms`.
+        mask_suffix: appended to an image's stem to name its mask (e.g. ``"_mask"``).
+        require_masks: False for unlabelled images (masks are then all ignore).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        images: str = "images",
+        masks: str = "masks",
+        class_table: str | os.PathLike | Mapping[str, Any] | ClassTable | None = None,
+        spec: DatasetSpec | None = None,
+        transform: Any = None,
+        subdirs: Sequence[str] | None = None,
+        mask_suffix: str = "",
+        require_masks: bool = True,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        roots = [self.root / s for s in subdirs] if subdirs else [self.root]
+        self.pairs = [
+            pair
+            for r in roots
+            for pair in find_pairs(r, images, masks, mask_suffix=mask_suffix, require_masks=require_masks)
+        ]
+        table = _load_table(class_table)
+        if table is None and spec is None:
+            raise ConfigError(
+                f"{self.root}: a folder dataset needs a class table (class_table=...yaml) or a dataset spec"
+            )
+        if (
+            table is not None
+            and spec is not None
+            and (spec.num_classes, spec.ignore_index)
+            != (
+                len(table.class_names),
+                table.ignore_index,
+            )
+        ):
+            raise ConfigError(
+                f"{table.source}: {len(table.class_names)} classes (ignore {table.ignore_index}) but the spec "
+                f"{spec.name!r} has {spec.num_classes} (ignore {spec.ignore_index})"
+            )
+        self.labels = (
+            table.labels if table is not None else LabelTable.identity(spec.num_classes, spec.ignore_index)
+        )
+        self.stats_note = "given"
+        if spec is None:
+            assert table is not None
+            spec = self._spec_from_table(table)
+        super().__init__(spec, transform)
+
+    def _spec_from_table(self, table: ClassTable) -> DatasetSpec:
+        if table.bands is not None:
+            self.stats_note = f"from {table.source}"
+            return table.spec(table.bands, table.mean or (), table.std or ())
+        first = read_image(self.pairs[0][0])
+        if first.shape[0] == 3 and first.dtype == np.uint8:
+            self.stats_note = "ImageNet statistics (8-bit RGB)"
+            return table.spec(("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
+        mean, std = band_statistics([p for p, _ in self.pairs])
+        self.stats_note = f"computed from {min(len(self.pairs), 32)} images"
+        return table.spec(tuple(f"band{i + 1}" for i in range(len(mean))), mean, std)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample_name(self, index: int) -> str:
+        return self.pairs[index][0].relative_to(self.root).with_suffix("").as_posix()
+
+    def sample_path(self, index: int) -> str:
+        return str(self.pairs[index][0])
+
+    def load_mask(self, index: int) -> np.ndarray | None:
+        """The ``H x W`` uint8 class-index mask of a sample (ignored pixels = ignore index)."""
+        path = self.pairs[index][1]
+        if path is None:
+            return None
+        raw = read_mask(path, mode="colour" if self.labels.kind == "colour" else "index")
+        return self.labels.encode(raw, path)[0]
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return read_image(self.pairs[index][0]), self.load_mask(index)
+
+    @classmethod
+    def for_split(
+        cls,
+        root: str | os.PathLike,
+        split: str | None,
+        splits: Mapping[str, Sequence[str]] | None = None,
+        **options: Any,
+    ) -> FolderDataset:
+        """The split's folder: ``root/{split}`` if it exists, else ``splits[split]`` (sub-folders of
+        ``root``); ``split`` ``None``, ``""`` or ``"all"`` means the whole of ``root``."""
+        root = Path(root).expanduser()
+        if split in (None, "", "all"):
+            return cls(root, **options)
+        if splits is not None:
+            if split not in splits:
+                raise ConfigError(
+                    f"folder dataset {root}: no split {split!r} in splits ({', '.join(splits)})"
+                )
+            return cls(root, subdirs=list(splits[split]), **options)
+        if (root / split).is_dir():
+            return cls(root / split, **options)
+        raise ConfigError(
+            f"folder dataset {root}: no '{split}' sub-folder; give splits={{'{split}': [sub-folders]}} or split='all'"
+        )
+
+
+def _load_table(value: Any) -> ClassTable | None:
+    if value is None or isinstance(value, ClassTable):
+        return value
+    if isinstance(value, Mapping):
+        return ClassTable.from_dict(value)
+    return ClassTable.from_yaml(value)
+
+
+def band_statistics(
+    paths: Sequence[Path], max_images: int = 32, max_pixels: int = 1 << 18
+) -> tuple[list[float], list[float]]:
+    """Per-band mean and std (input units) over up to ``max_images`` images, each subsampled."""
+    step = max(1, len(paths) // max_images)
+    total = None
+    total_sq = None
+    count = 0
+    bands = None
+    for path in list(paths)[::step][:max_images]:
+        image = read_image(path)
+        if bands is None:
+            bands = image.shape[0]
+        elif image.shape[0] != bands:
+            raise InputError(f"{path}: has {image.shape[0]} bands, other images have {bands}")
+        flat = image.reshape(bands, -1)
+        stride = max(1, flat.shape[1] // max_pixels)
+        flat = flat[:, ::stride].astype(np.float64)
+        total = flat.sum(1) if total is None else total + flat.sum(1)
+        total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
+        count += flat.shape[1]
+    assert total is not None and total_sq is not None
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std > 0, std, 1.0)  # a constant band would divide by zero
+    return mean.tolist(), std.tolist()

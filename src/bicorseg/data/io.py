@@ -1,0 +1,264 @@
+"""Read and write images and label maps as numpy arrays, with one-line errors that name the file.
+
+* :func:`read_image` returns ``bands x H x W`` in the file's native dtype (uint8, uint16, float32...):
+  PNG and JPEG through Pillow (palette images become RGB; 16-bit colour PNGs, which Pillow cannot
+  hold, go through GDAL), GeoTIFF and other rasters through rasterio.
+* :func:`read_mask` returns a label map: ``H x W`` raw values (``mode="index"``; palette PNGs keep
+  their palette indices) or ``3 x H x W`` uint8 colours (``mode="colour"``; palette PNGs become RGB).
+* :func:`read_georeferenced` also returns the CRS and transform of a raster, if it has them.
+* Every reader accepts ``data=`` (the file's bytes, e.g. an archive member) instead of the file itself.
+* :func:`write_png`, :func:`write_tiff` and :func:`copy_bytes` write to a temporary name beside the
+  target and rename it when complete, so no output is ever half-written.
+
+Missing, unreadable and truncated files raise :class:`~bicorseg.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+from PIL import Image, UnidentifiedImageError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from bicorseg.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# Pillow refuses images above ~179 Mpx as "decompression bombs"; real orthophotos are that large.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where a raster lies: its CRS (may be None) and affine pixel-to-world transform."""
+
+    crs: Any
+    transform: Any
+
+
+def _source_name(path: str | os.PathLike) -> str:
+    return str(path)
+
+
+def _check_exists(path: str | os.PathLike, data: bytes | None) -> None:
+    if data is None:
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{p}: file does not exist")
+        if not p.is_file():
+            raise InputError(f"{p}: is not a file")
+    elif len(data) == 0:
+        raise InputError(f"{path}: file is empty")
+
+
+def _is_16bit_colour_png(path: str | os.PathLike, data: bytes | None) -> bool:
+    """True for 16-bit RGB(A) or grey+alpha PNGs (IHDR bit depth 16, colour type 2, 4 or 6)."""
+    if data is not None:
+        head = data[:26]
+    else:
+        with open(path, "rb") as stream:
+            head = stream.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    return head[24] == 16 and head[25] in (2, 4, 6)
+
+
+def _pillow_to_array(image: Image.Image, *, keep_palette: bool) -> np.ndarray:
+    mode = image.mode
+    if mode == "P" and not keep_palette:
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA" and not keep_palette:
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim == 2:
+        return array[None].copy()
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _read_pillow(path: str | os.PathLike, data: bytes | None, *, keep_palette: bool) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
+            image.load()
+            return _pillow_to_array(image, keep_palette=keep_palette)
+    except UnidentifiedImageError as error:
+        raise InputError(f"{path}: not a readable image ({error})") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow reports truncated and corrupt files as OSError / SyntaxError.
+        raise InputError(f"{path}: unreadable or truncated image ({error})") from error
+
+
+@contextmanager
+def _open_raster(path: str | os.PathLike, data: bytes | None) -> Iterator[Any]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            if data is not None:
+                with rasterio.MemoryFile(data) as memory, memory.open() as dataset:
+                    yield dataset
+            else:
+                with rasterio.open(path) as dataset:
+                    yield dataset
+    except RasterioError as error:
+        raise InputError(f"{path}: unreadable or truncated raster ({_one_line(error)})") from error
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _read_raster(path: str | os.PathLike, data: bytes | None) -> tuple[np.ndarray, Georeference | None]:
+    with _open_raster(path, data) as dataset:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                array = dataset.read()
+        except RasterioError as error:
+            raise InputError(f"{path}: unreadable or truncated raster ({_one_line(error)})") from error
+        georef = None
+        if dataset.crs is not None or not dataset.transform.is_identity:
+            georef = Georeference(crs=dataset.crs, transform=dataset.transform)
+        return array, georef
+
+
+def read_georeferenced(
+    path: str | os.PathLike, *, data: bytes | None = None
+) -> tuple[np.ndarray, Georeference | None]:
+    """Read a whole image (``bands x H x W``, native dtype) and its georeference, if it has one."""
+    _check_exists(path, data)
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path, data)):
+        return _read_pillow(path, data, keep_palette=False), None
+    return _read_raster(path, data)
+
+
+def read_image(path: str | os.PathLike, *, data: bytes | None = None) -> np.ndarray:
+    """Read a whole image as ``bands x H x W`` in its native dtype (palette images become RGB)."""
+    return read_georeferenced(path, data=data)[0]
+
+
+def read_mask(
+    path: str | os.PathLike, *, mode: Literal["index", "colour"] = "index", data: bytes | None = None
+) -> np.ndarray:
+    """Read a label map: ``H x W`` raw values (``"index"``) or ``3 x H x W`` uint8 colours (``"colour"``).
+
+    In ``"index"`` mode a palette PNG gives its palette indices (the usual way to store class ids);
+    in ``"colour"`` mode it gives the colours of its palette.
+    """
+    _check_exists(path, data)
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path, data)):
+        array = _read_pillow(path, data, keep_palette=(mode == "index"))
+    else:
+        array = _read_raster(path, data)[0]
+    if mode == "index":
+        if array.shape[0] != 1:
+            raise InputError(
+                f"{path}: an index mask must have one band, this one has {array.shape[0]} "
+                "(a colour-coded mask needs a class table with colours)"
+            )
+        if array.dtype.kind == "f":
+            raise InputError(f"{path}: an index mask must hold integers, not {array.dtype}")
+        return array[0]
+    if array.shape[0] == 4:
+        if array.dtype == np.uint8 and not (array[3] == 255).all():
+            raise InputError(f"{path}: colour mask has transparent pixels; expected opaque RGB")
+        array = array[:3]
+    if array.shape[0] != 3 or array.dtype != np.uint8:
+        raise InputError(
+            f"{path}: a colour mask must be 8-bit RGB, got {array.shape[0]} band(s) of {array.dtype}"
+        )
+    return array
+
+
+def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Raise InputError when a float image holds NaN or infinite values."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"{path}: {bad} pixel values are NaN or infinite")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``H x W`` or ``bands x H x W`` (1, 3 or 4 bands; uint8, or uint16 single band) as PNG."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    image = Image.fromarray(np.ascontiguousarray(array))
+    with atomic_output(path) as temp:
+        # Level 1: masks compress well already; higher levels cost much time for little space.
+        image.save(temp, format="PNG", compress_level=1)
+    return Path(path)
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: Georeference | None = None) -> Path:
+    """Write ``bands x H x W`` as a (Geo)TIFF, with CRS and transform when ``georef`` is given.
+
+    Patches are left uncompressed: they are read many times during training and decode fastest so.
+    """
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[None]
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": array.shape[2],
+        "height": array.shape[1],
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+    }
+    if georef is not None:
+        profile["crs"] = georef.crs
+        profile["transform"] = georef.transform
+    with atomic_output(path) as temp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(temp, "w", **profile) as dataset:
+            dataset.write(array)
+    return Path(path)
+
+
+def copy_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write raw bytes (e.g. an unchanged source image) atomically."""
+    with atomic_output(path) as temp:
+        temp.write_bytes(data)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

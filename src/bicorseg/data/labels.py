@@ -1,0 +1,178 @@
+"""Turn raw label maps (colour-coded or raw values) into class-index masks, and back into colours.
+
+A :class:`LabelTable` maps each raw code to a class index or to the ignore index: either RGB colours
+(``kind="colour"``, e.g. the ISPRS label tiles) or integer values (``kind="value"``, e.g. LoveDA's
+raw 0..7). A code not in the table is an error naming the file and the code, never silently mapped,
+unless the caller explicitly asks for unknown codes to be ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from bicorseg.errors import ConfigError, InputError
+
+Colour = tuple[int, int, int]
+
+
+def parse_colour(value: object, where: str = "colour") -> Colour:
+    """``"#RRGGBB"``, ``"RRGGBB"`` or a sequence of three 0..255 integers -> ``(r, g, b)``."""
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) == 6:
+            try:
+                return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not a colour (use '#RRGGBB' or [r, g, b])")
+    if isinstance(value, Sequence) and len(value) == 3:
+        try:
+            rgb = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            rgb = ()
+        if (
+            len(rgb) == 3
+            and all(0 <= v <= 255 for v in rgb)
+            and all(float(v) == r for v, r in zip(value, rgb))
+        ):
+            return rgb  # type: ignore[return-value]
+    raise ConfigError(f"{where}: {value!r} is not a colour (use '#RRGGBB' or [r, g, b] in 0..255)")
+
+
+def colour_hex(colour: Sequence[int]) -> str:
+    return "#{:02X}{:02X}{:02X}".format(*colour)
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """``3 x H x W`` uint8 -> ``H x W`` int32 codes ``r << 16 | g << 8 | b``."""
+    rgb = rgb.astype(np.int32, copy=False)
+    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Raw label code -> class index (or ``ignore_index``).
+
+    Attributes:
+        kind: ``"colour"`` (codes are RGB triples) or ``"value"`` (codes are integers).
+        codes: mapping from code to class index; codes that mean "ignore" map to ``ignore_index``.
+        num_classes: number of classes (indices ``0..num_classes-1``).
+        ignore_index: index written for ignored pixels (must not collide with a class).
+    """
+
+    kind: Literal["colour", "value"]
+    codes: Mapping[int | Colour, int]
+    num_classes: int
+    ignore_index: int
+    _keys: np.ndarray = field(init=False, repr=False, compare=False)
+    _values: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("colour", "value"):
+            raise ValueError(f"label table kind must be 'colour' or 'value', not {self.kind!r}")
+        if not 0 <= self.ignore_index <= 255 or self.ignore_index < self.num_classes:
+            raise ValueError(f"ignore_index {self.ignore_index} must be in {self.num_classes}..255")
+        packed: dict[int, int] = {}
+        for code, index in self.codes.items():
+            if not (0 <= index < self.num_classes or index == self.ignore_index):
+                raise ValueError(f"label code {code!r} maps to {index}, not a class or the ignore index")
+            key = self._key(code)
+            if key in packed and packed[key] != index:
+                raise ValueError(f"label code {code!r} is listed twice with different classes")
+            packed[key] = index
+        keys = np.array(sorted(packed), dtype=np.int64)
+        object.__setattr__(self, "_keys", keys)
+        object.__setattr__(self, "_values", np.array([packed[k] for k in keys], dtype=np.uint8))
+
+    def _key(self, code: int | Colour) -> int:
+        if self.kind == "colour":
+            r, g, b = parse_colour(code)
+            return (r << 16) | (g << 8) | b
+        return int(code)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_colours(
+        cls, colours: Sequence[Colour], ignore_colours: Iterable[Colour] = (), ignore_index: int | None = None
+    ) -> LabelTable:
+        """Class ``i`` has colour ``colours[i]``; ``ignore_colours`` map to the ignore index."""
+        n = len(colours)
+        ignore = n if ignore_index is None else ignore_index
+        codes: dict[int | Colour, int] = {tuple(c): i for i, c in enumerate(colours)}  # type: ignore[misc]
+        codes.update({tuple(c): ignore for c in ignore_colours})  # type: ignore[misc]
+        return cls("colour", codes, n, ignore)
+
+    @classmethod
+    def from_values(cls, values: Mapping[int, int | None], num_classes: int, ignore_index: int) -> LabelTable:
+        """Raw value -> class index; ``None`` means ignore."""
+        codes = {int(v): (ignore_index if i is None else int(i)) for v, i in values.items()}
+        return cls("value", codes, num_classes, ignore_index)
+
+    @classmethod
+    def identity(cls, num_classes: int, ignore_index: int) -> LabelTable:
+        """Index masks that already hold ``0..num_classes-1`` and the ignore index."""
+        codes = {i: i for i in range(num_classes)}
+        codes[ignore_index] = ignore_index
+        return cls("value", codes, num_classes, ignore_index)
+
+    def encode(
+        self, raw: np.ndarray, path: str | os.PathLike, *, unknown: Literal["error", "ignore"] = "error"
+    ) -> tuple[np.ndarray, int]:
+        """Raw label map -> ``H x W`` uint8 class indices, and the number of unknown pixels ignored.
+
+        ``raw`` is ``3 x H x W`` uint8 for colour tables, ``H x W`` integers for value tables.
+        """
+        if self.kind == "colour":
+            if raw.ndim != 3 or raw.shape[0] != 3:
+                raise InputError(f"{path}: expected a colour-coded (RGB) label map, got shape {raw.shape}")
+            codes = _pack(raw)
+        else:
+            if raw.ndim != 2:
+                raise InputError(f"{path}: expected a single-band index mask, got shape {raw.shape}")
+            codes = raw
+        position = np.searchsorted(self._keys, codes)
+        np.minimum(position, len(self._keys) - 1, out=position)
+        known = self._keys[position] == codes
+        out = self._values[position]
+        if known.all():
+            return out, 0
+        n_unknown = int(known.size - np.count_nonzero(known))
+        if unknown == "ignore":
+            out[~known] = self.ignore_index
+            return out, n_unknown
+        raise InputError(f"{path}: {self._describe_unknown(codes, known)}")
+
+    def _describe_unknown(self, codes: np.ndarray, known: np.ndarray) -> str:
+        bad_codes, counts = np.unique(codes[~known], return_counts=True)
+        order = np.argsort(-counts)[:5]
+        rows, cols = np.nonzero(~known)
+        parts = []
+        for i in order:
+            code = int(bad_codes[i])
+            label = (
+                f"colour ({code >> 16}, {(code >> 8) & 255}, {code & 255}) {colour_hex((code >> 16, (code >> 8) & 255, code & 255))}"
+                if self.kind == "colour"
+                else f"value {code}"
+            )
+            parts.append(f"{label} ({int(counts[i])} px)")
+        more = f" and {len(bad_codes) - 5} more" if len(bad_codes) > 5 else ""
+        what = "colours" if self.kind == "colour" else "values"
+        return (
+            f"{int((~known).sum())} pixels have {what} not in the class table, first at row {int(rows[0])}, "
+            f"column {int(cols[0])}: {', '.join(parts)}{more}"
+        )
+
+
+def colourise(
+    mask: np.ndarray, colours: Mapping[int, Sequence[int]], default: Sequence[int] = (0, 0, 0)
+) -> np.ndarray:
+    """``H x W`` index mask -> ``3 x H x W`` uint8 colours (indices missing from ``colours`` get ``default``)."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:] = default
+    for index, colour in colours.items():
+        lut[int(index)] = colour
+    return np.ascontiguousarray(lut[mask.astype(np.uint8, copy=False)].transpose(2, 0, 1))

@@ -1,0 +1,290 @@
+"""Training augmentation of the published recipes (SPEC 1.6), applied jointly to image and mask.
+
+Build it with :func:`build_train_transform` (or ``TrainTransform(AugmentConfig(...))``) and pass it
+to a bicorseg dataset (``build_dataset(..., transform=...)``). For every sample, in this order:
+
+1. **mosaic** (probability ``mosaic_p``): the sample and three others drawn at random from the same
+   dataset are cut at a random centre (in the middle half of the sample's size) into the four
+   quarters of one image of the sample's size; each piece is a random crop of its image (padded if
+   too small). The dataset gives the transform access to its samples through
+   ``transform.sample(load, index, length)`` (see :mod:`bicorseg.data.base`): no wrapper needed.
+2. **random rescale** by one factor drawn from ``scales`` (image bilinear with antialiasing, mask
+   nearest neighbour: labels are never interpolated);
+3. **class-ratio crop** of ``crop_size``: a random crop is retried (up to ``crop_retries`` more times,
+   the last one is kept) while one class covers ``max_class_ratio`` or more of its labelled pixels, or
+   it holds fewer than two classes; images smaller than the crop are padded (image 0, mask ignore);
+4. **rot90** by 90, 180 or 270 degrees (probability ``rot90_p``), **horizontal** and **vertical
+   flips** (``hflip_p``, ``vflip_p``; ``flip_p`` sets both).
+
+Normalisation ``(x - spec.mean) / spec.std`` is done by the dataset after the transform. The image
+is float32 in input units throughout, the mask int64. ``ignore_index=None`` takes the ignore
+index of the dataset the transform is given to.
+
+Randomness comes from the transform's own ``torch.Generator`` seeded with ``seed``: in the main
+process once; in each DataLoader worker from ``seed`` and the worker's seed (which torch derives
+from the main process's RNG for every epoch), so workers never repeat each other and a seeded run
+is reproducible. ``transform(image, mask, generator=g)`` uses a given generator instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from bicorseg.errors import ConfigError
+from bicorseg.spec import DatasetSpec
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Settings of the training augmentation (defaults: the published recipes)."""
+
+    crop_size: int
+    scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)
+    max_class_ratio: float = 0.75
+    crop_retries: int = 10
+    rot90_p: float = 0.5
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    mosaic_p: float = 0.25
+    ignore_index: int | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 1:
+            raise ConfigError(f"augmentation: crop_size must be positive, not {self.crop_size}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"augmentation: scales must be positive factors, not {self.scales}")
+        for name in ("rot90_p", "hflip_p", "vflip_p", "mosaic_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augmentation: {name} must be a probability in [0, 1]")
+        if not 0.0 < self.max_class_ratio <= 1.0:
+            raise ConfigError("augmentation: max_class_ratio must be in (0, 1]")
+        if self.crop_retries < 0:
+            raise ConfigError("augmentation: crop_retries must be >= 0")
+
+
+def build_train_transform(
+    crop_size: int,
+    scales: Sequence[float] = (0.75, 1.0, 1.25, 1.5),
+    max_class_ratio: float = 0.75,
+    crop_retries: int = 10,
+    rot90_p: float = 0.5,
+    flip_p: float = 0.5,
+    mosaic_p: float = 0.25,
+    ignore_index: int | None = None,
+    seed: int = 42,
+    hflip_p: float | None = None,
+    vflip_p: float | None = None,
+) -> TrainTransform:
+    """The training augmentation of SPEC 1.6 (see the module docstring)."""
+    return TrainTransform(
+        AugmentConfig(
+            crop_size=int(crop_size),
+            scales=tuple(float(s) for s in scales),
+            max_class_ratio=float(max_class_ratio),
+            crop_retries=int(crop_retries),
+            rot90_p=float(rot90_p),
+            hflip_p=float(flip_p if hflip_p is None else hflip_p),
+            vflip_p=float(flip_p if vflip_p is None else vflip_p),
+            mosaic_p=float(mosaic_p),
+            ignore_index=ignore_index,
+            seed=int(seed),
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------ small ops
+
+
+def _randint(low: int, high: int, generator: torch.Generator) -> int:
+    """Uniform integer in [low, high)."""
+    if high <= low + 1:
+        return low
+    return int(torch.randint(low, high, (1,), generator=generator))
+
+
+def _rand(generator: torch.Generator) -> float:
+    return float(torch.rand((), generator=generator))
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an ``H x W`` label map (pixel centres; values are never mixed)."""
+    height, width = mask.shape[-2:]
+    rows = ((torch.arange(size[0], dtype=torch.float64) + 0.5) * height / size[0]).floor().long()
+    cols = ((torch.arange(size[1], dtype=torch.float64) + 0.5) * width / size[1]).floor().long()
+    return mask[..., rows.clamp_(max=height - 1), :][..., cols.clamp_(max=width - 1)]
+
+
+def rescale(image: torch.Tensor, mask: torch.Tensor, scale: float) -> Pair:
+    """Resize image (bilinear, antialiased) and mask (nearest) by ``scale``."""
+    if scale == 1.0:
+        return image, mask
+    size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+    resized = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return resized, resize_mask(mask, size)
+
+
+def pad_to(image: torch.Tensor, mask: torch.Tensor, height: int, width: int, ignore_index: int) -> Pair:
+    """Pad at the bottom and right to at least ``height x width`` (image 0, mask ignore)."""
+    pad_h = max(0, height - image.shape[-2])
+    pad_w = max(0, width - image.shape[-1])
+    if pad_h == 0 and pad_w == 0:
+        return image, mask
+    image = torch.nn.functional.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+    mask = torch.nn.functional.pad(mask, (0, pad_w, 0, pad_h), value=ignore_index)
+    return image, mask
+
+
+def random_crop(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    height: int,
+    width: int,
+    ignore_index: int,
+    generator: torch.Generator,
+) -> Pair:
+    image, mask = pad_to(image, mask, height, width, ignore_index)
+    y = _randint(0, mask.shape[-2] - height + 1, generator)
+    x = _randint(0, mask.shape[-1] - width + 1, generator)
+    return image[:, y : y + height, x : x + width], mask[y : y + height, x : x + width]
+
+
+def _balanced(mask: torch.Tensor, max_ratio: float, ignore_index: int) -> bool:
+    labelled = mask[mask != ignore_index]
+    if labelled.numel() == 0:
+        return False
+    counts = torch.bincount(labelled.flatten())
+    counts = counts[counts > 0]
+    return counts.numel() > 1 and float(counts.max()) / float(counts.sum()) < max_ratio
+
+
+def class_ratio_crop(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    size: int,
+    max_ratio: float,
+    retries: int,
+    ignore_index: int,
+    generator: torch.Generator,
+) -> Pair:
+    """A random ``size`` crop, retried while one class dominates (the last try is kept)."""
+    image, mask = pad_to(image, mask, size, size, ignore_index)
+    for _ in range(retries + 1):
+        y = _randint(0, mask.shape[-2] - size + 1, generator)
+        x = _randint(0, mask.shape[-1] - size + 1, generator)
+        crop = mask[y : y + size, x : x + size]
+        if _balanced(crop, max_ratio, ignore_index):
+            break
+    return image[:, y : y + size, x : x + size], crop
+
+
+def mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generator) -> Pair:
+    """Four samples as the quarters of one image of the first sample's size, split at a random centre."""
+    height, width = samples[0][1].shape
+    cy = _randint(height // 4, height - height // 4 + 1, generator)
+    cx = _randint(width // 4, width - width // 4 + 1, generator)
+    sizes = ((cy, cx), (cy, width - cx), (height - cy, cx), (height - cy, width - cx))
+    pieces = [
+        random_crop(img, msk, h, w, ignore_index, generator) for (img, msk), (h, w) in zip(samples, sizes)
+    ]
+    image = torch.cat(
+        [torch.cat([pieces[0][0], pieces[1][0]], -1), torch.cat([pieces[2][0], pieces[3][0]], -1)], -2
+    )
+    mask = torch.cat(
+        [torch.cat([pieces[0][1], pieces[1][1]], -1), torch.cat([pieces[2][1], pieces[3][1]], -1)], -2
+    )
+    return image, mask
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+
+
+class TrainTransform:
+    """The training augmentation as one seeded joint transform (see the module docstring)."""
+
+    def __init__(self, config: AugmentConfig) -> None:
+        self.config = config
+        self._generator: torch.Generator | None = None
+        self._generator_key: Any = None
+
+    def __repr__(self) -> str:
+        return f"TrainTransform({self.config})"
+
+    @property
+    def mosaic_p(self) -> float:
+        return self.config.mosaic_p
+
+    def for_spec(self, spec: DatasetSpec) -> TrainTransform:
+        """This transform with the dataset's ignore index filled in (when it was left as None)."""
+        if self.config.ignore_index is not None:
+            return self
+        return TrainTransform(replace(self.config, ignore_index=spec.ignore_index))
+
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart the random sequence (from ``seed``, default the configured one)."""
+        if seed is not None:
+            self.config = replace(self.config, seed=int(seed))
+        self._generator = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Generators are per process: a worker builds its own from the seed.
+        return {"config": self.config, "_generator": None, "_generator_key": None}
+
+    def generator(self) -> torch.Generator:
+        info = torch.utils.data.get_worker_info()
+        key = None if info is None else int(info.seed)
+        if self._generator is None or self._generator_key != key:
+            entropy = [self.config.seed] if key is None else [self.config.seed, key]
+            seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
+            self._generator = torch.Generator().manual_seed(seed)
+            self._generator_key = key
+        return self._generator
+
+    def _ignore(self) -> int:
+        if self.config.ignore_index is None:
+            raise ConfigError(
+                "augmentation: ignore_index is unknown; pass it or give the transform to a dataset"
+            )
+        return self.config.ignore_index
+
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Pair:
+        """Rescale, class-ratio crop, rot90 and flips of one (image ``C x H x W``, mask ``H x W``)."""
+        cfg = self.config
+        g = generator if generator is not None else self.generator()
+        ignore = self._ignore()
+        scale = cfg.scales[_randint(0, len(cfg.scales), g)]
+        image, mask = rescale(image, mask, scale)
+        image, mask = class_ratio_crop(
+            image, mask, cfg.crop_size, cfg.max_class_ratio, cfg.crop_retries, ignore, g
+        )
+        if _rand(g) < cfg.rot90_p:
+            k = _randint(1, 4, g)
+            image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
+        if _rand(g) < cfg.hflip_p:
+            image, mask = image.flip(-1), mask.flip(-1)
+        if _rand(g) < cfg.vflip_p:
+            image, mask = image.flip(-2), mask.flip(-2)
+        return image.contiguous(), mask.contiguous()
+
+    def sample(
+        self, load: Callable[[int], Pair], index: int, length: int, generator: torch.Generator | None = None
+    ) -> Pair:
+        """Load sample ``index`` (a mosaic with three random others, with probability ``mosaic_p``), augmented."""
+        g = generator if generator is not None else self.generator()
+        if self.config.mosaic_p > 0 and _rand(g) < self.config.mosaic_p:
+            others = [_randint(0, length, g) for _ in range(3)]
+            image, mask = mosaic([load(i) for i in (index, *others)], self._ignore(), g)
+        else:
+            image, mask = load(index)
+        return self(image, mask, generator=g)
