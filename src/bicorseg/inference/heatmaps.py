@@ -177,8 +177,11 @@ def export_heatmaps(
                     if key != "figure":
                         li, c = map(int, key.split("/"))
                         Image.fromarray(planes[li - 1, c], mode="L").save(outputs.temp_for(key), format="PNG")
-            image = _display_image(src, bands, thumb_pred.shape)
-            truth = _read_label(Path(label), thumb_pred.shape, info) if label is not None else None
+            # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
+            istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
+            shape = (output_size(src.height, istep), output_size(src.width, istep))
+            image = _display_image(src, bands, shape)
+            truth = _read_label(Path(label), shape, info) if label is not None else None
             draw_figure(
                 outputs.temp_for("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name
             )

@@ -19,7 +19,9 @@ Outputs for an input ``<stem>.<ext>`` in the output folder:
 * ``--color``: ``<stem>_color.tif`` (RGBA GeoTIFF) or ``<stem>_color.png`` (RGBA), nodata transparent.
 
 Nodata: a pixel is nodata where the raster's mask says so (nodata value, alpha band or internal
-mask: GDAL's dataset mask) or where any band is NaN or infinite. Nodata pixels are replaced by the
+mask: GDAL's dataset mask) or where any band is NaN or infinite. An alpha band beyond the model's
+bands (an RGBA picture for an RGB model) is used as the mask only; a band the model reads as data is
+never used as a mask, even if GDAL labels it alpha. Nodata pixels are replaced by the
 band mean before the model sees them, tiles without a valid pixel are skipped, and the output is
 nodata there. Every output is written to a hidden temporary file beside the target and renamed when
 complete; a file whose outputs all exist is skipped unless ``overwrite`` is set.
@@ -277,12 +279,24 @@ class RasterReader:
 
     def __init__(self, src: rasterio.DatasetReader, path: Path, bands: list[int], mean, std) -> None:
         self.src, self.path, self.bands, self.mean, self.std = src, path, bands, mean, std
+        alpha = rasterio.enums.ColorInterp.alpha
+        # GDAL marks the 4th band of a 4-band byte GeoTIFF as alpha by default; when the model reads
+        # that band as data (e.g. near infrared), its values must not mask pixels: use nodata only.
+        self.alpha_is_data = any(src.colorinterp[b - 1] == alpha for b in bands)
+
+    def _mask(self, window: Window, data: np.ndarray) -> np.ndarray:
+        if not self.alpha_is_data:
+            return self.src.dataset_mask(window=window) > 0
+        nodata = self.src.nodata
+        if nodata is None or np.isnan(nodata):
+            return np.ones(data.shape[1:], bool)
+        return (data != nodata).any(axis=0)  # GDAL's rule: nodata where every band is nodata
 
     def __call__(self, y0: int, x0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         window = Window(x0, y0, width, height)
         try:
             data = self.src.read(self.bands, window=window, out_dtype="float32")
-            valid = self.src.dataset_mask(window=window) > 0
+            valid = self._mask(window, data)
         except RasterioError as error:
             raise InputError(f"cannot read {self.path}: {_first_line(error)}") from error
         valid &= np.isfinite(data).all(axis=0)

@@ -70,13 +70,16 @@ class TileGrid:
             raise ConfigError(f"--tile must be a positive number of pixels, got {self.tile}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap}")
+        if self.tile < self.multiple:
+            raise ConfigError(f"--tile must be at least {self.multiple} pixels here, got {self.tile}")
         if self.height < 1 or self.width < 1:
             raise ConfigError(f"cannot tile an empty raster ({self.height} x {self.width})")
 
     @property
     def stride(self) -> int:
         m = self.multiple
-        return max(m, round(self.tile * (1.0 - self.overlap) / m) * m)
+        # rounded down to the multiple: a stride above the tile size would leave gaps
+        return max(m, math.floor(self.tile * (1.0 - self.overlap) / m) * m)
 
     @property
     def rows(self) -> list[tuple[int, int]]:

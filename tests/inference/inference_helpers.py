@@ -1,0 +1,79 @@
+"""Helpers for the inference tests: real GeoTIFFs with a real CRS, tiny checkpoints, per-pixel models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from torch import nn
+
+from bicorseg.checkpoint import save_checkpoint
+from bicorseg.models import BiCoRSeg
+from bicorseg.spec import DatasetSpec
+from conftest import tiny_config
+
+CRS = "EPSG:32633"
+TRANSFORM = from_origin(500_000.0, 5_000_000.0, 0.25, 0.25)
+CLASSES = ("road", "building", "tree", "water")
+PALETTE = ((128, 128, 128), (255, 0, 0), (0, 160, 0), (0, 0, 255))
+
+
+def spec(bands: int = 3, mean: float = 120.0, std: float = 50.0) -> DatasetSpec:
+    return DatasetSpec(
+        name="test",
+        class_names=CLASSES,
+        palette=PALETTE,
+        ignore_index=255,
+        eval_classes=(0, 1, 2, 3),
+        bands=tuple(f"b{i}" for i in range(bands)),
+        mean=tuple(mean + 3.0 * i for i in range(bands)),
+        std=tuple(std + 1.0 * i for i in range(bands)),
+    )
+
+
+def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None, **extra) -> Path:
+    """A real GeoTIFF (EPSG:32633, 25 cm pixels) holding ``data`` (bands x H x W)."""
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=nodata,
+    )
+    profile.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def random_image(bands: int, height: int, width: int, dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    high = 255 if dtype == np.uint8 else 4000
+    return np.random.default_rng(seed).integers(1, high, (bands, height, width)).astype(dtype)
+
+
+def tiny_checkpoint(path: Path, bands: int = 3, **spec_options) -> Path:
+    torch.manual_seed(0)
+    model = BiCoRSeg(tiny_config(in_channels=bands), dataset=spec(bands, **spec_options))
+    return save_checkpoint(model, path)
+
+
+def pixel_model(bands: int, classes: int = 4, seed: int = 0) -> nn.Module:
+    """A per-pixel model (1x1 convolution): tiled and untiled results must agree exactly."""
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(bands, classes, 1)
+    with torch.no_grad():
+        conv.weight.mul_(3.0)  # confident, well-separated classes
+    return conv.eval()
+
+
+def direct_probabilities(model: nn.Module, normalised: np.ndarray) -> np.ndarray:
+    """The untiled reference: softmax of the model on the whole image at once."""
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(normalised)[None]), 1)[0].numpy()

@@ -1,0 +1,189 @@
+"""The predict, heatmaps and export commands end to end: workers, skips, errors, heatmaps, ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from inference_helpers import TRANSFORM, random_image, tiny_checkpoint, write_geotiff
+from PIL import Image
+from rasterio import Affine
+
+from bicorseg.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_folder_with_two_workers_then_skip(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    for i in range(2):
+        write_geotiff(tmp_path / "in" / f"tile_{i}.tif", random_image(3, 70, 90, seed=i), nodata=0)
+    args = ["predict", tmp_path / "in", "--checkpoint", checkpoint, "--output", tmp_path / "out"]
+    code, _, err = run(capsys, *args, "--tile", "64", "--workers", "2", "--probabilities", "--color")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [f"tile_{i}{s}.tif" for i in range(2) for s in ("", "_color", "_prob")]
+    with rasterio.open(tmp_path / "out" / "tile_1.tif") as out:
+        assert out.crs.to_epsg() == 32633 and out.transform == TRANSFORM and out.shape == (70, 90)
+    before = (tmp_path / "out" / "tile_0.tif").stat().st_mtime_ns
+    code, _, err = run(capsys, *args, "--tile", "64", "--probabilities", "--color")
+    assert code == 0 and "2 already done" in err
+    assert (tmp_path / "out" / "tile_0.tif").stat().st_mtime_ns == before
+
+
+def test_print_config(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "predict",
+        "a.tif",
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        tmp_path,
+        "--tta",
+        "d4",
+        "--print-config",
+    )
+    assert code == 0 and "tta: d4" in out and "tile: 512" in out
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    one = write_geotiff(tmp_path / "one.tif", random_image(1, 32, 32))
+    broken = tmp_path / "broken.tif"
+    broken.write_text("not a raster")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([one], checkpoint, "one.tif has 1 band(s) but the checkpoint"),
+        ([broken], checkpoint, "cannot read"),
+        ([tmp_path / "empty"], checkpoint, "no images in folder"),
+        ([one], tmp_path / "nope.ckpt", "checkpoint not found"),
+    ]
+    for inputs, ckpt, message in cases:
+        code, _, err = run(capsys, "predict", *inputs, "--checkpoint", ckpt, "--output", tmp_path / "out")
+        assert code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bicorseg predict: error:") and message in lines[0], (
+            err
+        )
+
+
+def test_heatmaps_of_a_raster_with_ground_truth(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    src = write_geotiff(tmp_path / "scene.tif", random_image(3, 90, 130), nodata=0)
+    label = write_geotiff(
+        tmp_path / "label.tif", np.random.default_rng(0).integers(0, 4, (1, 90, 130), dtype=np.uint8)
+    )
+    code, _, err = run(
+        capsys,
+        "heatmaps",
+        src,
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        tmp_path / "out",
+        "--tile",
+        "64",
+        "--label",
+        label,
+    )
+    assert code == 0, err
+    for layer in (1, 2):
+        with rasterio.open(tmp_path / "out" / f"scene_heatmaps_layer{layer}.tif") as heat:
+            assert heat.count == 4 and heat.dtypes[0] == "float32" and heat.shape == (23, 33)
+            assert heat.crs.to_epsg() == 32633 and heat.transform == TRANSFORM * Affine.scale(4)
+            assert heat.descriptions == ("road", "building", "tree", "water")
+            values = heat.read()
+        assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1 and np.isfinite(values).all()
+    figure = Image.open(tmp_path / "out" / "scene_heatmaps.png")
+    assert figure.format == "PNG" and figure.size[0] > 300
+
+
+def test_heatmaps_of_a_png(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    Image.fromarray(random_image(3, 64, 48).transpose(1, 2, 0)).save(tmp_path / "pic.png")
+    code, _, err = run(
+        capsys,
+        "heatmaps",
+        tmp_path / "pic.png",
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        tmp_path / "out",
+        "--layer",
+        "1",
+    )
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(names) == 2 * 4 + 1 and "pic_layer1_road.png" in names and "pic_heatmaps.png" in names
+    assert np.asarray(Image.open(tmp_path / "out" / "pic_layer2_water.png")).shape == (16, 12)
+    code, _, err = run(
+        capsys,
+        "heatmaps",
+        tmp_path / "pic.png",
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        tmp_path,
+        "--layer",
+        "3",
+    )
+    assert code == 2 and "--layer must be in 1..2" in err
+
+
+def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from bicorseg import load_model
+    from bicorseg.inference.onnx import OnnxModel
+
+    onnx_path = tmp_path / "model.onnx"
+    code, _, err = run(
+        capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "64", "--output", onnx_path
+    )
+    assert code == 0, err
+    model, exported = load_model(checkpoint), OnnxModel(onnx_path)
+    assert (
+        exported.tile == 64
+        and exported.info.num_classes == 4
+        and exported.info.dataset.class_names[0] == "road"
+    )
+    x = torch.randn(3, 3, 64, 64)  # another batch size than the export's
+    with torch.no_grad():
+        assert (exported(x) - model(x)).abs().max() <= 1e-4
+    src = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 100, 120))
+    for engine, ckpt in (("onnx", onnx_path), ("torch", checkpoint)):
+        code, _, err = run(
+            capsys,
+            "predict",
+            src,
+            "--checkpoint",
+            ckpt,
+            "--output",
+            tmp_path / engine,
+            "--tile",
+            "64",
+            "--engine",
+            engine,
+            "--probabilities",
+            "float32",
+        )
+        assert code == 0, err
+    with (
+        rasterio.open(tmp_path / "onnx" / "scene_prob.tif") as a,
+        rasterio.open(tmp_path / "torch" / "scene_prob.tif") as b,
+    ):
+        np.testing.assert_allclose(a.read(), b.read(), atol=1e-4)
+        assert a.crs == b.crs
+    code, _, err = run(
+        capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "50", "--output", onnx_path
+    )
+    assert code == 2 and "multiple of 32" in err
