@@ -7,7 +7,9 @@ Entry points:
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
   ``{"image": float32 bands x H x W normalised, "mask": int64 H x W, "name": str, "path": str}``.
 * :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of SPEC 1.6
-  (mosaic included: the datasets give the transform access to their other samples).
+  (mosaic included: the datasets give the transform access to their other samples); or, on
+  finished samples, :mod:`bicorseg.data.augment` (per-sample transform + :class:`MosaicDataset`).
+* :func:`folder_spec`: the spec of a folder dataset (classes from its table, normalisation).
 * :func:`read_image` / :func:`read_mask`: raw arrays from PNG, JPEG or GeoTIFF.
 """
 
@@ -20,12 +22,12 @@ from torch.utils.data import Dataset
 
 from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.datasets import DATASETS, Release, SplitRule, get_release, get_spec
-from bicorseg.data.folder import ClassTable, FolderDataset
+from bicorseg.data.folder import ClassTable, FolderDataset, folder_spec
 from bicorseg.data.io import read_georeferenced, read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
 from bicorseg.data.prepare import PrepareResult, prepare
-from bicorseg.data.transforms import AugmentConfig, TrainTransform, build_train_transform
+from bicorseg.data.transforms import AugmentConfig, MosaicDataset, TrainTransform, build_train_transform
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 
@@ -59,6 +61,7 @@ __all__ = [
     "ClassTable",
     "FolderDataset",
     "LabelTable",
+    "MosaicDataset",
     "PrepareResult",
     "PreparedDataset",
     "Release",
@@ -67,6 +70,7 @@ __all__ = [
     "TrainTransform",
     "build_dataset",
     "build_train_transform",
+    "folder_spec",
     "get_release",
     "get_spec",
     "prepare",

@@ -440,6 +440,7 @@ def _previous_records(
             for name, tile in info.get("tiles", {}).items():
                 records[(split, name)] = {
                     **tile,
+                    "name": name,
                     "settings": {
                         "dataset": old.get("dataset"),
                         "variant": old.get("variant"),

@@ -20,6 +20,15 @@ Normalisation ``(x - spec.mean) / spec.std`` is done by the dataset after the tr
 is float32 in input units throughout, the mask int64. ``ignore_index=None`` takes the ignore
 index of the dataset the transform is given to.
 
+Two ways to use it, with the same result:
+
+* ``build_dataset(..., transform=build_train_transform(512))``: the dataset applies it to the raw
+  sample before normalising, mosaic included.
+* on finished sample dicts (``transform(sample) -> sample``, image already normalised), with the
+  mosaic done by the dataset wrapper :class:`MosaicDataset` (see :mod:`bicorseg.data.augment`).
+  Padding then uses the normalised value of a raw 0, so both ways give the same pixels (bilinear
+  resizing commutes with the per-band affine normalisation).
+
 Randomness comes from the transform's own ``torch.Generator`` seeded with ``seed``: in the main
 process once; in each DataLoader worker from ``seed`` and the worker's seed (which torch derives
 from the main process's RNG for every epoch), so workers never repeat each other and a seeded run
@@ -34,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -41,6 +51,7 @@ from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+Fill = float | Sequence[float]
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,15 @@ class AugmentConfig:
     mosaic_p: float = 0.25
     ignore_index: int | None = None
     seed: int = 42
+    flip_p: float | None = None  # sets both hflip_p and vflip_p when given
 
     def __post_init__(self) -> None:
+        # Accept YAML lists and a shared flip probability; the stored config stays explicit.
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if self.flip_p is not None:
+            object.__setattr__(self, "hflip_p", float(self.flip_p))
+            object.__setattr__(self, "vflip_p", float(self.flip_p))
+            object.__setattr__(self, "flip_p", None)
         if self.crop_size < 1:
             raise ConfigError(f"augmentation: crop_size must be positive, not {self.crop_size}")
         if not self.scales or any(s <= 0 for s in self.scales):
@@ -133,15 +151,19 @@ def rescale(image: torch.Tensor, mask: torch.Tensor, scale: float) -> Pair:
     return resized, resize_mask(mask, size)
 
 
-def pad_to(image: torch.Tensor, mask: torch.Tensor, height: int, width: int, ignore_index: int) -> Pair:
-    """Pad at the bottom and right to at least ``height x width`` (image 0, mask ignore)."""
-    pad_h = max(0, height - image.shape[-2])
-    pad_w = max(0, width - image.shape[-1])
-    if pad_h == 0 and pad_w == 0:
+def pad_to(
+    image: torch.Tensor, mask: torch.Tensor, height: int, width: int, ignore_index: int, fill: Fill = 0.0
+) -> Pair:
+    """Pad at the bottom and right to at least ``height x width`` (image ``fill`` per band, mask ignore)."""
+    h, w = image.shape[-2:]
+    if h >= height and w >= width:
         return image, mask
-    image = torch.nn.functional.pad(image, (0, pad_w, 0, pad_h), value=0.0)
-    mask = torch.nn.functional.pad(mask, (0, pad_w, 0, pad_h), value=ignore_index)
-    return image, mask
+    size = (max(h, height), max(w, width))
+    padded = torch.as_tensor(fill, dtype=image.dtype).reshape(-1, 1, 1).expand(image.shape[0], *size).clone()
+    padded[:, :h, :w] = image
+    padded_mask = mask.new_full(size, ignore_index)
+    padded_mask[:h, :w] = mask
+    return padded, padded_mask
 
 
 def random_crop(
@@ -151,8 +173,9 @@ def random_crop(
     width: int,
     ignore_index: int,
     generator: torch.Generator,
+    fill: Fill = 0.0,
 ) -> Pair:
-    image, mask = pad_to(image, mask, height, width, ignore_index)
+    image, mask = pad_to(image, mask, height, width, ignore_index, fill)
     y = _randint(0, mask.shape[-2] - height + 1, generator)
     x = _randint(0, mask.shape[-1] - width + 1, generator)
     return image[:, y : y + height, x : x + width], mask[y : y + height, x : x + width]
@@ -175,9 +198,10 @@ def class_ratio_crop(
     retries: int,
     ignore_index: int,
     generator: torch.Generator,
+    fill: Fill = 0.0,
 ) -> Pair:
     """A random ``size`` crop, retried while one class dominates (the last try is kept)."""
-    image, mask = pad_to(image, mask, size, size, ignore_index)
+    image, mask = pad_to(image, mask, size, size, ignore_index, fill)
     for _ in range(retries + 1):
         y = _randint(0, mask.shape[-2] - size + 1, generator)
         x = _randint(0, mask.shape[-1] - size + 1, generator)
@@ -187,14 +211,15 @@ def class_ratio_crop(
     return image[:, y : y + size, x : x + size], crop
 
 
-def mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generator) -> Pair:
+def mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generator, fill: Fill = 0.0) -> Pair:
     """Four samples as the quarters of one image of the first sample's size, split at a random centre."""
     height, width = samples[0][1].shape
     cy = _randint(height // 4, height - height // 4 + 1, generator)
     cx = _randint(width // 4, width - width // 4 + 1, generator)
     sizes = ((cy, cx), (cy, width - cx), (height - cy, cx), (height - cy, width - cx))
     pieces = [
-        random_crop(img, msk, h, w, ignore_index, generator) for (img, msk), (h, w) in zip(samples, sizes)
+        random_crop(img, msk, h, w, ignore_index, generator, fill)
+        for (img, msk), (h, w) in zip(samples, sizes)
     ]
     image = torch.cat(
         [torch.cat([pieces[0][0], pieces[1][0]], -1), torch.cat([pieces[2][0], pieces[3][0]], -1)], -2
@@ -208,13 +233,49 @@ def mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generato
 # --------------------------------------------------------------------------------------------- pipeline
 
 
-class TrainTransform:
-    """The training augmentation as one seeded joint transform (see the module docstring)."""
+class SeededGenerator:
+    """A ``torch.Generator`` from a seed, re-derived in each DataLoader worker (see the module docstring)."""
 
-    def __init__(self, config: AugmentConfig) -> None:
-        self.config = config
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
         self._generator: torch.Generator | None = None
-        self._generator_key: Any = None
+        self._key: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Generators are per process: a worker builds its own from the seed.
+        return {"seed": self.seed, "_generator": None, "_key": None}
+
+    def get(self) -> torch.Generator:
+        info = torch.utils.data.get_worker_info()
+        key = None if info is None else int(info.seed)
+        if self._generator is None or self._key != key:
+            entropy = [self.seed] if key is None else [self.seed, key]
+            seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
+            self._generator = torch.Generator().manual_seed(seed)
+            self._key = key
+        return self._generator
+
+
+def normalised_zero(spec: DatasetSpec | None) -> Fill:
+    """The value a raw 0 takes after normalisation (padding of already normalised images)."""
+    if spec is None:
+        return 0.0
+    return [(0.0 - m) / s for m, s in zip(spec.mean, spec.std)]
+
+
+class TrainTransform:
+    """The training augmentation as one seeded joint transform (see the module docstring).
+
+    Call it as ``transform(image, mask) -> (image, mask)`` on raw images (what the datasets do), or
+    ``transform(sample) -> sample`` on a sample dict whose image is already normalised.
+    """
+
+    def __init__(self, config: AugmentConfig, spec: DatasetSpec | None = None) -> None:
+        if spec is not None and config.ignore_index is None:
+            config = replace(config, ignore_index=spec.ignore_index)
+        self.config = config
+        self.spec = spec
+        self._random = SeededGenerator(config.seed)
 
     def __repr__(self) -> str:
         return f"TrainTransform({self.config})"
@@ -224,30 +285,19 @@ class TrainTransform:
         return self.config.mosaic_p
 
     def for_spec(self, spec: DatasetSpec) -> TrainTransform:
-        """This transform with the dataset's ignore index filled in (when it was left as None)."""
-        if self.config.ignore_index is not None:
+        """This transform bound to a dataset's spec (its ignore index, when it was left as None)."""
+        if self.spec is spec:
             return self
-        return TrainTransform(replace(self.config, ignore_index=spec.ignore_index))
+        return TrainTransform(self.config, spec)
 
     def reseed(self, seed: int | None = None) -> None:
         """Restart the random sequence (from ``seed``, default the configured one)."""
         if seed is not None:
             self.config = replace(self.config, seed=int(seed))
-        self._generator = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Generators are per process: a worker builds its own from the seed.
-        return {"config": self.config, "_generator": None, "_generator_key": None}
+        self._random = SeededGenerator(self.config.seed)
 
     def generator(self) -> torch.Generator:
-        info = torch.utils.data.get_worker_info()
-        key = None if info is None else int(info.seed)
-        if self._generator is None or self._generator_key != key:
-            entropy = [self.config.seed] if key is None else [self.config.seed, key]
-            seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
-            self._generator = torch.Generator().manual_seed(seed)
-            self._generator_key = key
-        return self._generator
+        return self._random.get()
 
     def _ignore(self) -> int:
         if self.config.ignore_index is None:
@@ -257,16 +307,33 @@ class TrainTransform:
         return self.config.ignore_index
 
     def __call__(
-        self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+        self, image: Any, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Any:
+        """Rescale, class-ratio crop, rot90 and flips of (image ``C x H x W``, mask ``H x W``) or a sample dict."""
+        if isinstance(image, dict):
+            sample = image
+            out_image, out_mask = self.apply(
+                sample["image"], sample["mask"], generator, normalised_zero(self.spec)
+            )
+            return {**sample, "image": out_image, "mask": out_mask}
+        if mask is None:
+            raise TypeError("TrainTransform needs (image, mask) or a sample dict")
+        return self.apply(image, mask, generator)
+
+    def apply(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        fill: Fill = 0.0,
     ) -> Pair:
-        """Rescale, class-ratio crop, rot90 and flips of one (image ``C x H x W``, mask ``H x W``)."""
         cfg = self.config
         g = generator if generator is not None else self.generator()
         ignore = self._ignore()
         scale = cfg.scales[_randint(0, len(cfg.scales), g)]
         image, mask = rescale(image, mask, scale)
         image, mask = class_ratio_crop(
-            image, mask, cfg.crop_size, cfg.max_class_ratio, cfg.crop_retries, ignore, g
+            image, mask, cfg.crop_size, cfg.max_class_ratio, cfg.crop_retries, ignore, g, fill
         )
         if _rand(g) < cfg.rot90_p:
             k = _randint(1, 4, g)
@@ -280,11 +347,46 @@ class TrainTransform:
     def sample(
         self, load: Callable[[int], Pair], index: int, length: int, generator: torch.Generator | None = None
     ) -> Pair:
-        """Load sample ``index`` (a mosaic with three random others, with probability ``mosaic_p``), augmented."""
+        """Load raw sample ``index`` (a mosaic with three random others, with probability ``mosaic_p``), augmented."""
         g = generator if generator is not None else self.generator()
         if self.config.mosaic_p > 0 and _rand(g) < self.config.mosaic_p:
             others = [_randint(0, length, g) for _ in range(3)]
             image, mask = mosaic([load(i) for i in (index, *others)], self._ignore(), g)
         else:
             image, mask = load(index)
-        return self(image, mask, generator=g)
+        return self.apply(image, mask, generator=g)
+
+
+class MosaicDataset(Dataset):
+    """Wraps a dataset of sample dicts: with probability ``p`` a sample becomes a 4-image mosaic.
+
+    For pipelines that augment finished (normalised) samples: ``MosaicDataset(dataset, 0.25)`` then
+    ``TrainTransform`` applied to each sample dict. Padding uses the normalised value of a raw 0.
+    """
+
+    def __init__(
+        self, dataset: Dataset, p: float = 0.25, seed: int = 42, ignore_index: int | None = None,
+        spec: DatasetSpec | None = None,
+    ) -> None:  # fmt: skip
+        spec = spec if spec is not None else getattr(dataset, "spec", None)
+        if ignore_index is None:
+            if spec is None:
+                raise ConfigError("mosaic: ignore_index is unknown; pass it or a dataset spec")
+            ignore_index = spec.ignore_index
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"mosaic: p must be a probability in [0, 1], not {p}")
+        self.dataset, self.p, self.ignore_index, self.spec = dataset, float(p), int(ignore_index), spec
+        self._random = SeededGenerator(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        g = self._random.get()
+        sample = self.dataset[index]
+        if self.p == 0 or _rand(g) >= self.p:
+            return sample
+        others = [self.dataset[_randint(0, len(self), g)] for _ in range(3)]
+        pairs = [(s["image"], s["mask"]) for s in (sample, *others)]
+        image, mask = mosaic(pairs, self.ignore_index, g, normalised_zero(self.spec))
+        return {**sample, "image": image, "mask": mask, "name": f"{sample.get('name', index)}+mosaic"}
