@@ -33,7 +33,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
 from bicorseg.inference.predictor import (
-    GDAL_CACHE_MB,
+    GDAL_CACHE_BYTES,
     ModelInfo,
     OutputSet,
     RasterReader,
@@ -115,7 +115,7 @@ def export_heatmaps(
         remove_stale_temps(target)
     result = HeatmapResult(path)
     with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = stack.enter_context(open_raster(path))

@@ -57,7 +57,9 @@ NODATA = 255
 PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is left for nodata
 PLAIN_DRIVERS = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", ".bmp", ".webp")
-GDAL_CACHE_MB = 256  # bounded block cache: GDAL's default (5 % of RAM) would grow with the raster
+# GDAL's block cache in bytes (rasterio passes the number as bytes): GDAL's default, 5 % of the RAM,
+# would fill up with blocks of a large raster and make the memory grow with its size
+GDAL_CACHE_BYTES = 64 * 2**20
 PROBABILITY_TYPES = ("uint8", "float32")
 
 
@@ -463,7 +465,7 @@ class Predictor:
             remove_stale_temps(target)
         start = time.perf_counter()
         with ExitStack() as stack:
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = stack.enter_context(open_raster(path))
