@@ -43,7 +43,8 @@ class DataConfig:
         root: the prepared dataset folder (output of ``bicorseg prepare``) or the folder dataset.
         train_splits: splits concatenated for training (LoveDA's recipe: train and val).
         val_split: the split validated after every epoch; null for none.
-        train_indices, val_indices: optional subsets (sample indices, or "a-b" ranges) of the splits.
+        train_samples, val_samples: optional subsets of the splits, by sample name; an entry matches a
+            sample whose name equals it or ends with ``/<entry>`` (``7`` matches ``Train/Rural/images_png/7``).
         crop_size: training crop (a multiple of 32).
         batch_size: per process; the global batch is ``batch_size * processes``.
         val_batch_size: per process, for validation.
@@ -59,8 +60,8 @@ class DataConfig:
     root: str | None = None
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_split: str | None = "val"
-    train_indices: list[int | str] | None = None
-    val_indices: list[int | str] | None = None
+    train_samples: list[str] | None = None
+    val_samples: list[str] | None = None
     crop_size: int = 512
     batch_size: int = 8
     val_batch_size: int = 1
@@ -85,9 +86,9 @@ class DataConfig:
             _fail("data.num_workers", f"must not be negative, got {self.num_workers}")
         if len(self.synthetic_size) != 3 or min(self.synthetic_size) < 1:
             _fail("data.synthetic_size", "give [image size, training samples, validation samples]")
-        for key in ("train_indices", "val_indices"):
-            if getattr(self, key) is not None:
-                expand_indices(getattr(self, key), f"data.{key}")
+        for key in ("train_samples", "val_samples"):
+            if getattr(self, key) is not None and not getattr(self, key):
+                _fail(f"data.{key}", "give at least one sample name, or null for all")
 
 
 @dataclass
@@ -202,7 +203,19 @@ class TrainConfig:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for sections, flow style for short lists of numbers or names."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flat = all(not isinstance(v, dict | list) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_Dumper.add_representer(list, _represent_list)
 
 
 SECTIONS: dict[str, type] = {
@@ -231,22 +244,6 @@ def _positive(key: str, value: float) -> None:
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         _fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
-
-
-def expand_indices(items: Sequence[int | str], key: str = "indices") -> list[int]:
-    """``[0, 3, "5-7"]`` -> ``[0, 3, 5, 6, 7]`` (ranges include both ends)."""
-    result: list[int] = []
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
-            result.append(item)
-            continue
-        text = str(item)
-        low, sep, high = text.partition("-")
-        if sep and low.strip().isdigit() and high.strip().isdigit() and int(low) <= int(high):
-            result.extend(range(int(low), int(high) + 1))
-        else:
-            _fail(key, f"expected indices or ranges like '0-11', got {item!r}")
-    return result
 
 
 def _type_name(tp: Any) -> str:
@@ -307,6 +304,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool) and key.split("[")[0].endswith("_samples"):
+            return str(value)  # sample names such as LoveDA's 0..15
         _fail(key, f"expected a string, got {value!r}")
     return value
 
@@ -445,7 +444,7 @@ def load_config(
 def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None) -> DatasetSpec:
     """The facts of the configured dataset (the synthetic set takes its class count from the model)."""
     if data_cfg.dataset == "synthetic":
-        from bicorseg.training.datamodule import synthetic_spec
+        from bicorseg.training.synthetic import synthetic_spec
 
         model_data = model_data or {}
         classes = model_data.get("num_classes") or 4
@@ -468,9 +467,10 @@ def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None)
 
 
 def _folder_spec(data_cfg: DataConfig) -> DatasetSpec:
-    from bicorseg import data as data_package
+    # a folder dataset's facts come from its class table (and its images, for the statistics)
+    from bicorseg.data import build_dataset
 
-    reader = getattr(data_package, "folder_spec", None)
-    if reader is None:
-        raise ConfigError("data.dataset: folder datasets need bicorseg.data.folder_spec")
-    return reader(data_cfg.root, **data_cfg.options)
+    try:
+        return build_dataset("folder", data_cfg.root, data_cfg.train_splits[0], **data_cfg.options).spec
+    except TypeError as error:
+        raise ConfigError(f"data.options: {error}") from None

@@ -181,6 +181,9 @@ def train(
     if rank_zero_only.rank == 0:
         output.mkdir(parents=True, exist_ok=True)
         _write_text_atomic(output / "config.yaml", config.to_yaml())
+        # temporary files of a run that was killed while writing a checkpoint
+        for stale in (output / "checkpoints").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = SegmentationDataModule(config.data, spec, seed=config.trainer.seed)
     module = BiCoRSegModule(config, spec, model=model, output_dir=output)

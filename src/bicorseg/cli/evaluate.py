@@ -1,0 +1,99 @@
+"""``bicorseg evaluate``: per-class and mean scores of a checkpoint on a dataset split, with the convention."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bicorseg.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint on a dataset split (per-class table, mIoU, F1, OA; JSON)",
+        description=(
+            "Accumulate one confusion matrix over a split and report per-class IoU, precision, recall "
+            "and F1, their means over the dataset's evaluation classes (ISPRS: without clutter) and the "
+            "overall accuracy over all classes. The report states its convention: classes averaged, "
+            "label variant, patches or whole tiles, test-time augmentation."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, help="a bicorseg checkpoint (from train or convert)")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        choices=("vaihingen", "potsdam", "loveda", "folder", "synthetic"),
+        help="dataset kind (synthetic: procedural samples, for smoke tests)",
+    )
+    parser.add_argument("--root", help="the prepared dataset folder (output of 'bicorseg prepare')")
+    parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument("--tta", default="none", choices=("none", "lr", "d4"), help="test-time augmentation")
+    parser.add_argument("--output", help="write the report as JSON here")
+    parser.add_argument(
+        "--whole-tiles",
+        action="store_true",
+        help="predict whole tiles with overlapping sliding windows instead of scoring patches",
+    )
+    parser.add_argument("--tile", type=int, default=1024, help="sliding-window size for --whole-tiles")
+    parser.add_argument(
+        "--overlap", type=float, default=0.25, help="window overlap (fraction) for --whole-tiles"
+    )
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.metrics import format_report, write_report_json
+    from bicorseg.training.evaluation import (
+        check_spec_matches,
+        evaluate_model,
+        evaluation_dataset,
+        resolve_device,
+    )
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.tile < 32 or not 0 <= args.overlap < 1:
+        raise ConfigError("--tile must be at least 32 and --overlap in [0, 1)")
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = checkpoint.build_model()
+    spec_hint = checkpoint.dataset if args.dataset in ("folder", "synthetic") else None
+    dataset, spec = evaluation_dataset(args.dataset, args.root, args.split, spec=spec_hint)
+    check_spec_matches(checkpoint.dataset, spec, checkpoint.model_config.num_classes, args.checkpoint)
+    if checkpoint.model_config.in_channels != spec.num_bands:
+        raise ConfigError(
+            f"{args.checkpoint} expects {checkpoint.model_config.in_channels} band(s) but dataset "
+            f"{spec.name!r} gives {spec.num_bands}"
+        )
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\revaluating {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    report = evaluate_model(
+        model,
+        dataset,
+        spec,
+        split=args.split,
+        tta=args.tta,
+        whole_tiles=args.whole_tiles,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=device,
+        limit=args.limit,
+        progress=progress,
+    )
+    report.convention.extra["checkpoint"] = str(args.checkpoint)
+    print(format_report(report))
+    if args.output:
+        path = write_report_json(report, args.output)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,170 @@
+"""``bicorseg submit loveda``: predict the LoveDA test images and write the archive the server accepts.
+
+The LoveDA online server wants one single-band uint8 PNG per test image, with the image's file name,
+1024 x 1024, values 0..6, all at the top level of a zip (a zip holding a folder scores zero). The
+archive is checked after writing (count, names, size, value range) and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bicorseg.errors import CheckpointError, ConfigError, InputError
+
+LOVEDA_SIZE = 1024
+LOVEDA_CLASSES = 7
+LOVEDA_TEST_COUNT = 1796  # Urban 820 + Rural 976 in the official release
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "submit",
+        help="write a validated LoveDA online-test archive",
+        description=(
+            "Predict every LoveDA test image and write the zip the official server accepts: one "
+            "single-band uint8 PNG per image, same file name, 1024 x 1024, values 0..6, no folders. "
+            "The archive is checked (count, names, size, value range) before it is put in place."
+        ),
+    )
+    parser.add_argument("benchmark", choices=("loveda",), help="the online benchmark (loveda)")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint trained for LoveDA's 7 classes")
+    parser.add_argument(
+        "--root",
+        required=True,
+        help="LoveDA root (with Test/{Urban,Rural}/images_png), a Test folder, or a folder of PNG images",
+    )
+    parser.add_argument("--output", required=True, help="the zip to write, e.g. submission.zip")
+    parser.add_argument("--tta", default="none", choices=("none", "lr", "d4"), help="test-time augmentation")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    parser.set_defaults(func=run)
+
+
+def find_test_images(root: str | os.PathLike) -> list[Path]:
+    """The test images under a LoveDA root, a ``Test`` folder, or a flat folder of PNGs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"--root: folder not found: {root}")
+    for base in (root / "Test", root):
+        domains = [base / domain / "images_png" for domain in ("Urban", "Rural")]
+        found = [p for d in domains if d.is_dir() for p in sorted(d.glob("*.png"))]
+        if found:
+            return found
+    flat = sorted(p for p in root.glob("*.png") if p.is_file())
+    if flat:
+        return flat
+    raise InputError(
+        f"no test images in {root}: expected Test/{{Urban,Rural}}/images_png/*.png or a folder of PNG images"
+    )
+
+
+def validate_archive(path: str | os.PathLike, expected_names: list[str]) -> None:
+    """Check a submission zip: flat, one PNG per expected name, uint8 single band, 1024 x 1024, 0..6."""
+    from PIL import Image
+
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        nested = [n for n in names if "/" in n or "\\" in n]
+        if nested:
+            raise InputError(f"{path}: entries inside folders ({nested[0]}); the server scores them zero")
+        if sorted(names) != sorted(expected_names):
+            missing = sorted(set(expected_names) - set(names))
+            extra = sorted(set(names) - set(expected_names))
+            raise InputError(f"{path}: {len(missing)} missing and {len(extra)} unexpected entries")
+        for name in names:
+            with Image.open(io.BytesIO(archive.read(name))) as image:
+                if image.format != "PNG" or image.mode != "L":
+                    raise InputError(
+                        f"{path}: {name} is {image.format} mode {image.mode}, not a single-band PNG"
+                    )
+                if image.size != (LOVEDA_SIZE, LOVEDA_SIZE):
+                    raise InputError(f"{path}: {name} is {image.size[0]}x{image.size[1]}, not 1024x1024")
+                high = int(np.asarray(image).max())
+            if high >= LOVEDA_CLASSES:
+                raise InputError(f"{path}: {name} holds value {high}, outside 0..6")
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.data.io import read_image
+    from bicorseg.inference import with_tta
+    from bicorseg.training.evaluation import resolve_device
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    checkpoint = load_checkpoint(args.checkpoint)
+    config = checkpoint.model_config
+    if config.num_classes != LOVEDA_CLASSES:
+        raise CheckpointError(f"{args.checkpoint} predicts {config.num_classes} classes; LoveDA has 7")
+    if config.in_channels != 3:
+        raise CheckpointError(f"{args.checkpoint} expects {config.in_channels} bands; LoveDA images are RGB")
+    spec = checkpoint.dataset
+    if spec is None:
+        from bicorseg.data import get_spec
+
+        spec = get_spec("loveda")
+    elif spec.num_classes != LOVEDA_CLASSES:
+        raise CheckpointError(f"{args.checkpoint} was trained for dataset {spec.name!r}, not LoveDA")
+    images = find_test_images(args.root)
+    names = [p.name for p in images]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"two test images are named {duplicates[0]}: the flat archive cannot hold both")
+    if len(images) != LOVEDA_TEST_COUNT:
+        print(
+            f"note: {len(images)} test images found; the official LoveDA test set has {LOVEDA_TEST_COUNT}",
+            file=sys.stderr,
+        )
+    device = resolve_device(args.device)
+    model = checkpoint.build_model().to(device)
+    probabilities = with_tta(model, args.tta)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
+
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    try:
+        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for start in range(0, len(images), args.batch_size):
+                chunk = images[start : start + args.batch_size]
+                batch = []
+                for path in chunk:
+                    array = read_image(path)
+                    if array.shape != (3, LOVEDA_SIZE, LOVEDA_SIZE):
+                        raise InputError(f"{path}: LoveDA test images are 3 x 1024 x 1024, got {array.shape}")
+                    batch.append((torch.from_numpy(np.asarray(array, np.float32)) - mean) / std)
+                with torch.inference_mode():
+                    labels = (
+                        probabilities(torch.stack(batch).to(device)).argmax(1).to(torch.uint8).cpu().numpy()
+                    )
+                for path, label in zip(chunk, labels):
+                    buffer = io.BytesIO()
+                    Image.fromarray(label, mode="L").save(buffer, format="PNG")
+                    archive.writestr(path.name, buffer.getvalue())
+                done = start + len(chunk)
+                if sys.stderr.isatty():
+                    print(
+                        f"\rpredicted {done}/{len(images)}",
+                        end="" if done < len(images) else "\n",
+                        file=sys.stderr,
+                    )
+        validate_archive(temp, names)
+        os.replace(temp, output)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    print(f"wrote {output}: {len(images)} predictions, checked (flat, 1024x1024 uint8, values 0..6)")
+    return 0

@@ -1,0 +1,149 @@
+"""Evaluate a model on a dataset split: one confusion matrix, the scores, a report stating its convention.
+
+Two modes:
+
+* patches: batches of dataset samples go through the model as they are (optionally with TTA);
+* whole tiles: each sample is a full tile, predicted with overlapping sliding windows and smooth
+  blending (:func:`bicorseg.inference.predict_array`), as practitioners apply the model.
+
+Nothing here imports Lightning; the ``evaluate`` command and the benchmarks call :func:`evaluate_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from bicorseg.errors import CheckpointError, ConfigError, InputError
+from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
+from bicorseg.spec import DatasetSpec
+
+DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"--device: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device: CUDA was asked for but no GPU is available")
+    return resolved
+
+
+def check_spec_matches(
+    model_spec: DatasetSpec | None, spec: DatasetSpec, num_classes: int, source: str
+) -> None:
+    """Refuse a checkpoint whose classes do not fit the dataset it is evaluated on."""
+    if num_classes != spec.num_classes:
+        raise CheckpointError(
+            f"{source} predicts {num_classes} classes but dataset {spec.name!r} has {spec.num_classes}"
+        )
+    if model_spec is not None and tuple(model_spec.class_names) != tuple(spec.class_names):
+        raise CheckpointError(
+            f"{source} was trained for classes {', '.join(model_spec.class_names)}; dataset {spec.name!r} "
+            f"has {', '.join(spec.class_names)}"
+        )
+
+
+def evaluation_dataset(
+    kind: str, root: str | None, split: str, spec: DatasetSpec | None = None, **options: Any
+) -> tuple[Dataset, DatasetSpec]:
+    """A split to evaluate on, and the facts of its dataset."""
+    if kind not in DATASET_KINDS:
+        raise ConfigError(f"--dataset must be one of {', '.join(DATASET_KINDS)}, got {kind!r}")
+    if kind == "synthetic":
+        from bicorseg.training.synthetic import SyntheticSegmentation, synthetic_spec
+
+        size, count = int(options.pop("size", 64)), int(options.pop("count", 8))
+        if spec is None:
+            spec = synthetic_spec()
+        if options:
+            raise ConfigError(f"synthetic dataset: unknown option(s) {', '.join(options)}")
+        seed = {"train": 0, "val": 1}.get(split, 2)
+        return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=seed), spec
+    if not root:
+        raise ConfigError(f"--root: dataset {kind!r} needs its folder")
+    from bicorseg import data
+
+    if kind != "folder" or spec is None:
+        spec = data.get_spec(kind) if kind != "folder" else spec
+    dataset = data.build_dataset(kind, root, split, spec=spec, **options)
+    return dataset, getattr(dataset, "spec", None) or spec
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    spec: DatasetSpec,
+    *,
+    split: str = "",
+    tta: str = "none",
+    whole_tiles: bool = False,
+    tile: int = 1024,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationReport:
+    """Scores of ``model`` on ``dataset`` by the published convention (see :mod:`bicorseg.metrics`)."""
+    from bicorseg.inference import TTA_MODES, predict_array, with_tta
+
+    if tta not in TTA_MODES:
+        raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    device = torch.device(device)
+    num_classes = int(getattr(getattr(model, "config", None), "num_classes", spec.num_classes))
+    metric = ConfusionMatrix(num_classes, spec.ignore_index).to(device)
+    model = model.to(device).eval()
+    total = len(dataset)  # type: ignore[arg-type]
+    if limit is not None:
+        total = min(total, limit)
+    if total == 0:
+        raise InputError("the evaluation split holds no samples")
+    probabilities = with_tta(model, tta)
+    done = 0
+    with torch.inference_mode():
+        if whole_tiles:
+            for index in range(total):
+                sample = dataset[index]
+                if "mask" not in sample:
+                    raise InputError(f"sample {sample.get('name', index)} has no labels to evaluate against")
+                probs = predict_array(
+                    model,
+                    sample["image"],
+                    tile=tile,
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    tta=tta,
+                    device=device,
+                )
+                metric.update(
+                    torch.from_numpy(probs).argmax(0)[None].to(device), sample["mask"][None].to(device)
+                )
+                done += 1
+                if progress:
+                    progress(done, total)
+        else:
+            subset = dataset if total == len(dataset) else torch.utils.data.Subset(dataset, range(total))  # type: ignore[arg-type]
+            loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+            for batch in loader:
+                if "mask" not in batch:
+                    raise InputError("the evaluation split has no labels (is it a test split scored online?)")
+                images = batch["image"].to(device)
+                metric.update(probabilities(images), batch["mask"].to(device))
+                done += images.shape[0]
+                if progress:
+                    progress(done, total)
+    mode = f"whole tiles (sliding windows {tile} px, overlap {overlap:g})" if whole_tiles else "patches"
+    convention = Convention(spec.name, split=split, label_variant=spec.label_variant, mode=mode, tta=tta)
+    return EvaluationReport.from_confusion(
+        metric.compute().cpu(), spec.class_names, spec.eval_classes, convention
+    )

@@ -1,0 +1,112 @@
+"""Typed configs: the shipped recipes, strict validation naming the key, overrides, the CLI refusing early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from training_helpers import REPO, TINY, cli
+
+from bicorseg.errors import ConfigError
+from bicorseg.training.config import load_config
+
+
+def test_tiny_config_fills_dataset_facts() -> None:
+    config = load_config(TINY)
+    assert config.model.num_classes == 4 and config.model.in_channels == 3
+    assert config.loss.ignore_index == 255
+    assert config.model.backbone == "convnext_nano"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"optimizer.lr": -1}, "optimizer.lr"),
+        ({"optimizer.lr": "abc"}, "optimizer.lr"),
+        ({"model.topk_ratio": 1.5}, "model.topk_ratio"),
+        ({"model.topk_ratio": 0.0}, "model.topk_ratio"),
+        ({"model.colour": 3}, "model.colour"),
+        ({"trainer.epochs": 3}, "trainer.epochs"),
+        ({"data.batch_size": 0}, "data.batch_size"),
+        ({"data.crop_size": 100}, "data.crop_size"),
+        ({"trainer.precision": "fp8"}, "trainer.precision"),
+        ({"trainer.nan_policy": "ignore"}, "trainer.nan_policy"),
+        ({"loss.ignore_index": 3}, "loss.ignore_index"),
+        ({"optimizer.lookahead_alpha": 2.0}, "optimizer.lookahead_alpha"),
+        ({"trainer.progress_bar": "yes"}, "trainer.progress_bar"),
+    ],
+)
+def test_invalid_values_name_the_key(overrides: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}"):
+        load_config(TINY, overrides)
+
+
+def test_class_count_must_agree_with_dataset() -> None:
+    from bicorseg.data import get_spec
+
+    with pytest.raises(ConfigError, match=r"^model\.num_classes: is 6 but dataset 'loveda' has 7 classes"):
+        load_config(REPO / "configs" / "loveda.yaml", {"model.num_classes": 6})
+
+
+def test_unknown_key_in_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(Path(TINY).read_text() + "optimizer:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"^optimizer\.learning_rate: unknown key"):
+        load_config(path)
+    path.write_text("model: {width: 32}\nschedule: {}\n")
+    with pytest.raises(ConfigError, match="^schedule: unknown section"):
+        load_config(path)
+
+
+def test_numbers_written_as_strings_and_overrides() -> None:
+    config = load_config(
+        TINY, {"optimizer.lr": "5e-5", "model.topk_ratio": [0.5, 0.02], "trainer.devices": 2}
+    )
+    assert config.optimizer.lr == 5e-5
+    assert config.model.topk_ratio == [0.5, 0.02]
+    assert config.trainer.devices == 2
+    nested = load_config(TINY, {"data.augment.mosaic_p": 0.0})
+    assert nested.data.augment == {"mosaic_p": 0.0}
+
+
+RECIPES = {
+    # name: (layers, topk ratio, final fisher, lr, epochs, batch size, crop)
+    "vaihingen": (2, 1.0, 0.0, 5e-5, 45, 4, 512),
+    "potsdam": (3, 1.0, 0.0, 1e-4, 45, 4, 768),
+    "loveda": (2, 0.02, 1.0, 8e-5, 30, 8, 512),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_published_recipes(name: str) -> None:
+    layers, ratio, final_fisher, lr, epochs, batch, crop = RECIPES[name]
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.model.backbone == "convnext_base" and config.model.pretrained == "imagenet"
+    assert config.model.width == 256 and config.model.min_pixels == 64
+    assert (config.model.layers, config.model.topk_ratio, config.loss.final_fisher_weight) == (
+        layers,
+        ratio,
+        final_fisher,
+    )
+    assert (config.optimizer.lr, config.trainer.max_epochs) == (lr, epochs)
+    assert (config.data.batch_size, config.data.crop_size) == (batch, crop)
+    opt = config.optimizer
+    assert (opt.weight_decay, opt.lookahead, opt.lookahead_k, opt.lookahead_alpha) == (0.01, True, 5, 0.5)
+    assert (opt.schedule, opt.min_lr, config.trainer.seed) == ("cosine", 1e-6, 42)
+
+
+def test_loveda_recipe_trains_on_train_and_val() -> None:
+    config = load_config(REPO / "configs" / "loveda.yaml")
+    assert config.data.train_splits == ["train", "val"]
+
+
+def test_cli_print_config_and_early_refusal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli("train", "--config", "tiny-test", "--optimizer.lr", "2e-4", "--print-config") == 0
+    printed = capsys.readouterr().out
+    assert "lr: 0.0002" in printed and "num_classes: 4" in printed
+    out = tmp_path / "run"
+    assert cli("train", "--config", TINY, "--model.topk_ratio", "2", "--output", out) == 2
+    assert "model.topk_ratio" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was built
+    assert cli("train", "--config", TINY, "--set", "data.batch_size=-3", "--output", out) == 2
+    assert "data.batch_size" in capsys.readouterr().err
