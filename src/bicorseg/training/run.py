@@ -14,6 +14,7 @@ included), scheduler, epoch and step.
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -61,6 +64,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             fs.rm(path, recursive=True)
 
 
+class ResumableCSVLogger(CSVLogger):
+    """A CSV logger that continues the ``metrics.csv`` of a resumed run instead of replacing it.
+
+    Rows logged after the checkpoint being resumed from (``step >= resume_step``) are dropped: the
+    resumed run logs those steps again.
+    """
+
+    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        rows, header = [], None
+        if self._resume_step is not None and path.is_file():
+            with open(path, newline="") as stream:
+                reader = csv.DictReader(stream)
+                header = list(reader.fieldnames or [])
+                rows = [
+                    r for r in reader if r.get("step", "").isdigit() and int(r["step"]) < self._resume_step
+                ]
+            path.unlink()  # Lightning's writer deletes an existing file; we write it back below
+        experiment = super().experiment
+        if header:
+            with open(path, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+            experiment.metrics_keys = header
+        return experiment
+
+
 @dataclass
 class TrainResult:
     """Where a run left its outputs, and how far it got."""
@@ -87,6 +126,21 @@ def resolve_resume(resume: str | None, output: Path) -> str | None:
     return resume
 
 
+def _checkpoint_step(path: str | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:  # corrupt files surface as many exception types
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(data, dict) or "global_step" not in data or "optimizer_states" not in data:
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of bicorseg train (no optimizer state to resume from); "
+            "to fine-tune from its weights, set model.pretrained instead"
+        )
+    return int(data["global_step"])
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -101,6 +155,7 @@ def build_trainer(
     has_validation: bool,
     callbacks: list[Callback] | None = None,
     find_unused_parameters: bool = False,
+    resume_step: int | None = None,
 ) -> L.Trainer:
     """The Lightning Trainer of a run (loggers, checkpoints, strategy, precision)."""
     cfg = config.trainer
@@ -132,7 +187,9 @@ def build_trainer(
     if cfg.progress_bar and sys.stderr.isatty():
         all_callbacks.append(RichProgressBar())
     all_callbacks.extend(callbacks or [])
-    loggers: list[Any] = [CSVLogger(save_dir=str(output), name="logs", version="csv")]
+    loggers: list[Any] = [
+        ResumableCSVLogger(save_dir=str(output), name="logs", version="csv", resume_step=resume_step)
+    ]
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(output), name="logs", version="tensorboard"))
     strategy: Any = cfg.strategy
@@ -195,6 +252,7 @@ def train(
         callbacks,
         # without the auxiliary loss the static classifier gets no gradient
         find_unused_parameters=config.loss.aux_weight == 0,
+        resume_step=_checkpoint_step(ckpt_path),
     )
     with warnings.catch_warnings():
         # expected on CPU and with small datasets; they say nothing about this run being wrong
