@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from PIL import Image
-from rasterio.transform import from_origin
 
 from bicorseg.data.datasets import LOVEDA, POTSDAM_SPLITS, VAIHINGEN_SPLITS
 from bicorseg.data.labels import colourise
@@ -119,8 +119,14 @@ def make_tile(
 
 
 def write_geotiff(
-    path: Path, array: np.ndarray, epsg: int, origin: tuple[float, float], resolution: float
+    path: Path,
+    array: np.ndarray,
+    epsg: int,
+    origin: tuple[float, float],
+    resolution: float,
+    compress: str | None = None,
 ) -> None:
+    """A GeoTIFF with a CRS (label tiles, a few flat colours, are deflated to keep fixtures small)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = {
         "driver": "GTiff",
@@ -129,10 +135,18 @@ def write_geotiff(
         "count": array.shape[0],
         "dtype": array.dtype.name,
         "crs": f"EPSG:{epsg}",
-        "transform": from_origin(origin[0], origin[1], resolution, resolution),
+        "transform": Affine(resolution, 0.0, origin[0], 0.0, -resolution, origin[1]),
     }
+    if compress:
+        profile["compress"] = compress
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.write(array)
+
+
+def write_label(
+    path: Path, array: np.ndarray, epsg: int, origin: tuple[float, float], resolution: float
+) -> None:
+    write_geotiff(path, array, epsg, origin, resolution, compress="deflate")
 
 
 def _zip(archive: Path, files: Iterable[tuple[Path, str]]) -> Path:
@@ -167,10 +181,10 @@ def make_vaihingen(
         name = f"top_mosaic_09cm_area{tile}"
         write_geotiff(base / "top" / f"{name}.tif", image, 32632, origin, 0.09)
         full_rgb = colourise(full, ISPRS_COLOURS)
-        write_geotiff(complete / f"{name}.tif", full_rgb, 32632, origin, 0.09)
+        write_label(complete / f"{name}.tif", full_rgb, 32632, origin, 0.09)
         if tile in participants:
-            write_geotiff(base / "gts_for_participants" / f"{name}.tif", full_rgb, 32632, origin, 0.09)
-        write_geotiff(
+            write_label(base / "gts_for_participants" / f"{name}.tif", full_rgb, 32632, origin, 0.09)
+        write_label(
             eroded_dir / f"{name}_noBoundary.tif", colourise(eroded, ISPRS_COLOURS), 32632, origin, 0.09
         )
     if archives:
@@ -227,10 +241,10 @@ def make_potsdam(
         write_geotiff(folders["rgb"] / f"{name}_RGB.tif", image, 32633, origin, 0.05)
         if irrg:
             write_geotiff(folders["irrg"] / f"{name}_IRRG.tif", _pseudo_irrg(image), 32633, origin, 0.05)
-        write_geotiff(
+        write_label(
             folders["full"] / f"{name}_label.tif", colourise(full, ISPRS_COLOURS), 32633, origin, 0.05
         )
-        write_geotiff(
+        write_label(
             folders["eroded"] / f"{name}_label_noBoundary.tif",
             colourise(eroded, ISPRS_COLOURS),
             32633,

@@ -271,10 +271,18 @@ def _window_georef(
     height, width = padded
     # A flipped copy is still a correct map of the ground: its transform is flipped too.
     if copy == "hflip":
-        transform = transform * Affine(-1, 0, width, 0, 1, 0)
+        transform = _compose(transform, Affine(-1, 0, width, 0, 1, 0))
     elif copy == "vflip":
-        transform = transform * Affine(1, 0, 0, 0, -1, height)
-    return Georeference(georef.crs, transform * Affine.translation(x, y))
+        transform = _compose(transform, Affine(1, 0, 0, 0, -1, height))
+    return Georeference(georef.crs, _compose(transform, Affine.translation(x, y)))
+
+
+def _compose(first: Affine, second: Affine) -> Affine:
+    """``first`` after ``second`` (affine >= 2.4 spells it ``@``; older versions only ``*``)."""
+    try:
+        return first @ second
+    except TypeError:  # pragma: no cover - affine < 2.4
+        return first * second
 
 
 def _counts(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[list[int], int]:
