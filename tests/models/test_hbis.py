@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bicorseg.models import HBISLayer, PixelSelection, pixel_weights
-from bicorseg.models.reference import ExplicitHBISLayer, feature_update_explicit
+from bicorseg.models import BiCoRSeg, HBISLayer, PixelSelection, pixel_weights
+from bicorseg.models.reference import ExplicitHBISLayer, classify_explicit, feature_update_explicit
+from conftest import tiny_config
 
 
 def _random_layer(selection: PixelSelection, dtype: torch.dtype, inner_steps: int = 1) -> HBISLayer:
@@ -26,7 +27,7 @@ def test_closed_form_ce2f_equals_explicit_sum(selection, dtype, rtol, atol) -> N
     explicit = ExplicitHBISLayer(32, selection, 0.5, 0.7, 2).to(dtype)
     explicit.load_state_dict(layer.state_dict())
     class_emb = torch.randn(2, 5, 32, dtype=dtype)
-    feats = torch.randn(2, 32, 12, 10, dtype=dtype)
+    feats = torch.randn(2, 12, 10, 32, dtype=dtype)  # channels-last
     for fast, slow in zip(layer(class_emb, feats), explicit(class_emb, feats)):
         torch.testing.assert_close(fast, slow, rtol=rtol, atol=atol)
     # and the step on its own, from the same inputs
@@ -87,3 +88,14 @@ def test_percentile_mode_keeps_the_top_share() -> None:
 def test_pixel_weights_carry_no_gradient() -> None:
     scores = torch.randn(1, 2, 16, requires_grad=True)
     assert not pixel_weights(torch.sigmoid(scores), PixelSelection()).requires_grad
+
+
+def test_fused_head_equals_the_upsampler_as_written() -> None:
+    model = BiCoRSeg(tiny_config(width=64)).double()
+    with torch.no_grad():
+        model.upsampler[1].weight.normal_()
+        model.upsampler[1].bias.normal_()
+    kernels = torch.randn(2, 5, 4, dtype=torch.float64)
+    feats = torch.randn(2, 64, 6, 7, dtype=torch.float64)
+    fused = model._classify(kernels, feats.permute(0, 2, 3, 1))
+    torch.testing.assert_close(fused, classify_explicit(model, kernels, feats), rtol=1e-12, atol=1e-12)

@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+from bicorseg.distributed import all_reduce_sum_with_grad
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.losses.fisher import fisher_discriminant
-from bicorseg.losses.segmentation import dice_loss, soft_cross_entropy
+from bicorseg.losses.segmentation import dice_from_sums, dice_sums, soft_cross_entropy
 from bicorseg.models.bicorseg import TrainOutput
 
 
@@ -69,13 +71,30 @@ class BiCoRSegLoss(torch.nn.Module):
         super().__init__()
         self.config = config
 
-    def segmentation(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(SoftCE, Dice) of logits against labels."""
+    def segmentation(
+        self, logits: torch.Tensor, labels: torch.Tensor, resize: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SoftCE, Dice) of logits against labels; ``resize`` first resizes the logits to the labels.
+
+        The full-resolution work (resizing, softmax, log-softmax) is recomputed in the backward pass
+        instead of being stored: it is cheap, and it is most of the objective's memory. The Dice sums
+        are reduced across processes outside the recomputed part.
+        """
+        if torch.is_grad_enabled() and logits.requires_grad:
+            softce, sums = checkpoint(self._local_terms, logits, labels, resize, use_reentrant=False)
+        else:
+            softce, sums = self._local_terms(logits, labels, resize)
         cfg = self.config
-        return (
-            soft_cross_entropy(logits, labels, cfg.ignore_index, cfg.label_smoothing),
-            dice_loss(logits, labels, cfg.ignore_index, cfg.dice_smooth, cfg.dice_eps),
-        )
+        return softce, dice_from_sums(all_reduce_sum_with_grad(sums), cfg.dice_smooth, cfg.dice_eps)
+
+    def _local_terms(
+        self, logits: torch.Tensor, labels: torch.Tensor, resize: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if resize:
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        softce = soft_cross_entropy(logits, labels, cfg.ignore_index, cfg.label_smoothing)
+        return softce, dice_sums(logits, labels, cfg.ignore_index)
 
     def forward(self, output: TrainOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -88,14 +107,13 @@ class BiCoRSegLoss(torch.nn.Module):
         terms["main_softce"], terms["main_dice"] = self.segmentation(output.logits, labels)
         total = terms["main_softce"] + terms["main_dice"]
         if output.aux_logits is not None and cfg.aux_weight:
-            terms["aux_softce"] = soft_cross_entropy(
-                output.aux_logits, labels, cfg.ignore_index, cfg.label_smoothing
+            terms["aux_softce"] = _maybe_checkpoint(
+                soft_cross_entropy, output.aux_logits, labels, cfg.ignore_index, cfg.label_smoothing
             )
             total = total + cfg.aux_weight * terms["aux_softce"]
         heat_weights = _layer_weights(cfg.heatmap_layer_weights, layers, "heatmap_layer_weights")
         for index, (heat, weight) in enumerate(zip(output.heatmap_logits, heat_weights)):
-            resized = F.interpolate(heat, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            term = sum(self.segmentation(resized, labels))
+            term = sum(self.segmentation(heat, labels, resize=True))
             terms[f"heatmap_{index}"] = term
             total = total + cfg.heatmap_weight * weight * term
         fisher_weights = _layer_weights(cfg.fisher_layer_weights, layers, "fisher_layer_weights")
@@ -107,3 +125,10 @@ class BiCoRSegLoss(torch.nn.Module):
             total = total + cfg.final_fisher_weight * terms["fisher_final_extra"]
         terms["total"] = total
         return terms
+
+
+def _maybe_checkpoint(function, tensor: torch.Tensor, *args):
+    """``function(tensor, *args)``, recomputed in backward rather than storing its intermediates."""
+    if torch.is_grad_enabled() and tensor.requires_grad:
+        return checkpoint(function, tensor, *args, use_reentrant=False)
+    return function(tensor, *args)

@@ -35,6 +35,31 @@ def soft_cross_entropy(
     return torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).mean()
 
 
+def dice_sums(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Per-class sums of one batch for Dice: rows ``sum p_c t_c``, ``sum (p_c + t_c)``, ``sum t_c``.
+
+    Computed without the one-hot tensor: each valid pixel adds its probability of its own class to
+    its class's bin, and counts as one target pixel there.
+    """
+    num_classes = logits.shape[1]
+    safe_target, valid = _valid_targets(target, ignore_index)
+    weight = valid.to(logits.dtype)
+    probs = torch.softmax(logits, dim=1)
+    prob_mass = torch.einsum("bnhw,bhw->n", probs, weight)
+    own_class = probs.gather(1, safe_target.unsqueeze(1)).squeeze(1) * weight
+    bins = logits.new_zeros(num_classes)
+    intersection = bins.index_add(0, safe_target.flatten(), own_class.flatten())
+    counts = bins.index_add(0, safe_target.flatten(), weight.flatten())
+    return torch.stack([intersection, prob_mass + counts, counts])
+
+
+def dice_from_sums(sums: torch.Tensor, smooth: float = 0.05, eps: float = 1e-7) -> torch.Tensor:
+    """``mean_c`` of ``1 - (2 I_c + smooth) / max(S_c + smooth, eps)``, zero for classes without targets."""
+    intersection, cardinality, present = sums
+    score = (2 * intersection + smooth) / (cardinality + smooth).clamp_min(eps)
+    return ((1 - score) * (present > 0).to(score.dtype)).mean()
+
+
 def dice_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -42,15 +67,9 @@ def dice_loss(
     smooth: float = 0.05,
     eps: float = 1e-7,
 ) -> torch.Tensor:
-    """Multi-class soft Dice over the whole (global) batch; absent classes contribute zero."""
-    num_classes = logits.shape[1]
-    safe_target, valid = _valid_targets(target, ignore_index)
-    mask = valid.unsqueeze(1).to(logits.dtype)
-    probs = torch.softmax(logits, dim=1) * mask
-    one_hot = F.one_hot(safe_target, num_classes).permute(0, 3, 1, 2).to(logits.dtype) * mask
-    dims = (0, 2, 3)
-    sums = torch.stack([(probs * one_hot).sum(dims), (probs + one_hot).sum(dims), one_hot.sum(dims)])
-    intersection, cardinality, present = all_reduce_sum_with_grad(sums)
-    score = (2 * intersection + smooth) / (cardinality + smooth).clamp_min(eps)
-    loss = (1 - score) * (present > 0).to(score.dtype)
-    return loss.mean()
+    """Multi-class soft Dice over the whole (global) batch; absent classes contribute zero.
+
+    Per class c, with p the softmax and t the one-hot targets, both zero on ignored pixels:
+    ``score_c = (2 sum p_c t_c + smooth) / max(sum (p_c + t_c) + smooth, eps)``.
+    """
+    return dice_from_sums(all_reduce_sum_with_grad(dice_sums(logits, target, ignore_index)), smooth, eps)

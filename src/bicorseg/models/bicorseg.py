@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models.convnext import LayerNorm2d
 
 from bicorseg.errors import ConfigError, InputError
@@ -142,6 +143,7 @@ class BiCoRSeg(nn.Module):
             )
             for i in range(config.layers)
         )
+        # U as the method defines it; forward runs a fused equivalent (see _classify) on its parameters
         self.upsampler = nn.Sequential(
             nn.PixelShuffle(2), LayerNorm2d(width // 4, eps=1e-6), nn.GELU(), nn.PixelShuffle(2), nn.GELU()
         )
@@ -159,18 +161,48 @@ class BiCoRSeg(nn.Module):
     def decode_features(self, f0: torch.Tensor, train: bool) -> TrainOutput:
         """HBIS layers + head from the neck output F_0 (B x C x h x w); outputs are 4h x 4w."""
         ce0 = self.class_embed.to(f0.dtype).unsqueeze(0).expand(f0.shape[0], -1, -1)
-        class_emb, feats = ce0, f0
+        f0_last = f0.permute(0, 2, 3, 1).contiguous()  # HBIS layers and the head work channels-last
+        class_emb, feats = ce0, f0_last
         heatmaps, embeddings = [], []
         for layer in self.layers:
             class_emb, feats, heat = layer(class_emb, feats)
             heatmaps.append(heat)
             embeddings.append(class_emb)
-        logits = self._classify(self.classifier(class_emb), feats)
-        aux = self._classify(self.static_classifier(ce0.detach()), f0) if train else None
+        logits = self._head(self.classifier(class_emb), feats)
+        aux = self._head(self.static_classifier(ce0.detach()), f0_last) if train else None
         return TrainOutput(logits, aux, heatmaps, embeddings)
 
+    def _head(self, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Logits at full resolution; when training, the head's full-resolution intermediates are
+        recomputed in the backward pass instead of stored (cheap element-wise work, most of its memory)."""
+        if torch.is_grad_enabled() and (feats.requires_grad or kernels.requires_grad):
+            return checkpoint(self._classify, kernels, feats, use_reentrant=False)
+        return self._classify(kernels, feats)
+
     def _classify(self, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bnc,bchw->bnhw", kernels, self.upsampler(feats))
+        """The upsampler U and the per-class dot product, fused; ``feats`` is B x h x w x C.
+
+        Same numbers as ``einsum(kernels, U(feats))`` with U = ``self.upsampler`` (PixelShuffle,
+        LayerNorm, GELU, PixelShuffle, GELU) but with one copy of the features instead of five: both
+        pixel shuffles happen in one permutation (the LayerNorm parameters are permuted to match),
+        the last GELU commutes with the last shuffle, and the classes are taken before the last
+        shuffle, which then moves N channels instead of C/16.
+        """
+        b, h, w, c = feats.shape
+        q = c // 16
+        # channel index of feats = (q, i2, j2, i1, j1): i1/j1 are the first shuffle's offsets, i2/j2 the second's
+        x = (
+            feats.reshape(b, h, w, q, 2, 2, 2, 2)
+            .permute(0, 1, 6, 2, 7, 4, 5, 3)
+            .reshape(b, 2 * h, 2 * w, 4 * q)
+        )
+        norm = self.upsampler[1]
+        weight = norm.weight.view(q, 4).t().reshape(-1)
+        bias = norm.bias.view(q, 4).t().reshape(-1)
+        x = F.gelu(F.gelu(F.layer_norm(x, (4 * q,), weight, bias, norm.eps)))
+        logits = torch.bmm(x.view(b, -1, q), kernels.transpose(1, 2))  # B x (2h*2w*4) x N
+        n = kernels.shape[1]
+        return logits.view(b, 2 * h, 2 * w, 2, 2, n).permute(0, 5, 1, 3, 2, 4).reshape(b, n, 4 * h, 4 * w)
 
     def forward(self, x: torch.Tensor) -> TrainOutput | torch.Tensor:
         self._check_input(x)

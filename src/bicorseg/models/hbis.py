@@ -4,7 +4,7 @@ One layer refines the class embeddings from the pixels they light up (F2CE), the
 the class embeddings (CE2F, FiLM style). CE2F is computed in closed form: because the class-softmax
 weights are shared across channels,
 ``sum_n s_n (gamma_n * F + beta_n) = F * (sum_n s_n gamma_n) + sum_n s_n beta_n``,
-two small contractions over the classes instead of a B x N x C x h x w tensor.
+one small contraction over the classes instead of a B x N x C x h x w tensor.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SELECTION_MODES = ("topk", "threshold", "percentile")
@@ -75,7 +76,12 @@ def pixel_weights(heat: torch.Tensor, selection: PixelSelection) -> torch.Tensor
 
 
 class HBISLayer(nn.Module):
-    """One HBIS layer: ``(CE_{l-1}, F_{l-1}) -> (CE_l, F_l, S_l / tau)``."""
+    """One HBIS layer: ``(CE_{l-1}, F_{l-1}) -> (CE_l, F_l, S_l / tau)``.
+
+    Features are channels-last (B x h x w x C) inside the decoder: LayerNorm, the 1x1 value map and
+    every contraction then run on contiguous memory without permuted copies. The parameters keep the
+    published shapes (the value map is a 1x1 convolution), so checkpoints stay compatible.
+    """
 
     def __init__(
         self,
@@ -101,10 +107,10 @@ class HBISLayer(nn.Module):
         self.beta = nn.Linear(width, width)
 
     def scores(self, class_emb: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised features (B x C x h x w) and heatmap scores S (B x N x h*w)."""
-        normed = self.feat_norm(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        """Normalised features (B x P x C) and heatmap scores S (B x N x P), P = h*w."""
+        normed = self.feat_norm(feats.flatten(1, 2))
         query = self.query(self.class_norm(class_emb))
-        scores = torch.einsum("bnc,bcp->bnp", query, normed.flatten(2)) / math.sqrt(self.width)
+        scores = torch.bmm(query, normed.transpose(1, 2)) / math.sqrt(self.width)
         return normed, scores
 
     def class_update(
@@ -112,13 +118,15 @@ class HBISLayer(nn.Module):
     ) -> torch.Tensor:
         """F2CE: gated update of the class embeddings from the features of their selected pixels."""
         weights = pixel_weights(torch.sigmoid(scores), self.selection)
-        values = self.value(normed).flatten(2)
-        context = torch.einsum("bnp,bcp->bnc", weights.to(values.dtype), values)
+        values = F.linear(normed, self.value.weight.flatten(1))
+        context = torch.bmm(weights.to(values.dtype), values)
         normed_classes = self.class_norm(class_emb)
         gate = torch.sigmoid(self.gate(torch.cat([normed_classes, context], dim=-1)))
         return gate * self.candidate(context) + (1 - gate) * class_emb
 
-    def film_terms(self, class_emb: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def film_terms(
+        self, class_emb: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class-softmax weights and FiLM parameters: (B x N x P, B x N x C, B x N x C)."""
         assign = torch.softmax(scores / self.tau, dim=1)
         gamma = 1 + torch.tanh(self.gamma(class_emb))
@@ -128,21 +136,32 @@ class HBISLayer(nn.Module):
     def feature_update(
         self, feats: torch.Tensor, class_emb: torch.Tensor, scores: torch.Tensor
     ) -> torch.Tensor:
-        """CE2F in closed form (see module docstring)."""
+        """CE2F in closed form; ``feats`` is B x h x w x C.
+
+        With s the class-softmax weights (summing to one over n),
+        ``(1 - lam) F + lam sum_n s_n (gamma_n F + beta_n) = F * (s^T g) + s^T b`` where
+        ``g = (1 - lam) + lam gamma`` and ``b = lam beta``: matrix products over N and one fused
+        multiply-add over the features. (Two products rather than one on concatenated parameters,
+        so that only ``scale`` is kept for the backward pass.)
+        """
         assign, gamma, beta = self.film_terms(class_emb, scores)
-        b, c, h, w = feats.shape
-        scale = torch.einsum("bnp,bnc->bcp", assign, gamma).view(b, c, h, w)
-        shift = torch.einsum("bnp,bnc->bcp", assign, beta).view(b, c, h, w)
-        return (1 - self.lambda_film) * feats + self.lambda_film * (feats * scale + shift)
+        lam = self.lambda_film
+        weights = assign.transpose(1, 2)
+        scale = torch.bmm(weights, (1 - lam) + lam * gamma).view(feats.shape)
+        shift = torch.bmm(weights, lam * beta).view(feats.shape)
+        return torch.addcmul(shift, feats, scale)
 
     def forward(
         self, class_emb: torch.Tensor, feats: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (CE_l: B x N x C, F_l: B x C x h x w, heatmap logits S_l / tau: B x N x h x w)."""
+        """``class_emb`` B x N x C, ``feats`` B x h x w x C (channels-last).
+
+        Returns (CE_l: B x N x C, F_l: B x h x w x C, heatmap logits S_l / tau: B x N x h x w).
+        """
         scores = None
         for _ in range(self.inner_steps):
             normed, scores = self.scores(class_emb, feats)
             class_emb = self.class_update(class_emb, normed, scores)
             feats = self.feature_update(feats, class_emb, scores)
-        b, _, h, w = feats.shape
+        b, h, w, _ = feats.shape
         return class_emb, feats, (scores / self.tau).view(b, -1, h, w)

@@ -1,6 +1,7 @@
-"""Explicit, memory-hungry forms of the neck and of CE2F, as the method is written.
+"""Explicit, memory-hungry forms of the neck, CE2F and the output head, as the method is written.
 
-The model computes both in closed form (:class:`FusedNeck`, :meth:`HBISLayer.feature_update`). These
+The model computes them in fused or closed form (:class:`FusedNeck`, :meth:`HBISLayer.feature_update`,
+``BiCoRSeg._classify``). These
 reference forms exist only so that tests can check the closed forms give the same numbers and
 ``benchmarks/hbis.py`` can measure what the closed forms save. The model never calls them.
 """
@@ -25,14 +26,19 @@ def neck_explicit(neck: FusedNeck, stages: Sequence[torch.Tensor], size: tuple[i
     return neck.fuse(torch.cat(maps[::-1], dim=1))
 
 
+def classify_explicit(model: torch.nn.Module, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """Logits ``<kernels[b, n], U(feats)[b, :, x]>`` with U applied as written (features B x C x h x w)."""
+    return torch.einsum("bnc,bchw->bnhw", kernels, model.upsampler(feats))
+
+
 def feature_update_explicit(
     layer: HBISLayer, feats: torch.Tensor, class_emb: torch.Tensor, scores: torch.Tensor
 ) -> torch.Tensor:
-    """CE2F as the explicit sum over classes: builds the B x N x C x h x w tensor."""
+    """CE2F as the explicit sum over classes (features B x h x w x C): builds a B x N x h x w x C tensor."""
     assign, gamma, beta = layer.film_terms(class_emb, scores)
-    b, _, h, w = feats.shape
-    assign = assign.view(b, -1, 1, h, w)
-    modulated = gamma[..., None, None] * feats.unsqueeze(1) + beta[..., None, None]
+    b, h, w, _ = feats.shape
+    assign = assign.view(b, -1, h, w, 1)
+    modulated = gamma[:, :, None, None, :] * feats.unsqueeze(1) + beta[:, :, None, None, :]
     refined = (assign * modulated).sum(dim=1)
     return (1 - layer.lambda_film) * feats + layer.lambda_film * refined
 
