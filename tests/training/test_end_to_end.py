@@ -16,7 +16,16 @@ from training_helpers import TINY, cli, column, read_metrics
 from bicorseg import load_model
 from bicorseg.errors import InputError
 
-LOSS_TERMS = ("main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fisher_0", "fisher_1", "total")
+LOSS_TERMS = (
+    "main_softce",
+    "main_dice",
+    "aux_softce",
+    "heatmap_0",
+    "heatmap_1",
+    "fisher_0",
+    "fisher_1",
+    "total",
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +78,7 @@ def test_evaluate_matches_validation(trained: Path, tmp_path: Path, capsys: pyte
     assert report["miou"] == pytest.approx(validation["miou"])
     assert report["convention"]["classes_averaged"] == [f"class_{i}" for i in range(7)]
     assert cli("evaluate", "--checkpoint", trained / "checkpoints" / "last.ckpt", "--dataset", "synthetic",
-               "--split", "val", "--tta", "lr", "--whole-tiles", "--tile", "32", "--limit", "2") == 0  # fmt: skip
+               "--split", "val", "--tta", "lr", "--whole-tiles", "--tile", "64", "--limit", "2") == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "test-time augmentation: lr" in printed and "whole tiles" in printed
 
