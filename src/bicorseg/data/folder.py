@@ -120,9 +120,7 @@ class ClassTable:
         try:
             if values:
                 ignore_values = [int(v) for v in data.get("ignore_values", []) or []]
-                mapping: dict[int, int | None] = {v: i for i, v in enumerate(values)}
-                mapping.update({v: None for v in ignore_values})
-                labels = LabelTable.from_values(mapping, n, ignore_index)
+                labels = LabelTable.from_value_list(values, ignore_values, ignore_index)
             else:
                 parsed = [parse_colour(c, f"{where}: ignore_colours") for c in ignore_colours]
                 labels = LabelTable.from_colours(colours, parsed, ignore_index)

@@ -102,15 +102,25 @@ class LabelTable:
         """Class ``i`` has colour ``colours[i]``; ``ignore_colours`` map to the ignore index."""
         n = len(colours)
         ignore = n if ignore_index is None else ignore_index
-        codes: dict[int | Colour, int] = {tuple(c): i for i, c in enumerate(colours)}  # type: ignore[misc]
-        codes.update({tuple(c): ignore for c in ignore_colours})  # type: ignore[misc]
-        return cls("colour", codes, n, ignore)
+        pairs = [(parse_colour(c), i) for i, c in enumerate(colours)]
+        pairs += [(parse_colour(c), ignore) for c in ignore_colours]
+        return cls("colour", _unique(pairs), n, ignore)
 
     @classmethod
     def from_values(cls, values: Mapping[int, int | None], num_classes: int, ignore_index: int) -> LabelTable:
         """Raw value -> class index; ``None`` means ignore."""
         codes = {int(v): (ignore_index if i is None else int(i)) for v, i in values.items()}
         return cls("value", codes, num_classes, ignore_index)
+
+    @classmethod
+    def from_value_list(
+        cls, values: Sequence[int], ignore_values: Iterable[int] = (), ignore_index: int | None = None
+    ) -> LabelTable:
+        """Class ``i`` has raw value ``values[i]``; ``ignore_values`` map to the ignore index."""
+        n = len(values)
+        ignore = n if ignore_index is None else ignore_index
+        pairs = [(int(v), i) for i, v in enumerate(values)] + [(int(v), ignore) for v in ignore_values]
+        return cls("value", _unique(pairs), n, ignore)
 
     @classmethod
     def identity(cls, num_classes: int, ignore_index: int) -> LabelTable:
@@ -165,6 +175,16 @@ class LabelTable:
             f"{int((~known).sum())} pixels have {what} not in the class table, first at row {int(rows[0])}, "
             f"column {int(cols[0])}: {', '.join(parts)}{more}"
         )
+
+
+def _unique(pairs: Sequence[tuple[int | Colour, int]]) -> dict[int | Colour, int]:
+    """Code -> index, refusing a code listed twice (a dict would silently keep the last one)."""
+    codes: dict[int | Colour, int] = {}
+    for code, index in pairs:
+        if code in codes:
+            raise ValueError(f"label code {code!r} is listed twice")
+        codes[code] = index
+    return codes
 
 
 def colourise(

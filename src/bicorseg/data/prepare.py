@@ -107,8 +107,9 @@ class PrepareResult:
                 cut = "whole images"
             flips = f", flipped copies {'+'.join(rule.flips)}" if rule.flips else ""
             labels = f"{rule.labels} labels" if rule.labels else "no labels"
-            reused = f"; {s.reused} tiles already done" if s.reused else ""
-            lines.append(f"  {s.name}: {s.tiles} tiles -> {s.patches} files ({cut}{flips}; {labels}){reused}")
+            reused = f"; {s.reused} already done" if s.reused else ""
+            tiles = f"{s.tiles} tile{'' if s.tiles == 1 else 's'}"
+            lines.append(f"  {s.name}: {tiles} -> {s.patches} files ({cut}{flips}; {labels}){reused}")
             if s.pixels and sum(s.pixels) + s.ignored:
                 total = sum(s.pixels) + s.ignored
                 shares = ", ".join(f"{n} {100 * c / total:.1f}%" for n, c in zip(spec.class_names, s.pixels))
@@ -218,7 +219,7 @@ def plan(
                 # Labels without their image are as suspicious as images without labels.
                 wanted = {tuple(sorted(f.items())) for f in selected}
                 orphans = [
-                    _best(group).rel
+                    _best(group).display
                     for key, group in labels[rule.labels].items()
                     if all(dict(key).get(k) in allowed for k, allowed in rule.where.items() if k in dict(key))
                     and not any(all(w.get(k) == v for k, v in key) for w in map(dict, wanted))
@@ -235,7 +236,7 @@ def plan(
             if rule.labels is not None:
                 label = label_for(rule.labels, fields)
                 if label is None:
-                    no_label.append(fields["tile"] if rule.tiles else image.rel)
+                    no_label.append(fields["tile"] if rule.tiles else image.display)
                     continue
             split_items.append(Item(rule.name, release.patch_name.format(**fields), fields, image, label))
         if no_label:

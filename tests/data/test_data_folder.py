@@ -1,0 +1,144 @@
+"""Folder datasets: the real Dubai samples with their class table, and custom images of any kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from data_helpers import REPO_ROOT
+from PIL import Image
+
+from bicorseg.data import ClassTable, FolderDataset, build_dataset, folder_spec
+from bicorseg.data.io import write_tiff
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.spec import IMAGENET_MEAN_8BIT, DatasetSpec
+from conftest import shared_path
+
+DUBAI_TABLE = REPO_ROOT / "configs" / "classes" / "dubai.yaml"
+# Pixels per colour over the 54 shared Dubai masks (class order of configs/classes/dubai.yaml).
+DUBAI_COUNTS = [7141726, 34810689, 5480473, 5677554, 6311566, 271636]
+DUBAI_BLACK = 5041
+
+
+def test_dubai_loads_with_its_real_colours():
+    root = shared_path("data", "dubai")
+    dataset = FolderDataset(root, class_table=DUBAI_TABLE)
+    spec = dataset.spec
+    assert len(dataset) == 54
+    assert spec.class_names == ("building", "land", "road", "vegetation", "water", "unlabeled")
+    assert spec.ignore_index == 6 and spec.eval_classes == (0, 1, 2, 3, 4)
+    assert spec.palette[0] == (60, 16, 152) and spec.mean == IMAGENET_MEAN_8BIT
+    totals = np.zeros(7, np.int64)
+    for i in range(len(dataset)):  # palette and RGB masks alike
+        totals += np.bincount(dataset.load_mask(i).ravel(), minlength=7)
+    assert totals[:6].tolist() == DUBAI_COUNTS and totals[6] == DUBAI_BLACK
+    sample = dataset[0]
+    assert sample["name"] == "Tile 1/images/image_part_001"
+    assert sample["image"].shape == (3, 644, 797) and sample["mask"].shape == (644, 797)
+    assert sample["mask"].dtype == torch.int64 and sample["image"].dtype == torch.float32
+
+
+def test_dubai_splits_by_subfolder_and_spec():
+    root = shared_path("data", "dubai")
+    splits = {"train": ["Tile 1", "Tile 2", "Tile 3", "Tile 4"], "val": ["Tile 6", "Tile 7"]}
+    train = build_dataset("folder", root, "train", splits=splits, class_table=str(DUBAI_TABLE))
+    val = build_dataset("folder", root, "val", spec=train.spec, splits=splits, class_table=DUBAI_TABLE)
+    assert (len(train), len(val)) == (36, 18)
+    assert folder_spec(root, splits=splits, class_table=DUBAI_TABLE) == train.spec
+    with pytest.raises(ConfigError, match="no 'test' sub-folder"):
+        build_dataset("folder", root, "test", class_table=DUBAI_TABLE)
+    # Colour masks need a class table: read as index masks they are refused, naming the file.
+    spec = DatasetSpec("x", ("a", "b"), ((0, 0, 0), (1, 1, 1)), 255, (0, 1))
+    plain = FolderDataset(root / "Tile 1", spec=spec)
+    with pytest.raises(InputError, match=r"image_part_001\.png: an index mask must have one band"):
+        plain[0]
+
+
+def test_sixteen_bit_multiband_geotiffs_with_index_masks(tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir()
+        for k in range(3):
+            write_tiff(
+                tmp_path / split / "images" / f"s{k}.tif", rng.integers(0, 4000, (5, 24, 32), dtype=np.uint16)
+            )
+            mask = rng.integers(0, 3, (24, 32), dtype=np.uint8)
+            mask[0, :4] = 255
+            Image.fromarray(mask).save(tmp_path / split / "masks" / f"s{k}.png")
+    table = {"classes": [{"name": "a", "value": 0}, {"name": "b", "value": 1}, {"name": "c", "value": 2}],
+             "ignore_values": [255], "ignore_index": 255}  # fmt: skip
+    train = build_dataset("folder", tmp_path, "train", class_table=table)
+    assert (
+        train.spec.bands == ("band1", "band2", "band3", "band4", "band5") and 1500 < train.spec.mean[0] < 2500
+    )
+    assert train.stats_note.startswith("computed from")
+    sample = train[0]
+    assert sample["image"].shape == (5, 24, 32) and abs(float(sample["image"].mean())) < 0.5
+    assert int((sample["mask"] == 255).sum()) >= 4
+    # Without a class table the masks must hold the spec's indices directly.
+    spec = DatasetSpec("x", ("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 255, (0, 1, 2),
+                       bands=train.spec.bands, mean=train.spec.mean, std=train.spec.std)  # fmt: skip
+    val = build_dataset("folder", tmp_path, "val", spec=spec)
+    assert val[2]["mask"].max() == 255
+    small = DatasetSpec("y", ("a", "b"), ((0, 0, 0), (1, 1, 1)), 255, (0, 1), bands=spec.bands, mean=spec.mean,
+                        std=spec.std)  # fmt: skip
+    with pytest.raises(InputError, match=r"s0\.png: .*value 2"):
+        build_dataset("folder", tmp_path, "val", spec=small)[0]
+    wrong_bands = DatasetSpec("z", spec.class_names, spec.palette, 255, (0, 1, 2))
+    with pytest.raises(InputError, match=r"s0\.tif: has 5 band\(s\), the dataset expects 3"):
+        build_dataset("folder", tmp_path, "val", spec=wrong_bands)[0]
+
+
+def test_folder_errors(tmp_path):
+    spec = DatasetSpec("x", ("a", "b"), ((0, 0, 0), (1, 1, 1)), 255, (0, 1))
+    with pytest.raises(InputError, match="no 'images' folder found"):
+        FolderDataset(tmp_path, spec=spec)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        FolderDataset(tmp_path, spec=spec)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "b.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "c.png")
+    with pytest.raises(
+        InputError, match=r"1 image\(s\) without a mask .*: b\.png; .*1 mask\(s\) without an image: c"
+    ):
+        FolderDataset(tmp_path, spec=spec)
+    (tmp_path / "masks" / "c.png").rename(tmp_path / "masks" / "b.png")
+    with pytest.raises(ConfigError, match="needs a class table"):
+        FolderDataset(tmp_path)
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "masks" / "b.png")
+    with pytest.raises(InputError, match=r"b\.png: mask is 8x9 px but the image is 8x8 px"):
+        FolderDataset(tmp_path, spec=spec)[1]
+    nan = np.ones((3, 8, 8), np.float32)
+    nan[0, 1, 1] = np.nan
+    write_tiff(tmp_path / "images" / "b.tif", nan)
+    (tmp_path / "images" / "b.png").unlink()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "b.png")
+    with pytest.raises(InputError, match=r"b\.tif: 1 pixel values are NaN"):
+        FolderDataset(tmp_path, spec=spec)[1]
+
+
+def test_class_table_validation(tmp_path):
+    table = ClassTable.from_yaml(DUBAI_TABLE)
+    assert table.labels.kind == "colour" and table.ignore_index == 6
+    bad = tmp_path / "bad.yaml"
+    for text, message in [
+        ("classes: [{name: a, colour: '#000000'}]", "at least two classes"),
+        ("classes: [{name: a, colour: red}, {name: b, colour: '#000001'}]", r"classes\[0\]\.colour: 'red'"),
+        ("classes: [{name: a, colour: '#000000'}, {name: b}]", "every class needs a 'colour'"),
+        ("classes: [{name: a, value: 0}, {name: b, value: 1}]\npalette: 3", r"unknown key\(s\) palette"),
+        ("classes: [{name: a, value: 0}, {name: b, value: 1}]\neval_classes: [c]", "'c' is not a class"),
+        ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_index: 1", "ignore_index must be"),
+        ("classes: [{name: a, colour: '#000000'}, {name: b, colour: '#000000'}]", "listed twice"),
+        ("classes: [{name: a, value: 0}, {name: b, value: 0}]", "listed twice"),
+        ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: [1]", "listed twice"),
+        ("[unclosed", "unreadable class table"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            ClassTable.from_yaml(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        ClassTable.from_yaml(tmp_path / "none.yaml")
