@@ -78,7 +78,7 @@ def test_prepared_dataset_samples(loveda_prepared):
 def test_only_some_parts_and_archives(tmp_path):
     release = gen.make_loveda(shared_path("data"), tmp_path / "release", {("Val", "Urban"): 2}, archives=True)
     assert [p.name for p in release.iterdir()] == ["Val.zip"]
-    result = prepare("loveda", release, tmp_path / "out")
+    result = prepare("loveda", release, tmp_path / "out", progress=True)
     assert (result.splits["train"].tiles, result.splits["val"].tiles, result.splits["test"].tiles) == (
         0,
         2,

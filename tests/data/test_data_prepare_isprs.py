@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 from data_helpers import SPEC_POTSDAM, SPEC_VAIHINGEN, expected_patches, load_generator, spec_tiles
 
 import bicorseg.data.prepare as prepare_module
 from bicorseg.cli.main import main as cli_main
+from bicorseg.data import build_dataset, build_train_transform, get_spec
 from bicorseg.data.datasets import ISPRS_LABELS
 from bicorseg.data.io import read_image, read_mask, sha256_file
 from bicorseg.data.prepare import prepare
@@ -348,3 +350,23 @@ def test_potsdam_real_protocol_sizes(tmp_path):
         assert patch.crs.to_epsg() == 32633 and patch.count == 3 and patch.width == 1024
         assert isinstance(patch.transform, Affine)
     shutil.rmtree(release)
+
+
+def test_prepared_dataset_over_isprs_patches(vaihingen_prepared, tmp_path):
+    out, _ = vaihingen_prepared
+    train = build_dataset("vaihingen", out, "train", transform=build_train_transform(96, seed=0))
+    assert len(train) == 15 * expected_patches(*SMALL, PATCH, PATCH // 2, copies=3)
+    sample = train[0]
+    assert sample["image"].shape == (3, 96, 96) and sample["mask"].shape == (96, 96)
+    assert sample["mask"].max() <= 6 and sample["image"].dtype == torch.float32
+    assert train.spec == get_spec("vaihingen")
+    both = build_dataset("vaihingen", out, "val+test")
+    assert len(both) == 18 * expected_patches(*SMALL, PATCH, PATCH, copies=1)
+    with pytest.raises(ConfigError, match="no split 'extra' prepared"):
+        build_dataset("vaihingen", out, "extra")
+    with pytest.raises(InputError, match="no manifest here; run `bicorseg prepare`"):
+        build_dataset("potsdam", tmp_path, "train")
+    with pytest.raises(ConfigError, match="does not fit"):
+        build_dataset("vaihingen", out, "val", spec=get_spec("loveda"))
+    with pytest.raises(ConfigError, match="unknown dataset kind 'isaid'"):
+        build_dataset("isaid", out, "val")

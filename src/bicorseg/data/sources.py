@@ -81,7 +81,8 @@ def scan_sources(
                 files.append(SourceFile(rel=root.name, size=root.stat().st_size, path=root))
             continue
         for directory, subdirs, names in os.walk(root, followlinks=True):
-            subdirs.sort()
+            # Hidden folders (ours: .bicorseg-prepare, should the output lie inside the source) are skipped.
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for name in sorted(names):
                 path = Path(directory) / name
                 if name.startswith("."):

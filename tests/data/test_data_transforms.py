@@ -1,0 +1,179 @@
+"""Training augmentation: joint, seeded, labels never interpolated, class-ratio crop, mosaic, workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from bicorseg.data import AugmentConfig, MosaicDataset, SegmentationDataset, build_train_transform
+from bicorseg.data import augment as augment_module
+from bicorseg.data.transforms import TrainTransform, class_ratio_crop, resize_mask
+from bicorseg.errors import ConfigError
+from bicorseg.spec import DatasetSpec
+
+SPEC = DatasetSpec("toy", ("a", "b", "c"), ((0, 0, 0), (9, 9, 9), (99, 99, 99)), 3, (0, 1, 2))
+
+
+class ArrayDataset(SegmentationDataset):
+    """Samples held in memory (uint8 images, index masks)."""
+
+    def __init__(self, pairs, spec=SPEC, transform=None):
+        super().__init__(spec, transform)
+        self.pairs = pairs
+        self.loads = 0
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def load_arrays(self, index):
+        self.loads += 1
+        return self.pairs[index]
+
+    def sample_name(self, index):
+        return f"s{index}"
+
+
+def _pair(height=60, width=80, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 3, (height // 10, width // 10), dtype=np.uint8).repeat(10, 0).repeat(10, 1)
+    image = np.stack([mask * 40, mask * 40 + 1, rng.integers(0, 255, mask.shape, dtype=np.uint8)]).astype(
+        np.uint8
+    )
+    return image, mask
+
+
+def _tensors(pair):
+    image, mask = pair
+    return torch.from_numpy(image.astype(np.float32)), torch.from_numpy(mask.astype(np.int64))
+
+
+def test_seeded_and_reproducible():
+    image, mask = _tensors(_pair())
+    runs = []
+    for seed in (7, 7, 8):
+        transform = build_train_transform(32, ignore_index=3, seed=seed)
+        runs.append([transform(image, mask) for _ in range(6)])
+    for (a_img, a_mask), (b_img, b_mask) in zip(runs[0], runs[1]):
+        assert torch.equal(a_img, b_img) and torch.equal(a_mask, b_mask)
+    assert any(not torch.equal(a[1], c[1]) for a, c in zip(runs[0], runs[2]))
+    for out_image, out_mask in runs[0]:
+        assert out_image.shape == (3, 32, 32) and out_mask.shape == (32, 32) and out_mask.dtype == torch.int64
+
+
+def test_labels_are_never_interpolated():
+    image, mask = _tensors(_pair(63, 77))
+    mask[5:9, 5:9] = 3
+    transform = build_train_transform(40, scales=(0.75, 1.25, 1.5), ignore_index=3, seed=1, mosaic_p=0)
+    for _ in range(20):
+        _, out = transform(image, mask)
+        assert set(out.unique().tolist()) <= {0, 1, 2, 3}
+    up = resize_mask(torch.tensor([[1, 2], [3, 4]]), (4, 4))
+    assert up.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    assert resize_mask(up, (2, 2)).tolist() == [[1, 2], [3, 4]]
+
+
+def test_image_and_mask_move_together():
+    image, mask = _tensors(_pair(40, 40))
+    transform = TrainTransform(AugmentConfig(40, scales=(1.0,), rot90_p=1.0, hflip_p=1.0, vflip_p=0.5,
+                                             mosaic_p=0.0, ignore_index=3, seed=3))  # fmt: skip
+    changed = 0
+    for _ in range(8):
+        out_image, out_mask = transform(image, mask)
+        assert torch.equal(out_image[0], out_mask.float() * 40) and torch.equal(
+            out_image[1], out_image[0] + 1
+        )
+        changed += not torch.equal(out_mask, mask)  # (rot180 + both flips is the identity)
+    assert changed >= 4
+
+
+def test_small_images_are_padded_with_ignore():
+    image, mask = _tensors(_pair(20, 30))
+    out_image, out_mask = build_train_transform(64, scales=(1.0,), rot90_p=0, flip_p=0, ignore_index=3)(
+        image, mask
+    )
+    assert out_mask.shape == (64, 64)
+    assert bool((out_mask[20:] == 3).all()) and bool((out_mask[:, 30:] == 3).all())
+    assert float(out_image[:, 20:].abs().sum()) == 0.0
+
+
+def test_class_ratio_crop_retries_towards_mixed_crops():
+    mask = torch.zeros(200, 200, dtype=torch.int64)
+    mask[:100, :100] = 1
+    image = torch.zeros(3, 200, 200)
+
+    def mixed(retries):
+        count = 0
+        for seed in range(40):
+            _, crop = class_ratio_crop(image, mask, 64, 0.75, retries, 3, torch.Generator().manual_seed(seed))
+            share = float((crop == 1).float().mean())
+            count += 0.25 < share < 0.75
+        return count
+
+    assert mixed(10) >= 30 > 20 > mixed(0)
+
+
+def test_mosaic_quarters_come_from_four_samples():
+    pairs = [(np.full((3, 40, 40), 10 * k, np.uint8), np.full((40, 40), k % 3, np.uint8)) for k in range(4)]
+    transform = build_train_transform(40, scales=(1.0,), rot90_p=0, flip_p=0, mosaic_p=1.0, seed=5)
+    dataset = ArrayDataset(pairs, transform=transform)
+    sample = dataset[0]
+    assert dataset.loads == 4 and sample["image"].shape == (3, 40, 40)
+    raw = sample["image"] * torch.tensor(SPEC.std).view(3, 1, 1) + torch.tensor(SPEC.mean).view(3, 1, 1)
+    top_left = raw[0, 0, 0].round()
+    assert top_left == 0  # the quarter at the top left is the sample itself
+    assert len(raw[0].round().unique()) >= 2  # and the others come from other samples
+    assert ArrayDataset(pairs, transform=build_train_transform(40, mosaic_p=0.0))[0]["mask"].shape == (40, 40)
+
+
+def test_dict_samples_give_the_same_pixels_as_raw_samples():
+    pair = _pair(30, 50)
+    config = AugmentConfig(40, scales=(0.75, 1.5), mosaic_p=0.0, seed=11)
+    raw_way = ArrayDataset([pair], transform=TrainTransform(config))
+    plain = ArrayDataset([pair])
+    dict_way = augment_module.build_train_transform(config, SPEC)
+    for _ in range(5):
+        a = raw_way[0]
+        b = dict_way(plain[0])
+        torch.testing.assert_close(a["image"], b["image"], atol=1e-4, rtol=0)
+        assert torch.equal(a["mask"], b["mask"]) and b["name"] == "s0"
+
+
+def test_mosaic_wrapper_for_finished_samples():
+    pairs = [(np.full((3, 32, 32), 50 * k, np.uint8), np.full((32, 32), k % 3, np.uint8)) for k in range(4)]
+    config = AugmentConfig(32, mosaic_p=1.0)
+    wrapped = augment_module.wrap_train_dataset(ArrayDataset(pairs), config, SPEC)
+    assert isinstance(wrapped, MosaicDataset)
+    sample = wrapped[1]
+    assert sample["image"].shape == (3, 32, 32) and sample["name"] == "s1+mosaic"
+    plain = ArrayDataset(pairs)
+    assert augment_module.wrap_train_dataset(plain, AugmentConfig(32, mosaic_p=0.0), SPEC) is plain
+    with pytest.raises(ConfigError, match="ignore_index is unknown"):
+        MosaicDataset([], 0.5)
+
+
+def test_workers_draw_different_but_reproducible_augmentations():
+    pairs = [_pair(64, 64, seed=0)] * 4
+    dataset = ArrayDataset(pairs, transform=build_train_transform(32, seed=2, mosaic_p=0.0))
+
+    def run():
+        torch.manual_seed(123)
+        loader = DataLoader(dataset, batch_size=1, num_workers=2, shuffle=False)
+        return [batch["mask"][0] for batch in loader]
+
+    first, second = run(), run()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    # Items 0 and 1 (same pixels) go to different workers: they must not be augmented alike.
+    assert not all(torch.equal(first[0], m) for m in first[1:])
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="crop_size"):
+        AugmentConfig(0)
+    with pytest.raises(ConfigError, match="mosaic_p"):
+        AugmentConfig(32, mosaic_p=2)
+    assert AugmentConfig(32, flip_p=0.2, scales=[1, 2]).hflip_p == 0.2
+    assert AugmentConfig(32, scales=[1, 2]).scales == (1.0, 2.0)
+    with pytest.raises(ConfigError, match="ignore_index is unknown"):
+        build_train_transform(32)(*_tensors(_pair()))
