@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
 
 from bicorseg.errors import BicorsegError, ConfigError
 from bicorseg.spec import DatasetSpec
@@ -133,10 +133,23 @@ class SegmentationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
         cfg = self.config
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            # our own shard sampler: Lightning's would always shuffle, ignoring data.shuffle
+            sampler = DistributedSampler(
+                self.train_set,
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                shuffle=cfg.shuffle,
+                seed=self.seed,
+                drop_last=True,
+            )
         return DataLoader(
             self.train_set,
             batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle,
+            shuffle=cfg.shuffle if sampler is None else None,
+            sampler=sampler,
             drop_last=True,  # equal batches: the global-batch statistics see the same sample count
             num_workers=cfg.num_workers,
             persistent_workers=cfg.num_workers > 0,
