@@ -32,7 +32,9 @@ class Recorder(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = (trainer.current_epoch, trainer.global_step)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
         if self.first_batch is None:
             self.first_batch = batch_idx
 
@@ -88,11 +90,15 @@ class PoisonBatch(L.Callback):
     def __init__(self, step: int, weights: bool = False) -> None:
         self.step, self.weights = step, weights
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step and not self.weights:
             batch["image"][0, 0, 0, 0] = float("nan")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step + 1 and self.weights:
             with torch.no_grad():
                 pl_module.model.class_embed[0, 0] = float("inf")
