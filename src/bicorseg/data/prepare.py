@@ -177,9 +177,17 @@ def plan(
             f"{sources}: no image of the {release.name} release found (expected e.g. {expected})"
         )
 
+    # Labels indexed by the names of their fields, so that finding an image's label is a lookup.
+    label_index: dict[str, dict[tuple[str, ...], dict[tuple, list[SourceFile]]]] = {}
+    for role, found_labels in labels.items():
+        label_index[role] = defaultdict(dict)
+        for key, group in found_labels.items():
+            label_index[role][tuple(k for k, _ in key)][key] = group
+
     def label_for(role: str, fields: dict[str, str]) -> SourceFile | None:
-        for key, group in labels[role].items():
-            if all(fields.get(k) == v for k, v in key):
+        for names, table in label_index[role].items():
+            group = table.get(tuple((k, fields.get(k)) for k in names))
+            if group:
                 return _best(group)
         return None
 
@@ -217,13 +225,15 @@ def plan(
             not_found[rule.name] = ["/".join(c) for c in combos if "/".join(c) not in parts]
             if rule.labels is not None:
                 # Labels without their image are as suspicious as images without labels.
-                wanted = {tuple(sorted(f.items())) for f in selected}
-                orphans = [
-                    _best(group).display
-                    for key, group in labels[rule.labels].items()
-                    if all(dict(key).get(k) in allowed for k, allowed in rule.where.items() if k in dict(key))
-                    and not any(all(w.get(k) == v for k, v in key) for w in map(dict, wanted))
-                ]
+                orphans = []
+                for names, table in label_index[rule.labels].items():
+                    wanted = {tuple((k, f.get(k)) for k in names) for f in selected}
+                    orphans += [
+                        _best(group).display
+                        for key, group in table.items()
+                        if key not in wanted
+                        and all(dict(key).get(k, v[0]) in v for k, v in rule.where.items())
+                    ]
                 if orphans:
                     problems.append(
                         f"{rule.name}: {len(orphans)} label(s) without an image: {_short_list(orphans, 5)}"

@@ -29,14 +29,15 @@ Two ways to use it, with the same result:
   Padding then uses the normalised value of a raw 0, so both ways give the same pixels (bilinear
   resizing commutes with the per-band affine normalisation).
 
-Randomness comes from the transform's own ``torch.Generator`` seeded with ``seed``: in the main
-process once; in each DataLoader worker from ``seed`` and the worker's seed (which torch derives
-from the main process's RNG for every epoch), so workers never repeat each other and a seeded run
-is reproducible. ``transform(image, mask, generator=g)`` uses a given generator instead.
+Randomness comes from the transform's own ``torch.Generator`` seeded with ``seed`` and the
+data-parallel rank: in the main process once; in each DataLoader worker also from the worker's
+seed (which torch derives from the main process's RNG for every epoch), so workers and ranks never
+repeat each other and a seeded run is reproducible. ``transform(image, mask, generator=g)`` uses a given generator instead.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -247,13 +248,21 @@ class SeededGenerator:
 
     def get(self) -> torch.Generator:
         info = torch.utils.data.get_worker_info()
-        key = None if info is None else int(info.seed)
+        key = (_process_rank(), None if info is None else int(info.seed))
         if self._generator is None or self._key != key:
-            entropy = [self.seed] if key is None else [self.seed, key]
+            # Seed, data-parallel rank and worker seed: ranks and workers never repeat each other.
+            entropy = [self.seed, key[0]] + ([] if key[1] is None else [key[1]])
             seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
             self._generator = torch.Generator().manual_seed(seed)
             self._key = key
         return self._generator
+
+
+def _process_rank() -> int:
+    """This process's data-parallel rank (0 without distributed training)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_rank())
+    return int(os.environ.get("RANK", 0))
 
 
 def normalised_zero(spec: DatasetSpec | None) -> Fill:
