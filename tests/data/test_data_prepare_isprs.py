@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -14,7 +15,6 @@ import torch
 from affine import Affine
 from data_helpers import SPEC_POTSDAM, SPEC_VAIHINGEN, expected_patches, load_generator, spec_tiles
 
-import bicorseg.data.prepare as prepare_module
 from bicorseg.cli.main import main as cli_main
 from bicorseg.data import build_dataset, build_train_transform, get_spec
 from bicorseg.data.datasets import ISPRS_LABELS
@@ -24,6 +24,8 @@ from bicorseg.errors import ConfigError, InputError
 from conftest import shared_path
 
 gen = load_generator()
+# The package exports the function `prepare`, which hides the submodule of that name.
+prepare_module = importlib.import_module("bicorseg.data.prepare")
 SMALL = (300, 360)  # fixture tile size of the quick tests, cut into PATCH px patches
 PATCH = 256
 PADDED = 512  # SMALL padded to a multiple of PATCH

@@ -3,9 +3,9 @@
 Entry points:
 
 * :func:`get_spec` / :data:`DATASETS`: the declared datasets (Vaihingen, Potsdam, LoveDA).
-* :func:`prepare_release` (``bicorseg.data.prepare.prepare``): turn an official release into
-  patches and a manifest (``bicorseg prepare``). The name keeps the submodule
-  :mod:`bicorseg.data.prepare` reachable as an attribute of the package.
+* :func:`prepare` (also ``prepare_release``): turn an official release into patches and a manifest
+  (``bicorseg prepare``). The function hides the submodule of the same name as an attribute of
+  the package: reach the module with ``importlib.import_module("bicorseg.data.prepare")``.
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
   ``{"image": float32 bands x H x W normalised, "mask": int64 H x W, "name": str, "path": str}``.
 * :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of SPEC 1.6
@@ -28,11 +28,12 @@ from bicorseg.data.folder import ClassTable, FolderDataset, folder_spec
 from bicorseg.data.io import read_georeferenced, read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
-from bicorseg.data.prepare import PrepareResult
-from bicorseg.data.prepare import prepare as prepare_release
+from bicorseg.data.prepare import PrepareResult, prepare
 from bicorseg.data.transforms import AugmentConfig, MosaicDataset, TrainTransform, build_train_transform
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
+
+prepare_release = prepare  # the same function, under a name that does not hide the submodule
 
 
 def build_dataset(
@@ -76,6 +77,7 @@ __all__ = [
     "folder_spec",
     "get_release",
     "get_spec",
+    "prepare",
     "prepare_release",
     "read_georeferenced",
     "read_image",
