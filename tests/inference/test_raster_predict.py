@@ -173,7 +173,7 @@ def test_png_jpeg_and_rgba_inputs_give_png(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(tmp_path / "photo.jpg", quality=95)
     rgba = np.dstack([rgb, np.full((60, 80), 255, np.uint8)])
     rgba[:10, :10, 3] = 0  # transparent: masked
-    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "clip.png")
+    Image.fromarray(rgba).save(tmp_path / "clip.png")
     predictor, _ = pixel_predictor(color=True)
     for name in ("photo.jpg", "clip.png"):
         result = predictor.predict_file(tmp_path / name, tmp_path / "out")

@@ -18,7 +18,9 @@ it does not depend on the chunking, and a per-pixel function gives the same valu
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ WriteFn = Callable[[int, int, np.ndarray, np.ndarray], None]
 BatchFn = Callable[[torch.Tensor], torch.Tensor]
 
 DEFAULT_CHUNK = 4096  # input pixels per column chunk: a multiple of common GeoTIFF block sizes
+FLUSH_ROWS = 128  # output rows handed to ``write`` at a time
 
 
 @dataclass(frozen=True)
@@ -98,25 +101,25 @@ class SlidingWindow:
 
     def _run_chunk(self, chunk: Chunk, fn: BatchFn, read: ReadFn, write: WriteFn, progress) -> None:
         s, rows = self.scale, self.grid.rows
-        in_x0 = chunk.cols[0][0]
-        in_x1 = max(x0 + w for x0, w in chunk.cols)
-        acc_x0 = in_x0 // s
-        acc_w = output_size(in_x1, s) - acc_x0
+        acc_x0 = chunk.cols[0][0] // s
+        acc_w = output_size(max(x0 + w for x0, w in chunk.cols), s) - acc_x0
         buf_h = max(output_size(h, s) for _, h in rows)
         acc = np.zeros((self.channels, buf_h, acc_w), np.float32)
         weight = np.zeros((buf_h, acc_w), np.float32)
         valid = np.zeros((buf_h, acc_w), bool)
         state = {"top": 0}  # output row held by buffer row 0
+        c0, c1 = chunk.out0 - acc_x0, chunk.out1 - acc_x0
 
         def flush(until: int) -> None:
             top = state["top"]
             n = until - top
             if n <= 0:
                 return
-            c0, c1 = chunk.out0 - acc_x0, chunk.out1 - acc_x0
-            w = weight[:n, c0:c1]
-            values = acc[:, :n, c0:c1] / np.where(w > 0, w, 1.0)  # weight 0 only under skipped tiles
-            write(top, chunk.out0, values, valid[:n, c0:c1].copy())
+            for r0 in range(0, n, FLUSH_ROWS):  # in pieces: small temporaries whatever the width
+                r1 = min(n, r0 + FLUSH_ROWS)
+                w = weight[r0:r1, c0:c1]
+                values = acc[:, r0:r1, c0:c1] / np.where(w > 0, w, 1.0)  # 0 only under skipped tiles
+                write(top + r0, chunk.out0, values, valid[r0:r1, c0:c1].copy())
             # drop the finished rows: shift the buffer up (numpy handles the overlapping copy)
             acc[:, : buf_h - n] = acc[:, n:]
             acc[:, buf_h - n :] = 0.0
@@ -125,31 +128,63 @@ class SlidingWindow:
             valid[: buf_h - n] = valid[n:]
             valid[buf_h - n :] = False
             state["top"] = until
+            release_memory()
+
+        pending: list[tuple[Tile, np.ndarray]] = []
+
+        def run_batch() -> None:
+            batch = np.stack([data for _, data in pending])
+            with torch.inference_mode():
+                out = fn(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+            for (tile, _), values in zip(pending, out):
+                oh, ow = values.shape[-2:]
+                wts = blend_weights(oh, ow)
+                ox = tile.x0 // s - acc_x0
+                acc[:, :oh, ox : ox + ow] += values * wts
+                weight[:oh, ox : ox + ow] += wts
+            if progress is not None:
+                progress(len(pending))
+            pending.clear()
 
         for y0, th in rows:
             flush(y0 // s)
-            data, mask = read(y0, in_x0, th, in_x1 - in_x0)
-            out_mask = _pool_any(mask, s)
-            valid[: out_mask.shape[0], : out_mask.shape[1]] = out_mask
-            tiles = [Tile(y0, x0, th, tw) for x0, tw in chunk.cols]
-            # only tiles with at least one valid pixel reach the model (never feed it pure nodata)
-            todo = [t for t in tiles if mask[:, t.x0 - in_x0 : t.x0 - in_x0 + t.width].any()]
-            if progress is not None and len(todo) < len(tiles):
-                progress(len(tiles) - len(todo))
-            for group in _batches(todo, self.batch_size):
-                batch = np.stack([data[:, :, t.x0 - in_x0 : t.x0 - in_x0 + t.width] for t in group])
-                with torch.inference_mode():
-                    out = fn(torch.from_numpy(batch).to(self.device))
-                out = out.float().cpu().numpy()
-                for tile, values in zip(group, out):
-                    oh, ow = values.shape[-2:]
-                    wts = blend_weights(oh, ow)
-                    ox = tile.x0 // s - acc_x0
-                    acc[:, :oh, ox : ox + ow] += values * wts
-                    weight[:oh, ox : ox + ow] += wts
-                if progress is not None:
-                    progress(len(group))
+            for x0, tw in chunk.cols:
+                # one read per tile: the read buffer does not grow with the raster's width, and
+                # overlapping reads come from GDAL's block cache
+                data, mask = read(y0, x0, th, tw)
+                cells = _pool_any(mask, s)
+                ox = x0 // s - acc_x0
+                valid[: cells.shape[0], ox : ox + cells.shape[1]] = cells
+                if not mask.any():  # never feed the model a tile of pure nodata
+                    if progress is not None:
+                        progress(1)
+                    continue
+                if pending and (len(pending) == self.batch_size or pending[0][1].shape != data.shape):
+                    run_batch()
+                pending.append((Tile(y0, x0, th, tw), data))
+            if pending:
+                run_batch()
         flush(self.out_height)
+
+
+def release_memory() -> None:
+    """Give freed heap pages back to the system (glibc): keeps the resident size flat on long runs."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (musl and others have no malloc_trim)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
 
 
 def _batches(tiles: list[Tile], size: int) -> list[list[Tile]]:

@@ -176,7 +176,9 @@ def export_heatmaps(
                 for key in targets:
                     if key != "figure":
                         li, c = map(int, key.split("/"))
-                        Image.fromarray(planes[li - 1, c], mode="L").save(outputs.temp_for(key), format="PNG")
+                        Image.fromarray(np.ascontiguousarray(planes[li - 1, c])).save(
+                            outputs.temp_for(key), format="PNG"
+                        )
             # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
             istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
             shape = (output_size(src.height, istep), output_size(src.width, istep))

@@ -59,7 +59,7 @@ PLAIN_DRIVERS = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", ".bmp", ".webp")
 # GDAL's block cache in bytes (rasterio passes the number as bytes): GDAL's default, 5 % of the RAM,
 # would fill up with blocks of a large raster and make the memory grow with its size
-GDAL_CACHE_BYTES = 64 * 2**20
+GDAL_CACHE_BYTES = 32 * 2**20
 PROBABILITY_TYPES = ("uint8", "float32")
 
 
@@ -556,10 +556,10 @@ class Predictor:
         reader = RasterReader(src, path, bands, mean, std)
         engine.run(self.probs_fn, reader, write, progress.advance if progress is not None else None)
         if plain:
-            Image.fromarray(class_map, mode="L").save(outputs.temp_for("class"), format="PNG")
+            Image.fromarray(class_map).save(outputs.temp_for("class"), format="PNG")
             if opts.color:
                 rgba = np.moveaxis(_rgba(palette, class_map), 0, -1)
-                Image.fromarray(rgba, mode="RGBA").save(outputs.temp_for("color"), format="PNG")
+                Image.fromarray(rgba).save(outputs.temp_for("color"), format="PNG")
 
     def _tags(self, path: Path) -> dict[str, str]:
         from bicorseg import __version__
