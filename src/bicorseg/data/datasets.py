@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import lru_cache
 
 from bicorseg.data.labels import Colour, LabelTable
 from bicorseg.errors import ConfigError
@@ -161,29 +161,25 @@ class Release:
             return self.spec
         return self.spec.with_bands(chosen.bands, chosen.mean, chosen.std)
 
-    @cached_property
-    def _compiled(self) -> dict[str, re.Pattern[str]]:
-        return {}
-
     def pattern(self, template: str) -> re.Pattern[str]:
         """Compile a path pattern: ``{field}`` becomes a named group, the rest is literal."""
-        cache = self._compiled
-        if template not in cache:
-            parts = re.split(r"(\{[a-z_]+\})", template)
-            regex = ""
-            for part in parts:
-                if part.startswith("{") and part.endswith("}"):
-                    name = part[1:-1]
-                    if name not in self.fields:
-                        raise ValueError(f"release {self.name!r}: unknown field {{{name}}} in {template!r}")
-                    regex += f"(?P<{name}>{self.fields[name]})"
-                else:
-                    regex += re.escape(part)
-            cache[template] = re.compile(rf"(?:^|/){regex}$")
-        return cache[template]
+        return _compile(template, tuple(sorted(self.fields.items())))
 
-    def format(self, template: str, values: Mapping[str, str]) -> str:
-        return template.format(**values)
+
+@lru_cache(maxsize=256)
+def _compile(template: str, fields: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    known = dict(fields)
+    regex = ""
+    for part in re.split(r"(\{[a-z_]+\})", template):
+        if part.startswith("{") and part.endswith("}"):
+            name = part[1:-1]
+            if name not in known:
+                raise ValueError(f"unknown field {{{name}}} in path pattern {template!r}")
+            regex += f"(?P<{name}>{known[name]})"
+        else:
+            regex += re.escape(part)
+    # A pattern matches the end of a path, starting at a folder boundary.
+    return re.compile(rf"(?:^|/){regex}$")
 
 
 # ------------------------------------------------------------------------------------------------ ISPRS
