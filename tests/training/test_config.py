@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_helpers import REPO, TINY, cli
+from training_helpers import REPO, TINY, cli, one_thread  # noqa: F401
 
 from bicorseg.errors import ConfigError
 from bicorseg.training.config import load_config

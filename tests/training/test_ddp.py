@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from training_helpers import TINY, cli_subprocess, column, read_metrics
+from training_helpers import TINY, cli_subprocess, column, one_thread, read_metrics  # noqa: F401
 
 TERMS = ("main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fisher_0", "fisher_1", "total")
 COMMON = ("--data.shuffle", "false", "--trainer.max_epochs", "2", "--optimizer.lr", "1e-3")

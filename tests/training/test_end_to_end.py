@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import TINY, cli, column, read_metrics
+from training_helpers import TINY, cli, column, one_thread, read_metrics  # noqa: F401
 
 from bicorseg import load_model
 from bicorseg.errors import InputError

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from training_helpers import REPO, TINY
+from training_helpers import REPO, TINY, one_thread  # noqa: F401
 
 from bicorseg.training.config import load_config
 from bicorseg.training.module import NonFiniteError

@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="predict whole tiles with overlapping sliding windows instead of scoring patches",
     )
+    folder = parser.add_argument_group("folder datasets")
+    folder.add_argument("--class-table", help="YAML class table (colour masks, or raw values to map)")
+    folder.add_argument("--images", default="images", help="name of the image folders (default: images)")
+    folder.add_argument("--masks", default="masks", help="name of the mask folders (default: masks)")
     parser.add_argument("--tile", type=int, default=1024, help="sliding-window size for --whole-tiles")
     parser.add_argument(
         "--overlap", type=float, default=0.25, help="window overlap (fraction) for --whole-tiles"
@@ -63,8 +67,18 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()
-    spec_hint = checkpoint.dataset if args.dataset in ("folder", "synthetic") else None
-    dataset, spec = evaluation_dataset(args.dataset, args.root, args.split, spec=spec_hint)
+    # the checkpoint's facts carry the normalisation it was trained with
+    spec_hint = checkpoint.dataset
+    if spec_hint is not None and spec_hint.num_classes != checkpoint.model_config.num_classes:
+        spec_hint = None
+    options = {}
+    if args.dataset == "folder":
+        options = {"images": args.images, "masks": args.masks}
+        if args.class_table:
+            options["class_table"] = args.class_table
+    elif args.class_table:
+        raise ConfigError("--class-table is for --dataset folder")
+    dataset, spec = evaluation_dataset(args.dataset, args.root, args.split, spec=spec_hint, **options)
     check_spec_matches(checkpoint.dataset, spec, checkpoint.model_config.num_classes, args.checkpoint)
     if checkpoint.model_config.in_channels != spec.num_bands:
         raise ConfigError(

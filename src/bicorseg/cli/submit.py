@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     model = checkpoint.build_model().to(device)
-    probabilities = with_tta(model, args.tta)
+    scores = model if args.tta == "none" else with_tta(model, args.tta)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
 
@@ -147,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
                         raise InputError(f"{path}: LoveDA test images are 3 x 1024 x 1024, got {array.shape}")
                     batch.append((torch.from_numpy(np.asarray(array, np.float32)) - mean) / std)
                 with torch.inference_mode():
-                    labels = (
-                        probabilities(torch.stack(batch).to(device)).argmax(1).to(torch.uint8).cpu().numpy()
-                    )
+                    labels = scores(torch.stack(batch).to(device)).argmax(1).to(torch.uint8).cpu().numpy()
                 for path, label in zip(chunk, labels):
                     buffer = io.BytesIO()
                     Image.fromarray(label, mode="L").save(buffer, format="PNG")

@@ -12,6 +12,7 @@ Nothing here imports Lightning; the ``evaluate`` command and the benchmarks call
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -70,12 +71,27 @@ def evaluation_dataset(
         return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=seed), spec
     if not root:
         raise ConfigError(f"--root: dataset {kind!r} needs its folder")
-    from bicorseg import data
+    from bicorseg.data import build_dataset
 
-    if kind != "folder" or spec is None:
-        spec = data.get_spec(kind) if kind != "folder" else spec
-    dataset = data.build_dataset(kind, root, split, spec=spec, **options)
-    return dataset, getattr(dataset, "spec", None) or spec
+    dataset = build_dataset(kind, root, split, spec=spec, **options)
+    spec = getattr(dataset, "spec", None) or spec
+    if spec is None:  # pragma: no cover - bicorseg datasets always carry their spec
+        raise ConfigError(f"dataset {kind!r} at {root} does not describe its classes")
+    variant = _label_variant(dataset, split)
+    if variant is not None:
+        spec = replace(spec, label_variant=variant)
+    return dataset, spec
+
+
+def _label_variant(dataset: Dataset, split: str) -> str | None:
+    """The labels a prepared split was cut against (e.g. ``eroded``), from its manifest."""
+    manifest = getattr(dataset, "manifest", None)
+    if not isinstance(manifest, dict):
+        return None
+    variants = [manifest.get("splits", {}).get(name, {}).get("label_variant") for name in split.split("+")]
+    if any(v is None for v in variants):
+        raise InputError(f"split {split!r} has no labels to score (a test split scored online?)")
+    return "+".join(dict.fromkeys(variants))
 
 
 def evaluate_model(
@@ -108,7 +124,8 @@ def evaluate_model(
         total = min(total, limit)
     if total == 0:
         raise InputError("the evaluation split holds no samples")
-    probabilities = with_tta(model, tta)
+    # without TTA the arg-max of the logits themselves (softmax rounding can tie near-equal classes)
+    scores = model if tta == "none" else with_tta(model, tta)
     done = 0
     with torch.inference_mode():
         if whole_tiles:
@@ -138,7 +155,7 @@ def evaluate_model(
                 if "mask" not in batch:
                     raise InputError("the evaluation split has no labels (is it a test split scored online?)")
                 images = batch["image"].to(device)
-                metric.update(probabilities(images), batch["mask"].to(device))
+                metric.update(scores(images), batch["mask"].to(device))
                 done += images.shape[0]
                 if progress:
                     progress(done, total)
