@@ -130,3 +130,13 @@ def test_submit_refusals(trained: Path, tmp_path: Path, capsys: pytest.CaptureFi
         archive.writestr("7.png", buffer.getvalue())
     with pytest.raises(InputError, match="value 9"):
         validate_archive(wrong, ["7.png"])
+
+
+def test_bf16_mixed_precision(tmp_path: Path) -> None:
+    run = tmp_path / "bf16"
+    assert cli("train", "--config", TINY, "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1",
+               "--output", run) == 0  # fmt: skip
+    totals = [v for _, v in column(read_metrics(run), "train/total_step")]
+    assert len(totals) == 4 and all(np.isfinite(totals))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # master weights
