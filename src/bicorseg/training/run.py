@@ -241,6 +241,8 @@ def train(
         # temporary files of a run that was killed while writing a checkpoint
         for stale in (output / "checkpoints").glob(".*.tmp"):
             stale.unlink(missing_ok=True)
+    if config.trainer.num_threads is not None:
+        torch.set_num_threads(config.trainer.num_threads)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = SegmentationDataModule(config.data, spec, seed=config.trainer.seed)
     module = BiCoRSegModule(config, spec, model=model, output_dir=output)
