@@ -93,6 +93,23 @@ def test_published_recipes(name: str) -> None:
     assert (opt.schedule, opt.min_lr, config.trainer.seed) == ("cosine", 1e-6, 42)
 
 
+def test_recipe_augmentation() -> None:
+    from bicorseg.training.datamodule import training_transform
+
+    potsdam = load_config(REPO / "configs" / "potsdam.yaml")
+    assert potsdam.data.augment == {"rot90_p": 0.25}
+    config = training_transform(potsdam.data, seed=42).config
+    assert (config.crop_size, config.rot90_p, config.hflip_p, config.vflip_p) == (768, 0.25, 0.5, 0.5)
+    assert (config.mosaic_p, config.scales, config.max_class_ratio, config.crop_retries) == (
+        0.25, (0.75, 1.0, 1.25, 1.5), 0.75, 10
+    )  # fmt: skip
+    vaihingen = training_transform(load_config(REPO / "configs" / "vaihingen.yaml").data, seed=42).config
+    assert (vaihingen.crop_size, vaihingen.rot90_p) == (512, 0.5)
+    with pytest.raises(ConfigError, match=r"^data\.augment"):
+        training_transform(load_config(TINY, {"data.dataset": "loveda", "data.root": "x",
+                                              "data.augment": {"mosiac_p": 0.1}}).data, seed=1)  # fmt: skip
+
+
 def test_loveda_recipe_trains_on_train_and_val() -> None:
     config = load_config(REPO / "configs" / "loveda.yaml")
     assert config.data.train_splits == ["train", "val"]

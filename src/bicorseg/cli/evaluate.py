@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     folder.add_argument("--class-table", help="YAML class table (colour masks, or raw values to map)")
     folder.add_argument("--images", default="images", help="name of the image folders (default: images)")
     folder.add_argument("--masks", default="masks", help="name of the mask folders (default: masks)")
+    parser.add_argument(
+        "--label-variant",
+        help="state which labels these are in the report (e.g. eroded); default: the dataset's",
+    )
     parser.add_argument("--tile", type=int, default=1024, help="sliding-window size for --whole-tiles")
     parser.add_argument(
         "--overlap", type=float, default=0.25, help="window overlap (fraction) for --whole-tiles"
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     report.convention.extra["checkpoint"] = str(args.checkpoint)
+    if args.label_variant:
+        report.convention.label_variant = args.label_variant
     print(format_report(report))
     if args.output:
         path = write_report_json(report, args.output)
