@@ -130,3 +130,20 @@ def test_nan_loss_skip_policy_drops_the_batch(tmp_path: Path) -> None:
     assert result.skipped_batches == 1 and result.global_step == 8
     saved = _load(tmp_path / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("disk full")
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    from bicorseg.training.run import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(3)}}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"global_step": 2, "bad": _Unpicklable()}, path)
+    assert _load(path)["global_step"] == 1  # the good file is untouched
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # and no partial file is left
