@@ -117,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
     from bicorseg.training.run import train
 
+    if args.resume == "auto" and rank_zero_only.rank == 0:
+        last = Path(args.output) / "checkpoints" / "last.ckpt"
+        print(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting a new run")
     result = train(config, args.output, resume=args.resume)
     if rank_zero_only.rank == 0:
         print(f"trained to epoch {result.epoch}, step {result.global_step}; run folder {result.output}")
