@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bicorseg.errors import CheckpointError
+from bicorseg.errors import CheckpointError, OutputError
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
 from bicorseg.spec import DatasetSpec
 
@@ -56,15 +56,22 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror}") from error
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(obj, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        # torch reports a failed write (disk full) as a RuntimeError whose cause is the OSError
+        cause = error if isinstance(error, OSError) else error.__context__
+        if isinstance(cause, OSError):
+            raise OutputError(f"cannot write {path}: {cause.strerror or cause}") from error
         raise
     return path
 

@@ -21,3 +21,7 @@ class CheckpointError(BicorsegError):
 
 class ConfigError(BicorsegError):
     """A configuration value or command-line option is invalid."""
+
+
+class OutputError(BicorsegError):
+    """An output cannot be written (disk full, no permission, ...); nothing partial is left behind."""
