@@ -11,23 +11,19 @@ from typing import Any
 
 from bicorseg.errors import ConfigError
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"  # a source checkout's configs/
-
 
 def resolve_config_path(name: str) -> Path:
-    """A config file path, or the name of a shipped config (``loveda`` -> ``configs/loveda.yaml``)."""
+    """A config file path, or the name of a shipped config (``loveda`` -> ``bicorseg/configs/loveda.yaml``).
+
+    The shipped configs live inside the package (``configs/`` at the repository root links there).
+    """
     path = Path(name)
     if path.is_file():
         return path
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
-    candidates = [REPO_CONFIGS / f"{stem}.yaml"]
-    try:
-        candidates.insert(0, Path(str(resources.files("bicorseg") / "configs" / f"{stem}.yaml")))
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - odd installs
-        pass
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    shipped = Path(str(resources.files("bicorseg") / "configs" / f"{stem}.yaml"))
+    if shipped.is_file():
+        return shipped
     raise ConfigError(f"--config: no such file {name!r} (and no shipped config named {stem!r})")
 
 
