@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from bicorseg import DatasetSpec, load_model, save_checkpoint
 from bicorseg.checkpoint import convert_official, load_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
+from conftest import tiny_config
 
 SPEC = DatasetSpec(
     name="toy",
@@ -129,7 +129,9 @@ def test_convert_checks_class_and_layer_counts(official_model) -> None:
 
 
 def test_cli_prints_one_line_errors(tmp_path, capsys) -> None:
-    status = main(["convert", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "x.ckpt"), "--num-classes", "4"])
+    status = main(
+        ["convert", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "x.ckpt"), "--num-classes", "4"]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and "checkpoint not found" in err
