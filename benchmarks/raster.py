@@ -3,7 +3,7 @@
 Writes 3-band uint8 GeoTIFFs of 2048, 6144 and 12288 px squared (EPSG:32633, 25 cm pixels, tiled),
 saves a small random-weight BiCoR-Seg (ConvNeXt-nano backbone, C = 32, 6 classes), and runs
 ``bicorseg predict`` on each raster in a fresh process, which reports its own peak resident set
-size (``ru_maxrss``). Results go to ``benchmarks/results/raster.json`` and a table is printed.
+size (``VmHWM``, Linux). Results go to ``benchmarks/results/raster.json`` and a table is printed.
 
     python benchmarks/raster.py                      # the three sizes
     python benchmarks/raster.py --sizes 2048 4096    # others
@@ -24,13 +24,17 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "raster.json"
+# The child reports VmHWM (the peak resident set of its own address space). Not ru_maxrss: Linux
+# carries the parent's peak over fork + exec into the child's ru_maxrss, which would count the
+# memory this script used to write the raster.
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from bicorseg.cli.main import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 print("BENCH " + json.dumps({"code": code, "seconds": seconds, "peak_rss_bytes": peak}))
 """
 
@@ -57,12 +61,12 @@ def write_scene(path: Path, size: int, seed: int = 0) -> None:
     )
     x = np.arange(size, dtype=np.float32)
     with rasterio.open(path, "w", **profile) as dst:
-        for y0 in range(0, size, 1024):
-            h = min(1024, size - y0)
+        for y0 in range(0, size, 256):
+            h = min(256, size - y0)
             y = np.arange(y0, y0 + h, dtype=np.float32)[:, None]
             base = 128 + 60 * np.sin(x / 97.0) * np.cos(y / 61.0) + 30 * np.sin((x + y) / 17.0)
             block = np.stack([base, base[::-1] * 0.8 + 20, 255 - base])
-            block += rng.normal(0, 8, block.shape).astype(np.float32)
+            block += rng.normal(0, 8, block.shape).astype(np.float32)  # float32: small blocks, small parent
             dst.write(np.clip(block, 1, 255).astype(np.uint8), window=Window(0, y0, size, h))
 
 

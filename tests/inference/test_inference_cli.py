@@ -99,7 +99,7 @@ def test_heatmaps_of_a_raster_with_ground_truth(tmp_path: Path, checkpoint: Path
     for layer in (1, 2):
         with rasterio.open(tmp_path / "out" / f"scene_heatmaps_layer{layer}.tif") as heat:
             assert heat.count == 4 and heat.dtypes[0] == "float32" and heat.shape == (23, 33)
-            assert heat.crs.to_epsg() == 32633 and heat.transform == TRANSFORM * Affine.scale(4)
+            assert heat.crs.to_epsg() == 32633 and heat.transform == TRANSFORM @ Affine.scale(4)
             assert heat.descriptions == ("road", "building", "tree", "water")
             values = heat.read()
         assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1 and np.isfinite(values).all()

@@ -135,7 +135,7 @@ def export_heatmaps(
             planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
         else:
             transform = (
-                src.transform * rasterio.Affine.scale(SCALE) if not src.transform.is_identity else None
+                src.transform @ rasterio.Affine.scale(SCALE) if not src.transform.is_identity else None
             )
             for li in range(1, num_layers + 1):
                 profile = geotiff_profile(src, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
