@@ -33,6 +33,7 @@ import concurrent.futures as futures
 import json
 import multiprocessing
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -48,7 +49,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from torch import nn
 
-from bicorseg.errors import CheckpointError, ConfigError, InputError
+from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
 from bicorseg.inference.tta import TTA_MODES, with_tta
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
@@ -368,8 +369,17 @@ class OutputSet:
         return self.temps[kind]
 
     def commit(self) -> None:
-        for dst in self.datasets.values():
-            dst.close()
+        """Close, check that every GeoTIFF reads back whole, then rename into place.
+
+        GDAL reports a failed block write (a full disk) only as a logged error when the file is
+        flushed, so a file is read back block by block before it may take its final name.
+        """
+        for kind, dst in self.datasets.items():
+            try:
+                dst.close()
+                _read_back(self.temps[kind])
+            except (OSError, RasterioError) as error:
+                raise _write_error(self.targets[kind], error) from error
         # the class map is renamed last: its presence marks a finished input
         for kind in sorted(self.temps, key=lambda k: k == "class"):
             os.replace(self.temps[kind], self.targets[kind])
@@ -382,6 +392,20 @@ class OutputSet:
                 pass
         for temp in self.temps.values():
             temp.unlink(missing_ok=True)
+
+
+def _read_back(path: Path) -> None:
+    with rasterio.open(path) as written:
+        for _, window in written.block_windows(1):
+            written.read(window=window)
+
+
+def _write_error(target: Path, error: BaseException) -> OutputError:
+    usage = shutil.disk_usage(target.parent)
+    reason = getattr(error, "strerror", None) or _first_line(error)
+    if usage.free < 1 << 20:
+        reason = f"the disk is full ({usage.free // 1024} KiB free)"
+    return OutputError(f"cannot write {target}: {reason}; nothing was kept")
 
 
 def _rgba(palette: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -556,10 +580,14 @@ class Predictor:
         reader = RasterReader(src, path, bands, mean, std)
         engine.run(self.probs_fn, reader, write, progress.advance if progress is not None else None)
         if plain:
-            Image.fromarray(class_map).save(outputs.temp_for("class"), format="PNG")
+            images = {"class": class_map}
             if opts.color:
-                rgba = np.moveaxis(_rgba(palette, class_map), 0, -1)
-                Image.fromarray(rgba).save(outputs.temp_for("color"), format="PNG")
+                images["color"] = np.moveaxis(_rgba(palette, class_map), 0, -1)
+            for kind, array in images.items():
+                try:
+                    Image.fromarray(array).save(outputs.temp_for(kind), format="PNG")
+                except OSError as error:
+                    raise _write_error(outputs.targets[kind], error) from error
 
     def _tags(self, path: Path) -> dict[str, str]:
         from bicorseg import __version__

@@ -56,7 +56,7 @@ def pixel_weights(heat: torch.Tensor, selection: PixelSelection) -> torch.Tensor
     as the reference implementation does); when that sum is at most 1e-6 the whole sigmoid map,
     normalised the same way, is used instead.
     """
-    total = heat.shape[-1]
+    total = int(heat.shape[-1])
     if selection.mode == "topk":
         k = selection.num_pixels(total)
         if k >= total:
