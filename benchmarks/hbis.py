@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,9 +30,13 @@ from bicorseg.models.reference import use_explicit_ce2f
 FORMS = ("closed", "explicit")
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process; ru_maxrss would include the parent's peak."""
+    with open("/proc/self/status") as stream:
+        for line in stream:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def run_one(size: int, form: str, args: argparse.Namespace) -> dict:
@@ -67,7 +70,7 @@ def run_one(size: int, form: str, args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    baseline = _rss_mib()
+    baseline = _status_mib("VmRSS")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         baseline_cuda = torch.cuda.memory_allocated() / 2**20
@@ -82,7 +85,7 @@ def run_one(size: int, form: str, args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20 - baseline_cuda
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+        peak = _status_mib("VmHWM") - baseline
     return {
         "size": size,
         "form": form,
