@@ -42,7 +42,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bicorseg.demo.scenes import DEMO_SPEC, colorize, generate_scene, scene_transform, write_scene_geotiff
+from bicorseg.demo.scenes import (
+    DEMO_SPEC,
+    colorize,
+    generate_scene,
+    scene_transform,
+    temporary_path,
+    write_scene_geotiff,
+)
 from bicorseg.errors import ConfigError
 
 # Seconds kept back for everything after training, per megapixel of the held-out scene (prediction
@@ -261,13 +268,12 @@ class _PredictorProgress:
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
+    temp = temporary_path(path)
     try:
         Image.fromarray(rgb).save(temp, format="PNG")
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ DEMO_SPEC = DatasetSpec(
         (170, 220, 90),  # field / low vegetation: light green
         (20, 110, 40),  # tree: dark green
         (40, 90, 220),  # water: blue
-        (250, 250, 250),  # road: white (as impervious surfaces in ISPRS)
+        (150, 150, 150),  # road: grey
         (220, 40, 40),  # building: red
     ),
     ignore_index=255,
@@ -104,8 +104,7 @@ def write_scene_geotiff(
     if bands == 3:
         profile["photometric"] = "RGB"
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tif", dir=path.parent)
-    os.close(handle)
+    temp = temporary_path(path)
     try:
         with rasterio.open(temp, "w", **profile) as dataset:
             dataset.write(array)
@@ -113,9 +112,14 @@ def write_scene_geotiff(
                 dataset.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(palette)})
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     return path
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside ``path`` for writing it before the rename (ordinary file permissions)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{path.suffix}")
 
 
 def colorize(mask: np.ndarray, palette: tuple[tuple[int, int, int], ...] = DEMO_SPEC.palette) -> np.ndarray:
@@ -251,7 +255,7 @@ class _Painter:
             kind = kinds[parcel]
             g, f = grain[index], fine[index]
             if kind == 2:
-                texture = self._colour((150, 120, 88), 0.12) * (0.85 + 0.3 * g) * (0.92 + 0.16 * f)
+                texture = self._colour((155, 130, 95), 0.12) * (0.85 + 0.3 * g) * (0.92 + 0.16 * f)
                 cls = BARE
             elif kind == 0:  # crop rows: a sinusoid across a random direction, period 5-9 px
                 green = [(95, 135, 60), (120, 150, 70), (150, 160, 85), (80, 120, 55)][rng.integers(4)]
@@ -394,7 +398,7 @@ class _Painter:
                 * min(h, w)
                 * np.sin(2 * math.pi * u / rng.uniform(200, 500) + rng.uniform(0, 6.3))
             )
-            path = np.abs(v - centre - bend) < rng.uniform(2.5, 4)
+            path = np.abs(v - centre - bend) < rng.uniform(3, 4.5)
             path &= self.mask != WATER
             dirt = self._colour((170, 155, 130), 0.08)
             self._fill(path, ROAD, dirt * (0.88 + 0.24 * grain))
@@ -407,14 +411,8 @@ class _Painter:
         blocked = (self.mask == WATER) | (self.mask == ROAD)
         target = max(2, int(h * w / rng.uniform(5000, 9000)))
         placed, tries = 0, 0
-        roof_colours = [
-            (170, 75, 55),
-            (140, 60, 50),
-            (120, 120, 125),
-            (75, 75, 85),
-            (200, 195, 185),
-            (150, 100, 80),
-        ]
+        # Tiles, dark brick, slate (bluish), light concrete: not the grey of asphalt nor the brown of soil.
+        roof_colours = [(175, 75, 55), (145, 55, 50), (80, 88, 110), (205, 200, 190)]
         while placed < target and tries < target * 30:
             tries += 1
             if roads and rng.random() < 0.8:
