@@ -1,0 +1,54 @@
+"""A `predict` run over a folder killed with SIGKILL: no partial output, and a rerun finishes the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from inference_helpers import random_image, tiny_checkpoint, write_geotiff
+
+
+def _visible(folder: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+def test_kill_then_rerun_completes_and_skips_finished_files(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    inputs = tmp_path / "rasters"
+    for index in range(4):
+        write_geotiff(inputs / f"r{index}.tif", random_image(3, 700, 700, seed=index))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bicorseg.cli.main", "predict", str(inputs), "--checkpoint", str(checkpoint),
+               "--output", str(out), "--tile", "256", "--quiet"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and _visible(out):
+            break  # the first file is finished and the second is being written
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    finished = _visible(out)
+    assert 1 <= len(finished) < 4
+    for name in finished:  # every visible output is complete and readable
+        with rasterio.open(out / name) as done:
+            assert (done.width, done.height) == (700, 700)
+            assert done.read(1).max() < 4
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    after = _visible(out)
+    assert sorted(after) == [f"r{i}.tif" for i in range(4)]
+    assert all(after[name] == mtime for name, mtime in finished.items())  # skipped, not redone
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # stale temporaries removed
+    with rasterio.open(out / "r3.tif") as last:
+        assert np.isin(last.read(1), [0, 1, 2, 3]).all()
