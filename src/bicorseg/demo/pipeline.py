@@ -54,8 +54,8 @@ from bicorseg.errors import ConfigError
 
 # Seconds kept back for everything after training, per megapixel of the held-out scene (prediction
 # and heatmaps are two sliding-window passes), plus a fixed part (checkpoint, figure, metrics).
-RESERVE_PER_MEGAPIXEL = 14.0
-RESERVE_FIXED = 12.0
+RESERVE_PER_MEGAPIXEL = 8.0
+RESERVE_FIXED = 5.0
 
 
 @dataclass
@@ -78,7 +78,7 @@ class DemoConfig:
     lr: float = 3e-3
     min_lr: float = 3e-5
     warmup_steps: int = 30
-    threads: int | None = 1
+    threads: int | None = None  # fixed torch threads; None: 1 or torch's default, whichever is faster
     tile: int = 512
 
     def __post_init__(self) -> None:
@@ -106,6 +106,7 @@ class DemoResult:
     epochs: int
     train_seconds: float
     total_seconds: float
+    thread_steps: dict[int, int]
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -113,8 +114,53 @@ class DemoResult:
 # Training callbacks (Lightning is imported lazily: ``bicorseg demo --help`` stays fast)
 
 
-def _callbacks(seconds: float, config: DemoConfig, progress: Progress) -> list[Any]:
+def _callbacks(seconds: float, config: DemoConfig, progress: Progress, threads: int) -> list[Any]:
     from lightning.pytorch.callbacks import Callback
+
+    class ThreadTuner(Callback):
+        """Switches between 1 and ``many`` torch threads, whichever trains faster right now.
+
+        On a small CPU shared with other busy processes, OpenMP threads that wait for each other can
+        make a multi-threaded step ten times slower than a single-threaded one; on an idle CPU more
+        threads are faster, and the load changes while the demo runs. So: start with one thread,
+        and every ``period`` steps try the other setting for a few steps; keep it if it is clearly
+        faster, give it up at the first step that is clearly slower.
+        """
+
+        def __init__(self, many: int, period: int = 50, trial: int = 4) -> None:
+            self.many, self.period, self.trial = many, period, trial
+            self.current, self.steps_by_threads = 1, {1: 0, many: 0}
+            self.recent: list[float] = []  # durations of the last steps with the current setting
+            self.trying: list[float] | None = None  # durations of the running trial's steps
+            self.since_trial, self.begin = 0, 0.0
+
+        def _other(self) -> int:
+            return self.many if self.current == 1 else 1
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if self.trying is None and self.since_trial >= self.period and len(self.recent) >= 5:
+                self.trying, self.since_trial = [], 0
+            torch.set_num_threads(self._other() if self.trying is not None else self.current)
+            self.begin = time.perf_counter()
+
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
+        ) -> None:
+            duration = time.perf_counter() - self.begin
+            reference = float(np.median(self.recent)) if self.recent else math.inf
+            if self.trying is None:
+                self.steps_by_threads[self.current] += 1
+                self.recent = [*self.recent[-9:], duration]
+                self.since_trial += 1
+                return
+            self.steps_by_threads[self._other()] += 1
+            self.trying.append(duration)
+            if duration > 1.5 * reference:  # clearly slower: back at once
+                self.trying = None
+            elif len(self.trying) >= self.trial:
+                if float(np.median(self.trying)) < 0.85 * reference:
+                    self.current, self.recent = self._other(), list(self.trying)
+                self.trying = None
 
     class TimeBudget(Callback):
         """Cosine learning rate over the time budget (after a linear warm-up); stops when it is spent."""
@@ -163,10 +209,13 @@ def _callbacks(seconds: float, config: DemoConfig, progress: Progress) -> list[A
             progress.update(self.task, completed=round(seconds))
 
     budget = TimeBudget()
-    return [budget, BudgetProgress(budget)]
+    callbacks: list[Any] = [budget, BudgetProgress(budget)]
+    if config.threads is None and threads > 1:
+        callbacks.append(ThreadTuner(threads))
+    return callbacks
 
 
-def _train_config(config: DemoConfig, data_root: Path) -> Any:
+def _train_config(config: DemoConfig, data_root: Path, threads: int) -> Any:
     from bicorseg.training.config import build_config
 
     return build_config(
@@ -209,7 +258,7 @@ def _train_config(config: DemoConfig, data_root: Path) -> Any:
                 "progress_bar": False,  # the demo draws its own bar over the time budget
                 "tensorboard": False,
                 "log_every_n_steps": 10,
-                "num_threads": config.threads,
+                "num_threads": threads,
             },
         },
         spec=DEMO_SPEC,
@@ -337,10 +386,17 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
                 f"--minutes {config.minutes:g} leaves {max(seconds, 0):.0f} s for training; give more time"
             )
         stop = _timed(timings, "training")
-        callbacks = _callbacks(seconds, config, progress)
+        many = config.threads or torch.get_num_threads()
+        callbacks = _callbacks(deadline - time.perf_counter() - reserve, config, progress, many)
+        threads = config.threads or 1  # the tuner, if any, moves between 1 and ``many``
         with _quiet_lightning():
-            result = train(_train_config(config, data_root), run_dir, spec=DEMO_SPEC, callbacks=callbacks)
+            result = train(
+                _train_config(config, data_root, threads), run_dir, spec=DEMO_SPEC, callbacks=callbacks
+            )
         stop()
+        tuner = next((c for c in callbacks if hasattr(c, "steps_by_threads")), None)
+        thread_steps = tuner.steps_by_threads if tuner is not None else {threads: result.global_step}
+        torch.set_num_threads(tuner.current if tuner is not None else threads)  # also for prediction
         if result.last_checkpoint is None:  # pragma: no cover - Lightning always writes it at the end
             raise ConfigError(f"training wrote no checkpoint in {run_dir / 'checkpoints'}")
 
@@ -393,7 +449,11 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             label_variant=DEMO_SPEC.label_variant,
             mode=f"whole scene, sliding windows (tile {config.tile}, overlap 0.25)",
             tta="none",
-            extra={"training_steps": result.global_step, "training_seconds": timings["training"]},
+            extra={
+                "training_steps": result.global_step,
+                "training_seconds": timings["training"],
+                "training_steps_by_torch_threads": {str(k): v for k, v in thread_steps.items()},
+            },
         ),
     )
     write_report_json(report, files["metrics"])
@@ -406,6 +466,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         epochs=result.epoch,
         train_seconds=timings["training"],
         total_seconds=total,
+        thread_steps=thread_steps,
         timings=timings,
     )
 
@@ -424,8 +485,10 @@ def print_summary(result: DemoResult, console: Console | None = None) -> None:
     scores.add_row("OA", f"{100 * (metrics['oa'] or 0):.1f}")
     console.print(scores)
     console.print(
-        f"Trained {result.steps} steps ({result.epochs} epochs) in {result.train_seconds:.0f} s; "
-        f"whole demo {result.total_seconds:.0f} s."
+        f"Trained {result.steps} steps ({result.epochs} epochs; steps by CPU threads: "
+        f"{', '.join(f'{k}: {v}' for k, v in result.thread_steps.items())}) in "
+        f"{result.train_seconds:.0f} s; whole demo {result.total_seconds:.0f} s "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in result.timings.items())})."
     )
     descriptions = {
         "checkpoint": "trained model (use with bicorseg predict / evaluate / heatmaps)",
