@@ -114,7 +114,8 @@ class DemoResult:
 # Training callbacks (Lightning is imported lazily: ``bicorseg demo --help`` stays fast)
 
 
-def _callbacks(seconds: float, config: DemoConfig, progress: Progress, threads: int) -> list[Any]:
+def _callbacks(end: float, config: DemoConfig, progress: Progress, threads: int) -> list[Any]:
+    """The demo's training callbacks; ``end`` is when training must stop (``time.perf_counter``)."""
     from lightning.pytorch.callbacks import Callback
 
     class ThreadTuner(Callback):
@@ -166,17 +167,13 @@ def _callbacks(seconds: float, config: DemoConfig, progress: Progress, threads: 
         """Cosine learning rate over the time budget (after a linear warm-up); stops when it is spent."""
 
         def __init__(self) -> None:
-            self.start = 0.0
-            self.model: torch.nn.Module | None = None
-
-        def elapsed(self) -> float:
-            return time.perf_counter() - self.start
-
-        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self.start = time.perf_counter()
 
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.start = time.perf_counter()  # the schedule spans the fit loop, not Lightning's set-up
+
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            share = min(self.elapsed() / seconds, 1.0)
+            share = min((time.perf_counter() - self.start) / max(end - self.start, 1e-6), 1.0)
             lr = config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * share))
             lr *= min(1.0, (trainer.global_step + 1) / config.warmup_steps)
             for optimizer in trainer.optimizers:
@@ -186,15 +183,16 @@ def _callbacks(seconds: float, config: DemoConfig, progress: Progress, threads: 
         def on_train_batch_end(
             self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
         ) -> None:
-            if self.elapsed() >= seconds:
+            if time.perf_counter() >= end:
                 trainer.should_stop = True
 
     class BudgetProgress(Callback):
         """A progress bar over the training time budget, with the step count and the loss."""
 
-        def __init__(self, budget: TimeBudget) -> None:
-            self.budget = budget
-            self.task = progress.add_task("training", total=round(seconds), info="")
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.total = max(round(end - self.start), 1)
+            self.task = progress.add_task("training", total=self.total, info="")
 
         def on_train_batch_end(
             self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
@@ -203,13 +201,13 @@ def _callbacks(seconds: float, config: DemoConfig, progress: Progress, threads: 
             info = f"step {trainer.global_step}"
             if isinstance(loss, torch.Tensor):
                 info += f"  loss {float(loss.detach()):.3f}"
-            progress.update(self.task, completed=min(round(self.budget.elapsed()), round(seconds)), info=info)
+            done = min(round(time.perf_counter() - self.start), self.total)
+            progress.update(self.task, completed=done, info=info)
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            progress.update(self.task, completed=round(seconds))
+            progress.update(self.task, completed=self.total)
 
-    budget = TimeBudget()
-    callbacks: list[Any] = [budget, BudgetProgress(budget)]
+    callbacks: list[Any] = [TimeBudget(), BudgetProgress()]
     if config.threads is None and threads > 1:
         callbacks.append(ThreadTuner(threads))
     return callbacks
@@ -335,15 +333,19 @@ def _timed(timings: dict[str, float], key: str) -> Callable[[], None]:
     return stop
 
 
-def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
-    """Run the whole demo into ``config.output`` (see the module docstring); returns what it wrote."""
+def run_demo(config: DemoConfig, console: Console | None = None, started: float | None = None) -> DemoResult:
+    """Run the whole demo into ``config.output`` (see the module docstring); returns what it wrote.
+
+    ``started`` (a ``time.perf_counter`` value) is when the budget began, e.g. when the command was
+    launched; default: now.
+    """
     from bicorseg.checkpoint import load_checkpoint, save_checkpoint
     from bicorseg.inference import PredictOptions, Predictor, export_heatmaps, model_info
     from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, write_report_json
     from bicorseg.training import train
 
     console = console or Console()
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     deadline = start + config.minutes * 60.0
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
@@ -387,7 +389,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             )
         stop = _timed(timings, "training")
         many = config.threads or torch.get_num_threads()
-        callbacks = _callbacks(deadline - time.perf_counter() - reserve, config, progress, many)
+        callbacks = _callbacks(deadline - reserve, config, progress, many)
         threads = config.threads or 1  # the tuner, if any, moves between 1 and ``many``
         with _quiet_lightning():
             result = train(
@@ -457,7 +459,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         ),
     )
     write_report_json(report, files["metrics"])
-    total = time.perf_counter() - start
+    total = time.perf_counter() - start  # from ``started``: the command's start-up included
     return DemoResult(
         output=out,
         files=files,
@@ -499,10 +501,17 @@ def print_summary(result: DemoResult, console: Console | None = None) -> None:
         "heatmaps": "image, truth, prediction and per-class heatmaps (SPEC 1.7)",
         "metrics": "mIoU, OA and per-class scores (JSON)",
     }
-    table = Table(title=f"outputs in {result.output}", show_header=False, box=None)
-    for key, path in result.files.items():
-        table.add_row(str(path), descriptions.get(key, ""))
-    table.add_row(str(result.output / "heatmaps"), "per-layer heatmap rasters")
-    table.add_row(str(result.output / "training"), "training run (config, checkpoints, CSV logs)")
-    table.add_row(str(result.output / "data"), "the generated training scenes")
-    console.print(table)
+    # Plain lines, never truncated: the paths are what the user needs from the summary.
+    entries = [
+        (path.relative_to(result.output).as_posix(), descriptions.get(key, ""))
+        for key, path in result.files.items()
+    ]
+    entries += [
+        ("heatmaps/", "per-layer heatmap rasters"),
+        ("training/", "training run (config, checkpoints, CSV logs)"),
+        ("data/", "the generated training scenes"),
+    ]
+    width = max(len(name) for name, _ in entries)
+    console.print(f"Outputs in {result.output.resolve()}:", soft_wrap=True, highlight=False)
+    for name, text in entries:
+        console.print(f"  {name:<{width}}  {text}", soft_wrap=True, highlight=False)

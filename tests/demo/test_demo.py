@@ -1,0 +1,102 @@
+"""``bicorseg demo`` end to end with a tiny budget: every output exists and is what it claims to be."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+
+from bicorseg.checkpoint import load_checkpoint
+from bicorseg.cli.main import main
+from bicorseg.demo import DEMO_CRS, DEMO_SPEC
+from bicorseg.demo.pipeline import DemoConfig
+from bicorseg.errors import ConfigError
+
+# Small scenes and a narrow model so that the whole run takes well under a minute on two cores.
+TINY = [
+    "--minutes", "0.3", "--train-scenes", "8", "--scene-size", "128", "--test-size", "160",
+    "--crop-size", "96", "--batch-size", "2", "--width", "32", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_demo_writes_every_output(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--seed", "3", *TINY]) == 0
+    summary = capsys.readouterr().out
+    for name in ("model.ckpt", "scene.tif", "prediction.tif", "prediction_color.png", "heatmaps.png"):
+        assert (out / name).is_file(), name
+        assert name in summary  # the summary says where everything went
+    assert "mIoU" in summary
+
+    with rasterio.open(out / "scene.tif") as scene, rasterio.open(out / "prediction.tif") as pred:
+        assert scene.count == 3 and scene.dtypes[0] == "uint8"
+        assert scene.crs.to_string() == DEMO_CRS
+        assert pred.crs == scene.crs and pred.transform == scene.transform
+        assert (pred.width, pred.height) == (scene.width, scene.height) == (160, 160)
+        assert pred.count == 1 and pred.dtypes[0] == "uint8"
+        classes = pred.read(1)
+    assert classes.max() < DEMO_SPEC.num_classes  # every pixel valid: no nodata, no stray value
+
+    colour = np.asarray(Image.open(out / "prediction_color.png").convert("RGB"))
+    assert colour.shape == (160, 160, 3)
+    assert np.array_equal(colour, np.asarray(DEMO_SPEC.palette, np.uint8)[classes])
+    with Image.open(out / "heatmaps.png") as figure:
+        assert figure.size[0] > 200 and figure.size[1] > 200
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 < metrics["oa"] <= 1.0
+    assert list(metrics["per_class"]) == list(DEMO_SPEC.class_names)
+    for scores in metrics["per_class"].values():
+        assert scores["iou"] is None or 0.0 <= scores["iou"] <= 1.0
+    ious = [s["iou"] for s in metrics["per_class"].values() if s["iou"] is not None]
+    assert math.isclose(metrics["miou"], sum(ious) / len(ious), rel_tol=1e-9)
+    assert metrics["convention"]["training_steps"] > 0
+
+    checkpoint = load_checkpoint(out / "model.ckpt")
+    assert checkpoint.dataset == DEMO_SPEC
+    assert checkpoint.model_config.num_classes == DEMO_SPEC.num_classes
+    assert (out / "heatmaps").is_dir() and any((out / "heatmaps").glob("*.tif"))
+    assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_demo_help_lists_the_options(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--output", "--minutes", "--seed"):
+        assert option in text
+    assert "--scene-size" not in text  # test-only options stay hidden
+
+
+def test_too_short_a_budget_is_a_clear_error(tmp_path, capsys) -> None:
+    code = main(["demo", "--output", str(tmp_path), "--minutes", "0.05", *TINY[2:]])
+    assert code == 2
+    assert "give more time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"minutes": 0}, "--minutes"),
+        ({"scene_size": 64, "crop_size": 96}, "smaller than the crop"),
+        ({"crop_size": 100}, "multiple of 32"),
+        ({"train_scenes": 1, "batch_size": 2}, "batch"),
+    ],
+)
+def test_invalid_settings_are_refused(tmp_path, options, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DemoConfig(output=tmp_path, **options)
