@@ -100,3 +100,18 @@ def test_too_short_a_budget_is_a_clear_error(tmp_path, capsys) -> None:
 def test_invalid_settings_are_refused(tmp_path, options, message) -> None:
     with pytest.raises(ConfigError, match=message):
         DemoConfig(output=tmp_path, **options)
+
+
+@pytest.mark.slow
+def test_fixed_steps_make_the_demo_reproducible(tmp_path, capsys) -> None:
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["demo", "--output", str(out), "--steps", "3", *TINY]) == 0
+        with rasterio.open(out / "prediction.tif") as src:
+            runs.append((src.read(1), json.loads((out / "metrics.json").read_text())))
+    (first, metrics_a), (second, metrics_b) = runs
+    assert np.array_equal(first, second)
+    assert metrics_a["confusion_matrix"] == metrics_b["confusion_matrix"]
+    assert metrics_a["convention"]["training_steps"] == 3
+    assert "training (steps)" in capsys.readouterr().out

@@ -32,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=int, default=42, help="seed of the scenes and the training (default 42)"
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train exactly N steps on one CPU thread instead of filling the time budget: the same seed "
+        "then gives the same model (the budget no longer bounds training)",
+    )
     # Smaller runs for tests and quick looks; not part of the documented interface.
     for flag, kind in (
         ("--train-scenes", int),
@@ -72,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     hidden = ("train_scenes", "scene_size", "test_size", "crop_size", "batch_size", "width", "threads", "lr")
     options = {key: getattr(args, key) for key in hidden if hasattr(args, key)}
-    config = DemoConfig(output=Path(args.output), minutes=args.minutes, seed=args.seed, **options)
+    config = DemoConfig(
+        output=Path(args.output), minutes=args.minutes, seed=args.seed, steps=args.steps, **options
+    )
     result = run_demo(config, started=started)
     print_summary(result)
     return 0

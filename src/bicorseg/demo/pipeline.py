@@ -16,7 +16,10 @@ Everything goes through the library's own code paths, so the demo exercises what
 6. the scores on the held-out scene by the library's metric convention (``DIR/metrics.json``).
 
 ``--minutes`` bounds the whole demo (not only training): the time left after generating the data,
-minus an estimate of what prediction, heatmaps and scoring will take, goes to training.
+minus an estimate of what prediction, heatmaps and scoring will take, goes to training. The scenes
+depend only on the seed; how many steps fit in the budget depends on the machine, so the model does
+too, unless ``--steps`` fixes the number of steps (then on one CPU thread: the same seed gives the
+same model).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class DemoConfig:
     lr: float = 3e-3
     min_lr: float = 3e-5
     warmup_steps: int = 30
+    steps: int | None = None  # train exactly this many steps (reproducible) instead of filling the budget
     threads: int | None = None  # fixed torch threads; None: 1 or torch's default, whichever is faster
     tile: int = 512
 
@@ -85,6 +89,8 @@ class DemoConfig:
         self.output = Path(self.output)
         if not self.minutes > 0:
             raise ConfigError(f"--minutes must be positive, got {self.minutes}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
         if self.scene_size < self.crop_size:
             raise ConfigError(f"scene size {self.scene_size} is smaller than the crop {self.crop_size}")
         if self.crop_size % 32:
@@ -173,7 +179,10 @@ def _callbacks(end: float, config: DemoConfig, progress: Progress, threads: int)
             self.start = time.perf_counter()  # the schedule spans the fit loop, not Lightning's set-up
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            share = min((time.perf_counter() - self.start) / max(end - self.start, 1e-6), 1.0)
+            if config.steps is not None:  # a fixed number of steps: the schedule follows them
+                share = min(trainer.global_step / config.steps, 1.0)
+            else:
+                share = min((time.perf_counter() - self.start) / max(end - self.start, 1e-6), 1.0)
             lr = config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * share))
             lr *= min(1.0, (trainer.global_step + 1) / config.warmup_steps)
             for optimizer in trainer.optimizers:
@@ -183,16 +192,17 @@ def _callbacks(end: float, config: DemoConfig, progress: Progress, threads: int)
         def on_train_batch_end(
             self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
         ) -> None:
-            if time.perf_counter() >= end:
+            if config.steps is None and time.perf_counter() >= end:
                 trainer.should_stop = True
 
     class BudgetProgress(Callback):
-        """A progress bar over the training time budget, with the step count and the loss."""
+        """A progress bar over the training time budget (seconds) or the steps, with the loss."""
 
         def __init__(self) -> None:
             self.start = time.perf_counter()
-            self.total = max(round(end - self.start), 1)
-            self.task = progress.add_task("training", total=self.total, info="")
+            self.total = config.steps or max(round(end - self.start), 1)
+            unit = "training (steps)" if config.steps else "training (seconds)"
+            self.task = progress.add_task(unit, total=self.total, info="")
 
         def on_train_batch_end(
             self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int
@@ -201,14 +211,15 @@ def _callbacks(end: float, config: DemoConfig, progress: Progress, threads: int)
             info = f"step {trainer.global_step}"
             if isinstance(loss, torch.Tensor):
                 info += f"  loss {float(loss.detach()):.3f}"
-            done = min(round(time.perf_counter() - self.start), self.total)
+            done = trainer.global_step if config.steps else round(time.perf_counter() - self.start)
+            done = min(done, self.total)
             progress.update(self.task, completed=done, info=info)
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             progress.update(self.task, completed=self.total)
 
     callbacks: list[Any] = [TimeBudget(), BudgetProgress()]
-    if config.threads is None and threads > 1:
+    if config.threads is None and config.steps is None and threads > 1:
         callbacks.append(ThreadTuner(threads))
     return callbacks
 
@@ -249,7 +260,8 @@ def _train_config(config: DemoConfig, data_root: Path, threads: int) -> Any:
                 "lookahead": True,
             },
             "trainer": {
-                "max_epochs": 100_000,  # the time budget stops the run
+                "max_epochs": 100_000,  # the time budget (or max_steps) stops the run
+                "max_steps": config.steps or -1,
                 "accelerator": "cpu",
                 "devices": 1,
                 "seed": config.seed,
@@ -383,7 +395,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         # 2. training, with what is left of the budget after the reserve for the later steps
         reserve = RESERVE_FIXED + RESERVE_PER_MEGAPIXEL * config.test_size**2 / 1e6
         seconds = deadline - time.perf_counter() - reserve
-        if seconds < 5:
+        if seconds < 5 and config.steps is None:
             raise ConfigError(
                 f"--minutes {config.minutes:g} leaves {max(seconds, 0):.0f} s for training; give more time"
             )
