@@ -69,7 +69,7 @@ def test_demo_writes_every_output(tmp_path, capsys) -> None:
     assert checkpoint.dataset == DEMO_SPEC
     assert checkpoint.model_config.num_classes == DEMO_SPEC.num_classes
     assert (out / "heatmaps").is_dir() and any((out / "heatmaps").glob("*.tif"))
-    assert not list(out.glob(".*")), "temporary files left behind"
+    assert [p.name for p in out.glob(".*")] == [".bicorseg-demo"], "temporary files left behind"
 
 
 def test_demo_help_lists_the_options(capsys) -> None:
@@ -80,6 +80,13 @@ def test_demo_help_lists_the_options(capsys) -> None:
     for option in ("--output", "--minutes", "--seed"):
         assert option in text
     assert "--scene-size" not in text  # test-only options stay hidden
+
+
+def test_refuses_a_foreign_non_empty_folder(tmp_path, capsys) -> None:
+    (tmp_path / "data").mkdir()  # could be someone's data: the demo must not replace it
+    assert main(["demo", "--output", str(tmp_path), *TINY]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "data").is_dir()
 
 
 def test_too_short_a_budget_is_a_clear_error(tmp_path, capsys) -> None:
@@ -105,8 +112,8 @@ def test_invalid_settings_are_refused(tmp_path, options, message) -> None:
 @pytest.mark.slow
 def test_fixed_steps_make_the_demo_reproducible(tmp_path, capsys) -> None:
     runs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
+    out = tmp_path / "demo"
+    for _ in range(2):  # the second run replaces the first one's outputs in the same folder
         assert main(["demo", "--output", str(out), "--steps", "3", *TINY]) == 0
         with rasterio.open(out / "prediction.tif") as src:
             runs.append((src.read(1), json.loads((out / "metrics.json").read_text())))

