@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bicorseg.atomic import atomic_output
 from bicorseg.errors import CheckpointError, OutputError
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
 from bicorseg.spec import DatasetSpec
@@ -55,19 +55,12 @@ class Checkpoint:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_output(path) as temp, open(temp, "wb") as stream:
             torch.save(obj, stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException as error:
-        Path(temp).unlink(missing_ok=True)
+    except (OSError, RuntimeError) as error:
         # torch reports a failed write (disk full) as a RuntimeError whose cause is the OSError
         cause = error if isinstance(error, OSError) else error.__context__
         if isinstance(cause, OSError):

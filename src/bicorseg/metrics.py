@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
+from bicorseg.atomic import write_text_atomic
 from bicorseg.errors import InputError
 
 
@@ -297,15 +297,4 @@ def write_report_json(report: EvaluationReport, path: str | os.PathLike) -> Path
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
     """JSON to a temporary file beside ``path``, renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, allow_nan=False)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

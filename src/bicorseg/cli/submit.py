@@ -11,13 +11,13 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bicorseg.atomic import atomic_output
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 
 LOVEDA_SIZE = 1024
@@ -133,10 +133,7 @@ def run(args: argparse.Namespace) -> int:
     std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
 
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(handle)
-    try:
+    with atomic_output(output) as temp:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for start in range(0, len(images), args.batch_size):
                 chunk = images[start : start + args.batch_size]
@@ -159,10 +156,6 @@ def run(args: argparse.Namespace) -> int:
                         end="" if done < len(images) else "\n",
                         file=sys.stderr,
                     )
-        validate_archive(temp, names)
-        os.replace(temp, output)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        validate_archive(temp, names)  # before the archive takes its name
     print(f"wrote {output}: {len(images)} predictions, checked (flat, 1024x1024 uint8, values 0..6)")
     return 0

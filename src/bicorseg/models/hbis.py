@@ -117,9 +117,10 @@ class HBISLayer(nn.Module):
         self, class_emb: torch.Tensor, normed: torch.Tensor, scores: torch.Tensor
     ) -> torch.Tensor:
         """F2CE: gated update of the class embeddings from the features of their selected pixels."""
-        weights = pixel_weights(torch.sigmoid(scores), self.selection)
-        values = F.linear(normed, self.value.weight.flatten(1))
-        context = torch.bmm(weights.to(values.dtype), values)
+        weights = pixel_weights(torch.sigmoid(scores), self.selection).to(normed.dtype)
+        # sum_p w[n, p] (W_v Fn[p]) = W_v (sum_p w[n, p] Fn[p]): pool first, then one N x C x C map,
+        # instead of applying W_v to every pixel (P x C x C)
+        context = F.linear(torch.bmm(weights, normed), self.value.weight.flatten(1))
         normed_classes = self.class_norm(class_emb)
         gate = torch.sigmoid(self.gate(torch.cat([normed_classes, context], dim=-1)))
         return gate * self.candidate(context) + (1 - gate) * class_emb

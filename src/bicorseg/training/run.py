@@ -15,9 +15,7 @@ included), scheduler, epoch and step.
 from __future__ import annotations
 
 import csv
-import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from bicorseg.atomic import write_text_atomic
 from bicorseg.checkpoint import atomic_torch_save
 from bicorseg.errors import CheckpointError
 from bicorseg.spec import DatasetSpec
@@ -141,14 +140,6 @@ def _checkpoint_step(path: str | None) -> int | None:
     return int(data["global_step"])
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temp, path)
-
-
 def build_trainer(
     config: TrainConfig,
     output: Path,
@@ -237,7 +228,7 @@ def train(
     ckpt_path = resolve_resume(resume, output)
     if rank_zero_only.rank == 0:
         output.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(output / "config.yaml", config.to_yaml())
+        write_text_atomic(output / "config.yaml", config.to_yaml())
         # temporary files of a run that was killed while writing a checkpoint
         for stale in (output / "checkpoints").glob(".*.tmp"):
             stale.unlink(missing_ok=True)
