@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bicorseg.atomic import atomic_output
-from bicorseg.errors import CheckpointError, OutputError
+from bicorseg.errors import CheckpointError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
 from bicorseg.spec import DatasetSpec
 
@@ -47,7 +47,7 @@ class Checkpoint:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as error:
             raise CheckpointError(
-                f"weights do not fit the model configuration: {_first_line(error)}"
+                f"weights do not fit the model configuration: {first_line(error)}"
             ) from error
         return model.eval()
 
@@ -88,11 +88,6 @@ def save_checkpoint(model: BiCoRSeg, path: str | os.PathLike, extra: dict[str, A
     return atomic_torch_save({**metadata(model), "state_dict": state, "extra": extra or {}}, path)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _read(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -101,7 +96,7 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a corrupt file surfaces as many exception types
         raise CheckpointError(
-            f"cannot read checkpoint {path}: corrupt or not a torch file ({_first_line(error)})"
+            f"cannot read checkpoint {path}: corrupt or not a torch file ({first_line(error)})"
         ) from error
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
@@ -135,7 +130,7 @@ def load_checkpoint(
         config = ModelConfig.from_dict(meta["model_config"])
         dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid model configuration: {_first_line(error)}") from error
+        raise CheckpointError(f"{path} has an invalid model configuration: {first_line(error)}") from error
     if num_classes is not None and config.num_classes != num_classes:
         raise CheckpointError(
             f"{path} was trained for {config.num_classes} classes, but {num_classes} are expected here"

@@ -25,3 +25,9 @@ class ConfigError(BicorsegError):
 
 class OutputError(BicorsegError):
     """An output cannot be written (disk full, no permission, ...); nothing partial is left behind."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line reports."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -56,13 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.device import resolve_device
     from bicorseg.metrics import format_report, write_report_json
-    from bicorseg.training.evaluation import (
-        check_spec_matches,
-        evaluate_model,
-        evaluation_dataset,
-        resolve_device,
-    )
+    from bicorseg.training.evaluation import check_spec_matches, evaluate_model, evaluation_dataset
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.cli.predict import one_line_warnings, resolve_device
+    from bicorseg.cli.predict import one_line_warnings
+    from bicorseg.device import resolve_device
     from bicorseg.inference.heatmaps import export_heatmaps
     from bicorseg.inference.predictor import PredictOptions, find_inputs, model_info
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     paths = find_inputs(args.inputs)
     if args.label is not None and len(paths) != 1:
         raise ConfigError(f"--label needs exactly one input, got {len(paths)}")
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))
     model = load_checkpoint(args.checkpoint).build_model().to(device)
     info = model_info(model, str(args.checkpoint))
     with one_line_warnings("heatmaps"):

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from bicorseg.device import resolve_device
 from bicorseg.errors import ConfigError
 
 
@@ -57,18 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
     parser.set_defaults(func=run)
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is available")
-    if not (name == "cpu" or name.startswith(("cuda", "mps"))):
-        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return name
 
 
 class RichProgress:
@@ -127,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         probabilities=args.probabilities,
         color=args.color,
         overwrite=args.overwrite,
-        device=resolve_device(args.device),
+        device=str(resolve_device(args.device)),
     )
     if args.print_config:
         import yaml

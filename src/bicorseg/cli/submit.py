@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.data.io import read_image
+    from bicorseg.device import resolve_device
     from bicorseg.inference import with_tta
-    from bicorseg.training.evaluation import resolve_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
-from bicorseg.errors import InputError
+from bicorseg.errors import InputError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -114,12 +114,7 @@ def _open_raster(path: str | os.PathLike, data: bytes | None) -> Iterator[Any]:
                 with rasterio.open(path) as dataset:
                     yield dataset
     except RasterioError as error:
-        raise InputError(f"{path}: unreadable or truncated raster ({_one_line(error)})") from error
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+        raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
 
 
 def _read_raster(path: str | os.PathLike, data: bytes | None) -> tuple[np.ndarray, Georeference | None]:
@@ -129,7 +124,7 @@ def _read_raster(path: str | os.PathLike, data: bytes | None) -> tuple[np.ndarra
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 array = dataset.read()
         except RasterioError as error:
-            raise InputError(f"{path}: unreadable or truncated raster ({_one_line(error)})") from error
+            raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
         georef = None
         if dataset.crs is not None or not dataset.transform.is_identity:
             georef = Georeference(crs=dataset.crs, transform=dataset.transform)

@@ -49,7 +49,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from torch import nn
 
-from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError
+from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
 from bicorseg.inference.tta import TTA_MODES, with_tta
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
@@ -221,13 +221,8 @@ def open_raster(path: Path) -> rasterio.DatasetReader:
             return rasterio.open(path)
     except RasterioError as error:
         raise InputError(
-            f"cannot read {path}: not an image or raster GDAL can open ({_first_line(error)})"
+            f"cannot read {path}: not an image or raster GDAL can open ({first_line(error)})"
         ) from error
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def input_bands(src: rasterio.DatasetReader, path: Path, info: ModelInfo) -> list[int]:
@@ -301,7 +296,7 @@ class RasterReader:
             data = self.src.read(self.bands, window=window, out_dtype="float32")
             valid = self._mask(window, data)
         except RasterioError as error:
-            raise InputError(f"cannot read {self.path}: {_first_line(error)}") from error
+            raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         valid &= np.isfinite(data).all(axis=0)
         data -= self.mean
         data /= self.std
@@ -402,7 +397,7 @@ def _read_back(path: Path) -> None:
 
 def _write_error(target: Path, error: BaseException) -> OutputError:
     usage = shutil.disk_usage(target.parent)
-    reason = getattr(error, "strerror", None) or _first_line(error)
+    reason = getattr(error, "strerror", None) or first_line(error)
     if usage.free < 1 << 20:
         reason = f"the disk is full ({usage.free // 1024} KiB free)"
     return OutputError(f"cannot write {target}: {reason}; nothing was kept")

@@ -26,18 +26,6 @@ from bicorseg.spec import DatasetSpec
 DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device: CUDA was asked for but no GPU is available")
-    return resolved
-
-
 def check_spec_matches(
     model_spec: DatasetSpec | None, spec: DatasetSpec, num_classes: int, source: str
 ) -> None:
