@@ -3,7 +3,7 @@
 Entry points:
 
 * :func:`get_spec` / :data:`DATASETS`: the declared datasets (Vaihingen, Potsdam, LoveDA).
-* :func:`prepare` (also ``prepare_release``): turn an official release into patches and a manifest
+* :func:`prepare`: turn an official release into patches and a manifest
   (``bicorseg prepare``). The function hides the submodule of the same name as an attribute of
   the package: reach the module with ``importlib.import_module("bicorseg.data.prepare")``.
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
@@ -32,8 +32,6 @@ from bicorseg.data.prepare import PrepareResult, prepare
 from bicorseg.data.transforms import AugmentConfig, MosaicDataset, TrainTransform, build_train_transform
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
-
-prepare_release = prepare  # the same function, under a name that does not hide the submodule
 
 
 def build_dataset(
@@ -78,7 +76,6 @@ __all__ = [
     "get_release",
     "get_spec",
     "prepare",
-    "prepare_release",
     "read_georeferenced",
     "read_image",
     "read_mask",
