@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine", choices=("torch", "onnx"), default="torch", help="PyTorch or ONNX Runtime"
     )
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--vector",
+        choices=("gpkg", "fgb", "geojson", "parquet"),
+        default=None,
+        help="also write the polygons of each class raster, <stem>.<format> (as bicorseg vectorize with "
+        'its defaults; needs pip install "bicorseg[vector]")',
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo files whose outputs already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
@@ -118,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         device=str(resolve_device(args.device)),
     )
+    if args.vector and not args.print_config:
+        from bicorseg.gis import require_vector
+
+        require_vector()  # before any prediction is made
     if args.print_config:
         import yaml
 
@@ -127,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             "output": args.output,
             "engine": args.engine,
             "workers": args.workers,
+            "vector": args.vector,
             **asdict(options),
         }
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
@@ -146,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 )
 
     with one_line_warnings("predict"), progress.bar:
-        predict_files(
+        results = predict_files(
             args.inputs,
             args.checkpoint,
             args.output,
@@ -156,7 +168,30 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             on_result=report,
         )
+    if args.vector:
+        with one_line_warnings("predict"):
+            _vectorize(results, args)
     if not args.quiet:
         note = f", {skipped} already done (skipped)" if skipped else ""
         print(f"predicted {written} file(s) into {Path(args.output)}{note}", file=sys.stderr)
     return 0
+
+
+def _vectorize(results, args: argparse.Namespace) -> None:
+    """Polygons of each class raster: written when its raster was (re)written or when they are missing."""
+    from bicorseg.cli.vectorize import print_summary
+    from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
+    from bicorseg.gis.vectorfile import FORMATS
+
+    suffix = FORMATS[args.vector][0]
+    for result in results:
+        raster = result.outputs["class"]
+        if raster.suffix != ".tif":
+            warnings.warn(f"{raster} is not georeferenced: no polygons written for it", stacklevel=1)
+            continue
+        target = raster.with_suffix(suffix)
+        if result.skipped and target.exists():
+            continue
+        summary = vectorize_raster(raster, target, VectorizeOptions(overwrite=True))
+        if not args.quiet:
+            print_summary(summary)

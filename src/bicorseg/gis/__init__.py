@@ -1,0 +1,30 @@
+"""Maps for GIS from class rasters: polygons, per-class areas, QGIS styles (optional extra ``vector``).
+
+* :mod:`.source`: a class raster opened for reading (checks, class names, nodata, windows).
+* :mod:`.crs`: areas and lengths in metres for any CRS.
+* :mod:`.polygons`: :func:`vectorize_raster`, windowed polygonisation with seams dissolved.
+* :mod:`.areas`: :func:`class_areas`, per-class pixel counts and areas, optionally inside an AOI.
+* :mod:`.qml`: :func:`write_qml`, a paletted QGIS style beside a class raster.
+
+Everything but :mod:`.qml` needs the extra: ``pip install "bicorseg[vector]"``.
+"""
+
+from __future__ import annotations
+
+from bicorseg.errors import ConfigError
+
+EXTRA_HINT = 'pip install "bicorseg[vector]"'
+
+
+def require_vector() -> None:
+    """Raise a one-line :class:`ConfigError` when the ``vector`` extra is not installed."""
+    missing = []
+    for module in ("shapely", "pyproj", "pyogrio", "pyarrow"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigError(
+            f"polygons and areas need the optional extra ({', '.join(missing)} missing): {EXTRA_HINT}"
+        )

@@ -1,0 +1,158 @@
+"""Per-class areas of a class raster: pixels, square metres, hectares and percent of the valid area.
+
+:func:`class_areas` reads the raster window by window (bounded memory) and sums, per class, the
+pixels and their areas in square metres (:class:`bicorseg.gis.crs.Measure`: one pixel area for
+projected CRSs that keep areas, the ellipsoid's area at each pixel centre otherwise). Nodata pixels
+count nowhere. With an AOI (polygons in any OGR format, reprojected to the raster's CRS) only pixels
+whose centre lies inside a polygon count (``rasterio.features.geometry_mask`` per window). Percent
+is of the valid (and inside) area in square metres. :func:`write_report` writes JSON or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bicorseg.gis import require_vector
+
+require_vector()
+
+import numpy as np  # noqa: E402
+import shapely  # noqa: E402
+from rasterio.features import geometry_mask  # noqa: E402
+from rasterio.windows import bounds as window_bounds  # noqa: E402
+from rasterio.windows import transform as window_transform  # noqa: E402
+
+from bicorseg.atomic import write_text_atomic  # noqa: E402
+from bicorseg.errors import ConfigError, OutputError  # noqa: E402
+from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
+from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
+from bicorseg.gis.vectorfile import read_polygons  # noqa: E402
+
+REPORT_FORMATS = (".json", ".csv")
+
+
+@dataclass
+class AreaOptions:
+    """Options of :func:`class_areas`."""
+
+    aoi: str | os.PathLike | None = None  # polygons; None = the whole raster
+    class_table: str | os.PathLike | None = None  # YAML class table; None = the raster's tags
+    window: int = DEFAULT_WINDOW
+
+    def __post_init__(self) -> None:
+        if self.window < 16:
+            raise ConfigError(f"window must be at least 16 pixels, got {self.window}")
+
+
+@dataclass
+class ClassArea:
+    class_id: int
+    class_name: str
+    pixels: int
+    area_m2: float
+    area_ha: float
+    percent: float
+
+
+@dataclass
+class AreaReport:
+    """Per-class areas of one raster (``classes`` in class-id order; percent of ``total_m2``)."""
+
+    raster: str
+    crs: str
+    area_method: str
+    aoi: str | None
+    total_pixels: int
+    total_m2: float
+    total_ha: float
+    classes: list[ClassArea] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> AreaReport:
+    """Pixels, m2, ha and percent of the valid area per class of the class raster ``path``."""
+    options = options or AreaOptions()
+    path = Path(path)
+    with ClassRaster.open(path, options.class_table) as raster:
+        src = raster.src
+        measure = Measure.for_extent(src.crs, tuple(src.bounds), str(path))
+        aoi = None
+        if options.aoi is not None:
+            aoi = read_polygons(options.aoi, to_pyproj(src.crs, str(path)))
+            tree = shapely.STRtree(aoi)
+        size = max(len(raster.names or ()), 1)
+        pixels = np.zeros(size, np.int64)
+        metres = np.zeros(size, np.float64)
+        for window in raster.windows(options.window):
+            row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+            data, valid = raster.read(window)
+            if aoi is not None:
+                near = aoi[tree.query(shapely.box(*window_bounds(window, src.transform)))]
+                if not len(near):
+                    continue
+                valid &= geometry_mask(near, (h, w), window_transform(window, src.transform), invert=True)
+            values = data[valid].astype(np.int64)
+            if not values.size:
+                continue
+            if values.max() >= len(pixels):
+                grow = int(values.max()) + 1 - len(pixels)
+                pixels, metres = np.pad(pixels, (0, grow)), np.pad(metres, (0, grow))
+            area = measure.pixel_areas(src.transform, row, col, h, w)
+            counts = np.bincount(values, minlength=len(pixels))
+            pixels += counts
+            if np.ndim(area) == 0:
+                metres += counts * float(area)
+            else:
+                metres += np.bincount(
+                    values, weights=np.broadcast_to(area, (h, w))[valid], minlength=len(pixels)
+                )
+        total_m2 = float(metres.sum())
+        ids = range(len(raster.names)) if raster.names is not None else np.nonzero(pixels)[0]
+        rows = [
+            ClassArea(int(i), raster.name(int(i)), int(pixels[i]), float(metres[i]), float(metres[i]) / 1e4,
+                      100.0 * float(metres[i]) / total_m2 if total_m2 > 0 else 0.0)
+            for i in ids
+        ]  # fmt: skip
+        return AreaReport(
+            str(path), to_pyproj(src.crs).to_string(), measure.describe(),
+            None if options.aoi is None else str(options.aoi),
+            int(pixels.sum()), total_m2, total_m2 / 1e4, rows,
+        )  # fmt: skip
+
+
+def write_report(report: AreaReport, output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the report as JSON (everything) or CSV (one row per class), atomically."""
+    output = Path(output)
+    check_report_path(output, overwrite)
+    if output.suffix.lower() == ".json":
+        text = json.dumps(report.to_dict(), indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["class_id", "class_name", "pixels", "area_m2", "area_ha", "percent"])
+        for row in report.classes:
+            writer.writerow([row.class_id, row.class_name, row.pixels, f"{row.area_m2:.6f}", f"{row.area_ha:.8f}",
+                             f"{row.percent:.6f}"])  # fmt: skip
+        text = buffer.getvalue()
+    try:
+        return write_text_atomic(output, text)
+    except OSError as error:
+        raise OutputError(f"cannot write {output}: {error.strerror or error}") from error
+
+
+def check_report_path(output: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse a bad report path before any work is done."""
+    output = Path(output)
+    if output.suffix.lower() not in REPORT_FORMATS:
+        raise ConfigError(
+            f"{output}: unknown report format {output.suffix or '(no extension)'!r}: use .json or .csv"
+        )
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output} exists (use --overwrite to replace it)")

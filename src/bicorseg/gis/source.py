@@ -1,0 +1,163 @@
+"""A class raster opened for reading: checked, with its class names, colours, nodata and windows.
+
+A class raster is a single-band integer raster of class indices, as ``bicorseg predict`` writes
+(uint8, nodata 255, class names in the tag ``bicorseg_classes``, colours in the colour table).
+Class names come from a class table (YAML, the format of :mod:`bicorseg.data.folder`) when one is
+given, else from the raster's tags; without either, class ``i`` is called ``class_i``. Nodata is the
+raster's mask (its nodata value or internal mask); a uint8 raster without a nodata value has 255 as
+nodata (255 is never a class: at most 255 classes fit a uint8 map). A pixel value that is not one
+of the known classes is an error, never silently named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from bicorseg.errors import ConfigError, InputError, first_line
+from bicorseg.inference.predictor import GDAL_CACHE_BYTES, NODATA, open_raster
+
+CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
+DEFAULT_WINDOW = 2048
+_SHAPES_TYPES = {"uint8", "uint16", "int16", "int32"}
+
+
+@dataclass
+class ClassRaster:
+    """An open, checked class raster (from :meth:`open`)."""
+
+    path: Path
+    src: rasterio.DatasetReader
+    names: list[str] | None  # None: no names known, classes are called class_<i>
+    palette: dict[int, tuple[int, int, int]]
+    names_from: str  # where the names come from, for messages
+    extra_nodata: int | None  # 255 for a uint8 raster without a nodata value
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls, path: str | os.PathLike, class_table: str | os.PathLike | None = None
+    ) -> Iterator[ClassRaster]:
+        """Open and check ``path`` (a context manager yielding the :class:`ClassRaster`)."""
+        path = Path(path)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
+            yield cls._checked(path, src, class_table)
+
+    @classmethod
+    def _checked(cls, path: Path, src: rasterio.DatasetReader, class_table) -> ClassRaster:
+        if src.count != 1:
+            raise InputError(f"{path} has {src.count} bands: a class raster has one band of class indices")
+        dtype = np.dtype(src.dtypes[0])
+        if dtype.kind not in "ui":
+            raise InputError(
+                f"{path} has pixel type {dtype.name}: a class raster holds integer class indices"
+            )
+        palette: dict[int, tuple[int, int, int]] = {}
+        if class_table is not None:
+            from bicorseg.data.folder import ClassTable
+
+            table = ClassTable.from_yaml(class_table)
+            names, names_from = list(table.class_names), str(class_table)
+            palette = {i: tuple(map(int, c)) for i, c in enumerate(table.palette)}
+        else:
+            names, names_from = _tag_names(src, path), f"the tag {CLASSES_TAG} of {path}"
+            try:
+                palette = {int(k): tuple(map(int, v[:3])) for k, v in src.colormap(1).items()}
+            except ValueError:  # no colour table
+                palette = {}
+        extra = NODATA if src.nodata is None and dtype == np.uint8 else None
+        return cls(path, src, names, palette, names_from, extra)
+
+    # --- classes --------------------------------------------------------------------------------
+
+    def name(self, class_id: int) -> str:
+        if self.names is not None and 0 <= class_id < len(self.names):
+            return self.names[class_id]
+        return f"class_{class_id}"
+
+    def select(self, classes: Sequence[str | int] | None) -> set[int] | None:
+        """Class ids from names or ids (``None``: every class)."""
+        if not classes:
+            return None
+        chosen: set[int] = set()
+        for item in classes:
+            text = str(item).strip()
+            if self.names is not None and text in self.names:
+                chosen.add(self.names.index(text))
+            elif text.lstrip("-").isdigit():
+                value = int(text)
+                limit = len(self.names) if self.names is not None else NODATA
+                if not 0 <= value < limit:
+                    raise ConfigError(f"classes: {value} is not a class id (0..{limit - 1})")
+                chosen.add(value)
+            else:
+                known = ", ".join(self.names) if self.names else "none: give class ids"
+                raise ConfigError(f"classes: unknown class {text!r} (class names: {known})")
+        return chosen
+
+    # --- pixels ---------------------------------------------------------------------------------
+
+    def windows(self, size: int = DEFAULT_WINDOW) -> Iterator[Window]:
+        """Windows of ``size`` pixels in row-major order (the last row and column are smaller)."""
+        if size < 16:
+            raise ConfigError(f"window must be at least 16 pixels, got {size}")
+        for row in range(0, self.src.height, size):
+            for col in range(0, self.src.width, size):
+                yield Window(col, row, min(size, self.src.width - col), min(size, self.src.height - row))
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Class values (a type ``rasterio.features.shapes`` takes) and validity of a window."""
+        try:
+            data = self.src.read(1, window=window)
+            valid = self.src.read_masks(1, window=window) > 0
+        except RasterioError as error:
+            raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
+        if self.extra_nodata is not None:
+            valid &= data != self.extra_nodata
+        if data.dtype.name not in _SHAPES_TYPES:
+            data = self._as_int32(data, valid)
+        self._check_values(data, valid, window)
+        return data, valid
+
+    def _as_int32(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        values = data[valid]
+        if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
+            raise InputError(f"{self.path}: class values beyond the 32-bit range are not class indices")
+        return data.astype(np.int32)
+
+    def _check_values(self, data: np.ndarray, valid: np.ndarray, window: Window) -> None:
+        values = data[valid]
+        if not values.size:
+            return
+        low, high = int(values.min()), int(values.max())
+        limit = len(self.names) if self.names is not None else None
+        if low < 0 or (limit is not None and high >= limit):
+            bad = low if low < 0 else high
+            rows, cols = np.nonzero(valid & (data == bad))
+            known = f"0..{limit - 1} in {self.names_from}" if limit is not None else "non-negative"
+            raise InputError(
+                f"{self.path}: pixel value {bad} at row {int(window.row_off + rows[0])}, column "
+                f"{int(window.col_off + cols[0])} is not a class ({known})"
+            )
+
+
+def _tag_names(src: rasterio.DatasetReader, path: Path) -> list[str] | None:
+    text = src.tags().get(CLASSES_TAG)
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}: the tag {CLASSES_TAG} is not a JSON list of class names")
+    return names
