@@ -31,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis import require_vector
 
     require_vector()
+    from bicorseg.cli.predict import one_line_warnings
     from bicorseg.gis.areas import AreaOptions, check_report_path, class_areas, write_report
 
     if args.output is not None:
         check_report_path(args.output, args.overwrite)
-    report = class_areas(
-        args.raster, AreaOptions(aoi=args.aoi, class_table=args.class_table, window=args.window)
-    )
+    options = AreaOptions(aoi=args.aoi, class_table=args.class_table, window=args.window)
+    with one_line_warnings("areas"):
+        report = class_areas(args.raster, options)
     if args.output is not None:
         write_report(report, args.output, overwrite=args.overwrite)
     if not args.quiet:

@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def print_summary(summary, file=sys.stderr) -> None:
-    """One line per class and a total, for the vectorize and predict commands."""
+def print_summary(summary, file=None) -> None:
+    """One line for the output and one per class, for the vectorize and predict commands."""
+    file = file or sys.stderr
     print(
         f"{summary.raster.name} -> {summary.output}: {summary.features} polygon(s), areas {summary.area_method}, "
         f"simplified at {summary.simplify:g} CRS units, {summary.windows} window(s), {summary.seconds:.1f} s",
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis import require_vector
 
     require_vector()
+    from bicorseg.cli.predict import one_line_warnings
     from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
 
     options = VectorizeOptions(
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         overwrite=args.overwrite,
     )
-    summary = vectorize_raster(args.raster, args.output, options)
+    with one_line_warnings("vectorize"):
+        summary = vectorize_raster(args.raster, args.output, options)
     if not args.quiet:
         print_summary(summary)
     return 0

@@ -2,14 +2,15 @@
 
 The rule (:meth:`Measure.for_extent`):
 
-* a **projected** CRS whose areal scale stays within 0.5 % of 1 over the extent (UTM and most
-  national grids: at most about 0.2 % inside a UTM zone; equal-area projections: 0) is measured in
-  the plane, in its own units converted to metres;
-* a **geographic** CRS, or a projection that distorts areas by more than that (Web Mercator away
-  from the equator: x4 at 60 degrees), is measured on the CRS's ellipsoid: polygons by
+* a **projected** CRS whose areal scale (projected over true area on its ellipsoid, sampled on a
+  5 x 5 grid over the extent) stays within 0.5 % of 1 (UTM and most national grids: at most about
+  0.2 % inside a UTM zone; equal-area projections: 0) is measured in the plane, in its own units
+  converted to metres;
+* a **geographic** CRS, or a projection that distorts areas by more than that (Web Mercator: x4 at
+  60 degrees), is measured on the CRS's ellipsoid: polygons by
   :meth:`pyproj.Geod.geometry_area_perimeter` (geodesic edges) on their longitudes and latitudes,
-  pixels by the local area element of the ellipsoid (``M N cos(lat) dlat dlon`` for latitude and
-  longitude, the inverse of the projection's areal scale otherwise) at each pixel centre.
+  pixels by the ellipsoid's area element ``M N cos(lat) dlat dlon`` at each pixel centre (for a
+  projection: times the Jacobian of its inverse, sampled at the centres of 16 x 16 pixel blocks).
 
 Nothing is ever measured in degrees. A raster without a CRS has no metres and is refused.
 """
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import shapely
-from pyproj import CRS, Geod, Proj, Transformer
+from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
 from rasterio.transform import Affine
 
@@ -79,12 +80,15 @@ class Measure:
         unit = float(horizontal.axis_info[0].unit_conversion_factor)
         if horizontal.is_geographic:
             return cls(horizontal, "ellipsoid", unit, geod, to_lonlat)
+        measure = cls(horizontal, "ellipsoid", unit, geod, to_lonlat)
         left, bottom, right, top = bounds
         xs, ys = np.meshgrid(np.linspace(left, right, 5), np.linspace(bottom, top, 5))
-        lon, lat = to_lonlat.transform(xs.ravel(), ys.ravel())
-        scale = np.asarray(Proj(horizontal).get_factors(lon, lat).areal_scale, float)
-        planar = bool(np.isfinite(scale).all() and np.abs(scale - 1.0).max() <= PLANAR_TOLERANCE)
-        return cls(horizontal, "planar" if planar else "ellipsoid", unit, geod, to_lonlat)
+        delta = max(abs(right - left), abs(top - bottom), 1.0) * 1e-4
+        with np.errstate(all="ignore"):
+            scale = measure._areal_scale(xs.ravel(), ys.ravel(), delta)
+        if np.isfinite(scale).all() and np.abs(scale - 1.0).max() <= PLANAR_TOLERANCE:
+            return cls(horizontal, "planar", unit, geod, to_lonlat)
+        return measure
 
     def describe(self) -> str:
         """One line for reports: the CRS and how it is measured."""
@@ -127,16 +131,37 @@ class Measure:
                 rows, cols = np.mgrid[row_off : row_off + height, col_off : col_off + width] + 0.5
                 lat = (transform.d * cols + transform.e * rows + transform.f) * self.unit
             return cell * self.unit**2 * self._area_element(lat)
-        # a projection that distorts areas: true area = projected area / areal scale (sampled in blocks)
+        # a projection that distorts areas: the true area of the pixels, sampled at block centres
         step = _SCALE_STEP
         rows = row_off + np.arange(0, height, step, dtype=float) + min(step, height) / 2
         cols = col_off + np.arange(0, width, step, dtype=float) + min(step, width) / 2
         cc, rr = np.meshgrid(cols, rows)
         xs, ys = transform * (cc.ravel(), rr.ravel())
-        lon, lat = self.to_lonlat.transform(xs, ys)
-        scale = np.asarray(Proj(self.crs).get_factors(lon, lat).areal_scale, float).reshape(cc.shape)
+        scale = self._areal_scale(np.asarray(xs), np.asarray(ys), math.sqrt(cell) / 2).reshape(cc.shape)
         blocks = cell * self.unit**2 / scale
         return np.repeat(np.repeat(blocks, step, axis=0), step, axis=1)[:height, :width]
+
+    def _areal_scale(self, x: np.ndarray, y: np.ndarray, delta: float) -> np.ndarray:
+        """Projected area over true area on the ellipsoid at points of a projected CRS.
+
+        The inverse projection's Jacobian (central differences of +-``delta`` CRS units) times the
+        ellipsoid's area element; PROJ's own areal scale is not used because some projections (Web
+        Mercator) are defined on a sphere and PROJ reports their scale against that sphere.
+        """
+
+        def lonlat(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lon, lat = self.to_lonlat.transform(px, py)
+            return np.radians(lon), np.radians(lat)
+
+        lon_xp, lat_xp = lonlat(x + delta, y)
+        lon_xm, lat_xm = lonlat(x - delta, y)
+        lon_yp, lat_yp = lonlat(x, y + delta)
+        lon_ym, lat_ym = lonlat(x, y - delta)
+        _, lat = lonlat(x, y)
+        dlon_x, dlat_x = (lon_xp - lon_xm) / (2 * delta), (lat_xp - lat_xm) / (2 * delta)
+        dlon_y, dlat_y = (lon_yp - lon_ym) / (2 * delta), (lat_yp - lat_ym) / (2 * delta)
+        true_per_unit2 = np.abs(dlon_x * dlat_y - dlon_y * dlat_x) * self._area_element(lat)
+        return self.unit**2 / true_per_unit2
 
     def _area_element(self, lat: np.ndarray) -> np.ndarray:
         """``M(lat) N(lat) cos(lat)``: square metres per square radian of latitude and longitude."""

@@ -17,7 +17,10 @@ Each polygon is then
 2. simplified with Douglas-Peucker, topology preserved per polygon (``shapely.simplify`` with
    ``preserve_topology=True``: rings stay valid and never vanish; neighbouring polygons are
    simplified independently, so their shared boundaries may no longer match exactly): tolerance
-   ``simplify`` in the raster's CRS units, default 1.5 pixels, 0 disables it,
+   ``simplify`` in the raster's CRS units, default 1.5 pixels, 0 disables it; a polygon whose
+   area would change by more than 2 % (small or thin ones: a one-pixel square would become a
+   triangle) keeps its pixel outline instead, so every polygon's area, and each class's total,
+   stays within 2 % of its pixels' area,
 3. moved to the raster's CRS (its transform), reprojected to ``to_crs`` if given,
 4. repaired with ``shapely.make_valid`` if it is not valid (parts that are not polygons dropped,
    a multi-part result written as one feature per part),
@@ -55,6 +58,7 @@ from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
 from bicorseg.gis.vectorfile import driver_for, write_features  # noqa: E402
 
 DEFAULT_SIMPLIFY_PIXELS = 1.5
+SIMPLIFY_AREA_CHANGE = 0.02  # a polygon whose simplified area differs more keeps its pixel outline
 _BATCH = 2000  # features per written batch
 
 SCHEMA = pa.schema(
@@ -108,6 +112,7 @@ class VectorizeSummary:
     simplify: float  # tolerance used, in the raster's CRS units
     windows: int
     features: int = 0
+    unsimplified: int = 0  # polygons kept with their pixel outline (simplifying changed their area > 2 %)
     classes: dict[int, ClassSummary] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -341,7 +346,11 @@ class _Finisher:
         array[:] = geoms
         array = shapely.normalize(shapely.simplify(array, 0.0, preserve_topology=False))
         if self.tolerance_px > 0:
-            array = shapely.simplify(array, self.tolerance_px, preserve_topology=True)
+            simplified = shapely.simplify(array, self.tolerance_px, preserve_topology=True)
+            before = shapely.area(array)
+            kept = np.abs(shapely.area(simplified) - before) <= SIMPLIFY_AREA_CHANGE * before
+            array = np.where(kept, simplified, array)
+            self.summary.unsimplified += int((~kept).sum())
         array = shapely.transform(array, lambda c: c @ self.matrix + self.offset)
         if self.reproject is not None:
             tr = self.reproject
