@@ -319,6 +319,7 @@ def _good(d: Path) -> Path:
             r"to_crs: 'EPSG:99999999' is not a coordinate reference",
         ),
         (_good, ["--simplify", "-1"], "out.gpkg", r"simplify must be 0 or more"),
+        (_good, ["--window", "8"], "out.gpkg", r"window must be at least 16 pixels, got 8"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, make, extra, output, message):

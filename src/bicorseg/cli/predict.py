@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--vector",
         choices=("gpkg", "fgb", "geojson", "parquet"),
         default=None,
-        help="also write the polygons of each class raster, <stem>.<format> (as bicorseg vectorize with "
-        'its defaults; needs pip install "bicorseg[vector]")',
+        help="also write the polygons of each class raster, <stem>.<format>, as bicorseg vectorize does "
+        "with its defaults; rewritten whenever the class raster is, written if missing for a skipped "
+        'file (needs pip install "bicorseg[vector]")',
     )
     parser.add_argument("--overwrite", action="store_true", help="redo files whose outputs already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -42,11 +42,7 @@ class AreaOptions:
 
     aoi: str | os.PathLike | None = None  # polygons; None = the whole raster
     class_table: str | os.PathLike | None = None  # YAML class table; None = the raster's tags
-    window: int = DEFAULT_WINDOW
-
-    def __post_init__(self) -> None:
-        if self.window < 16:
-            raise ConfigError(f"window must be at least 16 pixels, got {self.window}")
+    window: int = DEFAULT_WINDOW  # pixels (at least 16)
 
 
 @dataclass

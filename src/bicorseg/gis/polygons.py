@@ -81,7 +81,7 @@ class VectorizeOptions:
     to_crs: str | None = None  # output CRS (anything pyproj reads); None = the raster's
     classes: Sequence[str | int] | None = None  # names or ids; None = every class
     class_table: str | os.PathLike | None = None  # YAML class table; None = the raster's tags
-    window: int = DEFAULT_WINDOW  # pixels
+    window: int = DEFAULT_WINDOW  # pixels (at least 16)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -89,8 +89,6 @@ class VectorizeOptions:
             raise ConfigError(f"simplify must be 0 or more (CRS units), got {self.simplify}")
         if not self.min_area >= 0:
             raise ConfigError(f"min_area must be 0 or more (square metres), got {self.min_area}")
-        if self.window < 16:
-            raise ConfigError(f"window must be at least 16 pixels, got {self.window}")
 
 
 @dataclass
