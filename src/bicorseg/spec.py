@@ -1,5 +1,8 @@
 """Dataset facts as data: class names, palette, ignore index, evaluation classes, bands, normalisation.
 
+The facts include how the training masks encoded the classes (:class:`LabelEncoding`: class
+indices, raw values or colours), so that masks of the same kind are decoded the same way later.
+
 A :class:`DatasetSpec` is declared once per dataset (see :mod:`bicorseg.data.datasets`) and travels
 inside every checkpoint, so that prediction needs nothing but the checkpoint and the input. Nothing in
 bicorseg decides a convention by matching a dataset's name: it reads these fields.
@@ -14,6 +17,64 @@ from typing import Any
 # ImageNet statistics in 8-bit units (the normalisation of the published recipes).
 IMAGENET_MEAN_8BIT = (123.675, 116.28, 103.53)
 IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
+
+LABEL_KINDS = ("index", "values", "colours")
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """How masks encode the classes (the decoder is :meth:`bicorseg.data.LabelTable.for_spec`).
+
+    Attributes:
+        kind: ``"index"`` (masks hold the class indices and the ignore index), ``"values"`` (one raw
+            integer per class, e.g. LoveDA's 1..7) or ``"colours"`` (one RGB colour per class).
+        classes: the raw value or ``(r, g, b)`` colour of each class, in class-index order
+            (empty for ``"index"``).
+        ignore: raw values or colours that mean "not labelled" (empty for ``"index"``).
+    """
+
+    kind: str = "index"
+    classes: tuple[Any, ...] = ()
+    ignore: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in LABEL_KINDS:
+            raise ValueError(
+                f"label encoding kind must be one of {', '.join(LABEL_KINDS)}, not {self.kind!r}"
+            )
+        if self.kind == "index":
+            if self.classes or self.ignore:
+                raise ValueError("an 'index' label encoding lists no values or colours")
+            return
+        codes = [*self.classes, *self.ignore]
+        if self.kind == "values":
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
+                raise ValueError("a 'values' label encoding lists integers")
+        elif not all(
+            isinstance(c, tuple) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in codes
+        ):
+            raise ValueError("a 'colours' label encoding lists (r, g, b) colours in 0..255")
+        if len(set(codes)) != len(codes):
+            raise ValueError("a label encoding lists a value or colour twice")
+
+    def describe(self) -> str:
+        """A short phrase for reports, e.g. ``"colours of the class table"``."""
+        if self.kind == "index":
+            return "class indices"
+        return f"{'raw values' if self.kind == 'values' else 'colours'} of the class table"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LabelEncoding:
+        """The encoding stored by :meth:`DatasetSpec.to_dict`; absent (older checkpoints): ``index``."""
+        if data is None:
+            return cls()
+        kind = str(data.get("kind", "index"))
+
+        def code(value: Any) -> Any:
+            return tuple(int(v) for v in value) if kind == "colours" else int(value)
+
+        return cls(kind, tuple(map(code, data.get("classes", ()))), tuple(map(code, data.get("ignore", ()))))
 
 
 @dataclass(frozen=True)
@@ -30,6 +91,9 @@ class DatasetSpec:
         mean, std: per-band normalisation in the raw units of the input (``(x - mean) / std``).
         splits: optional mapping split name -> list of tile / image identifiers.
         label_variant: which labels the evaluation protocol uses (e.g. ``"eroded"``), reported.
+        label_encoding: how the masks the model was trained on encode the classes (masks of
+            prepared datasets hold class indices; a folder dataset's class table may list values or
+            colours).
     """
 
     name: str
@@ -42,6 +106,7 @@ class DatasetSpec:
     std: tuple[float, ...] = IMAGENET_STD_8BIT
     splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     label_variant: str = "full"
+    label_encoding: LabelEncoding = LabelEncoding()
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -63,6 +128,11 @@ class DatasetSpec:
             )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"dataset {self.name!r}: every std must be positive")
+        encoding = self.label_encoding
+        if encoding.kind != "index" and len(encoding.classes) != n:
+            raise ValueError(
+                f"dataset {self.name!r}: {n} classes but the label encoding lists {len(encoding.classes)}"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +145,12 @@ class DatasetSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["splits"] = {k: list(v) for k, v in self.splits.items()}
+        encoding = self.label_encoding
+        data["label_encoding"] = {
+            "kind": encoding.kind,
+            "classes": [list(c) if isinstance(c, tuple) else c for c in encoding.classes],
+            "ignore": [list(c) if isinstance(c, tuple) else c for c in encoding.ignore],
+        }
         return data
 
     @classmethod
@@ -90,6 +166,7 @@ class DatasetSpec:
             std=tuple(float(v) for v in data.get("std", IMAGENET_STD_8BIT)),
             splits={k: tuple(v) for k, v in data.get("splits", {}).items()},
             label_variant=str(data.get("label_variant", "full")),
+            label_encoding=LabelEncoding.from_dict(data.get("label_encoding")),
         )
 
     def with_bands(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:

@@ -36,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predict whole tiles with overlapping sliding windows instead of scoring patches",
     )
     folder = parser.add_argument_group("folder datasets")
-    folder.add_argument("--class-table", help="YAML class table (colour masks, or raw values to map)")
+    folder.add_argument(
+        "--class-table",
+        help="YAML class table (colour masks, or raw values to map); default: the label encoding "
+        "stored in the checkpoint (the class table it was trained with)",
+    )
     folder.add_argument("--images", default="images", help="name of the image folders (default: images)")
     folder.add_argument("--masks", default="masks", help="name of the mask folders (default: masks)")
     parser.add_argument(
@@ -106,6 +110,14 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     report.convention.extra["checkpoint"] = str(args.checkpoint)
+    labels = getattr(dataset, "labels", None)  # folder datasets: how their masks were decoded
+    if labels is not None:
+        source = args.class_table or "the checkpoint's class table"
+        report.convention.extra["masks"] = (
+            f"{'colours' if labels.kind == 'colour' else 'values'} decoded by {source}"
+            if labels.encoding().kind != "index"
+            else "class indices"
+        )
     if args.label_variant:
         report.convention.label_variant = args.label_variant
     print(format_report(report))

@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--layer", type=int, default=None, help="layer shown in the figure, 1..L (default: last)"
     )
     parser.add_argument("--label", default=None, help="ground-truth raster for the figure (one input only)")
+    parser.add_argument(
+        "--class-table",
+        default=None,
+        help="YAML class table decoding --label (colours or raw values); default: the label encoding "
+        "stored in the checkpoint",
+    )
     parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
@@ -45,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
     paths = find_inputs(args.inputs)
     if args.label is not None and len(paths) != 1:
         raise ConfigError(f"--label needs exactly one input, got {len(paths)}")
+    labels = None
+    if args.class_table is not None:
+        if args.label is None:
+            raise ConfigError("--class-table decodes --label: give --label too")
+        from bicorseg.data import ClassTable
+
+        labels = ClassTable.from_yaml(args.class_table).labels
     device = str(resolve_device(args.device))
     model = load_checkpoint(args.checkpoint).build_model().to(device)
     info = model_info(model, str(args.checkpoint))
@@ -56,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 args.output,
                 layer=args.layer,
                 label=args.label,
+                labels=labels,
                 tile=args.tile,
                 overlap=args.overlap,
                 batch_size=args.batch_size,

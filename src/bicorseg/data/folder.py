@@ -7,7 +7,8 @@ An image and its mask share their path below these folders and their stem (plus 
 not necessarily their extension. Images: PNG, JPEG or GeoTIFF, any band count, 8 or 16 bit.
 
 Masks are either index images (values ``0..N-1`` and the ignore index: give ``spec=``) or colour
-images decoded by a class table (YAML)::
+images decoded by a class table (YAML); a spec made from a class table records its values or
+colours (``spec.label_encoding``), so a spec alone decodes the same masks again::
 
     name: dubai                     # optional
     classes:                        # in class-index order
@@ -143,7 +144,7 @@ class ClassTable:
             return DatasetSpec(
                 name=self.name, class_names=self.class_names, palette=self.palette,
                 ignore_index=self.ignore_index, eval_classes=self.eval_classes,
-                bands=tuple(bands), mean=tuple(mean), std=tuple(std),
+                bands=tuple(bands), mean=tuple(mean), std=tuple(std), label_encoding=self.labels.encoding(),
             )  # fmt: skip
         except ValueError as error:
             raise ConfigError(f"{self.source}: {error}") from error
@@ -244,7 +245,8 @@ class FolderDataset(SegmentationDataset):
         root: folder to search; ``subdirs`` restricts the search to some of its sub-folders.
         images, masks: names of the image and mask folders.
         class_table: YAML path, dict or :class:`ClassTable` (needed for colour masks).
-        spec: dataset spec; without a class table, masks must hold its class indices directly.
+        spec: dataset spec; without a class table, masks are decoded by its label encoding (class
+            indices, or the values or colours of the class table it was made from).
             With a class table, the spec's normalisation is used (e.g. a training set's, for validation).
         transform: joint transform of (image, mask), see :mod:`bicorseg.data.transforms`.
         mask_suffix: appended to an image's stem to name its mask (e.g. ``"_mask"``).
@@ -288,9 +290,8 @@ class FolderDataset(SegmentationDataset):
                 f"{table.source}: {len(table.class_names)} classes (ignore {table.ignore_index}) but the spec "
                 f"{spec.name!r} has {spec.num_classes} (ignore {spec.ignore_index})"
             )
-        self.labels = (
-            table.labels if table is not None else LabelTable.identity(spec.num_classes, spec.ignore_index)
-        )
+        # without a table, masks are decoded as the spec's own masks were (e.g. a checkpoint's)
+        self.labels = table.labels if table is not None else LabelTable.for_spec(spec)
         self.stats_note = "given"
         if spec is None:
             assert table is not None

@@ -4,6 +4,10 @@ A :class:`LabelTable` maps each raw code to a class index or to the ignore index
 (``kind="colour"``, e.g. the ISPRS label tiles) or integer values (``kind="value"``, e.g. LoveDA's
 raw 0..7). A code not in the table is an error naming the file and the code, never silently mapped,
 unless the caller explicitly asks for unknown codes to be ignored.
+
+A :class:`~bicorseg.spec.DatasetSpec` records the encoding of its masks
+(:class:`~bicorseg.spec.LabelEncoding`); :meth:`LabelTable.for_spec` is its decoder and
+:meth:`LabelTable.encoding` the record of a class table.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from bicorseg.errors import ConfigError, InputError
+from bicorseg.spec import DatasetSpec, LabelEncoding
 
 Colour = tuple[int, int, int]
 
@@ -128,6 +133,30 @@ class LabelTable:
         codes = {i: i for i in range(num_classes)}
         codes[ignore_index] = ignore_index
         return cls("value", codes, num_classes, ignore_index)
+
+    @classmethod
+    def for_spec(cls, spec: DatasetSpec) -> LabelTable:
+        """The decoder of masks encoded as ``spec.label_encoding`` says (class indices by default)."""
+        encoding = spec.label_encoding
+        if encoding.kind == "index":
+            return cls.identity(spec.num_classes, spec.ignore_index)
+        if encoding.kind == "values":
+            return cls.from_value_list(encoding.classes, encoding.ignore, spec.ignore_index)
+        return cls.from_colours(encoding.classes, encoding.ignore, spec.ignore_index)
+
+    def encoding(self) -> LabelEncoding:
+        """The record of this table for a :class:`~bicorseg.spec.DatasetSpec` (one code per class)."""
+        by_class: dict[int, list[int | Colour]] = {}
+        for code, index in self.codes.items():
+            by_class.setdefault(index, []).append(parse_colour(code) if self.kind == "colour" else int(code))
+        ignore = tuple(by_class.pop(self.ignore_index, ()))
+        if self.kind == "value" and all(by_class.get(i) == [i] for i in range(self.num_classes)):
+            if ignore == (self.ignore_index,):
+                return LabelEncoding()  # the identity: masks hold class indices
+        if sorted(by_class) != list(range(self.num_classes)) or any(len(v) != 1 for v in by_class.values()):
+            raise ValueError("only a table with exactly one code per class can be recorded in a spec")
+        kind = "colours" if self.kind == "colour" else "values"
+        return LabelEncoding(kind, tuple(by_class[i][0] for i in range(self.num_classes)), ignore)
 
     def encode(
         self, raw: np.ndarray, path: str | os.PathLike, *, unknown: Literal["error", "ignore"] = "error"

@@ -30,6 +30,8 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from bicorseg.data.io import read_mask
+from bicorseg.data.labels import LabelTable
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
 from bicorseg.inference.predictor import (
@@ -80,6 +82,7 @@ def export_heatmaps(
     *,
     layer: int | None = None,
     label: str | os.PathLike | None = None,
+    labels: LabelTable | None = None,
     tile: int = 512,
     overlap: float = 0.25,
     batch_size: int = 4,
@@ -87,7 +90,11 @@ def export_heatmaps(
     info: ModelInfo | None = None,
     chunk: int = DEFAULT_CHUNK,
 ) -> HeatmapResult:
-    """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input."""
+    """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input.
+
+    ``label`` is a ground-truth map for the figure, decoded by ``labels`` (a class table) or by the
+    checkpoint's label encoding (see :func:`read_label`).
+    """
     path, out_dir = Path(path), Path(out_dir)
     info = info or model_info(model)
     num_layers = model.config.layers
@@ -121,6 +128,10 @@ def export_heatmaps(
         src = stack.enter_context(open_raster(path))
         bands = input_bands(src, path, info)
         mean, std = normalisation(info, src.dtypes[0], path)
+        # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
+        istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
+        shape = (output_size(src.height, istep), output_size(src.width, istep))
+        truth = read_label(Path(label), info, src.shape, shape, labels) if label is not None else None
         engine = SlidingWindow(
             src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, chunk, device
         )
@@ -179,11 +190,7 @@ def export_heatmaps(
                         Image.fromarray(np.ascontiguousarray(planes[li - 1, c])).save(
                             outputs.temp_for(key), format="PNG"
                         )
-            # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
-            istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
-            shape = (output_size(src.height, istep), output_size(src.width, istep))
             image = _display_image(src, bands, shape)
-            truth = _read_label(Path(label), shape, info) if label is not None else None
             draw_figure(
                 outputs.temp_for("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name
             )
@@ -213,19 +220,38 @@ def _display_image(src: rasterio.DatasetReader, bands: list[int], shape: tuple[i
     return image if image.shape[-1] == 3 else image[..., 0]
 
 
-def _read_label(path: Path, shape: tuple[int, int], info: ModelInfo) -> np.ndarray:
-    """A label raster at ``shape`` as class indices (255 = unknown); colour-coded labels are mapped."""
-    with open_raster(path) as src:
-        data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
-    if data.shape[0] == 1:
-        labels = data[0].astype(np.int64)
-        return np.where((labels >= 0) & (labels < info.num_classes), labels, 255).astype(np.uint8)
-    if data.shape[0] in (3, 4):
-        labels = np.full(shape, 255, np.uint8)
-        for c, colour in enumerate(info.palette):
-            labels[(data[:3] == np.asarray(colour)[:, None, None]).all(axis=0)] = c
-        return labels
-    raise InputError(f"label {path} has {data.shape[0]} bands: expected 1 (class indices) or 3 (colours)")
+def read_label(
+    path: Path,
+    info: ModelInfo,
+    input_shape: tuple[int, int],
+    shape: tuple[int, int],
+    labels: LabelTable | None = None,
+) -> np.ndarray:
+    """A label map of an input of ``input_shape`` as class indices at ``shape`` (nearest samples).
+
+    The label is decoded by ``labels`` (a class table) or else by the checkpoint's label encoding
+    (:meth:`LabelTable.for_spec`); a colour label for a checkpoint trained on index masks is decoded
+    by the class colours. A value or colour outside the table is an error naming the file.
+    """
+    path = Path(path)
+    if labels is None:
+        spec = info.dataset
+        labels = LabelTable.for_spec(spec) if spec is not None else LabelTable.identity(info.num_classes, 255)
+        if labels.kind == "value" and spec is not None and spec.label_encoding.kind == "index":
+            with open_raster(path) as src:
+                colour = src.count in (3, 4)
+            if colour:  # an index-trained checkpoint and a colour label: its palette is the code
+                labels = LabelTable.from_colours(spec.palette, ignore_index=spec.ignore_index)
+    raw = read_mask(path, mode="colour" if labels.kind == "colour" else "index")
+    height, width = raw.shape[-2:]
+    if (height, width) != tuple(input_shape):
+        raise InputError(
+            f"label {path} is {width} x {height} px but the input is {input_shape[1]} x {input_shape[0]}"
+        )
+    # the sample positions of GDAL's nearest-neighbour decimation, as the image panel is read
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
+    return labels.encode(raw[..., rows[:, None], cols[None, :]], path)[0]
 
 
 def draw_figure(
