@@ -186,11 +186,12 @@ def test_png_jpeg_and_rgba_inputs_give_png(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_name_the_file(tmp_path: Path, checkpoint: Path) -> None:
-    four = write_geotiff(tmp_path / "four.tif", random_image(4, 32, 32), photometric="MINISBLACK")
+    two = write_geotiff(tmp_path / "two.tif", random_image(2, 32, 32), photometric="MINISBLACK")
     with pytest.raises(
-        InputError, match=r"four\.tif has 4 band\(s\) but the checkpoint .*tiny\.ckpt expects 3"
+        InputError, match=r"two\.tif has 2 band\(s\) but the checkpoint .*tiny\.ckpt expects 3"
     ):
-        predict_files([four], checkpoint, tmp_path / "out")
+        predict_files([two], checkpoint, tmp_path / "out")
+    two.unlink()
     write_geotiff(tmp_path / "five.tif", random_image(5, 32, 32))
     with pytest.raises(InputError, match=r"five\.tif has 5 band\(s\) .* expects 3"):
         predict_files([tmp_path], checkpoint, tmp_path / "out")  # a folder: checked before any work
@@ -204,7 +205,7 @@ def test_bad_inputs_name_the_file(tmp_path: Path, checkpoint: Path) -> None:
     with pytest.raises(InputError, match="input not found"):
         predict_files([tmp_path / "missing.tif"], checkpoint, tmp_path / "out")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        predict_files([four], tmp_path / "missing.ckpt", tmp_path / "out")
+        predict_files([tmp_path / "five.tif"], tmp_path / "missing.ckpt", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.cli.predict import one_line_warnings
     from bicorseg.device import resolve_device
-    from bicorseg.inference.heatmaps import export_heatmaps
-    from bicorseg.inference.predictor import PredictOptions, find_inputs, model_info
+    from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets
+    from bicorseg.inference.predictor import PredictOptions, check_targets, find_inputs, model_info
 
     PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
     paths = find_inputs(args.inputs)
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     model = load_checkpoint(args.checkpoint).build_model().to(device)
     info = model_info(model, str(args.checkpoint))
+    output = Path(args.output)
+    check_targets({p: heatmap_targets(p, output, info, model.config.layers) for p in paths})
     with one_line_warnings("heatmaps"):
         for path in paths:
             result = export_heatmaps(

@@ -27,7 +27,7 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from rasterio.enums import Resampling
+from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning
 
 from bicorseg.data.io import read_mask
@@ -39,12 +39,13 @@ from bicorseg.inference.predictor import (
     ModelInfo,
     OutputSet,
     RasterReader,
+    check_targets,
     geotiff_profile,
-    input_bands,
+    inspect_input,
     model_info,
-    normalisation,
     open_raster,
     remove_stale_temps,
+    statistics,
 )
 from bicorseg.inference.tiling import output_size
 
@@ -73,6 +74,24 @@ def heatmap_fn(model: torch.nn.Module):
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
+
+
+def heatmap_targets(path: Path, out_dir: Path, info: ModelInfo, num_layers: int) -> dict[str, Path]:
+    """The output paths of one input: per layer (and class, for pictures) and the figure."""
+    path, out_dir = Path(path), Path(out_dir)
+    names = [_slug(c) for c in info.class_names]
+    if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}:
+        targets = {
+            f"{li}/{c}": out_dir / f"{path.stem}_layer{li}_{names[c]}.png"
+            for li in range(1, num_layers + 1)
+            for c in range(info.num_classes)
+        }
+    else:
+        targets = {
+            f"{li}": out_dir / f"{path.stem}_heatmaps_layer{li}.tif" for li in range(1, num_layers + 1)
+        }
+    targets["figure"] = out_dir / f"{path.stem}_heatmaps.png"
+    return targets
 
 
 def export_heatmaps(
@@ -104,19 +123,9 @@ def export_heatmaps(
             f"--layer must be in 1..{num_layers} (the model has {num_layers} HBIS layers), got {layer}"
         )
     n = info.num_classes
-    plain = path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
-    names = [_slug(c) for c in info.class_names]
-    if plain:
-        targets = {
-            f"{li}/{c}": out_dir / f"{path.stem}_layer{li}_{names[c]}.png"
-            for li in range(1, num_layers + 1)
-            for c in range(n)
-        }
-    else:
-        targets = {
-            f"{li}": out_dir / f"{path.stem}_heatmaps_layer{li}.tif" for li in range(1, num_layers + 1)
-        }
-    targets["figure"] = out_dir / f"{path.stem}_heatmaps.png"
+    targets = heatmap_targets(path, out_dir, info, num_layers)
+    plain = "1" not in targets
+    check_targets({path: targets})
     out_dir.mkdir(parents=True, exist_ok=True)
     for target in targets.values():
         remove_stale_temps(target)
@@ -126,8 +135,7 @@ def export_heatmaps(
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = stack.enter_context(open_raster(path))
-        bands = input_bands(src, path, info)
-        mean, std = normalisation(info, src.dtypes[0], path)
+        reader = RasterReader(src, path, inspect_input(src, path, info), *statistics(info))
         # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
         istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
         shape = (output_size(src.height, istep), output_size(src.width, istep))
@@ -145,13 +153,15 @@ def export_heatmaps(
         if plain:
             planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
         else:
-            transform = (
-                src.transform @ rasterio.Affine.scale(SCALE) if not src.transform.is_identity else None
-            )
             for li in range(1, num_layers + 1):
                 profile = geotiff_profile(src, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
-                if transform is not None:
-                    profile["transform"] = transform
+                if "transform" in profile:
+                    profile["transform"] = src.transform @ rasterio.Affine.scale(SCALE)
+                elif "gcps" in profile:  # ground control points in heatmap pixels
+                    profile["gcps"] = [
+                        GroundControlPoint(g.row / SCALE, g.col / SCALE, g.x, g.y, g.z, g.id, g.info)
+                        for g in profile["gcps"]
+                    ]
                 dst = outputs.open_geotiff(f"{li}", profile)
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)
@@ -182,7 +192,7 @@ def export_heatmaps(
                     dst.write(maps[li - 1], window=rasterio.windows.Window(x0, y0, w, h))
 
         try:
-            engine.run(heatmap_fn(model), RasterReader(src, path, bands, mean, std), write)
+            engine.run(heatmap_fn(model), reader, write)
             if plain:
                 for key in targets:
                     if key != "figure":
@@ -190,7 +200,7 @@ def export_heatmaps(
                         Image.fromarray(np.ascontiguousarray(planes[li - 1, c])).save(
                             outputs.temp_for(key), format="PNG"
                         )
-            image = _display_image(src, bands, shape)
+            image = _display_image(reader, shape)
             draw_figure(
                 outputs.temp_for("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name
             )
@@ -203,12 +213,10 @@ def export_heatmaps(
     return result
 
 
-def _display_image(src: rasterio.DatasetReader, bands: list[int], shape: tuple[int, int]) -> np.ndarray:
+def _display_image(reader: RasterReader, shape: tuple[int, int]) -> np.ndarray:
     """An RGB (or grey) float image in [0, 1] at ``shape``, stretched at the 2nd/98th percentiles."""
-    shown = bands[:3] if len(bands) >= 3 else bands[:1]
-    data = src.read(shown, out_shape=(len(shown), *shape), resampling=Resampling.nearest, out_dtype="float32")
-    valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
-    valid &= np.isfinite(data).all(axis=0)
+    data, valid = reader.overview(shape)
+    data = data[:3] if len(data) >= 3 else data[:1]
     for band in data:
         values = band[valid]
         lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
