@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "indices, nodata 255, the input's CRS and transform, tiled and deflate-compressed, with the class "
             "colours as colour table. PNG/JPEG gives OUTPUT/<stem>.png. Rasters are read and written in "
             "windows (memory does not grow with their size); tiles overlap and are blended with smooth "
-            "weights. Masked or NaN input pixels come out as nodata. Outputs appear only when complete, and "
-            "files whose outputs exist are skipped (use --overwrite to redo them)."
+            "weights. Masked, NaN and undeclared float nodata pixels (far outside the checkpoint's statistics) "
+            "come out as nodata. Outputs appear only when complete and record the checkpoint's sha256 and "
+            "settings; a file whose outputs exist and were made by the same checkpoint and settings is skipped, "
+            "other existing outputs are refused unless --overwrite is given. No output may overwrite an input."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/raster files or folders of them")
@@ -62,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with its defaults; rewritten whenever the class raster is, written if missing for a skipped "
         'file (needs pip install "bicorseg[vector]")',
     )
-    parser.add_argument("--overwrite", action="store_true", help="redo files whose outputs already exist")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo files whose outputs already exist, also outputs of another checkpoint or settings "
+        "(never an input)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
     parser.set_defaults(func=run)
