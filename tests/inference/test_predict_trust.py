@@ -310,6 +310,10 @@ def _resize(out: Path) -> None:
     write_geotiff(out, random_image(1, 20, 20))
 
 
+def _three_bands(out: Path) -> None:
+    write_geotiff(out, random_image(3, 40, 50))
+
+
 RERUNS = [
     ("another checkpoint", None, [], r"scene\.tif exists: made by another checkpoint"),
     ("another tile size", None, ["--tile", "32"], r"scene\.tif exists: settings differ \(tile=64 .*; now tile=32 "),
@@ -317,6 +321,7 @@ RERUNS = [
     ("truncated output", _truncate, [], r"scene\.tif exists: unreadable"),
     ("a file bicorseg did not write", _foreign, [], r"scene\.tif exists: not written by bicorseg predict"),
     ("an output of another size", _resize, [], r"scene\.tif exists: 20 x 20 px, not the input's 50 x 40"),
+    ("an output with other bands", _three_bands, [], r"scene\.tif exists: 3 band\(s\) of uint8, not 1 band\(s\) of uint8"),
 ]  # fmt: skip
 
 
