@@ -94,6 +94,8 @@ class DatasetSpec:
         label_encoding: how the masks the model was trained on encode the classes (masks of
             prepared datasets hold class indices; a folder dataset's class table may list values or
             colours).
+        paper_tta: the test-time augmentation the original publication used for this dataset
+            (``--tta paper``), or None when there is none.
     """
 
     name: str
@@ -107,6 +109,7 @@ class DatasetSpec:
     splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     label_variant: str = "full"
     label_encoding: LabelEncoding = LabelEncoding()
+    paper_tta: TTASpec | None = None
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -167,6 +170,7 @@ class DatasetSpec:
             splits={k: tuple(v) for k, v in data.get("splits", {}).items()},
             label_variant=str(data.get("label_variant", "full")),
             label_encoding=LabelEncoding.from_dict(data.get("label_encoding")),
+            paper_tta=TTASpec.from_dict(data["paper_tta"]) if data.get("paper_tta") else None,
         )
 
     def with_bands(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:
@@ -174,3 +178,53 @@ class DatasetSpec:
         data = self.to_dict()
         data.update(bands=list(bands), mean=list(mean), std=list(std))
         return DatasetSpec.from_dict(data)
+
+
+TTA_MERGES = ("logits", "probs")
+
+
+@dataclass(frozen=True)
+class TTASpec:
+    """A test-time augmentation as data: every combination of its flips, quarter turns and scales.
+
+    The passes are the product ``hflip x vflip x rotations x scales`` (a flip that is off contributes
+    only the identity). Applied in :mod:`bicorseg.inference.tta`.
+
+    Attributes:
+        hflip, vflip: include horizontally / vertically flipped passes.
+        rotations: quarter turns (counter-clockwise) to include, each in 0..3.
+        scales: input scale factors (the input is resized, the logits resized back).
+        merge: ``"logits"`` (average the logits, then softmax) or ``"probs"`` (average the softmax).
+    """
+
+    hflip: bool = False
+    vflip: bool = False
+    rotations: tuple[int, ...] = (0,)
+    scales: tuple[float, ...] = (1.0,)
+    merge: str = "probs"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rotations", tuple(int(k) for k in self.rotations))
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if not self.rotations or any(not 0 <= k <= 3 for k in self.rotations):
+            raise ValueError(f"TTA rotations must be quarter turns in 0..3, got {self.rotations}")
+        if len(set(self.rotations)) != len(self.rotations) or len(set(self.scales)) != len(self.scales):
+            raise ValueError("TTA rotations and scales must not repeat")
+        if not self.scales or any(not s > 0 for s in self.scales):
+            raise ValueError(f"TTA scales must be positive, got {self.scales}")
+        if self.merge not in TTA_MERGES:
+            raise ValueError(f"TTA merge must be one of {', '.join(TTA_MERGES)}, got {self.merge!r}")
+
+    @property
+    def num_passes(self) -> int:
+        return (1 + self.hflip) * (1 + self.vflip) * len(self.rotations) * len(self.scales)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TTASpec:
+        return cls(
+            hflip=bool(data.get("hflip", False)),
+            vflip=bool(data.get("vflip", False)),
+            rotations=tuple(data.get("rotations", (0,))),
+            scales=tuple(data.get("scales", (1.0,))),
+            merge=str(data.get("merge", "probs")),
+        )

@@ -177,3 +177,71 @@ def test_config_validation():
     assert AugmentConfig(32, scales=[1, 2]).scales == (1.0, 2.0)
     with pytest.raises(ConfigError, match="ignore_index is unknown"):
         build_train_transform(32)(*_tensors(_pair()))
+
+
+# ------------------------------------------------------------------------------- the paper's draws
+
+
+def _rotation_counts(draw: str, p: float, n: int = 20000) -> np.ndarray:
+    """How often each number of quarter turns comes out of ``n`` augmentations of a 2 x 2 image."""
+    cfg = AugmentConfig(2, scales=(1.0,), crop_retries=0, rot90_p=p, hflip_p=0, vflip_p=0, mosaic_p=0,
+                        ignore_index=9, rotate_draw=draw)  # fmt: skip
+    transform = TrainTransform(cfg)
+    image = torch.arange(4.0).reshape(1, 2, 2)
+    mask = torch.zeros(2, 2, dtype=torch.int64)
+    turned = [torch.rot90(image, k, (-2, -1)) for k in range(4)]
+    g = torch.Generator().manual_seed(123)
+    counts = np.zeros(4, int)
+    for _ in range(n):
+        out, _ = transform.apply(image, mask, generator=g)
+        counts[next(k for k in range(4) if torch.equal(out, turned[k]))] += 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    "draw, p, rate",
+    [("clean", 0.5, 0.5), ("paper", 0.5, 0.375), ("paper", 0.25, 0.1875), ("clean", 0.25, 0.25)],
+)
+def test_rotation_rates(draw: str, p: float, rate: float) -> None:
+    n = 20000
+    counts = _rotation_counts(draw, p, n)
+    tolerance = 5 * np.sqrt(rate * (1 - rate) / n)  # 5 binomial standard deviations
+    assert abs(counts[1:].sum() / n - rate) < tolerance
+    for k in (1, 2, 3):  # the three real rotations are equally likely either way
+        assert abs(counts[k] / n - rate / 3) < 5 * np.sqrt(rate / 3 * (1 - rate / 3) / n)
+    assert AugmentConfig(8, rot90_p=p, rotate_draw=draw).rotation_rate == pytest.approx(rate)
+
+
+def test_bicubic_rescale_gives_the_pixels_of_pillow_on_8_bit_images() -> None:
+    from PIL import Image
+
+    from bicorseg.data.transforms import rescale
+
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # noise: bicubic overshoots, Pillow clips
+    labels = rng.integers(0, 6, (48, 64), dtype=np.uint8)
+    image = torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32))
+    for scale in (0.75, 1.25, 1.5):
+        size = (int(64 * scale), int(48 * scale))  # the original's int() sizes, Pillow's (width, height)
+        expected = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+        expected_mask = np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
+        out, out_mask = rescale(image, torch.from_numpy(labels.astype(np.int64)), scale, "bicubic")
+        np.testing.assert_array_equal(out.numpy(), expected)
+        np.testing.assert_array_equal(out_mask.numpy(), expected_mask)
+        # normalised samples (the dict path) resize the raw values they came from
+        mean, std = (
+            torch.tensor([100.0, 110.0, 120.0]).view(3, 1, 1),
+            torch.tensor([50.0, 55.0, 60.0]).view(3, 1, 1),
+        )
+        normed, _ = rescale(
+            (image - mean) / std, torch.from_numpy(labels.astype(np.int64)), scale, "bicubic", (mean, std)
+        )
+        torch.testing.assert_close(normed, (torch.from_numpy(expected.astype(np.float32)) - mean) / std)
+    bilinear, _ = rescale(image, torch.from_numpy(labels.astype(np.int64)), 1.25, "bilinear")
+    assert bilinear.shape[-2:] == (60, 80) and not torch.equal(
+        bilinear, torch.from_numpy(expected.astype(np.float32))
+    )
+    with pytest.raises(ConfigError, match="rescale_interpolation"):
+        AugmentConfig(8, rescale_interpolation="nearest")
+    with pytest.raises(ConfigError, match="rotate_draw"):
+        AugmentConfig(8, rotate_draw="albumentations")

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "bands": None,
     "patch_size": None,
     "unknown_colours": "error",
+    "protocol": "clean",
     "force": False,
     "verify": True,
     "progress": True,
@@ -61,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("error", "ignore"),
         default=None,
         help="label colours/values outside the class table: stop with an error (default) or mark them ignored",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("clean", "paper"),
+        default=None,
+        help="clean (default): padding is ignored; paper: as the original code (ISPRS padding labelled "
+        "impervious surface, flipped copies flipped before padding, Vaihingen car zoom)",
     )
     parser.add_argument(
         "--force", action="store_true", default=None, help="replace an output prepared for another dataset"
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         variant=config["bands"],
         patch_size=config["patch_size"],
         unknown_colours=config["unknown_colours"],
+        protocol=config["protocol"],
         force=bool(config["force"]),
         verify=bool(config["verify"]),
         progress=bool(config["progress"]) and sys.stderr.isatty(),

@@ -20,7 +20,9 @@ from functools import lru_cache
 
 from bicorseg.data.labels import Colour, LabelTable
 from bicorseg.errors import ConfigError
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec, TTASpec
+
+PROTOCOLS = ("clean", "paper")  # preparation protocols (see PaperPreparation)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,69 @@ class BandVariant:
 
 
 @dataclass(frozen=True)
+class ZoomStep:
+    """The original Vaihingen preparation's car zoom, applied to every patch of ``splits``.
+
+    A random square crop whose side is drawn from ``crop`` (fractions of the patch side, both ends
+    included, as ``int(3 * side // 8)`` .. ``int(side // 2)``) at a random position is resized to
+    the patch size (image bilinear, mask nearest neighbour, as OpenCV does). When pixels of
+    ``class_index`` cover more than ``min_share`` of it, the patch is replaced by four variants: the
+    crop, its vertical flip, its horizontal flip and its rotation by k quarter turns with k drawn
+    from {0, 1, 2, 3} (albumentations' ``RandomRotate90(p=1)``, zero included). Seeded per patch.
+    """
+
+    class_index: int
+    min_share: float = 0.1
+    crop: tuple[int, int] = (3, 8)  # minimal side: 3/8 of the patch (the maximum is 1/2)
+    splits: tuple[str, ...] = ("train",)
+    seed: int = 42
+
+    def side_range(self, patch_size: int) -> tuple[int, int]:
+        """Smallest and largest crop side for a patch size (both included)."""
+        return int(self.crop[0] * patch_size // self.crop[1]), int(patch_size // 2)
+
+    def to_dict(self) -> dict:
+        return {
+            "class_index": self.class_index,
+            "min_share": self.min_share,
+            "crop_side": f"{self.crop[0]}/{self.crop[1]} to 1/2 of the patch side",
+            "splits": list(self.splits),
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class PaperPreparation:
+    """Where the original code's preparation of a release differs from bicorseg's clean protocol.
+
+    Attributes:
+        pad_label: class index of padding pixels (the original's padded mask colour matches no class,
+            and its colour-to-index conversion leaves unmatched pixels at 0); None: ignored, as clean.
+        flip_before_pad: flipped copies are flips of the unpadded tile, padded afterwards (clean:
+            the padded tile is flipped, so the padding of a flipped copy lies at the top or left).
+        zoom: the car zoom step, or None.
+    """
+
+    pad_label: int | None = None
+    flip_before_pad: bool = False
+    zoom: ZoomStep | None = None
+
+    def notes(self, spec: DatasetSpec) -> list[str]:
+        """The differences from the clean protocol, in words (for the manifest and reports)."""
+        notes = []
+        if self.pad_label is not None:
+            notes.append(f"padding labelled {spec.class_names[self.pad_label]} (class {self.pad_label})")
+        if self.flip_before_pad:
+            notes.append("flipped copies flipped before padding")
+        if self.zoom is not None:
+            notes.append(
+                f"{spec.class_names[self.zoom.class_index]} zoom on {'+'.join(self.zoom.splits)} patches "
+                f"(> {self.zoom.min_share:g} share -> 4 zoomed variants)"
+            )
+        return notes or ["same files as the clean protocol"]
+
+
+@dataclass(frozen=True)
 class Release:
     """Everything ``prepare`` knows about one official dataset release.
 
@@ -102,6 +167,7 @@ class Release:
         splits: the protocol's splits, in order.
         patch_name: output name of a tile's patches, from its fields (e.g. ``area{tile}``).
         archives: names of the official archives (for messages; any zip in the source is searched).
+        paper: how the original code prepared this release (``prepare --protocol paper``).
     """
 
     spec: DatasetSpec
@@ -113,6 +179,7 @@ class Release:
     splits: tuple[SplitRule, ...]
     patch_name: str
     archives: tuple[str, ...] = ()
+    paper: PaperPreparation = PaperPreparation()
 
     def __post_init__(self) -> None:
         if "tile" not in self.fields:
@@ -146,6 +213,12 @@ class Release:
         raise ConfigError(
             f"{self.name}: no split {name!r} (choose from {', '.join(r.name for r in self.splits)})"
         )
+
+    def preparation(self, protocol: str) -> PaperPreparation:
+        """The preparation differences of a protocol: none for ``clean``, :attr:`paper` for ``paper``."""
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+        return self.paper if protocol == "paper" else PaperPreparation()
 
     def variant(self, name: str | None = None) -> BandVariant:
         key = self.default_variant if name is None else name
@@ -199,6 +272,15 @@ ISPRS_EVAL = (0, 1, 2, 3, 4)  # clutter is left out of the means, as in the publ
 ISPRS_LABELS = LabelTable.from_colours(
     ISPRS_COLOURS, ignore_colours=[ISPRS_BOUNDARY], ignore_index=ISPRS_IGNORE
 )
+ISPRS_CAR = 4
+# The original pads ISPRS tiles with a mask colour that matches no class; unmatched pixels become 0.
+ISPRS_PADDING_LABEL = 0
+
+# The test-time augmentation of the original publication (its test scripts), per dataset.
+VAIHINGEN_PAPER_TTA = TTASpec(hflip=True, vflip=True, rotations=(0, 1), scales=(0.5, 0.75, 1.0, 1.25, 1.5),
+                              merge="logits")  # fmt: skip
+POTSDAM_PAPER_TTA = TTASpec(hflip=True, vflip=True, merge="logits")  # flips only, as published
+LOVEDA_PAPER_TTA = TTASpec(hflip=True, scales=(0.75, 1.0, 1.25, 1.5), merge="logits")
 
 VAIHINGEN_SPLITS = {
     "train": ("1", "3", "5", "7", "11", "13", "15", "17", "21", "23", "26", "28", "32", "34", "37"),
@@ -230,6 +312,7 @@ VAIHINGEN_SPEC = DatasetSpec(
     std=IMAGENET_STD_8BIT,
     splits=VAIHINGEN_SPLITS,
     label_variant="eroded",
+    paper_tta=VAIHINGEN_PAPER_TTA,
 )
 
 POTSDAM_SPEC = DatasetSpec(
@@ -243,6 +326,7 @@ POTSDAM_SPEC = DatasetSpec(
     std=IMAGENET_STD_8BIT,
     splits=POTSDAM_SPLITS,
     label_variant="eroded",
+    paper_tta=POTSDAM_PAPER_TTA,
 )
 
 VAIHINGEN = Release(
@@ -271,6 +355,7 @@ VAIHINGEN = Release(
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip",
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE.zip",
     ),
+    paper=PaperPreparation(pad_label=ISPRS_PADDING_LABEL, flip_before_pad=True, zoom=ZoomStep(ISPRS_CAR)),
 )  # fmt: skip
 
 POTSDAM = Release(
@@ -294,6 +379,7 @@ POTSDAM = Release(
     ),
     patch_name="top_potsdam_{tile}",
     archives=("2_Ortho_RGB.zip", "3_Ortho_IRRG.zip", "5_Labels_all.zip", "5_Labels_all_noBoundary.zip"),
+    paper=PaperPreparation(pad_label=ISPRS_PADDING_LABEL, flip_before_pad=True),  # no car zoom in its tool
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------------------------- LoveDA
@@ -317,6 +403,7 @@ LOVEDA_SPEC = DatasetSpec(
     std=IMAGENET_STD_8BIT,
     splits={},  # images are found by folder (Train/Val/Test x Urban/Rural), not listed
     label_variant="full",
+    paper_tta=LOVEDA_PAPER_TTA,
 )
 
 LOVEDA_PARTS = {"train": "Train", "val": "Val", "test": "Test"}

@@ -12,7 +12,18 @@
 Patch names are ``{tile name}[_{hflip|vflip}][_{y}_{x}]`` (``y, x``: the patch's top-left pixel in
 the padded, possibly flipped tile), e.g. ``top_mosaic_09cm_area1_hflip_512_0``. Splits without
 labels (LoveDA test) have no masks. Tiles are padded at the bottom and right to a multiple of the
-patch size (image 0, mask ignore), so padding never counts as a class.
+patch size (image 0).
+
+Two protocols (``protocol``, recorded in the manifest):
+
+* ``clean`` (the default): padding is labelled ignore, so it never counts as a class; flipped
+  copies are flips of the padded tile.
+* ``paper``: what the original code did (the release's :class:`~bicorseg.data.datasets.PaperPreparation`).
+  ISPRS: padding is labelled impervious surface (class 0) in every split, so it is trained and
+  scored as that class; flipped copies are flips of the unpadded tile, padded afterwards; Vaihingen
+  training patches go through the car zoom (:class:`~bicorseg.data.datasets.ZoomStep`): names
+  ``{patch}_zoom``, ``_zoom_vflip``, ``_zoom_hflip``, ``_zoom_rot{0|90|180|270}`` replace ``{patch}``.
+  LoveDA: the same files as ``clean``.
 
 Every file is written to a temporary name and renamed; each finished tile is recorded in
 ``DIR/.bicorseg-prepare/`` and the manifest is written last. A rerun verifies what is there
@@ -26,6 +37,7 @@ import json
 import os
 import shutil
 import sys
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +47,14 @@ from typing import Any, Literal
 import numpy as np
 from affine import Affine
 
-from bicorseg.data.datasets import BandVariant, Release, SplitRule, get_release
+from bicorseg.data.datasets import (
+    PROTOCOLS,
+    BandVariant,
+    Release,
+    SplitRule,
+    ZoomStep,
+    get_release,
+)
 from bicorseg.data.io import (
     Georeference,
     atomic_output,
@@ -91,6 +110,7 @@ class PrepareResult:
     found: dict[str, list[str]]
     not_found: dict[str, list[str]]
     removed_stale: int = 0
+    protocol: str = "clean"
 
     @property
     def up_to_date(self) -> bool:
@@ -98,7 +118,9 @@ class PrepareResult:
 
     def summary(self) -> str:
         spec = self.release.spec
-        lines = [f"{spec.name} ({self.variant}) prepared in {self.output}"]
+        lines = [f"{spec.name} ({self.variant}) prepared in {self.output}, protocol {self.protocol}"]
+        if self.protocol == "paper":
+            lines.append(f"  as the original code: {'; '.join(self.release.paper.notes(spec))}")
         for s in self.splits.values():
             rule = s.rule
             if rule.patch_size:
@@ -274,18 +296,84 @@ def plan(
 
 
 def _window_georef(
-    georef: Georeference | None, copy: str, padded: tuple[int, int], y: int, x: int
+    georef: Georeference | None, copy: str, extent: tuple[int, int], y: int, x: int
 ) -> Georeference | None:
+    """The georeference of the window at (y, x) of a copy flipped over ``extent`` (height, width)."""
     if georef is None:
         return None
     transform = georef.transform
-    height, width = padded
+    height, width = extent
     # A flipped copy is still a correct map of the ground: its transform is flipped too.
     if copy == "hflip":
         transform = _compose(transform, Affine(-1, 0, width, 0, 1, 0))
     elif copy == "vflip":
         transform = _compose(transform, Affine(1, 0, 0, 0, -1, height))
     return Georeference(georef.crs, _compose(transform, Affine.translation(x, y)))
+
+
+def _pad(array: np.ndarray, shape: tuple[int, int], value: int) -> np.ndarray:
+    """``array`` (``... x H x W``) padded at the bottom and right to ``shape`` with ``value``."""
+    extra = [(0, 0)] * (array.ndim - 2) + [(0, shape[0] - array.shape[-2]), (0, shape[1] - array.shape[-1])]
+    return np.pad(array, extra, constant_values=value)
+
+
+def _zoom_resize(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image (bilinear, pixel centres) and mask (nearest, ``floor(i * c / side)``) resized to ``side``,
+    as OpenCV's ``INTER_LINEAR`` and ``INTER_NEAREST`` (which albumentations uses) resize them."""
+    import torch
+    import torch.nn.functional as F
+
+    source = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None]
+    resized = F.interpolate(source, size=(side, side), mode="bilinear", align_corners=False)[0].numpy()
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        resized = np.clip(np.rint(resized), info.min, info.max)
+    rows = np.arange(side) * mask.shape[0] // side
+    cols = np.arange(side) * mask.shape[1] // side
+    return resized.astype(image.dtype), mask[rows][:, cols]
+
+
+_ROT90 = Affine(0, -1, 1, 1, 0, 0)  # one counter-clockwise quarter turn of a unit square (np.rot90)
+
+
+def _zoom_variants(
+    name: str, image: np.ndarray, mask: np.ndarray, georef: Georeference | None, zoom: ZoomStep
+) -> list[tuple[str, np.ndarray, np.ndarray, Georeference | None, dict[str, Any]]] | None:
+    """The car zoom of one patch (see :class:`ZoomStep`): its four variants, or None to keep the patch."""
+    side = mask.shape[-1]
+    rng = np.random.default_rng([zoom.seed, zlib.crc32(name.encode("utf-8"))])
+    low, high = zoom.side_range(side)
+    crop = int(rng.integers(low, high + 1))
+    y0, x0 = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
+    crop_image, crop_mask = _zoom_resize(
+        image[:, y0 : y0 + crop, x0 : x0 + crop], mask[y0 : y0 + crop, x0 : x0 + crop], side
+    )
+    if np.count_nonzero(crop_mask == zoom.class_index) <= zoom.min_share * crop_mask.size:
+        return None
+    turns = int(rng.integers(0, 4))
+    base = None
+    if georef is not None:
+        base = _compose(georef.transform, _compose(Affine.translation(x0, y0), Affine.scale(crop / side)))
+    turn = Affine.identity()
+    for _ in range(turns):
+        turn = _compose(turn, _compose(Affine.scale(side), _compose(_ROT90, Affine.scale(1 / side))))
+    variants = [
+        ("zoom", crop_image, crop_mask, Affine.identity()),
+        ("zoom_vflip", crop_image[:, ::-1], crop_mask[::-1], Affine(1, 0, 0, 0, -1, side)),
+        ("zoom_hflip", crop_image[:, :, ::-1], crop_mask[:, ::-1], Affine(-1, 0, side, 0, 1, 0)),
+        (
+            f"zoom_rot{90 * turns}",
+            np.rot90(crop_image, turns, axes=(-2, -1)),
+            np.rot90(crop_mask, turns),
+            turn,
+        ),
+    ]
+    out = []
+    for suffix, img, msk, pixel_map in variants:
+        ref = None if base is None else Georeference(georef.crs, _compose(base, pixel_map))
+        info = {"window": [y0, x0, crop], "variant": suffix, "quarter_turns": turns if "rot" in suffix else 0}
+        out.append((f"{name}_{suffix}", np.ascontiguousarray(img), np.ascontiguousarray(msk), ref, info))
+    return out
 
 
 def _compose(first: Affine, second: Affine) -> Affine:
@@ -304,6 +392,7 @@ def _counts(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[list
 def _entry(
     out: Path, rel_image: str, rel_mask: str | None, name: str, tile: str, copy: str,
     window: list[int] | None, shape: tuple[int, int], mask: np.ndarray | None, release: Release,
+    zoom: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     entry: dict[str, Any] = {
         "name": name,
@@ -317,15 +406,19 @@ def _entry(
         "image_sha256": sha256_file(out / rel_image),
         "mask_sha256": sha256_file(out / rel_mask) if rel_mask else None,
     }
+    if zoom is not None:
+        entry["zoom"] = zoom
     if mask is not None:
         entry["pixels"], entry["ignored"] = _counts(mask, release.spec.num_classes, release.spec.ignore_index)
     return entry
 
 
 def process_item(
-    item: Item, rule: SplitRule, release: Release, variant: BandVariant, out: Path, unknown: Unknown = "error"
-) -> dict[str, Any]:
-    """Read one tile, convert its label, cut and write its patches; return its record."""
+    item: Item, rule: SplitRule, release: Release, variant: BandVariant, out: Path, unknown: Unknown = "error",
+    protocol: str = "clean",
+) -> dict[str, Any]:  # fmt: skip
+    """Read one tile, convert its label, cut and write its patches (by ``protocol``); return its record."""
+    preparation = release.preparation(protocol)
     data = item.image.read_bytes()
     image, georef = read_georeferenced(item.image.display, data=data)
     if image.shape[0] != len(variant.bands):
@@ -364,37 +457,51 @@ def process_item(
     else:
         size = rule.patch_size
         stride = rule.stride or size
-        if rule.pad:
-            padded = (-(-height // size) * size, -(-width // size) * size)
-            pad = ((0, 0), (0, padded[0] - height), (0, padded[1] - width))
-            image = np.pad(image, pad)
-            if mask is not None:
-                mask = np.pad(mask, pad[1:], constant_values=release.spec.ignore_index)
-        else:
-            padded = (height, width)
+        padded = (-(-height // size) * size, -(-width // size) * size) if rule.pad else (height, width)
+        pad_label = release.spec.ignore_index if preparation.pad_label is None else preparation.pad_label
+        zoom = (
+            preparation.zoom
+            if preparation.zoom is not None and item.split in preparation.zoom.splits
+            else None
+        )
+        if not preparation.flip_before_pad:
+            image = _pad(image, padded, 0)
+            mask = None if mask is None else _pad(mask, padded, pad_label)
         del data
         suffix = ".tif" if is_tiff else ".png"
         for copy in ("original", *rule.flips):
             axis = {"original": None, "hflip": -1, "vflip": -2}[copy]
             img = image if axis is None else np.flip(image, axis)
             msk = mask if axis is None or mask is None else np.flip(mask, axis)
+            extent = padded  # the array a flipped copy is flipped over
+            if preparation.flip_before_pad:  # flip the tile as it is, then pad (the original's order)
+                img, extent = _pad(img, padded, 0), (height, width)
+                msk = None if msk is None else _pad(msk, padded, pad_label)
             for y in range(0, padded[0] - size + 1, stride):
                 for x in range(0, padded[1] - size + 1, stride):
                     name = f"{item.name}{'' if copy == 'original' else '_' + copy}_{y}_{x}"
-                    rel_image = (split_dir / "images" / f"{name}{suffix}").as_posix()
                     patch = np.ascontiguousarray(img[:, y : y + size, x : x + size])
-                    if is_tiff:
-                        write_tiff(out / rel_image, patch, _window_georef(georef, copy, padded, y, x))
-                    else:
-                        write_png(out / rel_image, patch)
-                    rel_mask = None
-                    patch_mask = None
-                    if msk is not None:
-                        patch_mask = np.ascontiguousarray(msk[y : y + size, x : x + size])
-                        rel_mask = (split_dir / "masks" / f"{name}.png").as_posix()
-                        write_png(out / rel_mask, patch_mask)
-                    entries.append(_entry(out, rel_image, rel_mask, name, item.fields["tile"], copy, [y, x],
-                                          (size, size), patch_mask, release))  # fmt: skip
+                    patch_mask = (
+                        None if msk is None else np.ascontiguousarray(msk[y : y + size, x : x + size])
+                    )
+                    patch_georef = _window_georef(georef, copy, extent, y, x)
+                    variants = None
+                    if zoom is not None and patch_mask is not None:
+                        variants = _zoom_variants(name, patch, patch_mask, patch_georef, zoom)
+                    for out_name, out_image, out_mask, out_georef, zoomed in variants or [
+                        (name, patch, patch_mask, patch_georef, None)
+                    ]:
+                        rel_image = (split_dir / "images" / f"{out_name}{suffix}").as_posix()
+                        if is_tiff:
+                            write_tiff(out / rel_image, out_image, out_georef)
+                        else:
+                            write_png(out / rel_image, out_image)
+                        rel_mask = None
+                        if out_mask is not None:
+                            rel_mask = (split_dir / "masks" / f"{out_name}.png").as_posix()
+                            write_png(out / rel_mask, out_mask)
+                        entries.append(_entry(out, rel_image, rel_mask, out_name, item.fields["tile"], copy,
+                                              [y, x], (size, size), out_mask, release, zoomed))  # fmt: skip
     return {
         "tile": item.fields["tile"],
         "name": item.name,
@@ -442,8 +549,16 @@ def _write_journal(path: Path, record: dict[str, Any]) -> None:
         temp.write_text(json.dumps(record), encoding="utf-8")
 
 
-def _settings(release: Release, variant: str, rule: SplitRule, unknown: Unknown) -> dict[str, Any]:
-    return {"dataset": release.name, "variant": variant, "rule": rule.to_dict(), "unknown_colours": unknown}
+def _settings(
+    release: Release, variant: str, rule: SplitRule, unknown: Unknown, protocol: str
+) -> dict[str, Any]:
+    return {
+        "dataset": release.name,
+        "variant": variant,
+        "rule": rule.to_dict(),
+        "unknown_colours": unknown,
+        "protocol": protocol,
+    }
 
 
 def _previous_records(
@@ -465,6 +580,7 @@ def _previous_records(
                         "variant": old.get("variant"),
                         "rule": info.get("rule"),
                         "unknown_colours": old.get("unknown_colours"),
+                        "protocol": old.get("protocol", "clean"),
                     },
                     "entries": by_name.get(name, []),
                 }
@@ -510,6 +626,7 @@ def prepare(
     variant: str | None = None,
     patch_size: int | None = None,
     unknown_colours: Unknown = "error",
+    protocol: str = "clean",
     force: bool = False,
     verify: bool = True,
     progress: bool = False,
@@ -524,6 +641,8 @@ def prepare(
         variant: band variant (e.g. Potsdam ``RGB`` or ``IRRG``; default: the protocol's).
         patch_size: another patch size for quick experiments (strides keep their ratio).
         unknown_colours: ``"error"`` (default) or ``"ignore"``: label codes not in the table.
+        protocol: ``"clean"`` (default) or ``"paper"``, the original code's preparation (see the
+            module docstring).
         force: replace an output folder prepared for another dataset or band variant.
         verify: on rerun, check the checksums of finished files (otherwise only their presence).
         progress: show a progress bar on stderr.
@@ -535,6 +654,8 @@ def prepare(
         raise ConfigError(f"--patch-size must be a positive number of pixels, not {patch_size}")
     if unknown_colours not in ("error", "ignore"):
         raise ConfigError(f"unknown_colours must be 'error' or 'ignore', not {unknown_colours!r}")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
     names = list(splits) if splits else [r.name for r in release.splits]
     rules = [release.split(name).scaled(patch_size) for name in names]
     source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
@@ -577,7 +698,7 @@ def prepare(
         if bar:
             bar.start()
         for rule in rules:
-            settings = _settings(release, variant_name, rule, unknown_colours)
+            settings = _settings(release, variant_name, rule, unknown_colours, protocol)
             summary = summaries[rule.name]
             for item in items[rule.name]:
                 if bar:
@@ -590,7 +711,7 @@ def prepare(
                 ):
                     summary.reused += 1
                 else:
-                    record = process_item(item, rule, release, chosen, out, unknown_colours)
+                    record = process_item(item, rule, release, chosen, out, unknown_colours, protocol)
                     record["settings"] = settings
                     _write_journal(_journal_path(work, rule.name, item.name), record)
                 records[rule.name].append(record)
@@ -601,7 +722,7 @@ def prepare(
             bar.stop()
 
     manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
-                         [str(Path(s).expanduser()) for s in source_list], old)  # fmt: skip
+                         [str(Path(s).expanduser()) for s in source_list], old, protocol)  # fmt: skip
     manifest_file = write_manifest(out, manifest)
     # Files of an earlier run (other patch size, another band variant...) that nothing lists any more.
     keep = _output_files(r for rs in records.values() for r in rs)
@@ -611,20 +732,23 @@ def prepare(
         }
     removed = sum(_safe_unlink(out, rel) for rel in _output_files(previous.values()) - keep)
     shutil.rmtree(work, ignore_errors=True)
-    return PrepareResult(out, manifest_file, release, variant_name, summaries, found, not_found, removed)
+    return PrepareResult(
+        out, manifest_file, release, variant_name, summaries, found, not_found, removed, protocol
+    )
 
 
 def _manifest(
     release: Release, variant_name: str, variant: BandVariant, rules: Sequence[SplitRule],
     records: dict[str, list[dict[str, Any]]], summaries: dict[str, SplitSummary],
     found: dict[str, list[str]], unknown: Unknown, sources: list[str], old: dict[str, Any] | None,
+    protocol: str = "clean",
 ) -> dict[str, Any]:  # fmt: skip
     from bicorseg import __version__
 
     spec = release.spec_for(variant_name)
     splits: dict[str, Any] = {}
-    if old is not None:
-        # Splits prepared earlier and not asked for now stay listed (same dataset and variant).
+    if old is not None and old.get("protocol", "clean") == protocol:
+        # Splits prepared earlier and not asked for now stay listed (same dataset, variant, protocol).
         splits.update({k: v for k, v in old.get("splits", {}).items() if k not in records})
     for rule in rules:
         summary = summaries[rule.name]
@@ -664,6 +788,8 @@ def _manifest(
         "bands": list(variant.bands),
         "spec": spec.to_dict(),
         "unknown_colours": unknown,
+        "protocol": protocol,
+        "protocol_notes": release.preparation(protocol).notes(spec) if protocol == "paper" else [],
         "sources": sources,
         "found": found,
         "splits": splits,

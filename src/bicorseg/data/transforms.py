@@ -8,13 +8,20 @@ to a bicorseg dataset (``build_dataset(..., transform=...)``). For every sample,
    quarters of one image of the sample's size; each piece is a random crop of its image (padded if
    too small). The dataset gives the transform access to its samples through
    ``transform.sample(load, index, length)`` (see :mod:`bicorseg.data.base`): no wrapper needed.
-2. **random rescale** by one factor drawn from ``scales`` (image bilinear with antialiasing, mask
-   nearest neighbour: labels are never interpolated);
+2. **random rescale** by one factor drawn from ``scales``; labels are never interpolated.
+   ``rescale_interpolation: bilinear`` (the clean default): image bilinear with antialiasing, size
+   rounded, mask nearest neighbour at pixel centres. ``bicubic`` (the original code's): Pillow's
+   bicubic resize of 8-bit values, whose two separable passes each round and clip to 0..255 (images
+   that are not 8-bit integers use Pillow's float resampler), size truncated (``int(s * side)``),
+   mask with Pillow's nearest neighbour: the very pixels of the original's ``RandomScale``;
 3. **class-ratio crop** of ``crop_size``: a random crop is retried (up to ``crop_retries`` more times,
    the last one is kept) while one class covers ``max_class_ratio`` or more of its labelled pixels, or
    it holds fewer than two classes; images smaller than the crop are padded (image 0, mask ignore);
-4. **rot90** by 90, 180 or 270 degrees (probability ``rot90_p``), **horizontal** and **vertical
-   flips** (``hflip_p``, ``vflip_p``; ``flip_p`` sets both).
+4. **rot90** (probability ``rot90_p``), **horizontal** and **vertical flips** (``hflip_p``, ``vflip_p``;
+   ``flip_p`` sets both). ``rotate_draw: clean`` (the default) turns by 90, 180 or 270 degrees, so
+   ``rot90_p`` is the rate of rotated samples; ``paper`` draws the number of quarter turns from
+   {0, 1, 2, 3} after the probability test, as the original (albumentations' ``RandomRotate90``):
+   the real rotation rate is 0.75 ``rot90_p``.
 
 Normalisation ``(x - spec.mean) / spec.std`` is done by the dataset after the transform. The image
 is float32 in input units throughout, the mask int64. ``ignore_index=None`` takes the ignore
@@ -44,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -53,6 +61,8 @@ from bicorseg.spec import DatasetSpec
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 Fill = float | Sequence[float]
+ROTATE_DRAWS = ("clean", "paper")
+RESCALE_INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,8 @@ class AugmentConfig:
     ignore_index: int | None = None
     seed: int = 42
     flip_p: float | None = None  # sets both hflip_p and vflip_p when given
+    rotate_draw: str = "clean"  # "paper": quarter turns drawn from {0..3} after the test
+    rescale_interpolation: str = "bilinear"  # "bicubic": the original's 8-bit Pillow resize
 
     def __post_init__(self) -> None:
         # Accept YAML lists and a shared flip probability; the stored config stays explicit.
@@ -89,6 +101,20 @@ class AugmentConfig:
             raise ConfigError("augmentation: max_class_ratio must be in (0, 1]")
         if self.crop_retries < 0:
             raise ConfigError("augmentation: crop_retries must be >= 0")
+        if self.rotate_draw not in ROTATE_DRAWS:
+            raise ConfigError(
+                f"augmentation: rotate_draw must be one of {', '.join(ROTATE_DRAWS)}, not {self.rotate_draw!r}"
+            )
+        if self.rescale_interpolation not in RESCALE_INTERPOLATIONS:
+            raise ConfigError(
+                "augmentation: rescale_interpolation must be one of "
+                f"{', '.join(RESCALE_INTERPOLATIONS)}, not {self.rescale_interpolation!r}"
+            )
+
+    @property
+    def rotation_rate(self) -> float:
+        """The share of samples that end up rotated (0.75 ``rot90_p`` under ``rotate_draw: paper``)."""
+        return self.rot90_p * (0.75 if self.rotate_draw == "paper" else 1.0)
 
 
 def build_train_transform(
@@ -103,6 +129,8 @@ def build_train_transform(
     seed: int = 42,
     hflip_p: float | None = None,
     vflip_p: float | None = None,
+    rotate_draw: str = "clean",
+    rescale_interpolation: str = "bilinear",
 ) -> TrainTransform:
     """The training augmentation of SPEC 1.6 (see the module docstring)."""
     return TrainTransform(
@@ -117,6 +145,8 @@ def build_train_transform(
             mosaic_p=float(mosaic_p),
             ignore_index=ignore_index,
             seed=int(seed),
+            rotate_draw=str(rotate_draw),
+            rescale_interpolation=str(rescale_interpolation),
         )
     )
 
@@ -143,13 +173,62 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return mask[..., rows.clamp_(max=height - 1), :][..., cols.clamp_(max=width - 1)]
 
 
-def rescale(image: torch.Tensor, mask: torch.Tensor, scale: float) -> Pair:
-    """Resize image (bilinear, antialiased) and mask (nearest) by ``scale``."""
+def _pil_resize(plane: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """One band resized by Pillow (``size`` is height x width): 8-bit, 32-bit integer or float mode."""
+    if plane.dtype == np.uint8:
+        picture = Image.fromarray(plane, mode="L")
+    elif np.issubdtype(plane.dtype, np.integer):
+        picture = Image.fromarray(plane.astype(np.int32), mode="I")
+    else:
+        picture = Image.fromarray(plane.astype(np.float32), mode="F")
+    return np.asarray(picture.resize((size[1], size[0]), resample))
+
+
+def _bicubic_8bit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pillow's bicubic resize per band: on 8-bit values when every value is an integer in 0..255
+    (Pillow then rounds and clips after each of its two passes, as the original's PIL images are),
+    else on floats."""
+    array = image.detach().cpu().numpy()
+    rounded = np.rint(array)
+    eight_bit = (
+        bool(np.all(np.abs(array - rounded) < 1e-3)) and array.min() >= -1e-3 and array.max() <= 255.001
+    )
+    planes = rounded.astype(np.uint8) if eight_bit else array.astype(np.float32)
+    out = np.stack([_pil_resize(plane, size, Image.Resampling.BICUBIC) for plane in planes])
+    return torch.from_numpy(out.astype(np.float32)).to(image.device)
+
+
+def rescale(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    interpolation: str = "bilinear",
+    normalisation: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Pair:
+    """Resize image and mask by ``scale`` (see the module docstring, step 2, for ``interpolation``).
+
+    ``normalisation`` (per-band mean and std, ``bands x 1 x 1``) says the image is normalised: the
+    bicubic path then resizes the raw values it came from and normalises the result again.
+    """
     if scale == 1.0:
         return image, mask
-    size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
-    resized = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return resized, resize_mask(mask, size)
+    if interpolation == "bilinear":
+        size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+        resized = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return resized, resize_mask(mask, size)
+    if interpolation != "bicubic":
+        raise ConfigError(f"augmentation: unknown rescale interpolation {interpolation!r}")
+    size = (max(1, int(image.shape[-2] * scale)), max(1, int(image.shape[-1] * scale)))
+    raw = image if normalisation is None else image * normalisation[1] + normalisation[0]
+    resized = _bicubic_8bit(raw, size)
+    if normalisation is not None:
+        resized = (resized - normalisation[0]) / normalisation[1]
+    labels = mask.detach().cpu().numpy()
+    resized_mask = _pil_resize(labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.int32), size,
+                               Image.Resampling.NEAREST)  # fmt: skip
+    return resized.to(image.dtype), torch.from_numpy(resized_mask.astype(np.int64)).to(
+        mask.device, mask.dtype
+    )
 
 
 def pad_to(
@@ -265,6 +344,14 @@ def _process_rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
+def _normalisation(spec: DatasetSpec | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-band mean and std (``bands x 1 x 1``) of already normalised samples."""
+    if spec is None:
+        return None
+    shape = (-1, 1, 1)
+    return torch.tensor(spec.mean).view(shape), torch.tensor(spec.std).view(shape)
+
+
 def normalised_zero(spec: DatasetSpec | None) -> Fill:
     """The value a raw 0 takes after normalisation (padding of already normalised images)."""
     if spec is None:
@@ -322,7 +409,11 @@ class TrainTransform:
         if isinstance(image, dict):
             sample = image
             out_image, out_mask = self.apply(
-                sample["image"], sample["mask"], generator, normalised_zero(self.spec)
+                sample["image"],
+                sample["mask"],
+                generator,
+                normalised_zero(self.spec),
+                _normalisation(self.spec),
             )
             return {**sample, "image": out_image, "mask": out_mask}
         if mask is None:
@@ -335,18 +426,20 @@ class TrainTransform:
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
         fill: Fill = 0.0,
+        normalisation: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Pair:
         cfg = self.config
         g = generator if generator is not None else self.generator()
         ignore = self._ignore()
         scale = cfg.scales[_randint(0, len(cfg.scales), g)]
-        image, mask = rescale(image, mask, scale)
+        image, mask = rescale(image, mask, scale, cfg.rescale_interpolation, normalisation)
         image, mask = class_ratio_crop(
             image, mask, cfg.crop_size, cfg.max_class_ratio, cfg.crop_retries, ignore, g, fill
         )
         if _rand(g) < cfg.rot90_p:
-            k = _randint(1, 4, g)
-            image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
+            k = _randint(0 if cfg.rotate_draw == "paper" else 1, 4, g)
+            if k:
+                image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
         if _rand(g) < cfg.hflip_p:
             image, mask = image.flip(-1), mask.flip(-1)
         if _rand(g) < cfg.vflip_p:

@@ -1,74 +1,235 @@
-"""Test-time augmentation: run a model on flipped / rotated copies and average the probabilities.
+"""Test-time augmentation: run a model on flipped, rotated and rescaled copies and merge the results.
 
-Modes (SPEC 2, "Test-time augmentation"):
+A TTA is a :class:`~bicorseg.spec.TTASpec`: the product of optional horizontal and vertical flips,
+quarter turns and scale factors, merged by averaging either the logits (softmax afterwards) or the
+softmax probabilities. The modes (:data:`TTA_MODES`, declared once here):
 
 * ``none``: the image as it is (1 pass);
-* ``lr``: the image, its horizontal flip and its vertical flip (3 passes);
-* ``d4``: the 8 transforms of the dihedral group (4 rotations, each with and without a flip).
+* ``lr``: horizontal x vertical flip: identity, h, v, hv (4 passes, the original code's ``lr``);
+* ``d4``: the 8 transforms of the dihedral group (horizontal flip x 4 quarter turns);
+* ``paper``: the pass list the original publication used for the dataset, read from the dataset
+  facts (``DatasetSpec.paper_tta``, declared in :mod:`bicorseg.data.datasets` and stored in every
+  checkpoint), never from the dataset's name. Vaihingen: h x v flip x rot90 {0, 90} x scales
+  {0.5, 0.75, 1, 1.25, 1.5} = 40 passes; Potsdam: h x v flip = 4; LoveDA: h flip x scales
+  {0.75, 1, 1.25, 1.5} = 8; logits averaged.
 
-Each pass's logits are mapped back to the original orientation and turned into softmax
-probabilities; the probabilities are averaged (averaging probabilities, not logits, keeps one
-over-confident pass from dominating).
+Any mode but ``paper`` takes extra ``scales`` (multi-scale) and a ``merge`` (default ``probs``:
+averaging probabilities keeps one over-confident pass from dominating); ``paper`` is fixed.
+
+One pass, as the original's TTA library (ttach) does it: flip horizontally, flip vertically, turn,
+then resize the input to ``int(H * s) x int(W * s)`` with bicubic interpolation
+(``align_corners=False``); the logits are resized back to exactly ``H x W`` (bicubic,
+``align_corners=False``; ttach computes ``int(h' / s)``, which is the same size wherever its
+output can be averaged at all), turned back and flipped back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from bicorseg.errors import ConfigError
+from bicorseg.spec import TTA_MERGES, DatasetSpec, TTASpec
 
-TTA_MODES = ("none", "lr", "d4")
+TTA_MODES = ("none", "lr", "d4", "paper")
+FIXED_MODES: dict[str, TTASpec] = {
+    "none": TTASpec(),
+    "lr": TTASpec(hflip=True, vflip=True),
+    "d4": TTASpec(hflip=True, rotations=(0, 1, 2, 3)),
+}
+INTERPOLATION = "bicubic"  # input and output resizing of the scaled passes, as the original
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _hflip(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-1)
-
-
-def _vflip(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-2)
-
-
-def _rot(k: int, flip: bool) -> tuple[Transform, Transform]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
-
-    def inverse(y: torch.Tensor) -> torch.Tensor:
-        y = torch.rot90(y, -k, dims=(-2, -1))
-        return y.flip(-1) if flip else y
-
-    return forward, inverse
+__all__ = [
+    "TTA_MERGES",
+    "TTA_MODES",
+    "TTAPass",
+    "TTASpec",
+    "check_tta_mode",
+    "describe_tta",
+    "is_identity",
+    "parse_scales",
+    "resolve_tta",
+    "tta_passes",
+    "with_tta",
+]
 
 
-def tta_transforms(mode: str) -> list[tuple[Transform, Transform]]:
-    """(forward, inverse) pairs on ``... x H x W`` tensors for a TTA mode."""
-    if mode == "none":
-        return [(_identity, _identity)]
-    if mode == "lr":
-        return [(_identity, _identity), (_hflip, _hflip), (_vflip, _vflip)]
-    if mode == "d4":
-        return [_rot(k, flip) for flip in (False, True) for k in range(4)]
-    raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+@dataclass(frozen=True)
+class TTAPass:
+    """One pass: flips, then ``quarter_turns`` counter-clockwise turns, then resizing by ``scale``."""
+
+    hflip: bool = False
+    vflip: bool = False
+    quarter_turns: int = 0
+    scale: float = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformed input (``... x H x W``)."""
+        if self.hflip:
+            x = x.flip(-1)
+        if self.vflip:
+            x = x.flip(-2)
+        if self.quarter_turns:
+            x = torch.rot90(x, self.quarter_turns, dims=(-2, -1))
+        if self.scale != 1.0:
+            height, width = x.shape[-2:]
+            size = (max(1, int(height * self.scale)), max(1, int(width * self.scale)))
+            x = F.interpolate(x, size=size, mode=INTERPOLATION, align_corners=False)
+        return x
+
+    def inverse(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Outputs of the transformed input mapped back to the original ``size`` and orientation."""
+        if self.scale != 1.0:
+            turned = size[::-1] if self.quarter_turns % 2 else size
+            y = F.interpolate(y, size=tuple(turned), mode=INTERPOLATION, align_corners=False)
+        if self.quarter_turns:
+            y = torch.rot90(y, -self.quarter_turns, dims=(-2, -1))
+        if self.vflip:
+            y = y.flip(-2)
+        if self.hflip:
+            y = y.flip(-1)
+        return y
+
+    def to_dict(self) -> dict[str, object]:
+        return {"hflip": self.hflip, "vflip": self.vflip, "rot90": 90 * self.quarter_turns, "scale": self.scale}
 
 
-def with_tta(logits_fn: LogitsFn, mode: str = "none") -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a function ``B x bands x H x W -> B x N x H x W logits`` into one returning the
-    TTA-averaged softmax probabilities (float32, same shape as the logits)."""
-    transforms = tta_transforms(mode)
+def check_tta_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`TTA_MODES`, else a :class:`ConfigError`."""
+    if mode not in TTA_MODES:
+        raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    return mode
+
+
+def parse_scales(text: str | Sequence[float] | None) -> tuple[float, ...] | None:
+    """Scale factors from ``"0.75,1,1.25"`` (or a sequence); None stays None."""
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    try:
+        scales = tuple(float(s) for s in items if s != "")
+    except ValueError:
+        raise ConfigError(f"tta_scales: give comma-separated numbers such as 0.75,1,1.25, got {text!r}") from None
+    if not scales or any(not 0 < s <= 8 for s in scales) or len(set(scales)) != len(scales):
+        raise ConfigError(f"tta_scales: give distinct factors in (0, 8], got {text!r}")
+    return scales
+
+
+def resolve_tta(
+    mode: str | TTASpec = "none",
+    dataset: DatasetSpec | Sequence[DatasetSpec | None] | None = None,
+    scales: Sequence[float] | None = None,
+    merge: str | None = None,
+) -> TTASpec:
+    """The :class:`TTASpec` of a mode.
+
+    ``paper`` reads ``paper_tta`` from the first of ``dataset`` (a spec or several, e.g. the evaluated
+    dataset's and the checkpoint's) that declares one; its passes and merge are fixed, so ``scales``
+    and ``merge`` must be left out. Other modes take optional ``scales`` and ``merge`` (default
+    ``probs``).
+    """
+    if isinstance(mode, TTASpec):
+        return mode
+    check_tta_mode(mode)
+    if merge is not None and merge not in TTA_MERGES:
+        raise ConfigError(f"tta_merge must be one of {', '.join(TTA_MERGES)}, got {merge!r}")
+    if mode == "paper":
+        if scales is not None or merge is not None:
+            raise ConfigError(
+                "tta 'paper' fixes its passes and merge: leave out tta_scales and tta_merge "
+                "(or build the same product from d4 or lr with them)"
+            )
+        specs = dataset if isinstance(dataset, Sequence) else [dataset]
+        for spec in specs:
+            if spec is not None and spec.paper_tta is not None:
+                return spec.paper_tta
+        named = [s.name for s in specs if s is not None]
+        raise ConfigError(
+            "tta 'paper': "
+            + (
+                f"dataset {named[0]!r} declares no test-time augmentation of the original publication"
+                if named
+                else "the model carries no dataset facts, so the publication's passes are unknown"
+            )
+            + " (vaihingen, potsdam and loveda do)"
+        )
+    spec = FIXED_MODES[mode]
+    if scales is not None:
+        spec = replace(spec, scales=tuple(float(s) for s in scales))
+    if merge is not None:
+        spec = replace(spec, merge=merge)
+    return spec
+
+
+def tta_passes(tta: str | TTASpec) -> list[TTAPass]:
+    """Every pass of a TTA, in the original library's order (flips outermost, scales innermost)."""
+    spec = resolve_tta(tta)
+    return [
+        TTAPass(h, v, k, s)
+        for h, v, k, s in itertools.product(
+            (False, True) if spec.hflip else (False,),
+            (False, True) if spec.vflip else (False,),
+            spec.rotations,
+            spec.scales,
+        )
+    ]
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
+
+
+def describe_tta(tta: str | TTASpec) -> str:
+    """The passes in words, e.g. ``horizontal flip x vertical flip = 4 passes, probabilities averaged``."""
+    spec = resolve_tta(tta)
+    factors = []
+    if spec.hflip:
+        factors.append("horizontal flip")
+    if spec.vflip:
+        factors.append("vertical flip")
+    if spec.rotations != (0,):
+        factors.append(f"rot90 {_numbers([90 * k for k in spec.rotations])}")
+    if spec.scales != (1.0,):
+        factors.append(f"scales {_numbers(spec.scales)} ({INTERPOLATION})")
+    count = spec.num_passes
+    if count == 1:
+        return "1 pass (the image as it is)" if not factors else f"{factors[0]} = 1 pass"
+    merged = "logits averaged, softmax after" if spec.merge == "logits" else "probabilities averaged"
+    return f"{' x '.join(factors)} = {count} passes, {merged}"
+
+
+def is_identity(tta: str | TTASpec) -> bool:
+    """True when the TTA is the single untransformed pass."""
+    passes = tta_passes(tta)
+    return len(passes) == 1 and passes[0] == TTAPass()
+
+
+def with_tta(logits_fn: LogitsFn, tta: str | TTASpec = "none") -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wrap a function ``B x bands x H x W -> B x N x H x W logits`` into one returning the merged
+    softmax probabilities of every pass (float32, same shape as the logits).
+
+    ``tta`` is a mode other than ``paper`` or a :class:`TTASpec` (from :func:`resolve_tta`).
+    """
+    spec = resolve_tta(tta)
+    passes = tta_passes(spec)
+    probs = spec.merge == "probs"
 
     def probabilities(x: torch.Tensor) -> torch.Tensor:
+        size = (int(x.shape[-2]), int(x.shape[-1]))
         total = None
-        for forward, inverse in transforms:
-            probs = torch.softmax(inverse(logits_fn(forward(x))).float(), dim=1)
-            total = probs if total is None else total.add_(probs)
-        return total.div_(len(transforms)) if len(transforms) > 1 else total
+        for one in passes:
+            out = one.inverse(logits_fn(one.forward(x)), size).float()
+            if probs:
+                out = torch.softmax(out, dim=1)
+            total = out if total is None else total.add_(out)
+        if len(passes) > 1:
+            total = total.div_(len(passes))
+        return total if probs else torch.softmax(total, dim=1)
 
     return probabilities
