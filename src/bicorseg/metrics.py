@@ -6,8 +6,9 @@
 * :func:`scores_from_confusion` turns a matrix into per-class IoU, precision, recall and F1, their
   means over the dataset's evaluation classes, and the overall accuracy over all classes.
 * :class:`EvaluationReport` pairs the scores with the convention they were computed under (classes
-  averaged, label variant, patches or whole tiles, test-time augmentation); :func:`format_report`
-  prints it as a table and :func:`write_report_json` stores it, both stating that convention.
+  averaged, label variant, patches or whole tiles, the data preparation protocol, test-time
+  augmentation and its passes); :func:`format_report` prints it as a table and
+  :func:`write_report_json` stores it, both stating that convention.
 
 A score whose denominator is zero (a class absent from both labels and predictions) is undefined:
 it is NaN here, ``null`` in JSON, and left out of the means (the report says so).
@@ -166,7 +167,10 @@ class Convention:
     split: str = ""
     label_variant: str = "full"
     mode: str = "patches"  # "patches" or "whole tiles (...)"
-    tta: str = "none"
+    tta: str = "none"  # the mode, e.g. "paper (vaihingen)"
+    tta_detail: str = ""  # its passes in words (bicorseg.inference.tta.describe_tta)
+    tta_passes: list[dict[str, Any]] = field(default_factory=list)  # every pass, for the JSON
+    protocol: str = ""  # how the data was prepared: "clean", "paper (...)"; "" when not prepared
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -204,7 +208,8 @@ class EvaluationReport:
             f"dataset: {conv.dataset}" + (f", split: {conv.split}" if conv.split else ""),
             f"labels: {conv.label_variant}",
             f"evaluated on: {conv.mode}",
-            f"test-time augmentation: {conv.tta}",
+            *([f"data preparation protocol: {conv.protocol}"] if conv.protocol else []),
+            f"test-time augmentation: {conv.tta}" + (f": {conv.tta_detail}" if conv.tta_detail else ""),
             f"mIoU / mean F1 average {len(averaged)} of {len(self.class_names)} classes ("
             + ", ".join(averaged)
             + (f"; left out: {', '.join(left_out)}" if left_out else "")
@@ -236,6 +241,9 @@ class EvaluationReport:
                 "label_variant": conv.label_variant,
                 "mode": conv.mode,
                 "tta": conv.tta,
+                "tta_detail": conv.tta_detail,
+                "tta_passes": conv.tta_passes,
+                "protocol": conv.protocol,
                 "classes_averaged": [self.class_names[c] for c in s.eval_classes],
                 "oa_classes": "all",
                 "undefined_scores": "null, left out of the means",

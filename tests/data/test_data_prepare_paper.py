@@ -187,3 +187,57 @@ def test_car_zoom_matches_the_original_crop_range_at_1024() -> None:
     assert VAIHINGEN.paper.zoom.class_index == VAIHINGEN.spec.class_names.index("car")
     with pytest.raises(ConfigError, match="protocol must be one of clean, paper"):
         prepare("vaihingen", "nowhere", "nowhere", protocol="published")
+
+
+@pytest.mark.slow
+def test_evaluate_reports_the_protocol_and_the_passes_of_paper_tta(potsdam, tmp_path, capsys) -> None:
+    import torch
+
+    from bicorseg.checkpoint import save_checkpoint
+    from bicorseg.data import get_spec
+    from bicorseg.models import BiCoRSeg
+    from conftest import tiny_config
+
+    _, clean, paper = potsdam
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(
+        BiCoRSeg(tiny_config(num_classes=6), dataset=get_spec("potsdam")), tmp_path / "m.ckpt"
+    )
+    report = tmp_path / "metrics.json"
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        "potsdam",
+        "--split",
+        "train",
+        "--limit",
+        "3",
+    ]
+    assert cli_main([*args, "--root", str(paper), "--tta", "paper", "--output", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "data preparation protocol: paper (padding labelled impervious_surfaces (class 0)" in printed
+    assert (
+        "test-time augmentation: paper (potsdam): horizontal flip x vertical flip = 4 passes, logits averaged"
+        in printed
+    )
+    convention = json.loads(report.read_text())["convention"]
+    assert convention["tta"] == "paper (potsdam)" and convention["protocol"].startswith("paper")
+    assert convention["tta_passes"] == [
+        {"hflip": h, "vflip": v, "rot90": 0, "scale": 1.0} for h in (False, True) for v in (False, True)
+    ]
+    assert (
+        cli_main(
+            [*args, "--root", str(clean), "--tta", "lr", "--tta-scales", "1,1.5", "--tta-merge", "logits"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "data preparation protocol: clean" in printed
+    assert (
+        "test-time augmentation: lr: horizontal flip x vertical flip x scales {1, 1.5} (bicubic) = 8 passes"
+        in printed
+    )
+    assert cli_main([*args, "--root", str(clean), "--tta", "paper", "--tta-scales", "1,2"]) == 2
+    assert "--tta paper fixes its passes and merge" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import ConfigError
 
 
@@ -16,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Accumulate one confusion matrix over a split and report per-class IoU, precision, recall "
             "and F1, their means over the dataset's evaluation classes (ISPRS: without clutter) and the "
             "overall accuracy over all classes. The report states its convention: classes averaged, "
-            "label variant, patches or whole tiles, test-time augmentation."
+            "label variant, patches or whole tiles, the data preparation protocol, test-time augmentation "
+            "and its passes."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="a bicorseg checkpoint (from train or convert)")
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--root", help="the prepared dataset folder (output of 'bicorseg prepare')")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
-    parser.add_argument("--tta", default="none", choices=("none", "lr", "d4"), help="test-time augmentation")
+    add_tta_arguments(parser)
     parser.add_argument("--output", help="write the report as JSON here")
     parser.add_argument(
         "--whole-tiles",
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         dataset,
         spec,
         split=args.split,
-        tta=args.tta,
+        **tta_options(args),
         whole_tiles=args.whole_tiles,
         tile=args.tile,
         overlap=args.overlap,

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.device import resolve_device
 from bicorseg.errors import ConfigError
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1) (default 0.25)"
     )
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
-    parser.add_argument("--tta", choices=("none", "lr", "d4"), default="none", help="test-time augmentation")
+    add_tta_arguments(parser)
     parser.add_argument(
         "--probabilities",
         nargs="?",
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
-        tta=args.tta,
+        **tta_options(args),
         probabilities=args.probabilities,
         color=args.color,
         overwrite=args.overwrite,
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             "engine": args.engine,
             "workers": args.workers,
             "vector": args.vector,
-            **asdict(options),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
         }
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
         return 0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bicorseg.atomic import atomic_output
+from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 
 LOVEDA_SIZE = 1024
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LoveDA root (with Test/{Urban,Rural}/images_png), a Test folder, or a folder of PNG images",
     )
     parser.add_argument("--output", required=True, help="the zip to write, e.g. submission.zip")
-    parser.add_argument("--tta", default="none", choices=("none", "lr", "d4"), help="test-time augmentation")
+    add_tta_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     parser.set_defaults(func=run)
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.data.io import read_image
     from bicorseg.device import resolve_device
-    from bicorseg.inference import with_tta
+    from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, with_tta
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -128,7 +129,12 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     model = checkpoint.build_model().to(device)
-    scores = model if args.tta == "none" else with_tta(model, args.tta)
+    options = tta_options(args)
+    specs = [spec, checkpoint.dataset]
+    tta = resolve_tta(options["tta"], specs, options["tta_scales"], options["tta_merge"])
+    scores = model if is_identity(tta) else with_tta(model, tta)
+    if not is_identity(tta):
+        print(f"test-time augmentation {tta_name(args.tta, specs)}: {describe_tta(tta)}", file=sys.stderr)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
 

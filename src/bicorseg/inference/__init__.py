@@ -5,7 +5,8 @@ Public API:
 * :func:`predict_array`: sliding-window class probabilities of an in-memory, normalised image.
 * :class:`Predictor`, :class:`PredictOptions`, :func:`predict_files`: prediction over image and raster
   files of any size (GeoTIFF in, GeoTIFF out; PNG/JPEG in, PNG out).
-* :func:`with_tta`, :data:`TTA_MODES`: test-time augmentation around any logits function.
+* :func:`with_tta`, :func:`resolve_tta`, :data:`TTA_MODES`: test-time augmentation around any logits
+  function (flips, quarter turns, scales; the publication's passes per dataset).
 * :class:`TileGrid`, :func:`blend_weights`, :class:`SlidingWindow`: the tiling machinery.
 * :func:`export_heatmaps`: per-layer class heatmaps and the interpretability figure.
 * :func:`export_onnx` and :class:`OnnxModel` live in :mod:`bicorseg.inference.onnx` (optional extra).
@@ -24,7 +25,7 @@ from bicorseg.inference.predictor import (
     predict_files,
 )
 from bicorseg.inference.tiling import TileGrid, blend_weights
-from bicorseg.inference.tta import TTA_MODES, tta_transforms, with_tta
+from bicorseg.inference.tta import TTA_MODES, resolve_tta, tta_passes, with_tta
 
 __all__ = [
     "TTA_MODES",
@@ -40,6 +41,7 @@ __all__ = [
     "model_info",
     "predict_array",
     "predict_files",
-    "tta_transforms",
+    "resolve_tta",
+    "tta_passes",
     "with_tta",
 ]

@@ -66,7 +66,15 @@ from torch import nn
 from bicorseg.data.io import sha256_file
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
-from bicorseg.inference.tta import TTA_MODES, with_tta
+from bicorseg.inference.tta import (
+    TTASpec,
+    check_tta_mode,
+    describe_tta,
+    parse_scales,
+    resolve_tta,
+    tta_name,
+    with_tta,
+)
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
 
 NODATA = 255
@@ -130,7 +138,9 @@ class PredictOptions:
     tile: int = 512
     overlap: float = 0.25
     batch_size: int = 4
-    tta: str = "none"
+    tta: str = "none"  # a mode of bicorseg.inference.tta.TTA_MODES
+    tta_scales: tuple[float, ...] | None = None  # extra input scales (not with "paper")
+    tta_merge: str | None = None  # "logits" or "probs" (default: the mode's)
     probabilities: str | None = None  # None, "uint8" or "float32"
     color: bool = False
     overwrite: bool = False
@@ -138,8 +148,8 @@ class PredictOptions:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.tta not in TTA_MODES:
-            raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+        check_tta_mode(self.tta)
+        self.tta_scales = parse_scales(self.tta_scales)
         if self.probabilities not in (None, *PROBABILITY_TYPES):
             raise ConfigError(f"--probabilities must be uint8 or float32, got {self.probabilities!r}")
         if self.tile < 32:
@@ -169,7 +179,7 @@ def predict_array(
     tile: int = 512,
     overlap: float = 0.25,
     batch_size: int = 4,
-    tta: str = "none",
+    tta: str | TTASpec = "none",
     *,
     valid: np.ndarray | None = None,
     device: str | torch.device | None = None,
@@ -179,9 +189,10 @@ def predict_array(
     ``image`` must already be normalised as the model expects (``(x - mean) / std``, as the
     dataset samples are). ``model`` is any function from a batch ``B x bands x h x w`` to logits
     ``B x N x h x w`` (a :class:`~bicorseg.models.BiCoRSeg` is put in evaluation mode for the call).
-    Tiles overlap by ``overlap`` and are blended with smooth weights; ``tta`` is ``none``, ``lr`` or
-    ``d4``. Pixels where ``valid`` (``H x W`` bool) is False are zeroed before the model sees them
-    and get probability 0 for every class.
+    Tiles overlap by ``overlap`` and are blended with smooth weights; ``tta`` is a mode other than
+    ``paper`` or a resolved :class:`~bicorseg.spec.TTASpec` (see :mod:`bicorseg.inference.tta`).
+    Pixels where ``valid`` (``H x W`` bool) is False are zeroed before the model sees them and get
+    probability 0 for every class.
     """
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.ndim != 3:
@@ -620,7 +631,8 @@ class Predictor:
         if info.sha256 is None and isinstance(logits_fn, nn.Module):
             info = replace(info, sha256=_weights_sha256(logits_fn))
         self.logits_fn, self.info, self.options, self.engine = logits_fn, info, options, engine
-        self.probs_fn = with_tta(logits_fn, options.tta)
+        self.tta = resolve_tta(options.tta, info.dataset, options.tta_scales, options.tta_merge)
+        self.probs_fn = with_tta(logits_fn, self.tta)
         self._plans: dict[tuple[str, int, int], InputPlan] = {}
 
     @classmethod
@@ -641,7 +653,13 @@ class Predictor:
 
             model = OnnxModel(checkpoint, device=options.device)
             info = replace(model.info, sha256=sha256 or sha256_file(checkpoint))
-            return cls(model, info, replace(options, tile=model.tile), engine)  # the graph's fixed tile
+            predictor = cls(model, info, replace(options, tile=model.tile), engine)  # the graph's fixed tile
+            if predictor.tta.scales != (1.0,):
+                raise ConfigError(
+                    f"{checkpoint}: an ONNX graph has a fixed tile size, so it cannot run scaled test-time "
+                    "augmentation passes: use the PyTorch checkpoint (engine torch)"
+                )
+            return predictor
         if engine != "torch":
             raise ConfigError(f"--engine must be torch or onnx, got {engine!r}")
         from bicorseg.checkpoint import load_checkpoint
@@ -682,7 +700,12 @@ class Predictor:
     def settings(self, kind: str) -> str:
         """The settings that define an output of ``kind``, as its ``bicorseg_settings`` tag records them."""
         opts = self.options
-        text = f"tile={opts.tile} overlap={opts.overlap} tta={opts.tta} engine={self.engine}"
+        tta = tta_name(opts.tta, self.info.dataset)
+        if opts.tta_scales is not None:
+            tta += f" tta_scales={','.join(f'{v:g}' for v in opts.tta_scales)}"
+        if opts.tta_merge is not None:
+            tta += f" tta_merge={opts.tta_merge}"
+        text = f"tile={opts.tile} overlap={opts.overlap} tta={tta} engine={self.engine}"
         return text + (f" probabilities={opts.probabilities}" if kind == "probabilities" else "")
 
     def verify(self, kind: str, target: Path, path: Path, shape: tuple[int, int]) -> str | None:
@@ -873,6 +896,7 @@ class Predictor:
             "bicorseg_input": path.name,
             "bicorseg_classes": json.dumps(self.info.class_names),
             "bicorseg_settings": self.settings(kind),
+            "bicorseg_tta": describe_tta(self.tta),
         }
 
 

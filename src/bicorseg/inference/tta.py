@@ -55,6 +55,7 @@ __all__ = [
     "is_identity",
     "parse_scales",
     "resolve_tta",
+    "tta_name",
     "tta_passes",
     "with_tta",
 ]
@@ -97,7 +98,12 @@ class TTAPass:
         return y
 
     def to_dict(self) -> dict[str, object]:
-        return {"hflip": self.hflip, "vflip": self.vflip, "rot90": 90 * self.quarter_turns, "scale": self.scale}
+        return {
+            "hflip": self.hflip,
+            "vflip": self.vflip,
+            "rot90": 90 * self.quarter_turns,
+            "scale": self.scale,
+        }
 
 
 def check_tta_mode(mode: str) -> str:
@@ -115,7 +121,9 @@ def parse_scales(text: str | Sequence[float] | None) -> tuple[float, ...] | None
     try:
         scales = tuple(float(s) for s in items if s != "")
     except ValueError:
-        raise ConfigError(f"tta_scales: give comma-separated numbers such as 0.75,1,1.25, got {text!r}") from None
+        raise ConfigError(
+            f"tta_scales: give comma-separated numbers such as 0.75,1,1.25, got {text!r}"
+        ) from None
     if not scales or any(not 0 < s <= 8 for s in scales) or len(set(scales)) != len(scales):
         raise ConfigError(f"tta_scales: give distinct factors in (0, 8], got {text!r}")
     return scales
@@ -145,11 +153,10 @@ def resolve_tta(
                 "tta 'paper' fixes its passes and merge: leave out tta_scales and tta_merge "
                 "(or build the same product from d4 or lr with them)"
             )
-        specs = dataset if isinstance(dataset, Sequence) else [dataset]
-        for spec in specs:
-            if spec is not None and spec.paper_tta is not None:
-                return spec.paper_tta
-        named = [s.name for s in specs if s is not None]
+        source = _paper_source(dataset)
+        if source is not None:
+            return source.paper_tta
+        named = [s.name for s in _specs(dataset) if s is not None]
         raise ConfigError(
             "tta 'paper': "
             + (
@@ -165,6 +172,21 @@ def resolve_tta(
     if merge is not None:
         spec = replace(spec, merge=merge)
     return spec
+
+
+def _specs(dataset: DatasetSpec | Sequence[DatasetSpec | None] | None) -> list[DatasetSpec | None]:
+    return list(dataset) if isinstance(dataset, Sequence) else [dataset]
+
+
+def _paper_source(dataset: DatasetSpec | Sequence[DatasetSpec | None] | None) -> DatasetSpec | None:
+    """The first of the given specs that declares the publication's TTA."""
+    return next((s for s in _specs(dataset) if s is not None and s.paper_tta is not None), None)
+
+
+def tta_name(mode: str, dataset: DatasetSpec | Sequence[DatasetSpec | None] | None = None) -> str:
+    """The mode for reports: ``paper`` names the dataset whose passes it took, e.g. ``paper (vaihingen)``."""
+    source = _paper_source(dataset) if mode == "paper" else None
+    return f"paper ({source.name})" if source is not None else mode
 
 
 def tta_passes(tta: str | TTASpec) -> list[TTAPass]:

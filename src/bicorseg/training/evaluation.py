@@ -82,6 +82,16 @@ def _label_variant(dataset: Dataset, split: str) -> str | None:
     return "+".join(dict.fromkeys(variants))
 
 
+def _protocol(dataset: Dataset) -> str:
+    """The preparation protocol of prepared data, from its manifest ("" for other datasets)."""
+    manifest = getattr(dataset, "manifest", None)
+    if not isinstance(manifest, dict):
+        return ""
+    protocol = str(manifest.get("protocol", "clean"))
+    notes = manifest.get("protocol_notes") or []
+    return f"{protocol} ({'; '.join(notes)})" if protocol == "paper" and notes else protocol
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -89,6 +99,8 @@ def evaluate_model(
     *,
     split: str = "",
     tta: str = "none",
+    tta_scales: tuple[float, ...] | None = None,
+    tta_merge: str | None = None,
     whole_tiles: bool = False,
     tile: int = 1024,
     overlap: float = 0.25,
@@ -98,11 +110,16 @@ def evaluate_model(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
-    """Scores of ``model`` on ``dataset`` by the published convention (see :mod:`bicorseg.metrics`)."""
-    from bicorseg.inference import TTA_MODES, predict_array, with_tta
+    """Scores of ``model`` on ``dataset`` by the published convention (see :mod:`bicorseg.metrics`).
 
-    if tta not in TTA_MODES:
-        raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    ``tta`` is a mode of :data:`bicorseg.inference.tta.TTA_MODES`; ``paper`` takes the passes the
+    original publication used for ``spec``'s dataset (else the model's), with ``tta_scales`` and
+    ``tta_merge`` left out.
+    """
+    from bicorseg.inference import predict_array, with_tta
+    from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_passes
+
+    plan = resolve_tta(tta, [spec, getattr(model, "dataset", None)], tta_scales, tta_merge)
     device = torch.device(device)
     num_classes = int(getattr(getattr(model, "config", None), "num_classes", spec.num_classes))
     metric = ConfusionMatrix(num_classes, spec.ignore_index).to(device)
@@ -113,7 +130,7 @@ def evaluate_model(
     if total == 0:
         raise InputError("the evaluation split holds no samples")
     # without TTA the arg-max of the logits themselves (softmax rounding can tie near-equal classes)
-    scores = model if tta == "none" else with_tta(model, tta)
+    scores = model if is_identity(plan) else with_tta(model, plan)
     done = 0
     with torch.inference_mode():
         if whole_tiles:
@@ -127,7 +144,7 @@ def evaluate_model(
                     tile=tile,
                     overlap=overlap,
                     batch_size=batch_size,
-                    tta=tta,
+                    tta=plan,
                     device=device,
                 )
                 metric.update(
@@ -148,7 +165,18 @@ def evaluate_model(
                 if progress:
                     progress(done, total)
     mode = f"whole tiles (sliding windows {tile} px, overlap {overlap:g})" if whole_tiles else "patches"
-    convention = Convention(spec.name, split=split, label_variant=spec.label_variant, mode=mode, tta=tta)
+    convention = Convention(
+        spec.name,
+        split=split,
+        label_variant=spec.label_variant,
+        mode=mode,
+        tta=f"paper ({spec.name if spec.paper_tta is not None else model.dataset.name})"
+        if tta == "paper"
+        else tta,
+        tta_detail=describe_tta(plan),
+        tta_passes=[p.to_dict() for p in tta_passes(plan)],
+        protocol=_protocol(dataset),
+    )
     return EvaluationReport.from_confusion(
         metric.compute().cpu(), spec.class_names, spec.eval_classes, convention
     )
