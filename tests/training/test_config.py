@@ -97,7 +97,11 @@ def test_recipe_augmentation() -> None:
     from bicorseg.training.datamodule import training_transform
 
     potsdam = load_config(REPO / "configs" / "potsdam.yaml")
-    assert potsdam.data.augment == {"rot90_p": 0.25}
+    assert potsdam.data.augment == {
+        "rot90_p": 0.25,
+        "rotate_draw": "paper",
+        "rescale_interpolation": "bicubic",
+    }
     config = training_transform(potsdam.data, seed=42).config
     assert (config.crop_size, config.rot90_p, config.hflip_p, config.vflip_p) == (768, 0.25, 0.5, 0.5)
     assert (config.mosaic_p, config.scales, config.max_class_ratio, config.crop_retries) == (
@@ -113,6 +117,25 @@ def test_recipe_augmentation() -> None:
 def test_loveda_recipe_trains_on_train_and_val() -> None:
     config = load_config(REPO / "configs" / "loveda.yaml")
     assert config.data.train_splits == ["train", "val"]
+    assert config.data.val_split is None  # nothing held out: the last epoch is kept
+
+
+@pytest.mark.parametrize("name", ["vaihingen", "potsdam", "loveda"])
+def test_published_recipes_use_the_original_protocol(name: str) -> None:
+    from bicorseg.training.datamodule import training_transform
+
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    augment = training_transform(config.data, seed=42).config
+    assert (augment.rotate_draw, augment.rescale_interpolation) == ("paper", "bicubic")
+    assert augment.rotation_rate == pytest.approx(0.75 * augment.rot90_p)
+    assert config.optimizer.lookahead_phase == "paper"
+    if name != "loveda":  # ISPRS: mean F1 (clutter excluded) on the validation tile, as the original's val_F1
+        assert (config.trainer.monitor, config.data.val_split) == ("val/mean_f1", "val")
+    # the clean defaults stay clean
+    default = load_config(TINY)
+    assert default.optimizer.lookahead_phase == "textbook" and default.trainer.monitor == "val/miou"
+    with pytest.raises(ConfigError, match="optimizer.lookahead_phase"):
+        load_config(TINY, {"optimizer.lookahead_phase": "catalyst"})
 
 
 def test_cli_print_config_and_early_refusal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

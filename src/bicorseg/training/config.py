@@ -26,6 +26,7 @@ from bicorseg.errors import BicorsegError, ConfigError
 from bicorseg.losses import LossConfig
 from bicorseg.models import ModelConfig
 from bicorseg.spec import DatasetSpec
+from bicorseg.training.lookahead import PHASES as LOOKAHEAD_PHASES
 
 DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
 PRECISIONS = ("32-true", "32", "bf16-mixed")
@@ -102,6 +103,7 @@ class OptimizerConfig:
     lookahead: bool = True
     lookahead_k: int = 5
     lookahead_alpha: float = 0.5
+    lookahead_phase: str = "textbook"  # "paper": the original code's schedule (syncs at steps 1, 6, 11, ...)
     schedule: str = "cosine"
     min_lr: float = 1e-6
 
@@ -116,6 +118,7 @@ class OptimizerConfig:
         _positive("optimizer.lookahead_k", self.lookahead_k)
         if not 0.0 < self.lookahead_alpha <= 1.0:
             _fail("optimizer.lookahead_alpha", f"must be in (0, 1], got {self.lookahead_alpha}")
+        _choice("optimizer.lookahead_phase", self.lookahead_phase, LOOKAHEAD_PHASES)
         _choice("optimizer.schedule", self.schedule, SCHEDULES)
         if not 0 <= self.min_lr <= self.lr:
             _fail("optimizer.min_lr", f"must be in [0, optimizer.lr], got {self.min_lr}")

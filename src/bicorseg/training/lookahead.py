@@ -1,9 +1,16 @@
 """Lookahead (Zhang et al., 2019) around any torch optimizer, with a complete ``state_dict``.
 
-The wrapped ("fast") optimizer takes every step. Slow weights start as the parameters before the
-first step; after every ``k`` fast steps they move ``alpha`` of the way towards the fast weights,
-and the fast weights are reset to them. The published recipes use AdamW inside Lookahead(k=5,
-alpha=0.5).
+The wrapped ("fast") optimizer takes every step; at a synchronisation the slow weights move
+``alpha`` of the way towards the fast weights, and the fast weights are reset to them. The published
+recipes use AdamW inside Lookahead(k=5, alpha=0.5). Two phases of the schedule (``phase``):
+
+* ``textbook`` (Zhang et al.): the slow weights start as the parameters before the first step;
+  synchronisations after fast steps k, 2k, 3k, ... (5, 10, 15, ...).
+* ``paper``: the original code's (catalyst's ``Lookahead``, whose per-group counter synchronises
+  when it is 0 and then counts up to k): the slow weights are copied from the fast weights after
+  the first fast step (a synchronisation that changes nothing), then synchronisations follow every
+  k steps from there: after steps 1, k + 1, 2k + 1, ... (1, 6, 11, ...), one step later than the
+  textbook form.
 
 The wrapper shares ``param_groups`` with the inner optimizer, so learning-rate schedulers act on
 both. ``state_dict()`` holds the inner optimizer's state, the slow weights and the step counter, so
@@ -18,18 +25,23 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+PHASES = ("textbook", "paper")
+
 
 class Lookahead(Optimizer):
     """Lookahead over ``base`` (see module docstring)."""
 
-    def __init__(self, base: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+    def __init__(self, base: Optimizer, k: int = 5, alpha: float = 0.5, phase: str = "textbook") -> None:
         if k < 1:
             raise ValueError(f"Lookahead k must be at least 1, got {k}")
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"Lookahead alpha must be in (0, 1], got {alpha}")
+        if phase not in PHASES:
+            raise ValueError(f"Lookahead phase must be one of {', '.join(PHASES)}, got {phase!r}")
         self.base = base
         self.k = k
         self.alpha = alpha
+        self.phase = phase
         self.fast_steps = 0
         super().__init__(base.param_groups, base.defaults)
         # share the very same group dicts (and list) so schedulers and the base see one learning rate
@@ -52,10 +64,12 @@ class Lookahead(Optimizer):
             p.copy_(slow)
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
-        self._init_slow()
+        if self.phase == "textbook":
+            self._init_slow()  # the parameters before this step
         loss = self.base.step(closure)
         self.fast_steps += 1
-        if self.fast_steps % self.k == 0:
+        if (self.fast_steps - (self.phase == "paper")) % self.k == 0:
+            self._init_slow()  # paper: the fast weights after the first step
             self._sync()
         return loss
 
@@ -70,6 +84,7 @@ class Lookahead(Optimizer):
             "fast_steps": self.fast_steps,
             "k": self.k,
             "alpha": self.alpha,
+            "phase": self.phase,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
@@ -89,3 +104,4 @@ class Lookahead(Optimizer):
         self.fast_steps = int(state_dict["fast_steps"])
         self.k = int(state_dict.get("k", self.k))
         self.alpha = float(state_dict.get("alpha", self.alpha))
+        self.phase = str(state_dict.get("phase", "textbook"))  # states without one predate the paper phase

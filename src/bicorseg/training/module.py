@@ -182,7 +182,9 @@ class BiCoRSegModule(L.LightningModule):
             params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
         )
         if cfg.lookahead:
-            optimizer = Lookahead(optimizer, k=cfg.lookahead_k, alpha=cfg.lookahead_alpha)
+            optimizer = Lookahead(
+                optimizer, k=cfg.lookahead_k, alpha=cfg.lookahead_alpha, phase=cfg.lookahead_phase
+            )
         if cfg.schedule == "constant":
             return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
