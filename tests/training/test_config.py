@@ -134,7 +134,7 @@ def test_published_recipes_use_the_original_protocol(name: str) -> None:
     # the clean defaults stay clean
     default = load_config(TINY)
     assert default.optimizer.lookahead_phase == "textbook" and default.trainer.monitor == "val/miou"
-    with pytest.raises(ConfigError, match="optimizer.lookahead_phase"):
+    with pytest.raises(ConfigError, match=r"optimizer\.lookahead_phase"):
         load_config(TINY, {"optimizer.lookahead_phase": "catalyst"})
 
 
