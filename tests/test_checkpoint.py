@@ -136,3 +136,53 @@ def test_cli_prints_one_line_errors(tmp_path, capsys) -> None:
     assert status == 2
     assert err.count("\n") == 1 and "checkpoint not found" in err
     assert not (tmp_path / "x.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_convert_takes_the_recipe_of_the_dataset(tmp_path, capsys) -> None:
+    torch.manual_seed(5)
+    original = BiCoRSeg(tiny_config(backbone="convnext_tiny", num_classes=7, layers=2)).eval()
+    source = tmp_path / "loveda_official.ckpt"
+    torch.save({"state_dict": _official_state_dict(original)}, source)
+    out = tmp_path / "loveda.ckpt"
+    assert main(["convert", str(source), "--output", str(out), "--dataset", "loveda"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "top-k ratio 0.02, min pixels 64; layers, top-k ratio, min pixels from the loveda recipe" in printed
+    )
+    converted = load_checkpoint(out)
+    config = converted.model_config
+    assert (config.num_classes, config.layers, config.topk_ratio, config.min_pixels) == (7, 2, 0.02, 64)
+    assert converted.dataset.name == "loveda" and converted.extra["recipe"] == "loveda"
+    # what is given wins over the recipe
+    assert (
+        main(["convert", str(source), "--output", str(out), "--dataset", "loveda", "--topk-ratio", "0.1"])
+        == 0
+    )
+    assert "layers, min pixels from the loveda recipe" in capsys.readouterr().out
+    assert load_checkpoint(out).model_config.topk_ratio == 0.1
+    # without a dataset the plain defaults are used, and said
+    assert main(["convert", str(source), "--output", str(out), "--num-classes", "7"]) == 0
+    assert "top-k ratio 1.0, min pixels 64" in capsys.readouterr().out
+
+
+def test_convert_refuses_a_recipe_that_does_not_fit_and_bicorseg_checkpoints(tmp_path, capsys) -> None:
+    torch.manual_seed(6)
+    original = BiCoRSeg(tiny_config(num_classes=6, layers=2)).eval()  # refused before the backbone matters
+    source = tmp_path / "official.ckpt"
+    torch.save({"state_dict": _official_state_dict(original)}, source)
+    out = tmp_path / "out.ckpt"
+    assert main(["convert", str(source), "--output", str(out), "--dataset", "potsdam"]) == 2
+    assert "the source has 2 HBIS layers but the potsdam recipe has 3" in capsys.readouterr().err
+    assert (
+        main(["convert", str(source), "--output", str(out), "--dataset", "potsdam", "--num-classes", "7"])
+        == 2
+    )
+    assert "--num-classes is 7 but dataset 'potsdam' has 6" in capsys.readouterr().err
+    assert main(["convert", str(source), "--output", str(out)]) == 2
+    assert "--num-classes" in capsys.readouterr().err
+    ours = save_checkpoint(original, tmp_path / "ours.ckpt")
+    assert main(["convert", str(ours), "--output", str(out), "--num-classes", "6"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already a bicorseg checkpoint: use it as it is" in err
+    assert not out.exists()

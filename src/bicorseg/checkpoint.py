@@ -171,6 +171,11 @@ _OFFICIAL_RULES: list[tuple[str, str]] = [
 _COMPILED_RULES = [(re.compile(pattern), target) for pattern, target in _OFFICIAL_RULES]
 
 
+def _is_bicorseg(data: dict[str, Any]) -> bool:
+    """A plain bicorseg checkpoint or a Lightning checkpoint written by ``bicorseg train``."""
+    return data.get("format") == FORMAT or isinstance(data.get("bicorseg"), dict)
+
+
 def _state_keys(data: dict[str, Any]) -> list[str]:
     state = data.get("state_dict", data)
     return [str(k) for k in state] if isinstance(state, dict) else []
@@ -212,15 +217,22 @@ def convert_official(
     source: dict[str, Any],
     num_classes: int,
     layers: int | None = None,
-    topk_ratio: float = 1.0,
+    topk_ratio: float | list[float] = 1.0,
     min_pixels: int = 64,
     dataset: DatasetSpec | None = None,
+    recipe: str | None = None,
 ) -> Checkpoint:
     """A :class:`Checkpoint` from a checkpoint dict of the original public implementation.
 
     Every source key must be consumed and every target key filled, else :class:`CheckpointError`
-    names the missing and unexpected keys.
+    names the missing and unexpected keys. ``recipe`` names the published recipe that ``layers``,
+    ``topk_ratio`` and ``min_pixels`` come from (for messages and the checkpoint's ``extra``).
+    A checkpoint that is already bicorseg's is refused: there is nothing to convert.
     """
+    if _is_bicorseg(source):
+        raise CheckpointError(
+            "the source is already a bicorseg checkpoint: use it as it is, there is nothing to convert"
+        )
     state = source.get("state_dict", source)
     if not isinstance(state, dict) or not state:
         raise CheckpointError("the source holds no state dict")
@@ -234,7 +246,8 @@ def convert_official(
         )
     found_layers = len({k.split(".")[1] for k in mapped if k.startswith("layers.")})
     if layers is not None and layers != found_layers:
-        raise CheckpointError(f"the source has {found_layers} HBIS layers but {layers} were asked for")
+        asked = f"the {recipe} recipe has {layers}" if recipe else f"{layers} were asked for"
+        raise CheckpointError(f"the source has {found_layers} HBIS layers but {asked}")
     backbone, in_channels = _infer_backbone(mapped)
     config = ModelConfig(
         num_classes=num_classes,
@@ -263,7 +276,7 @@ def convert_official(
         config,
         {k: v.float() if v.is_floating_point() else v for k, v in mapped.items()},
         dataset,
-        {"converted_from": "official BiCoR-Seg"},
+        {"converted_from": "official BiCoR-Seg", **({"recipe": recipe} if recipe else {})},
     )
 
 
