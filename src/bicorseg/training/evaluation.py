@@ -82,8 +82,10 @@ def _label_variant(dataset: Dataset, split: str) -> str | None:
     return "+".join(dict.fromkeys(variants))
 
 
-def _protocol(dataset: Dataset) -> str:
+def data_protocol(dataset: Dataset | None) -> str:
     """The preparation protocol of prepared data, from its manifest ("" for other datasets)."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
     manifest = getattr(dataset, "manifest", None)
     if not isinstance(manifest, dict):
         return ""
@@ -175,7 +177,7 @@ def evaluate_model(
         else tta,
         tta_detail=describe_tta(plan),
         tta_passes=[p.to_dict() for p in tta_passes(plan)],
-        protocol=_protocol(dataset),
+        protocol=data_protocol(dataset),
     )
     return EvaluationReport.from_confusion(
         metric.compute().cpu(), spec.class_names, spec.eval_classes, convention

@@ -30,6 +30,7 @@ from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, writ
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig
+from bicorseg.training.evaluation import data_protocol
 from bicorseg.training.lookahead import Lookahead
 
 
@@ -153,6 +154,7 @@ class BiCoRSegModule(L.LightningModule):
                 label_variant=self.spec.label_variant,
                 mode="patches (validation during training)",
                 tta="none",
+                protocol=data_protocol(getattr(self.trainer.datamodule, "val_set", None)),
                 extra={"epoch": self.current_epoch, "step": self.global_step},
             ),
         )
