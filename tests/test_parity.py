@@ -13,7 +13,8 @@ from bicorseg.losses import BiCoRSegLoss, LossConfig
 from bicorseg.models import BiCoRSeg, ModelConfig
 from conftest import shared_path
 
-CASES = ["loveda_like", "potsdam_like", "loveda_ratio"]
+# loveda_ratio builds a third ConvNeXt-B model: slow (the fast loop keeps the two original cases)
+CASES = ["loveda_like", "potsdam_like", pytest.param("loveda_ratio", marks=pytest.mark.slow)]
 WITH_F0 = ["loveda_like", "potsdam_like"]  # loveda_ratio is kept small: no f0, no training logits
 
 
@@ -133,6 +134,7 @@ def test_every_loss_term(case) -> None:
         assert terms[key].item() == pytest.approx(float(expected), rel=1e-10), key
 
 
+@pytest.mark.slow
 def test_ratio_case_selects_above_the_min_pixels_floor() -> None:
     model, _, reference = _model("loveda_ratio")
     side = reference["labels"].shape[-1] // 4
