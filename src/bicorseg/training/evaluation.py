@@ -119,9 +119,10 @@ def evaluate_model(
     ``tta_merge`` left out.
     """
     from bicorseg.inference import predict_array, with_tta
-    from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_passes
+    from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, tta_passes
 
-    plan = resolve_tta(tta, [spec, getattr(model, "dataset", None)], tta_scales, tta_merge)
+    specs = [spec, getattr(model, "dataset", None)]  # the evaluated dataset's facts first
+    plan = resolve_tta(tta, specs, tta_scales, tta_merge)
     device = torch.device(device)
     num_classes = int(getattr(getattr(model, "config", None), "num_classes", spec.num_classes))
     metric = ConfusionMatrix(num_classes, spec.ignore_index).to(device)
@@ -172,9 +173,7 @@ def evaluate_model(
         split=split,
         label_variant=spec.label_variant,
         mode=mode,
-        tta=f"paper ({spec.name if spec.paper_tta is not None else model.dataset.name})"
-        if tta == "paper"
-        else tta,
+        tta=tta_name(tta, specs),
         tta_detail=describe_tta(plan),
         tta_passes=[p.to_dict() for p in tta_passes(plan)],
         protocol=data_protocol(dataset),
