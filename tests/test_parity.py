@@ -28,7 +28,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 def _model(name: str) -> tuple[BiCoRSeg, list[torch.Tensor], dict]:
     """A float64 model with the reference's neck and decoder weights, its stage features, the reference
     (one per case for the whole module: tests leave it as they found it)."""
-    reference = torch.load(shared_path("parity", f"{name}.pt"), weights_only=False)
+    reference = torch.load(shared_path("parity", f"{name}.pt"), weights_only=True)
     cfg = reference["config"]
     config = ModelConfig(
         num_classes=cfg["num_classes"],

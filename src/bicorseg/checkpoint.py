@@ -14,7 +14,9 @@ both. Files are written to a temporary name and renamed, so a checkpoint is neve
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -88,16 +90,48 @@ def save_checkpoint(model: BiCoRSeg, path: str | os.PathLike, extra: dict[str, A
     return atomic_torch_save({**metadata(model), "state_dict": state, "extra": extra or {}}, path)
 
 
-def _read(path: str | os.PathLike) -> dict[str, Any]:
+def read_torch_file(path: str | os.PathLike, *, mmap: bool = False, map_location: Any = "cpu") -> Any:
+    """The content of a ``torch.save`` file, unpickled with ``weights_only=True``: tensors and plain data.
+
+    A file that holds any other Python object (which could run code when unpickled) is refused with
+    a :class:`CheckpointError` naming the object; nothing of it is executed. Every checkpoint read
+    in bicorseg goes through here (plain checkpoints, Lightning ``best.ckpt``/``last.ckpt``,
+    ``--resume``, checkpoints of the original implementation).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not support; the error below says it all
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None:  # not a pickle of tensors and data at all
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: corrupt or not a torch file (no tensors and plain data)"
+            ) from error
+        raise CheckpointError(
+            f"refusing to read checkpoint {path}: it refers to {found.group(1)}, and loading it could run "
+            "code (only tensors and plain data are read; if you trust the file, save its state dict alone)"
+        ) from error
     except Exception as error:  # a corrupt file surfaces as many exception types
         raise CheckpointError(
             f"cannot read checkpoint {path}: corrupt or not a torch file ({first_line(error)})"
         ) from error
+
+
+def check_finite_weights(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise a :class:`CheckpointError` naming the first floating tensor with NaN or infinite values."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: weight {key} has {bad} NaN or infinite value(s)")
+
+
+def _read(path: str | os.PathLike) -> dict[str, Any]:
+    data = read_torch_file(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
     return data
@@ -111,11 +145,11 @@ def load_checkpoint(
     if data.get("format") == FORMAT:
         meta, state = data, data.get("state_dict")
     elif isinstance(data.get("bicorseg"), dict):  # a Lightning checkpoint written by bicorseg train
-        meta = data["bicorseg"]
+        meta, lightning_state = data["bicorseg"], data.get("state_dict")
         state = {
             k.removeprefix(LIGHTNING_PREFIX): v
-            for k, v in data.get("state_dict", {}).items()
-            if k.startswith(LIGHTNING_PREFIX)
+            for k, v in (lightning_state if isinstance(lightning_state, dict) else {}).items()
+            if str(k).startswith(LIGHTNING_PREFIX)
         }
     elif any(str(k).startswith(("net.", "encoder.", "decoder.")) for k in _state_keys(data)):
         raise CheckpointError(
@@ -124,12 +158,13 @@ def load_checkpoint(
         )
     else:
         raise CheckpointError(f"{path} is not a bicorseg checkpoint (no model configuration inside)")
-    if not state:
+    if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path} holds no model weights")
+    check_finite_weights(state, path)
     try:
         config = ModelConfig.from_dict(meta["model_config"])
         dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path} has an invalid model configuration: {first_line(error)}") from error
     if num_classes is not None and config.num_classes != num_classes:
         raise CheckpointError(
@@ -139,7 +174,8 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
         )
-    return Checkpoint(config, state, dataset, dict(data.get("extra", {})))
+    extra = data.get("extra") or {}
+    return Checkpoint(config, state, dataset, dict(extra) if isinstance(extra, dict) else {})
 
 
 def load_model(
@@ -284,7 +320,11 @@ def convert_official_file(
     source_path: str | os.PathLike, output_path: str | os.PathLike, **options: Any
 ) -> Checkpoint:
     """Read an original checkpoint file, convert it, check it loads, and save it atomically."""
-    checkpoint = convert_official(_read(source_path), **options)
+    source = _read(source_path)
+    state = source.get("state_dict", source)
+    if isinstance(state, dict):
+        check_finite_weights(state, source_path)
+    checkpoint = convert_official(source, **options)
     model = checkpoint.build_model()
     save_checkpoint(model, output_path, extra=checkpoint.extra)
     return checkpoint

@@ -33,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7-class tiny run of 2 epochs (4 steps each), then resumed to 3 epochs."""
     run = tmp_path_factory.mktemp("e2e") / "run"
     assert cli("train", "--config", TINY, "--model.num_classes", "7", "--output", run) == 0
-    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert (first["epoch"], first["global_step"]) == (2, 8)
     assert cli("train", "--config", TINY, "--model.num_classes", "7", "--trainer.max_epochs", "3",
                "--output", run, "--resume") == 0  # fmt: skip
@@ -55,7 +55,7 @@ def test_run_folder_and_logs(trained: Path) -> None:
 
 
 def test_resumed_checkpoint_state(trained: Path) -> None:
-    last = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (3, 12)
     optimizer = last["optimizer_states"][0]
     assert optimizer["fast_steps"] == 12 and optimizer["k"] == 5  # Lookahead state travels along
@@ -138,5 +138,5 @@ def test_bf16_mixed_precision(tmp_path: Path) -> None:
                "--output", run) == 0  # fmt: skip
     totals = [v for _, v in column(read_metrics(run), "train/total_step")]
     assert len(totals) == 4 and all(np.isfinite(totals))
-    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # master weights

@@ -40,7 +40,7 @@ class Recorder(L.Callback):
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _step_of(path: Path) -> int:

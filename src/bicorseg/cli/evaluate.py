@@ -7,6 +7,7 @@ import sys
 
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import ConfigError
+from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,10 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
+    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    with remote_access(args.allow_remote):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.device import resolve_device
     from bicorseg.metrics import format_report, write_report_json
@@ -70,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.tile < 32 or not 0 <= args.overlap < 1:
         raise ConfigError("--tile must be at least 32 and --overlap in [0, 1)")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1 sample, got {args.limit}")
+    if args.num_workers < 0:
+        raise ConfigError(f"--num-workers must not be negative, got {args.num_workers}")
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.errors import ConfigError
+from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,10 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    with remote_access(args.allow_remote):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.cli.predict import one_line_warnings
     from bicorseg.device import resolve_device

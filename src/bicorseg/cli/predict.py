@@ -12,6 +12,7 @@ from pathlib import Path
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.device import resolve_device
 from bicorseg.errors import ConfigError
+from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
+    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
 
 
@@ -120,6 +122,11 @@ def one_line_warnings(command: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    with remote_access(args.allow_remote):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from bicorseg.inference.predictor import PredictOptions, predict_files
 
     if args.workers < 1:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from bicorseg.errors import ConfigError
+from bicorseg.yaml_files import read_yaml_mapping
 
 DATASET_CHOICES = ("vaihingen", "potsdam", "loveda")
 # option -> default; the resolved config is defaults < --config YAML < command line
@@ -88,21 +89,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+# the YAML types each option takes (lists hold strings)
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "source": (str, list),
+    "output": (str,),
+    "splits": (str, list),
+    "bands": (str,),
+    "patch_size": (int,),
+    "unknown_colours": (str,),
+    "force": (bool,),
+    "verify": (bool,),
+    "progress": (bool,),
+}
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    types = OPTION_TYPES[key]
+    ok = value is None or (isinstance(value, types) and (bool in types or not isinstance(value, bool)))
+    if ok and isinstance(value, list):
+        ok = all(isinstance(item, str) for item in value)
+    if not ok:
+        expected = " or ".join("a list of strings" if t is list else t.__name__ for t in types)
+        raise ConfigError(f"--config {path}: {key} must be {expected}, got {value!r}")
+
+
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the YAML config, then the command line."""
     config = dict(DEFAULTS)
     if args.config:
         path = Path(args.config)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"--config {path}: unreadable ({str(error).splitlines()[0]})") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {path}: expected a mapping of options")
+        loaded = read_yaml_mapping(path, "option file")
         loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
         unknown = sorted(set(loaded) - set(DEFAULTS))
         if unknown:
             raise ConfigError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
+        for key, value in loaded.items():
+            _check_type(path, key, value)
         config.update(loaded)
     for key in DEFAULTS:
         value = getattr(args, key, None)

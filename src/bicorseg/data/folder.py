@@ -27,6 +27,7 @@ masks whose raw values are not the class indices.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -35,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.io import IMAGE_SUFFIXES, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
+from bicorseg.yaml_files import read_yaml_mapping
 
 _MASK_SUFFIX_ORDER = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -67,12 +68,7 @@ class ClassTable:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> ClassTable:
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{path}: class table does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: unreadable class table ({str(error).splitlines()[0]})") from error
+        data = read_yaml_mapping(path, "class table")
         return cls.from_dict(data, str(path), default_name=path.stem)
 
     @classmethod
@@ -86,6 +82,8 @@ class ClassTable:
             raise ConfigError(
                 f"{where}: unknown key(s) {', '.join(map(str, extra))} (allowed: {', '.join(sorted(known))})"
             )
+        if not isinstance(data.get("name", default_name), str):
+            raise ConfigError(f"{where}: name: expected a string, got {data['name']!r}")
         classes = data.get("classes")
         if not isinstance(classes, list) or len(classes) < 2:
             raise ConfigError(f"{where}: 'classes' must list at least two classes")
@@ -96,22 +94,23 @@ class ClassTable:
             at = f"{where}: classes[{i}]"
             if not isinstance(entry, Mapping) or "name" not in entry:
                 raise ConfigError(f"{at}: each class needs a name (and a colour or a value)")
+            if not isinstance(entry["name"], str | int) or isinstance(entry["name"], bool):
+                raise ConfigError(f"{at}.name: expected a string, got {entry['name']!r}")
             names.append(str(entry["name"]))
             colour = entry.get("colour", entry.get("color"))
             if colour is not None:
                 colours.append(parse_colour(colour, f"{at}.colour"))
             if "value" in entry:
-                try:
-                    values.append(int(entry["value"]))
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{at}.value: {entry['value']!r} is not an integer") from None
+                values.append(_integer(entry["value"], f"{at}.value"))
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: class names must be unique")
         n = len(names)
         ignore_index = data.get("ignore_index", n)
         if not isinstance(ignore_index, int) or not n <= ignore_index <= 255:
             raise ConfigError(f"{where}: ignore_index must be an integer in {n}..255, not {ignore_index!r}")
-        ignore_colours = data.get("ignore_colours", data.get("ignore_colors", [])) or []
+        ignore_colours = _list(
+            data.get("ignore_colours", data.get("ignore_colors")), f"{where}: ignore_colours"
+        )
         if values and len(values) != n:
             raise ConfigError(f"{where}: give a 'value' for every class or for none")
         if not values and len(colours) != n:
@@ -120,7 +119,10 @@ class ClassTable:
             )
         try:
             if values:
-                ignore_values = [int(v) for v in data.get("ignore_values", []) or []]
+                ignore_values = [
+                    _integer(v, f"{where}: ignore_values[{i}]")
+                    for i, v in enumerate(_list(data.get("ignore_values"), f"{where}: ignore_values"))
+                ]
                 labels = LabelTable.from_value_list(values, ignore_values, ignore_index)
             else:
                 parsed = [parse_colour(c, f"{where}: ignore_colours") for c in ignore_colours]
@@ -131,11 +133,15 @@ class ClassTable:
         eval_classes = _eval_classes(data.get("eval_classes"), names, where)
         bands, mean, std = (data.get(k) for k in ("bands", "mean", "std"))
         if any(v is not None for v in (bands, mean, std)):
-            if not all(isinstance(v, list) for v in (bands, mean, std)) or not len(bands) == len(mean) == len(
-                std
+            if (
+                not all(isinstance(v, list) for v in (bands, mean, std))
+                or not len(bands) == len(mean) == len(std)
+                or not bands
             ):
                 raise ConfigError(f"{where}: 'bands', 'mean' and 'std' go together, as lists of equal length")
-            bands, mean, std = tuple(map(str, bands)), tuple(map(float, mean)), tuple(map(float, std))
+            bands = tuple(map(str, bands))
+            mean = tuple(_number(v, f"{where}: mean[{i}]") for i, v in enumerate(mean))
+            std = tuple(_number(v, f"{where}: std[{i}]", positive=True) for i, v in enumerate(std))
         return cls(str(data.get("name", default_name)), tuple(names), palette, labels, eval_classes,
                    bands, mean, std, where)  # fmt: skip
 
@@ -164,6 +170,28 @@ def _eval_classes(value: Any, names: list[str], where: str) -> tuple[int, ...]:
         else:
             raise ConfigError(f"{where}: eval_classes: {v!r} is not a class")
     return tuple(out)
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    return value
+
+
+def _integer(value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not an integer")
+    return value
+
+
+def _number(value: Any, key: str, positive: bool = False) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
+    if positive and value <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    return float(value)
 
 
 def _default_palette(n: int) -> tuple[tuple[int, int, int], ...]:

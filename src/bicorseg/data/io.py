@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,11 +33,14 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
 from bicorseg.errors import InputError, first_line
+from bicorseg.raster_access import check_pixels, open_raster
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
-# Pillow refuses images above ~179 Mpx as "decompression bombs"; real orthophotos are that large.
-Image.MAX_IMAGE_PIXELS = None
+# Opened by their Pillow plugin directly, after bicorseg's own pixel limit (raster_access), instead
+# of Pillow's global decompression-bomb limit (~179 Mpx), which real orthophotos exceed. That global
+# is left as it is for other code.
+_PILLOW_FORMATS = ("PNG", "JPEG")
 
 
 @dataclass(frozen=True)
@@ -90,39 +94,41 @@ def _pillow_to_array(image: Image.Image, *, keep_palette: bool) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
+@contextmanager
+def _open_pillow(path: str | os.PathLike, data: bytes | None) -> Iterator[Image.Image]:
+    """A Pillow image whose declared size passed the pixel limit (nothing decoded yet)."""
+    with io.BytesIO(data) if data is not None else open(path, "rb") as stream:
+        prefix = stream.read(16)
+        stream.seek(0)
+        Image.init()
+        for name in _PILLOW_FORMATS:
+            factory, accept = Image.OPEN[name]
+            if accept(prefix):
+                image = factory(stream, str(path))
+                break
+        else:  # another format behind a .png/.jpg name: Pillow's own limit applies as well
+            image = Image.open(stream)
+        with image:
+            check_pixels(image.width, image.height, path)
+            yield image
+
+
 def _read_pillow(path: str | os.PathLike, data: bytes | None, *, keep_palette: bool) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as image:
+        with _open_pillow(path, data) as image:
             image.load()
             return _pillow_to_array(image, keep_palette=keep_palette)
     except UnidentifiedImageError as error:
         raise InputError(f"{path}: not a readable image ({error})") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as error:
         # Pillow reports truncated and corrupt files as OSError / SyntaxError.
         raise InputError(f"{path}: unreadable or truncated image ({error})") from error
 
 
-@contextmanager
-def _open_raster(path: str | os.PathLike, data: bytes | None) -> Iterator[Any]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            if data is not None:
-                with rasterio.MemoryFile(data) as memory, memory.open() as dataset:
-                    yield dataset
-            else:
-                with rasterio.open(path) as dataset:
-                    yield dataset
-    except RasterioError as error:
-        raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
-
-
 def _read_raster(path: str | os.PathLike, data: bytes | None) -> tuple[np.ndarray, Georeference | None]:
-    with _open_raster(path, data) as dataset:
+    with open_raster(path, data=data, whole=True) as dataset:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                array = dataset.read()
+            array = dataset.read()
         except RasterioError as error:
             raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
         georef = None

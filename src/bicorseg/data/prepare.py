@@ -71,6 +71,7 @@ from bicorseg.data.sources import SourceFile, scan_sources
 from bicorseg.errors import ConfigError, InputError
 
 WORK_DIR = ".bicorseg-prepare"
+MIN_PATCH_SIZE = 32  # the network's input granularity; smaller patches hold nothing to train on
 Unknown = Literal["error", "ignore"]
 
 
@@ -650,8 +651,8 @@ def prepare(
     release = get_release(dataset) if isinstance(dataset, str) else dataset
     chosen = release.variant(variant)
     variant_name = next(k for k, v in release.variants.items() if v is chosen)
-    if patch_size is not None and patch_size < 1:
-        raise ConfigError(f"--patch-size must be a positive number of pixels, not {patch_size}")
+    if patch_size is not None and patch_size < MIN_PATCH_SIZE:
+        raise ConfigError(f"--patch-size must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}")
     if unknown_colours not in ("error", "ignore"):
         raise ConfigError(f"unknown_colours must be 'error' or 'ignore', not {unknown_colours!r}")
     if protocol not in PROTOCOLS:

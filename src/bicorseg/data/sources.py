@@ -4,6 +4,12 @@ A source is any mix of folders and zip files. Folders are walked recursively; ev
 listed without unpacking it; a zip inside a zip (the ISPRS Potsdam download nests its archives) is
 unpacked to a scratch folder only when its name is one of the release's official archive names.
 Each file gets a posix path ending (``rel``) that the release's path patterns are matched against.
+
+Archives come from strangers, so sizes are checked from the archive directories before anything is
+read or unpacked (:class:`ArchiveLimits`: one file, one unpacked nested archive, the total of every
+archive's members, and the nesting depth); members whose names are absolute or climb out with
+``..`` are refused, and so is a symbolic link in a source folder that points back to a folder
+above it. A failed scan removes the nested archives it unpacked (and the folders it made for them).
 """
 
 from __future__ import annotations
@@ -13,9 +19,33 @@ import shutil
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bicorseg.errors import InputError
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Limits on what a source may make bicorseg read or unpack (sizes as the archives declare them).
+
+    zipfile never returns more bytes than a member declares, so the declared sizes bound what is
+    read. The defaults hold the official releases with room to spare (an ISPRS Potsdam tile is
+    under 200 MB; its largest nested archive about 14 GiB).
+    """
+
+    file_bytes: int = 2 * GIB  # one image or label file, read into memory
+    archive_bytes: int = 64 * GIB  # one nested archive, unpacked to the scratch folder
+    total_bytes: int = 512 * GIB  # the members of every archive of one scan together
+    depth: int = 3  # archives inside archives (Potsdam.zip -> 2_Ortho_RGB.zip is 2)
+
+
+LIMITS = ArchiveLimits()
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / GIB:.3g} GiB" if nbytes >= GIB else f"{nbytes} bytes"
 
 
 @dataclass(frozen=True)
@@ -43,7 +73,12 @@ class SourceFile:
     def suffix(self) -> str:
         return Path(self.rel).suffix.lower()
 
-    def read_bytes(self) -> bytes:
+    def read_bytes(self, limits: ArchiveLimits = LIMITS) -> bytes:
+        if self.size > limits.file_bytes:
+            raise InputError(
+                f"{self.display}: {_size(self.size)} is more than the {_size(limits.file_bytes)} "
+                "an image or label file may have"
+            )
         try:
             if self.archive is not None:
                 with zipfile.ZipFile(self.archive) as archive, archive.open(str(self.member)) as stream:
@@ -57,70 +92,137 @@ class SourceFile:
 def _zip_members(archive: Path) -> list[tuple[str, int]]:
     try:
         with zipfile.ZipFile(archive) as handle:
-            return [(info.filename, info.file_size) for info in handle.infolist() if not info.is_dir()]
+            members = [(info.filename, info.file_size) for info in handle.infolist() if not info.is_dir()]
     except (OSError, zipfile.BadZipFile) as error:
         raise InputError(f"{archive}: not a readable zip archive ({error})") from error
+    for name, _ in members:
+        windows = PureWindowsPath(name)  # also splits on "/", and knows drive letters
+        if PurePosixPath(name).is_absolute() or windows.anchor or ".." in windows.parts:
+            raise InputError(f"{archive}: member {name!r} has an absolute path or climbs out with '..'")
+    return members
 
 
 def scan_sources(
-    sources: Sequence[str | os.PathLike], scratch: Path, nested_archives: Iterable[str] = ()
+    sources: Sequence[str | os.PathLike],
+    scratch: Path,
+    nested_archives: Iterable[str] = (),
+    limits: ArchiveLimits = LIMITS,
 ) -> list[SourceFile]:
     """Every file under the sources (folders, zip files, and the release's zips inside zips)."""
-    nested = set(nested_archives)
-    files: list[SourceFile] = []
     if not sources:
         raise InputError("no source given: pass the folder (or archives) of the unpacked release")
-    for source in sources:
-        root = Path(source).expanduser()
+    scan = _Scan(scratch, set(nested_archives), limits)
+    try:
+        return [file for source in sources for file in scan.source(Path(source).expanduser())]
+    except BaseException:
+        scan.undo()
+        raise
+
+
+class _Scan:
+    """One :func:`scan_sources` call: the running total of archive sizes and what it unpacked."""
+
+    def __init__(self, scratch: Path, nested: set[str], limits: ArchiveLimits) -> None:
+        self.scratch, self.nested, self.limits = scratch, nested, limits
+        self.total = 0
+        self.unpacked: list[Path] = []
+        self.made: list[Path] = []  # folders this scan created
+
+    def source(self, root: Path) -> list[SourceFile]:
         if not root.exists():
             raise InputError(f"{root}: source does not exist")
         if root.is_file():
             if zipfile.is_zipfile(root):
-                files.extend(_scan_zip(root, scratch, nested))
-            else:
-                files.append(SourceFile(rel=root.name, size=root.stat().st_size, path=root))
-            continue
-        for directory, subdirs, names in os.walk(root, followlinks=True):
-            # Hidden folders (ours: .bicorseg-prepare, should the output lie inside the source) are skipped.
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            for name in sorted(names):
-                path = Path(directory) / name
+                return self.zip(root)
+            return [SourceFile(rel=root.name, size=root.stat().st_size, path=root)]
+        files = []
+        for directory, names in _walk(root):
+            for name in names:
+                path = directory / name
                 if name.startswith("."):
                     continue
-                rel = (Path(root.name) / path.relative_to(root)).as_posix()
                 if name.lower().endswith(".zip"):
-                    files.extend(_scan_zip(path, scratch, nested))
+                    files.extend(self.zip(path))
                 else:
-                    files.append(SourceFile(rel=rel, size=path.stat().st_size, path=path))
-    return files
+                    rel = (Path(root.name) / path.relative_to(root)).as_posix()
+                    try:
+                        size = path.stat().st_size
+                    except OSError as error:  # a dangling link, or links pointing at each other
+                        raise InputError(f"{path}: cannot read ({error.strerror})") from error
+                    files.append(SourceFile(rel=rel, size=size, path=path))
+        return files
 
+    def zip(self, archive: Path, depth: int = 1) -> list[SourceFile]:
+        if depth > self.limits.depth:
+            raise InputError(f"{archive}: archives nested more than {self.limits.depth} deep")
+        members = _zip_members(archive)
+        self.total += sum(size for _, size in members)
+        if self.total > self.limits.total_bytes:
+            raise InputError(
+                f"{archive}: the archives of the source unpack to more than {_size(self.limits.total_bytes)}"
+            )
+        files = []
+        for member, size in members:
+            base = member.rsplit("/", 1)[-1]
+            if base.lower().endswith(".zip"):
+                if base in self.nested:
+                    files.extend(self.zip(self.extract(archive, member, size, depth), depth + 1))
+                continue
+            files.append(SourceFile(rel=member, size=size, archive=archive, member=member))
+        return files
 
-def _scan_zip(archive: Path, scratch: Path, nested: set[str]) -> list[SourceFile]:
-    files = []
-    for member, size in _zip_members(archive):
-        base = member.rsplit("/", 1)[-1]
-        if base.lower().endswith(".zip"):
-            if base in nested:
-                files.extend(_scan_zip(_extract(archive, member, scratch), scratch, nested))
-            continue
-        files.append(SourceFile(rel=member, size=size, archive=archive, member=member))
-    return files
-
-
-def _extract(archive: Path, member: str, scratch: Path) -> Path:
-    """Unpack a zip member (itself a zip) to the scratch folder, once."""
-    target = scratch / "archives" / member.replace("/", "__")
-    with zipfile.ZipFile(archive) as handle:
-        size = handle.getinfo(member).file_size
+    def extract(self, archive: Path, member: str, size: int, depth: int) -> Path:
+        """Unpack a zip member (itself a zip) to the scratch folder, once."""
+        if size > self.limits.archive_bytes:
+            raise InputError(
+                f"{archive}!{member}: {_size(size)} is more than the {_size(self.limits.archive_bytes)} "
+                "a nested archive may unpack to"
+            )
+        target = self.scratch / "archives" / f"{depth}__{member.replace('/', '__')}"
         if target.exists() and target.stat().st_size == size:
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (self.scratch, target.parent):
+            if not folder.exists():
+                folder.mkdir()
+                self.made.append(folder)
         temp = target.with_name(f".{target.name}.tmp")
         try:
-            with handle.open(member) as source, open(temp, "wb") as out:
+            with zipfile.ZipFile(archive) as handle, handle.open(member) as source, open(temp, "wb") as out:
                 shutil.copyfileobj(source, out, 1 << 22)
             os.replace(temp, target)
         except (OSError, zipfile.BadZipFile) as error:
             temp.unlink(missing_ok=True)
             raise InputError(f"{archive}!{member}: cannot unpack ({error})") from error
-    return target
+        self.unpacked.append(target)
+        return target
+
+    def undo(self) -> None:
+        """Remove the archives this scan unpacked and the folders it made for them."""
+        for path in self.unpacked:
+            path.unlink(missing_ok=True)
+        for folder in reversed(self.made):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: it holds files of an earlier run
+                pass
+
+
+def _walk(root: Path) -> Iterable[tuple[Path, list[str]]]:
+    """Every folder under ``root`` (symbolic links followed) with its sorted file names.
+
+    A symbolic link to a folder that contains it (a loop) is an :class:`InputError`. Hidden
+    folders (ours: .bicorseg-prepare, should the output lie inside the source) are skipped.
+    """
+
+    def fail(error: OSError) -> None:
+        raise InputError(f"{error.filename}: cannot read the source folder ({error.strerror})") from error
+
+    for directory, subdirs, names in os.walk(root, followlinks=True, onerror=fail):
+        here = Path(directory)
+        above = {os.path.realpath(here), *(os.path.realpath(p) for p in here.parents)}
+        for sub in subdirs:
+            link = here / sub
+            if link.is_symlink() and os.path.realpath(link) in above:
+                raise InputError(f"{link}: symbolic link loop (it points back to {os.path.realpath(link)})")
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        yield here, sorted(names)

@@ -9,7 +9,8 @@ computed tile by tile like the prediction (same blending, same bounded memory) a
 * always: ``<stem>_heatmaps.png``, the figure: the image, the ground truth (if given), the
   prediction and the per-class heatmaps of the chosen layer (downsampled for display).
 
-Layers are numbered from 1 (the first HBIS layer) to L. The figure uses matplotlib's Agg backend.
+Layers are numbered from 1 (the first HBIS layer) to L. The figure is drawn on matplotlib's Agg
+canvas through the object-oriented API (no pyplot state, no backend switch).
 """
 
 from __future__ import annotations
@@ -273,10 +274,9 @@ def draw_figure(
     title: str = "",
 ) -> None:
     """The figure of SPEC 1.7 as a PNG: image, ground truth, prediction, one heatmap per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display (also safe in worker processes)
-    from matplotlib import pyplot as plt
+    # the object-oriented API draws on its own Agg canvas: no pyplot, no backend switch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     table = np.ones((256, 3), np.float32)
@@ -289,7 +289,9 @@ def draw_figure(
     cols = max(len(panels), min(n, 4))
     rows = 1 + math.ceil(n / cols)
     aspect = image.shape[0] / image.shape[1]
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * aspect + 0.8), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.2 * rows * aspect + 0.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (name, data) in zip(axes[0], panels):
@@ -307,4 +309,3 @@ def draw_figure(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.savefig(output, dpi=100, format="png")
-    plt.close(fig)

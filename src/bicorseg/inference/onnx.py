@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bicorseg.errors import CheckpointError, ConfigError
+from bicorseg.errors import CheckpointError, ConfigError, first_line
 from bicorseg.spec import DatasetSpec
 
 METADATA_KEY = "bicorseg"
@@ -62,7 +62,11 @@ def export_onnx(
     temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's warnings about Python control flow on shapes
+            # the tracer's notes on Python control flow over shapes, and torch.export's advice on
+            # dynamic_axes (only the batch axis is dynamic, which it converts as meant)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r".*dynamic_axes", category=UserWarning)
+            warnings.filterwarnings("ignore", message=r"from_dynamic_axes_to_dynamic_shapes is deprecated")
             torch.onnx.export(
                 model,
                 (example,),
@@ -103,13 +107,50 @@ def _has_onnxscript() -> bool:
     return True
 
 
+def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
+    """The tile size and :class:`~bicorseg.inference.predictor.ModelInfo` stored by :func:`export_onnx`.
+
+    Malformed metadata (not JSON, missing keys, wrong types or values) raises a
+    :class:`CheckpointError` naming the file and the key.
+    """
+    from bicorseg.inference.predictor import ModelInfo
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: invalid '{METADATA_KEY}' metadata: {what}")
+
+    try:
+        meta = json.loads(raw)
+    except ValueError as error:
+        raise bad(f"not JSON ({first_line(error)})") from error
+    if not isinstance(meta, dict):
+        raise bad(f"expected a JSON object, got {type(meta).__name__}")
+    config = meta.get("model_config")
+    if not isinstance(config, dict):
+        raise bad("model_config: missing or not an object")
+    numbers = {
+        "tile": meta.get("tile"),
+        **{f"model_config.{k}": config.get(k) for k in ("num_classes", "in_channels")},
+    }
+    for key, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"{key}: expected a positive integer, got {value!r}")
+    dataset = None
+    if meta.get("dataset") is not None:
+        try:
+            dataset = DatasetSpec.from_dict(meta["dataset"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise bad(f"dataset: {first_line(error)}") from error
+        if dataset.num_classes != config["num_classes"] or dataset.num_bands != config["in_channels"]:
+            raise bad("dataset: its classes or bands do not match model_config")
+    info = ModelInfo(config["num_classes"], config["in_channels"], dataset, str(path))
+    return numbers["tile"], info
+
+
 class OnnxModel:
     """An exported bicorseg ONNX file: ``model(x)`` maps a normalised batch to logits like PyTorch's."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
         _, ort = _require_onnx()
-        from bicorseg.inference.predictor import ModelInfo
-
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"ONNX model not found: {path}")
@@ -119,15 +160,11 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for bad files
-            raise CheckpointError(f"cannot read ONNX model {path}: {str(error).splitlines()[0]}") from error
+            raise CheckpointError(f"cannot read ONNX model {path}: {first_line(error)}") from error
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise CheckpointError(f"{path} was not exported by bicorseg (no '{METADATA_KEY}' metadata)")
-        meta = json.loads(raw)
-        config = meta["model_config"]
-        dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
-        self.tile = int(meta["tile"])
-        self.info = ModelInfo(int(config["num_classes"]), int(config["in_channels"]), dataset, str(path))
+        self.tile, self.info = read_metadata(raw, path)
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import AbstractContextManager, ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,6 +63,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from torch import nn
 
+from bicorseg import raster_access
 from bicorseg.data.io import sha256_file
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
@@ -242,18 +243,11 @@ def _num_classes(model: Any, probs_fn: Callable, bands: int, device: Any) -> int
 # --- reading rasters -------------------------------------------------------------------------------
 
 
-def open_raster(path: Path) -> rasterio.DatasetReader:
-    """Open an image or raster with GDAL, or raise an :class:`InputError` naming it."""
+def open_raster(path: Path) -> AbstractContextManager[rasterio.DatasetReader]:
+    """Open an image or raster with GDAL (no network unless allowed; see :mod:`bicorseg.raster_access`)."""
     if not path.is_file():
         raise InputError(f"input not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioError as error:
-        raise InputError(
-            f"cannot read {path}: not an image or raster GDAL can open ({first_line(error)})"
-        ) from error
+    return raster_access.open_raster(path)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,15 @@ are carried over as described in :func:`adapt_first_conv_weight`.
 
 from __future__ import annotations
 
+import http.client
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import convnext as tv_convnext
 
-from bicorseg.errors import CheckpointError, ConfigError
+from bicorseg.errors import CheckpointError, ConfigError, first_line
 
 TORCHVISION_CONVNEXTS = {
     "convnext_tiny": (tv_convnext.convnext_tiny, tv_convnext.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
@@ -70,9 +72,10 @@ class ConvNeXtStages(nn.Module):
             network = tv_convnext.ConvNeXt(blocks, stochastic_depth_prob=0.0)
         elif name in TORCHVISION_CONVNEXTS:
             builder, weights = TORCHVISION_CONVNEXTS[name]
-            network = builder(weights=weights if pretrained == "imagenet" else None)
-            if pretrained and pretrained != "imagenet":
-                _load_local_backbone_weights(network, pretrained)
+            network = builder(weights=None)
+            if pretrained:
+                local = _imagenet_file(name, weights.url) if pretrained == "imagenet" else pretrained
+                _load_local_backbone_weights(network, str(local))
         else:
             raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
         self.features = network.features
@@ -111,8 +114,10 @@ class TimmStages(nn.Module):
             self.body = timm.create_model(
                 name, features_only=True, pretrained=pretrained == "imagenet", in_chans=in_channels
             )
+        except OSError as error:  # the weights could not be downloaded
+            raise _download_error(f"timm:{name}", None, error) from error
         except RuntimeError as error:
-            raise ConfigError(f"backbone 'timm:{name}': {error}") from error
+            raise ConfigError(f"backbone 'timm:{name}': {first_line(error)}") from error
         if pretrained and pretrained != "imagenet":
             _load_state_dict_file(self.body, pretrained, strict=False)
         channels = self.body.feature_info.channels()
@@ -122,6 +127,32 @@ class TimmStages(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))[-4:]
+
+
+def _imagenet_file(name: str, url: str) -> Path:
+    """torchvision's ImageNet weights of ``name`` in torch's hub cache (``$TORCH_HOME``), downloaded once."""
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = torch.hub.HASH_REGEX.search(target.name)
+    try:  # to a temporary file, checked against the hash in its name, then renamed
+        torch.hub.download_url_to_file(
+            url, str(target), digest.group(1) if digest else None, progress=sys.stderr.isatty()
+        )
+    except (OSError, http.client.HTTPException) as error:  # no network, proxy or DNS failure
+        raise _download_error(name, url, error) from error
+    except RuntimeError as error:  # a corrupted download
+        raise CheckpointError(f"the download of {url} is corrupt: {first_line(error)}") from error
+    return target
+
+
+def _download_error(name: str, url: str | None, error: BaseException) -> ConfigError:
+    source, example = (f" from {url}", " (e.g. that file, downloaded elsewhere)") if url else ("", "")
+    return ConfigError(
+        f"pretrained 'imagenet': cannot download the weights of backbone {name}{source} "
+        f"({first_line(error)}); without network access, set pretrained to a local weights file{example}"
+    )
 
 
 def build_backbone(name: str, in_channels: int = 3, pretrained: str | None = None) -> nn.Module:

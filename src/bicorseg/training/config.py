@@ -13,6 +13,7 @@ facts; when given, they must agree with them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from bicorseg.losses import LossConfig
 from bicorseg.models import ModelConfig
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.lookahead import PHASES as LOOKAHEAD_PHASES
+from bicorseg.yaml_files import read_yaml_mapping
 
 DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
 PRECISIONS = ("32-true", "32", "bf16-mixed")
@@ -185,6 +187,14 @@ class TrainerConfig:
             _positive("trainer.gradient_clip_val", self.gradient_clip_val)
         if isinstance(self.devices, str) and self.devices != "auto" and not self.devices.isdigit():
             _fail("trainer.devices", f"give 'auto', a count or a list of device ids, got {self.devices!r}")
+        if isinstance(self.devices, str) and self.devices.isdigit():
+            self.devices = int(self.devices)
+        if isinstance(self.devices, int) and self.devices < 1:
+            _fail("trainer.devices", f"give at least 1 device (or 'auto'), got {self.devices}")
+        if isinstance(self.devices, list) and (
+            not self.devices or min(self.devices) < 0 or len(set(self.devices)) != len(self.devices)
+        ):
+            _fail("trainer.devices", f"give a non-empty list of distinct device ids >= 0, got {self.devices}")
         if self.seed < 0:
             _fail("trainer.seed", f"must not be negative, got {self.seed}")
         if self.num_threads is not None:
@@ -276,6 +286,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError as error:
                 errors.append(error)
+        if len(errors) == 1:  # one type besides null: its own reason is the clearest
+            raise errors[0]
         _fail(key, f"expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
     if value is None:
         _fail(key, f"must not be null (expected {_type_name(tp)})")
@@ -301,14 +313,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         _fail(key, f"expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML reads "5e-5" (no dot) as a string
+                number = float(value)  # YAML reads "5e-5" (no dot) as a string
             except ValueError:
                 pass
-        _fail(key, f"expected a number, got {value!r}")
+        if number is None:
+            _fail(key, f"expected a number, got {value!r}")
+        if not math.isfinite(number):
+            _fail(key, f"must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -359,18 +376,7 @@ def _build_section(name: str, cls: type, data: dict[str, Any]) -> Any:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a nested dict (``{}`` for an empty file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
+    return read_yaml_mapping(path, "config file")
 
 
 def parse_override_value(text: str) -> Any:

@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from bicorseg.atomic import write_text_atomic
-from bicorseg.checkpoint import atomic_torch_save
+from bicorseg.checkpoint import atomic_torch_save, check_finite_weights, read_torch_file
 from bicorseg.errors import CheckpointError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig, dataset_spec
@@ -56,6 +56,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Read with ``weights_only=True`` whatever the caller asks: a checkpoint cannot run code."""
+        if "://" in str(path):
+            raise CheckpointError(f"cannot resume from remote checkpoint {path}: download it first")
+        data = read_torch_file(path, map_location=map_location or "cpu")
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
+        return data
 
     def remove_checkpoint(self, path: Any) -> None:
         fs = get_filesystem(path)
@@ -128,15 +139,18 @@ def resolve_resume(resume: str | None, output: Path) -> str | None:
 def _checkpoint_step(path: str | None) -> int | None:
     if path is None:
         return None
-    try:
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as error:  # corrupt files surface as many exception types
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
-    if not isinstance(data, dict) or "global_step" not in data or "optimizer_states" not in data:
+    data = read_torch_file(path, mmap=True)
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("global_step"), int)
+        or "optimizer_states" not in data
+    ):
         raise CheckpointError(
             f"{path} is not a training checkpoint of bicorseg train (no optimizer state to resume from); "
             "to fine-tune from its weights, set model.pretrained instead"
         )
+    if isinstance(data.get("state_dict"), dict):
+        check_finite_weights(data["state_dict"], path)
     return int(data["global_step"])
 
 
@@ -256,7 +270,7 @@ def train(
             r".*The number of training batches .* is smaller than the logging interval.*",
         ):
             warnings.filterwarnings("ignore", message=pattern)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     best_cb = next(
         (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )

@@ -1,0 +1,245 @@
+"""Opening input rasters safely: no network access unless asked for, and a limit on pixel counts.
+
+Every input raster bicorseg reads is opened by :func:`open_raster`, and the GDAL environment of
+those reads is set here, in one place:
+
+* **Remote access is off by default.** A path that names a remote source (``/vsicurl/``,
+  ``/vsis3/`` and the other network file systems, ``http://`` and other URLs, GDAL's web-service
+  connection strings such as ``WMS:``) is refused, and so is a local file that refers to one: a
+  VRT whose ``SourceFilename`` entries (followed through nested local VRTs) are remote, a local
+  web-service description (``<GDAL_WMS>``, ``<GDAL_WMTS>``, ``<WCS_GDAL>``), a dataset opened by a
+  web-service driver, or a dataset whose file list (``dataset.files``) names a remote file. The
+  checks run before GDAL reads any pixel, and while remote access is off GDAL's network file
+  systems are disabled too (``CPL_VSIL_CURL_ALLOWED_EXTENSIONS`` matches no file), so a
+  reference the checks did not see still cannot reach the network. Remote access is allowed by
+  ``allow_remote=True`` or the environment variable ``BICORSEG_ALLOW_REMOTE=1`` (which the
+  command line's ``--allow-remote`` sets for the command, worker processes included); GDAL then
+  does not list remote folders (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``).
+* **VRT Python code never runs** (``GDAL_VRT_ENABLE_PYTHON=NO``).
+* **Pixel limit.** An image read whole (PNG, JPEG and the other plain picture formats, and every
+  whole-image read of :mod:`bicorseg.data.io`) may not declare more than :data:`DEFAULT_MAX_PIXELS`
+  pixels (width x height); ``max_pixels=`` or the environment variable ``BICORSEG_MAX_PIXELS``
+  sets another limit. The declared size is checked from the header, before anything is decoded.
+  Rasters read in windows (GeoTIFF and the like in ``predict``) have no such limit: their memory
+  does not grow with their size.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bicorseg.errors import ConfigError, InputError, first_line
+
+ALLOW_REMOTE_ENV = "BICORSEG_ALLOW_REMOTE"
+MAX_PIXELS_ENV = "BICORSEG_MAX_PIXELS"
+# 2**31 pixels: a 46340 x 46340 image, 6 GiB as 8-bit RGB; far above any aerial tile read whole
+DEFAULT_MAX_PIXELS = 2**31
+# formats GDAL cannot read in windows cheaply, which bicorseg holds whole in memory
+WHOLE_IMAGE_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BIGGIF", "BMP", "WEBP"})
+# drivers that fetch their data over HTTP themselves (not through GDAL's /vsi network file systems)
+NETWORK_DRIVERS = frozenset(
+    {"WMS", "WMTS", "WCS", "EEDA", "EEDAI", "PLMOSAIC", "DAAS", "NGW", "OGCAPI", "STACIT", "STACTA", "HTTP"}
+)
+_NETWORK_VSI = re.compile(r"/vsi(curl|s3|gs|az|adls|oss|swift|webhdfs|hdfs)(_streaming)?/", re.IGNORECASE)
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+_CONNECTION = re.compile(r"^(" + "|".join(sorted(NETWORK_DRIVERS)) + r"):", re.IGNORECASE)
+_SERVICE_XML = re.compile(rb"^\s*<\s*(GDAL_WMS|GDAL_WMTS|WCS_GDAL|GDAL_WCS)\b")
+_VRT_XML = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?<\s*VRTDataset\b")
+# a local VRT is read whole to find its sources; larger ones are refused rather than parsed
+MAX_VRT_BYTES = 64 * 2**20
+MAX_VRT_DEPTH = 8
+ALLOW_REMOTE_HELP = (
+    "let inputs read remote sources (/vsicurl/, /vsis3/, URLs, web services), also through local VRT "
+    "files that refer to them; off by default, so that no input reaches the network unasked"
+)
+# matches no real file name: GDAL's network file systems refuse everything while remote access is off
+_NO_REMOTE_EXTENSION = ".bicorseg-remote-access-is-off"
+
+
+def remote_allowed(allow_remote: bool | None = None) -> bool:
+    """``allow_remote`` when given, else whether ``BICORSEG_ALLOW_REMOTE`` is set to 1/true/yes."""
+    if allow_remote is not None:
+        return bool(allow_remote)
+    return os.environ.get(ALLOW_REMOTE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def remote_access(allow: bool) -> Iterator[None]:
+    """Within the block, :func:`open_raster` allows remote sources when ``allow`` (also in child processes)."""
+    previous = os.environ.get(ALLOW_REMOTE_ENV)
+    if allow:
+        os.environ[ALLOW_REMOTE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ALLOW_REMOTE_ENV, None)
+        else:
+            os.environ[ALLOW_REMOTE_ENV] = previous
+
+
+def is_remote(name: str | os.PathLike) -> bool:
+    """True when GDAL would reach the network to open ``name`` (network /vsi path, URL, service string)."""
+    text = os.fspath(name)
+    if _NETWORK_VSI.search(text) or _CONNECTION.match(text):
+        return True
+    return any(scheme.lower() != "file" for scheme in _URL.findall(text))
+
+
+def max_pixels(limit: int | None = None) -> int:
+    """The pixel limit in force: ``limit``, else ``BICORSEG_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`."""
+    if limit is not None:
+        return int(limit)
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+def check_pixels(width: int, height: int, name: str | os.PathLike, limit: int | None = None) -> None:
+    """Raise an :class:`InputError` when an image of ``width x height`` exceeds the pixel limit."""
+    allowed = max_pixels(limit)
+    if width * height > allowed:
+        raise InputError(
+            f"{name}: {width} x {height} pixels is more than the limit of {allowed} pixels for an image "
+            f"read whole (set {MAX_PIXELS_ENV} to raise it)"
+        )
+
+
+def gdal_options(allow_remote: bool | None = None) -> dict[str, str]:
+    """The GDAL configuration options of every input read (see the module docstring)."""
+    options = {"GDAL_VRT_ENABLE_PYTHON": "NO"}
+    if remote_allowed(allow_remote):
+        options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+    else:
+        options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = _NO_REMOTE_EXTENSION
+    return options
+
+
+def _refuse(name: str, remote: str) -> InputError:
+    what = f"refers to the remote source {remote}" if remote != name else "is a remote source"
+    return InputError(f"{name}: {what}; remote access is off (allow it with --allow-remote)")
+
+
+def _head(path: Path | None, data: bytes | None, size: int) -> bytes:
+    if data is not None:
+        return data[:size]
+    try:
+        with open(path, "rb") as stream:  # type: ignore[arg-type]
+            return stream.read(size)
+    except OSError:
+        return b""  # GDAL reports unreadable files itself
+
+
+def _vrt_sources(name: str, content: bytes, base: Path | None) -> list[str]:
+    try:
+        root = ElementTree.fromstring(content)
+    except ElementTree.ParseError as error:
+        raise InputError(f"{name}: not a readable VRT ({first_line(error)})") from error
+    sources = []
+    for element in root.iter():
+        if element.tag != "SourceFilename" or not (element.text or "").strip():
+            continue
+        source = element.text.strip()
+        if element.get("relativeToVRT", "0") == "1" and base is not None and not is_remote(source):
+            source = str(base / source)
+        sources.append(source)
+    return sources
+
+
+def _check_references(name: str, path: Path | None, data: bytes | None, depth: int = 0) -> None:
+    """Refuse a local file whose content points GDAL at the network (VRT sources, service XML)."""
+    head = _head(path, data, 1024)
+    if _SERVICE_XML.match(head):
+        raise InputError(
+            f"{name}: describes a web service; remote access is off (allow it with --allow-remote)"
+        )
+    if not _VRT_XML.match(head):
+        return
+    if depth >= MAX_VRT_DEPTH:
+        raise InputError(f"{name}: VRT files nested more than {MAX_VRT_DEPTH} deep")
+    content = _head(path, data, MAX_VRT_BYTES + 1)
+    if len(content) > MAX_VRT_BYTES:
+        raise InputError(f"{name}: a VRT larger than {MAX_VRT_BYTES // 2**20} MiB is not inspected; refused")
+    base = path.parent if path is not None else None
+    for source in _vrt_sources(name, content, base):
+        if is_remote(source):
+            raise _refuse(name, source)
+        nested = Path(source)
+        if nested.is_file():
+            _check_references(name, nested, None, depth + 1)
+
+
+@contextmanager
+def open_raster(
+    path: str | os.PathLike,
+    *,
+    data: bytes | None = None,
+    allow_remote: bool | None = None,
+    whole: bool = False,
+    limit: int | None = None,
+) -> Iterator[Any]:
+    """Open an input raster for reading (a rasterio dataset), under the checks of the module docstring.
+
+    Args:
+        path: the file (or, with ``data``, the name used in messages).
+        data: the file's bytes instead of the file (e.g. an archive member).
+        allow_remote: allow remote sources; None: ``BICORSEG_ALLOW_REMOTE`` decides.
+        whole: the caller reads the whole image at once: the pixel limit applies to any format
+            (otherwise only to :data:`WHOLE_IMAGE_DRIVERS`).
+        limit: the pixel limit (None: ``BICORSEG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`).
+
+    The GDAL options of :func:`gdal_options` stay in force until the block ends, so they also
+    govern the reads. Unreadable files raise :class:`InputError` naming ``path``.
+    """
+    import rasterio  # here, not at import: the command line's help should not load GDAL
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    name = os.fspath(path)
+    remote = remote_allowed(allow_remote)
+    if not remote:
+        if data is None and is_remote(name):
+            raise _refuse(name, name)
+        _check_references(name, Path(name) if data is None else None, data)
+    with rasterio.Env(**gdal_options(remote)), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            if data is not None:
+                memory = rasterio.MemoryFile(data)
+                dataset = memory.open()
+            else:
+                memory, dataset = None, rasterio.open(name)
+        except RasterioError as error:
+            raise InputError(
+                f"cannot read {name}: not an image or raster GDAL can open ({first_line(error)})"
+            ) from error
+        try:
+            if not remote:
+                if dataset.driver in NETWORK_DRIVERS:
+                    raise InputError(
+                        f"{name}: is read by GDAL's {dataset.driver} web-service driver; remote access is "
+                        "off (allow it with --allow-remote)"
+                    )
+                for file in dataset.files:
+                    if is_remote(file):
+                        raise _refuse(name, file)
+            if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
+                check_pixels(dataset.width, dataset.height, name, limit)
+            yield dataset
+        finally:
+            dataset.close()
+            if memory is not None:
+                memory.close()
