@@ -131,6 +131,9 @@ def test_load_model_and_lightnings_resume_reader_refuse_it(tmp_path) -> None:
     # the reader Lightning's trainer.fit(ckpt_path=...) calls, even when asked for weights_only=False
     with pytest.raises(CheckpointError, match="refusing to read checkpoint"):
         AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)
+    # pretrained backbone weights (model.pretrained: FILE) go through the same reader
+    with pytest.raises(CheckpointError, match=r"refusing to read pretrained weights .*evil\.ckpt"):
+        BiCoRSeg(tiny_config(backbone="convnext_tiny", pretrained=str(evil)))
     assert not marker.exists()
 
 
@@ -448,7 +451,7 @@ def test_importing_bicorseg_changes_no_global_state(tmp_path) -> None:
 
 
 def _png_declaring(path: Path, width: int, height: int) -> Path:
-    """A valid PNG header declaring ``width x height`` RGB pixels, with (almost) no data: ~60 bytes."""
+    """A valid PNG header declaring ``width x height`` RGB pixels, with (almost) no data: 66 bytes."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -705,3 +708,24 @@ def test_pretrained_imagenet_without_network_says_to_pass_a_local_file(tmp_path,
     assert "cannot download the weights of backbone convnext_tiny from https://download.pytorch.org" in line
     assert "set pretrained to a local weights file" in line
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no partial download left
+
+
+def test_nested_archive_size_and_total_size_limits(tmp_path) -> None:
+    """The two limits the default test archives cannot reach, with small limits (same code path)."""
+    from bicorseg.data.sources import ArchiveLimits, scan_sources
+
+    inner = _loveda_zip(tmp_path / "inner" / "Train.zip", {"Train/Rural/images_png/0.png": _png_bytes()})
+    outer = _loveda_zip(tmp_path / "LoveDA.zip", {"Train.zip": inner.read_bytes(), "notes.txt": b"x" * 500})
+    scratch = tmp_path / "scratch"
+    size = inner.stat().st_size
+    with pytest.raises(
+        InputError, match=rf"LoveDA\.zip!Train\.zip: {size} bytes is more than the {size - 1} bytes"
+    ):
+        scan_sources([outer], scratch, ["Train.zip"], ArchiveLimits(archive_bytes=size - 1))
+    with pytest.raises(
+        InputError, match=r"LoveDA\.zip: the archives of the source unpack to more than 100 bytes"
+    ):
+        scan_sources([outer], scratch, ["Train.zip"], ArchiveLimits(total_bytes=100))
+    assert not scratch.exists()
+    files = scan_sources([outer], scratch, ["Train.zip"])
+    assert sorted(f.rel for f in files) == ["Train/Rural/images_png/0.png", "notes.txt"]

@@ -90,17 +90,20 @@ def save_checkpoint(model: BiCoRSeg, path: str | os.PathLike, extra: dict[str, A
     return atomic_torch_save({**metadata(model), "state_dict": state, "extra": extra or {}}, path)
 
 
-def read_torch_file(path: str | os.PathLike, *, mmap: bool = False, map_location: Any = "cpu") -> Any:
+def read_torch_file(
+    path: str | os.PathLike, *, mmap: bool = False, map_location: Any = "cpu", what: str = "checkpoint"
+) -> Any:
     """The content of a ``torch.save`` file, unpickled with ``weights_only=True``: tensors and plain data.
 
     A file that holds any other Python object (which could run code when unpickled) is refused with
     a :class:`CheckpointError` naming the object; nothing of it is executed. Every checkpoint read
     in bicorseg goes through here (plain checkpoints, Lightning ``best.ckpt``/``last.ckpt``,
-    ``--resume``, checkpoints of the original implementation).
+    ``--resume``, checkpoints of the original implementation, pretrained backbone weights); ``what``
+    names the file in messages.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols it may not support; the error below says it all
@@ -110,15 +113,15 @@ def read_torch_file(path: str | os.PathLike, *, mmap: bool = False, map_location
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:  # not a pickle of tensors and data at all
             raise CheckpointError(
-                f"cannot read checkpoint {path}: corrupt or not a torch file (no tensors and plain data)"
+                f"cannot read {what} {path}: corrupt or not a torch file (no tensors and plain data)"
             ) from error
         raise CheckpointError(
-            f"refusing to read checkpoint {path}: it refers to {found.group(1)}, and loading it could run "
+            f"refusing to read {what} {path}: it refers to {found.group(1)}, and loading it could run "
             "code (only tensors and plain data are read; if you trust the file, save its state dict alone)"
         ) from error
     except Exception as error:  # a corrupt file surfaces as many exception types
         raise CheckpointError(
-            f"cannot read checkpoint {path}: corrupt or not a torch file ({first_line(error)})"
+            f"cannot read {what} {path}: corrupt or not a torch file ({first_line(error)})"
         ) from error
 
 

@@ -10,7 +10,9 @@
 * :func:`write_png`, :func:`write_tiff` and :func:`copy_bytes` write to a temporary name beside the
   target and rename it when complete, so no output is ever half-written.
 
-Missing, unreadable and truncated files raise :class:`~bicorseg.errors.InputError`.
+Missing, unreadable and truncated files raise :class:`~bicorseg.errors.InputError`, and so do
+images that declare more pixels than the limit of :mod:`bicorseg.raster_access` (checked from the
+header, before decoding) and rasters that refer to remote sources when remote access is off.
 """
 
 from __future__ import annotations

@@ -166,10 +166,9 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"pretrained weights file not found: {file}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise CheckpointError(f"cannot read pretrained weights {file}: {error}") from error
+    from bicorseg.checkpoint import read_torch_file  # here: bicorseg.checkpoint imports the models
+
+    state = read_torch_file(file, what="pretrained weights")
     if not isinstance(state, dict):
         raise CheckpointError(f"pretrained weights {file} do not hold a state dict")
     return state.get("state_dict", state)
