@@ -323,8 +323,8 @@ def test_a_vrt_with_a_remote_source_is_refused_before_any_connection(tmp_path, c
     for source in (vrt, nested, disguised):
         line = refused(capsys, "predict", source, "--checkpoint", checkpoint, "--output", tmp_path / "out")
         assert f"{source}: refers to the remote source {url}; remote access is off" in line
-        line = refused(capsys, "heatmaps", source, "--checkpoint", checkpoint, "--output", tmp_path / "out")
-        assert "remote access is off" in line
+    line = refused(capsys, "heatmaps", nested, "--checkpoint", checkpoint, "--output", tmp_path / "out")
+    assert f"{nested}: refers to the remote source {url}; remote access is off" in line
     assert listener.close() == 0
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -373,6 +373,12 @@ def test_web_service_descriptions_and_remote_paths_are_refused(tmp_path, listene
     disguised.write_bytes(wms.read_bytes())
     with pytest.raises(InputError, match=r"tiles\.tif: describes a web service"):
         read_image(disguised)
+    commented = tmp_path / "commented.vrt"  # GDAL skips a byte-order mark and comments before the root
+    vrt = _vrt(tmp_path / "plain.vrt", f"/vsicurl/http://127.0.0.1:{listener.port}/y.tif").read_bytes()
+    commented.write_bytes(b"\xef\xbb\xbf<!-- a comment -->\n" + vrt)
+    with pytest.raises(InputError, match=r"commented\.vrt: refers to the remote source /vsicurl/"):
+        with open_raster(commented):
+            pass
     with pytest.raises(InputError, match=r"/vsis3/bucket/x\.tif: is a remote source; remote access is off"):
         with open_raster("/vsis3/bucket/x.tif"):
             pass

@@ -14,7 +14,8 @@ those reads is set here, in one place:
   reference the checks did not see still cannot reach the network. Remote access is allowed by
   ``allow_remote=True`` or the environment variable ``BICORSEG_ALLOW_REMOTE=1`` (which the
   command line's ``--allow-remote`` sets for the command, worker processes included); GDAL then
-  does not list remote folders (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``).
+  does not list the folder of a remote path (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``; local
+  files keep their sidecar files, such as world files).
 * **VRT Python code never runs** (``GDAL_VRT_ENABLE_PYTHON=NO``).
 * **Pixel limit.** An image read whole (PNG, JPEG and the other plain picture formats, and every
   whole-image read of :mod:`bicorseg.data.io`) may not declare more than :data:`DEFAULT_MAX_PIXELS`
@@ -50,8 +51,9 @@ NETWORK_DRIVERS = frozenset(
 _NETWORK_VSI = re.compile(r"/vsi(curl|s3|gs|az|adls|oss|swift|webhdfs|hdfs)(_streaming)?/", re.IGNORECASE)
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _CONNECTION = re.compile(r"^(" + "|".join(sorted(NETWORK_DRIVERS)) + r"):", re.IGNORECASE)
-_SERVICE_XML = re.compile(rb"^\s*<\s*(GDAL_WMS|GDAL_WMTS|WCS_GDAL|GDAL_WCS)\b")
-_VRT_XML = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?<\s*VRTDataset\b")
+# looked for in a file's first KiB, as GDAL identifies these formats by content (whatever the name)
+_SERVICE_XML = re.compile(rb"<\s*(GDAL_WMS|GDAL_WMTS|WCS_GDAL|GDAL_WCS)\b")
+_VRT_XML = re.compile(rb"<\s*VRTDataset\b")
 # a local VRT is read whole to find its sources; larger ones are refused rather than parsed
 MAX_VRT_BYTES = 64 * 2**20
 MAX_VRT_DEPTH = 8
@@ -119,11 +121,12 @@ def check_pixels(width: int, height: int, name: str | os.PathLike, limit: int | 
         )
 
 
-def gdal_options(allow_remote: bool | None = None) -> dict[str, str]:
-    """The GDAL configuration options of every input read (see the module docstring)."""
+def gdal_options(allow_remote: bool | None = None, path: str | os.PathLike = "") -> dict[str, str]:
+    """The GDAL configuration options of the read of ``path`` (see the module docstring)."""
     options = {"GDAL_VRT_ENABLE_PYTHON": "NO"}
     if remote_allowed(allow_remote):
-        options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+        if is_remote(path):
+            options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
     else:
         options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = _NO_REMOTE_EXTENSION
     return options
@@ -163,11 +166,11 @@ def _vrt_sources(name: str, content: bytes, base: Path | None) -> list[str]:
 def _check_references(name: str, path: Path | None, data: bytes | None, depth: int = 0) -> None:
     """Refuse a local file whose content points GDAL at the network (VRT sources, service XML)."""
     head = _head(path, data, 1024)
-    if _SERVICE_XML.match(head):
+    if _SERVICE_XML.search(head):
         raise InputError(
             f"{name}: describes a web service; remote access is off (allow it with --allow-remote)"
         )
-    if not _VRT_XML.match(head):
+    if not _VRT_XML.search(head):
         return
     if depth >= MAX_VRT_DEPTH:
         raise InputError(f"{name}: VRT files nested more than {MAX_VRT_DEPTH} deep")
@@ -214,15 +217,15 @@ def open_raster(
         if data is None and is_remote(name):
             raise _refuse(name, name)
         _check_references(name, Path(name) if data is None else None, data)
-    with rasterio.Env(**gdal_options(remote)), warnings.catch_warnings():
+    with rasterio.Env(**gdal_options(remote, name)), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        memory = None
         try:
-            if data is not None:
-                memory = rasterio.MemoryFile(data)
-                dataset = memory.open()
-            else:
-                memory, dataset = None, rasterio.open(name)
+            memory = rasterio.MemoryFile(data) if data is not None else None
+            dataset = memory.open() if memory is not None else rasterio.open(name)
         except RasterioError as error:
+            if memory is not None:
+                memory.close()
             raise InputError(
                 f"cannot read {name}: not an image or raster GDAL can open ({first_line(error)})"
             ) from error
