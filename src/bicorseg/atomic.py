@@ -1,41 +1,237 @@
-"""Atomic file output: write to a hidden temporary name beside the target, rename when complete.
+"""Atomic file output: one temporary-file scheme for every writer, and the cleanup of its leftovers.
 
-Every file bicorseg writes (checkpoints, predictions, patches, manifests, reports, archives) goes
-through :func:`atomic_output`, so an interrupted or failed write never leaves a partial file under
-the final name.
+Every file bicorseg writes (checkpoints, predictions, patches, manifests, reports, archives, ONNX
+models) is first written under a hidden temporary name beside its target and renamed onto the
+target only when complete, so an interrupted or failed write never leaves a partial file under the
+final name. The temporary name of a target ``NAME`` is::
+
+    .NAME.HOST-PID-RANDOM.tmpSUFFIX        e.g.  .scene.tif.node1-4242-9f3a01c2.tmp.tif
+
+``HOST`` and ``PID`` name the process that owns it (``HOST`` with everything but letters and digits
+removed), ``RANDOM`` is 8 hex digits, and ``SUFFIX`` repeats the target's suffix for writers that
+pick a format by extension. A name that would exceed the file system's 255 bytes keeps the start of
+``NAME`` and a hash of all of it.
+
+* :func:`atomic_output` writes one file; :class:`OutputGroup` writes several files that appear
+  together (all are written and checked by an optional hook before the first is renamed; one named
+  file is renamed last, so its presence marks a complete set).
+* :func:`find_temps` lists the temporary files of this scheme in a folder (names are parsed, never
+  used as glob patterns, so ``[``, ``*`` and ``?`` in names are harmless);
+  :func:`remove_stale_temps` deletes those whose owner process has ended on this host. A temporary
+  file of a live process (another run writing into the same folder) is never touched, nor is one
+  from another host, whose owner cannot be checked from here.
+* :func:`ensure_writable` checks, before any work starts, that an output file or folder can be
+  created, and creates nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from bicorseg.errors import OutputError
 
-def _default_mode() -> int:
-    # mkstemp creates 0600 files; give outputs the permissions a plain open() would
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+_MAX_NAME_BYTES = 255
+_TEMP_NAME = re.compile(
+    r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]+)-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{8})\.tmp(?P<suffix>.*)",
+    re.DOTALL,
+)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def _name_key(name: str, room: int) -> str:
+    """``name``, or its start plus a hash when the temporary name would not fit in ``room`` bytes."""
+    if len(name.encode()) <= room:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    start = name.encode()[: max(room - len(digest) - 1, 1)].decode(errors="ignore")
+    return f"{start}~{digest}"
+
+
+def temp_name(target: str | os.PathLike, token: str | None = None) -> str:
+    """The temporary name (no folder) that this process uses for ``target``."""
+    target = Path(target)
+    tag = f"{_host()}-{os.getpid()}-{token or secrets.token_hex(4)}"
+    suffix = target.suffix if len(target.suffix.encode()) <= 16 else ""
+    room = _MAX_NAME_BYTES - len(f"..{tag}.tmp{suffix}".encode())
+    return f".{_name_key(target.name, room)}.{tag}.tmp{suffix}"
+
+
+def _matches(key: str, name: str) -> bool:
+    """Whether the name part ``key`` of a temporary file stands for the target ``name``."""
+    if key == name:
+        return True
+    start, _, digest = key.rpartition("~")
+    return bool(start) and hashlib.sha256(name.encode()).hexdigest()[:16] == digest and name.startswith(start)
+
+
+def new_temp(target: str | os.PathLike) -> Path:
+    """Create an empty temporary file for ``target`` (beside it, ordinary permissions) and return its path."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        temp = target.with_name(temp_name(target))
+        try:
+            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:  # 32 random bits collided: draw again
+            continue
+        return temp
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A temporary file (or folder) of this scheme, parsed from its name."""
+
+    path: Path
+    name: str  # the target's name (or its start and hash, for very long names)
+    host: str
+    pid: int
+
+    def is_for(self, target_name: str) -> bool:
+        """Whether this is a temporary file of the target named ``target_name``."""
+        return _matches(self.name, target_name)
+
+    @property
+    def stale(self) -> bool:
+        """Its owner process has ended (checked on this host only; another host's are never stale)."""
+        return self.host == _host() and not _alive(self.pid)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def parse_temp(path: str | os.PathLike) -> TempFile | None:
+    """The parsed temporary file at ``path``, or None when its name is not of this scheme."""
+    path = Path(path)
+    match = _TEMP_NAME.fullmatch(path.name)
+    if match is None:
+        return None
+    return TempFile(path, match["name"], match["host"], int(match["pid"]))
+
+
+def find_temps(folder: str | os.PathLike) -> list[TempFile]:
+    """Every temporary file or folder of this scheme directly inside ``folder``, live or stale."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = (parse_temp(Path(folder) / e.name) for e in entries if e.name.startswith("."))
+    return sorted((t for t in found if t is not None), key=lambda t: t.path.name)
+
+
+def remove_stale_temps(
+    folder: str | os.PathLike, names: Iterable[str] | None = None, *, recursive: bool = False
+) -> list[Path]:
+    """Delete the stale temporary files in ``folder`` (only those of targets in ``names`` if given).
+
+    ``recursive`` also looks in every sub-folder. Returns what was deleted.
+    """
+    wanted = None if names is None else list(names)
+    folders = [Path(folder)]
+    if recursive:
+        folders += [Path(root) / d for root, dirs, _ in os.walk(folder) for d in dirs]
+    removed = []
+    for where in folders:
+        for temp in find_temps(where):
+            if wanted is not None and not any(temp.is_for(n) for n in wanted):
+                continue
+            if not temp.stale:
+                continue
+            if temp.path.is_dir() and not temp.path.is_symlink():
+                shutil.rmtree(temp.path, ignore_errors=True)
+            else:
+                temp.path.unlink(missing_ok=True)
+            removed.append(temp.path)
+    return removed
+
+
+class OutputGroup:
+    """Files that appear together: each is written to its own temporary file, then all are renamed.
+
+    ``targets`` maps keys to final paths; :meth:`temp` gives (and creates) the temporary file of a
+    key. :meth:`commit` runs ``verify(key, temp)`` on every temporary file first (a failure leaves
+    no target changed and no temporary file), then renames them in order, ``last`` (a key) at the
+    end. Leaving a ``with`` block by an exception, or :meth:`abort`, deletes every temporary file.
+    """
+
+    def __init__(self, targets: Mapping[str, str | os.PathLike], last: str | None = None) -> None:
+        self.targets = {key: Path(path) for key, path in targets.items()}
+        if last is not None and last not in self.targets:
+            raise KeyError(last)
+        self.last = last
+        self.temps: dict[str, Path] = {}
+        self._side_files: list[Path] = []
+
+    def temp(self, key: str) -> Path:
+        """The temporary file of ``key`` (created empty on first use)."""
+        if key not in self.temps:
+            self.temps[key] = new_temp(self.targets[key])
+        return self.temps[key]
+
+    def side_file(self, key: str, suffix: str) -> Path:
+        """A file a writer puts beside the temporary file of ``key`` (``temp + suffix``); always deleted."""
+        path = self.temp(key).with_name(self.temp(key).name + suffix)
+        self._side_files.append(path)
+        return path
+
+    def commit(self, verify: Callable[[str, Path], None] | None = None) -> None:
+        """Check every temporary file with ``verify``, then rename each onto its target."""
+        try:
+            if verify is not None:
+                for key, temp in self.temps.items():
+                    verify(key, temp)
+            for key in sorted(self.temps, key=lambda k: k == self.last):
+                os.replace(self.temps[key], self.targets[key])
+        except BaseException:
+            self.abort()
+            raise
+        self._remove(self._side_files)
+
+    def abort(self) -> None:
+        """Delete every temporary file (the targets are left as they were)."""
+        self._remove([*self.temps.values(), *self._side_files])
+
+    @staticmethod
+    def _remove(paths: Iterable[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    def __enter__(self) -> OutputGroup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abort()
 
 
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(handle)
-    temp = Path(temp)
-    try:
-        os.chmod(temp, _default_mode())
-        yield temp
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with OutputGroup({"file": path}) as group:
+        yield group.temp("file")
+        group.commit()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -43,3 +239,54 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path) as temp:
         temp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextmanager
+def scratch_folder(parent: str | os.PathLike, name: str = "scratch") -> Iterator[Path]:
+    """A hidden working folder inside ``parent`` (named by the scheme), deleted with its content at exit."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = parent / temp_name(parent / name)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        break
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    current = path
+    while True:
+        try:
+            if current.exists() or current == current.parent:
+                return current
+        except OSError:  # not searchable: report it as the place that cannot be written
+            return current
+        current = current.parent
+
+
+def ensure_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Raise :class:`OutputError` unless the file (or, with ``folder``, the folder) ``path`` can be written.
+
+    Nothing is left behind: missing folders are not created; the check creates and deletes a
+    temporary file in the nearest existing folder above ``path`` (or in ``path`` itself).
+    """
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"cannot write into {path}: it is a file, not a folder")
+    if not folder and path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    where = _existing_ancestor(path if folder else path.parent.absolute())
+    if not where.is_dir():
+        raise OutputError(f"cannot write {path}: {where} is not a folder")
+    try:
+        probe = where / temp_name(where / "write-check")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error} ({where})") from None

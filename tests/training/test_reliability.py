@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,9 +16,10 @@ import pytest
 import torch
 from training_helpers import REPO, TINY, one_thread  # noqa: F401
 
+from bicorseg.atomic import find_temps
 from bicorseg.training.config import load_config
 from bicorseg.training.module import NonFiniteError
-from bicorseg.training.run import train
+from bicorseg.training.run import TrainingInterrupted, train
 
 # 16 steps per epoch, a checkpoint after every step
 LONG = {"data.synthetic_size": [64, 64, 8], "trainer.checkpoint_every_n_steps": 1, "trainer.max_epochs": 50}
@@ -28,6 +31,7 @@ class Recorder(L.Callback):
     def __init__(self) -> None:
         self.start: tuple[int, int] | None = None
         self.first_batch: int | None = None
+        self.first_step: tuple[int, int, int] | None = None  # epoch, batch index, global step
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = (trainer.current_epoch, trainer.global_step)
@@ -37,6 +41,7 @@ class Recorder(L.Callback):
     ) -> None:
         if self.first_batch is None:
             self.first_batch = batch_idx
+            self.first_step = (trainer.current_epoch, batch_idx, trainer.global_step)
 
 
 def _load(path: Path) -> dict:
@@ -81,7 +86,168 @@ def test_resume_after_kill_continues_at_same_epoch_and_step(tmp_path: Path) -> N
     assert recorder.start == (epoch, step)
     assert recorder.first_batch == step % 16  # mid-epoch: continues with the next batch of that epoch
     assert result.global_step == step + 5
-    assert not list((run / "checkpoints").glob(".*.tmp"))  # temporary files of the killed run are gone
+    assert find_temps(run / "checkpoints") == []  # temporary files of the killed run are gone
+
+
+def _start_training(run: Path, *args: str) -> subprocess.Popen:
+    """``bicorseg train`` (tiny config) as a real process; SIGINT is not inherited as ignored."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bicorseg.cli.main", "train", "--config", TINY, "--output", str(run), *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def _wait_for(process: subprocess.Popen, ready, what: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, f"the run did not reach {what} in time"
+        time.sleep(0.05)
+
+
+def _epoch_saved(path: Path, epoch: int) -> bool:
+    try:
+        return _load(path)["epoch"] >= epoch
+    except Exception:  # absent, or being replaced right now
+        return False
+
+
+LONG_EPOCHS = [f"--{k}={v}" for k, v in LONG.items() if k != "trainer.checkpoint_every_n_steps"]
+
+
+class EpochEnds(L.Callback):
+    """The step stored in ``last.ckpt`` when each epoch (after the first) starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.steps = path, []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self.steps.append(_load(self.path)["global_step"] if self.path.is_file() else None)
+
+
+@pytest.mark.parametrize(
+    "monitor",
+    [
+        {"data.val_split": None},  # no validation, so no monitored value at all
+        {"optimizer.lr": 1e-12, "optimizer.min_lr": 0},  # validated; the score cannot improve
+    ],
+    ids=["absent", "not-improving"],
+)
+def test_last_checkpoint_is_written_at_every_epoch_end(tmp_path: Path, monitor: dict) -> None:
+    recorder = EpochEnds(tmp_path / "checkpoints" / "last.ckpt")
+    result = train(load_config(TINY, {"trainer.max_epochs": 4, **monitor}), tmp_path, callbacks=[recorder])
+    assert recorder.steps == [4, 8, 12]  # 4 steps per epoch
+    assert _load(result.last_checkpoint)["global_step"] == 16
+    if "optimizer.lr" in monitor:  # the scenario is what it claims: the best checkpoint stayed at epoch 0
+        assert _load(result.best_checkpoint)["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_from_the_last_finished_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = _start_training(run, *LONG_EPOCHS)  # default checkpointing: last.ckpt per epoch only
+    last = run / "checkpoints" / "last.ckpt"
+    try:
+        _wait_for(process, lambda: _epoch_saved(last, 1), "the end of epoch 1")
+        time.sleep(0.5)  # into the next epoch
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved = _load(last)
+    assert saved["global_step"] % 16 == 0 and saved["global_step"] >= 32  # an epoch's end
+    finished_epochs = saved["global_step"] // 16
+
+    recorder = Recorder()
+    config = load_config(TINY, {**LONG, "trainer.checkpoint_every_n_steps": None,
+                                "trainer.max_steps": saved["global_step"] + 3})  # fmt: skip
+    result = train(config, run, resume="auto", callbacks=[recorder])
+    assert recorder.start[1] == saved["global_step"]
+    assert recorder.first_step == (finished_epochs, 0, saved["global_step"])  # the next epoch, from its start
+    assert result.global_step == saved["global_step"] + 3
+
+
+class SignalAt(L.Callback):
+    """Sends ``signum`` to this very process when the batch ``batch_idx`` of ``epoch`` starts."""
+
+    def __init__(self, signum: int, epoch: int, batch_idx: int) -> None:
+        self.signum, self.epoch, self.batch_idx = signum, epoch, batch_idx
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize(
+    ("batch_idx", "saved_step"),
+    [(1, 6), (3, 8)],  # mid-epoch: right after that step; in the last batch: at the epoch's end
+    ids=["mid-epoch", "last-batch"],
+)
+def test_a_stop_signal_is_acted_on_at_the_next_step_boundary(
+    tmp_path: Path, batch_idx: int, saved_step: int
+) -> None:
+    config = load_config(TINY, {"trainer.max_epochs": 5})
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(config, tmp_path, callbacks=[SignalAt(signal.SIGTERM, 1, batch_idx)])
+    assert (stop.value.step, stop.value.exit_status) == (saved_step, 143)
+    assert str(stop.value).startswith(f"interrupted by SIGTERM at epoch 1, step {saved_step}; saved ")
+    saved = _load(tmp_path / "checkpoints" / "last.ckpt")
+    assert (saved["epoch"], saved["global_step"]) == (1, saved_step)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
+    if saved_step == 8:  # the epoch's validation ran before the stop
+        assert json.loads((tmp_path / "val_metrics.json").read_text())["convention"]["epoch"] == 1
+
+    recorder = Recorder()
+    result = train(
+        load_config(TINY, {"trainer.max_epochs": 3}), tmp_path, resume="auto", callbacks=[recorder]
+    )
+    assert recorder.start[1] == saved_step
+    assert recorder.first_step == (saved_step // 4, saved_step % 4, saved_step)  # the next batch
+    assert result.global_step == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_a_consistent_checkpoint_and_exits(
+    tmp_path: Path, signum: int, status: int
+) -> None:
+    run = tmp_path / "run"
+    process = _start_training(run, *LONG_EPOCHS)
+    last = run / "checkpoints" / "last.ckpt"
+    try:
+        _wait_for(process, lambda: _epoch_saved(last, 0), "the end of epoch 0")
+        time.sleep(0.3)  # into the next epoch
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == status, stderr[-2000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("bicorseg")]
+    assert len(ours) == 1, stderr
+    match = re.fullmatch(
+        rf"bicorseg train: interrupted by {signal.Signals(signum).name} at epoch (\d+), step (\d+); "
+        rf"saved {re.escape(str(run / 'checkpoints' / 'last.ckpt'))} \(continue with --resume\)",
+        ours[0],
+    )
+    assert match, ours[0]
+    epoch, step = map(int, match.groups())
+    saved = _load(last)
+    assert (saved["epoch"], saved["global_step"]) == (epoch, step)
+    assert step > 16 and find_temps(run / "checkpoints") == []
+
+    recorder = Recorder()
+    config = load_config(
+        TINY, {**LONG, "trainer.checkpoint_every_n_steps": None, "trainer.max_steps": step + 4}
+    )
+    result = train(config, run, resume="auto", callbacks=[recorder])
+    assert recorder.start[1] == step
+    assert recorder.first_step == (step // 16, step % 16, step)  # continues with the next batch
+    assert result.global_step == step + 4
 
 
 class PoisonBatch(L.Callback):

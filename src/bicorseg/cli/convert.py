@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def recipe_model(name: str) -> ModelConfig:
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import convert_official_file
 
+    ensure_writable(args.output)
     dataset = recipe = None
     layers, ratio, min_pixels = args.layers, args.topk_ratio, args.min_pixels
     taken = []  # what the recipe supplied

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from bicorseg.atomic import ensure_writable
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     config = DemoConfig(
         output=Path(args.output), minutes=args.minutes, seed=args.seed, steps=args.steps, **options
     )
+    ensure_writable(config.output, folder=True)
     result = run_demo(config, started=started)
     print_summary(result)
     return 0

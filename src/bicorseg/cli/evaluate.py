@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
@@ -81,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1 sample, got {args.limit}")
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must not be negative, got {args.num_workers}")
+    if args.output:
+        ensure_writable(args.output)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()

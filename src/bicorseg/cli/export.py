@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bicorseg.atomic import ensure_writable
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bicorseg.inference.onnx import export_onnx
 
+    ensure_writable(args.output)
     difference = export_onnx(args.checkpoint, args.output, tile=args.tile, opset=args.opset)
     print(f"wrote {args.output}: tile {args.tile}, max |onnxruntime - PyTorch| = {difference:.2e}")
     return 0

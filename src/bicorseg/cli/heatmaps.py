@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
@@ -65,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         from bicorseg.data import ClassTable
 
         labels = ClassTable.from_yaml(args.class_table).labels
+    ensure_writable(args.output, folder=True)
     device = str(resolve_device(args.device))
     model = load_checkpoint(args.checkpoint).build_model().to(device)
     info = model_info(model, str(args.checkpoint))

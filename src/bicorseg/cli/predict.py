@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.device import resolve_device
 from bicorseg.errors import ConfigError
@@ -159,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         }
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
         return 0
+    ensure_writable(args.output, folder=True)
     progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())
     written = skipped = 0
 

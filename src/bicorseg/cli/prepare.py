@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
 from bicorseg.yaml_files import read_yaml_mapping
 
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--source: give the folder or archives of the release")
     if not config["output"]:
         raise ConfigError("--output: give the output folder")
+    ensure_writable(config["output"], folder=True)
     result = prepare(
         config["dataset"],
         config["source"],

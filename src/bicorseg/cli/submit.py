@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bicorseg.atomic import atomic_output
+from bicorseg.atomic import atomic_output, ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    ensure_writable(args.output)
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.model_config
     if config.num_classes != LOVEDA_CLASSES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 from importlib import resources
 from pathlib import Path
@@ -49,8 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train BiCoR-Seg from a YAML config. Any config key can be overridden on the command line "
             "(--optimizer.lr 5e-5, --trainer.devices 2, --model.topk_ratio 0.02); values are read as YAML. "
-            "The run folder gets config.yaml (the resolved config), checkpoints/best.ckpt and last.ckpt, "
-            "CSV and TensorBoard logs. Shipped configs: vaihingen, potsdam, loveda, loveda-cpu, tiny-test."
+            "The run folder gets config.yaml (the resolved config), checkpoints/best.ckpt and last.ckpt "
+            "(written at the end of every epoch), CSV and TensorBoard logs; a folder that holds a run is "
+            "refused unless --resume or --overwrite is given. SIGINT (Ctrl-C) or SIGTERM saves last.ckpt "
+            "and exits with status 130 or 143; a second signal stops at once. "
+            "Shipped configs: vaihingen, potsdam, loveda, loveda-cpu, tiny-test."
         ),
     )
     parser.add_argument("--config", help="YAML config file, or the name of a shipped config")
@@ -63,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="resume from a checkpoint (weights, optimizer, scheduler, epoch, step); "
         "without a value: OUTPUT/checkpoints/last.ckpt if it exists",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in OUTPUT: its config.yaml, checkpoints/, logs/ and val_metrics.json are "
+        "deleted once the new run has started (config, data, model built); other files are kept",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument(
@@ -111,12 +121,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--output: give the run folder")
     from lightning.pytorch.utilities import rank_zero_only
 
-    from bicorseg.training.run import train
+    from bicorseg.training.run import TrainingInterrupted, train
 
     if args.resume == "auto" and rank_zero_only.rank == 0:
         last = Path(args.output) / "checkpoints" / "last.ckpt"
         print(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting a new run")
-    result = train(config, args.output, resume=args.resume)
+    try:
+        result = train(config, args.output, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        if rank_zero_only.rank == 0:
+            print(f"bicorseg train: {stop}", file=sys.stderr)
+        return stop.exit_status
     if rank_zero_only.rank == 0:
         print(f"trained to epoch {result.epoch}, step {result.global_step}; run folder {result.output}")
         if result.best_checkpoint is not None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from bicorseg.atomic import atomic_output, remove_stale_temps
 from bicorseg.errors import InputError
 
 GIB = 2**30
@@ -185,13 +186,16 @@ class _Scan:
             if not folder.exists():
                 folder.mkdir()
                 self.made.append(folder)
-        temp = target.with_name(f".{target.name}.tmp")
+        remove_stale_temps(target.parent, [target.name])
         try:
-            with zipfile.ZipFile(archive) as handle, handle.open(member) as source, open(temp, "wb") as out:
+            with (
+                zipfile.ZipFile(archive) as handle,
+                atomic_output(target) as temp,
+                handle.open(member) as source,
+                open(temp, "wb") as out,
+            ):
                 shutil.copyfileobj(source, out, 1 << 22)
-            os.replace(temp, target)
         except (OSError, zipfile.BadZipFile) as error:
-            temp.unlink(missing_ok=True)
             raise InputError(f"{archive}!{member}: cannot unpack ({error})") from error
         self.unpacked.append(target)
         return target

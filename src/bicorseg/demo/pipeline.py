@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,12 +44,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bicorseg.atomic import atomic_output, remove_stale_temps, scratch_folder
 from bicorseg.demo.scenes import (
     DEMO_SPEC,
     colorize,
     generate_scene,
     scene_transform,
-    temporary_path,
     write_scene_geotiff,
 )
 from bicorseg.errors import ConfigError, InputError
@@ -330,13 +329,8 @@ class _PredictorProgress:
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
-    temp = temporary_path(path)
-    try:
+    with atomic_output(path) as temp:
         Image.fromarray(rgb).save(temp, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _timed(timings: dict[str, float], key: str) -> Callable[[], None]:
@@ -382,6 +376,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     out = config.output
     data_root, run_dir, heat_dir = out / "data", out / "training", out / "heatmaps"
     _claim_output(out)
+    remove_stale_temps(out)  # a killed demo's temporary files and folders
     for stale in (data_root, run_dir, heat_dir):  # a previous demo's intermediate folders
         shutil.rmtree(stale, ignore_errors=True)
     files = {
@@ -449,7 +444,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         stop = _timed(timings, "prediction")
         options = PredictOptions(tile=config.tile, overlap=0.25, batch_size=2, overwrite=True)
         predictor = Predictor(model, model_info(model, str(files["checkpoint"])), options)
-        with tempfile.TemporaryDirectory(prefix=".predict-", dir=out) as scratch:
+        with scratch_folder(out, "predict") as scratch:  # the prediction is named after the input
             written = predictor.predict_file(
                 files["scene"], scratch, progress=_PredictorProgress(progress, "predicting held-out scene")
             )

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
+from bicorseg.atomic import atomic_output
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec
 
@@ -103,23 +103,11 @@ def write_scene_geotiff(
         profile.update(blockxsize=256, blockysize=256)
     if bands == 3:
         profile["photometric"] = "RGB"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_path(path)
-    try:
-        with rasterio.open(temp, "w", **profile) as dataset:
-            dataset.write(array)
-            if palette is not None and bands == 1 and array.dtype == np.uint8:
-                dataset.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(palette)})
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temp, rasterio.open(temp, "w", **profile) as dataset:
+        dataset.write(array)
+        if palette is not None and bands == 1 and array.dtype == np.uint8:
+            dataset.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(palette)})
     return path
-
-
-def temporary_path(path: Path) -> Path:
-    """A hidden name beside ``path`` for writing it before the rename (ordinary file permissions)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{path.suffix}")
 
 
 def colorize(mask: np.ndarray, palette: tuple[tuple[int, int, int], ...] = DEMO_SPEC.palette) -> np.ndarray:

@@ -31,6 +31,7 @@ from PIL import Image
 from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning
 
+from bicorseg.atomic import remove_stale_temps
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.errors import ConfigError, InputError
@@ -45,7 +46,6 @@ from bicorseg.inference.predictor import (
     inspect_input,
     model_info,
     open_raster,
-    remove_stale_temps,
     statistics,
 )
 from bicorseg.inference.tiling import output_size
@@ -128,8 +128,7 @@ def export_heatmaps(
     plain = "1" not in targets
     check_targets({path: targets})
     out_dir.mkdir(parents=True, exist_ok=True)
-    for target in targets.values():
-        remove_stale_temps(target)
+    remove_stale_temps(out_dir, [t.name for t in targets.values()])
     result = HeatmapResult(path)
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bicorseg.atomic import OutputGroup
 from bicorseg.errors import CheckpointError, ConfigError, first_line
 from bicorseg.spec import DatasetSpec
 
@@ -58,9 +59,9 @@ def export_onnx(
     output = Path(output)
     model = load_checkpoint(checkpoint).build_model().float().eval()
     example = torch.randn(2, model.config.in_channels, tile, tile)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
+    with OutputGroup({"onnx": output}) as files:
+        temp = files.temp("onnx")
+        files.side_file("onnx", ".data")  # the exporter's external weights, folded into the file below
         with warnings.catch_warnings():
             # the tracer's notes on Python control flow over shapes, and torch.export's advice on
             # dynamic_axes (only the batch axis is dynamic, which it converts as meant)
@@ -78,11 +79,11 @@ def export_onnx(
                 dynamo=_has_onnxscript(),  # torch.export traces shapes as numbers; needs onnxscript
                 verbose=False,
             )
-        graph = onnx.load(str(temp))
+        graph = onnx.load(str(temp))  # with the external weights, if the exporter wrote them apart
         meta = {**metadata(model), "tile": tile, "checkpoint": str(checkpoint)}
         entry = graph.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-        onnx.save(graph, str(temp))
+        onnx.save(graph, str(temp))  # one self-contained file
         difference = 0.0
         if check:
             with torch.inference_mode():
@@ -93,9 +94,7 @@ def export_onnx(
                 raise CheckpointError(
                     f"ONNX export of {checkpoint} differs from PyTorch by {difference:.3g} (> {TOLERANCE})"
                 )
-        os.replace(temp, output)
-    finally:
-        temp.unlink(missing_ok=True)
+        files.commit()
     return difference
 
 

@@ -64,6 +64,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from bicorseg import raster_access
+from bicorseg.atomic import OutputGroup, remove_stale_temps
 from bicorseg.data.io import sha256_file
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
@@ -475,17 +476,6 @@ class RasterReader:
 # --- writing outputs -------------------------------------------------------------------------------
 
 
-def temp_path(target: Path) -> Path:
-    """A hidden temporary name beside ``target`` (renamed to it when complete)."""
-    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
-
-
-def remove_stale_temps(target: Path) -> None:
-    """Temporary files an earlier, killed run left for ``target``."""
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 def geotiff_profile(src: rasterio.DatasetReader | None, height: int, width: int, **extra: Any) -> dict:
     """A tiled, compressed GeoTIFF profile keeping the input's CRS, transform and block size."""
     block = (256, 256)
@@ -515,23 +505,24 @@ def geotiff_profile(src: rasterio.DatasetReader | None, height: int, width: int,
 
 
 class OutputSet:
-    """The output files of one input, written in windows to temporary files and renamed on commit."""
+    """The output files of one input, written in windows to temporary files and renamed on commit.
+
+    The temporary files and the commit are :class:`bicorseg.atomic.OutputGroup`'s; the class map is
+    renamed last, so its presence marks a finished input.
+    """
 
     def __init__(self, targets: dict[str, Path], stack: ExitStack) -> None:
         self.targets, self.stack = targets, stack
-        self.temps: dict[str, Path] = {}
+        self.group = OutputGroup(targets, last="class" if "class" in targets else None)
         self.datasets: dict[str, Any] = {}
 
     def open_geotiff(self, kind: str, profile: dict) -> Any:
-        temp = temp_path(self.targets[kind])
-        self.temps[kind] = temp
-        dst = rasterio.open(temp, "w", **profile)
+        dst = rasterio.open(self.group.temp(kind), "w", **profile)
         self.datasets[kind] = dst
         return dst
 
     def temp_for(self, kind: str) -> Path:
-        self.temps[kind] = temp_path(self.targets[kind])
-        return self.temps[kind]
+        return self.group.temp(kind)
 
     def commit(self) -> None:
         """Close, check that every GeoTIFF reads back whole, then rename into place.
@@ -539,15 +530,18 @@ class OutputSet:
         GDAL reports a failed block write (a full disk) only as a logged error when the file is
         flushed, so a file is read back block by block before it may take its final name.
         """
-        for kind, dst in self.datasets.items():
+
+        def verify(kind: str, temp: Path) -> None:
+            dst = self.datasets.get(kind)
+            if dst is None:
+                return
             try:
                 dst.close()
-                _read_back(self.temps[kind])
+                _read_back(temp)
             except (OSError, RasterioError) as error:
                 raise _write_error(self.targets[kind], error) from error
-        # the class map is renamed last: its presence marks a finished input
-        for kind in sorted(self.temps, key=lambda k: k == "class"):
-            os.replace(self.temps[kind], self.targets[kind])
+
+        self.group.commit(verify)
 
     def abort(self) -> None:
         for dst in self.datasets.values():
@@ -555,8 +549,7 @@ class OutputSet:
                 dst.close()
             except Exception:  # closing a half-written file may fail; it is deleted anyway
                 pass
-        for temp in self.temps.values():
-            temp.unlink(missing_ok=True)
+        self.group.abort()
 
 
 def _read_back(path: Path) -> None:
@@ -771,8 +764,7 @@ class Predictor:
             result.skipped = True
             return result
         out_dir.mkdir(parents=True, exist_ok=True)
-        for target in targets.values():
-            remove_stale_temps(target)
+        remove_stale_temps(out_dir, [t.name for t in targets.values()])
         start = time.perf_counter()
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))

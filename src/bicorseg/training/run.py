@@ -9,14 +9,28 @@
 
 Checkpoints are written to a temporary file and renamed (:class:`AtomicCheckpointIO`), so an
 interrupted run never leaves a half-written file; resuming restores weights, optimizer (Lookahead
-included), scheduler, epoch and step.
+included), scheduler, epoch and step. ``last.ckpt`` is written at the end of every epoch (after its
+validation), every ``trainer.checkpoint_every_n_steps`` optimizer steps if set, at the end of
+training, and when SIGINT or SIGTERM arrives (:class:`LastCheckpoint`); the signal then ends the run
+with :class:`TrainingInterrupted`.
+
+A folder that holds a run (any of :data:`RUN_FILES`) is refused unless the run is resumed or
+replaced (``overwrite``). Nothing is written before the run has started: the configuration, the
+data, the model and the trainer are all built first, so a bad value or missing data leaves the
+folder as it was. Only the process of rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import csv
+import shutil
+import signal
 import sys
+import threading
+import typing
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +39,16 @@ import lightning as L
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from bicorseg.atomic import write_text_atomic
+from bicorseg.atomic import ensure_writable, remove_stale_temps, write_text_atomic
 from bicorseg.checkpoint import atomic_torch_save, check_finite_weights, read_torch_file
-from bicorseg.errors import CheckpointError
+from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig, dataset_spec
 from bicorseg.training.datamodule import SegmentationDataModule
@@ -42,6 +56,8 @@ from bicorseg.training.module import BiCoRSegModule
 
 BEST_NAME = "best"
 LAST_NAME = "last"
+RUN_FILES = ("config.yaml", "checkpoints", "logs", "val_metrics.json")  # what a run folder holds
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -110,6 +126,133 @@ class ResumableCSVLogger(CSVLogger):
         return experiment
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM ended the run; ``checkpoint`` holds its state (None: it had not started)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None, epoch: int, step: int) -> None:
+        self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
+        name = signal.Signals(signum).name
+        if checkpoint is None:
+            message = f"interrupted by {name} before training started; nothing was saved"
+        else:
+            message = (
+                f"interrupted by {name} at epoch {epoch}, step {step}; saved {checkpoint} "
+                "(continue with --resume)"
+            )
+        super().__init__(message)
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number (130, 143)."""
+        return 128 + self.signum
+
+
+class StopSignals:
+    """SIGINT and SIGTERM while a run is set up end it at once; once it trains, they ask it to stop.
+
+    While training, the first signal is only recorded (:attr:`requested`); :class:`LastCheckpoint`
+    saves the state at the next step boundary and ends the run. A second signal ends the process at
+    once, without saving. Handlers are installed only in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self.training = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.training:
+            raise TrainingInterrupted(signum, None, 0, 0)
+        if self.requested is None:
+            self.requested = signum
+            return
+        signal.signal(signum, signal.SIG_DFL)  # asked twice: stop now
+        signal.raise_signal(signum)
+
+    def install(self) -> None:
+        """(Re)take SIGINT and SIGTERM (Lightning installs its own SIGTERM handler when fitting)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # ignored on purpose (nohup, a background job): stays ignored
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        self.install()
+        try:
+            yield self
+        finally:
+            self.restore()
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``last.ckpt``: at every epoch end, every ``every_n_steps`` steps, at the end, on a stop signal.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` writes the last checkpoint only in a step where
+    it also saved another one; this callback does not depend on any monitored value. Every process
+    takes part (``trainer.save_checkpoint``); only rank 0 writes the file. A stop request is acted on
+    after an optimizer step (never in the middle of gradient accumulation), agreed by all processes;
+    in the last batch of an epoch it waits for the epoch's end (after its validation).
+    """
+
+    def __init__(self, path: Path, every_n_steps: int | None = None, signals: StopSignals | None = None):
+        self.path, self.every_n_steps, self.signals = Path(path), every_n_steps, signals
+        self._saved_step: int | None = None
+        self._step_at_batch_start = 0
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
+
+    def _stop_requested(self, trainer: L.Trainer) -> bool:
+        local = self.signals is not None and self.signals.requested is not None
+        return bool(trainer.strategy.reduce_boolean_decision(local, all=False))
+
+    def _stop(self, trainer: L.Trainer) -> typing.NoReturn:
+        signum = (self.signals.requested if self.signals else None) or signal.SIGTERM
+        raise TrainingInterrupted(signum, self.path, trainer.current_epoch, trainer.global_step)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.signals is not None:
+            self.signals.training = True
+            self.signals.install()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self._step_at_batch_start:
+            return  # accumulating gradients: not a step boundary
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+        last_batch = bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
+        if not last_batch and self._stop_requested(trainer):
+            if self._saved_step != trainer.global_step:
+                self._save(trainer)
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+        if self._stop_requested(trainer):
+            self._stop(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._saved_step != trainer.global_step:
+            self._save(trainer)
+
+
 @dataclass
 class TrainResult:
     """Where a run left its outputs, and how far it got."""
@@ -161,24 +304,15 @@ def build_trainer(
     callbacks: list[Callback] | None = None,
     find_unused_parameters: bool = False,
     resume_step: int | None = None,
+    signals: StopSignals | None = None,
 ) -> L.Trainer:
     """The Lightning Trainer of a run (loggers, checkpoints, strategy, precision)."""
     cfg = config.trainer
     monitor = cfg.monitor if has_validation else None
     checkpoint_dir = output / "checkpoints"
-    all_callbacks: list[Callback] = [
-        ModelCheckpoint(  # the latest state, for resuming
-            dirpath=checkpoint_dir,
-            filename=LAST_NAME,
-            save_top_k=0,
-            save_last=True,
-            every_n_train_steps=cfg.checkpoint_every_n_steps,
-            enable_version_counter=False,
-        ),
-    ]
+    all_callbacks: list[Callback] = []
     if monitor is not None:
-        all_callbacks.insert(
-            0,
+        all_callbacks.append(
             ModelCheckpoint(
                 dirpath=checkpoint_dir,
                 filename=BEST_NAME,
@@ -189,6 +323,10 @@ def build_trainer(
                 enable_version_counter=False,
             ),
         )
+    # the latest state, for resuming
+    all_callbacks.append(
+        LastCheckpoint(checkpoint_dir / f"{LAST_NAME}.ckpt", cfg.checkpoint_every_n_steps, signals)
+    )
     if cfg.progress_bar and sys.stderr.isatty():
         all_callbacks.append(RichProgressBar())
     all_callbacks.extend(callbacks or [])
@@ -228,6 +366,26 @@ def build_trainer(
     )
 
 
+def existing_run(output: Path) -> list[str]:
+    """The names of :data:`RUN_FILES` present in ``output`` (empty: no run there)."""
+    return [name for name in RUN_FILES if (output / name).exists()]
+
+
+def _start_run(output: Path, config: TrainConfig, replace: bool) -> None:
+    """Lay out the run folder (rank 0): the old run's files go if ``replace``; then ``config.yaml``."""
+    if replace:
+        for name in RUN_FILES:
+            old = output / name
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(output)
+    remove_stale_temps(output / "checkpoints")  # left by a run killed while writing a checkpoint
+    write_text_atomic(output / "config.yaml", config.to_yaml())
+
+
 def train(
     config: TrainConfig,
     output: str | Path,
@@ -235,42 +393,68 @@ def train(
     spec: DatasetSpec | None = None,
     model: nn.Module | None = None,
     callbacks: list[Callback] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train (or resume) a run described by ``config``, writing everything under ``output``."""
+    """Train (or resume) a run described by ``config``, writing everything under ``output``.
+
+    A folder that already holds a run is refused unless ``resume`` is given (continue it) or
+    ``overwrite`` (replace it: its ``config.yaml``, ``checkpoints/``, ``logs/`` and
+    ``val_metrics.json`` are deleted once the new run has started; other files are left alone).
+    SIGINT or SIGTERM saves ``last.ckpt`` and raises :class:`TrainingInterrupted`.
+    """
     output = Path(output)
-    spec = spec or dataset_spec(config.data, config.model.to_dict())
+    is_writer = rank_zero_only.rank == 0
+    if resume is not None and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
+    held = existing_run(output) if is_writer else []
+    if held and resume is None and not overwrite:
+        raise ConfigError(
+            f"--output {output} already holds a run ({', '.join(held)}): continue it with --resume, "
+            "replace it with --overwrite, or choose another folder"
+        )
+    if is_writer:
+        ensure_writable(output, folder=True)
     ckpt_path = resolve_resume(resume, output)
-    if rank_zero_only.rank == 0:
-        output.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(output / "config.yaml", config.to_yaml())
-        # temporary files of a run that was killed while writing a checkpoint
-        for stale in (output / "checkpoints").glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-    if config.trainer.num_threads is not None:
-        torch.set_num_threads(config.trainer.num_threads)
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    datamodule = SegmentationDataModule(config.data, spec, seed=config.trainer.seed)
-    module = BiCoRSegModule(config, spec, model=model, output_dir=output)
-    has_validation = config.data.val_split is not None and config.trainer.limit_val_batches != 0
-    trainer = build_trainer(
-        config,
-        output,
-        has_validation,
-        callbacks,
-        # without the auxiliary loss the static classifier gets no gradient
-        find_unused_parameters=config.loss.aux_weight == 0,
-        resume_step=_checkpoint_step(ckpt_path),
-    )
-    with warnings.catch_warnings():
-        # expected on CPU and with small datasets; they say nothing about this run being wrong
-        for pattern in (
-            r".*does not have many workers.*",
-            r".*Experiment logs directory .* exists and is not empty.*",
-            r".*Checkpoint directory .* exists and is not empty.*",
-            r".*The number of training batches .* is smaller than the logging interval.*",
-        ):
-            warnings.filterwarnings("ignore", message=pattern)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    resume_step = _checkpoint_step(ckpt_path)
+    signals = StopSignals()
+    with signals.installed():
+        spec = spec or dataset_spec(config.data, config.model.to_dict())
+        if config.trainer.num_threads is not None:
+            torch.set_num_threads(config.trainer.num_threads)
+        L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+        datamodule = SegmentationDataModule(config.data, spec, seed=config.trainer.seed)
+        module = BiCoRSegModule(config, spec, model=model, output_dir=output)
+        datamodule.setup("fit")  # unreadable or missing data fails here, before anything is written
+        has_validation = config.data.val_split is not None and config.trainer.limit_val_batches != 0
+        trainer = build_trainer(
+            config,
+            output,
+            has_validation,
+            callbacks,
+            # without the auxiliary loss the static classifier gets no gradient
+            find_unused_parameters=config.loss.aux_weight == 0,
+            resume_step=resume_step,
+            signals=signals,
+        )
+        if is_writer:
+            _start_run(output, config, replace=overwrite and bool(held))
+        with warnings.catch_warnings():
+            # expected on CPU and with small datasets; they say nothing about this run being wrong
+            for pattern in (
+                r".*does not have many workers.*",
+                r".*Experiment logs directory .* exists and is not empty.*",
+                r".*Checkpoint directory .* exists and is not empty.*",
+                r".*The number of training batches .* is smaller than the logging interval.*",
+            ):
+                warnings.filterwarnings("ignore", message=pattern)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if signals.requested is not None:  # the signal came in the last step: the run is complete and saved
+        raise TrainingInterrupted(
+            signals.requested,
+            output / "checkpoints" / f"{LAST_NAME}.ckpt",
+            trainer.current_epoch,
+            trainer.global_step,
+        )
     best_cb = next(
         (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
