@@ -145,11 +145,13 @@ def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Pa
     from bicorseg import load_model
     from bicorseg.inference.onnx import OnnxModel
 
-    onnx_path = tmp_path / "model.onnx"
+    onnx_path = tmp_path / "export" / "model.onnx"
     code, _, err = run(
         capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "64", "--output", onnx_path
     )
     assert code == 0, err
+    # one self-contained file: no external weights (.data) and no temporary file beside it
+    assert [p.name for p in onnx_path.parent.iterdir()] == ["model.onnx"]
     model, exported = load_model(checkpoint), OnnxModel(onnx_path)
     assert (
         exported.tile == 64

@@ -21,6 +21,7 @@ from PIL import Image
 
 from bicorseg.errors import CheckpointError, InputError
 from bicorseg.inference import ModelInfo, PredictOptions, Predictor, predict_files
+from temp_owners import stale_temps
 
 
 def pixel_predictor(bands: int = 3, chunk: int = 4096, **options) -> tuple[Predictor, object]:
@@ -159,8 +160,11 @@ def test_interrupted_run_leaves_no_partial_output_and_rerun_skips(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         predictor.predict_file(src, out_dir, Interrupt())
     assert list(out_dir.iterdir()) == []  # no output, no temporary file
-    (out_dir / ".big.tif.12345.tmp").write_bytes(b"left by a killed run")
+    left = stale_temps(out_dir / "big.tif", out_dir / "big_prob.tif")  # by a killed run
+    (out_dir / ".big.tif.12345.tmp").write_bytes(b"not bicorseg's: left alone")
     first = predictor.predict_file(src, out_dir)
+    assert not any(p.exists() for p in left)
+    (out_dir / ".big.tif.12345.tmp").unlink()
     assert not first.skipped
     assert sorted(p.name for p in out_dir.iterdir()) == ["big.tif", "big_color.tif", "big_prob.tif"]
     assert predictor.predict_file(src, out_dir).skipped

@@ -9,10 +9,19 @@ mean, the gradients are exact, so every logged term and the validation confusion
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from training_helpers import TINY, cli_subprocess, column, one_thread, read_metrics  # noqa: F401
+import torch
+from training_helpers import REPO, TINY, cli_subprocess, column, one_thread, read_metrics  # noqa: F401
+
+from bicorseg.atomic import find_temps
 
 TERMS = ("main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fisher_0", "fisher_1", "total")
 COMMON = ("--data.shuffle", "false", "--trainer.max_epochs", "2", "--optimizer.lr", "1e-3")
@@ -46,3 +55,35 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert differing <= 1e-4 * total  # at most a near-tie pixel or two may flip
     for key in ("miou", "mean_f1", "oa"):
         assert two[key] == pytest.approx(one[key], abs=1e-3), key
+
+
+@pytest.mark.slow
+def test_sigterm_stops_both_processes_at_the_same_step(tmp_path: Path) -> None:
+    """SIGTERM to rank 0 only: both processes agree on the step, rank 0 alone saves and reports."""
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bicorseg.cli.main", "train", "--config", TINY, "--output", str(run),
+         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "2",
+         "--data.synthetic_size=[64,64,8]", "--trainer.max_epochs", "50"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    try:
+        while not last.is_file():  # the first epoch (16 global steps) is done
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the first epoch did not end in time"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("bicorseg")]
+    assert len(ours) == 1 and ours[0].startswith("bicorseg train: interrupted by SIGTERM at epoch "), stderr
+    step = int(re.search(r"step (\d+);", ours[0]).group(1))
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step > 16
+    assert find_temps(run / "checkpoints") == []

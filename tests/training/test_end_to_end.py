@@ -14,6 +14,7 @@ from PIL import Image
 from training_helpers import TINY, cli, column, one_thread, read_metrics  # noqa: F401
 
 from bicorseg import load_model
+from bicorseg.atomic import find_temps
 from bicorseg.errors import InputError
 
 LOSS_TERMS = (
@@ -103,7 +104,7 @@ def test_submit_writes_a_valid_archive(trained: Path, tmp_path: Path) -> None:
             image = Image.open(io.BytesIO(archive.read(name)))
             assert (image.mode, image.size) == ("L", (1024, 1024))
             assert np.asarray(image).max() <= 6
-    assert not list(tmp_path.glob(".submission.zip.*"))  # no temporary file left behind
+    assert find_temps(tmp_path) == []  # no temporary file left behind
 
 
 def test_submit_refusals(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

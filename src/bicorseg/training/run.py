@@ -249,8 +249,7 @@ class LastCheckpoint(Checkpoint):
             self._stop(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._saved_step != trainer.global_step:
-            self._save(trainer)
+        self._save(trainer)  # also after an epoch-end save: the finished run's state (epoch completed)
 
 
 @dataclass
