@@ -58,8 +58,8 @@ def test_find_temps_lists_only_this_scheme(tmp_path: Path) -> None:
 
 def test_cleanup_removes_exactly_the_stale_temporaries_of_the_named_targets(tmp_path: Path) -> None:
     targets = [tmp_path / name for name in TRICKY]
-    stale = dict(zip(TRICKY, stale_temps(*targets)))
     with live_temps(*targets) as live:
+        stale = dict(zip(TRICKY, stale_temps(*targets)))  # after the live ones: see the next test
         removed = remove_stale_temps(tmp_path, ["[ab].tif", "*.tif"])
         assert sorted(removed) == sorted([stale["[ab].tif"], stale["*.tif"]])
         # a glob of "[ab].tif" would have matched a.tif and b.tif, "*.tif" all of them
@@ -70,6 +70,19 @@ def test_cleanup_removes_exactly_the_stale_temporaries_of_the_named_targets(tmp_
     assert all(t.stale for t in find_temps(tmp_path))
     remove_stale_temps(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_first_removes_the_stale_temporaries_of_its_targets(tmp_path: Path) -> None:
+    names = ["a.tif", "b.tif", "c.tif"]
+    with live_temps(*(tmp_path / n for n in names)) as live:
+        stale = dict(zip(names, stale_temps(*(tmp_path / n for n in names))))
+        group = OutputGroup({"x": tmp_path / "a.tif"})  # removes a.tif's stale temporary file
+        assert {t.path for t in find_temps(tmp_path)} == {*live, stale["b.tif"], stale["c.tif"]}
+        with atomic_output(tmp_path / "b.tif") as temp:
+            temp.write_text("done")
+        OutputGroup({"x": tmp_path / "c.tif"}, clean=False)  # the opt-out of writers of many files
+        assert {t.path for t in find_temps(tmp_path)} == {*live, stale["c.tif"]}
+        group.abort()
 
 
 def test_recursive_cleanup_and_stale_scratch_folders(tmp_path: Path) -> None:

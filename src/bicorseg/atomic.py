@@ -174,15 +174,25 @@ class OutputGroup:
     key. :meth:`commit` runs ``verify(key, temp)`` on every temporary file first (a failure leaves
     no target changed and no temporary file), then renames them in order, ``last`` (a key) at the
     end. Leaving a ``with`` block by an exception, or :meth:`abort`, deletes every temporary file.
+    With ``clean`` (default), stale temporary files of the same targets (left by ended processes)
+    are deleted first; writers of many files into one folder pass False and clean the folder once.
     """
 
-    def __init__(self, targets: Mapping[str, str | os.PathLike], last: str | None = None) -> None:
+    def __init__(
+        self, targets: Mapping[str, str | os.PathLike], last: str | None = None, *, clean: bool = True
+    ) -> None:
         self.targets = {key: Path(path) for key, path in targets.items()}
         if last is not None and last not in self.targets:
             raise KeyError(last)
         self.last = last
         self.temps: dict[str, Path] = {}
         self._side_files: list[Path] = []
+        if clean:
+            folders: dict[Path, list[str]] = {}
+            for path in self.targets.values():
+                folders.setdefault(path.parent, []).append(path.name)
+            for folder, names in folders.items():
+                remove_stale_temps(folder, names)
 
     def temp(self, key: str) -> Path:
         """The temporary file of ``key`` (created empty on first use)."""
@@ -227,9 +237,12 @@ class OutputGroup:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    with OutputGroup({"file": path}) as group:
+def atomic_output(path: str | os.PathLike, *, clean: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    ``clean``: first delete the stale temporary files of ``path`` (see :class:`OutputGroup`).
+    """
+    with OutputGroup({"file": path}, clean=clean) as group:
         yield group.temp("file")
         group.commit()
 

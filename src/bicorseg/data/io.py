@@ -8,7 +8,9 @@
 * :func:`read_georeferenced` also returns the CRS and transform of a raster, if it has them.
 * Every reader accepts ``data=`` (the file's bytes, e.g. an archive member) instead of the file itself.
 * :func:`write_png`, :func:`write_tiff` and :func:`copy_bytes` write to a temporary name beside the
-  target and rename it when complete, so no output is ever half-written.
+  target and rename it when complete, so no output is ever half-written. They are for writing many
+  files into one folder, so they do not look for stale temporary files (the caller cleans the folder
+  once with :func:`bicorseg.atomic.remove_stale_temps`, as ``prepare`` does).
 
 Missing, unreadable and truncated files raise :class:`~bicorseg.errors.InputError`, and so do
 images that declare more pixels than the limit of :mod:`bicorseg.raster_access` (checked from the
@@ -205,7 +207,7 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     if array.ndim == 3:
         array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
     image = Image.fromarray(np.ascontiguousarray(array))
-    with atomic_output(path) as temp:
+    with atomic_output(path, clean=False) as temp:
         # Level 1: masks compress well already; higher levels cost much time for little space.
         image.save(temp, format="PNG", compress_level=1)
     return Path(path)
@@ -229,7 +231,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: Georeference 
     if georef is not None:
         profile["crs"] = georef.crs
         profile["transform"] = georef.transform
-    with atomic_output(path) as temp, warnings.catch_warnings():
+    with atomic_output(path, clean=False) as temp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(temp, "w", **profile) as dataset:
             dataset.write(array)
@@ -238,7 +240,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: Georeference 
 
 def copy_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write raw bytes (e.g. an unchanged source image) atomically."""
-    with atomic_output(path) as temp:
+    with atomic_output(path, clean=False) as temp:
         temp.write_bytes(data)
     return Path(path)
 

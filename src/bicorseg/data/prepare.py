@@ -47,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from affine import Affine
 
+from bicorseg.atomic import remove_stale_temps
 from bicorseg.data.datasets import (
     PROTOCOLS,
     BandVariant,
@@ -546,7 +547,7 @@ def _journal_path(work: Path, split: str, name: str) -> Path:
 
 
 def _write_journal(path: Path, record: dict[str, Any]) -> None:
-    with atomic_output(path) as temp:
+    with atomic_output(path, clean=False) as temp:
         temp.write_text(json.dumps(record), encoding="utf-8")
 
 
@@ -664,6 +665,7 @@ def prepare(
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, recursive=True)  # once here; the many patch writes do not look again
     work = out / WORK_DIR
 
     old = None

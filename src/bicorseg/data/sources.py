@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from bicorseg.atomic import atomic_output, remove_stale_temps
+from bicorseg.atomic import atomic_output
 from bicorseg.errors import InputError
 
 GIB = 2**30
@@ -186,7 +186,6 @@ class _Scan:
             if not folder.exists():
                 folder.mkdir()
                 self.made.append(folder)
-        remove_stale_temps(target.parent, [target.name])
         try:
             with (
                 zipfile.ZipFile(archive) as handle,

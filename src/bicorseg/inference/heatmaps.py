@@ -31,7 +31,6 @@ from PIL import Image
 from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning
 
-from bicorseg.atomic import remove_stale_temps
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.errors import ConfigError, InputError
@@ -128,7 +127,6 @@ def export_heatmaps(
     plain = "1" not in targets
     check_targets({path: targets})
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out_dir, [t.name for t in targets.values()])
     result = HeatmapResult(path)
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))

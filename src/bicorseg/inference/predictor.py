@@ -64,7 +64,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from bicorseg import raster_access
-from bicorseg.atomic import OutputGroup, remove_stale_temps
+from bicorseg.atomic import OutputGroup
 from bicorseg.data.io import sha256_file
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
@@ -507,8 +507,9 @@ def geotiff_profile(src: rasterio.DatasetReader | None, height: int, width: int,
 class OutputSet:
     """The output files of one input, written in windows to temporary files and renamed on commit.
 
-    The temporary files and the commit are :class:`bicorseg.atomic.OutputGroup`'s; the class map is
-    renamed last, so its presence marks a finished input.
+    The temporary files and the commit are :class:`bicorseg.atomic.OutputGroup`'s (which first
+    removes stale temporary files of these targets); the class map is renamed last, so its presence
+    marks a finished input.
     """
 
     def __init__(self, targets: dict[str, Path], stack: ExitStack) -> None:
@@ -764,7 +765,6 @@ class Predictor:
             result.skipped = True
             return result
         out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(out_dir, [t.name for t in targets.values()])
         start = time.perf_counter()
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
