@@ -19,7 +19,7 @@ from training_helpers import REPO, TINY, one_thread  # noqa: F401
 from bicorseg.atomic import find_temps
 from bicorseg.training.config import load_config
 from bicorseg.training.module import NonFiniteError
-from bicorseg.training.run import TrainingInterrupted, train
+from bicorseg.training.run import StopSignals, TrainingInterrupted, train
 
 # 16 steps per epoch, a checkpoint after every step
 LONG = {"data.synthetic_size": [64, 64, 8], "trainer.checkpoint_every_n_steps": 1, "trainer.max_epochs": 50}
@@ -180,6 +180,29 @@ class SignalAt(L.Callback):
     ) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
             os.kill(os.getpid(), self.signum)
+
+
+class SignalAtSetup(L.Callback):
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_stop_signal_before_training_ends_the_run_at_once(tmp_path: Path) -> None:
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(load_config(TINY, {"trainer.max_epochs": 5}), tmp_path, callbacks=[SignalAtSetup()])
+    assert stop.value.exit_status == 130 and stop.value.checkpoint is None
+    assert str(stop.value) == "interrupted by SIGINT before training started; no checkpoint was written"
+    assert not (tmp_path / "checkpoints").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_laying_out_the_run_folder_is_not_cut_by_a_signal() -> None:
+    signals, finished = StopSignals(), []
+    with signals.installed(), pytest.raises(TrainingInterrupted):
+        with signals.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            finished.append(True)  # the block runs to its end, then the run stops
+    assert finished == [True]
 
 
 @pytest.mark.parametrize(

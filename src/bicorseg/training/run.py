@@ -133,7 +133,7 @@ class TrainingInterrupted(Exception):
         self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
         name = signal.Signals(signum).name
         if checkpoint is None:
-            message = f"interrupted by {name} before training started; nothing was saved"
+            message = f"interrupted by {name} before training started; no checkpoint was written"
         else:
             message = (
                 f"interrupted by {name} at epoch {epoch}, step {step}; saved {checkpoint} "
@@ -152,22 +152,35 @@ class StopSignals:
 
     While training, the first signal is only recorded (:attr:`requested`); :class:`LastCheckpoint`
     saves the state at the next step boundary and ends the run. A second signal ends the process at
-    once, without saving. Handlers are installed only in the main thread.
+    once, without saving. Inside :meth:`held` (the run folder being laid out) a signal waits for the
+    block's end. Handlers are installed only in the main thread.
     """
 
     def __init__(self) -> None:
         self.requested: int | None = None
         self.training = False
+        self._holding = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if not self.training:
+        if not (self.training or self._holding):
             raise TrainingInterrupted(signum, None, 0, 0)
         if self.requested is None:
             self.requested = signum
             return
         signal.signal(signum, signal.SIG_DFL)  # asked twice: stop now
         signal.raise_signal(signum)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A block that a signal does not cut in two; the run ends after it if one came."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self.requested is not None:
+            raise TrainingInterrupted(self.requested, None, 0, 0)
 
     def install(self) -> None:
         """(Re)take SIGINT and SIGTERM (Lightning installs its own SIGTERM handler when fitting)."""
@@ -398,17 +411,18 @@ def train(
 
     A folder that already holds a run is refused unless ``resume`` is given (continue it) or
     ``overwrite`` (replace it: its ``config.yaml``, ``checkpoints/``, ``logs/`` and
-    ``val_metrics.json`` are deleted once the new run has started; other files are left alone).
+    ``val_metrics.json`` are deleted once the new run has started, i.e. its configuration, data,
+    model and trainer are built; other files are left alone).
     SIGINT or SIGTERM saves ``last.ckpt`` and raises :class:`TrainingInterrupted`.
     """
     output = Path(output)
     is_writer = rank_zero_only.rank == 0
     if resume is not None and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
-    held = existing_run(output) if is_writer else []
-    if held and resume is None and not overwrite:
+    old_run = existing_run(output) if is_writer else []
+    if old_run and resume is None and not overwrite:
         raise ConfigError(
-            f"--output {output} already holds a run ({', '.join(held)}): continue it with --resume, "
+            f"--output {output} already holds a run ({', '.join(old_run)}): continue it with --resume, "
             "replace it with --overwrite, or choose another folder"
         )
     if is_writer:
@@ -436,7 +450,8 @@ def train(
             signals=signals,
         )
         if is_writer:
-            _start_run(output, config, replace=overwrite and bool(held))
+            with signals.held():  # the old run is never left half-deleted
+                _start_run(output, config, replace=overwrite and bool(old_run))
         with warnings.catch_warnings():
             # expected on CPU and with small datasets; they say nothing about this run being wrong
             for pattern in (
