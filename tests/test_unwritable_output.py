@@ -56,6 +56,8 @@ def _commands(inputs: dict[str, Path], out: Path) -> dict[str, list[str]]:
                    "--output", str(out / "submission.zip")],
         "demo": ["demo", "--output", str(out / "demo"), "--minutes", "0.3"],
         "convert": ["convert", ckpt, "--output", str(out / "converted.ckpt"), "--num-classes", "4"],
+        "vectorize": ["vectorize", str(inputs["raster"]), "--output", str(out / "classes.gpkg")],
+        "areas": ["areas", str(inputs["raster"]), "--output", str(out / "areas.json")],
     }  # fmt: skip
 
 
@@ -84,7 +86,8 @@ def below_a_file(tmp_path: Path) -> Path:
     return tmp_path / "file.txt"
 
 
-COMMANDS = ["predict", "prepare", "train", "evaluate", "export", "heatmaps", "submit", "demo", "convert"]
+COMMANDS = ["predict", "prepare", "train", "evaluate", "export", "heatmaps", "submit", "demo", "convert",
+            "vectorize", "areas"]  # fmt: skip
 
 
 @pytest.mark.parametrize("where", ["read-only", "below-a-file"])
@@ -92,6 +95,8 @@ COMMANDS = ["predict", "prepare", "train", "evaluate", "export", "heatmaps", "su
 def test_an_unwritable_output_is_one_line_before_any_work(
     command: str, where: str, inputs, request, capsys
 ) -> None:
+    if command in ("vectorize", "areas"):
+        pytest.importorskip("pyogrio")  # the optional extra "vector"
     place = request.getfixturevalue("read_only_folder" if where == "read-only" else "below_a_file")
     before = sorted(p.name for p in place.parent.iterdir())
     argv = _commands(inputs, place)[command]

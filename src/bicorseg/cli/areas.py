@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bicorseg.atomic import ensure_writable
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis.areas import AreaOptions, check_report_path, class_areas, write_report
 
     if args.output is not None:
+        ensure_writable(args.output)
         check_report_path(args.output, args.overwrite)
     options = AreaOptions(aoi=args.aoi, class_table=args.class_table, window=args.window)
     with one_line_warnings("areas"):

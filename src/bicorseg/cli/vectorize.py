@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bicorseg.atomic import ensure_writable
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis import require_vector
 
     require_vector()
+    ensure_writable(args.output)
     from bicorseg.cli.predict import one_line_warnings
     from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
 
