@@ -16,6 +16,23 @@ those reads is set here, in one place:
   command line's ``--allow-remote`` sets for the command, worker processes included); GDAL then
   does not list the folder of a remote path (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``; local
   files keep their sidecar files, such as world files).
+* **A remote input named by the user is the user's request.** :func:`input_path` turns what a user
+  typed into what is opened: a local :class:`~pathlib.Path`, or a :class:`VsiPath` for a URL or a
+  GDAL virtual file system path (``https://h/x.tif`` and ``http://`` -> ``/vsicurl/https://h/x.tif``,
+  ``s3://b/k`` -> ``/vsis3/b/k``, ``gs://`` -> ``/vsigs/``, ``az://`` -> ``/vsiaz/``, ``/vsi...`` as
+  it is). A :class:`VsiPath` is made only from a name the user gave, so opening a remote one needs
+  no ``allow_remote``: the issue-10 rule is that inputs never reach the network unless the user
+  asked for a remote path, and naming one is asking. ``allow_remote`` is still needed for a local
+  file that refers to remote sources (a VRT, a STAC item with remote assets), which the user did not
+  name. Credentials come from GDAL's usual environment (``AWS_*``, ``AWS_NO_SIGN_REQUEST=YES``,
+  ``GS_*``, ``AZURE_STORAGE_*``).
+* **Remote reads are ranged and cached.** While remote access is allowed, GDAL fetches several
+  ranges of a file per request or in parallel (``GDAL_HTTP_MULTIRANGE=YES``), merges consecutive
+  ones (``GDAL_HTTP_MERGE_CONSECUTIVE_RANGES=YES``), retries failed requests
+  (:data:`REMOTE_OPTIONS`) and keeps at most :data:`REMOTE_CACHE_BYTES` of downloaded blocks;
+  a remote path is also read through GDAL's per-file cache (``VSI_CACHE``, at most
+  :data:`VSI_CACHE_BYTES` per open file). A variable the user set in the environment is left as
+  it is, so every one of these can be tuned.
 * **VRT Python code never runs** (``GDAL_VRT_ENABLE_PYTHON=NO``).
 * **Pixel limit.** An image read whole (PNG, JPEG and the other plain picture formats, and every
   whole-image read of :mod:`bicorseg.data.io`) may not declare more than :data:`DEFAULT_MAX_PIXELS`
@@ -33,8 +50,10 @@ import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from bicorseg.errors import ConfigError, InputError, first_line
 
@@ -48,7 +67,8 @@ WHOLE_IMAGE_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BIGGIF", "BMP", "WEBP"})
 NETWORK_DRIVERS = frozenset(
     {"WMS", "WMTS", "WCS", "EEDA", "EEDAI", "PLMOSAIC", "DAAS", "NGW", "OGCAPI", "STACIT", "STACTA", "HTTP"}
 )
-_NETWORK_VSI = re.compile(r"/vsi(curl|s3|gs|az|adls|oss|swift|webhdfs|hdfs)(_streaming)?/", re.IGNORECASE)
+# also GDAL's option form, /vsicurl?url=...
+_NETWORK_VSI = re.compile(r"/vsi(curl|s3|gs|az|adls|oss|swift|webhdfs|hdfs)(_streaming)?[/?]", re.IGNORECASE)
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _CONNECTION = re.compile(r"^(" + "|".join(sorted(NETWORK_DRIVERS)) + r"):", re.IGNORECASE)
 # looked for in a file's first KiB, as GDAL identifies these formats by content (whatever the name)
@@ -63,6 +83,134 @@ ALLOW_REMOTE_HELP = (
 )
 # matches no real file name: GDAL's network file systems refuse everything while remote access is off
 _NO_REMOTE_EXTENSION = ".bicorseg-remote-access-is-off"
+# URL schemes of remote inputs and the GDAL virtual file system that reads each
+URL_FILE_SYSTEMS = {
+    "https": "/vsicurl/",
+    "http": "/vsicurl/",
+    "s3": "/vsis3/",
+    "gs": "/vsigs/",
+    "az": "/vsiaz/",
+}
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+_INNER_URL = re.compile(r"[a-z][a-z0-9+.-]*://(?!.*://).*$", re.IGNORECASE)
+# GDAL's global cache of blocks downloaded by its network file systems (its default is 16 MiB)
+REMOTE_CACHE_BYTES = 128 * 2**20
+# GDAL's per-file read cache for a remote path (its default is 25 MB)
+VSI_CACHE_BYTES = 64 * 2**20
+# while remote access is allowed: ranged reads, merged and several per request, retried
+REMOTE_OPTIONS = {
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MAX_RETRY": "4",  # on HTTP 429, 500, 502, 503, 504 and dropped connections
+    "GDAL_HTTP_RETRY_DELAY": "1",  # seconds, doubled at each retry
+    "CPL_VSIL_CURL_CACHE_SIZE": str(REMOTE_CACHE_BYTES),
+}
+# for a remote path itself: no folder listing (no sidecar files are looked for), a per-file cache
+REMOTE_PATH_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": str(VSI_CACHE_BYTES),
+}
+
+
+@dataclass(frozen=True)
+class VsiPath:
+    """An input named by a URL or a GDAL virtual file system path (see :func:`input_path`).
+
+    ``given`` is the name as the user wrote it (used in messages), ``gdal`` what GDAL opens
+    (``os.fspath`` gives it). ``name``, ``stem`` and ``suffix`` are those of the last component of
+    the path, without a URL's query string, so ``https://h/a/scene.tif?sig=x`` writes ``scene.tif``.
+    The few :class:`~pathlib.Path` methods the predictor asks an input for answer as for a file
+    that is not on the local disk (``stat`` raises ``FileNotFoundError``).
+    """
+
+    given: str
+    gdal: str
+
+    def __fspath__(self) -> str:
+        return self.gdal
+
+    def __str__(self) -> str:
+        return self.given
+
+    @property
+    def remote(self) -> bool:
+        """Whether GDAL reaches the network to read it (``/vsizip/local.zip/x.tif`` does not)."""
+        return is_remote(self.gdal)
+
+    @property
+    def name(self) -> str:
+        text = self.gdal
+        if text.lower().startswith("/vsicurl?"):  # /vsicurl?url=...&other=options
+            text = parse_qs(text[len("/vsicurl?") :]).get("url", [""])[0]
+        url = _INNER_URL.search(text)
+        if url is not None:  # the path of the (innermost) URL, without query or fragment
+            text = unquote(urlsplit(url.group(0)).path)
+        return text.rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        return PurePath(self.name).stem
+
+    @property
+    def suffix(self) -> str:
+        return PurePath(self.name).suffix
+
+    def resolve(self) -> VsiPath:
+        return self
+
+    def is_file(self) -> bool:
+        return False  # not a local file; GDAL tells whether it can be opened
+
+    def is_dir(self) -> bool:
+        return False
+
+    def exists(self) -> bool:
+        return False
+
+    def stat(self) -> os.stat_result:
+        raise FileNotFoundError(f"{self.given} is not a local file")
+
+
+def virtual_path(name: str | os.PathLike) -> VsiPath | None:
+    """The :class:`VsiPath` of a URL or ``/vsi...`` name, None for a local path.
+
+    ``file://`` URLs and anything without a scheme are local. A URL of another scheme raises an
+    :class:`InputError` naming the schemes that are read.
+    """
+    if isinstance(name, VsiPath):
+        return name
+    if isinstance(name, PurePath):  # a Path has already folded the "//" of a URL: it is local
+        return None
+    text = os.fspath(name)
+    match = _SCHEME.match(text)
+    if text.startswith("/vsi"):
+        path = VsiPath(text, text)
+    elif match is None or match.group(1).lower() == "file":
+        return None
+    else:
+        scheme = match.group(1).lower()
+        system = URL_FILE_SYSTEMS.get(scheme)
+        if system is None:
+            supported = ", ".join(f"{s}://" for s in URL_FILE_SYSTEMS)
+            raise InputError(
+                f"{text}: URLs of {scheme}:// are not read (supported: {supported} and /vsi... paths)"
+            )
+        path = VsiPath(text, system + (text if system == "/vsicurl/" else text[match.end() :]))
+    if not path.name:
+        raise InputError(f"{text}: names no file (the path ends with /)")
+    return path
+
+
+def input_path(name: str | os.PathLike) -> Path | VsiPath:
+    """What a user named as an input: a :class:`VsiPath` for a URL or ``/vsi...`` path, else a Path."""
+    virtual = virtual_path(name)
+    if virtual is not None:
+        return virtual
+    text = os.fspath(name)
+    if not isinstance(name, PurePath) and text[:7].lower() == "file://":
+        return Path(unquote(urlsplit(text).path))
+    return Path(name)
 
 
 def remote_allowed(allow_remote: bool | None = None) -> bool:
@@ -122,11 +270,14 @@ def check_pixels(width: int, height: int, name: str | os.PathLike, limit: int | 
 
 
 def gdal_options(allow_remote: bool | None = None, path: str | os.PathLike = "") -> dict[str, str]:
-    """The GDAL configuration options of the read of ``path`` (see the module docstring)."""
+    """The GDAL configuration options of the read of ``path`` (see the module docstring).
+
+    The remote-read settings leave out any variable the user set in the environment.
+    """
     options = {"GDAL_VRT_ENABLE_PYTHON": "NO"}
     if remote_allowed(allow_remote):
-        if is_remote(path):
-            options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+        tuning = {**REMOTE_OPTIONS, **(REMOTE_PATH_OPTIONS if is_remote(path) else {})}
+        options.update({key: value for key, value in tuning.items() if key not in os.environ})
     else:
         options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = _NO_REMOTE_EXTENSION
     return options
@@ -198,7 +349,8 @@ def open_raster(
     """Open an input raster for reading (a rasterio dataset), under the checks of the module docstring.
 
     Args:
-        path: the file (or, with ``data``, the name used in messages).
+        path: the file (or, with ``data``, the name used in messages); a :class:`VsiPath` (a URL
+            or ``/vsi...`` path the user named) may be remote whatever ``allow_remote`` says.
         data: the file's bytes instead of the file (e.g. an archive member).
         allow_remote: allow remote sources; None: ``BICORSEG_ALLOW_REMOTE`` decides.
         whole: the caller reads the whole image at once: the pixel limit applies to any format
@@ -212,7 +364,7 @@ def open_raster(
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     name = os.fspath(path)
-    remote = remote_allowed(allow_remote)
+    remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.remote)
     if not remote:
         if data is None and is_remote(name):
             raise _refuse(name, name)
@@ -227,7 +379,7 @@ def open_raster(
             if memory is not None:
                 memory.close()
             raise InputError(
-                f"cannot read {name}: not an image or raster GDAL can open ({first_line(error)})"
+                f"cannot read {path}: not an image or raster GDAL can open ({first_line(error)})"
             ) from error
         try:
             if not remote:

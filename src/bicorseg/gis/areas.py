@@ -32,6 +32,7 @@ from bicorseg.errors import ConfigError, OutputError  # noqa: E402
 from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
 from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
 from bicorseg.gis.vectorfile import read_polygons  # noqa: E402
+from bicorseg.raster_access import input_path  # noqa: E402
 
 REPORT_FORMATS = (".json", ".csv")
 
@@ -75,7 +76,7 @@ class AreaReport:
 def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> AreaReport:
     """Pixels, m2, ha and percent of the valid area per class of the class raster ``path``."""
     options = options or AreaOptions()
-    path = Path(path)
+    path = input_path(path)
     with ClassRaster.open(path, options.class_table) as raster:
         src = raster.src
         measure = Measure.for_extent(src.crs, tuple(src.bounds), str(path))

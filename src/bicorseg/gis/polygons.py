@@ -56,6 +56,7 @@ from bicorseg.errors import ConfigError, InputError, OutputError  # noqa: E402
 from bicorseg.gis.crs import Measure, pixel_size, to_pyproj  # noqa: E402
 from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
 from bicorseg.gis.vectorfile import driver_for, write_features  # noqa: E402
+from bicorseg.raster_access import input_path  # noqa: E402
 
 DEFAULT_SIMPLIFY_PIXELS = 1.5
 SIMPLIFY_AREA_CHANGE = 0.02  # a polygon whose simplified area differs more keeps its pixel outline
@@ -124,7 +125,7 @@ def vectorize_raster(
     """
     start = time.perf_counter()
     options = options or VectorizeOptions()
-    path, output = Path(path), Path(output)
+    path, output = input_path(path), Path(output)
     driver = driver_for(output)
     if output.exists() and not options.overwrite:
         raise OutputError(f"{output} exists (use --overwrite to replace it)")

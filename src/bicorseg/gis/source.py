@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.inference.predictor import GDAL_CACHE_BYTES, NODATA, open_raster
+from bicorseg.raster_access import input_path
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
 DEFAULT_WINDOW = 2048
@@ -48,7 +49,7 @@ class ClassRaster:
         cls, path: str | os.PathLike, class_table: str | os.PathLike | None = None
     ) -> Iterator[ClassRaster]:
         """Open and check ``path`` (a context manager yielding the :class:`ClassRaster`)."""
-        path = Path(path)
+        path = input_path(path)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
             yield cls._checked(path, src, class_table)
 

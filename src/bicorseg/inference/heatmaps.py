@@ -48,6 +48,7 @@ from bicorseg.inference.predictor import (
     statistics,
 )
 from bicorseg.inference.tiling import output_size
+from bicorseg.raster_access import input_path
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
 FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels
@@ -78,7 +79,7 @@ def _slug(name: str) -> str:
 
 def heatmap_targets(path: Path, out_dir: Path, info: ModelInfo, num_layers: int) -> dict[str, Path]:
     """The output paths of one input: per layer (and class, for pictures) and the figure."""
-    path, out_dir = Path(path), Path(out_dir)
+    path, out_dir = input_path(path), Path(out_dir)
     names = [_slug(c) for c in info.class_names]
     if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}:
         targets = {
@@ -114,7 +115,7 @@ def export_heatmaps(
     ``label`` is a ground-truth map for the figure, decoded by ``labels`` (a class table) or by the
     checkpoint's label encoding (see :func:`read_label`).
     """
-    path, out_dir = Path(path), Path(out_dir)
+    path, out_dir = input_path(path), Path(out_dir)
     info = info or model_info(model)
     num_layers = model.config.layers
     layer = num_layers if layer is None else layer

@@ -244,9 +244,13 @@ def _num_classes(model: Any, probs_fn: Callable, bands: int, device: Any) -> int
 # --- reading rasters -------------------------------------------------------------------------------
 
 
-def open_raster(path: Path) -> AbstractContextManager[rasterio.DatasetReader]:
-    """Open an image or raster with GDAL (no network unless allowed; see :mod:`bicorseg.raster_access`)."""
-    if not path.is_file():
+def open_raster(path: Path | raster_access.VsiPath) -> AbstractContextManager[rasterio.DatasetReader]:
+    """Open an image or raster with GDAL (no network unless asked; see :mod:`bicorseg.raster_access`).
+
+    ``path`` is a local file or a :class:`~bicorseg.raster_access.VsiPath` (a URL or ``/vsi...``
+    path the user named).
+    """
+    if not isinstance(path, raster_access.VsiPath) and not path.is_file():
         raise InputError(f"input not found: {path}")
     return raster_access.open_raster(path)
 
@@ -669,12 +673,12 @@ class Predictor:
 
     def inspect(self, path: Path) -> InputPlan:
         """:func:`inspect_input` of ``path`` (warnings are issued then), remembered for this file."""
-        path = Path(path)
+        path = raster_access.input_path(path)
         try:
             stat = path.stat()
             key: tuple[str, int, int] | None = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            key = None  # open_raster names the problem
+        except OSError:  # open_raster names the problem; a URL is inspected once per run
+            key = (os.fspath(path), 0, 0) if isinstance(path, raster_access.VsiPath) else None
         if key is not None and key in self._plans:
             return self._plans[key]
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), warnings.catch_warnings():
@@ -756,7 +760,7 @@ class Predictor:
         """Predict one file into ``out_dir``; skipped when its outputs exist and verify (module docstring)."""
         import time
 
-        path, out_dir = Path(path), Path(out_dir)
+        path, out_dir = raster_access.input_path(path), Path(out_dir)
         targets = self.targets(path, out_dir)
         check_targets({path: targets})
         result = FileResult(path, targets)
@@ -889,16 +893,19 @@ class Predictor:
 # --- many files ------------------------------------------------------------------------------------
 
 
-def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | raster_access.VsiPath]:
     """The image files named by ``inputs`` (files, or folders searched non-recursively), in order.
 
-    A file named twice (by any path) is taken once.
+    A URL or GDAL ``/vsi...`` path is taken as it is, as a :class:`~bicorseg.raster_access.VsiPath`
+    (see :func:`~bicorseg.raster_access.input_path`). A file named twice (by any path) is taken once.
     """
     if not inputs:
         raise InputError("no input given")
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
+    found: list[Path | raster_access.VsiPath] = []
+    for item in map(raster_access.input_path, inputs):
+        if isinstance(item, raster_access.VsiPath):
+            found.append(item)
+        elif item.is_dir():
             files = sorted(
                 p
                 for p in item.iterdir()
@@ -911,7 +918,7 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             found.append(item)
         else:
             raise InputError(f"input not found: {item}")
-    unique: dict[Path, Path] = {}
+    unique: dict[Any, Path | raster_access.VsiPath] = {}
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
