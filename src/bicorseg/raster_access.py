@@ -283,7 +283,8 @@ def gdal_options(allow_remote: bool | None = None, path: str | os.PathLike = "")
     return options
 
 
-def _refuse(name: str, remote: str) -> InputError:
+def remote_refused(name: str, remote: str) -> InputError:
+    """The one-line refusal of ``name``, which is or refers to the remote source ``remote``."""
     what = f"refers to the remote source {remote}" if remote != name else "is a remote source"
     return InputError(f"{name}: {what}; remote access is off (allow it with --allow-remote)")
 
@@ -331,7 +332,7 @@ def _check_references(name: str, path: Path | None, data: bytes | None, depth: i
     base = path.parent if path is not None else None
     for source in _vrt_sources(name, content, base):
         if is_remote(source):
-            raise _refuse(name, source)
+            raise remote_refused(name, source)
         nested = Path(source)
         if nested.is_file():
             _check_references(name, nested, None, depth + 1)
@@ -367,7 +368,7 @@ def open_raster(
     remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.remote)
     if not remote:
         if data is None and is_remote(name):
-            raise _refuse(name, name)
+            raise remote_refused(name, name)
         _check_references(name, Path(name) if data is None else None, data)
     with rasterio.Env(**gdal_options(remote, name)), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -390,7 +391,7 @@ def open_raster(
                     )
                 for file in dataset.files:
                     if is_remote(file):
-                        raise _refuse(name, file)
+                        raise remote_refused(name, file)
             if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
                 check_pixels(dataset.width, dataset.height, name, limit)
             yield dataset

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,10 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "weights. Masked, NaN and undeclared float nodata pixels (far outside the checkpoint's statistics) "
             "come out as nodata. Outputs appear only when complete and record the checkpoint's sha256 and "
             "settings; a file whose outputs exist and were made by the same checkpoint and settings is skipped, "
-            "other existing outputs are refused unless --overwrite is given. No output may overwrite an input."
+            "other existing outputs are refused unless --overwrite is given. No output may overwrite an input. "
+            "An INPUT may be a URL (https://, s3://, gs://, az://) or a GDAL /vsi... path, read in ranges; "
+            "naming one is asking for remote access (no --allow-remote needed)."
         ),
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/raster files or folders of them")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="image/raster files or folders of them, URLs (https://, s3://, gs://, az://) or /vsi... paths",
+    )
     parser.add_argument(
         "--checkpoint", required=True, help="bicorseg checkpoint (or .onnx with --engine onnx)"
     )
@@ -66,6 +74,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the polygons of each class raster, <stem>.<format>, as bicorseg vectorize does "
         "with its defaults; rewritten whenever the class raster is, written if missing for a skipped "
         'file (needs pip install "bicorseg[vector]")',
+    )
+    parser.add_argument(
+        "--stac-item",
+        action="append",
+        default=[],
+        metavar="ITEM",
+        help="a STAC Item (JSON file or http(s) URL; repeatable): its assets holding the checkpoint's bands "
+        "(eo:bands common names, else asset keys) are stacked and predicted as OUTPUT/<item id>.tif; "
+        "remote assets of a local item need --allow-remote",
+    )
+    parser.add_argument(
+        "--stac-assets",
+        nargs="+",
+        default=None,
+        metavar="KEY",
+        help="the asset keys to take the bands from when the choice is ambiguous (or the checkpoint names "
+        "no bands: then their bands in this order)",
+    )
+    parser.add_argument(
+        "--stac-out",
+        action="store_true",
+        help="also write OUTPUT/<stem>_item.json, a STAC Item per class raster (footprint in EPSG:4326, "
+        "projection, classification:classes, the outputs as assets, a derived_from link to the source "
+        "item); rewritten whenever the class raster is, written if missing for a skipped file",
     )
     parser.add_argument(
         "--overwrite",
@@ -132,6 +164,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if not args.inputs and not args.stac_item:
+        raise ConfigError("give at least one INPUT (a file, folder or URL) or --stac-item")
+    if args.stac_assets and not args.stac_item:
+        raise ConfigError("--stac-assets chooses the assets of --stac-item: give --stac-item too")
     options = PredictOptions(
         tile=args.tile,
         overlap=args.overlap,
@@ -146,6 +182,10 @@ def _run(args: argparse.Namespace) -> int:
         from bicorseg.gis import require_vector
 
         require_vector()  # before any prediction is made
+    if (args.stac_item or args.stac_out) and not args.print_config:
+        from bicorseg.gis.stac import require_cloud
+
+        require_cloud()
     if args.print_config:
         import yaml
 
@@ -156,6 +196,9 @@ def _run(args: argparse.Namespace) -> int:
             "engine": args.engine,
             "workers": args.workers,
             "vector": args.vector,
+            "stac_item": list(args.stac_item),
+            "stac_assets": args.stac_assets,
+            "stac_out": args.stac_out,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
         }
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
@@ -175,20 +218,25 @@ def _run(args: argparse.Namespace) -> int:
                     f"{result.input.name} -> {result.outputs['class']} ({result.seconds:.1f} s)"
                 )
 
-    with one_line_warnings("predict"), progress.bar:
-        results = predict_files(
-            args.inputs,
-            args.checkpoint,
-            args.output,
-            options,
-            engine=args.engine,
-            workers=args.workers,
-            progress=progress,
-            on_result=report,
-        )
-    if args.vector:
-        with one_line_warnings("predict"):
-            _vectorize(results, args)
+    with ExitStack() as stack:
+        items = _stac_inputs(args, stack)
+        with one_line_warnings("predict"), progress.bar:
+            results = predict_files(
+                [*args.inputs, *items],
+                args.checkpoint,
+                args.output,
+                options,
+                engine=args.engine,
+                workers=args.workers,
+                progress=progress,
+                on_result=report,
+            )
+        if args.vector:
+            with one_line_warnings("predict"):
+                _vectorize(results, args)
+        if args.stac_out:
+            with one_line_warnings("predict"):
+                _stac_items(results, args, items)
     if not args.quiet:
         note = f", {skipped} already done (skipped)" if skipped else ""
         print(f"predicted {written} file(s) into {Path(args.output)}{note}", file=sys.stderr)
@@ -213,3 +261,55 @@ def _vectorize(results, args: argparse.Namespace) -> None:
         summary = vectorize_raster(raster, target, VectorizeOptions(overwrite=True))
         if not args.quiet:
             print_summary(summary)
+
+
+def _checkpoint_bands(checkpoint: str, engine: str) -> tuple[tuple[str, ...] | None, int]:
+    """The band names (None without dataset facts) and band count the checkpoint takes."""
+    if engine == "onnx":
+        from bicorseg.inference.onnx import OnnxModel
+
+        info = OnnxModel(checkpoint).info
+        return (info.dataset.bands if info.dataset else None), info.in_channels
+    from bicorseg.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    return (loaded.dataset.bands if loaded.dataset else None), loaded.model_config.in_channels
+
+
+def _stac_inputs(args: argparse.Namespace, stack: ExitStack) -> dict:
+    """The VRT of each --stac-item (in a temporary folder that lives as long as ``stack``)."""
+    if not args.stac_item:
+        return {}
+    from bicorseg.gis.stac import stac_input
+
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bicorseg-stac-"))
+    bands, channels = _checkpoint_bands(args.checkpoint, args.engine)
+    items = {}
+    for href in args.stac_item:
+        entry = stac_input(href, bands, channels, folder, args.stac_assets)
+        items[entry.vrt] = entry
+        if entry.remote:  # an item URL the user named, or --allow-remote: its remote assets may be read
+            stack.enter_context(remote_access(True))
+    return items
+
+
+def _stac_items(results, args: argparse.Namespace, items: dict) -> None:
+    """A STAC Item per class raster: written when its raster was (re)written or when it is missing."""
+    from bicorseg.gis.stac import item_path, write_output_item
+
+    for result in results:
+        raster = result.outputs["class"]
+        if raster.suffix != ".tif":
+            warnings.warn(f"{raster} is not georeferenced: no STAC Item written for it", stacklevel=1)
+            continue
+        target = item_path(raster)
+        if result.skipped and target.exists():
+            continue
+        others = {kind: path for kind, path in result.outputs.items() if kind != "class"}
+        if args.vector:
+            from bicorseg.gis.vectorfile import FORMATS
+
+            others["polygons"] = raster.with_suffix(FORMATS[args.vector][0])
+        write_output_item(raster, others, items.get(result.input))
+        if not args.quiet:
+            print(f"{raster.name} -> {target.name} (STAC Item)", file=sys.stderr)

@@ -5,8 +5,10 @@
 * :mod:`.polygons`: :func:`vectorize_raster`, windowed polygonisation with seams dissolved.
 * :mod:`.areas`: :func:`class_areas`, per-class pixel counts and areas, optionally inside an AOI.
 * :mod:`.qml`: :func:`write_qml`, a paletted QGIS style beside a class raster.
+* :mod:`.stac`: STAC items in (a checkpoint's bands picked from the assets, stacked into a VRT) and
+  out (a STAC Item per class raster); needs the extra ``cloud`` (``pip install "bicorseg[cloud]"``).
 
-Everything but :mod:`.qml` needs the extra: ``pip install "bicorseg[vector]"``.
+Everything but :mod:`.qml` and :mod:`.stac` needs the extra: ``pip install "bicorseg[vector]"``.
 """
 
 from __future__ import annotations
