@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Export a checkpoint to FORMAT (onnx): input 'image' B x bands x TILE x TILE (normalised), output "
             "'logits' B x N x TILE x TILE, dynamic batch. The checkpoint's metadata (classes, palette, "
             "normalisation, tile) is stored in the file, so 'bicorseg predict --engine onnx --checkpoint "
-            "model.onnx' needs nothing else. The export fails if onnxruntime and PyTorch differ by more than 1e-4."
+            "model.onnx' needs nothing else. The export fails if onnxruntime and PyTorch differ by more than 1e-4. "
+            "--profile deepness writes a file for the QGIS plugin Deepness (softmax output and its metadata)."
         ),
     )
     parser.add_argument("format", choices=("onnx",), help="export format")
@@ -25,6 +26,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tile", type=int, default=512, help="fixed tile size, a multiple of 32 (default 512)"
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument(
+        "--profile",
+        choices=("bicorseg", "deepness"),
+        default="bicorseg",
+        help="bicorseg (logits, for predict --engine onnx) or deepness: softmax output 'probabilities' and "
+        "the metadata the QGIS plugin Deepness reads (class names, tile size, overlap, resolution, "
+        "standardisation); predict --engine onnx reads it too",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        help="deepness: tile overlap the plugin starts with, fraction of the tile (default 0.25)",
+    )
+    parser.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        metavar="CM",
+        help="deepness (required): ground resolution the model works at, in cm per pixel (e.g. 9 for "
+        "Vaihingen); the plugin resamples the map to it",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.inference.onnx import export_onnx
 
     ensure_writable(args.output)
-    difference = export_onnx(args.checkpoint, args.output, tile=args.tile, opset=args.opset)
-    print(f"wrote {args.output}: tile {args.tile}, max |onnxruntime - PyTorch| = {difference:.2e}")
+    difference = export_onnx(
+        args.checkpoint,
+        args.output,
+        tile=args.tile,
+        opset=args.opset,
+        profile=args.profile,
+        overlap=args.overlap,
+        resolution_cm=args.resolution,
+    )
+    what = "probabilities (deepness)" if args.profile == "deepness" else "logits"
+    print(f"wrote {args.output}: tile {args.tile}, {what}, max |onnxruntime - PyTorch| = {difference:.2e}")
     return 0

@@ -6,6 +6,24 @@ tile size) in the file's ``metadata_props`` under ``bicorseg``, so that the ``.o
 enough for ``bicorseg predict --engine onnx``. :class:`OnnxModel` runs such a file with onnxruntime
 and behaves like the PyTorch model for the predictor: tiles smaller than ``T`` (rasters smaller than
 a tile) are padded (by reflection where possible, as the PyTorch model pads) and cropped back.
+
+The ``deepness`` profile (:data:`PROFILES`) writes a graph for the QGIS plugin Deepness: its output
+is ``probabilities`` (softmax over the classes, as the plugin's segmentation thresholds and takes
+the argmax of), and beside bicorseg's own metadata (which records ``"output": "probabilities"``,
+so ``predict --engine onnx`` still reads the file) it stores the keys the plugin reads, each value
+JSON-encoded as the plugin decodes it (``json.loads`` per key; read from its ``ModelBase``):
+
+* ``model_type``: ``"Segmentor"``;
+* ``class_names``: ``{"0": name, "1": name, ...}`` (consecutive ids from 0);
+* ``resolution``: ground resolution in **centimetres** per pixel (the plugin resamples the map to it);
+* ``tile_size``: the tile in pixels (the key its code reads; its documentation says ``tiles_size``,
+  which no version of its code reads), also fixed by the graph's input shape;
+* ``tiles_overlap``: overlap in percent of the tile (an integer);
+* ``standardization_mean`` / ``standardization_std``: per band. The plugin divides every pixel
+  value by 255 and then standardises, so these are the checkpoint's mean and std (raw units)
+  divided by 255, which gives the model exactly ``(x - mean) / std``, for 16-bit statistics too;
+* ``seg_thresh``: 0 and ``seg_small_segment``: 0, so the plugin keeps the argmax of every pixel (no
+  probability threshold, no small-segment filter) and its map is bicorseg's.
 """
 
 from __future__ import annotations
@@ -27,6 +45,37 @@ from bicorseg.spec import DatasetSpec
 METADATA_KEY = "bicorseg"
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
+PROFILES = ("bicorseg", "deepness")
+OUTPUTS = ("logits", "probabilities")
+
+
+class _Probabilities(torch.nn.Module):
+    """A model's class probabilities (softmax over the class axis) instead of its logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float) -> dict[str, str]:
+    """The metadata the Deepness plugin reads (keys and JSON values; see the module docstring)."""
+    from bicorseg.inference.predictor import statistics
+
+    mean, std = (values.reshape(-1) for values in statistics(info))
+    return {
+        "model_type": json.dumps("Segmentor"),
+        "class_names": json.dumps({str(i): name for i, name in enumerate(info.class_names)}),
+        "resolution": json.dumps(float(resolution_cm)),
+        "tile_size": json.dumps(int(tile)),
+        "tiles_overlap": json.dumps(round(100 * overlap)),
+        "standardization_mean": json.dumps([float(m) / 255.0 for m in mean]),
+        "standardization_std": json.dumps([float(s) / 255.0 for s in std]),
+        "seg_thresh": json.dumps(0.0),
+        "seg_small_segment": json.dumps(0),
+    }
 
 
 def _require_onnx() -> tuple[Any, Any]:
@@ -44,20 +93,41 @@ def export_onnx(
     tile: int = 512,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
+    profile: str = "bicorseg",
+    overlap: float = 0.25,
+    resolution_cm: float | None = None,
 ) -> float:
-    """Export a checkpoint to ONNX at ``tile x tile`` and return the max |logit difference| to PyTorch.
+    """Export a checkpoint to ONNX at ``tile x tile`` and return the max |output difference| to PyTorch.
 
     With ``check`` (default) onnxruntime runs a random batch of 2 and the export fails with a
-    :class:`CheckpointError` if any logit differs from PyTorch's by more than 1e-4. The file is
-    written to a temporary name and renamed when checked.
+    :class:`CheckpointError` if any output differs from PyTorch's by more than 1e-4. The file is
+    written to a temporary name and renamed when checked. ``profile="deepness"`` writes softmax
+    probabilities and the Deepness plugin's metadata (module docstring) with ``overlap`` (fraction
+    of the tile) and ``resolution_cm`` (centimetres per pixel, required: checkpoints do not record it).
     """
     onnx, _ = _require_onnx()
     from bicorseg.checkpoint import load_checkpoint, metadata
+    from bicorseg.inference.predictor import model_info
 
     if tile < 32 or tile % 32:
         raise ConfigError(f"--tile must be a positive multiple of 32 for export, got {tile}")
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    deepness = profile == "deepness"
+    if deepness:
+        if resolution_cm is None:
+            raise ConfigError(
+                "--resolution: the deepness profile needs the ground resolution the model works at, in cm "
+                "per pixel (checkpoints do not record it; e.g. Vaihingen 9, Potsdam 5, LoveDA 30)"
+            )
+        if not (np.isfinite(resolution_cm) and resolution_cm > 0):
+            raise ConfigError(f"--resolution must be a positive number of cm per pixel, got {resolution_cm}")
+        if not 0.0 <= overlap < 1.0:
+            raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
     output = Path(output)
     model = load_checkpoint(checkpoint).build_model().float().eval()
+    exported = _Probabilities(model).eval() if deepness else model
+    output_name = "probabilities" if deepness else "logits"
     example = torch.randn(2, model.config.in_channels, tile, tile)
     with OutputGroup({"onnx": output}) as files:
         temp = files.temp("onnx")
@@ -69,25 +139,29 @@ def export_onnx(
             warnings.filterwarnings("ignore", message=r".*dynamic_axes", category=UserWarning)
             warnings.filterwarnings("ignore", message=r"from_dynamic_axes_to_dynamic_shapes is deprecated")
             torch.onnx.export(
-                model,
+                exported,
                 (example,),
                 str(temp),
                 input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                output_names=[output_name],
+                dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
                 opset_version=opset,
                 dynamo=_has_onnxscript(),  # torch.export traces shapes as numbers; needs onnxscript
                 verbose=False,
             )
         graph = onnx.load(str(temp))  # with the external weights, if the exporter wrote them apart
-        meta = {**metadata(model), "tile": tile, "checkpoint": str(checkpoint)}
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+        meta = {**metadata(model), "tile": tile, "checkpoint": str(checkpoint), "output": output_name}
+        entries = {METADATA_KEY: json.dumps(meta)}
+        if deepness:
+            entries.update(deepness_metadata(model_info(model), tile, overlap, resolution_cm))
+        for key, value in entries.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
         onnx.save(graph, str(temp))  # one self-contained file
         difference = 0.0
         if check:
             with torch.inference_mode():
-                expected = model(example).numpy()
+                expected = exported(example).numpy()
             got = OnnxModel(temp).run(example.numpy())
             difference = float(np.abs(got - expected).max())
             if not difference <= TOLERANCE:
@@ -164,10 +238,16 @@ class OnnxModel:
         if raw is None:
             raise CheckpointError(f"{path} was not exported by bicorseg (no '{METADATA_KEY}' metadata)")
         self.tile, self.info = read_metadata(raw, path)
+        self.output = json.loads(raw).get("output", "logits")  # files written before it are logits
+        if self.output not in OUTPUTS:
+            raise CheckpointError(
+                f"{path}: invalid '{METADATA_KEY}' metadata: output: expected one of {', '.join(OUTPUTS)}, "
+                f"got {self.output!r}"
+            )
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits of a ``B x bands x T x T`` float32 batch."""
+        """The graph's output (logits, or probabilities for the deepness profile) of a float32 batch."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,4 +259,6 @@ class OnnxModel:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         logits = torch.from_numpy(self.run(x.detach().cpu().float().numpy()))
+        if self.output == "probabilities":  # log p: the softmax the predictor takes gives p back
+            logits = torch.log(logits.clamp_min(torch.finfo(torch.float32).tiny))
         return logits[..., :height, :width].to(x.device)
