@@ -98,6 +98,11 @@ def test_the_plugin_reads_the_metadata_it_needs(exported) -> None:
     (out,) = found["outputs"]
     assert len(out.shape) == 4 and out.shape[-3] == len(CLASSES)  # per-class output: not read as sigmoid
     assert found["bicorseg"]["output"] == "probabilities" and found["bicorseg"]["tile"] == TILE
+    # the plugin's installer pins onnxruntime<=1.17.0: ONNX IR version 9 and opset 20 at most
+    import onnx
+
+    graph = onnx.load(str(output))
+    assert graph.ir_version <= 9 and max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) <= 20
 
 
 @pytest.mark.slow

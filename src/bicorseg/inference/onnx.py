@@ -24,6 +24,9 @@ JSON-encoded as the plugin decodes it (``json.loads`` per key; read from its ``M
   divided by 255, which gives the model exactly ``(x - mean) / std``, for 16-bit statistics too;
 * ``seg_thresh``: 0 and ``seg_small_segment``: 0, so the plugin keeps the argmax of every pixel (no
   probability threshold, no small-segment filter) and its map is bicorseg's.
+
+The file is written with ONNX IR version 9 and an opset of at most 20, what the onnxruntime that
+the plugin's installer pins (``<=1.17.0``) reads.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
 PROFILES = ("bicorseg", "deepness")
 OUTPUTS = ("logits", "probabilities")
+# the plugin's package installer pins onnxruntime<=1.17.0, which reads ONNX IR version 9 and opset 20
+DEEPNESS_IR_VERSION = 9
+DEEPNESS_MAX_OPSET = 20
 
 
 class _Probabilities(torch.nn.Module):
@@ -124,6 +130,11 @@ def export_onnx(
             raise ConfigError(f"--resolution must be a positive number of cm per pixel, got {resolution_cm}")
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+        if opset > DEEPNESS_MAX_OPSET:
+            raise ConfigError(
+                f"--opset {opset}: the deepness profile needs at most {DEEPNESS_MAX_OPSET} (the onnxruntime "
+                "the plugin installs reads no newer)"
+            )
     output = Path(output)
     model = load_checkpoint(checkpoint).build_model().float().eval()
     exported = _Probabilities(model).eval() if deepness else model
@@ -157,6 +168,9 @@ def export_onnx(
         for key, value in entries.items():
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
+        if deepness and graph.ir_version > DEEPNESS_IR_VERSION:
+            graph.ir_version = DEEPNESS_IR_VERSION  # the graph uses nothing newer: the checker says so
+            onnx.checker.check_model(graph)
         onnx.save(graph, str(temp))  # one self-contained file
         difference = 0.0
         if check:
