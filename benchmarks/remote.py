@@ -25,8 +25,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from range_server import RangeServer  # noqa: E402
 from raster import make_checkpoint, write_scene  # noqa: E402
+
+from range_server import RangeServer  # noqa: E402
 
 RESULTS = HERE / "results" / "remote.json"
 

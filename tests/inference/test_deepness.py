@@ -102,7 +102,10 @@ def test_the_plugin_reads_the_metadata_it_needs(exported) -> None:
     import onnx
 
     graph = onnx.load(str(output))
-    assert graph.ir_version <= 9 and max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) <= 20
+    assert (
+        graph.ir_version <= 9
+        and max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) <= 20
+    )
 
 
 @pytest.mark.slow
