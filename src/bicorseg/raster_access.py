@@ -25,7 +25,8 @@ those reads is set here, in one place:
   asked for a remote path, and naming one is asking. ``allow_remote`` is still needed for a local
   file that refers to remote sources (a VRT, a STAC item with remote assets), which the user did not
   name. Credentials come from GDAL's usual environment (``AWS_*``, ``AWS_NO_SIGN_REQUEST=YES``,
-  ``GS_*``, ``AZURE_STORAGE_*``).
+  ``GS_*``, ``AZURE_STORAGE_*``). A remote dataset may not refer to local files (a remote VRT whose
+  sources are on this machine is refused before a pixel is read).
 * **Remote reads are ranged and cached.** While remote access is allowed, GDAL fetches several
   ranges of a file per request or in parallel (``GDAL_HTTP_MULTIRANGE=YES``), merges consecutive
   ones (``GDAL_HTTP_MERGE_CONSECUTIVE_RANGES=YES``), retries failed requests
@@ -392,6 +393,10 @@ def open_raster(
                 for file in dataset.files:
                     if is_remote(file):
                         raise remote_refused(name, file)
+            elif is_remote(name):  # a remote file may not make bicorseg read local ones (a VRT's sources)
+                for file in dataset.files:
+                    if not is_remote(file) and not file.startswith("/vsimem/"):
+                        raise InputError(f"{path}: a remote dataset refers to the local file {file}; refused")
             if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
                 check_pixels(dataset.width, dataset.height, name, limit)
             yield dataset

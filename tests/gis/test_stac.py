@@ -225,6 +225,16 @@ def test_a_local_item_with_remote_assets_needs_allow_remote(catalogue, checkpoin
         assert code == 2 and len(lines) == 1, err
         assert f"{local} (asset red): refers to the remote source {server.url('files/red.tif')}" in lines[0]
         assert "--allow-remote" in lines[0] and server.requests == [] and not (tmp_path / "o").exists()
+        # the other way round: a served item whose asset is a local file is refused too (an absolute
+        # path is resolved against the item's URL, so only a file:// href names a local file)
+        data["assets"]["red"]["href"] = (catalogue / "catalog" / "files" / "red.tif").as_uri()
+        (catalogue / "catalog" / "hostile.json").write_text(json.dumps(data))
+        url = server.url("hostile.json")
+        code, err = run(
+            capsys, "predict", "--stac-item", url, "--checkpoint", checkpoint, "--output", tmp_path / "o"
+        )
+        assert code == 2 and f"{url}: asset red of a remote item is the local file" in err, err
+        assert not (tmp_path / "o").exists()
     finally:
         server.close()
 
@@ -258,3 +268,32 @@ def test_malformed_items_are_one_line(tmp_path) -> None:
         read_item(tmp_path / "b.json")
     with pytest.raises(InputError, match="STAC item not found"):
         read_item(tmp_path / "missing.json")
+
+
+def test_an_item_for_a_plain_input_has_no_source_link_and_the_prediction_time(tmp_path) -> None:
+    from bicorseg.gis.stac import write_output_item
+
+    raster = write_geotiff(tmp_path / "plain.tif", np.zeros((1, 16, 24), np.uint8), nodata=255)
+    with rasterio.open(raster, "r+") as dst:
+        dst.update_tags(bicorseg_classes=json.dumps(["a b", "c"]), bicorseg_settings="tile=64")
+        dst.write_colormap(1, {0: (255, 0, 0, 255), 1: (0, 0, 255, 255)})
+    before = datetime.now(timezone.utc)
+    target = write_output_item(raster, {"color": tmp_path / "plain_color.tif"})
+    assert target == tmp_path / "plain_item.json"
+    item = pystac.Item.from_file(str(target))
+    assert before <= item.datetime <= datetime.now(timezone.utc)
+    assert not [link for link in item.links if link.rel == "derived_from"]
+    assert item.properties["bicorseg:settings"] == "tile=64"
+    assert item.assets["color"].roles == ["visual"]
+    from pystac.extensions.classification import ClassificationExtension
+
+    entries = ClassificationExtension.ext(item.assets["classes"]).classes
+    assert [(c.value, c.name, c.description, c.color_hint) for c in entries[:2]] == [
+        (0, "a_b", "a b", "FF0000"),
+        (1, "c", "c", "0000FF"),
+    ]
+    no_crs = tmp_path / "picture.tif"
+    with rasterio.open(no_crs, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 4, 4), np.uint8))
+    with pytest.raises(InputError, match="has no CRS and transform"):
+        write_output_item(no_crs)

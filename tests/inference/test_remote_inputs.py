@@ -213,3 +213,26 @@ def test_unreadable_urls_are_one_line(tmp_path, served, checkpoint, capsys) -> N
     )
     assert code == 2 and "ftp://h/x.tif: URLs of ftp:// are not read" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_remote_vrt_may_not_read_local_files(tmp_path, served, checkpoint, capsys) -> None:
+    root, server = served
+    secret = write_geotiff(tmp_path / "private" / "secret.tif", random_image(3, 32, 32))
+    (root / "evil.vrt").write_text(
+        '<VRTDataset rasterXSize="32" rasterYSize="32">'
+        + "".join(
+            f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename relativeToVRT="0">'
+            f"{secret}</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+            for b in (1, 2, 3)
+        )
+        + "</VRTDataset>"
+    )
+    code, err = run(
+        capsys, "predict", server.url("evil.vrt"), "--checkpoint", checkpoint, "--output", tmp_path / "o"
+    )
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert (
+        f"{server.url('evil.vrt')}: a remote dataset refers to the local file {secret}; refused" in lines[0]
+    )
+    assert not (tmp_path / "o").exists()

@@ -22,8 +22,9 @@ The selected assets must share their CRS, bounds and data type; the VRT takes th
 grid among them (a coarser band is resampled by nearest neighbour, as ``gdalbuildvrt`` does) and
 each band keeps its asset's nodata value. Relative asset hrefs are resolved against the item's
 location; URLs are read through GDAL's network file systems (:mod:`bicorseg.raster_access`). An
-item given as a URL is the user's request for remote access, so its remote assets are read; a
-local item with remote assets needs ``allow_remote`` (``--allow-remote``), as a local VRT does.
+item given as a URL is the user's request for remote access, so its remote assets are read (and
+local ones refused: a remote item may not make bicorseg read local files); a local item with
+remote assets needs ``allow_remote`` (``--allow-remote``), as a local VRT does.
 
 **Out** (:func:`write_output_item`): ``<stem>_item.json`` beside a class raster: a STAC Item
 whose geometry and bbox are the raster's footprint in EPSG:4326 (each edge densified), with the
@@ -339,6 +340,12 @@ def stac_input(
     if remote and not item_is_remote and not remote_allowed(allow_remote):
         band = next(s for s in sources if is_remote(_gdal_name(s.href)))
         raise remote_refused(f"{text} (asset {band.asset})", band.href)
+    if item_is_remote:  # a remote item may not make bicorseg read local files
+        for band in sources:
+            if not is_remote(_gdal_name(band.href)):
+                raise InputError(
+                    f"{text}: asset {band.asset} of a remote item is the local file {band.href}; refused"
+                )
     target = Path(folder) / f"{safe_name(item.id)}.vrt"
     if target.exists():
         raise InputError(f"{text}: another STAC item given has the same id {item.id!r}")
