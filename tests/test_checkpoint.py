@@ -122,7 +122,7 @@ def test_convert_names_missing_and_unexpected_keys(official_model) -> None:
 
 def test_convert_checks_class_and_layer_counts(official_model) -> None:
     state = {"state_dict": _official_state_dict(official_model)}
-    with pytest.raises(CheckpointError, match="4 class embeddings but --num-classes is 6"):
+    with pytest.raises(CheckpointError, match="4 class embeddings but `num_classes` is 6"):
         convert_official(state, num_classes=6)
     with pytest.raises(CheckpointError, match="2 HBIS layers but 3 were asked for"):
         convert_official(state, num_classes=4, layers=3)

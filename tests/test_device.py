@@ -15,10 +15,12 @@ def test_auto_picks_a_gpu_only_when_there_is_one() -> None:
 
 
 def test_unknown_names_and_missing_gpus_are_refused() -> None:
-    with pytest.raises(ConfigError, match="--device must be auto, cpu, cuda or cuda:N, got 'gpu0'"):
+    with pytest.raises(ConfigError, match=r"^device: must be auto, cpu, cuda or cuda:N, got 'gpu0'$"):
         resolve_device("gpu0")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--device cuda:1: no CUDA GPU is available"):
+        with pytest.raises(
+            ConfigError, match=r"^device: cuda:1 asks for a GPU, but no CUDA GPU is available$"
+        ):
             resolve_device("cuda:1")
 
 

@@ -6,23 +6,37 @@ The public API is small:
 * :class:`LossConfig` and :class:`BiCoRSegLoss`: the training objective.
 * :class:`DatasetSpec`: dataset facts (classes, palette, bands, normalisation).
 * :func:`load_model` / :func:`load_checkpoint` / :func:`save_checkpoint`: self-describing checkpoints.
+
+The names are imported on first use: ``import bicorseg`` (and the ``bicorseg`` command's help) does
+not load torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from bicorseg.checkpoint import load_checkpoint, load_model, save_checkpoint
-from bicorseg.losses import BiCoRSegLoss, LossConfig
-from bicorseg.models import BiCoRSeg, ModelConfig
-from bicorseg.spec import DatasetSpec
+_EXPORTS = {
+    "BiCoRSeg": "bicorseg.models.bicorseg",
+    "BiCoRSegLoss": "bicorseg.losses.objective",
+    "DatasetSpec": "bicorseg.spec",
+    "LossConfig": "bicorseg.losses.config",
+    "ModelConfig": "bicorseg.models.config",
+    "load_checkpoint": "bicorseg.checkpoint",
+    "load_model": "bicorseg.checkpoint",
+    "save_checkpoint": "bicorseg.checkpoint",
+}
 
-__all__ = [
-    "BiCoRSeg",
-    "BiCoRSegLoss",
-    "DatasetSpec",
-    "LossConfig",
-    "ModelConfig",
-    "__version__",
-    "load_checkpoint",
-    "load_model",
-    "save_checkpoint",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bicorseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bicorseg.atomic import atomic_output
-from bicorseg.errors import CheckpointError, OutputError, first_line
+from bicorseg.errors import CheckpointError, ConfigError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
 from bicorseg.spec import DatasetSpec
 
@@ -104,6 +104,11 @@ def read_torch_file(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{path} is an ONNX model, not a bicorseg {what}: only prediction runs ONNX models (with the "
+            "ONNX engine); give the checkpoint it was exported from"
+        )
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols it may not support; the error below says it all
@@ -156,8 +161,8 @@ def load_checkpoint(
         }
     elif any(str(k).startswith(("net.", "encoder.", "decoder.")) for k in _state_keys(data)):
         raise CheckpointError(
-            f"{path} looks like a checkpoint of the original BiCoR-Seg code: convert it first with "
-            f"'bicorseg convert {path} --output OUT.ckpt --num-classes N'"
+            f"{path} looks like a checkpoint of the original BiCoR-Seg code: convert it first "
+            "(the bicorseg convert command, or bicorseg.checkpoint.convert_official_file)"
         )
     else:
         raise CheckpointError(f"{path} is not a bicorseg checkpoint (no model configuration inside)")
@@ -167,7 +172,7 @@ def load_checkpoint(
     try:
         config = ModelConfig.from_dict(meta["model_config"])
         dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
         raise CheckpointError(f"{path} has an invalid model configuration: {first_line(error)}") from error
     if num_classes is not None and config.num_classes != num_classes:
         raise CheckpointError(
@@ -188,7 +193,7 @@ def load_model(
     return load_checkpoint(path, num_classes=num_classes).build_model().to(map_location)
 
 
-# --- conversion from the original public implementation (SPEC 3.3) ---------------------------------
+# --- conversion from the original public implementation ------------------------------------------
 
 _OFFICIAL_RULES: list[tuple[str, str]] = [
     (r"^encoder\.0\.(.+)$", r"backbone.features.\1"),
@@ -281,7 +286,7 @@ def convert_official(
         raise CheckpointError("the source has no class embeddings (decoder.class_dict.class_embed.weight)")
     if class_table.shape[0] != num_classes:
         raise CheckpointError(
-            f"the source has {class_table.shape[0]} class embeddings but --num-classes is {num_classes}"
+            f"the source has {class_table.shape[0]} class embeddings but `num_classes` is {num_classes}"
         )
     found_layers = len({k.split(".")[1] for k in mapped if k.startswith("layers.")})
     if layers is not None and layers != found_layers:

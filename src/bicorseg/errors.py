@@ -1,14 +1,41 @@
-"""User-facing errors: one clear line that names the file or option and what is wrong.
+"""User-facing errors: one clear line that names the file or parameter and what is wrong.
 
-The command-line entry point prints these without a traceback and exits with status 2. Anything
-else that escapes is a bug and keeps its traceback.
+One type per kind of fault: :class:`ConfigError` (a parameter or config value), :class:`InputError`
+(an input file, folder or value), :class:`CheckpointError` (a checkpoint), :class:`OutputError` (an
+output cannot be written). The command-line entry point prints these without a traceback and exits
+with status 2. Anything else that escapes is a bug and keeps its traceback.
+
+Core code speaks Python: an error about a parameter gives its name as ``key`` (the message reads
+``"tile: must be at least 32 pixels, got 16"``), and a message that mentions another parameter writes
+it in backquotes (``"out.tif exists: use `overwrite` to replace it"``). The command line, which speaks
+flags, prints both as its options (``--tile: ...``, ``use --overwrite ...``).
 """
 
 from __future__ import annotations
 
 
 class BicorsegError(Exception):
-    """Base class of every error bicorseg reports to a user."""
+    """Base class of every error bicorseg reports to a user.
+
+    Args:
+        message: what is wrong, one line.
+        key: the parameter (or config key, ``optimizer.lr``) the error is about; the message is then
+            prefixed with it.
+    """
+
+    def __init__(self, message: str = "", *, key: str | None = None) -> None:
+        self.key = key
+        self.detail = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+    def __reduce__(self) -> tuple:  # keep ``key`` across processes (predict workers)
+        return (_rebuild, (type(self), self.detail, self.key))
+
+
+def _rebuild(cls: type[BicorsegError], message: str, key: str | None) -> BicorsegError:
+    error = cls.__new__(cls)
+    BicorsegError.__init__(error, message, key=key)
+    return error
 
 
 class InputError(BicorsegError):
@@ -20,7 +47,7 @@ class CheckpointError(BicorsegError):
 
 
 class ConfigError(BicorsegError):
-    """A configuration value or command-line option is invalid."""
+    """A configuration value or parameter is invalid."""
 
 
 class OutputError(BicorsegError):

@@ -1,4 +1,4 @@
-"""Segmentation metrics by the published convention (SPEC 2): one confusion matrix, scores, reports.
+"""Segmentation metrics by the published convention (docs/METHOD.md, section 8): one confusion matrix, scores, reports.
 
 * :class:`ConfusionMatrix` is a torchmetrics ``Metric`` that accumulates one ``N x N`` matrix over a
   whole evaluation set (rows: ground truth, columns: prediction), skipping ignored labels. Its state
@@ -28,7 +28,7 @@ import torch
 from torchmetrics import Metric
 
 from bicorseg.atomic import write_text_atomic
-from bicorseg.errors import InputError
+from bicorseg.errors import ConfigError, InputError
 
 
 class ConfusionMatrix(Metric):
@@ -46,7 +46,7 @@ class ConfusionMatrix(Metric):
     def __init__(self, num_classes: int, ignore_index: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+            raise ConfigError(f"at least 2 classes are needed, got {num_classes}", key="num_classes")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.add_state(
@@ -127,11 +127,11 @@ def scores_from_confusion(confmat: torch.Tensor, eval_classes: Sequence[int] | N
     """
     matrix = confmat.detach().to(torch.float64).cpu()
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"a confusion matrix must be square, got shape {tuple(matrix.shape)}")
+        raise InputError(f"a confusion matrix must be square, got shape {tuple(matrix.shape)}")
     n = matrix.shape[0]
     classes = tuple(range(n)) if eval_classes is None else tuple(int(c) for c in eval_classes)
     if not classes or any(not 0 <= c < n for c in classes):
-        raise ValueError(f"eval_classes must be indices in 0..{n - 1}, got {classes}")
+        raise ConfigError(f"must be class indices in 0..{n - 1}, got {classes}", key="eval_classes")
     tp = matrix.diagonal()
     fp = matrix.sum(dim=0) - tp  # predicted as the class, labelled otherwise
     fn = matrix.sum(dim=1) - tp  # labelled as the class, predicted otherwise
@@ -192,7 +192,7 @@ class EvaluationReport:
         convention: Convention,
     ) -> EvaluationReport:
         if len(class_names) != confmat.shape[0]:
-            raise ValueError(f"{len(class_names)} class names for a {confmat.shape[0]}-class matrix")
+            raise ConfigError(f"{len(class_names)} class names for a {confmat.shape[0]}-class matrix")
         return cls(
             confmat.detach().cpu().long(),
             tuple(class_names),
@@ -272,18 +272,13 @@ def _pct(value: float | torch.Tensor) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
 
 
-def format_report(report: EvaluationReport) -> str:
-    """A readable per-class table (scores in %), the means, OA, and the convention used."""
+def format_report(report: EvaluationReport, convention: bool = True) -> str:
+    """A readable per-class table (scores in %), the means, OA, and (unless left out) the convention used."""
     s = report.scores
     width = max(12, *(len(n) for n in report.class_names)) + 2
     header = f"{'class':<{width}}{'IoU':>8}{'Prec.':>8}{'Recall':>8}{'F1':>8}{'pixels':>14}  in means"
-    lines = [
-        "Convention:",
-        *(f"  {line}" for line in report.convention_lines()),
-        "",
-        header,
-        "-" * len(header),
-    ]
+    lines = ["Convention:", *(f"  {line}" for line in report.convention_lines()), ""] if convention else []
+    lines += [header, "-" * len(header)]
     for i, name in enumerate(report.class_names):
         lines.append(
             f"{name:<{width}}{_pct(s.iou[i]):>8}{_pct(s.precision[i]):>8}{_pct(s.recall[i]):>8}"

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bicorseg.errors import ConfigError
+
 # ImageNet statistics in 8-bit units (the normalisation of the published recipes).
 IMAGENET_MEAN_8BIT = (123.675, 116.28, 103.53)
 IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
@@ -39,24 +41,24 @@ class LabelEncoding:
 
     def __post_init__(self) -> None:
         if self.kind not in LABEL_KINDS:
-            raise ValueError(
+            raise ConfigError(
                 f"label encoding kind must be one of {', '.join(LABEL_KINDS)}, not {self.kind!r}"
             )
         if self.kind == "index":
             if self.classes or self.ignore:
-                raise ValueError("an 'index' label encoding lists no values or colours")
+                raise ConfigError("an 'index' label encoding lists no values or colours")
             return
         codes = [*self.classes, *self.ignore]
         if self.kind == "values":
             if not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
-                raise ValueError("a 'values' label encoding lists integers")
+                raise ConfigError("a 'values' label encoding lists integers")
         elif not all(
             isinstance(c, tuple) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
             for c in codes
         ):
-            raise ValueError("a 'colours' label encoding lists (r, g, b) colours in 0..255")
+            raise ConfigError("a 'colours' label encoding lists (r, g, b) colours in 0..255")
         if len(set(codes)) != len(codes):
-            raise ValueError("a label encoding lists a value or colour twice")
+            raise ConfigError("a label encoding lists a value or colour twice")
 
     def describe(self) -> str:
         """A short phrase for reports, e.g. ``"colours of the class table"``."""
@@ -95,7 +97,7 @@ class DatasetSpec:
             prepared datasets hold class indices; a folder dataset's class table may list values or
             colours).
         paper_tta: the test-time augmentation the original publication used for this dataset
-            (``--tta paper``), or None when there is none.
+            (TTA mode ``paper``), or None when there is none.
     """
 
     name: str
@@ -114,26 +116,26 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         n = len(self.class_names)
         if n < 2:
-            raise ValueError(f"dataset {self.name!r}: at least 2 classes are needed, got {n}")
+            raise ConfigError(f"dataset {self.name!r}: at least 2 classes are needed, got {n}")
         if len(self.palette) != n:
-            raise ValueError(f"dataset {self.name!r}: {n} classes but {len(self.palette)} palette colours")
+            raise ConfigError(f"dataset {self.name!r}: {n} classes but {len(self.palette)} palette colours")
         if 0 <= self.ignore_index < n:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {self.name!r}: ignore_index {self.ignore_index} collides with a class index"
             )
         bad = [c for c in self.eval_classes if not 0 <= c < n]
         if bad or not self.eval_classes:
-            raise ValueError(f"dataset {self.name!r}: eval_classes must be class indices in 0..{n - 1}")
+            raise ConfigError(f"dataset {self.name!r}: eval_classes must be class indices in 0..{n - 1}")
         if not (len(self.bands) == len(self.mean) == len(self.std)):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {self.name!r}: bands, mean and std must have the same length "
                 f"({len(self.bands)}, {len(self.mean)}, {len(self.std)})"
             )
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"dataset {self.name!r}: every std must be positive")
+            raise ConfigError(f"dataset {self.name!r}: every std must be positive")
         encoding = self.label_encoding
         if encoding.kind != "index" and len(encoding.classes) != n:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {self.name!r}: {n} classes but the label encoding lists {len(encoding.classes)}"
             )
 
@@ -180,6 +182,8 @@ class DatasetSpec:
         return DatasetSpec.from_dict(data)
 
 
+# The test-time augmentation modes (applied in bicorseg.inference.tta) and how passes are merged.
+TTA_MODES = ("none", "lr", "d4", "paper")
 TTA_MERGES = ("logits", "probs")
 
 
@@ -207,13 +211,13 @@ class TTASpec:
         object.__setattr__(self, "rotations", tuple(int(k) for k in self.rotations))
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         if not self.rotations or any(not 0 <= k <= 3 for k in self.rotations):
-            raise ValueError(f"TTA rotations must be quarter turns in 0..3, got {self.rotations}")
+            raise ConfigError(f"TTA rotations must be quarter turns in 0..3, got {self.rotations}")
         if len(set(self.rotations)) != len(self.rotations) or len(set(self.scales)) != len(self.scales):
-            raise ValueError("TTA rotations and scales must not repeat")
+            raise ConfigError("TTA rotations and scales must not repeat")
         if not self.scales or any(not s > 0 for s in self.scales):
-            raise ValueError(f"TTA scales must be positive, got {self.scales}")
+            raise ConfigError(f"TTA scales must be positive, got {self.scales}")
         if self.merge not in TTA_MERGES:
-            raise ValueError(f"TTA merge must be one of {', '.join(TTA_MERGES)}, got {self.merge!r}")
+            raise ConfigError(f"TTA merge must be one of {', '.join(TTA_MERGES)}, got {self.merge!r}")
 
     @property
     def num_passes(self) -> int:

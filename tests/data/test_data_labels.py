@@ -57,7 +57,7 @@ def test_identity_table_and_validation():
     assert table.encode(np.array([[0, 2, 255]], np.uint8), "m")[0].tolist() == [[0, 2, 255]]
     with pytest.raises(InputError, match="value 3"):
         table.encode(np.array([[3]], np.uint8), "m")
-    with pytest.raises(ValueError, match=r"must be in"):
+    with pytest.raises(ConfigError, match=r"must be in"):
         LabelTable.from_colours([(0, 0, 0), (1, 1, 1)], ignore_index=1)
     with pytest.raises(InputError, match="colour-coded"):
         ISPRS_LABELS.encode(np.zeros((4, 4), np.uint8), "m")

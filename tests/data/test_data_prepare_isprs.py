@@ -265,7 +265,7 @@ def test_output_of_another_dataset_is_not_overwritten(tmp_path):
     out = tmp_path / "out"
     prepare("vaihingen", release, out, patch_size=64, splits=["val"])
     potsdam = gen.make_potsdam(shared_path("data"), tmp_path / "potsdam", TINY)
-    with pytest.raises(ConfigError, match=r"holds vaihingen .* --force"):
+    with pytest.raises(ConfigError, match=r"holds vaihingen .* `force`"):
         prepare("potsdam", potsdam, out, patch_size=64, splits=["val"])
     prepare("potsdam", potsdam, out, patch_size=64, splits=["val"], force=True)
     manifest = _manifest(out)
@@ -292,7 +292,7 @@ def test_cli_prepare(tmp_path, capsys):
     config.write_text("patch_size: 48\nsplits: [val]\n")
     assert cli_main([*args[:6], "--config", str(config), "--print-config"]) == 0
     printed = capsys.readouterr().out
-    assert "patch_size: 48" in printed and "- val" in printed
+    assert "patch_size: 48" in printed and "splits: [val]" in printed
 
 
 # --------------------------------------------------------------------------------------------- Potsdam

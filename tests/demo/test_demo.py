@@ -98,7 +98,7 @@ def test_too_short_a_budget_is_a_clear_error(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"minutes": 0}, "--minutes"),
+        ({"minutes": 0}, "^minutes: must be positive"),
         ({"scene_size": 64, "crop_size": 96}, "smaller than the crop"),
         ({"crop_size": 100}, "multiple of 32"),
         ({"train_scenes": 1, "batch_size": 2}, "batch"),

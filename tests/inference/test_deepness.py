@@ -148,5 +148,5 @@ def test_the_deepness_profile_needs_the_resolution(tmp_path, capsys) -> None:
     assert main([str(a) for a in args]) == 2
     assert "--resolution: the deepness profile needs the ground resolution" in capsys.readouterr().err
     assert main([str(a) for a in [*args, "--resolution", "-1"]]) == 2
-    assert "--resolution must be a positive number" in capsys.readouterr().err
+    assert "--resolution: must be a positive number" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))

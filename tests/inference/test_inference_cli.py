@@ -135,7 +135,7 @@ def test_heatmaps_of_a_png(tmp_path: Path, checkpoint: Path, capsys) -> None:
         "--layer",
         "3",
     )
-    assert code == 2 and "--layer must be in 1..2" in err
+    assert code == 2 and "--layer: must be in 1..2" in err  # the core's parameter, named as the option
 
 
 def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Path, capsys) -> None:
@@ -163,22 +163,17 @@ def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Pa
         assert (exported(x) - model(x)).abs().max() <= 1e-4
     src = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 100, 120))
     for engine, ckpt in (("onnx", onnx_path), ("torch", checkpoint)):
-        code, _, err = run(
-            capsys,
-            "predict",
-            src,
-            "--checkpoint",
-            ckpt,
-            "--output",
-            tmp_path / engine,
-            "--tile",
-            "64",
-            "--engine",
-            engine,
-            "--probabilities",
-            "float32",
-        )
+        # the default engine (auto) runs an .onnx checkpoint with ONNX Runtime
+        code, _, err = run(capsys, "predict", src, "--checkpoint", ckpt, "--output", tmp_path / engine,
+                           "--tile", "64", "--probabilities", "float32")  # fmt: skip
         assert code == 0, err
+        with rasterio.open(tmp_path / engine / "scene_prob.tif") as out:
+            assert f"engine={engine}" in out.tags()["bicorseg_settings"]
+    code, _, err = run(capsys, "predict", src, "--checkpoint", onnx_path, "--output", tmp_path / "x",
+                       "--engine", "torch")  # fmt: skip
+    assert code == 2 and "is an ONNX model: run it with --engine onnx" in err
+    code, _, err = run(capsys, "heatmaps", src, "--checkpoint", onnx_path, "--output", tmp_path / "x")
+    assert code == 2 and "is an ONNX model, not a bicorseg checkpoint" in err
     with (
         rasterio.open(tmp_path / "onnx" / "scene_prob.tif") as a,
         rasterio.open(tmp_path / "torch" / "scene_prob.tif") as b,

@@ -142,7 +142,7 @@ def test_scales_for_any_mode_and_the_paper_mode_is_fixed() -> None:
         parse_scales("0,1")
     with pytest.raises(ConfigError, match="fixes its passes"):
         resolve_tta("paper", VAIHINGEN, scales=(1.0, 1.5))
-    with pytest.raises(ConfigError, match="tta must be one of none, lr, d4, paper"):
+    with pytest.raises(ConfigError, match="tta: must be one of none, lr, d4, paper"):
         with_tta(pixel_model(3), "d8")
 
 

@@ -21,7 +21,7 @@ from bicorseg import BiCoRSeg, load_model, save_checkpoint
 from bicorseg.checkpoint import load_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.data import ClassTable, FolderDataset, LabelTable
-from bicorseg.errors import InputError
+from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.heatmaps import read_label
 from bicorseg.inference.predictor import model_info
 from bicorseg.spec import DatasetSpec, LabelEncoding
@@ -136,7 +136,7 @@ def test_label_encoding_round_trip_and_old_specs() -> None:
     values = ClassTable.from_dict(VALUE_TABLE).labels
     assert values.encoding() == LabelEncoding("values", (1, 2, 3, 4), (0,))
     assert LabelTable.identity(4, 4).encoding() == LabelEncoding()
-    with pytest.raises(ValueError, match="4 classes but the label encoding lists 2"):
+    with pytest.raises(ConfigError, match="4 classes but the label encoding lists 2"):
         DatasetSpec(
             "x", ("a", "b", "c", "d"), tuple(COLOURS), 4, (0,), label_encoding=LabelEncoding("values", (1, 2))
         )

@@ -58,9 +58,7 @@ def test_evaluate_prepared_and_folder_loveda(loveda_checkpoint: Path, tmp_path: 
     assert report["convention"]["label_variant"] == "full"
     assert len(report["convention"]["classes_averaged"]) == 7
 
-    table = yaml.safe_load((REPO / "configs" / "loveda-cpu.yaml").read_text())["data"]["options"][
-        "class_table"
-    ]
+    table = yaml.safe_load((REPO / "configs" / "loveda-cpu.yaml").read_text())["data"]["class_table"]
     (tmp_path / "loveda.yaml").write_text(yaml.safe_dump(table))
     out = tmp_path / "folder.json"
     assert cli("evaluate", "--checkpoint", loveda_checkpoint, "--dataset", "folder", "--root", source,
@@ -79,7 +77,7 @@ def test_cpu_recipe_selects_its_samples() -> None:
     module = SegmentationDataModule(config.data, get_spec("loveda"))
     module.setup("fit")
     assert len(module.train_set) == 12 and len(module.val_set) == 4
-    names = [module.val_set.dataset.sample_name(i) for i in module.val_set.indices]
+    names = [module.val_set.sample_name(i) for i in range(len(module.val_set))]
     assert sorted(n.rsplit("/", 1)[-1] for n in names) == ["12", "13", "14", "15"]
     sample = module.train_set[0]
     assert sample["image"].shape == (3, 256, 256) and sample["mask"].shape == (256, 256)

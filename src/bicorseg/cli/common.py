@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bicorseg.inference.tta import TTA_MERGES, TTA_MODES, parse_scales
+from bicorseg.spec import TTA_MERGES, TTA_MODES
 
 
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="test-time augmentation: none; lr (horizontal x vertical flip, 4 passes); d4 (the 8 dihedral "
         "transforms); paper (the passes the original publication used for the checkpoint's dataset: "
-        "Vaihingen 40, Potsdam 4, LoveDA 8, logits averaged)",
+        "Vaihingen 40, Potsdam 4, LoveDA 8, logits averaged) (default: none)",
     )
     parser.add_argument(
         "--tta-scales",
@@ -32,11 +32,9 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
 def tta_options(args: argparse.Namespace) -> dict:
     """The parsed TTA options as keyword arguments (``tta``, ``tta_scales``, ``tta_merge``)."""
     from bicorseg.errors import ConfigError
+    from bicorseg.inference.tta import parse_scales
 
-    try:
-        scales = parse_scales(args.tta_scales)
-    except ConfigError as error:
-        raise ConfigError(str(error).replace("tta_scales", "--tta-scales", 1)) from None
+    scales = parse_scales(args.tta_scales)
     if args.tta == "paper" and (scales is not None or args.tta_merge is not None):
         raise ConfigError(
             "--tta paper fixes its passes and merge: leave out --tta-scales and --tta-merge "

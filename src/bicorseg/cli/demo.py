@@ -1,4 +1,4 @@
-"""``bicorseg demo``: the whole pipeline in minutes on a CPU, with nothing to download (SPEC 3.4)."""
+"""``bicorseg demo``: the whole pipeline in minutes on a CPU, with nothing to download."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Export a checkpoint to FORMAT (onnx): input 'image' B x bands x TILE x TILE (normalised), output "
             "'logits' B x N x TILE x TILE, dynamic batch. The checkpoint's metadata (classes, palette, "
-            "normalisation, tile) is stored in the file, so 'bicorseg predict --engine onnx --checkpoint "
+            "normalisation, tile) is stored in the file, so 'bicorseg predict --checkpoint "
             "model.onnx' needs nothing else. The export fails if onnxruntime and PyTorch differ by more than 1e-4. "
             "--profile deepness writes a file for the QGIS plugin Deepness (softmax output and its metadata)."
         ),
@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--resolution",
+        dest="resolution_cm",
         type=float,
         default=None,
         metavar="CM",
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         profile=args.profile,
         overlap=args.overlap,
-        resolution_cm=args.resolution,
+        resolution_cm=args.resolution_cm,
     )
     what = "probabilities (deepness)" if args.profile == "deepness" else "logits"
     print(f"wrote {args.output}: tile {args.tile}, {what}, max |onnxruntime - PyTorch| = {difference:.2e}")

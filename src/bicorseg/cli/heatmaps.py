@@ -1,4 +1,4 @@
-"""``bicorseg heatmaps``: export the per-layer class heatmaps and the interpretability figure (SPEC 1.7)."""
+"""``bicorseg heatmaps``: export the per-layer class heatmaps and the interpretability figure (docs/METHOD.md, section 3)."""
 
 from __future__ import annotations
 

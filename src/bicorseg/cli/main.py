@@ -2,8 +2,16 @@
 
 Every module ``bicorseg.cli.<name>`` (other than this one and ``common``) defines
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` to a callable taking the
-parsed arguments and returning an exit status. User-facing errors (:class:`BicorsegError`) are
-printed as one line on stderr with exit status 2.
+parsed arguments and returning an exit status. A command that takes options beyond its declared
+ones (``train``: keys inside mappings, ``--data.augment.mosaic_p 0``) sets ``extra_options=True``
+and finds them in ``args.extra``.
+
+Modules and ``register`` import nothing heavy (torch, Lightning, rasterio, matplotlib): the
+commands import those when they run, so ``--help`` and argument errors answer at once.
+
+Every error is one line on stderr with exit status 2: argument errors name the nearest valid
+option or choice; :class:`BicorsegError` is printed with the parameter it names (``key``, and names
+in backquotes) written as this command's option (``tile`` -> ``--tile``).
 """
 
 from __future__ import annotations
@@ -11,19 +19,68 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
 from bicorseg import __version__
 from bicorseg.errors import BicorsegError
+from bicorseg.typedconfig import nearest
 
 _NOT_COMMANDS = {"main", "common"}
+_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, with the nearest valid choice when there is one."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        match = _CHOICE.search(message)
+        if match:
+            choices = [c.strip().strip("'") for c in match.group(2).split(",")]
+            guess = nearest(match.group(1), choices)
+            if guess:
+                message = f"{message}; did you mean {guess!r}?"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def unknown_option(self, extra: list[str]) -> None:
+        """Refuse arguments this parser does not take, naming the nearest option to the first one."""
+        first = next((a for a in extra if a.startswith("-")), extra[0])
+        name = first.partition("=")[0]
+        options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        guess = nearest(name, options) if name.startswith("-") else None
+        what = "option" if name.startswith("-") else "argument"
+        self.error(f"unrecognized {what} {name}" + (f"; did you mean {guess}?" if guess else ""))
+
+
+def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Parameter name -> how the command line writes it (``batch_size`` -> ``--batch-size``)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        if action.dest in (argparse.SUPPRESS, "help"):
+            continue
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        if longs:
+            names.setdefault(action.dest, longs[0])
+        elif not action.option_strings:
+            names.setdefault(action.dest, str(action.metavar or action.dest.upper()))
+    return names
+
+
+def error_line(error: BaseException, parser: argparse.ArgumentParser | None) -> str:
+    """The error's message with the parameters it names written as the command's options."""
+    names = option_names(parser) if parser is not None else {}
+    key = getattr(error, "key", None)
+    text = f"{names[key]}: {getattr(error, 'detail', error)}" if key in names else str(error)
+    return re.sub(r"`([A-Za-z_][\w.]*)`", lambda m: names.get(m.group(1), m.group(0)), text)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's parser."""
+    parser = Parser(
         prog="bicorseg",
         description="BiCoR-Seg semantic segmentation for high-resolution remote sensing imagery.",
+        epilog="Every command has --help. Errors are one line naming the file or option, exit status 2.",
     )
     parser.add_argument("--version", action="version", version=f"bicorseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,19 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"bicorseg.cli.{module_info.name}")
         module.register(subparsers)
-    return parser
+    return parser, dict(subparsers.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, commands = build_parser()
+    args, extra = parser.parse_known_args(argv)
     if getattr(args, "func", None) is None:
+        if extra:
+            parser.unknown_option(extra)
         parser.print_help()
         return 1
+    command = commands[args.command]
+    if extra and not getattr(args, "extra_options", False):
+        command.unknown_option(extra)  # type: ignore[attr-defined]
+    args.extra = extra
+    args.command_parser = command  # for commands that print an error themselves (error_line)
     try:
         return int(args.func(args) or 0)
     except BicorsegError as error:
-        print(f"bicorseg {args.command}: error: {error}", file=sys.stderr)
+        print(f"bicorseg {args.command}: error: {error_line(error, command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bicorseg {args.command}: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``bicorseg predict``: segment images or georeferenced rasters of any size (SPEC 3.2)."""
+"""``bicorseg predict``: segment images or georeferenced rasters of any size."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 import tempfile
 import warnings
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
-from bicorseg.device import resolve_device
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+
+ENGINES = ("auto", "torch", "onnx")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image/raster files or folders of them, URLs (https://, s3://, gs://, az://) or /vsi... paths",
     )
     parser.add_argument(
-        "--checkpoint", required=True, help="bicorseg checkpoint (or .onnx with --engine onnx)"
+        "--checkpoint", required=True, help="bicorseg checkpoint, or a .onnx file from bicorseg export"
     )
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
@@ -64,7 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, help="processes splitting the file list (default 1)"
     )
     parser.add_argument(
-        "--engine", choices=("torch", "onnx"), default="torch", help="PyTorch or ONNX Runtime"
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="the runtime: torch (PyTorch), onnx (ONNX Runtime), or auto: onnx for a .onnx checkpoint, "
+        "else torch (default: auto)",
     )
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     parser.add_argument(
@@ -154,14 +158,29 @@ def one_line_warnings(command: str):
         warnings.showwarning = previous
 
 
+def resolve_engine(engine: str, checkpoint: str) -> str:
+    """``auto`` -> ``onnx`` for a ``.onnx`` checkpoint, else ``torch``; a mismatch is refused."""
+    onnx_file = Path(checkpoint).suffix.lower() == ".onnx"
+    if engine == "auto":
+        return "onnx" if onnx_file else "torch"
+    if engine == "torch" and onnx_file:
+        raise ConfigError(
+            f"--checkpoint {checkpoint} is an ONNX model: run it with --engine onnx (or --engine auto), "
+            "or give the checkpoint it was exported from"
+        )
+    return engine
+
+
 def run(args: argparse.Namespace) -> int:
     with remote_access(args.allow_remote):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bicorseg.device import resolve_device
     from bicorseg.inference.predictor import PredictOptions, predict_files
 
+    args.engine = resolve_engine(args.engine, args.checkpoint)
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if not args.inputs and not args.stac_item:
@@ -187,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
 
         require_cloud()
     if args.print_config:
-        import yaml
+        from bicorseg import typedconfig
 
         resolved = {
             "inputs": list(args.inputs),
@@ -199,9 +218,9 @@ def _run(args: argparse.Namespace) -> int:
             "stac_item": list(args.stac_item),
             "stac_assets": args.stac_assets,
             "stac_out": args.stac_out,
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
+            **typedconfig.to_plain(options),
         }
-        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        print(typedconfig.to_yaml(resolved), end="")
         return 0
     ensure_writable(args.output, folder=True)
     progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())

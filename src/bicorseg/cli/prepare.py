@@ -4,29 +4,51 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
-from bicorseg.yaml_files import read_yaml_mapping
 
 DATASET_CHOICES = ("vaihingen", "potsdam", "loveda")
-# option -> default; the resolved config is defaults < --config YAML < command line
-DEFAULTS: dict[str, Any] = {
-    "source": None,
-    "output": None,
-    "splits": None,
-    "bands": None,
-    "patch_size": None,
-    "unknown_colours": "error",
-    "protocol": "clean",
-    "force": False,
-    "verify": True,
-    "progress": True,
-}
+
+
+@dataclass
+class PrepareOptions:
+    """The options of ``bicorseg prepare``; a ``--config`` YAML file holds the same keys.
+
+    Attributes:
+        source: folders or zip archives of the release.
+        output: the output folder.
+        splits: the splits to prepare (default: train, val and test).
+        bands: band variant: Potsdam RGB (the default) or IRRG.
+        patch_size: patch size instead of the protocol's 1024 (strides keep their ratio).
+        unknown_colours: label colours or values outside the class table: ``error`` or ``ignore``.
+        protocol: ``clean`` (padding ignored) or ``paper`` (as the original code).
+        force: replace an output prepared for another dataset.
+        verify: on rerun, check the checksums of finished files.
+        progress: show a progress bar (in a terminal).
+    """
+
+    source: list[str] | str | None = None
+    output: str | None = None
+    splits: list[str] | str | None = None
+    bands: str | None = None
+    patch_size: int | None = None
+    unknown_colours: str = "error"
+    protocol: str = "clean"
+    force: bool = False
+    verify: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, str):
+            self.source = [self.source]
+        if isinstance(self.splits, str):
+            self.splits = [s.strip() for s in self.splits.split(",") if s.strip()]
+        for key, choices in (("unknown_colours", ("error", "ignore")), ("protocol", ("clean", "paper"))):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"must be {' or '.join(choices)}, got {getattr(self, key)!r}", key=key)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,78 +112,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-# the YAML types each option takes (lists hold strings)
-OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "source": (str, list),
-    "output": (str,),
-    "splits": (str, list),
-    "bands": (str,),
-    "patch_size": (int,),
-    "unknown_colours": (str,),
-    "force": (bool,),
-    "verify": (bool,),
-    "progress": (bool,),
-}
+def resolve(args: argparse.Namespace) -> PrepareOptions:
+    """The options: defaults, then the ``--config`` YAML file, then the command line."""
+    from bicorseg import typedconfig
 
-
-def _check_type(path: Path, key: str, value: Any) -> None:
-    types = OPTION_TYPES[key]
-    ok = value is None or (isinstance(value, types) and (bool in types or not isinstance(value, bool)))
-    if ok and isinstance(value, list):
-        ok = all(isinstance(item, str) for item in value)
-    if not ok:
-        expected = " or ".join("a list of strings" if t is list else t.__name__ for t in types)
-        raise ConfigError(f"--config {path}: {key} must be {expected}, got {value!r}")
-
-
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults, then the YAML config, then the command line."""
-    config = dict(DEFAULTS)
+    data: dict[str, Any] = {}
     if args.config:
-        path = Path(args.config)
-        loaded = read_yaml_mapping(path, "option file")
-        loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ConfigError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
-        for key, value in loaded.items():
-            _check_type(path, key, value)
-        config.update(loaded)
-    for key in DEFAULTS:
-        value = getattr(args, key, None)
+        loaded = typedconfig.read_yaml(args.config, "option file")
+        data = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    given = set()
+    for info in typedconfig.describe_fields(PrepareOptions):
+        value = getattr(args, info.name, None)
         if value is not None:
-            config[key] = value
-    if isinstance(config["source"], str):
-        config["source"] = [config["source"]]
-    if isinstance(config["splits"], str):
-        config["splits"] = [s.strip() for s in config["splits"].split(",") if s.strip()]
-    return {"dataset": args.dataset, **config}
+            data[info.name] = value
+            given.add(info.name)
+    try:
+        return typedconfig.build(PrepareOptions, data)
+    except ConfigError as error:
+        if error.key is not None and error.key not in given:  # a key of the file: name the file
+            raise ConfigError(f"{args.config}: {error}") from None
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
     from bicorseg.data.prepare import prepare
 
-    config = resolve(args)
+    options = resolve(args)
     if args.print_config:
-        print(yaml.safe_dump(config, sort_keys=False), end="")
+        from bicorseg import typedconfig
+
+        print(typedconfig.to_yaml({"dataset": args.dataset, **typedconfig.to_plain(options)}), end="")
         return 0
-    if not config["source"]:
-        raise ConfigError("--source: give the folder or archives of the release")
-    if not config["output"]:
-        raise ConfigError("--output: give the output folder")
-    ensure_writable(config["output"], folder=True)
+    if not options.source:
+        raise ConfigError("give the folder or archives of the release", key="source")
+    if not options.output:
+        raise ConfigError("give the output folder", key="output")
+    ensure_writable(options.output, folder=True)
     result = prepare(
-        config["dataset"],
-        config["source"],
-        config["output"],
-        splits=config["splits"],
-        variant=config["bands"],
-        patch_size=config["patch_size"],
-        unknown_colours=config["unknown_colours"],
-        protocol=config["protocol"],
-        force=bool(config["force"]),
-        verify=bool(config["verify"]),
-        progress=bool(config["progress"]) and sys.stderr.isatty(),
+        args.dataset,
+        options.source,
+        options.output,
+        splits=options.splits,
+        variant=options.bands,
+        patch_size=options.patch_size,
+        unknown_colours=options.unknown_colours,
+        protocol=options.protocol,
+        force=options.force,
+        verify=options.verify,
+        progress=options.progress and sys.stderr.isatty(),
     )
     print(result.summary())
     return 0

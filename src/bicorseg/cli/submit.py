@@ -14,10 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from bicorseg.atomic import atomic_output, ensure_writable
+from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 
@@ -70,6 +67,7 @@ def find_test_images(root: str | os.PathLike) -> list[Path]:
 
 def validate_archive(path: str | os.PathLike, expected_names: list[str]) -> None:
     """Check a submission zip: flat, one PNG per expected name, uint8 single band, 1024 x 1024, 0..6."""
+    import numpy as np
     from PIL import Image
 
     with zipfile.ZipFile(path) as archive:
@@ -95,8 +93,11 @@ def validate_archive(path: str | os.PathLike, expected_names: list[str]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
     from PIL import Image
 
+    from bicorseg.atomic import atomic_output
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.data.io import read_image
     from bicorseg.device import resolve_device

@@ -3,62 +3,66 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import typing
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bicorseg.errors import ConfigError
 
-
-def resolve_config_path(name: str) -> Path:
-    """A config file path, or the name of a shipped config (``loveda`` -> ``bicorseg/configs/loveda.yaml``).
-
-    The shipped configs live inside the package (``configs/`` at the repository root links there).
-    """
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
-    shipped = Path(str(resources.files("bicorseg") / "configs" / f"{stem}.yaml"))
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"--config: no such file {name!r} (and no shipped config named {stem!r})")
+USAGE = (
+    "bicorseg train --config NAME|FILE --output DIR [--SECTION.KEY VALUE ...] [--set KEY=VALUE ...]\n"
+    "                      [--resume [CKPT]] [--print-config]"
+)
 
 
-def _override_fields() -> list[tuple[str, str, str]]:
-    from bicorseg.training.config import DERIVED_KEYS, SECTIONS
+def _shown(value: Any) -> str:
+    """A default as the YAML of a config file writes it."""
+    from bicorseg import typedconfig
 
-    rows = []
-    for section, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if not f.init:
-                continue
-            type_name = str(hints[f.name]).replace("typing.", "")
-            note = " (default: the dataset's)" if (section, f.name) in DERIVED_KEYS else ""
-            rows.append((section, f.name, f"{type_name}{note}"))
-    return rows
+    return typedconfig.to_yaml(value).strip().removesuffix("...").strip()
+
+
+def _field_help(section: str, info: Any) -> tuple[str, str]:
+    """The metavar and help text of one ``--section.key`` option."""
+    from bicorseg import typedconfig
+    from bicorseg.training.config import DERIVED_KEYS
+
+    if (section, info.name) in DERIVED_KEYS:
+        default = "the dataset's"
+    elif info.required:
+        default = "required"
+    else:
+        default = _shown(info.default)
+    kind = typedconfig.type_name(info.type)
+    doc = info.doc or info.name.replace("_", " ")
+    text = f"{doc} [{kind}; default: {default}]"
+    metavar = {"int": "INT", "float": "FLOAT", "str": "TEXT", "bool": "BOOL"}.get(kind, "VALUE")
+    return metavar, text.replace("%", "%%")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bicorseg import typedconfig
+    from bicorseg.training.config import SECTIONS, shipped_names
+
     parser = subparsers.add_parser(
         "train",
+        usage=USAGE,
         help="train BiCoR-Seg from a config (the published recipes ship as configs)",
         description=(
-            "Train BiCoR-Seg from a YAML config. Any config key can be overridden on the command line "
-            "(--optimizer.lr 5e-5, --trainer.devices 2, --model.topk_ratio 0.02); values are read as YAML. "
-            "The run folder gets config.yaml (the resolved config), checkpoints/best.ckpt and last.ckpt "
-            "(written at the end of every epoch), CSV and TensorBoard logs; a folder that holds a run is "
-            "refused unless --resume or --overwrite is given. SIGINT (Ctrl-C) or SIGTERM saves last.ckpt "
-            "and exits with status 130 or 143; a second signal stops at once. "
-            "Shipped configs: vaihingen, potsdam, loveda, loveda-cpu, tiny-test."
+            "Train BiCoR-Seg from a YAML config. Any config key can be set on the command line "
+            "(--optimizer.lr 5e-5, --trainer.devices 2, --data.augment.mosaic_p 0); values are read as "
+            "YAML. The defaults below are the built-in ones: a --config file sets its own, and "
+            "--print-config shows the result. The run folder gets config.yaml (the resolved config), "
+            "checkpoints/best.ckpt and last.ckpt (written at the end of every epoch), CSV and TensorBoard "
+            "logs; a folder that holds a run is refused unless --resume or --overwrite is given. SIGINT "
+            "(Ctrl-C) or SIGTERM saves last.ckpt and exits with status 130 or 143; a second signal stops "
+            f"at once. Shipped configs: {', '.join(shipped_names('configs'))}."
         ),
     )
-    parser.add_argument("--config", help="YAML config file, or the name of a shipped config")
-    parser.add_argument("--output", help="run folder (checkpoints, logs, resolved config)")
+    parser.add_argument(
+        "--config", metavar="NAME|FILE", help="YAML config file, or the name of a shipped config"
+    )
+    parser.add_argument("--output", metavar="DIR", help="run folder (checkpoints, logs, resolved config)")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -80,21 +84,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any key, including keys inside mappings (data.augment.mosaic_p=0)",
+        help="set any key, including keys inside mappings (data.augment.mosaic_p=0)",
     )
-    group = parser.add_argument_group("config overrides (one per key; see the config files)")
-    for section, name, type_name in _override_fields():
-        group.add_argument(
-            f"--{section}.{name}",
-            dest=f"override__{section}.{name}",
-            metavar="VALUE",
-            default=argparse.SUPPRESS,
-            help=type_name,
-        )
-    parser.set_defaults(func=run)
+    for section, cls in SECTIONS.items():
+        title = (cls.__doc__ or section).strip().splitlines()[0].rstrip(".")
+        group = parser.add_argument_group(f"{section}: {title}")
+        for info in typedconfig.describe_fields(cls):
+            metavar, text = _field_help(section, info)
+            group.add_argument(
+                f"--{section}.{info.name}",
+                dest=f"override__{section}.{info.name}",
+                metavar=metavar,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+    parser.set_defaults(func=run, extra_options=True)
+
+
+def _extra_overrides(tokens: list[str]) -> dict[str, str]:
+    """``--section.key.inner VALUE`` options beyond the declared ones: keys inside mapping fields."""
+    from bicorseg import typedconfig
+    from bicorseg.training.config import check_override_key, override_keys
+
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument {token!r}")
+        key, sep, value = token[2:].partition("=")
+        try:
+            check_override_key(key)
+        except ConfigError:
+            guess = typedconfig.nearest(key, list(override_keys()))
+            hint = f"did you mean --{guess}?" if guess else "bicorseg train --help lists them"
+            raise ConfigError(f"unknown option --{key}; {hint}") from None
+        if not sep:
+            index += 1
+            if index == len(tokens) or tokens[index].startswith("--"):
+                raise ConfigError(f"--{key}: give a value")
+            value = tokens[index]
+        found[key] = value
+        index += 1
+    return found
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted overrides of the command line: ``--set``, ``--section.key`` and keys inside mappings."""
     from bicorseg.training.config import parse_override_value
 
     overrides: dict[str, Any] = {}
@@ -106,19 +142,22 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in vars(args).items():
         if key.startswith("override__"):
             overrides[key.removeprefix("override__")] = parse_override_value(value)
+    for key, value in _extra_overrides(list(getattr(args, "extra", []) or [])).items():
+        overrides[key] = parse_override_value(value)
     return overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.training.config import load_config
+    from bicorseg.training.config import load_config, resolve_config_path
 
+    overrides = collect_overrides(args)
     path = resolve_config_path(args.config) if args.config else None
-    config = load_config(path, collect_overrides(args))
+    config = load_config(path, overrides)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
     if not args.output:
-        raise ConfigError("--output: give the run folder")
+        raise ConfigError("give the run folder", key="output")
     from lightning.pytorch.utilities import rank_zero_only
 
     from bicorseg.training.run import TrainingInterrupted, train
@@ -130,7 +169,11 @@ def run(args: argparse.Namespace) -> int:
         result = train(config, args.output, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:
         if rank_zero_only.rank == 0:
-            print(f"bicorseg train: {stop}", file=sys.stderr)
+            from bicorseg.cli.main import error_line
+
+            print(
+                f"bicorseg train: {error_line(stop, getattr(args, 'command_parser', None))}", file=sys.stderr
+            )
         return stop.exit_status
     if rank_zero_only.rank == 0:
         print(f"trained to epoch {result.epoch}, step {result.global_step}; run folder {result.output}")

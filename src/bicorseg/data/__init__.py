@@ -8,7 +8,7 @@ Entry points:
   the package: reach the module with ``importlib.import_module("bicorseg.data.prepare")``.
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
   ``{"image": float32 bands x H x W normalised, "mask": int64 H x W, "name": str, "path": str}``.
-* :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of SPEC 1.6
+* :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of the published recipes (docs/METHOD.md, section 6)
   (mosaic included: the datasets give the transform access to their other samples); or, on
   finished samples, :mod:`bicorseg.data.augment` (per-sample transform + :class:`MosaicDataset`).
 * :func:`folder_spec`: the spec of a folder dataset (classes from its table, normalisation).

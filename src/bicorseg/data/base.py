@@ -97,3 +97,47 @@ class SegmentationDataset(Dataset):
             "name": self.sample_name(index),
             "path": self.sample_path(index),
         }
+
+
+class SampleSelection(SegmentationDataset):
+    """Chosen samples of one or more datasets (joined in order), as a dataset of their own.
+
+    Its transform sees only these samples: a mosaic draws its other three images from the
+    selection, so a sample left out (a validation sample) never reaches training inside a mosaic.
+
+    Args:
+        datasets: the datasets to join (one spec: the first one's).
+        indices: positions in the joined datasets, in the order wanted; None for all.
+        transform: the joint transform of this selection (the datasets' own are not used).
+    """
+
+    def __init__(
+        self,
+        datasets: list[SegmentationDataset],
+        indices: list[int] | None = None,
+        transform: Any = None,
+    ) -> None:
+        super().__init__(datasets[0].spec, transform)
+        self.datasets = list(datasets)
+        where = [(d, i) for d in self.datasets for i in range(len(d))]
+        self._where = where if indices is None else [where[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        dataset, position = self._where[index]
+        return dataset.load_arrays(position)
+
+    def sample_name(self, index: int) -> str:
+        dataset, position = self._where[index]
+        return dataset.sample_name(position)
+
+    def sample_path(self, index: int) -> str:
+        dataset, position = self._where[index]
+        return dataset.sample_path(position)
+
+    @property
+    def manifest(self) -> Any:
+        """The first dataset's manifest, for prepared data (None otherwise)."""
+        return getattr(self.datasets[0], "manifest", None)

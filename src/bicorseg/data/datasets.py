@@ -54,9 +54,9 @@ class SplitRule:
     def __post_init__(self) -> None:
         bad = [f for f in self.flips if f not in ("hflip", "vflip")]
         if bad:
-            raise ValueError(f"split {self.name!r}: unknown flips {bad}")
+            raise ConfigError(f"split {self.name!r}: unknown flips {bad}")
         if self.stride is not None and self.patch_size is None:
-            raise ValueError(f"split {self.name!r}: a stride needs a patch size")
+            raise ConfigError(f"split {self.name!r}: a stride needs a patch size")
 
     def scaled(self, patch_size: int | None) -> SplitRule:
         """The same rule with another patch size; the stride keeps its ratio to the patch size."""
@@ -167,7 +167,7 @@ class Release:
         splits: the protocol's splits, in order.
         patch_name: output name of a tile's patches, from its fields (e.g. ``area{tile}``).
         archives: names of the official archives (for messages; any zip in the source is searched).
-        paper: how the original code prepared this release (``prepare --protocol paper``).
+        paper: how the original code prepared this release (``prepare(..., protocol="paper")``).
     """
 
     spec: DatasetSpec
@@ -183,22 +183,22 @@ class Release:
 
     def __post_init__(self) -> None:
         if "tile" not in self.fields:
-            raise ValueError(f"release {self.spec.name!r}: the 'tile' field is required")
+            raise ConfigError(f"release {self.spec.name!r}: the 'tile' field is required")
         if self.default_variant not in self.variants:
-            raise ValueError(f"release {self.spec.name!r}: unknown default variant {self.default_variant!r}")
+            raise ConfigError(f"release {self.spec.name!r}: unknown default variant {self.default_variant!r}")
         names = [rule.name for rule in self.splits]
         if len(set(names)) != len(names):
-            raise ValueError(f"release {self.spec.name!r}: duplicate split names {names}")
+            raise ConfigError(f"release {self.spec.name!r}: duplicate split names {names}")
         seen: dict[str, str] = {}
         for rule in self.splits:
             for tile in rule.tiles:
                 if tile in seen:
-                    raise ValueError(
+                    raise ConfigError(
                         f"release {self.spec.name!r}: tile {tile} in {seen[tile]} and {rule.name}"
                     )
                 seen[tile] = rule.name
             if rule.labels is not None and rule.labels not in self.labels:
-                raise ValueError(
+                raise ConfigError(
                     f"release {self.spec.name!r}: split {rule.name} uses unknown labels {rule.labels!r}"
                 )
 
@@ -247,7 +247,7 @@ def _compile(template: str, fields: tuple[tuple[str, str], ...]) -> re.Pattern[s
         if part.startswith("{") and part.endswith("}"):
             name = part[1:-1]
             if name not in known:
-                raise ValueError(f"unknown field {{{name}}} in path pattern {template!r}")
+                raise ConfigError(f"unknown field {{{name}}} in path pattern {template!r}")
             regex += f"(?P<{name}>{known[name]})"
         else:
             regex += re.escape(part)

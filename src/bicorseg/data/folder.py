@@ -127,7 +127,7 @@ class ClassTable:
             else:
                 parsed = [parse_colour(c, f"{where}: ignore_colours") for c in ignore_colours]
                 labels = LabelTable.from_colours(colours, parsed, ignore_index)
-        except ValueError as error:
+        except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from error
         palette = tuple(colours) if len(colours) == n else _default_palette(n)
         eval_classes = _eval_classes(data.get("eval_classes"), names, where)
@@ -152,7 +152,7 @@ class ClassTable:
                 ignore_index=self.ignore_index, eval_classes=self.eval_classes,
                 bands=tuple(bands), mean=tuple(mean), std=tuple(std), label_encoding=self.labels.encoding(),
             )  # fmt: skip
-        except ValueError as error:
+        except ConfigError as error:
             raise ConfigError(f"{self.source}: {error}") from error
 
 

@@ -79,16 +79,16 @@ class LabelTable:
 
     def __post_init__(self) -> None:
         if self.kind not in ("colour", "value"):
-            raise ValueError(f"label table kind must be 'colour' or 'value', not {self.kind!r}")
+            raise ConfigError(f"label table kind must be 'colour' or 'value', not {self.kind!r}")
         if not 0 <= self.ignore_index <= 255 or self.ignore_index < self.num_classes:
-            raise ValueError(f"ignore_index {self.ignore_index} must be in {self.num_classes}..255")
+            raise ConfigError(f"ignore_index {self.ignore_index} must be in {self.num_classes}..255")
         packed: dict[int, int] = {}
         for code, index in self.codes.items():
             if not (0 <= index < self.num_classes or index == self.ignore_index):
-                raise ValueError(f"label code {code!r} maps to {index}, not a class or the ignore index")
+                raise ConfigError(f"label code {code!r} maps to {index}, not a class or the ignore index")
             key = self._key(code)
             if key in packed and packed[key] != index:
-                raise ValueError(f"label code {code!r} is listed twice with different classes")
+                raise ConfigError(f"label code {code!r} is listed twice with different classes")
             packed[key] = index
         keys = np.array(sorted(packed), dtype=np.int64)
         object.__setattr__(self, "_keys", keys)
@@ -154,7 +154,7 @@ class LabelTable:
             if ignore == (self.ignore_index,):
                 return LabelEncoding()  # the identity: masks hold class indices
         if sorted(by_class) != list(range(self.num_classes)) or any(len(v) != 1 for v in by_class.values()):
-            raise ValueError("only a table with exactly one code per class can be recorded in a spec")
+            raise ConfigError("only a table with exactly one code per class can be recorded in a spec")
         kind = "colours" if self.kind == "colour" else "values"
         return LabelEncoding(kind, tuple(by_class[i][0] for i in range(self.num_classes)), ignore)
 
@@ -211,7 +211,7 @@ def _unique(pairs: Sequence[tuple[int | Colour, int]]) -> dict[int | Colour, int
     codes: dict[int | Colour, int] = {}
     for code, index in pairs:
         if code in codes:
-            raise ValueError(f"label code {code!r} is listed twice")
+            raise ConfigError(f"label code {code!r} is listed twice")
         codes[code] = index
     return codes
 

@@ -38,7 +38,10 @@ class PreparedDataset(SegmentationDataset):
         manifest = read_manifest(self.root)
         if dataset is not None and manifest.get("dataset") != dataset:
             raise InputError(f"{self.root}: holds prepared {manifest.get('dataset')} data, not {dataset}")
-        stored = DatasetSpec.from_dict(manifest["spec"])
+        try:
+            stored = DatasetSpec.from_dict(manifest["spec"])
+        except (ConfigError, KeyError, TypeError) as error:
+            raise InputError(f"{self.root}: the manifest's dataset facts are invalid ({error})") from None
         if spec is None:
             spec = stored
         elif (spec.num_classes, spec.ignore_index, spec.num_bands) != (

@@ -653,7 +653,7 @@ def prepare(
     chosen = release.variant(variant)
     variant_name = next(k for k, v in release.variants.items() if v is chosen)
     if patch_size is not None and patch_size < MIN_PATCH_SIZE:
-        raise ConfigError(f"--patch-size must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}")
+        raise ConfigError(f"must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}", key="patch_size")
     if unknown_colours not in ("error", "ignore"):
         raise ConfigError(f"unknown_colours must be 'error' or 'ignore', not {unknown_colours!r}")
     if protocol not in PROTOCOLS:
@@ -679,7 +679,7 @@ def prepare(
         if not force:
             raise ConfigError(
                 f"{out} holds {old.get('dataset')} ({old.get('variant')}) prepared data; choose another "
-                f"--output or pass --force to replace it"
+                "`output` or pass `force` to replace it"
             )
         for rel in _output_files(_previous_records(out, work, old).values()):
             _safe_unlink(out, rel)

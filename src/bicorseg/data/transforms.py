@@ -1,4 +1,4 @@
-"""Training augmentation of the published recipes (SPEC 1.6), applied jointly to image and mask.
+"""Training augmentation of the published recipes (docs/METHOD.md, section 6), applied jointly to image and mask.
 
 Build it with :func:`build_train_transform` (or ``TrainTransform(AugmentConfig(...))``) and pass it
 to a bicorseg dataset (``build_dataset(..., transform=...)``). For every sample, in this order:
@@ -132,7 +132,7 @@ def build_train_transform(
     rotate_draw: str = "clean",
     rescale_interpolation: str = "bilinear",
 ) -> TrainTransform:
-    """The training augmentation of SPEC 1.6 (see the module docstring)."""
+    """The training augmentation of the published recipes (see the module docstring)."""
     return TrainTransform(
         AugmentConfig(
             crop_size=int(crop_size),

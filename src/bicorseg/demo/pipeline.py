@@ -11,7 +11,7 @@ Everything goes through the library's own code paths, so the demo exercises what
 3. the trained model saved as a self-describing checkpoint ``DIR/model.ckpt``;
 4. the held-out scene segmented by the windowed raster predictor (``DIR/prediction.tif``, with the
    scene's CRS and transform) and colourised (``DIR/prediction_color.png``);
-5. the per-layer class heatmaps and the figure of SPEC 1.7 (``DIR/heatmaps.png``, layer rasters in
+5. the per-layer class heatmaps and the paper's heatmap figure (``DIR/heatmaps.png``, layer rasters in
    ``DIR/heatmaps/``);
 6. the scores on the held-out scene by the library's metric convention (``DIR/metrics.json``).
 
@@ -90,9 +90,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.output = Path(self.output)
         if not self.minutes > 0:
-            raise ConfigError(f"--minutes must be positive, got {self.minutes}")
+            raise ConfigError(f"must be positive, got {self.minutes}", key="minutes")
         if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+            raise ConfigError(f"must be at least 1, got {self.steps}", key="steps")
         if self.scene_size < self.crop_size:
             raise ConfigError(f"scene size {self.scene_size} is smaller than the crop {self.crop_size}")
         if self.crop_size % 32:
@@ -268,6 +268,7 @@ def _train_config(config: DemoConfig, data_root: Path, threads: int) -> Any:
                 "devices": 1,
                 "seed": config.seed,
                 "progress_bar": False,  # the demo draws its own bar over the time budget
+                "log_lines": False,
                 "tensorboard": False,
                 "log_every_n_steps": 10,
                 "num_threads": threads,
@@ -349,11 +350,11 @@ def _claim_output(out: Path) -> None:
     non-empty folder those names could be someone's data, so it is refused.
     """
     if out.exists() and not out.is_dir():
-        raise InputError(f"--output {out}: exists and is not a folder")
+        raise InputError(f"{out} exists and is not a folder", key="output")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise InputError(
-            f"--output {out}: folder is not empty and holds no previous demo output; "
-            "give a new or empty folder"
+            f"{out}: folder is not empty and holds no previous demo output; give a new or empty folder",
+            key="output",
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by bicorseg demo; a rerun may replace this folder's demo outputs\n")
@@ -412,7 +413,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         seconds = deadline - time.perf_counter() - reserve
         if seconds < 5 and config.steps is None:
             raise ConfigError(
-                f"--minutes {config.minutes:g} leaves {max(seconds, 0):.0f} s for training; give more time"
+                f"{config.minutes:g} leaves {max(seconds, 0):.0f} s for training; give more time",
+                key="minutes",
             )
         stop = _timed(timings, "training")
         many = config.threads or torch.get_num_threads()
@@ -454,7 +456,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         _save_png(files["prediction_color"], colorize(prediction, DEMO_SPEC.palette))
         stop()
 
-        # 5. heatmaps and the figure of SPEC 1.7
+        # 5. heatmaps and the heatmap figure
         stop = _timed(timings, "heatmaps")
         task = progress.add_task("class heatmaps and figure", total=1, info="")
         heat = export_heatmaps(
@@ -525,7 +527,7 @@ def print_summary(result: DemoResult, console: Console | None = None) -> None:
         "labels": "its ground truth",
         "prediction": "predicted classes (GeoTIFF, same CRS and transform)",
         "prediction_color": "predicted classes in colour",
-        "heatmaps": "image, truth, prediction and per-class heatmaps (SPEC 1.7)",
+        "heatmaps": "image, truth, prediction and per-class heatmaps",
         "metrics": "mIoU, OA and per-class scores (JSON)",
     }
     # Plain lines, never truncated: the paths are what the user needs from the summary.

@@ -152,4 +152,4 @@ def check_report_path(output: str | os.PathLike, overwrite: bool) -> None:
             f"{output}: unknown report format {output.suffix or '(no extension)'!r}: use .json or .csv"
         )
     if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists (use --overwrite to replace it)")
+        raise OutputError(f"{output} exists (use `overwrite` to replace it)")

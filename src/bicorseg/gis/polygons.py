@@ -128,7 +128,7 @@ def vectorize_raster(
     path, output = input_path(path), Path(output)
     driver = driver_for(output)
     if output.exists() and not options.overwrite:
-        raise OutputError(f"{output} exists (use --overwrite to replace it)")
+        raise OutputError(f"{output} exists (use `overwrite` to replace it)")
     with ClassRaster.open(path, options.class_table) as raster:
         src = raster.src
         if src.crs is None:

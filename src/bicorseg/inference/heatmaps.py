@@ -1,4 +1,4 @@
-"""Per-layer class heatmaps (SPEC 1.7): export them for any image or raster, and draw the paper's figure.
+"""Per-layer class heatmaps (docs/METHOD.md, section 3): export them for any image or raster, and draw the paper's figure.
 
 Each HBIS layer's sigmoid heatmaps are a segmentation at 1/4 of the input resolution. They are
 computed tile by tile like the prediction (same blending, same bounded memory) and written as:
@@ -121,7 +121,7 @@ def export_heatmaps(
     layer = num_layers if layer is None else layer
     if not 1 <= layer <= num_layers:
         raise ConfigError(
-            f"--layer must be in 1..{num_layers} (the model has {num_layers} HBIS layers), got {layer}"
+            f"must be in 1..{num_layers} (the model has {num_layers} HBIS layers), got {layer}", key="layer"
         )
     n = info.num_classes
     targets = heatmap_targets(path, out_dir, info, num_layers)
@@ -271,7 +271,7 @@ def draw_figure(
     truth: np.ndarray | None = None,
     title: str = "",
 ) -> None:
-    """The figure of SPEC 1.7 as a PNG: image, ground truth, prediction, one heatmap per class."""
+    """The heatmap figure of the paper as a PNG: image, ground truth, prediction, one heatmap per class."""
     # the object-oriented API draws on its own Agg canvas: no pyplot, no backend switch
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

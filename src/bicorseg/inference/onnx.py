@@ -116,24 +116,28 @@ def export_onnx(
     from bicorseg.inference.predictor import model_info
 
     if tile < 32 or tile % 32:
-        raise ConfigError(f"--tile must be a positive multiple of 32 for export, got {tile}")
+        raise ConfigError(f"must be a positive multiple of 32 for export, got {tile}", key="tile")
     if profile not in PROFILES:
-        raise ConfigError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+        raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {profile!r}", key="profile")
     deepness = profile == "deepness"
     if deepness:
         if resolution_cm is None:
             raise ConfigError(
-                "--resolution: the deepness profile needs the ground resolution the model works at, in cm "
-                "per pixel (checkpoints do not record it; e.g. Vaihingen 9, Potsdam 5, LoveDA 30)"
+                "the deepness profile needs the ground resolution the model works at, in cm per pixel "
+                "(checkpoints do not record it; e.g. Vaihingen 9, Potsdam 5, LoveDA 30)",
+                key="resolution_cm",
             )
         if not (np.isfinite(resolution_cm) and resolution_cm > 0):
-            raise ConfigError(f"--resolution must be a positive number of cm per pixel, got {resolution_cm}")
+            raise ConfigError(
+                f"must be a positive number of cm per pixel, got {resolution_cm}", key="resolution_cm"
+            )
         if not 0.0 <= overlap < 1.0:
-            raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+            raise ConfigError(f"must be in [0, 1), got {overlap}", key="overlap")
         if opset > DEEPNESS_MAX_OPSET:
             raise ConfigError(
-                f"--opset {opset}: the deepness profile needs at most {DEEPNESS_MAX_OPSET} (the onnxruntime "
-                "the plugin installs reads no newer)"
+                f"{opset}: the deepness profile needs at most {DEEPNESS_MAX_OPSET} (the onnxruntime "
+                "the plugin installs reads no newer)",
+                key="opset",
             )
     output = Path(output)
     model = load_checkpoint(checkpoint).build_model().float().eval()

@@ -153,13 +153,13 @@ class PredictOptions:
         check_tta_mode(self.tta)
         self.tta_scales = parse_scales(self.tta_scales)
         if self.probabilities not in (None, *PROBABILITY_TYPES):
-            raise ConfigError(f"--probabilities must be uint8 or float32, got {self.probabilities!r}")
+            raise ConfigError(f"must be uint8 or float32, got {self.probabilities!r}", key="probabilities")
         if self.tile < 32:
-            raise ConfigError(f"--tile must be at least 32 pixels, got {self.tile}")
+            raise ConfigError(f"must be at least 32 pixels, got {self.tile}", key="tile")
         if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap}")
+            raise ConfigError(f"must be in [0, 1), got {self.overlap}", key="overlap")
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"must be at least 1, got {self.batch_size}", key="batch_size")
 
 
 @dataclass
@@ -653,7 +653,7 @@ class Predictor:
                 )
             return predictor
         if engine != "torch":
-            raise ConfigError(f"--engine must be torch or onnx, got {engine!r}")
+            raise ConfigError(f"must be torch or onnx, got {engine!r}", key="engine")
         from bicorseg.checkpoint import load_checkpoint
 
         model = load_checkpoint(checkpoint).build_model().to(options.device)
@@ -971,7 +971,7 @@ def refuse_existing(problems: Mapping[Path, str], overwrite: bool) -> None:
     if problems:
         target, reason = next(iter(problems.items()))
         more = f" ({len(problems) - 1} more existing output(s) like it)" if len(problems) > 1 else ""
-        raise OutputError(f"{target} exists: {reason}; use --overwrite to recompute it{more}")
+        raise OutputError(f"{target} exists: {reason}; use `overwrite` to recompute it{more}")
 
 
 _WORKER: Predictor | None = None
@@ -1011,7 +1011,7 @@ def predict_files(
     paths = find_inputs(inputs)
     out_dir = Path(out_dir)
     if any(p.is_dir() and p.resolve() == out_dir.resolve() for p in map(Path, inputs)):
-        raise ConfigError(f"--output {out_dir} is an input folder: choose another folder")
+        raise ConfigError(f"{out_dir} is an input folder: choose another folder", key="output")
     predictor = Predictor.from_checkpoint(checkpoint, options, engine)
     plans = {path: predictor.inspect(path) for path in paths}
     check_targets({path: predictor.targets(path, out_dir) for path in paths})

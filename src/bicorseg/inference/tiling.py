@@ -67,11 +67,11 @@ class TileGrid:
 
     def __post_init__(self) -> None:
         if self.tile < 1:
-            raise ConfigError(f"--tile must be a positive number of pixels, got {self.tile}")
+            raise ConfigError(f"must be a positive number of pixels, got {self.tile}", key="tile")
         if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap}")
+            raise ConfigError(f"must be in [0, 1), got {self.overlap}", key="overlap")
         if self.tile < self.multiple:
-            raise ConfigError(f"--tile must be at least {self.multiple} pixels here, got {self.tile}")
+            raise ConfigError(f"must be at least {self.multiple} pixels here, got {self.tile}", key="tile")
         if self.height < 1 or self.width < 1:
             raise ConfigError(f"cannot tile an empty raster ({self.height} x {self.width})")
 

@@ -2,7 +2,7 @@
 
 A TTA is a :class:`~bicorseg.spec.TTASpec`: the product of optional horizontal and vertical flips,
 quarter turns and scale factors, merged by averaging either the logits (softmax afterwards) or the
-softmax probabilities. The modes (:data:`TTA_MODES`, declared once here):
+softmax probabilities. The modes (:data:`TTA_MODES`, declared once in :mod:`bicorseg.spec`):
 
 * ``none``: the image as it is (1 pass);
 * ``lr``: horizontal x vertical flip: identity, h, v, hv (4 passes, the original code's ``lr``);
@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from bicorseg.errors import ConfigError
-from bicorseg.spec import TTA_MERGES, DatasetSpec, TTASpec
+from bicorseg.spec import TTA_MERGES, TTA_MODES, DatasetSpec, TTASpec
 
-TTA_MODES = ("none", "lr", "d4", "paper")
 FIXED_MODES: dict[str, TTASpec] = {
     "none": TTASpec(),
     "lr": TTASpec(hflip=True, vflip=True),
@@ -109,7 +108,7 @@ class TTAPass:
 def check_tta_mode(mode: str) -> str:
     """``mode`` if it is one of :data:`TTA_MODES`, else a :class:`ConfigError`."""
     if mode not in TTA_MODES:
-        raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+        raise ConfigError(f"must be one of {', '.join(TTA_MODES)}, got {mode!r}", key="tta")
     return mode
 
 
@@ -122,10 +121,10 @@ def parse_scales(text: str | Sequence[float] | None) -> tuple[float, ...] | None
         scales = tuple(float(s) for s in items if s != "")
     except ValueError:
         raise ConfigError(
-            f"tta_scales: give comma-separated numbers such as 0.75,1,1.25, got {text!r}"
+            f"give comma-separated numbers such as 0.75,1,1.25, got {text!r}", key="tta_scales"
         ) from None
     if not scales or any(not 0 < s <= 8 for s in scales) or len(set(scales)) != len(scales):
-        raise ConfigError(f"tta_scales: give distinct factors in (0, 8], got {text!r}")
+        raise ConfigError(f"give distinct factors in (0, 8], got {text!r}", key="tta_scales")
     return scales
 
 
@@ -146,25 +145,27 @@ def resolve_tta(
         return mode
     check_tta_mode(mode)
     if merge is not None and merge not in TTA_MERGES:
-        raise ConfigError(f"tta_merge must be one of {', '.join(TTA_MERGES)}, got {merge!r}")
+        raise ConfigError(f"must be one of {', '.join(TTA_MERGES)}, got {merge!r}", key="tta_merge")
     if mode == "paper":
         if scales is not None or merge is not None:
             raise ConfigError(
-                "tta 'paper' fixes its passes and merge: leave out tta_scales and tta_merge "
-                "(or build the same product from d4 or lr with them)"
+                "'paper' fixes its passes and merge: leave out `tta_scales` and `tta_merge` "
+                "(or build the same product from d4 or lr with them)",
+                key="tta",
             )
         source = _paper_source(dataset)
         if source is not None:
             return source.paper_tta
         named = [s.name for s in _specs(dataset) if s is not None]
         raise ConfigError(
-            "tta 'paper': "
+            "'paper': "
             + (
                 f"dataset {named[0]!r} declares no test-time augmentation of the original publication"
                 if named
                 else "the model carries no dataset facts, so the publication's passes are unknown"
             )
-            + " (vaihingen, potsdam and loveda do)"
+            + " (vaihingen, potsdam and loveda do)",
+            key="tta",
         )
     spec = FIXED_MODES[mode]
     if scales is not None:

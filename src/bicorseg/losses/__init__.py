@@ -1,7 +1,25 @@
-"""The BiCoR-Seg training objective (SPEC 1.5): SoftCE, Dice, heatmap supervision, Fisher loss."""
+"""The BiCoR-Seg training objective (docs/METHOD.md, section 5): SoftCE, Dice, heatmap supervision, Fisher loss.
 
-from bicorseg.losses.fisher import fisher_discriminant
-from bicorseg.losses.objective import BiCoRSegLoss, LossConfig
-from bicorseg.losses.segmentation import dice_loss, soft_cross_entropy
+The names are imported on first use, so that :mod:`bicorseg.losses.config` is read without torch.
+"""
 
-__all__ = ["BiCoRSegLoss", "LossConfig", "dice_loss", "fisher_discriminant", "soft_cross_entropy"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BiCoRSegLoss": "bicorseg.losses.objective",
+    "LossConfig": "bicorseg.losses.config",
+    "fisher_discriminant": "bicorseg.losses.fisher",
+    "dice_loss": "bicorseg.losses.segmentation",
+    "soft_cross_entropy": "bicorseg.losses.segmentation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bicorseg.losses' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Fisher discriminative loss on class embeddings (SPEC 1.5): within-class over between-class scatter."""
+"""Fisher discriminative loss on class embeddings (docs/METHOD.md, section 5): within-class over between-class scatter."""
 
 from __future__ import annotations
 

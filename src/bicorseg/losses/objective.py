@@ -1,4 +1,4 @@
-"""The full BiCoR-Seg objective: main + auxiliary + heatmap supervision + Fisher terms (SPEC 1.5).
+"""The full BiCoR-Seg objective: main + auxiliary + heatmap supervision + Fisher terms (docs/METHOD.md, section 5).
 
 ``BiCoRSegLoss(config)(output, labels)`` returns a dict of scalar tensors, one per term, plus
 ``total``. The keys are ``main_softce``, ``main_dice``, ``aux_softce``, ``heatmap_{l}``,
@@ -7,53 +7,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from bicorseg.distributed import all_reduce_sum_with_grad
 from bicorseg.errors import ConfigError, InputError
+from bicorseg.losses.config import LossConfig
 from bicorseg.losses.fisher import fisher_discriminant
 from bicorseg.losses.segmentation import dice_from_sums, dice_sums, soft_cross_entropy
 from bicorseg.models.bicorseg import TrainOutput
-
-
-@dataclass
-class LossConfig:
-    """Weights and constants of the objective; defaults are the published ones.
-
-    ``heatmap_layer_weights`` / ``fisher_layer_weights``: one weight per HBIS layer (default 1 each).
-    ``final_fisher_weight``: the LoveDA recipe's extra Fisher term on the last layer (1.0), else 0.
-    """
-
-    ignore_index: int
-    label_smoothing: float = 0.05
-    dice_smooth: float = 0.05
-    dice_eps: float = 1e-7
-    aux_weight: float = 0.4
-    heatmap_weight: float = 0.1
-    heatmap_layer_weights: list[float] | None = None
-    fisher_weight: float = 0.1
-    fisher_layer_weights: list[float] | None = None
-    final_fisher_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        for key in (
-            "label_smoothing",
-            "aux_weight",
-            "heatmap_weight",
-            "fisher_weight",
-            "final_fisher_weight",
-        ):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"loss.{key}: must not be negative, got {getattr(self, key)}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"loss.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _layer_weights(weights: list[float] | None, layers: int, key: str) -> list[float]:

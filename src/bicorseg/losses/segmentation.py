@@ -1,4 +1,4 @@
-"""SoftCE and Dice exactly as the published numbers used them (SPEC 1.5).
+"""SoftCE and Dice exactly as the published numbers used them (docs/METHOD.md, section 5).
 
 Two conventions matter and differ from torch's defaults:
 

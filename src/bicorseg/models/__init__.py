@@ -1,18 +1,30 @@
-"""BiCoR-Seg networks: backbones, the fused neck, HBIS layers and the full model."""
+"""BiCoR-Seg networks: backbones, the fused neck, HBIS layers and the full model.
 
-from bicorseg.models.backbone import adapt_first_conv_weight, build_backbone
-from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig, TrainOutput
-from bicorseg.models.hbis import HBISLayer, PixelSelection, pixel_weights
-from bicorseg.models.neck import FusedNeck
+The names are imported on first use, so that :mod:`bicorseg.models.config` (the hyper-parameters)
+is read without loading torch.
+"""
 
-__all__ = [
-    "BiCoRSeg",
-    "FusedNeck",
-    "HBISLayer",
-    "ModelConfig",
-    "PixelSelection",
-    "TrainOutput",
-    "adapt_first_conv_weight",
-    "build_backbone",
-    "pixel_weights",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BiCoRSeg": "bicorseg.models.bicorseg",
+    "TrainOutput": "bicorseg.models.bicorseg",
+    "ModelConfig": "bicorseg.models.config",
+    "PixelSelection": "bicorseg.models.config",
+    "FusedNeck": "bicorseg.models.neck",
+    "HBISLayer": "bicorseg.models.hbis",
+    "pixel_weights": "bicorseg.models.hbis",
+    "adapt_first_conv_weight": "bicorseg.models.backbone",
+    "build_backbone": "bicorseg.models.backbone",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bicorseg.models' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The BiCoR-Seg network: backbone stages -> fused neck -> HBIS layers -> upsampling head (SPEC 1.1-1.4).
+"""The BiCoR-Seg network: backbone stages -> fused neck -> HBIS layers -> upsampling head (docs/METHOD.md, sections 1-4).
 
 * ``model(x)`` in training mode returns a :class:`TrainOutput` (main and auxiliary logits, per-layer
   heatmap logits and class embeddings), in evaluation mode the logits (B x N x H x W).
@@ -11,8 +11,7 @@ and the outputs are cropped back.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,88 +21,12 @@ from torchvision.models.convnext import LayerNorm2d
 
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.models.backbone import build_backbone
-from bicorseg.models.hbis import SELECTION_MODES, HBISLayer, PixelSelection
+from bicorseg.models.config import ModelConfig
+from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
 from bicorseg.spec import DatasetSpec
 
 STRIDE = 32
-
-
-@dataclass
-class ModelConfig:
-    """Every hyper-parameter of a BiCoR-Seg network (stored in checkpoints).
-
-    Attributes:
-        num_classes: N, the number of classes.
-        in_channels: number of input bands.
-        backbone: ``convnext_{nano,tiny,small,base}`` or ``timm:<name>``.
-        pretrained: None, ``"imagenet"`` (downloads once, torchvision/timm cache) or a local file.
-        width: C, the embedding width (divisible by 16 for the upsampler).
-        layers: L, the number of HBIS layers.
-        topk_ratio: fraction of pixels F2CE keeps per class; one value or one per layer.
-        min_pixels: floor on the number of kept pixels.
-        selection: ``topk``, ``threshold`` or ``percentile`` (see :class:`PixelSelection`).
-        threshold: the fixed threshold or the percentile (in [0, 1]) for the non-top-k modes.
-        lambda_film: lambda, the share of the FiLM-refined features in F_l.
-        tau: temperature of the heatmap logits.
-        inner_steps: repetitions of the layer's steps inside one layer.
-    """
-
-    num_classes: int
-    in_channels: int = 3
-    backbone: str = "convnext_base"
-    pretrained: str | None = None
-    width: int = 256
-    layers: int = 2
-    topk_ratio: float | list[float] = 1.0
-    min_pixels: int = 64
-    selection: str = "topk"
-    threshold: float = 0.5
-    lambda_film: float = 0.5
-    tau: float = 1.0
-    inner_steps: int = 1
-    _ratios: list[float] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        def check(ok: bool, key: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"model.{key}: {message}")
-
-        check(self.num_classes >= 2, "num_classes", f"at least 2 classes are needed, got {self.num_classes}")
-        check(self.in_channels >= 1, "in_channels", f"must be at least 1, got {self.in_channels}")
-        check(
-            self.width >= 16 and self.width % 16 == 0, "width", f"must be a multiple of 16, got {self.width}"
-        )
-        check(self.layers >= 1, "layers", f"must be at least 1, got {self.layers}")
-        check(self.inner_steps >= 1, "inner_steps", f"must be at least 1, got {self.inner_steps}")
-        check(self.tau > 0, "tau", f"must be positive, got {self.tau}")
-        check(0.0 <= self.lambda_film <= 1.0, "lambda_film", f"must be in [0, 1], got {self.lambda_film}")
-        check(self.selection in SELECTION_MODES, "selection", f"must be one of {SELECTION_MODES}")
-        check(self.min_pixels >= 1, "min_pixels", f"must be at least 1, got {self.min_pixels}")
-        check(0.0 <= self.threshold <= 1.0, "threshold", f"must be in [0, 1], got {self.threshold}")
-        ratios = (
-            self.topk_ratio if isinstance(self.topk_ratio, list | tuple) else [self.topk_ratio] * self.layers
-        )
-        check(len(ratios) == self.layers, "topk_ratio", f"give one value or {self.layers} (one per layer)")
-        for ratio in ratios:
-            check(0.0 < float(ratio) <= 1.0, "topk_ratio", f"must be in (0, 1], got {ratio}")
-        self._ratios = [float(r) for r in ratios]
-
-    def selection_for_layer(self, layer: int) -> PixelSelection:
-        return PixelSelection(self.selection, self._ratios[layer], self.min_pixels, self.threshold)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("_ratios")
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model option(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass

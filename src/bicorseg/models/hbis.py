@@ -1,4 +1,4 @@
-"""The HBIS layer (Heatmap-driven Bidirectional Information Synergy), SPEC section 1.3.
+"""The HBIS layer (Heatmap-driven Bidirectional Information Synergy) (docs/METHOD.md, section 3).
 
 One layer refines the class embeddings from the pixels they light up (F2CE), then the pixels from
 the class embeddings (CE2F, FiLM style). CE2F is computed in closed form: because the class-softmax
@@ -10,42 +10,12 @@ one small contraction over the classes instead of a B x N x C x h x w tensor.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SELECTION_MODES = ("topk", "threshold", "percentile")
-
-
-@dataclass(frozen=True)
-class PixelSelection:
-    """How F2CE picks the pixels whose features describe a class.
-
-    mode: ``topk`` keeps the k strongest pixels of each class map, with
-        ``k = min(h*w, max(min_pixels, round(ratio * h*w)))``; ``threshold`` keeps pixels whose
-        sigmoid heatmap is at least ``threshold``; ``percentile`` keeps pixels at or above the
-        ``threshold`` quantile (in [0, 1]) of each map.
-    """
-
-    mode: str = "topk"
-    ratio: float = 1.0
-    min_pixels: int = 64
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.mode not in SELECTION_MODES:
-            raise ValueError(f"pixel selection mode must be one of {SELECTION_MODES}, got {self.mode!r}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"top-k ratio must be in (0, 1], got {self.ratio}")
-        if self.min_pixels < 1:
-            raise ValueError(f"min_pixels must be at least 1, got {self.min_pixels}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-
-    def num_pixels(self, total: int) -> int:
-        return min(total, max(self.min_pixels, round(self.ratio * total)))
+from bicorseg.models.config import PixelSelection
 
 
 @torch.no_grad()

@@ -1,10 +1,12 @@
-"""Typed training configuration: dataclasses, a strict YAML loader, ``--key.sub value`` overrides.
+"""Typed training configuration: the sections of a run as dataclasses, read from YAML with dotted overrides.
 
 A run is described by :class:`TrainConfig` with five sections: ``model`` (:class:`ModelConfig`),
 ``loss`` (:class:`LossConfig`), ``data``, ``optimizer`` and ``trainer``. Files are YAML with the
-same nesting. Loading is strict: an unknown key, a value of the wrong type or an invalid value is
-refused with a :class:`ConfigError` that names the key (``optimizer.lr: must be positive, got -1``),
-before anything is built.
+same nesting; ``section.key`` overrides set single keys (``optimizer.lr``, and keys inside mappings
+such as ``data.augment.mosaic_p``). Loading is strict (:mod:`bicorseg.typedconfig`, the mechanism
+every command shares): an unknown key (with the nearest valid one), a value of the wrong type or an
+invalid value is refused with a :class:`ConfigError` that names the key (``optimizer.lr: must be
+positive, got -1``), before anything is built. No torch is imported here.
 
 ``model.num_classes``, ``model.in_channels`` and ``loss.ignore_index`` default to the dataset's
 facts; when given, they must agree with them.
@@ -12,28 +14,24 @@ facts; when given, they must agree with them.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import yaml
-
-from bicorseg.errors import BicorsegError, ConfigError
-from bicorseg.losses import LossConfig
-from bicorseg.models import ModelConfig
+from bicorseg import typedconfig
+from bicorseg.errors import ConfigError
+from bicorseg.losses.config import LossConfig
+from bicorseg.models.config import ModelConfig
 from bicorseg.spec import DatasetSpec
-from bicorseg.training.lookahead import PHASES as LOOKAHEAD_PHASES
-from bicorseg.yaml_files import read_yaml_mapping
 
 DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
 PRECISIONS = ("32-true", "32", "bf16-mixed")
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
+LOOKAHEAD_PHASES = ("textbook", "paper")  # see bicorseg.training.lookahead
 
 
 @dataclass
@@ -41,28 +39,44 @@ class DataConfig:
     """Where the samples come from and how they are batched and augmented.
 
     Attributes:
-        dataset: ``vaihingen``, ``potsdam``, ``loveda``, ``folder`` (see :mod:`bicorseg.data`) or
-            ``synthetic`` (procedural samples for tests and smoke runs; needs no root).
-        root: the prepared dataset folder (output of ``bicorseg prepare``) or the folder dataset.
-        train_splits: splits concatenated for training (LoveDA's recipe: train and val).
-        val_split: the split validated after every epoch; null for none.
-        train_samples, val_samples: optional subsets of the splits, by sample name; an entry matches a
-            sample whose name equals it or ends with ``/<entry>`` (``7`` matches ``Train/Rural/images_png/7``).
+        dataset: ``vaihingen``, ``potsdam``, ``loveda`` (a folder written by ``bicorseg prepare``),
+            ``folder`` (your own images and masks) or ``synthetic`` (procedural samples for tests;
+            needs no root).
+        root: the prepared dataset folder, or the folder of a folder dataset (its ``images/`` and
+            ``masks/`` folders may lie at any depth).
+        class_table: folder datasets: the YAML class table decoding the masks (a file, the name of a
+            shipped table such as ``dubai``, or the table itself as a mapping).
+        train_splits: splits joined for training (a folder dataset's ``all`` is its whole root).
+        val_split: the split validated after every epoch; null for none. When it is also a training
+            split, ``val_fraction`` or ``val_samples`` say which of its samples are held out.
+        val_fraction: share of the validation split's samples held out for validation (drawn with
+            ``val_seed``) and left out of training; for a validation split that is also a training split.
+        val_seed: seed of the ``val_fraction`` draw (independent of the training seed, so that runs
+            with different seeds validate on the same samples).
+        train_samples: only these training samples, by name; an entry matches a sample whose name
+            equals it, ends with ``/<entry>`` (``7`` matches ``Train/Rural/images_png/7``) or lies in a
+            folder of that name (``Tile 8``); null for all (less the held-out ones).
+        val_samples: validate on these samples of the validation split, matched as ``train_samples``;
+            they are left out of training.
         crop_size: training crop (a multiple of 32).
-        batch_size: per process; the global batch is ``batch_size * processes``.
-        val_batch_size: per process, for validation.
+        batch_size: training samples per process and step; the global batch is ``batch_size * processes``.
+        val_batch_size: validation samples per process and step.
         num_workers: data-loading worker processes.
         shuffle: shuffle the training samples each epoch.
-        augment: options of the training augmentation (``bicorseg.data`` augmentation config);
-            ``false`` disables augmentation and only crops.
-        options: extra options for the dataset builder (e.g. band selection, folder layout).
-        synthetic_size: image size and sample counts of the ``synthetic`` dataset.
+        augment: the training augmentation's options (rescale, crop, rot90/flips, mosaic), a
+            mapping; true for the published defaults, false to only crop.
+        options: extra options for the dataset builder (folder datasets: ``images``, ``masks``,
+            ``splits``, ``mask_suffix``).
+        synthetic_size: image size, training and validation sample counts of the ``synthetic`` dataset.
     """
 
     dataset: str = "loveda"
     root: str | None = None
+    class_table: str | dict[str, Any] | None = None
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_split: str | None = "val"
+    val_fraction: float | None = None
+    val_seed: int = 0
     train_samples: list[str] | None = None
     val_samples: list[str] | None = None
     crop_size: int = 512
@@ -77,7 +91,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASET_KINDS)
         if self.dataset != "synthetic" and not self.root:
-            _fail("data.root", f"is required for dataset {self.dataset!r}")
+            what = "the folder of images and masks" if self.dataset == "folder" else "the prepared folder"
+            _fail("data.root", f"is required for dataset {self.dataset!r} ({what})")
+        if self.class_table is not None and self.dataset != "folder":
+            _fail("data.class_table", f"is for folder datasets; dataset {self.dataset!r} has its own classes")
+        if self.class_table is not None and "class_table" in self.options:
+            _fail("data.class_table", "given twice (also in data.options): keep one")
         if not self.train_splits:
             _fail("data.train_splits", "give at least one split")
         _positive("data.crop_size", self.crop_size)
@@ -92,11 +111,58 @@ class DataConfig:
         for key in ("train_samples", "val_samples"):
             if getattr(self, key) is not None and not getattr(self, key):
                 _fail(f"data.{key}", "give at least one sample name, or null for all")
+        self._check_holdout()
+
+    def _check_holdout(self) -> None:
+        shared = self.val_split is not None and self.val_split in self.train_splits
+        if self.val_fraction is not None:
+            if not 0.0 < self.val_fraction < 1.0:
+                _fail("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+            if self.val_samples is not None:
+                _fail("data.val_fraction", "give data.val_fraction or data.val_samples, not both")
+            if not shared:
+                _fail(
+                    "data.val_fraction",
+                    f"holds out part of a training split, but the validation split {self.val_split!r} "
+                    "is not one of data.train_splits",
+                )
+        if shared and self.dataset != "synthetic" and self.val_fraction is None and self.val_samples is None:
+            _fail(
+                "data.val_split",
+                f"{self.val_split!r} is also a training split, so validation would score training "
+                "images: hold out a share with data.val_fraction or list data.val_samples",
+            )
+
+    @property
+    def holds_out(self) -> bool:
+        """Validation takes samples out of a training split (``val_fraction`` or ``val_samples``)."""
+        return self.val_split is not None and self.val_split in self.train_splits
+
+    def dataset_options(self) -> dict[str, Any]:
+        """The options of the dataset builder: ``options`` plus the resolved ``class_table``."""
+        options = dict(self.options)
+        if self.class_table is not None:
+            options["class_table"] = resolve_class_table(self.class_table)
+        return options
 
 
 @dataclass
 class OptimizerConfig:
-    """AdamW wrapped in Lookahead, with a per-epoch cosine schedule (the published settings)."""
+    """AdamW wrapped in Lookahead, with a per-epoch cosine schedule (the published settings).
+
+    Attributes:
+        lr: learning rate (the peak of the cosine schedule).
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's two moment decay rates, each in [0, 1).
+        eps: AdamW's denominator constant.
+        lookahead: wrap AdamW in Lookahead.
+        lookahead_k: Lookahead's synchronisation period (fast steps between syncs).
+        lookahead_alpha: how far the slow weights move towards the fast ones at a sync, in (0, 1].
+        lookahead_phase: ``textbook`` (syncs at steps k, 2k, ...) or ``paper`` (the original code's
+            schedule: syncs at steps 1, k + 1, 2k + 1, ...).
+        schedule: ``cosine`` (annealed per epoch to ``min_lr`` over ``trainer.max_epochs``) or ``constant``.
+        min_lr: the learning rate at the end of the cosine schedule.
+    """
 
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -105,7 +171,7 @@ class OptimizerConfig:
     lookahead: bool = True
     lookahead_k: int = 5
     lookahead_alpha: float = 0.5
-    lookahead_phase: str = "textbook"  # "paper": the original code's schedule (syncs at steps 1, 6, 11, ...)
+    lookahead_phase: str = "textbook"
     schedule: str = "cosine"
     min_lr: float = 1e-6
 
@@ -133,14 +199,29 @@ class TrainerConfig:
     Attributes:
         max_epochs: epochs of the run (the cosine schedule spans them).
         max_steps: stop after this many optimizer steps (-1: no limit).
-        limit_train_batches, limit_val_batches: batches per epoch (int) or fraction (float); null: all.
-        accelerator: ``auto``, ``cpu``, ``gpu``...; devices: ``auto``, a count, or a list of ids.
-        strategy: ``auto``, ``ddp`` (data parallel processes; gloo on CPU), ``ddp_spawn``...
+        limit_train_batches: training batches per epoch, a count (int) or a fraction (float); null: all.
+        limit_val_batches: validation batches per validation, a count or a fraction; null: all.
+        accelerator: ``auto``, ``cpu``, ``gpu``, ...
+        devices: ``auto``, a device count, or a list of device ids.
+        num_nodes: machines of a multi-node run.
+        strategy: ``auto``, ``ddp`` (data parallel processes; gloo on CPU), ``ddp_spawn``, ...
         precision: ``32-true`` or ``bf16-mixed``.
-        nan_policy: ``stop`` (raise naming the step) or ``skip`` (drop the batch) on a NaN or
-            infinite loss or gradient.
-        monitor: the validated metric that picks the best checkpoint (higher is better).
+        seed: seed of the weights, the data order and the augmentation.
+        deterministic: ask torch for deterministic algorithms (slower on GPUs).
+        log_every_n_steps: log the loss terms, and write a progress line, every n optimizer steps.
+        check_val_every_n_epoch: validate every n epochs.
         checkpoint_every_n_steps: also write ``last.ckpt`` every n optimizer steps (null: per epoch).
+        monitor: the validated metric that picks ``best.ckpt`` (higher is better): ``val/miou``,
+            ``val/mean_f1``, ``val/oa``.
+        nan_policy: on a NaN or infinite loss or gradient, ``stop`` (an error naming the step) or
+            ``skip`` (drop the batch).
+        gradient_clip_val: clip the gradient norm to this value (null: no clipping).
+        accumulate_grad_batches: batches whose gradients are summed per optimizer step.
+        progress_bar: a live progress display when stderr is a terminal (elsewhere, and when false,
+            plain progress lines).
+        log_lines: write the plain progress lines on stderr: the start, every ``log_every_n_steps``
+            steps, each epoch, each validation with its per-class table.
+        tensorboard: also write TensorBoard logs (CSV logs are always written).
         num_threads: torch CPU threads per process (null: torch's default). On a small or shared CPU,
             1 is often several times faster for small models than oversubscribed threads.
     """
@@ -164,6 +245,7 @@ class TrainerConfig:
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     progress_bar: bool = True
+    log_lines: bool = True
     tensorboard: bool = True
     num_threads: int | None = None
 
@@ -212,28 +294,10 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "loss": self.loss.to_dict(),
-            "data": dataclasses.asdict(self.data),
-            "optimizer": dataclasses.asdict(self.optimizer),
-            "trainer": dataclasses.asdict(self.trainer),
-        }
+        return {name: typedconfig.to_plain(getattr(self, name)) for name in SECTIONS}
 
     def to_yaml(self) -> str:
-        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style for sections, flow style for short lists of numbers or names."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flat = all(not isinstance(v, dict | list) for v in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
-
-
-_Dumper.add_representer(list, _represent_list)
+        return typedconfig.to_yaml(self.to_dict())
 
 
 SECTIONS: dict[str, type] = {
@@ -247,11 +311,8 @@ SECTIONS: dict[str, type] = {
 DERIVED_KEYS = {("model", "num_classes"), ("model", "in_channels"), ("loss", "ignore_index")}
 
 
-# --- helpers ------------------------------------------------------------------------------------------
-
-
 def _fail(key: str, message: str) -> typing.NoReturn:
-    raise ConfigError(f"{key}: {message}")
+    raise ConfigError(message, key=key)
 
 
 def _positive(key: str, value: float) -> None:
@@ -261,114 +322,59 @@ def _positive(key: str, value: float) -> None:
 
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        _fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
+        guess = typedconfig.nearest(str(value), choices)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        _fail(key, f"must be one of {', '.join(choices)}; got {value!r}{hint}")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+# --- shipped files ------------------------------------------------------------------------------------
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``tp``; numbers written as strings are converted."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
+def shipped(kind: str, name: str) -> Path:
+    """A file shipped inside the package: ``shipped("configs", "loveda")``, ``shipped("classes", "dubai")``."""
+    folder = resources.files("bicorseg") / "configs"
+    if kind == "classes":
+        folder = folder / "classes"
+    return Path(str(folder / f"{name}.yaml"))
+
+
+def shipped_names(kind: str) -> list[str]:
+    """The names of the shipped configs (``kind="configs"``) or class tables (``"classes"``)."""
+    return sorted(p.stem for p in shipped(kind, "x").parent.glob("*.yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (``loveda`` -> ``bicorseg/configs/loveda.yaml``).
+
+    The shipped configs live inside the package (``configs/`` at the repository root links there).
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if shipped("configs", stem).is_file():
+        return shipped("configs", stem)
+    guess = typedconfig.nearest(stem, shipped_names("configs"))
+    hint = f"did you mean {guess!r}? " if guess else ""
+    raise ConfigError(
+        f"no such file {str(name)!r} and no shipped config named {stem!r} ({hint}shipped: "
+        f"{', '.join(shipped_names('configs'))})",
+        key="config",
+    )
+
+
+def resolve_class_table(value: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A class table file, the name of a shipped one (``dubai``), or a table given as a mapping."""
+    if isinstance(value, dict) or Path(value).expanduser().is_file():
         return value
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None:
-            if type(None) in options:
-                return None
-            _fail(key, "must not be null")
-        errors = []
-        # try the exact types first (an int stays an int in "int | float")
-        for option in sorted((o for o in options if o is not type(None)), key=_union_rank(value)):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as error:
-                errors.append(error)
-        if len(errors) == 1:  # one type besides null: its own reason is the clearest
-            raise errors[0]
-        _fail(key, f"expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
-    if value is None:
-        _fail(key, f"must not be null (expected {_type_name(tp)})")
-    if origin is list:
-        (item_type,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            _fail(key, f"expected a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            _fail(key, f"expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        _fail(key, f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        _fail(key, f"expected an integer, got {value!r}")
-    if tp is float:
-        number = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)  # YAML reads "5e-5" (no dot) as a string
-            except ValueError:
-                pass
-        if number is None:
-            _fail(key, f"expected a number, got {value!r}")
-        if not math.isfinite(number):
-            _fail(key, f"must be a finite number, got {value!r}")
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool) and key.split("[")[0].endswith("_samples"):
-            return str(value)  # sample names such as LoveDA's 0..15
-        _fail(key, f"expected a string, got {value!r}")
-    return value
-
-
-def _union_rank(value: Any) -> Any:
-    def rank(option: Any) -> int:
-        exact = {bool: bool, int: int, float: float, str: str}.get(option)
-        if exact is not None and type(value) is exact:
-            return 0
-        if typing.get_origin(option) in (list, dict) and isinstance(value, list | dict | tuple):
-            return 0
-        return 1 if option is not str else 2  # strings last: "1e-4" should become a number
-
-    return rank
-
-
-def _section_fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls) if f.init}
-
-
-def _build_section(name: str, cls: type, data: dict[str, Any]) -> Any:
-    known = _section_fields(cls)
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{name}.{unknown[0]}: unknown key"
-            + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
-            + f"; {name} takes {', '.join(known)}"
-        )
-    values = {key: _coerce(value, known[key], f"{name}.{key}") for key, value in data.items()}
-    try:
-        return cls(**values)
-    except ConfigError as error:
-        message = str(error)
-        raise ConfigError(message if message.startswith(f"{name}.") else f"{name}: {message}") from None
-    except TypeError as error:  # a required key is missing
-        raise ConfigError(f"{name}: {error}") from None
+    stem = Path(value).name.removesuffix(".yaml").removesuffix(".yml")
+    if shipped("classes", stem).is_file():
+        return str(shipped("classes", stem))
+    raise ConfigError(
+        f"no such file {value!r} and no shipped class table named {stem!r} "
+        f"(shipped: {', '.join(shipped_names('classes'))})",
+        key="data.class_table",
+    )
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -376,50 +382,74 @@ def _build_section(name: str, cls: type, data: dict[str, Any]) -> Any:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a nested dict (``{}`` for an empty file)."""
-    return read_yaml_mapping(path, "config file")
+    return typedconfig.read_yaml(path)
 
 
 def parse_override_value(text: str) -> Any:
     """A command-line value read as YAML (``3``, ``1e-4``, ``null``, ``[0.02, 0.02]``, ``true``)."""
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        return text
+    return typedconfig.parse_value(text)
+
+
+def override_keys() -> dict[str, typedconfig.FieldInfo]:
+    """Every ``section.key`` a run takes, with its field description."""
+    return {
+        f"{section}.{info.name}": info
+        for section, cls in SECTIONS.items()
+        for info in typedconfig.describe_fields(cls)
+    }
+
+
+def check_override_key(dotted: str) -> None:
+    """Refuse a dotted key that names no field (nor a key inside a mapping field), naming the nearest."""
+    keys = override_keys()
+    if dotted in keys:
+        return
+    section, _, rest = dotted.partition(".")
+    head = rest.partition(".")[0]
+    info = keys.get(f"{section}.{head}")
+    if info is not None and info.is_mapping and "." in rest:
+        return  # a key inside a mapping (data.augment.mosaic_p): checked by its consumer
+    if section not in SECTIONS:
+        guess = typedconfig.nearest(section, SECTIONS)
+        hint = f"did you mean {guess}? " if guess else ""
+        raise ConfigError(f"unknown section; {hint}(sections: {', '.join(SECTIONS)})", key=dotted)
+    if not rest:
+        raise ConfigError(f"give a key inside the section, e.g. {section}.<key>", key=dotted)
+    candidates = [k for k in keys if k.startswith(f"{section}.")]
+    guess = typedconfig.nearest(dotted, candidates)
+    hint = f"did you mean {guess}? " if guess else ""
+    raise ConfigError(
+        f"unknown key; {hint}({section} takes {', '.join(k.partition('.')[2] for k in candidates)})",
+        key=dotted,
+    )
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``optimizer.lr``) in a nested config dict; the key must name a section field."""
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    """Set dotted keys (``optimizer.lr``, ``data.augment.mosaic_p``) in a nested config dict."""
     for dotted, value in overrides.items():
-        section, _, key = dotted.partition(".")
-        if section not in SECTIONS:
-            raise ConfigError(f"{dotted}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
-        if not key:
-            raise ConfigError(f"{dotted}: give a key inside the section, e.g. {section}.<key>")
-        head, _, rest = key.partition(".")
-        section_data = data.setdefault(section, {})
-        if not isinstance(section_data, dict):
-            raise ConfigError(f"{section}: must be a mapping")
-        if rest:  # a key inside a mapping field, e.g. data.augment.mosaic_p
-            inner = section_data.get(head)
-            inner = dict(inner) if isinstance(inner, dict) else {}
-            inner[rest] = value
-            section_data[head] = inner
-        else:
-            section_data[head] = value
+        check_override_key(dotted)
+        section = dotted.partition(".")[0]
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError("must be a mapping", key=section)
+        data = typedconfig.set_dotted(data, dotted, value)
     return data
 
 
 def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> TrainConfig:
     """A validated :class:`TrainConfig` from a nested dict; ``spec`` supplies the derived keys."""
-    unknown = sorted(set(data) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section; sections are {', '.join(SECTIONS)}")
+    for section in data:
+        if section not in SECTIONS:
+            guess = typedconfig.nearest(str(section), SECTIONS)
+            hint = f"did you mean {guess}? " if guess else ""
+            raise ConfigError(f"unknown section; {hint}(sections: {', '.join(SECTIONS)})", key=str(section))
     for section, value in data.items():
         if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{section}: must be a mapping of keys, got {value!r}")
+            raise ConfigError(f"must be a mapping of keys, got {value!r}", key=section)
     sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
-    data_cfg = _build_section("data", DataConfig, sections["data"])
+    # the sections that need no dataset first: their errors come before any data is read
+    optimizer = typedconfig.build(OptimizerConfig, sections["optimizer"], "optimizer")
+    trainer = typedconfig.build(TrainerConfig, sections["trainer"], "trainer")
+    data_cfg = typedconfig.build(DataConfig, sections["data"], "data")
     if spec is None:
         spec = dataset_spec(data_cfg, sections["model"])
     model_data, loss_data = sections["model"], sections["loss"]
@@ -433,15 +463,15 @@ def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> Train
             values[key] = expected
         elif values[key] != expected:
             raise ConfigError(
-                f"{section}.{key}: is {values[key]!r} but dataset {spec.name!r} {fact}; "
-                "leave it out to take the dataset's value"
+                f"is {values[key]!r} but dataset {spec.name!r} {fact}; leave it out to take the dataset's value",
+                key=f"{section}.{key}",
             )
     return TrainConfig(
-        model=_build_section("model", ModelConfig, model_data),
-        loss=_build_section("loss", LossConfig, loss_data),
+        model=typedconfig.build(ModelConfig, model_data, "model"),
+        loss=typedconfig.build(LossConfig, loss_data, "loss"),
         data=data_cfg,
-        optimizer=_build_section("optimizer", OptimizerConfig, sections["optimizer"]),
-        trainer=_build_section("trainer", TrainerConfig, sections["trainer"]),
+        optimizer=optimizer,
+        trainer=trainer,
     )
 
 
@@ -468,16 +498,16 @@ def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None)
         if not isinstance(bands, int) or bands < 1:
             _fail("model.in_channels", f"must be at least 1, got {bands!r}")
         return synthetic_spec(classes, bands)
-    try:
-        from bicorseg.data import get_spec
-    except ImportError as error:  # pragma: no cover - the data package is part of bicorseg
-        raise ConfigError(f"data.dataset: the data package is unavailable ({error})") from None
+    from bicorseg.data import get_spec
+
     try:
         if data_cfg.dataset == "folder":
             return _folder_spec(data_cfg)
         return get_spec(data_cfg.dataset)
-    except BicorsegError as error:
-        raise ConfigError(f"data: {error}") from None
+    except ConfigError as error:  # an input fault (a missing folder, a bad image) names its file itself
+        if error.key is not None:
+            raise
+        raise ConfigError(error.detail, key="data") from None
 
 
 def _folder_spec(data_cfg: DataConfig) -> DatasetSpec:
@@ -485,6 +515,8 @@ def _folder_spec(data_cfg: DataConfig) -> DatasetSpec:
     from bicorseg.data import build_dataset
 
     try:
-        return build_dataset("folder", data_cfg.root, data_cfg.train_splits[0], **data_cfg.options).spec
+        return build_dataset(
+            "folder", data_cfg.root, data_cfg.train_splits[0], **data_cfg.dataset_options()
+        ).spec
     except TypeError as error:
-        raise ConfigError(f"data.options: {error}") from None
+        raise ConfigError(str(error), key="data.options") from None

@@ -7,12 +7,14 @@ runs. Under data-parallel training Lightning gives every process its own shard o
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from bicorseg.data.base import SampleSelection
 from bicorseg.errors import BicorsegError, ConfigError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import DataConfig
@@ -22,7 +24,10 @@ __all__ = [
     "SegmentationDataModule",
     "SyntheticSegmentation",
     "build_split",
+    "held_out",
+    "match_samples",
     "select_samples",
+    "split_samples",
     "synthetic_spec",
     "training_transform",
 ]
@@ -36,18 +41,82 @@ def _names(dataset: Dataset) -> list[str]:
     return [str(dataset[i]["name"]) for i in range(size)]  # loads every sample: small datasets only
 
 
-def select_samples(dataset: Dataset, wanted: list[str] | None, key: str) -> Dataset:
-    """The samples whose name equals an entry of ``wanted`` or ends with ``/<entry>``, in dataset order."""
-    if wanted is None:
-        return dataset
-    names = _names(dataset)
-    chosen = [i for i, name in enumerate(names) if any(name == w or name.endswith("/" + w) for w in wanted)]
-    matched = {w for w in wanted if any(n == w or n.endswith("/" + w) for n in names)}
-    missing = [w for w in wanted if w not in matched]
+def _matches(name: str, entry: str) -> bool:
+    """A sample name matches an entry equal to it, its last parts (``7``) or a folder it lies in (``Tile 8``)."""
+    return name == entry or name.endswith("/" + entry) or name.startswith(entry + "/") or f"/{entry}/" in name
+
+
+def match_samples(names: list[str], wanted: list[str], key: str) -> list[int]:
+    """Positions of the samples matching an entry of ``wanted`` (see :func:`_matches`), in dataset order."""
+    chosen = [i for i, name in enumerate(names) if any(_matches(name, w) for w in wanted)]
+    missing = [w for w in wanted if not any(_matches(n, w) for n in names)]
     if missing:
         example = ", ".join(names[:3])
-        raise ConfigError(f"{key}: no sample named {missing[0]!r} (names look like: {example})")
-    return Subset(dataset, chosen)
+        raise ConfigError(f"no sample named {missing[0]!r} (names look like: {example})", key=key)
+    return chosen
+
+
+def select_samples(dataset: Dataset, wanted: list[str] | None, key: str) -> Dataset:
+    """The samples whose name matches an entry of ``wanted``, in dataset order (all for None)."""
+    if wanted is None:
+        return dataset
+    return Subset(dataset, match_samples(_names(dataset), wanted, key))
+
+
+def held_out(names: list[str], fraction: float, seed: int) -> list[int]:
+    """Positions of a seeded ``fraction`` of the samples (at least one, never all).
+
+    The draw depends on the names and the seed only, not on the order the samples are listed in.
+    """
+    if len(names) < 2:
+        raise ConfigError(
+            f"{len(names)} sample(s) cannot be split into training and validation", key="data.val_fraction"
+        )
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    random.Random(seed).shuffle(order)
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    return sorted(order[:count])
+
+
+def split_samples(
+    config: DataConfig, train: Dataset, val: Dataset | None
+) -> tuple[list[int], list[int] | None]:
+    """Positions of the training samples in ``train`` and of the validation samples in ``val``.
+
+    Validation takes ``val_samples``, or a seeded ``val_fraction``, or all of its split. A
+    validation sample is never trained on: when validation comes from a training split the held-out
+    samples leave training; otherwise a sample in both is refused.
+    """
+    train_names = _names(train)
+    train_idx = (
+        match_samples(train_names, config.train_samples, "data.train_samples")
+        if config.train_samples is not None
+        else list(range(len(train_names)))
+    )
+    if val is None:
+        return train_idx, None
+    val_names = _names(val)
+    if config.val_samples is not None:
+        val_idx = match_samples(val_names, config.val_samples, "data.val_samples")
+    elif config.val_fraction is not None:
+        val_idx = held_out(val_names, config.val_fraction, config.val_seed)
+    else:
+        val_idx = list(range(len(val_names)))
+    path_of = getattr(val, "sample_path", None) or (lambda i: val_names[i])
+    held = {str(path_of(i)) for i in val_idx}
+    train_path = getattr(train, "sample_path", None) or (lambda i: train_names[i])
+    both = [i for i in train_idx if str(train_path(i)) in held]
+    if both and (config.train_samples is not None or not config.holds_out):
+        key = "data.train_samples" if config.train_samples is not None else "data.val_split"
+        raise ConfigError(
+            f"sample {train_names[both[0]]!r} is both a training and a validation sample "
+            f"({len(both)} such); validation must be held out",
+            key=key,
+        )
+    train_idx = [i for i in train_idx if i not in set(both)]
+    if not train_idx:
+        raise ConfigError("no training sample is left once validation is held out", key="data.val_samples")
+    return train_idx, val_idx
 
 
 def build_split(
@@ -55,28 +124,28 @@ def build_split(
     spec: DatasetSpec,
     splits: list[str],
     train: bool,
-    seed: int = 0,
     transform: Any = None,
-) -> Dataset:
-    """The configured dataset over ``splits`` (joined), with an optional joint transform."""
+    indices: list[int] | None = None,
+) -> Any:
+    """The configured dataset over ``splits`` (joined), or the samples at ``indices`` of it, with a transform.
+
+    The transform (mosaics included) sees only the selected samples.
+    """
     if config.dataset == "synthetic":  # fixed seeds: the evaluate command sees the same samples
         size, train_count, val_count = config.synthetic_size
         count = train_count if train else val_count
         return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=0 if train else 1)
     from bicorseg.data import build_dataset
 
-    def build(split: str) -> Dataset:
+    def build(split: str) -> Any:
         try:
-            return build_dataset(
-                config.dataset, config.root, split, spec=spec, transform=transform, **config.options
-            )
+            return build_dataset(config.dataset, config.root, split, spec=spec, **config.dataset_options())
         except TypeError as error:  # an option this dataset kind does not take
-            raise ConfigError(f"data.options: {error}") from None
+            raise ConfigError(str(error), key="data.options") from None
 
-    if config.dataset != "folder":
-        return build("+".join(splits))  # prepared splits join inside one dataset (mosaics span them)
-    parts = [build(split) for split in splits]
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    # prepared splits join inside one dataset; folder splits are joined by the selection
+    parts = [build("+".join(splits))] if config.dataset != "folder" else [build(split) for split in splits]
+    return SampleSelection(parts, indices, transform)
 
 
 def training_transform(config: DataConfig, seed: int) -> Any:
@@ -115,20 +184,34 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
-        if self.train_set is None and stage in (None, "fit"):
+        wants_train = self.train_set is None and stage in (None, "fit")
+        wants_val = self.val_set is None and cfg.val_split is not None and stage in (None, "fit", "validate")
+        if not (wants_train or wants_val):
+            return
+        if cfg.dataset == "synthetic":
+            if wants_train:
+                self.train_set = build_split(cfg, self.spec, cfg.train_splits, train=True)
+            if wants_val:
+                self.val_set = build_split(cfg, self.spec, [cfg.val_split], train=False)  # type: ignore[list-item]
+            return
+        train_all = build_split(cfg, self.spec, cfg.train_splits, train=True)
+        val_all = (
+            build_split(cfg, self.spec, [cfg.val_split], train=False) if cfg.val_split is not None else None
+        )
+        train_idx, val_idx = split_samples(cfg, train_all, val_all)
+        if wants_train:
             transform = training_transform(cfg, self.seed)
             train = build_split(
-                cfg, self.spec, cfg.train_splits, train=True, seed=self.seed, transform=transform
+                cfg, self.spec, cfg.train_splits, train=True, transform=transform, indices=train_idx
             )
-            train = select_samples(train, cfg.train_samples, "data.train_samples")
-            if len(train) < cfg.batch_size:  # type: ignore[arg-type]
+            if len(train) < cfg.batch_size:
                 raise ConfigError(
-                    f"data.batch_size: {cfg.batch_size} is larger than the {len(train)} training samples"  # type: ignore[arg-type]
+                    f"{cfg.batch_size} is larger than the {len(train)} training samples",
+                    key="data.batch_size",
                 )
             self.train_set = train
-        if self.val_set is None and cfg.val_split is not None and stage in (None, "fit", "validate"):
-            val = build_split(cfg, self.spec, [cfg.val_split], train=False, seed=self.seed)
-            self.val_set = select_samples(val, cfg.val_samples, "data.val_samples")
+        if wants_val and val_all is not None:
+            self.val_set = SampleSelection(val_all.datasets, val_idx)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None

@@ -46,7 +46,7 @@ def evaluation_dataset(
 ) -> tuple[Dataset, DatasetSpec]:
     """A split to evaluate on, and the facts of its dataset."""
     if kind not in DATASET_KINDS:
-        raise ConfigError(f"--dataset must be one of {', '.join(DATASET_KINDS)}, got {kind!r}")
+        raise ConfigError(f"must be one of {', '.join(DATASET_KINDS)}, got {kind!r}", key="dataset")
     if kind == "synthetic":
         from bicorseg.training.synthetic import SyntheticSegmentation, synthetic_spec
 
@@ -58,7 +58,7 @@ def evaluation_dataset(
         seed = {"train": 0, "val": 1}.get(split, 2)
         return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=seed), spec
     if not root:
-        raise ConfigError(f"--root: dataset {kind!r} needs its folder")
+        raise ConfigError(f"dataset {kind!r} needs its folder", key="root")
     from bicorseg.data import build_dataset
 
     dataset = build_dataset(kind, root, split, spec=spec, **options)

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-PHASES = ("textbook", "paper")
+from bicorseg.errors import CheckpointError, ConfigError
+from bicorseg.training.config import LOOKAHEAD_PHASES as PHASES
 
 
 class Lookahead(Optimizer):
@@ -33,11 +34,13 @@ class Lookahead(Optimizer):
 
     def __init__(self, base: Optimizer, k: int = 5, alpha: float = 0.5, phase: str = "textbook") -> None:
         if k < 1:
-            raise ValueError(f"Lookahead k must be at least 1, got {k}")
+            raise ConfigError(f"Lookahead k must be at least 1, got {k}", key="k")
         if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"Lookahead alpha must be in (0, 1], got {alpha}")
+            raise ConfigError(f"Lookahead alpha must be in (0, 1], got {alpha}", key="alpha")
         if phase not in PHASES:
-            raise ValueError(f"Lookahead phase must be one of {', '.join(PHASES)}, got {phase!r}")
+            raise ConfigError(
+                f"Lookahead phase must be one of {', '.join(PHASES)}, got {phase!r}", key="phase"
+            )
         self.base = base
         self.k = k
         self.alpha = alpha
@@ -89,10 +92,10 @@ class Lookahead(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         if "base" not in state_dict or "slow" not in state_dict:
-            raise ValueError("not a Lookahead state dict (keys 'base' and 'slow' are expected)")
+            raise CheckpointError("not a Lookahead state dict (keys 'base' and 'slow' are expected)")
         params = self._parameters()
         if len(state_dict["slow"]) != len(params):
-            raise ValueError(
+            raise CheckpointError(
                 f"the Lookahead state has {len(state_dict['slow'])} slow weights for {len(params)} parameters"
             )
         self.base.load_state_dict(state_dict["base"])

@@ -2,7 +2,7 @@
 
     DIR/config.yaml                 the resolved configuration of this invocation
     DIR/checkpoints/best.ckpt       best validation score (``trainer.monitor``, higher is better)
-    DIR/checkpoints/last.ckpt       the latest state: resume from it (``--resume auto``)
+    DIR/checkpoints/last.ckpt       the latest state: resume from it (``resume="auto"``)
     DIR/logs/csv/metrics.csv        every logged loss term and metric
     DIR/logs/tensorboard/           the same for TensorBoard
     DIR/val_metrics.json            the latest validation report (convention included)
@@ -39,7 +39,7 @@ import lightning as L
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
@@ -53,6 +53,7 @@ from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig, dataset_spec
 from bicorseg.training.datamodule import SegmentationDataModule
 from bicorseg.training.module import BiCoRSegModule
+from bicorseg.training.progress import LogLines, TidyProgressBar, quiet_lightning
 
 BEST_NAME = "best"
 LAST_NAME = "last"
@@ -137,7 +138,7 @@ class TrainingInterrupted(Exception):
         else:
             message = (
                 f"interrupted by {name} at epoch {epoch}, step {step}; saved {checkpoint} "
-                "(continue with --resume)"
+                "(continue with `resume`)"
             )
         super().__init__(message)
 
@@ -339,8 +340,12 @@ def build_trainer(
     all_callbacks.append(
         LastCheckpoint(checkpoint_dir / f"{LAST_NAME}.ckpt", cfg.checkpoint_every_n_steps, signals)
     )
-    if cfg.progress_bar and sys.stderr.isatty():
-        all_callbacks.append(RichProgressBar())
+    # in a terminal a live bar (and the epoch lines); elsewhere plain lines every n steps and per epoch
+    live = cfg.progress_bar and sys.stderr.isatty()
+    if live:
+        all_callbacks.append(TidyProgressBar())
+    if cfg.log_lines:
+        all_callbacks.append(LogLines(cfg.log_every_n_steps, steps=not live))
     all_callbacks.extend(callbacks or [])
     loggers: list[Any] = [
         ResumableCSVLogger(save_dir=str(output), name="logs", version="csv", resume_step=resume_step)
@@ -371,8 +376,8 @@ def build_trainer(
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         logger=loggers,
         callbacks=all_callbacks,
-        enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=cfg.progress_bar,
+        enable_progress_bar=live,
+        enable_model_summary=False,  # LogLines states the model and its size in one line
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
     )
@@ -398,6 +403,7 @@ def _start_run(output: Path, config: TrainConfig, replace: bool) -> None:
     write_text_atomic(output / "config.yaml", config.to_yaml())
 
 
+@quiet_lightning()  # Lightning's device lines and tips (its warnings still show)
 def train(
     config: TrainConfig,
     output: str | Path,
@@ -418,12 +424,13 @@ def train(
     output = Path(output)
     is_writer = rank_zero_only.rank == 0
     if resume is not None and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
+        raise ConfigError("`resume` and `overwrite` exclude each other: continue the run or replace it")
     old_run = existing_run(output) if is_writer else []
     if old_run and resume is None and not overwrite:
         raise ConfigError(
-            f"--output {output} already holds a run ({', '.join(old_run)}): continue it with --resume, "
-            "replace it with --overwrite, or choose another folder"
+            f"{output} already holds a run ({', '.join(old_run)}): continue it with `resume`, "
+            "replace it with `overwrite`, or choose another folder",
+            key="output",
         )
     if is_writer:
         ensure_writable(output, folder=True)
@@ -459,6 +466,7 @@ def train(
                 r".*Experiment logs directory .* exists and is not empty.*",
                 r".*Checkpoint directory .* exists and is not empty.*",
                 r".*The number of training batches .* is smaller than the logging interval.*",
+                r".*isinstance\(treespec, LeafSpec\).* is deprecated.*",  # inside Lightning, with recent torch
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

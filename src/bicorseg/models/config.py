@@ -1,0 +1,121 @@
+"""The network's hyper-parameters as data: :class:`ModelConfig` and F2CE's :class:`PixelSelection`.
+
+Plain dataclasses without torch, so that configs are read, checked and described (``--help``)
+without loading the network code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from bicorseg.errors import ConfigError
+
+SELECTION_MODES = ("topk", "threshold", "percentile")
+
+
+@dataclass(frozen=True)
+class PixelSelection:
+    """How F2CE picks the pixels whose features describe a class (docs/METHOD.md, section 3).
+
+    mode: ``topk`` keeps the k strongest pixels of each class map, with
+        ``k = min(h*w, max(min_pixels, round(ratio * h*w)))``; ``threshold`` keeps pixels whose
+        sigmoid heatmap is at least ``threshold``; ``percentile`` keeps pixels at or above the
+        ``threshold`` quantile (in [0, 1]) of each map.
+    """
+
+    mode: str = "topk"
+    ratio: float = 1.0
+    min_pixels: int = 64
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in SELECTION_MODES:
+            raise ConfigError(f"must be one of {', '.join(SELECTION_MODES)}, got {self.mode!r}", key="mode")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ConfigError(f"the top-k ratio must be in (0, 1], got {self.ratio}", key="ratio")
+        if self.min_pixels < 1:
+            raise ConfigError(f"must be at least 1, got {self.min_pixels}", key="min_pixels")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.threshold}", key="threshold")
+
+    def num_pixels(self, total: int) -> int:
+        return min(total, max(self.min_pixels, round(self.ratio * total)))
+
+
+@dataclass
+class ModelConfig:
+    """Every hyper-parameter of a BiCoR-Seg network (stored in checkpoints).
+
+    Attributes:
+        num_classes: N, the number of classes.
+        in_channels: number of input bands.
+        backbone: ``convnext_{nano,tiny,small,base}`` or ``timm:<name>`` (extra ``timm``).
+        pretrained: null (random weights), ``imagenet`` (downloaded once by torchvision or timm) or a
+            local file of backbone weights.
+        width: C, the embedding width (a multiple of 16).
+        layers: L, the number of HBIS layers.
+        topk_ratio: fraction of pixels F2CE keeps per class; one value or one per layer.
+        min_pixels: floor on the number of kept pixels.
+        selection: how F2CE selects pixels: ``topk``, ``threshold`` or ``percentile``.
+        threshold: the fixed threshold or the percentile (in [0, 1]) for the non-top-k modes.
+        lambda_film: lambda, the share of the FiLM-refined features in F_l.
+        tau: temperature of the heatmap logits.
+        inner_steps: repetitions of the layer's steps inside one layer.
+    """
+
+    num_classes: int
+    in_channels: int = 3
+    backbone: str = "convnext_base"
+    pretrained: str | None = None
+    width: int = 256
+    layers: int = 2
+    topk_ratio: float | list[float] = 1.0
+    min_pixels: int = 64
+    selection: str = "topk"
+    threshold: float = 0.5
+    lambda_film: float = 0.5
+    tau: float = 1.0
+    inner_steps: int = 1
+    _ratios: list[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, key: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(message, key=f"model.{key}")
+
+        check(self.num_classes >= 2, "num_classes", f"at least 2 classes are needed, got {self.num_classes}")
+        check(self.in_channels >= 1, "in_channels", f"must be at least 1, got {self.in_channels}")
+        check(
+            self.width >= 16 and self.width % 16 == 0, "width", f"must be a multiple of 16, got {self.width}"
+        )
+        check(self.layers >= 1, "layers", f"must be at least 1, got {self.layers}")
+        check(self.inner_steps >= 1, "inner_steps", f"must be at least 1, got {self.inner_steps}")
+        check(self.tau > 0, "tau", f"must be positive, got {self.tau}")
+        check(0.0 <= self.lambda_film <= 1.0, "lambda_film", f"must be in [0, 1], got {self.lambda_film}")
+        check(self.selection in SELECTION_MODES, "selection", f"must be one of {SELECTION_MODES}")
+        check(self.min_pixels >= 1, "min_pixels", f"must be at least 1, got {self.min_pixels}")
+        check(0.0 <= self.threshold <= 1.0, "threshold", f"must be in [0, 1], got {self.threshold}")
+        ratios = (
+            self.topk_ratio if isinstance(self.topk_ratio, list | tuple) else [self.topk_ratio] * self.layers
+        )
+        check(len(ratios) == self.layers, "topk_ratio", f"give one value or {self.layers} (one per layer)")
+        for ratio in ratios:
+            check(0.0 < float(ratio) <= 1.0, "topk_ratio", f"must be in (0, 1], got {ratio}")
+        self._ratios = [float(r) for r in ratios]
+
+    def selection_for_layer(self, layer: int) -> PixelSelection:
+        return PixelSelection(self.selection, self._ratios[layer], self.min_pixels, self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("_ratios")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model option(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,164 @@
+"""The command line: fast help without torch, every train option explained, one-line errors with the nearest option."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bicorseg import typedconfig
+from bicorseg.cli.main import build_parser, error_line, main
+from bicorseg.cli.predict import resolve_engine
+from bicorseg.errors import ConfigError, OutputError
+from bicorseg.training.config import DERIVED_KEYS, SECTIONS
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "lightning", "rasterio", "matplotlib")
+
+
+def _imported(*args: str) -> tuple[int, set[str], str]:
+    """Exit status, top-level modules imported, and stderr of ``python -X importtime -m bicorseg.cli.main ARGS``."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bicorseg.cli.main", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    modules = set()
+    lines = []
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:"):
+            name = line.rsplit("|", 1)[-1].strip()
+            modules.add(name.split(".")[0])
+        else:
+            lines.append(line)
+    return result.returncode, modules, "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["--help"], 0),
+        (["train", "--help"], 0),
+        (["predict", "--help"], 0),
+        (["train", "--optimizer.lrr", "1"], 2),  # an argument error
+        (["predict", "x.tif", "--checkpoint", "m.ckpt", "--output", "out", "--tiel", "3"], 2),
+        (["trian"], 2),
+    ],
+)
+def test_help_and_argument_errors_import_nothing_heavy(args: list[str], status: int) -> None:
+    code, modules, err = _imported(*args)
+    assert code == status, err
+    assert "bicorseg" in modules  # the import log is read correctly
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_every_train_option_states_its_meaning_and_default(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    _, commands = build_parser()
+    actions = {a.option_strings[0]: a for a in commands["train"]._actions if a.option_strings}
+    for section, cls in SECTIONS.items():
+        for info in typedconfig.describe_fields(cls):
+            flag = f"--{section}.{info.name}"
+            assert flag in actions and flag in text, flag
+            assert info.doc, f"{flag} has no description in the {cls.__name__} docstring"
+            help_text = actions[flag].help
+            assert help_text.startswith(info.doc[:20].replace("%", "%%")), (flag, help_text)
+            if (section, info.name) in DERIVED_KEYS:
+                assert "default: the dataset's" in help_text
+            else:
+                assert (
+                    f"default: {typedconfig.to_yaml(info.default).strip().removesuffix('...').strip()}"
+                    in help_text
+                )
+    assert (
+        "--optimizer.lr FLOAT learning rate (the peak of the cosine schedule). [float; default: 0.0001]"
+        in text
+    )
+    assert "--data.val_fraction" in text and "--trainer.log_lines" in text
+    assert "SPEC" not in text
+
+
+def test_no_internal_document_references_in_help(capsys: pytest.CaptureFixture) -> None:
+    _, commands = build_parser()
+    for name, parser in commands.items():
+        text = parser.format_help()
+        assert "SPEC" not in text, name
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--optimizer.lrr", "1"], "unknown option --optimizer.lrr; did you mean --optimizer.lr?"),
+        (["train", "--trainer.epochs=3"], "did you mean --trainer.max_epochs?"),
+        (["train", "--config", "tiny-tset"], "did you mean 'tiny-test'?"),
+        (["train", "--config", "tiny-test", "--set", "optimizer.lrr=1"], "did you mean optimizer.lr?"),
+        (["train", "--config", "tiny-test", "--trainer.precision", "bf16"], "did you mean 'bf16-mixed'?"),
+        (["predict", "a.tif", "--checkpoint", "m", "--output", "o", "--tiel", "3"], "did you mean --tile?"),
+        (
+            ["predict", "a.tif", "--checkpoint", "m", "--output", "o", "--engine", "onx"],
+            "did you mean 'onnx'?",
+        ),
+        (["trian"], "did you mean 'train'?"),
+    ],
+)
+def test_misspellings_name_the_nearest_valid_one(args, expected, capsys: pytest.CaptureFixture) -> None:
+    try:
+        code = main(args)
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and expected in err, err
+
+
+def test_config_keys_are_checked_before_any_data_is_read(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--config", "loveda", "--optimizer.lr", "abc", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "bicorseg train: error: optimizer.lr: expected a number, got 'abc'\n"
+    assert main(["train", "--config", "loveda", "--data.augment.mosaic_p", "0", "--print-config"]) == 0
+    assert "mosaic_p: 0" in capsys.readouterr().out  # a key inside a mapping, set from the command line
+    config = tmp_path / "prepare.yaml"
+    config.write_text("patch_sise: 48\n")
+    assert main(["prepare", "vaihingen", "--config", str(config), "--print-config"]) == 2
+    assert "patch_sise: unknown key; did you mean patch_size?" in capsys.readouterr().err
+
+
+def test_core_errors_are_printed_with_the_commands_options(capsys: pytest.CaptureFixture) -> None:
+    _, commands = build_parser()
+    predict = commands["predict"]
+    assert error_line(ConfigError("must be at least 1, got 0", key="batch_size"), predict) == (
+        "--batch-size: must be at least 1, got 0"
+    )
+    assert error_line(OutputError("x.tif exists: use `overwrite` to recompute it"), predict) == (
+        "x.tif exists: use --overwrite to recompute it"
+    )
+    assert (
+        error_line(ConfigError("leave out `tta_scales`", key="tta"), predict)
+        == "--tta: leave out --tta-scales"
+    )
+    assert error_line(ConfigError("bad", key="not_an_option"), predict) == "not_an_option: bad"
+    assert (
+        str(ConfigError("must be at least 1, got 0", key="batch_size"))
+        == "batch_size: must be at least 1, got 0"
+    )
+    # the parameter survives a trip to a worker process and back
+    copy = pickle.loads(pickle.dumps(ConfigError("must be positive", key="tile")))
+    assert (copy.key, copy.detail, str(copy)) == ("tile", "must be positive", "tile: must be positive")
+    # end to end: a core check (PredictOptions) named as the option
+    assert main(["predict", "a.tif", "--checkpoint", "m.ckpt", "--output", "o", "--tile", "16"]) == 2
+    assert capsys.readouterr().err == "bicorseg predict: error: --tile: must be at least 32 pixels, got 16\n"
+    assert main(["demo", "--minutes", "0"]) == 2
+    assert capsys.readouterr().err == "bicorseg demo: error: --minutes: must be positive, got 0.0\n"
+
+
+def test_an_onnx_checkpoint_selects_the_onnx_engine() -> None:
+    assert resolve_engine("auto", "model.onnx") == "onnx"
+    assert resolve_engine("auto", "MODEL.ONNX") == "onnx"
+    assert resolve_engine("auto", "runs/x/checkpoints/best.ckpt") == "torch"
+    assert resolve_engine("onnx", "model.onnx") == "onnx"
+    with pytest.raises(ConfigError, match=r"model\.onnx is an ONNX model: run it with --engine onnx"):
+        resolve_engine("torch", "model.onnx")
