@@ -681,8 +681,8 @@ OPTION_CASES = [
     (["evaluate", "--checkpoint", "{ckpt}", "--dataset", "synthetic", "--num-workers", "-2"],
      "--num-workers must not be negative"),
     (["prepare", "loveda", "--source", "{tmp}", "--output", "{tmp}/p", "--patch-size", "1"],
-     "--patch-size must be at least 32 pixels, not 1"),
-    (["prepare", "loveda", "--config", "{tmp}/options.yaml"], "options.yaml: patch_size must be int, got 'big'"),
+     "--patch-size: must be at least 32 pixels, not 1"),
+    (["prepare", "loveda", "--config", "{tmp}/options.yaml"], "options.yaml: patch_size: expected an integer, got 'big'"),
 ]  # fmt: skip
 
 

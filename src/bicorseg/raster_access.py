@@ -287,7 +287,9 @@ def gdal_options(allow_remote: bool | None = None, path: str | os.PathLike = "")
 def remote_refused(name: str, remote: str) -> InputError:
     """The one-line refusal of ``name``, which is or refers to the remote source ``remote``."""
     what = f"refers to the remote source {remote}" if remote != name else "is a remote source"
-    return InputError(f"{name}: {what}; remote access is off (allow it with --allow-remote)")
+    return InputError(
+        f"{name}: {what}; remote access is off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
+    )
 
 
 def _head(path: Path | None, data: bytes | None, size: int) -> bytes:
@@ -321,7 +323,7 @@ def _check_references(name: str, path: Path | None, data: bytes | None, depth: i
     head = _head(path, data, 1024)
     if _SERVICE_XML.search(head):
         raise InputError(
-            f"{name}: describes a web service; remote access is off (allow it with --allow-remote)"
+            f"{name}: describes a web service; remote access is off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
         )
     if not _VRT_XML.search(head):
         return
@@ -388,7 +390,7 @@ def open_raster(
                 if dataset.driver in NETWORK_DRIVERS:
                     raise InputError(
                         f"{name}: is read by GDAL's {dataset.driver} web-service driver; remote access is "
-                        "off (allow it with --allow-remote)"
+                        "off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
                     )
                 for file in dataset.files:
                     if is_remote(file):

@@ -42,7 +42,7 @@ def test_a_folder_holding_a_run_is_refused_and_left_as_it_was(old_run: Path, cap
     before = _snapshot(old_run)
     assert cli("train", "--config", TINY, "--output", old_run) == 2
     (line,) = _error_lines(capsys)
-    assert line.startswith(f"bicorseg train: error: --output {old_run} already holds a run (config.yaml, ")
+    assert line.startswith(f"bicorseg train: error: --output: {old_run} already holds a run (config.yaml, ")
     assert "--resume" in line and "--overwrite" in line
     assert _snapshot(old_run) == before
 

@@ -188,30 +188,30 @@ class SegmentationDataModule(L.LightningDataModule):
         wants_val = self.val_set is None and cfg.val_split is not None and stage in (None, "fit", "validate")
         if not (wants_train or wants_val):
             return
-        if cfg.dataset == "synthetic":
-            if wants_train:
-                self.train_set = build_split(cfg, self.spec, cfg.train_splits, train=True)
+        if cfg.dataset == "synthetic":  # procedural: training and validation samples are distinct by seed
+            train = select_samples(build_split(cfg, self.spec, cfg.train_splits, train=True),
+                                   cfg.train_samples, "data.train_samples")  # fmt: skip
             if wants_val:
-                self.val_set = build_split(cfg, self.spec, [cfg.val_split], train=False)  # type: ignore[list-item]
-            return
-        train_all = build_split(cfg, self.spec, cfg.train_splits, train=True)
-        val_all = (
-            build_split(cfg, self.spec, [cfg.val_split], train=False) if cfg.val_split is not None else None
-        )
-        train_idx, val_idx = split_samples(cfg, train_all, val_all)
-        if wants_train:
-            transform = training_transform(cfg, self.seed)
-            train = build_split(
-                cfg, self.spec, cfg.train_splits, train=True, transform=transform, indices=train_idx
+                val = build_split(cfg, self.spec, [cfg.val_split], train=False)  # type: ignore[list-item]
+                self.val_set = select_samples(val, cfg.val_samples, "data.val_samples")
+        else:
+            train_all = build_split(cfg, self.spec, cfg.train_splits, train=True)
+            val_all = (
+                build_split(cfg, self.spec, [cfg.val_split], train=False)
+                if cfg.val_split is not None
+                else None
             )
-            if len(train) < cfg.batch_size:
+            train_idx, val_idx = split_samples(cfg, train_all, val_all)
+            train = SampleSelection(train_all.datasets, train_idx, training_transform(cfg, self.seed))
+            if wants_val and val_all is not None:
+                self.val_set = SampleSelection(val_all.datasets, val_idx)
+        if wants_train:
+            if len(train) < cfg.batch_size:  # type: ignore[arg-type]
                 raise ConfigError(
-                    f"{cfg.batch_size} is larger than the {len(train)} training samples",
+                    f"{cfg.batch_size} is larger than the {len(train)} training samples",  # type: ignore[arg-type]
                     key="data.batch_size",
                 )
             self.train_set = train
-        if wants_val and val_all is not None:
-            self.val_set = SampleSelection(val_all.datasets, val_idx)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
