@@ -148,3 +148,40 @@ def test_cli_print_config_and_early_refusal(tmp_path: Path, capsys: pytest.Captu
     assert not out.exists()  # refused before anything was built
     assert cli("train", "--config", TINY, "--set", "data.batch_size=-3", "--output", out) == 2
     assert "data.batch_size" in capsys.readouterr().err
+
+
+def test_typedconfig_reads_field_docs_and_refuses_unknown_keys() -> None:
+    from dataclasses import dataclass
+
+    from bicorseg import typedconfig
+
+    @dataclass
+    class Options:
+        """Some options.
+
+        Attributes:
+            tile, overlap: the ``tile`` and its overlap,
+                continued here.
+            name: a :class:`Name`.
+        """
+
+        tile: int = 512
+        overlap: float = 0.25
+        name: str = "x"
+
+    docs = typedconfig.field_docs(Options)
+    assert docs == {
+        "tile": "the tile and its overlap, continued here.",
+        "overlap": docs["tile"],
+        "name": "a Name.",
+    }
+    assert typedconfig.build(Options, {"tile": "64", "name": 7}, "section") == Options(64, 0.25, "7")
+    with pytest.raises(
+        ConfigError, match=r"^section\.tiel: unknown key; did you mean section\.tile\?"
+    ) as error:
+        typedconfig.build(Options, {"tiel": 3}, "section")
+    assert error.value.key == "section.tiel"
+    with pytest.raises(ConfigError, match=r"^section\.overlap: expected a number, got 'big'$"):
+        typedconfig.build(Options, {"overlap": "big"}, "section")
+    assert typedconfig.nearest("bf16", ["32-true", "bf16-mixed"]) == "bf16-mixed"  # a shortening
+    assert typedconfig.nearest("zzz", ["tile", "overlap"]) is None
