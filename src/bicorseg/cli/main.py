@@ -54,8 +54,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Parameter name -> how the command line writes it (``batch_size`` -> ``--batch-size``)."""
-    names: dict[str, str] = {}
+    """Parameter name -> how the command line writes it (``batch_size`` -> ``--batch-size``).
+
+    A command whose option stands for a core parameter of another name declares it with
+    ``parser.set_defaults(parameter_options={"assets": "--stac-assets"})``.
+    """
+    names: dict[str, str] = dict(parser.get_default("parameter_options") or {})
     for action in parser._actions:
         if action.dest in (argparse.SUPPRESS, "help"):
             continue

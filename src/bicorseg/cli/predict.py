@@ -112,7 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
     parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
-    parser.set_defaults(func=run)
+    # core parameters named otherwise here (errors of bicorseg.gis.stac name them)
+    parser.set_defaults(func=run, parameter_options={"assets": "--stac-assets"})
 
 
 class RichProgress:

@@ -172,7 +172,7 @@ def select_bands(
         missing = [k for k in assets if k not in item.assets]
         if missing:
             raise ConfigError(
-                f"--stac-assets: {where} has no asset {missing[0]!r} (assets: {', '.join(item.assets)})"
+                f"{where} has no asset {missing[0]!r} (assets: {', '.join(item.assets)})", key="assets"
             )
         chosen = {k: item.assets[k] for k in assets}
 
@@ -183,7 +183,7 @@ def select_bands(
         if not assets:
             raise ConfigError(
                 f"the checkpoint names no bands, so the assets of {where} cannot be matched: "
-                "name them with --stac-assets"
+                "name them with `assets`"
             )
         stack = []
         for key in assets:
@@ -191,8 +191,8 @@ def select_bands(
             stack.extend(source(key, b, f"{key}:{b}") for b in range(1, count + 1))
         if len(stack) != channels:
             raise ConfigError(
-                f"--stac-assets: {', '.join(assets)} of {where} hold {len(stack)} band(s), the checkpoint "
-                f"takes {channels}"
+                f"{', '.join(assets)} of {where} hold {len(stack)} band(s), the checkpoint takes {channels}",
+                key="assets",
             )
         return stack
     matches = {name: {k: _answers(k, a, name) for k, a in chosen.items()} for name in bands}
@@ -209,16 +209,14 @@ def select_bands(
     if len(whole) > 1:
         raise InputError(
             f"{where}: the assets {', '.join(whole)} each hold the bands {', '.join(bands)}: choose one "
-            "with --stac-assets"
+            "with `assets`"
         )
     stack = []
     for name in bands:
         found = matches[name]
         if len(found) > 1 or len(next(iter(found.values()))) > 1:
             options = ", ".join(f"{k} (band {', '.join(map(str, v))})" for k, v in found.items())
-            raise InputError(
-                f"{where}: the band {name!r} is in {options}: choose the assets with --stac-assets"
-            )
+            raise InputError(f"{where}: the band {name!r} is in {options}: choose the assets with `assets`")
         key, numbers = next(iter(found.items()))
         stack.append(source(key, numbers[0], name))
     return stack
