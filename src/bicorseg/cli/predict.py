@@ -104,6 +104,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "item); rewritten whenever the class raster is, written if missing for a skipped file",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUTPUT/report.html: each image under its prediction (opacity slider), the legend "
+        "with per-class areas; one self-contained page, see bicorseg report",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="redo files whose outputs already exist, also outputs of another checkpoint or settings "
@@ -257,10 +263,36 @@ def _run(args: argparse.Namespace) -> int:
         if args.stac_out:
             with one_line_warnings("predict"):
                 _stac_items(results, args, items)
+        if args.report:  # while the inputs (STAC items' stacks too) are still there
+            page = _report(results, args)
+            if not args.quiet:
+                print(f"report written to {page}", file=sys.stderr)
     if not args.quiet:
         note = f", {skipped} already done (skipped)" if skipped else ""
         print(f"predicted {written} file(s) into {Path(args.output)}{note}", file=sys.stderr)
     return 0
+
+
+def _report(results, args: argparse.Namespace) -> Path:
+    """OUTPUT/report.html over every input and its class map (names from the model for PNG maps)."""
+    from bicorseg.report import REPORT_NAME, ReportItem, write_report
+
+    names = palette = None
+    if any(result.outputs["class"].suffix != ".tif" for result in results):  # PNG maps carry no names
+        from bicorseg.inference.predictor import PredictOptions, Predictor
+
+        info = Predictor.from_checkpoint(args.checkpoint, PredictOptions(), args.engine).info
+        names, palette = info.class_names, info.palette.tolist()
+    items = [
+        ReportItem(result.outputs["class"], result.input, class_names=names, palette=palette)
+        for result in results
+    ]
+    return write_report(
+        items,
+        Path(args.output) / REPORT_NAME,
+        title=f"bicorseg predict: {Path(args.output).name}",
+        subtitle=f"{len(items)} input(s), checkpoint {Path(args.checkpoint).name}",
+    )
 
 
 def _vectorize(results, args: argparse.Namespace) -> None:

@@ -1,0 +1,52 @@
+"""``bicorseg report``: one self-contained HTML page for an output folder of predict, heatmaps or demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write DIR/report.html: image, prediction overlay, legend with areas, heatmaps, metrics",
+        description=(
+            "Write one self-contained HTML page (no network: pictures inlined, no external scripts, styles "
+            "or fonts) for an output folder of bicorseg predict, heatmaps or demo: for every class raster "
+            "written by predict, the image under the prediction with an opacity slider, the legend with "
+            "per-class pixels, shares and areas in hectares, each HBIS layer's class heatmaps (found "
+            "beside the prediction or in DIR/heatmaps) with a layer switch and class toggles, and the "
+            "scores with their convention when DIR/metrics.json exists. Pictures of large rasters are "
+            "decimated to --max-size pixels; areas are counted on every pixel."
+        ),
+    )
+    parser.add_argument("folder", metavar="DIR", help="output folder of bicorseg predict, heatmaps or demo")
+    parser.add_argument("--output", default=None, help="the page to write (default DIR/report.html)")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=(),
+        metavar="PATH",
+        help="where the input images are (files or folders; searched by the name the prediction records, "
+        "then in DIR)",
+    )
+    parser.add_argument(
+        "--max-size", type=int, default=2048, help="long side of the pictures in pixels (default 2048)"
+    )
+    parser.add_argument(
+        "--class-table", default=None, help="YAML class table for class rasters without class names"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bicorseg.errors import ConfigError
+    from bicorseg.report import report_folder
+
+    if args.max_size < 16:
+        raise ConfigError(f"--max-size must be at least 16 pixels, got {args.max_size}")
+    page = report_folder(
+        args.folder, args.output, images=args.images, max_size=args.max_size, class_table=args.class_table
+    )
+    print(f"report written to {page}", file=sys.stderr)
+    return 0

@@ -1,0 +1,65 @@
+"""``report.html``: one self-contained page to look at a prediction (no network, pictures inlined).
+
+* :func:`write_report`: the page for some scenes (:class:`ReportItem`: class raster, image,
+  heatmaps) and, optionally, a metrics report (``metrics.json``).
+* :func:`report_folder`: the page for an output folder of ``bicorseg predict``, ``heatmaps`` or
+  ``demo`` (what :func:`find_items` finds there, and its ``metrics.json``).
+
+:mod:`.collect` reads the files (pictures decimated to a bounded size, areas over every pixel);
+:mod:`.page` writes the HTML from the packaged template.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from bicorseg.atomic import write_text_atomic
+from bicorseg.report.collect import MAX_SIZE, ReportItem, collect, find_items, read_metrics
+from bicorseg.report.page import render
+
+REPORT_NAME = "report.html"
+
+__all__ = ["MAX_SIZE", "REPORT_NAME", "ReportItem", "find_items", "report_folder", "write_report"]
+
+
+def write_report(
+    items: Sequence[ReportItem],
+    output: str | os.PathLike,
+    *,
+    metrics: str | os.PathLike | None = None,
+    title: str = "bicorseg report",
+    subtitle: str = "",
+    max_size: int = MAX_SIZE,
+    class_table: str | os.PathLike | None = None,
+) -> Path:
+    """Write the report of ``items`` (and of the metrics file, if any) to ``output``, atomically."""
+    output = Path(output)
+    table = None if class_table is None else str(class_table)
+    scenes = [collect(item, max_size, table) for item in items]
+    page = render(scenes, read_metrics(metrics) if metrics is not None else None, title, subtitle)
+    return write_text_atomic(output, page)
+
+
+def report_folder(
+    folder: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    images: Sequence[str | os.PathLike] = (),
+    max_size: int = MAX_SIZE,
+    class_table: str | os.PathLike | None = None,
+) -> Path:
+    """The report of an output folder (``folder/report.html`` unless ``output`` is given)."""
+    folder = Path(folder)
+    items = find_items(folder, images)
+    metrics = folder / "metrics.json"
+    return write_report(
+        items,
+        folder / REPORT_NAME if output is None else output,
+        metrics=metrics if metrics.is_file() else None,
+        title=f"bicorseg report: {folder.resolve().name}",
+        subtitle=f"{len(items)} scene(s) from {folder.resolve()}",
+        max_size=max_size,
+        class_table=class_table,
+    )

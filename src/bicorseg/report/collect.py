@@ -1,0 +1,352 @@
+"""What a report shows, read from the files: bounded-size pictures, per-class areas, metrics.
+
+Every raster is read decimated (``rasterio`` ``out_shape``, nearest neighbour), so the pictures have
+at most ``max_size`` pixels on their long side whatever the raster's size; the per-class areas are
+counted over every pixel of the class raster, window by window (bounded memory).
+
+Areas: with the optional extra ``vector`` installed, :func:`bicorseg.gis.areas.class_areas` measures
+them for any CRS (in the plane or on the ellipsoid, as ``bicorseg areas`` does). Without it, a
+raster in a projected CRS gets pixel count x pixel size (in the plane; the projection's areal
+distortion is not checked, and the report says so); a raster without a projected CRS gets pixel
+counts and shares only.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from bicorseg.errors import ConfigError, InputError, first_line
+from bicorseg.gis.source import ClassRaster
+from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_image
+from bicorseg.inference.predictor import open_raster
+from bicorseg.inference.tiling import output_size
+
+MAX_SIZE = 2048  # long side of the image and the prediction in the report, in pixels
+HEATMAP_SIZE = 512  # long side of each heatmap picture
+METRICS_LIMIT = 16 * 2**20  # bytes: a larger metrics.json is not one bicorseg wrote
+HEATMAP_RASTER = re.compile(r"^(?P<stem>.+)_heatmaps_layer(?P<layer>\d+)\.tif$")
+HEATMAP_PNG = re.compile(r"^(?P<stem>.+)_layer(?P<layer>\d+)_(?P<cls>[A-Za-z0-9_-]+)\.png$")
+
+
+@dataclass
+class ReportItem:
+    """One scene of a report: its class raster and, when known, the image and the heatmaps."""
+
+    prediction: Path
+    image: Path | None = None
+    heatmaps: list[Path] = field(default_factory=list)  # *_heatmaps_layer{l}.tif or *_layer{l}_{class}.png
+    class_names: Sequence[str] | None = None  # None: from the class raster's tags (or class_table)
+    palette: Sequence[Sequence[int]] | None = None  # None: the class raster's colour table
+    name: str | None = None
+
+
+@dataclass
+class ClassRow:
+    class_id: int
+    name: str
+    colour: tuple[int, int, int]
+    pixels: int
+    percent: float
+    hectares: float | None
+
+
+@dataclass
+class Areas:
+    rows: list[ClassRow]
+    method: str  # how areas were measured, shown under the table
+    total_pixels: int
+    total_hectares: float | None
+
+
+@dataclass
+class Picture:
+    """An RGBA ``uint8`` picture and the shape of the raster it shows."""
+
+    rgba: np.ndarray
+    source_shape: tuple[int, int]
+
+
+@dataclass
+class SceneContent:
+    name: str
+    image: Picture | None
+    prediction: Picture
+    areas: Areas
+    heatmaps: dict[int, dict[int, Picture]]  # layer -> class id -> picture
+    notes: list[str] = field(default_factory=list)
+
+
+def display_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """``(height, width)`` decimated by the smallest integer step that fits ``max_size``."""
+    step = max(1, math.ceil(max(height, width) / max_size))
+    return output_size(height, step), output_size(width, step)
+
+
+def _rgba(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.dstack([rgb, np.where(alpha, 255, 0).astype(np.uint8)]))
+
+
+def _class_table(raster: ClassRaster, item: ReportItem) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Names and colours of the classes (the item's, else the raster's; else ids and defaults)."""
+    from matplotlib import colormaps
+
+    names = list(item.class_names) if item.class_names is not None else raster.names
+    if names is None:  # no names anywhere: classes 0 .. the largest value present
+        names = [raster.name(i) for i in range(len(_pixel_counts(raster, 1)))]
+    if item.palette is not None:
+        colours = [tuple(int(v) for v in c[:3]) for c in item.palette]
+    else:
+        colours = [raster.palette.get(i) for i in range(len(names))]
+    fallback = np.round(colormaps["tab20"](np.arange(max(len(names), 1)) % 20)[:, :3] * 255).astype(int)
+    table = [tuple(int(v) for v in (c if c is not None else fallback[i])) for i, c in enumerate(colours)]
+    table += [tuple(int(v) for v in fallback[i]) for i in range(len(table), len(names))]
+    return names, table
+
+
+def _read_prediction(raster: ClassRaster, colours: list[tuple[int, int, int]], max_size: int) -> Picture:
+    src = raster.src
+    shape = display_shape(src.height, src.width, max_size)
+    try:
+        data = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        valid = src.read_masks(1, out_shape=shape, resampling=Resampling.nearest) > 0
+    except RasterioError as error:
+        raise InputError(f"cannot read {raster.path}: {first_line(error)}") from error
+    if raster.extra_nodata is not None:
+        valid &= data != raster.extra_nodata
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(colours)] = np.asarray(colours, np.uint8)[:256]
+    known = valid & (data >= 0) & (data < len(colours))
+    rgb = table[np.where(known, data, 0).astype(np.int64)]
+    return Picture(_rgba(rgb, known), (src.height, src.width))
+
+
+def _pixel_counts(raster: ClassRaster, size: int) -> np.ndarray:
+    counts = np.zeros(size, np.int64)
+    for window in raster.windows():
+        data, valid = raster.read(window)
+        values = data[valid].astype(np.int64)
+        if values.size:
+            counts = np.pad(counts, (0, max(0, int(values.max()) + 1 - len(counts))))
+            counts += np.bincount(values, minlength=len(counts))
+    return counts
+
+
+def _areas(
+    raster: ClassRaster, names: list[str], colours: list[tuple[int, int, int]], class_table: str | None
+) -> Areas:
+    """Per-class pixels, shares and hectares (see the module docstring for the method)."""
+    src = raster.src
+    hectares: np.ndarray | None = None
+    method = "pixel counts only: the raster has no CRS, so its pixels have no size in metres"
+    counts: np.ndarray | None = None
+    if src.crs is not None:
+        try:
+            from bicorseg.gis.areas import AreaOptions, class_areas
+        except ConfigError:  # the optional extra is not installed
+            class_areas = None
+        if class_areas is not None:
+            report = class_areas(raster.path, AreaOptions(class_table=class_table))
+            counts = np.zeros(len(names), np.int64)
+            hectares = np.zeros(len(names), np.float64)
+            for row in report.classes:
+                if row.class_id >= len(names):
+                    raise InputError(f"{raster.path}: pixel value {row.class_id} is not one of the classes")
+                counts[row.class_id], hectares[row.class_id] = row.pixels, row.area_ha
+            method = f"areas {report.area_method}"
+        elif src.crs.is_projected:
+            counts = _pixel_counts(raster, len(names))
+            t = src.transform
+            metres = float(src.crs.linear_units_factor[1])
+            pixel_m2 = abs(t.a * t.e - t.b * t.d) * metres**2
+            hectares = counts * pixel_m2 / 1e4
+            method = (
+                f"areas in the plane of {src.crs.to_string()} from the pixel size ({pixel_m2:g} m² per pixel); "
+                'the projection\'s areal distortion is not checked (pip install "bicorseg[vector]" to measure it)'
+            )
+        else:
+            method = (
+                f"pixel counts only: areas in {src.crs.to_string()} are measured on the ellipsoid, which "
+                'needs the optional extra (pip install "bicorseg[vector]")'
+            )
+    if counts is None:
+        counts = _pixel_counts(raster, len(names))
+    if len(counts) > len(names):
+        bad = int(np.nonzero(counts[len(names) :])[0][0]) + len(names)
+        raise InputError(f"{raster.path}: pixel value {bad} is not one of the {len(names)} classes")
+    counts = np.pad(counts, (0, len(names) - len(counts)))
+    total = int(counts.sum())
+    rows = [
+        ClassRow(
+            i,
+            names[i],
+            colours[i],
+            int(counts[i]),
+            100.0 * float(counts[i]) / total if total else 0.0,
+            None if hectares is None else float(hectares[i]),
+        )
+        for i in range(len(names))
+    ]
+    total_ha = None if hectares is None else float(hectares.sum())
+    return Areas(rows, method, total, total_ha)
+
+
+def _heatmap_stem(name: str) -> str | None:
+    """The input stem of a heatmap file name, or None for another file."""
+    match = HEATMAP_RASTER.match(name) or HEATMAP_PNG.match(name)
+    return match.group("stem") if match else None
+
+
+def _heatmap_picture(values: np.ndarray) -> np.ndarray:
+    """A [0, 1] map (NaN = no data) in the perceptual colour map, transparent where NaN."""
+    from matplotlib import colormaps
+
+    finite = np.isfinite(values)
+    rgba = colormaps[HEATMAP_COLORMAP](np.clip(np.nan_to_num(values), 0.0, 1.0), bytes=True)
+    rgba[..., 3] = np.where(finite, 255, 0)
+    return np.ascontiguousarray(rgba)
+
+
+def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[int, Picture]]:
+    slugs = {re.sub(r"[^A-Za-z0-9_-]+", "_", n).strip("_") or "class": i for i, n in enumerate(names)}
+    layers: dict[int, dict[int, Picture]] = {}
+    for path in paths:
+        raster_match, png_match = HEATMAP_RASTER.match(path.name), HEATMAP_PNG.match(path.name)
+        if raster_match is None and png_match is None:
+            raise InputError(
+                f"{path}: not a heatmap file (<stem>_heatmaps_layer<L>.tif or <stem>_layer<L>_<class>.png)"
+            )
+        layer = int((raster_match or png_match).group("layer"))
+        with open_raster(path) as src:
+            shape = display_shape(src.height, src.width, HEATMAP_SIZE)
+            if raster_match is not None:
+                if src.count != len(names):
+                    raise InputError(f"{path} has {src.count} bands: expected one per class ({len(names)})")
+                data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
+                data = data.astype(np.float32)
+                classes = dict(enumerate(data))
+            else:
+                cls = slugs.get(png_match.group("cls"))
+                if cls is None:
+                    raise InputError(f"{path}: {png_match.group('cls')!r} is not one of the classes")
+                grey = src.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.float32)
+                classes = {cls: grey / 255.0}
+        for cls, values in classes.items():
+            layers.setdefault(layer, {})[cls] = Picture(_heatmap_picture(values), (src.height, src.width))
+    return dict(sorted(layers.items()))
+
+
+def collect(item: ReportItem, max_size: int = MAX_SIZE, class_table: str | None = None) -> SceneContent:
+    """Read everything the report shows for one scene (pictures bounded by ``max_size``)."""
+    if max_size < 16:
+        raise ConfigError(f"max_size must be at least 16 pixels, got {max_size}")
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with ClassRaster.open(item.prediction, class_table) as raster:
+            names, colours = _class_table(raster, item)
+            prediction = _read_prediction(raster, colours, max_size)
+            areas = _areas(raster, names, colours, class_table)
+            shape = (raster.src.height, raster.src.width)
+        image = None
+        if item.image is not None:
+            with open_raster(item.image) as src:
+                if (src.height, src.width) != shape:
+                    raise InputError(
+                        f"{item.image} is {src.height} x {src.width} pixels but its prediction "
+                        f"{item.prediction} is {shape[0]} x {shape[1]}"
+                    )
+                bands = list(range(1, min(src.count, 3) + 1)) if src.count >= 3 else [1]
+                rgb = display_image(src, bands, prediction.rgba.shape[:2])
+            rgb8 = np.round(np.atleast_3d(rgb) * 255).astype(np.uint8)
+            if rgb8.shape[-1] == 1:
+                rgb8 = np.repeat(rgb8, 3, axis=-1)
+            image = Picture(_rgba(rgb8, np.ones(rgb8.shape[:2], bool)), shape)
+        else:
+            notes.append("the input image was not found: the prediction is shown alone")
+        heatmaps = _read_heatmaps(item.heatmaps, names)
+    if prediction.source_shape != prediction.rgba.shape[:2]:
+        notes.append(
+            f"pictures shown at {prediction.rgba.shape[1]} x {prediction.rgba.shape[0]} pixels "
+            f"(the rasters have {shape[1]} x {shape[0]}); areas are counted on every pixel"
+        )
+    name = item.name or item.prediction.name
+    return SceneContent(name, image, prediction, areas, heatmaps, notes)
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """A metrics report as ``bicorseg evaluate --output`` and the demo write it (checked, bounded)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > METRICS_LIMIT:
+            raise InputError(f"{path} is larger than {METRICS_LIMIT >> 20} MiB: not a metrics report")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {first_line(error)}") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON: {first_line(error)}") from error
+    if not isinstance(data, dict) or not isinstance(data.get("per_class"), dict):
+        raise InputError(f"{path} is not a metrics report (no per_class table)")
+    return data
+
+
+def _tags(path: Path) -> dict[str, str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.tags() if src.count == 1 else {}
+    except RasterioError:
+        return {}
+
+
+def find_items(folder: str | os.PathLike, images: Sequence[str | os.PathLike] = ()) -> list[ReportItem]:
+    """The scenes of an output folder of ``bicorseg predict``, ``heatmaps`` or ``demo``.
+
+    A scene is a class raster written by ``bicorseg predict`` (a single-band GeoTIFF with the tag
+    ``bicorseg_input``, in ``folder`` or its sub-folder ``predictions``); its image is the file of
+    that name in ``images`` (files or folders) or in ``folder``; its heatmaps are
+    ``<image stem>_heatmaps_layer<L>.tif`` (or the per-class PNGs) in ``folder`` or ``folder/heatmaps``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    search = [Path(p) for p in images] + [folder]
+    items = []
+    for path in sorted(folder.glob("*.tif")):
+        tags = _tags(path)
+        source = tags.get("bicorseg_input")
+        if source is None or "bicorseg_layer" in tags:
+            continue
+        image = None
+        for place in search:
+            candidate = place if place.is_file() and place.name == source else place / source
+            if candidate.is_file() and candidate.resolve() != path.resolve():
+                image = candidate
+                break
+        stem = Path(source).stem
+        heatmaps = sorted(
+            p
+            for where in (folder, folder / "heatmaps")
+            for p in where.glob(f"{glob.escape(stem)}_*")
+            if _heatmap_stem(p.name) == stem
+        )
+        items.append(ReportItem(path, image, heatmaps))
+    if not items:
+        raise InputError(
+            f"{folder}: no class raster written by bicorseg predict (single-band GeoTIFF with bicorseg tags)"
+        )
+    return items

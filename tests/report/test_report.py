@@ -1,0 +1,149 @@
+"""``report.html``: self-contained, bounded pictures, per-class areas, heatmaps, metrics, hostile text escaped."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import Affine
+from report_helpers import SIZE, output_folder
+
+from bicorseg.cli.main import main
+from bicorseg.demo import DEMO_SPEC
+from bicorseg.errors import InputError
+from bicorseg.report import ReportItem, report_folder, write_report
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return output_folder(tmp_path_factory.mktemp("report") / "out")
+
+
+def pictures(page: str) -> list[Image.Image]:
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    return [Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) for s in sources]
+
+
+def write_classes(path, classes, names=DEMO_SPEC.class_names, pixel=0.5, crs="EPSG:32633"):
+    profile = dict(driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1, dtype="uint8",
+                   crs=crs, transform=Affine(pixel, 0.0, 500_000.0, 0.0, -pixel, 5_000_000.0), nodata=255,
+                   tiled=True, compress="deflate")  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(classes, 1)
+        dst.update_tags(bicorseg_input="scene.tif", bicorseg_classes=json.dumps(list(names)))
+        dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(DEMO_SPEC.palette)})
+    return path
+
+
+def test_the_page_is_self_contained(folder) -> None:
+    page = report_folder(folder).read_text(encoding="utf-8")
+    assert (folder / "report.html").is_file()
+    # nothing to fetch: no URL, no stylesheet or script file, no font, no CSS url()
+    assert not re.search(r"https?://|src=\"//|<link\b|@import|url\(|<script [^>]*src=", page)
+    assert "default-src 'none'" in page  # and the page forbids fetching anything itself
+    images = pictures(page)
+    assert images[0].size == images[1].size == (SIZE, SIZE)  # the scene and the prediction over it
+    assert len(images) == 2 + 2 * DEMO_SPEC.num_classes  # and every layer's heatmap of every class
+    assert 'type="range" class="opacity"' in page
+    for name in DEMO_SPEC.class_names:
+        assert f"{name}</td>" in page  # legend and scores name every class
+    assert "mIoU" in page and "held-out" in page  # the metrics and their convention
+
+
+def test_prediction_colours_are_the_palette(folder) -> None:
+    page = report_folder(folder, folder / "again.html").read_text(encoding="utf-8")
+    with rasterio.open(folder / "prediction.tif") as src:
+        classes = src.read(1)
+    shown = np.asarray(pictures(page)[1].convert("RGBA"))
+    assert np.array_equal(shown[..., :3], np.asarray(DEMO_SPEC.palette, np.uint8)[classes])
+    assert (shown[..., 3] == 255).all()
+
+
+def test_areas_in_hectares_from_every_pixel(tmp_path) -> None:
+    classes = np.zeros((300, 400), np.uint8)
+    classes[:100] = 5  # building: 40 000 px of 0.25 m2 = 1 ha
+    classes[100:110, :] = 255  # nodata counts nowhere
+    write_classes(tmp_path / "prediction.tif", classes)
+    page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html").read_text()
+    rows = dict(re.findall(r"</span>([^<]+)</td><td>[\d,]+</td><td>[\d.]+ %</td><td>([\d.,]+)</td>", page))
+    assert rows["building"] == "1.000"
+    assert rows["bare ground"] == f"{(300 - 110) * 400 * 0.25 / 1e4:.3f}"
+    assert rows["water"] == "0.000"
+    assert "40,000" in page and "116,000" in page  # pixels of building, valid pixels in all
+
+
+def test_areas_without_the_vector_extra(tmp_path, monkeypatch) -> None:
+    classes = np.full((200, 200), 3, np.uint8)
+    write_classes(tmp_path / "prediction.tif", classes, pixel=2.0)
+    monkeypatch.setitem(sys.modules, "shapely", None)  # as on an install without bicorseg[vector]
+    monkeypatch.delitem(sys.modules, "bicorseg.gis.areas", raising=False)
+    page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html").read_text()
+    assert "from the pixel size (4 m² per pixel)" in page
+    assert "16.000" in page  # 40 000 px of 4 m2 = 16 ha, in the plane
+
+
+def test_a_raster_without_crs_gets_pixel_counts_only(tmp_path) -> None:
+    classes = np.ones((64, 64), np.uint8)
+    write_classes(tmp_path / "prediction.tif", classes, crs=None)
+    page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html").read_text()
+    assert "pixel counts only" in page and "area (ha)" not in page
+    assert "4,096" in page
+
+
+def test_big_rasters_are_decimated_for_display(tmp_path) -> None:
+    classes = np.zeros((3000, 5000), np.uint8)
+    classes[:, 2500:] = 2
+    write_classes(tmp_path / "prediction.tif", classes)
+    page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html", max_size=1000)
+    (shown,) = pictures(page.read_text())
+    assert shown.size == (1000, 600)  # every 5th pixel: long side within the bound, aspect kept
+    assert "areas are counted on every pixel" in page.read_text()
+    assert "7,500,000" in page.read_text()  # tree pixels counted at full resolution
+
+
+def test_text_from_the_files_is_escaped(tmp_path) -> None:
+    names = ("<script>alert(1)</script>", *DEMO_SPEC.class_names[1:])
+    write_classes(tmp_path / "prediction.tif", np.zeros((32, 32), np.uint8), names=names)
+    page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html").read_text()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_cli_writes_the_report_of_a_folder(folder, tmp_path, capsys) -> None:
+    target = tmp_path / "page.html"
+    assert main(["report", str(folder), "--output", str(target), "--max-size", "64"]) == 0
+    images = pictures(target.read_text())
+    assert images[0].size == (54, 54)  # 160 px decimated by 3 to fit 64
+    assert str(target) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: None, "no class raster written by bicorseg predict"),
+        (lambda d: (d / "metrics.json").write_text("{not json"), "is not valid JSON"),
+    ],
+)
+def test_bad_folders_are_one_line_errors(tmp_path, capsys, setup, message) -> None:
+    if "JSON" in message:
+        write_classes(tmp_path / "prediction.tif", np.zeros((32, 32), np.uint8))
+    setup(tmp_path)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_an_image_of_another_size_is_refused(tmp_path, folder) -> None:
+    write_classes(tmp_path / "prediction.tif", np.zeros((32, 32), np.uint8))
+    with pytest.raises(InputError, match="is 160 x 160 pixels but its prediction"):
+        write_report([ReportItem(tmp_path / "prediction.tif", folder / "scene.tif")], tmp_path / "r.html")
+    assert [p.name for p in tmp_path.iterdir()] == ["prediction.tif"]  # nothing half-written

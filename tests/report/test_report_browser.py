@@ -1,0 +1,111 @@
+"""``report.html`` in a real headless Chromium: no console errors, nothing fetched, the controls work.
+
+Chromium and its driver come from the Debian packages (``apt-get install chromium chromium-driver``,
+which ``.ci/run`` does); selenium drives them (the ``dev`` extra) and downloads nothing. Without
+them the test is skipped on a workstation and fails in CI (the ``CI`` environment variable set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from report_helpers import output_folder
+
+from bicorseg.demo import DEMO_SPEC
+from bicorseg.report import report_folder
+
+CHROMIUM = Path(os.environ.get("BICORSEG_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("BICORSEG_CHROMEDRIVER", "/usr/bin/chromedriver"))
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1800",
+)  # fmt: skip
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return 'selenium is not installed (pip install -e ".[dev]")'
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return f"{path} is missing (apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path):
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def _visible(driver, selector: str) -> list[str]:
+    return [
+        f"{e.get_attribute('data-layer')}/{e.get_attribute('data-class')}"
+        for e in driver.find_elements("css selector", selector)
+        if e.is_displayed()
+    ]
+
+
+@pytest.mark.slow
+def test_report_in_a_real_browser(browser, tmp_path) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    page = report_folder(output_folder(tmp_path / "out"))
+    browser.get(page.resolve().as_uri())
+    assert browser.title.startswith("bicorseg report")
+
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+    assert errors == [], errors
+    # nothing was fetched: every picture is inline
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    images = browser.find_elements("css selector", "img")
+    assert images and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
+
+    overlay = browser.find_element("css selector", "img.overlay")
+    slider = browser.find_element("css selector", "input.opacity")
+
+    def opacity() -> float:
+        return float(browser.execute_script("return getComputedStyle(arguments[0]).opacity", overlay))
+
+    assert opacity() == pytest.approx(0.6)
+    slider.send_keys(Keys.HOME)  # the keyboard moves the real slider and fires its input events
+    assert opacity() == 0.0
+    assert browser.find_element("css selector", "output.opacity-value").text == "0 %"
+    slider.send_keys(Keys.END)
+    assert opacity() == 1.0
+    for _ in range(25):
+        slider.send_keys(Keys.ARROW_LEFT)
+    assert opacity() == pytest.approx(0.75)
+
+    n = DEMO_SPEC.num_classes
+    assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"2/{c}" for c in range(n))  # last layer
+    browser.find_element("css selector", 'input.layer[value="1"]').click()
+    assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"1/{c}" for c in range(n))
+    browser.find_element("css selector", 'input.heat-class[value="5"]').click()  # hide "building"
+    assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"1/{c}" for c in range(n - 1))
+    browser.find_element("css selector", 'input.layer[value="2"]').click()
+    assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"2/{c}" for c in range(n - 1))
+    assert browser.get_log("browser") == []  # and the interaction logged nothing either
