@@ -17,10 +17,10 @@ from bicorseg.demo import DEMO_CRS, DEMO_SPEC
 from bicorseg.demo.pipeline import DemoConfig
 from bicorseg.errors import ConfigError
 
-# Small scenes and a narrow model so that the whole run takes well under a minute on two cores.
+# Small scenes, a narrow model and a few steps: the whole run takes well under a minute on two cores.
 TINY = [
-    "--minutes", "0.3", "--train-scenes", "8", "--scene-size", "128", "--test-size", "160",
-    "--crop-size", "96", "--batch-size", "2", "--width", "32", "--threads", "1",
+    "--minutes", "2", "--train-scenes", "8", "--scene-size", "128", "--test-size", "160",
+    "--crop-size", "96", "--batch-size", "2", "--width", "32", "--steps", "6",
 ]  # fmt: skip
 
 
@@ -36,7 +36,9 @@ def test_demo_writes_every_output(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--seed", "3", *TINY]) == 0
     summary = capsys.readouterr().out
-    for name in ("model.ckpt", "scene.tif", "prediction.tif", "prediction_color.png", "heatmaps.png"):
+    for name in (
+        "model.ckpt", "scene.tif", "prediction.tif", "prediction_color.png", "heatmaps.png", "report.html"
+    ):  # fmt: skip
         assert (out / name).is_file(), name
         assert name in summary  # the summary says where everything went
     assert "mIoU" in summary
@@ -63,7 +65,9 @@ def test_demo_writes_every_output(tmp_path, capsys) -> None:
         assert scores["iou"] is None or 0.0 <= scores["iou"] <= 1.0
     ious = [s["iou"] for s in metrics["per_class"].values() if s["iou"] is not None]
     assert math.isclose(metrics["miou"], sum(ious) / len(ious), rel_tol=1e-9)
-    assert metrics["convention"]["training_steps"] > 0
+    assert metrics["convention"]["training_steps"] == metrics["convention"]["training_steps_planned"] == 6
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "held-out scene" in page and page.count("data:image/png;base64,") == 2 + 2 * DEMO_SPEC.num_classes
 
     checkpoint = load_checkpoint(out / "model.ckpt")
     assert checkpoint.dataset == DEMO_SPEC
@@ -95,6 +99,19 @@ def test_too_short_a_budget_is_a_clear_error(tmp_path, capsys) -> None:
     assert "give more time" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_the_time_budget_stops_training_and_says_so(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    # far more steps than fit: Lightning's Timer stops training, everything after it still runs
+    assert main(["demo", "--output", str(out), *TINY[2:-2], "--minutes", "0.4", "--steps", "100000"]) == 0
+    summary = capsys.readouterr().out
+    convention = json.loads((out / "metrics.json").read_text())["convention"]
+    assert 0 < convention["training_steps"] < convention["training_steps_planned"] == 100000
+    assert "time budget stopped training" in " ".join(summary.split())
+    assert "stopped by the time budget" in (out / "report.html").read_text(encoding="utf-8")
+    assert (out / "prediction.tif").is_file() and (out / "model.ckpt").is_file()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -114,7 +131,7 @@ def test_fixed_steps_make_the_demo_reproducible(tmp_path, capsys) -> None:
     runs = []
     out = tmp_path / "demo"
     for _ in range(2):  # the second run replaces the first one's outputs in the same folder
-        assert main(["demo", "--output", str(out), "--steps", "3", *TINY]) == 0
+        assert main(["demo", "--output", str(out), *TINY[:-2], "--steps", "3"]) == 0
         with rasterio.open(out / "prediction.tif") as src:
             runs.append((src.read(1), json.loads((out / "metrics.json").read_text())))
     (first, metrics_a), (second, metrics_b) = runs

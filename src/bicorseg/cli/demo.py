@@ -17,11 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train and apply a small BiCoR-Seg on generated aerial scenes, in minutes on a CPU",
         description=(
             "Generate aerial-like scenes with labels (fields, roads, buildings, water, trees, bare ground), "
-            "train a small BiCoR-Seg on the CPU within the time budget, then segment a larger held-out "
-            "scene. Writes to OUTPUT: model.ckpt, scene.tif (the held-out scene, EPSG:32633), "
+            "train a small BiCoR-Seg on one CPU thread for a fixed number of steps, then segment a larger "
+            "held-out scene. Writes to OUTPUT: model.ckpt, scene.tif (the held-out scene, EPSG:32633), "
             "prediction.tif (class indices, same CRS and transform), prediction_color.png, heatmaps.png "
-            "(image, truth, prediction, per-class heatmaps) and metrics.json (mIoU, OA, per-class IoU). "
-            "Nothing is downloaded; the same seed gives the same scenes."
+            "(image, truth, prediction, per-class heatmaps), metrics.json (mIoU, OA, per-class IoU) and "
+            "report.html (all of it on one self-contained page). Nothing is downloaded; the same seed "
+            "gives the same scenes, model and scores."
         ),
     )
     parser.add_argument("--output", default="demo_output", help="output folder (default ./demo_output)")
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--minutes",
         type=float,
         default=5.0,
-        help="time budget of the whole demo in minutes; training gets what the other steps leave (default 5)",
+        help="time limit of the whole demo in minutes: training stops early if its steps do not fit in "
+        "what the other steps leave (default 5)",
     )
     parser.add_argument(
         "--seed", type=int, default=42, help="seed of the scenes and the training (default 42)"
@@ -38,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         default=None,
-        help="train exactly N steps on one CPU thread instead of filling the time budget: the same seed "
-        "then gives the same model (the budget no longer bounds training)",
+        help="training steps (default: the number the demo is sized for, which fits the default time "
+        "limit on one busy CPU core); the same seed and steps give the same model",
     )
     # Smaller runs for tests and quick looks; not part of the documented interface.
     for flag, kind in (
@@ -81,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     hidden = ("train_scenes", "scene_size", "test_size", "crop_size", "batch_size", "width", "threads", "lr")
     options = {key: getattr(args, key) for key in hidden if hasattr(args, key)}
-    config = DemoConfig(
-        output=Path(args.output), minutes=args.minutes, seed=args.seed, steps=args.steps, **options
-    )
+    if args.steps is not None:
+        options["steps"] = args.steps
+    config = DemoConfig(output=Path(args.output), minutes=args.minutes, seed=args.seed, **options)
     ensure_writable(config.output, folder=True)
     result = run_demo(config, started=started)
     print_summary(result)

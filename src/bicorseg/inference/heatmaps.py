@@ -52,6 +52,7 @@ from bicorseg.raster_access import input_path
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
 FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels
+HEATMAP_COLORMAP = "viridis"  # perceptually uniform, also readable in grey and with colour blindness
 
 
 @dataclass
@@ -214,7 +215,15 @@ def export_heatmaps(
 
 def _display_image(reader: RasterReader, shape: tuple[int, int]) -> np.ndarray:
     """An RGB (or grey) float image in [0, 1] at ``shape``, stretched at the 2nd/98th percentiles."""
-    data, valid = reader.overview(shape)
+    return display_stretch(*reader.overview(shape))
+
+
+def display_stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Bands ``B x H x W`` (float32, input units) as an RGB (first three) or grey image in [0, 1].
+
+    Each band is stretched between its 2nd and 98th percentiles over the ``valid`` pixels; invalid
+    pixels are white. ``data`` is changed in place.
+    """
     data = data[:3] if len(data) >= 3 else data[:1]
     for band in data:
         values = band[valid]
@@ -271,7 +280,12 @@ def draw_figure(
     truth: np.ndarray | None = None,
     title: str = "",
 ) -> None:
-    """The heatmap figure of the paper as a PNG: image, ground truth, prediction, one heatmap per class."""
+    """The heatmap figure of the paper as a PNG: image, ground truth, prediction, one heatmap per class.
+
+    The class maps get a legend with the class names (in the palette's colours, unknown pixels
+    white); the heatmaps share one colour bar in the perceptual colour map :data:`HEATMAP_COLORMAP`
+    over [0, 1]. The layout is constrained (no overlapping labels) and the PNG cropped to its content.
+    """
     # the object-oriented API draws on its own Agg canvas: no pyplot, no backend switch
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -287,7 +301,7 @@ def draw_figure(
     cols = max(len(panels), min(n, 4))
     rows = 1 + math.ceil(n / cols)
     aspect = image.shape[0] / image.shape[1]
-    fig = Figure(figsize=(3.2 * cols, 3.2 * rows * aspect + 0.8))
+    fig = Figure(figsize=(2.6 * cols + 1.2, 2.6 * rows * aspect + 0.9), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
@@ -295,15 +309,26 @@ def draw_figure(
     for ax, (name, data) in zip(axes[0], panels):
         ax.imshow(data, cmap="gray" if data.ndim == 2 else None, interpolation="nearest")
         ax.set_title(name, fontsize=10)
-    handles = [Patch(color=table[c], label=name) for c, name in enumerate(info.class_names)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(n, 8), fontsize=8, frameon=False)
     mappable = None
     for c in range(n):
         ax = axes[1 + c // cols, c % cols]
-        mappable = ax.imshow(heatmaps[c], cmap="jet", vmin=0.0, vmax=1.0, interpolation="nearest")
+        mappable = ax.imshow(heatmaps[c], cmap=HEATMAP_COLORMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"layer {layer}: {info.class_names[c]}", fontsize=10)
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes[1:].ravel().tolist(), shrink=0.8, label="sigmoid heatmap")
+        fig.colorbar(
+            mappable, ax=axes[1:].ravel().tolist(), shrink=0.8, label=f"layer {layer} sigmoid heatmap"
+        )
+    handles = [
+        Patch(facecolor=table[c], edgecolor="0.4", label=name) for c, name in enumerate(info.class_names)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(n, 6),
+        fontsize=9,
+        frameon=False,
+        title="classes",
+    )
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(output, dpi=100, format="png")
+    fig.savefig(output, dpi=100, format="png", bbox_inches="tight", pad_inches=0.05)

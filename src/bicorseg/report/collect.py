@@ -31,7 +31,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.gis.source import ClassRaster
-from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_image
+from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
 from bicorseg.inference.predictor import open_raster
 from bicorseg.inference.tiling import output_size
 
@@ -230,7 +230,7 @@ def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[in
                 f"{path}: not a heatmap file (<stem>_heatmaps_layer<L>.tif or <stem>_layer<L>_<class>.png)"
             )
         layer = int((raster_match or png_match).group("layer"))
-        with open_raster(path) as src:
+        with open_raster(Path(path)) as src:
             shape = display_shape(src.height, src.width, HEATMAP_SIZE)
             if raster_match is not None:
                 if src.count != len(names):
@@ -263,14 +263,25 @@ def collect(item: ReportItem, max_size: int = MAX_SIZE, class_table: str | None 
             shape = (raster.src.height, raster.src.width)
         image = None
         if item.image is not None:
-            with open_raster(item.image) as src:
+            with open_raster(Path(item.image)) as src:
                 if (src.height, src.width) != shape:
                     raise InputError(
                         f"{item.image} is {src.height} x {src.width} pixels but its prediction "
                         f"{item.prediction} is {shape[0]} x {shape[1]}"
                     )
-                bands = list(range(1, min(src.count, 3) + 1)) if src.count >= 3 else [1]
-                rgb = display_image(src, bands, prediction.rgba.shape[:2])
+                bands = [1, 2, 3] if src.count >= 3 else [1]
+                shown = prediction.rgba.shape[:2]
+                try:
+                    data = src.read(
+                        bands,
+                        out_shape=(len(bands), *shown),
+                        resampling=Resampling.nearest,
+                        out_dtype="float32",
+                    )
+                    valid = src.dataset_mask(out_shape=shown, resampling=Resampling.nearest) > 0
+                except RasterioError as error:
+                    raise InputError(f"cannot read {item.image}: {first_line(error)}") from error
+                rgb = display_stretch(data, valid & np.isfinite(data).all(axis=0))
             rgb8 = np.round(np.atleast_3d(rgb) * 255).astype(np.uint8)
             if rgb8.shape[-1] == 1:
                 rgb8 = np.repeat(rgb8, 3, axis=-1)
