@@ -386,9 +386,9 @@ class _Painter:
                 * min(h, w)
                 * np.sin(2 * math.pi * u / rng.uniform(200, 500) + rng.uniform(0, 6.3))
             )
-            path = np.abs(v - centre - bend) < rng.uniform(3, 4.5)
+            path = np.abs(v - centre - bend) < rng.uniform(4, 5.5)  # 8-11 px: 4-5.5 m tracks
             path &= self.mask != WATER
-            dirt = self._colour((170, 155, 130), 0.08)
+            dirt = self._colour((192, 188, 178), 0.06)  # pale gravel: grey like asphalt, never soil brown
             self._fill(path, ROAD, dirt * (0.88 + 0.24 * grain))
             self.height_map[path] = 0
         return roads
@@ -399,8 +399,9 @@ class _Painter:
         blocked = (self.mask == WATER) | (self.mask == ROAD)
         target = max(2, int(h * w / rng.uniform(5000, 9000)))
         placed, tries = 0, 0
-        # Tiles, dark brick, slate (bluish), light concrete: not the grey of asphalt nor the brown of soil.
-        roof_colours = [(175, 75, 55), (145, 55, 50), (80, 88, 110), (205, 200, 190)]
+        # Red tiles, dark brick, orange clay, burgundy: never the grey of asphalt nor the brown of soil
+        # (grey roofs were the demo's main confusion, buildings predicted as road).
+        roof_colours = [(175, 75, 55), (145, 55, 50), (196, 116, 70), (128, 60, 72)]
         while placed < target and tries < target * 30:
             tries += 1
             if roads and rng.random() < 0.8:
@@ -449,7 +450,7 @@ class _Painter:
         count = int(h * w / rng.uniform(4000, 8000))
         centres = np.stack([rng.uniform(0, h, count), rng.uniform(0, w, count)], 1)
         ok = allowed[centres[:, 0].astype(int), centres[:, 1].astype(int)]
-        self._draw_crowns(centres[ok], rng.uniform(3, 7, int(ok.sum())), allowed)
+        self._draw_crowns(centres[ok], rng.uniform(4, 8, int(ok.sum())), allowed)
 
     def _shadows(self) -> None:
         """Cast shadows: each object darkens the ground along the shadow direction up to its height."""
@@ -467,7 +468,7 @@ class _Painter:
             dy, dx = (direction * step).round().astype(int)
             caster = _shift(heights, int(dy), int(dx))
             shadow |= (caster * reach >= step) & (caster > heights + 0.5)
-        self.image[shadow] *= np.asarray([0.45, 0.48, 0.58], np.float32)  # shadows are bluish
+        self.image[shadow] *= np.asarray([0.58, 0.6, 0.7], np.float32)  # bluish; the ground stays readable
 
     def _finish(self) -> None:
         """Illumination, colour cast, sensor blur and noise."""

@@ -136,7 +136,7 @@ def _scene(scene: SceneContent, index: int) -> str:
     notes = "".join(f'<p class="note">{_e(note)}</p>' for note in scene.notes)
     return (
         f'<section class="scene" id="scene-{index}"><h2>{_e(scene.name)}</h2>'
-        f'<div class="scene-grid"><div>{controls}<div class="stack">{stack}</div>{notes}</div>'
+        f'<div class="scene-grid"><div class="viewer">{controls}<div class="stack">{stack}</div>{notes}</div>'
         f"<div><h3>Legend and areas</h3>{_legend(scene)}</div></div>"
         f"{_heatmaps(scene, index)}</section>"
     )
