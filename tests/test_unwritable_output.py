@@ -38,6 +38,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         root / "loveda" / "Urban" / "images_png" / "1.png"
     )
     (root / "release").mkdir()
+    assert main(["predict", str(files["raster"]), "--checkpoint", files["checkpoint"].as_posix(), "--output",
+                 str(root / "predicted"), "--quiet"]) == 0  # fmt: skip
     return files | {"root": root}
 
 
@@ -58,6 +60,7 @@ def _commands(inputs: dict[str, Path], out: Path) -> dict[str, list[str]]:
         "convert": ["convert", ckpt, "--output", str(out / "converted.ckpt"), "--num-classes", "4"],
         "vectorize": ["vectorize", str(inputs["raster"]), "--output", str(out / "classes.gpkg")],
         "areas": ["areas", str(inputs["raster"]), "--output", str(out / "areas.json")],
+        "report": ["report", str(root / "predicted"), "--output", str(out / "report.html")],
     }  # fmt: skip
 
 
@@ -87,7 +90,7 @@ def below_a_file(tmp_path: Path) -> Path:
 
 
 COMMANDS = ["predict", "prepare", "train", "evaluate", "export", "heatmaps", "submit", "demo", "convert",
-            "vectorize", "areas"]  # fmt: skip
+            "vectorize", "areas", "report"]  # fmt: skip
 
 
 @pytest.mark.parametrize("where", ["read-only", "below-a-file"])

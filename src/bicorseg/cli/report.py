@@ -40,11 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.errors import ConfigError
     from bicorseg.report import report_folder
 
-    if args.max_size < 16:
-        raise ConfigError(f"--max-size must be at least 16 pixels, got {args.max_size}")
     page = report_folder(
         args.folder, args.output, images=args.images, max_size=args.max_size, class_table=args.class_table
     )

@@ -17,11 +17,12 @@ Everything goes through the library's own code paths, so the demo exercises what
 7. the page to look at all of it, ``DIR/report.html`` (:mod:`bicorseg.report`).
 
 The number of steps is fixed (:data:`DEFAULT_STEPS`, chosen so that the whole demo fits its
-five-minute budget on a single busy CPU core), so the same seed gives the same model and scores on
-every machine; a faster machine just finishes sooner. ``--minutes`` is a safety limit for the whole
-demo: training gets what is left after generating the data, minus an estimate of what prediction,
-heatmaps, scoring and the report take, and stops early (Lightning's ``Timer``) if the steps do not
-fit; the summary and ``metrics.json`` then say how many steps were trained.
+five-minute budget on a single busy CPU core): what the model learns does not depend on the speed
+of the machine (a faster one just finishes sooner), and the same seed gives the same model run
+after run (one CPU thread). ``minutes`` is a safety limit for the whole demo: training gets what
+is left after generating the data, minus an estimate of what prediction, heatmaps, scoring and the
+report take, and stops early (Lightning's ``Timer``) if the steps do not fit; the summary and
+``metrics.json`` then say how many steps were trained.
 """
 
 from __future__ import annotations
@@ -440,7 +441,7 @@ def print_summary(result: DemoResult, console: Console | None = None) -> None:
         console.print(
             f"[bold]The time budget stopped training after {result.steps} of {result.planned_steps} "
             "steps[/bold]: this machine is slower than the demo is sized for, and the scores are lower "
-            "than a full run's. Give more time (--minutes) for the full number of steps.",
+            "than a full run's. Give more time (bicorseg demo --minutes) for the full number of steps.",
             highlight=False,
         )
     descriptions = {

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bicorseg.atomic import write_text_atomic
+from bicorseg.atomic import ensure_writable, write_text_atomic
 from bicorseg.report.collect import MAX_SIZE, ReportItem, collect, find_items, read_metrics
 from bicorseg.report.page import render
 
@@ -34,8 +34,12 @@ def write_report(
     max_size: int = MAX_SIZE,
     class_table: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the report of ``items`` (and of the metrics file, if any) to ``output``, atomically."""
+    """Write the report of ``items`` (and of the metrics file, if any) to ``output``, atomically.
+
+    ``output`` is checked before anything is read (:func:`bicorseg.atomic.ensure_writable`).
+    """
     output = Path(output)
+    ensure_writable(output)
     table = None if class_table is None else str(class_table)
     scenes = [collect(item, max_size, table) for item in items]
     page = render(scenes, read_metrics(metrics) if metrics is not None else None, title, subtitle)

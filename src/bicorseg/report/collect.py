@@ -252,7 +252,7 @@ def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[in
 def collect(item: ReportItem, max_size: int = MAX_SIZE, class_table: str | None = None) -> SceneContent:
     """Read everything the report shows for one scene (pictures bounded by ``max_size``)."""
     if max_size < 16:
-        raise ConfigError(f"max_size must be at least 16 pixels, got {max_size}")
+        raise ConfigError(f"must be at least 16 pixels, got {max_size}", key="max_size")
     notes: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
