@@ -301,15 +301,20 @@ def listener():
     server.close()
 
 
-def _vrt(path: Path, source: str, relative: bool = False, size: int = 16) -> Path:
+def _vrt(
+    path: Path, source: str, relative: bool = False, size: int = 16, count: int = 3, crs: bool = False
+) -> Path:
     bands = "".join(
         f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
         f'<SourceFilename relativeToVRT="{int(relative)}">{source}</SourceFilename>'
         f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
-        for b in (1, 2, 3)
+        for b in range(1, count + 1)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">{bands}</VRTDataset>')
+    place = (
+        "<SRS>EPSG:32631</SRS><GeoTransform>500000, 0.5, 0, 5700000, 0, -0.5</GeoTransform>" if crs else ""
+    )
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">{place}{bands}</VRTDataset>')
     return path
 
 
@@ -337,6 +342,22 @@ def test_allow_remote_lets_the_source_be_read(tmp_path, capsys, listener) -> Non
     )
     assert status == 2 and "remote.vrt" in lines[-1]  # the server answers nothing, so the read fails
     assert listener.close() >= 1  # ... but it was asked
+
+
+@pytest.mark.parametrize("command", ["vectorize", "areas"])
+def test_class_raster_commands_reach_a_remote_source_only_when_allowed(
+    tmp_path, capsys, listener, command
+) -> None:
+    pytest.importorskip("shapely")
+    url = f"/vsicurl/http://127.0.0.1:{listener.port}/classes.tif"
+    vrt = _vrt(tmp_path / "classes.vrt", url, count=1, crs=True)
+    output = tmp_path / ("out.gpkg" if command == "vectorize" else "areas.json")
+    line = refused(capsys, command, vrt, "--output", output)
+    assert f"{vrt}: refers to the remote source {url}; remote access is off" in line
+    assert listener.connections == 0 and not output.exists()
+    status, lines = run_cli(capsys, command, vrt, "--output", output, "--allow-remote")
+    assert status == 2 and "classes.vrt" in lines[-1]  # the server answers nothing, so the read fails
+    assert listener.close() >= 1 and not output.exists()  # ... but it was asked
 
 
 def test_a_vrt_over_a_local_tif_is_predicted(tmp_path, capsys, checkpoint) -> None:

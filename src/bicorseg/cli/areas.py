@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default=None, help="areas.json or areas.csv (default: the table only)")
     parser.add_argument("--class-table", default=None, help="YAML class table (default: the raster's tags)")
     parser.add_argument("--window", type=int, default=2048, help="window size in pixels (default 2048)")
+    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no table")
     parser.set_defaults(func=run)
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable(args.output)
         check_report_path(args.output, args.overwrite)
     options = AreaOptions(aoi=args.aoi, class_table=args.class_table, window=args.window)
-    with one_line_warnings("areas"):
+    with one_line_warnings("areas"), remote_access(args.allow_remote):
         report = class_areas(args.raster, options)
     if args.output is not None:
         write_report(report, args.output, overwrite=args.overwrite)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classes", nargs="+", default=None, metavar="CLASS", help="class names or ids")
     parser.add_argument("--class-table", default=None, help="YAML class table (default: the raster's tags)")
     parser.add_argument("--window", type=int, default=2048, help="window size in pixels (default 2048)")
+    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no summary")
     parser.set_defaults(func=run)
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         overwrite=args.overwrite,
     )
-    with one_line_warnings("vectorize"):
+    with one_line_warnings("vectorize"), remote_access(args.allow_remote):
         summary = vectorize_raster(args.raster, args.output, options)
     if not args.quiet:
         print_summary(summary)

@@ -27,7 +27,6 @@ report take, and stops early (Lightning's ``Timer``) if the steps do not fit; th
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import time
@@ -182,18 +181,14 @@ def _train_config(config: DemoConfig, data_root: Path) -> Any:
 
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's start-up banner (accelerator lines, hints) during the demo."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(GPU available|TPU available|LeafSpec).*")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    """Lightning's start-up notices that arrive as warnings off during the demo.
+
+    Its info lines (accelerator summary, tips) are already silenced by
+    :func:`bicorseg.training.run.train`; only these warnings remain.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(GPU available|TPU available|LeafSpec).*")
+        yield
 
 
 # --------------------------------------------------------------------------------------------------

@@ -93,7 +93,9 @@ def read_item(href: str | os.PathLike) -> Any:
     remote = re.match(r"^https?://", text, re.IGNORECASE) is not None
     try:
         if remote:
-            with urllib.request.urlopen(text, timeout=60) as response:  # the user named this URL
+            # the user named this URL; a fresh opener reads the proxy settings of the environment now
+            # (urlopen's shared opener keeps those of its first use in the process, e.g. torch.hub's)
+            with urllib.request.build_opener().open(text, timeout=60) as response:
                 raw = response.read(MAX_ITEM_BYTES + 1)
             location = text
         else:
