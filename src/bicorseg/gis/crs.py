@@ -136,7 +136,8 @@ class Measure:
         rows = row_off + np.arange(0, height, step, dtype=float) + min(step, height) / 2
         cols = col_off + np.arange(0, width, step, dtype=float) + min(step, width) / 2
         cc, rr = np.meshgrid(cols, rows)
-        xs, ys = transform * (cc.ravel(), rr.ravel())
+        xs = transform.a * cc.ravel() + transform.b * rr.ravel() + transform.c  # no affine `*` (deprecated)
+        ys = transform.d * cc.ravel() + transform.e * rr.ravel() + transform.f
         scale = self._areal_scale(np.asarray(xs), np.asarray(ys), math.sqrt(cell) / 2).reshape(cc.shape)
         blocks = cell * self.unit**2 / scale
         return np.repeat(np.repeat(blocks, step, axis=0), step, axis=1)[:height, :width]
