@@ -26,6 +26,7 @@ import torch
 from bicorseg.atomic import atomic_output
 from bicorseg.errors import CheckpointError, ConfigError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
+from bicorseg.precision import resolve_precision
 from bicorseg.spec import DatasetSpec
 
 FORMAT = "bicorseg"
@@ -187,10 +188,20 @@ def load_checkpoint(
 
 
 def load_model(
-    path: str | os.PathLike, num_classes: int | None = None, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    map_location: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> BiCoRSeg:
-    """The model stored in any bicorseg checkpoint, in evaluation mode."""
-    return load_checkpoint(path, num_classes=num_classes).build_model().to(map_location)
+    """The model stored in any bicorseg checkpoint, in evaluation mode, on ``map_location``.
+
+    ``precision`` is that of its forward: ``fp32`` (default), ``bf16``, ``fp16``, or ``auto`` (bf16
+    where the device runs it fast, else fp32; see :mod:`bicorseg.precision`); the logits are float32
+    in every case.
+    """
+    model = load_checkpoint(path, num_classes=num_classes).build_model().to(map_location)
+    model.precision = resolve_precision(precision, map_location)
+    return model
 
 
 # --- conversion from the original public implementation ------------------------------------------

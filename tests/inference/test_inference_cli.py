@@ -165,7 +165,7 @@ def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Pa
     for engine, ckpt in (("onnx", onnx_path), ("torch", checkpoint)):
         # the default engine (auto) runs an .onnx checkpoint with ONNX Runtime
         code, _, err = run(capsys, "predict", src, "--checkpoint", ckpt, "--output", tmp_path / engine,
-                           "--tile", "64", "--probabilities", "float32")  # fmt: skip
+                           "--tile", "64", "--probabilities", "float32", "--precision", "fp32")  # fmt: skip
         assert code == 0, err
         with rasterio.open(tmp_path / engine / "scene_prob.tif") as out:
             assert f"engine={engine}" in out.tags()["bicorseg_settings"]

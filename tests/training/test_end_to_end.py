@@ -69,7 +69,7 @@ def test_resumed_checkpoint_state(trained: Path) -> None:
 def test_evaluate_matches_validation(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "metrics.json"
     assert cli("evaluate", "--checkpoint", trained / "checkpoints" / "last.ckpt", "--dataset", "synthetic",
-               "--split", "val", "--output", out) == 0  # fmt: skip
+               "--split", "val", "--precision", "fp32", "--output", out) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "test-time augmentation: none" in printed and "evaluated on: patches" in printed
     report = json.loads(out.read_text())

@@ -52,7 +52,7 @@ def test_evaluate_prepared_and_folder_loveda(loveda_checkpoint: Path, tmp_path: 
     prepare("loveda", source, prepared, splits=["train"])
     out = tmp_path / "prepared.json"
     assert cli("evaluate", "--checkpoint", loveda_checkpoint, "--dataset", "loveda", "--root", prepared,
-               "--split", "train", "--limit", "2", "--batch-size", "1", "--output", out) == 0  # fmt: skip
+               "--split", "train", "--limit", "2", "--batch-size", "1", "--precision", "fp32", "--output", out) == 0  # fmt: skip
     report = json.loads(out.read_text())
     assert np.array_equal(np.array(report["confusion_matrix"]), expected)  # prepared names sort 0, 1, 10...
     assert report["convention"]["label_variant"] == "full"
@@ -63,7 +63,7 @@ def test_evaluate_prepared_and_folder_loveda(loveda_checkpoint: Path, tmp_path: 
     out = tmp_path / "folder.json"
     assert cli("evaluate", "--checkpoint", loveda_checkpoint, "--dataset", "folder", "--root", source,
                "--split", "all", "--images", "images_png", "--masks", "masks_png", "--class-table",
-               tmp_path / "loveda.yaml", "--limit", "2", "--output", out) == 0  # fmt: skip
+               tmp_path / "loveda.yaml", "--limit", "2", "--precision", "fp32", "--output", out) == 0  # fmt: skip
     assert np.array_equal(np.array(json.loads(out.read_text())["confusion_matrix"]), expected)
 
 

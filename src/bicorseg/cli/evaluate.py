@@ -8,6 +8,8 @@ import sys
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import ConfigError
+from bicorseg.precision import HELP as PRECISION_HELP
+from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
@@ -58,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
@@ -72,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.device import resolve_device
     from bicorseg.metrics import format_report, write_report_json
+    from bicorseg.precision import resolve_precision
     from bicorseg.training.evaluation import check_spec_matches, evaluate_model, evaluation_dataset
 
     if args.batch_size < 1:
@@ -87,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()
+    model.precision = resolve_precision(args.precision, device)
     # the checkpoint's facts carry the normalisation it was trained with
     spec_hint = checkpoint.dataset
     if spec_hint is not None and spec_hint.num_classes != checkpoint.model_config.num_classes:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
+from bicorseg.precision import HELP as PRECISION_HELP
+from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.checkpoint import load_model
     from bicorseg.cli.predict import one_line_warnings
     from bicorseg.device import resolve_device
     from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets
@@ -68,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         labels = ClassTable.from_yaml(args.class_table).labels
     ensure_writable(args.output, folder=True)
     device = str(resolve_device(args.device))
-    model = load_checkpoint(args.checkpoint).build_model().to(device)
+    model = load_model(args.checkpoint, map_location=device, precision=args.precision)
     info = model_info(model, str(args.checkpoint))
     output = Path(args.output)
     check_targets({p: heatmap_targets(p, output, info, model.config.layers) for p in paths})

@@ -12,6 +12,8 @@ from pathlib import Path
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import ConfigError
+from bicorseg.precision import HELP as PRECISION_HELP
+from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 ENGINES = ("auto", "torch", "onnx")
@@ -70,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the runtime: torch (PyTorch), onnx (ONNX Runtime), or auto: onnx for a .onnx checkpoint, "
         "else torch (default: auto)",
     )
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     parser.add_argument(
         "--vector",
@@ -203,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         color=args.color,
         overwrite=args.overwrite,
         device=str(resolve_device(args.device)),
+        precision=args.precision,
     )
     if args.vector and not args.print_config:
         from bicorseg.gis import require_vector

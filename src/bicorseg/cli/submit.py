@@ -17,6 +17,8 @@ from pathlib import Path
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
 from bicorseg.errors import CheckpointError, ConfigError, InputError
+from bicorseg.precision import HELP as PRECISION_HELP
+from bicorseg.precision import PRECISIONS
 
 LOVEDA_SIZE = 1024
 LOVEDA_CLASSES = 7
@@ -44,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tta_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.set_defaults(func=run)
 
 
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.data.io import read_image
     from bicorseg.device import resolve_device
     from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, with_tta
+    from bicorseg.precision import resolve_precision
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     model = checkpoint.build_model().to(device)
+    model.precision = resolve_precision(args.precision, device)
     options = tta_options(args)
     specs = [spec, checkpoint.dataset]
     tta = resolve_tta(options["tta"], specs, options["tta_scales"], options["tta_merge"])
@@ -165,5 +170,8 @@ def run(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
         validate_archive(temp, names)  # before the archive takes its name
-    print(f"wrote {output}: {len(images)} predictions, checked (flat, 1024x1024 uint8, values 0..6)")
+    print(
+        f"wrote {output}: {len(images)} predictions at precision {model.precision}, checked "
+        "(flat, 1024x1024 uint8, values 0..6)"
+    )
     return 0

@@ -165,7 +165,11 @@ def export_heatmaps(
                 dst = outputs.open_geotiff(f"{li}", profile)
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)
-                dst.update_tags(bicorseg_layer=str(li), bicorseg_checkpoint=info.source)
+                dst.update_tags(
+                    bicorseg_layer=str(li),
+                    bicorseg_checkpoint=info.source,
+                    bicorseg_precision=model.precision,
+                )
                 datasets[li] = dst
 
         def write(y0: int, x0: int, values: np.ndarray, valid: np.ndarray) -> None:

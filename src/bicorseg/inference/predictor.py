@@ -77,6 +77,7 @@ from bicorseg.inference.tta import (
     tta_name,
     with_tta,
 )
+from bicorseg.precision import check_precision
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
 
 NODATA = 255
@@ -148,6 +149,7 @@ class PredictOptions:
     overwrite: bool = False
     chunk: int = DEFAULT_CHUNK
     device: str = "cpu"
+    precision: str = "fp32"  # or auto, bf16, fp16 (bicorseg.precision); the ONNX engine runs fp32
 
     def __post_init__(self) -> None:
         check_tta_mode(self.tta)
@@ -160,6 +162,7 @@ class PredictOptions:
             raise ConfigError(f"must be in [0, 1), got {self.overlap}", key="overlap")
         if self.batch_size < 1:
             raise ConfigError(f"must be at least 1, got {self.batch_size}", key="batch_size")
+        check_precision(self.precision)
 
 
 @dataclass
@@ -637,15 +640,23 @@ class Predictor:
     ) -> Predictor:
         """A predictor from a bicorseg checkpoint (``engine="torch"``) or an exported ONNX file.
 
+        ``options.precision`` is resolved for the device; the ONNX engine runs fp32 only.
+
         ``sha256`` is the file's content hash when the caller already has it (computed otherwise).
         """
         checkpoint = Path(checkpoint)
         if engine == "onnx":
             from bicorseg.inference.onnx import OnnxModel
 
+            if options.precision not in ("auto", "fp32"):
+                raise ConfigError(
+                    f"{options.precision}: the ONNX engine runs in fp32 only (use fp32 or auto)",
+                    key="precision",
+                )
             model = OnnxModel(checkpoint, device=options.device)
             info = replace(model.info, sha256=sha256 or sha256_file(checkpoint))
-            predictor = cls(model, info, replace(options, tile=model.tile), engine)  # the graph's fixed tile
+            # the graph's fixed tile
+            predictor = cls(model, info, replace(options, tile=model.tile, precision="fp32"), engine)
             if predictor.tta.scales != (1.0,):
                 raise ConfigError(
                     f"{checkpoint}: an ONNX graph has a fixed tile size, so it cannot run scaled test-time "
@@ -654,11 +665,11 @@ class Predictor:
             return predictor
         if engine != "torch":
             raise ConfigError(f"must be torch or onnx, got {engine!r}", key="engine")
-        from bicorseg.checkpoint import load_checkpoint
+        from bicorseg.checkpoint import load_model
 
-        model = load_checkpoint(checkpoint).build_model().to(options.device)
+        model = load_model(checkpoint, map_location=options.device, precision=options.precision)
         info = replace(model_info(model, str(checkpoint)), sha256=sha256 or sha256_file(checkpoint))
-        return cls(model, info, options, engine)
+        return cls(model, info, replace(options, precision=model.precision), engine)
 
     def targets(self, path: Path, out_dir: Path) -> dict[str, Path]:
         """The output paths of one input (depends on whether it is a plain picture)."""
@@ -697,7 +708,7 @@ class Predictor:
             tta += f" tta_scales={','.join(f'{v:g}' for v in opts.tta_scales)}"
         if opts.tta_merge is not None:
             tta += f" tta_merge={opts.tta_merge}"
-        text = f"tile={opts.tile} overlap={opts.overlap} tta={tta} engine={self.engine}"
+        text = f"tile={opts.tile} overlap={opts.overlap} tta={tta} engine={self.engine} precision={opts.precision}"
         return text + (f" probabilities={opts.probabilities}" if kind == "probabilities" else "")
 
     def verify(self, kind: str, target: Path, path: Path, shape: tuple[int, int]) -> str | None:

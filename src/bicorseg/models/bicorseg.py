@@ -3,6 +3,9 @@
 * ``model(x)`` in training mode returns a :class:`TrainOutput` (main and auxiliary logits, per-layer
   heatmap logits and class embeddings), in evaluation mode the logits (B x N x H x W).
 * ``model.predict_with_heatmaps(x)`` returns logits and the per-layer sigmoid heatmaps.
+* ``model.precision`` (``fp32`` by default, or ``bf16`` / ``fp16``) is the precision of the
+  evaluation-mode forward: it runs under autocast and returns float32 logits and heatmaps either way
+  (:mod:`bicorseg.precision`). Training precision is the trainer's setting.
 
 Training inputs must have a height and width that are multiples of 32 (the backbone's stride). In
 evaluation mode any size is accepted: the input is padded by reflection to the next multiple of 32
@@ -24,6 +27,7 @@ from bicorseg.models.backbone import build_backbone
 from bicorseg.models.config import ModelConfig
 from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
+from bicorseg.precision import autocast, check_precision
 from bicorseg.spec import DatasetSpec
 
 STRIDE = 32
@@ -55,6 +59,7 @@ class BiCoRSeg(nn.Module):
             )
         self.config = config
         self.dataset = dataset  # the facts of the data it is trained for; saved in checkpoints
+        self.precision = "fp32"
         width = config.width
         self.backbone = build_backbone(config.backbone, config.in_channels, config.pretrained)
         self.neck = FusedNeck(self.backbone.channels, width)
@@ -76,6 +81,15 @@ class BiCoRSeg(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
+
+    @property
+    def precision(self) -> str:
+        """Precision of the evaluation-mode forward: ``fp32``, ``bf16`` or ``fp16`` (never ``auto``)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = check_precision(value, resolved=True)
 
     def decode(self, stages: list[torch.Tensor], size: tuple[int, int], train: bool) -> TrainOutput:
         """Neck + HBIS + head from the four stage features; ``size`` is the output (H, W)."""
@@ -142,13 +156,17 @@ class BiCoRSeg(nn.Module):
         return out.logits, [torch.sigmoid(heat[..., :h, :w]) for heat in out.heatmap_logits]
 
     def _forward_padded(self, x: torch.Tensor) -> TrainOutput:
+        """The evaluation forward at ``self.precision``; logits and heatmap logits come back in float32
+        when computed in bf16/fp16 (other dtypes, e.g. float64, are kept)."""
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        out = self.decode(self.backbone(x), tuple(x.shape[-2:]), train=False)
-        out.logits = out.logits[..., :height, :width]
+        with autocast(self.precision, x.device.type):
+            out = self.decode(self.backbone(x), tuple(x.shape[-2:]), train=False)
+        out.logits = _full(out.logits[..., :height, :width])
+        out.heatmap_logits = [_full(heat) for heat in out.heatmap_logits]
         return out
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -156,6 +174,11 @@ class BiCoRSeg(nn.Module):
             raise InputError(f"expected a batch of images B x bands x H x W, got shape {tuple(x.shape)}")
         if x.shape[1] != self.config.in_channels:
             raise InputError(f"the model expects {self.config.in_channels} input band(s), got {x.shape[1]}")
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Reduced-precision outputs as float32, so that callers see the dtype of an fp32 model."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def _check_multiple(x: torch.Tensor, mode: str) -> None:

@@ -3,7 +3,8 @@
 The model computes them in fused or closed form (:class:`FusedNeck`, :meth:`HBISLayer.feature_update`,
 ``BiCoRSeg._classify``). These
 reference forms exist only so that tests can check the closed forms give the same numbers and
-``benchmarks/hbis.py`` can measure what the closed forms save. The model never calls them.
+``benchmarks/hbis.py`` and ``benchmarks/speed.py`` can measure what the closed forms save
+(:func:`use_reference_decoder` switches a whole model to them). The model never calls them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from bicorseg.models.bicorseg import BiCoRSeg
 from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
 
@@ -57,4 +59,27 @@ def use_explicit_ce2f(model: torch.nn.Module) -> torch.nn.Module:
     for module in model.modules():
         if type(module) is HBISLayer:
             module.__class__ = ExplicitHBISLayer
+    return model
+
+
+class ExplicitNeck(FusedNeck):
+    """The neck as written (per-stage projections at stride 4, a 4C concatenation, the 1x1 fusion)."""
+
+    def forward(self, stages: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+        return neck_explicit(self, stages, size or tuple(stages[0].shape[-2:]))
+
+
+class ReferenceBiCoRSeg(BiCoRSeg):
+    """BiCoR-Seg whose head applies the upsampler as written and keeps its intermediates for backward."""
+
+    def _head(self, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return classify_explicit(self, kernels, feats.permute(0, 3, 1, 2))
+
+
+def use_reference_decoder(model: BiCoRSeg) -> BiCoRSeg:
+    """Switch ``model`` in place to the explicit neck, CE2F and head (parameters unchanged): the decoder
+    as the method is written, the baseline of ``benchmarks/speed.py``."""
+    use_explicit_ce2f(model)
+    model.neck.__class__ = ExplicitNeck
+    model.__class__ = ReferenceBiCoRSeg
     return model

@@ -178,6 +178,8 @@ def evaluate_model(
         tta_passes=[p.to_dict() for p in tta_passes(plan)],
         protocol=data_protocol(dataset),
     )
+    if isinstance(getattr(model, "precision", None), str):  # a BiCoRSeg: the precision of its forward
+        convention.extra["precision"] = model.precision
     return EvaluationReport.from_confusion(
         metric.compute().cpu(), spec.class_names, spec.eval_classes, convention
     )

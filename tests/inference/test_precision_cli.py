@@ -1,0 +1,123 @@
+"""--precision on predict, evaluate, heatmaps and submit; --engine auto; outputs record the precision."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from inference_helpers import random_image, tiny_checkpoint, write_geotiff
+from PIL import Image
+from test_inference_cli import run
+
+from bicorseg.checkpoint import save_checkpoint
+from bicorseg.models import BiCoRSeg
+from bicorseg.precision import resolve_precision
+from bicorseg.training.synthetic import synthetic_spec
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+def _settings(path: Path) -> str:
+    with rasterio.open(path) as src:
+        return src.tags()["bicorseg_settings"]
+
+
+@pytest.mark.slow
+def test_predict_records_the_precision_it_ran_at(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    src = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 70, 90))
+    maps = {}
+    for precision in ("bf16", "fp32", None):
+        out = tmp_path / str(precision)
+        extra = ["--precision", precision] if precision else []
+        code, _, err = run(
+            capsys, "predict", src, "--checkpoint", checkpoint, "--output", out, "--tile", "64", *extra
+        )
+        assert code == 0, err
+        expected = precision or resolve_precision("auto", "cpu")
+        assert _settings(out / "scene.tif").endswith(f" precision={expected}")
+        with rasterio.open(out / "scene.tif") as result:
+            maps[precision] = result.read(1)
+    agreement = (maps["bf16"] == maps["fp32"]).mean()
+    assert 0.9 < agreement  # a random tiny model: close logits, a few flipped arg-maxes
+
+
+@pytest.mark.slow
+def test_onnx_engine_is_picked_for_onnx_files_and_refuses_bf16(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "model.onnx"
+    code, _, err = run(
+        capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "64", "--output", onnx_path
+    )
+    assert code == 0, err
+    src = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 70, 90))
+    base = ["predict", src, "--checkpoint", onnx_path, "--tile", "64"]
+    code, _, err = run(capsys, *base, "--output", tmp_path / "auto")  # --engine auto, --precision auto
+    assert code == 0, err
+    assert _settings(tmp_path / "auto" / "scene.tif").endswith(" precision=fp32")
+    code, _, err = run(capsys, *base, "--output", tmp_path / "bf16", "--precision", "bf16")
+    assert code == 2
+    assert err.strip() == (
+        "bicorseg predict: error: precision bf16: the ONNX engine runs in fp32 only (use fp32 or auto)"
+    )
+    assert not (tmp_path / "bf16" / "scene.tif").exists()
+    code, _, err = run(capsys, *base, "--output", tmp_path / "torch", "--engine", "torch")
+    assert code == 2 and "cannot read checkpoint" in err  # an ONNX file is not a torch checkpoint
+
+
+@pytest.mark.slow
+def test_evaluate_report_states_the_precision(tmp_path: Path, capsys) -> None:
+    model = BiCoRSeg(tiny_config(), dataset=synthetic_spec())
+    path = save_checkpoint(model, tmp_path / "synthetic.ckpt")
+    for precision in ("bf16", "fp32"):
+        out = tmp_path / f"{precision}.json"
+        code, printed, err = run(
+            capsys, "evaluate", "--checkpoint", path, "--dataset", "synthetic", "--split", "val",
+            "--precision", precision, "--output", out, "--limit", "2",
+        )  # fmt: skip
+        assert code == 0, err
+        assert f"precision: {precision}" in printed
+        assert json.loads(out.read_text())["convention"]["precision"] == precision
+
+
+def test_heatmaps_record_the_precision(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    src = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
+    code, _, err = run(
+        capsys, "heatmaps", src, "--checkpoint", checkpoint, "--output", tmp_path / "out",
+        "--tile", "64", "--precision", "bf16",
+    )  # fmt: skip
+    assert code == 0, err
+    with rasterio.open(tmp_path / "out" / "scene_heatmaps_layer1.tif") as heat:
+        assert heat.tags()["bicorseg_precision"] == "bf16" and heat.dtypes[0] == "float32"
+        assert np.isfinite(heat.read()).all()
+
+
+@pytest.mark.slow
+def test_submit_at_bf16(tmp_path: Path, capsys) -> None:
+    from bicorseg.data import get_spec
+
+    torch.manual_seed(0)
+    model = BiCoRSeg(tiny_config(num_classes=7), dataset=get_spec("loveda"))
+    path = save_checkpoint(model, tmp_path / "loveda.ckpt")
+    folder = tmp_path / "Test" / "Rural" / "images_png"
+    folder.mkdir(parents=True)
+    Image.fromarray(random_image(3, 1024, 1024).transpose(1, 2, 0)).save(folder / "4001.png")
+    out = tmp_path / "submission.zip"
+    code, printed, err = run(
+        capsys, "submit", "loveda", "--checkpoint", path, "--root", tmp_path, "--output", out,
+        "--precision", "bf16", "--batch-size", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "at precision bf16" in printed
+    with zipfile.ZipFile(out) as archive:
+        assert archive.namelist() == ["4001.png"]

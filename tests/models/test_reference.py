@@ -1,0 +1,24 @@
+"""The reference decoder (explicit neck, CE2F and head) gives the model's numbers: the benchmark baseline."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from bicorseg.models import BiCoRSeg
+from bicorseg.models.reference import ExplicitHBISLayer, ExplicitNeck, use_reference_decoder
+from conftest import tiny_config
+
+
+def test_reference_decoder_gives_the_same_outputs() -> None:
+    model = BiCoRSeg(tiny_config(topk_ratio=0.5)).double()
+    reference = use_reference_decoder(copy.deepcopy(model))
+    assert type(reference.neck) is ExplicitNeck
+    assert all(type(layer) is ExplicitHBISLayer for layer in reference.layers)
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    ours, theirs = model.train()(x), reference.train()(x)
+    torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ours.aux_logits, theirs.aux_logits, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x[:, :, :50]), reference.eval()(x[:, :, :50]))

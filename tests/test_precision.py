@@ -1,0 +1,103 @@
+"""Inference precision: resolving ``auto``, autocast in the model's evaluation forward, load_model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bicorseg.checkpoint import load_model, save_checkpoint
+from bicorseg.errors import ConfigError
+from bicorseg.models import BiCoRSeg
+from bicorseg.precision import PRECISIONS, check_precision, cpu_flags, cpu_has_fast_bf16, resolve_precision
+from conftest import tiny_config
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+flags\t\t: fpu vme sse sse2 avx2 avx512f {extra}
+bogomips\t: 4000.00
+"""
+
+
+def write_cpuinfo(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(extra=extra))
+    return path
+
+
+def test_cpu_flags_decide_fast_bf16(tmp_path: Path) -> None:
+    assert cpu_has_fast_bf16(write_cpuinfo(tmp_path, "avx512_bf16 avx512_vnni"))
+    assert cpu_has_fast_bf16(write_cpuinfo(tmp_path, "amx_bf16 amx_tile"))
+    assert not cpu_has_fast_bf16(write_cpuinfo(tmp_path, "avx512_vnni"))
+    assert "avx2" in cpu_flags(write_cpuinfo(tmp_path, ""))
+    assert cpu_flags(tmp_path / "absent") is None
+
+
+def test_auto_follows_the_device() -> None:
+    expected = "bf16" if cpu_has_fast_bf16() else "fp32"
+    assert resolve_precision("auto", "cpu") == expected
+    for name in ("bf16", "fp16", "fp32"):
+        assert resolve_precision(name, "cpu") == name
+    if torch.cuda.is_available():
+        major, _ = torch.cuda.get_device_capability()
+        assert resolve_precision("auto", "cuda") == ("bf16" if major >= 8 else "fp32")
+
+
+def test_unknown_precision_names_the_parameter() -> None:
+    assert PRECISIONS == ("auto", "bf16", "fp16", "fp32")
+    with pytest.raises(ConfigError, match=r"^precision: must be one of auto, bf16, fp16, fp32, got 'int8'$"):
+        resolve_precision("int8")
+    with pytest.raises(ConfigError, match="precision 'auto' must be resolved"):
+        check_precision("auto", resolved=True)
+    model = BiCoRSeg(tiny_config())
+    with pytest.raises(ConfigError, match="precision 'auto' must be resolved"):
+        model.precision = "auto"
+    with pytest.raises(ConfigError, match="got 'half'"):
+        model.precision = "half"
+    assert model.precision == "fp32"
+
+
+def _stem_dtypes(model: BiCoRSeg) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    model.backbone.features[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_reduced_precision_runs_in_that_dtype_and_returns_float32(precision, dtype) -> None:
+    model = BiCoRSeg(tiny_config()).eval()
+    x = torch.randn(2, 3, 64, 80)
+    seen = _stem_dtypes(model)
+    with torch.inference_mode():
+        reference = model(x)
+        model.precision = precision
+        logits = model(x)
+        heat_logits, heatmaps = model.predict_with_heatmaps(x)
+    assert seen == [torch.float32, dtype, dtype]
+    assert logits.dtype == torch.float32 and logits.shape == reference.shape
+    assert all(h.dtype == torch.float32 for h in heatmaps)
+    assert not torch.equal(logits, reference)  # really computed at reduced precision
+    torch.testing.assert_close(logits, heat_logits)
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_fp32_keeps_float64_and_training_ignores_the_precision() -> None:
+    model = BiCoRSeg(tiny_config()).double().eval()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert model(x).dtype == torch.float64
+    model = BiCoRSeg(tiny_config()).train()
+    model.precision = "bf16"
+    seen = _stem_dtypes(model)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert seen == [torch.float32] and out.logits.dtype == torch.float32
+
+
+def test_load_model_resolves_the_precision(tmp_path: Path) -> None:
+    path = save_checkpoint(BiCoRSeg(tiny_config()), tmp_path / "m.ckpt")
+    assert load_model(path).precision == "fp32"
+    assert load_model(path, precision="bf16").precision == "bf16"
+    assert load_model(path, precision="auto").precision == resolve_precision("auto", "cpu")
+    with pytest.raises(ConfigError, match=r"^precision: must be one of"):
+        load_model(path, precision="float8")
