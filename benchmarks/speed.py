@@ -8,12 +8,13 @@ the process CPU time, and its peak memory: on CPU the peak resident set (VmHWM) 
 the set-up, on CUDA the peak allocated memory.
 
 * ``eval``: ``model(x)`` under ``torch.inference_mode``, batch ``--batch``, at each ``--sizes``;
-  precisions fp32 and bf16 (fp16 too on a GPU), the reference decoder (explicit neck, CE2F and
-  head, fp32: the baseline inside the repository), and the ONNX export (``bicorseg export onnx``,
-  onnxruntime fp32) at each graph optimisation level.
+  precisions fp32 and bf16 (fp16 too on a GPU); fp32 with torchvision's own ConvNeXt block forward
+  (what :class:`~bicorseg.models.backbone.InferenceCNBlock` saves); the reference model (explicit
+  neck, CE2F and head, torchvision's blocks, fp32: the baseline inside the repository); and the ONNX
+  export (``bicorseg export onnx``, onnxruntime fp32) at each graph optimisation level.
 * ``train``: one optimisation step (forward, every loss term, backward, AdamW) at ``--train-size``,
   batch ``--train-batch``: fp32, ``bf16-mixed`` (Lightning's own precision plugin, as
-  ``--trainer.precision bf16-mixed`` runs it) and the reference decoder.
+  ``--trainer.precision bf16-mixed`` runs it) and the reference model.
 
     python benchmarks/speed.py                   # CPU rows, plus GPU rows when CUDA is available
     python benchmarks/speed.py --device cuda     # GPU rows only
@@ -46,7 +47,7 @@ class Config:
 
     task: str  # "eval" or "train"
     size: int
-    variant: str  # fp32, bf16, fp16, bf16-mixed, reference-fp32, onnx-<level>
+    variant: str  # fp32, bf16, fp16, bf16-mixed, fp32-torchvision-blocks, reference-fp32, onnx-<level>
     device: str  # "cpu" or "cuda"
 
     @property
@@ -67,6 +68,8 @@ def configurations(args: argparse.Namespace) -> list[Config]:
         for size in args.sizes:
             configs.append(Config("eval", size, "reference-fp32", device))
             configs += [Config("eval", size, p, device) for p in precisions]
+            if device == "cpu":
+                configs.append(Config("eval", size, "fp32-torchvision-blocks", device))
             if not args.skip_onnx and device == "cpu":
                 levels = ONNX_LEVELS if size == min(args.sizes) else ONNX_LEVELS[:1]
                 configs += [Config("eval", size, f"onnx-{level}", device) for level in levels]
@@ -128,12 +131,14 @@ def measure(config: Config, args: argparse.Namespace, work: Path) -> dict:
             return run(batch_np)
 
     elif config.task == "eval":
-        precision = "fp32" if reference else config.variant
+        from bicorseg.models.reference import use_reference_model, use_torchvision_blocks
+
+        precision = config.variant if config.variant in ("bf16", "fp16") else "fp32"
         model = load_model(checkpoint, map_location=device, precision=precision)
         if reference:
-            from bicorseg.models.reference import use_reference_decoder
-
-            use_reference_decoder(model)
+            use_reference_model(model)
+        elif config.variant == "fp32-torchvision-blocks":
+            use_torchvision_blocks(model)
 
         def step():
             with torch.inference_mode():
@@ -146,9 +151,9 @@ def measure(config: Config, args: argparse.Namespace, work: Path) -> dict:
 
         model = load_model(checkpoint, map_location=device).train()
         if reference:
-            from bicorseg.models.reference import use_reference_decoder
+            from bicorseg.models.reference import use_reference_model
 
-            use_reference_decoder(model)
+            use_reference_model(model)
         loss_fn = BiCoRSegLoss(LossConfig(ignore_index=args.classes))
         labels = torch.randint(0, args.classes, (batch, config.size, config.size), device=device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)

@@ -64,3 +64,36 @@ def test_fused_neck_equals_the_explicit_neck(size) -> None:
         torch.randn(2, c, 16 // 2**i, 16 // 2**i, dtype=torch.float64) for i, c in enumerate((8, 16, 24, 32))
     ]
     torch.testing.assert_close(neck(stages, size), neck_explicit(neck, stages, size), rtol=1e-12, atol=1e-12)
+
+
+def _op_names(run) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return {event.key for event in prof.key_averages()}
+
+
+def test_inference_blocks_match_torchvision_blocks() -> None:
+    from torchvision.models.convnext import CNBlock
+
+    from bicorseg.models.backbone import InferenceCNBlock
+
+    backbone = build_backbone("convnext_nano").eval()
+    blocks = [m for m in backbone.modules() if isinstance(m, CNBlock)]
+    assert blocks and all(type(m) is InferenceCNBlock for m in blocks)
+    with torch.no_grad():
+        for block in blocks:  # torchvision starts them at 1e-6, which would hide the block's work
+            block.layer_scale.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.enable_grad():  # torchvision's own forward
+        expected = [s.detach() for s in backbone(x)]
+    with torch.inference_mode():
+        fast = backbone(x)
+        ops = _op_names(lambda: backbone(x))
+    assert "mkldnn::_linear_pointwise" in ops and "aten::gelu" not in ops  # the fused path ran
+    for got, want in zip(fast, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # float64 takes torchvision's path: bit-identical
+        double = backbone.double()
+        assert all(torch.equal(a, b) for a, b in zip(double(x.double()), double.train()(x.double())))

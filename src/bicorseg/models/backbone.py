@@ -9,6 +9,9 @@ Supported names:
 
 Any input band count is supported: the first convolution is rebuilt for it, and pretrained weights
 are carried over as described in :func:`adapt_first_conv_weight`.
+
+The torchvision ConvNeXt blocks run a faster forward for float32 inference on the CPU
+(:class:`InferenceCNBlock`); parameters, state dict keys and every other path are torchvision's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import convnext as tv_convnext
 
@@ -31,6 +35,45 @@ TORCHVISION_CONVNEXTS = {
 # (input channels, output channels, depth) per stage; output None marks the last stage.
 _NANO_BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 256, 3), (256, None, 1))
 BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", "timm:<name>")
+
+
+# oneDNN's fused Linear + GELU (the kernel torch.compile uses on CPUs); absent from builds without oneDNN
+_LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+class InferenceCNBlock(tv_convnext.CNBlock):
+    """torchvision's ConvNeXt block with a faster forward for float32 CPU inference (same parameters).
+
+    Without gradients, in evaluation mode, on a float32 CPU tensor outside autocast, the block's
+    first Linear and its GELU run as one oneDNN call (one pass over the 4C-channel tensor instead
+    of three: bias, GELU, read back), and the second Linear takes the layer scale, its bias and the
+    residual into one in-place matrix product:
+    ``x + s * (W2 h + b2) = (x + s * b2) + h (s W2)^T``. Same function, float32 rounding aside
+    (about 1e-6 relative); 1.17x less CPU time for the whole model at 1024 px
+    (``benchmarks/speed.py``). Otherwise (training, gradients, autocast, float64, GPU) it is
+    torchvision's forward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or x.dtype != torch.float32
+            or x.device.type != "cpu"
+            or torch.is_autocast_enabled("cpu")
+            or _LINEAR_POINTWISE is None
+            or not torch.backends.mkldnn.is_available()
+        ):
+            return super().forward(x)
+        conv, _, norm, linear1, _, linear2, _ = self.block
+        b, c, h, w = x.shape
+        scale = self.layer_scale.view(-1)
+        y = F.layer_norm(conv(x).permute(0, 2, 3, 1), (c,), norm.weight, norm.bias, norm.eps)
+        y = _LINEAR_POINTWISE(y, linear1.weight, linear1.bias, "gelu", [], "none")
+        out = (x.permute(0, 2, 3, 1).reshape(-1, c) + linear2.bias * scale).addmm_(
+            y.reshape(-1, y.shape[-1]), (linear2.weight * scale[:, None]).t()
+        )
+        return out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last memory, as torchvision's output
 
 
 def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -79,6 +122,9 @@ class ConvNeXtStages(nn.Module):
         else:
             raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
         self.features = network.features
+        for module in self.features.modules():
+            if type(module) is tv_convnext.CNBlock:
+                module.__class__ = InferenceCNBlock
         stem = self.features[0][0]
         if in_channels != stem.in_channels:
             new_stem = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride)

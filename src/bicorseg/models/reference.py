@@ -4,7 +4,7 @@ The model computes them in fused or closed form (:class:`FusedNeck`, :meth:`HBIS
 ``BiCoRSeg._classify``). These
 reference forms exist only so that tests can check the closed forms give the same numbers and
 ``benchmarks/hbis.py`` and ``benchmarks/speed.py`` can measure what the closed forms save
-(:func:`use_reference_decoder` switches a whole model to them). The model never calls them.
+(:func:`use_reference_model` switches a whole model to them). The model never calls them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.models.convnext import CNBlock
 
+from bicorseg.models.backbone import InferenceCNBlock
 from bicorseg.models.bicorseg import BiCoRSeg
 from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
@@ -76,10 +78,19 @@ class ReferenceBiCoRSeg(BiCoRSeg):
         return classify_explicit(self, kernels, feats.permute(0, 3, 1, 2))
 
 
-def use_reference_decoder(model: BiCoRSeg) -> BiCoRSeg:
-    """Switch ``model`` in place to the explicit neck, CE2F and head (parameters unchanged): the decoder
-    as the method is written, the baseline of ``benchmarks/speed.py``."""
-    use_explicit_ce2f(model)
+def use_torchvision_blocks(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch the backbone's ConvNeXt blocks in place to torchvision's own forward (parameters unchanged)."""
+    for module in model.modules():
+        if type(module) is InferenceCNBlock:
+            module.__class__ = CNBlock
+    return model
+
+
+def use_reference_model(model: BiCoRSeg) -> BiCoRSeg:
+    """Switch ``model`` in place to the explicit neck, CE2F and head and torchvision's ConvNeXt block
+    forward (parameters unchanged): the model as the method and torchvision write it, the baseline of
+    ``benchmarks/speed.py``."""
+    use_explicit_ce2f(use_torchvision_blocks(model))
     model.neck.__class__ = ExplicitNeck
     model.__class__ = ReferenceBiCoRSeg
     return model
