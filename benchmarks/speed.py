@@ -90,7 +90,10 @@ def _onnx_session(path: Path, level: str):
 
     if level == "all":  # the product's session (onnxruntime's default level)
         return OnnxModel(path).run
+    import torch
+
     options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as OnnxModel does
     options.graph_optimization_level = {
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -60,6 +60,14 @@ def test_onnx_engine_is_picked_for_onnx_files_and_refuses_bf16(
         capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "64", "--output", onnx_path
     )
     assert code == 0, err
+    from bicorseg.inference.onnx import OnnxModel
+
+    threads = torch.get_num_threads()
+    try:  # onnxruntime follows torch's thread count, which predict's workers divide between them
+        torch.set_num_threads(1)
+        assert OnnxModel(onnx_path).session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(threads)
     src = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 70, 90))
     base = ["predict", src, "--checkpoint", onnx_path, "--tile", "64"]
     code, _, err = run(capsys, *base, "--output", tmp_path / "auto")  # --engine auto, --precision auto

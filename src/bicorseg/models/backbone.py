@@ -49,9 +49,9 @@ class InferenceCNBlock(tv_convnext.CNBlock):
     of three: bias, GELU, read back), and the second Linear takes the layer scale, its bias and the
     residual into one in-place matrix product:
     ``x + s * (W2 h + b2) = (x + s * b2) + h (s W2)^T``. Same function, float32 rounding aside
-    (about 1e-6 relative); 1.17x less CPU time for the whole model at 1024 px
-    (``benchmarks/speed.py``). Otherwise (training, gradients, autocast, float64, GPU) it is
-    torchvision's forward.
+    (about 1e-6 relative). With the channels-last weights of :class:`ConvNeXtStages`, 1.1x less
+    CPU time for the whole model at 1024 px (``benchmarks/fp32_layout.py``). Otherwise (training,
+    gradients, autocast, float64, GPU) it is torchvision's forward.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,13 +125,16 @@ class ConvNeXtStages(nn.Module):
         for module in self.features.modules():
             if type(module) is tv_convnext.CNBlock:
                 module.__class__ = InferenceCNBlock
+        # convolution weights channels-last: oneDNN then keeps the activations channels-last too, so
+        # the blocks' permutes to and from B x H x W x C are views, not copies
+        self.features.to(memory_format=torch.channels_last)
         stem = self.features[0][0]
         if in_channels != stem.in_channels:
             new_stem = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride)
             with torch.no_grad():
                 new_stem.weight.copy_(adapt_first_conv_weight(stem.weight, in_channels))
                 new_stem.bias.copy_(stem.bias)
-            self.features[0][0] = new_stem
+            self.features[0][0] = new_stem.to(memory_format=torch.channels_last)
         self.channels: tuple[int, ...] = tuple(
             stage[-1].block[0].in_channels for stage in (self.features[i] for i in (1, 3, 5, 7))
         )
