@@ -48,10 +48,10 @@ def test_unknown_precision_names_the_parameter() -> None:
     assert PRECISIONS == ("auto", "bf16", "fp16", "fp32")
     with pytest.raises(ConfigError, match=r"^precision: must be one of auto, bf16, fp16, fp32, got 'int8'$"):
         resolve_precision("int8")
-    with pytest.raises(ConfigError, match="precision 'auto' must be resolved"):
+    with pytest.raises(ConfigError, match=r"^precision: 'auto' must be resolved"):
         check_precision("auto", resolved=True)
     model = BiCoRSeg(tiny_config())
-    with pytest.raises(ConfigError, match="precision 'auto' must be resolved"):
+    with pytest.raises(ConfigError, match=r"^precision: 'auto' must be resolved"):
         model.precision = "auto"
     with pytest.raises(ConfigError, match="got 'half'"):
         model.precision = "half"

@@ -76,11 +76,11 @@ def test_onnx_engine_is_picked_for_onnx_files_and_refuses_bf16(
     code, _, err = run(capsys, *base, "--output", tmp_path / "bf16", "--precision", "bf16")
     assert code == 2
     assert err.strip() == (
-        "bicorseg predict: error: precision bf16: the ONNX engine runs in fp32 only (use fp32 or auto)"
+        "bicorseg predict: error: --precision: the ONNX engine runs in fp32 only, got bf16 (use fp32 or auto)"
     )
     assert not (tmp_path / "bf16" / "scene.tif").exists()
     code, _, err = run(capsys, *base, "--output", tmp_path / "torch", "--engine", "torch")
-    assert code == 2 and "cannot read checkpoint" in err  # an ONNX file is not a torch checkpoint
+    assert code == 2 and "is an ONNX model: run it with --engine onnx" in err
 
 
 @pytest.mark.slow

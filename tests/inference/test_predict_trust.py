@@ -20,6 +20,7 @@ from PIL import Image
 from rasterio.control import GroundControlPoint
 
 from bicorseg.cli.main import main
+from bicorseg.precision import resolve_precision
 
 FLOAT32_LOWEST = np.float32(-3.4028235e38)
 
@@ -291,7 +292,8 @@ def test_rerun_skips_what_verifies(tmp_path, checkpoint, capsys) -> None:
     with rasterio.open(out) as written:
         tags = written.tags()
     assert len(tags["bicorseg_checkpoint_sha256"]) == 64
-    assert tags["bicorseg_settings"] == "tile=64 overlap=0.25 tta=none engine=torch"
+    precision = resolve_precision("auto", "cpu")  # --precision auto, resolved for this CPU
+    assert tags["bicorseg_settings"] == f"tile=64 overlap=0.25 tta=none engine=torch precision={precision}"
     code = main(["predict", str(source), "--checkpoint", str(checkpoint), "--output", str(out.parent),
                  "--tile", "64", "--probabilities", "--color"])  # fmt: skip
     assert code == 0 and "1 already done (skipped)" in capsys.readouterr().err
@@ -314,10 +316,12 @@ def _three_bands(out: Path) -> None:
     write_geotiff(out, random_image(3, 40, 50))
 
 
+OTHER_PRECISION = "fp32" if resolve_precision("auto", "cpu") == "bf16" else "bf16"  # not what auto runs here
 RERUNS = [
     ("another checkpoint", None, [], r"scene\.tif exists: made by another checkpoint"),
     ("another tile size", None, ["--tile", "32"], r"scene\.tif exists: settings differ \(tile=64 .*; now tile=32 "),
     ("another TTA", None, ["--tta", "lr"], r"scene\.tif exists: settings differ \(.*tta=none.*; now .*tta=lr"),
+    ("another precision", None, ["--precision", OTHER_PRECISION], rf"settings differ \(.*precision=.*; now .*precision={OTHER_PRECISION}"),
     ("truncated output", _truncate, [], r"scene\.tif exists: unreadable"),
     ("a file bicorseg did not write", _foreign, [], r"scene\.tif exists: not written by bicorseg predict"),
     ("an output of another size", _resize, [], r"scene\.tif exists: 20 x 20 px, not the input's 50 x 40"),

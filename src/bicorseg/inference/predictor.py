@@ -650,7 +650,7 @@ class Predictor:
 
             if options.precision not in ("auto", "fp32"):
                 raise ConfigError(
-                    f"{options.precision}: the ONNX engine runs in fp32 only (use fp32 or auto)",
+                    f"the ONNX engine runs in fp32 only, got {options.precision} (use fp32 or auto)",
                     key="precision",
                 )
             model = OnnxModel(checkpoint, device=options.device)
