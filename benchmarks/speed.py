@@ -10,8 +10,8 @@ the set-up, on CUDA the peak allocated memory.
 * ``eval``: ``model(x)`` under ``torch.inference_mode``, batch ``--batch``, at each ``--sizes``;
   precisions fp32 and bf16 (fp16 too on a GPU); fp32 with torchvision's own ConvNeXt block forward
   (what :class:`~bicorseg.models.backbone.InferenceCNBlock` saves); the reference model (explicit
-  neck, CE2F and head, torchvision's blocks, fp32: the baseline inside the repository); and the ONNX
-  export (``bicorseg export onnx``, onnxruntime fp32) at each graph optimisation level.
+  neck, CE2F and head, torchvision's blocks, fp32: the baseline inside the repository); and the ONNX export (``bicorseg export onnx``, onnxruntime fp32) at each graph
+  optimisation level.
 * ``train``: one optimisation step (forward, every loss term, backward, AdamW) at ``--train-size``,
   batch ``--train-batch``: fp32, ``bf16-mixed`` (Lightning's own precision plugin, as
   ``--trainer.precision bf16-mixed`` runs it) and the reference model.
@@ -291,7 +291,7 @@ def machine() -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| task | input | variant | device | time (s): median [min-max] | CPU time (s) | speed-up vs reference "
+        "| task | input | variant | device | time (s): median [min-max] | CPU time (s) | speed-up vs reference* "
         "| peak growth (MiB) | process peak (MiB) | memory vs reference | arg-max agreement vs fp32 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -305,7 +305,9 @@ def table(rows: list[dict]) -> str:
             ),
             None,
         )
-        speed = f"{base['seconds'] / row['seconds']:.2f}x" if base else ""
+        # on a CPU the process CPU time (one thread: the work done, whatever else shares the machine)
+        key = "cpu_seconds" if row["device"] == "cpu" else "seconds"
+        speed = f"{base[key] / row[key]:.2f}x" if base else ""
         memory = f"{row['peak_growth_mib'] / base['peak_growth_mib']:.2f}x" if base else ""
         agreement = row.get("argmax_agreement_vs_fp32")
         lines.append(
@@ -314,6 +316,10 @@ def table(rows: list[dict]) -> str:
             f"{row['cpu_seconds']:.2f} | {speed} | {row['peak_growth_mib']:.0f} | {row['process_peak_mib']:.0f} | "
             f"{memory} | {'' if agreement is None else f'{100 * agreement:.2f} %'} |"
         )
+    lines.append("")
+    lines.append(
+        "\\* by CPU time on a CPU (the work done, whatever else shares the machine), by wall time on a GPU"
+    )
     return "\n".join(lines)
 
 

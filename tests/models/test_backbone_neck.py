@@ -20,6 +20,15 @@ def test_stages_have_the_documented_strides_and_channels() -> None:
     assert not backbone._forward_hooks and all(not m._forward_hooks for m in backbone.modules())
 
 
+@pytest.mark.parametrize("bands", [3, 4])
+def test_backbone_convolutions_are_channels_last(bands: int) -> None:
+    backbone = build_backbone("convnext_nano", in_channels=bands)  # a new stem for 4 bands
+    # the stem and the downsampling convolutions (a depthwise kernel is both layouts at once)
+    convs = [m.weight for m in backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+    assert len(convs) == 4 and convs[0].shape[1] == bands
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+
+
 @pytest.mark.parametrize("bands", [1, 2, 4, 5])
 def test_adapted_first_conv_preserves_activations_of_grey_like_inputs(bands: int) -> None:
     weight = torch.randn(8, 3, 4, 4, dtype=torch.float64)
