@@ -82,7 +82,7 @@ def _by_hand(checkpoint: Path, root: Path, truths: list[np.ndarray]) -> np.ndarr
 
 def _evaluate(checkpoint: Path, root: Path, output: Path, capsys) -> tuple[int, str]:
     argv = ["evaluate", "--checkpoint", checkpoint, "--dataset", "folder", "--root", root, "--split", "all"]
-    code = main([str(a) for a in [*argv, "--batch-size", "1", "--output", output]])
+    code = main([str(a) for a in [*argv, "--batch-size", "1", "--precision", "fp32", "--output", output]])
     return code, capsys.readouterr().err
 
 
