@@ -4,7 +4,12 @@ A bicorseg checkpoint is a ``torch.save`` dict::
 
     {"format": "bicorseg", "format_version": 1, "bicorseg_version": "...",
      "model_config": ModelConfig.to_dict(), "dataset": DatasetSpec.to_dict() or None,
+     "tiling": {"tile": 512, "overlap": 0.25},   # the default tile for predict, heatmaps, evaluate
      "state_dict": BiCoRSeg.state_dict(), "extra": {...}}
+
+``tiling`` is the size the model saw in training (``bicorseg train`` records its crop size);
+checkpoints without it read the training crop from the run's config when they have one, else
+512 / 0.25 (:class:`Tiling`).
 
 The training layer writes Lightning checkpoints that carry the same metadata under the key
 ``"bicorseg"`` and the model's weights with the prefix ``model.``; :func:`load_checkpoint` reads
@@ -17,6 +22,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,43 @@ FORMAT_VERSION = 1
 LIGHTNING_PREFIX = "model."
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """The tile size and overlap a model is applied with by default, and where they come from.
+
+    BiCoR-Seg pools class embeddings over its whole input, so its predictions depend on the tile
+    (README, "Tiling honesty"): the default is the size the model saw in training, recorded in the
+    checkpoint (``source``: ``"checkpoint"``), or for older checkpoints of ``bicorseg train`` the
+    training crop of the run's config (``"training crop"``), else 512 px / 0.25 (``"default"``).
+    """
+
+    tile: int = 512
+    overlap: float = 0.25
+    source: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tile": self.tile, "overlap": self.overlap}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> Tiling:
+        """The tiling recorded in checkpoint metadata (its ``tiling``, else the training crop)."""
+        recorded = meta.get("tiling")
+        if isinstance(recorded, Mapping) and _is_tile_size(recorded.get("tile")):
+            overlap = recorded.get("overlap", 0.25)
+            if isinstance(overlap, int | float) and 0.0 <= overlap < 1.0:
+                return cls(int(recorded["tile"]), float(overlap), "checkpoint")
+        train = meta.get("train_config")
+        data = train.get("data") if isinstance(train, Mapping) else None
+        crop = data.get("crop_size") if isinstance(data, Mapping) else None
+        if _is_tile_size(crop):
+            return cls(int(crop), 0.25, "training crop")
+        return cls()
+
+
+def _is_tile_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 32
+
+
 @dataclass
 class Checkpoint:
     """The content of a checkpoint, independent of the file layout it came from."""
@@ -42,6 +85,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     dataset: DatasetSpec | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tiling: Tiling = field(default_factory=Tiling)
 
     def build_model(self) -> BiCoRSeg:
         """The network with these weights, in evaluation mode (no pretrained download)."""
@@ -72,23 +116,31 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def metadata(model: BiCoRSeg) -> dict[str, Any]:
-    """The checkpoint metadata of a model (stored next to its weights)."""
+def metadata(model: BiCoRSeg, tiling: Tiling | None = None) -> dict[str, Any]:
+    """The checkpoint metadata of a model (stored next to its weights); ``tiling``: its default tile."""
     from bicorseg import __version__
 
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "bicorseg_version": __version__,
         "model_config": model.config.to_dict(),
         "dataset": model.dataset.to_dict() if model.dataset is not None else None,
     }
+    if tiling is not None and tiling.source != "default":
+        meta["tiling"] = tiling.to_dict()
+    return meta
 
 
-def save_checkpoint(model: BiCoRSeg, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (weights, configuration, dataset facts) as a bicorseg checkpoint."""
+def save_checkpoint(
+    model: BiCoRSeg,
+    path: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    tiling: Tiling | None = None,
+) -> Path:
+    """Write ``model`` (weights, configuration, dataset facts, default tiling) as a bicorseg checkpoint."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_torch_save({**metadata(model), "state_dict": state, "extra": extra or {}}, path)
+    return atomic_torch_save({**metadata(model, tiling), "state_dict": state, "extra": extra or {}}, path)
 
 
 def read_torch_file(
@@ -184,7 +236,9 @@ def load_checkpoint(
             f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
         )
     extra = data.get("extra") or {}
-    return Checkpoint(config, state, dataset, dict(extra) if isinstance(extra, dict) else {})
+    return Checkpoint(
+        config, state, dataset, dict(extra) if isinstance(extra, dict) else {}, Tiling.from_metadata(meta)
+    )
 
 
 def load_model(

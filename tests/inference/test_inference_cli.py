@@ -32,7 +32,9 @@ def test_predict_folder_with_two_workers_then_skip(tmp_path: Path, checkpoint: P
     code, _, err = run(capsys, *args, "--tile", "64", "--workers", "2", "--probabilities", "--color")
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == [f"tile_{i}{s}.tif" for i in range(2) for s in ("", "_color", "_prob")]
+    assert names == sorted(
+        f"tile_{i}{s}" for i in range(2) for s in (".qml", ".tif", "_color.tif", "_prob.tif")
+    )
     with rasterio.open(tmp_path / "out" / "tile_1.tif") as out:
         assert out.crs.to_epsg() == 32633 and out.transform == TRANSFORM and out.shape == (70, 90)
     before = (tmp_path / "out" / "tile_0.tif").stat().st_mtime_ns

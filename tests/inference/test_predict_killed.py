@@ -15,7 +15,12 @@ from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 
 
 def _visible(folder: Path) -> dict[str, float]:
-    return {p.name: p.stat().st_mtime for p in folder.iterdir() if not p.name.startswith(".")}
+    """The class rasters in ``folder`` (each gets its QGIS style beside it once it is complete)."""
+    return {
+        p.name: p.stat().st_mtime
+        for p in folder.iterdir()
+        if p.suffix == ".tif" and not p.name.startswith(".")
+    }
 
 
 def test_kill_then_rerun_completes_and_skips_finished_files(tmp_path: Path) -> None:
@@ -49,6 +54,7 @@ def test_kill_then_rerun_completes_and_skips_finished_files(tmp_path: Path) -> N
     after = _visible(out)
     assert sorted(after) == [f"r{i}.tif" for i in range(4)]
     assert all(after[name] == mtime for name, mtime in finished.items())  # skipped, not redone
+    assert sorted(p.name for p in out.glob("*.qml")) == [f"r{i}.qml" for i in range(4)]  # styles completed
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # stale temporaries removed
     with rasterio.open(out / "r3.tif") as last:
         assert np.isin(last.read(1), [0, 1, 2, 3]).all()

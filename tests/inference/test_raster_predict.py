@@ -24,11 +24,11 @@ from bicorseg.inference import ModelInfo, PredictOptions, Predictor, predict_fil
 from temp_owners import stale_temps
 
 
-def pixel_predictor(bands: int = 3, chunk: int = 4096, **options) -> tuple[Predictor, object]:
+def pixel_predictor(bands: int = 3, block: int = 4096, **options) -> tuple[Predictor, object]:
     model = pixel_model(bands)
     info = ModelInfo(4, bands, spec(bands, **options.pop("spec", {})), "pixel-model")
     return Predictor(
-        model, info, PredictOptions(tile=64, overlap=0.25, batch_size=4, chunk=chunk, **options)
+        model, info, PredictOptions(tile=64, overlap=0.25, batch_size=4, block=block, **options)
     ), model
 
 
@@ -57,7 +57,7 @@ def test_output_keeps_crs_transform_size_and_nodata(tmp_path: Path, checkpoint: 
         assert b.transform == a.transform == TRANSFORM
         assert (b.width, b.height, b.count, b.dtypes[0]) == (210, 150, 1, "uint8")
         assert b.nodata == 255
-        assert b.profile["tiled"] and b.block_shapes[0] == (64, 64)  # the input's tiling
+        assert b.profile["tiled"] and b.block_shapes[0] == (128, 128)  # the input's 64 px: COG's least
         assert b.compression.value.lower() == "deflate"
         assert b.colormap(1)[1] == (255, 0, 0, 255)
         classes = b.read(1)
@@ -65,14 +65,14 @@ def test_output_keeps_crs_transform_size_and_nodata(tmp_path: Path, checkpoint: 
     rest = classes.copy()
     rest[:30, :40] = 0
     assert rest.max() < 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.qml", "scene.tif"]
 
 
 def test_blending_leaves_no_seam_on_rasters(tmp_path: Path) -> None:
-    """A per-pixel model gives the same raster tiled (with column chunks) and untiled."""
+    """A per-pixel model gives the same raster tiled (in blocks smaller than the raster) and untiled."""
     data = random_image(3, 170, 250, seed=3)
     src = write_geotiff(tmp_path / "seam.tif", data)
-    predictor, model = pixel_predictor(chunk=96, probabilities="float32")
+    predictor, model = pixel_predictor(block=96, probabilities="float32")
     predictor.predict_file(src, tmp_path / "out")
     expected = direct_probabilities(model, normalised(data, predictor.info))
     with rasterio.open(tmp_path / "out" / "seam.tif") as out:
@@ -166,7 +166,12 @@ def test_interrupted_run_leaves_no_partial_output_and_rerun_skips(tmp_path: Path
     assert not any(p.exists() for p in left)
     (out_dir / ".big.tif.12345.tmp").unlink()
     assert not first.skipped
-    assert sorted(p.name for p in out_dir.iterdir()) == ["big.tif", "big_color.tif", "big_prob.tif"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "big.qml",
+        "big.tif",
+        "big_color.tif",
+        "big_prob.tif",
+    ]
     assert predictor.predict_file(src, out_dir).skipped
     (out_dir / "big_color.tif").unlink()  # an output missing: the file is redone
     assert not predictor.predict_file(src, out_dir).skipped

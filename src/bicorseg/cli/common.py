@@ -1,4 +1,5 @@
-"""Options shared by several sub-commands: the test-time augmentation of ``predict``, ``evaluate``, ``submit``."""
+"""Options shared by several sub-commands: the test-time augmentation of ``predict``, ``evaluate``,
+``submit``, and the tiling of ``predict``, ``heatmaps`` and ``evaluate --whole-tiles``."""
 
 from __future__ import annotations
 
@@ -41,3 +42,41 @@ def tta_options(args: argparse.Namespace) -> dict:
             "(or build the product you want from --tta lr or d4 with them)"
         )
     return {"tta": args.tta, "tta_scales": scales, "tta_merge": args.tta_merge}
+
+
+def add_tiling_arguments(parser: argparse.ArgumentParser, what: str = "tile") -> None:
+    """``--tile`` and ``--overlap``, defaulting to the checkpoint's (:class:`bicorseg.checkpoint.Tiling`)."""
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help=f"{what} size in pixels (default: the checkpoint's, the size it was trained on; 512 for "
+        "checkpoints that do not record it)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help=f"{what} overlap fraction in [0, 1) (default: the checkpoint's; 0.25 if it records none)",
+    )
+
+
+def checkpoint_tiling(checkpoint: str, engine: str, tile: int | None, overlap: float | None):
+    """The :class:`~bicorseg.checkpoint.Tiling` to use: the options given, else the checkpoint's."""
+    from dataclasses import replace
+
+    from bicorseg.checkpoint import Tiling, load_checkpoint
+
+    if tile is not None and overlap is not None:
+        return Tiling(tile, overlap, "options")
+    if engine == "onnx":
+        from bicorseg.inference.onnx import OnnxModel
+
+        recorded = OnnxModel(checkpoint).info.tiling
+    else:
+        recorded = load_checkpoint(checkpoint).tiling
+    return replace(
+        recorded,
+        tile=recorded.tile if tile is None else tile,
+        overlap=recorded.overlap if overlap is None else overlap,
+    )

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_tta_arguments, tta_options
+from bicorseg.cli.common import add_tiling_arguments, add_tta_arguments, tta_options
 from bicorseg.errors import ConfigError
 from bicorseg.precision import HELP as PRECISION_HELP
 from bicorseg.precision import PRECISIONS
@@ -53,10 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--label-variant",
         help="state which labels these are in the report (e.g. eroded); default: the dataset's",
     )
-    parser.add_argument("--tile", type=int, default=1024, help="sliding-window size for --whole-tiles")
-    parser.add_argument(
-        "--overlap", type=float, default=0.25, help="window overlap (fraction) for --whole-tiles"
-    )
+    add_tiling_arguments(parser, "--whole-tiles sliding-window")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
@@ -80,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.tile < 32 or not 0 <= args.overlap < 1:
+    if (args.tile is not None and args.tile < 32) or (args.overlap is not None and not 0 <= args.overlap < 1):
         raise ConfigError("--tile must be at least 32 and --overlap in [0, 1)")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1 sample, got {args.limit}")
@@ -92,6 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()
     model.precision = resolve_precision(args.precision, device)
+    tile = checkpoint.tiling.tile if args.tile is None else args.tile
+    overlap = checkpoint.tiling.overlap if args.overlap is None else args.overlap
     # the checkpoint's facts carry the normalisation it was trained with
     spec_hint = checkpoint.dataset
     if spec_hint is not None and spec_hint.num_classes != checkpoint.model_config.num_classes:
@@ -122,8 +121,8 @@ def _run(args: argparse.Namespace) -> int:
         split=args.split,
         **tta_options(args),
         whole_tiles=args.whole_tiles,
-        tile=args.tile,
-        overlap=args.overlap,
+        tile=tile,
+        overlap=overlap,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=device,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import add_tiling_arguments
 from bicorseg.errors import ConfigError
 from bicorseg.precision import HELP as PRECISION_HELP
 from bicorseg.precision import PRECISIONS
@@ -37,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="YAML class table decoding --label (colours or raw values); default: the label encoding "
         "stored in the checkpoint",
     )
-    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
+    add_tiling_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
@@ -52,11 +52,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bicorseg.checkpoint import load_model
+    from bicorseg.checkpoint import load_checkpoint
     from bicorseg.cli.predict import one_line_warnings
     from bicorseg.device import resolve_device
+    from bicorseg.inference.batch import find_inputs
     from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets
-    from bicorseg.inference.predictor import PredictOptions, check_targets, find_inputs, model_info
+    from bicorseg.inference.model_info import model_info
+    from bicorseg.inference.predictor import PredictOptions
+    from bicorseg.inference.writers import check_targets
+    from bicorseg.precision import resolve_precision
 
     PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
     paths = find_inputs(args.inputs)
@@ -71,8 +75,12 @@ def _run(args: argparse.Namespace) -> int:
         labels = ClassTable.from_yaml(args.class_table).labels
     ensure_writable(args.output, folder=True)
     device = str(resolve_device(args.device))
-    model = load_model(args.checkpoint, map_location=device, precision=args.precision)
-    info = model_info(model, str(args.checkpoint))
+    checkpoint = load_checkpoint(args.checkpoint)  # load_model's steps, keeping the checkpoint's tiling
+    model = checkpoint.build_model().to(device)
+    model.precision = resolve_precision(args.precision, device)
+    info = model_info(model, str(args.checkpoint), checkpoint.tiling)
+    tile = checkpoint.tiling.tile if args.tile is None else args.tile
+    overlap = checkpoint.tiling.overlap if args.overlap is None else args.overlap
     output = Path(args.output)
     check_targets({p: heatmap_targets(p, output, info, model.config.layers) for p in paths})
     with one_line_warnings("heatmaps"):
@@ -84,8 +92,8 @@ def _run(args: argparse.Namespace) -> int:
                 layer=args.layer,
                 label=args.label,
                 labels=labels,
-                tile=args.tile,
-                overlap=args.overlap,
+                tile=tile,
+                overlap=overlap,
                 batch_size=args.batch_size,
                 device=device,
                 info=info,

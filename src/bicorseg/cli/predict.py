@@ -1,4 +1,11 @@
-"""``bicorseg predict``: segment images or georeferenced rasters of any size."""
+"""``bicorseg predict``: segment images or georeferenced rasters of any size, in one process or many.
+
+Two options choose how a run executes, and they are different things: ``--engine`` is the model's
+runtime (``torch`` or ``onnx``; ``auto`` picks by the checkpoint), ``--executor`` where the units of
+work run (``local``: this process, or ``--devices N`` worker processes; ``ray``: actors on a Ray
+cluster, with the torch or onnx runtime inside each). ``--shard i/N`` restricts any of them to one
+shard's units.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_tta_arguments, tta_options
+from bicorseg.cli.common import add_tiling_arguments, add_tta_arguments, checkpoint_tiling, tta_options
 from bicorseg.errors import ConfigError
 from bicorseg.precision import HELP as PRECISION_HELP
 from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.spec import DEFAULT_BLOCK, EXECUTORS
 
 ENGINES = ("auto", "torch", "onnx")
 
@@ -24,16 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="segment images or georeferenced rasters of any size",
         description=(
-            "Segment image files or rasters (files or folders). A raster gives OUTPUT/<stem>.tif: uint8 class "
-            "indices, nodata 255, the input's CRS and transform, tiled and deflate-compressed, with the class "
-            "colours as colour table. PNG/JPEG gives OUTPUT/<stem>.png. Rasters are read and written in "
+            "Segment image files or rasters (files or folders). A raster gives OUTPUT/<stem>.tif: a "
+            "Cloud-Optimized GeoTIFF of uint8 class indices with overviews, nodata 255, the input's CRS and "
+            "transform, the class colours as colour table, and OUTPUT/<stem>.qml (a QGIS style). PNG/JPEG gives "
+            "OUTPUT/<stem>.png. Rasters are planned as blocks of one global tile grid and read and written in "
             "windows (memory does not grow with their size); tiles overlap and are blended with smooth "
             "weights. Masked, NaN and undeclared float nodata pixels (far outside the checkpoint's statistics) "
             "come out as nodata. Outputs appear only when complete and record the checkpoint's sha256 and "
             "settings; a file whose outputs exist and were made by the same checkpoint and settings is skipped, "
             "other existing outputs are refused unless --overwrite is given. No output may overwrite an input. "
             "An INPUT may be a URL (https://, s3://, gs://, az://) or a GDAL /vsi... path, read in ranges; "
-            "naming one is asking for remote access (no --allow-remote needed)."
+            "naming one is asking for remote access (no --allow-remote needed). "
+            "--devices, --shard and --executor ray split the blocks of all inputs across processes, machines "
+            "or a Ray cluster with the same bytes as one process; 'bicorseg mosaic' assembles shards."
         ),
     )
     parser.add_argument(
@@ -46,11 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", required=True, help="bicorseg checkpoint, or a .onnx file from bicorseg export"
     )
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
-    parser.add_argument(
-        "--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1) (default 0.25)"
-    )
+    add_tiling_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=DEFAULT_BLOCK,
+        help=f"side of the units of work in pixels (default {DEFAULT_BLOCK}): memory grows with it, tiles "
+        "shared by neighbouring blocks are computed twice",
+    )
     add_tta_arguments(parser)
     parser.add_argument(
         "--probabilities",
@@ -63,7 +78,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--color", action="store_true", help="also write the colourised map <stem>_color.*")
     parser.add_argument(
-        "--workers", type=int, default=1, help="processes splitting the file list (default 1)"
+        "--confidence",
+        action="store_true",
+        help="also write <stem>_confidence.tif: the largest class probability, the normalised entropy and, "
+        "with --tta, the fraction of passes whose arg-max differs from the merged one",
+    )
+    parser.add_argument(
+        "--aoi",
+        metavar="POLYGONS",
+        default=None,
+        help="area of interest (polygons, any OGR format with a CRS): only tiles with a pixel inside are "
+        'computed, pixels outside are nodata (needs pip install "bicorseg[vector]")',
     )
     parser.add_argument(
         "--engine",
@@ -74,6 +99,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    scale = parser.add_argument_group("scaling out (the same bytes as one process)")
+    scale.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="worker processes over the blocks of all inputs: one per GPU with --device cuda (cuda:0.."
+        "N-1), else N CPU processes; with --executor ray, the number of actors (default 1)",
+    )
+    scale.add_argument("--workers", type=int, default=None, help="the same as --devices (older name)")
+    scale.add_argument(
+        "--shard",
+        metavar="i/N",
+        default=None,
+        help="compute only shard i of N (round-robin over the blocks of all inputs) as parts in "
+        "OUTPUT/bicorseg_parts; auto/N reads i from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or "
+        "AWS_BATCH_JOB_ARRAY_INDEX; assemble with 'bicorseg mosaic OUTPUT'",
+    )
+    scale.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help='where the units run: local (this process or --devices workers) or ray (pip install "bicorseg[ray]")',
+    )
+    scale.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to connect to (default: a local cluster for this run; auto: a running one)",
+    )
     parser.add_argument(
         "--vector",
         choices=("gpkg", "fgb", "geojson", "parquet"),
@@ -188,27 +241,36 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from bicorseg.device import resolve_device
-    from bicorseg.inference.predictor import PredictOptions, predict_files
+    from bicorseg.inference.batch import predict_files
+    from bicorseg.inference.predictor import PredictOptions
+    from bicorseg.inference.units import PARTS_FOLDER, parse_shard
 
     args.engine = resolve_engine(args.engine, args.checkpoint)
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.devices is not None and args.workers is not None and args.devices != args.workers:
+        raise ConfigError(f"--devices {args.devices} and --workers {args.workers}: give one of them")
+    devices = args.devices or args.workers or 1
+    if devices < 1:
+        raise ConfigError(f"--devices must be at least 1, got {devices}")
+    shard = parse_shard(args.shard) if args.shard is not None else None
     if not args.inputs and not args.stac_item:
         raise ConfigError("give at least one INPUT (a file, folder or URL) or --stac-item")
     if args.stac_assets and not args.stac_item:
         raise ConfigError("--stac-assets chooses the assets of --stac-item: give --stac-item too")
-    options = PredictOptions(
+    options = PredictOptions(  # tile and overlap None: the checkpoint's
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
         **tta_options(args),
         probabilities=args.probabilities,
         color=args.color,
+        confidence=args.confidence,
+        aoi=args.aoi,
         overwrite=args.overwrite,
+        block=args.block,
         device=str(resolve_device(args.device)),
         precision=args.precision,
     )
-    if args.vector and not args.print_config:
+    if (args.vector or args.aoi) and not args.print_config:
         from bicorseg.gis import require_vector
 
         require_vector()  # before any prediction is made
@@ -217,19 +279,26 @@ def _run(args: argparse.Namespace) -> int:
 
         require_cloud()
     if args.print_config:
+        from dataclasses import replace
+
         from bicorseg import typedconfig
 
+        tiling = checkpoint_tiling(args.checkpoint, args.engine, args.tile, args.overlap)
+        options = replace(options, tile=tiling.tile, overlap=tiling.overlap)
         resolved = {
             "inputs": list(args.inputs),
             "checkpoint": args.checkpoint,
             "output": args.output,
             "engine": args.engine,
-            "workers": args.workers,
+            "executor": args.executor,
+            "devices": devices,
+            "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
             "vector": args.vector,
             "stac_item": list(args.stac_item),
             "stac_assets": args.stac_assets,
             "stac_out": args.stac_out,
             **typedconfig.to_plain(options),
+            "tiling_from": tiling.source,
         }
         print(typedconfig.to_yaml(resolved), end="")
         return 0
@@ -241,7 +310,7 @@ def _run(args: argparse.Namespace) -> int:
         nonlocal written, skipped
         if result.skipped:
             skipped += 1
-        else:
+        elif result.assembled:
             written += 1
             if not args.quiet:
                 progress.bar.console.print(
@@ -257,10 +326,24 @@ def _run(args: argparse.Namespace) -> int:
                 args.output,
                 options,
                 engine=args.engine,
-                workers=args.workers,
+                workers=devices,
                 progress=progress,
                 on_result=report,
+                shard=shard,
+                executor=args.executor,
+                ray_address=args.ray_address,
             )
+        if shard is not None:
+            if not args.quiet:
+                computed = sum(r.computed for r in results)
+                owned = sum(r.units for r in results if not r.skipped)
+                print(
+                    f"shard {shard[0]}/{shard[1]}: computed {computed} of its {owned} unit(s) "
+                    f"({owned - computed} already there) into {Path(args.output) / PARTS_FOLDER}; "
+                    f"{skipped} file(s) already done; when every shard is done: bicorseg mosaic {args.output}",
+                    file=sys.stderr,
+                )
+            return 0
         if args.vector:
             with one_line_warnings("predict"):
                 _vectorize(results, args)

@@ -22,16 +22,12 @@ from bicorseg.gis import require_vector
 require_vector()
 
 import numpy as np  # noqa: E402
-import shapely  # noqa: E402
-from rasterio.features import geometry_mask  # noqa: E402
-from rasterio.windows import bounds as window_bounds  # noqa: E402
-from rasterio.windows import transform as window_transform  # noqa: E402
 
 from bicorseg.atomic import write_text_atomic  # noqa: E402
 from bicorseg.errors import ConfigError, OutputError  # noqa: E402
+from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
 from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
-from bicorseg.gis.vectorfile import read_polygons  # noqa: E402
 from bicorseg.raster_access import input_path  # noqa: E402
 
 REPORT_FORMATS = (".json", ".csv")
@@ -82,8 +78,7 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
         measure = Measure.for_extent(src.crs, tuple(src.bounds), str(path))
         aoi = None
         if options.aoi is not None:
-            aoi = read_polygons(options.aoi, to_pyproj(src.crs, str(path)))
-            tree = shapely.STRtree(aoi)
+            aoi = AreaOfInterest.read(options.aoi, src.crs, src.transform, str(path))
         size = max(len(raster.names or ()), 1)
         pixels = np.zeros(size, np.int64)
         metres = np.zeros(size, np.float64)
@@ -91,10 +86,10 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
             row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
             data, valid = raster.read(window)
             if aoi is not None:
-                near = aoi[tree.query(shapely.box(*window_bounds(window, src.transform)))]
-                if not len(near):
+                inside = aoi.mask(row, col, h, w)
+                if not inside.any():
                     continue
-                valid &= geometry_mask(near, (h, w), window_transform(window, src.transform), invert=True)
+                valid &= inside
             values = data[valid].astype(np.int64)
             if not values.size:
                 continue

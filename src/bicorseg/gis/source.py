@@ -24,7 +24,8 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg.errors import ConfigError, InputError, first_line
-from bicorseg.inference.predictor import GDAL_CACHE_BYTES, NODATA, open_raster
+from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, open_raster
+from bicorseg.inference.writers import NODATA
 from bicorseg.raster_access import input_path
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names

@@ -1,19 +1,24 @@
-"""The sliding-window engine: overlapping tiles in batches, blended into a strip buffer of bounded size.
+"""The sliding-window engine: output blocks of one global tile grid, each computed from every tile over it.
 
 The engine knows nothing about files. It pulls normalised input windows from a ``read`` callback,
 runs a batch function on tiles, blends the results with smooth weights (:mod:`.tiling`) and hands
-finished strips to a ``write`` callback, in output coordinates. Memory is bounded independently of
-the raster size:
+finished strips to a ``write`` callback, in output coordinates.
 
-* the raster is processed in column chunks of at most ``chunk`` input pixels (tiles that straddle
-  a chunk boundary are computed for both chunks: a few percent of extra work on very wide rasters,
-  in exchange for a buffer whose size does not depend on the raster's width);
-* within a chunk, tile rows are processed top to bottom and the accumulator keeps only the rows
-  that a later tile can still touch (one tile high); rows above the current tile row are final and
-  are written out and dropped.
+**Blocks.** The output is cut into blocks of ``block`` pixels on a grid anchored at the raster's
+origin (the last block of a row or column is the remainder). A block is computed from every tile
+of the global :class:`~.tiling.TileGrid` that overlaps it, so every pixel gets
+``sum_t w_t(p) f_t(p) / sum_t w_t(p)`` over all the tiles that cover it, whichever block it lies
+in. A block's computation is fixed by the block alone: its tiles in row-major order, batched row
+by row in runs of ``batch_size`` tiles of one shape, added to its accumulator in that order. So the
+bytes of a block do not depend on which other blocks run, in which order or in which process: any
+partition of the blocks (the units of :mod:`.units`) gives the same result as running them all in
+sequence. Tiles that overlap two blocks are computed for both (the recomputation overhead,
+:meth:`SlidingWindow.overhead`).
 
-The result for a pixel is ``sum_t w_t(p) f_t(p) / sum_t w_t(p)`` over the tiles that cover it, so
-it does not depend on the chunking, and a per-pixel function gives the same values tiled and not.
+**Memory.** Within a block, tile rows are processed top to bottom and the accumulator keeps only
+the rows that a later tile can still touch (one tile high, the block's width plus a tile); rows
+above the current tile row are final and are written out and dropped. Memory is bounded by the
+block size, never by the raster's.
 """
 
 from __future__ import annotations
@@ -21,35 +26,53 @@ from __future__ import annotations
 import ctypes
 import itertools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bicorseg.errors import ConfigError
 from bicorseg.inference.tiling import Tile, TileGrid, blend_weights, output_size
+from bicorseg.spec import DEFAULT_BLOCK
 
 # read(y0, x0, height, width) -> (normalised float32 bands x h x w, valid bool h x w), input pixels
 ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
 # write(y0, x0, values float32 K x h x w, valid bool h x w), output pixels (input / scale)
 WriteFn = Callable[[int, int, np.ndarray, np.ndarray], None]
 BatchFn = Callable[[torch.Tensor], torch.Tensor]
+# keep(tile) -> False to skip a tile as if it held no valid pixel (an area of interest)
+KeepFn = Callable[[Tile], bool]
 
-DEFAULT_CHUNK = 4096  # input pixels per column chunk: a multiple of common GeoTIFF block sizes
+MIN_BLOCK = 16
 FLUSH_ROWS = 128  # output rows handed to ``write`` at a time
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """A column range of the output (``out0:out1``) and the tile columns needed to compute it."""
+class Block:
+    """One output block: block row ``row`` and column ``col`` of the grid; rows ``y0:y0+height`` and
+    columns ``x0:x0+width`` in output pixels."""
 
-    out0: int
-    out1: int
-    cols: tuple[tuple[int, int], ...]  # (x0, width) in input pixels
+    row: int
+    col: int
+    y0: int
+    x0: int
+    height: int
+    width: int
+
+    @property
+    def key(self) -> str:
+        """A stable name of the block, e.g. ``r002c013``."""
+        return f"r{self.row:03d}c{self.col:03d}"
+
+
+def block_starts(length: int, block: int) -> list[tuple[int, int]]:
+    """(start, size) of the blocks covering ``0..length`` along one output axis."""
+    return [(start, min(block, length - start)) for start in range(0, length, block)]
 
 
 class SlidingWindow:
-    """Tiled, blended application of ``fn`` over a ``height x width`` input.
+    """Tiled, blended application of ``fn`` over a ``height x width`` input, block by block.
 
     Args:
         height, width: input size in pixels.
@@ -57,7 +80,7 @@ class SlidingWindow:
         tile, overlap: the tile grid (:class:`TileGrid`).
         batch_size: tiles per call of ``fn``.
         scale: ``fn`` maps an ``h x w`` tile to ``K x ceil(h/scale) x ceil(w/scale)`` (4 for heatmaps).
-        chunk: maximal width of a column chunk in input pixels (bounds the memory).
+        block: block side in input pixels, a multiple of ``scale`` (bounds the memory).
         device: where the batches go.
     """
 
@@ -70,56 +93,98 @@ class SlidingWindow:
         overlap: float = 0.25,
         batch_size: int = 4,
         scale: int = 1,
-        chunk: int = DEFAULT_CHUNK,
+        block: int = DEFAULT_BLOCK,
         device: str | torch.device = "cpu",
     ) -> None:
         self.grid = TileGrid(height, width, tile, overlap, multiple=scale)
+        if block < MIN_BLOCK or block % scale:
+            raise ConfigError(
+                f"block must be a multiple of {scale} of at least {MIN_BLOCK} pixels, got {block}"
+            )
         self.height, self.width, self.channels, self.scale = height, width, channels, scale
+        self.block = block
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
         self.out_height, self.out_width = output_size(height, scale), output_size(width, scale)
-        self.chunks = self._plan_chunks(max(chunk, tile) // scale)
-
-    def _plan_chunks(self, chunk_out: int) -> list[Chunk]:
-        bounds = [*range(0, self.out_width, chunk_out), self.out_width]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < chunk_out // 2:
-            del bounds[-2]  # merge a thin last chunk into its neighbour
-        cols, s = self.grid.cols, self.scale
-        return [
-            Chunk(a, b, tuple(c for c in cols if c[0] // s < b and output_size(c[0] + c[1], s) > a))
-            for a, b in itertools.pairwise(bounds)
+        out_block = block // scale
+        self.blocks = [
+            Block(r, c, y0, x0, h, w)
+            for (r, (y0, h)), (c, (x0, w)) in itertools.product(
+                enumerate(block_starts(self.out_height, out_block)),
+                enumerate(block_starts(self.out_width, out_block)),
+            )
         ]
+
+    def _overlapping(self, spans: list[tuple[int, int]], start: int, stop: int) -> list[tuple[int, int]]:
+        """The tile spans (input pixels) whose output footprint meets output cells ``start:stop``."""
+        s = self.scale
+        return [(a, n) for a, n in spans if a // s < stop and output_size(a + n, s) > start]
+
+    def tiles_of(self, block: Block) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The tile rows and tile columns (start, size in input pixels) that overlap ``block``."""
+        rows = self._overlapping(self.grid.rows, block.y0, block.y0 + block.height)
+        cols = self._overlapping(self.grid.cols, block.x0, block.x0 + block.width)
+        return rows, cols
+
+    def tile_count(self, block: Block) -> int:
+        rows, cols = self.tiles_of(block)
+        return len(rows) * len(cols)
 
     @property
     def total_tiles(self) -> int:
-        """Model tiles over the whole run (progress total), counting the chunk-boundary repeats."""
-        return len(self.grid.rows) * sum(len(c.cols) for c in self.chunks)
+        """Model tiles over the whole run (progress total), counting the tiles shared by blocks."""
+        return sum(self.tile_count(b) for b in self.blocks)
 
-    def run(self, fn: BatchFn, read: ReadFn, write: WriteFn, progress: Callable[[int], None] | None = None):
-        for chunk in self.chunks:
-            self._run_chunk(chunk, fn, read, write, progress)
+    def overhead(self) -> float:
+        """Tiles computed over the tiles of the grid, minus one: the recomputation at block edges."""
+        return self.total_tiles / len(self.grid) - 1.0
 
-    def _run_chunk(self, chunk: Chunk, fn: BatchFn, read: ReadFn, write: WriteFn, progress) -> None:
-        s, rows = self.scale, self.grid.rows
-        acc_x0 = chunk.cols[0][0] // s
-        acc_w = output_size(max(x0 + w for x0, w in chunk.cols), s) - acc_x0
+    def run(
+        self,
+        fn: BatchFn,
+        read: ReadFn,
+        write: WriteFn,
+        progress: Callable[[int], None] | None = None,
+        blocks: Iterable[Block] | None = None,
+        keep: KeepFn | None = None,
+    ) -> None:
+        """Compute ``blocks`` (default: all, in order) and hand their strips to ``write``."""
+        for block in self.blocks if blocks is None else blocks:
+            self.run_block(block, fn, read, write, progress, keep)
+
+    def run_block(
+        self,
+        block: Block,
+        fn: BatchFn,
+        read: ReadFn,
+        write: WriteFn,
+        progress: Callable[[int], None] | None = None,
+        keep: KeepFn | None = None,
+    ) -> None:
+        """Compute one block from every tile over it; its strips go to ``write`` top to bottom."""
+        s = self.scale
+        rows, cols = self.tiles_of(block)
+        acc_x0 = cols[0][0] // s
+        acc_w = output_size(max(x0 + w for x0, w in cols), s) - acc_x0
         buf_h = max(output_size(h, s) for _, h in rows)
         acc = np.zeros((self.channels, buf_h, acc_w), np.float32)
         weight = np.zeros((buf_h, acc_w), np.float32)
         valid = np.zeros((buf_h, acc_w), bool)
-        state = {"top": 0}  # output row held by buffer row 0
-        c0, c1 = chunk.out0 - acc_x0, chunk.out1 - acc_x0
+        state = {"top": rows[0][0] // s}  # output row held by buffer row 0
+        c0, c1 = block.x0 - acc_x0, block.x0 + block.width - acc_x0
+        y_stop = block.y0 + block.height
 
         def flush(until: int) -> None:
             top = state["top"]
             n = until - top
             if n <= 0:
                 return
-            for r0 in range(0, n, FLUSH_ROWS):  # in pieces: small temporaries whatever the width
-                r1 = min(n, r0 + FLUSH_ROWS)
+            first, last = max(top, block.y0) - top, min(until, y_stop) - top  # buffer rows inside the block
+            for r0 in range(first, last, FLUSH_ROWS):  # in pieces: small temporaries whatever the width
+                r1 = min(last, r0 + FLUSH_ROWS)
                 w = weight[r0:r1, c0:c1]
                 values = acc[:, r0:r1, c0:c1] / np.where(w > 0, w, 1.0)  # 0 only under skipped tiles
-                write(top + r0, chunk.out0, values, valid[r0:r1, c0:c1].copy())
+                write(top + r0, block.x0, values, valid[r0:r1, c0:c1].copy())
             # drop the finished rows: shift the buffer up (numpy handles the overlapping copy)
             acc[:, : buf_h - n] = acc[:, n:]
             acc[:, buf_h - n :] = 0.0
@@ -128,7 +193,6 @@ class SlidingWindow:
             valid[: buf_h - n] = valid[n:]
             valid[buf_h - n :] = False
             state["top"] = until
-            release_memory()
 
         pending: list[tuple[Tile, np.ndarray]] = []
 
@@ -136,19 +200,25 @@ class SlidingWindow:
             batch = np.stack([data for _, data in pending])
             with torch.inference_mode():
                 out = fn(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+            top = state["top"]
             for (tile, _), values in zip(pending, out):
                 oh, ow = values.shape[-2:]
                 wts = blend_weights(oh, ow)
-                ox = tile.x0 // s - acc_x0
-                acc[:, :oh, ox : ox + ow] += values * wts
-                weight[:oh, ox : ox + ow] += wts
+                oy, ox = tile.y0 // s - top, tile.x0 // s - acc_x0
+                acc[:, oy : oy + oh, ox : ox + ow] += values * wts
+                weight[oy : oy + oh, ox : ox + ow] += wts
             if progress is not None:
                 progress(len(pending))
             pending.clear()
 
         for y0, th in rows:
             flush(y0 // s)
-            for x0, tw in chunk.cols:
+            for x0, tw in cols:
+                tile = Tile(y0, x0, th, tw)
+                if keep is not None and not keep(tile):
+                    if progress is not None:
+                        progress(1)
+                    continue
                 # one read per tile: the read buffer does not grow with the raster's width, and
                 # overlapping reads come from GDAL's block cache
                 data, mask = read(y0, x0, th, tw)
@@ -161,10 +231,11 @@ class SlidingWindow:
                     continue
                 if pending and (len(pending) == self.batch_size or pending[0][1].shape != data.shape):
                     run_batch()
-                pending.append((Tile(y0, x0, th, tw), data))
+                pending.append((tile, data))
             if pending:
                 run_batch()
-        flush(self.out_height)
+        flush(y_stop)
+        release_memory()
 
 
 def release_memory() -> None:
@@ -185,18 +256,6 @@ def _load_libc():
 
 
 _LIBC = _load_libc()
-
-
-def _batches(tiles: list[Tile], size: int) -> list[list[Tile]]:
-    """Consecutive groups of at most ``size`` tiles of one shape (a batch needs one shape)."""
-    groups: list[list[Tile]] = []
-    for tile in tiles:
-        last = groups[-1] if groups else None
-        if last and len(last) < size and (last[0].height, last[0].width) == (tile.height, tile.width):
-            last.append(tile)
-        else:
-            groups.append([tile])
-    return groups
 
 
 def _pool_any(mask: np.ndarray, scale: int) -> np.ndarray:

@@ -28,26 +28,24 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning
 
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.errors import ConfigError, InputError
-from bicorseg.inference.engine import DEFAULT_CHUNK, SlidingWindow
-from bicorseg.inference.predictor import (
+from bicorseg.inference.engine import DEFAULT_BLOCK, SlidingWindow
+from bicorseg.inference.model_info import ModelInfo, model_info
+from bicorseg.inference.raster_io import (
     GDAL_CACHE_BYTES,
-    ModelInfo,
-    OutputSet,
+    Georeference,
     RasterReader,
-    check_targets,
-    geotiff_profile,
     inspect_input,
-    model_info,
+    is_picture,
     open_raster,
     statistics,
 )
 from bicorseg.inference.tiling import output_size
+from bicorseg.inference.writers import OutputSet, check_targets, geotiff_profile
 from bicorseg.raster_access import input_path
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
@@ -82,7 +80,7 @@ def heatmap_targets(path: Path, out_dir: Path, info: ModelInfo, num_layers: int)
     """The output paths of one input: per layer (and class, for pictures) and the figure."""
     path, out_dir = input_path(path), Path(out_dir)
     names = [_slug(c) for c in info.class_names]
-    if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}:
+    if is_picture(path):
         targets = {
             f"{li}/{c}": out_dir / f"{path.stem}_layer{li}_{names[c]}.png"
             for li in range(1, num_layers + 1)
@@ -109,7 +107,7 @@ def export_heatmaps(
     batch_size: int = 4,
     device: str = "cpu",
     info: ModelInfo | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    block: int = DEFAULT_BLOCK,
 ) -> HeatmapResult:
     """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input.
 
@@ -141,7 +139,7 @@ def export_heatmaps(
         shape = (output_size(src.height, istep), output_size(src.width, istep))
         truth = read_label(Path(label), info, src.shape, shape, labels) if label is not None else None
         engine = SlidingWindow(
-            src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, chunk, device
+            src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, block, device
         )
         out_h, out_w = engine.out_height, engine.out_width
         step = max(1, math.ceil(max(out_h, out_w) / FIGURE_SIZE))  # subsampling for the figure
@@ -154,14 +152,8 @@ def export_heatmaps(
             planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
         else:
             for li in range(1, num_layers + 1):
-                profile = geotiff_profile(src, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
-                if "transform" in profile:
-                    profile["transform"] = src.transform @ rasterio.Affine.scale(SCALE)
-                elif "gcps" in profile:  # ground control points in heatmap pixels
-                    profile["gcps"] = [
-                        GroundControlPoint(g.row / SCALE, g.col / SCALE, g.x, g.y, g.z, g.id, g.info)
-                        for g in profile["gcps"]
-                    ]
+                geo = Georeference.of(src).scaled(SCALE)  # heatmap pixels, GCPs included
+                profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
                 dst = outputs.open_geotiff(f"{li}", profile)
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)

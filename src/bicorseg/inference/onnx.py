@@ -68,7 +68,7 @@ class _Probabilities(torch.nn.Module):
 
 def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float) -> dict[str, str]:
     """The metadata the Deepness plugin reads (keys and JSON values; see the module docstring)."""
-    from bicorseg.inference.predictor import statistics
+    from bicorseg.inference.raster_io import statistics
 
     mean, std = (values.reshape(-1) for values in statistics(info))
     return {
@@ -113,7 +113,7 @@ def export_onnx(
     """
     onnx, _ = _require_onnx()
     from bicorseg.checkpoint import load_checkpoint, metadata
-    from bicorseg.inference.predictor import model_info
+    from bicorseg.inference.model_info import model_info
 
     if tile < 32 or tile % 32:
         raise ConfigError(f"must be a positive multiple of 32 for export, got {tile}", key="tile")
@@ -140,7 +140,8 @@ def export_onnx(
                 key="opset",
             )
     output = Path(output)
-    model = load_checkpoint(checkpoint).build_model().float().eval()
+    loaded = load_checkpoint(checkpoint)
+    model = loaded.build_model().float().eval()
     exported = _Probabilities(model).eval() if deepness else model
     output_name = "probabilities" if deepness else "logits"
     example = torch.randn(2, model.config.in_channels, tile, tile)
@@ -165,10 +166,13 @@ def export_onnx(
                 verbose=False,
             )
         graph = onnx.load(str(temp))  # with the external weights, if the exporter wrote them apart
-        meta = {**metadata(model), "tile": tile, "checkpoint": str(checkpoint), "output": output_name}
+        meta = {
+            **metadata(model, loaded.tiling), "tile": tile, "checkpoint": str(checkpoint), "output": output_name
+        }  # fmt: skip
         entries = {METADATA_KEY: json.dumps(meta)}
         if deepness:
-            entries.update(deepness_metadata(model_info(model), tile, overlap, resolution_cm))
+            info = model_info(model, tiling=loaded.tiling)
+            entries.update(deepness_metadata(info, tile, overlap, resolution_cm))
         for key, value in entries.items():
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
@@ -199,12 +203,13 @@ def _has_onnxscript() -> bool:
 
 
 def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
-    """The tile size and :class:`~bicorseg.inference.predictor.ModelInfo` stored by :func:`export_onnx`.
+    """The tile size and :class:`~bicorseg.inference.model_info.ModelInfo` stored by :func:`export_onnx`.
 
     Malformed metadata (not JSON, missing keys, wrong types or values) raises a
     :class:`CheckpointError` naming the file and the key.
     """
-    from bicorseg.inference.predictor import ModelInfo
+    from bicorseg.checkpoint import Tiling
+    from bicorseg.inference.model_info import ModelInfo
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: invalid '{METADATA_KEY}' metadata: {what}")
@@ -233,7 +238,11 @@ def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
             raise bad(f"dataset: {first_line(error)}") from error
         if dataset.num_classes != config["num_classes"] or dataset.num_bands != config["in_channels"]:
             raise bad("dataset: its classes or bands do not match model_config")
-    info = ModelInfo(config["num_classes"], config["in_channels"], dataset, str(path))
+    tiling = Tiling.from_metadata(meta)
+    info = ModelInfo(
+        config["num_classes"], config["in_channels"], dataset, str(path),
+        tiling=Tiling(numbers["tile"], tiling.overlap, "checkpoint"),
+    )  # fmt: skip
     return numbers["tile"], info
 
 

@@ -233,11 +233,15 @@ def is_identity(tta: str | TTASpec) -> bool:
     return len(passes) == 1 and passes[0] == TTAPass()
 
 
-def with_tta(logits_fn: LogitsFn, tta: str | TTASpec = "none") -> Callable[[torch.Tensor], torch.Tensor]:
+def with_tta(
+    logits_fn: LogitsFn, tta: str | TTASpec = "none", *, disagreement: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wrap a function ``B x bands x H x W -> B x N x H x W logits`` into one returning the merged
     softmax probabilities of every pass (float32, same shape as the logits).
 
-    ``tta`` is a mode other than ``paper`` or a :class:`TTASpec` (from :func:`resolve_tta`).
+    ``tta`` is a mode other than ``paper`` or a :class:`TTASpec` (from :func:`resolve_tta`). With
+    ``disagreement`` the result has one more channel: per pixel, the fraction of passes whose
+    arg-max differs from the arg-max of the merged probabilities (0 with a single pass).
     """
     spec = resolve_tta(tta)
     passes = tta_passes(spec)
@@ -246,13 +250,23 @@ def with_tta(logits_fn: LogitsFn, tta: str | TTASpec = "none") -> Callable[[torc
     def probabilities(x: torch.Tensor) -> torch.Tensor:
         size = (int(x.shape[-2]), int(x.shape[-1]))
         total = None
+        votes = []  # each pass's arg-max, kept only for the disagreement
         for one in passes:
             out = one.inverse(logits_fn(one.forward(x)), size).float()
+            if disagreement:
+                votes.append(out.argmax(dim=1))
             if probs:
                 out = torch.softmax(out, dim=1)
             total = out if total is None else total.add_(out)
         if len(passes) > 1:
             total = total.div_(len(passes))
-        return total if probs else torch.softmax(total, dim=1)
+        merged = total if probs else torch.softmax(total, dim=1)
+        if not disagreement:
+            return merged
+        best = merged.argmax(dim=1)
+        differ = torch.zeros_like(best, dtype=torch.float32)
+        for vote in votes:
+            differ += (vote != best).float()
+        return torch.cat([merged, (differ / len(passes))[:, None]], dim=1)
 
     return probabilities

@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from bicorseg.checkpoint import metadata
+from bicorseg.checkpoint import Tiling, metadata
 from bicorseg.errors import BicorsegError
 from bicorseg.losses import BiCoRSegLoss
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, write_report_json
@@ -203,4 +203,5 @@ class BiCoRSegModule(L.LightningModule):
                     f"refusing to write a checkpoint at step {self.global_step}: weight {name} is not finite"
                 )
         if isinstance(self.model, BiCoRSeg):
-            checkpoint["bicorseg"] = {**metadata(self.model), "train_config": self.config.to_dict()}
+            tiling = Tiling(self.config.data.crop_size, 0.25, "checkpoint")  # the size it trains on
+            checkpoint["bicorseg"] = {**metadata(self.model, tiling), "train_config": self.config.to_dict()}

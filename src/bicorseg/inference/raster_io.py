@@ -1,0 +1,345 @@
+"""Reading inputs: opening rasters and pictures, choosing bands and the mask, normalising, reading windows.
+
+* :func:`open_raster`: every input is opened through :mod:`bicorseg.raster_access` (no network
+  unless allowed, GDAL settings in one place).
+* :func:`inspect_input`: the bands fed to the model, a real alpha band, undeclared float nodata
+  (one warning per file), checked once per input before any work (an :class:`InputPlan`).
+* :func:`normalisation` / :func:`statistics`: the checkpoint's per-band mean and std (never a
+  silent rescale).
+* :class:`RasterReader`: normalised windows and their validity mask, the ``read`` callback of the
+  sliding-window engine.
+
+Nodata: a pixel is nodata where the raster's mask says so (nodata value, alpha band or internal
+mask: GDAL's dataset mask), where any band is NaN or infinite, or, for floating-point input, where
+any band lies more than 50 standard deviations from the checkpoint's mean (undeclared nodata such
+as -3.4e38; counted and reported in one warning per file). One band beyond the model's bands is
+dropped with a warning; it is used as the mask only when it is a real alpha band (GDAL colour
+interpretation alpha and only the values 0 and 255). A band the model reads as data is never used
+as a mask, even if GDAL labels it alpha. Nodata pixels are replaced by the band mean before the
+model sees them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from bicorseg import raster_access
+from bicorseg.errors import CheckpointError, InputError, first_line
+from bicorseg.inference.model_info import ModelInfo
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+
+PLAIN_DRIVERS = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", ".bmp", ".webp")
+# inputs read and written as plain pictures (PNG out), not as georeferenced rasters
+PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
+# GDAL's block cache in bytes (rasterio passes the number as bytes): GDAL's default, 5 % of the RAM,
+# would fill up with blocks of a large raster and make the memory grow with its size
+GDAL_CACHE_BYTES = 32 * 2**20
+# floating-point values further than this many standard deviations from the checkpoint's mean are
+# undeclared nodata (-3.4e38, -9999 on 8-bit statistics, ...), not data
+PLAUSIBLE_STDS = 50.0
+SCAN_BYTES = 64 * 2**20  # size of the strips read when an input is inspected
+DEFAULT_BLOCK_SHAPE = (256, 256)  # outputs of an input that is not tiled in square blocks
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where an output lies, as plain data (it travels in a sharded run's plan): CRS, transform or
+    ground control points, and the input's block shape (kept for the outputs when it suits a COG)."""
+
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None
+    gcps: tuple[tuple[Any, ...], ...] | None = None  # (row, col, x, y, z, id, info)
+    block: tuple[int, int] = DEFAULT_BLOCK_SHAPE
+
+    @classmethod
+    def of(cls, src: rasterio.DatasetReader) -> Georeference:
+        """The georeferencing of an open input (through its plain-data form, as a plan stores it)."""
+        block = DEFAULT_BLOCK_SHAPE
+        if src.profile.get("tiled") and src.block_shapes:
+            by, bx = src.block_shapes[0]
+            if by == bx and by % 16 == 0:
+                block = (by, bx)
+        crs = src.crs
+        transform = gcps = None
+        if not src.transform.is_identity:
+            transform = tuple(src.transform)[:6]
+        elif src.gcps[0]:  # georeferenced by ground control points
+            points, crs = src.gcps
+            gcps = tuple((g.row, g.col, g.x, g.y, g.z, g.id, g.info) for g in points)
+        return cls.from_dict(cls(crs.to_string() if crs else None, transform, gcps, block).to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Georeference:
+        gcps = data.get("gcps")
+        return cls(
+            data.get("crs"),
+            tuple(float(v) for v in data["transform"]) if data.get("transform") else None,
+            tuple(tuple(g) for g in gcps) if gcps else None,
+            tuple(int(v) for v in data.get("block", DEFAULT_BLOCK_SHAPE)),
+        )
+
+    def scaled(self, scale: int) -> Georeference:
+        """The georeferencing of an output at ``1/scale`` of the resolution (heatmaps)."""
+        transform = gcps = None
+        if self.transform is not None:
+            transform = tuple(rasterio.Affine(*self.transform) @ rasterio.Affine.scale(scale))[:6]
+        if self.gcps is not None:
+            gcps = tuple((g[0] / scale, g[1] / scale, *g[2:]) for g in self.gcps)
+        return Georeference(self.crs, transform, gcps, self.block)
+
+
+def is_picture(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a plain picture (PNG, JPEG, ...), predicted into a PNG rather than a GeoTIFF."""
+    return raster_access.input_path(path).suffix.lower() in PICTURE_SUFFIXES
+
+
+def open_raster(path: Path | raster_access.VsiPath) -> AbstractContextManager[rasterio.DatasetReader]:
+    """Open an image or raster with GDAL (no network unless asked; see :mod:`bicorseg.raster_access`).
+
+    ``path`` is a local file or a :class:`~bicorseg.raster_access.VsiPath` (a URL or ``/vsi...``
+    path the user named).
+    """
+    if not isinstance(path, raster_access.VsiPath) and not path.is_file():
+        raise InputError(f"input not found: {path}")
+    return raster_access.open_raster(path)
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What inspecting an input decided (see :func:`inspect_input`).
+
+    Attributes:
+        bands: band indexes (from 1) fed to the model.
+        alpha: the band after them is a real alpha band, used as the mask through GDAL's dataset mask.
+        lower, upper: per-band plausible range of floating-point input (None for integer input).
+        masked: pixels masked for values outside that range or not finite (undeclared nodata).
+        value_range: smallest and largest valid value of floating-point input.
+        shape: the input's height and width.
+        geo: the input's georeferencing (kept by every output).
+    """
+
+    bands: tuple[int, ...]
+    alpha: bool = False
+    lower: tuple[float, ...] | None = None
+    upper: tuple[float, ...] | None = None
+    masked: int = 0
+    value_range: tuple[float, float] | None = None
+    shape: tuple[int, int] = (0, 0)
+    geo: Georeference | None = None
+
+
+def _strips(src: rasterio.DatasetReader, bands: int) -> list[Window]:
+    """Full-width row strips of at most about :data:`SCAN_BYTES`, aligned to the block height."""
+    block = src.block_shapes[0][0] if src.block_shapes else 1
+    per_row = max(1, src.width * bands * np.dtype(src.dtypes[0]).itemsize)
+    rows = max(block, (SCAN_BYTES // per_row) // block * block)
+    return [Window(0, y, src.width, min(rows, src.height - y)) for y in range(0, src.height, rows)]
+
+
+def _is_real_alpha(src: rasterio.DatasetReader, band: int) -> bool:
+    """A band GDAL calls alpha whose values are only 0 and 255 (read in strips, stops at the first other)."""
+    if src.colorinterp[band - 1] != rasterio.enums.ColorInterp.alpha:
+        return False
+    for window in _strips(src, 1):
+        values = src.read(band, window=window)
+        if not ((values == 0) | (values == 255)).all():
+            return False
+    return True
+
+
+def inspect_input(src: rasterio.DatasetReader, path: Path, info: ModelInfo) -> InputPlan:
+    """Choose the bands and the mask of an input, and report what is doubtful (one warning each).
+
+    Reads the whole raster once when it is floating point (to count undeclared nodata) or has a
+    band beyond the model's (to tell a real alpha band from data). Errors name the file.
+    """
+    extra = src.count - info.in_channels
+    if extra not in (0, 1):
+        raise InputError(
+            f"{path} has {src.count} band(s) but the checkpoint {info.source} expects {info.in_channels}"
+        )
+    if np.dtype(src.dtypes[0]).kind not in "uif":
+        raise InputError(f"{path} has pixel type {src.dtypes[0]}, which is not a real number type")
+    bands = tuple(range(1, info.in_channels + 1))
+    alpha = False
+    try:
+        if extra:
+            alpha = _is_real_alpha(src, src.count)
+            if not alpha:
+                interp = src.colorinterp[-1].name
+                why = (
+                    ", and it is no alpha mask (values other than 0 and 255): no pixel is masked by it"
+                    if interp == "alpha"
+                    else ""
+                )
+                warnings.warn(
+                    f"{path}: band {src.count} ({interp}) is dropped: the checkpoint {info.source} expects "
+                    f"{info.in_channels} band(s){why}",
+                    stacklevel=2,
+                )
+        plan = InputPlan(bands, alpha, shape=(src.height, src.width), geo=Georeference.of(src))
+        mean, std = _statistics(info)
+        if np.dtype(src.dtypes[0]).kind == "f":
+            plan = _scan_float(src, path, plan, mean, std)
+    except RasterioError as error:
+        raise InputError(f"cannot read {path}: {first_line(error)}") from error
+    normalisation(info, src.dtypes[0], path, plan.value_range)
+    return plan
+
+
+def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
+    """Count the pixels whose values are undeclared nodata, and the range of the valid values."""
+    lower = tuple(float(m - PLAUSIBLE_STDS * s) for m, s in zip(mean, std))
+    upper = tuple(float(m + PLAUSIBLE_STDS * s) for m, s in zip(mean, std))
+    plan = replace(plan, lower=lower, upper=upper)
+    reader = RasterReader(src, path, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
+    masked, example = 0, None
+    lo, hi = np.inf, -np.inf
+    for window in _strips(src, len(plan.bands)):
+        data = src.read(list(plan.bands), window=window, out_dtype="float32")
+        declared = reader.declared_mask(window, data)
+        ok = reader.plausible(data)
+        bad = declared & ~ok
+        count = int(np.count_nonzero(bad))
+        if count:
+            masked += count
+            if example is None:
+                values = data[:, bad][:, 0]
+                wrong = ~np.isfinite(values) | (values < np.asarray(lower)) | (values > np.asarray(upper))
+                example = float(values[np.argmax(wrong)])
+        good = data[:, declared & ok]
+        if good.size:
+            lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
+    if masked:
+        warnings.warn(
+            f"{path}: {masked} pixel(s) with undeclared nodata (values not finite or more than "
+            f"{PLAUSIBLE_STDS:g} std from the checkpoint's mean, e.g. {example:.4g}) are masked as nodata",
+            stacklevel=3,
+        )
+    return replace(plan, masked=masked, value_range=(lo, hi) if lo <= hi else None)
+
+
+def _statistics(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if info.dataset is None:
+        return IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+    return info.dataset.mean, info.dataset.std
+
+
+def normalisation(
+    info: ModelInfo, dtype: str, path: Path, value_range: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std (raw input units) from the checkpoint; never rescales silently.
+
+    A checkpoint without dataset facts falls back to ImageNet 8-bit statistics (with a warning)
+    if the model takes 3 bands, and is refused otherwise. Input whose type or values (``value_range``
+    of floating-point input) do not fit the statistics' units is used as it is, with a warning.
+    """
+    if info.dataset is None:
+        if info.in_channels != 3:
+            raise CheckpointError(
+                f"{info.source} carries no normalisation (no dataset facts) for its "
+                f"{info.in_channels}-band input: save it with a DatasetSpec"
+            )
+        warnings.warn(
+            f"{info.source} carries no normalisation: using ImageNet statistics of 8-bit RGB", stacklevel=2
+        )
+    mean = _statistics(info)[0]
+    bits = np.dtype(dtype).itemsize * 8 if np.dtype(dtype).kind in "ui" else None
+    in_unit_range = value_range is not None and 0.0 <= value_range[0] and value_range[1] <= 1.0
+    if (bits is not None and bits > 8 and max(mean) <= 255) or (in_unit_range and 1.0 < max(mean) <= 255):
+        what = f"{dtype} with values in 0..1" if in_unit_range else dtype
+        warnings.warn(
+            f"{path} is {what} but the checkpoint's normalisation is in 8-bit units "
+            f"(mean {max(mean):.4g}): values are used as they are, not rescaled",
+            stacklevel=2,
+        )
+    elif bits == 8 and max(mean) > 255:
+        warnings.warn(
+            f"{path} is 8-bit but the checkpoint's normalisation is not (mean up to {max(mean):.4g})",
+            stacklevel=2,
+        )
+    return statistics(info)
+
+
+def statistics(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's per-band mean and std as ``bands x 1 x 1`` arrays (ImageNet without facts)."""
+    mean, std = _statistics(info)
+    return np.asarray(mean, np.float32)[:, None, None], np.asarray(std, np.float32)[:, None, None]
+
+
+class RasterReader:
+    """Normalised windows of a rasterio dataset with their validity mask (see module docstring)."""
+
+    def __init__(self, src: rasterio.DatasetReader, path: Path, plan: InputPlan, mean, std) -> None:
+        self.src, self.path, self.plan, self.mean, self.std = src, path, plan, mean, std
+        self.bands = list(plan.bands)
+        # GDAL's dataset mask comes from an alpha band when there is one (GDAL marks the 4th band of
+        # a 4-band byte GeoTIFF as alpha by default): only a real alpha band may mask pixels; with
+        # any other, the nodata value of the bands read is the mask
+        alpha_mask = any(
+            rasterio.enums.MaskFlags.alpha in src.mask_flag_enums[b - 1] for b in range(1, src.count + 1)
+        )
+        self.dataset_mask = plan.alpha or not alpha_mask
+        if plan.lower is not None:
+            self.lower = np.asarray(plan.lower, np.float32)[:, None, None]
+            self.upper = np.asarray(plan.upper, np.float32)[:, None, None]
+
+    def declared_mask(self, window: Window, data: np.ndarray) -> np.ndarray:
+        """Valid pixels by the raster's own mask (nodata value, real alpha band, internal mask)."""
+        if self.dataset_mask:
+            return self.src.dataset_mask(window=window) > 0
+        nodata = self.src.nodata
+        if nodata is None or np.isnan(nodata):
+            return np.ones(data.shape[1:], bool)
+        return (data != nodata).any(axis=0)  # GDAL's rule: nodata where every band is nodata
+
+    def plausible(self, data: np.ndarray) -> np.ndarray:
+        """Pixels whose every band is finite (and, for floating-point input, near the statistics)."""
+        if self.plan.lower is None:
+            return np.isfinite(data).all(axis=0)
+        with np.errstate(invalid="ignore"):
+            return ((data >= self.lower) & (data <= self.upper)).all(axis=0)  # NaN compares False
+
+    def overview(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The bands in input units and their validity at ``shape`` (nearest samples), for display."""
+        data = self.src.read(
+            self.bands,
+            out_shape=(len(self.bands), *shape),
+            resampling=Resampling.nearest,
+            out_dtype="float32",
+        )
+        if self.dataset_mask:
+            valid = self.src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+        else:
+            valid = self.declared_mask(Window(0, 0, *shape[::-1]), data)
+        return data, valid & self.plausible(data)
+
+    def __call__(self, y0: int, x0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        window = Window(x0, y0, width, height)
+        try:
+            data = self.src.read(self.bands, window=window, out_dtype="float32")
+            valid = self.declared_mask(window, data)
+        except RasterioError as error:
+            raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
+        valid &= self.plausible(data)
+        data -= self.mean
+        data /= self.std
+        data[:, ~valid] = 0.0  # the band mean: masked pixels never feed garbage to the model
+        return data, valid

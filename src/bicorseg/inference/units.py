@@ -1,0 +1,528 @@
+"""Units of work across every input of a run: the plan, the parts and the mosaic.
+
+A run is planned as units: the blocks of each input's global grid (:class:`.engine.Block`), in
+input order, then row-major. A unit's bytes depend only on the unit (:mod:`.engine`), so any
+partition of the units (shards run by a batch scheduler's array index, worker processes, Ray
+actors) gives the same class, probability and confidence rasters as one process running them in
+sequence.
+
+Partitioned runs keep their units as *parts* in ``OUT/bicorseg_parts/``:
+
+* ``plan.json``: the run's identity (checkpoint sha256, settings, block and batch size, the
+  outputs, the number of shards, and every input's name, size in bytes, shape and georeferencing)
+  and the output tags. It is created once, atomically, by whichever process comes first; every
+  later process must bring the same identity, else it is refused in one line before any work
+  (another checkpoint, other settings, other inputs, another shard count), so parts of two runs
+  are never mixed.
+* ``<stem>/<unit>_<kind>.tif``: the encoded outputs of one unit (class indices, probabilities,
+  confidence), tagged with the plan's id, written through :class:`bicorseg.atomic.OutputGroup`
+  (the class part last): a part is there whole or not at all, so a killed run rerun computes only
+  the missing units.
+
+:func:`mosaic` assembles the parts of each input whose units are all there into the outputs
+``predict`` writes in one process (same bytes), removes those parts, and names the missing units
+of the others (and the shard that owes them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from bicorseg.atomic import find_temps, remove_stale_temps, temp_name
+from bicorseg.errors import ConfigError, InputError, OutputError, first_line
+from bicorseg.inference.engine import Block, block_starts
+from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, Georeference
+from bicorseg.inference.writers import (
+    MapLayout,
+    MapWriter,
+    OutputSet,
+    geotiff_profile,
+    refuse_existing,
+    verify_output,
+    write_style,
+)
+
+PARTS_FOLDER = "bicorseg_parts"
+PLAN_NAME = "plan.json"
+PLAN_FORMAT = "bicorseg-plan"
+PLAN_VERSION = 1
+PART_ROWS = 256  # rows copied at a time between parts and outputs
+SHARD_VARIABLES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
+
+
+# --- shards -----------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; ``"auto/N"`` takes ``i`` from the first of
+    :data:`SHARD_VARIABLES` that is set (SLURM arrays, Kubernetes indexed jobs, AWS Batch arrays)."""
+    environ = os.environ if environ is None else environ
+    index, sep, count = str(text).partition("/")
+    if not sep or not count.strip().isdigit() or int(count) < 1:
+        raise ConfigError(f"must be i/N or auto/N with N >= 1 (e.g. 0/4), got {text!r}", key="shard")
+    n = int(count)
+    if index.strip() == "auto":
+        found = [(name, environ[name]) for name in SHARD_VARIABLES if environ.get(name, "").strip()]
+        if not found:
+            raise ConfigError(f"auto/{n}: none of {', '.join(SHARD_VARIABLES)} is set", key="shard")
+        name, value = found[0]
+        if not value.strip().isdigit():
+            raise ConfigError(f"auto/{n}: {name}={value!r} is not a shard index", key="shard")
+        i = int(value)
+        if i >= n:
+            raise ConfigError(f"auto/{n}: {name}={i} is not below the shard count {n}", key="shard")
+        return i, n
+    if not index.strip().isdigit():
+        raise ConfigError(f"must be i/N or auto/N with N >= 1 (e.g. 0/4), got {text!r}", key="shard")
+    i = int(index)
+    if i >= n:
+        raise ConfigError(f"{text}: the index must be below the shard count (0 to {n - 1})", key="shard")
+    return i, n
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One input of a run, as the plan records it."""
+
+    name: str  # the input's file name (the outputs' bicorseg_input tag)
+    stem: str
+    input: str  # the path it was given as (for messages; not part of the identity)
+    height: int
+    width: int
+    size: int | None  # bytes, when known
+    picture: bool
+    geo: Georeference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stem": self.stem,
+            "input": self.input,
+            "height": self.height,
+            "width": self.width,
+            "size": self.size,
+            "picture": self.picture,
+            "geo": self.geo.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlannedFile:
+        return cls(
+            str(data["name"]),
+            str(data["stem"]),
+            str(data["input"]),
+            int(data["height"]),
+            int(data["width"]),
+            None if data.get("size") is None else int(data["size"]),
+            bool(data["picture"]),
+            Georeference.from_dict(data["geo"]),
+        )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The identity and the units of a partitioned run (see the module docstring)."""
+
+    checkpoint_sha256: str
+    settings: str
+    block: int
+    batch_size: int
+    layout: MapLayout
+    tags: dict[str, dict[str, str]]  # per output kind, without the input's name
+    files: tuple[PlannedFile, ...]
+    shards: int | None = None  # N of --shard i/N; None: a run that computes every unit itself
+
+    def blocks(self, file: PlannedFile) -> list[Block]:
+        """The blocks of one input, row-major (the same grid as :class:`.engine.SlidingWindow`'s)."""
+        return [
+            Block(r, c, y0, x0, h, w)
+            for r, (y0, h) in enumerate(block_starts(file.height, self.block))
+            for c, (x0, w) in enumerate(block_starts(file.width, self.block))
+        ]
+
+    def units(self) -> list[tuple[int, Block]]:
+        """Every unit of the run, (input index, block), in the order that round-robin shards split."""
+        return [(i, block) for i, file in enumerate(self.files) for block in self.blocks(file)]
+
+    def shard_of(self, index: int) -> int | None:
+        """The shard that computes the unit at position ``index`` of :meth:`units` (round-robin)."""
+        return None if self.shards is None else index % self.shards
+
+    def identity(self) -> dict[str, Any]:
+        """What must be equal for parts to be mixed (the checkpoint's path and inputs' paths are not)."""
+        tags = {
+            kind: {k: v for k, v in t.items() if k != "bicorseg_checkpoint"} for kind, t in self.tags.items()
+        }
+        files = [{k: v for k, v in f.to_dict().items() if k != "input"} for f in self.files]
+        return {
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "settings": self.settings,
+            "block": self.block,
+            "batch_size": self.batch_size,
+            "layout": self.layout.to_dict(),
+            "tags": tags,
+            "files": files,
+            "shards": self.shards,
+        }
+
+    @property
+    def plan_id(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": PLAN_FORMAT,
+                "version": PLAN_VERSION,
+                "plan_id": self.plan_id,
+                "checkpoint_sha256": self.checkpoint_sha256,
+                "settings": self.settings,
+                "block": self.block,
+                "batch_size": self.batch_size,
+                "shards": self.shards,
+                "layout": self.layout.to_dict(),
+                "tags": self.tags,
+                "files": [f.to_dict() for f in self.files],
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> RunPlan:
+        try:
+            data = json.loads(text)
+            if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
+                raise ValueError(f"not a {PLAN_FORMAT} version {PLAN_VERSION}")
+            return cls(
+                str(data["checkpoint_sha256"]),
+                str(data["settings"]),
+                int(data["block"]),
+                int(data["batch_size"]),
+                MapLayout.from_dict(data["layout"]),
+                {str(k): {str(a): str(b) for a, b in v.items()} for k, v in data["tags"].items()},
+                tuple(PlannedFile.from_dict(f) for f in data["files"]),
+                None if data.get("shards") is None else int(data["shards"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise InputError(f"{where} is not a readable bicorseg plan ({first_line(error)})") from error
+
+    def difference(self, other: RunPlan) -> str:
+        """In words, how ``other`` (a new run) differs from this plan."""
+        if other.checkpoint_sha256 != self.checkpoint_sha256:
+            return f"another checkpoint (sha256 {self.checkpoint_sha256[:12]}; now {other.checkpoint_sha256[:12]})"
+        if other.settings != self.settings:
+            return f"other settings ({self.settings}; now {other.settings})"
+        if other.layout != self.layout:
+            return f"other outputs ({_outputs(self.layout)}; now {_outputs(other.layout)})"
+        if (other.block, other.batch_size) != (self.block, self.batch_size):
+            return f"another block or batch size ({self.block}/{self.batch_size}; now {other.block}/{other.batch_size})"
+        names, others = [f.name for f in self.files], [f.name for f in other.files]
+        if names != others:
+            return f"other inputs ({_names(names)}; now {_names(others)})"
+        for mine, theirs in zip(self.files, other.files):
+            if mine != theirs and (mine.height, mine.width, mine.size) != (
+                theirs.height,
+                theirs.width,
+                theirs.size,
+            ):
+                return f"another {mine.name} ({mine.width} x {mine.height} px, {mine.size} bytes; now {theirs.width} x {theirs.height} px, {theirs.size} bytes)"
+        if other.shards != self.shards:
+            planned = f"{self.shards} shards" if self.shards else "a run without shards"
+            return f"another shard count (planned for {planned}; now {other.shards or 'no'} shards: their units would overlap)"
+        return "another version or georeferencing"
+
+
+def _outputs(layout: MapLayout) -> str:
+    kinds = ["class"] + [k for k in ("probabilities", "color", "confidence") if getattr(layout, k)]
+    return "+".join(kinds)
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+# --- parts -------------------------------------------------------------------------------------------
+
+
+class PartStore:
+    """The parts folder of an output folder (see the module docstring)."""
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out_dir = Path(out_dir)
+        self.root = self.out_dir / PARTS_FOLDER
+        self.plan_path = self.root / PLAN_NAME
+
+    def exists(self) -> bool:
+        return self.plan_path.is_file()
+
+    def load(self) -> RunPlan | None:
+        """The plan in the folder, or None."""
+        try:
+            text = self.plan_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise InputError(f"cannot read {self.plan_path}: {error.strerror or error}") from error
+        return RunPlan.from_json(text, self.plan_path)
+
+    def claim(self, plan: RunPlan, any_shards: bool = False) -> RunPlan:
+        """Join the run of this folder: create its plan (atomically, if absent) or check it is ``plan``'s.
+
+        ``any_shards``: a run that computes every unit itself joins a plan of any shard count.
+        """
+        existing = self.load()
+        if existing is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            temp = self.root / temp_name(self.plan_path)
+            try:
+                temp.write_text(plan.to_json() + "\n", encoding="utf-8")
+                os.link(temp, self.plan_path)  # fails if another process created the plan first
+                return plan
+            except FileExistsError:
+                existing = self.load()
+            except OSError as error:
+                raise OutputError(f"cannot write {self.plan_path}: {error.strerror or error}") from error
+            finally:
+                temp.unlink(missing_ok=True)
+        if any_shards and existing.shards != plan.shards:
+            from dataclasses import replace
+
+            plan = replace(plan, shards=existing.shards)
+        if existing.plan_id != plan.plan_id:
+            raise OutputError(
+                f"{self.plan_path} plans a run with {existing.difference(plan)}: its parts cannot be mixed "
+                f"with this run's; finish that run (bicorseg mosaic {self.out_dir}) or remove {self.root}"
+            )
+        return existing
+
+    def targets(self, plan: RunPlan, file: PlannedFile, block: Block) -> dict[str, Path]:
+        folder = self.root / file.stem
+        return {kind: folder / f"{block.key}_{kind}.tif" for kind in plan.layout.encoded}
+
+    def done(self, plan: RunPlan, file: PlannedFile, block: Block) -> bool:
+        """Whether the part of a unit is there, whole, from this plan."""
+        targets = self.targets(plan, file, block)
+        if not all(t.is_file() for t in targets.values()):
+            return False
+        try:
+            with rasterio.open(targets["class"]) as part:
+                return part.tags().get("bicorseg_plan") == plan.plan_id and part.shape == (
+                    block.height,
+                    block.width,
+                )
+        except RasterioError:
+            return False
+
+    def missing(self, plan: RunPlan, index: int) -> list[Block]:
+        file = plan.files[index]
+        return [b for b in plan.blocks(file) if not self.done(plan, file, b)]
+
+    @contextmanager
+    def writing(self, plan: RunPlan, file: PlannedFile, block: Block) -> Iterator[Callable]:
+        """A sink ``write(y0, x0, arrays)`` (output coordinates) filling the part of one unit; the
+        part appears when the block ends without error."""
+        targets = self.targets(plan, file, block)
+        targets["class"].parent.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as stack:
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+            outputs = OutputSet(targets, stack)
+            datasets = {}
+            for kind in targets:
+                count, dtype = plan.layout.bands(kind)
+                profile = geotiff_profile(
+                    None, block.height, block.width, count=count, dtype=dtype, nodata=plan.layout.nodata(kind)
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    dst = outputs.open_geotiff(kind, {**profile, "zlevel": 1})
+                dst.update_tags(bicorseg_plan=plan.plan_id, bicorseg_unit=f"{file.name}:{block.key}")
+                datasets[kind] = dst
+
+            def write(y0: int, x0: int, arrays: Mapping[str, np.ndarray]) -> None:
+                h, w = arrays["class"].shape
+                window = Window(x0 - block.x0, y0 - block.y0, w, h)
+                datasets["class"].write(arrays["class"], 1, window=window)
+                for kind, dst in datasets.items():
+                    if kind != "class":
+                        dst.write(arrays[kind], window=window)
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    yield write
+                    outputs.commit()
+            except BaseException:
+                outputs.abort()
+                raise
+
+    def write_arrays(
+        self, plan: RunPlan, file: PlannedFile, block: Block, arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """The part of a unit from its whole encoded arrays (as a Ray actor returns them)."""
+        with self.writing(plan, file, block) as write:
+            write(block.y0, block.x0, arrays)
+
+    def copy_into(self, plan: RunPlan, file: PlannedFile, block: Block, sink: Callable) -> None:
+        """Hand the part of a unit to ``sink(y0, x0, arrays)`` in strips of :data:`PART_ROWS` rows."""
+        targets = self.targets(plan, file, block)
+        with ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            try:
+                parts = {kind: stack.enter_context(rasterio.open(path)) for kind, path in targets.items()}
+                for kind, part in parts.items():
+                    if part.tags().get("bicorseg_plan") != plan.plan_id:
+                        raise InputError(f"part {targets[kind]} belongs to another run than {self.plan_path}")
+                for r in range(0, block.height, PART_ROWS):
+                    window = Window(0, r, block.width, min(PART_ROWS, block.height - r))
+                    arrays = {
+                        kind: part.read(1, window=window) if kind == "class" else part.read(window=window)
+                        for kind, part in parts.items()
+                    }
+                    sink(block.y0 + r, block.x0, arrays)
+            except RasterioError as error:
+                raise InputError(
+                    f"cannot read the parts of {file.name} {block.key}: {first_line(error)}"
+                ) from error
+
+    def remove(self, file: PlannedFile) -> None:
+        shutil.rmtree(self.root / file.stem, ignore_errors=True)
+
+    def remove_if_finished(self, plan: RunPlan, finished: Sequence[bool]) -> bool:
+        """Delete the parts folder when every input is assembled; whether it was deleted."""
+        if not all(finished):
+            return False
+        live = [t for t in find_temps(self.root) if not t.stale]
+        if live:  # another process of this run is still writing here
+            return False
+        shutil.rmtree(self.root, ignore_errors=True)
+        return True
+
+    def clean_stale(self) -> None:
+        remove_stale_temps(self.root, recursive=True)
+
+
+# --- assembling ----------------------------------------------------------------------------------------
+
+
+def output_targets(plan: RunPlan, file: PlannedFile, out_dir: Path) -> dict[str, Path]:
+    return {kind: out_dir / f"{file.stem}{end}" for kind, end in plan.layout.suffixes(file.picture).items()}
+
+
+def outputs_done(plan: RunPlan, file: PlannedFile, out_dir: Path) -> tuple[bool, dict[Path, str]]:
+    """Whether the outputs of ``file`` exist and verify against the plan, and why others do not."""
+    complete, problems = True, {}
+    for kind, target in output_targets(plan, file, out_dir).items():
+        if not target.exists():
+            complete = False
+            continue
+        reason = verify_output(
+            kind,
+            target,
+            file.name,
+            (file.height, file.width),
+            plan.layout,
+            plan.checkpoint_sha256,
+            plan.tags[kind]["bicorseg_settings"],
+        )
+        if reason is not None:
+            problems[target] = reason
+    return complete and not problems, problems
+
+
+def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
+    """Write the outputs of input ``index`` from its parts (every unit must be there); returns them."""
+    from bicorseg.inference.predictor import output_tags
+
+    file = plan.files[index]
+    targets = output_targets(plan, file, store.out_dir)
+    with ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+        tags = output_tags(plan.tags, file.name)
+        maps = MapWriter(targets, plan.layout, file.geo, (file.height, file.width), tags, stack)
+        try:
+            for block in plan.blocks(file):
+                store.copy_into(plan, file, block, maps.write)
+            maps.commit()
+        except BaseException:
+            maps.abort()
+            raise
+    write_style(targets["class"], plan.layout)
+    store.remove(file)
+    return targets
+
+
+@dataclass
+class MosaicReport:
+    """What :func:`mosaic` did: inputs assembled now, assembled before, and the units still missing."""
+
+    assembled: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    missing: dict[str, list[tuple[Block, int | None]]] = field(default_factory=dict)  # name -> (unit, shard)
+    total_units: dict[str, int] = field(default_factory=dict)
+
+    def missing_line(self) -> str:
+        """One line naming the missing units of each incomplete input (and their shards)."""
+        parts = []
+        for name, units in self.missing.items():
+            keys = [b.key for b, _ in units]
+            shards = sorted({s for _, s in units if s is not None})
+            owed = f"; shard(s) {', '.join(map(str, shards))}" if shards else ""
+            listed = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+            parts.append(f"{name}: {len(keys)} of {self.total_units[name]} units missing ({listed}{owed})")
+        return "; ".join(parts)
+
+
+def mosaic(out_dir: str | os.PathLike, overwrite: bool = False, progress: Any = None) -> MosaicReport:
+    """Assemble the parts in ``out_dir`` (see the module docstring); outputs of another run that are
+    already there are refused unless ``overwrite``."""
+    store = PartStore(out_dir)
+    plan = store.load()
+    if plan is None:
+        raise InputError(f"{store.out_dir} holds no parts to assemble (no {PARTS_FOLDER}/{PLAN_NAME})")
+    report = MosaicReport()
+    units = plan.units()
+    position = {(i, b.key): g for g, (i, b) in enumerate(units)}
+    todo, problems = [], {}
+    for index, file in enumerate(plan.files):
+        report.total_units[file.name] = len(plan.blocks(file))
+        done, bad = outputs_done(plan, file, store.out_dir)
+        problems.update(bad)
+        if done and not overwrite:
+            report.already.append(file.name)
+            continue
+        missing = store.missing(plan, index)
+        if missing:
+            report.missing[file.name] = [(b, plan.shard_of(position[(index, b.key)])) for b in missing]
+        else:
+            todo.append(index)
+    refuse_existing(problems, overwrite)
+    store.clean_stale()
+    if progress is not None:
+        progress.start(f"mosaic of {len(todo)} file(s)", len(todo))
+    for index in todo:
+        assemble(store, plan, index)
+        report.assembled.append(plan.files[index].name)
+        if progress is not None:
+            progress.advance(1)
+    if not report.missing:
+        store.remove_if_finished(plan, [True] * len(plan.files))
+    return report

@@ -1,0 +1,526 @@
+"""Writing prediction outputs: Cloud-Optimized GeoTIFFs and PNGs, their tags and QGIS style, safely.
+
+For an input ``<stem>.<ext>`` in the output folder (:class:`MapLayout` says which are written):
+
+* GeoTIFF input (anything GDAL reads that is not a plain picture): ``<stem>.tif``, uint8 class
+  indices, nodata 255, the input's CRS and transform (or ground control points), a Cloud-Optimized
+  GeoTIFF (tiled with the input's square block size if it is at least 128, else 128, or 256 for an
+  input that is not tiled in square blocks; deflate, overviews by the most common
+  class, ``MODE``), with the class colours as its colour table and the class names in its tags,
+  and ``<stem>.qml`` beside it (a paletted QGIS style, :func:`bicorseg.gis.qml.write_qml`);
+  PNG / JPEG input: ``<stem>.png``, 8-bit grey class indices, 255 where the input was masked.
+* probabilities: ``<stem>_prob.tif``, one band per class: ``uint8`` stores ``round(p * 254)``
+  (GDAL scale 1/254 is set, so GIS tools read p) with nodata 255; ``float32`` stores p with nodata
+  NaN; overviews by ``AVERAGE``.
+* colours: ``<stem>_color.tif`` (RGBA, overviews ``NEAREST``) or ``<stem>_color.png``; nodata
+  transparent.
+* confidence: ``<stem>_confidence.tif``, float32, nodata NaN, overviews ``AVERAGE``: band 1 the
+  largest class probability, band 2 the entropy of the probabilities divided by ``log(N)`` (0: one
+  class certain, 1: all equally likely), band 3 with test-time augmentation the fraction of passes
+  whose arg-max differs from the merged arg-max.
+
+A GeoTIFF output is written in windows to a hidden staging GeoTIFF, converted with GDAL's COG
+driver into the output's temporary file, read back block by block, and renamed onto the target
+with the other outputs of the same input (:class:`bicorseg.atomic.OutputGroup`, the class map
+last), so nothing appears until everything is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from rasterio.control import GroundControlPoint
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from bicorseg.atomic import OutputGroup
+from bicorseg.errors import InputError, OutputError, first_line
+from bicorseg.inference.raster_io import DEFAULT_BLOCK_SHAPE, Georeference
+
+NODATA = 255
+PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is left for nodata
+PROBABILITY_TYPES = ("uint8", "float32")
+CONFIDENCE_BANDS = ("max_probability", "normalised_entropy", "tta_disagreement")
+# overviews of each Cloud-Optimized GeoTIFF: classes by the most common value, colours by nearest
+# sample (a mode per band would mix colours), probabilities and confidence averaged
+OVERVIEW_RESAMPLING = {
+    "class": "MODE",
+    "color": "NEAREST",
+    "probabilities": "AVERAGE",
+    "confidence": "AVERAGE",
+}
+MIN_COG_BLOCK = 128  # GDAL's COG driver takes blocks of at least 128 px
+STAGE_SUFFIX = ".stage.tif"  # the staging GeoTIFF beside an output's temporary file
+
+
+def geotiff_profile(geo: Georeference | None, height: int, width: int, **extra: Any) -> dict:
+    """A tiled, compressed GeoTIFF profile with ``geo``'s CRS, transform (or GCPs) and block size."""
+    block = geo.block if geo is not None else DEFAULT_BLOCK_SHAPE
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "tiled": True,
+        "blockysize": block[0],
+        "blockxsize": block[1],
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if geo is not None and geo.crs is not None:
+        profile["crs"] = rasterio.crs.CRS.from_user_input(geo.crs)
+    if geo is not None and geo.transform is not None:
+        profile["transform"] = rasterio.Affine(*geo.transform)
+    elif geo is not None and geo.gcps is not None:
+        profile["gcps"] = [GroundControlPoint(*g) for g in geo.gcps]
+    profile.update(extra)
+    profile.setdefault("predictor", 3 if np.dtype(profile["dtype"]).kind == "f" else 2)
+    return profile
+
+
+# --- what is written --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapLayout:
+    """The prediction maps of one run: classes always, optional probabilities, colours, confidence.
+
+    ``disagreement``: the confidence output has the third band (test-time augmentation with more
+    than one pass); the values handed to :meth:`encode` then carry that fraction as channel N.
+    """
+
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    probabilities: str | None = None
+    color: bool = False
+    confidence: bool = False
+    disagreement: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the blended values: the class probabilities, then the disagreement fraction."""
+        return self.num_classes + int(self.confidence and self.disagreement)
+
+    @property
+    def confidence_bands(self) -> tuple[str, ...]:
+        return CONFIDENCE_BANDS if self.disagreement else CONFIDENCE_BANDS[:2]
+
+    @property
+    def encoded(self) -> tuple[str, ...]:
+        """The kinds :meth:`encode` returns (colours are drawn from the classes when written)."""
+        return ("class",) + ("probabilities",) * bool(self.probabilities) + ("confidence",) * self.confidence
+
+    def suffixes(self, picture: bool) -> dict[str, str]:
+        """Kind -> file name ending after the stem."""
+        ext = ".png" if picture else ".tif"
+        out = {"class": ext}
+        if self.probabilities:
+            out["probabilities"] = "_prob.tif"
+        if self.color:
+            out["color"] = f"_color{ext}"
+        if self.confidence:
+            out["confidence"] = "_confidence.tif"
+        return out
+
+    def bands(self, kind: str) -> tuple[int, str]:
+        """Band count and type of an output of ``kind``."""
+        return {
+            "class": (1, "uint8"),
+            "color": (4, "uint8"),
+            "probabilities": (self.num_classes, self.probabilities or "uint8"),
+            "confidence": (len(self.confidence_bands), "float32"),
+        }[kind]
+
+    def nodata(self, kind: str) -> float | None:
+        _, dtype = self.bands(kind)
+        if kind == "color":
+            return None
+        return float("nan") if dtype == "float32" else NODATA
+
+    def encode(self, values: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+        """The output arrays of blended ``values`` (``channels x h x w``) where ``valid`` (``h x w``)."""
+        n = self.num_classes
+        probs = values[:n]
+        classes = probs.argmax(axis=0).astype(np.uint8)
+        classes[~valid] = NODATA
+        out = {"class": classes}
+        if self.probabilities == "float32":
+            p = probs.astype(np.float32, copy=True)
+            p[:, ~valid] = np.nan
+            out["probabilities"] = p
+        elif self.probabilities:
+            p = np.rint(probs * PROB_SCALE).astype(np.uint8)
+            p[:, ~valid] = NODATA
+            out["probabilities"] = p
+        if self.confidence:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=0)
+            bands = [probs.max(axis=0), entropy / math.log(n) if n > 1 else np.zeros_like(entropy)]
+            if self.disagreement:
+                bands.append(values[n])
+            conf = np.stack(bands).astype(np.float32)
+            conf[:, ~valid] = np.nan
+            out["confidence"] = conf
+        return out
+
+    def nodata_arrays(self, height: int, width: int) -> dict[str, np.ndarray]:
+        """The output arrays of an ``height x width`` window without a valid pixel."""
+        out = {}
+        for kind in self.encoded:
+            count, dtype = self.bands(kind)
+            fill = self.nodata(kind)
+            shape = (height, width) if kind == "class" else (count, height, width)
+            out[kind] = np.full(shape, fill, dtype)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MapLayout:
+        return cls(
+            tuple(data["class_names"]),
+            tuple(tuple(int(c) for c in colour) for colour in data["palette"]),
+            data.get("probabilities"),
+            bool(data.get("color")),
+            bool(data.get("confidence")),
+            bool(data.get("disagreement")),
+        )
+
+
+def rgba(palette: np.ndarray | Sequence[Sequence[int]], classes: np.ndarray) -> np.ndarray:
+    """RGBA (4 x h x w) of a class map; nodata is transparent."""
+    palette = np.asarray(palette, np.uint8)
+    table = np.zeros((256, 4), np.uint8)
+    table[: len(palette), :3] = palette
+    table[: len(palette), 3] = 255
+    return np.moveaxis(table[classes], -1, 0)
+
+
+def png_info(tags: Mapping[str, str]) -> PngInfo:
+    info = PngInfo()
+    for key, value in tags.items():
+        info.add_itxt(key, value)
+    return info
+
+
+# --- temporary files, COG conversion, commit --------------------------------------------------------
+
+
+class OutputSet:
+    """The output files of one input, written in windows to temporary files and renamed on commit.
+
+    The temporary files and the commit are :class:`bicorseg.atomic.OutputGroup`'s (which first
+    removes stale temporary files of these targets); the class map is renamed last, so its presence
+    marks a finished input. A GeoTIFF opened with ``cog=`` (an overview resampling) is written to a
+    staging file and converted to a Cloud-Optimized GeoTIFF at commit.
+    """
+
+    def __init__(self, targets: Mapping[str, Path], stack: ExitStack) -> None:
+        self.targets, self.stack = dict(targets), stack
+        self.group = OutputGroup(self.targets, last="class" if "class" in self.targets else None)
+        self.datasets: dict[str, Any] = {}
+        self.cogs: dict[str, tuple[Path, str, int]] = {}  # kind -> (staging file, resampling, block)
+
+    def open_geotiff(self, kind: str, profile: dict, cog: str | None = None) -> Any:
+        """A dataset writing the output ``kind``; ``cog``: convert it to a COG with these overviews."""
+        path = self.group.temp(kind)
+        if cog is not None:
+            path = self.group.side_file(kind, STAGE_SUFFIX)
+            # the staging file is read once: fast compression is enough
+            profile = {**profile, "zlevel": 1}
+            self.cogs[kind] = (path, cog, max(MIN_COG_BLOCK, int(profile["blockxsize"])))
+        try:
+            dst = rasterio.open(path, "w", **profile)
+        except (OSError, RasterioError) as error:
+            raise write_error(self.targets[kind], error) from error
+        self.datasets[kind] = dst
+        return dst
+
+    def temp_for(self, kind: str) -> Path:
+        return self.group.temp(kind)
+
+    def commit(self) -> None:
+        """Close, convert the COGs, check that every GeoTIFF reads back whole, then rename into place.
+
+        GDAL reports a failed block write (a full disk) only as a logged error when the file is
+        flushed, so a file is read back block by block before it may take its final name.
+        """
+        for kind, dst in self.datasets.items():
+            try:
+                dst.close()
+                if kind in self.cogs:
+                    stage, resampling, block = self.cogs[kind]
+                    to_cog(stage, self.group.temp(kind), resampling, block)
+                    stage.unlink()
+            except (OSError, RasterioError) as error:
+                raise write_error(self.targets[kind], error) from error
+
+        def verify(kind: str, temp: Path) -> None:
+            if kind not in self.datasets:
+                return
+            try:
+                read_back(temp)
+            except (OSError, RasterioError) as error:
+                raise write_error(self.targets[kind], error) from error
+
+        self.group.commit(verify)
+
+    def abort(self) -> None:
+        for dst in self.datasets.values():
+            try:
+                dst.close()
+            except Exception:  # closing a half-written file may fail; it is deleted anyway
+                pass
+        self.group.abort()
+
+
+def to_cog(source: Path, target: Path, resampling: str, block: int) -> None:
+    """Copy a GeoTIFF into a Cloud-Optimized GeoTIFF (GDAL's COG driver) with overviews by ``resampling``."""
+    rasterio.shutil.copy(
+        source,
+        target,
+        driver="COG",
+        COMPRESS="DEFLATE",
+        PREDICTOR="YES",
+        BLOCKSIZE=block,
+        OVERVIEWS="AUTO",
+        OVERVIEW_RESAMPLING=resampling,
+        BIGTIFF="IF_SAFER",
+    )
+
+
+def read_back(path: Path) -> None:
+    with rasterio.open(path) as written:
+        for _, window in written.block_windows(1):
+            written.read(window=window)
+
+
+def write_error(target: Path, error: BaseException) -> OutputError:
+    """The one-line error of a failed write of ``target`` (a full disk is named as such)."""
+    reason = getattr(error, "strerror", None) or first_line(error)
+    with suppress(OSError):
+        usage = shutil.disk_usage(target.parent)
+        if usage.free < 1 << 20:
+            reason = f"the disk is full ({usage.free // 1024} KiB free)"
+    return OutputError(f"cannot write {target}: {reason}; nothing was kept")
+
+
+# --- the maps of one input ------------------------------------------------------------------------
+
+
+@dataclass
+class MapWriter:
+    """The output maps of one input, written in windows of encoded arrays (:meth:`MapLayout.encode`).
+
+    ``tags`` maps each kind to the tags of its file (PNG text chunks for pictures). Pictures keep
+    their class map in memory (they are read whole anyway) and are saved as PNG at :meth:`commit`.
+    """
+
+    targets: dict[str, Path]
+    layout: MapLayout
+    geo: Georeference | None
+    shape: tuple[int, int]
+    tags: dict[str, dict[str, str]]
+    stack: ExitStack
+    outputs: OutputSet = field(init=False)
+    datasets: dict[str, Any] = field(init=False, default_factory=dict)
+    class_map: np.ndarray | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        layout, (height, width) = self.layout, self.shape
+        self.picture = self.targets["class"].suffix == ".png"
+        self.outputs = OutputSet(self.targets, self.stack)
+        if self.picture:
+            self.class_map = np.full((height, width), NODATA, np.uint8)
+        for kind in self.targets:
+            if self.picture and kind in ("class", "color"):
+                continue
+            count, dtype = layout.bands(kind)
+            extra: dict[str, Any] = {"count": count, "dtype": dtype}
+            if kind == "color":
+                extra.update(photometric="RGB", alpha="YES")
+            else:
+                extra["nodata"] = layout.nodata(kind)
+            geo = None if self.picture else self.geo
+            dst = self.outputs.open_geotiff(
+                kind, geotiff_profile(geo, height, width, **extra), cog=OVERVIEW_RESAMPLING[kind]
+            )
+            if kind == "class":
+                dst.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(layout.palette)})
+                dst.set_band_description(1, "class")
+            elif kind == "probabilities":
+                for i, name in enumerate(layout.class_names, start=1):
+                    dst.set_band_description(i, name)
+                if dtype == "uint8":
+                    dst.scales = [1.0 / PROB_SCALE] * layout.num_classes
+            elif kind == "confidence":
+                for i, name in enumerate(layout.confidence_bands, start=1):
+                    dst.set_band_description(i, name)
+            dst.update_tags(**self.tags[kind])
+            self.datasets[kind] = dst
+
+    def write(self, y0: int, x0: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write encoded arrays whose top-left output pixel is ``(y0, x0)``."""
+        classes = arrays["class"]
+        h, w = classes.shape
+        window = Window(x0, y0, w, h)
+        try:
+            if self.picture:
+                self.class_map[y0 : y0 + h, x0 : x0 + w] = classes
+            else:
+                self.datasets["class"].write(classes, 1, window=window)
+                if "color" in self.datasets:
+                    self.datasets["color"].write(rgba(self.layout.palette, classes), window=window)
+            for kind in ("probabilities", "confidence"):
+                if kind in self.datasets:
+                    self.datasets[kind].write(arrays[kind], window=window)
+        except RasterioError as error:
+            raise write_error(self.targets["class"], error) from error
+
+    def write_nodata(self, y0: int, x0: int, height: int, width: int, rows: int = 256) -> None:
+        """Nodata over an output window (a block outside the area of interest), in strips."""
+        for r in range(0, height, rows):
+            n = min(rows, height - r)
+            self.write(y0 + r, x0, self.layout.nodata_arrays(n, width))
+
+    def commit(self) -> None:
+        if self.picture:
+            images = {"class": self.class_map}
+            if "color" in self.targets:
+                images["color"] = np.moveaxis(rgba(self.layout.palette, self.class_map), 0, -1)
+            for kind, array in images.items():
+                try:
+                    Image.fromarray(array).save(
+                        self.outputs.temp_for(kind), format="PNG", pnginfo=png_info(self.tags[kind])
+                    )
+                except OSError as error:
+                    raise write_error(self.targets[kind], error) from error
+        self.outputs.commit()
+
+    def abort(self) -> None:
+        self.outputs.abort()
+
+
+def write_style(class_target: Path, layout: MapLayout) -> Path | None:
+    """``<stem>.qml`` beside a GeoTIFF class map (QGIS applies it on opening); None for a PNG."""
+    if class_target.suffix != ".tif":
+        return None
+    from bicorseg.gis.qml import qml_path, write_qml
+
+    try:
+        return write_qml(class_target, layout.class_names, layout.palette, NODATA)
+    except OSError as error:
+        raise write_error(qml_path(class_target), error) from error
+
+
+# --- checking existing outputs and targets --------------------------------------------------------
+
+
+def verify_output(
+    kind: str,
+    target: Path,
+    input_name: str,
+    shape: tuple[int, int],
+    layout: MapLayout,
+    sha256: str | None,
+    settings: str,
+) -> str | None:
+    """Why an existing output ``target`` of the input ``input_name`` is not this run's result (None: it is)."""
+    try:
+        if target.suffix.lower() == ".png":
+            with Image.open(target) as image:
+                image.load()
+                tags, size, found = dict(getattr(image, "text", {})), image.size, f"mode {image.mode}"
+            expected = "mode L" if kind == "class" else "mode RGBA"
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(target) as out:
+                    tags, size = out.tags(), (out.width, out.height)
+                    found = f"{out.count} band(s) of {out.dtypes[0]}"
+                    *_, (_, last) = out.block_windows(1)
+                    out.read(window=last)  # a truncated file fails here
+            count, dtype = layout.bands(kind)
+            expected = f"{count} band(s) of {dtype}"
+    except Exception as error:  # whatever the reader raises, the file cannot be used
+        return f"unreadable ({first_line(error.__cause__ or error)})"
+    if size != (shape[1], shape[0]):
+        return f"{size[0]} x {size[1]} px, not the input's {shape[1]} x {shape[0]}"
+    if found != expected:
+        return f"{found}, not {expected}"
+    if "bicorseg_settings" not in tags:
+        return "not written by bicorseg predict"
+    if tags.get("bicorseg_input") != input_name:
+        return f"made from another input ({tags.get('bicorseg_input')})"
+    if not sha256 or tags.get("bicorseg_checkpoint_sha256") != sha256:
+        return "made by another checkpoint"
+    if tags["bicorseg_settings"] != settings:
+        return f"settings differ ({tags['bicorseg_settings']}; now {settings})"
+    return None
+
+
+def check_targets(jobs: Mapping[Path, Mapping[str, Path]]) -> None:
+    """Refuse an output that is an input (same path, through a link, or a hard link of it) and an
+    output that two inputs would share (names compared without case, as some file systems do)."""
+    inputs: dict[Any, Path] = {}
+    for path in jobs:
+        inputs[path.resolve()] = path
+        with suppress(OSError):
+            stat = path.stat()
+            inputs[(stat.st_dev, stat.st_ino)] = path
+    owners: dict[tuple[Path, str], tuple[Path, Path]] = {}
+    for path, targets in jobs.items():
+        for target in targets.values():
+            resolved = target.resolve()
+            same = inputs.get(resolved)
+            if same is None:
+                with suppress(OSError):
+                    stat = target.stat()
+                    same = inputs.get((stat.st_dev, stat.st_ino))
+            if same is not None:
+                raise InputError(
+                    f"the output {target} of {path} would overwrite the input {same}: choose another output folder"
+                )
+            first, first_target = owners.setdefault(
+                (resolved.parent, resolved.name.casefold()), (path, target)
+            )
+            if first != path:
+                raise InputError(
+                    f"{first} and {path} would both write {first_target}"
+                    + (
+                        ""
+                        if first_target.name == target.name
+                        else f" (and {target.name}, the same name without case)"
+                    )
+                    + ": rename one or predict them into different folders"
+                )
+
+
+def refuse_existing(problems: Mapping[Path, str], overwrite: bool) -> None:
+    """Existing outputs that are not this run's result: replaced with ``overwrite`` (one warning each),
+    refused without it (one line naming the first and why)."""
+    if overwrite:
+        for target, reason in problems.items():
+            warnings.warn(f"{target}: {reason}; recomputing it", stacklevel=3)
+        return
+    if problems:
+        target, reason = next(iter(problems.items()))
+        more = f" ({len(problems) - 1} more existing output(s) like it)" if len(problems) > 1 else ""
+        raise OutputError(f"{target} exists: {reason}; use `overwrite` to recompute it{more}")
