@@ -336,11 +336,14 @@ def _run(args: argparse.Namespace) -> int:
         if shard is not None:
             if not args.quiet:
                 computed = sum(r.computed for r in results)
-                owned = sum(r.units for r in results if not r.skipped)
+                there = sum(r.units - r.computed for r in results if not r.skipped)
+                notes = (f", {there} already there" if there else "") + (
+                    f", {skipped} file(s) already done" if skipped else ""
+                )
                 print(
-                    f"shard {shard[0]}/{shard[1]}: computed {computed} of its {owned} unit(s) "
-                    f"({owned - computed} already there) into {Path(args.output) / PARTS_FOLDER}; "
-                    f"{skipped} file(s) already done; when every shard is done: bicorseg mosaic {args.output}",
+                    f"shard {shard[0]}/{shard[1]}: computed {computed} unit(s) into "
+                    f"{Path(args.output) / PARTS_FOLDER}{notes}; when every shard is done: "
+                    f"bicorseg mosaic {args.output}",
                     file=sys.stderr,
                 )
             return 0

@@ -28,12 +28,11 @@ import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bicorseg import raster_access
@@ -114,13 +113,11 @@ def build_plan(
 
 
 class UnitRunner:
-    """Computes units of a plan with one predictor: the input open for one unit stays open for the
-    next unit of the same input; each input's tile grid and area of interest are made once."""
+    """Computes units of a plan with one predictor; each input's tile grid and area of interest are
+    made once (the input is opened for each unit: cheap next to computing a block)."""
 
     def __init__(self, predictor: Predictor, inputs: Sequence[tuple[Path, InputPlan]]) -> None:
         self.predictor, self.inputs = predictor, list(inputs)
-        self._stack = ExitStack()
-        self._open: tuple[int, Any] | None = None
         self._engines: dict[int, SlidingWindow] = {}
         self._aois: dict[int, Any] = {}
 
@@ -129,45 +126,15 @@ class UnitRunner:
             self._engines[index] = self.predictor.engine_for(self.inputs[index][1].shape)
         return self._engines[index]
 
-    def _reader(self, index: int) -> Any:
-        if self._open is None or self._open[0] != index:
-            self._stack.close()
-            self._stack = ExitStack()
-            path, plan = self.inputs[index]
-            reader = self._stack.enter_context(self.predictor.reading(path, plan))
-            if index not in self._aois:
-                self._aois[index] = self.predictor.area_of_interest(reader)
-            self._open = (index, reader)
-        return self._open[1]
-
     def compute(
         self, index: int, block: Block, sink: Callable, progress: Callable[[int], None] | None = None
     ):
         """Compute the unit ``block`` of input ``index``; its encoded strips go to ``sink``."""
-        reader = self._reader(index)
-        self.predictor.compute_block(self.engine(index), reader, block, sink, self._aois[index], progress)
-
-    def arrays(self, index: int, block: Block) -> dict[str, np.ndarray]:
-        """The unit's whole encoded arrays (kind -> array), as a Ray actor returns them."""
-        layout = self.predictor.layout
-        out = {}
-        for kind in layout.encoded:
-            count, dtype = layout.bands(kind)
-            shape = (block.height, block.width) if kind == "class" else (count, block.height, block.width)
-            out[kind] = np.empty(shape, dtype)
-
-        def sink(y0: int, x0: int, arrays: dict[str, np.ndarray]) -> None:
-            h, w = arrays["class"].shape
-            ys, xs = slice(y0 - block.y0, y0 - block.y0 + h), slice(x0 - block.x0, x0 - block.x0 + w)
-            for kind, array in arrays.items():
-                out[kind][..., ys, xs] = array
-
-        self.compute(index, block, sink)
-        return out
-
-    def close(self) -> None:
-        self._stack.close()
-        self._open = None
+        path, plan = self.inputs[index]
+        with self.predictor.reading(path, plan) as reader:
+            if index not in self._aois:
+                self._aois[index] = self.predictor.area_of_interest(reader)
+            self.predictor.compute_block(self.engine(index), reader, block, sink, self._aois[index], progress)
 
 
 def devices_for(device: str, workers: int) -> list[str]:
@@ -313,16 +280,13 @@ def predict_files(
 def _run_here(jobs, predictor, inputs, store: PartStore, plan: RunPlan, unit_done, progress) -> None:
     """The jobs in this process, in order, with progress by tiles."""
     runner = UnitRunner(predictor, inputs)
-    try:
-        if progress is not None:
-            total = sum(runner.engine(j.index).tile_count(j.block) for j in jobs)
-            progress.start(f"{len(jobs)} unit(s)", total)
-        for job in jobs:
-            with store.writing(plan, plan.files[job.index], job.block) as sink:
-                runner.compute(job.index, job.block, sink, progress.advance if progress is not None else None)
-            unit_done(job)
-    finally:
-        runner.close()
+    if progress is not None:
+        total = sum(runner.engine(j.index).tile_count(j.block) for j in jobs)
+        progress.start(f"{len(jobs)} unit(s)", total)
+    for job in jobs:
+        with store.writing(plan, plan.files[job.index], job.block) as sink:
+            runner.compute(job.index, job.block, sink, progress.advance if progress is not None else None)
+        unit_done(job)
 
 
 # --- worker processes ----------------------------------------------------------------------------------

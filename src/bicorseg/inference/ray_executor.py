@@ -3,13 +3,14 @@
 ``bicorseg predict ... --executor ray`` (optional extra: ``pip install "bicorseg[ray]"``) connects
 to the cluster at ``--ray-address`` (default: a local cluster started for the run and shut down
 after it; ``auto`` finds a running one) and starts ``--devices N`` actors, each holding one model
-(one GPU each with ``--device cuda``, else one CPU). The driver hands out the units of the run
-(:mod:`.units`) with at most two per actor in flight, so memory stays bounded by the block size
-whatever the number of inputs; each actor reads its unit's input windows itself (the inputs must be
-readable from every node: a shared file system or remote URLs), computes the block and returns its
-encoded arrays through Ray's object store. The driver writes each as a part (a killed run rerun
-computes only the missing units), and assembles every input whose units are done: the outputs are
-the same bytes as a one-process run with the same number of torch threads per process.
+(one GPU each with ``--device cuda``, else one CPU and one torch thread). The driver hands out the
+units of the run (:mod:`.units`) with at most two per actor in flight; each actor reads its unit's
+input windows, computes the block strip by strip and writes it as a part, so every process's memory
+is bounded by the block size, whatever the number and size of the inputs, and nothing but unit
+names travels through Ray. The inputs and the output folder must be reachable at the same paths
+from every node (a shared file system, as for the parts of ``--shard`` runs). The driver assembles
+each input as soon as its units are done; a killed run rerun computes only the missing units; the
+outputs are the same bytes as a one-process run with one torch thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bicorseg.errors import ConfigError
+from bicorseg.errors import BicorsegError, ConfigError
 from bicorseg.inference.units import PartStore, RunPlan
 
 EXTRA_HINT = 'pip install "bicorseg[ray]"'
@@ -35,10 +36,17 @@ def require_ray() -> Any:
 
 
 class UnitActor:
-    """One model on one device, computing units of a run (a Ray actor class once decorated)."""
+    """One model on one device, computing units of a run into parts (a Ray actor class once decorated)."""
 
     def __init__(
-        self, checkpoint: str, options: Any, engine: str, sha256: str, inputs: list, threads: int
+        self,
+        checkpoint: str,
+        options: Any,
+        engine: str,
+        sha256: str,
+        inputs: list,
+        out_dir: str,
+        plan_json: str,
     ) -> None:
         import warnings
 
@@ -47,14 +55,18 @@ class UnitActor:
         from bicorseg.inference.batch import UnitRunner
         from bicorseg.inference.predictor import Predictor
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1)
         warnings.simplefilter("ignore")  # the driver already warned while checking the inputs
         self.runner = UnitRunner(
             Predictor.from_checkpoint(checkpoint, options, engine, sha256=sha256), inputs
         )
+        self.store = PartStore(out_dir)
+        self.plan = RunPlan.from_json(plan_json, self.store.plan_path)
 
-    def compute(self, index: int, block: Any) -> dict:
-        return self.runner.arrays(index, block)
+    def compute(self, index: int, block: Any) -> str:
+        with self.store.writing(self.plan, self.plan.files[index], block) as sink:
+            self.runner.compute(index, block, sink)
+        return block.key
 
 
 def run_on_ray(
@@ -70,8 +82,8 @@ def run_on_ray(
     unit_done: Callable[[Any], None],
     progress: Any = None,
 ) -> None:
-    """Compute ``jobs`` on ``actors`` Ray actors; each finished unit is written as a part, then
-    ``unit_done(job)`` is called (in the driver, in completion order)."""
+    """Compute ``jobs`` on ``actors`` Ray actors, each writing its units as parts; ``unit_done(job)``
+    is called in the driver as each unit's part is there (in completion order)."""
     ray = require_ray()
     from bicorseg.inference.batch import IN_FLIGHT_PER_WORKER, bounded
 
@@ -84,10 +96,16 @@ def run_on_ray(
         resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
         options = replace(predictor.options, device="cuda" if gpu else "cpu")
         remote = ray.remote(**resources)(UnitActor)
-        handles = [
-            remote.remote(str(checkpoint), options, engine, predictor.info.sha256, inputs, 1)
-            for _ in range(actors)
-        ]
+        args = (
+            str(checkpoint),
+            options,
+            engine,
+            predictor.info.sha256,
+            inputs,
+            str(store.out_dir),
+            plan.to_json(),
+        )
+        handles = [remote.remote(*args) for _ in range(actors)]
         load = [0] * actors  # units in flight per actor
         ref_of: dict[Any, Any] = {}
         owner: dict[Any, int] = {}
@@ -101,6 +119,12 @@ def run_on_ray(
 
         def wait(refs):
             done, _ = ray.wait(refs, num_returns=1)
+            try:
+                ray.get(done)
+            except ray.exceptions.RayTaskError as error:  # an actor's one-line error, not Ray's report
+                if isinstance(error.cause, BicorsegError):
+                    raise error.cause from None
+                raise
             return done
 
         if progress is not None:
@@ -108,9 +132,6 @@ def run_on_ray(
         for job in bounded(jobs, IN_FLIGHT_PER_WORKER * actors, submit, wait):
             ref = ref_of.pop(job)
             load[owner.pop(ref)] -= 1
-            arrays = ray.get(ref)
-            store.write_arrays(plan, plan.files[job.index], job.block, arrays)
-            del arrays
             if progress is not None:
                 progress.advance(1)
             unit_done(job)

@@ -323,13 +323,13 @@ class PartStore:
         if not all(t.is_file() for t in targets.values()):
             return False
         try:
-            with rasterio.open(targets["class"]) as part:
-                return part.tags().get("bicorseg_plan") == plan.plan_id and part.shape == (
-                    block.height,
-                    block.width,
-                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(targets["class"]) as part:
+                    tags, shape = part.tags(), part.shape
         except RasterioError:
             return False
+        return tags.get("bicorseg_plan") == plan.plan_id and shape == (block.height, block.width)
 
     def missing(self, plan: RunPlan, index: int) -> list[Block]:
         file = plan.files[index]
@@ -372,13 +372,6 @@ class PartStore:
             except BaseException:
                 outputs.abort()
                 raise
-
-    def write_arrays(
-        self, plan: RunPlan, file: PlannedFile, block: Block, arrays: Mapping[str, np.ndarray]
-    ) -> None:
-        """The part of a unit from its whole encoded arrays (as a Ray actor returns them)."""
-        with self.writing(plan, file, block) as write:
-            write(block.y0, block.x0, arrays)
 
     def copy_into(self, plan: RunPlan, file: PlannedFile, block: Block, sink: Callable) -> None:
         """Hand the part of a unit to ``sink(y0, x0, arrays)`` in strips of :data:`PART_ROWS` rows."""
