@@ -113,13 +113,12 @@ def build_plan(
 
 
 class UnitRunner:
-    """Computes units of a plan with one predictor; each input's tile grid and area of interest are
-    made once (the input is opened for each unit: cheap next to computing a block)."""
+    """Computes units of a plan with one predictor; each input's tile grid is made once (and its area
+    of interest, by the predictor); the input is opened for each unit (cheap next to a block)."""
 
     def __init__(self, predictor: Predictor, inputs: Sequence[tuple[Path, InputPlan]]) -> None:
         self.predictor, self.inputs = predictor, list(inputs)
         self._engines: dict[int, SlidingWindow] = {}
-        self._aois: dict[int, Any] = {}
 
     def engine(self, index: int) -> SlidingWindow:
         if index not in self._engines:
@@ -131,10 +130,9 @@ class UnitRunner:
     ):
         """Compute the unit ``block`` of input ``index``; its encoded strips go to ``sink``."""
         path, plan = self.inputs[index]
+        aoi = self.predictor.area_of_interest(path, plan)
         with self.predictor.reading(path, plan) as reader:
-            if index not in self._aois:
-                self._aois[index] = self.predictor.area_of_interest(reader)
-            self.predictor.compute_block(self.engine(index), reader, block, sink, self._aois[index], progress)
+            self.predictor.compute_block(self.engine(index), reader, block, sink, aoi, progress)
 
 
 def devices_for(device: str, workers: int) -> list[str]:
@@ -188,6 +186,8 @@ def predict_files(
     predictor = Predictor.from_checkpoint(checkpoint, options, engine)
     plans = {path: predictor.inspect(path) for path in paths}
     check_targets({path: predictor.targets(path, out_dir) for path in paths})
+    for path in paths:  # the area of interest is read and placed on every input before any work
+        predictor.area_of_interest(path, plans[path])
     results: dict[Path, FileResult] = {}
     todo: list[Path] = []
     problems: dict[Path, str] = {}

@@ -271,6 +271,7 @@ class Predictor:
         )
         self.probs_fn = with_tta(logits_fn, self.tta, disagreement=self.layout.disagreement)
         self._plans: dict[tuple[str, int, int], InputPlan] = {}
+        self._aois: dict[str, Any] = {}
         self._aoi_sha256 = (
             sha256_file(Path(options.aoi)) if options.aoi and Path(options.aoi).is_file() else None
         )
@@ -433,18 +434,23 @@ class Predictor:
             device=opts.device,
         )
 
-    def area_of_interest(self, reader: RasterReader) -> Any:
-        """The area of interest on this input's pixel grid (None without ``aoi``)."""
+    def area_of_interest(self, path: Path, plan: InputPlan) -> Any:
+        """The area of interest on this input's pixel grid (None without ``aoi``), read once per input."""
         if self.options.aoi is None:
             return None
-        src = reader.src
-        if src.crs is None or src.transform.is_identity:
-            raise InputError(
-                f"{reader.path} has no CRS and transform: an area of interest cannot be placed on it"
-            )
-        from bicorseg.gis.aoi import AreaOfInterest
+        key = str(Path(path).resolve())
+        if key not in self._aois:
+            geo = plan.geo
+            if geo is None or geo.crs is None or geo.transform is None:
+                raise InputError(
+                    f"{path} has no CRS and transform: an area of interest cannot be placed on it"
+                )
+            from bicorseg.gis.aoi import AreaOfInterest
 
-        return AreaOfInterest.read(self.options.aoi, src.crs, src.transform, str(reader.path))
+            self._aois[key] = AreaOfInterest.read(
+                self.options.aoi, geo.crs, rasterio.Affine(*geo.transform), str(path)
+            )
+        return self._aois[key]
 
     # --- computing ------------------------------------------------------------------------------
 
@@ -494,11 +500,11 @@ class Predictor:
         if done and not self.options.overwrite:
             self.ensure_style(targets)
             return FileResult(path, targets, skipped=True)
+        aoi = self.area_of_interest(path, plan)
         out_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         engine = self.engine_for(plan.shape)
         with self.reading(path, plan) as reader, ExitStack() as stack:
-            aoi = self.area_of_interest(reader)
             maps = self.map_writer(targets, plan.geo, plan.shape, path.name, stack)
             try:
                 if progress is not None:
