@@ -15,6 +15,7 @@ from training_helpers import TINY, cli, column, one_thread, read_metrics  # noqa
 
 from bicorseg import load_model
 from bicorseg.atomic import find_temps
+from bicorseg.checkpoint import Tiling, load_checkpoint
 from bicorseg.errors import InputError
 
 LOSS_TERMS = (
@@ -62,6 +63,9 @@ def test_resumed_checkpoint_state(trained: Path) -> None:
     assert optimizer["fast_steps"] == 12 and optimizer["k"] == 5  # Lookahead state travels along
     assert last["lr_schedulers"][0]["last_epoch"] == 3
     assert set(last["bicorseg"]) >= {"model_config", "dataset", "train_config"}
+    # the size the model trained on is its default tile for predict, heatmaps and evaluate
+    assert last["bicorseg"]["tiling"] == {"tile": 64, "overlap": 0.25}
+    assert load_checkpoint(trained / "checkpoints" / "best.ckpt").tiling == Tiling(64, 0.25, "checkpoint")
     model = load_model(trained / "checkpoints" / "best.ckpt")
     assert model.num_classes == 7 and model.dataset.name == "synthetic"
 

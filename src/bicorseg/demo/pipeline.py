@@ -328,7 +328,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             raise ConfigError(f"training wrote no checkpoint in {run_dir / 'checkpoints'}")
 
         # 3. the checkpoint, in the plain self-describing format
-        model = load_checkpoint(result.last_checkpoint).build_model()
+        trained = load_checkpoint(result.last_checkpoint)
+        model = trained.build_model()
         extra = {
             "demo": {
                 "seed": config.seed,
@@ -336,7 +337,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
                 "training_seconds": timings["training"],
             }
         }
-        save_checkpoint(model, files["checkpoint"], extra=extra)
+        save_checkpoint(model, files["checkpoint"], extra=extra, tiling=trained.tiling)
 
         # 4. prediction of the held-out scene through the windowed raster predictor
         stop = _timed(timings, "prediction")
