@@ -24,7 +24,9 @@ def _model() -> BiCoRSeg:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Path:
     """A checkpoint that records its tiling: 96 px, overlap 0.5."""
-    return save_checkpoint(_model(), tmp_path_factory.mktemp("rec") / "m.ckpt", tiling=Tiling(96, 0.5, "checkpoint"))
+    return save_checkpoint(
+        _model(), tmp_path_factory.mktemp("rec") / "m.ckpt", tiling=Tiling(96, 0.5, "checkpoint")
+    )
 
 
 def _print_config(capsys, checkpoint: Path, *extra: str) -> dict:
@@ -52,7 +54,9 @@ def test_where_the_default_tile_comes_from(tmp_path: Path, recorded: Path, capsy
     assert load_checkpoint(tmp_path / "last.ckpt").tiling == Tiling(160, 0.25, "training crop")
 
 
-def test_predict_heatmaps_and_evaluate_use_the_checkpoints_tiling(tmp_path: Path, recorded: Path, capsys) -> None:
+def test_predict_heatmaps_and_evaluate_use_the_checkpoints_tiling(
+    tmp_path: Path, recorded: Path, capsys
+) -> None:
     source = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 150, 130, seed=2), nodata=0)
     assert main(["predict", str(source), "--checkpoint", str(recorded), "--output", str(tmp_path / "p"),
                  "--quiet"]) == 0  # fmt: skip

@@ -23,6 +23,7 @@ folder as it was. Only the process of rank 0 writes files.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import signal
 import sys
@@ -388,6 +389,17 @@ def existing_run(output: Path) -> list[str]:
     return [name for name in RUN_FILES if (output / name).exists()]
 
 
+def _launched_as_rank_zero() -> bool:
+    """Whether this process is global rank 0, before Lightning has set the ranks up.
+
+    Launchers that set ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID`` (torchrun, Lightning's own DDP
+    launcher, srun) are read by Lightning's ``rank_zero_only``; a node started by hand for
+    Lightning's general-cluster recipe only has ``NODE_RANK``, and a node other than 0 must not
+    touch the run folder (it may start after node 0 has written ``config.yaml``).
+    """
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0").strip() in ("", "0")
+
+
 def _start_run(output: Path, config: TrainConfig, replace: bool) -> None:
     """Lay out the run folder (rank 0): the old run's files go if ``replace``; then ``config.yaml``."""
     if replace:
@@ -422,7 +434,7 @@ def train(
     SIGINT or SIGTERM saves ``last.ckpt`` and raises :class:`TrainingInterrupted`.
     """
     output = Path(output)
-    is_writer = rank_zero_only.rank == 0
+    is_writer = _launched_as_rank_zero()
     if resume is not None and overwrite:
         raise ConfigError("`resume` and `overwrite` exclude each other: continue the run or replace it")
     old_run = existing_run(output) if is_writer else []
