@@ -99,12 +99,12 @@ class RangeServer:
                     )
 
             def _plain(self, status: int, headers: dict[str, str] | None = None) -> None:
+                self._record(status, 0)  # before answering: a client may look at the log once answered
                 self.send_response(status)
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                self._record(status, 0)
 
             def _serve(self, body: bool) -> None:
                 relative = unquote(urlsplit(self.path).path).lstrip("/")
@@ -117,6 +117,7 @@ class RangeServer:
                 header = self.headers.get("Range")
                 ranges = parse_ranges(header, size) if header is not None and body else None
                 if ranges is None:  # no (or a malformed) Range header, or HEAD: the whole file
+                    self._record(200, size if body else 0)
                     self.send_response(200)
                     self.send_header("Content-Length", str(size))
                     self.send_header("Accept-Ranges", "bytes")
@@ -124,7 +125,6 @@ class RangeServer:
                     self.end_headers()
                     if body:
                         self.wfile.write(data)
-                    self._record(200, size if body else 0)
                     return
                 if not ranges:
                     self._plain(416, {"Content-Range": f"bytes */{size}"})
@@ -132,6 +132,7 @@ class RangeServer:
                 if len(ranges) == 1:
                     start, end = ranges[0]
                     chunk = data[start : end + 1]
+                    self._record(206, len(chunk))
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                     self.send_header("Content-Length", str(len(chunk)))
@@ -139,7 +140,6 @@ class RangeServer:
                     self.send_header("Content-Type", "application/octet-stream")
                     self.end_headers()
                     self.wfile.write(chunk)
-                    self._record(206, len(chunk))
                     return
                 parts = []
                 for start, end in ranges:
@@ -152,13 +152,13 @@ class RangeServer:
                         + b"\r\n"
                     )
                 payload = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+                self._record(206, sum(end - start + 1 for start, end in ranges))
                 self.send_response(206)
                 self.send_header("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
                 self.send_header("Content-Length", str(len(payload)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 self.wfile.write(payload)
-                self._record(206, sum(end - start + 1 for start, end in ranges))
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
