@@ -11,7 +11,7 @@ import rasterio
 import torch
 from PIL import Image
 
-from bicorseg.checkpoint import load_checkpoint
+from bicorseg.checkpoint import Tiling, load_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.demo import DEMO_CRS, DEMO_SPEC
 from bicorseg.demo.pipeline import DemoConfig
@@ -72,6 +72,9 @@ def test_demo_writes_every_output(tmp_path, capsys) -> None:
     checkpoint = load_checkpoint(out / "model.ckpt")
     assert checkpoint.dataset == DEMO_SPEC
     assert checkpoint.model_config.num_classes == DEMO_SPEC.num_classes
+    assert checkpoint.tiling == Tiling(
+        DemoConfig.tile, 0.25, "checkpoint"
+    )  # predict's default: the demo's tile
     assert (out / "heatmaps").is_dir() and any((out / "heatmaps").glob("*.tif"))
     assert [p.name for p in out.glob(".*")] == [".bicorseg-demo"], "temporary files left behind"
 

@@ -263,7 +263,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     ``started`` (a ``time.perf_counter`` value) is when the budget began, e.g. when the command was
     launched; default: now.
     """
-    from bicorseg.checkpoint import load_checkpoint, save_checkpoint
+    from bicorseg.checkpoint import Tiling, load_checkpoint, save_checkpoint
     from bicorseg.inference import PredictOptions, Predictor, export_heatmaps, model_info
     from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, write_report_json
     from bicorseg.report import ReportItem, write_report
@@ -328,8 +328,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             raise ConfigError(f"training wrote no checkpoint in {run_dir / 'checkpoints'}")
 
         # 3. the checkpoint, in the plain self-describing format
-        trained = load_checkpoint(result.last_checkpoint)
-        model = trained.build_model()
+        model = load_checkpoint(result.last_checkpoint).build_model()
         extra = {
             "demo": {
                 "seed": config.seed,
@@ -337,7 +336,10 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
                 "training_seconds": timings["training"],
             }
         }
-        save_checkpoint(model, files["checkpoint"], extra=extra, tiling=trained.tiling)
+        # predict's default tiling is the one the demo evaluates with (its crops are smaller: see
+        # the README's "Tiling honesty"), so that a plain predict reproduces the reported scores
+        tiling = Tiling(config.tile, 0.25, "checkpoint")
+        save_checkpoint(model, files["checkpoint"], extra=extra, tiling=tiling)
 
         # 4. prediction of the held-out scene through the windowed raster predictor
         stop = _timed(timings, "prediction")

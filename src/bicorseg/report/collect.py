@@ -32,7 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.gis.source import ClassRaster
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
-from bicorseg.inference.predictor import open_raster
+from bicorseg.inference.raster_io import open_raster
 from bicorseg.inference.tiling import output_size
 
 MAX_SIZE = 2048  # long side of the image and the prediction in the report, in pixels
