@@ -161,10 +161,10 @@ def test_shard_auto_reads_the_scheduler_index(tmp_path, checkpoint, inputs, monk
 
 
 BAD_SHARDS = [
-    ("3/2", r"--shard 3/2: the index must be below the shard count \(0 to 1\)"),
-    ("0/0", r"--shard must be i/N or auto/N with N >= 1"),
-    ("one/2", r"--shard must be i/N or auto/N"),
-    ("auto/2", r"--shard auto/2: none of SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX is set"),
+    ("3/2", r"--shard: the index of 3/2 must be below the shard count \(0 to 1\)"),
+    ("0/0", r"--shard: must be i/N or auto/N with N >= 1"),
+    ("one/2", r"--shard: must be i/N or auto/N"),
+    ("auto/2", r"--shard: auto/2: none of SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX is set"),
 ]  # fmt: skip
 
 

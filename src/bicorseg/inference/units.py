@@ -90,7 +90,7 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[in
         raise ConfigError(f"must be i/N or auto/N with N >= 1 (e.g. 0/4), got {text!r}", key="shard")
     i = int(index)
     if i >= n:
-        raise ConfigError(f"{text}: the index must be below the shard count (0 to {n - 1})", key="shard")
+        raise ConfigError(f"the index of {text} must be below the shard count (0 to {n - 1})", key="shard")
     return i, n
 
 
