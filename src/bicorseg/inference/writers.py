@@ -42,6 +42,7 @@ import rasterio
 import rasterio.shutil
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from rasterio._err import CPLE_BaseError  # what rasterio.shutil.copy raises: not a RasterioError
 from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
@@ -269,7 +270,7 @@ class OutputSet:
                     stage, resampling, block = self.cogs[kind]
                     to_cog(stage, self.group.temp(kind), resampling, block)
                     stage.unlink()
-            except (OSError, RasterioError) as error:
+            except (OSError, RasterioError, CPLE_BaseError) as error:
                 raise write_error(self.targets[kind], error) from error
 
         def verify(kind: str, temp: Path) -> None:
