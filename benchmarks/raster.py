@@ -103,7 +103,7 @@ def make_checkpoint(path: Path) -> None:
 def run_predict(raster: Path, checkpoint: Path, out_dir: Path, args: argparse.Namespace) -> dict:
     argv = ["predict", str(raster), "--checkpoint", str(checkpoint), "--output", str(out_dir), "--quiet"]
     argv += ["--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
-    argv += ["--device", args.device, "--overwrite"]
+    argv += ["--device", args.device, "--precision", args.precision, "--overwrite"]
     if args.block is not None:
         argv += ["--block", str(args.block)]
     start = time.perf_counter()
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="predict --precision (default fp32)")
     parser.add_argument("--block", type=int, default=None, help="predict --block (default: predict's)")
     parser.add_argument("--consistency", metavar="DEMO_DIR", default=None, help="also the tiling figure")
     parser.add_argument("--scenes", type=int, default=4, help="held-out scenes for the tiling figure")
@@ -186,6 +187,7 @@ def main() -> None:
             "overlap": args.overlap,
             "batch_size": args.batch_size,
             "tta": "none",
+            "precision": args.precision,
             "block": args.block or "predict's default",
             "outputs": "class raster (Cloud-Optimized GeoTIFF with overviews) and its QGIS style",
         },

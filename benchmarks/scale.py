@@ -116,7 +116,8 @@ def part_a(work: Path, args: argparse.Namespace) -> dict:
     engine = SlidingWindow(args.size, args.size, 6, 512, 0.25, block=args.block)
     units = len(engine.blocks)
     base = ["predict", str(raster), "--checkpoint", str(checkpoint), "--quiet", "--tile", "512", "--overlap",
-            "0.25", "--batch-size", "4", "--block", str(args.block), "--device", "cpu"]  # fmt: skip
+            "0.25", "--batch-size", "4", "--block", str(args.block), "--device", "cpu", "--precision",
+            "fp32"]  # fmt: skip
     rows = []
 
     def row(name: str, seconds: float, peaks: list[float], out: Path, processes: int) -> None:

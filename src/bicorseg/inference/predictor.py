@@ -65,7 +65,6 @@ from bicorseg.inference.tta import (
     tta_name,
     with_tta,
 )
-from bicorseg.precision import check_precision, resolve_precision
 from bicorseg.inference.writers import (
     NODATA,
     PROBABILITY_TYPES,
@@ -76,6 +75,7 @@ from bicorseg.inference.writers import (
     verify_output,
     write_style,
 )
+from bicorseg.precision import check_precision, resolve_precision
 
 # write(y0, x0, arrays): encoded output arrays (MapLayout.encode) at output pixel (y0, x0)
 SinkFn = Callable[[int, int, dict[str, np.ndarray]], None]
