@@ -24,7 +24,8 @@ from bicorseg.inference.units import PARTS_FOLDER
 
 def _command(inputs: Path, checkpoint: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bicorseg.cli.main", "predict", str(inputs), "--checkpoint", str(checkpoint),
-            "--output", str(out), "--tile", "128", "--block", "128", "--probabilities", "float32", *extra]  # fmt: skip
+            "--output", str(out), "--tile", "128", "--block", "128", "--probabilities", "float32", "--precision", "fp32",
+            *extra]  # fmt: skip
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
