@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,9 @@ def _seed() -> None:
 def ray_cluster():
     """One local Ray cluster of 2 CPUs for the whole session (the Ray tests are slow), shut down at the end."""
     ray = pytest.importorskip("ray")
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    for number, handler in handlers.items():  # Ray's SIGTERM handler would outlive the fixture's tests
+        signal.signal(number, handler)
     yield ray
     ray.shutdown()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from bicorseg.inference import PredictOptions, predict_files
 from bicorseg.inference.units import PARTS_FOLDER
 
 pytestmark = pytest.mark.slow
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _options() -> PredictOptions:
@@ -57,3 +61,29 @@ def test_ray_run_through_the_command_line_and_errors_are_one_line(
     source.write_bytes(source.read_bytes()[:2000])
     with pytest.raises(InputError, match=r"a\.tif"):
         predict_files([source], checkpoint, tmp_path / "out2", _options(), workers=2, executor="ray")
+
+
+def test_a_cluster_started_for_the_run_gives_the_signal_handlers_back(tmp_path: Path) -> None:
+    """Ray's init replaces the driver's SIGTERM handler and keeps it after shutdown; the run puts it back."""
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    write_geotiff(tmp_path / "in" / "a.tif", random_image(3, 80, 70, seed=4), nodata=0)
+    script = f"""
+import signal
+import ray
+from bicorseg.inference import PredictOptions, predict_files
+def mine(signum, frame):
+    pass
+signal.signal(signal.SIGTERM, mine)
+options = PredictOptions(tile=64, overlap=0.25, block=64)
+predict_files([{str(tmp_path / "in")!r}], {str(checkpoint)!r}, {str(tmp_path / "out")!r}, options,
+              workers=1, executor="ray")
+print(signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+      ray.is_initialized())
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "False"]
+    assert (tmp_path / "out" / "a.tif").exists()

@@ -15,6 +15,8 @@ outputs are the same bytes as a one-process run with one torch thread.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -88,6 +90,7 @@ def run_on_ray(
     from bicorseg.inference.batch import IN_FLIGHT_PER_WORKER, bounded
 
     started = not ray.is_initialized()
+    handlers = _signal_handlers()
     if started:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     handles: list = []
@@ -140,3 +143,17 @@ def run_on_ray(
             ray.kill(handle)
         if started:
             ray.shutdown()
+            _restore_signal_handlers(handlers)  # Ray's init replaces SIGTERM's and leaves it after shutdown
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """The process's SIGINT and SIGTERM handlers (none outside the main thread, where they cannot change)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for number, handler in handlers.items():
+        if handler is not None:  # None: installed outside Python, cannot be put back
+            signal.signal(number, handler)
