@@ -344,17 +344,26 @@ def test_allow_remote_lets_the_source_be_read(tmp_path, capsys, listener) -> Non
     assert listener.close() >= 1  # ... but it was asked
 
 
-@pytest.mark.parametrize("command", ["vectorize", "areas"])
-def test_class_raster_commands_reach_a_remote_source_only_when_allowed(
-    tmp_path, capsys, listener, command
-) -> None:
+def _remote_class_raster(tmp_path: Path, port: int, command: str) -> tuple[Path, str, Path]:
     pytest.importorskip("shapely")
-    url = f"/vsicurl/http://127.0.0.1:{listener.port}/classes.tif"
-    vrt = _vrt(tmp_path / "classes.vrt", url, count=1, crs=True)
+    url = f"/vsicurl/http://127.0.0.1:{port}/classes.tif"
     output = tmp_path / ("out.gpkg" if command == "vectorize" else "areas.json")
+    return _vrt(tmp_path / "classes.vrt", url, count=1, crs=True), url, output
+
+
+@pytest.mark.parametrize("command", ["vectorize", "areas"])
+def test_class_raster_commands_refuse_a_remote_source(tmp_path, capsys, listener, command) -> None:
+    vrt, url, output = _remote_class_raster(tmp_path, listener.port, command)
     line = refused(capsys, command, vrt, "--output", output)
     assert f"{vrt}: refers to the remote source {url}; remote access is off" in line
-    assert listener.connections == 0 and not output.exists()
+    assert listener.close() == 0 and not output.exists()
+
+
+@pytest.mark.parametrize("command", ["vectorize", "areas"])
+def test_class_raster_commands_reach_a_remote_source_when_allowed(
+    tmp_path, capsys, listener, command
+) -> None:
+    vrt, _, output = _remote_class_raster(tmp_path, listener.port, command)
     status, lines = run_cli(capsys, command, vrt, "--output", output, "--allow-remote")
     assert status == 2 and "classes.vrt" in lines[-1]  # the server answers nothing, so the read fails
     assert listener.close() >= 1 and not output.exists()  # ... but it was asked
