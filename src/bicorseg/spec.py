@@ -1,5 +1,10 @@
 """Dataset facts as data: class names, palette, ignore index, evaluation classes, bands, normalisation.
 
+Also the facts every command shares about datasets: the names of the declared releases and of the
+dataset kinds (:data:`RELEASE_NAMES`, :data:`DATASET_KINDS`), and the normalisation maths itself
+(:func:`normalise`, :func:`denormalise`), so that every reader of pixels computes the model input
+the same way.
+
 The facts include how the training masks encoded the classes (:class:`LabelEncoding`: class
 indices, raw values or colours), so that masks of the same kind are decoded the same way later.
 
@@ -21,6 +26,37 @@ IMAGENET_MEAN_8BIT = (123.675, 116.28, 103.53)
 IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
 
 LABEL_KINDS = ("index", "values", "colours")
+
+# The official releases declared in bicorseg.data.datasets, and every kind of dataset the commands
+# take (``folder``: a custom folder dataset; ``synthetic``: procedural samples for smoke tests).
+RELEASE_NAMES = ("vaihingen", "potsdam", "loveda")
+DATASET_KINDS = (*RELEASE_NAMES, "folder", "synthetic")
+
+
+def _per_band(like: Any, values: Sequence[float] | Any) -> Any:
+    """``values`` (one per band) shaped ``bands x 1 x 1``, of the type and dtype of ``like`` (array or tensor)."""
+    shape = (-1, 1, 1)
+    if hasattr(like, "new_tensor"):  # a torch tensor: same dtype and device
+        tensor = values.to(like) if hasattr(values, "new_tensor") else like.new_tensor(values)
+        return tensor.reshape(shape)
+    import numpy as np
+
+    return np.asarray(values, dtype=like.dtype).reshape(shape)
+
+
+def normalise(image: Any, mean: Sequence[float] | Any, std: Sequence[float] | Any) -> Any:
+    """The model input of raw pixels: ``(image - mean) / std`` per band.
+
+    ``image`` is a floating-point numpy array or torch tensor ``bands x H x W`` (or a batch of them);
+    ``mean`` and ``std`` hold one value per band in the raw units of the input
+    (:attr:`DatasetSpec.mean`, :attr:`DatasetSpec.std`).
+    """
+    return (image - _per_band(image, mean)) / _per_band(image, std)
+
+
+def denormalise(image: Any, mean: Sequence[float] | Any, std: Sequence[float] | Any) -> Any:
+    """The raw pixels of a model input: ``image * std + mean`` per band (the inverse of :func:`normalise`)."""
+    return image * _per_band(image, std) + _per_band(image, mean)
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,19 @@ def test_writers_are_atomic(tmp_path):
     with pytest.raises(TypeError):  # fails inside the writer, after the temporary file exists
         write_tiff(tmp_path / "bad.tif", np.zeros((1, 4, 4), dtype=bool))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png"]  # no half-written or temp file
+
+
+def test_normalisation_is_the_same_for_arrays_and_tensors_and_inverts():
+    import torch
+
+    from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, denormalise, normalise
+
+    raw = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2) * 20
+    array = normalise(raw, IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
+    assert array.dtype == np.float32
+    assert array[2, 1, 1] == np.float32((np.float32(220.0) - np.float32(103.53)) / np.float32(57.375))
+    tensor = normalise(torch.from_numpy(raw), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
+    np.testing.assert_array_equal(tensor.numpy(), array)
+    batch = normalise(torch.from_numpy(raw)[None], IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
+    assert batch.shape == (1, 3, 2, 2) and torch.equal(batch[0], tensor)  # a batch: per band too
+    np.testing.assert_allclose(denormalise(array, IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT), raw, atol=1e-4)

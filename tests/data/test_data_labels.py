@@ -8,8 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bicorseg.data.datasets import ISPRS_COLOURS, ISPRS_LABELS, LOVEDA
-from bicorseg.data.labels import LabelTable, colourise, parse_colour
+from bicorseg.data.labels import (
+    LabelTable,
+    colour_table,
+    colourise,
+    gdal_colour_map,
+    nearest_indices,
+    parse_colour,
+)
 from bicorseg.errors import ConfigError, InputError
+from bicorseg.spec import DatasetSpec, LabelEncoding
 
 
 def test_isprs_colours_and_boundary():
@@ -68,3 +76,33 @@ def test_parse_colour():
     for bad in ("#12345", "red", [1, 2], [0, 0, 256], [0.5, 1, 2]):
         with pytest.raises(ConfigError):
             parse_colour(bad)
+
+
+def test_one_colour_table_for_colour_maps_figures_and_gdal():
+    palette = [(10, 20, 30), (40, 50, 60)]
+    classes = np.array([[0, 1], [255, 7]], np.uint8)  # 255: nodata, 7: no class
+    rgba = colourise(classes, palette, alpha=True)
+    assert rgba.shape == (4, 2, 2) and rgba.flags.c_contiguous
+    assert rgba[:, 0, 0].tolist() == [10, 20, 30, 255] and rgba[:, 0, 1].tolist() == [40, 50, 60, 255]
+    assert rgba[:, 1, 0].tolist() == [0, 0, 0, 0] and rgba[3, 1, 1] == 0  # transparent
+    white = colour_table(palette, (255, 255, 255))
+    assert white.shape == (256, 3) and white[1].tolist() == [40, 50, 60] and white[2].tolist() == [255] * 3
+    assert gdal_colour_map(palette) == {0: (10, 20, 30, 255), 1: (40, 50, 60, 255)}
+    assert gdal_colour_map({3: (1, 2, 3)}) == {3: (1, 2, 3, 255)}
+
+
+def test_colour_labels_of_an_index_trained_spec_are_decoded_by_its_palette():
+    spec = DatasetSpec("x", ("a", "b"), ((0, 0, 255), (255, 255, 0)), 5, (0, 1))
+    assert LabelTable.for_spec(spec).kind == "value"
+    table = LabelTable.for_spec(spec, colour_masks=True)
+    rgb = colourise(np.array([[1, 0]], np.uint8), spec.palette)
+    assert table.kind == "colour" and table.encode(rgb, "x")[0].tolist() == [[1, 0]]
+    values = DatasetSpec("v", ("a", "b"), ((0, 0, 0), (1, 1, 1)), 5, (0, 1),
+                         label_encoding=LabelEncoding("values", (3, 9)))  # fmt: skip
+    assert LabelTable.for_spec(values, colour_masks=True).kind == "value"  # the spec's own encoding
+
+
+def test_nearest_indices_are_pixel_centres():
+    assert nearest_indices(2, 4).tolist() == [0, 0, 1, 1]
+    assert nearest_indices(4, 2).tolist() == [1, 3]  # the centres of 2-pixel blocks: 1.0 and 3.0
+    assert nearest_indices(2, 41)[20] == 1 and nearest_indices(3, 1).tolist() == [1]

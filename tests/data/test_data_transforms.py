@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
-from bicorseg.data import AugmentConfig, MosaicDataset, SegmentationDataset, build_train_transform
-from bicorseg.data import augment as augment_module
+from bicorseg.data import (
+    AugmentConfig,
+    MosaicDataset,
+    SegmentationDataset,
+    build_train_transform,
+    wrap_train_dataset,
+)
 from bicorseg.data.transforms import TrainTransform, class_ratio_crop, resize_mask
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
@@ -132,7 +139,7 @@ def test_dict_samples_give_the_same_pixels_as_raw_samples():
     config = AugmentConfig(40, scales=(0.75, 1.5), mosaic_p=0.0, seed=11)
     raw_way = ArrayDataset([pair], transform=TrainTransform(config))
     plain = ArrayDataset([pair])
-    dict_way = augment_module.build_train_transform(config, SPEC)
+    dict_way = TrainTransform(config, SPEC)
     for _ in range(5):
         a = raw_way[0]
         b = dict_way(plain[0])
@@ -143,12 +150,12 @@ def test_dict_samples_give_the_same_pixels_as_raw_samples():
 def test_mosaic_wrapper_for_finished_samples():
     pairs = [(np.full((3, 32, 32), 50 * k, np.uint8), np.full((32, 32), k % 3, np.uint8)) for k in range(4)]
     config = AugmentConfig(32, mosaic_p=1.0)
-    wrapped = augment_module.wrap_train_dataset(ArrayDataset(pairs), config, SPEC)
+    wrapped = wrap_train_dataset(ArrayDataset(pairs), config, SPEC)
     assert isinstance(wrapped, MosaicDataset)
     sample = wrapped[1]
     assert sample["image"].shape == (3, 32, 32) and sample["name"] == "s1+mosaic"
     plain = ArrayDataset(pairs)
-    assert augment_module.wrap_train_dataset(plain, AugmentConfig(32, mosaic_p=0.0), SPEC) is plain
+    assert wrap_train_dataset(plain, AugmentConfig(32, mosaic_p=0.0), SPEC) is plain
     with pytest.raises(ConfigError, match="ignore_index is unknown"):
         MosaicDataset([], 0.5)
 
@@ -245,3 +252,13 @@ def test_bicubic_rescale_gives_the_pixels_of_pillow_on_8_bit_images() -> None:
         AugmentConfig(8, rescale_interpolation="nearest")
     with pytest.raises(ConfigError, match="rotate_draw"):
         AugmentConfig(8, rotate_draw="albumentations")
+
+
+def test_mask_resize_takes_pixel_centres_exactly():
+    # target pixel 20 of 41 has its centre exactly on the border of the two source pixels: the rule
+    # floor((i + 0.5) * 2 / 41) gives 1; torchvision's NEAREST_EXACT (float32 scale) gives 0
+    mask = torch.tensor([[0], [1]])
+    assert resize_mask(mask, (41, 1))[20, 0] == 1
+    exact = TF.resize(mask[None], [41, 1], interpolation=InterpolationMode.NEAREST_EXACT)[0]
+    assert exact[20, 0] == 0
+    assert torch.equal(resize_mask(mask, (41, 1))[:20], exact[:20])

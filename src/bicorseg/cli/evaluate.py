@@ -11,6 +11,7 @@ from bicorseg.errors import ConfigError
 from bicorseg.precision import HELP as PRECISION_HELP
 from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.spec import DATASET_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dataset",
         required=True,
-        choices=("vaihingen", "potsdam", "loveda", "folder", "synthetic"),
+        choices=DATASET_KINDS,
         help="dataset kind (synthetic: procedural samples, for smoke tests)",
     )
     parser.add_argument("--root", help="the prepared dataset folder (output of 'bicorseg prepare')")
@@ -71,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.device import resolve_device
+    from bicorseg.evaluation import check_spec_matches, evaluate_model, evaluation_dataset
     from bicorseg.metrics import format_report, write_report_json
     from bicorseg.precision import resolve_precision
-    from bicorseg.training.evaluation import check_spec_matches, evaluate_model, evaluation_dataset
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")

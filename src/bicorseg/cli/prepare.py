@@ -9,8 +9,7 @@ from typing import Any
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
-
-DATASET_CHOICES = ("vaihingen", "potsdam", "loveda")
+from bicorseg.spec import RELEASE_NAMES
 
 
 @dataclass
@@ -63,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "finished work and verifies it."
         ),
     )
-    parser.add_argument("dataset", choices=DATASET_CHOICES, help="which release")
+    parser.add_argument("dataset", choices=RELEASE_NAMES, help="which release")
     parser.add_argument(
         "--source",
         action="append",

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.device import resolve_device
     from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, with_tta
     from bicorseg.precision import resolve_precision
+    from bicorseg.spec import normalise
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -142,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
     scores = model if is_identity(tta) else with_tta(model, tta)
     if not is_identity(tta):
         print(f"test-time augmentation {tta_name(args.tta, specs)}: {describe_tta(tta)}", file=sys.stderr)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
 
     output = Path(args.output)
     with atomic_output(output) as temp:
@@ -155,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
                     array = read_image(path)
                     if array.shape != (3, LOVEDA_SIZE, LOVEDA_SIZE):
                         raise InputError(f"{path}: LoveDA test images are 3 x 1024 x 1024, got {array.shape}")
-                    batch.append((torch.from_numpy(np.asarray(array, np.float32)) - mean) / std)
+                    batch.append(
+                        normalise(torch.from_numpy(np.asarray(array, np.float32)), spec.mean, spec.std)
+                    )
                 with torch.inference_mode():
                     labels = scores(torch.stack(batch).to(device)).argmax(1).to(torch.uint8).cpu().numpy()
                 for path, label in zip(chunk, labels):

@@ -8,9 +8,10 @@ Entry points:
   the package: reach the module with ``importlib.import_module("bicorseg.data.prepare")``.
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
   ``{"image": float32 bands x H x W normalised, "mask": int64 H x W, "name": str, "path": str}``.
-* :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of the published recipes (docs/METHOD.md, section 6)
-  (mosaic included: the datasets give the transform access to their other samples); or, on
-  finished samples, :mod:`bicorseg.data.augment` (per-sample transform + :class:`MosaicDataset`).
+* :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of the published
+  recipes (docs/METHOD.md, section 6), mosaic included (the datasets give the transform access to
+  their other samples); on finished samples, :func:`wrap_train_dataset` (the mosaic as a
+  :class:`MosaicDataset`) and the same transform per sample dict.
 * :func:`folder_spec`: the spec of a folder dataset (classes from its table, normalisation).
 * :func:`read_image` / :func:`read_mask`: raw arrays from PNG, JPEG or GeoTIFF.
 """
@@ -29,7 +30,13 @@ from bicorseg.data.io import read_georeferenced, read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
 from bicorseg.data.prepare import PrepareResult, prepare
-from bicorseg.data.transforms import AugmentConfig, MosaicDataset, TrainTransform, build_train_transform
+from bicorseg.data.transforms import (
+    AugmentConfig,
+    MosaicDataset,
+    TrainTransform,
+    build_train_transform,
+    wrap_train_dataset,
+)
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 
@@ -79,4 +86,5 @@ __all__ = [
     "read_georeferenced",
     "read_image",
     "read_mask",
+    "wrap_train_dataset",
 ]

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from bicorseg.data.io import check_finite
 from bicorseg.errors import InputError
-from bicorseg.spec import DatasetSpec
+from bicorseg.spec import DatasetSpec, normalise
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 JointTransform = Callable[[torch.Tensor, torch.Tensor], Pair]
@@ -38,8 +38,6 @@ class SegmentationDataset(Dataset):
         if transform is not None and hasattr(transform, "for_spec"):
             transform = transform.for_spec(spec)
         self.transform = transform
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
-        self._std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
 
     # -- to implement ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -79,7 +77,7 @@ class SegmentationDataset(Dataset):
         return image_t, mask_t
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        return (image - self._mean) / self._std
+        return normalise(image, self.spec.mean, self.spec.std)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from bicorseg.data.labels import Colour, LabelTable
 from bicorseg.errors import ConfigError
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec, TTASpec
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, RELEASE_NAMES, DatasetSpec, TTASpec
 
 PROTOCOLS = ("clean", "paper")  # preparation protocols (see PaperPreparation)
 
@@ -406,7 +406,6 @@ LOVEDA_SPEC = DatasetSpec(
     paper_tta=LOVEDA_PAPER_TTA,
 )
 
-LOVEDA_PARTS = {"train": "Train", "val": "Val", "test": "Test"}
 LOVEDA_DOMAINS = ("Urban", "Rural")
 
 LOVEDA = Release(
@@ -427,7 +426,10 @@ LOVEDA = Release(
     archives=("Train.zip", "Val.zip", "Test.zip"),
 )
 
-DATASETS: dict[str, Release] = {"vaihingen": VAIHINGEN, "potsdam": POTSDAM, "loveda": LOVEDA}
+# Registered under the names every command offers (bicorseg.spec.RELEASE_NAMES, in that order).
+DATASETS: dict[str, Release] = {
+    name: release for name, release in zip(RELEASE_NAMES, (VAIHINGEN, POTSDAM, LOVEDA), strict=True)
+}
 
 
 def get_release(name: str) -> Release:

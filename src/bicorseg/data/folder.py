@@ -320,7 +320,6 @@ class FolderDataset(SegmentationDataset):
             )
         # without a table, masks are decoded as the spec's own masks were (e.g. a checkpoint's)
         self.labels = table.labels if table is not None else LabelTable.for_spec(spec)
-        self.stats_note = "given"
         if spec is None:
             assert table is not None
             spec = self._spec_from_table(table)
@@ -328,14 +327,11 @@ class FolderDataset(SegmentationDataset):
 
     def _spec_from_table(self, table: ClassTable) -> DatasetSpec:
         if table.bands is not None:
-            self.stats_note = f"from {table.source}"
             return table.spec(table.bands, table.mean or (), table.std or ())
         first = read_image(self.pairs[0][0])
         if first.shape[0] == 3 and first.dtype == np.uint8:
-            self.stats_note = "ImageNet statistics (8-bit RGB)"
             return table.spec(("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
         mean, std = band_statistics([p for p, _ in self.pairs])
-        self.stats_note = f"computed from {min(len(self.pairs), 32)} images"
         return table.spec(tuple(f"band{i + 1}" for i in range(len(mean))), mean, std)
 
     def __len__(self) -> int:

@@ -39,7 +39,9 @@ from bicorseg.atomic import atomic_output
 from bicorseg.errors import InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Files read as images: by predict and heatmaps in a folder, by the folder dataset (Pillow for PNG and
+# JPEG, GDAL for the others).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", ".bmp", ".webp")
 _PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
 # Opened by their Pillow plugin directly, after bicorseg's own pixel limit (raster_access), instead
 # of Pillow's global decompression-bomb limit (~179 Mpx), which real orthophotos exceed. That global
@@ -53,10 +55,6 @@ class Georeference:
 
     crs: Any
     transform: Any
-
-
-def _source_name(path: str | os.PathLike) -> str:
-    return str(path)
 
 
 def _check_exists(path: str | os.PathLike, data: bytes | None) -> None:

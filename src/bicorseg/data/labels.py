@@ -135,10 +135,17 @@ class LabelTable:
         return cls("value", codes, num_classes, ignore_index)
 
     @classmethod
-    def for_spec(cls, spec: DatasetSpec) -> LabelTable:
-        """The decoder of masks encoded as ``spec.label_encoding`` says (class indices by default)."""
+    def for_spec(cls, spec: DatasetSpec, *, colour_masks: bool = False) -> LabelTable:
+        """The decoder of masks encoded as ``spec.label_encoding`` says (class indices by default).
+
+        ``colour_masks``: the masks to decode are colour images although the spec's masks held
+        class indices (a colour label for an index-trained model): they are decoded by the class
+        colours (``spec.palette``).
+        """
         encoding = spec.label_encoding
         if encoding.kind == "index":
+            if colour_masks:
+                return cls.from_colours(spec.palette, ignore_index=spec.ignore_index)
             return cls.identity(spec.num_classes, spec.ignore_index)
         if encoding.kind == "values":
             return cls.from_value_list(encoding.classes, encoding.ignore, spec.ignore_index)
@@ -206,6 +213,18 @@ class LabelTable:
         )
 
 
+def nearest_indices(source: int, target: int) -> np.ndarray:
+    """The source pixel of each of ``target`` pixels when ``source`` pixels are resized nearest.
+
+    Pixel centres: ``floor((i + 0.5) * source / target)`` in float64, the positions of GDAL's
+    nearest-neighbour decimation; labels resized so are never mixed. torchvision's ``NEAREST_EXACT``
+    is meant to be the same rule but computes the scale in float32: it picks another pixel at
+    exact ties (e.g. 2 -> 41 pixels, target pixel 20), 99 of 6860 size pairs tried.
+    """
+    positions = ((np.arange(target, dtype=np.float64) + 0.5) * source / target).astype(np.int64)
+    return np.minimum(positions, source - 1)
+
+
 def _unique(pairs: Sequence[tuple[int | Colour, int]]) -> dict[int | Colour, int]:
     """Code -> index, refusing a code listed twice (a dict would silently keep the last one)."""
     codes: dict[int | Colour, int] = {}
@@ -216,12 +235,40 @@ def _unique(pairs: Sequence[tuple[int | Colour, int]]) -> dict[int | Colour, int
     return codes
 
 
+Palette = Sequence[Sequence[int]] | Mapping[int, Sequence[int]] | np.ndarray
+
+
+def colour_table(palette: Palette, default: Sequence[int] = (0, 0, 0), *, alpha: bool = False) -> np.ndarray:
+    """The lookup table of a palette: ``256 x 3`` uint8 (``256 x 4`` with ``alpha``).
+
+    Row ``i`` is the colour of class ``i`` (``palette`` lists one colour per class, or maps class
+    indices to colours), opaque with ``alpha``; every other row is ``default``, transparent with
+    ``alpha``. The one palette-to-colour table of bicorseg: colour maps, figures, GDAL colour tables.
+    """
+    colours = palette.items() if isinstance(palette, Mapping) else enumerate(palette)
+    table = np.zeros((256, 4 if alpha else 3), dtype=np.uint8)
+    table[:, :3] = default
+    for index, colour in colours:
+        table[int(index), :3] = colour
+        if alpha:
+            table[int(index), 3] = 255
+    return table
+
+
 def colourise(
-    mask: np.ndarray, colours: Mapping[int, Sequence[int]], default: Sequence[int] = (0, 0, 0)
+    mask: np.ndarray, palette: Palette, default: Sequence[int] = (0, 0, 0), *, alpha: bool = False
 ) -> np.ndarray:
-    """``H x W`` index mask -> ``3 x H x W`` uint8 colours (indices missing from ``colours`` get ``default``)."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:] = default
-    for index, colour in colours.items():
-        lut[int(index)] = colour
+    """``H x W`` index mask -> ``3 x H x W`` uint8 colours (``4 x H x W`` RGBA with ``alpha``).
+
+    Indices without a colour in ``palette`` get ``default`` (transparent with ``alpha``), see
+    :func:`colour_table`.
+    """
+    lut = colour_table(palette, default, alpha=alpha)
     return np.ascontiguousarray(lut[mask.astype(np.uint8, copy=False)].transpose(2, 0, 1))
+
+
+def gdal_colour_map(palette: Palette) -> dict[int, tuple[int, ...]]:
+    """The colour table of a class raster's band for rasterio's ``write_colormap``: class -> RGBA."""
+    table = colour_table(palette, alpha=True)
+    indices = list(palette) if isinstance(palette, Mapping) else range(len(palette))
+    return {int(i): tuple(int(v) for v in table[int(i)]) for i in indices}

@@ -76,10 +76,6 @@ class PreparedDataset(SegmentationDataset):
     def sample_path(self, index: int) -> str:
         return str(self.root / self.items[index]["image"])
 
-    @property
-    def has_masks(self) -> bool:
-        return all(item.get("mask") for item in self.items)
-
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         item = self.items[index]
         image = read_image(self.root / item["image"])

@@ -32,7 +32,7 @@ Two ways to use it, with the same result:
 * ``build_dataset(..., transform=build_train_transform(512))``: the dataset applies it to the raw
   sample before normalising, mosaic included.
 * on finished sample dicts (``transform(sample) -> sample``, image already normalised), with the
-  mosaic done by the dataset wrapper :class:`MosaicDataset` (see :mod:`bicorseg.data.augment`).
+  mosaic done by the dataset wrapper :class:`MosaicDataset` (:func:`wrap_train_dataset`).
   Padding then uses the normalised value of a raw 0, so both ways give the same pixels (bilinear
   resizing commutes with the per-band affine normalisation).
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -56,11 +56,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from bicorseg.data.labels import nearest_indices
 from bicorseg.errors import ConfigError
-from bicorseg.spec import DatasetSpec
+from bicorseg.spec import DatasetSpec, denormalise, normalise
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 Fill = float | Sequence[float]
+Statistics = tuple[Sequence[float], Sequence[float]]  # per-band mean and std, raw units
 ROTATE_DRAWS = ("clean", "paper")
 RESCALE_INTERPOLATIONS = ("bilinear", "bicubic")
 
@@ -117,37 +119,31 @@ class AugmentConfig:
         return self.rot90_p * (0.75 if self.rotate_draw == "paper" else 1.0)
 
 
-def build_train_transform(
-    crop_size: int,
-    scales: Sequence[float] = (0.75, 1.0, 1.25, 1.5),
-    max_class_ratio: float = 0.75,
-    crop_retries: int = 10,
-    rot90_p: float = 0.5,
-    flip_p: float = 0.5,
-    mosaic_p: float = 0.25,
-    ignore_index: int | None = None,
-    seed: int = 42,
-    hflip_p: float | None = None,
-    vflip_p: float | None = None,
-    rotate_draw: str = "clean",
-    rescale_interpolation: str = "bilinear",
-) -> TrainTransform:
-    """The training augmentation of the published recipes (see the module docstring)."""
-    return TrainTransform(
-        AugmentConfig(
-            crop_size=int(crop_size),
-            scales=tuple(float(s) for s in scales),
-            max_class_ratio=float(max_class_ratio),
-            crop_retries=int(crop_retries),
-            rot90_p=float(rot90_p),
-            hflip_p=float(flip_p if hflip_p is None else hflip_p),
-            vflip_p=float(flip_p if vflip_p is None else vflip_p),
-            mosaic_p=float(mosaic_p),
-            ignore_index=ignore_index,
-            seed=int(seed),
-            rotate_draw=str(rotate_draw),
-            rescale_interpolation=str(rescale_interpolation),
-        )
+def build_train_transform(crop_size: int, spec: DatasetSpec | None = None, **options: Any) -> TrainTransform:
+    """The training augmentation of the published recipes: ``AugmentConfig(crop_size, **options)``.
+
+    ``options`` are the other fields of :class:`AugmentConfig` (``flip_p`` sets both flip
+    probabilities); ``spec`` binds the transform to a dataset (its ignore index, and the
+    normalisation of finished samples), as a dataset given the transform does.
+    """
+    known = [f.name for f in fields(AugmentConfig) if f.name != "crop_size"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} (the options are {', '.join(known)})")
+    return TrainTransform(AugmentConfig(crop_size=int(crop_size), **options), spec)
+
+
+def wrap_train_dataset(dataset: Dataset, config: AugmentConfig, spec: DatasetSpec | None = None) -> Dataset:
+    """``dataset`` (of finished samples) with the mosaic of ``config``, seeded with the config's seed + 1.
+
+    The dataset itself when ``mosaic_p`` is 0. For pipelines that augment finished samples: the
+    mosaic first, then :class:`TrainTransform` on each sample dict.
+    """
+    if config.mosaic_p <= 0:
+        return dataset
+    # A seed distinct from the transform's, so mosaic choices and crops are not correlated.
+    return MosaicDataset(
+        dataset, config.mosaic_p, seed=config.seed + 1, ignore_index=config.ignore_index, spec=spec
     )
 
 
@@ -166,11 +162,11 @@ def _rand(generator: torch.Generator) -> float:
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an ``H x W`` label map (pixel centres; values are never mixed)."""
+    """Nearest-neighbour resize of an ``H x W`` label map (pixel centres, :func:`nearest_indices`)."""
     height, width = mask.shape[-2:]
-    rows = ((torch.arange(size[0], dtype=torch.float64) + 0.5) * height / size[0]).floor().long()
-    cols = ((torch.arange(size[1], dtype=torch.float64) + 0.5) * width / size[1]).floor().long()
-    return mask[..., rows.clamp_(max=height - 1), :][..., cols.clamp_(max=width - 1)]
+    rows = torch.from_numpy(nearest_indices(height, size[0])).to(mask.device)
+    cols = torch.from_numpy(nearest_indices(width, size[1])).to(mask.device)
+    return mask[..., rows, :][..., cols]
 
 
 def _pil_resize(plane: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
@@ -203,11 +199,11 @@ def rescale(
     mask: torch.Tensor,
     scale: float,
     interpolation: str = "bilinear",
-    normalisation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    normalisation: Statistics | None = None,
 ) -> Pair:
     """Resize image and mask by ``scale`` (see the module docstring, step 2, for ``interpolation``).
 
-    ``normalisation`` (per-band mean and std, ``bands x 1 x 1``) says the image is normalised: the
+    ``normalisation`` (per-band mean and std in raw units) says the image is normalised: the
     bicubic path then resizes the raw values it came from and normalises the result again.
     """
     if scale == 1.0:
@@ -219,10 +215,10 @@ def rescale(
     if interpolation != "bicubic":
         raise ConfigError(f"augmentation: unknown rescale interpolation {interpolation!r}")
     size = (max(1, int(image.shape[-2] * scale)), max(1, int(image.shape[-1] * scale)))
-    raw = image if normalisation is None else image * normalisation[1] + normalisation[0]
+    raw = image if normalisation is None else denormalise(image, *normalisation)
     resized = _bicubic_8bit(raw, size)
     if normalisation is not None:
-        resized = (resized - normalisation[0]) / normalisation[1]
+        resized = normalise(resized, *normalisation)
     labels = mask.detach().cpu().numpy()
     resized_mask = _pil_resize(labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.int32), size,
                                Image.Resampling.NEAREST)  # fmt: skip
@@ -344,19 +340,17 @@ def _process_rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
-def _normalisation(spec: DatasetSpec | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Per-band mean and std (``bands x 1 x 1``) of already normalised samples."""
-    if spec is None:
-        return None
-    shape = (-1, 1, 1)
-    return torch.tensor(spec.mean).view(shape), torch.tensor(spec.std).view(shape)
+def _normalisation(spec: DatasetSpec | None) -> Statistics | None:
+    """Per-band mean and std (raw units) of already normalised samples."""
+    return None if spec is None else (spec.mean, spec.std)
 
 
 def normalised_zero(spec: DatasetSpec | None) -> Fill:
     """The value a raw 0 takes after normalisation (padding of already normalised images)."""
     if spec is None:
         return 0.0
-    return [(0.0 - m) / s for m, s in zip(spec.mean, spec.std)]
+    zero = torch.zeros(spec.num_bands, 1, 1, dtype=torch.float64)  # float64: the exact per-band value
+    return normalise(zero, spec.mean, spec.std).flatten().tolist()
 
 
 class TrainTransform:
@@ -385,12 +379,6 @@ class TrainTransform:
         if self.spec is spec:
             return self
         return TrainTransform(self.config, spec)
-
-    def reseed(self, seed: int | None = None) -> None:
-        """Restart the random sequence (from ``seed``, default the configured one)."""
-        if seed is not None:
-            self.config = replace(self.config, seed=int(seed))
-        self._random = SeededGenerator(self.config.seed)
 
     def generator(self) -> torch.Generator:
         return self._random.get()

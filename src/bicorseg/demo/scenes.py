@@ -21,6 +21,7 @@ import rasterio
 from rasterio.transform import Affine
 
 from bicorseg.atomic import atomic_output
+from bicorseg.data.labels import colour_table, gdal_colour_map
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec
 
@@ -106,15 +107,13 @@ def write_scene_geotiff(
     with atomic_output(path) as temp, rasterio.open(temp, "w", **profile) as dataset:
         dataset.write(array)
         if palette is not None and bands == 1 and array.dtype == np.uint8:
-            dataset.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(palette)})
+            dataset.write_colormap(1, gdal_colour_map(palette))
     return path
 
 
 def colorize(mask: np.ndarray, palette: tuple[tuple[int, int, int], ...] = DEMO_SPEC.palette) -> np.ndarray:
     """An ``H x W x 3`` uint8 colour image of a label map (values outside the palette are black)."""
-    table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return table[mask]
+    return colour_table(palette)[mask]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,9 +25,8 @@ from bicorseg import typedconfig
 from bicorseg.errors import ConfigError
 from bicorseg.losses.config import LossConfig
 from bicorseg.models.config import ModelConfig
-from bicorseg.spec import DatasetSpec
+from bicorseg.spec import DATASET_KINDS, DatasetSpec
 
-DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
 PRECISIONS = ("32-true", "32", "bf16-mixed")
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
@@ -488,7 +487,7 @@ def load_config(
 def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None) -> DatasetSpec:
     """The facts of the configured dataset (the synthetic set takes its class count from the model)."""
     if data_cfg.dataset == "synthetic":
-        from bicorseg.training.synthetic import synthetic_spec
+        from bicorseg.data.synthetic import synthetic_spec
 
         model_data = model_data or {}
         classes = model_data.get("num_classes") or 4

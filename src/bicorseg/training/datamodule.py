@@ -1,7 +1,7 @@
 """The Lightning data module: training and validation loaders built from a :class:`DataConfig`.
 
 Datasets come from :mod:`bicorseg.data` (prepared Vaihingen, Potsdam, LoveDA roots and folder
-datasets), or from :class:`SyntheticSegmentation`, a deterministic procedural set for tests and smoke
+datasets), or from :class:`bicorseg.data.synthetic.SyntheticSegmentation`, a deterministic procedural set for tests and smoke
 runs. Under data-parallel training Lightning gives every process its own shard of the samples.
 """
 
@@ -15,20 +15,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from bicorseg.data.base import SampleSelection
+from bicorseg.data.synthetic import SyntheticSegmentation
 from bicorseg.errors import BicorsegError, ConfigError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import DataConfig
-from bicorseg.training.synthetic import SyntheticSegmentation, synthetic_spec
 
 __all__ = [
     "SegmentationDataModule",
-    "SyntheticSegmentation",
     "build_split",
     "held_out",
     "match_samples",
     "select_samples",
     "split_samples",
-    "synthetic_spec",
     "training_transform",
 ]
 
@@ -166,9 +164,7 @@ def training_transform(config: DataConfig, seed: int) -> Any:
         options = {} if config.augment is True else dict(config.augment)
     options.setdefault("seed", seed)
     try:
-        return build_train_transform(crop_size=config.crop_size, **options)
-    except TypeError as error:
-        raise ConfigError(f"data.augment: {error}") from None
+        return build_train_transform(config.crop_size, **options)
     except BicorsegError as error:
         raise ConfigError(f"data.augment: {error}") from None
 

@@ -25,12 +25,12 @@ from torch import nn
 
 from bicorseg.checkpoint import Tiling, metadata
 from bicorseg.errors import BicorsegError
+from bicorseg.evaluation import data_protocol
 from bicorseg.losses import BiCoRSegLoss
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, write_report_json
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig
-from bicorseg.training.evaluation import data_protocol
 from bicorseg.training.lookahead import Lookahead
 
 
@@ -40,11 +40,6 @@ class NonFiniteError(BicorsegError):
 
 def _metric_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "class"
-
-
-def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    norms = torch._foreach_norm(tensors) if hasattr(torch, "_foreach_norm") else [t.norm() for t in tensors]
-    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
 
 
 class BiCoRSegModule(L.LightningModule):
@@ -110,7 +105,7 @@ class BiCoRSegModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         params = [p for p in self.model.parameters() if p.grad is not None]
         if not self._skip_this_step and params:
-            norm = _total_norm([p.grad for p in params])
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             if not bool(torch.isfinite(norm).item()):  # gradients are already reduced across processes
                 self._non_finite("gradient", self._batch_idx)
         if self._skip_this_step:

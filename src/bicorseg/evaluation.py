@@ -21,9 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
-from bicorseg.spec import DatasetSpec
-
-DATASET_KINDS = ("vaihingen", "potsdam", "loveda", "folder", "synthetic")
+from bicorseg.spec import DATASET_KINDS, DatasetSpec
 
 
 def check_spec_matches(
@@ -48,7 +46,7 @@ def evaluation_dataset(
     if kind not in DATASET_KINDS:
         raise ConfigError(f"must be one of {', '.join(DATASET_KINDS)}, got {kind!r}", key="dataset")
     if kind == "synthetic":
-        from bicorseg.training.synthetic import SyntheticSegmentation, synthetic_spec
+        from bicorseg.data.synthetic import SyntheticSegmentation, synthetic_spec
 
         size, count = int(options.pop("size", 64)), int(options.pop("count", 8))
         if spec is None:
