@@ -31,7 +31,7 @@ from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
 from bicorseg.data.io import read_mask
-from bicorseg.data.labels import LabelTable
+from bicorseg.data.labels import LabelTable, colour_table, nearest_indices
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import DEFAULT_BLOCK, SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
@@ -248,12 +248,15 @@ def read_label(
     path = Path(path)
     if labels is None:
         spec = info.dataset
-        labels = LabelTable.for_spec(spec) if spec is not None else LabelTable.identity(info.num_classes, 255)
-        if labels.kind == "value" and spec is not None and spec.label_encoding.kind == "index":
+        colour = False
+        if spec is not None and spec.label_encoding.kind == "index":
             with open_raster(path) as src:
-                colour = src.count in (3, 4)
-            if colour:  # an index-trained checkpoint and a colour label: its palette is the code
-                labels = LabelTable.from_colours(spec.palette, ignore_index=spec.ignore_index)
+                colour = src.count in (3, 4)  # a colour label for an index-trained checkpoint
+        labels = (
+            LabelTable.for_spec(spec, colour_masks=colour)
+            if spec is not None
+            else LabelTable.identity(info.num_classes, 255)
+        )
     raw = read_mask(path, mode="colour" if labels.kind == "colour" else "index")
     height, width = raw.shape[-2:]
     if (height, width) != tuple(input_shape):
@@ -261,8 +264,7 @@ def read_label(
             f"label {path} is {width} x {height} px but the input is {input_shape[1]} x {input_shape[0]}"
         )
     # the sample positions of GDAL's nearest-neighbour decimation, as the image panel is read
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
+    rows, cols = nearest_indices(height, shape[0]), nearest_indices(width, shape[1])
     return labels.encode(raw[..., rows[:, None], cols[None, :]], path)[0]
 
 
@@ -287,8 +289,7 @@ def draw_figure(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    table = np.ones((256, 3), np.float32)
-    table[: info.num_classes] = info.palette / 255.0
+    table = (colour_table(info.palette, (255, 255, 255)) / 255.0).astype(np.float32)
     panels = [("image", image)]
     if truth is not None:
         panels.append(("ground truth", table[truth]))
