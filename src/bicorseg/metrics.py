@@ -1,8 +1,9 @@
 """Segmentation metrics by the published convention (docs/METHOD.md, section 8): one confusion matrix, scores, reports.
 
-* :class:`ConfusionMatrix` is a torchmetrics ``Metric`` that accumulates one ``N x N`` matrix over a
-  whole evaluation set (rows: ground truth, columns: prediction), skipping ignored labels. Its state
-  is summed across processes, so data-parallel evaluation gives the single-process matrix.
+* :class:`ConfusionMatrix` is torchmetrics' ``MulticlassConfusionMatrix`` with bicorseg's input
+  checks: it accumulates one ``N x N`` matrix over a whole evaluation set (rows: ground truth,
+  columns: prediction), skipping ignored labels. Its state is summed across processes, so
+  data-parallel evaluation gives the single-process matrix.
 * :func:`scores_from_confusion` turns a matrix into per-class IoU, precision, recall and F1, their
   means over the dataset's evaluation classes, and the overall accuracy over all classes.
 * :class:`EvaluationReport` pairs the scores with the convention they were computed under (classes
@@ -25,33 +26,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchmetrics import Metric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from bicorseg.atomic import write_text_atomic
 from bicorseg.errors import ConfigError, InputError
 
 
-class ConfusionMatrix(Metric):
+class ConfusionMatrix(MulticlassConfusionMatrix):
     """An ``N x N`` confusion matrix (rows ground truth, columns prediction), summed across processes.
 
-    ``update(preds, target)`` takes predictions as scores ``B x N x H x W`` (logits or probabilities;
-    the arg-max is taken) or as class indices ``B x H x W``, and labels ``B x H x W``. Pixels whose
-    label is ``ignore_index`` are skipped; any other label outside ``0..N-1`` is an error.
+    torchmetrics' ``MulticlassConfusionMatrix`` (its ``confmat`` state is summed across processes)
+    with bicorseg's input checks: ``update(preds, target)`` takes predictions as scores
+    ``B x N x H x W`` (logits or probabilities; the arg-max is taken) or as class indices
+    ``B x H x W``, and labels ``B x H x W``. Pixels whose label is ``ignore_index`` are skipped; any
+    other label outside ``0..N-1`` is an error naming the value.
     """
 
-    is_differentiable = False
-    higher_is_better = None
-    full_state_update = False
-
     def __init__(self, num_classes: int, ignore_index: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         if num_classes < 2:
             raise ConfigError(f"at least 2 classes are needed, got {num_classes}", key="num_classes")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.add_state(
-            "confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
-        )
+        super().__init__(num_classes, ignore_index=ignore_index, validate_args=False, **kwargs)
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         preds = preds.detach()
@@ -85,8 +79,7 @@ class ConfusionMatrix(Metric):
             )
         if int(preds.min()) < 0 or int(preds.max()) >= self.num_classes:
             raise InputError(f"predicted class outside 0..{self.num_classes - 1}")
-        counts = torch.bincount(target * self.num_classes + preds, minlength=self.num_classes**2)
-        self.confmat += counts.reshape(self.num_classes, self.num_classes)
+        super().update(preds, target)
 
     def compute(self) -> torch.Tensor:
         return self.confmat.clone()
