@@ -73,7 +73,7 @@ def rescale_difference(path: Path, scale: float) -> dict[str, float]:
 
 
 def zoom_fire_rate(data: Path, draws: int) -> float:
-    from bicorseg.data.prepare import _zoom_variants
+    from bicorseg.data.release.cutting import zoom_variants
 
     folder = data / "isprs" / "vaihingen"
     name = next((folder / "img_dir").glob("*.png")).name
@@ -82,7 +82,7 @@ def zoom_fire_rate(data: Path, draws: int) -> float:
     mask = np.where(raw == 0, 6, raw - 1).astype(np.uint8)
     zoom = VAIHINGEN.paper.zoom
     assert zoom is not None
-    fired = sum(_zoom_variants(f"draw{i}", image, mask, None, zoom) is not None for i in range(draws))
+    fired = sum(zoom_variants(f"draw{i}", image, mask, None, zoom) is not None for i in range(draws))
     return fired / draws
 
 

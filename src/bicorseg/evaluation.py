@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from bicorseg.data.release.records import Manifest
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
@@ -72,9 +73,10 @@ def evaluation_dataset(
 def _label_variant(dataset: Dataset, split: str) -> str | None:
     """The labels a prepared split was cut against (e.g. ``eroded``), from its manifest."""
     manifest = getattr(dataset, "manifest", None)
-    if not isinstance(manifest, dict):
+    if not isinstance(manifest, Manifest):
         return None
-    variants = [manifest.get("splits", {}).get(name, {}).get("label_variant") for name in split.split("+")]
+    splits = [manifest.splits.get(name) for name in split.split("+")]
+    variants = [None if s is None else s.label_variant for s in splits]
     if any(v is None for v in variants):
         raise InputError(f"split {split!r} has no labels to score (a test split scored online?)")
     return "+".join(dict.fromkeys(variants))
@@ -85,10 +87,9 @@ def data_protocol(dataset: Dataset | None) -> str:
     while isinstance(dataset, torch.utils.data.Subset):
         dataset = dataset.dataset
     manifest = getattr(dataset, "manifest", None)
-    if not isinstance(manifest, dict):
+    if not isinstance(manifest, Manifest):
         return ""
-    protocol = str(manifest.get("protocol", "clean"))
-    notes = manifest.get("protocol_notes") or []
+    protocol, notes = manifest.protocol, manifest.protocol_notes
     return f"{protocol} ({'; '.join(notes)})" if protocol == "paper" and notes else protocol
 
 

@@ -100,8 +100,10 @@ def test_path_patterns_find_release_files_anywhere():
 def test_no_code_path_switches_on_a_dataset_name():
     # Dataset facts live in datasets.py; the code that uses them never matches a dataset's name.
     package = Path(data.__file__).parent
+    release = sorted(p.relative_to(package).as_posix() for p in (package / "release").glob("*.py"))
+    assert "release/run.py" in release and len(release) >= 7  # the package of the prepare steps
     for name in (
-        "prepare.py",
+        *release,
         "patches.py",
         "folder.py",
         "base.py",

@@ -12,7 +12,7 @@ from data_helpers import load_generator
 
 from bicorseg.data import FolderDataset, build_dataset, get_spec
 from bicorseg.data.io import read_image, read_mask, sha256_file
-from bicorseg.data.prepare import prepare
+from bicorseg.data.release import prepare
 from bicorseg.errors import InputError
 from conftest import shared_path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -19,13 +18,14 @@ from bicorseg.cli.main import main as cli_main
 from bicorseg.data import build_dataset, build_train_transform, get_spec
 from bicorseg.data.datasets import ISPRS_LABELS
 from bicorseg.data.io import read_image, read_mask, sha256_file
-from bicorseg.data.prepare import prepare
+from bicorseg.data.release import PrepareResult, prepare
+from bicorseg.data.release import run as release_run
+from bicorseg.data.release.journal import WORK_DIR
+from bicorseg.data.release.manifest import read_manifest
 from bicorseg.errors import ConfigError, InputError
 from conftest import shared_path
 
 gen = load_generator()
-# The package exports the function `prepare`, which hides the submodule of that name.
-prepare_module = importlib.import_module("bicorseg.data.prepare")
 SMALL = (300, 360)  # fixture tile size of the quick tests, cut into PATCH px patches
 PATCH = 256
 PADDED = 512  # SMALL padded to a multiple of PATCH
@@ -38,7 +38,7 @@ def vaihingen_release(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vaihingen_prepared(vaihingen_release, tmp_path_factory) -> tuple[Path, prepare_module.PrepareResult]:
+def vaihingen_prepared(vaihingen_release, tmp_path_factory) -> tuple[Path, PrepareResult]:
     out = tmp_path_factory.mktemp("vaihingen_prepared")
     return out, prepare("vaihingen", vaihingen_release, out, patch_size=PATCH)
 
@@ -181,7 +181,7 @@ def test_interrupted_run_leaves_no_partial_output_and_resumes(tmp_path, monkeypa
     release = _tiny_vaihingen(tmp_path)
     out = tmp_path / "out"
     calls = []
-    real = prepare_module.process_item
+    real = release_run.process_item
 
     def interrupted(*args, **kwargs):
         if len(calls) == 3:
@@ -189,15 +189,15 @@ def test_interrupted_run_leaves_no_partial_output_and_resumes(tmp_path, monkeypa
         calls.append(args[0].name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_module, "process_item", interrupted)
+    monkeypatch.setattr(release_run, "process_item", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare("vaihingen", release, out, patch_size=64)
     assert not (out / "manifest.json").exists()
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
-    monkeypatch.setattr(prepare_module, "process_item", real)
+    monkeypatch.setattr(release_run, "process_item", real)
     result = prepare("vaihingen", release, out, patch_size=64)
     assert result.splits["train"].reused == 3
-    assert not (out / prepare_module.WORK_DIR).exists()
+    assert not (out / WORK_DIR).exists()
 
 
 def test_missing_tiles_are_listed(tmp_path):
@@ -313,7 +313,7 @@ def test_potsdam_nested_archives_irrg_and_excluded_tile(tmp_path):
     assert result.splits["train"].patches == 22 * expected_patches(*TINY, 64, 64, 3)
     source = manifest["splits"]["train"]["tiles"]["top_potsdam_6_7"]["source"]["image"]
     assert source == "3_Ortho_IRRG/top_potsdam_6_7_IRRG.tif"  # the IRRG member of the inner zip
-    assert not (out / prepare_module.WORK_DIR).exists()  # the unpacked inner archives are gone
+    assert not (out / WORK_DIR).exists()  # the unpacked inner archives are gone
 
 
 # ---------------------------------------------------------------------------- the real protocol sizes
@@ -372,3 +372,43 @@ def test_prepared_dataset_over_isprs_patches(vaihingen_prepared, tmp_path):
         build_dataset("vaihingen", out, "val", spec=get_spec("loveda"))
     with pytest.raises(ConfigError, match="unknown dataset kind 'isaid'"):
         build_dataset("isaid", out, "val")
+
+
+def test_a_manifest_written_before_the_paper_protocol_still_reads_and_is_reused(tmp_path):
+    # Manifests of bicorseg before the paper protocol had no "protocol" and no "protocol_notes".
+    release = _tiny_vaihingen(tmp_path)
+    out = tmp_path / "out"
+    prepare("vaihingen", release, out, patch_size=64, splits=["val", "test"])
+    old = _manifest(out)
+    del old["protocol"], old["protocol_notes"]
+    (out / "manifest.json").write_text(json.dumps(old, indent=1))
+    manifest = read_manifest(out)
+    assert manifest.protocol == "clean" and manifest.protocol_notes == []
+    test = manifest.splits["test"]
+    assert test.count == len(old["splits"]["test"]["items"]) == 17 * expected_patches(*TINY, 64, 64, copies=1)
+    first = test.items[0]
+    assert (first.image, first.mask, first.source_name) == (
+        old["splits"]["test"]["items"][0]["image"],
+        old["splits"]["test"]["items"][0]["mask"],
+        old["splits"]["test"]["items"][0]["source_name"],
+    )
+    assert test.tiles[first.source_name].entries[0].name == first.name
+    assert len(build_dataset("vaihingen", out, "val+test")) == 18 * expected_patches(*TINY, 64, 64, copies=1)
+    again = prepare("vaihingen", release, out, patch_size=64, splits=["val", "test"])
+    assert again.splits["test"].reused == 17 and again.splits["val"].reused == 1  # nothing redone
+    assert _manifest(out) == {**old, "protocol": "clean", "protocol_notes": []}  # the same records
+
+
+def test_a_malformed_manifest_is_one_line_naming_the_file_and_the_key(tmp_path):
+    release = _tiny_vaihingen(tmp_path)
+    out = tmp_path / "out"
+    prepare("vaihingen", release, out, patch_size=64, splits=["val"])
+    broken = _manifest(out)
+    broken["splits"]["val"]["items"][0]["height"] = "64"
+    (out / "manifest.json").write_text(json.dumps(broken))
+    with pytest.raises(InputError, match=r"manifest.json: malformed manifest: split 'val': 'height' is str"):
+        build_dataset("vaihingen", out, "val")
+    del broken["splits"]["val"]["items"][0]["image"]
+    (out / "manifest.json").write_text(json.dumps(broken))
+    with pytest.raises(InputError, match=r"malformed manifest: split 'val': no 'image'"):
+        prepare("vaihingen", release, out, patch_size=64, splits=["val"])

@@ -13,7 +13,7 @@ from data_helpers import SPEC_POTSDAM, SPEC_VAIHINGEN, load_generator, spec_tile
 from bicorseg.cli.main import main as cli_main
 from bicorseg.data.datasets import ISPRS_LABELS, VAIHINGEN, ZoomStep
 from bicorseg.data.io import read_mask
-from bicorseg.data.prepare import prepare
+from bicorseg.data.release import prepare
 from bicorseg.errors import ConfigError
 from conftest import shared_path
 

@@ -134,7 +134,7 @@ def resolve(args: argparse.Namespace) -> PrepareOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.data.prepare import prepare
+    from bicorseg.data.release import prepare
 
     options = resolve(args)
     if args.print_config:

@@ -3,9 +3,8 @@
 Entry points:
 
 * :func:`get_spec` / :data:`DATASETS`: the declared datasets (Vaihingen, Potsdam, LoveDA).
-* :func:`prepare`: turn an official release into patches and a manifest
-  (``bicorseg prepare``). The function hides the submodule of the same name as an attribute of
-  the package: reach the module with ``importlib.import_module("bicorseg.data.prepare")``.
+* :func:`prepare`: turn an official release into patches and a manifest (``bicorseg prepare``;
+  the steps are the package :mod:`bicorseg.data.release`).
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
   ``{"image": float32 bands x H x W normalised, "mask": int64 H x W, "name": str, "path": str}``.
 * :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of the published
@@ -29,7 +28,7 @@ from bicorseg.data.folder import ClassTable, FolderDataset, folder_spec
 from bicorseg.data.io import read_georeferenced, read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
-from bicorseg.data.prepare import PrepareResult, prepare
+from bicorseg.data.release import PrepareResult, prepare
 from bicorseg.data.transforms import (
     AugmentConfig,
     MosaicDataset,

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bicorseg.data.io import check_finite
+from bicorseg.data.release.records import Manifest
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec, normalise
 
@@ -136,6 +137,6 @@ class SampleSelection(SegmentationDataset):
         return dataset.sample_path(position)
 
     @property
-    def manifest(self) -> Any:
+    def manifest(self) -> Manifest | None:
         """The first dataset's manifest, for prepared data (None otherwise)."""
         return getattr(self.datasets[0], "manifest", None)

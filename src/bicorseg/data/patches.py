@@ -14,7 +14,8 @@ import numpy as np
 
 from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.io import read_image, read_mask
-from bicorseg.data.manifest import read_manifest
+from bicorseg.data.release.manifest import read_manifest
+from bicorseg.data.release.records import PatchRecord
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec
 
@@ -36,10 +37,10 @@ class PreparedDataset(SegmentationDataset):
     ) -> None:
         self.root = Path(root).expanduser()
         manifest = read_manifest(self.root)
-        if dataset is not None and manifest.get("dataset") != dataset:
-            raise InputError(f"{self.root}: holds prepared {manifest.get('dataset')} data, not {dataset}")
+        if dataset is not None and manifest.dataset != dataset:
+            raise InputError(f"{self.root}: holds prepared {manifest.dataset} data, not {dataset}")
         try:
-            stored = DatasetSpec.from_dict(manifest["spec"])
+            stored = DatasetSpec.from_dict(manifest.spec)
         except (ConfigError, KeyError, TypeError) as error:
             raise InputError(f"{self.root}: the manifest's dataset facts are invalid ({error})") from None
         if spec is None:
@@ -57,13 +58,13 @@ class PreparedDataset(SegmentationDataset):
         super().__init__(spec, transform)
         self.manifest = manifest
         self.split = split
-        self.items: list[dict[str, Any]] = []
+        self.items: list[PatchRecord] = []
         for name in split.split("+"):
-            if name not in manifest["splits"]:
+            if name not in manifest.splits:
                 raise ConfigError(
-                    f"{self.root}: no split {name!r} prepared (have {', '.join(manifest['splits']) or 'none'})"
+                    f"{self.root}: no split {name!r} prepared (have {', '.join(manifest.splits) or 'none'})"
                 )
-            self.items.extend(manifest["splits"][name]["items"])
+            self.items.extend(manifest.splits[name].items)
         if not self.items:
             raise InputError(f"{self.root}: split {split!r} has no samples")
 
@@ -71,13 +72,13 @@ class PreparedDataset(SegmentationDataset):
         return len(self.items)
 
     def sample_name(self, index: int) -> str:
-        return str(self.items[index]["name"])
+        return self.items[index].name
 
     def sample_path(self, index: int) -> str:
-        return str(self.root / self.items[index]["image"])
+        return str(self.root / self.items[index].image)
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         item = self.items[index]
-        image = read_image(self.root / item["image"])
-        mask = read_mask(self.root / item["mask"]) if item.get("mask") else None
+        image = read_image(self.root / item.image)
+        mask = read_mask(self.root / item.mask) if item.mask else None
         return image, mask

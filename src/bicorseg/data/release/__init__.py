@@ -1,0 +1,65 @@
+"""Turn an official dataset release into training data: check it, convert labels, cut patches, write a manifest.
+
+:func:`prepare` reads a release (unpacked folders and/or the official zip archives, see
+:mod:`bicorseg.data.sources`) as declared in :mod:`bicorseg.data.datasets`, and writes::
+
+    DIR/manifest.json                 everything below, with sizes, checksums and class pixel counts
+    DIR/{split}/images/{name}.tif     image patches in their native dtype (GeoTIFF sources: GeoTIFF,
+                                      georeferenced like the source; PNG/JPEG sources: PNG; whole
+                                      images that need no cutting are copied byte for byte)
+    DIR/{split}/masks/{name}.png      uint8 index masks: 0..N-1 classes, ``spec.ignore_index`` ignored
+
+Patch names are ``{tile name}[_{hflip|vflip}][_{y}_{x}]`` (``y, x``: the patch's top-left pixel in
+the padded, possibly flipped tile), e.g. ``top_mosaic_09cm_area1_hflip_512_0``. Splits without
+labels (LoveDA test) have no masks. Tiles are padded at the bottom and right to a multiple of the
+patch size (image 0).
+
+Two protocols (``protocol``, recorded in the manifest):
+
+* ``clean`` (the default): padding is labelled ignore, so it never counts as a class; flipped
+  copies are flips of the padded tile.
+* ``paper``: what the original code did (the release's :class:`~bicorseg.data.datasets.PaperPreparation`).
+  ISPRS: padding is labelled impervious surface (class 0) in every split, so it is trained and
+  scored as that class; flipped copies are flips of the unpadded tile, padded afterwards; Vaihingen
+  training patches go through the car zoom (:class:`~bicorseg.data.datasets.ZoomStep`): names
+  ``{patch}_zoom``, ``_zoom_vflip``, ``_zoom_hflip``, ``_zoom_rot{0|90|180|270}`` replace ``{patch}``.
+  LoveDA: the same files as ``clean``.
+
+Every file is written to a temporary name and renamed; each finished tile is recorded in
+``DIR/.bicorseg-prepare/`` and the manifest is written last. A rerun verifies what is there
+(files present, checksums equal, sources unchanged), redoes only what is missing or broken, and
+removes outputs of a previous run that the new one no longer lists.
+
+The modules, one step each:
+
+* :mod:`.planning`: which source files make which samples of which split (:func:`plan`, :class:`Item`).
+* :mod:`.cutting`: one tile read, its label converted, its samples written (:func:`process_item`).
+* :mod:`.journal`: finished tiles recorded and reused by a rerun; stale outputs removed.
+* :mod:`.records`: the typed records of the manifest and journal (:class:`Manifest`,
+  :class:`SplitRecord`, :class:`TileRecord`, :class:`PatchRecord`).
+* :mod:`.manifest`: ``manifest.json`` read (checked, old versions too) and written atomically.
+* :mod:`.report`: what a run did, for people (:class:`PrepareResult`), and the progress bar.
+* :mod:`.run`: :func:`prepare`, the steps in order.
+"""
+
+from __future__ import annotations
+
+from bicorseg.data.release.manifest import MANIFEST, manifest_path, read_manifest, write_manifest
+from bicorseg.data.release.records import Manifest, PatchRecord, SplitRecord, TileRecord
+from bicorseg.data.release.report import PrepareResult, SplitSummary
+from bicorseg.data.release.run import MIN_PATCH_SIZE, prepare
+
+__all__ = [
+    "MANIFEST",
+    "MIN_PATCH_SIZE",
+    "Manifest",
+    "PatchRecord",
+    "PrepareResult",
+    "SplitRecord",
+    "SplitSummary",
+    "TileRecord",
+    "manifest_path",
+    "prepare",
+    "read_manifest",
+    "write_manifest",
+]

@@ -1,0 +1,255 @@
+"""Cutting: one tile of a release read, its label converted, its samples written as the protocol says.
+
+:func:`process_item` reads one :class:`~bicorseg.data.release.planning.Item`, converts its label
+with the release's label table, pads, flips and cuts it into patches (or copies a whole image byte
+for byte), writes every file atomically and returns the :class:`TileRecord` of what it wrote. The
+paper protocol's car zoom (:class:`~bicorseg.data.datasets.ZoomStep`) is :func:`zoom_variants`.
+Patches keep the georeference of their tile (flipped and shifted with them).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from affine import Affine
+
+from bicorseg.data.datasets import BandVariant, Release, SplitRule, ZoomStep
+from bicorseg.data.io import (
+    Georeference,
+    check_finite,
+    copy_bytes,
+    read_georeferenced,
+    read_mask,
+    sha256_file,
+    write_png,
+    write_tiff,
+)
+from bicorseg.data.release.planning import Item
+from bicorseg.data.release.records import PatchRecord, TileRecord, ZoomRecord
+from bicorseg.errors import InputError
+
+Unknown = Literal["error", "ignore"]
+Variant = tuple[str, np.ndarray, np.ndarray, Georeference | None, ZoomRecord]
+
+
+def _window_georef(
+    georef: Georeference | None, copy: str, extent: tuple[int, int], y: int, x: int
+) -> Georeference | None:
+    """The georeference of the window at (y, x) of a copy flipped over ``extent`` (height, width)."""
+    if georef is None:
+        return None
+    transform = georef.transform
+    height, width = extent
+    # A flipped copy is still a correct map of the ground: its transform is flipped too.
+    if copy == "hflip":
+        transform = _compose(transform, Affine(-1, 0, width, 0, 1, 0))
+    elif copy == "vflip":
+        transform = _compose(transform, Affine(1, 0, 0, 0, -1, height))
+    return Georeference(georef.crs, _compose(transform, Affine.translation(x, y)))
+
+
+def _pad(array: np.ndarray, shape: tuple[int, int], value: int) -> np.ndarray:
+    """``array`` (``... x H x W``) padded at the bottom and right to ``shape`` with ``value``."""
+    extra = [(0, 0)] * (array.ndim - 2) + [(0, shape[0] - array.shape[-2]), (0, shape[1] - array.shape[-1])]
+    return np.pad(array, extra, constant_values=value)
+
+
+def _zoom_resize(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image (bilinear, pixel centres) and mask (nearest, ``floor(i * c / side)``) resized to ``side``,
+    as OpenCV's ``INTER_LINEAR`` and ``INTER_NEAREST`` (which albumentations uses) resize them."""
+    import torch
+    import torch.nn.functional as F
+
+    source = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))[None]
+    resized = F.interpolate(source, size=(side, side), mode="bilinear", align_corners=False)[0].numpy()
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        resized = np.clip(np.rint(resized), info.min, info.max)
+    rows = np.arange(side) * mask.shape[0] // side
+    cols = np.arange(side) * mask.shape[1] // side
+    return resized.astype(image.dtype), mask[rows][:, cols]
+
+
+_ROT90 = Affine(0, -1, 1, 1, 0, 0)  # one counter-clockwise quarter turn of a unit square (np.rot90)
+
+
+def zoom_variants(
+    name: str, image: np.ndarray, mask: np.ndarray, georef: Georeference | None, zoom: ZoomStep
+) -> list[Variant] | None:
+    """The car zoom of one patch (see :class:`ZoomStep`): its four variants, or None to keep the patch."""
+    side = mask.shape[-1]
+    rng = np.random.default_rng([zoom.seed, zlib.crc32(name.encode("utf-8"))])
+    low, high = zoom.side_range(side)
+    crop = int(rng.integers(low, high + 1))
+    y0, x0 = (int(v) for v in rng.integers(0, side - crop + 1, size=2))
+    crop_image, crop_mask = _zoom_resize(
+        image[:, y0 : y0 + crop, x0 : x0 + crop], mask[y0 : y0 + crop, x0 : x0 + crop], side
+    )
+    if np.count_nonzero(crop_mask == zoom.class_index) <= zoom.min_share * crop_mask.size:
+        return None
+    turns = int(rng.integers(0, 4))
+    base = None
+    if georef is not None:
+        base = _compose(georef.transform, _compose(Affine.translation(x0, y0), Affine.scale(crop / side)))
+    turn = Affine.identity()
+    for _ in range(turns):
+        turn = _compose(turn, _compose(Affine.scale(side), _compose(_ROT90, Affine.scale(1 / side))))
+    variants = [
+        ("zoom", crop_image, crop_mask, Affine.identity()),
+        ("zoom_vflip", crop_image[:, ::-1], crop_mask[::-1], Affine(1, 0, 0, 0, -1, side)),
+        ("zoom_hflip", crop_image[:, :, ::-1], crop_mask[:, ::-1], Affine(-1, 0, side, 0, 1, 0)),
+        (
+            f"zoom_rot{90 * turns}",
+            np.rot90(crop_image, turns, axes=(-2, -1)),
+            np.rot90(crop_mask, turns),
+            turn,
+        ),
+    ]
+    out: list[Variant] = []
+    for suffix, img, msk, pixel_map in variants:
+        ref = None if base is None or georef is None else Georeference(georef.crs, _compose(base, pixel_map))
+        info = ZoomRecord([y0, x0, crop], suffix, turns if "rot" in suffix else 0)
+        out.append((f"{name}_{suffix}", np.ascontiguousarray(img), np.ascontiguousarray(msk), ref, info))
+    return out
+
+
+def _compose(first: Affine, second: Affine) -> Affine:
+    """``first`` after ``second`` (affine >= 2.4 spells it ``@``; older versions only ``*``)."""
+    try:
+        return first @ second
+    except TypeError:  # pragma: no cover - affine < 2.4
+        return first * second
+
+
+def _counts(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[list[int], int]:
+    counts = np.bincount(mask.ravel(), minlength=256)
+    return counts[:num_classes].tolist(), int(counts[ignore_index])
+
+
+def _entry(
+    out: Path, rel_image: str, rel_mask: str | None, name: str, tile: str, copy: str,
+    window: list[int] | None, shape: tuple[int, int], mask: np.ndarray | None, release: Release,
+    zoom: ZoomRecord | None = None,
+) -> PatchRecord:  # fmt: skip
+    pixels: list[int] | None = None
+    ignored: int | None = None
+    if mask is not None:
+        pixels, ignored = _counts(mask, release.spec.num_classes, release.spec.ignore_index)
+    return PatchRecord(
+        name=name,
+        image=rel_image,
+        mask=rel_mask,
+        height=shape[0],
+        width=shape[1],
+        tile=tile,
+        copy=copy,
+        window=window,
+        image_sha256=sha256_file(out / rel_image),
+        mask_sha256=sha256_file(out / rel_mask) if rel_mask else None,
+        zoom=zoom,
+        pixels=pixels,
+        ignored=ignored,
+    )
+
+
+def process_item(
+    item: Item, rule: SplitRule, release: Release, variant: BandVariant, out: Path, unknown: Unknown = "error",
+    protocol: str = "clean",
+) -> TileRecord:  # fmt: skip
+    """Read one tile, convert its label, cut and write its patches (by ``protocol``); return its record."""
+    preparation = release.preparation(protocol)
+    data = item.image.read_bytes()
+    image, georef = read_georeferenced(item.image.display, data=data)
+    if image.shape[0] != len(variant.bands):
+        raise InputError(
+            f"{item.image.display}: has {image.shape[0]} band(s), expected {len(variant.bands)} "
+            f"({', '.join(variant.bands)})"
+        )
+    check_finite(image, item.image.display)
+    height, width = image.shape[1:]
+    mask = None
+    unknown_count = 0
+    if item.label is not None:
+        table = release.label_table
+        raw = read_mask(item.label.display, mode="colour" if table.kind == "colour" else "index",
+                        data=item.label.read_bytes())  # fmt: skip
+        mask, unknown_count = table.encode(raw, item.label.display, unknown=unknown)
+        del raw
+        if mask.shape != (height, width):
+            raise InputError(
+                f"{item.label.display}: label is {mask.shape[1]}x{mask.shape[0]} px but its image "
+                f"{item.image.display} is {width}x{height} px (width x height)"
+            )
+    split_dir = Path(item.split)
+    entries: list[PatchRecord] = []
+    is_tiff = item.image.suffix in (".tif", ".tiff")
+    if rule.patch_size is None:
+        # Whole images: the source file is copied unchanged (lossless, keeps any georeference).
+        rel_image = (split_dir / "images" / f"{item.name}{item.image.suffix}").as_posix()
+        copy_bytes(out / rel_image, data)
+        rel_mask = None
+        if mask is not None:
+            rel_mask = (split_dir / "masks" / f"{item.name}.png").as_posix()
+            write_png(out / rel_mask, mask)
+        entries.append(_entry(out, rel_image, rel_mask, item.name, item.fields["tile"], "original", None,
+                              (height, width), mask, release))  # fmt: skip
+    else:
+        size = rule.patch_size
+        stride = rule.stride or size
+        padded = (-(-height // size) * size, -(-width // size) * size) if rule.pad else (height, width)
+        pad_label = release.spec.ignore_index if preparation.pad_label is None else preparation.pad_label
+        zoom = (
+            preparation.zoom
+            if preparation.zoom is not None and item.split in preparation.zoom.splits
+            else None
+        )
+        if not preparation.flip_before_pad:
+            image = _pad(image, padded, 0)
+            mask = None if mask is None else _pad(mask, padded, pad_label)
+        del data
+        suffix = ".tif" if is_tiff else ".png"
+        for copy in ("original", *rule.flips):
+            axis = {"original": None, "hflip": -1, "vflip": -2}[copy]
+            img = image if axis is None else np.flip(image, axis)
+            msk = mask if axis is None or mask is None else np.flip(mask, axis)
+            extent = padded  # the array a flipped copy is flipped over
+            if preparation.flip_before_pad:  # flip the tile as it is, then pad (the original's order)
+                img, extent = _pad(img, padded, 0), (height, width)
+                msk = None if msk is None else _pad(msk, padded, pad_label)
+            for y in range(0, padded[0] - size + 1, stride):
+                for x in range(0, padded[1] - size + 1, stride):
+                    name = f"{item.name}{'' if copy == 'original' else '_' + copy}_{y}_{x}"
+                    patch = np.ascontiguousarray(img[:, y : y + size, x : x + size])
+                    patch_mask = (
+                        None if msk is None else np.ascontiguousarray(msk[y : y + size, x : x + size])
+                    )
+                    patch_georef = _window_georef(georef, copy, extent, y, x)
+                    variants = None
+                    if zoom is not None and patch_mask is not None:
+                        variants = zoom_variants(name, patch, patch_mask, patch_georef, zoom)
+                    for out_name, out_image, out_mask, out_georef, zoomed in variants or [
+                        (name, patch, patch_mask, patch_georef, None)
+                    ]:
+                        rel_image = (split_dir / "images" / f"{out_name}{suffix}").as_posix()
+                        if is_tiff:
+                            write_tiff(out / rel_image, out_image, out_georef)
+                        else:
+                            write_png(out / rel_image, out_image)
+                        rel_mask = None
+                        if out_mask is not None:
+                            rel_mask = (split_dir / "masks" / f"{out_name}.png").as_posix()
+                            write_png(out / rel_mask, out_mask)
+                        entries.append(_entry(out, rel_image, rel_mask, out_name, item.fields["tile"], copy,
+                                              [y, x], (size, size), out_mask, release, zoomed))  # fmt: skip
+    return TileRecord(
+        tile=item.fields["tile"],
+        name=item.name,
+        fields=item.fields,
+        source=item.identity(),
+        size=[height, width],
+        unknown_ignored=unknown_count,
+        entries=entries,
+    )

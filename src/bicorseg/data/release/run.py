@@ -1,0 +1,208 @@
+"""The preparation of a release from end to end: check the options, plan, cut or reuse, write the manifest.
+
+:func:`prepare` is the one entry point (``bicorseg prepare`` calls it); the steps are the other
+modules of :mod:`bicorseg.data.release`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bicorseg.atomic import remove_stale_temps
+from bicorseg.data.datasets import PROTOCOLS, BandVariant, Release, SplitRule, get_release
+from bicorseg.data.release.cutting import Unknown, process_item
+from bicorseg.data.release.journal import (
+    WORK_DIR,
+    journal_path,
+    previous_records,
+    record_valid,
+    safe_unlink,
+    settings,
+    write_journal,
+)
+from bicorseg.data.release.manifest import MANIFEST, read_manifest, write_manifest
+from bicorseg.data.release.planning import plan
+from bicorseg.data.release.records import Manifest, SplitRecord, TileRecord
+from bicorseg.data.release.report import PrepareResult, SplitSummary, progress_bar
+from bicorseg.data.sources import scan_sources
+from bicorseg.errors import ConfigError, InputError
+
+MIN_PATCH_SIZE = 32  # the network's input granularity; smaller patches hold nothing to train on
+
+
+def prepare(
+    dataset: str | Release,
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    splits: Sequence[str] | None = None,
+    variant: str | None = None,
+    patch_size: int | None = None,
+    unknown_colours: Unknown = "error",
+    protocol: str = "clean",
+    force: bool = False,
+    verify: bool = True,
+    progress: bool = False,
+) -> PrepareResult:
+    """Prepare an official release (see :mod:`bicorseg.data.release` for the output layout).
+
+    Args:
+        dataset: registered name (``vaihingen``, ``potsdam``, ``loveda``) or a :class:`Release`.
+        sources: folder(s) and/or zip archive(s) holding the release.
+        output: output folder (created).
+        splits: splits to prepare (default: all of the protocol's).
+        variant: band variant (e.g. Potsdam ``RGB`` or ``IRRG``; default: the protocol's).
+        patch_size: another patch size for quick experiments (strides keep their ratio).
+        unknown_colours: ``"error"`` (default) or ``"ignore"``: label codes not in the table.
+        protocol: ``"clean"`` (default) or ``"paper"``, the original code's preparation (see
+            :mod:`bicorseg.data.release`).
+        force: replace an output folder prepared for another dataset or band variant.
+        verify: on rerun, check the checksums of finished files (otherwise only their presence).
+        progress: show a progress bar on stderr.
+    """
+    release = get_release(dataset) if isinstance(dataset, str) else dataset
+    chosen = release.variant(variant)
+    variant_name = next(k for k, v in release.variants.items() if v is chosen)
+    if patch_size is not None and patch_size < MIN_PATCH_SIZE:
+        raise ConfigError(f"must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}", key="patch_size")
+    if unknown_colours not in ("error", "ignore"):
+        raise ConfigError(f"unknown_colours must be 'error' or 'ignore', not {unknown_colours!r}")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+    names = list(splits) if splits else [r.name for r in release.splits]
+    rules = [release.split(name).scaled(patch_size) for name in names]
+    source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: output exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, recursive=True)  # once here; the many patch writes do not look again
+    work = out / WORK_DIR
+
+    old = None
+    if (out / MANIFEST).exists():
+        try:
+            old = read_manifest(out)
+        except InputError:
+            if not force:
+                raise
+    if old is not None and (old.dataset, old.variant) != (release.name, variant_name):
+        if not force:
+            raise ConfigError(
+                f"{out} holds {old.dataset} ({old.variant}) prepared data; choose another "
+                "`output` or pass `force` to replace it"
+            )
+        for rel in _files(previous_records(work, old).values()):
+            safe_unlink(out, rel)
+        (out / MANIFEST).unlink()
+        shutil.rmtree(work, ignore_errors=True)
+        old = None
+
+    files = scan_sources(source_list, work, release.archives)
+    where = ", ".join(str(s) for s in source_list)
+    items, found, not_found = plan(release, chosen, rules, files, where)
+    previous = previous_records(work, old)
+    summaries = {r.name: SplitSummary(r.name, r, pixels=[0] * release.spec.num_classes) for r in rules}
+    records: dict[str, list[TileRecord]] = {r.name: [] for r in rules}
+
+    bar = progress_bar(progress)
+    task = bar.add_task(f"{release.name}", total=sum(len(v) for v in items.values())) if bar else None
+    try:
+        if bar:
+            bar.start()
+        for rule in rules:
+            wanted = settings(release, variant_name, rule, unknown_colours, protocol)
+            summary = summaries[rule.name]
+            for item in items[rule.name]:
+                if bar and task is not None:
+                    bar.update(task, description=f"{release.name} {rule.name} {item.name}")
+                record = previous.get((rule.name, item.name))
+                if (
+                    record is not None
+                    and record.settings == wanted
+                    and record_valid(record, item, out, verify)
+                ):
+                    summary.reused += 1
+                else:
+                    made = process_item(item, rule, release, chosen, out, unknown_colours, protocol)
+                    record = replace(made, settings=wanted)
+                    write_journal(journal_path(work, rule.name, item.name), record)
+                records[rule.name].append(record)
+                if bar and task is not None:
+                    bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+
+    manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
+                         [str(Path(s).expanduser()) for s in source_list], old, protocol)  # fmt: skip
+    manifest_file = write_manifest(out, manifest)
+    # Files of an earlier run (other patch size, another band variant...) that nothing lists any more.
+    keep = _files(r for rs in records.values() for r in rs)
+    if old is not None:
+        for kept in old.splits.keys() - set(records):
+            keep |= old.splits[kept].files()
+    removed = sum(safe_unlink(out, rel) for rel in _files(previous.values()) - keep)
+    shutil.rmtree(work, ignore_errors=True)
+    return PrepareResult(
+        out, manifest_file, release, variant_name, summaries, found, not_found, removed, protocol
+    )
+
+
+def _files(records: Iterable[TileRecord]) -> set[str]:
+    """The output files (relative paths) of tile records."""
+    return {path for record in records for path in record.files()}
+
+
+def _manifest(
+    release: Release, variant_name: str, variant: BandVariant, rules: Sequence[SplitRule],
+    records: dict[str, list[TileRecord]], summaries: dict[str, SplitSummary],
+    found: dict[str, list[str]], unknown: Unknown, sources: list[str], old: Manifest | None,
+    protocol: str = "clean",
+) -> Manifest:  # fmt: skip
+    from bicorseg import __version__
+
+    spec = release.spec_for(variant_name)
+    splits: dict[str, SplitRecord] = {}
+    if old is not None and old.protocol == protocol:
+        # Splits prepared earlier and not asked for now stay listed (same dataset, variant, protocol).
+        splits.update({k: v for k, v in old.splits.items() if k not in records})
+    for rule in rules:
+        summary = summaries[rule.name]
+        items = []
+        tiles = {}
+        for record in records[rule.name]:
+            tiles[record.name] = record
+            summary.unknown_ignored += record.unknown_ignored
+            for entry in record.entries:
+                items.append(replace(entry, source_name=record.name))
+                if entry.pixels is not None:
+                    summary.pixels = [a + b for a, b in zip(summary.pixels, entry.pixels)]
+                    summary.ignored += int(entry.ignored or 0)
+        summary.tiles = len(tiles)
+        summary.patches = len(items)
+        splits[rule.name] = SplitRecord(
+            rule=rule.to_dict(),
+            label_variant=rule.labels,
+            tiles=tiles,
+            items=items,
+            pixels=summary.pixels if rule.labels else None,
+            ignored=summary.ignored if rule.labels else None,
+        )
+    return Manifest(
+        dataset=release.name,
+        variant=variant_name,
+        spec=spec.to_dict(),
+        splits=splits,
+        bands=list(variant.bands),
+        unknown_colours=unknown,
+        protocol=protocol,
+        protocol_notes=release.preparation(protocol).notes(spec) if protocol == "paper" else [],
+        sources=sources,
+        found=found,
+        bicorseg_version=__version__,
+    )
