@@ -2,7 +2,7 @@
 
 Writes the synthetic scene of ``benchmarks/raster.py`` (3-band uint8 GeoTIFF, tiled 256, EPSG:32633)
 and its random-weight checkpoint, serves the folder from the range-capable HTTP server of the
-tests (``tests/range_server.py``, on 127.0.0.1), and runs ``bicorseg predict`` in this process on the
+tests (``tests/helpers/range_server.py``, on 127.0.0.1), and runs ``bicorseg predict`` in this process on the
 local file and on its ``http://`` URL (tile 512, overlap 0.25, no TTA). Reports wall time, HTTP
 requests (HEAD and ranged GETs), bytes transferred against the file size, and whether the outputs
 are byte for byte the same. Results go to ``benchmarks/results/remote.json``.
@@ -23,11 +23,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # the repository: the test suite's helpers package
 
 from raster import make_checkpoint, write_scene  # noqa: E402
-
-from range_server import RangeServer  # noqa: E402
+from tests.helpers.range_server import RangeServer  # noqa: E402
 
 RESULTS = HERE / "results" / "remote.json"
 

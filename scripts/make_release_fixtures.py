@@ -1,10 +1,15 @@
 """Build fixtures in the layout of the official ISPRS Vaihingen, ISPRS Potsdam and LoveDA releases.
 
-The pixels come from the real samples in ``../shared/data`` (see its README): the one 512 x 512 crop
-of each ISPRS dataset is mirrored out to the requested tile size and shifted per tile (so tiles
-differ), and its index mask (0 eroded boundary, 1..6 classes) is written in the official colour
-encoding, both as the eroded ("noBoundary") label and as a full label (boundary pixels filled from
-their neighbours). A small block of clutter is painted in, so that every class colour occurs.
+The pixels come from the real samples in ``../shared/data`` (see its README), or, with no shared
+folder (``shared_data=None``, ``--procedural``), from procedural aerial scenes
+(:mod:`bicorseg.demo.scenes`, seeded: the same fixtures on every machine), so that the tests run
+anywhere. The 512 x 512 crop of each ISPRS dataset (a scene whose classes are mapped to the ISPRS
+ones, with an eroded boundary at class borders) is mirrored out to the requested tile size and
+shifted per tile (so tiles differ), and its index mask (0 eroded boundary, 1..6 classes) is written
+in the official colour encoding, both as the eroded ("noBoundary") label and as a full label
+(boundary pixels filled from their neighbours). A small block of clutter is painted in, so that
+every class colour occurs. LoveDA pairs are the shared Train/Rural sample, or 1024 x 1024 scenes
+with the LoveDA raw values.
 Images and labels are GeoTIFFs with a real CRS (EPSG:32632 for Vaihingen, EPSG:32633 for Potsdam).
 The Potsdam IRRG tiles are synthetic (a pseudo near-infrared band made from the RGB crop).
 
@@ -23,6 +28,7 @@ or, with ``archives=True``, as the official zip files (Potsdam optionally nested
 Fixtures are generated into temporary folders by the tests; never commit them.
 
 Usage: ``python scripts/make_release_fixtures.py vaihingen --shared ../shared/data --output /tmp/fx``
+(or ``--procedural`` instead of ``--shared``)
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import shutil
 import sys
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,7 @@ from PIL import Image
 
 from bicorseg.data.datasets import LOVEDA, POTSDAM_SPLITS, VAIHINGEN_SPLITS
 from bicorseg.data.labels import colourise
+from bicorseg.demo import scenes
 
 ISPRS_COLOURS = {
     1: (255, 255, 255),  # impervious surfaces
@@ -67,8 +75,57 @@ def _size_of(size: SizeSpec, tile: str, default: Size) -> Size:
     return tuple(size)  # type: ignore[return-value]
 
 
-def load_isprs_crop(shared_data: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """The shared crop: image ``3 x 512 x 512`` uint8 and its eroded index mask (0 boundary, 1..6)."""
+# The classes of the demo scenes as ISPRS indices (1 impervious, 2 building, 3 low vegetation,
+# 4 tree, 5 car, 6 clutter) and as LoveDA raw values (1 background, 2 building, 3 road, 4 water,
+# 5 barren, 6 forest, 7 agriculture).
+_SCENE_TO_ISPRS = np.zeros(256, np.uint8)
+_SCENE_TO_ISPRS[[scenes.BARE, scenes.FIELD, scenes.TREE, scenes.WATER, scenes.ROAD, scenes.BUILDING]] = (
+    6, 3, 4, 6, 1, 2,
+)  # fmt: skip
+_SCENE_TO_LOVEDA = np.zeros(256, np.uint8)
+_SCENE_TO_LOVEDA[[scenes.BARE, scenes.FIELD, scenes.TREE, scenes.WATER, scenes.ROAD, scenes.BUILDING]] = (
+    5, 7, 6, 4, 3, 2,
+)  # fmt: skip
+_SCENE_SEEDS = {"vaihingen": 9, "potsdam": 5, "loveda": 7}
+
+
+def _class_borders(mask: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour of another class (the eroded boundary of the ISPRS labels)."""
+    border = np.zeros(mask.shape, bool)
+    border[1:] |= mask[1:] != mask[:-1]
+    border[:-1] |= mask[1:] != mask[:-1]
+    border[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    border[:, :-1] |= mask[:, 1:] != mask[:, :-1]
+    return border
+
+
+@lru_cache(maxsize=4)
+def procedural_isprs_crop(dataset: str, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """A procedural crop like the shared one: image ``3 x size x size`` uint8, eroded index mask.
+
+    A demo scene (seeded per dataset) with its classes mapped to the ISPRS ones, a few cars (dark
+    4 x 8 px blocks on the roads) and the class borders as the eroded boundary (0).
+    """
+    image, scene = scenes.generate_scene(size, _SCENE_SEEDS[dataset])
+    mask = _SCENE_TO_ISPRS[scene]
+    rng = np.random.default_rng(_SCENE_SEEDS[dataset])
+    rows, cols = np.nonzero(scene[:-8, :-8] == scenes.ROAD)
+    for k in rng.choice(len(rows), size=min(len(rows), 12), replace=False) if len(rows) else []:
+        y, x = int(rows[k]), int(cols[k])
+        mask[y : y + 4, x : x + 8] = 5
+        image[:, y : y + 4, x : x + 8] = np.array([40, 40, 60], np.uint8)[:, None, None]
+    mask[_class_borders(mask)] = 0
+    return np.ascontiguousarray(image), mask
+
+
+def load_isprs_crop(shared_data: Path | None, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The crop of ``dataset``: image ``3 x 512 x 512`` uint8 and its eroded index mask (0 boundary, 1..6).
+
+    From the shared sample, or procedural when ``shared_data`` is None.
+    """
+    if shared_data is None:
+        image, mask = procedural_isprs_crop(dataset)
+        return image.copy(), mask.copy()
     folder = Path(shared_data) / "isprs" / dataset
     image_file = next((folder / "img_dir").glob("*.png"))
     mask_file = folder / "ann_dir" / image_file.name
@@ -158,7 +215,7 @@ def _zip(archive: Path, files: Iterable[tuple[Path, str]]) -> Path:
 
 
 def make_vaihingen(
-    shared_data: Path,
+    shared_data: Path | None,
     output: Path,
     size: SizeSpec = (300, 360),
     *,
@@ -213,7 +270,7 @@ def _pseudo_irrg(rgb: np.ndarray) -> np.ndarray:
 
 
 def make_potsdam(
-    shared_data: Path,
+    shared_data: Path | None,
     output: Path,
     size: SizeSpec = (300, 360),
     *,
@@ -280,8 +337,32 @@ LOVEDA_FIRST_ID = {
 }
 
 
+PROCEDURAL_LOVEDA_PAIRS = 4  # distinct pairs (shifted copies of one scene); more files repeat them
+
+
+@lru_cache(maxsize=1)
+def _loveda_scene() -> tuple[np.ndarray, np.ndarray]:
+    image, scene = scenes.generate_scene(512, _SCENE_SEEDS["loveda"])
+    return image, _SCENE_TO_LOVEDA[scene]
+
+
+@lru_cache(maxsize=PROCEDURAL_LOVEDA_PAIRS)
+def _procedural_loveda_pair(index: int) -> tuple[bytes, bytes]:
+    """PNG bytes of procedural LoveDA pair ``index``: the scene grown to 1024 x 1024, shifted per pair."""
+    import io
+
+    image, mask = _loveda_scene()
+    shift = 97 * index
+    files = []
+    for array in (np.moveaxis(_grow(image, (1024, 1024), shift), 0, -1), _grow(mask, (1024, 1024), shift)):
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+        files.append(buffer.getvalue())
+    return files[0], files[1]
+
+
 def make_loveda(
-    shared_data: Path,
+    shared_data: Path | None,
     output: Path,
     parts: Mapping[tuple[str, str], int] | None = None,
     *,
@@ -289,26 +370,38 @@ def make_loveda(
 ) -> Path:
     """LoveDA in its release layout: ``parts`` maps (split folder, domain) to a number of pairs.
 
-    The default is the shared sample as it is (Train/Rural, 16 pairs). Test parts get no masks,
-    like the release.
+    The default is the shared sample as it is (Train/Rural, 16 pairs), or 4 procedural pairs when
+    ``shared_data`` is None. Test parts get no masks, like the release.
     """
     output = Path(output)
-    source = Path(shared_data) / "loveda" / "Train" / "Rural"
-    names = sorted((source / "images_png").glob("*.png"), key=lambda p: int(p.stem))
-    parts = parts or {("Train", "Rural"): len(names)}
+    if shared_data is None:
+        names: list[Path] = []
+        pairs = PROCEDURAL_LOVEDA_PAIRS
+    else:
+        source = Path(shared_data) / "loveda" / "Train" / "Rural"
+        names = sorted((source / "images_png").glob("*.png"), key=lambda p: int(p.stem))
+        pairs = len(names)
+    parts = parts or {("Train", "Rural"): pairs}
     stage = output / ".stage" if archives else output
     for (split, domain), count in parts.items():
         if (split, domain) not in LOVEDA_FIRST_ID:
             raise ValueError(f"unknown LoveDA part {split}/{domain}")
         first = LOVEDA_FIRST_ID[(split, domain)]
         for k in range(count):
-            src = names[k % len(names)]
             new_name = f"{first + k}.png"
             folder = stage / split / domain
             (folder / "images_png").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, folder / "images_png" / new_name)
             if split != "Test":
                 (folder / "masks_png").mkdir(parents=True, exist_ok=True)
+            if shared_data is None:
+                image_png, mask_png = _procedural_loveda_pair(k % pairs)
+                (folder / "images_png" / new_name).write_bytes(image_png)
+                if split != "Test":
+                    (folder / "masks_png" / new_name).write_bytes(mask_png)
+                continue
+            src = names[k % len(names)]
+            shutil.copyfile(src, folder / "images_png" / new_name)
+            if split != "Test":
                 shutil.copyfile(source / "masks_png" / src.name, folder / "masks_png" / new_name)
     if archives:
         for split in sorted({s for s, _ in parts}):
@@ -320,13 +413,17 @@ def make_loveda(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=["vaihingen", "potsdam", "loveda"])
-    parser.add_argument(
+    pixels = parser.add_mutually_exclusive_group()
+    pixels.add_argument(
         "--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
     )
+    pixels.add_argument("--procedural", action="store_true", help="procedural pixels (no shared data)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=(300, 360))
     parser.add_argument("--archives", action="store_true", help="write the official zip archives")
     args = parser.parse_args(argv)
+    if args.procedural:
+        args.shared = None
     if args.dataset == "vaihingen":
         make_vaihingen(args.shared, args.output, tuple(args.size), archives=args.archives)
     elif args.dataset == "potsdam":

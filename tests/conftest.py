@@ -1,26 +1,14 @@
-"""Shared test fixtures: the real samples in ../shared (skipped when absent) and tiny model configs."""
+"""Fixtures of the whole suite: the shared sample data (see tests/helpers/shared.py) and the seed."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch
 
-from bicorseg.models import ModelConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BICORSEG_SHARED", REPO_ROOT.parent / "shared"))
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test when it is absent (as on a user's machine)."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: this test needs the shared sample data")
-    return path
+from tests.helpers.shared import shared_path
 
 
 @pytest.fixture
@@ -31,13 +19,6 @@ def shared_data() -> Path:
 @pytest.fixture
 def parity_dir() -> Path:
     return shared_path("parity")
-
-
-def tiny_config(**overrides) -> ModelConfig:
-    """A small random-weight model for CPU tests: ConvNeXt-nano backbone, C = 32."""
-    options = dict(num_classes=4, backbone="convnext_nano", width=32, layers=2, min_pixels=4)
-    options.update(overrides)
-    return ModelConfig(**options)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from bicorseg.atomic import (
     scratch_folder,
     temp_name,
 )
-from temp_owners import live_temps, stale_temps
+from tests.helpers.temp_owners import live_temps, stale_temps
 
 # names that are glob patterns: cleanup must treat them as names
 TRICKY = ["a.tif", "[ab].tif", "*.tif", "?.tif", "b.tif"]

@@ -10,7 +10,7 @@ from bicorseg.checkpoint import convert_official, load_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
-from conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 SPEC = DatasetSpec(
     name="toy",

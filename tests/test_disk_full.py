@@ -17,8 +17,8 @@ import torch
 from bicorseg.checkpoint import load_model, save_checkpoint
 from bicorseg.errors import BicorsegError
 from bicorseg.models import BiCoRSeg
-from conftest import tiny_config
-from inference.inference_helpers import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.models import tiny_config
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ from bicorseg.checkpoint import metadata
 from bicorseg.cli.main import main
 from bicorseg.errors import BicorsegError, CheckpointError, InputError
 from bicorseg.models import BiCoRSeg
-from conftest import REPO_ROOT, tiny_config
-from inference.inference_helpers import random_image, spec, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import random_image, spec, tiny_checkpoint, write_geotiff
+from tests.helpers.models import tiny_config
+from tests.helpers.shared import REPO_ROOT
 
 
 def run_cli(capsys, *args) -> tuple[int, list[str]]:

@@ -19,7 +19,7 @@ from PIL import Image
 from bicorseg.cli.main import main
 from bicorseg.data import build_dataset
 from bicorseg.errors import BicorsegError
-from inference.inference_helpers import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 
 @pytest.fixture(scope="module")

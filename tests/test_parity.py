@@ -11,7 +11,9 @@ from torch import nn
 from bicorseg.checkpoint import map_official_state_dict
 from bicorseg.losses import BiCoRSegLoss, LossConfig
 from bicorseg.models import BiCoRSeg, ModelConfig
-from conftest import shared_path
+from tests.helpers.shared import shared_path
+
+pytestmark = pytest.mark.shared  # real data and reference outputs from ../shared
 
 # loveda_ratio builds a third ConvNeXt-B model: slow (the fast loop keeps the two original cases)
 CASES = ["loveda_like", "potsdam_like", pytest.param("loveda_ratio", marks=pytest.mark.slow)]

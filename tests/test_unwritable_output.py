@@ -18,7 +18,7 @@ from PIL import Image
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.main import main
 from bicorseg.errors import OutputError
-from inference.inference_helpers import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 TINY_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny-test.yaml")
 

@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from data_helpers import SPEC_POTSDAM, SPEC_VAIHINGEN, spec_tiles
 
 import bicorseg.data as data
 from bicorseg.data.datasets import DATASETS, LOVEDA, POTSDAM, VAIHINGEN
 from bicorseg.errors import ConfigError
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+from tests.helpers.data import SPEC_POTSDAM, SPEC_VAIHINGEN, spec_tiles
 
 
 @pytest.mark.parametrize(("release", "table"), [(VAIHINGEN, SPEC_VAIHINGEN), (POTSDAM, SPEC_POTSDAM)])

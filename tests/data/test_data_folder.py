@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_helpers import REPO_ROOT
 from PIL import Image
 
 from bicorseg.data import ClassTable, FolderDataset, build_dataset, folder_spec
 from bicorseg.data.io import write_tiff
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import IMAGENET_MEAN_8BIT, DatasetSpec
-from conftest import shared_path
+from tests.helpers.data import REPO_ROOT
+from tests.helpers.shared import shared_path
 
 DUBAI_TABLE = REPO_ROOT / "configs" / "classes" / "dubai.yaml"
 # Pixels per colour over the 54 shared Dubai masks (class order of configs/classes/dubai.yaml).
@@ -20,6 +20,7 @@ DUBAI_COUNTS = [7141726, 34810689, 5480473, 5677554, 6311566, 271636]
 DUBAI_BLACK = 5041
 
 
+@pytest.mark.shared
 def test_dubai_loads_with_its_real_colours():
     root = shared_path("data", "dubai")
     dataset = FolderDataset(root, class_table=DUBAI_TABLE)
@@ -38,6 +39,7 @@ def test_dubai_loads_with_its_real_colours():
     assert sample["mask"].dtype == torch.int64 and sample["image"].dtype == torch.float32
 
 
+@pytest.mark.shared
 def test_dubai_splits_by_subfolder_and_spec():
     root = shared_path("data", "dubai")
     splits = {"train": ["Tile 1", "Tile 2", "Tile 3", "Tile 4"], "val": ["Tile 6", "Tile 7"]}

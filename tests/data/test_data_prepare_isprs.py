@@ -12,7 +12,6 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from data_helpers import SPEC_POTSDAM, SPEC_VAIHINGEN, expected_patches, load_generator, spec_tiles
 
 from bicorseg.cli.main import main as cli_main
 from bicorseg.data import build_dataset, build_train_transform, get_spec
@@ -23,7 +22,7 @@ from bicorseg.data.release import run as release_run
 from bicorseg.data.release.journal import WORK_DIR
 from bicorseg.data.release.manifest import read_manifest
 from bicorseg.errors import ConfigError, InputError
-from conftest import shared_path
+from tests.helpers.data import SPEC_POTSDAM, SPEC_VAIHINGEN, expected_patches, load_generator, spec_tiles
 
 gen = load_generator()
 SMALL = (300, 360)  # fixture tile size of the quick tests, cut into PATCH px patches
@@ -34,7 +33,7 @@ TINY = (64, 80)
 
 @pytest.fixture(scope="module")
 def vaihingen_release(tmp_path_factory) -> Path:
-    return gen.make_vaihingen(shared_path("data"), tmp_path_factory.mktemp("vaihingen_release"), SMALL)
+    return gen.make_vaihingen(None, tmp_path_factory.mktemp("vaihingen_release"), SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def _manifest(out: Path) -> dict:
 
 
 def _tiny_vaihingen(tmp_path: Path, **kwargs) -> Path:
-    return gen.make_vaihingen(shared_path("data"), tmp_path / "release", TINY, **kwargs)
+    return gen.make_vaihingen(None, tmp_path / "release", TINY, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- Vaihingen
@@ -243,7 +242,7 @@ def test_size_mismatch_and_unknown_colours(tmp_path):
 
 def test_vaihingen_official_zip_archives_give_the_same_patches(tmp_path):
     unpacked = _tiny_vaihingen(tmp_path)
-    zipped = gen.make_vaihingen(shared_path("data"), tmp_path / "zips", TINY, archives=True)
+    zipped = gen.make_vaihingen(None, tmp_path / "zips", TINY, archives=True)
     assert sorted(p.name for p in zipped.iterdir()) == [
         "ISPRS_semantic_labeling_Vaihingen.zip",
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip",
@@ -264,7 +263,7 @@ def test_output_of_another_dataset_is_not_overwritten(tmp_path):
     release = _tiny_vaihingen(tmp_path)
     out = tmp_path / "out"
     prepare("vaihingen", release, out, patch_size=64, splits=["val"])
-    potsdam = gen.make_potsdam(shared_path("data"), tmp_path / "potsdam", TINY)
+    potsdam = gen.make_potsdam(None, tmp_path / "potsdam", TINY)
     with pytest.raises(ConfigError, match=r"holds vaihingen .* `force`"):
         prepare("potsdam", potsdam, out, patch_size=64, splits=["val"])
     prepare("potsdam", potsdam, out, patch_size=64, splits=["val"], force=True)
@@ -299,9 +298,7 @@ def test_cli_prepare(tmp_path, capsys):
 
 
 def test_potsdam_nested_archives_irrg_and_excluded_tile(tmp_path):
-    release = gen.make_potsdam(
-        shared_path("data"), tmp_path / "release", TINY, archives=True, nested=True, irrg=True
-    )
+    release = gen.make_potsdam(None, tmp_path / "release", TINY, archives=True, nested=True, irrg=True)
     assert [p.name for p in release.iterdir()] == ["Potsdam.zip"]
     out = tmp_path / "out"
     result = prepare("potsdam", release / "Potsdam.zip", out, patch_size=64, variant="IRRG")
@@ -323,7 +320,7 @@ def test_potsdam_nested_archives_irrg_and_excluded_tile(tmp_path):
 def test_vaihingen_real_protocol_sizes(tmp_path):
     # Tile 1 needs padding (1100 x 1300 -> 2048 x 2048, 9 windows of 1024 at stride 512 per copy).
     sizes = lambda tile: (1100, 1300) if tile == "1" else (1024, 1024)  # noqa: E731
-    release = gen.make_vaihingen(shared_path("data"), tmp_path / "release", sizes, archives=True)
+    release = gen.make_vaihingen(None, tmp_path / "release", sizes, archives=True)
     out = tmp_path / "out"
     result = prepare("vaihingen", release, out)
     manifest = _manifest(out)
@@ -340,7 +337,7 @@ def test_vaihingen_real_protocol_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_potsdam_real_protocol_sizes(tmp_path):
-    release = gen.make_potsdam(shared_path("data"), tmp_path / "release", (1024, 1024))
+    release = gen.make_potsdam(None, tmp_path / "release", (1024, 1024))
     out = tmp_path / "out"
     prepare("potsdam", release, out)
     manifest = _manifest(out)

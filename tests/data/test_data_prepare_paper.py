@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from data_helpers import SPEC_POTSDAM, SPEC_VAIHINGEN, load_generator, spec_tiles
 
 from bicorseg.cli.main import main as cli_main
 from bicorseg.data.datasets import ISPRS_LABELS, VAIHINGEN, ZoomStep
 from bicorseg.data.io import read_mask
 from bicorseg.data.release import prepare
 from bicorseg.errors import ConfigError
-from conftest import shared_path
+from tests.helpers.data import SPEC_POTSDAM, SPEC_VAIHINGEN, load_generator, spec_tiles
 
 gen = load_generator()
 SIZE = (100, 120)  # fixture tiles: padded to 128 x 128 at patch size 64
@@ -50,9 +49,7 @@ def _assemble(out: Path, items: dict[str, dict], prefix: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def potsdam(tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("potsdam_paper")
-    release = gen.make_potsdam(
-        shared_path("data"), base / "release", SIZE, tiles=spec_tiles(SPEC_POTSDAM)["train"]
-    )
+    release = gen.make_potsdam(None, base / "release", SIZE, tiles=spec_tiles(SPEC_POTSDAM)["train"])
     clean = base / "clean"
     prepare("potsdam", release, clean, splits=["train"], patch_size=PATCH)
     paper = base / "paper"
@@ -98,9 +95,7 @@ def test_paper_flipped_copies_are_georeferenced_as_flips_of_the_unpadded_tile(po
 @pytest.fixture(scope="module")
 def vaihingen(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("vaihingen_paper")
-    release = gen.make_vaihingen(
-        shared_path("data"), base / "release", SIZE, tiles=spec_tiles(SPEC_VAIHINGEN)["train"]
-    )
+    release = gen.make_vaihingen(None, base / "release", SIZE, tiles=spec_tiles(SPEC_VAIHINGEN)["train"])
     # tile 1: cars fill the top-left patch, so its zoom must fire whatever crop is drawn
     label = release / "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE" / "top_mosaic_09cm_area1.tif"
     with rasterio.open(label) as src:
@@ -196,7 +191,7 @@ def test_evaluate_reports_the_protocol_and_the_passes_of_paper_tta(potsdam, tmp_
     from bicorseg.checkpoint import save_checkpoint
     from bicorseg.data import get_spec
     from bicorseg.models import BiCoRSeg
-    from conftest import tiny_config
+    from tests.helpers.models import tiny_config
 
     _, clean, paper = potsdam
     torch.manual_seed(0)

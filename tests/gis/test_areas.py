@@ -16,7 +16,7 @@ from rasterio.transform import from_origin
 
 from bicorseg.cli.main import main
 from bicorseg.gis.areas import AreaOptions, class_areas, write_report
-from gis.gis_helpers import ellipsoid_cell_area, files, write_class_raster
+from tests.helpers.gis import ellipsoid_cell_area, files, write_class_raster
 
 ORIGIN = (500_000.0, 5_000_000.0)
 

@@ -18,7 +18,7 @@ from bicorseg.cli.main import main
 from bicorseg.demo.scenes import DEMO_SPEC, generate_scene, scene_transform, write_scene_geotiff
 from bicorseg.errors import ConfigError, InputError, OutputError
 from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
-from gis.gis_helpers import ellipsoid_cell_area, files, write_class_raster
+from tests.helpers.gis import ellipsoid_cell_area, files, write_class_raster
 
 
 def read_features(path: Path) -> tuple[dict, np.ndarray, dict]:

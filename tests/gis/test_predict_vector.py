@@ -8,7 +8,7 @@ import pytest
 import rasterio
 
 from bicorseg.cli.main import main
-from inference.inference_helpers import CLASSES, random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import CLASSES, random_image, tiny_checkpoint, write_geotiff
 
 
 @pytest.mark.slow

@@ -20,9 +20,9 @@ from bicorseg.cli.main import main  # noqa: E402
 from bicorseg.errors import InputError  # noqa: E402
 from bicorseg.gis.stac import read_item, select_bands  # noqa: E402
 from bicorseg.models import BiCoRSeg  # noqa: E402
-from conftest import tiny_config  # noqa: E402
-from inference.inference_helpers import CLASSES, PALETTE, random_image, spec, write_geotiff  # noqa: E402
-from range_server import RangeServer  # noqa: E402
+from tests.helpers.inference import CLASSES, PALETTE, random_image, spec, write_geotiff  # noqa: E402
+from tests.helpers.models import tiny_config  # noqa: E402
+from tests.helpers.range_server import RangeServer  # noqa: E402
 
 RGB = ("red", "green", "blue")
 WHEN = datetime(2024, 6, 1, 10, 30, tzinfo=timezone.utc)

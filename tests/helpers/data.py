@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.shared import REPO_ROOT
 
 # The protocol splits exactly as written in SPEC section 2 (kept here independently of the code).
 SPEC_VAIHINGEN = {

@@ -13,7 +13,7 @@ from torch import nn
 from bicorseg.checkpoint import save_checkpoint
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
-from conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(500_000.0, 5_000_000.0, 0.25, 0.25)

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 from bicorseg.cli.main import main
+from tests.helpers.shared import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 TINY = str(REPO / "configs" / "tiny-test.yaml")
 
 
@@ -44,15 +42,3 @@ def read_metrics(run: Path) -> list[dict[str, str]]:
 def column(rows: list[dict[str, str]], name: str) -> list[tuple[int, float]]:
     """(step, value) of every row where ``name`` was logged."""
     return [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU: one torch thread avoids oversubscription (20x faster here).
-
-    Import it into a test module to apply it there (an autouse fixture in the module's namespace).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inference_helpers import direct_probabilities, pixel_model
 
 from bicorseg.inference import predict_array
 from bicorseg.inference.tiling import TileGrid
+from tests.helpers.inference import direct_probabilities, pixel_model
 
 
 @settings(max_examples=25, deadline=None)

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from inference_helpers import CLASSES, tiny_checkpoint
 
 from bicorseg.checkpoint import load_checkpoint
 from bicorseg.cli.main import main
+from tests.helpers.inference import CLASSES, tiny_checkpoint
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

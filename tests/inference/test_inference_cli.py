@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from inference_helpers import TRANSFORM, random_image, tiny_checkpoint, write_geotiff
 from PIL import Image
 from rasterio import Affine
 
 from bicorseg.cli.main import main
+from tests.helpers.inference import TRANSFORM, random_image, tiny_checkpoint, write_geotiff
 
 
 @pytest.fixture(scope="module")

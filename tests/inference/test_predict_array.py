@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from inference_helpers import direct_probabilities, pixel_model
 
 from bicorseg.inference import predict_array
 from bicorseg.models import BiCoRSeg
-from conftest import tiny_config
+from tests.helpers.inference import direct_probabilities, pixel_model
+from tests.helpers.models import tiny_config
 
 
 @pytest.mark.parametrize("tta", ["none", "d4"])

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 
 from bicorseg.atomic import find_temps
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 
 def _predict(source: Path, checkpoint: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
+
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 
 def _visible(folder: Path) -> dict[str, float]:

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from inference_helpers import CRS, random_image, tiny_checkpoint, write_geotiff
 from PIL import Image
 from rasterio.control import GroundControlPoint
 
 from bicorseg.cli.main import main
 from bicorseg.precision import resolve_precision
+from tests.helpers.inference import CRS, random_image, tiny_checkpoint, write_geotiff
 
 FLOAT32_LOWEST = np.float32(-3.4028235e38)
 

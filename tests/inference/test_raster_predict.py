@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from inference_helpers import (
+from PIL import Image
+
+from bicorseg.errors import CheckpointError, InputError
+from bicorseg.inference import ModelInfo, PredictOptions, Predictor, predict_files
+from tests.helpers.inference import (
     CRS,
     TRANSFORM,
     direct_probabilities,
@@ -17,11 +21,7 @@ from inference_helpers import (
     tiny_checkpoint,
     write_geotiff,
 )
-from PIL import Image
-
-from bicorseg.errors import CheckpointError, InputError
-from bicorseg.inference import ModelInfo, PredictOptions, Predictor, predict_files
-from temp_owners import stale_temps
+from tests.helpers.temp_owners import stale_temps
 
 
 def pixel_predictor(bands: int = 3, block: int = 4096, **options) -> tuple[Predictor, object]:

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 
 from bicorseg.cli.main import main
 from bicorseg.errors import InputError
@@ -28,7 +27,8 @@ from bicorseg.raster_access import (
     input_path,
     open_raster,
 )
-from range_server import RangeServer
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.range_server import RangeServer
 
 TILED = dict(tiled=True, blockxsize=128, blockysize=128, compress="deflate")
 

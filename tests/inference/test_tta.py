@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from inference_helpers import pixel_model
 
 from bicorseg.checkpoint import load_checkpoint, save_checkpoint
 from bicorseg.data import get_spec
@@ -23,7 +22,8 @@ from bicorseg.inference.tta import (
 )
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import TTASpec
-from conftest import tiny_config
+from tests.helpers.inference import pixel_model
+from tests.helpers.models import tiny_config
 
 VAIHINGEN, POTSDAM, LOVEDA = (get_spec(name) for name in ("vaihingen", "potsdam", "loveda"))
 
@@ -166,9 +166,9 @@ def test_paper_passes_come_from_the_dataset_facts_not_its_name(tmp_path) -> None
 
 def test_predict_takes_the_checkpoints_paper_passes_and_records_them(tmp_path) -> None:
     import rasterio
-    from inference_helpers import random_image, write_geotiff
 
     from bicorseg.inference.predictor import ModelInfo, PredictOptions, Predictor
+    from tests.helpers.inference import random_image, write_geotiff
 
     info = ModelInfo(6, 3, LOVEDA, "model.ckpt")
     model = pixel_model(3, classes=7)

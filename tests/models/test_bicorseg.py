@@ -8,7 +8,7 @@ import torch
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.losses import BiCoRSegLoss, LossConfig
 from bicorseg.models import BiCoRSeg, ModelConfig, TrainOutput
-from conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 
 class ModelVariantTests:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_helpers import REPO, TINY, cli, one_thread  # noqa: F401
 
 from bicorseg.errors import ConfigError
 from bicorseg.training.config import load_config
+from tests.helpers.training import REPO, TINY, cli
 
 
 def test_tiny_config_fills_dataset_facts() -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import REPO, TINY, cli_subprocess, column, one_thread, read_metrics  # noqa: F401
 
 from bicorseg.atomic import find_temps
+from tests.helpers.training import REPO, TINY, cli_subprocess, column, read_metrics
 
 TERMS = ("main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fisher_0", "fisher_1", "total")
 COMMON = ("--data.shuffle", "false", "--trainer.max_epochs", "2", "--optimizer.lr", "1e-3")

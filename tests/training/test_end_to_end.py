@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import TINY, cli, column, one_thread, read_metrics  # noqa: F401
 
 from bicorseg import load_model
 from bicorseg.atomic import find_temps
 from bicorseg.checkpoint import Tiling, load_checkpoint
 from bicorseg.errors import InputError
+from tests.helpers.training import TINY, cli, column, read_metrics
 
 LOSS_TERMS = (
     "main_softce",

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import one_thread  # noqa: F401
 
 from bicorseg import BiCoRSeg, load_model, save_checkpoint
 from bicorseg.checkpoint import load_checkpoint
@@ -25,7 +24,7 @@ from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.heatmaps import read_label
 from bicorseg.inference.predictor import model_info
 from bicorseg.spec import DatasetSpec, LabelEncoding
-from conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 COLOURS = [(255, 255, 255), (0, 0, 255), (0, 255, 0), (255, 0, 0)]
 COLOUR_TABLE = {

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import REPO, cli, cli_subprocess, one_thread  # noqa: F401
 
 from bicorseg.errors import ConfigError
 from bicorseg.training.config import dataset_spec, load_config
 from bicorseg.training.datamodule import SegmentationDataModule, held_out
+from tests.helpers.training import REPO, cli_subprocess
 
 FOLDER = REPO / "configs" / "folder.yaml"
 TABLE = "classes:\n  - {name: red, colour: '#FF0000'}\n  - {name: blue, colour: '#0000FF'}\n"

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from training_helpers import REPO, TINY
+
+from tests.helpers.training import REPO, TINY
 
 TERMS = ("total", "main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fisher_0", "fisher_1")
 NOISE = ("v_num", "Tip", "litlogger", "GPU available", "Deprecat", "deprecat", "train/total_step")

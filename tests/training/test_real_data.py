@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from training_helpers import REPO, cli, one_thread  # noqa: F401
 
 from bicorseg import BiCoRSeg, save_checkpoint
 from bicorseg.data import get_spec, prepare, read_image, read_mask
 from bicorseg.training.config import load_config
 from bicorseg.training.datamodule import SegmentationDataModule
-from conftest import shared_path, tiny_config
+from tests.helpers.models import tiny_config
+from tests.helpers.shared import shared_path
+from tests.helpers.training import REPO, cli
+
+pytestmark = pytest.mark.shared  # real data and reference outputs from ../shared
 
 
 @pytest.fixture(scope="module")

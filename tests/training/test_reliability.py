@@ -14,12 +14,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from training_helpers import REPO, TINY, one_thread  # noqa: F401
 
 from bicorseg.atomic import find_temps
 from bicorseg.training.config import load_config
 from bicorseg.training.module import NonFiniteError
 from bicorseg.training.run import StopSignals, TrainingInterrupted, train
+from tests.helpers.training import REPO, TINY
 
 # 16 steps per epoch, a checkpoint after every step
 LONG = {"data.synthetic_size": [64, 64, 8], "trainer.checkpoint_every_n_steps": 1, "trainer.max_epochs": 50}

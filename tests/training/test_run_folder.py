@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import TINY, cli, one_thread  # noqa: F401
+
+from tests.helpers.training import TINY, cli
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
