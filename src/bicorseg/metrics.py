@@ -286,11 +286,11 @@ def format_report(report: EvaluationReport, convention: bool = True) -> str:
     return "\n".join(lines)
 
 
-def write_report_json(report: EvaluationReport, path: str | os.PathLike) -> Path:
+def write_report_json(report: EvaluationReport, path: str | os.PathLike[str]) -> Path:
     """Write the report (convention included) as JSON, atomically."""
     return write_json_atomic(report.to_dict(), path)
 
 
-def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
+def write_json_atomic(data: Any, path: str | os.PathLike[str]) -> Path:
     """JSON to a temporary file beside ``path``, renamed when complete."""
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

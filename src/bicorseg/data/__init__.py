@@ -22,7 +22,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from bicorseg.data.base import SegmentationDataset
+from bicorseg.data.base import JointTransform, SegmentationDataset
 from bicorseg.data.datasets import DATASETS, Release, SplitRule, get_release, get_spec
 from bicorseg.data.folder import ClassTable, FolderDataset, folder_spec
 from bicorseg.data.io import read_georeferenced, read_image, read_mask
@@ -45,7 +45,7 @@ def build_dataset(
     root: str | os.PathLike,
     split: str,
     spec: DatasetSpec | None = None,
-    transform: Any = None,
+    transform: JointTransform | None = None,
     **options: Any,
 ) -> Dataset:
     """A torch dataset: ``kind`` is a declared dataset (``root`` = output of ``prepare``) or ``"folder"``.

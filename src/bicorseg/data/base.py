@@ -13,8 +13,7 @@ A transform with ``for_spec(spec)`` is bound to the dataset's spec (its ignore i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +25,17 @@ from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec, normalise
 
 Pair = tuple[torch.Tensor, torch.Tensor]
-JointTransform = Callable[[torch.Tensor, torch.Tensor], Pair]
+
+
+class JointTransform(Protocol):
+    """What a dataset applies to a raw sample (image in input units, mask) before normalising.
+
+    A transform may also have ``for_spec(spec)`` (a copy bound to the dataset's facts) and
+    ``sample(load, index, count)`` (a sample built from several, e.g. a mosaic): see
+    :class:`~bicorseg.data.transforms.TrainTransform`.
+    """
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair: ...
 
 
 class SegmentationDataset(Dataset):
@@ -34,7 +43,7 @@ class SegmentationDataset(Dataset):
 
     spec: DatasetSpec
 
-    def __init__(self, spec: DatasetSpec, transform: Any = None) -> None:
+    def __init__(self, spec: DatasetSpec, transform: JointTransform | None = None) -> None:
         self.spec = spec
         if transform is not None and hasattr(transform, "for_spec"):
             transform = transform.for_spec(spec)
@@ -114,7 +123,7 @@ class SampleSelection(SegmentationDataset):
         self,
         datasets: list[SegmentationDataset],
         indices: list[int] | None = None,
-        transform: Any = None,
+        transform: JointTransform | None = None,
     ) -> None:
         super().__init__(datasets[0].spec, transform)
         self.datasets = list(datasets)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bicorseg.data.base import SegmentationDataset
+from bicorseg.data.base import JointTransform, SegmentationDataset
 from bicorseg.data.io import IMAGE_SUFFIXES, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
 from bicorseg.errors import ConfigError, InputError
@@ -288,7 +288,7 @@ class FolderDataset(SegmentationDataset):
         masks: str = "masks",
         class_table: str | os.PathLike | Mapping[str, Any] | ClassTable | None = None,
         spec: DatasetSpec | None = None,
-        transform: Any = None,
+        transform: JointTransform | None = None,
         subdirs: Sequence[str] | None = None,
         mask_suffix: str = "",
         require_masks: bool = True,

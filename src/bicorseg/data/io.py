@@ -32,7 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 import rasterio
+from affine import Affine
 from PIL import Image, UnidentifiedImageError
+from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
@@ -53,8 +55,8 @@ _PILLOW_FORMATS = ("PNG", "JPEG")
 class Georeference:
     """Where a raster lies: its CRS (may be None) and affine pixel-to-world transform."""
 
-    crs: Any
-    transform: Any
+    crs: CRS | None
+    transform: Affine
 
 
 def _check_exists(path: str | os.PathLike, data: bytes | None) -> None:

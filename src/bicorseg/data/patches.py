@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bicorseg.data.base import SegmentationDataset
+from bicorseg.data.base import JointTransform, SegmentationDataset
 from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.release.manifest import read_manifest
 from bicorseg.data.release.records import PatchRecord
@@ -32,7 +31,7 @@ class PreparedDataset(SegmentationDataset):
         root: str | os.PathLike,
         split: str,
         spec: DatasetSpec | None = None,
-        transform: Any = None,
+        transform: JointTransform | None = None,
         dataset: str | None = None,
     ) -> None:
         self.root = Path(root).expanduser()

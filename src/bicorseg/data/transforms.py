@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -390,9 +390,22 @@ class TrainTransform:
             )
         return self.config.ignore_index
 
+    @overload
     def __call__(
-        self, image: Any, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Any:
+        self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Pair: ...
+
+    @overload
+    def __call__(
+        self, image: dict[str, Any], mask: None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Any]: ...
+
+    def __call__(
+        self,
+        image: torch.Tensor | dict[str, Any],
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Pair | dict[str, Any]:
         """Rescale, class-ratio crop, rot90 and flips of (image ``C x H x W``, mask ``H x W``) or a sample dict."""
         if isinstance(image, dict):
             sample = image
@@ -414,7 +427,7 @@ class TrainTransform:
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
         fill: Fill = 0.0,
-        normalisation: tuple[torch.Tensor, torch.Tensor] | None = None,
+        normalisation: Statistics | None = None,
     ) -> Pair:
         cfg = self.config
         g = generator if generator is not None else self.generator()

@@ -11,6 +11,7 @@ the raster, covered by one tile only, keep a well-defined value.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -92,7 +93,7 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.rows) * len(self.cols)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tile]:
         for y0, h in self.rows:
             for x0, w in self.cols:
                 yield Tile(y0, x0, h, w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from bicorseg.errors import ConfigError
 
@@ -50,5 +51,5 @@ class LossConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"must be in [0, 1), got {self.label_smoothing}", key="loss.label_smoothing")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)

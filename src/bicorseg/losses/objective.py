@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -76,7 +79,8 @@ class BiCoRSegLoss(torch.nn.Module):
             total = total + cfg.aux_weight * terms["aux_softce"]
         heat_weights = _layer_weights(cfg.heatmap_layer_weights, layers, "heatmap_layer_weights")
         for index, (heat, weight) in enumerate(zip(output.heatmap_logits, heat_weights)):
-            term = sum(self.segmentation(heat, labels, resize=True))
+            softce, dice = self.segmentation(heat, labels, resize=True)
+            term = softce + dice
             terms[f"heatmap_{index}"] = term
             total = total + cfg.heatmap_weight * weight * term
         fisher_weights = _layer_weights(cfg.fisher_layer_weights, layers, "fisher_layer_weights")
@@ -90,7 +94,9 @@ class BiCoRSegLoss(torch.nn.Module):
         return terms
 
 
-def _maybe_checkpoint(function, tensor: torch.Tensor, *args):
+def _maybe_checkpoint(
+    function: Callable[..., torch.Tensor], tensor: torch.Tensor, *args: Any
+) -> torch.Tensor:
     """``function(tensor, *args)``, recomputed in backward rather than storing its intermediates."""
     if torch.is_grad_enabled() and tensor.requires_grad:
         return checkpoint(function, tensor, *args, use_reentrant=False)

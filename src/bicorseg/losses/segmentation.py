@@ -57,7 +57,8 @@ def dice_from_sums(sums: torch.Tensor, smooth: float = 0.05, eps: float = 1e-7) 
     """``mean_c`` of ``1 - (2 I_c + smooth) / max(S_c + smooth, eps)``, zero for classes without targets."""
     intersection, cardinality, present = sums
     score = (2 * intersection + smooth) / (cardinality + smooth).clamp_min(eps)
-    return ((1 - score) * (present > 0).to(score.dtype)).mean()
+    loss: torch.Tensor = ((1 - score) * (present > 0).to(score.dtype)).mean()
+    return loss
 
 
 def dice_loss(

@@ -93,7 +93,8 @@ class HBISLayer(nn.Module):
         context = F.linear(torch.bmm(weights, normed), self.value.weight.flatten(1))
         normed_classes = self.class_norm(class_emb)
         gate = torch.sigmoid(self.gate(torch.cat([normed_classes, context], dim=-1)))
-        return gate * self.candidate(context) + (1 - gate) * class_emb
+        updated: torch.Tensor = gate * self.candidate(context) + (1 - gate) * class_emb
+        return updated
 
     def film_terms(
         self, class_emb: torch.Tensor, scores: torch.Tensor
@@ -134,5 +135,7 @@ class HBISLayer(nn.Module):
             normed, scores = self.scores(class_emb, feats)
             class_emb = self.class_update(class_emb, normed, scores)
             feats = self.feature_update(feats, class_emb, scores)
+        if scores is None:
+            raise ValueError("an HBIS layer needs at least one inner step")
         b, h, w, _ = feats.shape
         return class_emb, feats, (scores / self.tau).view(b, -1, h, w)

@@ -31,16 +31,19 @@ class FusedNeck(nn.Module):
         block = len(self.proj) - 1 - stage
         fuse_block = self.fuse.weight[:, block * self.width : (block + 1) * self.width, 0, 0]
         proj = self.proj[stage]
+        assert isinstance(proj, nn.Linear)
         return fuse_block @ proj.weight, fuse_block @ proj.bias
 
     def forward(self, stages: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
         """``size`` is the working resolution (H/4, W/4); by default the first stage's size."""
-        size = size or tuple(stages[0].shape[-2:])
-        out = None
+        size = size or (int(stages[0].shape[-2]), int(stages[0].shape[-1]))
+        out: torch.Tensor | None = None
         for index, x in enumerate(stages):
             weight, bias = self.fused_weights(index)
             y = F.conv2d(x, weight[:, :, None, None].to(x.dtype), bias.to(x.dtype))
             if tuple(y.shape[-2:]) != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             out = y if out is None else out + y
+        if out is None:
+            raise ValueError("the neck needs at least one stage")
         return out

@@ -32,7 +32,7 @@ from bicorseg.data.release.records import PatchRecord, TileRecord, ZoomRecord
 from bicorseg.errors import InputError
 
 Unknown = Literal["error", "ignore"]
-Variant = tuple[str, np.ndarray, np.ndarray, Georeference | None, ZoomRecord]
+Variant = tuple[str, np.ndarray, np.ndarray | None, Georeference | None, ZoomRecord | None]
 
 
 def _window_georef(

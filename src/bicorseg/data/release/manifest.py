@@ -30,12 +30,12 @@ from bicorseg.errors import InputError
 MANIFEST = "manifest.json"
 
 
-def manifest_path(root: str | os.PathLike) -> Path:
+def manifest_path(root: str | os.PathLike[str]) -> Path:
     root = Path(root)
     return root if root.name == MANIFEST else root / MANIFEST
 
 
-def read_manifest(root: str | os.PathLike) -> Manifest:
+def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     """Load and check ``root/manifest.json``."""
     path = manifest_path(root)
     if not path.is_file():
@@ -61,7 +61,7 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         raise InputError(f"{path}: malformed manifest: {error}") from None
 
 
-def write_manifest(root: str | os.PathLike, manifest: Manifest) -> Path:
+def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> Path:
     path = manifest_path(root)
     with atomic_output(path) as temp:
         with open(temp, "w", encoding="utf-8") as stream:

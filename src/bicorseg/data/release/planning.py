@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from bicorseg.data.datasets import BandVariant, Release, SplitRule
 from bicorseg.data.release.records import SourceIdentity
@@ -92,7 +93,7 @@ def plan(
 
     def label_for(role: str, fields: dict[str, str]) -> SourceFile | None:
         for names, table in label_index[role].items():
-            group = table.get(tuple((k, fields.get(k)) for k in names))
+            group = table.get(cast(MatchKey, tuple((k, fields.get(k)) for k in names)))
             if group:
                 return _best(group)
         return None
@@ -125,7 +126,7 @@ def plan(
                     selected.append(fields)
                     parts["/".join(fields[k] for k in rule.where)] += 1
             found[rule.name] = [f"{p} ({n} images)" for p, n in sorted(parts.items())]
-            combos = [[]]
+            combos: list[list[str]] = [[]]
             for allowed in rule.where.values():
                 combos = [[*c, v] for c in combos for v in allowed]
             not_found[rule.name] = ["/".join(c) for c in combos if "/".join(c) not in parts]
@@ -161,8 +162,8 @@ def plan(
                 f"{rule.name}: no {rule.labels} label for {what} {_short_list(no_label)} "
                 f"(expected {' or '.join(release.labels[rule.labels or ''])})"
             )
-        names = [item.name for item in split_items]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        written = [item.name for item in split_items]
+        duplicates = sorted({n for n in written if written.count(n) > 1})
         if duplicates:
             problems.append(f"{rule.name}: several images would be written as {_short_list(duplicates, 5)}")
         items[rule.name] = split_items

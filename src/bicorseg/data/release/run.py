@@ -36,8 +36,8 @@ MIN_PATCH_SIZE = 32  # the network's input granularity; smaller patches hold not
 
 def prepare(
     dataset: str | Release,
-    sources: str | os.PathLike | Sequence[str | os.PathLike],
-    output: str | os.PathLike,
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
     *,
     splits: Sequence[str] | None = None,
     variant: str | None = None,
