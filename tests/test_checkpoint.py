@@ -62,6 +62,7 @@ def official_model() -> BiCoRSeg:
     return BiCoRSeg(tiny_config(backbone="convnext_tiny", width=32, layers=2, topk_ratio=0.5)).eval()
 
 
+@pytest.mark.slow
 def test_round_trip_keeps_weights_config_and_dataset(tmp_path) -> None:
     model = BiCoRSeg(tiny_config(), dataset=SPEC).eval()
     path = save_checkpoint(model, tmp_path / "model.ckpt", extra={"epoch": 3})
@@ -93,6 +94,7 @@ def test_clear_errors(tmp_path) -> None:
         load_checkpoint(other)
 
 
+@pytest.mark.slow
 def test_convert_cli_reproduces_the_original_model(tmp_path, official_model, capsys) -> None:
     source = tmp_path / "official.ckpt"
     torch.save({"state_dict": _official_state_dict(official_model), "epoch": 44}, source)
@@ -109,6 +111,7 @@ def test_convert_cli_reproduces_the_original_model(tmp_path, official_model, cap
         torch.testing.assert_close(converted(x), official_model(x))
 
 
+@pytest.mark.slow
 def test_convert_names_missing_and_unexpected_keys(official_model) -> None:
     state = _official_state_dict(official_model)
     del state["net.decoder.bicor_stack.layers.1.gamma_proj.bias"]

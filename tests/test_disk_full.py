@@ -42,6 +42,7 @@ def _fill(disk: Path, leave: int = 0) -> None:
         stream.write(b"\0" * max(free - leave, 0))
 
 
+@pytest.mark.slow
 def test_checkpoint_on_a_full_disk_fails_cleanly_and_keeps_the_old_one(small_disk) -> None:
     model = BiCoRSeg(tiny_config(width=16))
     path = save_checkpoint(model, small_disk / "model.ckpt")  # fits: the good checkpoint
@@ -57,6 +58,7 @@ def test_checkpoint_on_a_full_disk_fails_cleanly_and_keeps_the_old_one(small_dis
         torch.testing.assert_close(load_model(path)(x), model.eval()(x))
 
 
+@pytest.mark.slow
 def test_predict_on_a_full_disk_fails_cleanly(small_disk, tmp_path) -> None:
     checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
     source = write_geotiff(tmp_path / "scene.tif", random_image(3, 300, 300))

@@ -25,6 +25,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_predict_folder_with_two_workers_then_skip(tmp_path: Path, checkpoint: Path, capsys) -> None:
     for i in range(2):
         write_geotiff(tmp_path / "in" / f"tile_{i}.tif", random_image(3, 70, 90, seed=i), nodata=0)
@@ -140,6 +141,7 @@ def test_heatmaps_of_a_png(tmp_path: Path, checkpoint: Path, capsys) -> None:
     assert code == 2 and "--layer: must be in 1..2" in err  # the core's parameter, named as the option
 
 
+@pytest.mark.slow
 def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Path, capsys) -> None:
     pytest.importorskip("onnxruntime")
     import torch

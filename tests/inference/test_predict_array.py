@@ -36,6 +36,7 @@ def test_valid_mask_and_nan_pixels_give_zero_probabilities() -> None:
     np.testing.assert_allclose(probs[:, :40].sum(0)[np.arange(40) != 5], 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bicorseg_model_sliding_window() -> None:
     model = BiCoRSeg(tiny_config()).train()
     image = np.random.default_rng(2).normal(size=(3, 100, 130)).astype(np.float32)

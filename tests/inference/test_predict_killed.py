@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
@@ -24,6 +25,7 @@ def _visible(folder: Path) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_kill_then_rerun_completes_and_skips_finished_files(tmp_path: Path) -> None:
     checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
     inputs = tmp_path / "rasters"

@@ -128,6 +128,7 @@ def test_the_test_server_answers_ranges_as_http_says(served) -> None:
     assert [r.range for r in server.requests if r.method == "GET"][-1] is None
 
 
+@pytest.mark.slow
 def test_predict_over_http_equals_the_local_file_byte_for_byte(tmp_path, served, checkpoint, capsys) -> None:
     root, server = served
     write_geotiff(root / "scene.tif", random_image(3, 200, 260, seed=3), nodata=0, **TILED)

@@ -41,6 +41,7 @@ def test_adapted_first_conv_preserves_activations_of_grey_like_inputs(bands: int
         torch.testing.assert_close(adapted[:, :3], weight * 3 / bands)
 
 
+@pytest.mark.slow
 def test_local_pretrained_file_is_loaded(tmp_path) -> None:
     reference = convnext_tiny()
     path = tmp_path / "convnext_tiny.pth"
@@ -53,6 +54,7 @@ def test_local_pretrained_file_is_loaded(tmp_path) -> None:
     torch.testing.assert_close(backbone.features[0][0].weight, adapt_first_conv_weight(stem, 4))
 
 
+@pytest.mark.slow
 def test_bad_pretrained_files_are_named(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"not found: .*missing\.pth"):
         build_backbone("convnext_tiny", pretrained=str(tmp_path / "missing.pth"))

@@ -91,6 +91,7 @@ class TestFiveBands(ModelVariantTests):
     config = tiny_config(in_channels=5, num_classes=2)
 
 
+@pytest.mark.slow
 class TestTopKPerLayerAndInnerSteps(ModelVariantTests):
     config = tiny_config(layers=3, topk_ratio=[0.02, 0.5, 1.0], inner_steps=2)
 
@@ -103,6 +104,7 @@ class TestPercentileSelection(ModelVariantTests):
     config = tiny_config(selection="percentile", threshold=0.9)
 
 
+@pytest.mark.slow
 class TestTimmBackbone(ModelVariantTests):
     config = tiny_config(backbone="timm:convnext_atto", in_channels=4)
 
@@ -118,6 +120,7 @@ def test_training_input_must_be_a_multiple_of_32() -> None:
         model(torch.randn(1, 3, 70, 90))
 
 
+@pytest.mark.slow
 def test_evaluation_pads_any_size_and_crops_back() -> None:
     model = BiCoRSeg(tiny_config()).eval()
     x = torch.randn(1, 3, 70, 90)
