@@ -219,7 +219,8 @@ def nearest_indices(source: int, target: int) -> np.ndarray:
     Pixel centres: ``floor((i + 0.5) * source / target)`` in float64, the positions of GDAL's
     nearest-neighbour decimation; labels resized so are never mixed. torchvision's ``NEAREST_EXACT``
     is meant to be the same rule but computes the scale in float32: it picks another pixel at
-    exact ties (e.g. 2 -> 41 pixels, target pixel 20), 99 of 6860 size pairs tried.
+    exact ties (e.g. 2 -> 41 pixels, target pixel 20), in 124 of the 6860 size pairs from 1..70 to
+    1..98 pixels (measured).
     """
     positions = ((np.arange(target, dtype=np.float64) + 0.5) * source / target).astype(np.int64)
     return np.minimum(positions, source - 1)
