@@ -121,6 +121,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(command, tmp_path, capsys) 
     assert not (tmp_path / "out.ckpt").exists() and not (tmp_path / "s.zip").exists()
 
 
+@pytest.mark.slow
 def test_load_model_and_lightnings_resume_reader_refuse_it(tmp_path) -> None:
     from bicorseg import load_model
     from bicorseg.training.run import AtomicCheckpointIO
@@ -319,6 +320,7 @@ def _vrt(
     return path
 
 
+@pytest.mark.slow
 def test_a_vrt_with_a_remote_source_is_refused_before_any_connection(tmp_path, capsys, listener) -> None:
     url = f"/vsicurl/http://127.0.0.1:{listener.port}/x.tif"
     vrt = _vrt(tmp_path / "in" / "remote.vrt", url)

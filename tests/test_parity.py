@@ -72,6 +72,7 @@ def _loss(reference: dict) -> BiCoRSegLoss:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", WITH_F0)
 def test_neck(name: str) -> None:
     model, stages, reference = _model(name)

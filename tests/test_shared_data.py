@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.shared import REPO_ROOT, in_ci
 
 PROBE = """
@@ -43,6 +45,7 @@ def _run_probe(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_absent_shared_data_skips_outside_ci(tmp_path):
     result = _run_probe(tmp_path, None)
     assert result.returncode == 0 and "1 skipped" in result.stdout, result.stdout
@@ -51,6 +54,7 @@ def test_absent_shared_data_skips_outside_ci(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_absent_shared_data_fails_in_ci(tmp_path):
     result = _run_probe(tmp_path, "true")
     assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout

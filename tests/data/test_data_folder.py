@@ -20,6 +20,7 @@ DUBAI_COUNTS = [7141726, 34810689, 5480473, 5677554, 6311566, 271636]
 DUBAI_BLACK = 5041
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_dubai_loads_with_its_real_colours():
     root = shared_path("data", "dubai")

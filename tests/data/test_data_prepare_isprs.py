@@ -240,6 +240,7 @@ def test_size_mismatch_and_unknown_colours(tmp_path):
     assert "1 pixels of unknown colour/value were set to ignore" in result.summary()
 
 
+@pytest.mark.slow
 def test_vaihingen_official_zip_archives_give_the_same_patches(tmp_path):
     unpacked = _tiny_vaihingen(tmp_path)
     zipped = gen.make_vaihingen(None, tmp_path / "zips", TINY, archives=True)

@@ -80,6 +80,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, checkpoint: Path, caps
         )
 
 
+@pytest.mark.slow
 def test_heatmaps_of_a_raster_with_ground_truth(tmp_path: Path, checkpoint: Path, capsys) -> None:
     src = write_geotiff(tmp_path / "scene.tif", random_image(3, 90, 130), nodata=0)
     label = write_geotiff(
@@ -110,6 +111,7 @@ def test_heatmaps_of_a_raster_with_ground_truth(tmp_path: Path, checkpoint: Path
     assert figure.format == "PNG" and figure.size[0] > 300
 
 
+@pytest.mark.slow
 def test_heatmaps_of_a_png(tmp_path: Path, checkpoint: Path, capsys) -> None:
     Image.fromarray(random_image(3, 64, 48).transpose(1, 2, 0)).save(tmp_path / "pic.png")
     code, _, err = run(

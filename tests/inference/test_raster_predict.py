@@ -194,6 +194,7 @@ def test_png_jpeg_and_rgba_inputs_give_png(tmp_path: Path) -> None:
     assert (classes[:10, :10] == 255).all() and (classes[10:] < 4).all()
 
 
+@pytest.mark.slow
 def test_bad_inputs_name_the_file(tmp_path: Path, checkpoint: Path) -> None:
     two = write_geotiff(tmp_path / "two.tif", random_image(2, 32, 32), photometric="MINISBLACK")
     with pytest.raises(

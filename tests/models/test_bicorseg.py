@@ -87,6 +87,7 @@ class TestFourBands(ModelVariantTests):
     config = tiny_config(in_channels=4, layers=1)
 
 
+@pytest.mark.slow
 class TestFiveBands(ModelVariantTests):
     config = tiny_config(in_channels=5, num_classes=2)
 
@@ -96,6 +97,7 @@ class TestTopKPerLayerAndInnerSteps(ModelVariantTests):
     config = tiny_config(layers=3, topk_ratio=[0.02, 0.5, 1.0], inner_steps=2)
 
 
+@pytest.mark.slow
 class TestThresholdSelection(ModelVariantTests):
     config = tiny_config(selection="threshold", threshold=0.6)
 

@@ -97,6 +97,7 @@ def _loveda_test_root(root: Path, names: list[str]) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_submit_writes_a_valid_archive(trained: Path, tmp_path: Path) -> None:
     root = _loveda_test_root(tmp_path / "loveda", ["3001.png", "5002.png"])
     out = tmp_path / "submission.zip"

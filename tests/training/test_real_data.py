@@ -46,6 +46,7 @@ def _by_hand(checkpoint: Path, images: list[Path]) -> np.ndarray:
     return matrix
 
 
+@pytest.mark.slow
 def test_evaluate_prepared_and_folder_loveda(loveda_checkpoint: Path, tmp_path: Path) -> None:
     source = shared_path("data", "loveda")
     images = [source / "Train" / "Rural" / "images_png" / f"{i}.png" for i in (0, 1)]

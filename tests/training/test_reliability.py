@@ -137,6 +137,7 @@ class EpochEnds(L.Callback):
     ],
     ids=["absent", "not-improving"],
 )
+@pytest.mark.slow
 def test_last_checkpoint_is_written_at_every_epoch_end(tmp_path: Path, monitor: dict) -> None:
     recorder = EpochEnds(tmp_path / "checkpoints" / "last.ckpt")
     result = train(load_config(TINY, {"trainer.max_epochs": 3, **monitor}), tmp_path, callbacks=[recorder])
@@ -211,6 +212,7 @@ def test_laying_out_the_run_folder_is_not_cut_by_a_signal() -> None:
     [(1, 6), (3, 8)],  # mid-epoch: right after that step; in the last batch: at the epoch's end
     ids=["mid-epoch", "last-batch"],
 )
+@pytest.mark.slow
 def test_a_stop_signal_is_acted_on_at_the_next_step_boundary(
     tmp_path: Path, batch_idx: int, saved_step: int
 ) -> None:
@@ -313,6 +315,7 @@ def test_non_finite_weights_are_never_written(tmp_path: Path) -> None:
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_nan_loss_skip_policy_drops_the_batch(tmp_path: Path) -> None:
     config = load_config(TINY, _every_step(**{"trainer.nan_policy": "skip"}))
     result = train(config, tmp_path, callbacks=[PoisonBatch(5)])
