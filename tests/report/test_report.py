@@ -13,12 +13,12 @@ import pytest
 import rasterio
 from PIL import Image
 from rasterio.transform import Affine
-from report_helpers import SIZE, output_folder
 
 from bicorseg.cli.main import main
 from bicorseg.demo import DEMO_SPEC
 from bicorseg.errors import InputError
 from bicorseg.report import ReportItem, report_folder, write_report
+from tests.helpers.report import SIZE, output_folder
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from report_helpers import output_folder
 
 from bicorseg.demo import DEMO_SPEC
 from bicorseg.report import report_folder
+from tests.helpers.report import output_folder
 
 CHROMIUM = Path(os.environ.get("BICORSEG_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("BICORSEG_CHROMEDRIVER", "/usr/bin/chromedriver"))

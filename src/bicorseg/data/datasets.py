@@ -4,7 +4,7 @@ Each :class:`Release` holds a dataset's :class:`~bicorseg.spec.DatasetSpec` (cla
 index, evaluation classes, bands, normalisation, splits) and the facts ``prepare`` needs to turn the
 release into training data: where its files are (path patterns with ``{field}`` placeholders), how
 its labels are encoded, which tiles form which split and how each split is cut into patches. One
-code path (:mod:`bicorseg.data.prepare`) serves every release; nothing matches a dataset's name.
+code path (:mod:`bicorseg.data.release`) serves every release; nothing matches a dataset's name.
 
 Path patterns match the end of a file's path inside the source folder or inside an archive, so the
 same declaration finds ``ISPRS_semantic_labeling_Vaihingen/top/top_mosaic_09cm_area1.tif`` on disk

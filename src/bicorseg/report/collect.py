@@ -29,6 +29,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from bicorseg.data.labels import colour_table
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.gis.source import ClassRaster
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
@@ -127,8 +128,7 @@ def _read_prediction(raster: ClassRaster, colours: list[tuple[int, int, int]], m
         raise InputError(f"cannot read {raster.path}: {first_line(error)}") from error
     if raster.extra_nodata is not None:
         valid &= data != raster.extra_nodata
-    table = np.zeros((256, 3), np.uint8)
-    table[: len(colours)] = np.asarray(colours, np.uint8)[:256]
+    table = colour_table(colours[:256])
     known = valid & (data >= 0) & (data < len(colours))
     rgb = table[np.where(known, data, 0).astype(np.int64)]
     return Picture(_rgba(rgb, known), (src.height, src.width))
