@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from PIL import Image
 from rasterio.control import GroundControlPoint
 
@@ -22,16 +21,9 @@ from bicorseg.cli.main import main
 from bicorseg.precision import resolve_precision
 from tests.helpers.inference import CRS, random_image, tiny_checkpoint, write_geotiff
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU
+
 FLOAT32_LOWEST = np.float32(-3.4028235e38)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one torch thread avoids oversubscription."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
