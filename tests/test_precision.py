@@ -11,7 +11,7 @@ from bicorseg.checkpoint import load_model, save_checkpoint
 from bicorseg.errors import ConfigError
 from bicorseg.models import BiCoRSeg
 from bicorseg.precision import PRECISIONS, check_precision, cpu_flags, cpu_has_fast_bf16, resolve_precision
-from conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel

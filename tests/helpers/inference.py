@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
 from torch import nn
 
 from bicorseg.checkpoint import save_checkpoint
+from bicorseg.cli.main import main
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
 from tests.helpers.models import tiny_config
@@ -77,3 +79,10 @@ def direct_probabilities(model: nn.Module, normalised: np.ndarray) -> np.ndarray
     """The untiled reference: softmax of the model on the whole image at once."""
     with torch.no_grad():
         return torch.softmax(model(torch.from_numpy(normalised)[None]), 1)[0].numpy()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``bicorseg ARGV`` in this process: exit status, stdout and stderr."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -10,19 +10,12 @@ import rasterio
 from PIL import Image
 from rasterio import Affine
 
-from bicorseg.cli.main import main
-from tests.helpers.inference import TRANSFORM, random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import TRANSFORM, random_image, run, tiny_checkpoint, write_geotiff
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.slow

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 from PIL import Image
-from test_inference_cli import run
 
 from bicorseg.checkpoint import save_checkpoint
+from bicorseg.data.synthetic import synthetic_spec
 from bicorseg.models import BiCoRSeg
 from bicorseg.precision import resolve_precision
-from bicorseg.training.synthetic import synthetic_spec
-from conftest import tiny_config
+from tests.helpers.inference import random_image, run, tiny_checkpoint, write_geotiff
+from tests.helpers.models import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from torchvision.models.convnext import CNBlock
 
 from bicorseg.models import BiCoRSeg
 from bicorseg.models.reference import ExplicitHBISLayer, ExplicitNeck, use_reference_model
-from conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 
 def test_reference_decoder_gives_the_same_outputs() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", "timm:<name>")
 _LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
-class InferenceCNBlock(tv_convnext.CNBlock):
+class InferenceCNBlock(tv_convnext.CNBlock):  # type: ignore[misc]  # torchvision has no type information
     """torchvision's ConvNeXt block with a faster forward for float32 CPU inference (same parameters).
 
     Without gradients, in evaluation mode, on a float32 CPU tensor outside autocast, the block's
@@ -62,9 +63,10 @@ class InferenceCNBlock(tv_convnext.CNBlock):
             or x.device.type != "cpu"
             or torch.is_autocast_enabled("cpu")
             or _LINEAR_POINTWISE is None
-            or not torch.backends.mkldnn.is_available()
+            or not torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         ):
-            return super().forward(x)
+            plain: torch.Tensor = super().forward(x)
+            return plain
         conv, _, norm, linear1, _, linear2, _ = self.block
         b, c, h, w = x.shape
         scale = self.layer_scale.view(-1)
@@ -73,7 +75,8 @@ class InferenceCNBlock(tv_convnext.CNBlock):
         out = (x.permute(0, 2, 3, 1).reshape(-1, c) + linear2.bias * scale).addmm_(
             y.reshape(-1, y.shape[-1]), (linear2.weight * scale[:, None]).t()
         )
-        return out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last memory, as torchvision's output
+        fused: torch.Tensor = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last, as torchvision's
+        return fused
 
 
 def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -133,6 +136,7 @@ class ConvNeXtStages(nn.Module):
             new_stem = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride)
             with torch.no_grad():
                 new_stem.weight.copy_(adapt_first_conv_weight(stem.weight, in_channels))
+                assert new_stem.bias is not None  # nn.Conv2d's default bias=True
                 new_stem.bias.copy_(stem.bias)
             self.features[0][0] = new_stem.to(memory_format=torch.channels_last)
         self.channels: tuple[int, ...] = tuple(
@@ -160,19 +164,20 @@ class TimmStages(nn.Module):
                 f"backbone 'timm:{name}' needs the optional extra: pip install 'bicorseg[timm]'"
             ) from error
         try:
-            self.body = timm.create_model(
+            body: Any = timm.create_model(  # timm has no type information
                 name, features_only=True, pretrained=pretrained == "imagenet", in_chans=in_channels
             )
         except OSError as error:  # the weights could not be downloaded
             raise _download_error(f"timm:{name}", None, error) from error
         except RuntimeError as error:
             raise ConfigError(f"backbone 'timm:{name}': {first_line(error)}") from error
+        self.body = body
         if pretrained and pretrained != "imagenet":
             _load_state_dict_file(self.body, pretrained, strict=False)
-        channels = self.body.feature_info.channels()
+        channels = [int(c) for c in body.feature_info.channels()]
         if len(channels) < 4:
             raise ConfigError(f"backbone 'timm:{name}' has {len(channels)} feature levels; 4 are needed")
-        self.channels = tuple(channels[-4:])
+        self.channels: tuple[int, ...] = tuple(channels[-4:])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))[-4:]
@@ -204,7 +209,9 @@ def _download_error(name: str, url: str | None, error: BaseException) -> ConfigE
     )
 
 
-def build_backbone(name: str, in_channels: int = 3, pretrained: str | None = None) -> nn.Module:
+def build_backbone(
+    name: str, in_channels: int = 3, pretrained: str | None = None
+) -> ConvNeXtStages | TimmStages:
     """Backbone by name (see module docstring); ``pretrained`` is None, ``"imagenet"`` or a file path."""
     if name.startswith("timm:"):
         return TimmStages(name.removeprefix("timm:"), in_channels, pretrained)
@@ -220,7 +227,8 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     state = read_torch_file(file, what="pretrained weights")
     if not isinstance(state, dict):
         raise CheckpointError(f"pretrained weights {file} do not hold a state dict")
-    return state.get("state_dict", state)
+    weights: dict[str, torch.Tensor] = state.get("state_dict", state)
+    return weights
 
 
 def _load_state_dict_file(module: nn.Module, path: str, strict: bool = True) -> None:
@@ -231,7 +239,7 @@ def _load_state_dict_file(module: nn.Module, path: str, strict: bool = True) -> 
         raise CheckpointError(f"pretrained weights {path} do not fit the backbone: {first_line}") from error
 
 
-def _load_local_backbone_weights(network: nn.Module, path: str) -> None:
+def _load_local_backbone_weights(network: tv_convnext.ConvNeXt, path: str) -> None:
     """A torchvision ConvNeXt state dict saved to a file (``torch.save(model.state_dict(), path)``).
 
     The classifier head may be absent; every ``features.*`` key must be present.

@@ -134,6 +134,7 @@ class BiCoRSeg(nn.Module):
             .reshape(b, 2 * h, 2 * w, 4 * q)
         )
         norm = self.upsampler[1]
+        assert isinstance(norm, LayerNorm2d)
         weight = norm.weight.view(q, 4).t().reshape(-1)
         bias = norm.bias.view(q, 4).t().reshape(-1)
         x = F.gelu(F.gelu(F.layer_norm(x, (4 * q,), weight, bias, norm.eps)))
@@ -145,7 +146,7 @@ class BiCoRSeg(nn.Module):
         self._check_input(x)
         if self.training:
             _check_multiple(x, "training")
-            return self.decode(self.backbone(x), tuple(x.shape[-2:]), train=True)
+            return self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=True)
         return self._forward_padded(x).logits
 
     def predict_with_heatmaps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -164,7 +165,7 @@ class BiCoRSeg(nn.Module):
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         with autocast(self.precision, x.device.type):
-            out = self.decode(self.backbone(x), tuple(x.shape[-2:]), train=False)
+            out = self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=False)
         out.logits = _full(out.logits[..., :height, :width])
         out.heatmap_logits = [_full(heat) for heat in out.heatmap_logits]
         return out

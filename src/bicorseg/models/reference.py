@@ -27,10 +27,11 @@ def neck_explicit(neck: FusedNeck, stages: Sequence[torch.Tensor], size: tuple[i
     for proj, x in zip(neck.proj, stages):
         y = proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         maps.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
-    return neck.fuse(torch.cat(maps[::-1], dim=1))
+    fused: torch.Tensor = neck.fuse(torch.cat(maps[::-1], dim=1))
+    return fused
 
 
-def classify_explicit(model: torch.nn.Module, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+def classify_explicit(model: BiCoRSeg, kernels: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
     """Logits ``<kernels[b, n], U(feats)[b, :, x]>`` with U applied as written (features B x C x h x w)."""
     return torch.einsum("bnc,bchw->bnhw", kernels, model.upsampler(feats))
 
@@ -68,7 +69,7 @@ class ExplicitNeck(FusedNeck):
     """The neck as written (per-stage projections at stride 4, a 4C concatenation, the 1x1 fusion)."""
 
     def forward(self, stages: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
-        return neck_explicit(self, stages, size or tuple(stages[0].shape[-2:]))
+        return neck_explicit(self, stages, size or (int(stages[0].shape[-2]), int(stages[0].shape[-1])))
 
 
 class ReferenceBiCoRSeg(BiCoRSeg):
