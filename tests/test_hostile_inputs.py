@@ -337,6 +337,7 @@ def test_a_vrt_with_a_remote_source_is_refused_before_any_connection(tmp_path, c
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_allow_remote_lets_the_source_be_read(tmp_path, capsys, listener) -> None:
     vrt = _vrt(tmp_path / "remote.vrt", f"/vsicurl/http://127.0.0.1:{listener.port}/x.tif")
     checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")

@@ -85,6 +85,7 @@ def _op_names(run) -> set[str]:
     return {event.key for event in prof.key_averages()}
 
 
+@pytest.mark.slow
 def test_inference_blocks_match_torchvision_blocks() -> None:
     from torchvision.models.convnext import CNBlock
 
