@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torchvision.models.convnext import CNBlock
 
@@ -12,6 +13,7 @@ from bicorseg.models.reference import ExplicitHBISLayer, ExplicitNeck, use_refer
 from tests.helpers.models import tiny_config
 
 
+@pytest.mark.slow
 def test_reference_decoder_gives_the_same_outputs() -> None:
     model = BiCoRSeg(tiny_config(topk_ratio=0.5)).double()
     reference = use_reference_model(copy.deepcopy(model))
