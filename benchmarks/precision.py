@@ -41,7 +41,7 @@ from bicorseg.data.io import read_image, read_mask
 from bicorseg.inference import predict_array
 from bicorseg.metrics import scores_from_confusion
 from bicorseg.models import BiCoRSeg, ModelConfig
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "precision.json"
@@ -52,9 +52,7 @@ Sample = tuple[str, np.ndarray, np.ndarray | None]  # name, normalised bands x H
 
 
 def normalised(image: np.ndarray, mean, std) -> np.ndarray:
-    mean = np.asarray(mean, np.float32)[:, None, None]
-    std = np.asarray(std, np.float32)[:, None, None]
-    return (image.astype(np.float32) - mean) / std
+    return normalise(image.astype(np.float32), mean, std)
 
 
 def demo_samples(folder: Path, model: BiCoRSeg) -> list[Sample]:
