@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+import pytest
 import rasterio
 import shapely
 import torch
 
 from bicorseg.cli.main import main
 from bicorseg.inference import ModelInfo, PredictOptions, Predictor
-from inference.inference_helpers import TRANSFORM, pixel_model, random_image, spec, write_geotiff
+from tests.helpers.inference import TRANSFORM, pixel_model, random_image, spec, write_geotiff
 
 X0, Y0 = TRANSFORM.c, TRANSFORM.f  # top-left corner; 0.25 m pixels
 
@@ -64,8 +65,9 @@ def test_only_tiles_touching_the_area_are_computed_and_the_rest_is_nodata(tmp_pa
         assert "aoi=aoi.gpkg:" in out.tags()["bicorseg_settings"]
 
 
+@pytest.mark.slow
 def test_aoi_errors_are_one_line(tmp_path: Path, capsys) -> None:
-    from inference.inference_helpers import tiny_checkpoint
+    from tests.helpers.inference import tiny_checkpoint
 
     checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
     source = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 64, 64), nodata=0)

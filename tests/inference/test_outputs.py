@@ -12,15 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from inference_helpers import (
-    CLASSES,
-    PALETTE,
-    pixel_model,
-    random_image,
-    spec,
-    tiny_checkpoint,
-    write_geotiff,
-)
 from PIL import Image
 from torch import nn
 
@@ -29,6 +20,15 @@ from bicorseg.inference import ModelInfo, PredictOptions, Predictor
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.tta import tta_passes, with_tta
 from bicorseg.inference.writers import MapLayout, MapWriter
+from tests.helpers.inference import (
+    CLASSES,
+    PALETTE,
+    pixel_model,
+    random_image,
+    spec,
+    tiny_checkpoint,
+    write_geotiff,
+)
 
 cogeo = pytest.importorskip("rio_cogeo.cogeo")
 
@@ -38,6 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
+@pytest.mark.slow
 def test_every_geotiff_output_is_a_valid_cog(tmp_path: Path, checkpoint: Path, capsys) -> None:
     data = random_image(3, 600, 520, seed=1)
     data[:, :40, :50] = 0
@@ -102,6 +103,7 @@ def test_class_overviews_keep_the_most_common_class_and_probabilities_are_averag
     assert np.abs(first - mean).max() <= 1.0  # GDAL rounds the average
 
 
+@pytest.mark.slow
 def test_a_qgis_style_beside_each_class_raster(tmp_path: Path, checkpoint: Path, capsys) -> None:
     source = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 60, 70), nodata=0)
     Image.fromarray(random_image(3, 40, 30).transpose(1, 2, 0)).save(tmp_path / "in" / "photo.png")

@@ -43,6 +43,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
+@pytest.mark.slow
 def test_output_keeps_crs_transform_size_and_nodata(tmp_path: Path, checkpoint: Path) -> None:
     data = random_image(3, 150, 210)
     data[:, :30, :40] = 0  # nodata corner

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 
 from bicorseg.cli.main import main
 from bicorseg.errors import InputError
 from bicorseg.inference import PredictOptions, predict_files
 from bicorseg.inference.units import PARTS_FOLDER
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 pytestmark = pytest.mark.slow
 SRC = Path(__file__).resolve().parents[2] / "src"

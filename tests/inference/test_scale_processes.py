@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 
 from bicorseg.inference import PredictOptions, predict_files
 from bicorseg.inference.units import PARTS_FOLDER
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 
 def _command(inputs: Path, checkpoint: Path, out: Path, *extra: str) -> list[str]:

@@ -8,12 +8,12 @@ import pytest
 import rasterio
 import torch
 import yaml
-from inference_helpers import random_image, spec, write_geotiff
 
 from bicorseg.checkpoint import LIGHTNING_PREFIX, Tiling, load_checkpoint, metadata, save_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.models import BiCoRSeg
-from conftest import tiny_config
+from tests.helpers.inference import random_image, spec, write_geotiff
+from tests.helpers.models import tiny_config
 
 
 def _model() -> BiCoRSeg:
@@ -54,6 +54,7 @@ def test_where_the_default_tile_comes_from(tmp_path: Path, recorded: Path, capsy
     assert load_checkpoint(tmp_path / "last.ckpt").tiling == Tiling(160, 0.25, "training crop")
 
 
+@pytest.mark.slow
 def test_predict_heatmaps_and_evaluate_use_the_checkpoints_tiling(
     tmp_path: Path, recorded: Path, capsys
 ) -> None:

@@ -12,27 +12,20 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference_helpers import random_image, tiny_checkpoint, write_geotiff
 
 from bicorseg.cli.main import main
 from bicorseg.errors import ConfigError, InputError, OutputError
 from bicorseg.inference import PredictOptions, Predictor, mosaic, predict_files
 from bicorseg.inference.batch import UnitRunner, build_plan, find_inputs
 from bicorseg.inference.units import PARTS_FOLDER, PartStore, parse_shard
+from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+
+# one torch thread: tiny models on a shared CPU, and the thread count of the bytes compared
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 KINDS = ("", "_prob", "_confidence")  # class, float32 probabilities, confidence
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one torch thread (also the thread count of the bytes compared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +99,7 @@ def test_any_partition_gives_the_bytes_of_one_process(
     assert not (out / PARTS_FOLDER).exists()  # assembled parts are removed
 
 
+@pytest.mark.slow
 def test_a_partition_and_shards_give_the_bytes_of_one_process(tmp_path, checkpoint, inputs) -> None:
     expected = _one_process(64, checkpoint, inputs, tmp_path / "one")
     _run_partition(checkpoint, inputs, tmp_path / "random", 64, groups=3, seed=7)

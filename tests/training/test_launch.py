@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from training_helpers import REPO, TINY, cli_subprocess, column, one_thread, read_metrics  # noqa: F401
+
+from tests.helpers.training import REPO, TINY, cli_subprocess, column, read_metrics
 
 pytestmark = pytest.mark.slow
 

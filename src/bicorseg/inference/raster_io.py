@@ -39,10 +39,8 @@ from rasterio.windows import Window
 from bicorseg import raster_access
 from bicorseg.errors import CheckpointError, InputError, first_line
 from bicorseg.inference.model_info import ModelInfo
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
-PLAIN_DRIVERS = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", ".bmp", ".webp")
 # inputs read and written as plain pictures (PNG out), not as georeferenced rasters
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
 # GDAL's block cache in bytes (rasterio passes the number as bytes): GDAL's default, 5 % of the RAM,
@@ -339,7 +337,6 @@ class RasterReader:
         except RasterioError as error:
             raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         valid &= self.plausible(data)
-        data -= self.mean
-        data /= self.std
+        data = normalise(data, self.mean, self.std)
         data[:, ~valid] = 0.0  # the band mean: masked pixels never feed garbage to the model
         return data, valid

@@ -31,7 +31,7 @@ import json
 import math
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from bicorseg.atomic import OutputGroup
+from bicorseg.data.labels import colourise, gdal_colour_map
 from bicorseg.errors import InputError, OutputError, first_line
 from bicorseg.inference.raster_io import DEFAULT_BLOCK_SHAPE, Georeference
 
@@ -205,15 +206,6 @@ class MapLayout:
         )
 
 
-def rgba(palette: np.ndarray | Sequence[Sequence[int]], classes: np.ndarray) -> np.ndarray:
-    """RGBA (4 x h x w) of a class map; nodata is transparent."""
-    palette = np.asarray(palette, np.uint8)
-    table = np.zeros((256, 4), np.uint8)
-    table[: len(palette), :3] = palette
-    table[: len(palette), 3] = 255
-    return np.moveaxis(table[classes], -1, 0)
-
-
 def png_info(tags: Mapping[str, str]) -> PngInfo:
     info = PngInfo()
     for key, value in tags.items():
@@ -364,7 +356,7 @@ class MapWriter:
                 kind, geotiff_profile(geo, height, width, **extra), cog=OVERVIEW_RESAMPLING[kind]
             )
             if kind == "class":
-                dst.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(layout.palette)})
+                dst.write_colormap(1, gdal_colour_map(layout.palette))
                 dst.set_band_description(1, "class")
             elif kind == "probabilities":
                 for i, name in enumerate(layout.class_names, start=1):
@@ -388,7 +380,9 @@ class MapWriter:
             else:
                 self.datasets["class"].write(classes, 1, window=window)
                 if "color" in self.datasets:
-                    self.datasets["color"].write(rgba(self.layout.palette, classes), window=window)
+                    self.datasets["color"].write(
+                        colourise(classes, self.layout.palette, alpha=True), window=window
+                    )
             for kind in ("probabilities", "confidence"):
                 if kind in self.datasets:
                     self.datasets[kind].write(arrays[kind], window=window)
@@ -405,7 +399,9 @@ class MapWriter:
         if self.picture:
             images = {"class": self.class_map}
             if "color" in self.targets:
-                images["color"] = np.moveaxis(rgba(self.layout.palette, self.class_map), 0, -1)
+                images["color"] = np.moveaxis(
+                    colourise(self.class_map, self.layout.palette, alpha=True), 0, -1
+                )
             for kind, array in images.items():
                 try:
                     Image.fromarray(array).save(
