@@ -363,6 +363,7 @@ def test_class_raster_commands_refuse_a_remote_source(tmp_path, capsys, listener
     assert listener.close() == 0 and not output.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["vectorize", "areas"])
 def test_class_raster_commands_reach_a_remote_source_when_allowed(
     tmp_path, capsys, listener, command

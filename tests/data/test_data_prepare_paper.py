@@ -157,6 +157,7 @@ def test_car_zoom_replaces_a_patch_by_four_variants(vaihingen) -> None:
             image.close()
 
 
+@pytest.mark.slow
 def test_car_zoom_keeps_patches_with_few_cars_and_is_seeded(vaihingen, tmp_path) -> None:
     release, out = vaihingen
     items = _items(out)

@@ -209,6 +209,7 @@ def _rotation_counts(draw: str, p: float, n: int = 20000) -> np.ndarray:
     "draw, p, rate",
     [("clean", 0.5, 0.5), ("paper", 0.5, 0.375), ("paper", 0.25, 0.1875), ("clean", 0.25, 0.25)],
 )
+@pytest.mark.slow
 def test_rotation_rates(draw: str, p: float, rate: float) -> None:
     n = 20000
     counts = _rotation_counts(draw, p, n)

@@ -97,6 +97,7 @@ def test_evaluate_report_states_the_precision(tmp_path: Path, capsys) -> None:
         assert json.loads(out.read_text())["convention"]["precision"] == precision
 
 
+@pytest.mark.slow
 def test_heatmaps_record_the_precision(tmp_path: Path, checkpoint: Path, capsys) -> None:
     src = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
     code, _, err = run(

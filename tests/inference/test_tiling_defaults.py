@@ -35,6 +35,7 @@ def _print_config(capsys, checkpoint: Path, *extra: str) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_where_the_default_tile_comes_from(tmp_path: Path, recorded: Path, capsys) -> None:
     resolved = _print_config(capsys, recorded)
     assert (resolved["tile"], resolved["overlap"], resolved["tiling_from"]) == (96, 0.5, "checkpoint")

@@ -79,10 +79,12 @@ class TestNanoRGB(ModelVariantTests):
     config = tiny_config()
 
 
+@pytest.mark.slow
 class TestOneBand(ModelVariantTests):
     config = tiny_config(in_channels=1)
 
 
+@pytest.mark.slow
 class TestFourBands(ModelVariantTests):
     config = tiny_config(in_channels=4, layers=1)
 
@@ -102,6 +104,7 @@ class TestThresholdSelection(ModelVariantTests):
     config = tiny_config(selection="threshold", threshold=0.6)
 
 
+@pytest.mark.slow
 class TestPercentileSelection(ModelVariantTests):
     config = tiny_config(selection="percentile", threshold=0.9)
 
