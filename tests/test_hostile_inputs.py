@@ -374,6 +374,7 @@ def test_class_raster_commands_reach_a_remote_source_when_allowed(
     assert listener.close() >= 1 and not output.exists()  # ... but it was asked
 
 
+@pytest.mark.slow
 def test_a_vrt_over_a_local_tif_is_predicted(tmp_path, capsys, checkpoint) -> None:
     import rasterio
 
@@ -735,6 +736,7 @@ def test_out_of_range_options_name_the_option(args, message, tmp_path, capsys, c
 # pretrained weights without network access
 
 
+@pytest.mark.slow
 def test_pretrained_imagenet_without_network_says_to_pass_a_local_file(tmp_path, capsys, monkeypatch) -> None:
     """The real download path: an empty torch cache and an unreachable proxy (as on a machine offline)."""
     cache = tmp_path / "torch_home"

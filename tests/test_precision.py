@@ -82,6 +82,7 @@ def test_reduced_precision_runs_in_that_dtype_and_returns_float32(precision, dty
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
 
 
+@pytest.mark.slow
 def test_fp32_keeps_float64_and_training_ignores_the_precision() -> None:
     model = BiCoRSeg(tiny_config()).double().eval()
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
@@ -94,6 +95,7 @@ def test_fp32_keeps_float64_and_training_ignores_the_precision() -> None:
     assert seen == [torch.float32] and out.logits.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_load_model_resolves_the_precision(tmp_path: Path) -> None:
     path = save_checkpoint(BiCoRSeg(tiny_config()), tmp_path / "m.ckpt")
     assert load_model(path).precision == "fp32"

@@ -48,6 +48,7 @@ def _predict(source: Path, out: Path, aoi: Path | None) -> tuple[np.ndarray, np.
         return a.read(1), b.read(), model.tiles
 
 
+@pytest.mark.slow
 def test_only_tiles_touching_the_area_are_computed_and_the_rest_is_nodata(tmp_path: Path) -> None:
     source = write_geotiff(tmp_path / "scene.tif", random_image(3, 300, 400, seed=1), nodata=0)
     # a triangle in the top-left quarter (pixel rows 20..120, columns 30..150)
