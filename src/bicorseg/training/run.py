@@ -224,6 +224,8 @@ class LastCheckpoint(Checkpoint):
         self._step_at_batch_start = 0
 
     def _save(self, trainer: L.Trainer) -> None:
+        # a save, not a load: the full training state (optimizer, loops) that --resume needs; every
+        # read of it goes through checkpoint.read_torch_file, which unpickles with weights_only=True
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
