@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe as describe_machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "raster.json"
 TILING_RESULTS = Path(__file__).resolve().parent / "results" / "tiling.json"
@@ -138,7 +137,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import rasterio
-    import torch
 
     from bicorseg import __version__
 
@@ -192,15 +190,7 @@ def main() -> None:
             "outputs": "class raster (Cloud-Optimized GeoTIFF with overviews) and its QGIS style",
         },
         "device": args.device,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "rasterio": rasterio.__version__,
-            "gdal": rasterio.__gdal_version__,
-        },
+        "machine": describe_machine(),
         "bicorseg": __version__,
         "results": rows,
     }

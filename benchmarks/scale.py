@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe as describe_machine
 from raster import CHILD, make_checkpoint, write_scene
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
@@ -248,9 +248,6 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
 
-    import rasterio
-    import torch
-
     from bicorseg import __version__
 
     report = {
@@ -258,16 +255,7 @@ def main() -> None:
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
         "model": "part A: BiCoR-Seg, convnext_nano, width 32, 2 HBIS layers, 6 classes, random weights; "
         "part B: a per-pixel 1x1 convolution",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "rasterio": rasterio.__version__,
-            "gdal": rasterio.__gdal_version__,
-            "load_average_at_start": os.getloadavg(),
-        },
+        "machine": describe_machine(),
         "bicorseg": __version__,
     }
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
