@@ -13,8 +13,7 @@ not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bicorseg.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,11 +30,7 @@ _EXPORTS = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bicorseg' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -5,8 +5,7 @@ The names are imported on first use, so that :mod:`bicorseg.losses.config` is re
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bicorseg.lazy import lazy_exports
 
 _EXPORTS = {
     "BiCoRSegLoss": "bicorseg.losses.objective",
@@ -18,8 +17,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bicorseg.losses' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

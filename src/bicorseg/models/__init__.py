@@ -6,8 +6,7 @@ is read without loading torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bicorseg.lazy import lazy_exports
 
 _EXPORTS = {
     "BiCoRSeg": "bicorseg.models.bicorseg",
@@ -23,8 +22,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bicorseg.models' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ This is the only part of bicorseg that imports Lightning; the names below are im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bicorseg.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "bicorseg.training.config",
@@ -27,8 +26,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bicorseg.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
