@@ -31,7 +31,7 @@ from typing import Any, Union
 import yaml
 
 from bicorseg.errors import ConfigError
-from bicorseg.yaml_files import read_yaml_mapping
+from bicorseg.yaml_files import parse_yaml, read_yaml_mapping
 
 __all__ = [
     "FieldInfo",
@@ -172,8 +172,8 @@ def _options(tp: Any) -> tuple[Any, ...]:
 def parse_value(text: str) -> Any:
     """A command-line value read as YAML (``3``, ``1e-4``, ``null``, ``[0.02, 0.02]``, ``true``)."""
     try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
+        return parse_yaml(text) if text.strip() else text
+    except ConfigError:
         return text
 
 
