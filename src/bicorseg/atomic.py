@@ -283,17 +283,20 @@ def _existing_ancestor(path: Path) -> Path:
         current = current.parent
 
 
-def ensure_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
+def ensure_writable(path: str | os.PathLike, *, folder: bool = False, overwrite: bool = True) -> None:
     """Raise :class:`OutputError` unless the file (or, with ``folder``, the folder) ``path`` can be written.
 
-    Nothing is left behind: missing folders are not created; the check creates and deletes a
-    temporary file in the nearest existing folder above ``path`` (or in ``path`` itself).
+    Without ``overwrite`` an existing file is refused too. Nothing is left behind: missing folders
+    are not created; the check creates and deletes a temporary file in the nearest existing folder
+    above ``path`` (or in ``path`` itself).
     """
     path = Path(path).expanduser()
     if folder and path.exists() and not path.is_dir():
         raise OutputError(f"cannot write into {path}: it is a file, not a folder")
     if not folder and path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
+    if not folder and not overwrite and os.path.lexists(path):
+        raise OutputError(f"{path} exists (use `overwrite` to replace it)")
     where = _existing_ancestor(path if folder else path.parent.absolute())
     if not where.is_dir():
         raise OutputError(f"cannot write {path}: {where} is not a folder")

@@ -179,7 +179,16 @@ def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Pa
     ):
         np.testing.assert_allclose(a.read(), b.read(), atol=1e-4)
         assert a.crs == b.crs
-    code, _, err = run(
-        capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "50", "--output", onnx_path
-    )
+    code, _, err = run(capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "50",
+                       "--output", onnx_path, "--overwrite")  # fmt: skip
     assert code == 2 and "multiple of 32" in err
+
+
+def test_export_keeps_an_existing_file_without_overwrite(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the user's model")
+    code, _, err = run(capsys, "export", "onnx", "--checkpoint", checkpoint, "--output", target)
+    assert code == 2
+    assert err.strip() == f"bicorseg export: error: {target} exists (use --overwrite to replace it)"
+    assert target.read_bytes() == b"the user's model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

@@ -142,6 +142,18 @@ def test_bad_folders_are_one_line_errors(tmp_path, capsys, setup, message) -> No
     assert not (tmp_path / "report.html").exists()
 
 
+def test_an_existing_page_is_replaced_only_with_overwrite(tmp_path, capsys) -> None:
+    folder = output_folder(tmp_path / "out")
+    page = folder / "report.html"
+    page.write_text("the user's page")
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"bicorseg report: error: {page} exists (use --overwrite to replace it)"
+    assert page.read_text() == "the user's page"
+    assert main(["report", str(folder), "--overwrite"]) == 0
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
 def test_an_image_of_another_size_is_refused(tmp_path, folder) -> None:
     write_classes(tmp_path / "prediction.tif", np.zeros((32, 32), np.uint8))
     with pytest.raises(InputError, match="is 160 x 160 pixels but its prediction"):

@@ -49,13 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="deepness (required): ground resolution the model works at, in cm per pixel (e.g. 9 for "
         "Vaihingen); the plugin resamples the map to it",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    ensure_writable(args.output, overwrite=args.overwrite)
     from bicorseg.inference.onnx import export_onnx
 
-    ensure_writable(args.output)
     difference = export_onnx(
         args.checkpoint,
         args.output,

@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--class-table", default=None, help="YAML class table for class rasters without class names"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing page")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.report import report_folder
 
     page = report_folder(
-        args.folder, args.output, images=args.images, max_size=args.max_size, class_table=args.class_table
+        args.folder,
+        args.output,
+        images=args.images,
+        max_size=args.max_size,
+        class_table=args.class_table,
+        overwrite=args.overwrite,
     )
     print(f"report written to {page}", file=sys.stderr)
     return 0

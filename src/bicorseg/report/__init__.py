@@ -53,14 +53,20 @@ def report_folder(
     images: Sequence[str | os.PathLike] = (),
     max_size: int = MAX_SIZE,
     class_table: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """The report of an output folder (``folder/report.html`` unless ``output`` is given)."""
+    """The report of an output folder (``folder/report.html`` unless ``output`` is given).
+
+    An existing page is replaced only with ``overwrite``.
+    """
     folder = Path(folder)
+    output = folder / REPORT_NAME if output is None else Path(output)
+    ensure_writable(output, overwrite=overwrite)
     items = find_items(folder, images)
     metrics = folder / "metrics.json"
     return write_report(
         items,
-        folder / REPORT_NAME if output is None else output,
+        output,
         metrics=metrics if metrics.is_file() else None,
         title=f"bicorseg report: {folder.resolve().name}",
         subtitle=f"{len(items)} scene(s) from {folder.resolve()}",
