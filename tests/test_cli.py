@@ -97,7 +97,7 @@ def test_no_internal_document_references_in_help(capsys: pytest.CaptureFixture) 
         (["train", "--trainer.epochs=3"], "did you mean --trainer.max_epochs?"),
         (["train", "--config", "tiny-tset"], "did you mean 'tiny-test'?"),
         (["train", "--config", "tiny-test", "--set", "optimizer.lrr=1"], "did you mean optimizer.lr?"),
-        (["train", "--config", "tiny-test", "--trainer.precision", "bf16"], "did you mean 'bf16-mixed'?"),
+        (["train", "--config", "tiny-test", "--trainer.precision", "bf1"], "did you mean 'bf16'?"),
         (["predict", "a.tif", "--checkpoint", "m", "--output", "o", "--tiel", "3"], "did you mean --tile?"),
         (
             ["predict", "a.tif", "--checkpoint", "m", "--output", "o", "--engine", "onx"],

@@ -1,4 +1,5 @@
-"""The packages' names are imported on first use: importing the packages loads neither torch nor Lightning."""
+"""The packages' names are imported on first use: importing the packages (and the shared facts of
+``bicorseg.defaults``) loads neither torch nor Lightning."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 SCRIPT = """
 import sys
-import bicorseg, bicorseg.losses, bicorseg.models, bicorseg.training
+import bicorseg, bicorseg.defaults, bicorseg.losses, bicorseg.models, bicorseg.training
 print("torch" in sys.modules, "lightning" in sys.modules)
 print(bicorseg.models.ModelConfig.__module__, bicorseg.losses.LossConfig.__module__, bicorseg.load_model.__module__)
 print("torch" in sys.modules, "lightning" in sys.modules)

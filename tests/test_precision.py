@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from bicorseg.checkpoint import load_model, save_checkpoint
+from bicorseg.defaults import PRECISIONS
 from bicorseg.errors import ConfigError
 from bicorseg.models import BiCoRSeg
-from bicorseg.precision import PRECISIONS, check_precision, cpu_flags, cpu_has_fast_bf16, resolve_precision
+from bicorseg.precision import check_precision, cpu_flags, cpu_has_fast_bf16, resolve_precision
 from tests.helpers.models import tiny_config
 
 CPUINFO = """processor\t: 0

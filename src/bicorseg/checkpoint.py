@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from bicorseg.atomic import atomic_output
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE
 from bicorseg.errors import CheckpointError, ConfigError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
 from bicorseg.precision import resolve_precision
@@ -50,8 +51,8 @@ class Tiling:
     training crop of the run's config (``"training crop"``), else 512 px / 0.25 (``"default"``).
     """
 
-    tile: int = 512
-    overlap: float = 0.25
+    tile: int = DEFAULT_TILE
+    overlap: float = DEFAULT_OVERLAP
     source: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,19 +63,19 @@ class Tiling:
         """The tiling recorded in checkpoint metadata (its ``tiling``, else the training crop)."""
         recorded = meta.get("tiling")
         if isinstance(recorded, Mapping) and _is_tile_size(recorded.get("tile")):
-            overlap = recorded.get("overlap", 0.25)
+            overlap = recorded.get("overlap", DEFAULT_OVERLAP)
             if isinstance(overlap, int | float) and 0.0 <= overlap < 1.0:
                 return cls(int(recorded["tile"]), float(overlap), "checkpoint")
         train = meta.get("train_config")
         data = train.get("data") if isinstance(train, Mapping) else None
         crop = data.get("crop_size") if isinstance(data, Mapping) else None
         if _is_tile_size(crop):
-            return cls(int(crop), 0.25, "training crop")
+            return cls(int(crop), DEFAULT_OVERLAP, "training crop")
         return cls()
 
 
 def _is_tile_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 32
+    return isinstance(value, int) and not isinstance(value, bool) and value >= MIN_TILE
 
 
 @dataclass

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bicorseg.data.release.records import Manifest
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
@@ -103,8 +104,8 @@ def evaluate_model(
     tta_scales: tuple[float, ...] | None = None,
     tta_merge: str | None = None,
     whole_tiles: bool = False,
-    tile: int = 1024,
-    overlap: float = 0.25,
+    tile: int = DEFAULT_TILE,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     num_workers: int = 0,
     device: str | torch.device = "cpu",

@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bicorseg.defaults import PRECISIONS
 from bicorseg.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the command line registers --precision without it
     import torch
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-HELP = "auto (default: bf16 where the device runs it fast, else fp32), bf16, fp16 or fp32"
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # torch dtypes
 _FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")

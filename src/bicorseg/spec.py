@@ -221,9 +221,6 @@ class DatasetSpec:
 # The test-time augmentation modes (applied in bicorseg.inference.tta) and how passes are merged.
 TTA_MODES = ("none", "lr", "d4", "paper")
 TTA_MERGES = ("logits", "probs")
-# How a prediction runs (here so that the command line names them without importing torch).
-EXECUTORS = ("local", "ray")  # where the units of work run: this process and its workers, or Ray actors
-DEFAULT_BLOCK = 8192  # side of a unit of work in input pixels: a multiple of common GeoTIFF block sizes
 
 
 @dataclass(frozen=True)

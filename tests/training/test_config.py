@@ -40,6 +40,13 @@ def test_invalid_values_name_the_key(overrides: dict, key: str) -> None:
         load_config(TINY, overrides)
 
 
+def test_training_precision_takes_inference_words() -> None:
+    for word, lightning in {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}.items():
+        assert load_config(TINY, {"trainer.precision": word}).trainer.precision == word
+        with pytest.raises(ConfigError, match=rf"^trainer\.precision: write '{word}', not '{lightning}'"):
+            load_config(TINY, {"trainer.precision": lightning})
+
+
 def test_class_count_must_agree_with_dataset() -> None:
     with pytest.raises(ConfigError, match=r"^model\.num_classes: is 6 but dataset 'loveda' has 7 classes"):
         load_config(REPO / "configs" / "loveda.yaml", {"model.num_classes": 6})
@@ -182,5 +189,5 @@ def test_typedconfig_reads_field_docs_and_refuses_unknown_keys() -> None:
     assert error.value.key == "section.tiel"
     with pytest.raises(ConfigError, match=r"^section\.overlap: expected a number, got 'big'$"):
         typedconfig.build(Options, {"overlap": "big"}, "section")
-    assert typedconfig.nearest("bf16", ["32-true", "bf16-mixed"]) == "bf16-mixed"  # a shortening
+    assert typedconfig.nearest("bf", ["fp32", "bf16", "fp16"]) == "bf16"  # a shortening
     assert typedconfig.nearest("zzz", ["tile", "overlap"]) is None

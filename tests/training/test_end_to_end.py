@@ -140,7 +140,7 @@ def test_submit_refusals(trained: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_bf16_mixed_precision(tmp_path: Path) -> None:
     run = tmp_path / "bf16"
-    assert cli("train", "--config", TINY, "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1",
+    assert cli("train", "--config", TINY, "--trainer.precision", "bf16", "--trainer.max_epochs", "1",
                "--output", run) == 0  # fmt: skip
     totals = [v for _, v in column(read_metrics(run), "train/total_step")]
     assert len(totals) == 4 and all(np.isfinite(totals))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from bicorseg.spec import TTA_MERGES, TTA_MODES
 
 
@@ -50,14 +51,14 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, what: str = "tile") ->
         "--tile",
         type=int,
         default=None,
-        help=f"{what} size in pixels (default: the checkpoint's, the size it was trained on; 512 for "
-        "checkpoints that do not record it)",
+        help=f"{what} size in pixels (default: the checkpoint's, the size it was trained on; "
+        f"{DEFAULT_TILE} for checkpoints that do not record it)",
     )
     parser.add_argument(
         "--overlap",
         type=float,
         default=None,
-        help=f"{what} overlap fraction in [0, 1) (default: the checkpoint's; 0.25 if it records none)",
+        help=f"{what} overlap fraction in [0, 1) (default: the checkpoint's; {DEFAULT_OVERLAP} if it records none)",
     )
 
 

@@ -7,9 +7,8 @@ import sys
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tiling_arguments, add_tta_arguments, tta_options
+from bicorseg.defaults import MIN_TILE, PRECISION_HELP, PRECISIONS
 from bicorseg.errors import ConfigError
-from bicorseg.precision import HELP as PRECISION_HELP
-from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 from bicorseg.spec import DATASET_KINDS
 
@@ -78,8 +77,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if (args.tile is not None and args.tile < 32) or (args.overlap is not None and not 0 <= args.overlap < 1):
-        raise ConfigError("--tile must be at least 32 and --overlap in [0, 1)")
+    if (args.tile is not None and args.tile < MIN_TILE) or (
+        args.overlap is not None and not 0 <= args.overlap < 1
+    ):
+        raise ConfigError(f"--tile must be at least {MIN_TILE} and --overlap in [0, 1)")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1 sample, got {args.limit}")
     if args.num_workers < 0:

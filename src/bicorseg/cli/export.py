@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="bicorseg checkpoint")
     parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx")
     parser.add_argument(
-        "--tile", type=int, default=512, help="fixed tile size, a multiple of 32 (default 512)"
+        "--tile",
+        type=int,
+        default=DEFAULT_TILE,
+        help=f"fixed tile size, a multiple of {STRIDE} (default {DEFAULT_TILE})",
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     parser.add_argument(
@@ -37,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overlap",
         type=float,
-        default=0.25,
-        help="deepness: tile overlap the plugin starts with, fraction of the tile (default 0.25)",
+        default=DEFAULT_OVERLAP,
+        help=f"deepness: tile overlap the plugin starts with, fraction of the tile (default {DEFAULT_OVERLAP})",
     )
     parser.add_argument(
         "--resolution",

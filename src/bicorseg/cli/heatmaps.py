@@ -8,9 +8,8 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tiling_arguments
+from bicorseg.defaults import PRECISION_HELP, PRECISIONS
 from bicorseg.errors import ConfigError
-from bicorseg.precision import HELP as PRECISION_HELP
-from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 

@@ -18,11 +18,9 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tiling_arguments, add_tta_arguments, checkpoint_tiling, tta_options
+from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS, PRECISION_HELP, PRECISIONS
 from bicorseg.errors import ConfigError
-from bicorseg.precision import HELP as PRECISION_HELP
-from bicorseg.precision import PRECISIONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
-from bicorseg.spec import DEFAULT_BLOCK, EXECUTORS
 
 ENGINES = ("auto", "torch", "onnx")
 

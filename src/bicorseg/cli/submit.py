@@ -16,9 +16,8 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_tta_arguments, tta_options
+from bicorseg.defaults import PRECISION_HELP, PRECISIONS
 from bicorseg.errors import CheckpointError, ConfigError, InputError
-from bicorseg.precision import HELP as PRECISION_HELP
-from bicorseg.precision import PRECISIONS
 
 LOVEDA_SIZE = 1024
 LOVEDA_CLASSES = 7

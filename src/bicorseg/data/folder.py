@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from bicorseg.data.base import JointTransform, SegmentationDataset
-from bicorseg.data.io import IMAGE_SUFFIXES, read_image, read_mask
+from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
+from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
 from bicorseg.yaml_files import read_yaml_mapping
@@ -129,7 +130,7 @@ class ClassTable:
                 labels = LabelTable.from_colours(colours, parsed, ignore_index)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from error
-        palette = tuple(colours) if len(colours) == n else _default_palette(n)
+        palette = tuple(colours) if len(colours) == n else default_palette(n)
         eval_classes = _eval_classes(data.get("eval_classes"), names, where)
         bands, mean, std = (data.get(k) for k in ("bands", "mean", "std"))
         if any(v is not None for v in (bands, mean, std)):
@@ -192,11 +193,6 @@ def _number(value: Any, key: str, positive: bool = False) -> float:
     if positive and value <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
     return float(value)
-
-
-def _default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    rng = np.random.default_rng(0)
-    return tuple(tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(n))
 
 
 def find_pairs(

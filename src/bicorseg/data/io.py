@@ -43,7 +43,6 @@ from bicorseg.raster_access import check_pixels, open_raster
 
 # Files read as images: by predict and heatmaps in a folder, by the folder dataset (Pillow for PNG and
 # JPEG, GDAL for the others).
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".vrt", ".bmp", ".webp")
 _PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
 # Opened by their Pillow plugin directly, after bicorseg's own pixel limit (raster_access), instead
 # of Pillow's global decompression-bomb limit (~179 Mpx), which real orthophotos exceed. That global

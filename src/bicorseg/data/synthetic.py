@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from bicorseg.defaults import default_class_names, default_palette
 from bicorseg.spec import DatasetSpec
 
 SYNTHETIC_IGNORE = 255
@@ -19,14 +20,10 @@ SYNTHETIC_IGNORE = 255
 
 def synthetic_spec(num_classes: int = 4, bands: int = 3) -> DatasetSpec:
     """Facts of the synthetic dataset: ``num_classes`` classes, ``bands`` normalised bands."""
-    generator = torch.Generator().manual_seed(7)
-    palette = tuple(
-        tuple(int(v) for v in torch.randint(0, 256, (3,), generator=generator)) for _ in range(num_classes)
-    )
     return DatasetSpec(
         name="synthetic",
-        class_names=tuple(f"class_{i}" for i in range(num_classes)),
-        palette=palette,
+        class_names=default_class_names(num_classes),
+        palette=default_palette(num_classes),
         ignore_index=SYNTHETIC_IGNORE,
         eval_classes=tuple(range(num_classes)),
         bands=tuple(f"band_{i + 1}" for i in range(bands)),

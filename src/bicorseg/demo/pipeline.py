@@ -46,6 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bicorseg.atomic import atomic_output, remove_stale_temps, scratch_folder
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
 from bicorseg.demo.scenes import (
     DEMO_SPEC,
     colorize,
@@ -88,7 +89,7 @@ class DemoConfig:
     warmup_steps: int = 30
     steps: int = DEFAULT_STEPS
     threads: int = 1  # torch CPU threads: one is reproducible and, on a busy machine, the fastest
-    tile: int = 512
+    tile: int = DEFAULT_TILE
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -100,8 +101,8 @@ class DemoConfig:
             raise ConfigError(f"must be at least 1, got {self.threads}", key="threads")
         if self.scene_size < self.crop_size:
             raise ConfigError(f"scene size {self.scene_size} is smaller than the crop {self.crop_size}")
-        if self.crop_size % 32:
-            raise ConfigError(f"crop size must be a multiple of 32, got {self.crop_size}")
+        if self.crop_size % STRIDE:
+            raise ConfigError(f"crop size must be a multiple of {STRIDE}, got {self.crop_size}")
         if self.train_scenes < self.batch_size:
             raise ConfigError(f"{self.train_scenes} training scenes do not fill a batch of {self.batch_size}")
         if self.test_size < 64:
@@ -338,12 +339,12 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         }
         # predict's default tiling is the one the demo evaluates with (its crops are smaller: see
         # the README's "Tiling honesty"), so that a plain predict reproduces the reported scores
-        tiling = Tiling(config.tile, 0.25, "checkpoint")
+        tiling = Tiling(config.tile, DEFAULT_OVERLAP, "checkpoint")
         save_checkpoint(model, files["checkpoint"], extra=extra, tiling=tiling)
 
         # 4. prediction of the held-out scene through the windowed raster predictor
         stop = _timed(timings, "prediction")
-        options = PredictOptions(tile=config.tile, overlap=0.25, batch_size=2, overwrite=True)
+        options = PredictOptions(tile=config.tile, overlap=DEFAULT_OVERLAP, batch_size=2, overwrite=True)
         predictor = Predictor(model, model_info(model, str(files["checkpoint"])), options)
         with scratch_folder(out, "predict") as scratch:  # the prediction is named after the input
             written = predictor.predict_file(
@@ -377,7 +378,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             DEMO_SPEC.name,
             split=f"held-out scene {config.test_size} x {config.test_size} px (seed {test_seed})",
             label_variant=DEMO_SPEC.label_variant,
-            mode=f"whole scene, sliding windows (tile {config.tile}, overlap 0.25)",
+            mode=f"whole scene, sliding windows (tile {config.tile}, overlap {DEFAULT_OVERLAP})",
             tta="none",
             extra={
                 "training_steps": result.global_step,

@@ -23,9 +23,9 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from bicorseg.defaults import NODATA, default_class_name
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, open_raster
-from bicorseg.inference.writers import NODATA
 from bicorseg.raster_access import input_path
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
@@ -84,7 +84,7 @@ class ClassRaster:
     def name(self, class_id: int) -> str:
         if self.names is not None and 0 <= class_id < len(self.names):
             return self.names[class_id]
-        return f"class_{class_id}"
+        return default_class_name(class_id)
 
     def select(self, classes: Sequence[str | int] | None) -> set[int] | None:
         """Class ids from names or ids (``None``: every class)."""

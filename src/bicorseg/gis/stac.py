@@ -52,6 +52,7 @@ import rasterio
 from rasterio.warp import transform as transform_points
 
 from bicorseg.atomic import write_text_atomic
+from bicorseg.defaults import NODATA, default_class_name, default_class_names
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.raster_access import input_path, is_remote, open_raster, remote_allowed, remote_refused
 
@@ -61,7 +62,6 @@ ITEM_SUFFIX = "_item.json"
 SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
 RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "application/x-geotiff")
 EDGE_POINTS = 16  # points per edge of the footprint polygon reprojected to EPSG:4326
-NODATA_CLASS = 255
 _GDAL_TYPES = {
     "uint8": "Byte",
     "int8": "Int8",
@@ -391,21 +391,19 @@ def _class_entries(src: rasterio.DatasetReader) -> list[Any]:
     except ValueError:
         colours = {}
     if not isinstance(names, list):
-        names = [f"class_{i}" for i in range(len(colours))]
+        names = list(default_class_names(len(colours)))
     entries = []
     for value, name in enumerate(names):
         colour = colours.get(value)
         entries.append(
             Classification.create(
                 value=value,
-                name=re.sub(r"[^0-9A-Za-z_-]+", "_", str(name)).strip("_") or f"class_{value}",
+                name=re.sub(r"[^0-9A-Za-z_-]+", "_", str(name)).strip("_") or default_class_name(value),
                 description=str(name),
                 color_hint="".join(f"{c:02X}" for c in colour[:3]) if colour else None,
             )
         )
-    entries.append(
-        Classification.create(value=NODATA_CLASS, name="nodata", description="no data", nodata=True)
-    )
+    entries.append(Classification.create(value=NODATA, name="nodata", description="no data", nodata=True))
     return entries
 
 

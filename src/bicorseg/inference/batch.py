@@ -36,14 +36,13 @@ from typing import Any
 import torch
 
 from bicorseg import raster_access
-from bicorseg.data.io import IMAGE_SUFFIXES
+from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import Block, SlidingWindow
 from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, Progress
 from bicorseg.inference.raster_io import InputPlan, is_picture
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, outputs_done
 from bicorseg.inference.writers import check_targets, refuse_existing
-from bicorseg.spec import EXECUTORS
 
 IN_FLIGHT_PER_WORKER = 2  # units queued per worker process or actor: bounded memory, no idle worker
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bicorseg.defaults import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE
 from bicorseg.errors import ConfigError
 from bicorseg.inference.tiling import Tile, TileGrid, blend_weights, output_size
-from bicorseg.spec import DEFAULT_BLOCK
 
 # read(y0, x0, height, width) -> (normalised float32 bands x h x w, valid bool h x w), input pixels
 ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
@@ -89,8 +89,8 @@ class SlidingWindow:
         height: int,
         width: int,
         channels: int,
-        tile: int = 512,
-        overlap: float = 0.25,
+        tile: int = DEFAULT_TILE,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 4,
         scale: int = 1,
         block: int = DEFAULT_BLOCK,

@@ -32,8 +32,9 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable, colour_table, nearest_indices
+from bicorseg.defaults import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE, NODATA
 from bicorseg.errors import ConfigError, InputError
-from bicorseg.inference.engine import DEFAULT_BLOCK, SlidingWindow
+from bicorseg.inference.engine import SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
 from bicorseg.inference.raster_io import (
     GDAL_CACHE_BYTES,
@@ -102,8 +103,8 @@ def export_heatmaps(
     layer: int | None = None,
     label: str | os.PathLike | None = None,
     labels: LabelTable | None = None,
-    tile: int = 512,
-    overlap: float = 0.25,
+    tile: int = DEFAULT_TILE,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str = "cpu",
     info: ModelInfo | None = None,
@@ -143,7 +144,7 @@ def export_heatmaps(
         )
         out_h, out_w = engine.out_height, engine.out_width
         step = max(1, math.ceil(max(out_h, out_w) / FIGURE_SIZE))  # subsampling for the figure
-        thumb_pred = np.full((output_size(out_h, step), output_size(out_w, step)), 255, np.uint8)
+        thumb_pred = np.full((output_size(out_h, step), output_size(out_w, step)), NODATA, np.uint8)
         thumb_heat = np.full((n, *thumb_pred.shape), np.nan, np.float32)
         outputs = OutputSet(targets, stack)
         planes: np.ndarray | None = None
@@ -174,7 +175,7 @@ def export_heatmaps(
                 ty, tx = (y0 + ry[0]) // step, (x0 + rx[0]) // step
                 sub_valid = valid[np.ix_(ry, rx)]
                 pred = values[:n][:, ry][:, :, rx].argmax(axis=0).astype(np.uint8)
-                pred[~sub_valid] = 255
+                pred[~sub_valid] = NODATA
                 thumb_pred[ty : ty + len(ry), tx : tx + len(rx)] = pred
                 heat = maps[layer - 1][:, ry][:, :, rx].copy()
                 heat[:, ~sub_valid] = np.nan

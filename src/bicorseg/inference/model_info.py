@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from bicorseg.checkpoint import Tiling
+from bicorseg.defaults import default_class_names, default_palette
 from bicorseg.spec import DatasetSpec
 
 
@@ -29,19 +30,15 @@ class ModelInfo:
 
     @property
     def palette(self) -> np.ndarray:
-        """RGB colour per class (the dataset's, or matplotlib's ``tab20`` for a bare model)."""
-        if self.dataset is not None:
-            return np.asarray(self.dataset.palette, np.uint8)
-        from matplotlib import colormaps
-
-        colours = colormaps["tab20"](np.arange(self.num_classes) % 20)[:, :3]
-        return np.round(colours * 255).astype(np.uint8)
+        """RGB colour per class (the dataset's, or the default palette for a bare model)."""
+        palette = self.dataset.palette if self.dataset is not None else default_palette(self.num_classes)
+        return np.asarray(palette, np.uint8)
 
     @property
     def class_names(self) -> list[str]:
         if self.dataset is not None:
             return list(self.dataset.class_names)
-        return [f"class_{i}" for i in range(self.num_classes)]
+        return list(default_class_names(self.num_classes))
 
 
 def model_info(model: nn.Module, source: str = "the model", tiling: Tiling | None = None) -> ModelInfo:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from bicorseg.atomic import OutputGroup
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
 from bicorseg.errors import CheckpointError, ConfigError, first_line
 from bicorseg.spec import DatasetSpec
 
@@ -96,11 +97,11 @@ def _require_onnx() -> tuple[Any, Any]:
 def export_onnx(
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     profile: str = "bicorseg",
-    overlap: float = 0.25,
+    overlap: float = DEFAULT_OVERLAP,
     resolution_cm: float | None = None,
 ) -> float:
     """Export a checkpoint to ONNX at ``tile x tile`` and return the max |output difference| to PyTorch.
@@ -115,8 +116,8 @@ def export_onnx(
     from bicorseg.checkpoint import load_checkpoint, metadata
     from bicorseg.inference.model_info import model_info
 
-    if tile < 32 or tile % 32:
-        raise ConfigError(f"must be a positive multiple of 32 for export, got {tile}", key="tile")
+    if tile < STRIDE or tile % STRIDE:
+        raise ConfigError(f"must be a positive multiple of {STRIDE} for export, got {tile}", key="tile")
     if profile not in PROFILES:
         raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {profile!r}", key="profile")
     deepness = profile == "deepness"

@@ -43,8 +43,9 @@ from torch import nn
 
 from bicorseg import raster_access
 from bicorseg.data.io import sha256_file
+from bicorseg.defaults import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE, MAX_CLASSES, MIN_TILE
 from bicorseg.errors import CheckpointError, ConfigError, InputError
-from bicorseg.inference.engine import DEFAULT_BLOCK, MIN_BLOCK, Block, SlidingWindow
+from bicorseg.inference.engine import MIN_BLOCK, Block, SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
 from bicorseg.inference.raster_io import (
     GDAL_CACHE_BYTES,
@@ -66,7 +67,6 @@ from bicorseg.inference.tta import (
     with_tta,
 )
 from bicorseg.inference.writers import (
-    NODATA,
     PROBABILITY_TYPES,
     MapLayout,
     MapWriter,
@@ -117,8 +117,8 @@ class PredictOptions:
         self.tta_scales = parse_scales(self.tta_scales)
         if self.probabilities not in (None, *PROBABILITY_TYPES):
             raise ConfigError(f"must be uint8 or float32, got {self.probabilities!r}", key="probabilities")
-        if self.tile is not None and self.tile < 32:
-            raise ConfigError(f"must be at least 32 pixels, got {self.tile}", key="tile")
+        if self.tile is not None and self.tile < MIN_TILE:
+            raise ConfigError(f"must be at least {MIN_TILE} pixels, got {self.tile}", key="tile")
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.overlap}", key="overlap")
         if self.batch_size < 1:
@@ -147,8 +147,8 @@ class FileResult:
 def predict_array(
     model: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray | torch.Tensor,
-    tile: int = 512,
-    overlap: float = 0.25,
+    tile: int = DEFAULT_TILE,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     tta: str | TTASpec = "none",
     *,
@@ -248,9 +248,9 @@ class Predictor:
         options: PredictOptions,
         engine: str = "torch",
     ):
-        if info.num_classes > NODATA:
+        if info.num_classes > MAX_CLASSES:
             raise CheckpointError(
-                f"{info.source} has {info.num_classes} classes; at most 255 fit a uint8 map"
+                f"{info.source} has {info.num_classes} classes; at most {MAX_CLASSES} fit a uint8 map"
             )
         if info.sha256 is None and isinstance(logits_fn, nn.Module):
             info = replace(info, sha256=_weights_sha256(logits_fn))

@@ -37,12 +37,12 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
+from bicorseg.defaults import PICTURE_SUFFIXES
 from bicorseg.errors import CheckpointError, InputError, first_line
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
 # inputs read and written as plain pictures (PNG out), not as georeferenced rasters
-PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
 # GDAL's block cache in bytes (rasterio passes the number as bytes): GDAL's default, 5 % of the RAM,
 # would fill up with blocks of a large raster and make the memory grow with its size
 GDAL_CACHE_BYTES = 32 * 2**20

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from bicorseg.defaults import DEFAULT_OVERLAP
 from bicorseg.errors import ConfigError
 
 WINDOW_FLOOR = 0.05  # smallest weight, at a tile's border (relative to 1 at its centre)
@@ -63,7 +64,7 @@ class TileGrid:
     height: int
     width: int
     tile: int
-    overlap: float = 0.25
+    overlap: float = DEFAULT_OVERLAP
     multiple: int = 1
 
     def __post_init__(self) -> None:

@@ -49,10 +49,10 @@ from rasterio.windows import Window
 
 from bicorseg.atomic import OutputGroup
 from bicorseg.data.labels import colourise, gdal_colour_map
+from bicorseg.defaults import NODATA
 from bicorseg.errors import InputError, OutputError, first_line
 from bicorseg.inference.raster_io import DEFAULT_BLOCK_SHAPE, Georeference
 
-NODATA = 255
 PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is left for nodata
 PROBABILITY_TYPES = ("uint8", "float32")
 CONFIDENCE_BANDS = ("max_probability", "normalised_entropy", "tta_disagreement")

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.convnext import LayerNorm2d
 
+from bicorseg.defaults import STRIDE
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.models.backbone import build_backbone
 from bicorseg.models.config import ModelConfig
@@ -29,8 +30,6 @@ from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
 from bicorseg.precision import autocast, check_precision
 from bicorseg.spec import DatasetSpec
-
-STRIDE = 32
 
 
 @dataclass

@@ -30,6 +30,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.data.labels import colour_table
+from bicorseg.defaults import default_palette
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.gis.source import ClassRaster
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
@@ -103,8 +104,6 @@ def _rgba(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def _class_table(raster: ClassRaster, item: ReportItem) -> tuple[list[str], list[tuple[int, int, int]]]:
     """Names and colours of the classes (the item's, else the raster's; else ids and defaults)."""
-    from matplotlib import colormaps
-
     names = list(item.class_names) if item.class_names is not None else raster.names
     if names is None:  # no names anywhere: classes 0 .. the largest value present
         names = [raster.name(i) for i in range(len(_pixel_counts(raster, 1)))]
@@ -112,9 +111,9 @@ def _class_table(raster: ClassRaster, item: ReportItem) -> tuple[list[str], list
         colours = [tuple(int(v) for v in c[:3]) for c in item.palette]
     else:
         colours = [raster.palette.get(i) for i in range(len(names))]
-    fallback = np.round(colormaps["tab20"](np.arange(max(len(names), 1)) % 20)[:, :3] * 255).astype(int)
-    table = [tuple(int(v) for v in (c if c is not None else fallback[i])) for i, c in enumerate(colours)]
-    table += [tuple(int(v) for v in fallback[i]) for i in range(len(table), len(names))]
+    fallback = default_palette(len(names))
+    table = [c if c is not None else fallback[i] for i, c in enumerate(colours)]
+    table += fallback[len(table) :]
     return names, table
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bicorseg import typedconfig
+from bicorseg.defaults import LIGHTNING_PRECISIONS, STRIDE, TRAIN_PRECISIONS
 from bicorseg.errors import ConfigError
 from bicorseg.losses.config import LossConfig
 from bicorseg.models.config import ModelConfig
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
 
-PRECISIONS = ("32-true", "32", "bf16-mixed")
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
 LOOKAHEAD_PHASES = ("textbook", "paper")  # see bicorseg.training.lookahead
@@ -99,8 +99,8 @@ class DataConfig:
         if not self.train_splits:
             _fail("data.train_splits", "give at least one split")
         _positive("data.crop_size", self.crop_size)
-        if self.crop_size % 32:
-            _fail("data.crop_size", f"must be a multiple of 32, got {self.crop_size}")
+        if self.crop_size % STRIDE:
+            _fail("data.crop_size", f"must be a multiple of {STRIDE}, got {self.crop_size}")
         _positive("data.batch_size", self.batch_size)
         _positive("data.val_batch_size", self.val_batch_size)
         if self.num_workers < 0:
@@ -204,7 +204,8 @@ class TrainerConfig:
         devices: ``auto``, a device count, or a list of device ids.
         num_nodes: machines of a multi-node run.
         strategy: ``auto``, ``ddp`` (data parallel processes; gloo on CPU), ``ddp_spawn``, ...
-        precision: ``32-true`` or ``bf16-mixed``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (mixed precision: float32 weights, the
+            forward and backward in bf16/fp16), the words of inference's precision.
         seed: seed of the weights, the data order and the augmentation.
         deterministic: ask torch for deterministic algorithms (slower on GPUs).
         log_every_n_steps: log the loss terms, and write a progress line, every n optimizer steps.
@@ -233,7 +234,7 @@ class TrainerConfig:
     devices: int | str | list[int] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = "fp32"
     seed: int = 42
     deterministic: bool = False
     log_every_n_steps: int = 10
@@ -257,7 +258,12 @@ class TrainerConfig:
             if value is not None and (value <= 0 or (isinstance(value, float) and value > 1)):
                 _fail(f"trainer.{key}", f"must be a positive count or a fraction in (0, 1], got {value}")
         _positive("trainer.num_nodes", self.num_nodes)
-        _choice("trainer.precision", self.precision, PRECISIONS)
+        lightning_word = {name: word for word, name in LIGHTNING_PRECISIONS.items()}.get(str(self.precision))
+        if lightning_word is not None:  # Lightning's name for one of ours
+            _fail(
+                "trainer.precision", f"write {lightning_word!r}, not {self.precision!r} (fp32, bf16 or fp16)"
+            )
+        _choice("trainer.precision", self.precision, TRAIN_PRECISIONS)
         _choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
         _positive("trainer.log_every_n_steps", self.log_every_n_steps)
         _positive("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from bicorseg.checkpoint import Tiling, metadata
+from bicorseg.defaults import DEFAULT_OVERLAP
 from bicorseg.errors import BicorsegError
 from bicorseg.evaluation import data_protocol
 from bicorseg.losses import BiCoRSegLoss
@@ -198,5 +199,7 @@ class BiCoRSegModule(L.LightningModule):
                     f"refusing to write a checkpoint at step {self.global_step}: weight {name} is not finite"
                 )
         if isinstance(self.model, BiCoRSeg):
-            tiling = Tiling(self.config.data.crop_size, 0.25, "checkpoint")  # the size it trains on
+            tiling = Tiling(
+                self.config.data.crop_size, DEFAULT_OVERLAP, "checkpoint"
+            )  # the size it trains on
             checkpoint["bicorseg"] = {**metadata(self.model, tiling), "train_config": self.config.to_dict()}

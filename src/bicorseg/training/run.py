@@ -49,6 +49,7 @@ from torch import nn
 
 from bicorseg.atomic import ensure_writable, remove_stale_temps, write_text_atomic
 from bicorseg.checkpoint import atomic_torch_save, check_finite_weights, read_torch_file
+from bicorseg.defaults import LIGHTNING_PRECISIONS
 from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig, dataset_spec
@@ -360,7 +361,6 @@ def build_trainer(
         strategy = DDPStrategy(find_unused_parameters=find_unused_parameters)
     elif cfg.strategy == "ddp_spawn":
         strategy = DDPStrategy(start_method="spawn", find_unused_parameters=find_unused_parameters)
-    precision = "32-true" if cfg.precision == "32" else cfg.precision
     return L.Trainer(
         default_root_dir=str(output),
         max_epochs=cfg.max_epochs,
@@ -371,7 +371,7 @@ def build_trainer(
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=strategy,
-        precision=precision,
+        precision=LIGHTNING_PRECISIONS[cfg.precision],
         deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every_n_steps,
         check_val_every_n_epoch=cfg.check_val_every_n_epoch,

@@ -29,9 +29,10 @@ from bicorseg.data.release.planning import plan
 from bicorseg.data.release.records import Manifest, SplitRecord, TileRecord
 from bicorseg.data.release.report import PrepareResult, SplitSummary, progress_bar
 from bicorseg.data.sources import scan_sources
+from bicorseg.defaults import STRIDE
 from bicorseg.errors import ConfigError, InputError
 
-MIN_PATCH_SIZE = 32  # the network's input granularity; smaller patches hold nothing to train on
+MIN_PATCH_SIZE = STRIDE  # the network's input granularity; smaller patches hold nothing to train on
 
 
 def prepare(
