@@ -1,4 +1,4 @@
-"""The README's test command (its second line) is exactly what CI runs (.ci/run), mypy included."""
+"""The README's test command (its second line) is exactly what CI runs (.ci/run), mypy and the docs included."""
 
 from __future__ import annotations
 
@@ -11,4 +11,5 @@ def test_readme_test_line_is_what_ci_runs():
     command = block[1].split("#", 1)[0].strip()
     ci = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     assert command in ci, (command, ci)
-    assert " && mypy && " in command and command.endswith("python -m pytest -q")
+    assert " && mypy && " in command and " && mkdocs build --strict && " in command
+    assert command.endswith("python -m pytest -q")

@@ -1,4 +1,4 @@
-"""The launch recipes of the README, run for real on CPU: torchrun, two nodes on loopback, SLURM tasks.
+"""The launch recipes of the training guide (docs/training.md), run for real on CPU: torchrun, two nodes on loopback, SLURM tasks.
 
 Each recipe drives the real ``bicorseg train`` command line in two gloo processes with 2 samples
 each; one process with 4 samples sees the same global batch at every step, so every logged loss
@@ -135,11 +135,11 @@ def test_slurm_tasks_match_the_devices(tmp_path: Path, one_process) -> None:
 
 
 def test_the_slurm_example_asks_for_one_task_per_device() -> None:
-    """The README's sbatch script: ``--ntasks-per-node`` equals ``--trainer.devices`` and ``--nodes``
-    equals ``--trainer.num_nodes`` (a mismatch leaves GPUs idle or fails at start)."""
-    readme = (REPO / "README.md").read_text()
-    script = re.search(r"```bash\n(#!/bin/bash\n#SBATCH.*?)```", readme, re.S)
-    assert script, "the README has no sbatch example"
+    """The training guide's sbatch script: ``--ntasks-per-node`` equals ``--trainer.devices`` and
+    ``--nodes`` equals ``--trainer.num_nodes`` (a mismatch leaves GPUs idle or fails at start)."""
+    guide = (REPO / "docs" / "training.md").read_text()
+    script = re.search(r"```bash\n(#!/bin/bash\n#SBATCH.*?)```", guide, re.S)
+    assert script, "docs/training.md has no sbatch example"
     text = script[1]
     tasks = int(re.search(r"#SBATCH --ntasks-per-node=(\d+)", text)[1])
     gpus = int(re.search(r"#SBATCH --gpus-per-node=(\d+)", text)[1])
