@@ -45,7 +45,10 @@ def rotation_rate(draw: str, p: float, draws: int, seed: int = 0) -> float:
 
 
 def padded_share(height: int, width: int, size: int = 1024, stride: int = 1024) -> float:
-    """Padded pixels among the pixels of every patch cut from the tile padded to a multiple of ``size``."""
+    """Padded pixels among the pixels of every patch cut from the tile padded to a multiple of ``size``.
+
+    Padded here at the bottom and right (clean); the paper protocol's top and left give the same
+    share, since the patch grid covers both ends of the padded tile alike."""
     ph, pw = -(-height // size) * size, -(-width // size) * size
     padding = np.zeros((ph, pw), bool)
     padding[height:, :] = True

@@ -46,16 +46,106 @@ def _assemble(out: Path, items: dict[str, dict], prefix: str) -> np.ndarray:
     return whole
 
 
+# --- the original split script (tools/potsdam_patch_split.py), written here by the rules it relies on --
+
+
+def pad_if_needed_bottom_right(array: np.ndarray, min_height: int, min_width: int, value: int) -> np.ndarray:
+    """albumentations' ``PadIfNeeded(min_height, min_width, position='bottom_right',
+    border_mode=cv2.BORDER_CONSTANT, value=value)`` on an ``H x W (x C)`` array, by its documented rule.
+
+    albumentations documents ``position`` as the "position where the image is to be placed after
+    padding" (PadIfNeeded, albumentations >= 1.0.1): ``bottom_right`` puts the image in the
+    bottom-right corner, so every padded row is above it and every padded column to its left. The
+    constant border is OpenCV's ``copyMakeBorder``, which reads a scalar ``value`` as
+    ``Scalar(value, 0, 0, 0)``: on a colour array only the first channel gets ``value``.
+    """
+    rows, cols = min_height - array.shape[0], min_width - array.shape[1]
+    out = np.zeros((min_height, min_width, *array.shape[2:]), array.dtype)
+    if array.ndim == 2:
+        out[...] = value
+    else:
+        out[..., 0] = value  # Scalar(value, 0, 0, 0)
+    out[rows:, cols:] = array
+    return out
+
+
+# The original's colour-to-index table, in its BGR order (after cv2.COLOR_RGB2BGR); a pixel of any
+# other colour keeps the 0 it starts with.
+ORIGINAL_BGR_CLASSES = {
+    (255, 255, 255): 0, (255, 0, 0): 1, (255, 255, 0): 2, (0, 255, 0): 3, (0, 255, 255): 4, (0, 0, 255): 5,
+    (0, 0, 0): 6,
+}  # fmt: skip
+
+
+def original_patches(
+    image: np.ndarray, colours: np.ndarray, patch: int, train: bool
+) -> dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]:
+    """(copy, y, x) -> image (``H x W x 3``) and class patch, as the original split script cuts a
+    tile (stride = patch): copies flipped first (train), then padded; the padded colour label
+    swapped to BGR and converted by its table; only whole patches kept."""
+    copies = {"": (image, colours)}
+    if train:
+        copies |= {"_hflip": (image[:, ::-1], colours[:, ::-1]), "_vflip": (image[::-1], colours[::-1])}
+    patches = {}
+    for copy, (img, label) in copies.items():
+        height = -(-img.shape[0] // patch) * patch
+        width = -(-img.shape[1] // patch) * patch
+        img = pad_if_needed_bottom_right(img, height, width, 0)
+        bgr = pad_if_needed_bottom_right(label, height, width, 6)[..., ::-1]
+        classes = np.zeros(bgr.shape[:2], np.uint8)
+        for colour, index in ORIGINAL_BGR_CLASSES.items():
+            classes[np.all(bgr == colour, axis=-1)] = index
+        # (its images are swapped to BGR too, and cv2.imwrite swaps them back: the file holds RGB)
+        for y in range(0, height, patch):
+            for x in range(0, width, patch):
+                patches[(copy, y, x)] = (
+                    img[y : y + patch, x : x + patch],
+                    classes[y : y + patch, x : x + patch],
+                )
+    return patches
+
+
+def test_the_albumentations_rule_on_a_literal_tile() -> None:
+    tile = np.arange(1, 7, dtype=np.uint8).reshape(2, 3)
+    expected = [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 2, 3], [0, 4, 5, 6]]  # image bottom-right
+    np.testing.assert_array_equal(pad_if_needed_bottom_right(tile, 4, 4, 0), expected)
+    white = np.full((1, 1, 3), 255, np.uint8)
+    padded = pad_if_needed_bottom_right(white, 2, 2, 6)
+    assert padded[0, 0].tolist() == [6, 0, 0] and padded[1, 1].tolist() == [255, 255, 255]
+    assert ORIGINAL_BGR_CLASSES.get(tuple(padded[0, 0, ::-1].tolist()), 0) == 0  # (0, 0, 6): class 0
+
+
 @pytest.fixture(scope="module")
 def potsdam(tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("potsdam_paper")
-    release = gen.make_potsdam(None, base / "release", SIZE, tiles=spec_tiles(SPEC_POTSDAM)["train"])
+    tiles = spec_tiles(SPEC_POTSDAM)
+    release = gen.make_potsdam(None, base / "release", SIZE, tiles=tiles["train"] + tiles["test"])
     clean = base / "clean"
     prepare("potsdam", release, clean, splits=["train"], patch_size=PATCH)
     paper = base / "paper"
-    args = ["prepare", "potsdam", "--source", str(release), "--output", str(paper), "--splits", "train"]
+    args = ["prepare", "potsdam", "--source", str(release), "--output", str(paper), "--splits", "train,test"]
     assert cli_main([*args, "--patch-size", str(PATCH), "--protocol", "paper", "--no-progress"]) == 0
     return release, clean, paper
+
+
+@pytest.mark.parametrize(("split", "tile", "labels"), [("train", "2_11", "5_Labels_all/top_potsdam_2_11_label"),
+                         ("test", "2_13", "5_Labels_all_noBoundary/top_potsdam_2_13_label_noBoundary")])  # fmt: skip
+def test_paper_patches_are_the_original_split_scripts(potsdam, split, tile, labels) -> None:
+    release, _, paper = potsdam
+    with rasterio.open(release / "Potsdam" / "2_Ortho_RGB" / f"top_potsdam_{tile}_RGB.tif") as source:
+        image = source.read().transpose(1, 2, 0)
+    colours = read_mask(release / "Potsdam" / f"{labels}.tif", mode="colour").transpose(1, 2, 0)
+    expected = original_patches(image, colours, PATCH, train=split == "train")
+    items = {n: i for n, i in _items(paper, split).items() if n.startswith(f"top_potsdam_{tile}_")}
+    assert len(items) == len(expected) == (3 if split == "train" else 1) * 4
+    for (copy, y, x), (want_image, want_classes) in expected.items():
+        item = items[f"top_potsdam_{tile}{copy}_{y}_{x}"]
+        with rasterio.open(paper / item["image"]) as patch:
+            np.testing.assert_array_equal(patch.read().transpose(1, 2, 0), want_image)
+        np.testing.assert_array_equal(read_mask(paper / item["mask"]), want_classes)
+    # the padding really is there: 28 rows above the tile, 8 columns to its left, class 0
+    corner = read_mask(paper / items[f"top_potsdam_{tile}_0_0"]["mask"])
+    assert (corner[:28] == 0).all() and (corner[:, :8] == 0).all()
 
 
 def test_paper_padding_is_impervious_and_flips_come_before_padding(potsdam) -> None:
@@ -63,44 +153,61 @@ def test_paper_padding_is_impervious_and_flips_come_before_padding(potsdam) -> N
     label_file = release / "Potsdam" / "5_Labels_all" / "top_potsdam_2_11_label.tif"
     full = _index_labels(label_file)
     height, width = full.shape
-    pad = ((0, PADDED[0] - height), (0, PADDED[1] - width))
     paper_items, clean_items = _items(paper), _items(clean)
     for copy, flip in (("", lambda a: a), ("_hflip", np.fliplr), ("_vflip", np.flipud)):
         prefix = f"top_potsdam_2_11{copy}"
-        # the original: flip the tile as it is, then pad at the bottom and right with class 0
-        np.testing.assert_array_equal(_assemble(paper, paper_items, prefix), np.pad(flip(full), pad))
-        # clean: pad with ignore, then flip the padded tile
-        expected_clean = flip(np.pad(full, pad, constant_values=IGNORE))
+        # the original: flip the tile as it is, then pad at the top and left with class 0
+        top_left = ((PADDED[0] - height, 0), (PADDED[1] - width, 0))
+        np.testing.assert_array_equal(_assemble(paper, paper_items, prefix), np.pad(flip(full), top_left))
+        # clean: pad at the bottom and right with ignore, then flip the padded tile
+        bottom_right = ((0, PADDED[0] - height), (0, PADDED[1] - width))
+        expected_clean = flip(np.pad(full, bottom_right, constant_values=IGNORE))
         np.testing.assert_array_equal(_assemble(clean, clean_items, prefix), expected_clean)
     manifest = _manifest(paper)
     assert manifest["protocol"] == "paper" and _manifest(clean)["protocol"] == "clean"
-    assert "padding labelled impervious_surfaces (class 0)" in manifest["protocol_notes"]
+    notes = manifest["protocol_notes"]
+    assert (
+        "padding labelled impervious_surfaces (class 0)" in notes and "padding at the top and left" in notes
+    )
+    assert manifest["splits"]["train"]["rule"]["pad_side"] == "top_left"
+    assert "pad_side" not in _manifest(clean)["splits"]["train"]["rule"]
     assert manifest["splits"]["train"]["ignored"] == 0 < _manifest(clean)["splits"]["train"]["ignored"]
     assert not any("zoom" in name for name in paper_items)  # Potsdam's tool has no car zoom
 
 
-def test_paper_flipped_copies_are_georeferenced_as_flips_of_the_unpadded_tile(potsdam) -> None:
+def test_every_paper_and_clean_patch_is_a_correct_map_of_the_ground(potsdam) -> None:
     release, clean, paper = potsdam
-    with rasterio.open(release / "Potsdam" / "2_Ortho_RGB" / "top_potsdam_2_11_RGB.tif") as tile:
-        transform = tile.transform
-    height, width = SIZE
-    for out, extent in ((paper, (height, width)), (clean, PADDED)):
-        with rasterio.open(out / _items(out)["top_potsdam_2_11_hflip_0_0"]["image"]) as patch:
-            # its first column shows the tile's last column (of the padded tile, for clean)
-            np.testing.assert_allclose(patch.transform @ (0.5, 0.5), transform @ (extent[1] - 0.5, 0.5))
-        with rasterio.open(out / _items(out)["top_potsdam_2_11_vflip_0_0"]["image"]) as patch:
-            np.testing.assert_allclose(patch.transform @ (0.5, 0.5), transform @ (0.5, extent[0] - 0.5))
+    for out, split, tile in ((paper, "train", "2_11"), (paper, "test", "2_13"), (clean, "train", "2_11")):
+        with rasterio.open(release / "Potsdam" / "2_Ortho_RGB" / f"top_potsdam_{tile}_RGB.tif") as source:
+            tile_image, inverse = source.read(), ~source.transform
+        height, width = tile_image.shape[1:]
+        seen = 0
+        for name, item in _items(out, split).items():
+            if not name.startswith(f"top_potsdam_{tile}_"):
+                continue
+            with rasterio.open(out / item["image"]) as patch:
+                values, transform = patch.read(), patch.transform
+            rows, cols = np.mgrid[0:PATCH, 0:PATCH]
+            c, r = inverse @ (transform @ (cols + 0.5, rows + 0.5))
+            c, r = np.floor(c).astype(int), np.floor(r).astype(int)
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            # a pixel inside the tile shows the tile's pixel there; one outside is padding (0)
+            np.testing.assert_array_equal(values[:, inside], tile_image[:, r[inside], c[inside]])
+            assert (values[:, ~inside] == 0).all()
+            seen += int(inside.sum())
+        assert seen == (3 if split == "train" else 1) * height * width  # every tile pixel, in every copy
 
 
 @pytest.fixture(scope="module")
 def vaihingen(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("vaihingen_paper")
     release = gen.make_vaihingen(None, base / "release", SIZE, tiles=spec_tiles(SPEC_VAIHINGEN)["train"])
-    # tile 1: cars fill the top-left patch, so its zoom must fire whatever crop is drawn
+    # tile 1: cars fill its last 64 rows and columns, which the bottom-right patch shows (the padding
+    # is at the top and left), so its zoom must fire whatever crop is drawn
     label = release / "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE" / "top_mosaic_09cm_area1.tif"
     with rasterio.open(label) as src:
         profile, colours = src.profile, src.read()
-    colours[:, :PATCH, :PATCH] = np.array((255, 255, 0), np.uint8)[:, None, None]
+    colours[:, -PATCH:, -PATCH:] = np.array((255, 255, 0), np.uint8)[:, None, None]
     with rasterio.open(label, "w", **profile) as dst:
         dst.write(colours)
     out = base / "paper"
@@ -111,7 +218,8 @@ def vaihingen(tmp_path_factory) -> tuple[Path, Path]:
 def test_car_zoom_replaces_a_patch_by_four_variants(vaihingen) -> None:
     release, out = vaihingen
     items = _items(out)
-    name = "top_mosaic_09cm_area1_0_0"
+    corner = PADDED[0] - PATCH, PADDED[1] - PATCH  # the bottom-right patch: the tile's last rows
+    name = f"top_mosaic_09cm_area1_{corner[0]}_{corner[1]}"
     assert name not in items  # replaced, as the original tool does
     group = {n: i for n, i in items.items() if n.startswith(f"{name}_zoom")}
     assert len(group) == 4
@@ -148,9 +256,13 @@ def test_car_zoom_replaces_a_patch_by_four_variants(vaihingen) -> None:
         with rasterio.open(
             release / "ISPRS_semantic_labeling_Vaihingen" / "top" / "top_mosaic_09cm_area1.tif"
         ) as tile:
-            np.testing.assert_allclose(images["zoom"].transform @ (0, 0), tile.transform @ (x0, y0))
+            top, left = SIZE[0] - PATCH, SIZE[1] - PATCH  # the patch's first tile row and column
             np.testing.assert_allclose(
-                images["zoom"].transform @ (PATCH, PATCH), tile.transform @ (x0 + side, y0 + side)
+                images["zoom"].transform @ (0, 0), tile.transform @ (left + x0, top + y0)
+            )
+            np.testing.assert_allclose(
+                images["zoom"].transform @ (PATCH, PATCH),
+                tile.transform @ (left + x0 + side, top + y0 + side),
             )
     finally:
         for image in images.values():
@@ -237,3 +349,20 @@ def test_evaluate_reports_the_protocol_and_the_passes_of_paper_tta(potsdam, tmp_
     )
     assert cli_main([*args, "--root", str(clean), "--tta", "paper", "--tta-scales", "1,2"]) == 2
     assert "--tta paper fixes its passes and merge" in capsys.readouterr().err
+
+
+def test_a_rerun_cuts_again_what_an_earlier_version_padded_at_the_bottom_and_right(potsdam, tmp_path) -> None:
+    release, _, _ = potsdam
+    out = tmp_path / "paper"
+    first = prepare("potsdam", release, out, splits=["test"], patch_size=PATCH, protocol="paper")
+    assert first.splits["test"].reused == 0
+    assert prepare("potsdam", release, out, splits=["test"], patch_size=PATCH, protocol="paper").up_to_date
+    # a manifest written before the pad side was recorded: its paper tiles were padded bottom/right
+    manifest = _manifest(out)
+    del manifest["splits"]["test"]["rule"]["pad_side"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    again = prepare("potsdam", release, out, splits=["test"], patch_size=PATCH, protocol="paper")
+    assert (
+        again.splits["test"].reused == 0
+        and _manifest(out)["splits"]["test"]["rule"]["pad_side"] == "top_left"
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from bicorseg.data.labels import Colour, LabelTable
@@ -37,8 +37,9 @@ class SplitRule:
         labels: label role to use (``"full"`` or ``"eroded"``), or None when the split has no labels.
         patch_size: side of the square patches, or None to keep whole images.
         stride: step between patches (defaults to ``patch_size``).
-        pad: pad each tile at the bottom and right to a multiple of ``patch_size`` (image 0,
-            mask ignore) so that no pixel is dropped.
+        pad: pad each tile to a multiple of ``patch_size`` (image 0, mask ignore) so that no pixel
+            is dropped; at the bottom and right, or where the protocol's :class:`PaperPreparation`
+            puts it.
         flips: extra flipped copies of each tile, cut like the original (``"hflip"``, ``"vflip"``).
     """
 
@@ -127,14 +128,20 @@ class PaperPreparation:
     """Where the original code's preparation of a release differs from bicorseg's clean protocol.
 
     Attributes:
-        pad_label: class index of padding pixels (the original's padded mask colour matches no class,
-            and its colour-to-index conversion leaves unmatched pixels at 0); None: ignored, as clean.
+        pad_label: class index of padding pixels; None: ignored, as clean. The original pads its
+            colour masks with the scalar 6, which OpenCV applies to the first channel only: (6, 0, 0),
+            (0, 0, 6) after its RGB-to-BGR swap. That colour matches no class, and its
+            colour-to-index conversion leaves unmatched pixels at 0.
+        pad_top_left: padding goes at the top and the left of a tile (clean: bottom and right). The
+            original pads with albumentations' ``PadIfNeeded(position='bottom_right')``, and
+            ``position`` is where the *image* is placed, so the padding lies above and to its left.
         flip_before_pad: flipped copies are flips of the unpadded tile, padded afterwards (clean:
-            the padded tile is flipped, so the padding of a flipped copy lies at the top or left).
+            the padded tile is flipped, so the padding of a flipped copy changes sides).
         zoom: the car zoom step, or None.
     """
 
     pad_label: int | None = None
+    pad_top_left: bool = False
     flip_before_pad: bool = False
     zoom: ZoomStep | None = None
 
@@ -143,6 +150,8 @@ class PaperPreparation:
         notes = []
         if self.pad_label is not None:
             notes.append(f"padding labelled {spec.class_names[self.pad_label]} (class {self.pad_label})")
+        if self.pad_top_left:
+            notes.append("padding at the top and left")
         if self.flip_before_pad:
             notes.append("flipped copies flipped before padding")
         if self.zoom is not None:
@@ -273,8 +282,10 @@ ISPRS_LABELS = LabelTable.from_colours(
     ISPRS_COLOURS, ignore_colours=[ISPRS_BOUNDARY], ignore_index=ISPRS_IGNORE
 )
 ISPRS_CAR = 4
-# The original pads ISPRS tiles with a mask colour that matches no class; unmatched pixels become 0.
+# The original pads ISPRS masks with a colour that matches no class ((0, 0, 6) after its BGR swap);
+# its conversion leaves unmatched pixels at 0. It pads at the top and left (see PaperPreparation).
 ISPRS_PADDING_LABEL = 0
+ISPRS_PAPER = PaperPreparation(pad_label=ISPRS_PADDING_LABEL, pad_top_left=True, flip_before_pad=True)
 
 # The test-time augmentation of the original publication (its test scripts), per dataset.
 VAIHINGEN_PAPER_TTA = TTASpec(hflip=True, vflip=True, rotations=(0, 1), scales=(0.5, 0.75, 1.0, 1.25, 1.5),
@@ -355,7 +366,7 @@ VAIHINGEN = Release(
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip",
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE.zip",
     ),
-    paper=PaperPreparation(pad_label=ISPRS_PADDING_LABEL, flip_before_pad=True, zoom=ZoomStep(ISPRS_CAR)),
+    paper=replace(ISPRS_PAPER, zoom=ZoomStep(ISPRS_CAR)),
 )  # fmt: skip
 
 POTSDAM = Release(
@@ -379,7 +390,7 @@ POTSDAM = Release(
     ),
     patch_name="top_potsdam_{tile}",
     archives=("2_Ortho_RGB.zip", "3_Ortho_IRRG.zip", "5_Labels_all.zip", "5_Labels_all_noBoundary.zip"),
-    paper=PaperPreparation(pad_label=ISPRS_PADDING_LABEL, flip_before_pad=True),  # no car zoom in its tool
+    paper=ISPRS_PAPER,  # no car zoom in its tool
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------------------------- LoveDA

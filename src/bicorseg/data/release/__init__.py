@@ -11,16 +11,17 @@
 
 Patch names are ``{tile name}[_{hflip|vflip}][_{y}_{x}]`` (``y, x``: the patch's top-left pixel in
 the padded, possibly flipped tile), e.g. ``top_mosaic_09cm_area1_hflip_512_0``. Splits without
-labels (LoveDA test) have no masks. Tiles are padded at the bottom and right to a multiple of the
-patch size (image 0).
+labels (LoveDA test) have no masks. Tiles are padded to a multiple of the patch size (image 0): at
+the bottom and right, or at the top and left under ``paper``.
 
 Two protocols (``protocol``, recorded in the manifest):
 
-* ``clean`` (the default): padding is labelled ignore, so it never counts as a class; flipped
-  copies are flips of the padded tile.
+* ``clean`` (the default): padding goes at the bottom and right and is labelled ignore, so it never
+  counts as a class; flipped copies are flips of the padded tile.
 * ``paper``: what the original code did (the release's :class:`~bicorseg.data.datasets.PaperPreparation`).
-  ISPRS: padding is labelled impervious surface (class 0) in every split, so it is trained and
-  scored as that class; flipped copies are flips of the unpadded tile, padded afterwards; Vaihingen
+  ISPRS: padding goes at the top and left and is labelled impervious surface (class 0) in every
+  split, so it is trained and scored as that class; flipped copies are flips of the unpadded tile,
+  padded afterwards; the manifest's split rules say ``"pad_side": "top_left"``; Vaihingen
   training patches go through the car zoom (:class:`~bicorseg.data.datasets.ZoomStep`): names
   ``{patch}_zoom``, ``_zoom_vflip``, ``_zoom_hflip``, ``_zoom_rot{0|90|180|270}`` replace ``{patch}``.
   LoveDA: the same files as ``clean``.

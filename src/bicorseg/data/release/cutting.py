@@ -1,8 +1,9 @@
 """Cutting: one tile of a release read, its label converted, its samples written as the protocol says.
 
 :func:`process_item` reads one :class:`~bicorseg.data.release.planning.Item`, converts its label
-with the release's label table, pads, flips and cuts it into patches (or copies a whole image byte
-for byte), writes every file atomically and returns the :class:`TileRecord` of what it wrote. The
+with the release's label table, pads (bottom and right; top and left where the protocol's preparation
+says), flips and cuts it into patches (or copies a whole image byte for byte), writes every file
+atomically and returns the :class:`TileRecord` of what it wrote. The
 paper protocol's car zoom (:class:`~bicorseg.data.datasets.ZoomStep`) is :func:`zoom_variants`.
 Patches keep the georeference of their tile (flipped and shifted with them).
 """
@@ -35,26 +36,36 @@ Unknown = Literal["error", "ignore"]
 Variant = tuple[str, np.ndarray, np.ndarray | None, Georeference | None, ZoomRecord | None]
 
 
-def _window_georef(
-    georef: Georeference | None, copy: str, extent: tuple[int, int], y: int, x: int
-) -> Georeference | None:
-    """The georeference of the window at (y, x) of a copy flipped over ``extent`` (height, width)."""
-    if georef is None:
-        return None
-    transform = georef.transform
-    height, width = extent
-    # A flipped copy is still a correct map of the ground: its transform is flipped too.
+def _flip(copy: str, extent: tuple[int, int]) -> Affine:
+    """Pixel coordinates of a copy flipped over ``extent`` (height, width) -> those before the flip."""
     if copy == "hflip":
-        transform = _compose(transform, Affine(-1, 0, width, 0, 1, 0))
-    elif copy == "vflip":
-        transform = _compose(transform, Affine(1, 0, 0, 0, -1, height))
-    return Georeference(georef.crs, _compose(transform, Affine.translation(x, y)))
+        return Affine(-1, 0, extent[1], 0, 1, 0)
+    if copy == "vflip":
+        return Affine(1, 0, 0, 0, -1, extent[0])
+    return Affine.identity()
 
 
-def _pad(array: np.ndarray, shape: tuple[int, int], value: int) -> np.ndarray:
-    """``array`` (``... x H x W``) padded at the bottom and right to ``shape`` with ``value``."""
-    extra = [(0, 0)] * (array.ndim - 2) + [(0, shape[0] - array.shape[-2]), (0, shape[1] - array.shape[-1])]
-    return np.pad(array, extra, constant_values=value)
+def _copy_pixels(
+    copy: str, tile: tuple[int, int], padded: tuple[int, int], offset: tuple[int, int], flip_before_pad: bool
+) -> Affine:
+    """Pixel coordinates in the padded array of a copy -> pixel coordinates in the tile.
+
+    ``offset`` (rows, columns) is the padding before the tile's first row and column. The tile is
+    either flipped as it is, then padded (``flip_before_pad``), or padded, then flipped as a whole.
+    """
+    shift = Affine.translation(-offset[1], -offset[0])
+    if flip_before_pad:
+        return _compose(_flip(copy, tile), shift)
+    return _compose(shift, _flip(copy, padded))
+
+
+def _pad(array: np.ndarray, shape: tuple[int, int], value: int, top_left: bool) -> np.ndarray:
+    """``array`` (``... x H x W``) padded to ``shape`` with ``value``, at the top and left (``top_left``:
+    the array placed bottom-right, as albumentations' ``PadIfNeeded(position='bottom_right')``
+    places it), else at the bottom and right."""
+    rows, cols = shape[0] - array.shape[-2], shape[1] - array.shape[-1]
+    extra = [(rows, 0), (cols, 0)] if top_left else [(0, rows), (0, cols)]
+    return np.pad(array, [(0, 0)] * (array.ndim - 2) + extra, constant_values=value)
 
 
 def _zoom_resize(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,24 +212,26 @@ def process_item(
         stride = rule.stride or size
         padded = (-(-height // size) * size, -(-width // size) * size) if rule.pad else (height, width)
         pad_label = release.spec.ignore_index if preparation.pad_label is None else preparation.pad_label
+        top_left = preparation.pad_top_left
+        offset = (padded[0] - height, padded[1] - width) if top_left else (0, 0)
         zoom = (
             preparation.zoom
             if preparation.zoom is not None and item.split in preparation.zoom.splits
             else None
         )
         if not preparation.flip_before_pad:
-            image = _pad(image, padded, 0)
-            mask = None if mask is None else _pad(mask, padded, pad_label)
+            image = _pad(image, padded, 0, top_left)
+            mask = None if mask is None else _pad(mask, padded, pad_label, top_left)
         del data
         suffix = ".tif" if is_tiff else ".png"
         for copy in ("original", *rule.flips):
             axis = {"original": None, "hflip": -1, "vflip": -2}[copy]
             img = image if axis is None else np.flip(image, axis)
             msk = mask if axis is None or mask is None else np.flip(mask, axis)
-            extent = padded  # the array a flipped copy is flipped over
             if preparation.flip_before_pad:  # flip the tile as it is, then pad (the original's order)
-                img, extent = _pad(img, padded, 0), (height, width)
-                msk = None if msk is None else _pad(msk, padded, pad_label)
+                img = _pad(img, padded, 0, top_left)
+                msk = None if msk is None else _pad(msk, padded, pad_label, top_left)
+            pixels = _copy_pixels(copy, (height, width), padded, offset, preparation.flip_before_pad)
             for y in range(0, padded[0] - size + 1, stride):
                 for x in range(0, padded[1] - size + 1, stride):
                     name = f"{item.name}{'' if copy == 'original' else '_' + copy}_{y}_{x}"
@@ -226,7 +239,10 @@ def process_item(
                     patch_mask = (
                         None if msk is None else np.ascontiguousarray(msk[y : y + size, x : x + size])
                     )
-                    patch_georef = _window_georef(georef, copy, extent, y, x)
+                    patch_georef = None
+                    if georef is not None:  # a flipped copy is still a correct map of the ground
+                        window = _compose(pixels, Affine.translation(x, y))
+                        patch_georef = Georeference(georef.crs, _compose(georef.transform, window))
                     variants = None
                     if zoom is not None and patch_mask is not None:
                         variants = zoom_variants(name, patch, patch_mask, patch_georef, zoom)

@@ -18,14 +18,23 @@ from bicorseg.atomic import atomic_output
 from bicorseg.data.datasets import Release, SplitRule
 from bicorseg.data.io import sha256_file
 from bicorseg.data.release.planning import Item
-from bicorseg.data.release.records import Manifest, Settings, TileRecord
+from bicorseg.data.release.records import JSON, Manifest, Settings, TileRecord
 
 WORK_DIR = ".bicorseg-prepare"
 
 
 def settings(release: Release, variant: str, rule: SplitRule, unknown: str, protocol: str) -> Settings:
     """The settings of tiles prepared now for ``rule``."""
-    return Settings(release.name, variant, rule.to_dict(), unknown, protocol)
+    return Settings(release.name, variant, rule_record(release, rule, protocol), unknown, protocol)
+
+
+def rule_record(release: Release, rule: SplitRule, protocol: str) -> JSON:
+    """How a split is cut under ``protocol``, as the manifest records it and a rerun compares it."""
+    record = rule.to_dict()
+    if rule.pad and rule.patch_size and release.preparation(protocol).pad_top_left:
+        # absent: bottom and right, the only side earlier manifests knew (their tiles are cut again)
+        record["pad_side"] = "top_left"
+    return record
 
 
 def record_valid(record: TileRecord, item: Item, out: Path, verify: bool) -> bool:

@@ -20,6 +20,7 @@ from bicorseg.data.release.journal import (
     journal_path,
     previous_records,
     record_valid,
+    rule_record,
     safe_unlink,
     settings,
     write_journal,
@@ -187,7 +188,7 @@ def _manifest(
         summary.tiles = len(tiles)
         summary.patches = len(items)
         splits[rule.name] = SplitRecord(
-            rule=rule.to_dict(),
+            rule=rule_record(release, rule, protocol),
             label_variant=rule.labels,
             tiles=tiles,
             items=items,
