@@ -14,6 +14,7 @@ from bicorseg.data.datasets import ISPRS_LABELS, VAIHINGEN, ZoomStep
 from bicorseg.data.io import read_mask
 from bicorseg.data.release import prepare
 from bicorseg.errors import ConfigError
+from bicorseg.precision import resolve_precision
 from tests.helpers.data import SPEC_POTSDAM, SPEC_VAIHINGEN, load_generator, spec_tiles
 
 gen = load_generator()
@@ -326,6 +327,7 @@ def test_evaluate_reports_the_protocol_and_the_passes_of_paper_tta(potsdam, tmp_
     assert cli_main([*args, "--root", str(paper), "--tta", "paper", "--output", str(report)]) == 0
     printed = capsys.readouterr().out
     assert "data preparation protocol: paper (padding labelled impervious_surfaces (class 0)" in printed
+    assert "precision: fp32" in printed  # the original evaluates in fp32, whatever auto would pick
     assert (
         "test-time augmentation: paper (potsdam): horizontal flip x vertical flip = 4 passes, logits averaged"
         in printed
@@ -343,6 +345,12 @@ def test_evaluate_reports_the_protocol_and_the_passes_of_paper_tta(potsdam, tmp_
     )
     printed = capsys.readouterr().out
     assert "data preparation protocol: clean" in printed
+    assert f"precision: {resolve_precision('auto', 'cpu')}" in printed  # no paper protocol: auto
+    # paper data without paper TTA is evaluated in fp32 too; a precision asked for is kept
+    assert cli_main([*args, "--root", str(paper), "--tta", "lr"]) == 0
+    assert "precision: fp32" in capsys.readouterr().out
+    assert cli_main([*args, "--root", str(paper), "--tta", "paper", "--precision", "bf16"]) == 0
+    assert "precision: bf16" in capsys.readouterr().out
     assert (
         "test-time augmentation: lr: horizontal flip x vertical flip x scales {1, 1.5} (bicubic) = 8 passes"
         in printed

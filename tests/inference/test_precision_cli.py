@@ -111,7 +111,7 @@ def test_heatmaps_record_the_precision(tmp_path: Path, checkpoint: Path, capsys)
 
 
 @pytest.mark.slow
-def test_submit_at_bf16(tmp_path: Path, capsys) -> None:
+def test_submit_at_bf16_and_paper_tta_at_fp32(tmp_path: Path, capsys) -> None:
     from bicorseg.data import get_spec
 
     torch.manual_seed(0)
@@ -129,3 +129,11 @@ def test_submit_at_bf16(tmp_path: Path, capsys) -> None:
     assert "at precision bf16" in printed
     with zipfile.ZipFile(out) as archive:
         assert archive.namelist() == ["4001.png"]
+    # --tta paper reproduces the original, which evaluates in fp32: the default follows it
+    paper = tmp_path / "paper.zip"
+    code, printed, err = run(
+        capsys, "submit", "loveda", "--checkpoint", path, "--root", tmp_path, "--output", paper,
+        "--tta", "paper", "--batch-size", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "at precision fp32" in printed and "= 8 passes, logits averaged" in err

@@ -1,11 +1,12 @@
 """Options shared by several sub-commands: the test-time augmentation of ``predict``, ``evaluate``,
-``submit``, and the tiling of ``predict``, ``heatmaps`` and ``evaluate --whole-tiles``."""
+``submit``, the precision of ``evaluate`` and ``submit``, and the tiling of ``predict``, ``heatmaps``
+and ``evaluate --whole-tiles``."""
 
 from __future__ import annotations
 
 import argparse
 
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, PRECISIONS
 from bicorseg.spec import TTA_MERGES, TTA_MODES
 
 
@@ -16,8 +17,10 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
         choices=TTA_MODES,
         default="none",
         help="test-time augmentation: none; lr (horizontal x vertical flip, 4 passes); d4 (the 8 dihedral "
-        "transforms); paper (the passes the original publication used for the checkpoint's dataset: "
-        "Vaihingen 40, Potsdam 4, LoveDA 8, logits averaged) (default: none)",
+        "transforms, probabilities averaged: not the original code's '-t d4', which is paper for Vaihingen "
+        "and LoveDA and 16 passes for Potsdam); "
+        "paper (the passes the original publication used for the checkpoint's dataset: Vaihingen 40, "
+        "Potsdam 4, LoveDA 8, logits averaged) (default: none)",
     )
     parser.add_argument(
         "--tta-scales",
@@ -43,6 +46,27 @@ def tta_options(args: argparse.Namespace) -> dict:
             "(or build the product you want from --tta lr or d4 with them)"
         )
     return {"tta": args.tta, "tta_scales": scales, "tta_merge": args.tta_merge}
+
+
+def add_evaluation_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` of ``evaluate`` and ``submit``, whose default follows the protocol (see
+    :func:`evaluation_precision`)."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="auto, bf16, fp16 or fp32 (default: fp32 under --tta paper or on data prepared with "
+        "--protocol paper, as the original code evaluates; else auto: bf16 where the device runs it "
+        "fast, else fp32)",
+    )
+
+
+def evaluation_precision(requested: str | None, paper: bool) -> str:
+    """The precision asked for; unasked, ``fp32`` where the paper's protocol is reproduced (the original
+    code evaluates in fp32) and ``auto`` elsewhere."""
+    if requested is not None:
+        return requested
+    return "fp32" if paper else "auto"
 
 
 def add_tiling_arguments(parser: argparse.ArgumentParser, what: str = "tile") -> None:

@@ -6,8 +6,14 @@ import argparse
 import sys
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_tiling_arguments, add_tta_arguments, tta_options
-from bicorseg.defaults import MIN_TILE, PRECISION_HELP, PRECISIONS
+from bicorseg.cli.common import (
+    add_evaluation_precision_argument,
+    add_tiling_arguments,
+    add_tta_arguments,
+    evaluation_precision,
+    tta_options,
+)
+from bicorseg.defaults import MIN_TILE
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 from bicorseg.spec import DATASET_KINDS
@@ -57,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_evaluation_precision_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.device import resolve_device
-    from bicorseg.evaluation import check_spec_matches, evaluate_model, evaluation_dataset
+    from bicorseg.evaluation import check_spec_matches, data_protocol, evaluate_model, evaluation_dataset
     from bicorseg.metrics import format_report, write_report_json
     from bicorseg.precision import resolve_precision
 
@@ -90,7 +96,6 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()
-    model.precision = resolve_precision(args.precision, device)
     tile = checkpoint.tiling.tile if args.tile is None else args.tile
     overlap = checkpoint.tiling.overlap if args.overlap is None else args.overlap
     # the checkpoint's facts carry the normalisation it was trained with
@@ -111,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.checkpoint} expects {checkpoint.model_config.in_channels} band(s) but dataset "
             f"{spec.name!r} gives {spec.num_bands}"
         )
+    paper = args.tta == "paper" or data_protocol(dataset).startswith("paper")
+    model.precision = resolve_precision(evaluation_precision(args.precision, paper), device)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

@@ -15,8 +15,12 @@ import zipfile
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_tta_arguments, tta_options
-from bicorseg.defaults import PRECISION_HELP, PRECISIONS
+from bicorseg.cli.common import (
+    add_evaluation_precision_argument,
+    add_tta_arguments,
+    evaluation_precision,
+    tta_options,
+)
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 
 LOVEDA_SIZE = 1024
@@ -45,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tta_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_evaluation_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     model = checkpoint.build_model().to(device)
-    model.precision = resolve_precision(args.precision, device)
+    # LoveDA has no paper preparation: only --tta paper reproduces the original here
+    model.precision = resolve_precision(evaluation_precision(args.precision, args.tta == "paper"), device)
     options = tta_options(args)
     specs = [spec, checkpoint.dataset]
     tta = resolve_tta(options["tta"], specs, options["tta_scales"], options["tta_merge"])

@@ -6,7 +6,9 @@ softmax probabilities. The modes (:data:`TTA_MODES`, declared once in :mod:`bico
 
 * ``none``: the image as it is (1 pass);
 * ``lr``: horizontal x vertical flip: identity, h, v, hv (4 passes, the original code's ``lr``);
-* ``d4``: the 8 transforms of the dihedral group (horizontal flip x 4 quarter turns);
+* ``d4``: the 8 transforms of the dihedral group (horizontal flip x 4 quarter turns), bicorseg's
+  own: not the original code's ``-t d4`` (flips x scales, logits averaged: Vaihingen 40 passes and
+  LoveDA 8, which ``paper`` gives, Potsdam 16);
 * ``paper``: the pass list the original publication used for the dataset, read from the dataset
   facts (``DatasetSpec.paper_tta``, declared in :mod:`bicorseg.data.datasets` and stored in every
   checkpoint), never from the dataset's name. Vaihingen: h x v flip x rot90 {0, 90} x scales
