@@ -120,20 +120,20 @@ def test_submit_at_bf16_and_paper_tta_at_fp32(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "Test" / "Rural" / "images_png"
     folder.mkdir(parents=True)
     Image.fromarray(random_image(3, 1024, 1024).transpose(1, 2, 0)).save(folder / "4001.png")
+
+    def submit(out: Path, *options: str) -> tuple[str, str]:
+        code, printed, err = run(
+            capsys, "submit", "loveda", "--checkpoint", path, "--root", tmp_path, "--output", out,
+            "--batch-size", "1", *options,
+        )  # fmt: skip
+        assert code == 0, err
+        return printed, err
+
     out = tmp_path / "submission.zip"
-    code, printed, err = run(
-        capsys, "submit", "loveda", "--checkpoint", path, "--root", tmp_path, "--output", out,
-        "--precision", "bf16", "--batch-size", "1",
-    )  # fmt: skip
-    assert code == 0, err
+    printed, _ = submit(out, "--precision", "bf16")
     assert "at precision bf16" in printed
     with zipfile.ZipFile(out) as archive:
         assert archive.namelist() == ["4001.png"]
     # --tta paper reproduces the original, which evaluates in fp32: the default follows it
-    paper = tmp_path / "paper.zip"
-    code, printed, err = run(
-        capsys, "submit", "loveda", "--checkpoint", path, "--root", tmp_path, "--output", paper,
-        "--tta", "paper", "--batch-size", "1",
-    )  # fmt: skip
-    assert code == 0, err
+    printed, err = submit(tmp_path / "paper.zip", "--tta", "paper")
     assert "at precision fp32" in printed and "= 8 passes, logits averaged" in err
