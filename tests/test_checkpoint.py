@@ -22,7 +22,7 @@ SPEC = DatasetSpec(
 
 
 def _official_state_dict(model: BiCoRSeg) -> dict[str, torch.Tensor]:
-    """Our weights renamed to the original implementation's layout (SPEC 3.3), written out by hand."""
+    """Our weights renamed to the original implementation's layout (its ``net.*`` keys), written out by hand."""
     names = {
         "class_norm": "dict_ln",
         "feat_norm": "feat_ln",

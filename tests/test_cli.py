@@ -80,14 +80,6 @@ def test_every_train_option_states_its_meaning_and_default(capsys: pytest.Captur
         in text
     )
     assert "--data.val_fraction" in text and "--trainer.log_lines" in text
-    assert "SPEC" not in text
-
-
-def test_no_internal_document_references_in_help(capsys: pytest.CaptureFixture) -> None:
-    _, commands = build_parser()
-    for name, parser in commands.items():
-        text = parser.format_help()
-        assert "SPEC" not in text, name
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Files from strangers: no code runs, no network is reached, no resource is exhausted, one line each.
 
-The table of issue 10's part A, run through the real command line (in-process ``main``) and the
+The table of the guarantees about files from strangers (docs/guarantees.md), run through the real command line (in-process ``main``) and the
 real readers. Every refusal is one line on stderr with exit status 2, and leaves nothing behind.
 
 * checkpoints that would run code when unpickled, and checkpoints with non-finite weights;

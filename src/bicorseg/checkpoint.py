@@ -46,7 +46,7 @@ class Tiling:
     """The tile size and overlap a model is applied with by default, and where they come from.
 
     BiCoR-Seg pools class embeddings over its whole input, so its predictions depend on the tile
-    (README, "Tiling honesty"): the default is the size the model saw in training, recorded in the
+    (docs/prediction.md, "Tiling honesty"): the default is the size the model saw in training, recorded in the
     checkpoint (``source``: ``"checkpoint"``), or for older checkpoints of ``bicorseg train`` the
     training crop of the run's config (``"training crop"``), else 512 px / 0.25 (``"default"``).
     """

@@ -21,8 +21,8 @@ those reads is set here, in one place:
   GDAL virtual file system path (``https://h/x.tif`` and ``http://`` -> ``/vsicurl/https://h/x.tif``,
   ``s3://b/k`` -> ``/vsis3/b/k``, ``gs://`` -> ``/vsigs/``, ``az://`` -> ``/vsiaz/``, ``/vsi...`` as
   it is). A :class:`VsiPath` is made only from a name the user gave, so opening a remote one needs
-  no ``allow_remote``: the issue-10 rule is that inputs never reach the network unless the user
-  asked for a remote path, and naming one is asking. ``allow_remote`` is still needed for a local
+  no ``allow_remote``: the rule is that inputs never reach the network unless the user asked for
+  a remote path, and naming one is asking. ``allow_remote`` is still needed for a local
   file that refers to remote sources (a VRT, a STAC item with remote assets), which the user did not
   name. Credentials come from GDAL's usual environment (``AWS_*``, ``AWS_NO_SIGN_REQUEST=YES``,
   ``GS_*``, ``AZURE_STORAGE_*``). A remote dataset may not refer to local files (a remote VRT whose

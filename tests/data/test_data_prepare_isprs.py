@@ -22,7 +22,7 @@ from bicorseg.data.release import run as release_run
 from bicorseg.data.release.journal import WORK_DIR
 from bicorseg.data.release.manifest import read_manifest
 from bicorseg.errors import ConfigError, InputError
-from tests.helpers.data import SPEC_POTSDAM, SPEC_VAIHINGEN, expected_patches, load_generator, spec_tiles
+from tests.helpers.data import POTSDAM_SPLITS, VAIHINGEN_SPLITS, expected_patches, load_generator, split_tiles
 
 gen = load_generator()
 SMALL = (300, 360)  # fixture tile size of the quick tests, cut into PATCH px patches
@@ -58,7 +58,7 @@ def test_vaihingen_splits_patches_and_manifest(vaihingen_prepared):
     manifest = _manifest(out)
     assert manifest["dataset"] == "vaihingen" and manifest["variant"] == "IRRG"
     assert manifest["spec"]["ignore_index"] == 6 and manifest["spec"]["bands"] == ["nir", "red", "green"]
-    expected_tiles = spec_tiles(SPEC_VAIHINGEN)
+    expected_tiles = split_tiles(VAIHINGEN_SPLITS)
     for split, tiles in expected_tiles.items():
         info = manifest["splits"][split]
         assert sorted(t["tile"] for t in info["tiles"].values()) == sorted(tiles)  # tile for tile
@@ -304,7 +304,7 @@ def test_potsdam_nested_archives_irrg_and_excluded_tile(tmp_path):
     out = tmp_path / "out"
     result = prepare("potsdam", release / "Potsdam.zip", out, patch_size=64, variant="IRRG")
     manifest = _manifest(out)
-    for split, tiles in spec_tiles(SPEC_POTSDAM).items():
+    for split, tiles in split_tiles(POTSDAM_SPLITS).items():
         assert sorted(t["tile"] for t in manifest["splits"][split]["tiles"].values()) == sorted(tiles)
     assert "7_10" not in json.dumps(manifest["splits"])
     assert manifest["variant"] == "IRRG" and manifest["spec"]["bands"] == ["nir", "red", "green"]
@@ -330,7 +330,7 @@ def test_vaihingen_real_protocol_sizes(tmp_path):
     assert {i["height"] for s in manifest["splits"].values() for i in s["items"]} == {1024}
     windows = sorted({tuple(i["window"]) for i in manifest["splits"]["train"]["items"] if i["tile"] == "1"})
     assert windows == [(y, x) for y in (0, 512, 1024) for x in (0, 512, 1024)]
-    for split, tiles in spec_tiles(SPEC_VAIHINGEN).items():
+    for split, tiles in split_tiles(VAIHINGEN_SPLITS).items():
         assert sorted({i["tile"] for i in manifest["splits"][split]["items"]}) == sorted(tiles)
     assert result.splits["test"].ignored > 0  # eroded boundaries
     assert os.path.getsize(out / manifest["splits"]["test"]["items"][0]["image"]) >= 3 * 1024 * 1024
@@ -344,7 +344,7 @@ def test_potsdam_real_protocol_sizes(tmp_path):
     manifest = _manifest(out)
     assert manifest["variant"] == "RGB"
     assert [manifest["splits"][s]["count"] for s in ("train", "val", "test")] == [22 * 3, 1, 14]
-    for split, tiles in spec_tiles(SPEC_POTSDAM).items():
+    for split, tiles in split_tiles(POTSDAM_SPLITS).items():
         assert sorted({i["tile"] for i in manifest["splits"][split]["items"]}) == sorted(tiles)
     with rasterio.open(out / manifest["splits"]["val"]["items"][0]["image"]) as patch:
         assert patch.crs.to_epsg() == 32633 and patch.count == 3 and patch.width == 1024

@@ -15,7 +15,7 @@ from bicorseg.data.io import read_mask
 from bicorseg.data.release import prepare
 from bicorseg.errors import ConfigError
 from bicorseg.precision import resolve_precision
-from tests.helpers.data import SPEC_POTSDAM, SPEC_VAIHINGEN, load_generator, spec_tiles
+from tests.helpers.data import POTSDAM_SPLITS, VAIHINGEN_SPLITS, load_generator, split_tiles
 
 gen = load_generator()
 SIZE = (100, 120)  # fixture tiles: padded to 128 x 128 at patch size 64
@@ -119,7 +119,7 @@ def test_the_albumentations_rule_on_a_literal_tile() -> None:
 @pytest.fixture(scope="module")
 def potsdam(tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("potsdam_paper")
-    tiles = spec_tiles(SPEC_POTSDAM)
+    tiles = split_tiles(POTSDAM_SPLITS)
     release = gen.make_potsdam(None, base / "release", SIZE, tiles=tiles["train"] + tiles["test"])
     clean = base / "clean"
     prepare("potsdam", release, clean, splits=["train"], patch_size=PATCH)
@@ -202,7 +202,7 @@ def test_every_paper_and_clean_patch_is_a_correct_map_of_the_ground(potsdam) -> 
 @pytest.fixture(scope="module")
 def vaihingen(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("vaihingen_paper")
-    release = gen.make_vaihingen(None, base / "release", SIZE, tiles=spec_tiles(SPEC_VAIHINGEN)["train"])
+    release = gen.make_vaihingen(None, base / "release", SIZE, tiles=split_tiles(VAIHINGEN_SPLITS)["train"])
     # tile 1: cars fill its last 64 rows and columns, which the bottom-right patch shows (the padding
     # is at the top and left), so its zoom must fire whatever crop is drawn
     label = release / "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE" / "top_mosaic_09cm_area1.tif"

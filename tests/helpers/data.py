@@ -8,13 +8,13 @@ from types import ModuleType
 
 from tests.helpers.shared import REPO_ROOT
 
-# The protocol splits exactly as written in SPEC section 2 (kept here independently of the code).
-SPEC_VAIHINGEN = {
+# The published protocol's splits, tile for tile (written here independently of the code).
+VAIHINGEN_SPLITS = {
     "train": "1, 3, 5, 7, 11, 13, 15, 17, 21, 23, 26, 28, 32, 34, 37",
     "val": "30",
     "test": "2, 4, 6, 8, 10, 12, 14, 16, 20, 22, 24, 27, 29, 31, 33, 35, 38",
 }
-SPEC_POTSDAM = {
+POTSDAM_SPLITS = {
     "train": "2_11, 2_12, 3_10, 3_11, 3_12, 4_10, 4_11, 4_12, 5_10, 5_11, 5_12, 6_7, 6_8, 6_9, 6_10, 6_11, "
     "6_12, 7_7, 7_8, 7_9, 7_11, 7_12",
     "val": "2_10",
@@ -22,7 +22,7 @@ SPEC_POTSDAM = {
 }
 
 
-def spec_tiles(table: dict[str, str]) -> dict[str, list[str]]:
+def split_tiles(table: dict[str, str]) -> dict[str, list[str]]:
     return {split: [t.strip() for t in text.split(",")] for split, text in table.items()}
 
 

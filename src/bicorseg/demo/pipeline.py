@@ -63,7 +63,7 @@ RESERVE_PER_MEGAPIXEL = 20.0
 RESERVE_FIXED = 10.0
 # Marks a folder as a demo output, so that a rerun may replace the demo's sub-folders in it.
 MARKER = ".bicorseg-demo"
-# Steps trained by default: they fit the five-minute budget on one busy CPU core (see the README).
+# Steps trained by default: they fit the five-minute budget on one busy CPU core (docs/benchmarks.md, "The demo").
 DEFAULT_STEPS = 800
 
 
@@ -71,7 +71,7 @@ DEFAULT_STEPS = 800
 class DemoConfig:
     """Settings of one demo run (the command line exposes ``output``, ``minutes``, ``seed``, ``steps``).
 
-    The defaults are what the README's measurements were made with.
+    The defaults are what the measurements of docs/benchmarks.md ("The demo") were made with.
     """
 
     output: Path = Path("demo_output")
@@ -338,7 +338,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             }
         }
         # predict's default tiling is the one the demo evaluates with (its crops are smaller: see
-        # the README's "Tiling honesty"), so that a plain predict reproduces the reported scores
+        # docs/prediction.md, "Tiling honesty"), so that a plain predict reproduces the reported scores
         tiling = Tiling(config.tile, DEFAULT_OVERLAP, "checkpoint")
         save_checkpoint(model, files["checkpoint"], extra=extra, tiling=tiling)
 
