@@ -1,0 +1,102 @@
+"""Label rasters of a GIS training source: class codes on any grid, resampled to each image's grid.
+
+A label raster is a single-band raster of integer class codes with a CRS (any CRS, resolution and
+extent). Each window of an image is read from it through a GDAL warped view onto the image's grid
+with nearest-neighbour resampling (no code is ever interpolated); pixels outside the label raster
+and pixels equal to its nodata value are not labelled. Codes name classes as
+:mod:`bicorseg.data.geo.classes` says.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from bicorseg import raster_access
+from bicorseg.data.geo.classes import GeoClasses
+from bicorseg.data.geo.rasters import GeoRaster
+from bicorseg.errors import InputError, first_line
+
+MAX_CODES = 256  # more distinct values than this is not a class raster
+
+
+def inspect_label_raster(path: Path, key: str = "data.labels") -> Counter[int]:
+    """Check a label raster (one integer band, georeferenced) and count its codes (nodata left out),
+    block by block."""
+    codes: Counter[int] = Counter()
+    with raster_access.open_raster(path) as src:
+        if src.count != 1:
+            raise InputError(
+                f"{key}: {path} has {src.count} bands; a label raster has one band of class codes"
+            )
+        if np.dtype(src.dtypes[0]).kind not in "ui":
+            raise InputError(
+                f"{key}: {path} holds {src.dtypes[0]} values; a label raster holds integer class codes"
+            )
+        if src.crs is None or src.transform.is_identity:
+            raise InputError(f"{key}: {path} is not georeferenced (no CRS or no transform)")
+        try:
+            for _, window in src.block_windows(1):
+                values = src.read(1, window=window)
+                if src.nodata is not None:
+                    values = values[values != src.nodata]
+                found, counts = np.unique(values, return_counts=True)
+                codes.update(dict(zip(found.tolist(), counts.tolist())))
+                if len(codes) > MAX_CODES:
+                    raise InputError(
+                        f"{key}: {path} holds more than {MAX_CODES} distinct values: not a raster of class codes"
+                    )
+        except RasterioError as error:
+            raise InputError(f"cannot read {path}: {first_line(error)}") from error
+    return codes
+
+
+class RasterLabels:
+    """Class codes of a label raster, read per image window on the image's grid."""
+
+    def __init__(
+        self, path: Path, classes: GeoClasses, codes: Counter[int], key: str = "data.labels"
+    ) -> None:
+        classes.check_codes(codes, f"{key}: {path}")
+        self.path, self.classes = path, classes
+        known = sorted(codes)
+        self._codes = np.array(known, dtype=np.int64)
+        self._classes = np.array([classes.index(c) for c in known], dtype=np.uint8)
+        self.counts = codes
+
+    def burn(
+        self, raster: GeoRaster, window: Window, fill: int, count_conflicts: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """The window's classes (``fill`` where the label raster has no code), and 0 conflicts."""
+        with raster_access.open_raster(self.path) as src:
+            try:
+                with WarpedVRT(
+                    src,
+                    crs=raster.crs,
+                    transform=raster.transform,
+                    width=raster.width,
+                    height=raster.height,
+                    resampling=Resampling.nearest,
+                    add_alpha=True,
+                ) as view:
+                    data = view.read(window=window)
+                nodata = src.nodata
+            except RasterioError as error:
+                raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
+        codes, inside = data[0].astype(np.int64), data[1] > 0
+        if nodata is not None:
+            inside &= codes != int(nodata)
+        out = np.full(codes.shape, fill, np.uint8)
+        if len(self._codes) and inside.any():
+            position = np.clip(np.searchsorted(self._codes, codes[inside]), 0, len(self._codes) - 1)
+            out[inside] = np.where(self._codes[position] == codes[inside], self._classes[position], fill)
+        return out, 0
+
+    def summary(self) -> str:
+        return f"labels {self.path} (raster): {sum(self.counts.values())} labelled pixels on its own grid"

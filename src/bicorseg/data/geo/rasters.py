@@ -1,0 +1,248 @@
+"""The rasters of a GIS training source: found, checked once, read in windows.
+
+:func:`find_rasters` turns what the user named (files, folders, glob patterns, URLs and GDAL
+``/vsi...`` paths) into a list of inputs; :func:`inspect_rasters` opens each once (through
+:func:`bicorseg.raster_access.open_raster`, like every input read) and checks that all are
+georeferenced by a transform and share their band count and pixel type. A :class:`GeoRaster` is
+plain data (it travels to data-loading worker processes); :meth:`GeoRaster.read` opens the file for
+each window, so nothing stays open and memory does not grow with the raster.
+
+Validity of a window's pixels follows prediction (:class:`bicorseg.inference.raster_io.RasterReader`):
+the raster's nodata value, alpha band or internal mask, and values that are not finite.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from rasterio import Affine
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from bicorseg import raster_access
+from bicorseg.errors import InputError, first_line
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+
+# what a folder or a glob pattern contributes: georeferenced raster formats (a file named directly
+# may be anything GDAL reads)
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class GeoRaster:
+    """One input raster as plain data: where it is, its grid and its bands.
+
+    Attributes:
+        path: the local file, or a :class:`~bicorseg.raster_access.VsiPath` for a URL.
+        crs: the raster's CRS as WKT.
+        transform: the affine pixel-to-map transform (north-up or not).
+        width, height: size in pixels.
+        count: number of bands (all are read, in order).
+        dtype: the pixel type of the bands.
+        band_names: the band descriptions when every band has a distinct one, else empty.
+        masked: some pixels may be invalid (a nodata value, a mask, or floating-point values).
+    """
+
+    path: Path | raster_access.VsiPath
+    crs: str
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    band_names: tuple[str, ...] = ()
+    masked: bool = True
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the raster's CRS."""
+        return tuple(pixel_polygon(self, 0, 0, self.height, self.width).bounds)
+
+    @property
+    def pixel_size(self) -> float:
+        """The larger side of a pixel, in map units."""
+        return float(
+            max(np.hypot(self.transform.a, self.transform.d), np.hypot(self.transform.b, self.transform.e))
+        )
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """The window's bands as float32 in input units and its validity (``H x W`` bool).
+
+        Invalid pixels hold the value 0; the caller decides what they become.
+        """
+        from bicorseg.inference.raster_io import InputPlan, RasterReader
+
+        with raster_access.open_raster(self.path) as src:
+            try:
+                data = src.read(window=window, out_dtype="float32")
+                reader = RasterReader(src, Path(self.name), InputPlan(tuple(range(1, self.count + 1))), 0, 1)
+                valid = reader.declared_mask(window, data) & reader.plausible(data)
+            except RasterioError as error:
+                raise InputError(f"cannot read {self.name}: {first_line(error)}") from error
+        data[:, ~valid] = 0.0
+        return data, valid
+
+
+def map_xy(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
+    """Map coordinates of pixel positions (numbers or arrays; ``(0, 0)`` is the top-left corner)."""
+    t = transform
+    return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+
+
+def window_transform(transform: Affine, window: Window) -> Affine:
+    """The transform of a window's own pixel grid."""
+    x, y = map_xy(transform, float(window.col_off), float(window.row_off))
+    return Affine(transform.a, transform.b, x, transform.d, transform.e, y)
+
+
+def pixel_polygon(raster: GeoRaster, row0: float, col0: float, row1: float, col1: float) -> shapely.Polygon:
+    """The rectangle of pixel positions ``row0..row1`` x ``col0..col1`` as a polygon in the raster's CRS."""
+    xs, ys = map_xy(raster.transform, np.array([col0, col1, col1, col0]), np.array([row0, row0, row1, row1]))
+    return shapely.Polygon(np.column_stack([xs, ys]))
+
+
+def find_rasters(entries: Sequence[str | os.PathLike]) -> list[Path | raster_access.VsiPath]:
+    """The rasters named by ``entries``: files, folders (their rasters, not recursively), glob
+    patterns (``**`` recursive), URLs and ``/vsi...`` paths; in order, each file once.
+
+    Folders and patterns contribute files with a suffix of :data:`RASTER_SUFFIXES`.
+    """
+    if not entries:
+        raise InputError("no raster given")
+    found: list[Path | raster_access.VsiPath] = []
+    for entry in entries:
+        text = os.fspath(entry)
+        item = raster_access.input_path(entry)
+        if isinstance(item, raster_access.VsiPath):
+            found.append(item)
+        elif item.is_file():
+            found.append(item)
+        elif item.is_dir():
+            files = sorted(p for p in item.iterdir() if _is_raster_file(p))
+            if not files:
+                raise InputError(f"no rasters in folder {item} (looked for {', '.join(RASTER_SUFFIXES)})")
+            found.extend(files)
+        elif _GLOB_CHARACTERS & set(text):
+            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+            files = [p for p in files if _is_raster_file(p)]
+            if not files:
+                raise InputError(f"no rasters match {text} (looked for {', '.join(RASTER_SUFFIXES)})")
+            found.extend(files)
+        else:
+            raise InputError(f"raster not found: {text}")
+    unique: dict[object, Path | raster_access.VsiPath] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _is_raster_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in RASTER_SUFFIXES and not path.name.startswith(".")
+
+
+def inspect_rasters(paths: Sequence[Path | raster_access.VsiPath]) -> list[GeoRaster]:
+    """Open each raster once and check it (georeferenced, real-number pixels); all must agree on
+    their band count and pixel type."""
+    rasters = []
+    for path in paths:
+        with raster_access.open_raster(path) as src:
+            if src.crs is None:
+                raise InputError(f"{path}: has no CRS; the labels cannot be placed on it without guessing")
+            if src.transform.is_identity:
+                how = "only by ground control points: warp it first" if src.gcps[0] else "not by a transform"
+                raise InputError(f"{path}: is georeferenced {how} (gdalwarp writes a north-up copy)")
+            if np.dtype(src.dtypes[0]).kind not in "uif" or len(set(src.dtypes)) > 1:
+                raise InputError(
+                    f"{path}: bands of type {', '.join(sorted(set(src.dtypes)))}; give real numbers"
+                )
+            names = tuple(d.strip() for d in src.descriptions if d and d.strip())
+            masked = (
+                src.nodata is not None
+                or np.dtype(src.dtypes[0]).kind == "f"
+                or any(MaskFlags.all_valid not in flags for flags in src.mask_flag_enums)
+            )
+            rasters.append(
+                GeoRaster(
+                    path,
+                    src.crs.to_wkt(),
+                    src.transform,
+                    src.width,
+                    src.height,
+                    src.count,
+                    src.dtypes[0],
+                    names if len(set(names)) == src.count else (),
+                    masked,
+                )
+            )
+    first = rasters[0]
+    for raster in rasters[1:]:
+        if raster.count != first.count:
+            raise InputError(
+                f"{raster.name} has {raster.count} band(s) but {first.name} has {first.count}: "
+                "the rasters of one run must have the same bands"
+            )
+        if raster.dtype != first.dtype:
+            raise InputError(
+                f"{raster.name} is {raster.dtype} but {first.name} is {first.dtype}: "
+                "the rasters of one run must have the same pixel type"
+            )
+    return rasters
+
+
+def band_names(rasters: Sequence[GeoRaster]) -> tuple[str, ...]:
+    """The band names recorded in the spec: the first raster's descriptions, ``red, green, blue`` for
+    8-bit three-band rasters without them, else ``band1 ... bandN``."""
+    first = rasters[0]
+    if first.band_names:
+        return first.band_names
+    if first.count == 3 and first.dtype == "uint8":
+        return ("red", "green", "blue")
+    return tuple(f"band{i + 1}" for i in range(first.count))
+
+
+def band_statistics(
+    rasters: Sequence[GeoRaster], windows: int = 64, size: int = 256, seed: int = 0
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and std (input units): ImageNet's for 8-bit RGB, else from the valid pixels of
+    ``windows`` seeded random windows of ``size`` pixels spread over the rasters (at least one per
+    raster), so the cost does not grow with the rasters."""
+    first = rasters[0]
+    if first.count == 3 and first.dtype == "uint8":
+        return IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+    rng = np.random.default_rng(seed)
+    total = np.zeros(first.count)
+    total_sq = np.zeros(first.count)
+    count = 0
+    for raster in rasters:
+        height, width = min(size, raster.height), min(size, raster.width)
+        for _ in range(max(1, windows // len(rasters))):
+            row = int(rng.integers(0, raster.height - height + 1))
+            col = int(rng.integers(0, raster.width - width + 1))
+            data, valid = raster.read(Window(col, row, width, height))
+            values = data[:, valid].astype(np.float64)
+            total += values.sum(1)
+            total_sq += (values**2).sum(1)
+            count += values.shape[1]
+    if not count:
+        raise InputError(f"{first.name}: no valid pixel found in {windows} windows spread over the rasters")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std > 0, std, 1.0)  # a constant band would divide by zero
+    return tuple(mean.tolist()), tuple(std.tolist())

@@ -1,0 +1,597 @@
+"""Vector layers of a GIS training source: label polygons, the labelled area, the validation area.
+
+A layer is a file in any format GDAL reads (GeoPackage, Shapefile, GeoJSON, FlatGeobuf, ...),
+optionally one layer of it, written as QGIS writes a data source: ``labels.gpkg|layername=roads``
+(:func:`parse_layer`). Its CRS is required; every geometry is reprojected to the CRS of each
+raster (vertices are reprojected, edges are not densified).
+
+**Label polygons** (:class:`VectorLabels`) are read once, as a stream of batches, and written per
+raster CRS into a FlatGeobuf file with a packed R-tree in a scratch folder (deleted when the source
+is closed or the process ends; one left by a killed process is deleted by the next run). A window is
+then rasterised from the polygons its bounding box touches (read back through the index), so
+neither the memory nor the work of a window grows with the layer. Per polygon the file keeps its
+class, its priority and its area.
+
+**Overlaps**: where polygons of different classes cover a pixel, the polygon with the higher
+``priority_field`` value wins; at equal priority (or without a priority field) the smaller polygon
+wins (a building drawn inside a field is a building); at equal area, the later feature of the file.
+Pixels covered by polygons of different classes are counted (:meth:`VectorLabels.burn` with
+``count_conflicts``) for the summary.
+
+**Geometries**: points and lines are skipped and counted; invalid polygons are repaired with
+``shapely.make_valid`` and counted, or refused (``strict``); features without a geometry or
+without a class code are skipped and counted. A pixel is covered when its centre lies inside.
+
+**Area layers** (:func:`read_areas`) are small (a few polygons drawn around what was labelled, or
+around a validation region): they are held in memory per raster as an
+:class:`~bicorseg.gis.aoi.AreaOfInterest`.
+
+No network is reached: GDAL's network file systems are disabled while layers are read (as for
+rasters, :mod:`bicorseg.raster_access`), and a layer must be a local file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bicorseg.gis import require_vector
+
+require_vector()
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyogrio  # noqa: E402
+import shapely  # noqa: E402
+from pyproj import CRS, Transformer  # noqa: E402
+from pyproj.exceptions import CRSError, ProjError  # noqa: E402
+from rasterio.features import rasterize  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
+
+from bicorseg import raster_access  # noqa: E402
+from bicorseg.atomic import remove_stale_temps, temp_name  # noqa: E402
+from bicorseg.data.geo.classes import GeoClasses, normalise_code  # noqa: E402
+from bicorseg.data.geo.rasters import GeoRaster, pixel_polygon, window_transform  # noqa: E402
+from bicorseg.errors import ConfigError, InputError, first_line  # noqa: E402
+from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
+
+LAYER_SEPARATOR = "|layername="
+BATCH_FEATURES = 20_000  # features per batch of the stream: the memory of a read does not grow with the layer
+SCRATCH_NAME = "bicorseg-labels"
+POLYGONAL = (3, 6)  # shapely type ids of Polygon and MultiPolygon
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A vector layer: a local file and, for files of several layers, the layer's name."""
+
+    path: Path
+    layer: str | None
+    key: str  # the parameter that named it, for messages
+
+    def __str__(self) -> str:
+        return f"{self.path}{LAYER_SEPARATOR}{self.layer}" if self.layer else str(self.path)
+
+
+def parse_layer(text: str | os.PathLike, key: str) -> LayerRef:
+    """``PATH`` or ``PATH|layername=NAME`` (QGIS's notation) as a :class:`LayerRef`; the file must exist."""
+    path, _, layer = os.fspath(text).partition(LAYER_SEPARATOR)
+    if raster_access.is_remote(path):
+        raise ConfigError(f"{text}: vector layers are read from local files only", key=key)
+    ref = LayerRef(Path(path).expanduser(), layer or None, key)
+    if not ref.path.exists():
+        raise InputError(f"{key}: {ref.path} does not exist")
+    return ref
+
+
+@contextmanager
+def _no_network() -> Iterator[None]:
+    """GDAL's configuration for vector reads: the same as for rasters with remote access off."""
+    options = raster_access.gdal_options(allow_remote=False)
+    previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options(previous)
+
+
+def layer_info(ref: LayerRef) -> dict[str, Any]:
+    """The layer's CRS, fields and feature count; refuses files GDAL cannot read as vectors, files of
+    several layers without a layer name, and layers without a CRS."""
+    with _no_network():
+        try:
+            layers = pyogrio.list_layers(ref.path)
+        except Exception as error:
+            raise InputError(
+                f"{ref.key}: {ref.path} is not a vector file GDAL reads ({first_line(error)})"
+            ) from None
+        names = [str(name) for name, _ in layers]
+        if ref.layer is None and len(names) > 1:
+            raise InputError(
+                f"{ref.key}: {ref.path} holds {len(names)} layers ({', '.join(names)}): "
+                f"name one as {ref.path}{LAYER_SEPARATOR}NAME"
+            )
+        if ref.layer is not None and ref.layer not in names:
+            raise InputError(f"{ref.key}: {ref.path} has no layer {ref.layer!r} (layers: {', '.join(names)})")
+        try:
+            info = pyogrio.read_info(ref.path, layer=ref.layer, force_total_bounds=True)
+        except Exception as error:
+            raise InputError(f"{ref.key}: cannot read {ref}: {first_line(error)}") from None
+    if not info.get("crs"):
+        raise InputError(
+            f"{ref.key}: {ref} has no CRS: it cannot be placed on the rasters without guessing "
+            "(set the layer's CRS in QGIS and save it again)"
+        )
+    return info
+
+
+def check_field(ref: LayerRef, info: dict[str, Any], name: str, key: str) -> None:
+    fields = [str(f) for f in info["fields"]]
+    if name not in fields:
+        raise ConfigError(f"{ref} has no field {name!r} (fields: {', '.join(fields) or 'none'})", key=key)
+
+
+def transformers(
+    ref: LayerRef, info: dict[str, Any], rasters: Sequence[GeoRaster]
+) -> dict[str, Transformer | None]:
+    """A transformer from the layer's CRS to each distinct raster CRS (None where they are equal);
+    a CRS pair that cannot be transformed is refused (tested on the layer's extent)."""
+    try:
+        source = CRS.from_user_input(info["crs"])
+    except CRSError as error:
+        raise InputError(f"{ref.key}: {ref} has a CRS PROJ cannot read ({first_line(error)})") from None
+    found: dict[str, Transformer | None] = {}
+    for raster in rasters:
+        if raster.crs in found:
+            continue
+        target = CRS.from_wkt(raster.crs)
+        if source.equals(target):
+            found[raster.crs] = None
+            continue
+        try:
+            transformer = Transformer.from_crs(source, target, always_xy=True)
+            ok = True
+            if info.get("total_bounds") is not None:  # None: an empty layer
+                left, bottom, right, top = info["total_bounds"]
+                xs, ys = transformer.transform([left, right, left, right], [bottom, bottom, top, top])
+                ok = bool(np.isfinite(xs).all() and np.isfinite(ys).all())
+        except ProjError:
+            ok = False
+        if not ok:
+            raise InputError(
+                f"{ref.key}: the CRS of {ref} ({source.name}) cannot be transformed to the CRS of "
+                f"{raster.name} ({target.name})"
+            )
+        found[raster.crs] = transformer
+    return found
+
+
+def reproject(geoms: np.ndarray, transformer: Transformer | None, where: str) -> np.ndarray:
+    if transformer is None or not len(geoms):
+        return geoms
+
+    def move(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+    moved = shapely.transform(geoms, move)
+    if not np.isfinite(shapely.get_coordinates(moved)).all():
+        raise InputError(
+            f"{where}: some polygons cannot be transformed to the rasters' CRS (they lie outside its area of use)"
+        )
+    invalid = ~shapely.is_valid(moved)  # a curved transformation can fold a thin polygon
+    if invalid.any():
+        moved[invalid] = shapely.make_valid(moved[invalid])
+    return moved
+
+
+def footprint(raster: GeoRaster) -> shapely.Polygon:
+    """The raster's outline in its CRS (rotated grids included)."""
+    return pixel_polygon(raster, 0, 0, raster.height, raster.width)
+
+
+class PolygonStream:
+    """The polygons of a layer as batches of ``(fids, geometries, attributes)``, with the counts of
+    what was skipped or repaired (:attr:`counts`)."""
+
+    def __init__(
+        self, ref: LayerRef, columns: Sequence[str] = (), where: str | None = None, strict: bool = False
+    ):
+        self.ref, self.columns, self.where, self.strict = ref, list(columns), where, strict
+        self.counts: Counter[str] = Counter()
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        with _no_network():
+            try:
+                with pyogrio.open_arrow(
+                    self.ref.path,
+                    layer=self.ref.layer,
+                    where=self.where,
+                    columns=self.columns,
+                    return_fids=True,
+                    batch_size=BATCH_FEATURES,
+                    use_pyarrow=True,
+                ) as (meta, reader):
+                    geometry = meta["geometry_name"] or "wkb_geometry"
+                    fid = meta["fid_column"] or "OGC_FID"
+                    for batch in reader:
+                        yield self._batch(batch, geometry, fid)
+            except (InputError, ConfigError):
+                raise
+            except Exception as error:
+                what = f" with the filter {self.where!r}" if self.where else ""
+                raise InputError(
+                    f"{self.ref.key}: cannot read {self.ref}{what}: {first_line(error)}"
+                ) from None
+
+    def _batch(
+        self, batch: pa.RecordBatch, geometry: str, fid: str
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        fids = np.asarray(batch.column(fid).to_numpy(zero_copy_only=False))
+        geoms = shapely.from_wkb(batch.column(geometry).to_numpy(zero_copy_only=False))
+        attributes = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in self.columns}
+        self.counts["features"] += len(geoms)
+        missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+        kind = shapely.get_type_id(geoms)
+        polygonal = np.isin(kind, POLYGONAL) | (kind == 7)  # collections may hold polygons
+        self.counts["no geometry"] += int(missing.sum())
+        self.counts["not polygons"] += int((~missing & ~polygonal).sum())
+        keep = ~missing & polygonal
+        fids, geoms = fids[keep], geoms[keep]
+        attributes = {name: values[keep] for name, values in attributes.items()}
+        invalid = ~shapely.is_valid(geoms)
+        if invalid.any():
+            if self.strict:
+                first = int(np.flatnonzero(invalid)[0])
+                reason = shapely.is_valid_reason(geoms[first])
+                raise InputError(
+                    f"{self.ref.key}: feature {fids[first]} of {self.ref} is not a valid polygon ({reason}); "
+                    f"{int(invalid.sum())} such in this batch (without `strict` they are repaired)"
+                )
+            geoms[invalid] = shapely.make_valid(geoms[invalid])
+            self.counts["repaired"] += int(invalid.sum())
+        geoms = _polygonal_part(geoms)
+        empty = shapely.is_empty(geoms)
+        self.counts["not polygons"] += int(empty.sum())
+        return fids[~empty], geoms[~empty], {name: values[~empty] for name, values in attributes.items()}
+
+
+def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
+    """Polygons and multipolygons as they are; of a collection, its polygons (empty when none)."""
+    out = geoms.copy()
+    for i in np.flatnonzero(shapely.get_type_id(geoms) == 7):
+        parts = shapely.get_parts(geoms[i])
+        polygons = parts[np.isin(shapely.get_type_id(parts), POLYGONAL)]
+        out[i] = shapely.union_all(polygons) if len(polygons) else shapely.Polygon()
+    return out
+
+
+def layer_codes(ref: LayerRef, field: str, where: str | None) -> Counter[Any]:
+    """How many features hold each code of ``field`` (None: no code), streamed without geometries."""
+    codes: Counter[Any] = Counter()
+    with _no_network():
+        try:
+            with pyogrio.open_arrow(
+                ref.path,
+                layer=ref.layer,
+                where=where,
+                columns=[field],
+                read_geometry=False,
+                batch_size=BATCH_FEATURES,
+                use_pyarrow=True,
+            ) as (_, reader):
+                for batch in reader:
+                    codes.update(normalise_code(v) for v in batch.column(field).to_pylist())
+        except Exception as error:
+            what = f" with the filter {where!r}" if where else ""
+            raise InputError(f"{ref.key}: cannot read {ref}{what}: {first_line(error)}") from None
+    return codes
+
+
+class Scratch:
+    """A private folder in the system's temporary folder, deleted by :meth:`close`, when garbage
+    collected or at the end of the process that made it (never by its data-loading workers)."""
+
+    def __init__(self) -> None:
+        base = Path(tempfile.gettempdir())
+        remove_stale_temps(base, [SCRATCH_NAME])  # left by a killed process
+        while True:
+            path = base / temp_name(base / SCRATCH_NAME)
+            try:
+                path.mkdir(mode=0o700)
+                break
+            except FileExistsError:
+                continue
+        self.path = path
+        self._finalizer = weakref.finalize(self, _remove_folder, path, os.getpid())
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _remove_folder(path: Path, owner: int) -> None:
+    if os.getpid() == owner:  # a forked worker inherits the finalizer: the folder is not its own
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class VectorLabels:
+    """Label polygons of a layer, indexed per raster CRS for fast windowed rasterisation.
+
+    Args:
+        ref: the layer.
+        rasters: the rasters the labels are placed on.
+        classes: the classes and the codes that mean them.
+        label_field: the attribute holding each polygon's class name or code.
+        where: an attribute filter (an OGR SQL ``WHERE`` clause), or None for all features.
+        priority_field: a numeric attribute; polygons with higher values win overlaps.
+        strict: refuse invalid polygons instead of repairing them.
+        folder: where the indexed files are written.
+    """
+
+    def __init__(
+        self,
+        ref: LayerRef,
+        rasters: Sequence[GeoRaster],
+        classes: GeoClasses,
+        label_field: str,
+        where: str | None,
+        priority_field: str | None,
+        strict: bool,
+        folder: Path,
+    ) -> None:
+        self.ref, self.classes = ref, classes
+        info = layer_info(ref)
+        self.crs_name = CRS.from_user_input(info["crs"]).name
+        self.layer_bounds = tuple(float(v) for v in info["total_bounds"] or (np.nan,) * 4)
+        check_field(ref, info, label_field, "data.label_field")
+        if priority_field is not None:
+            check_field(ref, info, priority_field, "data.priority_field")
+        moves = transformers(ref, info, rasters)
+        self.files: dict[str, Path] = {}
+        self.counts: Counter[str] = Counter()
+        columns = [label_field] + ([priority_field] if priority_field else [])
+        footprints = {crs: [footprint(r) for r in rasters if r.crs == crs] for crs in moves}
+        for number, (crs, transformer) in enumerate(moves.items()):
+            stream = PolygonStream(ref, columns, where, strict)
+            target = folder / f"labels-{number}.fgb"
+            used = self._write(
+                stream,
+                transformer,
+                shapely.union_all(footprints[crs]),
+                label_field,
+                priority_field,
+                target,
+                crs,
+            )
+            if number == 0:
+                self.counts.update(stream.counts)
+            self.counts[f"used {crs}"] = used
+            self.files[crs] = target
+        self.used = max(v for k, v in self.counts.items() if k.startswith("used "))
+        if not any(v for k, v in self.counts.items() if k.startswith("used ")):
+            extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
+            raise InputError(
+                f"{ref.key}: none of the {self.counts['features']} features of {ref} overlaps a raster: "
+                f"the layer covers {_extent(self.layer_bounds)} ({self.crs_name}); the rasters cover {extents}"
+            )
+
+    def _write(
+        self,
+        stream: PolygonStream,
+        transformer: Transformer | None,
+        cover: shapely.Geometry,
+        label_field: str,
+        priority_field: str | None,
+        target: Path,
+        crs: str,
+    ) -> int:
+        schema = pa.schema(
+            [
+                ("geometry", pa.binary()),
+                ("cls", pa.uint8()),
+                ("priority", pa.float64()),
+                ("area", pa.float64()),
+                ("source_fid", pa.int64()),
+            ]
+        )
+        shapely.prepare(cover)
+        used = 0
+        unknown: Counter[Any] = Counter()
+        failure: list[BaseException] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from labelled()
+            except BaseException as error:  # GDAL's stream reader would replace it by its own
+                failure.append(error)
+                raise
+
+        def labelled() -> Iterator[pa.RecordBatch]:
+            nonlocal used
+            for fids, geoms, attributes in stream:
+                codes = attributes[label_field]
+                index = np.array([self.classes.index(c) for c in codes], dtype=object)
+                no_code = np.array([normalise_code(c) is None for c in codes], dtype=bool)
+                stream.counts["no class"] += int(no_code.sum())
+                bad = (index == None) & ~no_code  # noqa: E711
+                if bad.any():
+                    unknown.update(normalise_code(c) for c in codes[bad])
+                keep = ~no_code & ~bad
+                if not keep.any():
+                    continue
+                geoms = reproject(geoms[keep], transformer, f"{self.ref.key}: {self.ref}")
+                inside = shapely.intersects(cover, geoms)
+                stream.counts["outside"] += int((~inside).sum())
+                if not inside.any():
+                    continue
+                geoms = geoms[inside]
+                classes = index[keep][inside].astype(np.uint8)
+                priority = (
+                    np.zeros(len(geoms))
+                    if priority_field is None
+                    else _numbers(attributes[priority_field][keep][inside], self.ref, priority_field)
+                )
+                area = shapely.area(geoms)
+                # one record per polygon part: FlatGeobuf holds one geometry type
+                parts, which = shapely.get_parts(geoms, return_index=True)
+                used += len(geoms)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(shapely.to_wkb(parts)),
+                        pa.array(classes[which]),
+                        pa.array(priority[which]),
+                        pa.array(area[which]),
+                        pa.array(np.asarray(fids[keep][inside], dtype=np.int64)[which]),
+                    ],
+                    schema=schema,
+                )
+
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        with _no_network():
+            try:
+                pyogrio.write_arrow(
+                    reader,
+                    target,
+                    layer="labels",
+                    driver="FlatGeobuf",
+                    geometry_name="geometry",
+                    geometry_type="Polygon",
+                    crs=crs,
+                )
+            except Exception as error:
+                if failure:
+                    raise failure[0] from None
+                raise InputError(f"{self.ref.key}: cannot index {self.ref}: {first_line(error)}") from None
+        if unknown:
+            raise self._unknown(unknown)
+        return used
+
+    def _unknown(self, unknown: Counter[Any]) -> InputError:
+        try:
+            self.classes.check_codes(unknown, f"{self.ref.key}: {self.ref}")
+        except InputError as error:
+            return error
+        return InputError(f"{self.ref}: unknown codes")  # pragma: no cover - check_codes raised
+
+    def polygons(self, raster: GeoRaster, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """The polygons whose box touches the window and their classes, in burning order (winners last)."""
+        row, col = float(window.row_off), float(window.col_off)
+        bounds = pixel_polygon(raster, row, col, row + float(window.height), col + float(window.width)).bounds
+        with _no_network():
+            _, _, wkb, fields = pyogrio.raw.read(
+                self.files[raster.crs], bbox=bounds, columns=["cls", "priority", "area", "source_fid"]
+            )
+        if wkb is None or not len(wkb):
+            return np.empty(0, object), np.empty(0, np.uint8)
+        classes, priority, area, fid = fields
+        order = np.lexsort((fid, -area, priority))  # the last key sorts first
+        return shapely.from_wkb(wkb[order]), np.asarray(classes[order], np.uint8)
+
+    def burn(
+        self, raster: GeoRaster, window: Window, fill: int, count_conflicts: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """The window's labels (``H x W`` uint8, ``fill`` where no polygon covers a pixel centre) and,
+        with ``count_conflicts``, how many of its pixels polygons of different classes cover."""
+        shape = (int(window.height), int(window.width))
+        geoms, classes = self.polygons(raster, window)
+        if not len(geoms):
+            return np.full(shape, fill, np.uint8), 0
+        transform = window_transform(raster.transform, window)
+        labels = rasterize(
+            zip(geoms, classes.tolist()), out_shape=shape, transform=transform, fill=fill, dtype="uint8"
+        )
+        conflicts = (
+            _conflicts(geoms, classes, shape, transform, self.classes.ignore_index) if count_conflicts else 0
+        )
+        return labels, conflicts
+
+    def summary(self) -> str:
+        c = self.counts
+        parts = [f"{self.used} of {c['features']} features used"]
+        for key, what in (
+            ("outside", "outside every raster"),
+            ("no class", "without a class"),
+            ("no geometry", "without a geometry"),
+            ("not polygons", "not polygons (skipped)"),
+            ("repaired", "invalid, repaired with make_valid"),
+        ):
+            if c[key]:
+                parts.append(f"{c[key]} {what}")
+        return f"labels {self.ref} ({self.crs_name}): " + ", ".join(parts)
+
+
+def _numbers(values: np.ndarray, ref: LayerRef, field: str) -> np.ndarray:
+    try:
+        numbers = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{ref} field {field!r} holds values that are not numbers", key="data.priority_field"
+        ) from None
+    return np.nan_to_num(numbers, nan=0.0)  # no priority: 0
+
+
+def _conflicts(
+    geoms: np.ndarray, classes: np.ndarray, shape: tuple[int, int], transform: Any, ignore: int
+) -> int:
+    """Pixels whose centre lies inside polygons of two or more classes (the ignore code excluded)."""
+    real = classes != ignore
+    geoms, classes = geoms[real], classes[real]
+    if len(np.unique(classes)) < 2:
+        return 0
+    tree = shapely.STRtree(geoms)
+    left, right = tree.query(geoms, predicate="intersects")
+    pairs = (left < right) & (classes[left] != classes[right])
+    left, right = left[pairs], right[pairs]
+    if not len(left):
+        return 0
+    inner = shapely.relate_pattern(geoms[left], geoms[right], "T********")  # interiors meet: not just edges
+    involved = np.unique(np.concatenate([left[inner], right[inner]]))
+    if not len(involved):
+        return 0
+    covered = np.zeros(shape, np.uint8)
+    for value in np.unique(classes[involved]):
+        chosen = involved[classes[involved] == value]
+        covered += rasterize(
+            ((g, 1) for g in geoms[chosen]), out_shape=shape, transform=transform, fill=0, dtype="uint8"
+        )
+    return int((covered >= 2).sum())
+
+
+def read_areas(
+    ref: LayerRef, rasters: Sequence[GeoRaster], strict: bool, what: str
+) -> tuple[list[AreaOfInterest], Counter[str]]:
+    """The polygons of an area layer on each raster's grid (reprojected), and the counts of the read."""
+    info = layer_info(ref)
+    moves = transformers(ref, info, rasters)
+    stream = PolygonStream(ref, strict=strict)
+    batches = [geoms for _, geoms, _ in stream]
+    geoms = np.concatenate(batches) if batches else np.empty(0, object)
+    geoms = shapely.get_parts(geoms) if len(geoms) else geoms
+    if not len(geoms):
+        raise InputError(f"{ref.key}: {what} {ref} holds no polygon")
+    areas = []
+    for raster in rasters:
+        polygons = reproject(geoms, moves[raster.crs], f"{ref.key}: {ref}")
+        polygons = polygons[shapely.intersects(footprint(raster), polygons)]
+        areas.append(AreaOfInterest(polygons, raster.transform, str(ref)))
+    if not any(len(a.polygons) for a in areas):
+        extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
+        left, bottom, right, top = info["total_bounds"]
+        raise InputError(
+            f"{ref.key}: {what} {ref} does not overlap any raster: it covers "
+            f"{_extent((left, bottom, right, top))} ({CRS.from_user_input(info['crs']).name}); the rasters cover {extents}"
+        )
+    return areas, stream.counts
+
+
+def _extent(bounds: Sequence[float]) -> str:
+    left, bottom, right, top = bounds
+    return f"x {left:.6g}..{right:.6g}, y {bottom:.6g}..{top:.6g}"
