@@ -28,9 +28,10 @@ IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
 LABEL_KINDS = ("index", "values", "colours")
 
 # The official releases declared in bicorseg.data.datasets, and every kind of dataset the commands
-# take (``folder``: a custom folder dataset; ``synthetic``: procedural samples for smoke tests).
+# take (``folder``: a custom folder dataset; ``geo``: georeferenced rasters with label polygons or
+# label rasters; ``synthetic``: procedural samples for smoke tests).
 RELEASE_NAMES = ("vaihingen", "potsdam", "loveda")
-DATASET_KINDS = (*RELEASE_NAMES, "folder", "synthetic")
+DATASET_KINDS = (*RELEASE_NAMES, "folder", "geo", "synthetic")
 
 
 def _per_band(like: Any, values: Sequence[float] | Any) -> Any:

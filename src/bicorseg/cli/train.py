@@ -40,6 +40,14 @@ def _field_help(section: str, info: Any) -> tuple[str, str]:
     return metavar, text.replace("%", "%%")
 
 
+def _repeatable(tp: Any) -> bool:
+    """A field that takes one text or a list of them (``data.images``): its option may be repeated."""
+    import typing
+
+    options = typing.get_args(tp)
+    return str in options and list[str] in options
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from bicorseg import typedconfig
     from bicorseg.training.config import SECTIONS, shipped_names
@@ -91,12 +99,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group = parser.add_argument_group(f"{section}: {title}")
         for info in typedconfig.describe_fields(cls):
             metavar, text = _field_help(section, info)
+            repeated = _repeatable(info.type)
             group.add_argument(
                 f"--{section}.{info.name}",
                 dest=f"override__{section}.{info.name}",
                 metavar=metavar,
                 default=argparse.SUPPRESS,
-                help=text,
+                action="append" if repeated else "store",
+                help=text + (" (may be given several times)" if repeated else ""),
             )
     parser.set_defaults(func=run, extra_options=True)
 
@@ -141,7 +151,14 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides[key.strip()] = parse_override_value(value)
     for key, value in vars(args).items():
         if key.startswith("override__"):
-            overrides[key.removeprefix("override__")] = parse_override_value(value)
+            if isinstance(value, list):  # a repeated option: its values joined into one list
+                parsed = [parse_override_value(v) for v in value]
+                value_list = [v for p in parsed for v in (p if isinstance(p, list) else [p])]
+                overrides[key.removeprefix("override__")] = (
+                    value_list if len(value_list) > 1 else value_list[0]
+                )
+            else:
+                overrides[key.removeprefix("override__")] = parse_override_value(value)
     for key, value in _extra_overrides(list(getattr(args, "extra", []) or [])).items():
         overrides[key] = parse_override_value(value)
     return overrides

@@ -14,6 +14,7 @@ facts; when given, they must agree with them.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from bicorseg.spec import DATASET_KINDS, DatasetSpec
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
 LOOKAHEAD_PHASES = ("textbook", "paper")  # see bicorseg.training.lookahead
+# the keys of the data section that only geo datasets take
+GEO_KEYS = ("images", "labels", "label_field", "labels_where", "priority_field", "labelled_area", "background",
+            "classes", "val_area", "val_block", "val_buffer", "chips_per_epoch", "strict")  # fmt: skip
 
 
 @dataclass
@@ -39,25 +43,29 @@ class DataConfig:
 
     Attributes:
         dataset: ``vaihingen``, ``potsdam``, ``loveda`` (a folder written by ``bicorseg prepare``),
-            ``folder`` (your own images and masks) or ``synthetic`` (procedural samples for tests;
-            needs no root).
+            ``folder`` (your own images and masks), ``geo`` (georeferenced rasters with label polygons
+            or a label raster; chips are cut on the fly) or ``synthetic`` (procedural samples for
+            tests; needs no root).
         root: the prepared dataset folder, or the folder of a folder dataset (its ``images/`` and
             ``masks/`` folders may lie at any depth).
-        class_table: folder datasets: the YAML class table decoding the masks (a file, the name of a
-            shipped table such as ``dubai``, or the table itself as a mapping).
+        class_table: folder and geo datasets: the YAML class table (a file, the name of a shipped
+            table such as ``dubai``, or the table itself as a mapping): decodes a folder dataset's
+            masks; names the classes of geo labels, the codes that mean them (``value``) and their colours.
         train_splits: splits joined for training (a folder dataset's ``all`` is its whole root).
         val_split: the split validated after every epoch; null for none. When it is also a training
-            split, ``val_fraction`` or ``val_samples`` say which of its samples are held out.
+            split, ``val_fraction`` or ``val_samples`` say which of its samples are held out. Geo
+            datasets: ``val`` (the validation blocks or ``val_area``) or null.
         val_fraction: share of the validation split's samples held out for validation (drawn with
             ``val_seed``) and left out of training; for a validation split that is also a training split.
+            Geo datasets: the share of the labelled pixels the validation blocks hold (default 0.2).
         val_seed: seed of the ``val_fraction`` draw (independent of the training seed, so that runs
-            with different seeds validate on the same samples).
+            with different seeds validate on the same samples, or blocks).
         train_samples: only these training samples, by name; an entry matches a sample whose name
             equals it, ends with ``/<entry>`` (``7`` matches ``Train/Rural/images_png/7``) or lies in a
             folder of that name (``Tile 8``); null for all (less the held-out ones).
         val_samples: validate on these samples of the validation split, matched as ``train_samples``;
             they are left out of training.
-        crop_size: training crop (a multiple of 32).
+        crop_size: training crop (a multiple of 32); geo datasets: also the validation windows.
         batch_size: training samples per process and step; the global batch is ``batch_size * processes``.
         val_batch_size: validation samples per process and step.
         num_workers: data-loading worker processes.
@@ -67,6 +75,34 @@ class DataConfig:
         options: extra options for the dataset builder (folder datasets: ``images``, ``masks``,
             ``splits``, ``mask_suffix``).
         synthetic_size: image size, training and validation sample counts of the ``synthetic`` dataset.
+        images: geo datasets: the rasters, a list of files, folders (their .tif, .tiff, .vrt, .jp2
+            and .img files), glob patterns (``tiles/**/*.tif``) or URLs; any band count, 8 or 16 bit or
+            floating point; all with the same bands.
+        labels: geo datasets: the labels, a vector layer in any format GDAL reads (GeoPackage,
+            Shapefile, GeoJSON, FlatGeobuf...; ``PATH`` or ``PATH|layername=NAME``, as QGIS writes a
+            layer of a GeoPackage) in any CRS, or a raster of class codes on any grid.
+        label_field: geo datasets: the attribute of the polygons holding their class name or code.
+        labels_where: geo datasets: an attribute filter of the polygons, an OGR SQL WHERE clause
+            (``"checked = 1"``); null for all.
+        priority_field: geo datasets: a numeric attribute of the polygons; where polygons of
+            different classes overlap, the higher value wins. At equal priority (or without this
+            field) the smaller polygon wins.
+        labelled_area: geo datasets: a layer of the areas labelled completely: inside, pixels no
+            polygon covers are the ``background`` class; outside, they are neither trained nor scored.
+            Null: only pixels under a polygon are labelled.
+        background: geo datasets: the class of the pixels of ``labelled_area`` that no polygon covers.
+        classes: geo datasets: the class names in index order (a code means the class it names, or
+            the class table's ``value``); null: the labels' distinct codes, sorted (``background``
+            first with a labelled area), filled in when the run starts so that its config.yaml and
+            its checkpoints record them.
+        val_area: geo datasets: a layer of the validation area; null: blocks (``val_block``,
+            ``val_fraction``, ``val_seed``).
+        val_block: geo datasets: the side of the validation blocks, in pixels of the first raster
+            (a multiple of 64).
+        val_buffer: geo datasets: pixels around the validation area that no training chip reaches
+            (neighbouring pixels are alike: a buffer makes the validation more honest).
+        chips_per_epoch: geo datasets: training chips drawn per epoch (shared among the processes).
+        strict: geo datasets: refuse invalid polygons instead of repairing them with make_valid.
     """
 
     dataset: str = "loveda"
@@ -86,9 +122,28 @@ class DataConfig:
     augment: dict[str, Any] | bool = True
     options: dict[str, Any] = field(default_factory=dict)
     synthetic_size: list[int] = field(default_factory=lambda: [64, 16, 8])
+    images: list[str] | str | None = None
+    labels: str | None = None
+    label_field: str | None = None
+    labels_where: str | None = None
+    priority_field: str | None = None
+    labelled_area: str | None = None
+    background: str = "background"
+    classes: list[str] | None = None
+    val_area: str | None = None
+    val_block: int = 1024
+    val_buffer: int = 0
+    chips_per_epoch: int = 1000
+    strict: bool = False
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASET_KINDS)
+        if self.dataset == "geo":
+            self._check_geo()
+            return
+        for item in dataclasses.fields(self):
+            if item.name in GEO_KEYS and getattr(self, item.name) != item.default:
+                _fail(f"data.{item.name}", f"is for geo datasets (data.dataset: geo), not {self.dataset!r}")
         if self.dataset != "synthetic" and not self.root:
             what = "the folder of images and masks" if self.dataset == "folder" else "the prepared folder"
             _fail("data.root", f"is required for dataset {self.dataset!r} ({what})")
@@ -131,6 +186,64 @@ class DataConfig:
                 f"{self.val_split!r} is also a training split, so validation would score training "
                 "images: hold out a share with data.val_fraction or list data.val_samples",
             )
+
+    def _check_geo(self) -> None:
+        if isinstance(self.images, str):
+            self.images = [self.images]
+        if not self.images:
+            _fail("data.images", "give the rasters of the geo dataset (files, folders, patterns or URLs)")
+        if not self.labels:
+            _fail("data.labels", "give the label layer (polygons) or the label raster of the geo dataset")
+        if self.root is not None:
+            _fail("data.root", "is not used by geo datasets: give data.images and data.labels")
+        if self.class_table is not None and self.classes is not None:
+            _fail("data.classes", "give data.classes or data.class_table, not both")
+        if self.val_split not in (None, "val"):
+            _fail(
+                "data.val_split",
+                f"geo datasets validate on 'val' (blocks or data.val_area) or null, not {self.val_split!r}",
+            )
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            _fail("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        if self.val_area is not None and self.val_fraction is not None:
+            _fail(
+                "data.val_fraction", "chooses validation blocks; with data.val_area give no data.val_fraction"
+            )
+        if self.val_samples is not None or self.train_samples is not None:
+            _fail("data.val_samples" if self.val_samples is not None else "data.train_samples",
+                  "is for datasets of samples; geo datasets validate on blocks or data.val_area")  # fmt: skip
+        _positive("data.crop_size", self.crop_size)
+        if self.crop_size % 32 or self.crop_size < 64:
+            _fail(
+                "data.crop_size",
+                f"must be a multiple of 32 and at least 64 for geo datasets, got {self.crop_size}",
+            )
+        if self.val_block < 64 or self.val_block % 64:
+            _fail("data.val_block", f"must be a multiple of 64 pixels, got {self.val_block}")
+        if self.val_buffer < 0:
+            _fail("data.val_buffer", f"must not be negative, got {self.val_buffer}")
+        _positive("data.chips_per_epoch", self.chips_per_epoch)
+        _positive("data.batch_size", self.batch_size)
+        _positive("data.val_batch_size", self.val_batch_size)
+        if self.num_workers < 0:
+            _fail("data.num_workers", f"must not be negative, got {self.num_workers}")
+        if self.classes is not None and len(self.classes) < 2:
+            _fail("data.classes", "give at least two class names, or null to take the labels' codes")
+
+    def geo_options(self) -> dict[str, Any]:
+        """The parameters of :class:`bicorseg.data.geo.GeoSource` of a geo dataset."""
+        return {
+            "images": list(self.images or []),
+            "labels": self.labels,
+            "label_field": self.label_field,
+            "where": self.labels_where,
+            "priority_field": self.priority_field,
+            "labelled_area": self.labelled_area,
+            "background": self.background,
+            "classes": self.classes,
+            "class_table": resolve_class_table(self.class_table) if self.class_table is not None else None,
+            "strict": self.strict,
+        }
 
     @property
     def holds_out(self) -> bool:
@@ -457,6 +570,8 @@ def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> Train
     data_cfg = typedconfig.build(DataConfig, sections["data"], "data")
     if spec is None:
         spec = dataset_spec(data_cfg, sections["model"])
+    if data_cfg.dataset == "geo" and data_cfg.classes is None and data_cfg.class_table is None:
+        data_cfg.classes = list(spec.class_names)  # the run's config.yaml records the classes it found
     model_data, loss_data = sections["model"], sections["loss"]
     derived = {
         ("model", "num_classes"): (model_data, spec.num_classes, f"has {spec.num_classes} classes"),
@@ -508,6 +623,10 @@ def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None)
     try:
         if data_cfg.dataset == "folder":
             return _folder_spec(data_cfg)
+        if data_cfg.dataset == "geo":
+            from bicorseg.data.geo import GeoSource
+
+            return GeoSource(**data_cfg.geo_options(), index=False).spec
         return get_spec(data_cfg.dataset)
     except ConfigError as error:  # an input fault (a missing folder, a bad image) names its file itself
         if error.key is not None:

@@ -1,8 +1,11 @@
 """The Lightning data module: training and validation loaders built from a :class:`DataConfig`.
 
 Datasets come from :mod:`bicorseg.data` (prepared Vaihingen, Potsdam, LoveDA roots and folder
-datasets), or from :class:`bicorseg.data.synthetic.SyntheticSegmentation`, a deterministic procedural set for tests and smoke
-runs. Under data-parallel training Lightning gives every process its own shard of the samples.
+datasets), from :mod:`bicorseg.data.geo` (georeferenced rasters and label layers: training chips
+drawn on the fly, validation on a spatial area no chip overlaps; :attr:`SegmentationDataModule.summary`
+holds the lines a run prints first), or from :class:`bicorseg.data.synthetic.SyntheticSegmentation`,
+a deterministic procedural set for tests and smoke runs. Under data-parallel training Lightning
+gives every process its own shard of the samples.
 """
 
 from __future__ import annotations
@@ -177,12 +180,17 @@ class SegmentationDataModule(L.LightningDataModule):
         self.config, self.spec, self.seed = config, spec, seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.summary: list[str] = []  # what the data is, printed first by the run (geo datasets)
+        self.geo_source: Any = None
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
         wants_train = self.train_set is None and stage in (None, "fit")
         wants_val = self.val_set is None and cfg.val_split is not None and stage in (None, "fit", "validate")
         if not (wants_train or wants_val):
+            return
+        if cfg.dataset == "geo":
+            self._setup_geo()
             return
         if cfg.dataset == "synthetic":  # procedural: training and validation samples are distinct by seed
             train = select_samples(build_split(cfg, self.spec, cfg.train_splits, train=True),
@@ -208,6 +216,40 @@ class SegmentationDataModule(L.LightningDataModule):
                     key="data.batch_size",
                 )
             self.train_set = train
+
+    def _setup_geo(self) -> None:
+        """Chips from rasters and labels: the source, the spatial split, the training and validation sets."""
+        from bicorseg.data.geo import GeoSource, GeoSplit, GeoTrainingChips, GeoWindows, training_window
+
+        cfg = self.config
+        transform = training_transform(cfg, self.seed)
+        source = GeoSource(**cfg.geo_options(), spec=self.spec)
+        try:
+            split = GeoSplit(
+                source, training_window(cfg.crop_size, transform.config.scales), cfg.crop_size,
+                validate=cfg.val_split is not None, val_area=cfg.val_area, val_block=cfg.val_block,
+                val_fraction=0.2 if cfg.val_fraction is None else cfg.val_fraction, val_seed=cfg.val_seed,
+                val_buffer=cfg.val_buffer, strict=cfg.strict,
+            )  # fmt: skip
+        except BaseException:
+            source.close()
+            raise
+        self.geo_source = source
+        self.summary = split.summary()
+        self.train_set = GeoTrainingChips(
+            source, split.training, cfg.chips_per_epoch, transform, seed=self.seed
+        )
+        if cfg.val_split is not None:
+            self.val_set = GeoWindows(source, split.validation, cfg.crop_size, split.areas)
+        if cfg.chips_per_epoch < cfg.batch_size:
+            raise ConfigError(
+                f"{cfg.batch_size} is larger than the {cfg.chips_per_epoch} chips per epoch",
+                key="data.batch_size",
+            )
+
+    def teardown(self, stage: str | None = None) -> None:
+        if self.geo_source is not None and stage in (None, "fit"):
+            self.geo_source.close()  # the indexed copy of the polygons
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None

@@ -1,6 +1,8 @@
 """What a training run shows while it runs: plain log lines for files and pipes, a tidy bar in a terminal.
 
-* :class:`LogLines` writes a line when the run starts (samples, steps, model, device), one every
+* :class:`LogLines` writes the data module's summary when there is one (a geo dataset's rasters,
+  labels and labelled pixels per class in training and validation), a line when the run starts
+  (samples, steps, model, device), one every
   ``trainer.log_every_n_steps`` optimizer steps and one per epoch, each with every loss term, the
   learning rate and the throughput, and after a validation its mIoU, mean F1, OA and per-class table.
   Plain text, flushed at once: no carriage returns, no colour codes, so ``nohup``, SLURM and CI
@@ -82,6 +84,9 @@ class LogLines(Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         datamodule = getattr(trainer, "datamodule", None)
+        summary = getattr(datamodule, "summary", None)  # what the data is (geo datasets: labelled pixels)
+        if summary:
+            self.write(trainer, "\n".join(summary))
         train_set = getattr(datamodule, "train_set", None)
         val_set = getattr(datamodule, "val_set", None)
         config = getattr(pl_module, "config", None)
