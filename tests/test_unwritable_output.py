@@ -61,6 +61,8 @@ def _commands(inputs: dict[str, Path], out: Path) -> dict[str, list[str]]:
         "vectorize": ["vectorize", str(inputs["raster"]), "--output", str(out / "classes.gpkg")],
         "areas": ["areas", str(inputs["raster"]), "--output", str(out / "areas.json")],
         "report": ["report", str(root / "predicted"), "--output", str(out / "report.html")],
+        "chips": ["chips", "--data.images", str(inputs["raster"]), "--data.labels", str(root / "labels.gpkg"),
+                  "--data.label_field", "class", "--output", str(out / "chips")],
     }  # fmt: skip
 
 
@@ -90,7 +92,7 @@ def below_a_file(tmp_path: Path) -> Path:
 
 
 COMMANDS = ["predict", "prepare", "train", "evaluate", "export", "heatmaps", "submit", "demo", "convert",
-            "vectorize", "areas", "report"]  # fmt: skip
+            "vectorize", "areas", "report", "chips"]  # fmt: skip
 
 
 @pytest.mark.parametrize("where", ["read-only", "below-a-file"])

@@ -44,7 +44,11 @@ def check_spec_matches(
 def evaluation_dataset(
     kind: str, root: str | None, split: str, spec: DatasetSpec | None = None, **options: Any
 ) -> tuple[Dataset, DatasetSpec]:
-    """A split to evaluate on, and the facts of its dataset."""
+    """A split to evaluate on, and the facts of its dataset.
+
+    ``geo``: ``options`` are those of :class:`bicorseg.data.geo.GeoSource` and ``window``, the side of
+    the windows every labelled pixel is scored in (``root`` and ``split`` are not used).
+    """
     if kind not in DATASET_KINDS:
         raise ConfigError(f"must be one of {', '.join(DATASET_KINDS)}, got {kind!r}", key="dataset")
     if kind == "synthetic":
@@ -57,6 +61,12 @@ def evaluation_dataset(
             raise ConfigError(f"synthetic dataset: unknown option(s) {', '.join(options)}")
         seed = {"train": 0, "val": 1}.get(split, 2)
         return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=seed), spec
+    if kind == "geo":  # rasters and labels: every labelled pixel, on a grid of windows
+        from bicorseg.data.geo import GeoSource, GeoWindows
+
+        size = int(options.pop("window"))
+        source = GeoSource(**options, spec=spec)
+        return GeoWindows(source, source.labelled_windows(size), size), source.spec
     if not root:
         raise ConfigError(f"dataset {kind!r} needs its folder", key="root")
     from bicorseg.data import build_dataset

@@ -110,8 +110,8 @@ def test_pixels_outside_the_labelled_area_never_reach_the_loss(scene, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_from_polygons_on_the_command_line_then_predict(scene, tmp_path, capfd):
-    _, path, _, _, labels, layer = scene
+def test_train_from_polygons_on_the_command_line_then_predict_and_evaluate(scene, tmp_path, capfd):
+    _, path, _, area, labels, layer = scene
     run = tmp_path / "run"
     status = cli(
         "train",
@@ -154,6 +154,13 @@ def test_train_from_polygons_on_the_command_line_then_predict(scene, tmp_path, c
     with rasterio.open(tmp_path / "out" / "scene.tif") as src:
         assert json.loads(src.tags()["bicorseg_classes"]) == list(checkpoint.dataset.class_names)
         assert src.crs.to_epsg() == 32633
+    # evaluate takes the same sources and scores every labelled pixel, and only those
+    assert cli("evaluate", "--checkpoint", run / "checkpoints" / "last.ckpt", "--dataset", "geo", "--rasters", path,
+               "--labels", labels, "--label-field", "class", "--labelled-area", layer, "--background", "bare ground",
+               "--output", tmp_path / "scores.json") == 0  # fmt: skip
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert sum(c["support_pixels"] for c in scores["per_class"].values()) == area.sum()
+    assert "every labelled pixel of 1 raster(s)" in scores["convention"]["labels"]
 
 
 def test_repeated_images_options_make_a_list_and_geo_keys_are_checked(scene, capsys):

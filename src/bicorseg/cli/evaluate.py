@@ -55,6 +55,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     folder.add_argument("--images", default="images", help="name of the image folders (default: images)")
     folder.add_argument("--masks", default="masks", help="name of the mask folders (default: masks)")
+    geo = parser.add_argument_group(
+        "GIS data (--dataset geo): every labelled pixel of rasters and their label polygons or raster, "
+        "scored in windows of --tile px (with --whole-tiles, windows of 4 tiles predicted by sliding windows)"
+    )
+    geo.add_argument("--rasters", nargs="+", action="extend", metavar="RASTER",
+                     help="rasters: files, folders, glob patterns, URLs")  # fmt: skip
+    geo.add_argument(
+        "--labels", metavar="LAYER", help="label polygons (PATH or PATH|layername=NAME) or a label raster"
+    )
+    geo.add_argument("--label-field", help="the polygons' attribute holding their class name or code")
+    geo.add_argument(
+        "--labels-where", metavar="SQL", help="an attribute filter of the polygons (OGR SQL WHERE)"
+    )
+    geo.add_argument(
+        "--priority-field",
+        help="numeric attribute: the higher value wins overlaps (else the smaller polygon)",
+    )
+    geo.add_argument("--labelled-area", metavar="LAYER",
+                     help="areas labelled completely: pixels no polygon covers inside are --background")  # fmt: skip
+    geo.add_argument(
+        "--background", default="background", help="the class of those pixels (default: background)"
+    )
+    geo.add_argument(
+        "--strict", action="store_true", help="refuse invalid polygons instead of repairing them"
+    )
     parser.add_argument(
         "--label-variant",
         help="state which labels these are in the report (e.g. eroded); default: the dataset's",
@@ -67,6 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.set_defaults(func=run)
+
+
+def _geo_labels(args: argparse.Namespace, dataset) -> str:
+    """What a geo evaluation scored, for the report."""
+    what = f"{args.labels}" + (f" (field {args.label_field})" if args.label_field else "")
+    if args.labelled_area:
+        what += f", inside {args.labelled_area} pixels no polygon covers are {args.background!r}"
+    return f"every labelled pixel of {len(dataset.source.rasters)} raster(s), labels {what}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,13 +135,31 @@ def _run(args: argparse.Namespace) -> int:
     spec_hint = checkpoint.dataset
     if spec_hint is not None and spec_hint.num_classes != checkpoint.model_config.num_classes:
         spec_hint = None
-    options = {}
+    options: dict = {}
+    geo_given = [o for o in ("rasters", "labels", "label_field", "labels_where", "priority_field", "labelled_area")
+                 if getattr(args, o)]  # fmt: skip
+    if args.dataset == "geo":
+        if not args.rasters or not args.labels:
+            raise ConfigError("--dataset geo needs --rasters and --labels")
+        if args.root:
+            raise ConfigError(
+                "--root is for prepared and folder datasets; --dataset geo reads --rasters and --labels"
+            )
+        window = tile * (4 if args.whole_tiles else 1)
+        options = {
+            "images": args.rasters, "labels": args.labels, "label_field": args.label_field,
+            "where": args.labels_where, "priority_field": args.priority_field,
+            "labelled_area": args.labelled_area, "background": args.background,
+            "class_table": args.class_table, "strict": args.strict, "window": window,
+        }  # fmt: skip
+    elif geo_given:
+        raise ConfigError(f"--{geo_given[0].replace('_', '-')} is for --dataset geo")
     if args.dataset == "folder":
         options = {"images": args.images, "masks": args.masks}
         if args.class_table:
             options["class_table"] = args.class_table
-    elif args.class_table:
-        raise ConfigError("--class-table is for --dataset folder")
+    elif args.class_table and args.dataset != "geo":
+        raise ConfigError("--class-table is for --dataset folder or geo")
     dataset, spec = evaluation_dataset(args.dataset, args.root, args.split, spec=spec_hint, **options)
     check_spec_matches(checkpoint.dataset, spec, checkpoint.model_config.num_classes, args.checkpoint)
     if checkpoint.model_config.in_channels != spec.num_bands:
@@ -139,6 +190,8 @@ def _run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     report.convention.extra["checkpoint"] = str(args.checkpoint)
+    if args.dataset == "geo":
+        report.convention.extra["labels"] = _geo_labels(args, dataset)
     labels = getattr(dataset, "labels", None)  # folder datasets: how their masks were decoded
     if labels is not None:
         source = args.class_table or "the checkpoint's class table"

@@ -48,8 +48,27 @@ def _repeatable(tp: Any) -> bool:
     return str in options and list[str] in options
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_section_options(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
+    """A ``--section.key`` option for every field of each config section (``train``, ``chips``)."""
     from bicorseg import typedconfig
+
+    for section, cls in sections.items():
+        title = (cls.__doc__ or section).strip().splitlines()[0].rstrip(".")
+        group = parser.add_argument_group(f"{section}: {title}")
+        for info in typedconfig.describe_fields(cls):
+            metavar, text = _field_help(section, info)
+            repeated = _repeatable(info.type)
+            group.add_argument(
+                f"--{section}.{info.name}",
+                dest=f"override__{section}.{info.name}",
+                metavar=metavar,
+                default=argparse.SUPPRESS,
+                action="append" if repeated else "store",
+                help=text + (" (may be given several times)" if repeated else ""),
+            )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     from bicorseg.training.config import SECTIONS, shipped_names
 
     parser = subparsers.add_parser(
@@ -94,20 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="set any key, including keys inside mappings (data.augment.mosaic_p=0)",
     )
-    for section, cls in SECTIONS.items():
-        title = (cls.__doc__ or section).strip().splitlines()[0].rstrip(".")
-        group = parser.add_argument_group(f"{section}: {title}")
-        for info in typedconfig.describe_fields(cls):
-            metavar, text = _field_help(section, info)
-            repeated = _repeatable(info.type)
-            group.add_argument(
-                f"--{section}.{info.name}",
-                dest=f"override__{section}.{info.name}",
-                metavar=metavar,
-                default=argparse.SUPPRESS,
-                action="append" if repeated else "store",
-                help=text + (" (may be given several times)" if repeated else ""),
-            )
+    add_section_options(parser, SECTIONS)
     parser.set_defaults(func=run, extra_options=True)
 
 

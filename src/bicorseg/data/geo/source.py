@@ -124,10 +124,16 @@ class GeoSource:
         ref = vector.parse_layer(labels, "data.labels") if self.is_vector else None
         raster_codes = None if self.is_vector else inspect_label_raster(label_path)
         table = _table(class_table)
-        if spec is not None:
-            self.classes = GeoClasses.from_spec(spec, wanted_background)
-        elif table is not None:
+        if table is not None:  # also beside a model's facts: it says which codes mean its classes
             self.classes = GeoClasses.from_table(table, wanted_background)
+            if spec is not None and self.classes.names != spec.class_names:
+                raise ConfigError(
+                    f"{table.source} names the classes {', '.join(self.classes.names)} but the model's are "
+                    f"{', '.join(spec.class_names)}",
+                    key="data.class_table",
+                )
+        elif spec is not None:
+            self.classes = GeoClasses.from_spec(spec, wanted_background)
         elif classes is not None:
             self.classes = GeoClasses.from_names(classes, wanted_background)
         else:
@@ -233,6 +239,15 @@ class GeoSource:
             mean = np.asarray(self.spec.mean, np.float32)[:, None]
             image[:, ~valid] = mean
         return image, labels
+
+    def labelled_windows(self, size: int) -> list[tuple[int, Window]]:
+        """The windows of a grid of ``size`` pixels over each raster that hold labelled pixels (the
+        windows of an evaluation: every labelled pixel once)."""
+        from bicorseg.data.geo.split import labelled_cells, take_census, validation_windows
+
+        classes = self.classes.num_classes
+        censuses = [take_census(i, r, self.labels_for, classes) for i, r in enumerate(self.rasters)]
+        return validation_windows(self.rasters, [labelled_cells(c) for c in censuses], size)
 
     def describe(self) -> list[str]:
         """Lines describing the rasters and the labels, for the summary."""

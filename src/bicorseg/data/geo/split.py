@@ -62,6 +62,13 @@ class Census:
         return int(self.counts.sum())
 
 
+def labelled_cells(census: Census) -> np.ndarray:
+    """The cells holding labelled pixels, as a ``rows x cols`` bool grid."""
+    cells = np.zeros(census.grid, bool)
+    cells.reshape(-1)[census.cells] = True
+    return cells
+
+
 def _grid(raster: GeoRaster) -> tuple[int, int]:
     return math.ceil(raster.height / CELL), math.ceil(raster.width / CELL)
 
@@ -397,7 +404,8 @@ class TrainingWindows:
 def validation_windows(
     rasters: Sequence[GeoRaster], val_cells: Sequence[np.ndarray], size: int
 ) -> list[tuple[int, Window]]:
-    """The fixed grid of ``size`` windows over each raster that touch a cell holding validation pixels."""
+    """The fixed grid of ``size`` windows over each raster that touch a cell of ``val_cells`` (cells
+    holding validation pixels, or any labelled pixels)."""
     found = []
     for index, (raster, cells) in enumerate(zip(rasters, val_cells)):
         if not cells.any():

@@ -1,0 +1,87 @@
+"""``bicorseg chips``: training chips and masks of a geo dataset written to a folder dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bicorseg.errors import ConfigError, OutputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from bicorseg.cli.train import add_section_options
+    from bicorseg.training.config import DataConfig
+
+    parser = subparsers.add_parser(
+        "chips",
+        help="cut chips and masks from rasters and labelled polygons into a folder dataset",
+        description=(
+            "Draw training chips from georeferenced rasters and their labels as training does (windows "
+            "drawn toward the labelled pixels, never overlapping the validation area) and write them, with "
+            "every window of the validation area, as a folder dataset: OUTPUT/train/{images,masks}, "
+            "OUTPUT/val/{images,masks} (chips as GeoTIFFs in their raster's type, masks as PNGs of class "
+            "indices) and OUTPUT/classes.yaml, its class table (written last). The data options are the "
+            "train command's (--config geo and --data.*); chips are data.crop_size pixels."
+        ),
+    )
+    parser.add_argument(
+        "--config", metavar="NAME|FILE", default="geo", help="config file or shipped config (default: geo)"
+    )
+    parser.add_argument("--output", metavar="DIR", required=True, help="the folder to write (new or empty)")
+    parser.add_argument("--count", type=int, help="training chips to write (default: data.chips_per_epoch)")
+    parser.add_argument("--seed", type=int, help="seed of the draw (default: trainer.seed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any data key")
+    add_section_options(parser, {"data": DataConfig})
+    parser.set_defaults(func=run, extra_options=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bicorseg.atomic import ensure_writable
+    from bicorseg.cli.train import collect_overrides
+    from bicorseg.training.config import load_config, resolve_config_path
+
+    output = Path(args.output)
+    ensure_writable(output, folder=True)
+    if output.is_dir() and any(output.iterdir()):
+        raise OutputError(f"{output} exists and is not an empty folder: choose a new folder")
+    config = load_config(resolve_config_path(args.config), collect_overrides(args))
+    data = config.data
+    if data.dataset != "geo":
+        raise ConfigError(
+            f"chips are cut from geo datasets (rasters and labels), not {data.dataset!r}", key="data.dataset"
+        )
+    count = data.chips_per_epoch if args.count is None else args.count
+    if count < 1:
+        raise ConfigError(f"--count must be at least 1, got {count}")
+
+    from bicorseg.data.geo import GeoSource, GeoSplit
+    from bicorseg.data.geo.chips import write_chips
+    from bicorseg.training.config import dataset_spec
+
+    source = GeoSource(**data.geo_options(), spec=dataset_spec(data))
+    try:
+        split = GeoSplit(
+            source, data.crop_size, data.crop_size, validate=data.val_split is not None, val_area=data.val_area,
+            val_block=data.val_block, val_fraction=0.2 if data.val_fraction is None else data.val_fraction,
+            val_seed=data.val_seed, val_buffer=data.val_buffer, strict=data.strict,
+        )  # fmt: skip
+        print("\n".join(split.summary()), file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            if sys.stderr.isatty():
+                print(f"\rwriting chips {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+        seed = config.trainer.seed if args.seed is None else args.seed
+        result = write_chips(split, output, count, seed=seed, progress=progress)
+    finally:
+        source.close()
+    print(
+        f"wrote {result.train} training and {result.val} validation chips of {data.crop_size} px to {output}"
+    )
+    print(
+        f"  train on them: bicorseg train --config folder --data.root {output} --data.class_table "
+        f"{output / 'classes.yaml'} --data.train_splits '[train]' --data.val_split val --data.val_fraction null"
+    )
+    return 0

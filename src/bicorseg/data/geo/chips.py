@@ -1,0 +1,117 @@
+"""Chips and masks written to a folder dataset, drawn by the same sampler as training.
+
+For users who want files (another tool, a look at what the model sees, a fixed training set): the
+training windows of a :class:`~.source.GeoSplit` (drawn toward labelled pixels, never overlapping
+the validation area) and its validation grid become::
+
+    DIR/train/images/000000_scene_r1024_c512.tif   the chip: native pixel type, CRS and transform
+    DIR/train/masks/000000_scene_r1024_c512.png    class indices, the ignore index where unlabelled
+    DIR/val/images/...  DIR/val/masks/...          the validation windows (outside the area: ignored)
+    DIR/classes.yaml                               the class table (written last: the set is complete)
+
+which the folder recipe reads as it is: ``bicorseg train --config folder --data.root DIR
+--data.class_table DIR/classes.yaml --data.train_splits '[train]' --data.val_split val
+--data.val_fraction null``. Every file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from bicorseg.atomic import remove_stale_temps, write_text_atomic
+from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows, pad
+from bicorseg.data.geo.rasters import window_transform
+from bicorseg.data.geo.source import GeoSplit
+from bicorseg.data.io import Georeference, write_png, write_tiff
+from bicorseg.data.labels import colour_hex
+from bicorseg.typedconfig import to_yaml
+
+TABLE_NAME = "classes.yaml"
+
+
+@dataclass(frozen=True)
+class ChipsResult:
+    folder: Path
+    train: int
+    val: int
+
+
+def _native(image: np.ndarray, dtype: str) -> np.ndarray:
+    """Float32 pixels read from a raster back in its own type (exact for 8 and 16-bit values)."""
+    if np.dtype(dtype).kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(image), info.min, info.max).astype(dtype)
+    return image.astype(dtype)
+
+
+def _file_name(number: int, stem: str, window: Window) -> str:
+    stem = re.sub(r"[^\w.-]+", "_", stem)
+    return f"{number:06d}_{stem}_r{int(window.row_off)}_c{int(window.col_off)}"
+
+
+def class_table_yaml(split: GeoSplit) -> str:
+    """The class table of the chips' masks (class indices as values) with the normalisation."""
+    spec = split.source.spec
+    table = {
+        "name": spec.name,
+        "classes": [
+            {"name": name, "value": i, "colour": colour_hex(spec.palette[i])}
+            for i, name in enumerate(spec.class_names)
+        ],
+        "ignore_values": [spec.ignore_index],
+        "ignore_index": spec.ignore_index,
+        "eval_classes": [spec.class_names[i] for i in spec.eval_classes],
+        "bands": list(spec.bands),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+    }
+    return "# classes of the chips written by bicorseg chips (masks hold the class indices)\n" + to_yaml(
+        table
+    )
+
+
+def write_chips(
+    split: GeoSplit,
+    folder: str | Path,
+    count: int,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ChipsResult:
+    """Write ``count`` training chips and every validation window of ``split`` under ``folder``."""
+    folder = Path(folder)
+    source = split.source
+    train = GeoTrainingChips(source, split.training, count, seed=seed)
+    val = GeoWindows(source, split.validation, split.val_window, split.areas)
+    total = count + len(val)
+    done = 0
+    for part, dataset in (("train", train), ("val", val)):
+        if not len(dataset):
+            continue
+        images, masks = folder / part / "images", folder / part / "masks"
+        for sub in (images, masks):
+            sub.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(sub)
+        for number in range(len(dataset)):
+            if part == "train":
+                index, window = train.draw()
+                image, labels = pad(source, *source.read(index, window), split.training.size)
+            else:
+                index, window = split.validation[number]
+                image, labels = val.load_arrays(number)  # type: ignore[assignment]
+            raster = source.rasters[index]
+            name = _file_name(number, raster.stem, window)
+            georef = Georeference(CRS.from_wkt(raster.crs), window_transform(raster.transform, window))
+            write_tiff(images / f"{name}.tif", _native(image, raster.dtype), georef)
+            write_png(masks / f"{name}.png", labels)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    write_text_atomic(folder / TABLE_NAME, class_table_yaml(split))
+    return ChipsResult(folder, count, len(val))
