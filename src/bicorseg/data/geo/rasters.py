@@ -92,6 +92,8 @@ class GeoRaster:
         with raster_access.open_raster(self.path) as src:
             try:
                 data = src.read(window=window, out_dtype="float32")
+                if not self.masked:  # no nodata value, no mask, integer pixels: every pixel is valid
+                    return data, np.ones(data.shape[1:], bool)
                 reader = RasterReader(src, Path(self.name), InputPlan(tuple(range(1, self.count + 1))), 0, 1)
                 valid = reader.declared_mask(window, data) & reader.plausible(data)
             except RasterioError as error:

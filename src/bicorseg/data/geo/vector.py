@@ -506,7 +506,11 @@ class VectorLabels:
             return np.full(shape, fill, np.uint8), 0
         transform = window_transform(raster.transform, window)
         labels = rasterize(
-            zip(geoms, classes.tolist()), out_shape=shape, transform=transform, fill=fill, dtype="uint8"
+            geojson_shapes(geoms, classes.tolist()),
+            out_shape=shape,
+            transform=transform,
+            fill=fill,
+            dtype="uint8",
         )
         conflicts = (
             _conflicts(geoms, classes, shape, transform, self.classes.ignore_index) if count_conflicts else 0
@@ -526,6 +530,21 @@ class VectorLabels:
             if c[key]:
                 parts.append(f"{c[key]} {what}")
         return f"labels {self.ref} ({self.crs_name}): " + ", ".join(parts)
+
+
+def geojson_shapes(polygons: np.ndarray, values: list[int]) -> list[tuple[dict[str, Any], int]]:
+    """``(GeoJSON polygon, value)`` pairs for ``rasterize``, built from the coordinate arrays at once
+    (twice as fast as each geometry's ``__geo_interface__``, which dominates a window's burning)."""
+    rings, owner = shapely.get_rings(polygons, return_index=True)
+    coords, ring_of = shapely.get_coordinates(rings, return_index=True)
+    ends = np.searchsorted(ring_of, np.arange(len(rings) + 1)).tolist()
+    flat = coords.tolist()
+    ring_lists = [flat[ends[i] : ends[i + 1]] for i in range(len(rings))]
+    starts = np.searchsorted(owner, np.arange(len(polygons) + 1)).tolist()
+    return [
+        ({"type": "Polygon", "coordinates": ring_lists[starts[i] : starts[i + 1]]}, value)
+        for i, value in enumerate(values)
+    ]
 
 
 def _numbers(values: np.ndarray, ref: LayerRef, field: str) -> np.ndarray:
@@ -560,7 +579,11 @@ def _conflicts(
     for value in np.unique(classes[involved]):
         chosen = involved[classes[involved] == value]
         covered += rasterize(
-            ((g, 1) for g in geoms[chosen]), out_shape=shape, transform=transform, fill=0, dtype="uint8"
+            geojson_shapes(geoms[chosen], [1] * len(chosen)),
+            out_shape=shape,
+            transform=transform,
+            fill=0,
+            dtype="uint8",
         )
     return int((covered >= 2).sum())
 
