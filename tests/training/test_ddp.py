@@ -27,23 +27,45 @@ TERMS = ("main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fi
 COMMON = ("--data.shuffle", "false", "--trainer.max_epochs", "2", "--optimizer.lr", "1e-3")
 
 
-@pytest.mark.slow
-def test_two_processes_match_one(tmp_path: Path) -> None:
-    single, parallel = tmp_path / "single", tmp_path / "ddp"
-    done = cli_subprocess("train", "--config", TINY, "--output", single, *COMMON,
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """One process, 4 samples a step, no shuffling."""
+    run = tmp_path_factory.mktemp("single") / "run"
+    done = cli_subprocess("train", "--config", TINY, "--output", run, *COMMON,
                           "--data.batch_size", "4", "--data.val_batch_size", "4")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+def _same_terms(first: Path, second: Path) -> None:
+    rows_first, rows_second = read_metrics(first), read_metrics(second)
+    for term in TERMS:
+        one, two = column(rows_first, f"train/{term}_step"), column(rows_second, f"train/{term}_step")
+        assert [s for s, _ in one] == [s for s, _ in two] == list(range(8)), term
+        assert [v for _, v in two] == pytest.approx([v for _, v in one], rel=2e-5, abs=1e-6), term
+
+
+@pytest.mark.slow
+def test_one_data_parallel_process_keeps_the_data_order(single: Path, tmp_path: Path) -> None:
+    """``--trainer.strategy ddp`` with one process: the batches of one plain process (data.shuffle false
+    holds; Lightning's own sampler would shuffle)."""
+    parallel = tmp_path / "ddp1"
+    done = cli_subprocess("train", "--config", TINY, "--output", parallel, *COMMON, "--trainer.strategy", "ddp",
+                          "--trainer.devices", "1", "--data.batch_size", "4", "--data.val_batch_size", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same_terms(single, parallel)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(single: Path, tmp_path: Path) -> None:
+    parallel = tmp_path / "ddp"
     done = cli_subprocess("train", "--config", TINY, "--output", parallel, *COMMON,
                           "--trainer.strategy", "ddp", "--trainer.devices", "2",
                           "--data.batch_size", "2", "--data.val_batch_size", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained to epoch 2, step 8" in done.stdout  # 8 global steps of 2 x 2 samples
 
-    rows_single, rows_parallel = read_metrics(single), read_metrics(parallel)
-    for term in TERMS:
-        one, two = column(rows_single, f"train/{term}_step"), column(rows_parallel, f"train/{term}_step")
-        assert [s for s, _ in one] == [s for s, _ in two] == list(range(8)), term
-        assert [v for _, v in two] == pytest.approx([v for _, v in one], rel=2e-5, abs=1e-6), term
+    _same_terms(single, parallel)
 
     one = json.loads((single / "val_metrics.json").read_text())
     two = json.loads((parallel / "val_metrics.json").read_text())

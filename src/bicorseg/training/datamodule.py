@@ -256,8 +256,10 @@ class SegmentationDataModule(L.LightningDataModule):
         cfg = self.config
         trainer = self.trainer
         sampler = None
-        if trainer is not None and trainer.world_size > 1:
-            # our own shard sampler: Lightning's would always shuffle, ignoring data.shuffle
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if trainer is not None and (trainer.world_size > 1 or distributed):
+            # our own shard sampler whenever training is distributed, one process included: Lightning
+            # would put in its own, which always shuffles, ignoring data.shuffle
             sampler = DistributedSampler(
                 self.train_set,
                 num_replicas=trainer.world_size,
