@@ -1,4 +1,5 @@
-"""Fixtures of the whole suite: the shared sample data (see tests/helpers/shared.py), the seed, torch threads."""
+"""Fixtures of the whole suite: the shared sample data (see tests/helpers/shared.py), the seed, torch threads;
+the skip of ``cuda`` tests without a GPU."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ import pytest
 import torch
 
 from tests.helpers.shared import shared_path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped where torch sees no CUDA GPU: in CI too, whose machines have
+    none (``benchmarks/gpu_check.sh`` runs them on a GPU machine and fails if any is skipped)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture
