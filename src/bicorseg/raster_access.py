@@ -1,39 +1,50 @@
-"""Opening input rasters safely: no network access unless asked for, and a limit on pixel counts.
+"""Opening input rasters and vector files safely: no network access unless asked, a limit on pixel counts.
 
-Every input raster bicorseg reads is opened by :func:`open_raster`, and the GDAL environment of
-those reads is set here, in one place:
+Every input raster bicorseg reads is opened by :func:`open_raster` (rasterio), every input vector
+file (areas of interest, labels) inside :func:`vector_access` (pyogrio), and the GDAL environment
+of those reads is set here, in one place. rasterio and pyogrio each bundle their own GDAL; the
+settings reach both.
 
-* **Remote access is off by default.** A path that names a remote source (``/vsicurl/``,
-  ``/vsis3/`` and the other network file systems, ``http://`` and other URLs, GDAL's web-service
-  connection strings such as ``WMS:``) is refused, and so is a local file that refers to one: a
-  VRT whose ``SourceFilename`` entries (followed through nested local VRTs) are remote, a local
-  web-service description (``<GDAL_WMS>``, ``<GDAL_WMTS>``, ``<WCS_GDAL>``), a dataset opened by a
-  web-service driver, or a dataset whose file list (``dataset.files``) names a remote file. The
-  checks run before GDAL reads any pixel, and while remote access is off GDAL's network file
-  systems are disabled too (``CPL_VSIL_CURL_ALLOWED_EXTENSIONS`` matches no file), so a
-  reference the checks did not see still cannot reach the network. Remote access is allowed by
-  ``allow_remote=True`` or the environment variable ``BICORSEG_ALLOW_REMOTE=1`` (which the
-  command line's ``--allow-remote`` sets for the command, worker processes included); GDAL then
-  does not list the folder of a remote path (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``; local
-  files keep their sidecar files, such as world files).
-* **A remote input named by the user is the user's request.** :func:`input_path` turns what a user
-  typed into what is opened: a local :class:`~pathlib.Path`, or a :class:`VsiPath` for a URL or a
-  GDAL virtual file system path (``https://h/x.tif`` and ``http://`` -> ``/vsicurl/https://h/x.tif``,
-  ``s3://b/k`` -> ``/vsis3/b/k``, ``gs://`` -> ``/vsigs/``, ``az://`` -> ``/vsiaz/``, ``/vsi...`` as
-  it is). A :class:`VsiPath` is made only from a name the user gave, so opening a remote one needs
-  no ``allow_remote``: the rule is that inputs never reach the network unless the user asked for
-  a remote path, and naming one is asking. ``allow_remote`` is still needed for a local
-  file that refers to remote sources (a VRT, a STAC item with remote assets), which the user did not
-  name. Credentials come from GDAL's usual environment (``AWS_*``, ``AWS_NO_SIGN_REQUEST=YES``,
-  ``GS_*``, ``AZURE_STORAGE_*``). A remote dataset may not refer to local files (a remote VRT whose
-  sources are on this machine is refused before a pixel is read).
+* **No network access unless asked.** While remote access is off, GDAL cannot reach the network,
+  whatever the file asks for. GDAL's network file systems (``/vsicurl/``, ``/vsis3/``,
+  ``/vsigs/``, ``/vsiaz/`` and the others) open no file (``CPL_VSIL_CURL_ALLOWED_EXTENSIONS``
+  matches none), and every other HTTP request of either GDAL (web-service drivers such as WMS,
+  WMTS, WCS or WFS, CRS links, XML schemas, OPeNDAP) is sent to :data:`REFUSING_PROXY`, a proxy
+  whose scheme libcurl refuses before it resolves or connects anything (``GDAL_HTTP_PROXY`` and
+  ``GDAL_HTTPS_PROXY`` for GDAL; ``http_proxy``, ``https_proxy`` and ``all_proxy`` in the process
+  environment for the libraries that call libcurl themselves and for GDAL's worker threads;
+  ``no_proxy`` is set aside meanwhile, so no host escapes). This holds for files inside files: VRT
+  sources, tiles of a tile index (GTI), an OGR VRT's layers. A request GDAL tried anyway shows in
+  its error messages (the proxy, or a network path it did not open): the read is then refused in
+  one line, also when the driver would go on without the data (as a tile index does with a tile it
+  cannot open); :func:`check_no_network` lets a reader in windows stop at the first window that
+  needed one. Before GDAL opens anything, what can be seen without it is refused with a clearer
+  message: a remote path (a URL, ``http:/host`` as libcurl reads it, a network ``/vsi...`` path,
+  a connection string such as ``WMS:``), a VRT (raster or OGR) whose sources are remote (followed
+  through nested local VRTs), a web-service description (``<GDAL_WMS>``, ``<GDAL_WMTS>``,
+  ``<WCS_GDAL>``); after opening, a web-service or database driver (:data:`NETWORK_DRIVERS`) or a
+  remote file in the dataset's file list.
+* **Asking.** Remote access is allowed for every input by ``allow_remote=True`` or the
+  environment variable ``BICORSEG_ALLOW_REMOTE=1`` (which the command line's ``--allow-remote``
+  sets for the command, worker processes included), and for one input alone by naming it:
+  :func:`input_path` turns what a user typed into what is opened, a local :class:`~pathlib.Path`
+  or a :class:`VsiPath` for a URL or a GDAL virtual file system path (``https://h/x.tif`` and
+  ``http://`` -> ``/vsicurl/https://h/x.tif``, ``s3://b/k`` -> ``/vsis3/b/k``, ``gs://`` ->
+  ``/vsigs/``, ``az://`` -> ``/vsiaz/``, ``/vsi...`` as it is). A :class:`VsiPath` is made only
+  from a name the user gave (or, with ``granted=True``, for a file made from one, such as the VRT
+  of a STAC item the user named), so opening it may reach the network and opening any other input
+  of the same run may not. Credentials come from GDAL's usual environment (``AWS_*``,
+  ``AWS_NO_SIGN_REQUEST=YES``, ``GS_*``, ``AZURE_STORAGE_*``). A remote dataset may not refer to
+  local files (a remote VRT whose sources are on this machine is refused before a pixel is read).
 * **Remote reads are ranged and cached.** While remote access is allowed, GDAL fetches several
   ranges of a file per request or in parallel (``GDAL_HTTP_MULTIRANGE=YES``), merges consecutive
   ones (``GDAL_HTTP_MERGE_CONSECUTIVE_RANGES=YES``), retries failed requests
   (:data:`REMOTE_OPTIONS`) and keeps at most :data:`REMOTE_CACHE_BYTES` of downloaded blocks;
   a remote path is also read through GDAL's per-file cache (``VSI_CACHE``, at most
-  :data:`VSI_CACHE_BYTES` per open file). A variable the user set in the environment is left as
-  it is, so every one of these can be tuned.
+  :data:`VSI_CACHE_BYTES` per open file) without listing its folder
+  (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``; local files keep their sidecar files, such as world
+  files). A variable the user set in the environment is left as it is, so every one of these can
+  be tuned.
 * **VRT Python code never runs** (``GDAL_VRT_ENABLE_PYTHON=NO``).
 * **Pixel limit.** An image read whole (PNG, JPEG and the other plain picture formats, and every
   whole-image read of :mod:`bicorseg.data.io`) may not declare more than :data:`DEFAULT_MAX_PIXELS`
@@ -45,8 +56,10 @@ those reads is set here, in one place:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -64,17 +77,34 @@ MAX_PIXELS_ENV = "BICORSEG_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 2**31
 # formats GDAL cannot read in windows cheaply, which bicorseg holds whole in memory
 WHOLE_IMAGE_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BIGGIF", "BMP", "WEBP"})
-# drivers that fetch their data over HTTP themselves (not through GDAL's /vsi network file systems)
+# drivers that reach a server themselves: web services (raster and vector) and databases
 NETWORK_DRIVERS = frozenset(
-    {"WMS", "WMTS", "WCS", "EEDA", "EEDAI", "PLMOSAIC", "DAAS", "NGW", "OGCAPI", "STACIT", "STACTA", "HTTP"}
-)
+    {
+        "WMS", "WMTS", "WCS", "EEDA", "EEDAI", "PLMOSAIC", "DAAS", "NGW", "OGCAPI", "STACIT", "STACTA",
+        "HTTP", "WFS", "CSW", "OAPIF", "Carto", "AmigoCloud", "Elasticsearch", "PLSCENES", "ADBC",
+        "PostgreSQL", "PostGISRaster", "MySQL", "ODBC", "MSSQLSpatial", "MongoDBv3", "HANA", "OCI",
+    }
+)  # fmt: skip
+# connection-string prefixes of those drivers (``WMS:http://...``, ``PG:host=...``)
+_CONNECTION_PREFIXES = (
+    *NETWORK_DRIVERS, "WFS3", "PG", "PGRASTER", "MSSQL", "MONGODBV3", "ES", "CARTO", "AMIGOCLOUD",
+    "PLScenes", "EEDAI", "NGW", "DAAS", "STACTA", "STACIT",
+)  # fmt: skip
 # also GDAL's option form, /vsicurl?url=...
 _NETWORK_VSI = re.compile(r"/vsi(curl|s3|gs|az|adls|oss|swift|webhdfs|hdfs)(_streaming)?[/?]", re.IGNORECASE)
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
-_CONNECTION = re.compile(r"^(" + "|".join(sorted(NETWORK_DRIVERS)) + r"):", re.IGNORECASE)
+# libcurl also reads ``http:/host/x`` (one slash) as a URL
+_CURL_SPELLING = re.compile(r"\b(https?|ftps?):/(?!/)", re.IGNORECASE)
+_CONNECTION = re.compile(r"^(" + "|".join(sorted(set(_CONNECTION_PREFIXES))) + r"):", re.IGNORECASE)
 # looked for in a file's first KiB, as GDAL identifies these formats by content (whatever the name)
 _SERVICE_XML = re.compile(rb"<\s*(GDAL_WMS|GDAL_WMTS|WCS_GDAL|GDAL_WCS)\b")
-_VRT_XML = re.compile(rb"<\s*VRTDataset\b")
+_VRT_XML = re.compile(rb"<\s*(VRTDataset|OGRVRTDataSource)\b")
+# elements of raster and OGR VRTs that name another dataset
+_SOURCE_TAGS = frozenset({"SourceFilename", "SrcDataSource"})
+# a GeoJSON CRS link (the 2008 form), looked for in the first and last MiB of a JSON file
+JSON_SCAN_BYTES = 2**20
+_JSON_CRS = re.compile(rb'"crs"\s*:\s*\{')
+_JSON_HREF = re.compile(rb'"href"\s*:\s*"([^"]*)"')
 # a local VRT is read whole to find its sources; larger ones are refused rather than parsed
 MAX_VRT_BYTES = 64 * 2**20
 MAX_VRT_DEPTH = 8
@@ -82,8 +112,29 @@ ALLOW_REMOTE_HELP = (
     "let inputs read remote sources (/vsicurl/, /vsis3/, URLs, web services), also through local VRT "
     "files that refer to them; off by default, so that no input reaches the network unasked"
 )
-# matches no real file name: GDAL's network file systems refuse everything while remote access is off
+# while remote access is off, every HTTP request goes to this proxy: libcurl refuses its scheme
+# before it resolves or connects anything, and GDAL's error messages then name it
+REFUSING_PROXY = "bicorseg-remote-access-is-off://refused"
+# and GDAL's network file systems open no file: they refuse before libcurl is asked, so the refusal
+# is not cached as a missing file (which would fail a later read that is allowed)
 _NO_REMOTE_EXTENSION = ".bicorseg-remote-access-is-off"
+OFFLINE_OPTIONS = {
+    "GDAL_HTTP_PROXY": REFUSING_PROXY,
+    "GDAL_HTTPS_PROXY": REFUSING_PROXY,
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": _NO_REMOTE_EXTENSION,
+}
+# the process environment meanwhile (None: unset): libcurl's own proxy variables (read by any library
+# that calls libcurl without a proxy of its own, such as netCDF's OPeNDAP client, and by GDAL threads
+# that do not see the options above), and no host exempted by no_proxy
+OFFLINE_ENVIRON: dict[str, str | None] = {
+    "http_proxy": REFUSING_PROXY,
+    "https_proxy": REFUSING_PROXY,
+    "all_proxy": REFUSING_PROXY,
+    "HTTPS_PROXY": REFUSING_PROXY,
+    "ALL_PROXY": REFUSING_PROXY,
+    "no_proxy": None,
+    "NO_PROXY": None,
+}
 # URL schemes of remote inputs and the GDAL virtual file system that reads each
 URL_FILE_SYSTEMS = {
     "https": "/vsicurl/",
@@ -112,6 +163,7 @@ REMOTE_PATH_OPTIONS = {
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": str(VSI_CACHE_BYTES),
 }
+REMOTE_HINT = "remote access is off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
 
 
 @dataclass(frozen=True)
@@ -119,14 +171,17 @@ class VsiPath:
     """An input named by a URL or a GDAL virtual file system path (see :func:`input_path`).
 
     ``given`` is the name as the user wrote it (used in messages), ``gdal`` what GDAL opens
-    (``os.fspath`` gives it). ``name``, ``stem`` and ``suffix`` are those of the last component of
-    the path, without a URL's query string, so ``https://h/a/scene.tif?sig=x`` writes ``scene.tif``.
-    The few :class:`~pathlib.Path` methods the predictor asks an input for answer as for a file
-    that is not on the local disk (``stat`` raises ``FileNotFoundError``).
+    (``os.fspath`` gives it). ``granted``: the user asked for this input's remote reads although
+    ``gdal`` is a local file (the VRT of a STAC item they named). ``name``, ``stem`` and ``suffix``
+    are those of the last component of the path, without a URL's query string, so
+    ``https://h/a/scene.tif?sig=x`` writes ``scene.tif``. The few :class:`~pathlib.Path` methods
+    the predictor asks an input for answer as for a file that is not on the local disk (``stat``
+    raises ``FileNotFoundError``).
     """
 
     given: str
     gdal: str
+    granted: bool = False
 
     def __fspath__(self) -> str:
         return self.gdal
@@ -138,6 +193,11 @@ class VsiPath:
     def remote(self) -> bool:
         """Whether GDAL reaches the network to read it (``/vsizip/local.zip/x.tif`` does not)."""
         return is_remote(self.gdal)
+
+    @property
+    def network_allowed(self) -> bool:
+        """Whether reading it may reach the network: a remote path the user named, or a granted file."""
+        return self.granted or self.remote
 
     @property
     def name(self) -> str:
@@ -223,7 +283,7 @@ def remote_allowed(allow_remote: bool | None = None) -> bool:
 
 @contextmanager
 def remote_access(allow: bool) -> Iterator[None]:
-    """Within the block, :func:`open_raster` allows remote sources when ``allow`` (also in child processes)."""
+    """Within the block, every input may read remote sources when ``allow`` (also in child processes)."""
     previous = os.environ.get(ALLOW_REMOTE_ENV)
     if allow:
         os.environ[ALLOW_REMOTE_ENV] = "1"
@@ -237,9 +297,13 @@ def remote_access(allow: bool) -> Iterator[None]:
 
 
 def is_remote(name: str | os.PathLike) -> bool:
-    """True when GDAL would reach the network to open ``name`` (network /vsi path, URL, service string)."""
+    """True when ``name`` visibly points GDAL at the network (network /vsi path, URL, connection string).
+
+    A spelling this misses still cannot reach the network while remote access is off (see the
+    module docstring); this only gives the clearer message before GDAL is asked.
+    """
     text = os.fspath(name)
-    if _NETWORK_VSI.search(text) or _CONNECTION.match(text):
+    if _NETWORK_VSI.search(text) or _CONNECTION.match(text) or _CURL_SPELLING.search(text):
         return True
     return any(scheme.lower() != "file" for scheme in _URL.findall(text))
 
@@ -270,26 +334,154 @@ def check_pixels(width: int, height: int, name: str | os.PathLike, limit: int | 
         )
 
 
+# --- the GDAL environment ------------------------------------------------------------------------
+
+
 def gdal_options(allow_remote: bool | None = None, path: str | os.PathLike = "") -> dict[str, str]:
     """The GDAL configuration options of the read of ``path`` (see the module docstring).
 
-    The remote-read settings leave out any variable the user set in the environment.
+    The remote-read settings leave out any variable the user set in the environment; the
+    offline ones (:data:`OFFLINE_OPTIONS`) replace the user's.
     """
     options = {"GDAL_VRT_ENABLE_PYTHON": "NO"}
     if remote_allowed(allow_remote):
         tuning = {**REMOTE_OPTIONS, **(REMOTE_PATH_OPTIONS if is_remote(path) else {})}
         options.update({key: value for key, value in tuning.items() if key not in os.environ})
     else:
-        options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = _NO_REMOTE_EXTENSION
+        options.update(OFFLINE_OPTIONS)
     return options
+
+
+class _RefusedRequests(logging.Filter):
+    """Notes the GDAL errors that name :data:`REFUSING_PROXY` (rasterio logs every GDAL error).
+
+    Installed on rasterio's error logger while some offline read is open; the logger is then
+    enabled down to INFO (where rasterio logs GDAL's failures) and records below the level it had
+    before are dropped here, so nothing else is logged than without it. A refusal is noted for
+    every offline read open in the process: GDAL may report it from a worker thread of its own.
+    """
+
+    def __init__(self, floor: int) -> None:
+        super().__init__()
+        self.floor = floor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _refusal_in(message):
+            with _offline_lock:
+                for seen in _offline_state["open"]:
+                    seen.append(first_line(message))
+        return record.levelno >= self.floor
+
+
+_offline_lock = threading.Lock()
+# depth: offline reads open in the process; open: the refused requests noted for each
+_offline_state: dict[str, Any] = {"depth": 0, "open": []}
+_offline = threading.local()  # .stack: this thread's offline reads, innermost last
+_RASTERIO_ERRORS = "rasterio._err"
+
+
+def _enter_offline(seen: list[str]) -> None:
+    """Install the process-wide parts of the offline environment (at the first offline read)."""
+    with _offline_lock:
+        _offline_state["open"].append(seen)
+        _offline_state["depth"] += 1
+        if _offline_state["depth"] > 1:
+            return
+        _offline_state["environ"] = {key: os.environ.get(key) for key in OFFLINE_ENVIRON}
+        for key, value in OFFLINE_ENVIRON.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        logger = logging.getLogger(_RASTERIO_ERRORS)
+        refused = _RefusedRequests(logger.getEffectiveLevel())
+        _offline_state.update(filter=refused, level=logger.level)
+        logger.addFilter(refused)
+        logger.setLevel(min(logging.INFO, logger.getEffectiveLevel()))
+
+
+def _leave_offline(seen: list[str]) -> None:
+    with _offline_lock:
+        _offline_state["open"] = [s for s in _offline_state["open"] if s is not seen]
+        _offline_state["depth"] -= 1
+        if _offline_state["depth"] > 0:
+            return
+        for key, value in _offline_state.pop("environ").items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        logger = logging.getLogger(_RASTERIO_ERRORS)
+        logger.removeFilter(_offline_state.pop("filter"))
+        logger.setLevel(_offline_state.pop("level"))
+
+
+@contextmanager
+def _offline_reads() -> Iterator[list[str]]:
+    """Within the block, GDAL's requests are refused; yields the list of those it tried (error lines)."""
+    seen: list[str] = []
+    _enter_offline(seen)
+    stack = getattr(_offline, "stack", None)
+    if stack is None:
+        stack = _offline.stack = []
+    stack.append(seen)
+    try:
+        yield seen
+    finally:
+        stack.pop()
+        _leave_offline(seen)
+
+
+def network_refused(name: str | os.PathLike) -> InputError:
+    """The one-line refusal of ``name``, whose reading made GDAL try to reach the network."""
+    return InputError(
+        f"{name}: reading it needs the network (a source, tile, link or service it refers to); {REMOTE_HINT}"
+    )
+
+
+def check_no_network(name: str | os.PathLike) -> None:
+    """Raise :func:`network_refused` when a read of the innermost open offline input tried the network.
+
+    For readers that read in windows: called after each window, the refusal comes before a result
+    is made of data GDAL could not fetch.
+    """
+    stack = getattr(_offline, "stack", None)
+    if stack and stack[-1]:
+        raise network_refused(name)
+
+
+def _refusal_in(error: BaseException | str) -> bool:
+    """Whether a GDAL error shows a refused request: the proxy named, or a network path not opened."""
+    text = str(error)
+    return REFUSING_PROXY in text or _NETWORK_VSI.search(text) is not None
+
+
+@contextmanager
+def _python_vector_settings(options: dict[str, str]) -> Iterator[None]:
+    """``options`` in pyogrio's GDAL (global there: it has no thread-local options) within the block."""
+    import pyogrio
+
+    previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options(
+            {key: None if value == os.environ.get(key) else value for key, value in previous.items()}
+        )
+
+
+# --- checks before GDAL opens a file --------------------------------------------------------------
 
 
 def remote_refused(name: str, remote: str) -> InputError:
     """The one-line refusal of ``name``, which is or refers to the remote source ``remote``."""
-    what = f"refers to the remote source {remote}" if remote != name else "is a remote source"
-    return InputError(
-        f"{name}: {what}; remote access is off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
+    shown = remote if len(remote) <= 160 else remote[:150] + "..."  # a service description is long
+    what = (
+        f"refers to the remote source {' '.join(shown.split())}" if remote != name else "is a remote source"
     )
+    return InputError(f"{name}: {what}; {REMOTE_HINT}")
 
 
 def _head(path: Path | None, data: bytes | None, size: int) -> bytes:
@@ -309,22 +501,47 @@ def _vrt_sources(name: str, content: bytes, base: Path | None) -> list[str]:
         raise InputError(f"{name}: not a readable VRT ({first_line(error)})") from error
     sources = []
     for element in root.iter():
-        if element.tag != "SourceFilename" or not (element.text or "").strip():
+        if element.tag not in _SOURCE_TAGS or not (element.text or "").strip():
             continue
         source = element.text.strip()
-        if element.get("relativeToVRT", "0") == "1" and base is not None and not is_remote(source):
+        relative = element.get("relativeToVRT", element.get("relativetoVRT", "0")) == "1"
+        if relative and base is not None and not is_remote(source):
             source = str(base / source)
         sources.append(source)
     return sources
 
 
+def _json_crs_link(path: Path | None, data: bytes | None) -> str | None:
+    """The href of a GeoJSON ``"crs": {"type": "link", ...}`` member (searched at the file's start and end)."""
+    if data is not None:
+        ends = [data[:JSON_SCAN_BYTES], data[-JSON_SCAN_BYTES:]]
+    else:
+        try:
+            with open(path, "rb") as stream:  # type: ignore[arg-type]
+                ends = [stream.read(JSON_SCAN_BYTES)]
+                stream.seek(0, os.SEEK_END)
+                stream.seek(max(stream.tell() - JSON_SCAN_BYTES, 0))
+                ends.append(stream.read())
+        except OSError:
+            return None
+    for text in ends:
+        for member in _JSON_CRS.finditer(text):
+            href = _JSON_HREF.search(text, member.end(), member.end() + 2048)
+            if href is not None:
+                return href.group(1).decode("utf-8", "replace")
+    return None
+
+
 def _check_references(name: str, path: Path | None, data: bytes | None, depth: int = 0) -> None:
-    """Refuse a local file whose content points GDAL at the network (VRT sources, service XML)."""
+    """Refuse a local file whose content visibly points GDAL at the network (VRT sources, service
+    XML, a GeoJSON CRS given by a link)."""
     head = _head(path, data, 1024)
     if _SERVICE_XML.search(head):
-        raise InputError(
-            f"{name}: describes a web service; remote access is off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
-        )
+        raise InputError(f"{name}: describes a web service; {REMOTE_HINT}")
+    if head.lstrip()[:1] == b"{":
+        link = _json_crs_link(path, data)
+        if link is not None and is_remote(link):
+            raise InputError(f"{name}: its CRS is a link to {link}, which needs the network; {REMOTE_HINT}")
     if not _VRT_XML.search(head):
         return
     if depth >= MAX_VRT_DEPTH:
@@ -334,11 +551,23 @@ def _check_references(name: str, path: Path | None, data: bytes | None, depth: i
         raise InputError(f"{name}: a VRT larger than {MAX_VRT_BYTES // 2**20} MiB is not inspected; refused")
     base = path.parent if path is not None else None
     for source in _vrt_sources(name, content, base):
-        if is_remote(source):
+        if is_remote(source) or _SERVICE_XML.search(source.encode("utf-8", "replace")):
             raise remote_refused(name, source)
         nested = Path(source)
         if nested.is_file():
             _check_references(name, nested, None, depth + 1)
+
+
+def _check_opened(name: str, driver: str, files: list[str]) -> None:
+    """Refuse, after an offline open, a web-service or database driver and a remote file in the list."""
+    if driver in NETWORK_DRIVERS:
+        raise InputError(f"{name}: is read by GDAL's {driver} driver, which reaches a server; {REMOTE_HINT}")
+    for file in files:
+        if is_remote(file):
+            raise remote_refused(name, file)
+
+
+# --- rasters -----------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -354,26 +583,33 @@ def open_raster(
 
     Args:
         path: the file (or, with ``data``, the name used in messages); a :class:`VsiPath` (a URL
-            or ``/vsi...`` path the user named) may be remote whatever ``allow_remote`` says.
+            or ``/vsi...`` path the user named, or a granted file) may reach the network whatever
+            ``allow_remote`` says.
         data: the file's bytes instead of the file (e.g. an archive member).
         allow_remote: allow remote sources; None: ``BICORSEG_ALLOW_REMOTE`` decides.
         whole: the caller reads the whole image at once: the pixel limit applies to any format
             (otherwise only to :data:`WHOLE_IMAGE_DRIVERS`).
         limit: the pixel limit (None: ``BICORSEG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`).
 
-    The GDAL options of :func:`gdal_options` stay in force until the block ends, so they also
-    govern the reads. Unreadable files raise :class:`InputError` naming ``path``.
+    The GDAL environment stays in force until the block ends, so it also governs the reads; an
+    offline read that made GDAL try the network is refused when the block ends (and at the next
+    :func:`check_no_network`). Unreadable files raise :class:`InputError` naming ``path``.
     """
     import rasterio  # here, not at import: the command line's help should not load GDAL
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     name = os.fspath(path)
-    remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.remote)
+    shown = str(path)
+    remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed)
     if not remote:
         if data is None and is_remote(name):
-            raise remote_refused(name, name)
-        _check_references(name, Path(name) if data is None else None, data)
-    with rasterio.Env(**gdal_options(remote, name)), warnings.catch_warnings():
+            raise remote_refused(shown, name)
+        _check_references(shown, Path(name) if data is None else None, data)
+    with (
+        _offline_reads() if not remote else _nothing() as refused,
+        rasterio.Env(**gdal_options(remote, name)),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         memory = None
         try:
@@ -382,27 +618,82 @@ def open_raster(
         except RasterioError as error:
             if memory is not None:
                 memory.close()
+            if not remote and (refused or _refusal_in(error)):
+                raise network_refused(shown) from None  # the reason, not GDAL's symptom
             raise InputError(
-                f"cannot read {path}: not an image or raster GDAL can open ({first_line(error)})"
+                f"cannot read {shown}: not an image or raster GDAL can open ({first_line(error)})"
             ) from error
         try:
             if not remote:
-                if dataset.driver in NETWORK_DRIVERS:
-                    raise InputError(
-                        f"{name}: is read by GDAL's {dataset.driver} web-service driver; remote access is "
-                        "off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
-                    )
-                for file in dataset.files:
-                    if is_remote(file):
-                        raise remote_refused(name, file)
+                check_no_network(shown)
+                _check_opened(shown, dataset.driver, dataset.files)
             elif is_remote(name):  # a remote file may not make bicorseg read local ones (a VRT's sources)
                 for file in dataset.files:
                     if not is_remote(file) and not file.startswith("/vsimem/"):
-                        raise InputError(f"{path}: a remote dataset refers to the local file {file}; refused")
+                        raise InputError(
+                            f"{shown}: a remote dataset refers to the local file {file}; refused"
+                        )
             if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
-                check_pixels(dataset.width, dataset.height, name, limit)
-            yield dataset
+                check_pixels(dataset.width, dataset.height, shown, limit)
+            try:
+                yield dataset
+            except Exception as error:  # what a failed read needed is said first: the network
+                if not remote and (refused or _refusal_in(error)):
+                    raise network_refused(shown) from None  # the reason, not GDAL's symptom
+                raise
+            if not remote:
+                check_no_network(shown)
         finally:
             dataset.close()
             if memory is not None:
                 memory.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[list[str]]:
+    yield []
+
+
+# --- vector files --------------------------------------------------------------------------------
+
+
+@contextmanager
+def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) -> Iterator[str]:
+    """Read a vector file with pyogrio within the block: yields the name to give pyogrio.
+
+    The same rules as :func:`open_raster`: a remote path needs ``allow_remote`` (or
+    ``BICORSEG_ALLOW_REMOTE``) unless it is a :class:`VsiPath` the user named; an OGR VRT whose
+    sources are remote is refused before it is opened; while remote access is off, pyogrio's GDAL
+    cannot reach the network, and a file that made it try (a CRS link, a remote XML schema, a
+    web-service source) or that a web-service driver reads is refused in one line naming it.
+    The caller's pyogrio calls go inside the block; their errors that show a refused request
+    become that line.
+    """
+    import pyogrio
+
+    name = os.fspath(path)
+    shown = str(path)
+    remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed)
+    if remote:
+        with _python_vector_settings(gdal_options(True, name)):
+            yield name
+        return
+    if is_remote(name):
+        raise remote_refused(shown, name)
+    _check_references(shown, Path(name), None)
+    with _offline_reads(), _python_vector_settings(gdal_options(False, name)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                info = pyogrio.read_info(name)
+                _check_opened(shown, info.get("driver") or "", [])
+                yield name
+            except Exception as error:
+                if _refusal_in(error):
+                    raise network_refused(shown) from None  # the reason, not GDAL's symptom
+                raise
+        refused = [str(w.message) for w in caught if _refusal_in(str(w.message))]
+        if refused:
+            raise network_refused(shown)
+        for warning in caught:  # the others, as they would have been shown
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

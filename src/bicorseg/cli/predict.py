@@ -427,9 +427,8 @@ def _stac_inputs(args: argparse.Namespace, stack: ExitStack) -> dict:
     items = {}
     for href in args.stac_item:
         entry = stac_input(href, bands, channels, folder, args.stac_assets)
-        items[entry.vrt] = entry
-        if entry.remote:  # an item URL the user named, or --allow-remote: its remote assets may be read
-            stack.enter_context(remote_access(True))
+        # an item URL the user named allows the remote reads of its own VRT, not of the other inputs
+        items[entry.input] = entry
     return items
 
 

@@ -78,7 +78,7 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
         measure = Measure.for_extent(src.crs, tuple(src.bounds), str(path))
         aoi = None
         if options.aoi is not None:
-            aoi = AreaOfInterest.read(options.aoi, src.crs, src.transform, str(path))
+            aoi = AreaOfInterest.read(options.aoi, src.crs, src.transform, str(path), (src.height, src.width))
         size = max(len(raster.names or ()), 1)
         pixels = np.zeros(size, np.int64)
         metres = np.zeros(size, np.float64)

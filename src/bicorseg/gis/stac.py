@@ -23,8 +23,11 @@ grid among them (a coarser band is resampled by nearest neighbour, as ``gdalbuil
 each band keeps its asset's nodata value. Relative asset hrefs are resolved against the item's
 location; URLs are read through GDAL's network file systems (:mod:`bicorseg.raster_access`). An
 item given as a URL is the user's request for remote access, so its remote assets are read (and
-local ones refused: a remote item may not make bicorseg read local files); a local item with
-remote assets needs ``allow_remote`` (``--allow-remote``), as a local VRT does.
+local ones refused: a remote item may not make bicorseg read local files), and that request is
+for this item alone: the VRT is handed on as a granted :class:`~bicorseg.raster_access.VsiPath`
+(``StacInput.input``), and the other inputs of the run stay offline. A local item with remote
+assets needs ``allow_remote`` (``--allow-remote``), as a local VRT does. Every asset stacked is an
+input of the run (``StacInput.files``): no output may replace one.
 
 **Out** (:func:`write_output_item`): ``<stem>_item.json`` beside a class raster: a STAC Item
 whose geometry and bbox are the raster's footprint in EPSG:4326 (each edge densified), with the
@@ -54,7 +57,14 @@ from rasterio.warp import transform as transform_points
 from bicorseg.atomic import write_text_atomic
 from bicorseg.defaults import NODATA, default_class_name, default_class_names
 from bicorseg.errors import ConfigError, InputError, first_line
-from bicorseg.raster_access import input_path, is_remote, open_raster, remote_allowed, remote_refused
+from bicorseg.raster_access import (
+    VsiPath,
+    input_path,
+    is_remote,
+    open_raster,
+    remote_allowed,
+    remote_refused,
+)
 
 CLOUD_HINT = 'pip install "bicorseg[cloud]"'
 MAX_ITEM_BYTES = 16 * 2**20
@@ -237,6 +247,19 @@ class StacInput:
     sources: tuple[BandSource, ...]
     datetime: str | None
     remote: bool  # some band is read over the network
+    given: str = ""  # the item as the user named it
+
+    @property
+    def input(self) -> VsiPath:
+        """What ``predict`` reads: the VRT, named as the item in messages, its remote reads granted
+        when the user asked for them by naming a remote item (or by ``allow_remote``)."""
+        return VsiPath(self.given or self.item_href, str(self.vrt), granted=self.remote)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The local files of the assets stacked (inputs of the run, like the item)."""
+        paths = (input_path(source.href) for source in self.sources)
+        return tuple(dict.fromkeys(p.resolve() for p in paths if isinstance(p, Path)))
 
 
 def safe_name(text: str) -> str:
@@ -351,7 +374,7 @@ def stac_input(
         raise InputError(f"{text}: another STAC item given has the same id {item.id!r}")
     build_vrt(sources, target, text)
     when = item.properties.get("datetime") or item.properties.get("start_datetime")
-    return StacInput(item.get_self_href() or text, item.id, target, tuple(sources), when, remote)
+    return StacInput(item.get_self_href() or text, item.id, target, tuple(sources), when, remote, text)
 
 
 # --- writing an item per output ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Vector files: stream polygon features into GeoPackage, FlatGeobuf, GeoJSON or GeoParquet; read AOIs.
+"""Vector files: stream polygon features into GeoPackage, FlatGeobuf, GeoJSON or GeoParquet.
 
 Features arrive as Arrow record batches (a WKB ``geometry`` column plus attributes) and are written
 as they come, so a large output never sits in memory whole: GeoPackage, FlatGeobuf and GeoJSON
@@ -13,13 +13,11 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyogrio
-import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
-from bicorseg.errors import ConfigError, InputError, first_line
+from bicorseg.errors import ConfigError, first_line
 
 # format name (predict --vector) -> (file extension, GDAL driver or "parquet")
 FORMATS = {
@@ -95,32 +93,3 @@ def _write_geoparquet(path: Path, schema: pa.Schema, batches: Iterator[pa.Record
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in batches:
             writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-
-
-def read_polygons(path: str | os.PathLike, target_crs: CRS, where: str = "AOI") -> np.ndarray:
-    """The polygons of a vector file (any OGR format) reprojected to ``target_crs``.
-
-    Vertices are reprojected (edges are not densified). A file without a CRS is refused: it could
-    not be placed on the raster without guessing.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{where} {path} does not exist")
-    try:
-        meta, _, wkb, _ = pyogrio.raw.read(path, read_geometry=True, columns=[])
-    except Exception as error:  # pyogrio raises its own DataSourceError / DataLayerError
-        raise InputError(f"cannot read {where} {path}: {first_line(error)}") from error
-    if wkb is None or not len(wkb):
-        raise InputError(f"{where} {path} has no features")
-    if not meta.get("crs"):
-        raise InputError(f"{where} {path} has no CRS: it cannot be placed on the raster without guessing")
-    geoms = shapely.get_parts(shapely.from_wkb(wkb))
-    geoms = geoms[shapely.get_type_id(geoms) == 3]  # polygons
-    if not len(geoms):
-        raise InputError(f"{where} {path} has no polygons")
-    source = CRS.from_user_input(meta["crs"])
-    if not source.equals(target_crs):
-        transformer = Transformer.from_crs(source, target_crs, always_xy=True)
-        geoms = shapely.transform(geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
-    valid = shapely.get_parts(shapely.make_valid(geoms))
-    return valid[shapely.get_type_id(valid) == 3]

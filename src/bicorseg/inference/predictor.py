@@ -448,7 +448,7 @@ class Predictor:
             from bicorseg.gis.aoi import AreaOfInterest
 
             self._aois[key] = AreaOfInterest.read(
-                self.options.aoi, geo.crs, rasterio.Affine(*geo.transform), str(path)
+                self.options.aoi, geo.crs, rasterio.Affine(*geo.transform), str(path), shape=plan.shape
             )
         return self._aois[key]
 

@@ -336,6 +336,7 @@ class RasterReader:
             valid = self.declared_mask(window, data)
         except RasterioError as error:
             raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
+        raster_access.check_no_network(self.path)  # a tile GDAL left out for want of the network
         valid &= self.plausible(data)
         data = normalise(data, self.mean, self.std)
         data[:, ~valid] = 0.0  # the band mean: masked pixels never feed garbage to the model

@@ -42,6 +42,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from bicorseg import raster_access
 from bicorseg.atomic import find_temps, remove_stale_temps, temp_name
 from bicorseg.errors import ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import Block, block_starts
@@ -325,9 +326,9 @@ class PartStore:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(targets["class"]) as part:
+                with raster_access.open_raster(targets["class"]) as part:  # a file found there: no network
                     tags, shape = part.tags(), part.shape
-        except RasterioError:
+        except (RasterioError, InputError):
             return False
         return tags.get("bicorseg_plan") == plan.plan_id and shape == (block.height, block.width)
 
@@ -380,7 +381,10 @@ class PartStore:
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                parts = {kind: stack.enter_context(rasterio.open(path)) for kind, path in targets.items()}
+                parts = {
+                    kind: stack.enter_context(raster_access.open_raster(path))
+                    for kind, path in targets.items()
+                }
                 for kind, part in parts.items():
                     if part.tags().get("bicorseg_plan") != plan.plan_id:
                         raise InputError(f"part {targets[kind]} belongs to another run than {self.plan_path}")

@@ -47,6 +47,7 @@ from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from bicorseg import raster_access
 from bicorseg.atomic import OutputGroup
 from bicorseg.data.labels import colourise, gdal_colour_map
 from bicorseg.defaults import NODATA
@@ -449,7 +450,7 @@ def verify_output(
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(target) as out:
+                with raster_access.open_raster(target) as out:  # a file found there: no network
                     tags, size = out.tags(), (out.width, out.height)
                     found = f"{out.count} band(s) of {out.dtypes[0]}"
                     *_, (_, last) = out.block_windows(1)

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from bicorseg import raster_access
 from bicorseg.data.labels import colour_table
 from bicorseg.defaults import default_palette
 from bicorseg.errors import ConfigError, InputError, first_line
@@ -262,7 +262,7 @@ def collect(item: ReportItem, max_size: int = MAX_SIZE, class_table: str | None 
             shape = (raster.src.height, raster.src.width)
         image = None
         if item.image is not None:
-            with open_raster(Path(item.image)) as src:
+            with open_raster(raster_access.input_path(item.image)) as src:
                 if (src.height, src.width) != shape:
                     raise InputError(
                         f"{item.image} is {src.height} x {src.width} pixels but its prediction "
@@ -317,9 +317,9 @@ def _tags(path: Path) -> dict[str, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with raster_access.open_raster(path) as src:  # any file of the folder: no network
                 return src.tags() if src.count == 1 else {}
-    except RasterioError:
+    except (RasterioError, InputError):
         return {}
 
 
