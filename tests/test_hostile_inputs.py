@@ -18,11 +18,9 @@ import json
 import os
 import pathlib
 import re
-import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 import zlib
@@ -40,6 +38,7 @@ from bicorseg.errors import BicorsegError, CheckpointError, InputError
 from bicorseg.models import BiCoRSeg
 from tests.helpers.inference import random_image, spec, tiny_checkpoint, write_geotiff
 from tests.helpers.models import tiny_config
+from tests.helpers.network import Listener
 from tests.helpers.shared import REPO_ROOT
 
 
@@ -265,35 +264,6 @@ def test_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # remote sources
-
-
-class Listener:
-    """A TCP server on 127.0.0.1 that records every connection it is offered."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(0.05)
-        self.port = self.server.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> int:
-        time.sleep(0.2)
-        self._stop.set()
-        self._thread.join()
-        self.server.close()
-        return self.connections
 
 
 @pytest.fixture

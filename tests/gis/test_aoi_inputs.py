@@ -103,7 +103,7 @@ def test_gdal_itself_reaches_the_listener_for_each_aoi(kind, tmp_path, listener)
         warnings.simplefilter("ignore")
         try:
             pyogrio.raw.read(path)
-        except Exception:  # noqa: BLE001 - only the connection matters here
+        except Exception:  # only the connection matters here
             pass
     assert listener.close() > 0, f"{kind}: GDAL did not reach the network, so the case shows nothing"
 
@@ -132,10 +132,14 @@ def test_an_aoi_whose_crs_is_a_served_link_is_read_when_allowed(tmp_path, raster
         code, lines = run(capsys, "areas", raster, "--aoi", remote, "--output", tmp_path / "a.json")
         assert code == 2 and server.requests == [], lines
         for aoi, out in ((remote, "remote.json"), (local, "local.json")):
-            code, lines = run(capsys, "areas", raster, "--aoi", aoi, "--output", tmp_path / out, "--allow-remote")
+            code, lines = run(
+                capsys, "areas", raster, "--aoi", aoi, "--output", tmp_path / out, "--allow-remote"
+            )
             assert code == 0, lines
         assert server.requests_for("crs.wkt")
-        counts = [json.loads((tmp_path / n).read_text())["total_pixels"] for n in ("remote.json", "local.json")]
+        counts = [
+            json.loads((tmp_path / n).read_text())["total_pixels"] for n in ("remote.json", "local.json")
+        ]
         assert counts == [400, 400]  # 10 m x 10 m of 0.5 m pixels, placed by the fetched CRS
     finally:
         server.close()
@@ -144,7 +148,9 @@ def test_an_aoi_whose_crs_is_a_served_link_is_read_when_allowed(tmp_path, raster
 def test_geojson_without_a_crs_is_read_as_wgs84_and_says_so(tmp_path) -> None:
     ring = [[15.0, 45.0], [15.001, 45.0], [15.001, 45.001], [15.0, 45.0]]
     path = geojson(tmp_path / "plain.geojson", None, ring)
-    with pytest.warns(UserWarning, match=r"plain\.geojson declares no CRS: read as WGS 84 longitude/latitude"):
+    with pytest.warns(
+        UserWarning, match=r"plain\.geojson declares no CRS: read as WGS 84 longitude/latitude"
+    ):
         polygons = read_polygons(path, UTM)
     # placed as longitude/latitude: near 15 E 45 N in UTM 33, not at (15, 45) metres
     x, y = shapely.get_coordinates(polygons[0])[0]
@@ -168,8 +174,12 @@ def test_an_aoi_that_holds_no_pixel_is_refused_naming_both_extents(tmp_path, ras
     assert not (tmp_path / "areas.json").exists()
     # a sliver between pixel centres overlaps the raster but holds no pixel: refused too
     sliver = [[X0 + 0.3, Y0 - 10], [X0 + 0.4, Y0 - 10], [X0 + 0.4, Y0], [X0 + 0.3, Y0], [X0 + 0.3, Y0 - 10]]
-    path = geojson(tmp_path / "sliver.geojson", {"type": "name", "properties": {"name": "EPSG:32633"}}, sliver)
+    path = geojson(
+        tmp_path / "sliver.geojson", {"type": "name", "properties": {"name": "EPSG:32633"}}, sliver
+    )
     with pytest.raises(InputError, match="holds no pixel"):
         from bicorseg.gis.aoi import AreaOfInterest
 
-        AreaOfInterest.read(path, UTM, __import__("rasterio").Affine(0.5, 0, X0, 0, -0.5, Y0), shape=(100, 100))
+        AreaOfInterest.read(
+            path, UTM, __import__("rasterio").Affine(0.5, 0, X0, 0, -0.5, Y0), shape=(100, 100)
+        )

@@ -177,7 +177,9 @@ def rgb_checkpoint(tmp_path_factory) -> Path:
     from tests.helpers.inference import spec
     from tests.helpers.models import tiny_config
 
-    model = BiCoRSeg(tiny_config(), dataset=spec(3).with_bands(RGB, (120.0, 123.0, 126.0), (50.0, 51.0, 52.0)))
+    model = BiCoRSeg(
+        tiny_config(), dataset=spec(3).with_bands(RGB, (120.0, 123.0, 126.0), (50.0, 51.0, 52.0))
+    )
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "rgb.ckpt")
 
 
@@ -196,7 +198,12 @@ def served_item(root: Path) -> Path:
         "properties": {"datetime": "2024-06-01T10:30:00Z"},
         "links": [],
         "assets": {
-            n: {"href": f"./{n}.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"common_name": n}]}
+            n: {
+                "href": f"./{n}.tif",
+                "type": "image/tiff",
+                "roles": ["data"],
+                "eo:bands": [{"common_name": n}],
+            }
             for n in RGB
         },
     }
@@ -214,7 +221,9 @@ def test_a_remote_stac_item_opens_the_network_for_its_own_assets_only(
         url = server.url("item.json")
         other = hostile("tile index of a /vsicurl/ tile", tmp_path / "local", listener)
         common = ["--checkpoint", rgb_checkpoint, "--tile", "32", "--quiet"]
-        code = main([str(a) for a in ["predict", other, "--stac-item", url, "--output", tmp_path / "o", *common]])
+        code = main(
+            [str(a) for a in ["predict", other, "--stac-item", url, "--output", tmp_path / "o", *common]]
+        )
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and f"{other}: reading it needs the network" in lines[0], lines
         assert listener.close() == 0 and not (tmp_path / "o").exists()
@@ -239,5 +248,7 @@ def test_an_existing_output_that_reaches_for_the_network_is_not_opened_unasked(
     args = ["predict", scene, "--checkpoint", rgb_checkpoint, "--output", out, "--tile", "32", "--quiet"]
     code = main([str(a) for a in args])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "scene.tif" in lines[0] and "needs the network" in lines[0], lines
+    assert code == 2 and len(lines) == 1 and "scene.tif" in lines[0] and "needs the network" in lines[0], (
+        lines
+    )
     assert listener.close() == 0
