@@ -458,18 +458,27 @@ def _refusal_in(error: BaseException | str) -> bool:
 
 
 @contextmanager
-def _python_vector_settings(options: dict[str, str]) -> Iterator[None]:
-    """``options`` in pyogrio's GDAL (global there: it has no thread-local options) within the block."""
+def vector_environment(allow_remote: bool | None = None, path: str | os.PathLike = "") -> Iterator[None]:
+    """GDAL's environment for pyogrio's reads within the block (see the module docstring).
+
+    Offline unless ``allow_remote`` (None: ``BICORSEG_ALLOW_REMOTE``); the options are set in
+    pyogrio's GDAL (globally there: it has no thread-local options) and put back after.
+    :func:`vector_access` adds the checks of a file; a reader of several layers of a local file can
+    use this alone.
+    """
     import pyogrio
 
+    remote = remote_allowed(allow_remote)
+    options = gdal_options(remote, path)
     previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
-    pyogrio.set_gdal_config_options(options)
-    try:
-        yield
-    finally:
-        pyogrio.set_gdal_config_options(
-            {key: None if value == os.environ.get(key) else value for key, value in previous.items()}
-        )
+    with _offline_reads() if not remote else _nothing():
+        pyogrio.set_gdal_config_options(options)
+        try:
+            yield
+        finally:
+            pyogrio.set_gdal_config_options(
+                {key: None if value == os.environ.get(key) else value for key, value in previous.items()}
+            )
 
 
 # --- checks before GDAL opens a file --------------------------------------------------------------
@@ -675,13 +684,13 @@ def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) 
     shown = str(path)
     remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed)
     if remote:
-        with _python_vector_settings(gdal_options(True, name)):
+        with vector_environment(True, name):
             yield name
         return
     if is_remote(name):
         raise remote_refused(shown, name)
     _check_references(shown, Path(name), None)
-    with _offline_reads(), _python_vector_settings(gdal_options(False, name)):
+    with vector_environment(False, name):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from bicorseg import raster_access
 from bicorseg.data.folder import ClassTable
 from bicorseg.data.geo.classes import GeoClasses
 from bicorseg.data.geo.rasters import band_names, band_statistics, find_rasters, inspect_rasters
@@ -41,9 +42,7 @@ LABEL_RULE = "the higher priority wins, else the smaller polygon"
 def _is_vector(path: Path) -> bool:
     import pyogrio
 
-    from bicorseg.data.geo.vector import _no_network
-
-    with _no_network():
+    with raster_access.vector_environment(allow_remote=False):
         try:
             return len(pyogrio.list_layers(path)) > 0
         except Exception:

@@ -26,8 +26,8 @@ without a class code are skipped and counted. A pixel is covered when its centre
 around a validation region): they are held in memory per raster as an
 :class:`~bicorseg.gis.aoi.AreaOfInterest`.
 
-No network is reached: GDAL's network file systems are disabled while layers are read (as for
-rasters, :mod:`bicorseg.raster_access`), and a layer must be a local file.
+No network is reached: layers are read in GDAL's offline environment
+(:func:`bicorseg.raster_access.vector_environment`, as rasters are), and a layer must be a local file.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import tempfile
 import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,22 +91,10 @@ def parse_layer(text: str | os.PathLike, key: str) -> LayerRef:
     return ref
 
 
-@contextmanager
-def _no_network() -> Iterator[None]:
-    """GDAL's configuration for vector reads: the same as for rasters with remote access off."""
-    options = raster_access.gdal_options(allow_remote=False)
-    previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
-    pyogrio.set_gdal_config_options(options)
-    try:
-        yield
-    finally:
-        pyogrio.set_gdal_config_options(previous)
-
-
 def layer_info(ref: LayerRef) -> dict[str, Any]:
     """The layer's CRS, fields and feature count; refuses files GDAL cannot read as vectors, files of
     several layers without a layer name, and layers without a CRS."""
-    with _no_network():
+    with raster_access.vector_environment(allow_remote=False):
         try:
             layers = pyogrio.list_layers(ref.path)
         except Exception as error:
@@ -209,7 +196,7 @@ class PolygonStream:
         self.counts: Counter[str] = Counter()
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-        with _no_network():
+        with raster_access.vector_environment(allow_remote=False):
             try:
                 with pyogrio.open_arrow(
                     self.ref.path,
@@ -277,7 +264,7 @@ def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
 def layer_codes(ref: LayerRef, field: str, where: str | None) -> Counter[Any]:
     """How many features hold each code of ``field`` (None: no code), streamed without geometries."""
     codes: Counter[Any] = Counter()
-    with _no_network():
+    with raster_access.vector_environment(allow_remote=False):
         try:
             with pyogrio.open_arrow(
                 ref.path,
@@ -455,7 +442,7 @@ class VectorLabels:
                 )
 
         reader = pa.RecordBatchReader.from_batches(schema, batches())
-        with _no_network():
+        with raster_access.vector_environment(allow_remote=False):
             try:
                 pyogrio.write_arrow(
                     reader,
@@ -485,7 +472,7 @@ class VectorLabels:
         """The polygons whose box touches the window and their classes, in burning order (winners last)."""
         row, col = float(window.row_off), float(window.col_off)
         bounds = pixel_polygon(raster, row, col, row + float(window.height), col + float(window.width)).bounds
-        with _no_network():
+        with raster_access.vector_environment(allow_remote=False):
             _, _, wkb, fields = pyogrio.raw.read(
                 self.files[raster.crs], bbox=bounds, columns=["cls", "priority", "area", "source_fid"]
             )
