@@ -1,9 +1,13 @@
 """User-facing errors: one clear line that names the file or parameter and what is wrong.
 
-One type per kind of fault: :class:`ConfigError` (a parameter or config value), :class:`InputError`
-(an input file, folder or value), :class:`CheckpointError` (a checkpoint), :class:`OutputError` (an
-output cannot be written). The command-line entry point prints these without a traceback and exits
-with status 2. Anything else that escapes is a bug and keeps its traceback.
+One type per kind of fault, each also the standard exception it is, so that generic callers catch
+them: :class:`ConfigError` (a parameter or config value) is a ``ValueError``; :class:`InputError`
+(an input file, folder or value) is a ``ValueError`` too, a missing or unreadable file included (it
+is about what the user gave, not an I/O failure to retry, and an ``except OSError`` around I/O code
+must not swallow it); :class:`CheckpointError` (a checkpoint) is a ``ValueError``; :class:`OutputError`
+(an output cannot be written: disk full, no permission) is an ``OSError``. The command-line entry
+point prints these without a traceback and exits with status 2. Anything else that escapes is a bug
+and keeps its traceback.
 
 Core code speaks Python: an error about a parameter gives its name as ``key`` (the message reads
 ``"tile: must be at least 32 pixels, got 16"``), and a message that mentions another parameter writes
@@ -38,20 +42,21 @@ def _rebuild(cls: type[BicorsegError], message: str, key: str | None) -> Bicorse
     return error
 
 
-class InputError(BicorsegError):
-    """An input file, folder or value is missing, unreadable or inconsistent."""
+class InputError(BicorsegError, ValueError):
+    """An input file, folder or value is missing, unreadable or inconsistent (a ``ValueError``)."""
 
 
-class CheckpointError(BicorsegError):
-    """A checkpoint is missing, corrupt, or does not fit what it is used for."""
+class CheckpointError(BicorsegError, ValueError):
+    """A checkpoint is missing, corrupt, or does not fit what it is used for (a ``ValueError``)."""
 
 
-class ConfigError(BicorsegError):
-    """A configuration value or parameter is invalid."""
+class ConfigError(BicorsegError, ValueError):
+    """A configuration value or parameter is invalid (a ``ValueError``)."""
 
 
-class OutputError(BicorsegError):
-    """An output cannot be written (disk full, no permission, ...); nothing partial is left behind."""
+class OutputError(BicorsegError, OSError):
+    """An output cannot be written (disk full, no permission, ...); nothing partial is left behind
+    (an ``OSError``)."""
 
 
 def first_line(error: BaseException) -> str:

@@ -38,7 +38,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
-from bicorseg.errors import InputError, first_line
+from bicorseg.errors import BicorsegError, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
 
 # Files read as images: by predict and heatmaps in a folder, by the folder dataset (Pillow for PNG and
@@ -121,6 +121,8 @@ def _read_pillow(path: str | os.PathLike, data: bytes | None, *, keep_palette: b
         with _open_pillow(path, data) as image:
             image.load()
             return _pillow_to_array(image, keep_palette=keep_palette)
+    except BicorsegError:  # the pixel limit's refusals (ValueErrors) say it all themselves
+        raise
     except UnidentifiedImageError as error:
         raise InputError(f"{path}: not a readable image ({error})") from error
     except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as error:
