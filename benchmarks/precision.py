@@ -2,7 +2,7 @@
 
 For each model and image set, the same images go through the sliding-window predictor
 (``predict_array``: tile 512, overlap 0.25, no TTA) once in fp32 and once per reduced precision
-(``model.precision``, as ``load_model(..., precision=...)`` sets it), and the script reports the
+(``with_precision``, the wrapper ``load_model(..., precision=...)`` returns), and the script reports the
 arg-max agreement over the labelled (or all) pixels, the mIoU of each precision where the labels fit
 the model, the largest probability difference, the fp32 probability margin (top-1 minus top-2) at
 the pixels that flip against all pixels, the process CPU time of each pass (in the JSON), and, on
@@ -41,6 +41,7 @@ from bicorseg.data.io import read_image, read_mask
 from bicorseg.inference import predict_array
 from bicorseg.metrics import scores_from_confusion
 from bicorseg.models import BiCoRSeg, ModelConfig
+from bicorseg.precision import with_precision
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,11 +109,9 @@ def stage_errors(model: BiCoRSeg, image: np.ndarray, precision: str) -> dict[str
     logits = {}
     try:
         for name in ("fp32", precision):
-            model.precision = name
             with torch.inference_mode():
-                logits[name] = model(x)
+                logits[name] = with_precision(model, name)(x)
     finally:
-        model.precision = "fp32"
         for handle in handles:
             handle.remove()
     errors = {key: float((b - a).norm() / a.norm()) for key, (a, b) in captured.items()}
@@ -135,14 +134,16 @@ def compare(
     for sample_name, image, labels in samples:
         probs = {}
         for precision in ["fp32", *precisions]:
-            model.precision = precision
             start = time.process_time()
             probs[precision] = predict_array(
-                model, image, tile=args.tile, overlap=0.25, batch_size=args.batch_size
+                with_precision(model, precision),
+                image,
+                tile=args.tile,
+                overlap=0.25,
+                batch_size=args.batch_size,
             )
             seconds = time.process_time() - start
             cpu[precision] = cpu.get(precision, 0.0) + seconds
-        model.precision = "fp32"
         valid = np.ones(image.shape[1:], bool) if labels is None else labels != ignore
         reference = probs["fp32"].argmax(0)
         top2 = np.sort(probs["fp32"], axis=0)[-2:]

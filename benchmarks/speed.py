@@ -14,7 +14,7 @@ the set-up, on CUDA the peak allocated memory.
   optimisation level.
 * ``train``: one optimisation step (forward, every loss term, backward, AdamW) at ``--train-size``,
   batch ``--train-batch``: fp32, ``bf16-mixed`` (Lightning's own precision plugin, as
-  ``--trainer.precision bf16-mixed`` runs it) and the reference model.
+  ``--trainer.precision bf16`` runs it) and the reference model.
 
     python benchmarks/speed.py                   # CPU rows, plus GPU rows when CUDA is available
     python benchmarks/speed.py --device cuda     # GPU rows only
@@ -166,9 +166,9 @@ def measure(config: Config, args: argparse.Namespace, work: Path) -> dict:
             optimizer.zero_grad(set_to_none=True)
             if plugin is not None:
                 with plugin.forward_context():
-                    total = loss_fn(model(x), labels)["total"]
+                    total = loss_fn(model.forward_train(x), labels)["total"]
             else:
-                total = loss_fn(model(x), labels)["total"]
+                total = loss_fn(model.forward_train(x), labels)["total"]
             total.backward()
             optimizer.step()
             return np.asarray(total.item())

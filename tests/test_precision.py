@@ -1,4 +1,4 @@
-"""Inference precision: resolving ``auto``, autocast in the model's evaluation forward, load_model."""
+"""Inference precision: resolving ``auto``, the InferencePrecision wrapper (the model sets none)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from bicorseg.checkpoint import load_model, save_checkpoint
 from bicorseg.defaults import PRECISIONS
 from bicorseg.errors import ConfigError
 from bicorseg.models import BiCoRSeg
-from bicorseg.precision import check_precision, cpu_flags, cpu_has_fast_bf16, resolve_precision
+from bicorseg.precision import (
+    InferencePrecision,
+    check_precision,
+    cpu_flags,
+    cpu_has_fast_bf16,
+    precision_of,
+    resolve_precision,
+    with_precision,
+)
 from tests.helpers.models import tiny_config
 
 CPUINFO = """processor\t: 0
@@ -53,10 +61,9 @@ def test_unknown_precision_names_the_parameter() -> None:
         check_precision("auto", resolved=True)
     model = BiCoRSeg(tiny_config())
     with pytest.raises(ConfigError, match=r"^precision: 'auto' must be resolved"):
-        model.precision = "auto"
+        InferencePrecision(model, "auto")
     with pytest.raises(ConfigError, match="got 'half'"):
-        model.precision = "half"
-    assert model.precision == "fp32"
+        with_precision(model, "half")
 
 
 def _stem_dtypes(model: BiCoRSeg) -> list[torch.dtype]:
@@ -70,37 +77,51 @@ def test_reduced_precision_runs_in_that_dtype_and_returns_float32(precision, dty
     model = BiCoRSeg(tiny_config()).eval()
     x = torch.randn(2, 3, 64, 80)
     seen = _stem_dtypes(model)
+    reduced = with_precision(model, precision)
+    assert isinstance(reduced, InferencePrecision) and reduced.model is model
+    assert reduced.config is model.config and precision_of(reduced) == precision
     with torch.inference_mode():
         reference = model(x)
-        model.precision = precision
-        logits = model(x)
-        heat_logits, heatmaps = model.predict_with_heatmaps(x)
+        logits = reduced(x)
+        heat_logits, heatmaps = reduced.predict_with_heatmaps(x)
     assert seen == [torch.float32, dtype, dtype]
     assert logits.dtype == torch.float32 and logits.shape == reference.shape
     assert all(h.dtype == torch.float32 for h in heatmaps)
     assert not torch.equal(logits, reference)  # really computed at reduced precision
     torch.testing.assert_close(logits, heat_logits)
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+    assert with_precision(reduced, "fp32") is model  # unwrapped: fp32 needs no wrapper
 
 
 @pytest.mark.slow
-def test_fp32_keeps_float64_and_training_ignores_the_precision() -> None:
+def test_the_model_sets_no_precision_of_its_own() -> None:
+    """No autocast inside the model: float64 stays float64, and under a caller's autocast (Lightning's
+    precision plugin) the model computes in that dtype, training mode included."""
     model = BiCoRSeg(tiny_config()).double().eval()
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         assert model(x).dtype == torch.float64
+    assert precision_of(model) is None
     model = BiCoRSeg(tiny_config()).train()
-    model.precision = "bf16"
     seen = _stem_dtypes(model)
-    out = model(torch.randn(2, 3, 64, 64))
-    assert seen == [torch.float32] and out.logits.dtype == torch.float32
+    out = model.forward_train(torch.randn(2, 3, 64, 64))
+    assert seen == [torch.float32] and out.logits.dtype == torch.float32 and precision_of(model) == "fp32"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert seen == [torch.float32, torch.bfloat16] and logits.dtype == torch.bfloat16
 
 
 @pytest.mark.slow
-def test_load_model_resolves_the_precision(tmp_path: Path) -> None:
+def test_load_model_wraps_for_reduced_precision(tmp_path: Path) -> None:
     path = save_checkpoint(BiCoRSeg(tiny_config()), tmp_path / "m.ckpt")
-    assert load_model(path).precision == "fp32"
-    assert load_model(path, precision="bf16").precision == "bf16"
-    assert load_model(path, precision="auto").precision == resolve_precision("auto", "cpu")
+    plain = load_model(path)
+    assert type(plain) is BiCoRSeg and not plain.training and precision_of(plain) == "fp32"
+    bf16 = load_model(path, precision="bf16")
+    assert isinstance(bf16, InferencePrecision) and bf16.precision == "bf16" and not bf16.model.training
+    assert precision_of(load_model(path, precision="auto")) == resolve_precision("auto", "cpu")
     with pytest.raises(ConfigError, match=r"^precision: must be one of"):
         load_model(path, precision="float8")
+    again = save_checkpoint(bf16, tmp_path / "again.ckpt")  # the wrapped network's weights
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(again)(x), plain(x), rtol=0, atol=0)

@@ -2,10 +2,12 @@
 
 The public API is small:
 
-* :class:`ModelConfig` and :class:`BiCoRSeg`: the network.
+* :func:`create_model` (by keywords), :class:`ModelConfig` (as data) and :class:`BiCoRSeg`: the network;
+  ``model(x)`` gives logits in every mode, ``model.forward_train(x)`` what the objective needs.
 * :class:`LossConfig` and :class:`BiCoRSegLoss`: the training objective.
 * :class:`DatasetSpec`: dataset facts (classes, palette, bands, normalisation).
-* :func:`load_model` / :func:`load_checkpoint` / :func:`save_checkpoint`: self-describing checkpoints.
+* :func:`load_model` / :func:`load_checkpoint` / :func:`save_checkpoint`: self-describing checkpoints;
+  :class:`InferencePrecision`: a model run at bf16 or fp16 (what ``load_model(precision=...)`` gives).
 
 The names are imported on first use: ``import bicorseg`` (and the ``bicorseg`` command's help) does
 not load torch.
@@ -21,8 +23,10 @@ _EXPORTS = {
     "BiCoRSeg": "bicorseg.models.bicorseg",
     "BiCoRSegLoss": "bicorseg.losses.objective",
     "DatasetSpec": "bicorseg.spec",
+    "InferencePrecision": "bicorseg.precision",
     "LossConfig": "bicorseg.losses.config",
     "ModelConfig": "bicorseg.models.config",
+    "create_model": "bicorseg.models.bicorseg",
     "load_checkpoint": "bicorseg.checkpoint",
     "load_model": "bicorseg.checkpoint",
     "save_checkpoint": "bicorseg.checkpoint",

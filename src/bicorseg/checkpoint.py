@@ -19,22 +19,21 @@ both. Files are written to a temporary name and renamed, so a checkpoint is neve
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from bicorseg.atomic import atomic_output
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE
-from bicorseg.errors import CheckpointError, ConfigError, OutputError, first_line
+from bicorseg.errors import CheckpointError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
-from bicorseg.precision import resolve_precision
+from bicorseg.precision import InferencePrecision, with_precision
 from bicorseg.spec import DatasetSpec
+from bicorseg.torch_files import read_torch_file
 
 FORMAT = "bicorseg"
 FORMAT_VERSION = 1
@@ -134,54 +133,17 @@ def metadata(model: BiCoRSeg, tiling: Tiling | None = None) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    model: BiCoRSeg,
+    model: BiCoRSeg | InferencePrecision,
     path: str | os.PathLike,
     extra: dict[str, Any] | None = None,
     tiling: Tiling | None = None,
 ) -> Path:
-    """Write ``model`` (weights, configuration, dataset facts, default tiling) as a bicorseg checkpoint."""
+    """Write ``model`` (weights, configuration, dataset facts, default tiling) as a bicorseg checkpoint
+    (of an :class:`InferencePrecision`, the model it wraps: precision is a way of running it)."""
+    if isinstance(model, InferencePrecision):
+        model = model.model
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save({**metadata(model, tiling), "state_dict": state, "extra": extra or {}}, path)
-
-
-def read_torch_file(
-    path: str | os.PathLike, *, mmap: bool = False, map_location: Any = "cpu", what: str = "checkpoint"
-) -> Any:
-    """The content of a ``torch.save`` file, unpickled with ``weights_only=True``: tensors and plain data.
-
-    A file that holds any other Python object (which could run code when unpickled) is refused with
-    a :class:`CheckpointError` naming the object; nothing of it is executed. Every checkpoint read
-    in bicorseg goes through here (plain checkpoints, Lightning ``best.ckpt``/``last.ckpt``,
-    ``--resume``, checkpoints of the original implementation, pretrained backbone weights); ``what``
-    names the file in messages.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path}")
-    if path.suffix.lower() == ".onnx":
-        raise CheckpointError(
-            f"{path} is an ONNX model, not a bicorseg {what}: only prediction runs ONNX models (with the "
-            "ONNX engine); give the checkpoint it was exported from"
-        )
-    try:
-        with warnings.catch_warnings():
-            # torch warns about pickle protocols it may not support; the error below says it all
-            warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location=map_location, mmap=mmap, weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if found is None:  # not a pickle of tensors and data at all
-            raise CheckpointError(
-                f"cannot read {what} {path}: corrupt or not a torch file (no tensors and plain data)"
-            ) from error
-        raise CheckpointError(
-            f"refusing to read {what} {path}: it refers to {found.group(1)}, and loading it could run "
-            "code (only tensors and plain data are read; if you trust the file, save its state dict alone)"
-        ) from error
-    except Exception as error:  # a corrupt file surfaces as many exception types
-        raise CheckpointError(
-            f"cannot read {what} {path}: corrupt or not a torch file ({first_line(error)})"
-        ) from error
 
 
 def check_finite_weights(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -226,7 +188,7 @@ def load_checkpoint(
     try:
         config = ModelConfig.from_dict(meta["model_config"])
         dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
-    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # ConfigError among them
         raise CheckpointError(f"{path} has an invalid model configuration: {first_line(error)}") from error
     if num_classes is not None and config.num_classes != num_classes:
         raise CheckpointError(
@@ -247,16 +209,16 @@ def load_model(
     num_classes: int | None = None,
     map_location: str | torch.device = "cpu",
     precision: str = "fp32",
-) -> BiCoRSeg:
+) -> BiCoRSeg | InferencePrecision:
     """The model stored in any bicorseg checkpoint, in evaluation mode, on ``map_location``.
 
-    ``precision`` is that of its forward: ``fp32`` (default), ``bf16``, ``fp16``, or ``auto`` (bf16
-    where the device runs it fast, else fp32; see :mod:`bicorseg.precision`); the logits are float32
-    in every case.
+    ``precision`` is that of its inference: ``fp32`` (default) gives the :class:`BiCoRSeg` itself;
+    ``bf16`` or ``fp16`` give it wrapped in an :class:`~bicorseg.precision.InferencePrecision`
+    (autocast, float32 outputs; the network is its ``.model``); ``auto`` is bf16 where the device
+    runs it fast, else fp32 (see :mod:`bicorseg.precision`). The logits are float32 in every case.
     """
     model = load_checkpoint(path, num_classes=num_classes).build_model().to(map_location)
-    model.precision = resolve_precision(precision, map_location)
-    return model
+    return cast("BiCoRSeg | InferencePrecision", with_precision(model, precision, map_location))
 
 
 # --- conversion from the original public implementation ------------------------------------------

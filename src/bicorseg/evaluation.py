@@ -23,6 +23,7 @@ from bicorseg.data.release.records import Manifest
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
+from bicorseg.precision import precision_of
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
 
 
@@ -188,8 +189,8 @@ def evaluate_model(
         tta_passes=[p.to_dict() for p in tta_passes(plan)],
         protocol=data_protocol(dataset),
     )
-    if isinstance(getattr(model, "precision", None), str):  # a BiCoRSeg: the precision of its forward
-        convention.extra["precision"] = model.precision
+    if (precision := precision_of(model)) is not None:
+        convention.extra["precision"] = precision
     return EvaluationReport.from_confusion(
         metric.compute().cpu(), spec.class_names, spec.eval_classes, convention
     )

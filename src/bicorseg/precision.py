@@ -1,24 +1,27 @@
-"""The inference ``precision``: ``auto``, ``bf16``, ``fp16`` or ``fp32``; resolved for a device, applied by autocast.
+"""The inference ``precision``: ``auto``, ``bf16``, ``fp16`` or ``fp32``; resolved for a device,
+applied by an explicit wrapper.
 
 ``auto`` is bf16 where the device runs it fast (a CUDA GPU with native bf16, i.e. compute capability
 8.0 or newer; a CPU with AVX512-BF16 or AMX-BF16 instructions) and fp32 otherwise. Reduced precision
-runs under :func:`torch.autocast`: convolutions and matrix products in bf16/fp16, the operations
-autocast keeps in float32 (losses, reductions such as quantiles) in float32; the model returns
-float32 logits either way (see :class:`~bicorseg.models.BiCoRSeg`).
+is :class:`InferencePrecision`: the model's forward and ``predict_with_heatmaps`` run under
+:func:`torch.autocast` (convolutions and matrix products in bf16/fp16, the operations autocast keeps
+in float32 in float32) and return float32 logits and heatmaps, as an fp32 model does. The model
+itself never sets a precision, so training precision stays the trainer's (Lightning's plugin).
+:func:`with_precision` is what ``load_model(path, precision=...)`` and the commands apply.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, cast
+
+import torch
+from torch import nn
 
 from bicorseg.defaults import PRECISIONS
 from bicorseg.errors import ConfigError
-
-if TYPE_CHECKING:  # torch is imported where it is used: the command line registers --precision without it
-    import torch
 
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # torch dtypes
 _FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -43,15 +46,11 @@ def cpu_has_fast_bf16(cpuinfo: Path = CPUINFO) -> bool:
     flags = cpu_flags(cpuinfo)
     if flags is not None:
         return any(flag in flags for flag in _FAST_BF16_CPU_FLAGS)
-    import torch
-
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # no /proc (macOS, Windows)
     return bool(probe and probe())
 
 
 def _cuda_has_fast_bf16(device: torch.device) -> bool:
-    import torch
-
     if not torch.cuda.is_available():
         return False
     major, _ = torch.cuda.get_device_capability(device)
@@ -73,8 +72,6 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     check_precision(precision)
     if precision != "auto":
         return precision
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         fast = _cuda_has_fast_bf16(device)
@@ -91,7 +88,72 @@ def autocast(precision: str, device_type: str) -> Iterator[None]:
     if check_precision(precision, resolved=True) == "fp32":
         yield
         return
-    import torch
-
     with torch.autocast(device_type=device_type, dtype=getattr(torch, DTYPE_NAMES[precision])):
         yield
+
+
+_Heatmaps = tuple[torch.Tensor, list[torch.Tensor]]  # logits and per-layer heatmaps
+
+
+class InferencePrecision(nn.Module):
+    """``model`` applied at ``precision`` for inference: its forward and ``predict_with_heatmaps`` run
+    under :func:`autocast` on the input's device and return float32 (not bf16/fp16) tensors.
+
+    Args:
+        model: a :class:`~bicorseg.models.BiCoRSeg` (or any module from a batch to logits).
+        precision: ``bf16``, ``fp16`` or ``fp32`` (resolved: see :func:`resolve_precision`).
+
+    ``config`` and ``dataset`` are the model's. The wrapped model is ``.model``: train, save or
+    export that one (the wrapper's state dict keys carry the prefix ``model.``).
+    """
+
+    def __init__(self, model: nn.Module, precision: str) -> None:
+        super().__init__()
+        self.model = model
+        self.precision = check_precision(precision, resolved=True)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def dataset(self) -> Any:
+        return self.model.dataset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.precision, x.device.type):
+            logits = self.model(x)
+        return _float32(logits)
+
+    def predict_with_heatmaps(self, x: torch.Tensor) -> _Heatmaps:
+        with autocast(self.precision, x.device.type):
+            predict = cast(Callable[[torch.Tensor], _Heatmaps], self.model.predict_with_heatmaps)
+            logits, heatmaps = predict(x)
+        return _float32(logits), [_float32(heat) for heat in heatmaps]
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}"
+
+
+def _float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 outputs as float32, so that callers see the dtype of an fp32 model (float64 is kept)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def with_precision(model: nn.Module, precision: str, device: str | torch.device = "cpu") -> nn.Module:
+    """``model`` itself for fp32, else ``model`` in an :class:`InferencePrecision`; ``auto`` is
+    resolved for ``device``. An :class:`InferencePrecision` given is unwrapped first."""
+    if isinstance(model, InferencePrecision):
+        model = model.model
+    resolved = resolve_precision(precision, device)
+    return model if resolved == "fp32" else InferencePrecision(model, resolved)
+
+
+def precision_of(model: nn.Module) -> str | None:
+    """The precision ``model`` runs at: an :class:`InferencePrecision`'s, else that of its floating
+    parameters (``fp32``, ``bf16``, ``fp16``); None for other dtypes or without parameters."""
+    if isinstance(model, InferencePrecision):
+        return model.precision
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names.get(dtype) if dtype is not None else None

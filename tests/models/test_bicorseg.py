@@ -1,13 +1,14 @@
-"""BiCoR-Seg network: one shared test class that every model variant inherits."""
+"""BiCoR-Seg network: one shared test class that every model variant inherits; the plain-module API."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import bicorseg
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.losses import BiCoRSegLoss, LossConfig
-from bicorseg.models import BiCoRSeg, ModelConfig, TrainOutput
+from bicorseg.models import BiCoRSeg, ModelConfig, TrainOutput, create_model
 from tests.helpers.models import tiny_config
 
 
@@ -30,7 +31,7 @@ class ModelVariantTests:
         return labels
 
     def test_train_outputs(self, model: BiCoRSeg) -> None:
-        out = model.train()(self.batch())
+        out = model.train().forward_train(self.batch())
         n, s, c = self.config.num_classes, self.size, self.config.width
         assert isinstance(out, TrainOutput)
         assert out.logits.shape == (2, n, s, s)
@@ -55,14 +56,14 @@ class ModelVariantTests:
             assert heat.min() >= 0 and heat.max() <= 1
 
     def test_backward_reaches_every_parameter(self, model: BiCoRSeg) -> None:
-        out = model.train()(self.batch())
+        out = model.train().forward_train(self.batch())
         loss = BiCoRSegLoss(LossConfig(ignore_index=self.config.num_classes))(out, self.labels())
         loss["total"].backward()
         no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert no_grad == []
 
     def test_auxiliary_head_does_not_train_class_embeddings(self, model: BiCoRSeg) -> None:
-        out = model.train()(self.batch())
+        out = model.train().forward_train(self.batch())
         loss = BiCoRSegLoss(LossConfig(ignore_index=self.config.num_classes))
         loss.segmentation(out.aux_logits, self.labels())[0].backward()
         assert model.class_embed.grad is None
@@ -119,10 +120,49 @@ class TestTimmBackbone(ModelVariantTests):
         return BiCoRSeg(self.config)
 
 
-def test_training_input_must_be_a_multiple_of_32() -> None:
+def test_forward_gives_logits_in_training_mode_too() -> None:
+    """``model.train(); loss(model(x), y)`` as in any PyTorch training loop; the same logits as
+    forward_train's (stochastic depth off in the nano backbone, so both passes compute the same)."""
     model = BiCoRSeg(tiny_config()).train()
+    x = torch.randn(1, 3, 32, 64)
+    logits = model(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 4, 32, 64) and logits.requires_grad
+    torch.testing.assert_close(logits, model.forward_train(x).logits, rtol=0, atol=0)
+    torch.nn.functional.cross_entropy(logits, torch.randint(0, 4, (1, 32, 64))).backward()
+    assert model.class_embed.grad is not None and model.backbone.features[0][0].weight.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), logits)  # evaluation: the fused CPU blocks' rounding
+
+
+def test_training_forward_pads_while_forward_train_needs_a_multiple_of_32() -> None:
+    model = BiCoRSeg(tiny_config()).train()
+    x = torch.randn(1, 3, 70, 90)
+    assert model(x).shape == (1, 4, 70, 90)
     with pytest.raises(InputError, match="70x90 is not a multiple of 32: crop or pad to 96x96"):
-        model(torch.randn(1, 3, 70, 90))
+        model.forward_train(x)
+
+
+def test_create_model_builds_the_network_of_its_config() -> None:
+    config = tiny_config(num_classes=5, in_channels=4, topk_ratio=[0.5, 1.0], tau=0.5)
+    torch.manual_seed(3)
+    expected = BiCoRSeg(config)
+    torch.manual_seed(3)
+    built = bicorseg.create_model(
+        num_classes=5, backbone="convnext_nano", in_channels=4, width=32, layers=2, min_pixels=4,
+        topk_ratio=[0.5, 1.0], tau=0.5,
+    )  # fmt: skip
+    assert built.config == config
+    assert built.state_dict().keys() == expected.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), expected.state_dict().values()))
+    assert create_model(**config.to_dict()).config == config
+    assert create_model is bicorseg.create_model
+
+
+def test_create_model_names_the_nearest_option() -> None:
+    with pytest.raises(ConfigError, match=r"^model\.widht: unknown model option; did you mean 'width'\?"):
+        create_model(num_classes=4, backbone="convnext_nano", widht=32)
+    with pytest.raises(ConfigError, match=r"^model\.num_classes: at least 2 classes"):
+        create_model(num_classes=1, backbone="convnext_nano")
 
 
 @pytest.mark.slow
@@ -163,5 +203,5 @@ def test_unknown_backbone_lists_the_choices() -> None:
 def test_config_round_trip() -> None:
     config = tiny_config(topk_ratio=[0.1, 0.2])
     assert ModelConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match="unknown model option"):
-        ModelConfig.from_dict({**config.to_dict(), "depth": 3})
+    with pytest.raises(ConfigError, match=r"^model\.layer: unknown model option; did you mean 'layers'\?"):
+        ModelConfig.from_dict({**config.to_dict(), "layer": 3})

@@ -21,7 +21,7 @@ def test_reference_decoder_gives_the_same_outputs() -> None:
     assert all(type(layer) is ExplicitHBISLayer for layer in reference.layers)
     assert type(reference.backbone.features[1][0]) is CNBlock  # torchvision's block forward
     x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
-    ours, theirs = model.train()(x), reference.train()(x)
+    ours, theirs = model.train().forward_train(x), reference.train().forward_train(x)
     torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(ours.aux_logits, theirs.aux_logits, rtol=1e-10, atol=1e-10)
     with torch.no_grad():

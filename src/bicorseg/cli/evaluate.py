@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     from bicorseg.device import resolve_device
     from bicorseg.evaluation import check_spec_matches, data_protocol, evaluate_model, evaluation_dataset
     from bicorseg.metrics import format_report, write_report_json
-    from bicorseg.precision import resolve_precision
+    from bicorseg.precision import with_precision
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{spec.name!r} gives {spec.num_bands}"
         )
     paper = args.tta == "paper" or data_protocol(dataset).startswith("paper")
-    model.precision = resolve_precision(evaluation_precision(args.precision, paper), device)
+    model = with_precision(model, evaluation_precision(args.precision, paper), device)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

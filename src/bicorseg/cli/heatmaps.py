@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     from bicorseg.inference.model_info import model_info
     from bicorseg.inference.predictor import PredictOptions
     from bicorseg.inference.writers import check_targets
-    from bicorseg.precision import resolve_precision
+    from bicorseg.precision import with_precision
 
     PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
     paths = find_inputs(args.inputs)
@@ -75,8 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_writable(args.output, folder=True)
     device = str(resolve_device(args.device))
     checkpoint = load_checkpoint(args.checkpoint)  # load_model's steps, keeping the checkpoint's tiling
-    model = checkpoint.build_model().to(device)
-    model.precision = resolve_precision(args.precision, device)
+    model = with_precision(checkpoint.build_model().to(device), args.precision, device)
     info = model_info(model, str(args.checkpoint), checkpoint.tiling)
     tile = checkpoint.tiling.tile if args.tile is None else args.tile
     overlap = checkpoint.tiling.overlap if args.overlap is None else args.overlap

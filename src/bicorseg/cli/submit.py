@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.data.io import read_image
     from bicorseg.device import resolve_device
     from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, with_tta
-    from bicorseg.precision import resolve_precision
+    from bicorseg.precision import precision_of, with_precision
     from bicorseg.spec import normalise
 
     if args.batch_size < 1:
@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     device = resolve_device(args.device)
-    model = checkpoint.build_model().to(device)
     # LoveDA has no paper preparation: only --tta paper reproduces the original here
-    model.precision = resolve_precision(evaluation_precision(args.precision, args.tta == "paper"), device)
+    precision = evaluation_precision(args.precision, args.tta == "paper")
+    model = with_precision(checkpoint.build_model().to(device), precision, device)
     options = tta_options(args)
     specs = [spec, checkpoint.dataset]
     tta = resolve_tta(options["tta"], specs, options["tta_scales"], options["tta_merge"])
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                     )
         validate_archive(temp, names)  # before the archive takes its name
     print(
-        f"wrote {output}: {len(images)} predictions at precision {model.precision}, checked "
+        f"wrote {output}: {len(images)} predictions at precision {precision_of(model)}, checked "
         "(flat, 1024x1024 uint8, values 0..6)"
     )
     return 0

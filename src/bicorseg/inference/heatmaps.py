@@ -47,6 +47,7 @@ from bicorseg.inference.raster_io import (
 )
 from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import OutputSet, check_targets, geotiff_profile
+from bicorseg.precision import precision_of
 from bicorseg.raster_access import input_path
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
@@ -152,17 +153,16 @@ def export_heatmaps(
         if plain:
             planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
         else:
+            precision = precision_of(model)
             for li in range(1, num_layers + 1):
                 geo = Georeference.of(src).scaled(SCALE)  # heatmap pixels, GCPs included
                 profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
                 dst = outputs.open_geotiff(f"{li}", profile)
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)
-                dst.update_tags(
-                    bicorseg_layer=str(li),
-                    bicorseg_checkpoint=info.source,
-                    bicorseg_precision=model.precision,
-                )
+                dst.update_tags(bicorseg_layer=str(li), bicorseg_checkpoint=info.source)
+                if precision is not None:
+                    dst.update_tags(bicorseg_precision=precision)
                 datasets[li] = dst
 
         def write(y0: int, x0: int, values: np.ndarray, valid: np.ndarray) -> None:

@@ -75,7 +75,7 @@ from bicorseg.inference.writers import (
     verify_output,
     write_style,
 )
-from bicorseg.precision import check_precision, resolve_precision
+from bicorseg.precision import check_precision, resolve_precision, with_precision
 
 # write(y0, x0, arrays): encoded output arrays (MapLayout.encode) at output pixel (y0, x0)
 SinkFn = Callable[[int, int, dict[str, np.ndarray]], None]
@@ -320,12 +320,12 @@ class Predictor:
         from bicorseg.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(checkpoint)  # load_model's steps, keeping the checkpoint's tiling
-        model = loaded.build_model().to(options.device)
-        model.precision = resolve_precision(options.precision, options.device)
+        precision = resolve_precision(options.precision, options.device)
+        model = with_precision(loaded.build_model().to(options.device), precision)
         info = replace(
             model_info(model, str(checkpoint), loaded.tiling), sha256=sha256 or sha256_file(checkpoint)
         )
-        return cls(model, info, replace(options, precision=model.precision), engine)
+        return cls(model, info, replace(options, precision=precision), engine)
 
     # --- outputs --------------------------------------------------------------------------------
 

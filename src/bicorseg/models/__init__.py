@@ -11,6 +11,7 @@ from bicorseg.lazy import lazy_exports
 _EXPORTS = {
     "BiCoRSeg": "bicorseg.models.bicorseg",
     "TrainOutput": "bicorseg.models.bicorseg",
+    "create_model": "bicorseg.models.bicorseg",
     "ModelConfig": "bicorseg.models.config",
     "PixelSelection": "bicorseg.models.config",
     "FusedNeck": "bicorseg.models.neck",

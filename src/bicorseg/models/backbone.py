@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.models import convnext as tv_convnext
 
 from bicorseg.errors import CheckpointError, ConfigError, first_line
+from bicorseg.torch_files import read_torch_file
 
 TORCHVISION_CONVNEXTS = {
     "convnext_tiny": (tv_convnext.convnext_tiny, tv_convnext.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
@@ -222,8 +223,6 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"pretrained weights file not found: {file}")
-    from bicorseg.checkpoint import read_torch_file  # here: bicorseg.checkpoint imports the models
-
     state = read_torch_file(file, what="pretrained weights")
     if not isinstance(state, dict):
         raise CheckpointError(f"pretrained weights {file} do not hold a state dict")

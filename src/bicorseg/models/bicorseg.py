@@ -1,20 +1,25 @@
 """The BiCoR-Seg network: backbone stages -> fused neck -> HBIS layers -> upsampling head (docs/METHOD.md, sections 1-4).
 
-* ``model(x)`` in training mode returns a :class:`TrainOutput` (main and auxiliary logits, per-layer
-  heatmap logits and class embeddings), in evaluation mode the logits (B x N x H x W).
-* ``model.predict_with_heatmaps(x)`` returns logits and the per-layer sigmoid heatmaps.
-* ``model.precision`` (``fp32`` by default, or ``bf16`` / ``fp16``) is the precision of the
-  evaluation-mode forward: it runs under autocast and returns float32 logits and heatmaps either way
-  (:mod:`bicorseg.precision`). Training precision is the trainer's setting.
+A plain ``nn.Module``:
 
-Training inputs must have a height and width that are multiples of 32 (the backbone's stride). In
-evaluation mode any size is accepted: the input is padded by reflection to the next multiple of 32
-and the outputs are cropped back.
+* ``model(x)`` returns the logits (B x N x H x W) in training and evaluation mode alike, so the model
+  drops into any training loop that feeds ``model(x)`` to a loss. Any H and W: the input is padded by
+  reflection to the next multiple of 32 (the backbone's stride) and the logits are cropped back.
+* ``model.forward_train(x)`` returns every output the full objective needs (:class:`TrainOutput`:
+  main and auxiliary logits, per-layer heatmap logits and class embeddings); its H and W must be
+  multiples of 32, since the heatmaps and the labels must cover the same pixels.
+* ``model.predict_with_heatmaps(x)`` returns logits and the per-layer sigmoid heatmaps.
+* :func:`create_model` builds a network by keywords; :class:`ModelConfig` is the same as data.
+
+The model runs in the dtype of its input and parameters and under whatever autocast its caller sets
+(Lightning's precision plugin in training); reduced-precision inference is the explicit wrapper
+:class:`bicorseg.precision.InferencePrecision`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +33,12 @@ from bicorseg.models.backbone import build_backbone
 from bicorseg.models.config import ModelConfig
 from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
-from bicorseg.precision import autocast, check_precision
 from bicorseg.spec import DatasetSpec
 
 
 @dataclass
 class TrainOutput:
-    """What the network returns in training mode; every tensor needed by :class:`BiCoRSegLoss`."""
+    """What :meth:`BiCoRSeg.forward_train` returns: every tensor :class:`BiCoRSegLoss` needs."""
 
     logits: torch.Tensor  # B x N x H x W
     aux_logits: torch.Tensor | None  # B x N x H x W from F_0 and the detached CE_0 (training only)
@@ -58,7 +62,6 @@ class BiCoRSeg(nn.Module):
             )
         self.config = config
         self.dataset = dataset  # the facts of the data it is trained for; saved in checkpoints
-        self.precision = "fp32"
         width = config.width
         self.backbone = build_backbone(config.backbone, config.in_channels, config.pretrained)
         self.neck = FusedNeck(self.backbone.channels, width)
@@ -80,15 +83,6 @@ class BiCoRSeg(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
-
-    @property
-    def precision(self) -> str:
-        """Precision of the evaluation-mode forward: ``fp32``, ``bf16`` or ``fp16`` (never ``auto``)."""
-        return self._precision
-
-    @precision.setter
-    def precision(self, value: str) -> None:
-        self._precision = check_precision(value, resolved=True)
 
     def decode(self, stages: list[torch.Tensor], size: tuple[int, int], train: bool) -> TrainOutput:
         """Neck + HBIS + head from the four stage features; ``size`` is the output (H, W)."""
@@ -141,32 +135,43 @@ class BiCoRSeg(nn.Module):
         n = kernels.shape[1]
         return logits.view(b, 2 * h, 2 * w, 2, 2, n).permute(0, 5, 1, 3, 2, 4).reshape(b, n, 4 * h, 4 * w)
 
-    def forward(self, x: torch.Tensor) -> TrainOutput | torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits B x N x H x W of a normalised batch B x bands x H x W (any H, W), in every mode."""
         self._check_input(x)
-        if self.training:
-            _check_multiple(x, "training")
-            return self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=True)
         return self._forward_padded(x).logits
 
+    def forward_train(self, x: torch.Tensor) -> TrainOutput:
+        """Every output of the objective (:class:`TrainOutput`) for a batch whose H and W are multiples of 32.
+
+        ``logits`` are those of :meth:`forward` (the same numbers in the same mode); ``aux_logits`` come
+        from the static class embeddings.
+        """
+        self._check_input(x)
+        _check_multiple(x, "training")
+        return self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=True)
+
     def predict_with_heatmaps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits (B x N x H x W) and each layer's sigmoid heatmaps (B x N x ceil(H/4) x ceil(W/4))."""
+        """Logits (B x N x H x W) and each layer's sigmoid heatmaps (B x N x ceil(H/4) x ceil(W/4)).
+
+        The sigmoid is taken in at least float32, so that heatmaps computed under bf16/fp16 autocast
+        keep float32's resolution of probabilities near 0 and 1.
+        """
         self._check_input(x)
         out = self._forward_padded(x)
         h, w = -(-x.shape[-2] // 4), -(-x.shape[-1] // 4)
-        return out.logits, [torch.sigmoid(heat[..., :h, :w]) for heat in out.heatmap_logits]
+        return out.logits, [
+            torch.sigmoid(_at_least_float32(heat)[..., :h, :w]) for heat in out.heatmap_logits
+        ]
 
     def _forward_padded(self, x: torch.Tensor) -> TrainOutput:
-        """The evaluation forward at ``self.precision``; logits and heatmap logits come back in float32
-        when computed in bf16/fp16 (other dtypes, e.g. float64, are kept)."""
+        """Logits and heatmap logits of any H and W: padded to a multiple of 32, the logits cropped back."""
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        with autocast(self.precision, x.device.type):
-            out = self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=False)
-        out.logits = _full(out.logits[..., :height, :width])
-        out.heatmap_logits = [_full(heat) for heat in out.heatmap_logits]
+        out = self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=False)
+        out.logits = out.logits[..., :height, :width]
         return out
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -176,8 +181,7 @@ class BiCoRSeg(nn.Module):
             raise InputError(f"the model expects {self.config.in_channels} input band(s), got {x.shape[1]}")
 
 
-def _full(x: torch.Tensor) -> torch.Tensor:
-    """Reduced-precision outputs as float32, so that callers see the dtype of an fp32 model."""
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
@@ -188,3 +192,32 @@ def _check_multiple(x: torch.Tensor, mode: str) -> None:
         raise InputError(
             f"{mode} input {height}x{width} is not a multiple of {STRIDE}: crop or pad to {fit_h}x{fit_w}"
         )
+
+
+def create_model(
+    num_classes: int = 6,
+    backbone: str = "convnext_base",
+    pretrained: str | None = None,
+    in_channels: int = 3,
+    *,
+    dataset: DatasetSpec | None = None,
+    **options: Any,
+) -> BiCoRSeg:
+    """A BiCoR-Seg network by keywords (as ``segmentation_models_pytorch.create_model`` builds its models).
+
+    Args:
+        num_classes: N, the number of classes.
+        backbone: ``convnext_{nano,tiny,small,base}`` or ``timm:<name>`` (extra ``timm``).
+        pretrained: None (random weights), ``"imagenet"`` (downloaded once) or a local weights file.
+        in_channels: number of input bands.
+        dataset: the facts of the data it is for (classes, bands, normalisation; saved in checkpoints).
+        options: any other field of :class:`ModelConfig` (``width``, ``layers``, ``topk_ratio``, ...);
+            an unknown name is a :class:`ConfigError` naming the nearest option.
+
+    ``create_model(**config.to_dict())`` builds the network of ``BiCoRSeg(config)``.
+    """
+    ModelConfig.check_names(options)
+    config = ModelConfig(
+        num_classes=num_classes, in_channels=in_channels, backbone=backbone, pretrained=pretrained, **options
+    )
+    return BiCoRSeg(config, dataset)

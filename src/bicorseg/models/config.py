@@ -6,10 +6,12 @@ without loading the network code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from bicorseg.errors import ConfigError
+from bicorseg.typedconfig import nearest
 
 SELECTION_MODES = ("topk", "threshold", "percentile")
 
@@ -113,9 +115,17 @@ class ModelConfig:
         return data
 
     @classmethod
+    def check_names(cls, names: Iterable[str]) -> None:
+        """A :class:`ConfigError` for the first name that is not an option, naming the nearest one."""
+        known = [f.name for f in fields(cls) if f.init]
+        for name in sorted(set(names) - set(known)):
+            guess = nearest(name, known)
+            hint = f"did you mean {guess!r}? " if guess else ""
+            raise ConfigError(
+                f"unknown model option; {hint}(options: {', '.join(known)})", key=f"model.{name}"
+            )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model option(s): {', '.join(unknown)}")
+        cls.check_names(data)
         return cls(**data)

@@ -1,8 +1,10 @@
 """The LightningModule: BiCoR-Seg, its objective, the optimizer, validation metrics, NaN handling.
 
-The network is the attribute ``model`` so that its weights land in Lightning checkpoints with the
-prefix ``model.``; :meth:`on_save_checkpoint` adds the metadata of :func:`bicorseg.checkpoint.metadata`
-under ``"bicorseg"`` (plus the training config), so :func:`bicorseg.load_model` reads these files.
+Training steps take every output of :meth:`BiCoRSeg.forward_train` to the full objective;
+validation, like any caller, takes the logits of ``model(x)``. The network is the attribute ``model``
+so that its weights land in Lightning checkpoints with the prefix ``model.``;
+:meth:`on_save_checkpoint` adds the metadata of :func:`bicorseg.checkpoint.metadata` under
+``"bicorseg"`` (plus the training config), so :func:`bicorseg.load_model` reads these files.
 
 Every term of :class:`BiCoRSegLoss` is logged (``train/<term>``), averaged over processes. Validation
 accumulates one confusion matrix per epoch, summed across processes, and logs ``val/miou``,
@@ -21,7 +23,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from bicorseg.checkpoint import Tiling, metadata
 from bicorseg.defaults import DEFAULT_OVERLAP
@@ -44,13 +45,13 @@ def _metric_name(name: str) -> str:
 
 
 class BiCoRSegModule(L.LightningModule):
-    """Trains ``model`` (a :class:`BiCoRSeg` built from the config unless given) with the full objective."""
+    """Trains ``model`` (a :class:`BiCoRSeg`, built from the config unless given) with the full objective."""
 
     def __init__(
         self,
         config: TrainConfig,
         spec: DatasetSpec,
-        model: nn.Module | None = None,
+        model: BiCoRSeg | None = None,
         output_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
@@ -67,13 +68,13 @@ class BiCoRSegModule(L.LightningModule):
 
     # --- training -------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.model(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(x)
+        return logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, masks = batch["image"], batch["mask"]
-        output = self.model(images)
-        terms = self.criterion(output, masks)
+        terms = self.criterion(self.model.forward_train(images), masks)
         total = terms["total"]
         self._skip_this_step = False
         self._batch_idx = batch_idx
@@ -198,8 +199,5 @@ class BiCoRSegModule(L.LightningModule):
                 raise NonFiniteError(
                     f"refusing to write a checkpoint at step {self.global_step}: weight {name} is not finite"
                 )
-        if isinstance(self.model, BiCoRSeg):
-            tiling = Tiling(
-                self.config.data.crop_size, DEFAULT_OVERLAP, "checkpoint"
-            )  # the size it trains on
-            checkpoint["bicorseg"] = {**metadata(self.model, tiling), "train_config": self.config.to_dict()}
+        tiling = Tiling(self.config.data.crop_size, DEFAULT_OVERLAP, "checkpoint")  # the size it trains on
+        checkpoint["bicorseg"] = {**metadata(self.model, tiling), "train_config": self.config.to_dict()}

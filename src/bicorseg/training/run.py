@@ -45,13 +45,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
-from torch import nn
 
 from bicorseg.atomic import ensure_writable, remove_stale_temps, write_text_atomic
-from bicorseg.checkpoint import atomic_torch_save, check_finite_weights, read_torch_file
+from bicorseg.checkpoint import atomic_torch_save, check_finite_weights
 from bicorseg.defaults import LIGHTNING_PRECISIONS
 from bicorseg.errors import CheckpointError, ConfigError
+from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
+from bicorseg.torch_files import read_torch_file
 from bicorseg.training.config import TrainConfig, dataset_spec
 from bicorseg.training.datamodule import SegmentationDataModule
 from bicorseg.training.module import BiCoRSegModule
@@ -226,7 +227,7 @@ class LastCheckpoint(Checkpoint):
 
     def _save(self, trainer: L.Trainer) -> None:
         # a save, not a load: the full training state (optimizer, loops) that --resume needs; every
-        # read of it goes through checkpoint.read_torch_file, which unpickles with weights_only=True
+        # read of it goes through torch_files.read_torch_file, which unpickles with weights_only=True
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
@@ -423,7 +424,7 @@ def train(
     output: str | Path,
     resume: str | None = None,
     spec: DatasetSpec | None = None,
-    model: nn.Module | None = None,
+    model: BiCoRSeg | None = None,
     callbacks: list[Callback] | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
