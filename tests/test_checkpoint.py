@@ -92,6 +92,18 @@ def test_clear_errors(tmp_path) -> None:
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="not a bicorseg checkpoint"):
         load_checkpoint(other)
+    # version 1 is the first format: every key it writes is required
+    data = torch.load(path, weights_only=True)
+    for change, message in [
+        ({"format_version": 2}, r"format version 2; this bicorseg reads version 1"),
+        ({"dataset": ...}, r"invalid metadata: no 'dataset'"),
+    ]:
+        broken = {k: v for k, v in {**data, **change}.items() if v is not ...}
+        torch.save(broken, tmp_path / "broken.ckpt")
+        with pytest.raises(
+            CheckpointError, match=rf"broken\.ckpt (is a bicorseg checkpoint of |has ){message}"
+        ):
+            load_checkpoint(tmp_path / "broken.ckpt")
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ A bicorseg checkpoint is a ``torch.save`` dict::
      "state_dict": BiCoRSeg.state_dict(), "extra": {...}}
 
 ``tiling`` is the size the model saw in training (``bicorseg train`` records its crop size);
-checkpoints without it read the training crop from the run's config when they have one, else
-512 / 0.25 (:class:`Tiling`).
+checkpoints saved without one are applied with 512 / 0.25 (:class:`Tiling`). Format version 1 is
+the first: every key it writes is required when read.
 
 The training layer writes Lightning checkpoints that carry the same metadata under the key
 ``"bicorseg"`` and the model's weights with the prefix ``model.``; :func:`load_checkpoint` reads
@@ -45,9 +45,8 @@ class Tiling:
     """The tile size and overlap a model is applied with by default, and where they come from.
 
     BiCoR-Seg pools class embeddings over its whole input, so its predictions depend on the tile
-    (docs/prediction.md, "Tiling honesty"): the default is the size the model saw in training, recorded in the
-    checkpoint (``source``: ``"checkpoint"``), or for older checkpoints of ``bicorseg train`` the
-    training crop of the run's config (``"training crop"``), else 512 px / 0.25 (``"default"``).
+    (docs/prediction.md, "Tiling honesty"): the default is the size the model saw in training,
+    recorded in the checkpoint (``source``: ``"checkpoint"``), else 512 px / 0.25 (``"default"``).
     """
 
     tile: int = DEFAULT_TILE
@@ -59,22 +58,18 @@ class Tiling:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> Tiling:
-        """The tiling recorded in checkpoint metadata (its ``tiling``, else the training crop)."""
+        """The tiling recorded in checkpoint metadata, else the default; a malformed record is a
+        :class:`CheckpointError`, never silently replaced."""
         recorded = meta.get("tiling")
-        if isinstance(recorded, Mapping) and _is_tile_size(recorded.get("tile")):
-            overlap = recorded.get("overlap", DEFAULT_OVERLAP)
-            if isinstance(overlap, int | float) and 0.0 <= overlap < 1.0:
-                return cls(int(recorded["tile"]), float(overlap), "checkpoint")
-        train = meta.get("train_config")
-        data = train.get("data") if isinstance(train, Mapping) else None
-        crop = data.get("crop_size") if isinstance(data, Mapping) else None
-        if _is_tile_size(crop):
-            return cls(int(crop), DEFAULT_OVERLAP, "training crop")
-        return cls()
-
-
-def _is_tile_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= MIN_TILE
+        if recorded is None:
+            return cls()
+        tile = recorded.get("tile") if isinstance(recorded, Mapping) else None
+        overlap = recorded.get("overlap") if isinstance(recorded, Mapping) else None
+        if not (isinstance(tile, int) and not isinstance(tile, bool) and tile >= MIN_TILE):
+            raise CheckpointError(f"tiling: the tile must be an integer of at least {MIN_TILE}, got {tile!r}")
+        if not (isinstance(overlap, int | float) and not isinstance(overlap, bool) and 0.0 <= overlap < 1.0):
+            raise CheckpointError(f"tiling: the overlap must be a number in [0, 1), got {overlap!r}")
+        return cls(tile, float(overlap), "checkpoint")
 
 
 @dataclass
@@ -182,14 +177,21 @@ def load_checkpoint(
         )
     else:
         raise CheckpointError(f"{path} is not a bicorseg checkpoint (no model configuration inside)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is a bicorseg checkpoint of format version {meta.get('format_version')!r}; "
+            f"this bicorseg reads version {FORMAT_VERSION}"
+        )
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path} holds no model weights")
     check_finite_weights(state, path)
     try:
         config = ModelConfig.from_dict(meta["model_config"])
-        dataset = DatasetSpec.from_dict(meta["dataset"]) if meta.get("dataset") else None
+        dataset = None if meta["dataset"] is None else DatasetSpec.from_dict(meta["dataset"])
+        tiling = Tiling.from_metadata(meta)
     except (KeyError, TypeError, ValueError, AttributeError) as error:  # ConfigError among them
-        raise CheckpointError(f"{path} has an invalid model configuration: {first_line(error)}") from error
+        detail = f"no {error.args[0]!r}" if isinstance(error, KeyError) else first_line(error)
+        raise CheckpointError(f"{path} has invalid metadata: {detail}") from error
     if num_classes is not None and config.num_classes != num_classes:
         raise CheckpointError(
             f"{path} was trained for {config.num_classes} classes, but {num_classes} are expected here"
@@ -199,9 +201,7 @@ def load_checkpoint(
             f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
         )
     extra = data.get("extra") or {}
-    return Checkpoint(
-        config, state, dataset, dict(extra) if isinstance(extra, dict) else {}, Tiling.from_metadata(meta)
-    )
+    return Checkpoint(config, state, dataset, dict(extra) if isinstance(extra, dict) else {}, tiling)
 
 
 def load_model(

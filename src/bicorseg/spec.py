@@ -104,16 +104,14 @@ class LabelEncoding:
         return f"{'raw values' if self.kind == 'values' else 'colours'} of the class table"
 
     @classmethod
-    def from_dict(cls, data: Any) -> LabelEncoding:
-        """The encoding stored by :meth:`DatasetSpec.to_dict`; absent (older checkpoints): ``index``."""
-        if data is None:
-            return cls()
-        kind = str(data.get("kind", "index"))
+    def from_dict(cls, data: dict[str, Any]) -> LabelEncoding:
+        """The encoding stored by :meth:`DatasetSpec.to_dict`."""
+        kind = str(data["kind"])
 
         def code(value: Any) -> Any:
             return tuple(int(v) for v in value) if kind == "colours" else int(value)
 
-        return cls(kind, tuple(map(code, data.get("classes", ()))), tuple(map(code, data.get("ignore", ()))))
+        return cls(kind, tuple(map(code, data["classes"])), tuple(map(code, data["ignore"])))
 
 
 @dataclass(frozen=True)
@@ -197,19 +195,20 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
+        """The spec :meth:`to_dict` wrote (every key is required: a missing one is a ``KeyError``)."""
         return cls(
             name=str(data["name"]),
             class_names=tuple(data["class_names"]),
             palette=tuple(tuple(int(v) for v in c) for c in data["palette"]),
             ignore_index=int(data["ignore_index"]),
             eval_classes=tuple(int(c) for c in data["eval_classes"]),
-            bands=tuple(data.get("bands", ("red", "green", "blue"))),
-            mean=tuple(float(v) for v in data.get("mean", IMAGENET_MEAN_8BIT)),
-            std=tuple(float(v) for v in data.get("std", IMAGENET_STD_8BIT)),
-            splits={k: tuple(v) for k, v in data.get("splits", {}).items()},
-            label_variant=str(data.get("label_variant", "full")),
-            label_encoding=LabelEncoding.from_dict(data.get("label_encoding")),
-            paper_tta=TTASpec.from_dict(data["paper_tta"]) if data.get("paper_tta") else None,
+            bands=tuple(data["bands"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            splits={k: tuple(v) for k, v in data["splits"].items()},
+            label_variant=str(data["label_variant"]),
+            label_encoding=LabelEncoding.from_dict(data["label_encoding"]),
+            paper_tta=None if data["paper_tta"] is None else TTASpec.from_dict(data["paper_tta"]),
         )
 
     def with_bands(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:
@@ -263,9 +262,9 @@ class TTASpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TTASpec:
         return cls(
-            hflip=bool(data.get("hflip", False)),
-            vflip=bool(data.get("vflip", False)),
-            rotations=tuple(data.get("rotations", (0,))),
-            scales=tuple(data.get("scales", (1.0,))),
-            merge=str(data.get("merge", "probs")),
+            hflip=bool(data["hflip"]),
+            vflip=bool(data["vflip"]),
+            rotations=tuple(data["rotations"]),
+            scales=tuple(data["scales"]),
+            merge=str(data["merge"]),
         )

@@ -20,7 +20,6 @@ from bicorseg.data.io import read_image, read_mask, sha256_file
 from bicorseg.data.release import PrepareResult, prepare
 from bicorseg.data.release import run as release_run
 from bicorseg.data.release.journal import WORK_DIR
-from bicorseg.data.release.manifest import read_manifest
 from bicorseg.errors import ConfigError, InputError
 from tests.helpers.data import POTSDAM_SPLITS, VAIHINGEN_SPLITS, expected_patches, load_generator, split_tiles
 
@@ -372,36 +371,11 @@ def test_prepared_dataset_over_isprs_patches(vaihingen_prepared, tmp_path):
         build_dataset("isaid", out, "val")
 
 
-def test_a_manifest_written_before_the_paper_protocol_still_reads_and_is_reused(tmp_path):
-    # Manifests of bicorseg before the paper protocol had no "protocol" and no "protocol_notes".
-    release = _tiny_vaihingen(tmp_path)
-    out = tmp_path / "out"
-    prepare("vaihingen", release, out, patch_size=64, splits=["val", "test"])
-    old = _manifest(out)
-    del old["protocol"], old["protocol_notes"]
-    (out / "manifest.json").write_text(json.dumps(old, indent=1))
-    manifest = read_manifest(out)
-    assert manifest.protocol == "clean" and manifest.protocol_notes == []
-    test = manifest.splits["test"]
-    assert test.count == len(old["splits"]["test"]["items"]) == 17 * expected_patches(*TINY, 64, 64, copies=1)
-    first = test.items[0]
-    assert (first.image, first.mask, first.source_name) == (
-        old["splits"]["test"]["items"][0]["image"],
-        old["splits"]["test"]["items"][0]["mask"],
-        old["splits"]["test"]["items"][0]["source_name"],
-    )
-    assert test.tiles[first.source_name].entries[0].name == first.name
-    assert len(build_dataset("vaihingen", out, "val+test")) == 18 * expected_patches(*TINY, 64, 64, copies=1)
-    again = prepare("vaihingen", release, out, patch_size=64, splits=["val", "test"])
-    assert again.splits["test"].reused == 17 and again.splits["val"].reused == 1  # nothing redone
-    assert _manifest(out) == {**old, "protocol": "clean", "protocol_notes": []}  # the same records
-
-
 def test_a_malformed_manifest_is_one_line_naming_the_file_and_the_key(tmp_path):
     release = _tiny_vaihingen(tmp_path)
     out = tmp_path / "out"
     prepare("vaihingen", release, out, patch_size=64, splits=["val"])
-    broken = _manifest(out)
+    complete, broken = _manifest(out), _manifest(out)
     broken["splits"]["val"]["items"][0]["height"] = "64"
     (out / "manifest.json").write_text(json.dumps(broken))
     with pytest.raises(InputError, match=r"manifest.json: malformed manifest: split 'val': 'height' is str"):
@@ -410,3 +384,11 @@ def test_a_malformed_manifest_is_one_line_naming_the_file_and_the_key(tmp_path):
     (out / "manifest.json").write_text(json.dumps(broken))
     with pytest.raises(InputError, match=r"malformed manifest: split 'val': no 'image'"):
         prepare("vaihingen", release, out, patch_size=64, splits=["val"])
+    # version 1 is the first format: a key it writes is required, even one with an obvious value
+    for key, message in [
+        ("protocol", "malformed manifest: no 'protocol'"),
+        ("version", "manifest version None"),
+    ]:
+        (out / "manifest.json").write_text(json.dumps({k: v for k, v in complete.items() if k != key}))
+        with pytest.raises(InputError, match=rf"manifest\.json: {message}"):
+            build_dataset("vaihingen", out, "val")

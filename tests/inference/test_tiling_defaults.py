@@ -11,6 +11,7 @@ import yaml
 
 from bicorseg.checkpoint import LIGHTNING_PREFIX, Tiling, load_checkpoint, metadata, save_checkpoint
 from bicorseg.cli.main import main
+from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
 from tests.helpers.inference import random_image, spec, write_geotiff
 from tests.helpers.models import tiny_config
@@ -41,18 +42,29 @@ def test_where_the_default_tile_comes_from(tmp_path: Path, recorded: Path, capsy
     assert (resolved["tile"], resolved["overlap"], resolved["tiling_from"]) == (96, 0.5, "checkpoint")
     resolved = _print_config(capsys, recorded, "--tile", "128")  # an option wins, the other stays
     assert (resolved["tile"], resolved["overlap"]) == (128, 0.5)
-    old = save_checkpoint(_model(), tmp_path / "old.ckpt")  # records nothing: 512 / 0.25
-    assert load_checkpoint(old).tiling == Tiling()
-    resolved = _print_config(capsys, old)
+    bare = save_checkpoint(_model(), tmp_path / "bare.ckpt")  # records nothing: 512 / 0.25
+    assert load_checkpoint(bare).tiling == Tiling()
+    resolved = _print_config(capsys, bare)
     assert (resolved["tile"], resolved["overlap"], resolved["tiling_from"]) == (512, 0.25, "default")
-    # a checkpoint of bicorseg train from before the tiling was recorded: its training crop
+
+
+@pytest.mark.parametrize(
+    ("tiling", "message"),
+    [
+        ({"tile": 16, "overlap": 0.25}, r"the tile must be an integer of at least 32, got 16"),
+        ({"tile": 96}, r"the overlap must be a number in \[0, 1\), got None"),
+        ([96, 0.25], r"the tile must be an integer"),
+    ],
+)
+def test_a_malformed_tiling_record_is_refused_not_replaced(tmp_path: Path, tiling, message) -> None:
     model = _model()
     lightning = {
-        "bicorseg": {**metadata(model), "train_config": {"data": {"crop_size": 160}}},
+        "bicorseg": {**metadata(model), "tiling": tiling},
         "state_dict": {LIGHTNING_PREFIX + k: v for k, v in model.state_dict().items()},
     }
     torch.save(lightning, tmp_path / "last.ckpt")
-    assert load_checkpoint(tmp_path / "last.ckpt").tiling == Tiling(160, 0.25, "training crop")
+    with pytest.raises(CheckpointError, match=rf"last\.ckpt has invalid metadata: tiling: {message}"):
+        load_checkpoint(tmp_path / "last.ckpt")
 
 
 @pytest.mark.slow

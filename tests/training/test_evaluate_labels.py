@@ -124,14 +124,15 @@ def test_evaluate_refuses_masks_outside_the_encoding(kind, bad, message, tmp_pat
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_label_encoding_round_trip_and_old_specs() -> None:
+def test_label_encoding_round_trip() -> None:
     table = ClassTable.from_dict(COLOUR_TABLE)
     spec = table.spec(("r", "g", "b"), (1.0, 2.0, 3.0), (1.0, 1.0, 1.0))
     assert spec.label_encoding == LabelEncoding("colours", tuple(COLOURS), ((0, 0, 0),))
     assert DatasetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    old = spec.to_dict()
-    del old["label_encoding"]  # a checkpoint written before the encoding was recorded
-    assert DatasetSpec.from_dict(old).label_encoding == LabelEncoding()
+    incomplete = spec.to_dict()
+    del incomplete["label_encoding"]  # every key of the first format is required
+    with pytest.raises(KeyError, match="label_encoding"):
+        DatasetSpec.from_dict(incomplete)
     values = ClassTable.from_dict(VALUE_TABLE).labels
     assert values.encoding() == LabelEncoding("values", (1, 2, 3, 4), (0,))
     assert LabelTable.identity(4, 4).encoding() == LabelEncoding()

@@ -14,7 +14,7 @@
                                    ["zoom",] "pixels": [per class], "ignored", "source_name"}, ...]}}}
 
 The records are :mod:`bicorseg.data.release.records`; paths in items are relative to ``DIR``.
-Manifests written before the paper protocol (no ``protocol``, no ``protocol_notes``) still read.
+Version 1 is the first format: another version, or a missing key, is refused in one line.
 """
 
 from __future__ import annotations
@@ -48,11 +48,9 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
         raise InputError(
             f"{path}: not a bicorseg manifest (format {data.get('format') if isinstance(data, dict) else None!r})"
         )
-    version = data.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise InputError(f"{path}: manifest version {version!r} is not a number")
-    if version > VERSION:
-        raise InputError(f"{path}: manifest version {version} is newer than this bicorseg supports")
+    version = data.get("version")
+    if version != VERSION:
+        raise InputError(f"{path}: manifest version {version!r}; this bicorseg reads version {VERSION}")
     if not isinstance(data.get("splits"), dict):
         raise InputError(f"{path}: manifest has no splits")
     try:

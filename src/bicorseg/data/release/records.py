@@ -1,10 +1,11 @@
 """The typed records of a prepared dataset: one patch, one finished tile, one split, the manifest.
 
 Each record reads its JSON form (``from_dict``) and writes it (``to_dict``) with the keys, in the
-order, that ``manifest.json`` and the journal (``.bicorseg-prepare/tiles/...``) have always held.
-Keys an older manifest lacks take the values those versions meant (no ``protocol``: ``clean``; no
-``zoom``: not a zoomed patch; no ``source_name``: ``""``), so old manifests still read; a missing key
-that has no such value, or a value of the wrong type, is a :class:`MalformedRecord`.
+order, that ``manifest.json`` and the journal (``.bicorseg-prepare/tiles/...``) hold. Version 1 is
+the first format: every key ``to_dict`` writes is required (``null`` where the value may be absent);
+only the keys it leaves out when they do not apply (a patch's ``zoom``, ``pixels``, ``ignored`` and
+``source_name``, a source's ``label``, a tile's ``settings``) may be missing. A missing key or a
+value of the wrong type is a :class:`MalformedRecord`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class MalformedRecord(ValueError):
 
 
 def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *default: Any) -> Any:
-    """``data[key]`` checked to be of ``kind`` (None allowed when it is the default)."""
+    """``data[key]`` checked to be of ``kind``; with a ``default``, the key may be missing (a key
+    ``to_dict`` leaves out) and None is allowed when it is the default."""
     if not isinstance(data, Mapping):
         raise MalformedRecord(f"expected an object, got {type(data).__name__}")
     if key not in data:
@@ -37,6 +39,15 @@ def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *defa
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise MalformedRecord(f"{key!r} is {type(value).__name__}, not {getattr(kind, '__name__', kind)}")
     return value
+
+
+def _nullable(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """``data[key]``, required, of ``kind`` or None."""
+    if not isinstance(data, Mapping):
+        raise MalformedRecord(f"expected an object, got {type(data).__name__}")
+    if key not in data:
+        raise MalformedRecord(f"no {key!r}")
+    return _get(data, key, kind, None)
 
 
 def _ints(values: Any, key: str) -> list[int]:
@@ -86,20 +97,20 @@ class PatchRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PatchRecord:
-        window = _get(data, "window", list, None)
+        window = _nullable(data, "window", list)
         zoom = _get(data, "zoom", dict, None)
         pixels = _get(data, "pixels", list, None)
         return cls(
             name=_get(data, "name", str),
             image=_get(data, "image", str),
-            mask=_get(data, "mask", str, None),
+            mask=_nullable(data, "mask", str),
             height=_get(data, "height", int),
             width=_get(data, "width", int),
             tile=_get(data, "tile", str),
             copy=_get(data, "copy", str),
             window=None if window is None else _ints(window, "window"),
             image_sha256=_get(data, "image_sha256", str),
-            mask_sha256=_get(data, "mask_sha256", str, None),
+            mask_sha256=_nullable(data, "mask_sha256", str),
             zoom=None if zoom is None else ZoomRecord.from_dict(zoom),
             pixels=None if pixels is None else _ints(pixels, "pixels"),
             ignored=_get(data, "ignored", int, None),
@@ -170,11 +181,11 @@ class Settings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
         return cls(
-            _get(data, "dataset", str, None),
-            _get(data, "variant", str, None),
-            _get(data, "rule", dict, None),
-            _get(data, "unknown_colours", str, None),
-            _get(data, "protocol", str, "clean"),
+            _nullable(data, "dataset", str),
+            _nullable(data, "variant", str),
+            _nullable(data, "rule", dict),
+            _nullable(data, "unknown_colours", str),
+            _get(data, "protocol", str),
         )
 
     def to_dict(self) -> JSON:
@@ -213,8 +224,8 @@ class TileRecord:
             fields=dict(_get(data, "fields", dict)),
             source=SourceIdentity.from_dict(_get(data, "source", dict)),
             size=_ints(_get(data, "size", list), "size"),
-            unknown_ignored=_get(data, "unknown_ignored", int, 0),
-            entries=[PatchRecord.from_dict(e) for e in _get(data, "entries", list, [])],
+            unknown_ignored=_get(data, "unknown_ignored", int),
+            entries=[PatchRecord.from_dict(e) for e in _get(data, "entries", list)],
             settings=None if settings is None else Settings.from_dict(settings),
         )
 
@@ -268,17 +279,17 @@ class SplitRecord:
         for item in items:
             by_source.setdefault(item.source_name, []).append(item)
         tiles = {}
-        for name, tile in _get(data, "tiles", dict, {}).items():
+        for name, tile in _get(data, "tiles", dict).items():
             tiles[name] = TileRecord.from_dict({**tile, "name": name, "entries": []})
             tiles[name] = replace(tiles[name], entries=by_source.get(name, []))
-        pixels = _get(data, "pixels", list, None)
+        pixels = _nullable(data, "pixels", list)
         return cls(
-            rule=_get(data, "rule", dict, None),
-            label_variant=_get(data, "label_variant", str, None),
+            rule=_nullable(data, "rule", dict),
+            label_variant=_nullable(data, "label_variant", str),
             tiles=tiles,
             items=items,
             pixels=None if pixels is None else _ints(pixels, "pixels"),
-            ignored=_get(data, "ignored", int, None),
+            ignored=_nullable(data, "ignored", int),
         )
 
     def to_dict(self) -> JSON:
@@ -318,17 +329,17 @@ class Manifest:
         splits = _get(data, "splits", dict)
         return cls(
             dataset=_get(data, "dataset", str),
-            variant=_get(data, "variant", str, None),
+            variant=_nullable(data, "variant", str),
             spec=_get(data, "spec", dict),
             splits={name: _split(name, split) for name, split in splits.items()},
-            bands=list(_get(data, "bands", list, [])),
-            unknown_colours=_get(data, "unknown_colours", str, None),
-            protocol=_get(data, "protocol", str, "clean"),
-            protocol_notes=list(_get(data, "protocol_notes", list, [])),
-            sources=list(_get(data, "sources", list, [])),
-            found=dict(_get(data, "found", dict, {})),
-            bicorseg_version=_get(data, "bicorseg_version", str, None),
-            version=_get(data, "version", int, VERSION),
+            bands=list(_get(data, "bands", list)),
+            unknown_colours=_nullable(data, "unknown_colours", str),
+            protocol=_get(data, "protocol", str),
+            protocol_notes=list(_get(data, "protocol_notes", list)),
+            sources=list(_get(data, "sources", list)),
+            found=dict(_get(data, "found", dict)),
+            bicorseg_version=_nullable(data, "bicorseg_version", str),
+            version=_get(data, "version", int),
         )
 
     def to_dict(self) -> JSON:
