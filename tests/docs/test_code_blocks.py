@@ -61,5 +61,5 @@ def test_code_block_runs(name: str, code: str, tmp_path, monkeypatch) -> None:
     exec(compile(code, name, "exec"), namespace)
     if "predict_array(" in code:  # the API example: the sliding-window output has the image's size
         assert namespace["classes"].shape == (300, 400)
-        assert namespace["logits"].shape[1] == namespace["config"].num_classes
+        assert namespace["logits"].shape[1] == namespace["model"].config.num_classes
         assert (tmp_path / "model.ckpt").is_file()
