@@ -19,13 +19,42 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bicorseg.errors import ConfigError
+from bicorseg.errors import BicorsegError, ConfigError
 
 # ImageNet statistics in 8-bit units (the normalisation of the published recipes).
 IMAGENET_MEAN_8BIT = (123.675, 116.28, 103.53)
 IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
 
 LABEL_KINDS = ("index", "values", "colours")
+MAX_CLASS_NAME = 100  # characters
+
+
+def check_class_names(
+    names: Sequence[Any], where: str, error: type[BicorsegError] = ConfigError
+) -> tuple[str, ...]:
+    """The one rule for class names, wherever they come from (dataset specs and checkpoints, class
+    tables, the tags of class rasters): each a string of 1 to ``MAX_CLASS_NAME`` printable
+    characters, all different. Control and format characters are refused (they would move a
+    terminal's cursor, make an XML style unreadable or hide text); everything printable is a valid
+    name and is escaped where it is printed or written (rich markup in tables, XML, HTML, CSV).
+    Raises ``error`` (one line naming ``where`` and the class) or returns the names as a tuple.
+    """
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
+            raise error(f"{where}: class {index} has the name {name!r}, not a string")
+        if not name or len(name) > MAX_CLASS_NAME:
+            raise error(f"{where}: class {index}: a class name has 1 to {MAX_CLASS_NAME} characters, "
+                        f"got {len(name)}")  # fmt: skip
+        if not name.isprintable():
+            raise error(
+                f"{where}: class {index} has the name {name[:MAX_CLASS_NAME]!r}, with a control or "
+                "format character: class names are printable text"
+            )
+    if len(set(names)) != len(names):
+        twice = next(name for i, name in enumerate(names) if name in names[:i])
+        raise error(f"{where}: the class name {twice!r} is given twice: class names must be unique")
+    return tuple(names)
+
 
 # The official releases declared in bicorseg.data.datasets, and every kind of dataset the commands
 # take (``folder``: a custom folder dataset; ``geo``: georeferenced rasters with label polygons or
@@ -149,6 +178,7 @@ class DatasetSpec:
     paper_tta: TTASpec | None = None
 
     def __post_init__(self) -> None:
+        check_class_names(self.class_names, f"dataset {self.name!r}")
         n = len(self.class_names)
         if n < 2:
             raise ConfigError(f"dataset {self.name!r}: at least 2 classes are needed, got {n}")

@@ -138,6 +138,11 @@ def test_class_table_validation(tmp_path):
         ("classes: [{name: a, value: 0}, {name: b, value: 0}]", "listed twice"),
         ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: [1]", "listed twice"),
         ("[unclosed", "unreadable class table"),
+        (
+            'classes: [{name: "a\\e[31m", value: 0}, {name: b, value: 1}]',
+            r"class 0 has the name 'a\\x1b\[31m'",
+        ),
+        ("classes: [{name: a, value: 0}, {name: a, value: 1}]", "the class name 'a' is given twice"),
     ]:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):

@@ -173,3 +173,46 @@ def test_write_report_refuses_unknown_formats(tmp_path):
     report = class_areas(write_class_raster(tmp_path / "b.tif", blocks()))
     with pytest.raises(Exception, match="unknown report format"):
         write_report(report, tmp_path / "r.xlsx")
+
+
+def test_a_huge_value_in_an_unnamed_int32_raster_is_one_line_not_gigabytes(tmp_path, capsys):
+    classes = np.zeros((32, 32), np.int32)
+    classes[3, 7] = 2**31 - 1  # counted in a table indexed by class, that is 16 GiB
+    path = write_class_raster(tmp_path / "big.tif", classes, nodata=None, names=None)
+    assert main(["areas", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "pixel value 2147483647 at row 3, column 7 is not a class (0..65535 without class names" in err
+    assert "--class-table" in err
+
+
+def test_land_cover_codes_without_names_are_counted_per_value(tmp_path):
+    classes = np.full((20, 20), 523, np.uint16)  # CORINE-like codes
+    classes[:5] = 111
+    classes[5:, :4] = 65535
+    path = write_class_raster(tmp_path / "clc.tif", classes, nodata=None, names=None)
+    rows = {row.class_id: row for row in class_areas(path).classes}
+    assert sorted(rows) == [111, 523, 65535]
+    assert (rows[111].pixels, rows[523].pixels, rows[65535].pixels) == (100, 240, 60)
+    assert rows[523].class_name == "class_523"
+
+
+def test_class_names_are_printed_as_text_never_as_markup(tmp_path, capsys):
+    names = ["[bold]field[/bold]", "[/oops]", "a [link=http://x]b[/link]", "c", "d", "e"]
+    path = write_class_raster(tmp_path / "m.tif", blocks(), names=tuple(names))
+    assert main(["areas", str(path)]) == 0
+    table = capsys.readouterr().out
+    for name in ("[bold]field[/bold]", "[/oops]", "a [link=http://x]b[/link]"):
+        assert name in table
+
+
+@pytest.mark.parametrize("name", ["field\x1b[2J", "tree\u202e", "a\nb", ""])
+def test_class_names_with_control_characters_are_one_line(tmp_path, capsys, name):
+    names = ("bare ground", name, "tree", "water", "road", "building")
+    path = write_class_raster(tmp_path / "m.tif", blocks(), names=names)
+    for command in (["areas", str(path)], ["vectorize", str(path), "--output", str(tmp_path / "o.gpkg")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "\x1b" not in err and "\u202e" not in err
+        assert "the tag bicorseg_classes: class 1" in err
+    assert files(tmp_path) == ["m.tif"]

@@ -56,3 +56,9 @@ def test_a_class_without_a_colour_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"no colour for class 1 \('b'\)"):
         write_qml(tmp_path / "x.tif", ["a", "b"], [(0, 0, 0)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_names_with_control_characters_never_reach_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"QGIS style: class 1 has the name 'b\\x07', with a control"):
+        write_qml(tmp_path / "x.tif", ["a", "b\x07"], [(0, 0, 0), (1, 1, 1)])
+    assert list(tmp_path.iterdir()) == []

@@ -54,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
 def _print_table(report) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    # names and paths are data, never rich markup: Text cells are printed as they are
     title = f"{report.raster}: areas {report.area_method}" + (f", inside {report.aoi}" if report.aoi else "")
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in ("class", "name", "pixels", "m2", "ha", "%"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for row in report.classes:
-        table.add_row(str(row.class_id), row.class_name, f"{row.pixels:,}", f"{row.area_m2:,.1f}",
+        table.add_row(str(row.class_id), Text(row.class_name), f"{row.pixels:,}", f"{row.area_m2:,.1f}",
                       f"{row.area_ha:,.4f}", f"{row.percent:.2f}")  # fmt: skip
     table.add_row("", "total (valid)", f"{report.total_pixels:,}", f"{report.total_m2:,.1f}",
                   f"{report.total_ha:,.4f}", "100.00" if report.total_m2 > 0 else "0.00")  # fmt: skip

@@ -42,7 +42,7 @@ from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
 from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec, check_class_names
 from bicorseg.yaml_files import read_yaml_mapping
 
 _MASK_SUFFIX_ORDER = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -103,8 +103,7 @@ class ClassTable:
                 colours.append(parse_colour(colour, f"{at}.colour"))
             if "value" in entry:
                 values.append(_integer(entry["value"], f"{at}.value"))
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{where}: class names must be unique")
+        check_class_names(names, where)
         n = len(names)
         ignore_index = data.get("ignore_index", n)
         if not isinstance(ignore_index, int) or not n <= ignore_index <= 255:

@@ -3,7 +3,9 @@
 QGIS loads ``<stem>.qml`` automatically when it opens ``<stem>.tif``. The style is a paletted
 (unique values) renderer on band 1 with one entry per class (value, colour, label), nearest-
 neighbour resampling (class values are never blended) and the nodata value listed as fully
-transparent. Needs nothing beyond the standard library.
+transparent. Class names follow the one rule of :func:`bicorseg.spec.check_class_names` (printable
+text, so the XML always parses); XML's special characters are escaped by ``ElementTree``. Needs
+nothing beyond the standard library.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from bicorseg.atomic import write_text_atomic
 from bicorseg.data.labels import colour_hex
 from bicorseg.errors import ConfigError
+from bicorseg.spec import check_class_names
 
 _RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png"}
 
@@ -34,6 +37,7 @@ def qml_text(
     nodata: int | None = 255,
 ) -> str:
     """The QML document: ``palette`` gives an RGB colour per class index (a sequence or a mapping)."""
+    class_names = check_class_names(class_names, "QGIS style")
     colours = dict(enumerate(palette)) if not isinstance(palette, Mapping) else dict(palette)
     missing = [i for i in range(len(class_names)) if i not in colours]
     if missing:

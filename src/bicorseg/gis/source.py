@@ -6,7 +6,9 @@ Class names come from a class table (YAML, the format of :mod:`bicorseg.data.fol
 given, else from the raster's tags; without either, class ``i`` is called ``class_i``. Nodata is the
 raster's mask (its nodata value or internal mask); a uint8 raster without a nodata value has 255 as
 nodata (255 is never a class: at most 255 classes fit a uint8 map). A pixel value that is not one
-of the known classes is an error, never silently named.
+of the known classes is an error, never silently named; without names, class ids are
+``0..MAX_UNNAMED_CLASS`` (the uint16 range: land-cover codes fit, a stray 32-bit value is refused
+rather than counted in a table of four billion entries).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from bicorseg.defaults import NODATA, default_class_name
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, open_raster
 from bicorseg.raster_access import input_path
+from bicorseg.spec import check_class_names
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
 DEFAULT_WINDOW = 2048
+MAX_UNNAMED_CLASS = 65535  # the largest class id of a raster without class names
 _SHAPES_TYPES = {"uint8", "uint16", "int16", "int32"}
 
 
@@ -81,6 +85,11 @@ class ClassRaster:
 
     # --- classes --------------------------------------------------------------------------------
 
+    @property
+    def class_limit(self) -> int:
+        """One more than the largest class id: the number of names, or ``MAX_UNNAMED_CLASS + 1``."""
+        return len(self.names) if self.names is not None else MAX_UNNAMED_CLASS + 1
+
     def name(self, class_id: int) -> str:
         if self.names is not None and 0 <= class_id < len(self.names):
             return self.names[class_id]
@@ -97,7 +106,7 @@ class ClassRaster:
                 chosen.add(self.names.index(text))
             elif text.lstrip("-").isdigit():
                 value = int(text)
-                limit = len(self.names) if self.names is not None else NODATA
+                limit = self.class_limit
                 if not 0 <= value < limit:
                     raise ConfigError(f"classes: {value} is not a class id (0..{limit - 1})")
                 chosen.add(value)
@@ -141,11 +150,15 @@ class ClassRaster:
         if not values.size:
             return
         low, high = int(values.min()), int(values.max())
-        limit = len(self.names) if self.names is not None else None
-        if low < 0 or (limit is not None and high >= limit):
+        limit = self.class_limit
+        if low < 0 or high >= limit:
             bad = low if low < 0 else high
             rows, cols = np.nonzero(valid & (data == bad))
-            known = f"0..{limit - 1} in {self.names_from}" if limit is not None else "non-negative"
+            known = (
+                f"0..{limit - 1} in {self.names_from}"
+                if self.names is not None
+                else f"0..{limit - 1} without class names: give `class_table`"
+            )
             raise InputError(
                 f"{self.path}: pixel value {bad} at row {int(window.row_off + rows[0])}, column "
                 f"{int(window.col_off + cols[0])} is not a class ({known})"
@@ -160,6 +173,6 @@ def _tag_names(src: rasterio.DatasetReader, path: Path) -> list[str] | None:
         names = json.loads(text)
     except json.JSONDecodeError:
         names = None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list):
         raise InputError(f"{path}: the tag {CLASSES_TAG} is not a JSON list of class names")
-    return names
+    return list(check_class_names(names, f"{path}: the tag {CLASSES_TAG}", InputError))
