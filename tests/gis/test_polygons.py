@@ -74,11 +74,10 @@ def test_default_simplification_keeps_each_class_area_within_3_percent(scene, tm
     assert shapely.is_valid(geoms).all() and shapely.is_valid(exact_geoms).all()
 
 
-@pytest.mark.parametrize("simplify", [0.0, None])
-def test_polygons_cut_by_window_seams_come_out_whole(scene, tmp_path, simplify):
+def test_polygons_cut_by_window_seams_come_out_whole(scene, tmp_path):
     path, _ = scene
-    whole = vectorize_raster(path, tmp_path / "whole.fgb", VectorizeOptions(window=4096, simplify=simplify))
-    tiled = vectorize_raster(path, tmp_path / "tiled.fgb", VectorizeOptions(window=100, simplify=simplify))
+    whole = vectorize_raster(path, tmp_path / "whole.fgb", VectorizeOptions(window=4096, simplify=0))
+    tiled = vectorize_raster(path, tmp_path / "tiled.fgb", VectorizeOptions(window=100, simplify=0))
     assert (whole.windows, tiled.windows) == (1, 64)
     _, whole_geoms, whole_fields = read_features(tmp_path / "whole.fgb")
     _, tiled_geoms, tiled_fields = read_features(tmp_path / "tiled.fgb")
@@ -93,6 +92,138 @@ def test_polygons_cut_by_window_seams_come_out_whole(scene, tmp_path, simplify):
     bounds = shapely.bounds(whole_geoms)
     first, last = ((bounds[:, [0, 2]] - transform.c) / transform.a).T  # pixel columns
     assert (np.floor(first / 100) != np.floor((last - 1e-6) / 100)).sum() > 20
+
+
+def coverage_faults(geoms: np.ndarray) -> tuple[float, float]:
+    """(area of the gaps inside the polygons' extent, area covered twice), in the geometry's units."""
+    union = shapely.union_all(geoms)
+    overlaps = float(shapely.area(geoms).sum() - union.area)
+    gaps = float(shapely.box(*union.bounds).area - union.area)
+    return gaps, overlaps
+
+
+@pytest.mark.parametrize("window", [4096, 64])
+def test_simplified_polygons_are_a_coverage_across_window_seams(scene, tmp_path, window):
+    """The scene has no nodata: the polygons must tile its extent exactly, edges shared vertex for vertex."""
+    path, mask = scene
+    summary = vectorize_raster(path, tmp_path / "s.gpkg", VectorizeOptions(window=window))
+    assert summary.windows == (1 if window == 4096 else 144)
+    _, geoms, fields = read_features(tmp_path / "s.gpkg")
+    assert shapely.coverage_is_valid(geoms)  # shared edges have the same vertices on both sides
+    assert coverage_faults(geoms) == (0.0, 0.0)
+    union = shapely.union_all(geoms)
+    assert shapely.equals(union, shapely.box(*shapely.total_bounds(geoms)))
+    assert union.area == pytest.approx(768 * 768 * 0.25, rel=1e-12)
+    # simplified: fewer vertices than the pixel edges, class totals within 2 % of the pixels
+    vectorize_raster(path, tmp_path / "exact.gpkg", VectorizeOptions(window=window, simplify=0))
+    _, exact, _ = read_features(tmp_path / "exact.gpkg")
+    assert shapely.get_num_coordinates(geoms).sum() < 0.7 * shapely.get_num_coordinates(exact).sum()
+    pixel_m2 = np.bincount(mask.ravel(), minlength=6) * 0.25
+    for class_id in range(6):
+        total = fields["area_m2"][fields["class_id"] == class_id].sum()
+        assert total == pytest.approx(pixel_m2[class_id], rel=0.02)
+
+
+def test_a_coverage_around_nodata_and_left_out_classes(tmp_path):
+    _, mask = generate_scene(256, seed=9)
+    classes = mask.astype(np.uint8)
+    classes[:40, :90] = 255  # nodata across a window seam
+    classes[200:, 150:] = 255
+    path = write_class_raster(tmp_path / "m.tif", classes)
+    vectorize_raster(path, tmp_path / "all.gpkg", VectorizeOptions(window=48))
+    _, geoms, fields = read_features(tmp_path / "all.gpkg")
+    assert shapely.coverage_is_valid(geoms)
+    assert coverage_faults(geoms)[1] == 0.0  # no overlaps
+    assert set(fields["class_id"].tolist()) == set(np.unique(classes[classes != 255]).tolist())
+    # choosing classes leaves the chosen polygons exactly as they are among all the others
+    vectorize_raster(path, tmp_path / "two.gpkg", VectorizeOptions(window=48, classes=["tree", "road"]))
+    _, chosen, _ = read_features(tmp_path / "two.gpkg")
+    mine = np.isin(fields["class_id"], [2, 4])
+    assert sorted(shapely.to_wkt(chosen).tolist()) == sorted(shapely.to_wkt(geoms[mine]).tolist())
+
+
+def test_min_area_merges_small_regions_into_the_class_around_them_whatever_the_windows(tmp_path):
+    classes = np.zeros((64, 64), np.uint8)
+    classes[:, 32:] = 1
+    classes[10, 10] = classes[40, 50] = 2  # single pixels inside class 0 and class 1
+    classes[31:33, 15] = 3  # two pixels across the window seam at row 32 (window 32)
+    classes[20, 31:33] = 4  # two pixels across the seam at column 32: 3 neighbours of class 0, 3 of class 1
+    classes[50:56, 5:11] = 5  # 36 pixels: kept
+    classes[0:3, 60:64] = 255
+    classes[1, 62] = 2  # one pixel with only nodata around it: nothing to merge it into
+    classes[2, 62] = 255
+    path = write_class_raster(tmp_path / "m.tif", classes)
+    outputs = []
+    for window in (32, 4096):
+        out = tmp_path / f"m{window}.gpkg"
+        summary = vectorize_raster(path, out, VectorizeOptions(window=window, simplify=0, min_area=0.75))
+        assert summary.merge_pixels == 3  # regions of fewer than 3 pixels of 0.25 m2
+        outputs.append(read_features(out))
+    (_, geoms, fields), (_, whole, whole_fields) = outputs
+    assert sorted(zip(fields["class_id"].tolist(), shapely.to_wkt(geoms).tolist())) == sorted(
+        zip(whole_fields["class_id"].tolist(), shapely.to_wkt(whole).tolist())
+    )
+    by_class = {c: fields["area_m2"][fields["class_id"] == c] for c in range(6)}
+    assert by_class[3].size == 0 and by_class[4].size == 0  # merged (the tie at the seam: class 0)
+    assert by_class[2].tolist() == [0.25]  # only the pixel in the nodata
+    assert by_class[5].tolist() == [9.0]
+    merged = classes.copy()
+    merged[10, 10], merged[31:33, 15], merged[20, 31:33], merged[40, 50] = 0, 0, 0, 1
+    for class_id in (0, 1):
+        assert by_class[class_id].sum() == (merged == class_id).sum() * 0.25
+    assert len(shapely.get_parts(geoms[fields["class_id"] == 0][0].interiors)) == 1  # the block of 5 only
+    assert fields["area_m2"].sum() == (classes != 255).sum() * 0.25  # nothing dropped: a coverage
+
+
+def test_min_area_beyond_a_quarter_of_the_window_is_refused(tmp_path):
+    path = write_class_raster(tmp_path / "m.tif", np.zeros((32, 32), np.uint8))
+    with pytest.raises(ConfigError, match=r"min_area 300 m2 is 1200 pixels .* at most 512 pixels"):
+        vectorize_raster(path, tmp_path / "o.gpkg", VectorizeOptions(min_area=300.0))
+    assert files(tmp_path) == ["m.tif"]
+
+
+def test_a_window_with_more_regions_than_the_budget_is_refused_before_polygonising(tmp_path, capsys):
+    y, x = np.mgrid[0:64, 0:64]
+    path = write_class_raster(tmp_path / "checker.tif", ((y + x) % 2).astype(np.uint8))
+    with pytest.raises(InputError, match=r"window at row 0, column 0 \(32 x 32 px\) has 1,024 regions, more "
+                                         r"than the 1,000 allowed per window"):  # fmt: skip
+        vectorize_raster(path, tmp_path / "c.gpkg", VectorizeOptions(window=32, max_polygons=1000))
+    status, _, err = _run(capsys, str(path), "--output", str(tmp_path / "c.gpkg"), "--max-polygons", "500")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "4,096 regions" in err and "--min-area" in err and "--max-polygons" in err
+    assert files(tmp_path) == ["checker.tif"]
+    # under the budget it goes through: every pixel a polygon
+    assert vectorize_raster(path, tmp_path / "c.gpkg", VectorizeOptions(max_polygons=4096)).features == 4096
+
+
+def test_geojson_is_rfc_7946_unless_the_rasters_crs_is_asked_for(tmp_path):
+    classes = np.zeros((40, 40), np.uint8)
+    classes[10:20, 10:30] = 4
+    path = write_class_raster(tmp_path / "m.tif", classes)
+    vectorize_raster(path, tmp_path / "wgs.geojson", VectorizeOptions(simplify=0))
+    document = json.loads((tmp_path / "wgs.geojson").read_text())
+    assert "crs" not in document
+    ring = document["features"][0]["geometry"]["coordinates"][0]
+    lon, lat = ring[0]
+    assert 14.9 < lon < 15.1 and 45.1 < lat < 45.2  # longitude first
+    assert all(len(repr(v).split(".")[-1]) <= 7 for point in ring for v in point)  # RFC 7946's precision
+    meta, geoms, fields = read_features(tmp_path / "wgs.geojson")
+    assert meta["crs"].to_epsg() == 4326 and shapely.is_valid(geoms).all()
+    assert fields["area_m2"][fields["class_id"] == 4][0] == pytest.approx(50.0 / 0.9996**2, rel=2e-4)
+    vectorize_raster(path, tmp_path / "utm.geojson", VectorizeOptions(simplify=0, to_crs="raster"))
+    document = json.loads((tmp_path / "utm.geojson").read_text())
+    assert "32633" in json.dumps(document["crs"])
+    assert document["features"][0]["geometry"]["coordinates"][0][0][0] > 500_000
+
+
+def test_geopackage_is_written_at_version_1_2(tmp_path):
+    import sqlite3
+
+    path = write_class_raster(tmp_path / "m.tif", np.zeros((16, 16), np.uint8))
+    vectorize_raster(path, tmp_path / "m.gpkg")
+    with sqlite3.connect(tmp_path / "m.gpkg") as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
 
 
 def test_regions_joined_only_through_other_windows_are_one_polygon(tmp_path):
@@ -133,19 +264,22 @@ def test_every_format_has_the_fields_the_crs_and_valid_polygons(tmp_path, suffix
     summary = vectorize_raster(path, out, VectorizeOptions(simplify=0))
     meta, geoms, fields = read_features(out)
     assert set(fields) == {"class_id", "class_name", "area_m2", "perimeter_m"}
-    assert meta["crs"].to_epsg() == 32633
+    assert meta["crs"].to_epsg() == (4326 if suffix == ".geojson" else 32633)  # GeoJSON: RFC 7946
     assert shapely.is_valid(geoms).all() and (shapely.get_type_id(geoms) == 3).all()
     assert sorted(zip(fields["class_id"].tolist(), fields["class_name"].tolist())) == [
         (1, "field"),
         (5, "building"),
     ]
     building = fields["class_id"] == 5
-    assert fields["area_m2"][building][0] == pytest.approx(10.0)
-    assert fields["perimeter_m"][building][0] == pytest.approx(14.0)
+    rel = 2e-3 if suffix == ".geojson" else 1e-9  # on the ellipsoid: UTM's scale there is 0.9996..1.0004
+    assert fields["area_m2"][building][0] == pytest.approx(10.0, rel=rel)
+    assert fields["perimeter_m"][building][0] == pytest.approx(14.0, rel=rel)
     field_area = fields["area_m2"][fields["class_id"] == 1][0]
-    assert field_area == pytest.approx(40 * 80 * 0.25 - 10.0)  # nodata rows excluded, the building a hole
-    assert fields["perimeter_m"][fields["class_id"] == 1][0] == pytest.approx(2 * (40 + 20) + 14.0)
-    assert summary.features == 2 and summary.classes[5].area_m2 == pytest.approx(10.0)
+    assert field_area == pytest.approx(
+        40 * 80 * 0.25 - 10.0, rel=rel
+    )  # nodata rows excluded, the building a hole
+    assert fields["perimeter_m"][fields["class_id"] == 1][0] == pytest.approx(2 * (40 + 20) + 14.0, rel=rel)
+    assert summary.features == 2 and summary.classes[5].area_m2 == pytest.approx(10.0, rel=rel)
     if suffix == ".parquet":
         assert meta["geo"]["columns"]["geometry"]["encoding"] == "WKB"
     else:
@@ -177,7 +311,7 @@ def test_to_crs_reprojects_and_keeps_true_areas(tmp_path):
     classes = np.zeros((100, 100), np.uint8)
     classes[20:80, 20:60] = 4
     path = write_class_raster(tmp_path / "m.tif", classes)
-    vectorize_raster(path, tmp_path / "utm.geojson", VectorizeOptions(simplify=0))
+    vectorize_raster(path, tmp_path / "utm.geojson", VectorizeOptions(simplify=0, to_crs="raster"))
     vectorize_raster(path, tmp_path / "wgs.geojson", VectorizeOptions(simplify=0, to_crs="EPSG:4326"))
     _, _, utm_fields = read_features(tmp_path / "utm.geojson")
     meta, wgs, wgs_fields = read_features(tmp_path / "wgs.geojson")
@@ -190,18 +324,20 @@ def test_to_crs_reprojects_and_keeps_true_areas(tmp_path):
     assert wgs_fields["area_m2"][wgs_fields["class_id"] == 4][0] == pytest.approx(600.0 / 0.9996**2, rel=2e-4)
 
 
-def test_min_area_classes_and_nodata(tmp_path):
+def test_classes_and_nodata(tmp_path):
     classes = np.zeros((64, 64), np.uint8)
     classes[5:7, 5:7] = 5  # 1 m2
     classes[20:40, 20:40] = 5  # 100 m2
     classes[50:60, 10:20] = 2  # 25 m2
     classes[0:3, 50:64] = 255
     path = write_class_raster(tmp_path / "m.tif", classes)
-    vectorize_raster(
-        path, tmp_path / "a.gpkg", VectorizeOptions(min_area=2.0, classes=["building", "2"], simplify=0)
-    )
+    vectorize_raster(path, tmp_path / "a.gpkg", VectorizeOptions(classes=["building", "2"], simplify=0))
     _, _, fields = read_features(tmp_path / "a.gpkg")
-    assert sorted(zip(fields["class_id"].tolist(), fields["area_m2"].tolist())) == [(2, 25.0), (5, 100.0)]
+    assert sorted(zip(fields["class_id"].tolist(), fields["area_m2"].tolist())) == [
+        (2, 25.0),
+        (5, 1.0),
+        (5, 100.0),
+    ]
     vectorize_raster(path, tmp_path / "b.gpkg", VectorizeOptions(simplify=0, classes=[0]))
     _, _, fields = read_features(tmp_path / "b.gpkg")
     assert fields["area_m2"].sum() == pytest.approx((64 * 64 - 4 - 400 - 100 - 42) * 0.25)

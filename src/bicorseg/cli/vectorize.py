@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.gis import DEFAULT_MAX_POLYGONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
@@ -16,10 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Turn a class raster (as bicorseg predict writes) into polygons, one feature per connected "
             "region of a class, with the fields class_id, class_name, area_m2 and perimeter_m, in the "
-            "raster's CRS. The raster is read in windows; polygons cut by window seams are dissolved, so "
-            "the result does not depend on the window size. Areas are in square metres (planar for "
-            "projected CRSs that keep areas, on the ellipsoid otherwise). Nodata pixels belong to no "
-            'polygon. Needs the extra: pip install "bicorseg[vector]".'
+            "raster's CRS (GeoJSON: WGS 84 longitude/latitude, as RFC 7946 asks). The polygons are a "
+            "coverage: neighbours share their edges vertex for vertex, simplified or not, so they have "
+            "neither gaps nor overlaps. The raster is read in windows; polygons cut by window seams are "
+            "dissolved. Areas are in square metres (planar for projected CRSs that keep areas, on the "
+            "ellipsoid otherwise). Nodata pixels belong to no polygon. "
+            'Needs the extra: pip install "bicorseg[vector]".'
         ),
     )
     parser.add_argument("raster", metavar="RASTER", help="single-band class raster")
@@ -28,14 +31,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--simplify",
         type=float,
         default=None,
-        help="Douglas-Peucker tolerance in the raster's CRS units, topology preserved per polygon "
-        "(default 1.5 pixels; 0 keeps the pixel edges)",
+        help="simplification tolerance in the raster's CRS units, shared edges simplified once for "
+        "both polygons (default 1.5 pixels; 0 keeps the pixel edges)",
     )
-    parser.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (m2)")
-    parser.add_argument("--to-crs", default=None, help="reproject the polygons (e.g. EPSG:4326)")
+    parser.add_argument(
+        "--min-area",
+        type=float,
+        default=0.0,
+        help="merge regions smaller than this (m2) into the class most common around them before "
+        "making polygons: removes speckle and keeps the coverage whole (default 0: every region)",
+    )
+    parser.add_argument(
+        "--to-crs",
+        default=None,
+        help="reproject the polygons (e.g. EPSG:3035); 'raster' keeps the raster's CRS, also for GeoJSON "
+        "(default: the raster's CRS; GeoJSON: WGS 84)",
+    )
     parser.add_argument("--classes", nargs="+", default=None, metavar="CLASS", help="class names or ids")
     parser.add_argument("--class-table", default=None, help="YAML class table (default: the raster's tags)")
     parser.add_argument("--window", type=int, default=2048, help="window size in pixels (default 2048)")
+    parser.add_argument(
+        "--max-polygons",
+        type=int,
+        default=DEFAULT_MAX_POLYGONS,
+        help=f"refuse a window with more regions than this (default {DEFAULT_MAX_POLYGONS:,}; memory "
+        "grows by about 3 KiB per region)",
+    )
     parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no summary")
@@ -45,9 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def print_summary(summary, file=None) -> None:
     """One line for the output and one per class, for the vectorize and predict commands."""
     file = file or sys.stderr
+    merged = f", regions under {summary.merge_pixels} px merged" if summary.merge_pixels else ""
     print(
         f"{summary.raster.name} -> {summary.output}: {summary.features} polygon(s), areas {summary.area_method}, "
-        f"simplified at {summary.simplify:g} CRS units, {summary.windows} window(s), {summary.seconds:.1f} s",
+        f"simplified at {summary.simplify:g} CRS units{merged}, {summary.windows} window(s), "
+        f"{summary.seconds:.1f} s",
         file=file,
     )
     for entry in sorted(summary.classes.values(), key=lambda c: c.class_id):
@@ -72,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         classes=args.classes,
         class_table=args.class_table,
         window=args.window,
+        max_polygons=args.max_polygons,
         overwrite=args.overwrite,
     )
     with one_line_warnings("vectorize"), remote_access(args.allow_remote):

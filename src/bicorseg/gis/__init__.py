@@ -16,12 +16,15 @@ from __future__ import annotations
 from bicorseg.errors import ConfigError
 
 EXTRA_HINT = 'pip install "bicorseg[vector]"'
+# regions a window of `vectorize` may have (about 3 KiB of memory each): declared here, where the
+# command line reads it without importing shapely
+DEFAULT_MAX_POLYGONS = 100_000
 
 
 def require_vector() -> None:
     """Raise a one-line :class:`ConfigError` when the ``vector`` extra is not installed."""
     missing = []
-    for module in ("shapely", "pyproj", "pyogrio", "pyarrow"):
+    for module in ("shapely", "pyproj", "pyogrio", "pyarrow", "scipy"):
         try:
             __import__(module)
         except ImportError:

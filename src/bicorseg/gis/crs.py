@@ -109,7 +109,9 @@ class Measure:
         area = np.empty(len(geoms))
         perimeter = np.empty(len(geoms))
         for i, geom in enumerate(lonlat):
-            area[i], perimeter[i] = self.geod.geometry_area_perimeter(geom)
+            area[i], _ = self.geod.geometry_area_perimeter(geom)
+            # pyproj's polygon perimeter is the exterior's alone: the rings are measured as lines
+            perimeter[i] = self.geod.geometry_length(geom.boundary)
         return np.abs(area), perimeter
 
     def _lonlat(self, coords: np.ndarray) -> np.ndarray:

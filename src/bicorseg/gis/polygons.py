@@ -1,31 +1,42 @@
-"""Class raster -> polygons per class, window by window, with the polygons cut at window seams dissolved.
+"""Class raster -> polygons per class, window by window: a coverage (shared edges shared), seams dissolved.
 
-:func:`vectorize_raster` reads the raster in windows (2048 px by default) in row-major order and
-polygonises each with ``rasterio.features.shapes`` (4-connected regions of one class, in pixel
-coordinates, so that everything is exact integer geometry). A polygon that does not reach a window
-edge shared with another window is final and written at once. One that does is kept pending: the
-class pixels on both sides of each seam tell which pending pieces belong together (same class,
-side by side across the seam), pieces are grouped with a union-find, and a group is dissolved
-(``shapely.union_all``) and written as soon as none of its pieces waits for a window not yet read.
-Memory holds one window, one raster row of seam labels and the pending groups, never the whole
-map, and the polygons are the same as from one window over the whole raster.
+:func:`vectorize_raster` reads the raster in windows (2048 px by default) in row-major order, each
+with a margin (:mod:`bicorseg.gis.regions`). Per window:
 
-Each polygon is then
+1. small regions are merged into their neighbours when ``min_area`` is given (square metres,
+   converted to pixels with the area of the pixel at the raster's centre; see
+   :func:`~bicorseg.gis.regions.merge_small_regions`): this is the denoising step, it keeps the
+   coverage whole (a dropped polygon would leave a hole);
+2. the window's regions are counted, and a window with more than ``max_polygons`` of them is
+   refused with one line (a map that speckled is noise; memory per window stays bounded);
+3. every region is polygonised (``rasterio.features.shapes``, 4-connected, in pixel coordinates:
+   exact integer geometry), nodata and classes not chosen too, and a vertex is added wherever
+   three regions meet, so that neighbouring polygons share their edges vertex for vertex;
+4. the window's polygons are simplified together as a coverage (``shapely.coverage_simplify``,
+   Visvalingam-Whyatt as GEOS implements it, tolerance ``simplify`` in the raster's CRS units,
+   default 1.5 pixels, 0 disables it): an edge shared by two polygons is simplified once, for
+   both, so the union has neither gaps nor overlaps; the window's border is held fixed, so that
+   pieces meet exactly across seams. A polygon whose area would change by more than 2 % (small
+   or thin ones) is taken out of the simplification and keeps its pixel outline, and its edges
+   stay fixed for its neighbours; the window is simplified again until no polygon changes that
+   much (after 4 rounds the window keeps its pixel outlines). So every polygon's area, and each
+   class's total, stays within 2 % of its pixels' area.
 
-1. freed of collinear vertices and normalised (a canonical ring start, so the result does not
-   depend on the windows),
-2. simplified with Douglas-Peucker, topology preserved per polygon (``shapely.simplify`` with
-   ``preserve_topology=True``: rings stay valid and never vanish; neighbouring polygons are
-   simplified independently, so their shared boundaries may no longer match exactly): tolerance
-   ``simplify`` in the raster's CRS units, default 1.5 pixels, 0 disables it; a polygon whose
-   area would change by more than 2 % (small or thin ones: a one-pixel square would become a
-   triangle) keeps its pixel outline instead, so every polygon's area, and each class's total,
-   stays within 2 % of its pixels' area,
-3. moved to the raster's CRS (its transform), reprojected to ``to_crs`` if given,
-4. repaired with ``shapely.make_valid`` if it is not valid (parts that are not polygons dropped,
-   a multi-part result written as one feature per part),
-5. measured in metres (:class:`bicorseg.gis.crs.Measure`: planar for projected CRSs that keep
-   areas, on the ellipsoid otherwise) and dropped if smaller than ``min_area`` square metres.
+A polygon that does not reach a window edge shared with another window is final and written at
+once. One that does is kept pending: the class pixels on both sides of each seam tell which
+pending pieces belong together (same class, side by side across the seam), pieces are grouped with
+a union-find, and a group is dissolved (``shapely.union_all``) and written as soon as none of its
+pieces waits for a window not yet read. Memory holds one window, one raster row of seam labels and
+the pending groups, never the whole map. Without simplification the polygons are the same whatever
+the windows (a vertex may remain where an edge crosses a seam); with it, only near seams may they
+differ, where the seam's crossing point was held fixed.
+
+Each polygon is then normalised (a canonical ring start), moved to the raster's CRS (its
+transform), reprojected to ``to_crs`` if given (for GeoJSON, WGS 84 longitude/latitude by default:
+RFC 7946), repaired with ``shapely.make_valid`` if it is not valid (parts that are not polygons
+dropped, a multi-part result written as one feature per part), and measured in metres
+(:class:`bicorseg.gis.crs.Measure`: planar for projected CRSs that keep areas, on the ellipsoid
+otherwise).
 
 Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (holes included); the geometry
 is a polygon (exterior counter-clockwise) in the raster's CRS or ``to_crs``. Nodata pixels and
@@ -34,13 +45,14 @@ classes not chosen belong to no polygon.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bicorseg.gis import require_vector
+from bicorseg.gis import DEFAULT_MAX_POLYGONS, require_vector
 
 require_vector()
 
@@ -50,16 +62,24 @@ import shapely  # noqa: E402
 from pyproj import Transformer  # noqa: E402
 from rasterio.features import shapes  # noqa: E402
 from rasterio.transform import Affine  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
 
 from bicorseg.atomic import atomic_output  # noqa: E402
 from bicorseg.errors import ConfigError, InputError, OutputError  # noqa: E402
 from bicorseg.gis.crs import Measure, pixel_size, to_pyproj  # noqa: E402
+from bicorseg.gis.regions import (  # noqa: E402
+    merge_small_regions,
+    node_vertices,
+    read_labels,
+    regions_beyond,
+)
 from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
-from bicorseg.gis.vectorfile import driver_for, write_features  # noqa: E402
+from bicorseg.gis.vectorfile import RASTER_CRS, default_crs, driver_for, write_features  # noqa: E402
 from bicorseg.raster_access import input_path  # noqa: E402
 
 DEFAULT_SIMPLIFY_PIXELS = 1.5
 SIMPLIFY_AREA_CHANGE = 0.02  # a polygon whose simplified area differs more keeps its pixel outline
+SIMPLIFY_ROUNDS = 4  # coverage simplifications of a window before it keeps its pixel outlines
 _BATCH = 2000  # features per written batch
 
 SCHEMA = pa.schema(
@@ -78,11 +98,12 @@ class VectorizeOptions:
     """Options of :func:`vectorize_raster` (see the module docstring)."""
 
     simplify: float | None = None  # tolerance in the raster's CRS units; None = 1.5 pixels; 0 = none
-    min_area: float = 0.0  # square metres
-    to_crs: str | None = None  # output CRS (anything pyproj reads); None = the raster's
+    min_area: float = 0.0  # square metres: smaller regions are merged into their neighbours; 0 = none
+    to_crs: str | None = None  # output CRS (anything pyproj reads, or "raster"); None = the format's default
     classes: Sequence[str | int] | None = None  # names or ids; None = every class
     class_table: str | os.PathLike | None = None  # YAML class table; None = the raster's tags
     window: int = DEFAULT_WINDOW  # pixels (at least 16)
+    max_polygons: int = DEFAULT_MAX_POLYGONS  # regions per window
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -90,6 +111,8 @@ class VectorizeOptions:
             raise ConfigError(f"simplify must be 0 or more (CRS units), got {self.simplify}")
         if not self.min_area >= 0:
             raise ConfigError(f"min_area must be 0 or more (square metres), got {self.min_area}")
+        if self.max_polygons < 1:
+            raise ConfigError(f"max_polygons must be at least 1, got {self.max_polygons}")
 
 
 @dataclass
@@ -110,8 +133,9 @@ class VectorizeSummary:
     area_method: str
     simplify: float  # tolerance used, in the raster's CRS units
     windows: int
+    merge_pixels: int = 0  # regions of fewer pixels were merged into their neighbours (0: none)
     features: int = 0
-    unsimplified: int = 0  # polygons kept with their pixel outline (simplifying changed their area > 2 %)
+    unsimplified: int = 0  # polygons (pieces per window) kept with their pixel outline
     classes: dict[int, ClassSummary] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -135,23 +159,26 @@ def vectorize_raster(
             raise InputError(f"{path} has no CRS: polygons need one to be placed and measured")
         selected = raster.select(options.classes)
         raster_crs = to_pyproj(src.crs, str(path))
-        out_crs = raster_crs if options.to_crs is None else to_pyproj(options.to_crs, "to_crs")
+        to_crs = options.to_crs if options.to_crs is not None else default_crs(driver)
+        out_crs = raster_crs if to_crs in (None, RASTER_CRS) else to_pyproj(to_crs, "to_crs")
         reproject = None
         bounds = tuple(src.bounds)
         if not out_crs.equals(raster_crs):
             reproject = Transformer.from_crs(raster_crs, out_crs, always_xy=True)
             bounds = reproject.transform_bounds(*bounds)
         measure = Measure.for_extent(out_crs, bounds, str(output))
-        tolerance = DEFAULT_SIMPLIFY_PIXELS * pixel_size(src.transform)
-        if options.simplify is not None:
-            tolerance = options.simplify
+        pixel = pixel_size(src.transform)
+        tolerance = DEFAULT_SIMPLIFY_PIXELS * pixel if options.simplify is None else options.simplify
         windows = list(raster.windows(options.window))
         summary = VectorizeSummary(
-            path, output, out_crs.to_string(), measure.describe(), tolerance, len(windows)
+            path, output, out_crs.to_string(), measure.describe(), tolerance, len(windows),
+            merge_pixels=_merge_pixels(raster, options),
+        )  # fmt: skip
+        cutter = _WindowPolygons(
+            raster, options.window, selected, tolerance / pixel, options.max_polygons, summary
         )
-        finisher = _Finisher(raster, src.transform, tolerance / pixel_size(src.transform), reproject,
-                             measure, options.min_area, summary)  # fmt: skip
-        pieces = _dissolved_polygons(raster, windows, selected)
+        finisher = _Finisher(raster, src.transform, reproject, measure, summary)
+        pieces = _dissolved_polygons(raster, windows, cutter)
         try:
             with atomic_output(output) as temp:
                 write_features(temp, driver, output.stem, SCHEMA, finisher.batches(pieces), out_crs)
@@ -159,6 +186,167 @@ def vectorize_raster(
             raise OutputError(f"cannot write {output}: {error.strerror or error}") from error
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _merge_pixels(raster: ClassRaster, options: VectorizeOptions) -> int:
+    """``min_area`` in pixels (the area of the pixel at the raster's centre); 0: no merging."""
+    if options.min_area <= 0:
+        return 0
+    src = raster.src
+    measure = Measure.for_extent(src.crs, tuple(src.bounds), str(raster.path))
+    pixel_m2 = float(np.mean(measure.pixel_areas(src.transform, src.height // 2, src.width // 2, 1, 1)))
+    size = math.ceil(options.min_area / pixel_m2)
+    limit = options.window // 4
+    if size > limit:
+        raise ConfigError(
+            f"min_area {options.min_area:g} m2 is {size} pixels of {pixel_m2:.4g} m2 here; at most {limit} "
+            "pixels (a quarter of `window`) can be merged: raise `window`"
+        )
+    return size if size > 1 else 0
+
+
+# --- one window: regions, polygons, coverage simplification -----------------------------------------
+
+
+class _WindowPolygons:
+    """The polygons of one window's regions, with nodes, simplified as a coverage (module docstring)."""
+
+    def __init__(self, raster: ClassRaster, window: int, selected: set[int] | None, tolerance_px: float,
+                 max_polygons: int, summary: VectorizeSummary) -> None:  # fmt: skip
+        self.raster, self.window, self.tolerance_px = raster, window, tolerance_px
+        self.max_polygons, self.summary = max_polygons, summary
+        self.chosen = None if selected is None else np.array(sorted(selected))
+        self.margin = summary.merge_pixels + 1
+
+    def __call__(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Polygons (pixel coordinates of the whole raster) and class ids of the chosen classes."""
+        row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        labels = read_labels(self.raster, window, self.margin)
+        if self.summary.merge_pixels:
+            labels = merge_small_regions(labels, self.summary.merge_pixels)
+        m = self.margin
+        ring = labels[m - 1 : m + h + 1, m - 1 : m + w + 1]
+        core = ring[1:-1, 1:-1]
+        chosen = core >= 0 if self.chosen is None else np.isin(core, self.chosen)
+        if not chosen.any():
+            return np.empty(0, object), np.empty(0, np.int64)
+        count = regions_beyond(core, self.max_polygons)
+        if count is not None:
+            raise InputError(
+                f"{self.raster.path}: the window at row {row}, column {col} ({w} x {h} px) has {count:,} "
+                f"regions, more than the {self.max_polygons:,} allowed per window (`max_polygons`): the map "
+                "is speckled; merge small regions with `min_area`, or raise `max_polygons`"
+            )
+        geoms, values = _polygonise(core, row, col)
+        self.nodes, self.origin = node_vertices(ring), (row, col)
+        geoms = _with_nodes(geoms, self.nodes, row, col)
+        if self.tolerance_px > 0:  # every class checked, so that choosing classes changes no polygon
+            geoms, fixed = _simplify_coverage(geoms, self.tolerance_px, values >= 0)
+            self.summary.unsimplified += fixed
+        keep = values >= 0 if self.chosen is None else np.isin(values, self.chosen)
+        return geoms[keep], values[keep]
+
+    def border_nodes(self, geoms: np.ndarray) -> list[set[int]]:
+        """Per polygon of the last window, its nodes on the window's border (as ``vertex_key``)."""
+        found: list[set[int]] = [set() for _ in range(len(geoms))]
+        if not len(geoms):
+            return found
+        coords, which = shapely.get_coordinates(geoms, return_index=True)
+        (row, col), (rows, cols) = self.origin, self.nodes.shape
+        x, y = coords[:, 0].astype(np.int64), coords[:, 1].astype(np.int64)
+        border = (x == col) | (x == col + cols - 1) | (y == row) | (y == row + rows - 1)
+        border[border] = self.nodes[y[border] - row, x[border] - col]
+        for i, key in zip(which[border].tolist(), vertex_key(x[border], y[border], self.raster).tolist()):
+            found[i].add(key)
+        return found
+
+
+def vertex_key(x: np.ndarray, y: np.ndarray, raster: ClassRaster) -> np.ndarray:
+    """One integer per pixel corner ``(x, y)`` of the raster."""
+    return x * (raster.src.height + 1) + y
+
+
+def _polygonise(labels: np.ndarray, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons (pixel coordinates of the whole raster) and values of every region of a window."""
+    coords: list = []
+    ring_ends: list[int] = []
+    geom_ends: list[int] = []
+    values: list[float] = []
+    for geojson, value in shapes(labels, connectivity=4, transform=Affine.translation(col, row)):
+        for ring in geojson["coordinates"]:
+            coords.extend(ring)
+            ring_ends.append(len(coords))
+        geom_ends.append(len(ring_ends))
+        values.append(value)
+    offsets = (np.array([0, *ring_ends]), np.array([0, *geom_ends]))
+    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.array(coords, float), offsets)
+    return geoms, np.asarray(values, np.int64)
+
+
+def _with_nodes(geoms: np.ndarray, nodes: np.ndarray, row: int, col: int) -> np.ndarray:
+    """The polygons with a vertex at each of their corners and at each node on their rings, no other.
+
+    Every ring is cut into unit steps (its vertices are pixel corners), and a vertex is kept where
+    the ring turns or where ``nodes`` (vertex flags of the window, from ``(row, col)``) says that
+    regions meet.
+    """
+    rings = _Rings(shapely.segmentize(geoms, 1.0))
+    x, y = rings.points[:, 0].astype(np.int64) - col, rings.points[:, 1].astype(np.int64) - row
+    return rings.keeping(rings.turns | nodes[y, x])
+
+
+class _Rings:
+    """The rings of polygons as flat arrays of their vertices (without the closing ones)."""
+
+    def __init__(self, geoms: np.ndarray) -> None:
+        _, coords, (ring_offsets, self.geom_offsets) = shapely.to_ragged_array(geoms)
+        coords = np.rint(coords)  # pixel corners (segmentize interpolates)
+        self.lengths = np.diff(ring_offsets) - 1
+        open_ring = np.ones(len(coords), bool)
+        open_ring[ring_offsets[1:] - 1] = False
+        self.points, self.ring = coords[open_ring], np.repeat(np.arange(len(self.lengths)), self.lengths)
+
+    @property
+    def turns(self) -> np.ndarray:
+        """Whether the ring turns at each vertex (False: the vertex lies on a straight edge)."""
+        index = np.arange(len(self.points))
+        position = index - np.repeat(np.cumsum(self.lengths) - self.lengths, self.lengths)
+        size = self.lengths[self.ring]
+        before = np.where(position == 0, index + size - 1, index - 1)
+        after = np.where(position == size - 1, index - size + 1, index + 1)
+        incoming, outgoing = self.points - self.points[before], self.points[after] - self.points
+        return incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0] != 0
+
+    def keeping(self, keep: np.ndarray) -> np.ndarray:
+        """The polygons with the vertices where ``keep`` is set (every ring keeps its turns)."""
+        kept, kept_ring = self.points[keep], self.ring[keep]
+        counts = np.bincount(kept_ring, minlength=len(self.lengths))
+        offsets = np.concatenate([[0], np.cumsum(counts + 1)])
+        out = np.empty((offsets[-1], 2))
+        out[np.arange(len(kept)) + kept_ring] = kept
+        out[offsets[1:] - 1] = kept[np.cumsum(counts) - counts]  # close each ring on its first vertex
+        return shapely.from_ragged_array(shapely.GeometryType.POLYGON, out, (offsets, self.geom_offsets))
+
+
+def _simplify_coverage(geoms: np.ndarray, tolerance: float, checked: np.ndarray) -> tuple[np.ndarray, int]:
+    """A window's polygons simplified as a coverage with its border fixed; a ``checked`` polygon whose
+    area would change by more than ``SIMPLIFY_AREA_CHANGE`` keeps its pixel outline (and the number
+    of those)."""
+    area = shapely.area(geoms)
+    # at most tolerance^2 px2: dropping any vertex (a lattice triangle, 0.5 px2 at least) would change
+    # the area by more than 2 %; they keep their outlines from the first round on
+    fixed = checked & (area <= tolerance**2)
+    for _ in range(SIMPLIFY_ROUNDS):
+        free = np.nonzero(~fixed)[0]
+        simplified = shapely.coverage_simplify(geoms[free], tolerance, simplify_boundary=False)
+        change = np.abs(shapely.area(simplified) - area[free])
+        moved = free[(change > SIMPLIFY_AREA_CHANGE * area[free]) & checked[free]]
+        if not len(moved):
+            out = geoms.copy()
+            out[free] = simplified
+            return out, int((fixed & checked).sum())
+        fixed[moved] = True
+    return geoms, int(checked.sum())
 
 
 # --- polygons dissolved across window seams ---------------------------------------------------------
@@ -173,13 +361,14 @@ class _Groups:
         self.waits: dict[int, int] = {}
         self.geom: dict[int, shapely.Polygon] = {}
         self.klass: dict[int, int] = {}
+        self.nodes: dict[int, set[int]] = {}  # a piece's nodes on window borders
         self.next_id = 0
 
-    def add(self, geom: shapely.Polygon, klass: int, waits: int) -> int:
+    def add(self, geom: shapely.Polygon, klass: int, waits: int, nodes: set[int]) -> int:
         piece = self.next_id
         self.next_id += 1
         self.parent[piece], self.members[piece], self.waits[piece] = piece, [piece], waits
-        self.geom[piece], self.klass[piece] = geom, klass
+        self.geom[piece], self.klass[piece], self.nodes[piece] = geom, klass, nodes
         return piece
 
     def find(self, piece: int) -> int:
@@ -204,16 +393,18 @@ class _Groups:
         self.waits[root] -= 1
         return root
 
-    def pop_if_done(self, root: int) -> tuple[shapely.Polygon, int] | None:
+    def pop_if_done(self, root: int) -> tuple[shapely.Polygon, int, set[int]] | None:
+        """A finished group: its pieces dissolved, its class and its nodes on window borders."""
         if root not in self.waits or self.waits[root] > 0:
             return None
         members = self.members.pop(root)
         del self.waits[root]
         klass = self.klass[root]
         parts = [self.geom.pop(m) for m in members]
+        nodes = set().union(*(self.nodes.pop(m) for m in members))
         for m in members:
             del self.parent[m], self.klass[m]
-        return (parts[0] if len(parts) == 1 else shapely.union_all(parts)), klass
+        return (parts[0] if len(parts) == 1 else shapely.union_all(parts)), klass, nodes
 
     def match(self, a: np.ndarray, b: np.ndarray) -> None:
         """Join the pieces on both sides of a seam (label arrays of the pixels along it)."""
@@ -226,7 +417,7 @@ class _Groups:
 
 
 def _dissolved_polygons(
-    raster: ClassRaster, windows: list, selected: set[int] | None
+    raster: ClassRaster, windows: list, polygons_of: _WindowPolygons
 ) -> Iterator[tuple[shapely.Polygon, int]]:
     """``(polygon in pixel coordinates, class id)`` for every connected region, window by window."""
     height, width = raster.src.height, raster.src.width
@@ -235,12 +426,9 @@ def _dissolved_polygons(
     bottom_waiting: dict[int, list[int]] = {}
     right_labels = np.empty(0, np.int64)
     right_waiting: list[int] = []
-    chosen = None if selected is None else np.array(sorted(selected))
     for window in windows:
         row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
-        data, valid = raster.read(window)
-        mask = valid if chosen is None else valid & np.isin(data, chosen)
-        geoms, classes = _polygonise(data, mask, row, col)
+        geoms, classes = polygons_of(window)
         bounds = shapely.bounds(geoms) if len(geoms) else np.empty((0, 4))
         at_left = (bounds[:, 0] == col) & (col > 0)
         at_top = (bounds[:, 1] == row) & (row > 0)
@@ -250,10 +438,12 @@ def _dissolved_polygons(
         for i in np.nonzero(~pending)[0]:
             yield geoms[i], int(classes[i])
         index = np.nonzero(pending)[0]
+        nodes = polygons_of.border_nodes(geoms[index])
         ids = np.array(
-            [groups.add(geoms[i], int(classes[i]), int(at_right[i]) + int(at_bottom[i])) for i in index],
+            [groups.add(geoms[i], int(classes[i]), int(at_right[i]) + int(at_bottom[i]), found)
+             for i, found in zip(index, nodes)],
             np.int64,
-        )
+        )  # fmt: skip
         edges = _edge_labels(geoms[index], ids, row, col, h, w)
         if col > 0:
             groups.match(right_labels, edges["left"])
@@ -268,21 +458,25 @@ def _dissolved_polygons(
         for root in touched:
             done = groups.pop_if_done(root)
             if done is not None:
-                yield done
+                geom, klass, found = done
+                yield _without_seam_points(geom, found, raster, polygons_of.window), klass
     assert not groups.members, "every pending polygon is finished after the last window"
 
 
-def _polygonise(data: np.ndarray, mask: np.ndarray, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
-    """Polygons (pixel coordinates of the whole raster) and class ids of one window."""
-    if not mask.any():
-        return np.empty(0, object), np.empty(0, np.int64)
-    geoms, classes = [], []
-    for geojson, value in shapes(data, mask=mask, connectivity=4, transform=Affine.translation(col, row)):
-        geoms.append(shapely.geometry.shape(geojson))
-        classes.append(int(value))
-    out = np.empty(len(geoms), object)
-    out[:] = geoms
-    return out, np.asarray(classes, np.int64)
+def _without_seam_points(
+    geom: shapely.Polygon, nodes: set[int], raster: ClassRaster, window: int
+) -> shapely.Polygon:
+    """A dissolved polygon without the vertices its pieces had where its edges cross window seams
+    (straight there, and no node: no other polygon has a vertex there), so that it does not depend on
+    the windows."""
+    rings = _Rings(np.array([geom], object))
+    x, y = rings.points[:, 0].astype(np.int64), rings.points[:, 1].astype(np.int64)
+    height, width = raster.src.height, raster.src.width
+    on_seam = ((x % window == 0) & (x > 0) & (x < width)) | ((y % window == 0) & (y > 0) & (y < height))
+    drop = on_seam & ~rings.turns
+    if drop.any() and nodes:
+        drop &= ~np.isin(vertex_key(x, y, raster), np.fromiter(nodes, np.int64, len(nodes)))
+    return rings.keeping(~drop)[0] if drop.any() else geom
 
 
 def _edge_labels(
@@ -318,12 +512,12 @@ def _edge_labels(
 
 
 class _Finisher:
-    """Simplify, georeference, repair, measure and filter polygons; Arrow batches out."""
+    """Normalise, georeference, repair and measure polygons; Arrow batches out."""
 
-    def __init__(self, raster, transform: Affine, tolerance_px: float, reproject, measure: Measure,
-                 min_area: float, summary: VectorizeSummary) -> None:  # fmt: skip
-        self.raster, self.tolerance_px, self.reproject = raster, tolerance_px, reproject
-        self.measure, self.min_area, self.summary = measure, min_area, summary
+    def __init__(
+        self, raster, transform: Affine, reproject, measure: Measure, summary: VectorizeSummary
+    ) -> None:
+        self.raster, self.reproject, self.measure, self.summary = raster, reproject, measure, summary
         t = transform
         self.matrix = np.array([[t.a, t.d], [t.b, t.e]])
         self.offset = np.array([t.c, t.f])
@@ -343,13 +537,7 @@ class _Finisher:
     def _batch(self, geoms: list, classes: list[int]) -> Iterator[pa.RecordBatch]:
         array = np.empty(len(geoms), object)
         array[:] = geoms
-        array = shapely.normalize(shapely.simplify(array, 0.0, preserve_topology=False))
-        if self.tolerance_px > 0:
-            simplified = shapely.simplify(array, self.tolerance_px, preserve_topology=True)
-            before = shapely.area(array)
-            kept = np.abs(shapely.area(simplified) - before) <= SIMPLIFY_AREA_CHANGE * before
-            array = np.where(kept, simplified, array)
-            self.summary.unsimplified += int((~kept).sum())
+        array = shapely.normalize(array)  # a canonical ring start; the vertices stay as they are
         array = shapely.transform(array, lambda c: c @ self.matrix + self.offset)
         if self.reproject is not None:
             tr = self.reproject
@@ -363,7 +551,7 @@ class _Finisher:
         if not len(parts):
             return
         area, perimeter = self.measure.geometry(parts)
-        keep = (area >= self.min_area) & (area > 0)
+        keep = area > 0
         parts, ids, area, perimeter = parts[keep], ids[keep], area[keep], perimeter[keep]
         if not len(parts):
             return

@@ -4,6 +4,14 @@ Features arrive as Arrow record batches (a WKB ``geometry`` column plus attribut
 as they come, so a large output never sits in memory whole: GeoPackage, FlatGeobuf and GeoJSON
 through GDAL (``pyogrio.write_arrow``), GeoParquet with ``pyarrow`` (GeoParquet 1.1 metadata, WKB
 encoding, the CRS as PROJJSON). The caller wraps the target in :func:`bicorseg.atomic.atomic_output`.
+
+* GeoJSON is written as RFC 7946 asks (GDAL's ``RFC7946=YES``: WGS 84 longitude/latitude, no
+  ``crs`` member, 7 decimals) when its CRS is WGS 84, which :func:`default_crs` makes the default;
+  in any other CRS it is the older GeoJSON with a ``crs`` member, as GDAL writes it.
+* GeoPackage is written as version 1.2 (``VERSION=1.2``), which every GDAL since 2.3 writes by
+  default and reads without a word; GDAL 3.7 and later would write 1.4, which GDAL 3.6 (QGIS
+  3.22's) opens with a warning that the version may be only partially supported. Nothing of 1.3 or
+  1.4 is needed for a layer of polygons.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ FORMATS = {
     "geojson": (".geojson", "GeoJSON"),
     "parquet": (".parquet", "parquet"),
 }
+GEOJSON_CRS = "OGC:CRS84"  # RFC 7946: WGS 84, longitude then latitude
+RASTER_CRS = "raster"  # a `to_crs` that keeps the raster's CRS (for GeoJSON too)
+GEOPACKAGE_VERSION = "1.2"
 _EXTENSIONS = {ext: driver for ext, driver in FORMATS.values()} | {
     ".json": "GeoJSON",
     ".geoparquet": "parquet",
@@ -41,6 +52,11 @@ def driver_for(path: str | os.PathLike) -> str:
             + ", ".join(ext for ext, _ in FORMATS.values())
         )
     return _EXTENSIONS[suffix]
+
+
+def default_crs(driver: str) -> str | None:
+    """The CRS polygons are written in unless asked otherwise: WGS 84 for GeoJSON, else the raster's (None)."""
+    return GEOJSON_CRS if driver == "GeoJSON" else None
 
 
 def write_features(
@@ -67,9 +83,16 @@ def write_features(
         else:
             path.unlink(missing_ok=True)  # GDAL creates the file itself
             reader = pa.RecordBatchReader.from_batches(schema, guarded())
+            dataset_options, layer_options = {}, {}
+            if driver == "GPKG":
+                dataset_options["VERSION"] = GEOPACKAGE_VERSION
+            if driver == "GeoJSON" and crs.equals(CRS.from_user_input(GEOJSON_CRS), ignore_axis_order=True):
+                layer_options["RFC7946"] = "YES"
+                crs = CRS.from_user_input(GEOJSON_CRS)
             pyogrio.write_arrow(
                 reader, path, layer=layer, driver=driver, geometry_name="geometry",
-                geometry_type="Polygon", crs=crs.to_wkt(),
+                geometry_type="Polygon", crs=crs.to_wkt(), dataset_options=dataset_options,
+                layer_options=layer_options,
             )  # fmt: skip
     except BaseException as error:
         if failure:
