@@ -112,7 +112,7 @@ def test_symlink_loop_in_an_input_folder_is_not_followed_forever(tmp_path, check
     os.symlink(folder, folder / "loop")  # tiles/loop -> tiles
     status, err = _predict([folder], checkpoint, tmp_path / "out", capsys)
     assert status == 0, err
-    assert _files(tmp_path / "out") == ["a.qml", "a.tif"]
+    assert _files(tmp_path / "out") == ["a.qml", "a.tif", "a.tif.aux.xml"]
 
 
 # -- labelled data: the folder dataset used by train and evaluate --------------------------------

@@ -24,7 +24,7 @@ def test_predict_vector_writes_polygons_that_match_the_class_raster(tmp_path, ca
         str(tmp_path / "out"),
     ]
     assert main([*argv, "--tile", "32", "--vector", "gpkg"]) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tile.gpkg", "tile.qml", "tile.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tile.gpkg", "tile.qml", "tile.tif", "tile.tif.aux.xml"]
     with rasterio.open(tmp_path / "out" / "tile.tif") as src:
         classes = src.read(1)
         pixel_m2 = abs(src.transform.a * src.transform.e)

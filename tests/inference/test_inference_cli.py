@@ -27,7 +27,7 @@ def test_predict_folder_with_two_workers_then_skip(tmp_path: Path, checkpoint: P
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(
-        f"tile_{i}{s}" for i in range(2) for s in (".qml", ".tif", "_color.tif", "_prob.tif")
+        f"tile_{i}{s}" for i in range(2) for s in (".qml", ".tif", ".tif.aux.xml", "_color.tif", "_prob.tif")
     )
     with rasterio.open(tmp_path / "out" / "tile_1.tif") as out:
         assert out.crs.to_epsg() == 32633 and out.transform == TRANSFORM and out.shape == (70, 90)

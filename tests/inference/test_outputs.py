@@ -115,11 +115,53 @@ def test_a_qgis_style_beside_each_class_raster(tmp_path: Path, checkpoint: Path,
     assert [e.get("label") for e in entries] == list(CLASSES)
     assert [e.get("color") for e in entries] == ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE]
     assert not (tmp_path / "out" / "photo.qml").exists()  # a PNG class map gets no style
+    assert gdal_class_names(tmp_path / "out" / "scene.tif", tmp_path) == (list(CLASSES), list(CLASSES))
     style.unlink()
+    (tmp_path / "out" / "scene.tif.aux.xml").unlink()
     stamp = (tmp_path / "out" / "scene.tif").stat().st_mtime_ns
-    assert main(args) == 0  # the rerun skips the raster and writes the missing style
+    assert main(args) == 0  # the rerun skips the raster and writes the missing style and names
     assert style.is_file() and (tmp_path / "out" / "scene.tif").stat().st_mtime_ns == stamp
+    assert (tmp_path / "out" / "scene.tif.aux.xml").is_file()
     assert source.is_file()
+
+
+def gdal_class_names(raster: Path, work: Path) -> tuple[list[str], list[str]]:
+    """The category names and the RAT's class names that GDAL reads for a raster's band 1 (through a
+    copy of it as a VRT, whose XML shows everything GDAL knows about the band)."""
+    import rasterio.shutil
+
+    rasterio.shutil.copy(raster, work / "probe.vrt", driver="VRT")
+    band = ET.parse(work / "probe.vrt").getroot().find("VRTRasterBand")
+    categories = [c.text for c in band.findall("./CategoryNames/Category")]
+    table = band.find("GDALRasterAttributeTable")
+    fields = [f.findtext("Name") for f in table.findall("FieldDefn")]
+    usages = [f.findtext("Usage") for f in table.findall("FieldDefn")]
+    assert fields == ["value", "class", "red", "green", "blue", "alpha"] and usages[:2] == ["5", "2"]
+    rows = [[v.text for v in row.findall("F")] for row in table.findall("Row")]
+    assert [int(r[0]) for r in rows] == list(range(len(rows)))
+    assert [tuple(int(v) for v in r[2:5]) for r in rows] == [tuple(c) for c in PALETTE[: len(rows)]]
+    return categories, [r[1] for r in rows]
+
+
+def test_class_names_reach_gdal_readers_and_the_cog_stays_valid(tmp_path: Path) -> None:
+    """MapWriter + write_style on a raster: the COG validates, GDAL reads names with odd characters."""
+    from rio_cogeo import cogeo
+
+    from bicorseg.inference.writers import write_style
+
+    names = ("a & <b>", 'c "d"', "тёплый", "[red]e[/red]")
+    layout = MapLayout(names, tuple(tuple(c) for c in PALETTE[:4]))
+    geo = Georeference("EPSG:32633", (0.5, 0.0, 500000.0, 0.0, -0.5, 5000000.0))
+    target = tmp_path / "m.tif"
+    with ExitStack() as stack:
+        writer = MapWriter({"class": target}, layout, geo, (40, 50), {"class": {}}, stack)
+        writer.write(0, 0, {"class": np.arange(2000, dtype=np.uint8).reshape(40, 50) % 4})
+        writer.commit()
+    written = write_style(target, layout)
+    assert [p.name for p in written] == ["m.qml", "m.tif.aux.xml"]
+    valid, errors, _ = cogeo.cog_validate(str(target), quiet=True)
+    assert valid and not errors
+    assert gdal_class_names(target, tmp_path) == (list(names), list(names))
 
 
 def _asymmetric(bands: int = 3, classes: int = 4) -> nn.Module:

@@ -54,7 +54,8 @@ def test_two_runs_into_one_folder_both_succeed(tmp_path: Path) -> None:
         first.kill()
         first.wait()
     assert sorted(p.name for p in out.iterdir()) == [
-        "[ab].qml", "[ab].tif", "[ab]_prob.tif", "a.qml", "a.tif", "a_prob.tif"
+        "[ab].qml", "[ab].tif", "[ab].tif.aux.xml", "[ab]_prob.tif", "a.qml", "a.tif", "a.tif.aux.xml",
+        "a_prob.tif"
     ]  # fmt: skip
     for name, size in (("a.tif", 1024), ("[ab].tif", 200)):
         with rasterio.open(out / name) as done:

@@ -140,7 +140,7 @@ def test_the_same_file_named_twice_is_predicted_once(tmp_path, checkpoint, capsy
         capsys, [source, tmp_path / "in" / ".." / "in" / "x.tif"], checkpoint, tmp_path / "out"
     )
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.qml", "x.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.qml", "x.tif", "x.tif.aux.xml"]
 
 
 # -- undeclared float nodata ------------------------------------------------------------------------

@@ -66,7 +66,11 @@ def test_output_keeps_crs_transform_size_and_nodata(tmp_path: Path, checkpoint: 
     rest = classes.copy()
     rest[:30, :40] = 0
     assert rest.max() < 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.qml", "scene.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "scene.qml",
+        "scene.tif",
+        "scene.tif.aux.xml",
+    ]
 
 
 def test_blending_leaves_no_seam_on_rasters(tmp_path: Path) -> None:
@@ -170,6 +174,7 @@ def test_interrupted_run_leaves_no_partial_output_and_rerun_skips(tmp_path: Path
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "big.qml",
         "big.tif",
+        "big.tif.aux.xml",
         "big_color.tif",
         "big_prob.tif",
     ]

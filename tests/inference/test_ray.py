@@ -56,7 +56,7 @@ def test_ray_run_through_the_command_line_and_errors_are_one_line(
             "--tile", "64", "--block", "64", "--executor", "ray", "--devices", "2"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     assert "predicted 1 file(s)" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.qml", "a.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.qml", "a.tif", "a.tif.aux.xml"]
     # an input that breaks while the actors read it: the actor's one-line error reaches the user
     source.write_bytes(source.read_bytes()[:2000])
     with pytest.raises(InputError, match=r"a\.tif"):

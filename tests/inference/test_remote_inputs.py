@@ -142,7 +142,13 @@ def test_predict_over_http_equals_the_local_file_byte_for_byte(tmp_path, served,
     code, err = run(capsys, "predict", url, "--output", tmp_path / "remote", *common)
     assert code == 0, err
     local, remote = files(tmp_path / "local"), files(tmp_path / "remote")
-    assert list(remote) == ["scene.qml", "scene.tif", "scene_color.tif", "scene_prob.tif"]  # a QGIS style too
+    assert list(remote) == [
+        "scene.qml",
+        "scene.tif",
+        "scene.tif.aux.xml",
+        "scene_color.tif",
+        "scene_prob.tif",
+    ]  # styles too
     assert remote == local  # byte for byte, tags included (bicorseg_input is the name, scene.tif)
     # the reads were ranged: every GET asked for a byte range and got 206, each well under the file
     gets = [r for r in server.requests if r.method == "GET"]

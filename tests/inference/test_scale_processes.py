@@ -100,8 +100,10 @@ def test_two_worker_processes_give_the_bytes_of_one_process(tmp_path: Path) -> N
     assert sorted(p.name for p in out.iterdir()) == [
         "a.qml",
         "a.tif",
+        "a.tif.aux.xml",
         "a_prob.tif",
         "b.qml",
         "b.tif",
+        "b.tif.aux.xml",
         "b_prob.tif",
     ]

@@ -110,7 +110,9 @@ def test_a_partition_and_shards_give_the_bytes_of_one_process(tmp_path, checkpoi
     assert sorted(mosaic(tmp_path / "shards").assembled) == ["a.tif", "b.tif"]
     assert _bytes(tmp_path / "shards") == expected
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(
-        f"{s}{k}" for s in ("a", "b") for k in (".qml", ".tif", "_prob.tif", "_confidence.tif")
+        f"{s}{k}"
+        for s in ("a", "b")
+        for k in (".qml", ".tif", ".tif.aux.xml", "_prob.tif", "_confidence.tif")
     )
 
 

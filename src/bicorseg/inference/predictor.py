@@ -72,6 +72,7 @@ from bicorseg.inference.writers import (
     MapWriter,
     check_targets,
     refuse_existing,
+    style_paths,
     verify_output,
     write_style,
 )
@@ -527,10 +528,8 @@ class Predictor:
         return MapWriter(targets, self.layout, geo, shape, output_tags(self.base_tags(), name), stack)
 
     def ensure_style(self, targets: dict[str, Path]) -> None:
-        """The QGIS style of a finished class map, written again if it went missing."""
-        from bicorseg.gis.qml import qml_path
-
-        if targets["class"].suffix == ".tif" and not qml_path(targets["class"]).exists():
+        """The QGIS style and GDAL's class names of a finished class map, written again if one went missing."""
+        if not all(path.exists() for path in style_paths(targets["class"])):
             write_style(targets["class"], self.layout)
 
 

@@ -7,7 +7,9 @@ For an input ``<stem>.<ext>`` in the output folder (:class:`MapLayout` says whic
   GeoTIFF (tiled with the input's square block size if it is at least 128, else 128, or 256 for an
   input that is not tiled in square blocks; deflate, overviews by the most common
   class, ``MODE``), with the class colours as its colour table and the class names in its tags,
-  and ``<stem>.qml`` beside it (a paletted QGIS style, :func:`bicorseg.gis.qml.write_qml`);
+  and beside it ``<stem>.qml`` (a paletted QGIS style, :func:`bicorseg.gis.qml.write_qml`) and
+  ``<stem>.tif.aux.xml`` (GDAL's category names and raster attribute table,
+  :func:`bicorseg.gis.categories.write_categories`);
   PNG / JPEG input: ``<stem>.png``, 8-bit grey class indices, 255 where the input was masked.
 * probabilities: ``<stem>_prob.tif``, one band per class: ``uint8`` stores ``round(p * 254)``
   (GDAL scale 1/254 is set, so GIS tools read p) with nodata 255; ``float32`` stores p with nodata
@@ -416,16 +418,34 @@ class MapWriter:
         self.outputs.abort()
 
 
-def write_style(class_target: Path, layout: MapLayout) -> Path | None:
-    """``<stem>.qml`` beside a GeoTIFF class map (QGIS applies it on opening); None for a PNG."""
+def style_paths(class_target: Path) -> list[Path]:
+    """The files that name and colour the classes beside a GeoTIFF class map (none for a PNG)."""
     if class_target.suffix != ".tif":
-        return None
-    from bicorseg.gis.qml import qml_path, write_qml
+        return []
+    from bicorseg.gis.categories import pam_path
+    from bicorseg.gis.qml import qml_path
 
+    return [qml_path(class_target), pam_path(class_target)]
+
+
+def write_style(class_target: Path, layout: MapLayout) -> list[Path]:
+    """Beside a GeoTIFF class map: ``<stem>.qml`` (QGIS applies it on opening) and ``<stem>.tif.aux.xml``
+    (category names and a raster attribute table, which every GDAL-based reader shows); none for a PNG."""
+    if class_target.suffix != ".tif":
+        return []
+    from bicorseg.gis.categories import write_categories
+    from bicorseg.gis.qml import write_qml
+
+    qml, pam = style_paths(class_target)
     try:
-        return write_qml(class_target, layout.class_names, layout.palette, NODATA)
+        write_qml(class_target, layout.class_names, layout.palette, NODATA)
     except OSError as error:
-        raise write_error(qml_path(class_target), error) from error
+        raise write_error(qml, error) from error
+    try:
+        write_categories(class_target, layout.class_names, layout.palette)
+    except OSError as error:
+        raise write_error(pam, error) from error
+    return [qml, pam]
 
 
 # --- checking existing outputs and targets --------------------------------------------------------
