@@ -131,7 +131,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also write the polygons of each class raster, <stem>.<format>, as bicorseg vectorize does "
         "with its defaults; rewritten whenever the class raster is, written if missing for a skipped "
-        'file (needs pip install "bicorseg[vector]")',
+        "file; every input needs a CRS and a transform (or --crs and --pixel-size), checked before any "
+        'work (needs pip install "bicorseg[vector]")',
+    )
+    parser.add_argument(
+        "--crs",
+        default=None,
+        help="the CRS of inputs that have none (e.g. EPSG:32633): their outputs become GeoTIFFs in it, plain "
+        "pictures included; inputs with their own CRS keep it",
+    )
+    parser.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        help="with --crs: the pixel size in CRS units of inputs without a transform (a plain picture); the "
+        "map's lower-left corner is put at the CRS's origin (0, 0): the right scale for areas, not a place",
     )
     parser.add_argument(
         "--stac-item",
@@ -267,6 +281,9 @@ def _run(args: argparse.Namespace) -> int:
         block=args.block,
         device=str(resolve_device(args.device)),
         precision=args.precision,
+        crs=args.crs,
+        pixel_size=args.pixel_size,
+        require_georeference=bool(args.vector),
     )
     if (args.vector or args.aoi) and not args.print_config:
         from bicorseg.gis import require_vector
@@ -390,11 +407,8 @@ def _vectorize(results, args: argparse.Namespace) -> None:
     from bicorseg.gis.vectorfile import FORMATS
 
     suffix = FORMATS[args.vector][0]
-    for result in results:
+    for result in results:  # every input was checked to have a CRS and a transform before any work
         raster = result.outputs["class"]
-        if raster.suffix != ".tif":
-            warnings.warn(f"{raster} is not georeferenced: no polygons written for it", stacklevel=1)
-            continue
         target = raster.with_suffix(suffix)
         if result.skipped and target.exists():
             continue

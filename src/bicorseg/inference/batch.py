@@ -40,7 +40,7 @@ from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import Block, SlidingWindow
 from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, Progress
-from bicorseg.inference.raster_io import InputPlan, is_picture
+from bicorseg.inference.raster_io import InputPlan
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, outputs_done
 from bicorseg.inference.writers import check_targets, refuse_existing
 
@@ -97,7 +97,9 @@ def build_plan(
         with suppress(OSError):
             size = path.stat().st_size
         files.append(
-            PlannedFile(path.name, path.stem, str(path), *plan.shape, size, is_picture(path), plan.geo)
+            PlannedFile(
+                path.name, path.stem, str(path), *plan.shape, size, predictor.writes_picture(path), plan.geo
+            )
         )
     opts = predictor.options
     return RunPlan(

@@ -10,7 +10,11 @@
   shards or a Ray cluster (:mod:`.units`), with the same bytes.
 
 The outputs (class map, probabilities, colours, confidence; see :mod:`.writers`) keep the input's
-georeferencing. Their tags record the checkpoint's sha256 and the settings that define the result
+georeferencing. An input without one (a plain picture, a GeoTIFF without a CRS) takes ``crs`` and,
+without a transform, square pixels of ``pixel_size`` CRS units with the map's lower-left corner
+at the CRS's origin (the right scale, not a place); its outputs are then GeoTIFFs, pictures
+included. With ``require_georeference`` (polygons will be made) an input that would have no CRS
+and transform is refused when it is inspected, before any work. Their tags record the checkpoint's sha256 and the settings that define the result
 (tile, overlap, TTA, engine, probability type, area of interest); a rerun skips an input whose
 outputs all exist, read back whole in size, bands and type, and were made by the same checkpoint
 with the same settings. An existing output that does not verify is replaced only with
@@ -112,8 +116,23 @@ class PredictOptions:
     block: int = DEFAULT_BLOCK
     device: str = "cpu"
     precision: str = "fp32"  # or auto, bf16, fp16 (bicorseg.precision); the ONNX engine runs fp32
+    crs: str | None = None  # the CRS of inputs without one (anything rasterio reads, e.g. EPSG:32633)
+    pixel_size: float | None = None  # pixel size in CRS units of inputs without a transform
+    require_georeference: bool = False  # refuse inputs whose outputs would have no CRS and transform
 
     def __post_init__(self) -> None:
+        if self.crs is not None:
+            try:
+                self.crs = rasterio.crs.CRS.from_user_input(self.crs).to_string()
+            except Exception as error:  # rasterio's CRSError, or a TypeError for odd input
+                raise ConfigError(f"{self.crs!r} is not a coordinate reference system", key="crs") from error
+        if self.pixel_size is not None:
+            if not self.pixel_size > 0:
+                raise ConfigError(f"must be positive (CRS units), got {self.pixel_size}", key="pixel_size")
+            if self.crs is None:
+                raise ConfigError(
+                    "give `crs` with it: a pixel size needs a CRS to be placed in", key="pixel_size"
+                )
         check_tta_mode(self.tta)
         self.tta_scales = parse_scales(self.tta_scales)
         if self.probabilities not in (None, *PROBABILITY_TYPES):
@@ -330,12 +349,15 @@ class Predictor:
 
     # --- outputs --------------------------------------------------------------------------------
 
+    def writes_picture(self, path: Path) -> bool:
+        """Whether ``path``'s outputs are plain pictures (PNG): a picture given no ``crs``."""
+        return is_picture(path) and self.options.crs is None
+
     def targets(self, path: Path, out_dir: Path) -> dict[str, Path]:
         """The output paths of one input (depends on whether it is a plain picture)."""
         stem = raster_access.input_path(path).stem
-        return {
-            kind: out_dir / f"{stem}{end}" for kind, end in self.layout.suffixes(is_picture(path)).items()
-        }
+        suffixes = self.layout.suffixes(self.writes_picture(path))
+        return {kind: out_dir / f"{stem}{end}" for kind, end in suffixes.items()}
 
     def settings(self, kind: str) -> str:
         """The settings that define an output of ``kind``, as its ``bicorseg_settings`` tag records them."""
@@ -346,6 +368,8 @@ class Predictor:
         if opts.tta_merge is not None:
             tta += f" tta_merge={opts.tta_merge}"
         text = f"tile={opts.tile} overlap={opts.overlap} tta={tta} engine={self.engine} precision={opts.precision}"
+        if opts.crs is not None:
+            text += f" crs={opts.crs}" + (f" pixel_size={opts.pixel_size:g}" if opts.pixel_size else "")
         if self._aoi_sha256 is not None:
             text += f" aoi={Path(opts.aoi).name}:{self._aoi_sha256[:16]}"
         return text + (f" probabilities={opts.probabilities}" if kind == "probabilities" else "")
@@ -406,9 +430,33 @@ class Predictor:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with open_raster(path) as src:
                 plan = inspect_input(src, path, self.info)
+        plan = replace(plan, geo=self._georeference(path, plan))
         if key is not None:
             self._plans[key] = plan
         return plan
+
+    def _georeference(self, path: Path, plan: InputPlan) -> Georeference | None:
+        """The georeferencing of ``path``'s outputs: its own, or the options' (module docstring)."""
+        opts, geo = self.options, plan.geo
+        if opts.crs is not None and (geo is None or geo.crs is None):
+            own = geo or Georeference()
+            transform = own.transform
+            if transform is None and own.gcps is None:
+                if opts.pixel_size is None:
+                    raise InputError(
+                        f"{path} has no transform: give `pixel_size` (CRS units) with `crs` to place it"
+                    )
+                size = opts.pixel_size
+                transform = (size, 0.0, 0.0, 0.0, -size, plan.shape[0] * size)  # lower-left at (0, 0)
+            geo = Georeference(opts.crs, transform, own.gcps, own.block)
+        if opts.require_georeference and (geo is None or geo.crs is None or geo.transform is None):
+            reason = "is georeferenced by ground control points only (warp it first, e.g. with gdalwarp)"
+            if geo is None or geo.crs is None:
+                reason = "has no CRS: give `crs` (and `pixel_size` for a plain picture)"
+            raise InputError(
+                f"{path} {reason}: polygons need a CRS and a transform to be placed and measured"
+            )
+        return geo
 
     @contextmanager
     def reading(self, path: Path, plan: InputPlan) -> Iterator[RasterReader]:
