@@ -272,7 +272,8 @@ def main() -> None:
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(
-        f"{'case':<42} {'MPix':>6} {'exit':>4} {'polygons':>9} {'time (s)':>9} {'start RSS':>10} {'peak RSS (MiB)':>15}"
+        f"{'case':<42} {'MPix':>6} {'exit':>4} {'polygons':>9} {'time (s)':>9} {'CPU (s)':>8} {'start RSS':>10} "
+        f"{'peak RSS (MiB)':>15}"
     )
     for row in rows:
         print(
