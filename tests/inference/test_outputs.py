@@ -215,3 +215,16 @@ def test_confidence_raster(tmp_path: Path) -> None:
         assert conf.descriptions[2] == "tta_disagreement"
         share = conf.read(3)[10:, 10:]
     assert np.isin(np.round(share * 4, 4), [0, 1, 2, 3, 4]).all() and share.max() > 0
+
+
+def test_the_heatmap_figure_draws_class_names_as_text(tmp_path: Path) -> None:
+    """A "$" in a class name starts no formula (matplotlib's mathtext would fail on "$\\frac$")."""
+    from bicorseg.inference.heatmaps import draw_figure
+    from bicorseg.spec import DatasetSpec
+
+    names = ("cost $\\frac$", "$x$ and $", "c", "d")
+    dataset = DatasetSpec("d", names, tuple(tuple(c) for c in PALETTE[:4]), 255, (0, 1, 2, 3))
+    output = tmp_path / "figure.png"
+    draw_figure(output, np.zeros((8, 8, 3)), np.zeros((2, 2), np.uint8), np.zeros((4, 2, 2)),
+                ModelInfo(4, 3, dataset, "m"), 1, title="$\\frac$")  # fmt: skip
+    assert Image.open(output).size[0] > 0

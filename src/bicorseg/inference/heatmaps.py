@@ -311,7 +311,7 @@ def draw_figure(
     for c in range(n):
         ax = axes[1 + c // cols, c % cols]
         mappable = ax.imshow(heatmaps[c], cmap=HEATMAP_COLORMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(f"layer {layer}: {info.class_names[c]}", fontsize=10)
+        ax.set_title(f"layer {layer}: {info.class_names[c]}", fontsize=10, parse_math=False)
     if mappable is not None:
         fig.colorbar(
             mappable, ax=axes[1:].ravel().tolist(), shrink=0.8, label=f"layer {layer} sigmoid heatmap"
@@ -319,7 +319,7 @@ def draw_figure(
     handles = [
         Patch(facecolor=table[c], edgecolor="0.4", label=name) for c, name in enumerate(info.class_names)
     ]
-    fig.legend(
+    legend = fig.legend(
         handles=handles,
         loc="outside lower center",
         ncol=min(n, 6),
@@ -327,6 +327,8 @@ def draw_figure(
         frameon=False,
         title="classes",
     )
+    for text in legend.get_texts():  # class names are text: a "$" starts no formula
+        text.set_parse_math(False)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=11, parse_math=False)
     fig.savefig(output, dpi=100, format="png", bbox_inches="tight", pad_inches=0.05)
