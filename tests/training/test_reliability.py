@@ -90,13 +90,16 @@ def test_resume_after_kill_continues_at_same_epoch_and_step(tmp_path: Path) -> N
     assert find_temps(run / "checkpoints") == []  # temporary files of the killed run are gone
 
 
-def _start_training(run: Path, *args: str) -> subprocess.Popen:
-    """``bicorseg train`` (tiny config) as a real process; SIGINT is not inherited as ignored."""
+def _start_training(run: Path, *args: str, group: bool = False) -> subprocess.Popen:
+    """``bicorseg train`` (tiny config) as a real process; SIGINT is not inherited as ignored.
+
+    ``group``: in a process group of its own, as a terminal's foreground job (Ctrl-C reaches all of it).
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(
         [sys.executable, "-m", "bicorseg.cli.main", "train", "--config", TINY, "--output", str(run), *args],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=group,
     )  # fmt: skip
 
 
@@ -273,6 +276,31 @@ def test_a_stop_signal_saves_a_consistent_checkpoint_and_exits(
     assert recorder.start[1] == step
     assert recorder.first_step == (step // 16, step % 16, step)  # continues with the next batch
     assert result.global_step == step + 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_reaches_the_dataloader_workers_and_only_the_run_saves(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = _start_training(run, *LONG_EPOCHS, "--data.num_workers=2", group=True)
+    last = run / "checkpoints" / "last.ckpt"
+    try:
+        _wait_for(process, lambda: _epoch_saved(last, 0), "the end of epoch 0")
+        time.sleep(0.3)  # into the next epoch
+        members = subprocess.run(
+            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(members) >= 3, members  # the run and its (persistent) DataLoader workers
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "exited unexpectedly" not in stderr, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("bicorseg")]
+    assert len(ours) == 1 and ours[0].startswith("bicorseg train: interrupted by SIGINT at epoch "), stderr
+    step = int(re.search(r"step (\d+);", ours[0]).group(1))
+    assert _load(last)["global_step"] == step > 16 and find_temps(run / "checkpoints") == []
 
 
 class PoisonBatch(L.Callback):

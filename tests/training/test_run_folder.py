@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.training import TINY, cli
+from tests.helpers.training import TINY, cli, column, read_metrics
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -112,3 +113,46 @@ def test_a_failed_start_writes_nothing(options: list[str], message: str, tmp_pat
     lines = _error_lines(capsys)
     assert len(lines) == 1 and message in lines[0], lines
     assert not run.exists()  # no config.yaml, no logs, no checkpoints folder
+
+
+@pytest.mark.parametrize("mode", [["--overwrite"], ["--resume"]], ids=["overwrite", "resume"])
+def test_a_run_never_writes_through_a_link_out_of_its_folder(
+    mode: list[str], finished_run: Path, tmp_path: Path, capsys
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(finished_run, other)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(other / "checkpoints")
+    before, own = _snapshot(other), _snapshot(run)
+    assert cli("train", "--config", TINY, "--trainer.max_epochs", "2", "--output", run, *mode) == 2
+    (line,) = _error_lines(capsys)
+    assert line == (
+        f"bicorseg train: error: --output: {run / 'checkpoints'} is a symbolic link (to {other / 'checkpoints'}): "
+        "a run writes only inside its own folder; remove the link or choose another folder"
+    )
+    assert _snapshot(other) == before  # the other run's best.ckpt and last.ckpt are as they were
+    assert _snapshot(run) == own and os.readlink(run / "checkpoints") == str(other / "checkpoints")
+
+
+def test_resuming_with_another_class_count_is_one_line_and_writes_nothing(old_run: Path, capsys) -> None:
+    before = _snapshot(old_run)
+    assert cli("train", "--config", TINY, "--output", old_run, "--resume", "--model.num_classes", "5") == 2
+    (line,) = _error_lines(capsys)
+    assert line == (
+        f"bicorseg train: error: cannot resume from {old_run / 'checkpoints' / 'last.ckpt'}: it was trained "
+        "with another model (model.num_classes is 4 there, 5 here); resume with the run's own config, "
+        "or start a new run"
+    )
+    assert _snapshot(old_run) == before  # no new config.yaml, no logs
+
+
+def test_resume_without_a_config_continues_with_the_runs_own(old_run: Path) -> None:
+    own = (old_run / "config.yaml").read_text()
+    assert "backbone: convnext_nano" in own and "max_epochs: 1" in own  # the tiny run, not the defaults
+    assert cli("train", "--output", old_run, "--resume", "--trainer.max_epochs", "2") == 0
+    assert (old_run / "config.yaml").read_text() == own.replace("max_epochs: 1", "max_epochs: 2")
+    assert torch.load(old_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    # metrics.csv continues: the first epoch's rows are kept (Lightning's CSVLogger would delete them)
+    steps = [step for step, _ in column(read_metrics(old_run), "train/total_step")]
+    assert steps == list(range(8))

@@ -97,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="CKPT",
         help="resume from a checkpoint (weights, optimizer, scheduler, epoch, step); "
-        "without a value: OUTPUT/checkpoints/last.ckpt if it exists",
+        "without a value: OUTPUT/checkpoints/last.ckpt if it exists. Without --config the run's own "
+        "OUTPUT/config.yaml is the config (overrides apply on top)",
     )
     parser.add_argument(
         "--overwrite",
@@ -175,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = collect_overrides(args)
     path = resolve_config_path(args.config) if args.config else None
+    if path is None and args.resume is not None and args.output:
+        own = Path(args.output) / "config.yaml"  # a resumed run keeps its own settings
+        path = own if own.is_file() else None
     config = load_config(path, overrides)
     if args.print_config:
         print(config.to_yaml(), end="")

@@ -9,15 +9,17 @@
 
 Checkpoints are written to a temporary file and renamed (:class:`AtomicCheckpointIO`), so an
 interrupted run never leaves a half-written file; resuming restores weights, optimizer (Lookahead
-included), scheduler, epoch and step. ``last.ckpt`` is written at the end of every epoch (after its
-validation), every ``trainer.checkpoint_every_n_steps`` optimizer steps if set, at the end of
-training, and when SIGINT or SIGTERM arrives (:class:`LastCheckpoint`); the signal then ends the run
-with :class:`TrainingInterrupted`.
+included), scheduler, epoch and step. Lightning's ``ModelCheckpoint`` writes ``best.ckpt`` and
+``last.ckpt``: the latter at the end of every epoch (after its validation), every
+``trainer.checkpoint_every_n_steps`` optimizer steps if set, and, through :class:`StopOnSignal`,
+when SIGINT or SIGTERM arrives; the signal then ends the run with :class:`TrainingInterrupted`.
 
 A folder that holds a run (any of :data:`RUN_FILES`) is refused unless the run is resumed or
-replaced (``overwrite``). Nothing is written before the run has started: the configuration, the
-data, the model and the trainer are all built first, so a bad value or missing data leaves the
-folder as it was. Only the process of rank 0 writes files.
+replaced (``overwrite``), and so is one where any of them is a symbolic link (the run would write
+through it, out of its folder). Nothing is written before the run has started: the configuration,
+the data, the model, the trainer and the agreement of a resumed checkpoint with the model are all
+checked first, so a bad value or missing data leaves the folder as it was. Only the process of rank
+0 writes files.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import shutil
 import signal
 import sys
 import threading
-import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -157,7 +158,8 @@ class StopSignals:
     While training, the first signal is only recorded (:attr:`requested`); :class:`LastCheckpoint`
     saves the state at the next step boundary and ends the run. A second signal ends the process at
     once, without saving. Inside :meth:`held` (the run folder being laid out) a signal waits for the
-    block's end. Handlers are installed only in the main thread.
+    block's end. Handlers are installed only in the main thread. A process forked from the run (a
+    DataLoader worker, which a terminal's Ctrl-C reaches too) ignores them: the run stops it.
     """
 
     def __init__(self) -> None:
@@ -165,8 +167,12 @@ class StopSignals:
         self.training = False
         self._holding = False
         self._previous: dict[int, Any] = {}
+        self._owner = os.getpid()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._owner:  # a forked DataLoader worker: only the run's process acts
+            signal.signal(signum, signal.SIG_IGN)
+            return
         if not (self.training or self._holding):
             raise TrainingInterrupted(signum, None, 0, 0)
         if self.requested is None:
@@ -210,39 +216,33 @@ class StopSignals:
             self.restore()
 
 
-class LastCheckpoint(Checkpoint):
-    """Writes ``last.ckpt``: at every epoch end, every ``every_n_steps`` steps, at the end, on a stop signal.
+class StopOnSignal(Checkpoint):
+    """Acts on a stop request of :class:`StopSignals`: saves ``last.ckpt`` at a step boundary, ends the run.
 
-    Lightning's ``ModelCheckpoint(save_last=True)`` writes the last checkpoint only in a step where
-    it also saved another one; this callback does not depend on any monitored value. Every process
-    takes part (``trainer.save_checkpoint``); only rank 0 writes the file. A stop request is acted on
-    after an optimizer step (never in the middle of gradient accumulation), agreed by all processes;
-    in the last batch of an epoch it waits for the epoch's end (after its validation).
+    Lightning's own handling cannot keep this: it ends a SIGINT with status 1 and no checkpoint, and
+    acts on SIGTERM in the middle of gradient accumulation. The request is acted on after an optimizer
+    step, agreed by all processes (every one takes part in ``trainer.save_checkpoint``; rank 0 writes);
+    in the last batch of an epoch it waits for the epoch's end (after its validation). A
+    :class:`Checkpoint`, so that Lightning runs it after the ``ModelCheckpoint`` callbacks.
     """
 
-    def __init__(self, path: Path, every_n_steps: int | None = None, signals: StopSignals | None = None):
-        self.path, self.every_n_steps, self.signals = Path(path), every_n_steps, signals
-        self._saved_step: int | None = None
+    def __init__(self, path: Path, signals: StopSignals):
+        self.path, self.signals = Path(path), signals
         self._step_at_batch_start = 0
 
-    def _save(self, trainer: L.Trainer) -> None:
+    def _stop_if_requested(self, trainer: L.Trainer) -> None:
+        local = self.signals.requested is not None
+        if not trainer.strategy.reduce_boolean_decision(local, all=False):
+            return
         # a save, not a load: the full training state (optimizer, loops) that --resume needs; every
         # read of it goes through torch_files.read_torch_file, which unpickles with weights_only=True
         trainer.save_checkpoint(self.path, weights_only=False)
-        self._saved_step = trainer.global_step
-
-    def _stop_requested(self, trainer: L.Trainer) -> bool:
-        local = self.signals is not None and self.signals.requested is not None
-        return bool(trainer.strategy.reduce_boolean_decision(local, all=False))
-
-    def _stop(self, trainer: L.Trainer) -> typing.NoReturn:
-        signum = (self.signals.requested if self.signals else None) or signal.SIGTERM
+        signum = self.signals.requested or signal.SIGTERM
         raise TrainingInterrupted(signum, self.path, trainer.current_epoch, trainer.global_step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.signals is not None:
-            self.signals.training = True
-            self.signals.install()
+        self.signals.training = True
+        self.signals.install()
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -254,21 +254,11 @@ class LastCheckpoint(Checkpoint):
     ) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: not a step boundary
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self._save(trainer)
-        last_batch = bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
-        if not last_batch and self._stop_requested(trainer):
-            if self._saved_step != trainer.global_step:
-                self._save(trainer)
-            self._stop(trainer)
+        if not getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False):
+            self._stop_if_requested(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
-        if self._stop_requested(trainer):
-            self._stop(trainer)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)  # also after an epoch-end save: the finished run's state (epoch completed)
+        self._stop_if_requested(trainer)
 
 
 @dataclass
@@ -297,22 +287,48 @@ def resolve_resume(resume: str | None, output: Path) -> str | None:
     return resume
 
 
-def _checkpoint_step(path: str | None) -> int | None:
-    if path is None:
-        return None
+def _resume_state(path: str) -> dict[str, Any]:
+    """The training checkpoint to resume from (memory-mapped), checked to hold a training state."""
     data = read_torch_file(path, mmap=True)
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("global_step"), int)
         or "optimizer_states" not in data
+        or not isinstance(data.get("state_dict"), dict)
     ):
         raise CheckpointError(
             f"{path} is not a training checkpoint of bicorseg train (no optimizer state to resume from); "
             "to fine-tune from its weights, set model.pretrained instead"
         )
-    if isinstance(data.get("state_dict"), dict):
-        check_finite_weights(data["state_dict"], path)
-    return int(data["global_step"])
+    check_finite_weights(data["state_dict"], path)
+    return data
+
+
+def _check_resumable(data: dict[str, Any], path: str, module: nn.Module) -> None:
+    """Refuse a checkpoint whose weights do not fit the model of this config (another class count...)."""
+    saved = {key: tuple(value.shape) for key, value in data["state_dict"].items()}
+    wanted = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    if saved == wanted:
+        return
+    then = (data.get("bicorseg") or {}).get("model_config") or {}
+    now = getattr(getattr(module, "model", None), "config", None)
+    now = now.to_dict() if now is not None else {}
+    keys = [k for k in now if k in then and then[k] != now[k]]
+    if keys:
+        difference = "; ".join(f"model.{k} is {then[k]!r} there, {now[k]!r} here" for k in keys[:3])
+    else:
+        key = next(k for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k))
+        difference = f"weight {key} is {saved.get(key, 'absent')} there, {wanted.get(key, 'absent')} here"
+    raise CheckpointError(
+        f"cannot resume from {path}: it was trained with another model ({difference}); "
+        "resume with the run's own config, or start a new run"
+    )
+
+
+def links_in_run(output: Path) -> list[str]:
+    """The entries of a run folder that are symbolic links (a run never writes through one)."""
+    names = (*RUN_FILES, "logs/csv", "logs/tensorboard")
+    return [name for name in names if (output / name).is_symlink()]
 
 
 def build_trainer(
@@ -341,10 +357,15 @@ def build_trainer(
                 enable_version_counter=False,
             ),
         )
-    # the latest state, for resuming
-    all_callbacks.append(
-        LastCheckpoint(checkpoint_dir / f"{LAST_NAME}.ckpt", cfg.checkpoint_every_n_steps, signals)
-    )
+    # the latest state, for resuming: checkpoints named "last" without a monitor (with save_last,
+    # Lightning writes last.ckpt only in a step where it also saved another checkpoint); one per
+    # epoch end (after its validation, whether that ran or not), one every n steps if asked
+    last = {"dirpath": checkpoint_dir, "filename": LAST_NAME, "monitor": None, "enable_version_counter": False}
+    all_callbacks.append(ModelCheckpoint(**last, every_n_epochs=1, save_on_train_epoch_end=True))
+    if cfg.checkpoint_every_n_steps:
+        all_callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cfg.checkpoint_every_n_steps))
+    if signals is not None:
+        all_callbacks.append(StopOnSignal(checkpoint_dir / f"{LAST_NAME}.ckpt", signals))
     # in a terminal a live bar (and the epoch lines); elsewhere plain lines every n steps and per epoch
     live = cfg.progress_bar and sys.stderr.isatty()
     if live:
@@ -353,6 +374,7 @@ def build_trainer(
         all_callbacks.append(LogLines(cfg.log_every_n_steps, steps=not live))
     all_callbacks.extend(callbacks or [])
     loggers: list[Any] = [
+        # not Lightning's CSVLogger: it deletes the metrics.csv of a resumed run
         ResumableCSVLogger(save_dir=str(output), name="logs", version="csv", resume_step=resume_step)
     ]
     if cfg.tensorboard:
@@ -408,7 +430,7 @@ def _start_run(output: Path, config: TrainConfig, replace: bool) -> None:
     if replace:
         for name in RUN_FILES:
             old = output / name
-            if old.is_dir() and not old.is_symlink():
+            if old.is_dir():  # never a link: train refuses those
                 shutil.rmtree(old)
             else:
                 old.unlink(missing_ok=True)
@@ -433,7 +455,8 @@ def train(
     A folder that already holds a run is refused unless ``resume`` is given (continue it) or
     ``overwrite`` (replace it: its ``config.yaml``, ``checkpoints/``, ``logs/`` and
     ``val_metrics.json`` are deleted once the new run has started, i.e. its configuration, data,
-    model and trainer are built; other files are left alone).
+    model and trainer are built; other files are left alone). A checkpoint to resume from must fit
+    the model of ``config``.
     SIGINT or SIGTERM saves ``last.ckpt`` and raises :class:`TrainingInterrupted`.
     """
     output = Path(output)
@@ -441,6 +464,13 @@ def train(
     if resume is not None and overwrite:
         raise ConfigError("`resume` and `overwrite` exclude each other: continue the run or replace it")
     old_run = existing_run(output) if is_writer else []
+    links = links_in_run(output) if is_writer else []
+    if links:
+        raise ConfigError(
+            f"{output / links[0]} is a symbolic link (to {os.path.realpath(output / links[0])}): a run "
+            "writes only inside its own folder; remove the link or choose another folder",
+            key="output",
+        )
     if old_run and resume is None and not overwrite:
         raise ConfigError(
             f"{output} already holds a run ({', '.join(old_run)}): continue it with `resume`, "
@@ -450,7 +480,7 @@ def train(
     if is_writer:
         ensure_writable(output, folder=True)
     ckpt_path = resolve_resume(resume, output)
-    resume_step = _checkpoint_step(ckpt_path)
+    resumed = _resume_state(ckpt_path) if ckpt_path is not None else None
     signals = StopSignals()
     with signals.installed():
         spec = spec or dataset_spec(config.data, config.model.to_dict())
@@ -460,6 +490,8 @@ def train(
         datamodule = SegmentationDataModule(config.data, spec, seed=config.trainer.seed)
         module = BiCoRSegModule(config, spec, model=model, output_dir=output)
         datamodule.setup("fit")  # unreadable or missing data fails here, before anything is written
+        if resumed is not None:
+            _check_resumable(resumed, str(ckpt_path), module)
         has_validation = config.data.val_split is not None and config.trainer.limit_val_batches != 0
         trainer = build_trainer(
             config,
@@ -468,7 +500,7 @@ def train(
             callbacks,
             # without the auxiliary loss the static classifier gets no gradient
             find_unused_parameters=config.loss.aux_weight == 0,
-            resume_step=resume_step,
+            resume_step=resumed["global_step"] if resumed is not None else None,
             signals=signals,
         )
         if is_writer:
