@@ -5,6 +5,7 @@ The disk is a real, small tmpfs mounted for the test (root only; skipped elsewhe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from bicorseg.checkpoint import load_model, save_checkpoint
 from bicorseg.errors import BicorsegError
@@ -79,3 +81,41 @@ def test_predict_on_a_full_disk_fails_cleanly(small_disk, tmp_path) -> None:
         sorted(p.name for p in (small_disk / "out").iterdir()) if (small_disk / "out").exists() else []
     )
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_prepare_on_a_full_disk_is_one_line_keeps_whole_files_and_a_rerun_continues(
+    small_disk, tmp_path
+) -> None:
+    from bicorseg.atomic import find_temps
+    from tests.helpers.data import load_generator
+
+    release = load_generator().make_vaihingen(None, tmp_path / "release", (64, 80), archives=True)
+    out = small_disk / "out"
+    command = [sys.executable, "-m", "bicorseg.cli.main", "prepare", "vaihingen", "--source", str(release),
+               "--output", str(out), "--patch-size", "64", "--no-progress"]  # fmt: skip
+    _fill(small_disk, leave=300_000)  # room for a few tiles, not for all of them
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert sum(line.startswith("bicorseg") for line in lines) == 1, result.stderr
+    assert re.fullmatch(
+        rf"bicorseg prepare: error: cannot write {re.escape(str(out))}: the disk is full \(\d+ KiB free\); "
+        r"the finished tiles are kept: rerun prepare to continue",
+        lines[-1],
+    ), lines[-1]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".png" for p in written) and not (out / "manifest.json").exists()
+    folders = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    assert [
+        t.path for folder in folders for t in find_temps(folder)
+    ] == []  # no temporary, no unpacked member
+    for path in written:  # every file under a final name is whole
+        if path.suffix == ".png":
+            Image.open(path).load()
+
+    (small_disk / "ballast").unlink()
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "manifest.json").read_text())["dataset"] == "vaihingen"
+    assert re.search(r"train: 15 tiles -> \d+ files .*; [1-9]\d* already done", result.stdout), result.stdout

@@ -728,7 +728,7 @@ def test_pretrained_imagenet_without_network_says_to_pass_a_local_file(tmp_path,
 
 def test_nested_archive_size_and_total_size_limits(tmp_path) -> None:
     """The two limits the default test archives cannot reach, with small limits (same code path)."""
-    from bicorseg.data.sources import ArchiveLimits, scan_sources
+    from bicorseg.data.sources import ArchiveLimits, source_files
 
     inner = _loveda_zip(tmp_path / "inner" / "Train.zip", {"Train/Rural/images_png/0.png": _png_bytes()})
     outer = _loveda_zip(tmp_path / "LoveDA.zip", {"Train.zip": inner.read_bytes(), "notes.txt": b"x" * 500})
@@ -737,11 +737,13 @@ def test_nested_archive_size_and_total_size_limits(tmp_path) -> None:
     with pytest.raises(
         InputError, match=rf"LoveDA\.zip!Train\.zip: {size} bytes is more than the {size - 1} bytes"
     ):
-        scan_sources([outer], scratch, ["Train.zip"], ArchiveLimits(archive_bytes=size - 1))
+        with source_files([outer], scratch, ["Train.zip"], ArchiveLimits(archive_bytes=size - 1)):
+            pass
     with pytest.raises(
         InputError, match=r"LoveDA\.zip: the archives of the source unpack to more than 100 bytes"
     ):
-        scan_sources([outer], scratch, ["Train.zip"], ArchiveLimits(total_bytes=100))
-    assert not scratch.exists()
-    files = scan_sources([outer], scratch, ["Train.zip"])
-    assert sorted(f.rel for f in files) == ["Train/Rural/images_png/0.png", "notes.txt"]
+        with source_files([outer], scratch, ["Train.zip"], ArchiveLimits(total_bytes=100)):
+            pass
+    assert list(scratch.iterdir()) == []
+    with source_files([outer], scratch, ["Train.zip"]) as files:
+        assert sorted(f.rel for f in files) == ["Train/Rural/images_png/0.png", "notes.txt"]

@@ -21,7 +21,7 @@ pick a format by extension. A name that would exceed the file system's 255 bytes
   file of a live process (another run writing into the same folder) is never touched, nor is one
   from another host, whose owner cannot be checked from here.
 * :func:`ensure_writable` checks, before any work starts, that an output file or folder can be
-  created, and creates nothing.
+  created, and creates nothing; :func:`write_error` is the one-line error of a write that failed.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import secrets
 import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bicorseg.errors import OutputError
+from bicorseg.errors import OutputError, first_line
 
 _MAX_NAME_BYTES = 255
 _TEMP_NAME = re.compile(
@@ -306,3 +306,13 @@ def ensure_writable(path: str | os.PathLike, *, folder: bool = False, overwrite:
         probe.unlink()
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error} ({where})") from None
+
+
+def write_error(target: Path, error: BaseException, kept: str = "nothing was kept") -> OutputError:
+    """The one-line error of a failed write of ``target`` (a full disk is named as such); ``kept``: what remains."""
+    reason = getattr(error, "strerror", None) or first_line(error)
+    with suppress(OSError):
+        usage = shutil.disk_usage(target if target.is_dir() else target.parent)
+        if usage.free < 1 << 20:
+            reason = f"the disk is full ({usage.free // 1024} KiB free)"
+    return OutputError(f"cannot write {target}: {reason}; {kept}")

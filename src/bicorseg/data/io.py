@@ -6,8 +6,7 @@
 * :func:`read_mask` returns a label map: ``H x W`` raw values (``mode="index"``; palette PNGs keep
   their palette indices) or ``3 x H x W`` uint8 colours (``mode="colour"``; palette PNGs become RGB).
 * :func:`read_georeferenced` also returns the CRS and transform of a raster, if it has them.
-* Every reader accepts ``data=`` (the file's bytes, e.g. an archive member) instead of the file itself.
-* :func:`write_png`, :func:`write_tiff` and :func:`copy_bytes` write to a temporary name beside the
+* :func:`write_png` and :func:`write_tiff` write to a temporary name beside the
   target and rename it when complete, so no output is ever half-written. They are for writing many
   files into one folder, so they do not look for stale temporary files (the caller cleans the folder
   once with :func:`bicorseg.atomic.remove_stale_temps`, as ``prepare`` does).
@@ -20,7 +19,6 @@ header, before decoding) and rasters that refer to remote sources when remote ac
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import struct
 import warnings
@@ -58,24 +56,18 @@ class Georeference:
     transform: Affine
 
 
-def _check_exists(path: str | os.PathLike, data: bytes | None) -> None:
-    if data is None:
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"{p}: file does not exist")
-        if not p.is_file():
-            raise InputError(f"{p}: is not a file")
-    elif len(data) == 0:
-        raise InputError(f"{path}: file is empty")
+def _check_exists(path: str | os.PathLike) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: file does not exist")
+    if not p.is_file():
+        raise InputError(f"{path}: is not a file")
 
 
-def _is_16bit_colour_png(path: str | os.PathLike, data: bytes | None) -> bool:
+def _is_16bit_colour_png(path: str | os.PathLike) -> bool:
     """True for 16-bit RGB(A) or grey+alpha PNGs (IHDR bit depth 16, colour type 2, 4 or 6)."""
-    if data is not None:
-        head = data[:26]
-    else:
-        with open(path, "rb") as stream:
-            head = stream.read(26)
+    with open(path, "rb") as stream:
+        head = stream.read(26)
     if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n":
         return False
     return head[24] == 16 and head[25] in (2, 4, 6)
@@ -98,9 +90,9 @@ def _pillow_to_array(image: Image.Image, *, keep_palette: bool) -> np.ndarray:
 
 
 @contextmanager
-def _open_pillow(path: str | os.PathLike, data: bytes | None) -> Iterator[Image.Image]:
+def _open_pillow(path: str | os.PathLike) -> Iterator[Image.Image]:
     """A Pillow image whose declared size passed the pixel limit (nothing decoded yet)."""
-    with io.BytesIO(data) if data is not None else open(path, "rb") as stream:
+    with open(path, "rb") as stream:
         prefix = stream.read(16)
         stream.seek(0)
         Image.init()
@@ -116,9 +108,9 @@ def _open_pillow(path: str | os.PathLike, data: bytes | None) -> Iterator[Image.
             yield image
 
 
-def _read_pillow(path: str | os.PathLike, data: bytes | None, *, keep_palette: bool) -> np.ndarray:
+def _read_pillow(path: str | os.PathLike, *, keep_palette: bool) -> np.ndarray:
     try:
-        with _open_pillow(path, data) as image:
+        with _open_pillow(path) as image:
             image.load()
             return _pillow_to_array(image, keep_palette=keep_palette)
     except BicorsegError:  # the pixel limit's refusals (ValueErrors) say it all themselves
@@ -130,8 +122,8 @@ def _read_pillow(path: str | os.PathLike, data: bytes | None, *, keep_palette: b
         raise InputError(f"{path}: unreadable or truncated image ({error})") from error
 
 
-def _read_raster(path: str | os.PathLike, data: bytes | None) -> tuple[np.ndarray, Georeference | None]:
-    with open_raster(path, data=data, whole=True) as dataset:
+def _read_raster(path: str | os.PathLike) -> tuple[np.ndarray, Georeference | None]:
+    with open_raster(path, whole=True) as dataset:
         try:
             array = dataset.read()
         except RasterioError as error:
@@ -142,36 +134,32 @@ def _read_raster(path: str | os.PathLike, data: bytes | None) -> tuple[np.ndarra
         return array, georef
 
 
-def read_georeferenced(
-    path: str | os.PathLike, *, data: bytes | None = None
-) -> tuple[np.ndarray, Georeference | None]:
+def read_georeferenced(path: str | os.PathLike) -> tuple[np.ndarray, Georeference | None]:
     """Read a whole image (``bands x H x W``, native dtype) and its georeference, if it has one."""
-    _check_exists(path, data)
+    _check_exists(path)
     suffix = Path(str(path)).suffix.lower()
-    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path, data)):
-        return _read_pillow(path, data, keep_palette=False), None
-    return _read_raster(path, data)
+    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path)):
+        return _read_pillow(path, keep_palette=False), None
+    return _read_raster(path)
 
 
-def read_image(path: str | os.PathLike, *, data: bytes | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a whole image as ``bands x H x W`` in its native dtype (palette images become RGB)."""
-    return read_georeferenced(path, data=data)[0]
+    return read_georeferenced(path)[0]
 
 
-def read_mask(
-    path: str | os.PathLike, *, mode: Literal["index", "colour"] = "index", data: bytes | None = None
-) -> np.ndarray:
+def read_mask(path: str | os.PathLike, *, mode: Literal["index", "colour"] = "index") -> np.ndarray:
     """Read a label map: ``H x W`` raw values (``"index"``) or ``3 x H x W`` uint8 colours (``"colour"``).
 
     In ``"index"`` mode a palette PNG gives its palette indices (the usual way to store class ids);
     in ``"colour"`` mode it gives the colours of its palette.
     """
-    _check_exists(path, data)
+    _check_exists(path)
     suffix = Path(str(path)).suffix.lower()
-    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path, data)):
-        array = _read_pillow(path, data, keep_palette=(mode == "index"))
+    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path)):
+        array = _read_pillow(path, keep_palette=(mode == "index"))
     else:
-        array = _read_raster(path, data)[0]
+        array = _read_raster(path)[0]
     if mode == "index":
         if array.shape[0] != 1:
             raise InputError(
@@ -236,13 +224,6 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: Georeference 
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(temp, "w", **profile) as dataset:
             dataset.write(array)
-    return Path(path)
-
-
-def copy_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write raw bytes (e.g. an unchanged source image) atomically."""
-    with atomic_output(path, clean=False) as temp:
-        temp.write_bytes(data)
     return Path(path)
 
 

@@ -2,14 +2,17 @@
 
 A source is any mix of folders and zip files. Folders are walked recursively; every zip found is
 listed without unpacking it; a zip inside a zip (the ISPRS Potsdam download nests its archives) is
-unpacked to a scratch folder only when its name is one of the release's official archive names.
-Each file gets a posix path ending (``rel``) that the release's path patterns are matched against.
+unpacked only when its name is one of the release's official archive names. Each file gets a posix
+path ending (``rel``) that the release's path patterns are matched against.
 
 Archives come from strangers, so sizes are checked from the archive directories before anything is
 read or unpacked (:class:`ArchiveLimits`: one file, one unpacked nested archive, the total of every
 archive's members, and the nesting depth); members whose names are absolute or climb out with
 ``..`` are refused, and so is a symbolic link in a source folder that points back to a folder
-above it. A failed scan removes the nested archives it unpacked (and the folders it made for them).
+above it. Members are streamed, never held whole in memory: :meth:`SourceFile.local` unpacks one
+to a scratch file for the readers, :meth:`SourceFile.copy_to` copies it. Everything unpacked (nested
+archives and members) lives in one hidden scratch folder of :func:`source_files`, removed when its
+block ends, whether the block succeeded or failed.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from bicorseg.atomic import atomic_output
+from bicorseg.atomic import atomic_output, new_temp, scratch_folder
 from bicorseg.errors import InputError
 
 GIB = 2**30
@@ -49,6 +53,19 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / GIB:.3g} GiB" if nbytes >= GIB else f"{nbytes} bytes"
 
 
+class Unpacked(os.PathLike):
+    """An archive member unpacked to a scratch file: opened as that file, named as the member in messages."""
+
+    def __init__(self, local: Path, name: str) -> None:
+        self.local, self.name = local, name
+
+    def __fspath__(self) -> str:
+        return str(self.local)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One file of the release: a plain file, or a member of a zip archive."""
@@ -58,6 +75,7 @@ class SourceFile:
     path: Path | None = None  # a plain file
     archive: Path | None = None  # ... or a member of this zip
     member: str | None = None
+    scratch: Path | None = None  # where a member is unpacked to be read
 
     @property
     def display(self) -> str:
@@ -74,20 +92,56 @@ class SourceFile:
     def suffix(self) -> str:
         return Path(self.rel).suffix.lower()
 
-    def read_bytes(self, limits: ArchiveLimits = LIMITS) -> bytes:
+    def _check_size(self, limits: ArchiveLimits) -> None:
         if self.size > limits.file_bytes:
             raise InputError(
                 f"{self.display}: {_size(self.size)} is more than the {_size(limits.file_bytes)} "
                 "an image or label file may have"
             )
+
+    @contextmanager
+    def local(self, limits: ArchiveLimits = LIMITS) -> Iterator[Path | Unpacked]:
+        """The file as a local path for the readers: a plain file itself, a member unpacked (then removed)."""
+        self._check_size(limits)
+        if self.path is not None:
+            yield self.path
+            return
+        assert self.archive is not None and self.member is not None and self.scratch is not None
+        temp = new_temp(self.scratch / PurePosixPath(self.member).name)
         try:
-            if self.archive is not None:
-                with zipfile.ZipFile(self.archive) as archive, archive.open(str(self.member)) as stream:
-                    return stream.read()
-            assert self.path is not None
-            return self.path.read_bytes()
-        except (OSError, zipfile.BadZipFile, KeyError, EOFError) as error:
-            raise InputError(f"{self.display}: cannot read ({error})") from error
+            _unpack(self.archive, self.member, temp)
+            yield Unpacked(temp, self.display)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def copy_to(self, target: Path, limits: ArchiveLimits = LIMITS) -> None:
+        """Copy the file's bytes unchanged to ``target`` (atomically; a member streamed from its archive)."""
+        self._check_size(limits)
+        if self.path is not None:
+            with atomic_output(target, clean=False) as temp:
+                shutil.copyfile(self.path, temp)
+            return
+        assert self.archive is not None and self.member is not None
+        with atomic_output(target, clean=False) as temp:
+            _unpack(self.archive, self.member, temp)
+
+
+def _unpack(archive: Path, member: str, target: Path) -> None:
+    """Stream one member into the file ``target`` in blocks (a fault of the archive is an InputError)."""
+    with open(target, "wb") as out:
+        try:
+            with zipfile.ZipFile(archive) as handle, handle.open(member) as source:
+                while block := _read(source, archive, member):
+                    out.write(block)  # a full disk: an OSError, for the caller to name
+        except (zipfile.BadZipFile, KeyError, EOFError) as error:
+            raise InputError(f"{archive}!{member}: cannot unpack ({error})") from error
+
+
+def _read(source: zipfile.ZipExtFile, archive: Path, member: str) -> bytes:
+    try:
+        return source.read(1 << 20)
+    except OSError as error:
+        raise InputError(f"{archive}!{member}: cannot read ({error})") from error
 
 
 def _zip_members(archive: Path) -> list[tuple[str, int]]:
@@ -103,31 +157,30 @@ def _zip_members(archive: Path) -> list[tuple[str, int]]:
     return members
 
 
-def scan_sources(
+@contextmanager
+def source_files(
     sources: Sequence[str | os.PathLike],
-    scratch: Path,
+    folder: str | os.PathLike,
     nested_archives: Iterable[str] = (),
     limits: ArchiveLimits = LIMITS,
-) -> list[SourceFile]:
-    """Every file under the sources (folders, zip files, and the release's zips inside zips)."""
+) -> Iterator[list[SourceFile]]:
+    """Every file under the sources (folders, zip files, and the release's zips inside zips).
+
+    What is unpacked goes to a hidden scratch folder in ``folder``, removed when the block ends.
+    """
     if not sources:
         raise InputError("no source given: pass the folder (or archives) of the unpacked release")
-    scan = _Scan(scratch, set(nested_archives), limits)
-    try:
-        return [file for source in sources for file in scan.source(Path(source).expanduser())]
-    except BaseException:
-        scan.undo()
-        raise
+    with scratch_folder(folder, "sources") as scratch:
+        scan = _Scan(scratch, set(nested_archives), limits)
+        yield [file for source in sources for file in scan.source(Path(source).expanduser())]
 
 
 class _Scan:
-    """One :func:`scan_sources` call: the running total of archive sizes and what it unpacked."""
+    """One :func:`source_files` call: the running total of archive sizes."""
 
     def __init__(self, scratch: Path, nested: set[str], limits: ArchiveLimits) -> None:
         self.scratch, self.nested, self.limits = scratch, nested, limits
         self.total = 0
-        self.unpacked: list[Path] = []
-        self.made: list[Path] = []  # folders this scan created
 
     def source(self, root: Path) -> list[SourceFile]:
         if not root.exists():
@@ -167,47 +220,23 @@ class _Scan:
             base = member.rsplit("/", 1)[-1]
             if base.lower().endswith(".zip"):
                 if base in self.nested:
-                    files.extend(self.zip(self.extract(archive, member, size, depth), depth + 1))
+                    files.extend(self.zip(self.extract(archive, member, size), depth + 1))
                 continue
-            files.append(SourceFile(rel=member, size=size, archive=archive, member=member))
+            files.append(
+                SourceFile(rel=member, size=size, archive=archive, member=member, scratch=self.scratch)
+            )
         return files
 
-    def extract(self, archive: Path, member: str, size: int, depth: int) -> Path:
-        """Unpack a zip member (itself a zip) to the scratch folder, once."""
+    def extract(self, archive: Path, member: str, size: int) -> Path:
+        """Unpack a zip member (itself a zip) to the scratch folder."""
         if size > self.limits.archive_bytes:
             raise InputError(
                 f"{archive}!{member}: {_size(size)} is more than the {_size(self.limits.archive_bytes)} "
                 "a nested archive may unpack to"
             )
-        target = self.scratch / "archives" / f"{depth}__{member.replace('/', '__')}"
-        if target.exists() and target.stat().st_size == size:
-            return target
-        for folder in (self.scratch, target.parent):
-            if not folder.exists():
-                folder.mkdir()
-                self.made.append(folder)
-        try:
-            with (
-                zipfile.ZipFile(archive) as handle,
-                atomic_output(target) as temp,
-                handle.open(member) as source,
-                open(temp, "wb") as out,
-            ):
-                shutil.copyfileobj(source, out, 1 << 22)
-        except (OSError, zipfile.BadZipFile) as error:
-            raise InputError(f"{archive}!{member}: cannot unpack ({error})") from error
-        self.unpacked.append(target)
+        target = new_temp(self.scratch / PurePosixPath(member).name)
+        _unpack(archive, member, target)
         return target
-
-    def undo(self) -> None:
-        """Remove the archives this scan unpacked and the folders it made for them."""
-        for path in self.unpacked:
-            path.unlink(missing_ok=True)
-        for folder in reversed(self.made):
-            try:
-                folder.rmdir()
-            except OSError:  # not empty: it holds files of an earlier run
-                pass
 
 
 def _walk(root: Path) -> Iterable[tuple[Path, list[str]]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack, suppress
@@ -50,7 +49,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
-from bicorseg.atomic import OutputGroup
+from bicorseg.atomic import OutputGroup, write_error
 from bicorseg.data.labels import colourise, gdal_colour_map
 from bicorseg.defaults import NODATA
 from bicorseg.errors import InputError, OutputError, first_line
@@ -306,16 +305,6 @@ def read_back(path: Path) -> None:
     with rasterio.open(path) as written:
         for _, window in written.block_windows(1):
             written.read(window=window)
-
-
-def write_error(target: Path, error: BaseException) -> OutputError:
-    """The one-line error of a failed write of ``target`` (a full disk is named as such)."""
-    reason = getattr(error, "strerror", None) or first_line(error)
-    with suppress(OSError):
-        usage = shutil.disk_usage(target.parent)
-        if usage.free < 1 << 20:
-            reason = f"the disk is full ({usage.free // 1024} KiB free)"
-    return OutputError(f"cannot write {target}: {reason}; nothing was kept")
 
 
 # --- the maps of one input ------------------------------------------------------------------------

@@ -360,7 +360,12 @@ def build_trainer(
     # the latest state, for resuming: checkpoints named "last" without a monitor (with save_last,
     # Lightning writes last.ckpt only in a step where it also saved another checkpoint); one per
     # epoch end (after its validation, whether that ran or not), one every n steps if asked
-    last = {"dirpath": checkpoint_dir, "filename": LAST_NAME, "monitor": None, "enable_version_counter": False}
+    last = {
+        "dirpath": checkpoint_dir,
+        "filename": LAST_NAME,
+        "monitor": None,
+        "enable_version_counter": False,
+    }
     all_callbacks.append(ModelCheckpoint(**last, every_n_epochs=1, save_on_train_epoch_end=True))
     if cfg.checkpoint_every_n_steps:
         all_callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cfg.checkpoint_every_n_steps))

@@ -21,7 +21,6 @@ from bicorseg.data.datasets import BandVariant, Release, SplitRule, ZoomStep
 from bicorseg.data.io import (
     Georeference,
     check_finite,
-    copy_bytes,
     read_georeferenced,
     read_mask,
     sha256_file,
@@ -172,8 +171,8 @@ def process_item(
 ) -> TileRecord:  # fmt: skip
     """Read one tile, convert its label, cut and write its patches (by ``protocol``); return its record."""
     preparation = release.preparation(protocol)
-    data = item.image.read_bytes()
-    image, georef = read_georeferenced(item.image.display, data=data)
+    with item.image.local() as local:
+        image, georef = read_georeferenced(local)
     if image.shape[0] != len(variant.bands):
         raise InputError(
             f"{item.image.display}: has {image.shape[0]} band(s), expected {len(variant.bands)} "
@@ -185,8 +184,8 @@ def process_item(
     unknown_count = 0
     if item.label is not None:
         table = release.label_table
-        raw = read_mask(item.label.display, mode="colour" if table.kind == "colour" else "index",
-                        data=item.label.read_bytes())  # fmt: skip
+        with item.label.local() as local:
+            raw = read_mask(local, mode="colour" if table.kind == "colour" else "index")
         mask, unknown_count = table.encode(raw, item.label.display, unknown=unknown)
         del raw
         if mask.shape != (height, width):
@@ -200,7 +199,7 @@ def process_item(
     if rule.patch_size is None:
         # Whole images: the source file is copied unchanged (lossless, keeps any georeference).
         rel_image = (split_dir / "images" / f"{item.name}{item.image.suffix}").as_posix()
-        copy_bytes(out / rel_image, data)
+        item.image.copy_to(out / rel_image)
         rel_mask = None
         if mask is not None:
             rel_mask = (split_dir / "masks" / f"{item.name}.png").as_posix()
@@ -222,7 +221,6 @@ def process_item(
         if not preparation.flip_before_pad:
             image = _pad(image, padded, 0, top_left)
             mask = None if mask is None else _pad(mask, padded, pad_label, top_left)
-        del data
         suffix = ".tif" if is_tiff else ".png"
         for copy in ("original", *rule.flips):
             axis = {"original": None, "hflip": -1, "vflip": -2}[copy]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bicorseg.atomic import remove_stale_temps
+from bicorseg.atomic import remove_stale_temps, write_error
 from bicorseg.data.datasets import PROTOCOLS, BandVariant, Release, SplitRule, get_release
 from bicorseg.data.release.cutting import Unknown, process_item
 from bicorseg.data.release.journal import (
@@ -29,9 +29,9 @@ from bicorseg.data.release.manifest import MANIFEST, read_manifest, write_manife
 from bicorseg.data.release.planning import plan
 from bicorseg.data.release.records import Manifest, SplitRecord, TileRecord
 from bicorseg.data.release.report import PrepareResult, SplitSummary, progress_bar
-from bicorseg.data.sources import scan_sources
+from bicorseg.data.sources import source_files
 from bicorseg.defaults import STRIDE
-from bicorseg.errors import ConfigError, InputError
+from bicorseg.errors import BicorsegError, ConfigError, InputError
 
 MIN_PATCH_SIZE = STRIDE  # the network's input granularity; smaller patches hold nothing to train on
 
@@ -104,45 +104,51 @@ def prepare(
         shutil.rmtree(work, ignore_errors=True)
         old = None
 
-    files = scan_sources(source_list, work, release.archives)
-    where = ", ".join(str(s) for s in source_list)
-    items, found, not_found = plan(release, chosen, rules, files, where)
-    previous = previous_records(work, old)
-    summaries = {r.name: SplitSummary(r.name, r, pixels=[0] * release.spec.num_classes) for r in rules}
-    records: dict[str, list[TileRecord]] = {r.name: [] for r in rules}
-
-    bar = progress_bar(progress)
-    task = bar.add_task(f"{release.name}", total=sum(len(v) for v in items.values())) if bar else None
     try:
-        if bar:
-            bar.start()
-        for rule in rules:
-            wanted = settings(release, variant_name, rule, unknown_colours, protocol)
-            summary = summaries[rule.name]
-            for item in items[rule.name]:
-                if bar and task is not None:
-                    bar.update(task, description=f"{release.name} {rule.name} {item.name}")
-                record = previous.get((rule.name, item.name))
-                if (
-                    record is not None
-                    and record.settings == wanted
-                    and record_valid(record, item, out, verify)
-                ):
-                    summary.reused += 1
-                else:
-                    made = process_item(item, rule, release, chosen, out, unknown_colours, protocol)
-                    record = replace(made, settings=wanted)
-                    write_journal(journal_path(work, rule.name, item.name), record)
-                records[rule.name].append(record)
-                if bar and task is not None:
-                    bar.advance(task)
-    finally:
-        if bar:
-            bar.stop()
+        with source_files(source_list, out, release.archives) as files:
+            where = ", ".join(str(s) for s in source_list)
+            items, found, not_found = plan(release, chosen, rules, files, where)
+            previous = previous_records(work, old)
+            summaries = {
+                r.name: SplitSummary(r.name, r, pixels=[0] * release.spec.num_classes) for r in rules
+            }
+            records: dict[str, list[TileRecord]] = {r.name: [] for r in rules}
 
-    manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
-                         [str(Path(s).expanduser()) for s in source_list], old, protocol)  # fmt: skip
-    manifest_file = write_manifest(out, manifest)
+            bar = progress_bar(progress)
+            task = bar.add_task(f"{release.name}", total=sum(len(v) for v in items.values())) if bar else None
+            try:
+                if bar:
+                    bar.start()
+                for rule in rules:
+                    wanted = settings(release, variant_name, rule, unknown_colours, protocol)
+                    summary = summaries[rule.name]
+                    for item in items[rule.name]:
+                        if bar and task is not None:
+                            bar.update(task, description=f"{release.name} {rule.name} {item.name}")
+                        record = previous.get((rule.name, item.name))
+                        if (
+                            record is not None
+                            and record.settings == wanted
+                            and record_valid(record, item, out, verify)
+                        ):
+                            summary.reused += 1
+                        else:
+                            made = process_item(item, rule, release, chosen, out, unknown_colours, protocol)
+                            record = replace(made, settings=wanted)
+                            write_journal(journal_path(work, rule.name, item.name), record)
+                        records[rule.name].append(record)
+                        if bar and task is not None:
+                            bar.advance(task)
+            finally:
+                if bar:
+                    bar.stop()
+        manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
+                             [str(Path(s).expanduser()) for s in source_list], old, protocol)  # fmt: skip
+        manifest_file = write_manifest(out, manifest)
+    except BicorsegError:
+        raise
+    except OSError as error:  # a full disk, most likely: every file written so far is whole
+        raise write_error(out, error, "the finished tiles are kept: rerun prepare to continue") from error
     # Files of an earlier run (other patch size, another band variant...) that nothing lists any more.
     keep = _files(r for rs in records.values() for r in rs)
     if old is not None:
