@@ -11,8 +11,9 @@ Checkpoints are written to a temporary file and renamed (:class:`AtomicCheckpoin
 interrupted run never leaves a half-written file; resuming restores weights, optimizer (Lookahead
 included), scheduler, epoch and step. Lightning's ``ModelCheckpoint`` writes ``best.ckpt`` and
 ``last.ckpt``: the latter at the end of every epoch (after its validation), every
-``trainer.checkpoint_every_n_steps`` optimizer steps if set, and, through :class:`StopOnSignal`,
-when SIGINT or SIGTERM arrives; the signal then ends the run with :class:`TrainingInterrupted`.
+``trainer.checkpoint_every_n_steps`` optimizer steps if set, and, through :class:`LastState`, at
+the end of training and when SIGINT or SIGTERM arrives; the signal then ends the run with
+:class:`TrainingInterrupted`.
 
 A folder that holds a run (any of :data:`RUN_FILES`) is refused unless the run is resumed or
 replaced (``overwrite``), and so is one where any of them is a symbolic link (the run would write
@@ -216,33 +217,42 @@ class StopSignals:
             self.restore()
 
 
-class StopOnSignal(Checkpoint):
-    """Acts on a stop request of :class:`StopSignals`: saves ``last.ckpt`` at a step boundary, ends the run.
+class LastState(Checkpoint):
+    """Writes ``last.ckpt`` where Lightning's ``ModelCheckpoint`` does not: on a stop request, and at the end.
 
-    Lightning's own handling cannot keep this: it ends a SIGINT with status 1 and no checkpoint, and
-    acts on SIGTERM in the middle of gradient accumulation. The request is acted on after an optimizer
-    step, agreed by all processes (every one takes part in ``trainer.save_checkpoint``; rank 0 writes);
-    in the last batch of an epoch it waits for the epoch's end (after its validation). A
-    :class:`Checkpoint`, so that Lightning runs it after the ``ModelCheckpoint`` callbacks.
+    A stop request of :class:`StopSignals` is acted on after an optimizer step, agreed by all
+    processes (every one takes part in ``trainer.save_checkpoint``; rank 0 writes); in the last batch
+    of an epoch it waits for the epoch's end (after its validation); then the run ends with
+    :class:`TrainingInterrupted`. Lightning's own handling cannot keep this: it ends a SIGINT with
+    status 1 and no checkpoint, and acts on SIGTERM in the middle of gradient accumulation. At the
+    end of training the finished state is saved (``ModelCheckpoint`` saves an epoch's end before the
+    epoch is counted and its scheduler stepped). A :class:`Checkpoint`, so that Lightning runs it
+    after the ``ModelCheckpoint`` callbacks.
     """
 
     def __init__(self, path: Path, signals: StopSignals):
         self.path, self.signals = Path(path), signals
         self._step_at_batch_start = 0
 
+    def _save(self, trainer: L.Trainer) -> None:
+        # a save, not a load: the full training state (optimizer, loops) that --resume needs; every
+        # read of it goes through torch_files.read_torch_file, which unpickles with weights_only=True
+        trainer.save_checkpoint(self.path, weights_only=False)
+
     def _stop_if_requested(self, trainer: L.Trainer) -> None:
         local = self.signals.requested is not None
         if not trainer.strategy.reduce_boolean_decision(local, all=False):
             return
-        # a save, not a load: the full training state (optimizer, loops) that --resume needs; every
-        # read of it goes through torch_files.read_torch_file, which unpickles with weights_only=True
-        trainer.save_checkpoint(self.path, weights_only=False)
+        self._save(trainer)
         signum = self.signals.requested or signal.SIGTERM
         raise TrainingInterrupted(signum, self.path, trainer.current_epoch, trainer.global_step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.signals.training = True
         self.signals.install()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -369,8 +379,7 @@ def build_trainer(
     all_callbacks.append(ModelCheckpoint(**last, every_n_epochs=1, save_on_train_epoch_end=True))
     if cfg.checkpoint_every_n_steps:
         all_callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cfg.checkpoint_every_n_steps))
-    if signals is not None:
-        all_callbacks.append(StopOnSignal(checkpoint_dir / f"{LAST_NAME}.ckpt", signals))
+    all_callbacks.append(LastState(checkpoint_dir / f"{LAST_NAME}.ckpt", signals or StopSignals()))
     # in a terminal a live bar (and the epoch lines); elsewhere plain lines every n steps and per epoch
     live = cfg.progress_bar and sys.stderr.isatty()
     if live:
