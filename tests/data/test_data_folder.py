@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,21 @@ def test_class_table_validation(tmp_path):
             ClassTable.from_yaml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         ClassTable.from_yaml(tmp_path / "none.yaml")
+
+
+def test_a_name_that_is_not_utf8_is_skipped_with_a_warning_naming_it(tmp_path):
+    spec = DatasetSpec("x", ("a", "b"), ((0, 0, 0), (1, 1, 1)), 255, (0, 1))
+    for folder, name in (("images", "good.png"), ("masks", "good.png"), ("images", b"caf\xe9.png"),
+                         ("masks", b"caf\xe9.png")):  # fmt: skip
+        (tmp_path / folder).mkdir(exist_ok=True)
+        target = os.path.join(os.fsencode(tmp_path / folder), name) if isinstance(name, bytes) else None
+        pixels = np.zeros((8, 8, 3) if folder == "images" else (8, 8), np.uint8)
+        Image.fromarray(pixels).save(tmp_path / folder / "x.png")
+        os.rename(tmp_path / folder / "x.png", target or tmp_path / folder / name)
+    with pytest.warns(UserWarning) as caught:
+        dataset = FolderDataset(tmp_path, spec=spec)
+    assert [s["name"] for s in (dataset[i] for i in range(len(dataset)))] == ["images/good"]
+    assert sorted(str(w.message) for w in caught) == [
+        f"{tmp_path}/{folder}/caf\\xe9.png: skipped: its name is not UTF-8 text, which GDAL cannot open (rename it)"
+        for folder in ("images", "masks")
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,27 @@ def test_export_keeps_an_existing_file_without_overwrite(tmp_path: Path, checkpo
     assert err.strip() == f"bicorseg export: error: {target} exists (use --overwrite to replace it)"
     assert target.read_bytes() == b"the user's model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder_and_refused_by_name(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    inputs = tmp_path / "in"
+    write_geotiff(inputs / "good.tif", random_image(3, 64, 64))
+    write_geotiff(inputs / "other.tif", random_image(3, 64, 64))
+    latin1 = os.path.join(os.fsencode(inputs), b"caf\xe9.tif")  # a name written on a Latin-1 system
+    os.rename(inputs / "other.tif", latin1)
+    code, _, err = run(capsys, "predict", inputs, "--checkpoint", checkpoint, "--output", tmp_path / "out",
+                       "--tile", "64")  # fmt: skip
+    assert code == 0, err
+    shown = f"{inputs}/caf\\xe9.tif"
+    assert f"warning: {shown}: skipped: its name is not UTF-8 text, which GDAL cannot open (rename it)" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.qml", "good.tif"]
+    code, _, err = run(capsys, "predict", os.fsdecode(latin1), "--checkpoint", checkpoint, "--output",
+                       tmp_path / "out2")  # fmt: skip
+    assert code == 2
+    assert (
+        err.strip()
+        == f"bicorseg predict: error: {shown}: its name is not UTF-8 text, which GDAL cannot open (rename it)"
+    )
+    assert not (tmp_path / "out2").exists()

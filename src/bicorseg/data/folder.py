@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from bicorseg.data.base import JointTransform, SegmentationDataset
-from bicorseg.data.io import read_image, read_mask
+from bicorseg.data.io import image_files, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
 from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError
@@ -214,22 +214,19 @@ def find_pairs(
     pairs: list[tuple[Path, Path | None]] = []
     problems: list[str] = []
     for image_dir in image_dirs:
-        image_files = sorted(
-            p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        images_here = image_files(image_dir, recursive=True)
         mask_dir = image_dir.parent / masks
         if not mask_dir.is_dir():
-            if require_masks and image_files:
+            if require_masks and images_here:
                 problems.append(f"{image_dir}: no '{masks}' folder beside it")
-            pairs.extend((p, None) for p in image_files)
+            pairs.extend((p, None) for p in images_here)
             continue
         by_stem: dict[Path, list[Path]] = defaultdict(list)
-        for p in mask_dir.rglob("*"):
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                by_stem[p.relative_to(mask_dir).with_suffix("")].append(p)
+        for p in image_files(mask_dir, recursive=True):
+            by_stem[p.relative_to(mask_dir).with_suffix("")].append(p)
         used: set[Path] = set()
         missing = []
-        for image in image_files:
+        for image in images_here:
             rel = image.relative_to(image_dir).with_suffix("")
             key = rel.with_name(rel.name + mask_suffix)
             candidates = sorted(by_stem.get(key, []), key=lambda p: _suffix_rank(p.suffix))

@@ -6,6 +6,7 @@
 * :func:`read_mask` returns a label map: ``H x W`` raw values (``mode="index"``; palette PNGs keep
   their palette indices) or ``3 x H x W`` uint8 colours (``mode="colour"``; palette PNGs become RGB).
 * :func:`read_georeferenced` also returns the CRS and transform of a raster, if it has them.
+* :func:`image_files` lists the images of a folder (names GDAL cannot open skipped with a warning).
 * :func:`write_png` and :func:`write_tiff` write to a temporary name beside the
   target and rename it when complete, so no output is ever half-written. They are for writing many
   files into one folder, so they do not look for stale temporary files (the caller cleans the folder
@@ -36,6 +37,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
+from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
 
@@ -178,6 +180,40 @@ def read_mask(path: str | os.PathLike, *, mode: Literal["index", "colour"] = "in
             f"{path}: a colour mask must be 8-bit RGB, got {array.shape[0]} band(s) of {array.dtype}"
         )
     return array
+
+
+def printable(path: str | os.PathLike) -> str:
+    """A path as text that can always be printed: bytes of a name that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (:data:`~bicorseg.defaults.IMAGE_SUFFIXES`, not hidden), sorted.
+
+    A file whose name is not UTF-8 text, which GDAL cannot open, is left out with a warning that
+    names it with those bytes escaped (``caf\\xe9.tif``).
+    """
+    found = []
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if not utf8_name(path):
+            warnings.warn(f"{printable(path)}: skipped: {NOT_UTF8}", stacklevel=2)
+            continue
+        found.append(path)
+    return sorted(found)
+
+
+NOT_UTF8 = "its name is not UTF-8 text, which GDAL cannot open (rename it)"
+
+
+def utf8_name(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is UTF-8 text, as GDAL takes names (Python keeps other bytes as surrogates)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:

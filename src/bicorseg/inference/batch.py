@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from bicorseg import raster_access
+from bicorseg.data.io import NOT_UTF8, image_files, printable, utf8_name
 from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import Block, SlidingWindow
@@ -60,15 +61,13 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | raster_acces
         if isinstance(item, raster_access.VsiPath):
             found.append(item)
         elif item.is_dir():
-            files = sorted(
-                p
-                for p in item.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
+            files = image_files(item)
             if not files:
                 raise InputError(f"no images in folder {item} (looked for {', '.join(IMAGE_SUFFIXES)})")
             found.extend(files)
         elif item.is_file():
+            if not utf8_name(item):
+                raise InputError(f"{printable(item)}: {NOT_UTF8}")
             found.append(item)
         else:
             raise InputError(f"input not found: {item}")
