@@ -3,6 +3,7 @@
 Two modes:
 
 * patches: batches of dataset samples go through the model as they are (optionally with TTA);
+  samples of different sizes (a folder of images) go in batches of one size each;
 * whole tiles: each sample is a full tile, predicted with overlapping sliding windows and smooth
   blending (:func:`bicorseg.inference.predict_array`), as practitioners apply the model.
 
@@ -169,13 +170,19 @@ def evaluate_model(
                     progress(done, total)
         else:
             subset = dataset if total == len(dataset) else torch.utils.data.Subset(dataset, range(total))  # type: ignore[arg-type]
-            loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-            for batch in loader:
-                if "mask" not in batch:
+            # samples as a list, stacked per size below: a folder's images may differ in size
+            loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+            for samples in loader:
+                if any("mask" not in sample for sample in samples):
                     raise InputError("the evaluation split has no labels (is it a test split scored online?)")
-                images = batch["image"].to(device)
-                metric.update(scores(images), batch["mask"].to(device))
-                done += images.shape[0]
+                by_size: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+                for sample in samples:
+                    by_size.setdefault(tuple(sample["image"].shape), []).append(sample)
+                for group in by_size.values():
+                    images = torch.stack([sample["image"] for sample in group]).to(device)
+                    masks = torch.stack([sample["mask"] for sample in group]).to(device)
+                    metric.update(scores(images), masks)
+                done += len(samples)
                 if progress:
                     progress(done, total)
     mode = f"whole tiles (sliding windows {tile} px, overlap {overlap:g})" if whole_tiles else "patches"

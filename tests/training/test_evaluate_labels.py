@@ -40,15 +40,18 @@ VALUE_TABLE = {
 }
 
 
-def _folder(root: Path, kind: str, count: int = 2, size: int = 64) -> list[np.ndarray]:
-    """Images and masks under ``root``; returns the class-index truth (4 = ignore) of each."""
+def _folder(
+    root: Path, kind: str, count: int = 2, sizes: tuple[tuple[int, int], ...] = ((64, 64),)
+) -> list[np.ndarray]:
+    """Images and masks under ``root`` (sizes cycled); returns the class-index truth (4 = ignore) of each."""
     rng = np.random.default_rng(7)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir(parents=True)
     truths = []
     for i in range(count):
-        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        truth = rng.integers(0, 5, (size, size)).astype(np.uint8)  # 4 = not labelled
+        size = sizes[i % len(sizes)]
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        truth = rng.integers(0, 5, size).astype(np.uint8)  # 4 = not labelled
         Image.fromarray(image).save(root / "images" / f"{i}.png")
         if kind == "colours":
             lut = np.array([*COLOURS, (0, 0, 0)], np.uint8)
@@ -79,10 +82,31 @@ def _by_hand(checkpoint: Path, root: Path, truths: list[np.ndarray]) -> np.ndarr
     return matrix
 
 
-def _evaluate(checkpoint: Path, root: Path, output: Path, capsys) -> tuple[int, str]:
+def _evaluate(checkpoint: Path, root: Path, output: Path, capsys, *options: str) -> tuple[int, str]:
     argv = ["evaluate", "--checkpoint", checkpoint, "--dataset", "folder", "--root", root, "--split", "all"]
-    code = main([str(a) for a in [*argv, "--batch-size", "1", "--precision", "fp32", "--output", output]])
+    code = main(
+        [
+            str(a)
+            for a in [*argv, *(options or ["--batch-size", "1"]), "--precision", "fp32", "--output", output]
+        ]
+    )
     return code, capsys.readouterr().err
+
+
+def test_evaluate_a_folder_of_images_of_different_sizes_with_the_default_batch(
+    tmp_path: Path, capsys
+) -> None:
+    sizes = ((64, 64), (96, 64), (64, 96), (64, 64), (96, 64))  # one default batch (4) holds three sizes
+    truths = _folder(tmp_path / "data", "values", count=5, sizes=sizes)
+    checkpoint = _checkpoint(
+        tmp_path / "model.ckpt", FolderDataset(tmp_path / "data", class_table=VALUE_TABLE).spec
+    )
+    code, err = _evaluate(
+        checkpoint, tmp_path / "data", tmp_path / "metrics.json", capsys, "--num-workers", "0"
+    )
+    assert code == 0, err
+    matrix = np.array(json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"])
+    assert np.array_equal(matrix, _by_hand(checkpoint, tmp_path / "data", truths))
 
 
 @pytest.mark.parametrize("kind", ["colours", "values"])
@@ -147,7 +171,7 @@ def test_label_encoding_round_trip() -> None:
 
 @pytest.mark.parametrize("kind", ["colours", "values"])
 def test_heatmap_label_uses_the_checkpoint_encoding(kind: str, tmp_path: Path) -> None:
-    truths = _folder(tmp_path / "data", kind, count=1, size=48)
+    truths = _folder(tmp_path / "data", kind, count=1, sizes=((48, 48),))
     table = COLOUR_TABLE if kind == "colours" else VALUE_TABLE
     spec = FolderDataset(tmp_path / "data", class_table=table).spec
     model = BiCoRSeg(tiny_config(num_classes=4), dataset=spec)
@@ -159,7 +183,7 @@ def test_heatmap_label_uses_the_checkpoint_encoding(kind: str, tmp_path: Path) -
 
 
 def test_heatmap_label_outside_the_encoding_is_refused(tmp_path: Path, capsys) -> None:
-    _folder(tmp_path / "data", "values", count=1, size=48)
+    _folder(tmp_path / "data", "values", count=1, sizes=((48, 48),))
     label = tmp_path / "data" / "masks" / "0.png"
     raw = np.asarray(Image.open(label)).copy()
     raw[0, 0] = 9  # not a value of the class table
@@ -177,7 +201,7 @@ def test_heatmap_label_outside_the_encoding_is_refused(tmp_path: Path, capsys) -
 
 
 def test_heatmap_label_of_another_size_is_refused(tmp_path: Path) -> None:
-    _folder(tmp_path / "data", "values", count=1, size=48)
+    _folder(tmp_path / "data", "values", count=1, sizes=((48, 48),))
     spec = FolderDataset(tmp_path / "data", class_table=VALUE_TABLE).spec
     info = model_info(BiCoRSeg(tiny_config(num_classes=4), dataset=spec), "model.ckpt")
     with pytest.raises(InputError, match=r"0\.png is 48 x 48 px but the input is 64 x 48"):
