@@ -41,7 +41,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -67,33 +66,32 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes local checkpoints to a temporary name beside the target, then renames (with fsync)."""
+    """Lightning's checkpoint IO with bicorseg's writer and reader, for local files.
+
+    Not Lightning's own: it builds the whole file in memory, writes it to the system's temporary
+    folder and moves it (a copy, not a rename, across file systems), and reads with whatever
+    ``weights_only`` its caller asks. Here a checkpoint goes through
+    :func:`~bicorseg.checkpoint.atomic_torch_save` (the one temporary-file scheme beside the target,
+    fsync, rename) and every read unpickles with ``weights_only=True``.
+    """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO does not take storage_options")
-        if "://" in str(path):  # remote storage: Lightning's own transactional writer
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's writer
             super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        atomic_torch_save(checkpoint, path)
+        else:
+            atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Read with ``weights_only=True`` whatever the caller asks: a checkpoint cannot run code."""
         if "://" in str(path):
             raise CheckpointError(f"cannot resume from remote checkpoint {path}: download it first")
         data = read_torch_file(path, map_location=map_location or "cpu")
         if not isinstance(data, dict):
             raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
         return data
-
-    def remove_checkpoint(self, path: Any) -> None:
-        fs = get_filesystem(path)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
 
 
 class ResumableCSVLogger(CSVLogger):
