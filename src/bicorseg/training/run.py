@@ -154,7 +154,7 @@ class TrainingInterrupted(Exception):
 class StopSignals:
     """SIGINT and SIGTERM while a run is set up end it at once; once it trains, they ask it to stop.
 
-    While training, the first signal is only recorded (:attr:`requested`); :class:`LastCheckpoint`
+    While training, the first signal is only recorded (:attr:`requested`); :class:`LastState`
     saves the state at the next step boundary and ends the run. A second signal ends the process at
     once, without saving. Inside :meth:`held` (the run folder being laid out) a signal waits for the
     block's end. Handlers are installed only in the main thread. A process forked from the run (a
