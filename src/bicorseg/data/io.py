@@ -23,7 +23,7 @@ import hashlib
 import os
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,9 +182,39 @@ def read_mask(path: str | os.PathLike, *, mode: Literal["index", "colour"] = "in
     return array
 
 
+NOT_UTF8 = "its name is not UTF-8 text, which GDAL cannot open (rename it)"
+
+
 def printable(path: str | os.PathLike) -> str:
     """A path as text that can always be printed: bytes of a name that are not UTF-8 as ``\\xNN``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def gdal_can_open_name(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is UTF-8 text, as GDAL takes names (Python keeps other bytes as surrogates)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_name(path: Path) -> Path:
+    """``path``, or an :class:`InputError` if GDAL cannot open it by its name."""
+    if not gdal_can_open_name(path):
+        raise InputError(f"{printable(path)}: {NOT_UTF8}")
+    return path
+
+
+def openable(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` in order, without those GDAL cannot open by name (each left out with a warning)."""
+    found = []
+    for path in paths:
+        if gdal_can_open_name(path):
+            found.append(path)
+        else:
+            warnings.warn(f"{printable(path)}: skipped: {NOT_UTF8}", stacklevel=3)
+    return found
 
 
 def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
@@ -193,27 +223,14 @@ def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
     A file whose name is not UTF-8 text, which GDAL cannot open, is left out with a warning that
     names it with those bytes escaped (``caf\\xe9.tif``).
     """
-    found = []
-    for path in folder.rglob("*") if recursive else folder.iterdir():
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if not utf8_name(path):
-            warnings.warn(f"{printable(path)}: skipped: {NOT_UTF8}", stacklevel=2)
-            continue
-        found.append(path)
-    return sorted(found)
-
-
-NOT_UTF8 = "its name is not UTF-8 text, which GDAL cannot open (rename it)"
-
-
-def utf8_name(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is UTF-8 text, as GDAL takes names (Python keeps other bytes as surrogates)."""
-    try:
-        os.fspath(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return openable(
+        sorted(
+            p
+            for p in files
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+    )
 
 
 def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:

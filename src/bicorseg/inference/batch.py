@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from bicorseg import raster_access
-from bicorseg.data.io import NOT_UTF8, image_files, printable, utf8_name
+from bicorseg.data.io import check_name, image_files
 from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import Block, SlidingWindow
@@ -66,9 +66,7 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | raster_acces
                 raise InputError(f"no images in folder {item} (looked for {', '.join(IMAGE_SUFFIXES)})")
             found.extend(files)
         elif item.is_file():
-            if not utf8_name(item):
-                raise InputError(f"{printable(item)}: {NOT_UTF8}")
-            found.append(item)
+            found.append(check_name(item))
         else:
             raise InputError(f"input not found: {item}")
     unique: dict[Any, Path | raster_access.VsiPath] = {}

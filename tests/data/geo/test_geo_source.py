@@ -6,6 +6,7 @@ GeoPackages in EPSG:4326 (tests/helpers/geo.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,22 @@ def test_folders_and_patterns_name_rasters(scene, tmp_path):
     assert [r.path for r in source.rasters] == [path]  # named twice, taken once
     with pytest.raises(InputError, match="no rasters match"):
         GeoSource([str(tmp_path / "nothing*.tif")], labels, label_field="class")
+
+
+def test_a_raster_whose_name_is_not_utf8_is_skipped_in_a_folder_and_refused_by_name(tmp_path: Path) -> None:
+    import os
+
+    from bicorseg.data.geo.rasters import find_rasters
+
+    (tmp_path / "good.tif").write_bytes(b"")
+    latin1 = os.path.join(os.fsencode(tmp_path), b"caf\xe9.tif")
+    open(latin1, "wb").close()
+    shown = f"{tmp_path}/caf\\xe9.tif"
+    with pytest.warns(UserWarning, match=re.escape(f"{shown}: skipped: its name is not UTF-8 text")):
+        assert find_rasters([tmp_path]) == [tmp_path / "good.tif"]
+    with pytest.warns(UserWarning, match=re.escape(shown)):
+        assert find_rasters([str(tmp_path / "*.tif")]) == [tmp_path / "good.tif"]
+    with pytest.raises(
+        InputError, match=re.escape(f"{shown}: its name is not UTF-8 text, which GDAL cannot open")
+    ):
+        find_rasters([os.fsdecode(latin1)])

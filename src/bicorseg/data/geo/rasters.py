@@ -28,6 +28,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
+from bicorseg.data.io import check_name, openable
 from bicorseg.errors import InputError, first_line
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
@@ -135,15 +136,15 @@ def find_rasters(entries: Sequence[str | os.PathLike]) -> list[Path | raster_acc
         if isinstance(item, raster_access.VsiPath):
             found.append(item)
         elif item.is_file():
-            found.append(item)
+            found.append(check_name(item))
         elif item.is_dir():
-            files = sorted(p for p in item.iterdir() if _is_raster_file(p))
+            files = openable(sorted(p for p in item.iterdir() if _is_raster_file(p)))
             if not files:
                 raise InputError(f"no rasters in folder {item} (looked for {', '.join(RASTER_SUFFIXES)})")
             found.extend(files)
         elif _GLOB_CHARACTERS & set(text):
             files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-            files = [p for p in files if _is_raster_file(p)]
+            files = openable(p for p in files if _is_raster_file(p))
             if not files:
                 raise InputError(f"no rasters match {text} (looked for {', '.join(RASTER_SUFFIXES)})")
             found.extend(files)
