@@ -312,15 +312,14 @@ def _resume_state(path: str) -> dict[str, Any]:
     return data
 
 
-def _check_resumable(data: dict[str, Any], path: str, module: nn.Module) -> None:
+def _check_resumable(data: dict[str, Any], path: str, module: BiCoRSegModule) -> None:
     """Refuse a checkpoint whose weights do not fit the model of this config (another class count...)."""
     saved = {key: tuple(value.shape) for key, value in data["state_dict"].items()}
     wanted = {key: tuple(value.shape) for key, value in module.state_dict().items()}
     if saved == wanted:
         return
     then = (data.get("bicorseg") or {}).get("model_config") or {}
-    now = getattr(getattr(module, "model", None), "config", None)
-    now = now.to_dict() if now is not None else {}
+    now = module.model.config.to_dict()
     keys = [k for k in now if k in then and then[k] != now[k]]
     if keys:
         difference = "; ".join(f"model.{k} is {then[k]!r} there, {now[k]!r} here" for k in keys[:3])
