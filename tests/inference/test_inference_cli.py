@@ -208,7 +208,9 @@ def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder_and_refused_by_name
     assert code == 0, err
     shown = f"{inputs}/caf\\xe9.tif"
     assert f"warning: {shown}: skipped: its name is not UTF-8 text, which GDAL cannot open (rename it)" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.qml", "good.tif"]
+    assert sorted({p.name.split(".")[0] for p in (tmp_path / "out").iterdir()}) == [
+        "good"
+    ]  # good.tif, .qml...
     code, _, err = run(capsys, "predict", os.fsdecode(latin1), "--checkpoint", checkpoint, "--output",
                        tmp_path / "out2")  # fmt: skip
     assert code == 2
