@@ -63,7 +63,7 @@ import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -656,6 +656,43 @@ def open_raster(
             dataset.close()
             if memory is not None:
                 memory.close()
+
+
+MAX_INPUT_FILES = (
+    10_000  # files listed for one input (a VRT of many tiles), beyond which the rest is not listed
+)
+
+
+def input_files(path: str | os.PathLike) -> tuple[Path, ...]:
+    """The local files GDAL reads for the input ``path``: the file, its sidecars, and the sources of a
+    VRT (followed through nested VRTs, :data:`MAX_VRT_DEPTH` deep), resolved; for the checks that no
+    output replaces an input. Empty for a remote input, or one that cannot be opened (reading it
+    reports that).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    if isinstance(path, VsiPath) and path.remote:
+        return ()
+    found: dict[Path, None] = {}
+    try:
+        with open_raster(path) as src:
+            pending = [(file, 0) for file in src.files]
+            while pending and len(found) < MAX_INPUT_FILES:
+                file, depth = pending.pop(0)
+                if is_remote(file) or file.startswith("/vsi"):
+                    continue
+                local = Path(file).resolve()
+                if local in found:
+                    continue
+                found[local] = None
+                if depth < MAX_VRT_DEPTH and local != Path(os.fspath(path)).resolve():
+                    if _VRT_XML.search(_head(local, None, 1024)):
+                        with suppress(RasterioError), rasterio.open(local) as nested:
+                            pending.extend((f, depth + 1) for f in nested.files)
+    except InputError:
+        return ()
+    return tuple(found)
 
 
 @contextmanager

@@ -484,14 +484,17 @@ def verify_output(
 
 
 def check_targets(jobs: Mapping[Path, Mapping[str, Path]]) -> None:
-    """Refuse an output that is an input (same path, through a link, or a hard link of it) and an
-    output that two inputs would share (names compared without case, as some file systems do)."""
-    inputs: dict[Any, Path] = {}
+    """Refuse an output that is an input (same path, through a link, or a hard link of it) or a file
+    an input reads (a VRT's sources, a STAC item's assets, sidecar files:
+    :func:`bicorseg.raster_access.input_files`), and an output that two inputs would share (names
+    compared without case, as some file systems do)."""
+    inputs: dict[Any, tuple[Path, Path]] = {}  # resolved path or inode -> (file, the input reading it)
     for path in jobs:
-        inputs[path.resolve()] = path
-        with suppress(OSError):
-            stat = path.stat()
-            inputs[(stat.st_dev, stat.st_ino)] = path
+        for file in (path, *raster_access.input_files(path)):
+            inputs.setdefault(file.resolve(), (file, path))
+            with suppress(OSError):
+                stat = file.stat()
+                inputs.setdefault((stat.st_dev, stat.st_ino), (file, path))
     owners: dict[tuple[Path, str], tuple[Path, Path]] = {}
     for path, targets in jobs.items():
         for target in targets.values():
@@ -502,8 +505,10 @@ def check_targets(jobs: Mapping[Path, Mapping[str, Path]]) -> None:
                     stat = target.stat()
                     same = inputs.get((stat.st_dev, stat.st_ino))
             if same is not None:
+                file, owner = same
+                what = f"the input {file}" if file is owner else f"{file}, which the input {owner} reads"
                 raise InputError(
-                    f"the output {target} of {path} would overwrite the input {same}: choose another output folder"
+                    f"the output {target} of {path} would overwrite {what}: choose another output folder"
                 )
             first, first_target = owners.setdefault(
                 (resolved.parent, resolved.name.casefold()), (path, target)
