@@ -46,6 +46,9 @@ settings reach both.
   files). A variable the user set in the environment is left as it is, so every one of these can
   be tuned.
 * **VRT Python code never runs** (``GDAL_VRT_ENABLE_PYTHON=NO``).
+* **One image per input.** A file of several images (pages of a TIFF, subdatasets of netCDF, HDF,
+  GeoPackage and the like) is refused in one line, rather than read as its first image; a page is
+  named as GDAL names it (``GTIFF_DIR:2:/data/x.tif``, a :class:`VsiPath` named ``x_page2.tif``).
 * **Pixel limit.** An image read whole (PNG, JPEG and the other plain picture formats, and every
   whole-image read of :mod:`bicorseg.data.io`) may not declare more than :data:`DEFAULT_MAX_PIXELS`
   pixels (width x height); ``max_pixels=`` or the environment variable ``BICORSEG_MAX_PIXELS``
@@ -144,6 +147,8 @@ URL_FILE_SYSTEMS = {
     "az": "/vsiaz/",
 }
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+# one page of a multi-page TIFF, as GDAL names it (GTIFF_DIR:2:/data/x.tif)
+_TIFF_PAGE = re.compile(r"^GTIFF_DIR:(\d+):(.+)$", re.IGNORECASE)
 _INNER_URL = re.compile(r"[a-z][a-z0-9+.-]*://(?!.*://).*$", re.IGNORECASE)
 # GDAL's global cache of blocks downloaded by its network file systems (its default is 16 MiB)
 REMOTE_CACHE_BYTES = 128 * 2**20
@@ -202,6 +207,10 @@ class VsiPath:
     @property
     def name(self) -> str:
         text = self.gdal
+        page = _TIFF_PAGE.match(text)
+        if page is not None:  # GTIFF_DIR:2:/data/x.tif -> x_page2.tif: each page its own outputs
+            file = PurePath(page.group(2))
+            return f"{file.stem}_page{page.group(1)}{file.suffix}"
         if text.lower().startswith("/vsicurl?"):  # /vsicurl?url=...&other=options
             text = parse_qs(text[len("/vsicurl?") :]).get("url", [""])[0]
         url = _INNER_URL.search(text)
@@ -234,7 +243,8 @@ class VsiPath:
 
 
 def virtual_path(name: str | os.PathLike) -> VsiPath | None:
-    """The :class:`VsiPath` of a URL or ``/vsi...`` name, None for a local path.
+    """The :class:`VsiPath` of a URL, a ``/vsi...`` name or a TIFF page (``GTIFF_DIR:N:path``), None
+    for a local path.
 
     ``file://`` URLs and anything without a scheme are local. A URL of another scheme raises an
     :class:`InputError` naming the schemes that are read.
@@ -245,7 +255,7 @@ def virtual_path(name: str | os.PathLike) -> VsiPath | None:
         return None
     text = os.fspath(name)
     match = _SCHEME.match(text)
-    if text.startswith("/vsi"):
+    if text.startswith("/vsi") or _TIFF_PAGE.match(text):
         path = VsiPath(text, text)
     elif match is None or match.group(1).lower() == "file":
         return None
@@ -579,6 +589,19 @@ def _check_opened(name: str, driver: str, files: list[str]) -> None:
 # --- rasters -----------------------------------------------------------------------------------------
 
 
+def check_single_image(name: str, dataset: Any) -> None:
+    """Refuse a file that holds several images (pages of a TIFF, subdatasets of a container such
+    as netCDF, HDF or GeoPackage): GDAL would read the first alone, without a word. The one line
+    says how to name the image to read."""
+    images = list(dataset.subdatasets)
+    if len(images) > 1 or (images and dataset.count == 0):
+        example = images[1] if len(images) > 1 else images[0]
+        raise InputError(
+            f"{name}: holds {len(images)} images (pages or subdatasets) and only one can be read: "
+            f"name it as GDAL does, e.g. {example}"
+        )
+
+
 @contextmanager
 def open_raster(
     path: str | os.PathLike,
@@ -642,6 +665,7 @@ def open_raster(
                         raise InputError(
                             f"{shown}: a remote dataset refers to the local file {file}; refused"
                         )
+            check_single_image(shown, dataset)
             if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
                 check_pixels(dataset.width, dataset.height, shown, limit)
             try:

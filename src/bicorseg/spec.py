@@ -15,6 +15,7 @@ bicorseg decides a convention by matching a dataset's name: it reads these field
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +25,10 @@ from bicorseg.errors import BicorsegError, ConfigError
 # ImageNet statistics in 8-bit units (the normalisation of the published recipes).
 IMAGENET_MEAN_8BIT = (123.675, 116.28, 103.53)
 IMAGENET_STD_8BIT = (58.395, 57.12, 57.375)
+# the normalisation statistics a band can have, in its raw units: below MIN_STD the normalised values
+# explode (a constant band has no std to divide by); beyond MAX_STATISTIC no sensor's values reach
+MIN_STD = 1e-6
+MAX_STATISTIC = 1e12
 
 LABEL_KINDS = ("index", "values", "colours")
 MAX_CLASS_NAME = 100  # characters
@@ -143,6 +148,21 @@ class LabelEncoding:
         return cls(kind, tuple(map(code, data["classes"])), tuple(map(code, data["ignore"])))
 
 
+def check_statistics(mean: Sequence[float], std: Sequence[float], where: str) -> None:
+    """Refuse normalisation statistics no band can have (one line naming the band): a mean or std
+    that is not a finite number, a std below :data:`MIN_STD` (values would explode when divided by
+    it) or a statistic beyond :data:`MAX_STATISTIC` in size."""
+    for band, (m, s) in enumerate(zip(mean, std), start=1):
+        if not (math.isfinite(m) and math.isfinite(s)):
+            raise ConfigError(f"{where}: band {band} has mean {m!r} and std {s!r}: both must be finite")
+        if s < MIN_STD:
+            raise ConfigError(f"{where}: band {band} has std {s!r}: it must be at least {MIN_STD:g}")
+        if max(abs(m), s) > MAX_STATISTIC:
+            raise ConfigError(
+                f"{where}: band {band} has mean {m!r} and std {s!r}: no band's values reach {MAX_STATISTIC:g}"
+            )
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Everything a model needs to know about the data it is trained on or applied to.
@@ -196,8 +216,7 @@ class DatasetSpec:
                 f"dataset {self.name!r}: bands, mean and std must have the same length "
                 f"({len(self.bands)}, {len(self.mean)}, {len(self.std)})"
             )
-        if any(s <= 0 for s in self.std):
-            raise ConfigError(f"dataset {self.name!r}: every std must be positive")
+        check_statistics(self.mean, self.std, f"dataset {self.name!r}")
         encoding = self.label_encoding
         if encoding.kind != "index" and len(encoding.classes) != n:
             raise ConfigError(

@@ -27,6 +27,7 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -40,7 +41,7 @@ from bicorseg.data.io import check_name, image_files
 from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import Block, SlidingWindow
-from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, Progress
+from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, Progress, warn_nonfinite
 from bicorseg.inference.raster_io import InputPlan
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, outputs_done
 from bicorseg.inference.writers import check_targets, refuse_existing
@@ -126,12 +127,13 @@ class UnitRunner:
 
     def compute(
         self, index: int, block: Block, sink: Callable, progress: Callable[[int], None] | None = None
-    ):
-        """Compute the unit ``block`` of input ``index``; its encoded strips go to ``sink``."""
+    ) -> int:
+        """Compute the unit ``block`` of input ``index``; its encoded strips go to ``sink``; returns the
+        pixels written as nodata for want of a finite model output."""
         path, plan = self.inputs[index]
         aoi = self.predictor.area_of_interest(path, plan)
         with self.predictor.reading(path, plan) as reader:
-            self.predictor.compute_block(self.engine(index), reader, block, sink, aoi, progress)
+            return self.predictor.compute_block(self.engine(index), reader, block, sink, aoi, progress)
 
 
 def devices_for(device: str, workers: int) -> list[str]:
@@ -209,6 +211,7 @@ def predict_files(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
                 results[path] = predictor.predict_file(path, out_dir, progress)
+            warn_nonfinite(path, results[path].nonfinite)
             if on_result is not None:
                 on_result(results[path])
         return [results[p] for p in paths]
@@ -254,6 +257,7 @@ def predict_files(
         if left[index] == 0:
             finish(index)
     inputs_ = [(p, plans[p]) for p in paths]
+    nonfinite: Counter = Counter()  # counted where the units run in this process
     if jobs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -269,23 +273,30 @@ def predict_files(
                     jobs, checkpoint, predictor, engine, inputs_, store, plan, devices, unit_done, progress
                 )
             else:
-                _run_here(jobs, predictor, inputs_, store, plan, unit_done, progress)
+                nonfinite = _run_here(jobs, predictor, inputs_, store, plan, unit_done, progress)
+    for index, count in nonfinite.items():
+        warn_nonfinite(paths[index], count)
     if shard is None:
         finished = [outputs_done(plan, f, out_dir)[0] for f in plan.files]
         store.remove_if_finished(plan, finished)
     return [results[p] for p in paths]
 
 
-def _run_here(jobs, predictor, inputs, store: PartStore, plan: RunPlan, unit_done, progress) -> None:
-    """The jobs in this process, in order, with progress by tiles."""
+def _run_here(jobs, predictor, inputs, store: PartStore, plan: RunPlan, unit_done, progress) -> Counter:
+    """The jobs in this process, in order, with progress by tiles; returns the pixels per input
+    written as nodata for want of a finite model output."""
+    nonfinite: Counter = Counter()
     runner = UnitRunner(predictor, inputs)
     if progress is not None:
         total = sum(runner.engine(j.index).tile_count(j.block) for j in jobs)
         progress.start(f"{len(jobs)} unit(s)", total)
     for job in jobs:
         with store.writing(plan, plan.files[job.index], job.block) as sink:
-            runner.compute(job.index, job.block, sink, progress.advance if progress is not None else None)
+            nonfinite[job.index] += runner.compute(
+                job.index, job.block, sink, progress.advance if progress is not None else None
+            )
         unit_done(job)
+    return nonfinite
 
 
 # --- worker processes ----------------------------------------------------------------------------------

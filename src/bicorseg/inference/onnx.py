@@ -49,6 +49,7 @@ from bicorseg.spec import DatasetSpec
 METADATA_KEY = "bicorseg"
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
+PROBABILITY_TOLERANCE = 1e-3  # how far softmax outputs may stray from [0, 1] and from summing to 1
 PROFILES = ("bicorseg", "deepness")
 OUTPUTS = ("logits", "probabilities")
 # the plugin's package installer pins onnxruntime<=1.17.0, which reads ONNX IR version 9 and opset 20
@@ -276,6 +277,33 @@ class OnnxModel:
                 f"got {self.output!r}"
             )
         self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def check_output(self, out: np.ndarray) -> None:
+        """Refuse a graph whose output is not what its metadata says: probabilities are in [0, 1] and
+        sum to 1 over the classes at every pixel, and logits do not all look like that (what is not
+        finite is left to the predictor, which writes it as nodata)."""
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.any():
+            return
+        values = np.moveaxis(out, 1, -1)[finite]  # pixels x classes
+        sums = values.sum(axis=1)
+        low, high, off = float(values.min()), float(values.max()), float(np.abs(sums - 1.0).max())
+        looks_like = (
+            low >= -PROBABILITY_TOLERANCE
+            and high <= 1 + PROBABILITY_TOLERANCE
+            and off <= PROBABILITY_TOLERANCE
+        )
+        if self.output == "probabilities" and not looks_like:
+            raise CheckpointError(
+                f"{self.path}: its metadata says the graph gives probabilities, but its output is not "
+                f"(values from {low:.4g} to {high:.4g}, class sums off 1 by up to {off:.4g}): export it again"
+            )
+        if self.output == "logits" and looks_like and values.shape[1] > 1:
+            raise CheckpointError(
+                f"{self.path}: its metadata says the graph gives logits, but its output is probabilities "
+                "(in [0, 1], summing to 1 at every pixel): export it again"
+            )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The graph's output (logits, or probabilities for the deepness profile) of a float32 batch."""
@@ -289,7 +317,9 @@ class OnnxModel:
         if pad_h or pad_w:  # rasters smaller than the exported tile: pad as the PyTorch model does
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        logits = torch.from_numpy(self.run(x.detach().cpu().float().numpy()))
+        out = self.run(x.detach().cpu().float().numpy())
+        self.check_output(out)
+        logits = torch.from_numpy(out)
         if self.output == "probabilities":  # log p: the softmax the predictor takes gives p back
             logits = torch.log(logits.clamp_min(torch.finfo(torch.float32).tiny))
         return logits[..., :height, :width].to(x.device)

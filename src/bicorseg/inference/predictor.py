@@ -24,6 +24,10 @@ may be an input, and no two inputs may share an output: both are refused before 
 
 With an area of interest (polygons with a CRS), only the tiles that hold a pixel inside it are
 computed and every pixel outside it is nodata; inside, the result is the one without it.
+
+A model is run once on a test tile when the predictor is made, and refused when its logits are
+not finite (:func:`check_finite_logits`: weights that overflow); a pixel where the model's output
+is not finite on a real input is nodata, counted per file in one warning (:func:`warn_nonfinite`).
 """
 
 from __future__ import annotations
@@ -159,6 +163,17 @@ class FileResult:
     units: int = 0
     computed: int = 0
     assembled: bool = True  # False: a shard's parts only, assembled later by the mosaic
+    nonfinite: int = 0  # pixels written as nodata because the model gave no finite value there
+
+
+def warn_nonfinite(path: Any, count: int) -> None:
+    """The one line that says how many pixels had no finite model output (written as nodata)."""
+    if count:
+        warnings.warn(
+            f"{path}: {count} pixel(s) where the model gave no finite value (NaN or overflow) are "
+            "written as nodata",
+            stacklevel=3,
+        )
 
 
 # --- in-memory prediction ---------------------------------------------------------------------------
@@ -239,6 +254,36 @@ def _num_classes(model: Any, probs_fn: Callable, bands: int, device: Any) -> int
 
 # --- the predictor ---------------------------------------------------------------------------------
 
+PROBE_SIZE = 64  # side of the test tile every model is run on once before it makes a map
+
+
+def check_finite_logits(logits_fn: Callable, info: ModelInfo, options: PredictOptions) -> None:
+    """Run the model once on a test tile (normalised values from -2 to 2, the range of real input;
+    :data:`PROBE_SIZE` px or the tile if smaller) and refuse it in one line when its logits are not
+    all finite: finite weights can still overflow (in fp16 sooner than in bf16 or fp32), and such a
+    model would make a map of nothing."""
+    size = min(PROBE_SIZE, options.tile or PROBE_SIZE)
+    count = info.in_channels * size * size
+    probe = (2.0 * torch.sin(torch.arange(count, dtype=torch.float32) * 0.37)).reshape(
+        1, info.in_channels, size, size
+    )
+    device, precision = options.device, options.precision
+    module = logits_fn if isinstance(logits_fn, nn.Module) else None
+    was_training = module is not None and module.training
+    if was_training:
+        module.eval()
+    try:
+        with torch.inference_mode():
+            logits = logits_fn(probe.to(device))
+    finally:
+        if was_training:
+            module.train()
+    if not bool(torch.isfinite(logits).all()):
+        raise CheckpointError(
+            f"{info.source}: the model's logits on a test tile are not finite at precision {precision} "
+            "(its weights overflow): it cannot make a map"
+        )
+
 
 def _weights_sha256(module: nn.Module) -> str:
     """A content hash of a model's weights (for a model given in memory rather than as a file)."""
@@ -290,6 +335,7 @@ class Predictor:
             disagreement=options.confidence and self.tta.num_passes > 1,
         )
         self.probs_fn = with_tta(logits_fn, self.tta, disagreement=self.layout.disagreement)
+        check_finite_logits(logits_fn, info, options)
         self._plans: dict[tuple[str, int, int], InputPlan] = {}
         self._aois: dict[str, Any] = {}
         self._aoi_sha256 = (
@@ -511,8 +557,12 @@ class Predictor:
         sink: SinkFn,
         aoi: Any = None,
         progress: Callable[[int], None] | None = None,
-    ) -> None:
-        """Compute one block and hand its encoded strips to ``sink`` (nodata outside ``aoi``)."""
+    ) -> int:
+        """Compute one block and hand its encoded strips to ``sink`` (nodata outside ``aoi``).
+
+        A pixel where the model's output is not finite (NaN, or an overflow) is nodata, not a class;
+        returns how many of the block's valid pixels that made nodata.
+        """
         layout = self.layout
         if aoi is not None and not aoi.touches(block.y0, block.x0, block.height, block.width):
             for r in range(0, block.height, 256):
@@ -520,11 +570,17 @@ class Predictor:
                 sink(block.y0 + r, block.x0, layout.nodata_arrays(n, block.width))
             if progress is not None:
                 progress(engine.tile_count(block))
-            return
+            return 0
+        nonfinite = 0
 
         def write(y0: int, x0: int, values: np.ndarray, valid: np.ndarray) -> None:
+            nonlocal nonfinite
             if aoi is not None:
                 valid &= aoi.mask(y0, x0, *valid.shape)
+            finite = np.isfinite(values).all(axis=0)
+            if not finite.all():
+                nonfinite += int(np.count_nonzero(valid & ~finite))
+                valid &= finite
             sink(y0, x0, layout.encode(values, valid))
 
         keep = None
@@ -534,6 +590,7 @@ class Predictor:
                 return aoi.touches(tile.y0, tile.x0, tile.height, tile.width)
 
         engine.run_block(block, self.probs_fn, reader, write, progress, keep)
+        return nonfinite
 
     def predict_file(
         self, path: str | os.PathLike, out_dir: str | os.PathLike, progress: Progress | None = None
@@ -559,15 +616,19 @@ class Predictor:
                 if progress is not None:
                     progress.start(path.name, engine.total_tiles)
                 advance = progress.advance if progress is not None else None
+                nonfinite = 0
                 for block in engine.blocks:
-                    self.compute_block(engine, reader, block, maps.write, aoi, advance)
+                    nonfinite += self.compute_block(engine, reader, block, maps.write, aoi, advance)
                 maps.commit()
             except BaseException:
                 maps.abort()
                 raise
         write_style(targets["class"], self.layout)
-        result = FileResult(path, targets, units=len(engine.blocks), computed=len(engine.blocks))
+        result = FileResult(
+            path, targets, units=len(engine.blocks), computed=len(engine.blocks), nonfinite=nonfinite
+        )
         result.seconds = time.perf_counter() - start
+        warn_nonfinite(path, nonfinite)
         return result
 
     def map_writer(
