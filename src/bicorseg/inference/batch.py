@@ -200,6 +200,8 @@ def predict_files(
         else:
             todo.append(path)
     refuse_existing(problems, options.overwrite)
+    if todo:
+        predictor.check_logits()  # before any work: a model whose logits overflow makes no map
     for result in results.values():
         predictor.ensure_style(result.outputs)
         if on_result is not None:

@@ -25,8 +25,8 @@ may be an input, and no two inputs may share an output: both are refused before 
 With an area of interest (polygons with a CRS), only the tiles that hold a pixel inside it are
 computed and every pixel outside it is nodata; inside, the result is the one without it.
 
-A model is run once on a test tile when the predictor is made, and refused when its logits are
-not finite (:func:`check_finite_logits`: weights that overflow); a pixel where the model's output
+A model is run once on a test tile before its first output is written, and refused when its
+logits are not finite (:meth:`Predictor.check_logits`: weights that overflow); a pixel where the model's output
 is not finite on a real input is nodata, counted per file in one warning (:func:`warn_nonfinite`).
 """
 
@@ -335,7 +335,7 @@ class Predictor:
             disagreement=options.confidence and self.tta.num_passes > 1,
         )
         self.probs_fn = with_tta(logits_fn, self.tta, disagreement=self.layout.disagreement)
-        check_finite_logits(logits_fn, info, options)
+        self._logits_checked = False
         self._plans: dict[tuple[str, int, int], InputPlan] = {}
         self._aois: dict[str, Any] = {}
         self._aoi_sha256 = (
@@ -392,6 +392,13 @@ class Predictor:
             model_info(model, str(checkpoint), loaded.tiling), sha256=sha256 or sha256_file(checkpoint)
         )
         return cls(model, info, replace(options, precision=precision), engine)
+
+    def check_logits(self) -> None:
+        """:func:`check_finite_logits` of this model, once: before the first output is written (after
+        the inputs are checked, so a bad input is named without running the model)."""
+        if not self._logits_checked:
+            check_finite_logits(self.logits_fn, self.info, self.options)
+            self._logits_checked = True
 
     # --- outputs --------------------------------------------------------------------------------
 
@@ -607,6 +614,7 @@ class Predictor:
             self.ensure_style(targets)
             return FileResult(path, targets, skipped=True)
         aoi = self.area_of_interest(path, plan)
+        self.check_logits()
         out_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         engine = self.engine_for(plan.shape)
