@@ -66,6 +66,18 @@ def tiny_checkpoint(path: Path, bands: int = 3, **spec_options) -> Path:
     return save_checkpoint(model, path)
 
 
+RGB = ("red", "green", "blue")
+
+
+def rgb_checkpoint(path: Path) -> Path:
+    """A tiny checkpoint whose bands are named red, green, blue (what STAC assets are matched by)."""
+    torch.manual_seed(0)
+    model = BiCoRSeg(
+        tiny_config(), dataset=spec(3).with_bands(RGB, (120.0, 123.0, 126.0), (50.0, 51.0, 52.0))
+    )
+    return save_checkpoint(model, path)
+
+
 def pixel_model(bands: int, classes: int = 4, seed: int = 0) -> nn.Module:
     """A per-pixel model (1x1 convolution): tiled and untiled results must agree exactly."""
     torch.manual_seed(seed)

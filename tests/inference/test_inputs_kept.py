@@ -10,22 +10,13 @@ import pytest
 
 from bicorseg.cli.main import main
 from bicorseg.raster_access import input_files
-from tests.helpers.inference import random_image, spec, write_geotiff
+from tests.helpers.inference import RGB, random_image, rgb_checkpoint, write_geotiff
 from tests.helpers.network import vrt_of
-
-RGB = ("red", "green", "blue")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from bicorseg.checkpoint import save_checkpoint
-    from bicorseg.models import BiCoRSeg
-    from tests.helpers.models import tiny_config
-
-    model = BiCoRSeg(
-        tiny_config(), dataset=spec(3).with_bands(RGB, (120.0, 123.0, 126.0), (50.0, 51.0, 52.0))
-    )
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "rgb.ckpt")
+    return rgb_checkpoint(tmp_path_factory.mktemp("ckpt") / "rgb.ckpt")
 
 
 def refused(capsys, *argv) -> str:

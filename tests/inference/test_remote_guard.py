@@ -23,7 +23,7 @@ import rasterio
 from bicorseg.cli.main import main
 from bicorseg.errors import InputError
 from bicorseg.raster_access import OFFLINE_ENVIRON, REFUSING_PROXY, check_no_network, open_raster
-from tests.helpers.inference import CRS, random_image, write_geotiff
+from tests.helpers.inference import CRS, RGB, random_image, rgb_checkpoint, write_geotiff
 from tests.helpers.network import Listener, tile_index, tms_description, vrt_of
 from tests.helpers.range_server import RangeServer
 
@@ -167,20 +167,9 @@ def test_allowed_remote_reads_still_work_through_a_tile_index(tmp_path) -> None:
 # --- through the command line ---------------------------------------------------------------------
 
 
-RGB = ("red", "green", "blue")
-
-
 @pytest.fixture(scope="module")
-def rgb_checkpoint(tmp_path_factory) -> Path:
-    from bicorseg.checkpoint import save_checkpoint
-    from bicorseg.models import BiCoRSeg
-    from tests.helpers.inference import spec
-    from tests.helpers.models import tiny_config
-
-    model = BiCoRSeg(
-        tiny_config(), dataset=spec(3).with_bands(RGB, (120.0, 123.0, 126.0), (50.0, 51.0, 52.0))
-    )
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "rgb.ckpt")
+def checkpoint(tmp_path_factory) -> Path:
+    return rgb_checkpoint(tmp_path_factory.mktemp("ckpt") / "rgb.ckpt")
 
 
 def served_item(root: Path) -> Path:
@@ -213,14 +202,14 @@ def served_item(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_remote_stac_item_opens_the_network_for_its_own_assets_only(
-    tmp_path, rgb_checkpoint, listener, capsys
+    tmp_path, checkpoint, listener, capsys
 ) -> None:
     server = RangeServer(tmp_path / "served")
     try:
         served_item(tmp_path / "served")
         url = server.url("item.json")
         other = hostile("tile index of a /vsicurl/ tile", tmp_path / "local", listener)
-        common = ["--checkpoint", rgb_checkpoint, "--tile", "32", "--quiet"]
+        common = ["--checkpoint", checkpoint, "--tile", "32", "--quiet"]
         code = main(
             [str(a) for a in ["predict", other, "--stac-item", url, "--output", tmp_path / "o", *common]]
         )
@@ -238,14 +227,14 @@ def test_a_remote_stac_item_opens_the_network_for_its_own_assets_only(
 
 @pytest.mark.slow
 def test_an_existing_output_that_reaches_for_the_network_is_not_opened_unasked(
-    tmp_path, rgb_checkpoint, listener, capsys
+    tmp_path, checkpoint, listener, capsys
 ) -> None:
     scene = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 32, 32, seed=2))
     out = tmp_path / "out"
     # a VRT of a tile index under the name of the class map: GDAL opens by content, whatever the name
     index = hostile("tile index of a /vsicurl/ tile", tmp_path, listener)
     vrt_of(out / "scene.tif", f"GTI:{index}")
-    args = ["predict", scene, "--checkpoint", rgb_checkpoint, "--output", out, "--tile", "32", "--quiet"]
+    args = ["predict", scene, "--checkpoint", checkpoint, "--output", out, "--tile", "32", "--quiet"]
     code = main([str(a) for a in args])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "scene.tif" in lines[0] and "needs the network" in lines[0], (
