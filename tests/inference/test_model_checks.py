@@ -64,7 +64,7 @@ def test_statistics_no_band_has_are_refused(mean, std, message, tmp_path, checkp
     line = refused(
         capsys, "predict", image, "--checkpoint", bad, "--output", tmp_path / "out", "--tile", "32"
     )
-    assert "bad.ckpt has an invalid model configuration" in line and __import__("re").search(message, line)
+    assert "bad.ckpt has invalid metadata: dataset " in line and __import__("re").search(message, line), line
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match=message):  # given by the user (a config, the Python API)
         DatasetSpec(**{**spec(3).to_dict(), "mean": (mean, 1.0, 1.0), "std": (std, 1.0, 1.0)})
