@@ -183,3 +183,18 @@ def test_an_aoi_that_holds_no_pixel_is_refused_naming_both_extents(tmp_path, ras
         AreaOfInterest.read(
             path, UTM, __import__("rasterio").Affine(0.5, 0, X0, 0, -0.5, Y0), shape=(100, 100)
         )
+
+
+@pytest.mark.slow
+def test_predict_refuses_an_aoi_that_holds_no_pixel_of_an_input(tmp_path, capsys) -> None:
+    from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    source = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 32, 32))  # 8 m x 8 m at 25 cm
+    far = [[X0 + 100, Y0 - 10], [X0 + 110, Y0 - 10], [X0 + 110, Y0], [X0 + 100, Y0], [X0 + 100, Y0 - 10]]
+    aoi = geojson(tmp_path / "far.geojson", {"type": "name", "properties": {"name": "EPSG:32633"}}, far)
+    code, lines = run(capsys, "predict", source, "--checkpoint", checkpoint, "--output", tmp_path / "out",
+                      "--tile", "32", "--aoi", aoi)  # fmt: skip
+    assert code == 2 and len(lines) == 1 and "far.geojson holds no pixel of" in lines[0], lines
+    assert "scene.tif" in lines[0] and "(500000, 4.99999e+06, 500008, 5e+06)" in lines[0], lines
+    assert not (tmp_path / "out").exists()
