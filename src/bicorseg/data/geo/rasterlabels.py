@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -74,7 +75,9 @@ class RasterLabels:
         self, raster: GeoRaster, window: Window, fill: int, count_conflicts: bool = False
     ) -> tuple[np.ndarray, int]:
         """The window's classes (``fill`` where the label raster has no code), and 0 conflicts."""
-        with raster_access.open_raster(self.path) as src:
+        from bicorseg.inference.raster_io import GDAL_CACHE_BYTES
+
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), raster_access.open_raster(self.path) as src:
             try:
                 with WarpedVRT(
                     src,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import shapely
 from rasterio import Affine
 from rasterio.enums import MaskFlags
@@ -88,9 +89,10 @@ class GeoRaster:
 
         Invalid pixels hold the value 0; the caller decides what they become.
         """
-        from bicorseg.inference.raster_io import InputPlan, RasterReader
+        from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, InputPlan, RasterReader
 
-        with raster_access.open_raster(self.path) as src:
+        # a bounded block cache: GDAL's default (5 % of the RAM) would fill with a large raster's blocks
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), raster_access.open_raster(self.path) as src:
             try:
                 data = src.read(window=window, out_dtype="float32")
                 if not self.masked:  # no nodata value, no mask, integer pixels: every pixel is valid
