@@ -161,6 +161,7 @@ def test_train_from_polygons_on_the_command_line_then_predict_and_evaluate(scene
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert sum(c["support_pixels"] for c in scores["per_class"].values()) == area.sum()
     assert "every labelled pixel of 1 raster(s)" in scores["convention"]["labels"]
+    assert scores["convention"]["split"] == "labelled"
 
 
 def test_repeated_images_options_make_a_list_and_geo_keys_are_checked(scene, capsys):

@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dataset kind (synthetic: procedural samples, for smoke tests)",
     )
     parser.add_argument("--root", help="the prepared dataset folder (output of 'bicorseg prepare')")
-    parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument(
+        "--split", help="split to score (default: test; geo data: a name for the report, default: labelled)"
+    )
     add_tta_arguments(parser)
     parser.add_argument("--output", help="write the report as JSON here")
     parser.add_argument(
@@ -160,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
             options["class_table"] = args.class_table
     elif args.class_table and args.dataset != "geo":
         raise ConfigError("--class-table is for --dataset folder or geo")
+    if args.split is None:
+        args.split = "labelled" if args.dataset == "geo" else "test"
     dataset, spec = evaluation_dataset(args.dataset, args.root, args.split, spec=spec_hint, **options)
     check_spec_matches(checkpoint.dataset, spec, checkpoint.model_config.num_classes, args.checkpoint)
     if checkpoint.model_config.in_channels != spec.num_bands:
