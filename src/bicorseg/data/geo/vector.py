@@ -6,11 +6,12 @@ optionally one layer of it, written as QGIS writes a data source: ``labels.gpkg|
 raster (vertices are reprojected, edges are not densified).
 
 **Label polygons** (:class:`VectorLabels`) are read once, as a stream of batches, and written per
-raster CRS into a FlatGeobuf file with a packed R-tree in a scratch folder (deleted when the source
-is closed or the process ends; one left by a killed process is deleted by the next run). A window is
-then rasterised from the polygons its bounding box touches (read back through the index), so
-neither the memory nor the work of a window grows with the layer. Per polygon the file keeps its
-class, its priority and its area.
+raster CRS into a GeoPackage with its R-tree in a scratch folder (deleted when the source is closed
+or the process ends; one left by a killed process is deleted by the next run). A window is then
+rasterised from the polygons its bounding box touches (read back through the index), so neither the
+memory nor the work of a window grows with the layer. SQLite builds the index on disk: indexing
+does not hold the layer in memory either (a FlatGeobuf's packed index reads faster but is built in
+memory). Per polygon the file keeps its class, its priority and its area.
 
 **Overlaps**: where polygons of different classes cover a pixel, the polygon with the higher
 ``priority_field`` value wins; at equal priority (or without a priority field) the smaller polygon
@@ -63,7 +64,7 @@ from bicorseg.errors import ConfigError, InputError, first_line  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 
 LAYER_SEPARATOR = "|layername="
-BATCH_FEATURES = 20_000  # features per batch of the stream: the memory of a read does not grow with the layer
+BATCH_FEATURES = 5_000  # features per batch of the stream: the memory of a read does not grow with the layer
 SCRATCH_NAME = "bicorseg-labels"
 POLYGONAL = (3, 6)  # shapely type ids of Polygon and MultiPolygon
 
@@ -348,7 +349,7 @@ class VectorLabels:
         footprints = {crs: [footprint(r) for r in rasters if r.crs == crs] for crs in moves}
         for number, (crs, transformer) in enumerate(moves.items()):
             stream = PolygonStream(ref, columns, where, strict)
-            target = folder / f"labels-{number}.fgb"
+            target = folder / f"labels-{number}.gpkg"
             used = self._write(
                 stream,
                 transformer,
@@ -427,7 +428,7 @@ class VectorLabels:
                     else _numbers(attributes[priority_field][keep][inside], self.ref, priority_field)
                 )
                 area = shapely.area(geoms)
-                # one record per polygon part: FlatGeobuf holds one geometry type
+                # one record per polygon part: one geometry type per layer
                 parts, which = shapely.get_parts(geoms, return_index=True)
                 used += len(geoms)
                 yield pa.RecordBatch.from_arrays(
@@ -448,7 +449,7 @@ class VectorLabels:
                     reader,
                     target,
                     layer="labels",
-                    driver="FlatGeobuf",
+                    driver="GPKG",
                     geometry_name="geometry",
                     geometry_type="Polygon",
                     crs=crs,
