@@ -135,16 +135,24 @@ def run(command: list[str], log: Path | None = None) -> float:
     return time.perf_counter() - start
 
 
-def save(figure, path: Path) -> None:
-    """A figure as a small PNG: 128 colours, which the textures of a scene need and little more."""
+def finish(figure, axes, palette: dict, path: Path) -> None:
+    """The class legend under the panels, and the figure as a small PNG (128 colours, which the
+    textures of a scene need and little more)."""
     import io
 
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
     from PIL import Image
 
+    for axis in axes:
+        axis.set_axis_off()
+    handles = [Patch(color=np.array(colour) / 255, label=name) for name, colour in palette.items()]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 0.96))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    picture = Image.open(buffer).convert("RGB").quantize(128)
-    picture.save(path, optimize=True)
+    plt.close(figure)
+    Image.open(buffer).convert("RGB").quantize(128).save(path, optimize=True)
 
 
 def pictures(
@@ -154,7 +162,6 @@ def pictures(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     with rasterio.open(scene) as src:
         image = src.read().transpose(1, 2, 0)
@@ -200,17 +207,7 @@ def pictures(
     axes[1].set_title("burned labels, validation blocks (hatched)")
     for x, y in pixel_rings(shapely.union_all(split.areas[0].polygons)):
         axes[1].fill(x, y, facecolor="none", edgecolor="yellow", hatch="///", linewidth=1.0)
-    for axis in axes:
-        axis.set_axis_off()
-    fig.legend(
-        handles=[Patch(color=np.array(palette[n]) / 255, label=n) for n in names],
-        loc="lower center",
-        ncol=6,
-        frameon=False,
-    )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    save(fig, IMAGES / "geo-guide-labels.png")
-    plt.close(fig)
+    finish(fig, axes, palette, IMAGES / "geo-guide-labels.png")
 
     _, _, wkb, attrs = pyogrio.raw.read(polygons, columns=["class_name"])
     vectors = shapely.from_wkb(wkb)
@@ -228,17 +225,7 @@ def pictures(
                 axes[1].plot(np.asarray(x) - 1024, y, color=np.array(palette[name]) / 255, linewidth=0.8)
     axes[1].set_xlim(0, 512)
     axes[1].set_ylim(512, 0)
-    for axis in axes:
-        axis.set_axis_off()
-    fig.legend(
-        handles=[Patch(color=np.array(palette[n]) / 255, label=n) for n in names],
-        loc="lower center",
-        ncol=6,
-        frameon=False,
-    )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    save(fig, IMAGES / "geo-guide-results.png")
-    plt.close(fig)
+    finish(fig, axes, palette, IMAGES / "geo-guide-results.png")
     truth_in_run = np.array([run_classes.index(n) for n in names])[truth]
     right = np.s_[:, LABELLED_COLUMNS:]
     return {
