@@ -1,5 +1,5 @@
 """Fixtures of the whole suite: the shared sample data (see tests/helpers/shared.py), the seed, torch threads;
-the skip of ``cuda`` tests without a GPU."""
+the skip of ``cuda`` tests without a GPU, and under ``CI=true`` the failure of every other skip."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import in_ci, require
 from tests.helpers.shared import shared_path
 
 
@@ -22,6 +23,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Under ``CI=true`` a skipped test fails, unless it is marked ``cuda`` (CI machines have no GPU):
+    a CI run that lost an optional dependency, the shared data or a tool cannot pass by skipping."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("cuda") is None:
+        _fail_in_ci(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module skipped while it is collected (``require`` at module level)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped:
+        _fail_in_ci(report)
+
+
+def _fail_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if not in_ci():
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true, where only tests marked cuda may skip: {reason}"
 
 
 @pytest.fixture
@@ -42,7 +70,7 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster of 2 CPUs for the whole session (the Ray tests are slow), shut down at the end."""
-    ray = pytest.importorskip("ray")
+    ray = require("ray")
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     for number, handler in handlers.items():  # Ray's SIGTERM handler would outlive the fixture's tests

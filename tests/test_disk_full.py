@@ -1,6 +1,7 @@
 """A full output disk gives a clear error and never a corrupt or partial file.
 
-The disk is a real, small tmpfs mounted for the test (root only; skipped elsewhere with a reason).
+The disk is a real, small tmpfs mounted for the test (root only; skipped elsewhere with a reason,
+a failure in CI).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from bicorseg.checkpoint import metadata
 from bicorseg.cli.main import main
 from bicorseg.errors import BicorsegError, CheckpointError, InputError
 from bicorseg.models import BiCoRSeg
+from tests.helpers import require
 from tests.helpers.inference import random_image, spec, tiny_checkpoint, write_geotiff
 from tests.helpers.models import tiny_config
 from tests.helpers.network import Listener
@@ -196,8 +197,8 @@ def test_checkpoints_with_non_finite_weights_are_refused(tmp_path, capsys) -> No
 
 
 def _onnx_file(path: Path, meta: str | None) -> Path:
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    onnx = require("onnx")
+    require("onnxruntime")
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -252,7 +253,7 @@ def test_onnx_metadata_problems_are_one_line(case, meta, message, tmp_path, caps
 
 
 def test_a_file_that_is_not_onnx_is_one_line(tmp_path, capsys) -> None:
-    pytest.importorskip("onnxruntime")
+    require("onnxruntime")
     fake = tmp_path / "model.onnx"
     fake.write_text("not a model\n" * 10)
     image = write_geotiff(tmp_path / "a.tif", random_image(3, 16, 16))
@@ -319,7 +320,7 @@ def test_allow_remote_lets_the_source_be_read(tmp_path, capsys, listener) -> Non
 
 
 def _remote_class_raster(tmp_path: Path, port: int, command: str) -> tuple[Path, str, Path]:
-    pytest.importorskip("shapely")
+    require("shapely")
     url = f"/vsicurl/http://127.0.0.1:{port}/classes.tif"
     output = tmp_path / ("out.gpkg" if command == "vectorize" else "areas.json")
     return _vrt(tmp_path / "classes.vrt", url, count=1, crs=True), url, output

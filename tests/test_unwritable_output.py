@@ -18,6 +18,7 @@ from PIL import Image
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.main import main
 from bicorseg.errors import OutputError
+from tests.helpers import require
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 TINY_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny-test.yaml")
@@ -101,7 +102,7 @@ def test_an_unwritable_output_is_one_line_before_any_work(
     command: str, where: str, inputs, request, capsys
 ) -> None:
     if command in ("vectorize", "areas"):
-        pytest.importorskip("pyogrio")  # the optional extra "vector"
+        require("pyogrio")  # the optional extra "vector"
     place = request.getfixturevalue("read_only_folder" if where == "read-only" else "below_a_file")
     before = sorted(p.name for p in place.parent.iterdir())
     argv = _commands(inputs, place)[command]

@@ -6,22 +6,16 @@ Here in the fast loop too, so that a change that breaks a link, an anchor or an 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 
-import pytest
-
-from tests.helpers.shared import REPO_ROOT, in_ci
+from tests.helpers import require
+from tests.helpers.shared import REPO_ROOT
 
 
 def test_the_site_builds_strict(tmp_path) -> None:
-    if importlib.util.find_spec("mkdocs") is None:
-        message = 'mkdocs is not installed: pip install "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26"'
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require("mkdocs")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=REPO_ROOT,

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pyogrio = pytest.importorskip("pyogrio")
-shapely = pytest.importorskip("shapely")
+from tests.helpers import require
+
+pyogrio = require("pyogrio")
+shapely = require("shapely")
 
 from pyproj import CRS  # noqa: E402
 

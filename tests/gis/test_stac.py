@@ -13,7 +13,9 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-pystac = pytest.importorskip("pystac")
+from tests.helpers import require
+
+pystac = require("pystac")
 
 from bicorseg.checkpoint import save_checkpoint  # noqa: E402
 from bicorseg.cli.main import main  # noqa: E402

@@ -1,6 +1,10 @@
 """Helpers of the test suite, imported as a package (``from tests.helpers.data import ...``).
 
-* :mod:`.shared`: the real sample data in ``../shared`` (:func:`shared_path`: skip, or fail in CI).
+Here: :func:`require` (an optional dependency a test needs) and :func:`in_ci`. A test that lacks
+what it needs skips on a contributor's machine; under ``CI=true`` every skip but that of a test
+marked ``cuda`` fails the run (tests/conftest.py), so CI cannot pass by skipping.
+
+* :mod:`.shared`: the real sample data in ``../shared`` (:func:`shared_path`).
 * :mod:`.models`: tiny random-weight model configs.
 * :mod:`.data`, :mod:`.gis`, :mod:`.inference`, :mod:`.training`: helpers of those test folders.
 * :mod:`.report`: a real output folder for the report tests.
@@ -9,3 +13,23 @@
 
 Fixtures that change global state (seeds, torch threads) live in the conftests, not here.
 """
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import pytest
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to anything but empty, ``0`` or ``false``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def require(module: str) -> ModuleType:
+    """``module`` imported, or the test skipped (a failure in CI): for optional dependencies only."""
+    __tracebackhide__ = True  # the skip names the test's line, not this one
+    return pytest.importorskip(
+        module, reason=f"needs {module}, an optional dependency: pip install -e '.[dev]'"
+    )

@@ -21,10 +21,11 @@ import torch
 
 from bicorseg.checkpoint import load_checkpoint
 from bicorseg.cli.main import main
+from tests.helpers import require
 from tests.helpers.inference import CLASSES, tiny_checkpoint
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+ort = require("onnxruntime")
+require("onnx")
 
 TILE = 64
 

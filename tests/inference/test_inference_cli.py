@@ -11,6 +11,7 @@ import rasterio
 from PIL import Image
 from rasterio import Affine
 
+from tests.helpers import require
 from tests.helpers.inference import TRANSFORM, random_image, run, tiny_checkpoint, write_geotiff
 
 
@@ -139,7 +140,7 @@ def test_heatmaps_of_a_png(tmp_path: Path, checkpoint: Path, capsys) -> None:
 
 @pytest.mark.slow
 def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Path, capsys) -> None:
-    pytest.importorskip("onnxruntime")
+    require("onnxruntime")
     import torch
 
     from bicorseg import load_model

@@ -20,6 +20,7 @@ from bicorseg.inference import ModelInfo, PredictOptions, Predictor
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.tta import tta_passes, with_tta
 from bicorseg.inference.writers import MapLayout, MapWriter
+from tests.helpers import require
 from tests.helpers.inference import (
     CLASSES,
     PALETTE,
@@ -30,7 +31,7 @@ from tests.helpers.inference import (
     write_geotiff,
 )
 
-cogeo = pytest.importorskip("rio_cogeo.cogeo")
+cogeo = require("rio_cogeo.cogeo")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from bicorseg.checkpoint import save_checkpoint
 from bicorseg.data.synthetic import synthetic_spec
 from bicorseg.models import BiCoRSeg
 from bicorseg.precision import resolve_precision
+from tests.helpers import require
 from tests.helpers.inference import random_image, run, tiny_checkpoint, write_geotiff
 from tests.helpers.models import tiny_config
 
@@ -53,7 +54,7 @@ def test_predict_records_the_precision_it_ran_at(tmp_path: Path, checkpoint: Pat
 def test_onnx_engine_is_picked_for_onnx_files_and_refuses_bf16(
     tmp_path: Path, checkpoint: Path, capsys
 ) -> None:
-    pytest.importorskip("onnxruntime")
+    require("onnxruntime")
     onnx_path = tmp_path / "model.onnx"
     code, _, err = run(
         capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "64", "--output", onnx_path

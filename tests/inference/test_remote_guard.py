@@ -23,11 +23,12 @@ import rasterio
 from bicorseg.cli.main import main
 from bicorseg.errors import InputError
 from bicorseg.raster_access import OFFLINE_ENVIRON, REFUSING_PROXY, check_no_network, open_raster
+from tests.helpers import require
 from tests.helpers.inference import CRS, RGB, random_image, rgb_checkpoint, write_geotiff
 from tests.helpers.network import Listener, tile_index, tms_description, vrt_of
 from tests.helpers.range_server import RangeServer
 
-pytest.importorskip("pyogrio")  # the tile indexes are written with it
+require("pyogrio")  # the tile indexes are written with it
 
 WORLD = (-20037508.34, -20037508.34, 20037508.34, 20037508.34)
 # the 16 x 16 px grid of the test VRTs and GeoTIFFs: EPSG:32633, 25 cm pixels from (500000, 5000000)
@@ -174,7 +175,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def served_item(root: Path) -> Path:
     """A STAC item (``item.json``) with one asset per band, all relative to it."""
-    pytest.importorskip("pystac")
+    require("pystac")
     data = random_image(3, 32, 32, seed=9)
     for i, name in enumerate(RGB):
         write_geotiff(root / f"{name}.tif", data[i : i + 1])

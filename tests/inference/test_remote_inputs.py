@@ -27,6 +27,7 @@ from bicorseg.raster_access import (
     input_path,
     open_raster,
 )
+from tests.helpers import require
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 from tests.helpers.range_server import RangeServer
 
@@ -176,7 +177,7 @@ def test_a_window_of_a_large_remote_raster_reads_a_fraction_of_it(served) -> Non
 
 @pytest.mark.slow
 def test_heatmaps_vectorize_and_areas_read_urls(tmp_path, served, checkpoint, capsys) -> None:
-    pytest.importorskip("shapely")
+    require("shapely")
     root, server = served
     write_geotiff(root / "tile.tif", random_image(3, 96, 128, seed=5), nodata=0, **TILED)
     for where, source in (("local", root / "tile.tif"), ("remote", server.url("tile.tif"))):

@@ -9,6 +9,7 @@ import bicorseg
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.losses import BiCoRSegLoss, LossConfig
 from bicorseg.models import BiCoRSeg, ModelConfig, TrainOutput, create_model
+from tests.helpers import require
 from tests.helpers.models import tiny_config
 
 
@@ -116,7 +117,7 @@ class TestTimmBackbone(ModelVariantTests):
 
     @pytest.fixture
     def model(self) -> BiCoRSeg:
-        pytest.importorskip("timm")
+        require("timm")
         return BiCoRSeg(self.config)
 
 

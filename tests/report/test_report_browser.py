@@ -2,7 +2,7 @@
 
 Chromium and its driver come from the Debian packages (``apt-get install chromium chromium-driver``,
 which ``.ci/run`` does); selenium drives them (the ``dev`` extra) and downloads nothing. Without
-them the test is skipped on a workstation and fails in CI (the ``CI`` environment variable set).
+them the test is skipped on a workstation, a failure in CI (``CI=true``, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 from bicorseg.demo import DEMO_SPEC
 from bicorseg.report import report_folder
+from tests.helpers import require
 from tests.helpers.report import output_folder
 
 CHROMIUM = Path(os.environ.get("BICORSEG_CHROMIUM", "/usr/bin/chromium"))
@@ -26,24 +27,12 @@ FLAGS = (
 )  # fmt: skip
 
 
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return 'selenium is not installed (pip install -e ".[dev]")'
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            return f"{path} is missing (apt-get install chromium chromium-driver)"
-    return None
-
-
 @pytest.fixture
 def browser(tmp_path):
-    reason = _missing()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the browser test must run in CI: {reason}")
-        pytest.skip(reason)
+    require("selenium")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            pytest.skip(f"{path} is missing (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
