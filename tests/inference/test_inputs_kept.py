@@ -10,6 +10,7 @@ import pytest
 
 from bicorseg.cli.main import main
 from bicorseg.raster_access import input_files
+from tests.helpers import require
 from tests.helpers.inference import RGB, random_image, rgb_checkpoint, write_geotiff
 from tests.helpers.network import vrt_of
 
@@ -51,7 +52,7 @@ def test_a_vrt_source_in_the_output_folder_is_not_replaced(tmp_path, checkpoint,
 
 
 def test_a_stac_asset_in_the_output_folder_is_not_replaced(tmp_path, checkpoint, capsys) -> None:
-    pytest.importorskip("pystac")
+    require("pystac")
     out = tmp_path / "out"
     data = random_image(3, 32, 32, seed=4)
     asset = write_geotiff(out / "scene.tif", data)  # the user's image, in the folder the map goes to

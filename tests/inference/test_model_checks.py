@@ -21,6 +21,7 @@ from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.inference.predictor import PredictOptions, Predictor
 from bicorseg.spec import DatasetSpec
+from tests.helpers import require
 from tests.helpers.inference import random_image, spec, tiny_checkpoint, write_geotiff
 
 
@@ -89,8 +90,8 @@ def test_finite_weights_that_overflow_are_refused(tmp_path, checkpoint, capsys) 
 
 
 def _onnx(path: Path, op: str, output: str) -> Path:
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    onnx = require("onnx")
+    require("onnxruntime")
     from onnx import TensorProto, helper
 
     node = helper.make_node(op, ["image"], ["out"], **({"axis": 1} if op == "Softmax" else {}))

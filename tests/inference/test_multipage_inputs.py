@@ -12,6 +12,7 @@ import rasterio
 
 from bicorseg.cli.main import main
 from bicorseg.raster_access import input_path
+from tests.helpers import require
 from tests.helpers.inference import CRS, TRANSFORM, random_image, tiny_checkpoint, write_geotiff
 
 
@@ -69,7 +70,7 @@ def test_a_multipage_tiff_is_refused_and_a_named_page_is_predicted(tmp_path, che
 
 @pytest.mark.parametrize("command", ["vectorize", "areas"])
 def test_a_multipage_class_raster_is_refused(command, tmp_path, capsys) -> None:
-    pytest.importorskip("shapely")
+    require("shapely")
     source = two_pages(tmp_path / "classes.tif")
     target = tmp_path / ("polygons.gpkg" if command == "vectorize" else "areas.json")
     code, lines = run(capsys, command, source, "--output", target)
