@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 import bicorseg.data as data
@@ -88,21 +85,3 @@ def test_path_patterns_find_release_files_anywhere():
     assert label.search("5_Labels_all/top_potsdam_6_7_label.tif")["tile"] == "6_7"
     found = LOVEDA.pattern("{part}/{domain}/images_png/{tile}.png").search("x/Train/Rural/images_png/12.png")
     assert found.groupdict() == {"part": "Train", "domain": "Rural", "tile": "12"}
-
-
-def test_no_code_path_switches_on_a_dataset_name():
-    # Dataset facts live in datasets.py; the code that uses them never matches a dataset's name.
-    package = Path(data.__file__).parent
-    release = sorted(p.relative_to(package).as_posix() for p in (package / "release").glob("*.py"))
-    assert "release/run.py" in release and len(release) >= 7  # the package of the prepare steps
-    for name in (
-        *release,
-        "patches.py",
-        "folder.py",
-        "base.py",
-        "transforms.py",
-        "labels.py",
-        "sources.py",
-    ):
-        text = (package / name).read_text(encoding="utf-8")
-        assert not re.search(r"[\"'](vaihingen|potsdam|loveda)[\"']", text, re.IGNORECASE), name
