@@ -650,17 +650,17 @@ def test_yaml_that_is_not_utf8_is_one_line(tmp_path, capsys) -> None:
 
 
 CLASS_TABLE_CASES = [
-    ("classes: [{name: a, value: 0.5}, {name: b, value: 1}]", r"classes\[0\]\.value: 0\.5 is not an integer"),
-    ("classes: [{name: a, value: true}, {name: b, value: 1}]", r"classes\[0\]\.value: True is not an integer"),
+    ("classes: [{name: a, value: 0.5}, {name: b, value: 1}]", r"classes\[0\]\.value: expected an integer, got 0\.5"),
+    ("classes: [{name: a, value: true}, {name: b, value: 1}]", r"classes\[0\]\.value: expected an integer, got True"),
     ("classes: [{name: [a], value: 0}, {name: b, value: 1}]", r"classes\[0\]\.name: expected a string"),
-    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: [null]", r"ignore_values\[0\]: None"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: [null]", r"ignore_values\[0\]: must not be null"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: 7", r"ignore_values: expected a list"),
     ("classes: [{name: a, colour: '#000000'}, {name: b, colour: '#000001'}]\nignore_colours: 3",
      r"ignore_colours: expected a list"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nbands: [r]\nmean: [x]\nstd: [1]",
-     r"mean\[0\]: 'x' is not a finite number"),
+     r"mean\[0\]: expected a number, got 'x'"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nbands: [r]\nmean: [.inf]\nstd: [1]",
-     r"mean\[0\]: inf is not a finite number"),
+     r"mean\[0\]: must be a finite number, got inf"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nbands: [r]\nmean: [1]\nstd: [0]",
      r"std\[0\]: must be positive"),
     ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nname: {x: 1}", r"name: expected a string"),

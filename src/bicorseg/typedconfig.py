@@ -1,18 +1,21 @@
-"""Typed configs for every command: dataclasses in; YAML, dotted overrides, help and printing out.
+"""Typed configs: the one mechanism that turns structured input into dataclasses, and back into YAML.
 
-A config is a dataclass: its fields carry the types and defaults, and its docstring's
-``Attributes:`` section says what each field means. This module is the one mechanism the commands
-share to
+A config is a dataclass: its fields carry the types and defaults (a field may be another dataclass,
+a section), and its docstring's ``Attributes:`` section says what each field means. Every structured
+input goes through :func:`build`: training configs, ``prepare`` option files, class tables, the
+augmentation and folder sections. Building is strict: an unknown key is refused with the nearest
+valid one, values are checked against the annotations (numbers written as strings are converted; an
+integer is taken where a name is expected, as YAML reads the sample ``7``), then the dataclass's own
+``__post_init__`` checks run; every fault is one :class:`ConfigError` naming the key
+(``optimizer.lr: expected a number, got 'abc'``). :func:`fields_of` describes the keys (with their
+documentation, for ``--help``), :func:`set_dotted` sets one (``data.augment.mosaic_p``),
+:func:`to_yaml` prints a config.
 
-* read YAML files (:func:`read_yaml`) and command-line values (:func:`parse_value`, read as YAML);
-* build a dataclass strictly (:func:`build`): an unknown key is refused with the nearest valid one,
-  values are checked against the annotations (numbers written as strings are converted), then the
-  dataclass's own ``__post_init__`` checks run; every fault is one :class:`ConfigError` naming the
-  key (``optimizer.lr: expected a number, got 'abc'``);
-* set dotted keys in nested mappings (:func:`set_dotted`);
-* describe fields for ``--help`` (:func:`describe_fields`) and print configs as YAML (:func:`to_yaml`).
+Files are read by :mod:`bicorseg.yaml_files` (bounded). It imports neither torch nor Lightning, so
+``--help`` and config errors answer at once.
 
-It imports neither torch nor Lightning, so ``--help`` and config errors answer at once.
+Maintained libraries were weighed: jsonargparse reads every string of a union type as YAML, so a
+class colour ``"#3C1098"`` in a ``str | None`` field silently becomes null.
 """
 
 from __future__ import annotations
@@ -24,31 +27,14 @@ import math
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
 from bicorseg.errors import ConfigError
-from bicorseg.yaml_files import parse_yaml, read_yaml_mapping
-
-__all__ = [
-    "FieldInfo",
-    "build",
-    "coerce",
-    "describe_fields",
-    "field_docs",
-    "nearest",
-    "parse_value",
-    "read_yaml",
-    "set_dotted",
-    "to_yaml",
-    "type_name",
-]
-
-
-# --- names --------------------------------------------------------------------------------------------
+from bicorseg.yaml_files import parse_yaml
 
 
 def nearest(word: str, candidates: Iterable[str]) -> str | None:
@@ -61,109 +47,89 @@ def nearest(word: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def _unknown_key(key: str, name: str, known: list[str], what: str = "key") -> ConfigError:
-    guess = nearest(name, known)
-    hint = f"did you mean {key.rpartition('.')[0] + '.' if '.' in key else ''}{guess}?" if guess else ""
-    section = key.rpartition(".")[0]
-    takes = f"{section or 'the config'} takes {', '.join(known)}"
-    return ConfigError(f"unknown {what}; {hint + ' ' if hint else ''}({takes})", key=key)
+def _join(prefix: str, name: object) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
 
 
-# --- documentation of fields ---------------------------------------------------------------------------
+# --- fields and their documentation --------------------------------------------------------------------
 
 _SECTION = re.compile(r"^(Attributes|Args|Arguments|Parameters|Fields):\s*$")
 _ENTRY = re.compile(r"^(\s+)([A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*(?:\([^)]*\))?:\s*(.*)$")
 
 
-def _plain(text: str) -> str:
-    """Docstring markup as plain text: ``x`` -> x, :class:`Foo` -> Foo."""
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
-    return re.sub(r"``([^`]+)``", r"\1", text)
-
-
 def field_docs(cls: type) -> dict[str, str]:
-    """What each field means, from the ``Attributes:`` (or ``Args:``) section of ``cls``'s docstring.
+    """What each field means, from the ``Attributes:`` section of ``cls``'s docstring.
 
     An entry is ``name: text`` (or ``a, b: text`` for several fields), continued on more deeply
-    indented lines; docstring markup is removed.
+    indented lines; docstring markup (``x``, :class:`Foo`) is removed.
     """
     docs: dict[str, str] = {}
-    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
     inside, current, indent = False, [], None
-    for line in lines:
+    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
         if _SECTION.match(line):
             inside, current, indent = True, [], None
-            continue
-        if not inside:
-            continue
-        if line and not line[0].isspace():  # the section ended
+        elif inside and line and not line[0].isspace():  # the section ended
             inside = False
-            continue
-        match = _ENTRY.match(line)
-        if match and (indent is None or len(match.group(1)) <= indent):
+        elif inside and (match := _ENTRY.match(line)) and (indent is None or len(match.group(1)) <= indent):
             indent = len(match.group(1))
             current = [n.strip() for n in match.group(2).split(",")]
-            for name in current:
-                docs[name] = match.group(3).strip()
-        elif current and line.strip():
-            for name in current:
-                docs[name] = f"{docs[name]} {line.strip()}".strip()
-    return {name: _plain(text) for name, text in docs.items()}
+            docs.update(dict.fromkeys(current, match.group(3).strip()))
+        elif inside and current and line.strip():
+            docs.update({name: f"{docs[name]} {line.strip()}" for name in current})
+    plain = lambda text: re.sub(r"``([^`]+)``", r"\1", re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text))  # noqa: E731
+    return {name: plain(text) for name, text in docs.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldInfo:
-    """One field of a config dataclass, as ``--help`` shows it."""
+    """One key of a config: its dotted name, annotation, default (``MISSING`` when required) and meaning."""
 
-    name: str
+    key: str
     type: Any
-    default: Any  # dataclasses.MISSING when required
+    default: Any
     doc: str
 
     @property
     def required(self) -> bool:
         return self.default is dataclasses.MISSING
 
-    @property
-    def is_mapping(self) -> bool:
-        """A field holding a mapping (keys inside it can be set one by one: ``data.augment.mosaic_p``)."""
-        return any(typing.get_origin(t) is dict for t in _options(self.type))
+
+def _options(tp: Any) -> tuple[Any, ...]:
+    return typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
 
 
-def describe_fields(cls: type) -> list[FieldInfo]:
-    """The init fields of a dataclass with their types, defaults and documentation."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    infos = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
+def section_of(tp: Any) -> type | None:
+    """The dataclass a field of this annotation holds (``AugmentOptions | bool`` -> AugmentOptions), or None."""
+    return next((t for t in _options(tp) if dataclasses.is_dataclass(t)), None)
+
+
+def fields_of(cls: type, prefix: str = "", nested: bool = True) -> Iterator[FieldInfo]:
+    """The init fields of a dataclass, and (``nested``) those of its sections after each section."""
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    for item in dataclasses.fields(cls):
+        if not item.init:
             continue
-        default = f.default
-        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        infos.append(FieldInfo(f.name, hints[f.name], default, docs.get(f.name, "")))
-    return infos
+        default = item.default
+        if item.default_factory is not dataclasses.MISSING:
+            default = item.default_factory()
+        key, section = _join(prefix, item.name), section_of(hints[item.name])
+        yield FieldInfo(key, hints[item.name], default, docs.get(item.name, ""))
+        if nested and section is not None:
+            yield from fields_of(section, key)
 
 
 def type_name(tp: Any) -> str:
     """A readable name of an annotation: ``int | float | null``, ``list[float]``, ``mapping``."""
     if tp is type(None):
         return "null"
-    if tp is Any:
-        return "any"
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return " | ".join(type_name(t) for t in typing.get_args(tp))
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return f"list[{type_name(item)}]"
-    if origin is dict:
+    if origin in (list, tuple):
+        return f"list[{type_name((typing.get_args(tp) or (Any,))[0])}]"
+    if origin is dict or dataclasses.is_dataclass(tp):
         return "mapping"
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _options(tp: Any) -> tuple[Any, ...]:
-    return typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    return "any" if tp is Any else getattr(tp, "__name__", str(tp))
 
 
 # --- values --------------------------------------------------------------------------------------------
@@ -177,163 +143,154 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _union_rank(value: Any) -> Any:
-    def rank(option: Any) -> int:
+def _rank(value: Any) -> Any:
+    def rank(option: Any) -> int:  # the exact type first (an int stays an int in "int | float"), text last
         exact = {bool: bool, int: int, float: float, str: str}.get(option)
         if exact is not None and type(value) is exact:
             return 0
-        if typing.get_origin(option) in (list, dict) and isinstance(value, list | dict | tuple):
+        if (
+            typing.get_origin(option) in (list, tuple, dict) or dataclasses.is_dataclass(option)
+        ) and isinstance(value, list | dict | tuple):
             return 0
-        return 1 if option is not str else 2  # strings last: "1e-4" should become a number
+        return 1 if option is not str else 2
 
     return rank
 
 
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``tp``; numbers written as strings are converted.
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
-    An integer is accepted where a string is expected (YAML reads the sample name ``7`` or the
-    split ``2024`` as a number).
-    """
+
+def _scalar(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as the scalar type ``tp`` (other annotations: as it is)."""
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and number and isinstance(value, int):
+        return value
+    if tp is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if tp is float and (number or isinstance(value, str)):
+        try:
+            result = float(value)  # YAML reads "5e-5" (no dot) as text
+        except ValueError:
+            result = None
+        if result is not None and not math.isfinite(result):
+            raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+        if result is not None:
+            return result
+    if tp is str and (isinstance(value, str) or (number and isinstance(value, int))):
+        return str(value)
+    if tp not in _EXPECTED:
+        return value
+    raise ConfigError(f"expected {_EXPECTED[tp]}, got {value!r}", key=key)
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (see the module docstring)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
         if value is None:
-            if type(None) in options:
+            if len(options) < len(typing.get_args(tp)):
                 return None
             raise ConfigError("must not be null", key=key)
-        # the exact types first (an int stays an int in "int | float")
         errors = []
-        for option in sorted((o for o in options if o is not type(None)), key=_union_rank(value)):
+        for option in sorted(options, key=_rank(value)):
             try:
                 return coerce(value, option, key)
             except ConfigError as error:
                 errors.append(error)
-        if len(errors) == 1:  # one type besides null: its own reason is the clearest
-            raise errors[0]
+        if len(errors) == 1 or (isinstance(value, Mapping) and section_of(tp) is not None):
+            raise errors[0]  # one type besides null, or a section given as a mapping: its own reason
         raise ConfigError(f"expected {type_name(tp).replace(' | ', ' or ')}, got {value!r}", key=key)
     if value is None:
         raise ConfigError(f"must not be null (expected {type_name(tp)})", key=key)
-    if origin is list:
-        (item_type,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)  # type: ignore[arg-type]
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
             raise ConfigError(f"expected a list, got {value!r}", key=key)
-        return [coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        item = (typing.get_args(tp) or (Any,))[0]
+        return origin(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"expected a mapping, got {value!r}", key=key)
         return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"expected true or false, got {value!r}", key=key)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise ConfigError(f"expected an integer, got {value!r}", key=key)
-    if tp is float:
-        number = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)  # YAML reads "5e-5" (no dot) as a string
-            except ValueError:
-                pass
-        if number is None:
-            raise ConfigError(f"expected a number, got {value!r}", key=key)
-        if not math.isfinite(number):
-            raise ConfigError(f"must be a finite number, got {value!r}", key=key)
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"expected a string, got {value!r}", key=key)
-    return value
+    return _scalar(value, tp, key)
 
 
 # --- building ------------------------------------------------------------------------------------------
 
 
-def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """A ``cls`` instance from a mapping, strictly (see the module docstring).
-
-    ``prefix`` is the section name errors put before a key (``optimizer`` -> ``optimizer.lr``).
-    """
-    where = f"{prefix}." if prefix else ""
-    infos = {info.name: info for info in describe_fields(cls)}
+def check_keys(cls: type, data: Any, prefix: str = "") -> None:
+    """Refuse, at any depth, a key that names no field, naming the nearest valid one."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"must be a mapping of keys, got {data!r}", key=prefix or "config")
-    for name in data:
-        if name not in infos:
-            raise _unknown_key(f"{where}{name}", str(name), list(infos))
-    values = {name: coerce(value, infos[name].type, f"{where}{name}") for name, value in data.items()}
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    for name, value in data.items():
+        key = _join(prefix, name)
+        if name not in known:
+            guess = nearest(str(name), known)
+            hint = f"did you mean {_join(prefix, guess)}? " if guess else ""
+            raise ConfigError(f"unknown key; {hint}(known: {', '.join(known)})", key=key)
+        section = section_of(hints[name])
+        if section is not None and isinstance(value, Mapping):
+            check_keys(section, value, key)
+
+
+def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """A ``cls`` instance from a mapping, strictly; ``prefix`` is the key errors put before a field."""
+    check_keys(cls, data, prefix)
+    infos = {info.key.rpartition(".")[2]: info for info in fields_of(cls, prefix, nested=False)}
+    values = {name: coerce(value, infos[name].type, _join(prefix, name)) for name, value in data.items()}
     missing = [name for name, info in infos.items() if info.required and name not in values]
     if missing:
-        raise ConfigError("is required", key=f"{where}{missing[0]}")
+        raise ConfigError("is required", key=_join(prefix, missing[0]))
     try:
         return cls(**values)
-    except ConfigError as error:
-        if error.key is None and not str(error).startswith(where or "\0"):
-            raise ConfigError(error.detail, key=prefix or None) from None
-        raise
+    except ConfigError as error:  # a check of the dataclass: its key below the prefix
+        inside = error.key is not None and (error.key == prefix or error.key.startswith(f"{prefix}."))
+        if not prefix or inside or (error.key is None and str(error).startswith(prefix)):
+            raise
+        raise ConfigError(error.detail, key=_join(prefix, error.key) if error.key else prefix) from None
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+def set_dotted(data: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """A copy of a nested mapping with ``a.b.c`` set to ``value`` (inner mappings created as needed)."""
     head, _, rest = dotted.partition(".")
     out = dict(data)
-    if not rest:
-        out[head] = value
-        return out
     inner = out.get(head)
-    out[head] = set_dotted(dict(inner) if isinstance(inner, Mapping) else {}, rest, value)
+    out[head] = set_dotted(inner if isinstance(inner, Mapping) else {}, rest, value) if rest else value
     return out
-
-
-# --- files ---------------------------------------------------------------------------------------------
-
-
-def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """A YAML file holding a mapping, as a dict (``{}`` for an empty file); see :mod:`bicorseg.yaml_files`."""
-    return read_yaml_mapping(path, what)
 
 
 def to_plain(value: Any) -> Any:
     """Dataclasses (their ``to_dict`` when they have one), tuples and paths as plain YAML values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         to_dict = getattr(value, "to_dict", None)
-        data = to_dict() if callable(to_dict) else dataclasses.asdict(value)
-        return {k: to_plain(v) for k, v in data.items()}
+        return to_plain(to_dict() if callable(to_dict) else dataclasses.asdict(value))
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    return str(value) if isinstance(value, Path) else value
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style for sections, flow style for short lists of numbers or names."""
+    """Block style for sections, flow style for lists of numbers or names."""
 
 
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flat = all(not isinstance(v, dict | list) for v in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
-
-
-_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(
+    list,
+    lambda dumper, data: dumper.represent_sequence(
+        "tag:yaml.org,2002:seq", data, flow_style=all(not isinstance(v, dict | list) for v in data)
+    ),
+)
 
 
 def to_yaml(value: Any) -> str:
     """A config (dataclass or mapping) as YAML, keys in declaration order."""
-    return yaml.dump(to_plain(value), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump(to_plain(value), Dumper=_Dumper, sort_keys=False, allow_unicode=True)

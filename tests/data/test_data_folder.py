@@ -133,7 +133,10 @@ def test_class_table_validation(tmp_path):
         ("classes: [{name: a, colour: '#000000'}]", "at least two classes"),
         ("classes: [{name: a, colour: red}, {name: b, colour: '#000001'}]", r"classes\[0\]\.colour: 'red'"),
         ("classes: [{name: a, colour: '#000000'}, {name: b}]", "every class needs a 'colour'"),
-        ("classes: [{name: a, value: 0}, {name: b, value: 1}]\npalette: 3", r"unknown key\(s\) palette"),
+        (
+            "classes: [{name: a, value: 0}, {name: b, value: 1}]\npalette: 3",
+            r"palette: unknown key; \(known: classes, name, ignore_colours",
+        ),
         ("classes: [{name: a, value: 0}, {name: b, value: 1}]\neval_classes: [c]", "'c' is not a class"),
         ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_index: 1", "ignore_index must be"),
         ("classes: [{name: a, colour: '#000000'}, {name: b, colour: '#000000'}]", "listed twice"),

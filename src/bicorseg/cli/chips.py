@@ -9,7 +9,7 @@ from bicorseg.errors import ConfigError, OutputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bicorseg.cli.train import add_section_options
+    from bicorseg.cli.train import add_config_options
     from bicorseg.training.config import DataConfig
 
     parser = subparsers.add_parser(
@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, help="training chips to write (default: data.chips_per_epoch)")
     parser.add_argument("--seed", type=int, help="seed of the draw (default: trainer.seed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any data key")
-    add_section_options(parser, {"data": DataConfig})
-    parser.set_defaults(func=run, extra_options=True)
+    add_config_options(parser, {"data": DataConfig})
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

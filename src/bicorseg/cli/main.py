@@ -2,9 +2,7 @@
 
 Every module ``bicorseg.cli.<name>`` (other than this one and ``common``) defines
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` to a callable taking the
-parsed arguments and returning an exit status. A command that takes options beyond its declared
-ones (``train``: keys inside mappings, ``--data.augment.mosaic_p 0``) sets ``extra_options=True``
-and finds them in ``args.extra``.
+parsed arguments and returning an exit status.
 
 Modules and ``register`` import nothing heavy (torch, Lightning, rasterio, matplotlib): the
 commands import those when they run, so ``--help`` and argument errors answer at once.
@@ -107,9 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     command = commands[args.command]
-    if extra and not getattr(args, "extra_options", False):
+    if extra:
         command.unknown_option(extra)  # type: ignore[attr-defined]
-    args.extra = extra
     args.command_parser = command  # for commands that print an error themselves (error_line)
     try:
         return int(args.func(args) or 0)

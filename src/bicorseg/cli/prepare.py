@@ -113,18 +113,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve(args: argparse.Namespace) -> PrepareOptions:
     """The options: defaults, then the ``--config`` YAML file, then the command line."""
+    from dataclasses import fields
+
     from bicorseg import typedconfig
+    from bicorseg.yaml_files import read_yaml_mapping
 
     data: dict[str, Any] = {}
     if args.config:
-        loaded = typedconfig.read_yaml(args.config, "option file")
+        loaded = read_yaml_mapping(args.config, "option file")
         data = {str(k).replace("-", "_"): v for k, v in loaded.items()}
-    given = set()
-    for info in typedconfig.describe_fields(PrepareOptions):
-        value = getattr(args, info.name, None)
-        if value is not None:
-            data[info.name] = value
-            given.add(info.name)
+    given = {f.name for f in fields(PrepareOptions) if getattr(args, f.name, None) is not None}
+    data.update({name: getattr(args, name) for name in given})
     try:
         return typedconfig.build(PrepareOptions, data)
     except ConfigError as error:

@@ -15,56 +15,39 @@ USAGE = (
 )
 
 
-def _shown(value: Any) -> str:
-    """A default as the YAML of a config file writes it."""
-    from bicorseg import typedconfig
+def add_config_options(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
+    """A ``--section.key`` option for every key of each config section (``train``, ``chips``), with
+    its meaning, type and default from the dataclass."""
+    import typing
 
-    return typedconfig.to_yaml(value).strip().removesuffix("...").strip()
-
-
-def _field_help(section: str, info: Any) -> tuple[str, str]:
-    """The metavar and help text of one ``--section.key`` option."""
     from bicorseg import typedconfig
     from bicorseg.training.config import DERIVED_KEYS
 
-    if (section, info.name) in DERIVED_KEYS:
-        default = "the dataset's"
-    elif info.required:
-        default = "required"
-    else:
-        default = _shown(info.default)
-    kind = typedconfig.type_name(info.type)
-    doc = info.doc or info.name.replace("_", " ")
-    text = f"{doc} [{kind}; default: {default}]"
-    metavar = {"int": "INT", "float": "FLOAT", "str": "TEXT", "bool": "BOOL"}.get(kind, "VALUE")
-    return metavar, text.replace("%", "%%")
-
-
-def _repeatable(tp: Any) -> bool:
-    """A field that takes one text or a list of them (``data.images``): its option may be repeated."""
-    import typing
-
-    options = typing.get_args(tp)
-    return str in options and list[str] in options
-
-
-def add_section_options(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
-    """A ``--section.key`` option for every field of each config section (``train``, ``chips``)."""
-    from bicorseg import typedconfig
-
     for section, cls in sections.items():
-        title = (cls.__doc__ or section).strip().splitlines()[0].rstrip(".")
-        group = parser.add_argument_group(f"{section}: {title}")
-        for info in typedconfig.describe_fields(cls):
-            metavar, text = _field_help(section, info)
-            repeated = _repeatable(info.type)
+        group = parser.add_argument_group(
+            f"{section}: {(cls.__doc__ or section).splitlines()[0].rstrip('.')}"
+        )
+        for info in typedconfig.fields_of(cls, section):
+            if tuple(info.key.split(".")) in DERIVED_KEYS:
+                default = "the dataset's"
+            elif typedconfig.section_of(info.type) is not None:
+                default = f"the --{info.key}.* keys"
+            else:
+                default = (
+                    "required"
+                    if info.required
+                    else typedconfig.to_yaml(info.default).strip().removesuffix("...").strip()
+                )
+            kind = typedconfig.type_name(info.type)
+            repeated = {str, list[str]} <= set(typing.get_args(info.type))  # data.images: one or several
             group.add_argument(
-                f"--{section}.{info.name}",
-                dest=f"override__{section}.{info.name}",
-                metavar=metavar,
+                f"--{info.key}",
+                dest=f"override__{info.key}",
+                metavar={"int": "INT", "float": "FLOAT", "str": "TEXT", "bool": "BOOL"}.get(kind, "VALUE"),
                 default=argparse.SUPPRESS,
                 action="append" if repeated else "store",
-                help=text + (" (may be given several times)" if repeated else ""),
+                help=f"{info.doc} [{kind}; default: {default}]".replace("%", "%%")
+                + (" (may be given several times)" if repeated else ""),
             )
 
 
@@ -112,62 +95,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set any key, including keys inside mappings (data.augment.mosaic_p=0)",
+        help="set any key (data.augment.mosaic_p=0), as --data.augment.mosaic_p 0 does",
     )
-    add_section_options(parser, SECTIONS)
-    parser.set_defaults(func=run, extra_options=True)
-
-
-def _extra_overrides(tokens: list[str]) -> dict[str, str]:
-    """``--section.key.inner VALUE`` options beyond the declared ones: keys inside mapping fields."""
-    from bicorseg import typedconfig
-    from bicorseg.training.config import check_override_key, override_keys
-
-    found: dict[str, str] = {}
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        if not token.startswith("--"):
-            raise ConfigError(f"unexpected argument {token!r}")
-        key, sep, value = token[2:].partition("=")
-        try:
-            check_override_key(key)
-        except ConfigError:
-            guess = typedconfig.nearest(key, list(override_keys()))
-            hint = f"did you mean --{guess}?" if guess else "bicorseg train --help lists them"
-            raise ConfigError(f"unknown option --{key}; {hint}") from None
-        if not sep:
-            index += 1
-            if index == len(tokens) or tokens[index].startswith("--"):
-                raise ConfigError(f"--{key}: give a value")
-            value = tokens[index]
-        found[key] = value
-        index += 1
-    return found
+    add_config_options(parser, SECTIONS)
+    parser.set_defaults(func=run)
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The dotted overrides of the command line: ``--set``, ``--section.key`` and keys inside mappings."""
-    from bicorseg.training.config import parse_override_value
+    """The dotted overrides of the command line: ``--set KEY=VALUE`` and ``--section.key VALUE``."""
+    from bicorseg.typedconfig import parse_value
 
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = parse_override_value(value)
+        overrides[key.strip()] = parse_value(value)
     for key, value in vars(args).items():
         if key.startswith("override__"):
             if isinstance(value, list):  # a repeated option: its values joined into one list
-                parsed = [parse_override_value(v) for v in value]
+                parsed = [parse_value(v) for v in value]
                 value_list = [v for p in parsed for v in (p if isinstance(p, list) else [p])]
                 overrides[key.removeprefix("override__")] = (
                     value_list if len(value_list) > 1 else value_list[0]
                 )
             else:
-                overrides[key.removeprefix("override__")] = parse_override_value(value)
-    for key, value in _extra_overrides(list(getattr(args, "extra", []) or [])).items():
-        overrides[key] = parse_override_value(value)
+                overrides[key.removeprefix("override__")] = parse_value(value)
     return overrides
 
 

@@ -27,16 +27,16 @@ masks whose raw values are not the class indices.
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bicorseg import typedconfig
 from bicorseg.data.base import JointTransform, SegmentationDataset
 from bicorseg.data.io import image_files, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
@@ -46,6 +46,60 @@ from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec, ch
 from bicorseg.yaml_files import read_yaml_mapping
 
 _MASK_SUFFIX_ORDER = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@dataclass
+class ClassEntry:
+    """One class of a class table.
+
+    Attributes:
+        name: the class name.
+        colour: its colour in colour masks (``"#3C1098"`` or ``[60, 16, 152]``).
+        value: its value in index masks.
+    """
+
+    name: str
+    colour: str | list[int] | None = None
+    value: int | None = None
+
+
+@dataclass
+class ClassTableFile:
+    """A class table as written in YAML (see the module docstring; ``color`` is read as ``colour``).
+
+    Attributes:
+        classes: the classes in class-index order (at least two).
+        name: the dataset's name (default: the file's stem).
+        ignore_colours: mask colours that mean "no label".
+        ignore_values: mask values that mean "no label".
+        ignore_index: the label of unlabelled pixels (default: the number of classes).
+        eval_classes: the classes averaged into the means, by name or index (default: all).
+        bands, mean, std: the band names and their normalisation in input units (together, or none).
+    """
+
+    classes: list[ClassEntry]
+    name: str | None = None
+    ignore_colours: list[str | list[int]] = field(default_factory=list)
+    ignore_values: list[int] = field(default_factory=list)
+    ignore_index: int | None = None
+    eval_classes: list[int | str] | None = None
+    bands: list[str] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2:
+            raise ConfigError("must list at least two classes", key="classes")
+
+
+def _british(data: Any) -> Any:
+    """A class table with the American spellings (``color``, ``ignore_colors``) read as British."""
+    if not isinstance(data, Mapping):
+        return data
+    spelled = {{"color": "colour", "ignore_colors": "ignore_colours"}.get(k, k): v for k, v in data.items()}
+    if isinstance(spelled.get("classes"), list):
+        spelled["classes"] = [_british(entry) for entry in spelled["classes"]]
+    return spelled
 
 
 @dataclass(frozen=True)
@@ -74,43 +128,22 @@ class ClassTable:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "<class table>", default_name: str = "custom") -> ClassTable:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: a class table is a mapping with a 'classes' list")
-        known = {"name", "classes", "ignore_colours", "ignore_colors", "ignore_values", "ignore_index",
-                 "eval_classes", "bands", "mean", "std"}  # fmt: skip
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(map(str, extra))} (allowed: {', '.join(sorted(known))})"
-            )
-        if not isinstance(data.get("name", default_name), str):
-            raise ConfigError(f"{where}: name: expected a string, got {data['name']!r}")
-        classes = data.get("classes")
-        if not isinstance(classes, list) or len(classes) < 2:
-            raise ConfigError(f"{where}: 'classes' must list at least two classes")
-        names: list[str] = []
-        colours: list[tuple[int, int, int]] = []
-        values: list[int] = []
-        for i, entry in enumerate(classes):
-            at = f"{where}: classes[{i}]"
-            if not isinstance(entry, Mapping) or "name" not in entry:
-                raise ConfigError(f"{at}: each class needs a name (and a colour or a value)")
-            if not isinstance(entry["name"], str | int) or isinstance(entry["name"], bool):
-                raise ConfigError(f"{at}.name: expected a string, got {entry['name']!r}")
-            names.append(str(entry["name"]))
-            colour = entry.get("colour", entry.get("color"))
-            if colour is not None:
-                colours.append(parse_colour(colour, f"{at}.colour"))
-            if "value" in entry:
-                values.append(_integer(entry["value"], f"{at}.value"))
+        try:
+            file = typedconfig.build(ClassTableFile, _british(data))
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        names = [entry.name for entry in file.classes]
         check_class_names(names, where)
         n = len(names)
-        ignore_index = data.get("ignore_index", n)
-        if not isinstance(ignore_index, int) or not n <= ignore_index <= 255:
+        colours = [
+            parse_colour(e.colour, f"{where}: classes[{i}].colour")
+            for i, e in enumerate(file.classes)
+            if e.colour is not None
+        ]
+        values = [e.value for e in file.classes if e.value is not None]
+        ignore_index = n if file.ignore_index is None else file.ignore_index
+        if not n <= ignore_index <= 255:
             raise ConfigError(f"{where}: ignore_index must be an integer in {n}..255, not {ignore_index!r}")
-        ignore_colours = _list(
-            data.get("ignore_colours", data.get("ignore_colors")), f"{where}: ignore_colours"
-        )
         if values and len(values) != n:
             raise ConfigError(f"{where}: give a 'value' for every class or for none")
         if not values and len(colours) != n:
@@ -119,31 +152,23 @@ class ClassTable:
             )
         try:
             if values:
-                ignore_values = [
-                    _integer(v, f"{where}: ignore_values[{i}]")
-                    for i, v in enumerate(_list(data.get("ignore_values"), f"{where}: ignore_values"))
-                ]
-                labels = LabelTable.from_value_list(values, ignore_values, ignore_index)
+                labels = LabelTable.from_value_list(values, file.ignore_values, ignore_index)
             else:
-                parsed = [parse_colour(c, f"{where}: ignore_colours") for c in ignore_colours]
+                parsed = [parse_colour(c, f"{where}: ignore_colours") for c in file.ignore_colours]
                 labels = LabelTable.from_colours(colours, parsed, ignore_index)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from error
         palette = tuple(colours) if len(colours) == n else default_palette(n)
-        eval_classes = _eval_classes(data.get("eval_classes"), names, where)
-        bands, mean, std = (data.get(k) for k in ("bands", "mean", "std"))
-        if any(v is not None for v in (bands, mean, std)):
-            if (
-                not all(isinstance(v, list) for v in (bands, mean, std))
-                or not len(bands) == len(mean) == len(std)
-                or not bands
-            ):
+        eval_classes = _eval_classes(file.eval_classes, names, where)
+        statistics = (file.bands, file.mean, file.std)
+        if any(v is not None for v in statistics):
+            if not all(statistics) or len({len(v or ()) for v in statistics}) != 1:
                 raise ConfigError(f"{where}: 'bands', 'mean' and 'std' go together, as lists of equal length")
-            bands = tuple(map(str, bands))
-            mean = tuple(_number(v, f"{where}: mean[{i}]") for i, v in enumerate(mean))
-            std = tuple(_number(v, f"{where}: std[{i}]", positive=True) for i, v in enumerate(std))
-        return cls(str(data.get("name", default_name)), tuple(names), palette, labels, eval_classes,
-                   bands, mean, std, where)  # fmt: skip
+            for i, value in enumerate(file.std or ()):
+                if value <= 0:
+                    raise ConfigError(f"{where}: std[{i}]: must be positive, got {value!r}")
+        return cls(file.name or default_name, tuple(names), palette, labels, eval_classes,
+                   *(tuple(v) if v else None for v in statistics), where)  # type: ignore[arg-type]  # fmt: skip
 
     def spec(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:
         try:
@@ -170,28 +195,6 @@ def _eval_classes(value: Any, names: list[str], where: str) -> tuple[int, ...]:
         else:
             raise ConfigError(f"{where}: eval_classes: {v!r} is not a class")
     return tuple(out)
-
-
-def _list(value: Any, key: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}: expected a list, got {value!r}")
-    return value
-
-
-def _integer(value: Any, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not an integer")
-    return value
-
-
-def _number(value: Any, key: str, positive: bool = False) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(f"{key}: {value!r} is not a finite number")
-    if positive and value <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r}")
-    return float(value)
 
 
 def find_pairs(

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, overload
 
 import numpy as np
@@ -56,67 +56,30 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from bicorseg import typedconfig
 from bicorseg.data.labels import nearest_indices
+from bicorseg.data_options import AugmentOptions
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec, denormalise, normalise
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 Fill = float | Sequence[float]
 Statistics = tuple[Sequence[float], Sequence[float]]  # per-band mean and std, raw units
-ROTATE_DRAWS = ("clean", "paper")
-RESCALE_INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Settings of the training augmentation (defaults: the published recipes)."""
+class AugmentConfig(AugmentOptions):
+    """The training augmentation of one dataset: :class:`AugmentOptions` with the crop size, the
+    ignore index (None: the dataset's) and the seed."""
 
     crop_size: int
-    scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)
-    max_class_ratio: float = 0.75
-    crop_retries: int = 10
-    rot90_p: float = 0.5
-    hflip_p: float = 0.5
-    vflip_p: float = 0.5
-    mosaic_p: float = 0.25
     ignore_index: int | None = None
     seed: int = 42
-    flip_p: float | None = None  # sets both hflip_p and vflip_p when given
-    rotate_draw: str = "clean"  # "paper": quarter turns drawn from {0..3} after the test
-    rescale_interpolation: str = "bilinear"  # "bicubic": the original's 8-bit Pillow resize
 
     def __post_init__(self) -> None:
-        # Accept YAML lists and a shared flip probability; the stored config stays explicit.
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        if self.flip_p is not None:
-            object.__setattr__(self, "hflip_p", float(self.flip_p))
-            object.__setattr__(self, "vflip_p", float(self.flip_p))
-            object.__setattr__(self, "flip_p", None)
+        super().__post_init__()
         if self.crop_size < 1:
-            raise ConfigError(f"augmentation: crop_size must be positive, not {self.crop_size}")
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ConfigError(f"augmentation: scales must be positive factors, not {self.scales}")
-        for name in ("rot90_p", "hflip_p", "vflip_p", "mosaic_p"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"augmentation: {name} must be a probability in [0, 1]")
-        if not 0.0 < self.max_class_ratio <= 1.0:
-            raise ConfigError("augmentation: max_class_ratio must be in (0, 1]")
-        if self.crop_retries < 0:
-            raise ConfigError("augmentation: crop_retries must be >= 0")
-        if self.rotate_draw not in ROTATE_DRAWS:
-            raise ConfigError(
-                f"augmentation: rotate_draw must be one of {', '.join(ROTATE_DRAWS)}, not {self.rotate_draw!r}"
-            )
-        if self.rescale_interpolation not in RESCALE_INTERPOLATIONS:
-            raise ConfigError(
-                "augmentation: rescale_interpolation must be one of "
-                f"{', '.join(RESCALE_INTERPOLATIONS)}, not {self.rescale_interpolation!r}"
-            )
-
-    @property
-    def rotation_rate(self) -> float:
-        """The share of samples that end up rotated (0.75 ``rot90_p`` under ``rotate_draw: paper``)."""
-        return self.rot90_p * (0.75 if self.rotate_draw == "paper" else 1.0)
+            raise ConfigError(f"must be positive, not {self.crop_size}", key="crop_size")
 
 
 def build_train_transform(crop_size: int, spec: DatasetSpec | None = None, **options: Any) -> TrainTransform:
@@ -126,11 +89,7 @@ def build_train_transform(crop_size: int, spec: DatasetSpec | None = None, **opt
     probabilities); ``spec`` binds the transform to a dataset (its ignore index, and the
     normalisation of finished samples), as a dataset given the transform does.
     """
-    known = [f.name for f in fields(AugmentConfig) if f.name != "crop_size"]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} (the options are {', '.join(known)})")
-    return TrainTransform(AugmentConfig(crop_size=int(crop_size), **options), spec)
+    return TrainTransform(typedconfig.build(AugmentConfig, {**options, "crop_size": crop_size}), spec)
 
 
 def wrap_train_dataset(dataset: Dataset, config: AugmentConfig, spec: DatasetSpec | None = None) -> Dataset:

@@ -2,9 +2,9 @@
 
 A run is described by :class:`TrainConfig` with five sections: ``model`` (:class:`ModelConfig`),
 ``loss`` (:class:`LossConfig`), ``data``, ``optimizer`` and ``trainer``. Files are YAML with the
-same nesting; ``section.key`` overrides set single keys (``optimizer.lr``, and keys inside mappings
-such as ``data.augment.mosaic_p``). Loading is strict (:mod:`bicorseg.typedconfig`, the mechanism
-every command shares): an unknown key (with the nearest valid one), a value of the wrong type or an
+same nesting; ``section.key`` overrides set single keys (``optimizer.lr``, and keys of the sections
+inside sections such as ``data.augment.mosaic_p``). Loading is strict (:mod:`bicorseg.typedconfig`,
+the mechanism every structured input goes through): an unknown key (with the nearest valid one), a value of the wrong type or an
 invalid value is refused with a :class:`ConfigError` that names the key (``optimizer.lr: must be
 positive, got -1``), before anything is built. No torch is imported here.
 
@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from bicorseg import typedconfig
+from bicorseg.data_options import ONLY_CROP, AugmentOptions, FolderOptions
 from bicorseg.defaults import LIGHTNING_PRECISIONS, STRIDE, TRAIN_PRECISIONS
 from bicorseg.errors import ConfigError
 from bicorseg.losses.config import LossConfig
 from bicorseg.models.config import ModelConfig
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
+from bicorseg.yaml_files import read_yaml_mapping
 
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
@@ -70,10 +72,9 @@ class DataConfig:
         val_batch_size: validation samples per process and step.
         num_workers: data-loading worker processes.
         shuffle: shuffle the training samples each epoch.
-        augment: the training augmentation's options (rescale, crop, rot90/flips, mosaic), a
-            mapping; true for the published defaults, false to only crop.
-        options: extra options for the dataset builder (folder datasets: ``images``, ``masks``,
-            ``splits``, ``mask_suffix``).
+        augment: the training augmentation (rescale, crop, rot90/flips, mosaic): its keys, true for
+            the published defaults or false to only crop.
+        options: folder datasets: where the images and masks are.
         synthetic_size: image size, training and validation sample counts of the ``synthetic`` dataset.
         images: geo datasets: the rasters, a list of files, folders (their .tif, .tiff, .vrt, .jp2
             and .img files), glob patterns (``tiles/**/*.tif``) or URLs; any band count, 8 or 16 bit or
@@ -119,8 +120,8 @@ class DataConfig:
     val_batch_size: int = 1
     num_workers: int = 2
     shuffle: bool = True
-    augment: dict[str, Any] | bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentOptions | bool = field(default_factory=AugmentOptions)
+    options: FolderOptions = field(default_factory=FolderOptions)
     synthetic_size: list[int] = field(default_factory=lambda: [64, 16, 8])
     images: list[str] | str | None = None
     labels: str | None = None
@@ -138,6 +139,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASET_KINDS)
+        if isinstance(self.augment, bool):  # the config.yaml of the run states every option
+            self.augment = AugmentOptions() if self.augment else ONLY_CROP
+        if self.dataset != "folder" and self.options != FolderOptions():
+            _fail("data.options", f"is for folder datasets, not {self.dataset!r}")
         if self.dataset == "geo":
             self._check_geo()
             return
@@ -149,8 +154,6 @@ class DataConfig:
             _fail("data.root", f"is required for dataset {self.dataset!r} ({what})")
         if self.class_table is not None and self.dataset != "folder":
             _fail("data.class_table", f"is for folder datasets; dataset {self.dataset!r} has its own classes")
-        if self.class_table is not None and "class_table" in self.options:
-            _fail("data.class_table", "given twice (also in data.options): keep one")
         if not self.train_splits:
             _fail("data.train_splits", "give at least one split")
         _positive("data.crop_size", self.crop_size)
@@ -252,7 +255,7 @@ class DataConfig:
 
     def dataset_options(self) -> dict[str, Any]:
         """The options of the dataset builder: ``options`` plus the resolved ``class_table``."""
-        options = dict(self.options)
+        options: dict[str, Any] = dataclasses.asdict(self.options) if self.dataset == "folder" else {}
         if self.class_table is not None:
             options["class_table"] = resolve_class_table(self.class_table)
         return options
@@ -498,71 +501,16 @@ def resolve_class_table(value: str | dict[str, Any]) -> str | dict[str, Any]:
 # --- loading ------------------------------------------------------------------------------------------
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A config file as a nested dict (``{}`` for an empty file)."""
-    return typedconfig.read_yaml(path)
-
-
-def parse_override_value(text: str) -> Any:
-    """A command-line value read as YAML (``3``, ``1e-4``, ``null``, ``[0.02, 0.02]``, ``true``)."""
-    return typedconfig.parse_value(text)
-
-
-def override_keys() -> dict[str, typedconfig.FieldInfo]:
-    """Every ``section.key`` a run takes, with its field description."""
-    return {
-        f"{section}.{info.name}": info
-        for section, cls in SECTIONS.items()
-        for info in typedconfig.describe_fields(cls)
-    }
-
-
-def check_override_key(dotted: str) -> None:
-    """Refuse a dotted key that names no field (nor a key inside a mapping field), naming the nearest."""
-    keys = override_keys()
-    if dotted in keys:
-        return
-    section, _, rest = dotted.partition(".")
-    head = rest.partition(".")[0]
-    info = keys.get(f"{section}.{head}")
-    if info is not None and info.is_mapping and "." in rest:
-        return  # a key inside a mapping (data.augment.mosaic_p): checked by its consumer
-    if section not in SECTIONS:
-        guess = typedconfig.nearest(section, SECTIONS)
-        hint = f"did you mean {guess}? " if guess else ""
-        raise ConfigError(f"unknown section; {hint}(sections: {', '.join(SECTIONS)})", key=dotted)
-    if not rest:
-        raise ConfigError(f"give a key inside the section, e.g. {section}.<key>", key=dotted)
-    candidates = [k for k in keys if k.startswith(f"{section}.")]
-    guess = typedconfig.nearest(dotted, candidates)
-    hint = f"did you mean {guess}? " if guess else ""
-    raise ConfigError(
-        f"unknown key; {hint}({section} takes {', '.join(k.partition('.')[2] for k in candidates)})",
-        key=dotted,
-    )
-
-
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``optimizer.lr``, ``data.augment.mosaic_p``) in a nested config dict."""
     for dotted, value in overrides.items():
-        check_override_key(dotted)
-        section = dotted.partition(".")[0]
-        if data.get(section) is not None and not isinstance(data[section], dict):
-            raise ConfigError("must be a mapping", key=section)
         data = typedconfig.set_dotted(data, dotted, value)
     return data
 
 
 def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> TrainConfig:
     """A validated :class:`TrainConfig` from a nested dict; ``spec`` supplies the derived keys."""
-    for section in data:
-        if section not in SECTIONS:
-            guess = typedconfig.nearest(str(section), SECTIONS)
-            hint = f"did you mean {guess}? " if guess else ""
-            raise ConfigError(f"unknown section; {hint}(sections: {', '.join(SECTIONS)})", key=str(section))
-    for section, value in data.items():
-        if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"must be a mapping of keys, got {value!r}", key=section)
+    typedconfig.check_keys(TrainConfig, data)  # every key, before any data is read
     sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
     # the sections that need no dataset first: their errors come before any data is read
     optimizer = typedconfig.build(OptimizerConfig, sections["optimizer"], "optimizer")
@@ -599,7 +547,7 @@ def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None, spec: DatasetSpec | None = None
 ) -> TrainConfig:
     """Read a YAML config (optional), apply dotted overrides, validate, and fill derived keys."""
-    data = read_yaml(path) if path is not None else {}
+    data = read_yaml_mapping(path, "config file") if path is not None else {}
     if overrides:
         data = apply_overrides(data, overrides)
     return build_config(data, spec)
@@ -638,9 +586,4 @@ def _folder_spec(data_cfg: DataConfig) -> DatasetSpec:
     # a folder dataset's facts come from its class table (and its images, for the statistics)
     from bicorseg.data import build_dataset
 
-    try:
-        return build_dataset(
-            "folder", data_cfg.root, data_cfg.train_splits[0], **data_cfg.dataset_options()
-        ).spec
-    except TypeError as error:
-        raise ConfigError(str(error), key="data.options") from None
+    return build_dataset("folder", data_cfg.root, data_cfg.train_splits[0], **data_cfg.dataset_options()).spec

@@ -11,6 +11,7 @@ gives every process its own shard of the samples.
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from bicorseg.data.base import SampleSelection
 from bicorseg.data.synthetic import SyntheticSegmentation
-from bicorseg.errors import BicorsegError, ConfigError
+from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import DataConfig
 
@@ -139,10 +140,7 @@ def build_split(
     from bicorseg.data import build_dataset
 
     def build(split: str) -> Any:
-        try:
-            return build_dataset(config.dataset, config.root, split, spec=spec, **config.dataset_options())
-        except TypeError as error:  # an option this dataset kind does not take
-            raise ConfigError(str(error), key="data.options") from None
+        return build_dataset(config.dataset, config.root, split, spec=spec, **config.dataset_options())
 
     # prepared splits join inside one dataset; folder splits are joined by the selection
     parts = [build("+".join(splits))] if config.dataset != "folder" else [build(split) for split in splits]
@@ -150,26 +148,12 @@ def build_split(
 
 
 def training_transform(config: DataConfig, seed: int) -> Any:
-    """The joint training augmentation of ``data.augment`` (a plain random crop when it is false)."""
+    """The joint training augmentation of ``data.augment``, seeded with the run's seed."""
     if config.dataset == "synthetic":
         return None
-    from bicorseg.data import build_train_transform
+    from bicorseg.data.transforms import AugmentConfig, TrainTransform
 
-    if config.augment is False:
-        options: dict[str, Any] = {
-            "scales": [1.0],
-            "crop_retries": 0,
-            "rot90_p": 0.0,
-            "flip_p": 0.0,
-            "mosaic_p": 0.0,
-        }
-    else:
-        options = {} if config.augment is True else dict(config.augment)
-    options.setdefault("seed", seed)
-    try:
-        return build_train_transform(config.crop_size, **options)
-    except BicorsegError as error:
-        raise ConfigError(f"data.augment: {error}") from None
+    return TrainTransform(AugmentConfig(crop_size=config.crop_size, seed=seed, **asdict(config.augment)))
 
 
 class SegmentationDataModule(L.LightningDataModule):
