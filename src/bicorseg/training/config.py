@@ -35,8 +35,8 @@ NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
 LOOKAHEAD_PHASES = ("textbook", "paper")  # see bicorseg.training.lookahead
 # the keys of the data section that only geo datasets take
-GEO_KEYS = ("images", "labels", "label_field", "labels_where", "priority_field", "labelled_area", "background",
-            "classes", "val_area", "val_block", "val_buffer", "chips_per_epoch", "strict")  # fmt: skip
+GEO_KEYS = ("images", "stac_bands", "labels", "label_field", "labels_where", "priority_field", "labelled_area",
+            "background", "classes", "val_area", "val_block", "val_buffer", "chips_per_epoch", "strict")  # fmt: skip
 
 
 @dataclass
@@ -77,8 +77,12 @@ class DataConfig:
         options: folder datasets: where the images and masks are.
         synthetic_size: image size, training and validation sample counts of the ``synthetic`` dataset.
         images: geo datasets: the rasters, a list of files, folders (their .tif, .tiff, .vrt, .jp2
-            and .img files), glob patterns (``tiles/**/*.tif``) or URLs; any band count, 8 or 16 bit or
-            floating point; all with the same bands.
+            and .img files), glob patterns (``tiles/**/*.tif``), URLs or STAC items (``.json``, read
+            as ``stac_bands`` says); any band count, 8 or 16 bit or floating point; all with the same
+            bands.
+        stac_bands: geo datasets: the bands read from the STAC items among ``images`` (their
+            ``eo:bands`` common names or asset keys, in order: ``[red, green, blue, nir]``); they name
+            the checkpoint's bands, so ``predict --stac-item`` picks the same assets.
         labels: geo datasets: the labels, a vector layer in any format GDAL reads (GeoPackage,
             Shapefile, GeoJSON, FlatGeobuf...; ``PATH`` or ``PATH|layername=NAME``, as QGIS writes a
             layer of a GeoPackage) in any CRS, or a raster of class codes on any grid.
@@ -124,6 +128,7 @@ class DataConfig:
     options: FolderOptions = field(default_factory=FolderOptions)
     synthetic_size: list[int] = field(default_factory=lambda: [64, 16, 8])
     images: list[str] | str | None = None
+    stac_bands: list[str] | None = None
     labels: str | None = None
     label_field: str | None = None
     labels_where: str | None = None
@@ -246,6 +251,7 @@ class DataConfig:
             "classes": self.classes,
             "class_table": resolve_class_table(self.class_table) if self.class_table is not None else None,
             "strict": self.strict,
+            "stac_bands": self.stac_bands,
         }
 
     @property

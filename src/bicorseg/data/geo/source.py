@@ -32,8 +32,9 @@ from rasterio.windows import Window
 from bicorseg import raster_access
 from bicorseg.data.folder import ClassTable
 from bicorseg.data.geo.classes import GeoClasses
-from bicorseg.data.geo.rasters import band_names, band_statistics, find_rasters, inspect_rasters
+from bicorseg.data.geo.rasters import GeoRaster, band_names, band_statistics, find_rasters, inspect_rasters
 from bicorseg.errors import ConfigError, InputError
+from bicorseg.raster_access import input_path
 from bicorseg.spec import DatasetSpec
 
 LABEL_RULE = "the higher priority wins, else the smaller polygon"
@@ -61,7 +62,9 @@ class GeoSource:
     """Rasters and their labels (see the module docstring).
 
     Args:
-        images: rasters: files, folders, glob patterns, URLs (:func:`.rasters.find_rasters`).
+        images: rasters: files, folders, glob patterns, URLs (:func:`.rasters.find_rasters`), and
+            STAC items (``.json`` files or URLs: the assets of ``stac_bands`` stacked into one raster,
+            as ``predict --stac-item`` does; extra ``cloud``).
         labels: a vector layer (``PATH`` or ``PATH|layername=NAME``) or a label raster.
         label_field: the attribute of the polygons holding their class name or code.
         where: an attribute filter of the polygons (an OGR SQL ``WHERE`` clause).
@@ -74,6 +77,8 @@ class GeoSource:
         strict: refuse invalid polygons instead of repairing them.
         name: the dataset's name in the spec (default: the labels' file name).
         index: read and index the labels (False: only the rasters, the classes and :attr:`spec`).
+        stac_bands: the bands read from STAC items, by ``eo:bands`` common name or asset key, in
+            order (default: the model's bands, else the class table's); they name the spec's bands.
     """
 
     def __init__(
@@ -92,11 +97,60 @@ class GeoSource:
         strict: bool = False,
         name: str | None = None,
         index: bool = True,
+        stac_bands: Sequence[str] | None = None,
     ) -> None:
+        self.scratch: Any = None
+        try:
+            self._open(images, labels, label_field, where, priority_field, labelled_area, background, classes,
+                       class_table, spec, strict, name, index, stac_bands)  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    def _folder(self) -> Path:
+        """The private scratch folder of this source (made on first use)."""
+        from bicorseg.data.geo import vector
+
+        if self.scratch is None:
+            self.scratch = vector.Scratch()
+        return self.scratch.path
+
+    def _open_rasters(
+        self, images: Sequence[str | os.PathLike], bands: Sequence[str] | None
+    ) -> list[GeoRaster]:
+        """The rasters, and a VRT per STAC item stacking its assets of ``bands``."""
+        items = [entry for entry in images if input_path(entry).suffix.lower() == ".json"]
+        plain = [entry for entry in images if entry not in items]
+        paths: list[Any] = find_rasters(plain) if plain else []
+        if items:
+            if not bands:
+                raise ConfigError(
+                    "name the bands to read from the STAC items (eo:bands common names or asset keys, "
+                    "e.g. [red, green, blue])",
+                    key="data.stac_bands",
+                )
+            from bicorseg.gis.stac import require_cloud, stac_input
+
+            require_cloud()
+            folder = self._folder() / "stac"
+            folder.mkdir(exist_ok=True)
+            paths += [stac_input(item, bands, len(bands), folder).input for item in items]
+        return inspect_rasters(paths)
+
+    def _open(
+        self, images, labels, label_field, where, priority_field, labelled_area, background, classes,
+        class_table, spec, strict, name, index, stac_bands,
+    ) -> None:  # fmt: skip
         from bicorseg.data.geo import vector
         from bicorseg.data.geo.rasterlabels import RasterLabels, inspect_label_raster
 
-        self.rasters = inspect_rasters(find_rasters(images))
+        table = _table(class_table)
+        self.stac_bands = tuple(
+            stac_bands
+            or (spec.bands if spec is not None else None)
+            or (table.bands if table is not None and table.bands else ())
+        )
+        self.rasters = self._open_rasters(images, self.stac_bands)
         label_path = Path(os.fspath(labels).partition(vector.LAYER_SEPARATOR)[0]).expanduser()
         if not label_path.exists():
             raise InputError(f"data.labels: {label_path} does not exist")
@@ -122,7 +176,6 @@ class GeoSource:
         wanted_background = background if area_ref is not None else None
         ref = vector.parse_layer(labels, "data.labels") if self.is_vector else None
         raster_codes = None if self.is_vector else inspect_label_raster(label_path)
-        table = _table(class_table)
         if table is not None:  # also beside a model's facts: it says which codes mean its classes
             self.classes = GeoClasses.from_table(table, wanted_background)
             if spec is not None and self.classes.names != spec.class_names:
@@ -156,27 +209,14 @@ class GeoSource:
                 )
         else:
             self.spec = self._spec(table, name or label_path.stem)
-        self.scratch = None
         self.area = None
         self.area_name = str(area_ref) if area_ref is not None else None
         if not index:
             return
         if ref is not None:
-            self.scratch = vector.Scratch()
-            try:
-                self.labels: Any = vector.VectorLabels(
-                    ref,
-                    self.rasters,
-                    self.classes,
-                    label_field,
-                    where,
-                    priority_field,
-                    strict,  # type: ignore[arg-type]
-                    self.scratch.path,
-                )
-            except BaseException:
-                self.scratch.close()
-                raise
+            self.labels: Any = vector.VectorLabels(
+                ref, self.rasters, self.classes, label_field, where, priority_field, strict, self._folder()
+            )
         else:
             self.labels = RasterLabels(label_path, self.classes, raster_codes)  # type: ignore[arg-type]
         if area_ref is not None:
@@ -193,14 +233,15 @@ class GeoSource:
                 )
             return self.classes.spec(name, table.bands, table.mean or (), table.std or ())
         mean, std = band_statistics(self.rasters)
-        return self.classes.spec(name, band_names(self.rasters), mean, std)
+        return self.classes.spec(name, self.stac_bands or band_names(self.rasters), mean, std)
 
     @property
     def ignore_index(self) -> int:
         return self.classes.ignore_index
 
     def close(self) -> None:
-        """Delete the indexed copy of the polygons (also done at the end of the process)."""
+        """Delete the indexed copy of the polygons and the STAC items' VRTs (also done at the end of
+        the process)."""
         if self.scratch is not None:
             self.scratch.close()
 
