@@ -11,9 +11,10 @@ from rasterio.windows import Window
 
 from bicorseg.data.geo import GeoSource
 from bicorseg.errors import ConfigError
+from tests.helpers import require
 from tests.helpers.geo import write_scene, write_truth
 
-pystac = pytest.importorskip("pystac")  # the optional extra "cloud"
+pystac = require("pystac")  # the optional extra "cloud"
 
 
 def _item(folder, scene):
