@@ -1,68 +1,72 @@
-"""The layering of docs/ARCHITECTURE.md: Lightning is imported only by the training layer.
+"""The layers of docs/ARCHITECTURE.md, written once as import-linter contracts in pyproject.toml.
 
-That is ``training/``, the ``train`` command that drives it, and the demo's callbacks; the core
-(models, losses, metrics, data, inference, checkpoints), the demo's orchestration, the report and
-the GIS tools never import it, not even inside a function.
+The contracts (layers, no circles between the modules of a package, Lightning only in the training
+layer) are checked over every import, inside functions too, of the package these tests import;
+then over a copy with one upward import and one circle added, which must break them.
 """
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 import bicorseg
+from tests.helpers import require
 
-PACKAGE = Path(bicorseg.__file__).resolve().parent
-LIGHTNING_ALLOWED = ("training/", "cli/train.py", "demo/callbacks.py")
-
-
-def lightning_imports(path: Path) -> list[int]:
-    """Line numbers of every ``import lightning...`` / ``from lightning... import`` in a file (nested too)."""
-    lines = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [node.module]
-        if any(name.split(".")[0] in ("lightning", "pytorch_lightning") for name in names):
-            lines.append(node.lineno)
-    return lines
+SOURCE = Path(bicorseg.__file__).resolve().parent.parent  # the src folder of the package under test
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
-def test_lightning_only_in_the_training_layer() -> None:
-    offenders = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE).as_posix()
-        if relative.startswith(LIGHTNING_ALLOWED):
-            continue
-        if lines := lightning_imports(path):
-            offenders[relative] = lines
-    assert offenders == {}, f"Lightning imported outside {LIGHTNING_ALLOWED}: {offenders}"
+def lint_imports(source: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` with the project's contracts over the package found in ``source``."""
+    require("importlinter")
+    command = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    return subprocess.run(
+        [sys.executable, "-c", command, "--config", str(PYPROJECT), "--no-cache"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_the_scan_finds_lightning_imports() -> None:
-    assert lightning_imports(PACKAGE / "demo" / "callbacks.py")  # the allowed module does import it
+def test_the_package_keeps_its_layers(tmp_path: Path) -> None:
+    result = lint_imports(SOURCE, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
 
 
-def bicorseg_imports(path: Path) -> set[str]:
-    """Every ``bicorseg...`` module a file imports (nested imports too)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-    return {name for name in names if name.split(".")[0] == "bicorseg"}
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The contracts' report on a copy of the package with an upward import and a circle added."""
+    root = tmp_path_factory.mktemp("src")
+    shutil.copytree(SOURCE / "bicorseg", root / "bicorseg", ignore=shutil.ignore_patterns("__pycache__"))
+    upward = "def run():\n    from bicorseg.cli.predict import register  # inside a function\n"
+    (root / "bicorseg" / "models" / "upward.py").write_text(upward)
+    for name, other in (("first", "second"), ("second", "first")):  # a circle
+        (root / "bicorseg" / "gis" / f"{name}.py").write_text(f"from bicorseg.gis import {other}\n")
+    with (root / "bicorseg" / "metrics.py").open("a") as metrics:
+        metrics.write("\nimport lightning\n")
+    result = lint_imports(root, root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    return result.stdout
 
 
-def test_the_network_imports_nothing_above_it() -> None:
-    """models/ stands on the shared facts, errors and readers only: never on checkpoints or inference."""
-    below = ("bicorseg.models", "bicorseg.errors", "bicorseg.defaults", "bicorseg.spec", "bicorseg.lazy",
-             "bicorseg.torch_files", "bicorseg.typedconfig")  # fmt: skip
-    upward = {
-        path.name: sorted(name for name in bicorseg_imports(path) if not name.startswith(below))
-        for path in sorted((PACKAGE / "models").glob("*.py"))
-    }
-    assert {name: found for name, found in upward.items() if found} == {}
-    assert "bicorseg.torch_files" in bicorseg_imports(PACKAGE / "models" / "backbone.py")  # the scan sees it
+def test_an_upward_import_inside_a_function_breaks_the_layers(broken: str) -> None:
+    assert "bicorseg.models is not allowed to import bicorseg.cli" in broken
+    assert "bicorseg.models.upward -> bicorseg.cli.predict" in broken
+
+
+def test_a_circle_breaks_the_contract(broken: str) -> None:
+    assert "No cycles are allowed in bicorseg.gis" in broken
+    assert ".first -> .second" in broken or ".second -> .first" in broken
+
+
+def test_lightning_outside_the_training_layer_breaks_the_contract(broken: str) -> None:
+    assert "bicorseg.metrics -> lightning" in broken

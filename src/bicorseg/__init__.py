@@ -15,9 +15,8 @@ not load torch.
 
 from __future__ import annotations
 
+from bicorseg.defaults import VERSION as __version__
 from bicorseg.lazy import lazy_exports
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "BiCoRSeg": "bicorseg.models.bicorseg",

@@ -113,12 +113,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def metadata(model: BiCoRSeg, tiling: Tiling | None = None) -> dict[str, Any]:
     """The checkpoint metadata of a model (stored next to its weights); ``tiling``: its default tile."""
-    from bicorseg import __version__
+    from bicorseg.defaults import VERSION
 
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "bicorseg_version": __version__,
+        "bicorseg_version": VERSION,
         "model_config": model.config.to_dict(),
         "dataset": model.dataset.to_dict() if model.dataset is not None else None,
     }

@@ -1,11 +1,16 @@
 """The facts several modules share, stated once: tiling, the class-raster nodata value, file
-suffixes, default class names and colours, and the choices of precision and executor.
+suffixes, default class names and colours (and how a colour is written), and the choices of
+precision and executor.
 
 Plain Python (no torch, numpy or rasterio), so that the command line and the configs read them
 without loading anything heavy. Every module that needs one of these imports it from here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+VERSION = "0.1.0"  # bicorseg's version (the package's __version__; pyproject.toml reads it here)
 
 # --- tiling -----------------------------------------------------------------------------------------
 
@@ -42,6 +47,11 @@ DEFAULT_COLOURS: tuple[tuple[int, int, int], ...] = (
 def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     """One RGB colour per class for classes without colours of their own."""
     return tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(num_classes))
+
+
+def colour_hex(colour: Sequence[int]) -> str:
+    """An RGB colour as ``#RRGGBB``."""
+    return "#{:02X}{:02X}{:02X}".format(*colour[:3])
 
 
 def default_class_name(class_id: int) -> str:

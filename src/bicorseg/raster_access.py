@@ -168,6 +168,10 @@ REMOTE_PATH_OPTIONS = {
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": str(VSI_CACHE_BYTES),
 }
+# GDAL's block cache in bytes for reads in windows (rasterio passes the number as bytes): GDAL's
+# default, 5 % of the RAM, would fill up with blocks of a large raster and make the memory grow with its size
+GDAL_CACHE_BYTES = 32 * 2**20
+
 REMOTE_HINT = "remote access is off (allow it with `allow_remote` or BICORSEG_ALLOW_REMOTE=1)"
 
 
@@ -632,6 +636,8 @@ def open_raster(
 
     name = os.fspath(path)
     shown = str(path)
+    if data is None and isinstance(path, Path) and not path.exists():
+        raise InputError(f"input not found: {shown}")
     remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed)
     if not remote:
         if data is None and is_remote(name):
@@ -680,6 +686,34 @@ def open_raster(
             dataset.close()
             if memory is not None:
                 memory.close()
+
+
+def reads_dataset_mask(src: Any, alpha: bool = False) -> bool:
+    """Whether GDAL's dataset mask is the mask of ``src`` (``alpha``: its last band is a real alpha band).
+
+    GDAL takes the dataset mask from an alpha band when there is one (it marks the 4th band of a
+    4-band byte GeoTIFF as alpha by default): only a real alpha band may mask pixels; with any
+    other, the nodata value of the bands read is the mask.
+    """
+    import rasterio
+
+    flags = rasterio.enums.MaskFlags.alpha
+    return alpha or not any(flags in src.mask_flag_enums[b - 1] for b in range(1, src.count + 1))
+
+
+def declared_valid(src: Any, window: Any, data: Any, dataset_mask: bool) -> Any:
+    """Pixels of ``window`` valid by the raster's own mask (nodata value, real alpha band, internal mask).
+
+    ``data`` holds the bands read there; ``dataset_mask`` comes from :func:`reads_dataset_mask`.
+    """
+    import numpy as np
+
+    if dataset_mask:
+        return src.dataset_mask(window=window) > 0
+    nodata = src.nodata
+    if nodata is None or np.isnan(nodata):
+        return np.ones(data.shape[1:], bool)
+    return (data != nodata).any(axis=0)  # GDAL's rule: nodata where every band is nodata
 
 
 MAX_INPUT_FILES = (

@@ -15,6 +15,7 @@ from pyproj import CRS
 from rasterio.transform import from_origin
 
 from bicorseg.cli.main import main
+from bicorseg.data.folder import ClassTable
 from bicorseg.demo.scenes import DEMO_SPEC, generate_scene, scene_transform, write_scene_geotiff
 from bicorseg.errors import ConfigError, InputError, OutputError
 from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
@@ -348,7 +349,7 @@ def test_class_names_from_a_class_table_and_generic_names_without(tmp_path):
     classes[8:16, 8:16] = 4
     table = Path(__file__).resolve().parents[2] / "configs" / "classes" / "dubai.yaml"
     path = write_class_raster(tmp_path / "m.tif", classes, names=None)
-    vectorize_raster(path, tmp_path / "t.gpkg", VectorizeOptions(class_table=table))
+    vectorize_raster(path, tmp_path / "t.gpkg", VectorizeOptions(class_table=ClassTable.from_yaml(table)))
     _, _, fields = read_features(tmp_path / "t.gpkg")
     assert sorted(set(fields["class_name"].tolist())) == ["building", "water"]
     vectorize_raster(path, tmp_path / "g.gpkg")

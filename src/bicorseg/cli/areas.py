@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import one_line_warnings, read_class_table
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
 
@@ -35,13 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis import require_vector
 
     require_vector()
-    from bicorseg.cli.predict import one_line_warnings
     from bicorseg.gis.areas import AreaOptions, check_report_path, class_areas, write_report
 
     if args.output is not None:
         ensure_writable(args.output)
         check_report_path(args.output, args.overwrite)
-    options = AreaOptions(aoi=args.aoi, class_table=args.class_table, window=args.window)
+    options = AreaOptions(aoi=args.aoi, class_table=read_class_table(args.class_table), window=args.window)
     with one_line_warnings("areas"), remote_access(args.allow_remote):
         report = class_areas(args.raster, options)
     if args.output is not None:

@@ -1,10 +1,14 @@
-"""Options shared by several sub-commands: the test-time augmentation of ``predict``, ``evaluate``,
-``submit``, the precision of ``evaluate`` and ``submit``, and the tiling of ``predict``, ``heatmaps``
-and ``evaluate --whole-tiles``."""
+"""What several sub-commands share: the test-time augmentation of ``predict``, ``evaluate``,
+``submit``, the precision of ``evaluate`` and ``submit``, the tiling of ``predict``, ``heatmaps``
+and ``evaluate --whole-tiles``, the class table of the GIS commands, warnings as one line, the
+progress bar and the summary of polygons."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from contextlib import contextmanager
 
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, PRECISIONS
 from bicorseg.spec import TTA_MERGES, TTA_MODES
@@ -105,3 +109,72 @@ def checkpoint_tiling(checkpoint: str, engine: str, tile: int | None, overlap: f
         tile=recorded.tile if tile is None else tile,
         overlap=recorded.overlap if overlap is None else overlap,
     )
+
+
+class RichProgress:
+    """A rich progress bar for the predictor (one task per file, or one over files with workers)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+            transient=False,
+        )
+        self.task = None
+
+    def start(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, n)
+
+
+@contextmanager
+def one_line_warnings(command: str):
+    """Warnings as one line each on stderr (no source line), like the errors."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"bicorseg {command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def print_summary(summary, file=None) -> None:
+    """One line for the output and one per class, for the vectorize and predict commands."""
+    file = file or sys.stderr
+    merged = f", regions under {summary.merge_pixels} px merged" if summary.merge_pixels else ""
+    print(
+        f"{summary.raster.name} -> {summary.output}: {summary.features} polygon(s), areas {summary.area_method}, "
+        f"simplified at {summary.simplify:g} CRS units{merged}, {summary.windows} window(s), "
+        f"{summary.seconds:.1f} s",
+        file=file,
+    )
+    for entry in sorted(summary.classes.values(), key=lambda c: c.class_id):
+        print(
+            f"  {entry.class_id:>3} {entry.class_name:<20} {entry.features:>8} polygons {entry.area_m2:>16.1f} m2",
+            file=file,
+        )
+
+
+def read_class_table(path: str | None):
+    """The ``--class-table`` of a command, read once here (None when none is given)."""
+    if path is None:
+        return None
+    from bicorseg.data.folder import ClassTable
+
+    return ClassTable.from_yaml(path)

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.cli.predict import one_line_warnings
+    from bicorseg.cli.common import one_line_warnings
     from bicorseg.device import resolve_device
     from bicorseg.inference.batch import find_inputs
     from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets

@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from bicorseg import __version__
+from bicorseg.defaults import VERSION
 from bicorseg.errors import BicorsegError
 from bicorseg.typedconfig import nearest
 
@@ -84,7 +84,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         description="BiCoR-Seg semantic segmentation for high-resolution remote sensing imagery.",
         epilog="Every command has --help. Errors are one line naming the file or option, exit status 2.",
     )
-    parser.add_argument("--version", action="version", version=f"bicorseg {__version__}")
+    parser.add_argument("--version", action="version", version=f"bicorseg {VERSION}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     import bicorseg.cli as cli_package
 

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.cli.predict import RichProgress, one_line_warnings
+    from bicorseg.cli.common import RichProgress, one_line_warnings
     from bicorseg.inference.units import mosaic
 
     ensure_writable(args.folder, folder=True)

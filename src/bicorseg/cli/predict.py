@@ -13,11 +13,19 @@ import argparse
 import sys
 import tempfile
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_tiling_arguments, add_tta_arguments, checkpoint_tiling, tta_options
+from bicorseg.cli.common import (
+    RichProgress,
+    add_tiling_arguments,
+    add_tta_arguments,
+    checkpoint_tiling,
+    one_line_warnings,
+    print_summary,
+    tta_options,
+)
 from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS, PRECISION_HELP, PRECISIONS
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
@@ -190,49 +198,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run, parameter_options={"assets": "--stac-assets"})
 
 
-class RichProgress:
-    """A rich progress bar for the predictor (one task per file, or one over files with workers)."""
-
-    def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-            transient=False,
-        )
-        self.task = None
-
-    def start(self, name: str, total: int) -> None:
-        if self.task is not None:
-            self.bar.update(self.task, visible=False)
-        self.task = self.bar.add_task(name, total=total)
-
-    def advance(self, n: int) -> None:
-        if self.task is not None:
-            self.bar.advance(self.task, n)
-
-
-@contextmanager
-def one_line_warnings(command: str):
-    """Warnings as one line each on stderr (no source line), like the errors."""
-    previous = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"bicorseg {command}: warning: {message}", file=sys.stderr)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = previous
-
-
 def resolve_engine(engine: str, checkpoint: str) -> str:
     """``auto`` -> ``onnx`` for a ``.onnx`` checkpoint, else ``torch``; a mismatch is refused."""
     onnx_file = Path(checkpoint).suffix.lower() == ".onnx"
@@ -402,7 +367,6 @@ def _report(results, args: argparse.Namespace) -> Path:
 
 def _vectorize(results, args: argparse.Namespace) -> None:
     """Polygons of each class raster: written when its raster was (re)written or when they are missing."""
-    from bicorseg.cli.vectorize import print_summary
     from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
     from bicorseg.gis.vectorfile import FORMATS
 

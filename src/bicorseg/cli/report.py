@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bicorseg.cli.common import read_class_table
     from bicorseg.report import report_folder
 
     page = report_folder(
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         images=args.images,
         max_size=args.max_size,
-        class_table=args.class_table,
+        class_table=read_class_table(args.class_table),
         overwrite=args.overwrite,
     )
     print(f"report written to {page}", file=sys.stderr)

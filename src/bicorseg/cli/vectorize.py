@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import one_line_warnings, print_summary, read_class_table
 from bicorseg.gis import DEFAULT_MAX_POLYGONS
 from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
 
@@ -63,29 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def print_summary(summary, file=None) -> None:
-    """One line for the output and one per class, for the vectorize and predict commands."""
-    file = file or sys.stderr
-    merged = f", regions under {summary.merge_pixels} px merged" if summary.merge_pixels else ""
-    print(
-        f"{summary.raster.name} -> {summary.output}: {summary.features} polygon(s), areas {summary.area_method}, "
-        f"simplified at {summary.simplify:g} CRS units{merged}, {summary.windows} window(s), "
-        f"{summary.seconds:.1f} s",
-        file=file,
-    )
-    for entry in sorted(summary.classes.values(), key=lambda c: c.class_id):
-        print(
-            f"  {entry.class_id:>3} {entry.class_name:<20} {entry.features:>8} polygons {entry.area_m2:>16.1f} m2",
-            file=file,
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     from bicorseg.gis import require_vector
 
     require_vector()
     ensure_writable(args.output)
-    from bicorseg.cli.predict import one_line_warnings
     from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
 
     options = VectorizeOptions(
@@ -93,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         min_area=args.min_area,
         to_crs=args.to_crs,
         classes=args.classes,
-        class_table=args.class_table,
+        class_table=read_class_table(args.class_table),
         window=args.window,
         max_polygons=args.max_polygons,
         overwrite=args.overwrite,

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from bicorseg.defaults import colour_hex
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec, LabelEncoding
 
@@ -47,10 +48,6 @@ def parse_colour(value: object, where: str = "colour") -> Colour:
         ):
             return rgb  # type: ignore[return-value]
     raise ConfigError(f"{where}: {value!r} is not a colour (use '#RRGGBB' or [r, g, b] in 0..255)")
-
-
-def colour_hex(colour: Sequence[int]) -> str:
-    return "#{:02X}{:02X}{:02X}".format(*colour)
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:

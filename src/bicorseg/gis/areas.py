@@ -27,7 +27,7 @@ from bicorseg.atomic import write_text_atomic  # noqa: E402
 from bicorseg.errors import ConfigError, OutputError  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
-from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
+from bicorseg.gis.source import DEFAULT_WINDOW, ClassColours, ClassRaster  # noqa: E402
 from bicorseg.raster_access import input_path  # noqa: E402
 
 REPORT_FORMATS = (".json", ".csv")
@@ -38,7 +38,7 @@ class AreaOptions:
     """Options of :func:`class_areas`."""
 
     aoi: str | os.PathLike | None = None  # polygons; None = the whole raster
-    class_table: str | os.PathLike | None = None  # YAML class table; None = the raster's tags
+    class_table: ClassColours | None = None  # read by the caller; None = the raster's tags
     window: int = DEFAULT_WINDOW  # pixels (at least 16)
 
 

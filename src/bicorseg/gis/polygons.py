@@ -73,7 +73,7 @@ from bicorseg.gis.regions import (  # noqa: E402
     read_labels,
     regions_beyond,
 )
-from bicorseg.gis.source import DEFAULT_WINDOW, ClassRaster  # noqa: E402
+from bicorseg.gis.source import DEFAULT_WINDOW, ClassColours, ClassRaster  # noqa: E402
 from bicorseg.gis.vectorfile import RASTER_CRS, default_crs, driver_for, write_features  # noqa: E402
 from bicorseg.raster_access import input_path  # noqa: E402
 
@@ -101,7 +101,7 @@ class VectorizeOptions:
     min_area: float = 0.0  # square metres: smaller regions are merged into their neighbours; 0 = none
     to_crs: str | None = None  # output CRS (anything pyproj reads, or "raster"); None = the format's default
     classes: Sequence[str | int] | None = None  # names or ids; None = every class
-    class_table: str | os.PathLike | None = None  # YAML class table; None = the raster's tags
+    class_table: ClassColours | None = None  # read by the caller; None = the raster's tags
     window: int = DEFAULT_WINDOW  # pixels (at least 16)
     max_polygons: int = DEFAULT_MAX_POLYGONS  # regions per window
     overwrite: bool = False

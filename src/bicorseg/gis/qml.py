@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bicorseg.atomic import write_text_atomic
-from bicorseg.data.labels import colour_hex
+from bicorseg.defaults import colour_hex
 from bicorseg.errors import ConfigError
 from bicorseg.spec import check_class_names
 

@@ -2,8 +2,8 @@
 
 A class raster is a single-band integer raster of class indices, as ``bicorseg predict`` writes
 (uint8, nodata 255, class names in the tag ``bicorseg_classes``, colours in the colour table).
-Class names come from a class table (YAML, the format of :mod:`bicorseg.data.folder`) when one is
-given, else from the raster's tags; without either, class ``i`` is called ``class_i``. Nodata is the
+Class names come from a class table (read by the caller: a :class:`bicorseg.data.folder.ClassTable`)
+when one is given, else from the raster's tags; without either, class ``i`` is called ``class_i``. Nodata is the
 raster's mask (its nodata value or internal mask); a uint8 raster without a nodata value has 255 as
 nodata (255 is never a class: at most 255 classes fit a uint8 map). A pixel value that is not one
 of the known classes is an error, never silently named; without names, class ids are
@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import rasterio
@@ -27,14 +28,24 @@ from rasterio.windows import Window
 
 from bicorseg.defaults import NODATA, default_class_name
 from bicorseg.errors import ConfigError, InputError, first_line
-from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, open_raster
-from bicorseg.raster_access import input_path
+from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
 from bicorseg.spec import check_class_names
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
 DEFAULT_WINDOW = 2048
 MAX_UNNAMED_CLASS = 65535  # the largest class id of a raster without class names
 _SHAPES_TYPES = {"uint8", "uint16", "int16", "int32"}
+
+
+class ClassColours(Protocol):
+    """Class names and colours given with a class raster: a class table (``ClassTable.from_yaml``)."""
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+    @property
+    def palette(self) -> Sequence[Sequence[int]]: ...
+    @property
+    def source(self) -> str: ...  # the class table's file, for messages
 
 
 @dataclass
@@ -50,16 +61,15 @@ class ClassRaster:
 
     @classmethod
     @contextmanager
-    def open(
-        cls, path: str | os.PathLike, class_table: str | os.PathLike | None = None
-    ) -> Iterator[ClassRaster]:
-        """Open and check ``path`` (a context manager yielding the :class:`ClassRaster`)."""
+    def open(cls, path: str | os.PathLike, class_table: ClassColours | None = None) -> Iterator[ClassRaster]:
+        """Open and check ``path`` (a context manager yielding the :class:`ClassRaster`); a
+        ``class_table`` names the classes instead of the raster's tags."""
         path = input_path(path)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
             yield cls._checked(path, src, class_table)
 
     @classmethod
-    def _checked(cls, path: Path, src: rasterio.DatasetReader, class_table) -> ClassRaster:
+    def _checked(cls, path: Path, src: rasterio.DatasetReader, table: ClassColours | None) -> ClassRaster:
         if src.count != 1:
             raise InputError(f"{path} has {src.count} bands: a class raster has one band of class indices")
         dtype = np.dtype(src.dtypes[0])
@@ -68,12 +78,9 @@ class ClassRaster:
                 f"{path} has pixel type {dtype.name}: a class raster holds integer class indices"
             )
         palette: dict[int, tuple[int, int, int]] = {}
-        if class_table is not None:
-            from bicorseg.data.folder import ClassTable
-
-            table = ClassTable.from_yaml(class_table)
-            names, names_from = list(table.class_names), str(class_table)
-            palette = {i: tuple(map(int, c)) for i, c in enumerate(table.palette)}
+        if table is not None:
+            names, names_from = list(table.class_names), table.source
+            palette = {i: (int(c[0]), int(c[1]), int(c[2])) for i, c in enumerate(table.palette)}
         else:
             names, names_from = _tag_names(src, path), f"the tag {CLASSES_TAG} of {path}"
             try:

@@ -37,18 +37,16 @@ from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
 from bicorseg.inference.raster_io import (
-    GDAL_CACHE_BYTES,
     Georeference,
     RasterReader,
     inspect_input,
     is_picture,
-    open_raster,
     statistics,
 )
 from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import OutputSet, check_targets, geotiff_profile
 from bicorseg.precision import precision_of
-from bicorseg.raster_access import input_path
+from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
 FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels

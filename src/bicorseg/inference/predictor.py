@@ -56,13 +56,11 @@ from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.inference.engine import MIN_BLOCK, Block, SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
 from bicorseg.inference.raster_io import (
-    GDAL_CACHE_BYTES,
     Georeference,
     InputPlan,
     RasterReader,
     inspect_input,
     is_picture,
-    open_raster,
     statistics,
 )
 from bicorseg.inference.tta import (
@@ -429,11 +427,11 @@ class Predictor:
 
     def base_tags(self) -> dict[str, dict[str, str]]:
         """The tags of each output kind, except the input's name (:func:`output_tags` adds it)."""
-        from bicorseg import __version__
+        from bicorseg.defaults import VERSION
 
         return {
             kind: {
-                "bicorseg_version": __version__,
+                "bicorseg_version": VERSION,
                 "bicorseg_checkpoint": self.info.source,
                 "bicorseg_checkpoint_sha256": self.info.sha256 or "",
                 "bicorseg_classes": json.dumps(self.info.class_names),
@@ -475,13 +473,13 @@ class Predictor:
         try:
             stat = path.stat()
             key: tuple[str, int, int] | None = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        except OSError:  # open_raster names the problem; a URL is inspected once per run
+        except OSError:  # raster_access.open_raster names the problem; a URL is inspected once per run
             key = (os.fspath(path), 0, 0) if isinstance(path, raster_access.VsiPath) else None
         if key is not None and key in self._plans:
             return self._plans[key]
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), warnings.catch_warnings():
+        with rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with open_raster(path) as src:
+            with raster_access.open_raster(path) as src:
                 plan = inspect_input(src, path, self.info)
         plan = replace(plan, geo=self._georeference(path, plan))
         if key is not None:
@@ -515,10 +513,10 @@ class Predictor:
     def reading(self, path: Path, plan: InputPlan) -> Iterator[RasterReader]:
         """The input opened for windowed, normalised reads (GDAL's cache bounded; checked unchanged)."""
         with ExitStack() as stack:
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = stack.enter_context(open_raster(path))
+            src = stack.enter_context(raster_access.open_raster(path))
             if (src.height, src.width) != plan.shape:
                 raise InputError(f"{path} changed while it was being predicted")
             yield RasterReader(src, path, plan, *statistics(self.info))

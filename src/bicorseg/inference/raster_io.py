@@ -1,7 +1,5 @@
 """Reading inputs: opening rasters and pictures, choosing bands and the mask, normalising, reading windows.
 
-* :func:`open_raster`: every input is opened through :mod:`bicorseg.raster_access` (no network
-  unless allowed, GDAL settings in one place).
 * :func:`inspect_input`: the bands fed to the model, a real alpha band, undeclared float nodata
   (one warning per file), checked once per input before any work (an :class:`InputPlan`).
 * :func:`normalisation` / :func:`statistics`: the checkpoint's per-band mean and std (never a
@@ -25,7 +23,6 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,10 +39,6 @@ from bicorseg.errors import CheckpointError, InputError, first_line
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
-# inputs read and written as plain pictures (PNG out), not as georeferenced rasters
-# GDAL's block cache in bytes (rasterio passes the number as bytes): GDAL's default, 5 % of the RAM,
-# would fill up with blocks of a large raster and make the memory grow with its size
-GDAL_CACHE_BYTES = 32 * 2**20
 # floating-point values further than this many standard deviations from the checkpoint's mean are
 # undeclared nodata (-3.4e38, -9999 on 8-bit statistics, ...), not data
 PLAUSIBLE_STDS = 50.0
@@ -106,17 +99,6 @@ class Georeference:
 def is_picture(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a plain picture (PNG, JPEG, ...), predicted into a PNG rather than a GeoTIFF."""
     return raster_access.input_path(path).suffix.lower() in PICTURE_SUFFIXES
-
-
-def open_raster(path: Path | raster_access.VsiPath) -> AbstractContextManager[rasterio.DatasetReader]:
-    """Open an image or raster with GDAL (no network unless asked; see :mod:`bicorseg.raster_access`).
-
-    ``path`` is a local file or a :class:`~bicorseg.raster_access.VsiPath` (a URL or ``/vsi...``
-    path the user named).
-    """
-    if not isinstance(path, raster_access.VsiPath) and not path.is_file():
-        raise InputError(f"input not found: {path}")
-    return raster_access.open_raster(path)
 
 
 @dataclass(frozen=True)
@@ -288,25 +270,14 @@ class RasterReader:
     def __init__(self, src: rasterio.DatasetReader, path: Path, plan: InputPlan, mean, std) -> None:
         self.src, self.path, self.plan, self.mean, self.std = src, path, plan, mean, std
         self.bands = list(plan.bands)
-        # GDAL's dataset mask comes from an alpha band when there is one (GDAL marks the 4th band of
-        # a 4-band byte GeoTIFF as alpha by default): only a real alpha band may mask pixels; with
-        # any other, the nodata value of the bands read is the mask
-        alpha_mask = any(
-            rasterio.enums.MaskFlags.alpha in src.mask_flag_enums[b - 1] for b in range(1, src.count + 1)
-        )
-        self.dataset_mask = plan.alpha or not alpha_mask
+        self.dataset_mask = raster_access.reads_dataset_mask(src, plan.alpha)
         if plan.lower is not None:
             self.lower = np.asarray(plan.lower, np.float32)[:, None, None]
             self.upper = np.asarray(plan.upper, np.float32)[:, None, None]
 
     def declared_mask(self, window: Window, data: np.ndarray) -> np.ndarray:
         """Valid pixels by the raster's own mask (nodata value, real alpha band, internal mask)."""
-        if self.dataset_mask:
-            return self.src.dataset_mask(window=window) > 0
-        nodata = self.src.nodata
-        if nodata is None or np.isnan(nodata):
-            return np.ones(data.shape[1:], bool)
-        return (data != nodata).any(axis=0)  # GDAL's rule: nodata where every band is nodata
+        return raster_access.declared_valid(self.src, window, data, self.dataset_mask)
 
     def plausible(self, data: np.ndarray) -> np.ndarray:
         """Pixels whose every band is finite (and, for floating-point input, near the statistics)."""

@@ -46,7 +46,7 @@ from bicorseg import raster_access
 from bicorseg.atomic import find_temps, remove_stale_temps, temp_name
 from bicorseg.errors import ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import Block, block_starts
-from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, Georeference
+from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
     MapWriter,
@@ -343,7 +343,7 @@ class PartStore:
         targets = self.targets(plan, file, block)
         targets["class"].parent.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
             outputs = OutputSet(targets, stack)
             datasets = {}
             for kind in targets:
@@ -452,7 +452,7 @@ def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
     file = plan.files[index]
     targets = output_targets(plan, file, store.out_dir)
     with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
         tags = output_tags(plan.tags, file.name)
         maps = MapWriter(targets, plan.layout, file.geo, (file.height, file.width), tags, stack)
         try:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable, write_text_atomic
+from bicorseg.gis.source import ClassColours
 from bicorseg.report.collect import MAX_SIZE, ReportItem, collect, find_items, read_metrics
 from bicorseg.report.page import render
 
@@ -32,7 +33,7 @@ def write_report(
     title: str = "bicorseg report",
     subtitle: str = "",
     max_size: int = MAX_SIZE,
-    class_table: str | os.PathLike | None = None,
+    class_table: ClassColours | None = None,
 ) -> Path:
     """Write the report of ``items`` (and of the metrics file, if any) to ``output``, atomically.
 
@@ -40,8 +41,7 @@ def write_report(
     """
     output = Path(output)
     ensure_writable(output)
-    table = None if class_table is None else str(class_table)
-    scenes = [collect(item, max_size, table) for item in items]
+    scenes = [collect(item, max_size, class_table) for item in items]
     page = render(scenes, read_metrics(metrics) if metrics is not None else None, title, subtitle)
     return write_text_atomic(output, page)
 
@@ -52,7 +52,7 @@ def report_folder(
     *,
     images: Sequence[str | os.PathLike] = (),
     max_size: int = MAX_SIZE,
-    class_table: str | os.PathLike | None = None,
+    class_table: ClassColours | None = None,
     overwrite: bool = False,
 ) -> Path:
     """The report of an output folder (``folder/report.html`` unless ``output`` is given).

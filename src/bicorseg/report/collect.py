@@ -32,9 +32,8 @@ from bicorseg import raster_access
 from bicorseg.data.labels import colour_table
 from bicorseg.defaults import default_palette
 from bicorseg.errors import ConfigError, InputError, first_line
-from bicorseg.gis.source import ClassRaster
+from bicorseg.gis.source import ClassColours, ClassRaster
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
-from bicorseg.inference.raster_io import open_raster
 from bicorseg.inference.tiling import output_size
 
 MAX_SIZE = 2048  # long side of the image and the prediction in the report, in pixels
@@ -145,7 +144,10 @@ def _pixel_counts(raster: ClassRaster, size: int) -> np.ndarray:
 
 
 def _areas(
-    raster: ClassRaster, names: list[str], colours: list[tuple[int, int, int]], class_table: str | None
+    raster: ClassRaster,
+    names: list[str],
+    colours: list[tuple[int, int, int]],
+    class_table: ClassColours | None,
 ) -> Areas:
     """Per-class pixels, shares and hectares (see the module docstring for the method)."""
     src = raster.src
@@ -229,7 +231,7 @@ def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[in
                 f"{path}: not a heatmap file (<stem>_heatmaps_layer<L>.tif or <stem>_layer<L>_<class>.png)"
             )
         layer = int((raster_match or png_match).group("layer"))
-        with open_raster(Path(path)) as src:
+        with raster_access.open_raster(Path(path)) as src:
             shape = display_shape(src.height, src.width, HEATMAP_SIZE)
             if raster_match is not None:
                 if src.count != len(names):
@@ -248,7 +250,9 @@ def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[in
     return dict(sorted(layers.items()))
 
 
-def collect(item: ReportItem, max_size: int = MAX_SIZE, class_table: str | None = None) -> SceneContent:
+def collect(
+    item: ReportItem, max_size: int = MAX_SIZE, class_table: ClassColours | None = None
+) -> SceneContent:
     """Read everything the report shows for one scene (pictures bounded by ``max_size``)."""
     if max_size < 16:
         raise ConfigError(f"must be at least 16 pixels, got {max_size}", key="max_size")
@@ -262,7 +266,7 @@ def collect(item: ReportItem, max_size: int = MAX_SIZE, class_table: str | None 
             shape = (raster.src.height, raster.src.width)
         image = None
         if item.image is not None:
-            with open_raster(raster_access.input_path(item.image)) as src:
+            with raster_access.open_raster(raster_access.input_path(item.image)) as src:
                 if (src.height, src.width) != shape:
                     raise InputError(
                         f"{item.image} is {src.height} x {src.width} pixels but its prediction "

@@ -30,7 +30,7 @@ from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows, pad
 from bicorseg.data.geo.rasters import window_transform
 from bicorseg.data.geo.source import GeoSplit
 from bicorseg.data.io import Georeference, write_png, write_tiff
-from bicorseg.data.labels import colour_hex
+from bicorseg.defaults import colour_hex
 from bicorseg.typedconfig import to_yaml
 
 TABLE_NAME = "classes.yaml"

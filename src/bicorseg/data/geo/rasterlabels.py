@@ -75,9 +75,10 @@ class RasterLabels:
         self, raster: GeoRaster, window: Window, fill: int, count_conflicts: bool = False
     ) -> tuple[np.ndarray, int]:
         """The window's classes (``fill`` where the label raster has no code), and 0 conflicts."""
-        from bicorseg.inference.raster_io import GDAL_CACHE_BYTES
-
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), raster_access.open_raster(self.path) as src:
+        with (
+            rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES),
+            raster_access.open_raster(self.path) as src,
+        ):
             try:
                 with WarpedVRT(
                     src,

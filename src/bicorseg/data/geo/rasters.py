@@ -7,7 +7,7 @@ georeferenced by a transform and share their band count and pixel type. A :class
 plain data (it travels to data-loading worker processes); :meth:`GeoRaster.read` opens the file for
 each window, so nothing stays open and memory does not grow with the raster.
 
-Validity of a window's pixels follows prediction (:class:`bicorseg.inference.raster_io.RasterReader`):
+Validity of a window's pixels follows prediction (:func:`bicorseg.raster_access.declared_valid`):
 the raster's nodata value, alpha band or internal mask, and values that are not finite.
 """
 
@@ -89,16 +89,19 @@ class GeoRaster:
 
         Invalid pixels hold the value 0; the caller decides what they become.
         """
-        from bicorseg.inference.raster_io import GDAL_CACHE_BYTES, InputPlan, RasterReader
-
         # a bounded block cache: GDAL's default (5 % of the RAM) would fill with a large raster's blocks
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), raster_access.open_raster(self.path) as src:
+        with (
+            rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES),
+            raster_access.open_raster(self.path) as src,
+        ):
             try:
                 data = src.read(window=window, out_dtype="float32")
                 if not self.masked:  # no nodata value, no mask, integer pixels: every pixel is valid
                     return data, np.ones(data.shape[1:], bool)
-                reader = RasterReader(src, Path(self.name), InputPlan(tuple(range(1, self.count + 1))), 0, 1)
-                valid = reader.declared_mask(window, data) & reader.plausible(data)
+                dataset_mask = raster_access.reads_dataset_mask(src)
+                valid = raster_access.declared_valid(src, window, data, dataset_mask) & np.isfinite(data).all(
+                    0
+                )
             except RasterioError as error:
                 raise InputError(f"cannot read {self.name}: {first_line(error)}") from error
         data[:, ~valid] = 0.0

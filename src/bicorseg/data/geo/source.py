@@ -109,7 +109,7 @@ class GeoSource:
 
     def _folder(self) -> Path:
         """The private scratch folder of this source (made on first use)."""
-        from bicorseg.data.geo import vector
+        import bicorseg.data.geo.vector as vector
 
         if self.scratch is None:
             self.scratch = vector.Scratch()
@@ -141,7 +141,7 @@ class GeoSource:
         self, images, labels, label_field, where, priority_field, labelled_area, background, classes,
         class_table, spec, strict, name, index, stac_bands,
     ) -> None:  # fmt: skip
-        from bicorseg.data.geo import vector
+        import bicorseg.data.geo.vector as vector
         from bicorseg.data.geo.rasterlabels import RasterLabels, inspect_label_raster
 
         table = _table(class_table)
@@ -346,7 +346,8 @@ class GeoSplit:
         val_buffer: int = 0,
         strict: bool = False,
     ) -> None:
-        from bicorseg.data.geo import split, vector
+        import bicorseg.data.geo.split as split
+        import bicorseg.data.geo.vector as vector
 
         self.source = source
         rasters, classes = source.rasters, source.classes.num_classes

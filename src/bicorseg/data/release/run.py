@@ -172,7 +172,7 @@ def _manifest(
     found: dict[str, list[str]], unknown: Unknown, sources: list[str], old: Manifest | None,
     protocol: str = "clean",
 ) -> Manifest:  # fmt: skip
-    from bicorseg import __version__
+    from bicorseg.defaults import VERSION
 
     spec = release.spec_for(variant_name)
     splits: dict[str, SplitRecord] = {}
@@ -212,5 +212,5 @@ def _manifest(
         protocol_notes=release.preparation(protocol).notes(spec) if protocol == "paper" else [],
         sources=sources,
         found=found,
-        bicorseg_version=__version__,
+        bicorseg_version=VERSION,
     )
