@@ -280,14 +280,14 @@ def tiling_report(args: argparse.Namespace) -> None:
     import torch
 
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.demo.scenes import DEMO_SPEC, generate_scene
+    from bicorseg.demo.scenes import DEMO_DATASET, generate_scene
     from bicorseg.inference import predict_array
     from bicorseg.metrics import ConfusionMatrix, scores_from_confusion
 
     checkpoint = load_checkpoint(Path(args.consistency) / "model.ckpt")
     model = checkpoint.build_model().eval()
-    mean = np.asarray(DEMO_SPEC.mean, np.float32)[:, None, None]
-    std = np.asarray(DEMO_SPEC.std, np.float32)[:, None, None]
+    mean = np.asarray(DEMO_DATASET.mean, np.float32)[:, None, None]
+    std = np.asarray(DEMO_DATASET.std, np.float32)[:, None, None]
     seeds = [1_000_003 + k for k in range(args.scenes)]  # the demo trains on multiples of 7919
     scenes = []
     for seed in seeds:
@@ -306,7 +306,7 @@ def tiling_report(args: argparse.Namespace) -> None:
             for overlap in args.overlaps:
                 start = time.perf_counter()
                 same = total = same_whole = 0
-                matrix = ConfusionMatrix(DEMO_SPEC.num_classes, DEMO_SPEC.ignore_index)
+                matrix = ConfusionMatrix(DEMO_DATASET.num_classes, DEMO_DATASET.ignore_index)
                 for (image, truth), single in zip(scenes, whole):
                     a = predict(mode, image, tile, overlap)
                     half = tile // 2
@@ -317,7 +317,7 @@ def tiling_report(args: argparse.Namespace) -> None:
                     matrix.update(
                         torch.from_numpy(a.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
                     )
-                scores = scores_from_confusion(matrix.compute(), DEMO_SPEC.eval_classes)
+                scores = scores_from_confusion(matrix.compute(), DEMO_DATASET.eval_classes)
                 rows.append(
                     {
                         "mode": mode,
@@ -333,7 +333,7 @@ def tiling_report(args: argparse.Namespace) -> None:
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
-    one_tile = ConfusionMatrix(DEMO_SPEC.num_classes, DEMO_SPEC.ignore_index)
+    one_tile = ConfusionMatrix(DEMO_DATASET.num_classes, DEMO_DATASET.ignore_index)
     for single, (_, truth) in zip(whole, scenes):
         one_tile.update(torch.from_numpy(single.astype(np.int64)), torch.from_numpy(truth.astype(np.int64)))
     report = {
@@ -343,7 +343,7 @@ def tiling_report(args: argparse.Namespace) -> None:
         f"trained on {checkpoint.tiling.tile} px crops",
         "scenes": {"count": len(scenes), "size": args.scene_size, "seeds": seeds},
         "one_tile_over_the_scene": {
-            "miou_pct": round(100 * scores_from_confusion(one_tile.compute(), DEMO_SPEC.eval_classes).miou, 2)
+            "miou_pct": round(100 * scores_from_confusion(one_tile.compute(), DEMO_DATASET.eval_classes).miou, 2)
         },
         "results": rows,
     }

@@ -30,7 +30,7 @@ from rasterio.features import shapes
 from bicorseg.data.geo import GeoSource, GeoSplit
 from bicorseg.data.geo.rasters import map_xy
 from bicorseg.data.labels import colour_table
-from bicorseg.demo.scenes import DEMO_CRS, DEMO_SPEC, generate_scene, scene_transform, write_scene_geotiff
+from bicorseg.demo.scenes import DEMO_CRS, DEMO_DATASET, generate_scene, scene_transform, write_scene_geotiff
 
 SIZE = 1536
 LABELLED_COLUMNS = 1024  # the left two thirds are labelled
@@ -78,13 +78,13 @@ def write_labels(folder: Path) -> tuple[Path, Path, np.ndarray]:
     scene = write_scene_geotiff(folder / "scene.tif", image, transform)
     region = np.zeros(mask.shape, bool)
     region[:, :LABELLED_COLUMNS] = True
-    drawn = region & (mask != DEMO_SPEC.class_names.index("bare ground"))
+    drawn = region & (mask != DEMO_DATASET.class_names.index("bare ground"))
     geoms, names = [], []
     for geojson, value in shapes(mask, mask=drawn, connectivity=4, transform=transform):
         polygon = shapely.simplify(shapely.geometry.shape(geojson), 0.6)  # a hand-drawn outline
         if not polygon.is_empty and polygon.area > 1.0:
             geoms.append(polygon)
-            names.append(DEMO_SPEC.class_names[int(value)])
+            names.append(DEMO_DATASET.class_names[int(value)])
     to_wgs84 = Transformer.from_crs(DEMO_CRS, "EPSG:4326", always_xy=True)
 
     def wgs84(polygons: list) -> np.ndarray:
@@ -169,8 +169,8 @@ def pictures(
     with rasterio.open(prediction) as src:
         predicted = src.read(1)
     config = (run_dir / "config.yaml").read_text()
-    names = tuple(DEMO_SPEC.class_names)
-    palette = dict(zip(names, DEMO_SPEC.palette))
+    names = tuple(DEMO_DATASET.class_names)
+    palette = dict(zip(names, DEMO_DATASET.palette))
     source = GeoSource(
         [scene],
         f"{gpkg}|layername=labels",

@@ -12,7 +12,7 @@ from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
 from tests.helpers.models import tiny_config
 
-SPEC = DatasetSpec(
+TOY_DATASET = DatasetSpec(
     name="toy",
     class_names=("a", "b", "c", "d"),
     palette=((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)),
@@ -64,11 +64,11 @@ def official_model() -> BiCoRSeg:
 
 @pytest.mark.slow
 def test_round_trip_keeps_weights_config_and_dataset(tmp_path) -> None:
-    model = BiCoRSeg(tiny_config(), dataset=SPEC).eval()
+    model = BiCoRSeg(tiny_config(), dataset=TOY_DATASET).eval()
     path = save_checkpoint(model, tmp_path / "model.ckpt", extra={"epoch": 3})
     loaded = load_model(path)
     assert not loaded.training
-    assert loaded.config == model.config and loaded.dataset == SPEC
+    assert loaded.config == model.config and loaded.dataset == TOY_DATASET
     assert load_checkpoint(path).extra == {"epoch": 3}
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -8,6 +8,8 @@ then over a copy with one upward import and one circle added, which must break t
 from __future__ import annotations
 
 import os
+import pkgutil
+import re
 import shutil
 import subprocess
 import sys
@@ -70,3 +72,13 @@ def test_a_circle_breaks_the_contract(broken: str) -> None:
 
 def test_lightning_outside_the_training_layer_breaks_the_contract(broken: str) -> None:
     assert "bicorseg.metrics -> lightning" in broken
+
+
+def test_every_module_of_the_package_has_a_layer() -> None:
+    """A new module or package of ``bicorseg`` is placed in the order, so the contracts see it."""
+    contracts = require("importlinter.api").read_configuration(str(PYPROJECT))["contracts_options"]
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    placed = {name.strip() for layer in layers for name in re.split(r"[|:]", layer)}
+    children = {module.name for module in pkgutil.iter_modules([str(SOURCE / "bicorseg")])}
+    assert children - placed == set()
+    assert "models" in placed

@@ -20,13 +20,13 @@ from bicorseg.data.transforms import TrainTransform, class_ratio_crop, resize_ma
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 
-SPEC = DatasetSpec("toy", ("a", "b", "c"), ((0, 0, 0), (9, 9, 9), (99, 99, 99)), 3, (0, 1, 2))
+TOY_DATASET = DatasetSpec("toy", ("a", "b", "c"), ((0, 0, 0), (9, 9, 9), (99, 99, 99)), 3, (0, 1, 2))
 
 
 class ArrayDataset(SegmentationDataset):
     """Samples held in memory (uint8 images, index masks)."""
 
-    def __init__(self, pairs, spec=SPEC, transform=None):
+    def __init__(self, pairs, spec=TOY_DATASET, transform=None):
         super().__init__(spec, transform)
         self.pairs = pairs
         self.loads = 0
@@ -127,7 +127,9 @@ def test_mosaic_quarters_come_from_four_samples():
     dataset = ArrayDataset(pairs, transform=transform)
     sample = dataset[0]
     assert dataset.loads == 4 and sample["image"].shape == (3, 40, 40)
-    raw = sample["image"] * torch.tensor(SPEC.std).view(3, 1, 1) + torch.tensor(SPEC.mean).view(3, 1, 1)
+    raw = sample["image"] * torch.tensor(TOY_DATASET.std).view(3, 1, 1) + torch.tensor(TOY_DATASET.mean).view(
+        3, 1, 1
+    )
     top_left = raw[0, 0, 0].round()
     assert top_left == 0  # the quarter at the top left is the sample itself
     assert len(raw[0].round().unique()) >= 2  # and the others come from other samples
@@ -139,7 +141,7 @@ def test_dict_samples_give_the_same_pixels_as_raw_samples():
     config = AugmentConfig(40, scales=(0.75, 1.5), mosaic_p=0.0, seed=11)
     raw_way = ArrayDataset([pair], transform=TrainTransform(config))
     plain = ArrayDataset([pair])
-    dict_way = TrainTransform(config, SPEC)
+    dict_way = TrainTransform(config, TOY_DATASET)
     for _ in range(5):
         a = raw_way[0]
         b = dict_way(plain[0])
@@ -150,12 +152,12 @@ def test_dict_samples_give_the_same_pixels_as_raw_samples():
 def test_mosaic_wrapper_for_finished_samples():
     pairs = [(np.full((3, 32, 32), 50 * k, np.uint8), np.full((32, 32), k % 3, np.uint8)) for k in range(4)]
     config = AugmentConfig(32, mosaic_p=1.0)
-    wrapped = wrap_train_dataset(ArrayDataset(pairs), config, SPEC)
+    wrapped = wrap_train_dataset(ArrayDataset(pairs), config, TOY_DATASET)
     assert isinstance(wrapped, MosaicDataset)
     sample = wrapped[1]
     assert sample["image"].shape == (3, 32, 32) and sample["name"] == "s1+mosaic"
     plain = ArrayDataset(pairs)
-    assert wrap_train_dataset(plain, AugmentConfig(32, mosaic_p=0.0), SPEC) is plain
+    assert wrap_train_dataset(plain, AugmentConfig(32, mosaic_p=0.0), TOY_DATASET) is plain
     with pytest.raises(ConfigError, match="ignore_index is unknown"):
         MosaicDataset([], 0.5)
 

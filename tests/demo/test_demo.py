@@ -13,7 +13,7 @@ from PIL import Image
 
 from bicorseg.checkpoint import Tiling, load_checkpoint
 from bicorseg.cli.main import main
-from bicorseg.demo import DEMO_CRS, DEMO_SPEC
+from bicorseg.demo import DEMO_CRS, DEMO_DATASET
 from bicorseg.demo.pipeline import DemoConfig
 from bicorseg.errors import ConfigError
 
@@ -50,28 +50,30 @@ def test_demo_writes_every_output(tmp_path, capsys) -> None:
         assert (pred.width, pred.height) == (scene.width, scene.height) == (160, 160)
         assert pred.count == 1 and pred.dtypes[0] == "uint8"
         classes = pred.read(1)
-    assert classes.max() < DEMO_SPEC.num_classes  # every pixel valid: no nodata, no stray value
+    assert classes.max() < DEMO_DATASET.num_classes  # every pixel valid: no nodata, no stray value
 
     colour = np.asarray(Image.open(out / "prediction_color.png").convert("RGB"))
     assert colour.shape == (160, 160, 3)
-    assert np.array_equal(colour, np.asarray(DEMO_SPEC.palette, np.uint8)[classes])
+    assert np.array_equal(colour, np.asarray(DEMO_DATASET.palette, np.uint8)[classes])
     with Image.open(out / "heatmaps.png") as figure:
         assert figure.size[0] > 200 and figure.size[1] > 200
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 < metrics["oa"] <= 1.0
-    assert list(metrics["per_class"]) == list(DEMO_SPEC.class_names)
+    assert list(metrics["per_class"]) == list(DEMO_DATASET.class_names)
     for scores in metrics["per_class"].values():
         assert scores["iou"] is None or 0.0 <= scores["iou"] <= 1.0
     ious = [s["iou"] for s in metrics["per_class"].values() if s["iou"] is not None]
     assert math.isclose(metrics["miou"], sum(ious) / len(ious), rel_tol=1e-9)
     assert metrics["convention"]["training_steps"] == metrics["convention"]["training_steps_planned"] == 6
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert "held-out scene" in page and page.count("data:image/png;base64,") == 2 + 2 * DEMO_SPEC.num_classes
+    assert (
+        "held-out scene" in page and page.count("data:image/png;base64,") == 2 + 2 * DEMO_DATASET.num_classes
+    )
 
     checkpoint = load_checkpoint(out / "model.ckpt")
-    assert checkpoint.dataset == DEMO_SPEC
-    assert checkpoint.model_config.num_classes == DEMO_SPEC.num_classes
+    assert checkpoint.dataset == DEMO_DATASET
+    assert checkpoint.model_config.num_classes == DEMO_DATASET.num_classes
     assert checkpoint.tiling == Tiling(
         DemoConfig.tile, 0.25, "checkpoint"
     )  # predict's default: the demo's tile

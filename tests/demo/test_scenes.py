@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import rasterio
 
-from bicorseg.demo import DEMO_CRS, DEMO_SPEC, colorize, generate_scene, scene_transform, write_scene_geotiff
+from bicorseg.demo import (
+    DEMO_CRS,
+    DEMO_DATASET,
+    generate_scene,
+    scene_transform,
+    write_scene_geotiff,
+)
 from bicorseg.errors import InputError
 
 
@@ -25,21 +31,21 @@ def test_shapes_dtypes_and_value_ranges(size) -> None:
     height, width = (size, size) if isinstance(size, int) else size
     assert image.shape == (3, height, width) and image.dtype == np.uint8
     assert mask.shape == (height, width) and mask.dtype == np.uint8
-    assert mask.max() < DEMO_SPEC.num_classes
+    assert mask.max() < DEMO_DATASET.num_classes
     assert image.std() > 5  # texture, not a flat fill
 
 
 def test_every_class_present_in_a_larger_scene() -> None:
     for seed in (0, 42):
         _, mask = generate_scene(512, seed=seed)
-        shares = np.bincount(mask.ravel(), minlength=DEMO_SPEC.num_classes) / mask.size
+        shares = np.bincount(mask.ravel(), minlength=DEMO_DATASET.num_classes) / mask.size
         assert (shares > 0.005).all(), f"seed {seed}: class shares {shares.round(3)}"
 
 
 def test_classes_differ_in_colour() -> None:
     # Not trivially separable, but each class has its own mean colour.
     image, mask = generate_scene(512, seed=7)
-    means = np.stack([image[:, mask == c].mean(axis=1) for c in range(DEMO_SPEC.num_classes)])
+    means = np.stack([image[:, mask == c].mean(axis=1) for c in range(DEMO_DATASET.num_classes)])
     distances = np.linalg.norm(means[:, None] - means[None], axis=2)
     assert distances[~np.eye(len(means), dtype=bool)].min() > 8
 
@@ -54,22 +60,17 @@ def test_geotiff_has_crs_transform_and_data(tmp_path) -> None:
     transform = scene_transform(96, seed=5)
     assert transform == scene_transform(96, seed=5)
     image_path = write_scene_geotiff(tmp_path / "scene.tif", image, transform)
-    label_path = write_scene_geotiff(tmp_path / "label.tif", mask, transform, palette=DEMO_SPEC.palette)
+    label_path = write_scene_geotiff(tmp_path / "label.tif", mask, transform, palette=DEMO_DATASET.palette)
     with rasterio.open(image_path) as src:
         assert src.crs.to_epsg() == int(DEMO_CRS.split(":")[1])
         assert src.transform == transform and src.count == 3 and src.dtypes[0] == "uint8"
         assert np.array_equal(src.read(), image)
     with rasterio.open(label_path) as src:
         assert src.count == 1 and np.array_equal(src.read(1), mask)
-        assert src.colormap(1)[2][:3] == DEMO_SPEC.palette[2]
+        assert src.colormap(1)[2][:3] == DEMO_DATASET.palette[2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["label.tif", "scene.tif"]  # no temporary left
 
 
 def test_geotiff_rejects_bad_shape(tmp_path) -> None:
     with pytest.raises(InputError, match="bands x H x W"):
         write_scene_geotiff(tmp_path / "x.tif", np.zeros(5, np.uint8), scene_transform(5, 0))
-
-
-def test_colorize_uses_the_palette() -> None:
-    mask = np.array([[0, 5]], dtype=np.uint8)
-    assert colorize(mask).tolist() == [[list(DEMO_SPEC.palette[0]), list(DEMO_SPEC.palette[5])]]

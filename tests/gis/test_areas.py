@@ -15,7 +15,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from bicorseg.cli.main import main
-from bicorseg.gis.areas import AreaOptions, class_areas, write_report
+from bicorseg.gis.areas import AreaOptions, class_areas, write_areas
 from tests.helpers.gis import ellipsoid_cell_area, files, write_class_raster
 
 ORIGIN = (500_000.0, 5_000_000.0)
@@ -172,7 +172,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, setup, m
 def test_write_report_refuses_unknown_formats(tmp_path):
     report = class_areas(write_class_raster(tmp_path / "b.tif", blocks()))
     with pytest.raises(Exception, match="unknown report format"):
-        write_report(report, tmp_path / "r.xlsx")
+        write_areas(report, tmp_path / "r.xlsx")
 
 
 def test_a_huge_value_in_an_unnamed_int32_raster_is_one_line_not_gigabytes(tmp_path, capsys):

@@ -16,7 +16,7 @@ from rasterio.transform import from_origin
 
 from bicorseg.cli.main import main
 from bicorseg.data.folder import ClassTable
-from bicorseg.demo.scenes import DEMO_SPEC, generate_scene, scene_transform, write_scene_geotiff
+from bicorseg.demo.scenes import DEMO_DATASET, generate_scene, scene_transform, write_scene_geotiff
 from bicorseg.errors import ConfigError, InputError, OutputError
 from bicorseg.gis.polygons import VectorizeOptions, vectorize_raster
 from tests.helpers.gis import ellipsoid_cell_area, files, write_class_raster
@@ -44,10 +44,10 @@ def scene(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A procedural demo scene's label map (768 px, 0.5 m, UTM 33N), written as bicorseg predict would."""
     _, mask = generate_scene(768, seed=5)
     path = tmp_path_factory.mktemp("scene") / "scene_classes.tif"
-    write_scene_geotiff(path, mask, scene_transform(768, 5), palette=DEMO_SPEC.palette)
+    write_scene_geotiff(path, mask, scene_transform(768, 5), palette=DEMO_DATASET.palette)
     with rasterio.open(path, "r+") as dst:
         dst.nodata = 255
-        dst.update_tags(bicorseg_classes=json.dumps(list(DEMO_SPEC.class_names)))
+        dst.update_tags(bicorseg_classes=json.dumps(list(DEMO_DATASET.class_names)))
     return path, mask
 
 
@@ -61,8 +61,8 @@ def test_default_simplification_keeps_each_class_area_within_3_percent(scene, tm
     for class_id in range(6):
         mine = fields["class_id"] == class_id
         polygon_m2 = fields["area_m2"][mine].sum()
-        assert polygon_m2 == pytest.approx(pixel_m2[class_id], rel=0.03), DEMO_SPEC.class_names[class_id]
-        assert set(fields["class_name"][mine]) == {DEMO_SPEC.class_names[class_id]}
+        assert polygon_m2 == pytest.approx(pixel_m2[class_id], rel=0.03), DEMO_DATASET.class_names[class_id]
+        assert set(fields["class_name"][mine]) == {DEMO_DATASET.class_names[class_id]}
         unsimplified += shapely.get_num_coordinates(geoms[mine]).sum()
     # simplification really happened: far fewer vertices than the pixel edges
     exact = vectorize_raster(path, tmp_path / "exact.gpkg", VectorizeOptions(simplify=0))

@@ -19,9 +19,9 @@ from rasterio import Affine
 from rasterio.features import shapes
 
 from bicorseg.data.geo.rasters import map_xy
-from bicorseg.demo.scenes import DEMO_CRS, DEMO_SPEC, generate_scene, scene_transform, write_scene_geotiff
+from bicorseg.demo.scenes import DEMO_CRS, DEMO_DATASET, generate_scene, scene_transform, write_scene_geotiff
 
-NAMES = DEMO_SPEC.class_names
+NAMES = DEMO_DATASET.class_names
 
 
 def write_scene(folder: Path, size: int = 256, seed: int = 3, name: str = "scene.tif"):

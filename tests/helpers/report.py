@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from bicorseg.demo import DEMO_SPEC, generate_scene, scene_transform, write_scene_geotiff
+from bicorseg.demo import DEMO_DATASET, generate_scene, scene_transform, write_scene_geotiff
 from bicorseg.inference import PredictOptions, Predictor, export_heatmaps, model_info
 from bicorseg.metrics import Convention, EvaluationReport, write_report_json
 from bicorseg.models import BiCoRSeg, ModelConfig
@@ -17,9 +17,9 @@ SIZE = 160
 def tiny_model() -> BiCoRSeg:
     torch.manual_seed(0)
     config = ModelConfig(
-        num_classes=DEMO_SPEC.num_classes, backbone="convnext_nano", width=32, layers=2, min_pixels=4
+        num_classes=DEMO_DATASET.num_classes, backbone="convnext_nano", width=32, layers=2, min_pixels=4
     )
-    return BiCoRSeg(config, dataset=DEMO_SPEC).eval()
+    return BiCoRSeg(config, dataset=DEMO_DATASET).eval()
 
 
 def output_folder(folder: Path, *, metrics: bool = True) -> Path:
@@ -33,9 +33,12 @@ def output_folder(folder: Path, *, metrics: bool = True) -> Path:
     result.outputs["class"].rename(folder / "prediction.tif")
     export_heatmaps(model, scene, folder / "heatmaps", tile=SIZE, batch_size=1)
     if metrics:  # a made-up confusion matrix: the report shows what the file says
-        confusion = torch.diag(torch.arange(1, DEMO_SPEC.num_classes + 1) * 100) + 3
+        confusion = torch.diag(torch.arange(1, DEMO_DATASET.num_classes + 1) * 100) + 3
         report = EvaluationReport.from_confusion(
-            confusion, DEMO_SPEC.class_names, DEMO_SPEC.eval_classes, Convention("demo", split="held-out")
+            confusion,
+            DEMO_DATASET.class_names,
+            DEMO_DATASET.eval_classes,
+            Convention("demo", split="held-out"),
         )
         write_report_json(report, folder / "metrics.json")
     return folder

@@ -15,7 +15,7 @@ from PIL import Image
 from rasterio.transform import Affine
 
 from bicorseg.cli.main import main
-from bicorseg.demo import DEMO_SPEC
+from bicorseg.demo import DEMO_DATASET
 from bicorseg.errors import InputError
 from bicorseg.report import ReportItem, report_folder, write_report
 from tests.helpers.report import SIZE, output_folder
@@ -32,14 +32,14 @@ def pictures(page: str) -> list[Image.Image]:
     return [Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) for s in sources]
 
 
-def write_classes(path, classes, names=DEMO_SPEC.class_names, pixel=0.5, crs="EPSG:32633"):
+def write_classes(path, classes, names=DEMO_DATASET.class_names, pixel=0.5, crs="EPSG:32633"):
     profile = dict(driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1, dtype="uint8",
                    crs=crs, transform=Affine(pixel, 0.0, 500_000.0, 0.0, -pixel, 5_000_000.0), nodata=255,
                    tiled=True, compress="deflate")  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(classes, 1)
         dst.update_tags(bicorseg_input="scene.tif", bicorseg_classes=json.dumps(list(names)))
-        dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(DEMO_SPEC.palette)})
+        dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(DEMO_DATASET.palette)})
     return path
 
 
@@ -51,9 +51,9 @@ def test_the_page_is_self_contained(folder) -> None:
     assert "default-src 'none'" in page  # and the page forbids fetching anything itself
     images = pictures(page)
     assert images[0].size == images[1].size == (SIZE, SIZE)  # the scene and the prediction over it
-    assert len(images) == 2 + 2 * DEMO_SPEC.num_classes  # and every layer's heatmap of every class
+    assert len(images) == 2 + 2 * DEMO_DATASET.num_classes  # and every layer's heatmap of every class
     assert 'type="range" class="opacity"' in page
-    for name in DEMO_SPEC.class_names:
+    for name in DEMO_DATASET.class_names:
         assert f"{name}</td>" in page  # legend and scores name every class
     assert "mIoU" in page and "held-out" in page  # the metrics and their convention
 
@@ -63,7 +63,7 @@ def test_prediction_colours_are_the_palette(folder) -> None:
     with rasterio.open(folder / "prediction.tif") as src:
         classes = src.read(1)
     shown = np.asarray(pictures(page)[1].convert("RGBA"))
-    assert np.array_equal(shown[..., :3], np.asarray(DEMO_SPEC.palette, np.uint8)[classes])
+    assert np.array_equal(shown[..., :3], np.asarray(DEMO_DATASET.palette, np.uint8)[classes])
     assert (shown[..., 3] == 255).all()
 
 
@@ -110,7 +110,7 @@ def test_big_rasters_are_decimated_for_display(tmp_path) -> None:
 
 
 def test_text_from_the_files_is_escaped(tmp_path) -> None:
-    names = ("<script>alert(1)</script>", *DEMO_SPEC.class_names[1:])
+    names = ("<script>alert(1)</script>", *DEMO_DATASET.class_names[1:])
     write_classes(tmp_path / "prediction.tif", np.zeros((32, 32), np.uint8), names=names)
     page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html").read_text()
     assert "<script>alert" not in page

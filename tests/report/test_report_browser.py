@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bicorseg.demo import DEMO_SPEC
+from bicorseg.demo import DEMO_DATASET
 from bicorseg.report import report_folder
 from tests.helpers import require
 from tests.helpers.report import output_folder
@@ -89,7 +89,7 @@ def test_report_in_a_real_browser(browser, tmp_path) -> None:
         slider.send_keys(Keys.ARROW_LEFT)
     assert opacity() == pytest.approx(0.75)
 
-    n = DEMO_SPEC.num_classes
+    n = DEMO_DATASET.num_classes
     assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"2/{c}" for c in range(n))  # last layer
     browser.find_element("css selector", 'input.layer[value="1"]').click()
     assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"1/{c}" for c in range(n))

@@ -36,16 +36,16 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis import require_vector
 
     require_vector()
-    from bicorseg.gis.areas import AreaOptions, check_report_path, class_areas, write_report
+    from bicorseg.gis.areas import AreaOptions, check_areas_path, class_areas, write_areas
 
     if args.output is not None:
         ensure_writable(args.output)
-        check_report_path(args.output, args.overwrite)
+        check_areas_path(args.output, args.overwrite)
     options = AreaOptions(aoi=args.aoi, class_table=read_class_table(args.class_table), window=args.window)
     with one_line_warnings("areas"), remote_access(args.allow_remote):
         report = class_areas(args.raster, options)
     if args.output is not None:
-        write_report(report, args.output, overwrite=args.overwrite)
+        write_areas(report, args.output, overwrite=args.overwrite)
     if not args.quiet:
         _print_table(report)
     return 0

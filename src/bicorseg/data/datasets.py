@@ -311,7 +311,7 @@ POTSDAM_SPLITS = {
     ),
 }  # fmt: skip
 
-VAIHINGEN_SPEC = DatasetSpec(
+VAIHINGEN_DATASET = DatasetSpec(
     name="vaihingen",
     class_names=ISPRS_CLASSES,
     palette=ISPRS_COLOURS,
@@ -326,7 +326,7 @@ VAIHINGEN_SPEC = DatasetSpec(
     paper_tta=VAIHINGEN_PAPER_TTA,
 )
 
-POTSDAM_SPEC = DatasetSpec(
+POTSDAM_DATASET = DatasetSpec(
     name="potsdam",
     class_names=ISPRS_CLASSES,
     palette=ISPRS_COLOURS,
@@ -341,9 +341,9 @@ POTSDAM_SPEC = DatasetSpec(
 )
 
 VAIHINGEN = Release(
-    spec=VAIHINGEN_SPEC,
+    spec=VAIHINGEN_DATASET,
     fields={"tile": r"\d+"},
-    variants={"IRRG": BandVariant(images=("top/top_mosaic_09cm_area{tile}.tif",), bands=VAIHINGEN_SPEC.bands)},
+    variants={"IRRG": BandVariant(images=("top/top_mosaic_09cm_area{tile}.tif",), bands=VAIHINGEN_DATASET.bands)},
     default_variant="IRRG",
     labels={
         # Full labels share the images' file names (gts_for_participants/ or the *_COMPLETE archive);
@@ -370,7 +370,7 @@ VAIHINGEN = Release(
 )  # fmt: skip
 
 POTSDAM = Release(
-    spec=POTSDAM_SPEC,
+    spec=POTSDAM_DATASET,
     fields={"tile": r"\d+_\d+"},
     variants={
         "RGB": BandVariant(images=("top_potsdam_{tile}_RGB.tif",), bands=("red", "green", "blue")),
@@ -395,7 +395,7 @@ POTSDAM = Release(
 
 # ----------------------------------------------------------------------------------------------- LoveDA
 
-LOVEDA_SPEC = DatasetSpec(
+LOVEDA_DATASET = DatasetSpec(
     name="loveda",
     class_names=("background", "building", "road", "water", "barren", "forest", "agriculture"),
     palette=(
@@ -420,9 +420,11 @@ LOVEDA_SPEC = DatasetSpec(
 LOVEDA_DOMAINS = ("Urban", "Rural")
 
 LOVEDA = Release(
-    spec=LOVEDA_SPEC,
+    spec=LOVEDA_DATASET,
     fields={"part": "Train|Val|Test", "domain": "Urban|Rural", "tile": r"\d+"},
-    variants={"RGB": BandVariant(images=("{part}/{domain}/images_png/{tile}.png",), bands=LOVEDA_SPEC.bands)},
+    variants={
+        "RGB": BandVariant(images=("{part}/{domain}/images_png/{tile}.png",), bands=LOVEDA_DATASET.bands)
+    },
     default_variant="RGB",
     labels={"full": ("{part}/{domain}/masks_png/{tile}.png",)},
     # Raw 0 is no-data (ignored); 1..7 are the classes 0..6.

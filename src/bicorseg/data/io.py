@@ -51,7 +51,7 @@ _PILLOW_FORMATS = ("PNG", "JPEG")
 
 
 @dataclass(frozen=True)
-class Georeference:
+class CrsTransform:
     """Where a raster lies: its CRS (may be None) and affine pixel-to-world transform."""
 
     crs: CRS | None
@@ -124,7 +124,7 @@ def _read_pillow(path: str | os.PathLike, *, keep_palette: bool) -> np.ndarray:
         raise InputError(f"{path}: unreadable or truncated image ({error})") from error
 
 
-def _read_raster(path: str | os.PathLike) -> tuple[np.ndarray, Georeference | None]:
+def _read_raster(path: str | os.PathLike) -> tuple[np.ndarray, CrsTransform | None]:
     with open_raster(path, whole=True) as dataset:
         try:
             array = dataset.read()
@@ -132,11 +132,11 @@ def _read_raster(path: str | os.PathLike) -> tuple[np.ndarray, Georeference | No
             raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
         georef = None
         if dataset.crs is not None or not dataset.transform.is_identity:
-            georef = Georeference(crs=dataset.crs, transform=dataset.transform)
+            georef = CrsTransform(crs=dataset.crs, transform=dataset.transform)
         return array, georef
 
 
-def read_georeferenced(path: str | os.PathLike) -> tuple[np.ndarray, Georeference | None]:
+def read_georeferenced(path: str | os.PathLike) -> tuple[np.ndarray, CrsTransform | None]:
     """Read a whole image (``bands x H x W``, native dtype) and its georeference, if it has one."""
     _check_exists(path)
     suffix = Path(str(path)).suffix.lower()
@@ -255,7 +255,7 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: Georeference | None = None) -> Path:
+def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: CrsTransform | None = None) -> Path:
     """Write ``bands x H x W`` as a (Geo)TIFF, with CRS and transform when ``georef`` is given.
 
     Patches are left uncompressed: they are read many times during training and decode fastest so.

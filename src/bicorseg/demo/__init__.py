@@ -2,9 +2,8 @@
 
 from bicorseg.demo.scenes import (
     DEMO_CRS,
+    DEMO_DATASET,
     DEMO_RESOLUTION,
-    DEMO_SPEC,
-    colorize,
     generate_scene,
     scene_transform,
     write_scene_geotiff,
@@ -12,9 +11,8 @@ from bicorseg.demo.scenes import (
 
 __all__ = [
     "DEMO_CRS",
+    "DEMO_DATASET",
     "DEMO_RESOLUTION",
-    "DEMO_SPEC",
-    "colorize",
     "generate_scene",
     "scene_transform",
     "write_scene_geotiff",

@@ -46,10 +46,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bicorseg.atomic import atomic_output, remove_stale_temps, scratch_folder
+from bicorseg.data.labels import colour_table
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
 from bicorseg.demo.scenes import (
-    DEMO_SPEC,
-    colorize,
+    DEMO_DATASET,
     generate_scene,
     scene_transform,
     write_scene_geotiff,
@@ -176,7 +176,7 @@ def _train_config(config: DemoConfig, data_root: Path) -> Any:
                 "num_threads": config.threads,
             },
         },
-        spec=DEMO_SPEC,
+        spec=DEMO_DATASET,
     )
 
 
@@ -209,7 +209,7 @@ def _write_training_data(config: DemoConfig, root: Path, progress: Progress) -> 
         transform = scene_transform(config.scene_size, seed)
         name = f"scene_{index:03d}.tif"
         write_scene_geotiff(root / "train" / "images" / name, image, transform)
-        write_scene_geotiff(root / "train" / "masks" / name, mask, transform, palette=DEMO_SPEC.palette)
+        write_scene_geotiff(root / "train" / "masks" / name, mask, transform, palette=DEMO_DATASET.palette)
         progress.advance(task)
 
 
@@ -305,7 +305,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         scene, truth = generate_scene(config.test_size, test_seed)
         transform = scene_transform(config.test_size, test_seed)
         write_scene_geotiff(files["scene"], scene, transform)
-        write_scene_geotiff(files["labels"], truth, transform, palette=DEMO_SPEC.palette)
+        write_scene_geotiff(files["labels"], truth, transform, palette=DEMO_DATASET.palette)
         stop()
 
         # 2. training, with what is left of the budget after the reserve for the later steps
@@ -323,7 +323,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             progress, config.steps, seconds, config.lr, config.min_lr, config.warmup_steps
         )
         with _quiet_lightning():
-            result = train(_train_config(config, data_root), run_dir, spec=DEMO_SPEC, callbacks=callbacks)
+            result = train(_train_config(config, data_root), run_dir, spec=DEMO_DATASET, callbacks=callbacks)
         stop()
         if result.last_checkpoint is None:  # pragma: no cover - Lightning always writes it at the end
             raise ConfigError(f"training wrote no checkpoint in {run_dir / 'checkpoints'}")
@@ -353,7 +353,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             os.replace(written.outputs["class"], files["prediction"])
         with rasterio.open(files["prediction"]) as src:
             prediction = src.read(1)
-        _save_png(files["prediction_color"], colorize(prediction, DEMO_SPEC.palette))
+        _save_png(files["prediction_color"], colour_table(DEMO_DATASET.palette)[prediction])
         stop()
 
         # 5. heatmaps and the heatmap figure
@@ -368,16 +368,16 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         stop()
 
     # 6. scores on the held-out scene, by the library's convention
-    matrix = ConfusionMatrix(DEMO_SPEC.num_classes, DEMO_SPEC.ignore_index)
+    matrix = ConfusionMatrix(DEMO_DATASET.num_classes, DEMO_DATASET.ignore_index)
     matrix.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(truth.astype(np.int64)))
     report = EvaluationReport.from_confusion(
         matrix.compute(),
-        DEMO_SPEC.class_names,
-        DEMO_SPEC.eval_classes,
+        DEMO_DATASET.class_names,
+        DEMO_DATASET.eval_classes,
         Convention(
-            DEMO_SPEC.name,
+            DEMO_DATASET.name,
             split=f"held-out scene {config.test_size} x {config.test_size} px (seed {test_seed})",
-            label_variant=DEMO_SPEC.label_variant,
+            label_variant=DEMO_DATASET.label_variant,
             mode=f"whole scene, sliding windows (tile {config.tile}, overlap {DEFAULT_OVERLAP})",
             tta="none",
             extra={

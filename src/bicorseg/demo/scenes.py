@@ -6,7 +6,7 @@ with gabled or flat roofs, single trees; then cast shadows, illumination, colour
 and noise. Shadows darken whatever lies under them and keep its label (the ISPRS convention).
 
 ``generate_scene(size, seed)`` returns ``(image, mask)``: ``uint8`` arrays ``3 x H x W`` (RGB) and
-``H x W`` (class indices of :data:`DEMO_SPEC`). The same seed gives the same scene on every machine.
+``H x W`` (class indices of :data:`DEMO_DATASET`). The same seed gives the same scene on every machine.
 :func:`scene_transform` and :func:`write_scene_geotiff` give the scenes a real CRS and transform.
 """
 
@@ -21,13 +21,13 @@ import rasterio
 from rasterio.transform import Affine
 
 from bicorseg.atomic import atomic_output
-from bicorseg.data.labels import colour_table, gdal_colour_map
+from bicorseg.data.labels import gdal_colour_map
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec
 
 BARE, FIELD, TREE, WATER, ROAD, BUILDING = range(6)
 
-DEMO_SPEC = DatasetSpec(
+DEMO_DATASET = DatasetSpec(
     name="demo",
     class_names=("bare ground", "field", "tree", "water", "road", "building"),
     palette=(
@@ -55,7 +55,7 @@ _SUN_SHADOW = np.array([-0.6, -0.8]) * 0.85 / DEMO_RESOLUTION
 def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A scene of ``size`` pixels (one int for a square) from ``seed``: ``(image 3xHxW, mask HxW)``.
 
-    Both arrays are ``uint8``; mask values are class indices of :data:`DEMO_SPEC`. Scenes from 64
+    Both arrays are ``uint8``; mask values are class indices of :data:`DEMO_DATASET`. Scenes from 64
     pixels up work; from about 384 pixels on every class is present.
     """
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -109,11 +109,6 @@ def write_scene_geotiff(
         if palette is not None and bands == 1 and array.dtype == np.uint8:
             dataset.write_colormap(1, gdal_colour_map(palette))
     return path
-
-
-def colorize(mask: np.ndarray, palette: tuple[tuple[int, int, int], ...] = DEMO_SPEC.palette) -> np.ndarray:
-    """An ``H x W x 3`` uint8 colour image of a label map (values outside the palette are black)."""
-    return colour_table(palette)[mask]
 
 
 # --------------------------------------------------------------------------------------------------

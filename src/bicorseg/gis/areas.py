@@ -5,7 +5,7 @@ pixels and their areas in square metres (:class:`bicorseg.gis.crs.Measure`: one 
 projected CRSs that keep areas, the ellipsoid's area at each pixel centre otherwise). Nodata pixels
 count nowhere. With an AOI (polygons in any OGR format, reprojected to the raster's CRS) only pixels
 whose centre lies inside a polygon count (``rasterio.features.geometry_mask`` per window). Percent
-is of the valid (and inside) area in square metres. :func:`write_report` writes JSON or CSV.
+is of the valid (and inside) area in square metres. :func:`write_areas` writes JSON or CSV.
 """
 
 from __future__ import annotations
@@ -119,10 +119,10 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
         )  # fmt: skip
 
 
-def write_report(report: AreaReport, output: str | os.PathLike, overwrite: bool = False) -> Path:
+def write_areas(report: AreaReport, output: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the report as JSON (everything) or CSV (one row per class), atomically."""
     output = Path(output)
-    check_report_path(output, overwrite)
+    check_areas_path(output, overwrite)
     if output.suffix.lower() == ".json":
         text = json.dumps(report.to_dict(), indent=2) + "\n"
     else:
@@ -139,7 +139,7 @@ def write_report(report: AreaReport, output: str | os.PathLike, overwrite: bool 
         raise OutputError(f"cannot write {output}: {error.strerror or error}") from error
 
 
-def check_report_path(output: str | os.PathLike, overwrite: bool) -> None:
+def check_areas_path(output: str | os.PathLike, overwrite: bool) -> None:
     """Refuse a bad report path before any work is done."""
     output = Path(output)
     if output.suffix.lower() not in REPORT_FORMATS:

@@ -44,7 +44,7 @@ from bicorseg.inference.raster_io import (
     statistics,
 )
 from bicorseg.inference.tiling import output_size
-from bicorseg.inference.writers import OutputSet, check_targets, geotiff_profile
+from bicorseg.inference.writers import RasterOutputs, check_targets, geotiff_profile
 from bicorseg.precision import precision_of
 from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
 
@@ -145,7 +145,7 @@ def export_heatmaps(
         step = max(1, math.ceil(max(out_h, out_w) / FIGURE_SIZE))  # subsampling for the figure
         thumb_pred = np.full((output_size(out_h, step), output_size(out_w, step)), NODATA, np.uint8)
         thumb_heat = np.full((n, *thumb_pred.shape), np.nan, np.float32)
-        outputs = OutputSet(targets, stack)
+        outputs = RasterOutputs(targets, stack)
         planes: np.ndarray | None = None
         datasets = {}
         if plain:

@@ -50,7 +50,7 @@ from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
     MapWriter,
-    OutputSet,
+    RasterOutputs,
     geotiff_profile,
     refuse_existing,
     verify_output,
@@ -344,7 +344,7 @@ class PartStore:
         targets["class"].parent.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-            outputs = OutputSet(targets, stack)
+            outputs = RasterOutputs(targets, stack)
             datasets = {}
             for kind in targets:
                 count, dtype = plan.layout.bands(kind)

@@ -218,7 +218,7 @@ def png_info(tags: Mapping[str, str]) -> PngInfo:
 # --- temporary files, COG conversion, commit --------------------------------------------------------
 
 
-class OutputSet:
+class RasterOutputs:
     """The output files of one input, written in windows to temporary files and renamed on commit.
 
     The temporary files and the commit are :class:`bicorseg.atomic.OutputGroup`'s (which first
@@ -324,14 +324,14 @@ class MapWriter:
     shape: tuple[int, int]
     tags: dict[str, dict[str, str]]
     stack: ExitStack
-    outputs: OutputSet = field(init=False)
+    outputs: RasterOutputs = field(init=False)
     datasets: dict[str, Any] = field(init=False, default_factory=dict)
     class_map: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         layout, (height, width) = self.layout, self.shape
         self.picture = self.targets["class"].suffix == ".png"
-        self.outputs = OutputSet(self.targets, self.stack)
+        self.outputs = RasterOutputs(self.targets, self.stack)
         if self.picture:
             self.class_map = np.full((height, width), NODATA, np.uint8)
         for kind in self.targets:

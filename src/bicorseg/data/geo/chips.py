@@ -29,7 +29,7 @@ from bicorseg.atomic import remove_stale_temps, write_text_atomic
 from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows, pad
 from bicorseg.data.geo.rasters import window_transform
 from bicorseg.data.geo.source import GeoSplit
-from bicorseg.data.io import Georeference, write_png, write_tiff
+from bicorseg.data.io import CrsTransform, write_png, write_tiff
 from bicorseg.defaults import colour_hex
 from bicorseg.typedconfig import to_yaml
 
@@ -107,7 +107,7 @@ def write_chips(
                 image, labels = val.load_arrays(number)  # type: ignore[assignment]
             raster = source.rasters[index]
             name = _file_name(number, raster.stem, window)
-            georef = Georeference(CRS.from_wkt(raster.crs), window_transform(raster.transform, window))
+            georef = CrsTransform(CRS.from_wkt(raster.crs), window_transform(raster.transform, window))
             write_tiff(images / f"{name}.tif", _native(image, raster.dtype), georef)
             write_png(masks / f"{name}.png", labels)
             done += 1

@@ -19,7 +19,7 @@ from affine import Affine
 
 from bicorseg.data.datasets import BandVariant, Release, SplitRule, ZoomStep
 from bicorseg.data.io import (
-    Georeference,
+    CrsTransform,
     check_finite,
     read_georeferenced,
     read_mask,
@@ -32,7 +32,7 @@ from bicorseg.data.release.records import PatchRecord, TileRecord, ZoomRecord
 from bicorseg.errors import InputError
 
 Unknown = Literal["error", "ignore"]
-Variant = tuple[str, np.ndarray, np.ndarray | None, Georeference | None, ZoomRecord | None]
+Variant = tuple[str, np.ndarray, np.ndarray | None, CrsTransform | None, ZoomRecord | None]
 
 
 def _flip(copy: str, extent: tuple[int, int]) -> Affine:
@@ -87,7 +87,7 @@ _ROT90 = Affine(0, -1, 1, 1, 0, 0)  # one counter-clockwise quarter turn of a un
 
 
 def zoom_variants(
-    name: str, image: np.ndarray, mask: np.ndarray, georef: Georeference | None, zoom: ZoomStep
+    name: str, image: np.ndarray, mask: np.ndarray, georef: CrsTransform | None, zoom: ZoomStep
 ) -> list[Variant] | None:
     """The car zoom of one patch (see :class:`ZoomStep`): its four variants, or None to keep the patch."""
     side = mask.shape[-1]
@@ -120,7 +120,7 @@ def zoom_variants(
     ]
     out: list[Variant] = []
     for suffix, img, msk, pixel_map in variants:
-        ref = None if base is None or georef is None else Georeference(georef.crs, _compose(base, pixel_map))
+        ref = None if base is None or georef is None else CrsTransform(georef.crs, _compose(base, pixel_map))
         info = ZoomRecord([y0, x0, crop], suffix, turns if "rot" in suffix else 0)
         out.append((f"{name}_{suffix}", np.ascontiguousarray(img), np.ascontiguousarray(msk), ref, info))
     return out
@@ -240,7 +240,7 @@ def process_item(
                     patch_georef = None
                     if georef is not None:  # a flipped copy is still a correct map of the ground
                         window = _compose(pixels, Affine.translation(x, y))
-                        patch_georef = Georeference(georef.crs, _compose(georef.transform, window))
+                        patch_georef = CrsTransform(georef.crs, _compose(georef.transform, window))
                     variants = None
                     if zoom is not None and patch_mask is not None:
                         variants = zoom_variants(name, patch, patch_mask, patch_georef, zoom)
