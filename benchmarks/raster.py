@@ -343,7 +343,9 @@ def tiling_report(args: argparse.Namespace) -> None:
         f"trained on {checkpoint.tiling.tile} px crops",
         "scenes": {"count": len(scenes), "size": args.scene_size, "seeds": seeds},
         "one_tile_over_the_scene": {
-            "miou_pct": round(100 * scores_from_confusion(one_tile.compute(), DEMO_DATASET.eval_classes).miou, 2)
+            "miou_pct": round(
+                100 * scores_from_confusion(one_tile.compute(), DEMO_DATASET.eval_classes).miou, 2
+            )
         },
         "results": rows,
     }
