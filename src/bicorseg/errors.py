@@ -17,6 +17,10 @@ flags, prints both as its options (``--tile: ...``, ``use --overwrite ...``).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+
 
 class BicorsegError(Exception):
     """Base class of every error bicorseg reports to a user.
@@ -63,3 +67,19 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (or its type), for one-line reports."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def require_extra(extra: str, modules: Sequence[str], what: str, key: str | None = None) -> list[ModuleType]:
+    """``modules`` imported, or a one-line :class:`ConfigError`: ``what`` needs the optional extra ``extra``."""
+    imported, missing = [], []
+    for name in modules:
+        try:
+            imported.append(importlib.import_module(name))
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(
+            f'{what} needs the optional extra ({", ".join(missing)} missing): pip install "bicorseg[{extra}]"',
+            key=key,
+        )
+    return imported

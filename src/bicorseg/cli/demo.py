@@ -77,7 +77,7 @@ def _process_age() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.demo.pipeline import DemoConfig, print_summary, run_demo
+    from bicorseg.demo.pipeline import DemoConfig, print_demo_summary, run_demo
 
     started = time.perf_counter() - _process_age()
 
@@ -88,5 +88,5 @@ def run(args: argparse.Namespace) -> int:
     config = DemoConfig(output=Path(args.output), minutes=args.minutes, seed=args.seed, **options)
     ensure_writable(config.output, folder=True)
     result = run_demo(config, started=started)
-    print_summary(result)
+    print_demo_summary(result)
     return 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import numpy as np
 
 from bicorseg import typedconfig
 from bicorseg.data.base import JointTransform, SegmentationDataset
-from bicorseg.data.io import image_files, read_image, read_mask
+from bicorseg.data.io import band_statistics, image_files, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
 from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError
@@ -326,7 +326,7 @@ class FolderDataset(SegmentationDataset):
         first = read_image(self.pairs[0][0])
         if first.shape[0] == 3 and first.dtype == np.uint8:
             return table.spec(("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
-        mean, std = band_statistics([p for p, _ in self.pairs])
+        mean, std = band_statistics(_sampled_pixels([p for p, _ in self.pairs]), str(self.root))
         return table.spec(tuple(f"band{i + 1}" for i in range(len(mean))), mean, std)
 
     def __len__(self) -> int:
@@ -383,32 +383,18 @@ def _load_table(value: Any) -> ClassTable | None:
     return ClassTable.from_yaml(value)
 
 
-def band_statistics(
+def _sampled_pixels(
     paths: Sequence[Path], max_images: int = 32, max_pixels: int = 1 << 18
-) -> tuple[list[float], list[float]]:
-    """Per-band mean and std (input units) over up to ``max_images`` images, each subsampled."""
-    step = max(1, len(paths) // max_images)
-    total = None
-    total_sq = None
-    count = 0
+) -> Iterator[np.ndarray]:
+    """The pixels (``bands x n``) of up to ``max_images`` images spread over ``paths``, each subsampled."""
     bands = None
-    for path in list(paths)[::step][:max_images]:
+    for path in list(paths)[:: max(1, len(paths) // max_images)][:max_images]:
         image = read_image(path)
-        if bands is None:
-            bands = image.shape[0]
-        elif image.shape[0] != bands:
+        if bands is not None and image.shape[0] != bands:
             raise InputError(f"{path}: has {image.shape[0]} bands, other images have {bands}")
+        bands = image.shape[0]
         flat = image.reshape(bands, -1)
-        stride = max(1, flat.shape[1] // max_pixels)
-        flat = flat[:, ::stride].astype(np.float64)
-        total = flat.sum(1) if total is None else total + flat.sum(1)
-        total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
-        count += flat.shape[1]
-    assert total is not None and total_sq is not None
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std > 0, std, 1.0)  # a constant band would divide by zero
-    return mean.tolist(), std.tolist()
+        yield flat[:, :: max(1, flat.shape[1] // max_pixels)]
 
 
 def folder_spec(

@@ -6,6 +6,7 @@
 * :func:`read_mask` returns a label map: ``H x W`` raw values (``mode="index"``; palette PNGs keep
   their palette indices) or ``3 x H x W`` uint8 colours (``mode="colour"``; palette PNGs become RGB).
 * :func:`read_georeferenced` also returns the CRS and transform of a raster, if it has them.
+* :func:`band_statistics` is the per-band mean and std of sampled pixels, for normalisation.
 * :func:`image_files` lists the images of a folder (names GDAL cannot open skipped with a warning).
 * :func:`write_png` and :func:`write_tiff` write to a temporary name beside the
   target and rename it when complete, so no output is ever half-written. They are for writing many
@@ -278,6 +279,25 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: CrsTransform 
         with rasterio.open(temp, "w", **profile) as dataset:
             dataset.write(array)
     return Path(path)
+
+
+def band_statistics(samples: Iterable[np.ndarray], what: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and std (input units) over ``samples`` (each ``bands x pixels``) of ``what``; a
+    constant band gets std 1, which would otherwise divide by zero."""
+    total = total_sq = np.zeros(0)
+    count = 0
+    for values in samples:
+        values = values.astype(np.float64)
+        if not count:
+            total, total_sq = np.zeros(values.shape[0]), np.zeros(values.shape[0])
+        total += values.sum(1)
+        total_sq += (values**2).sum(1)
+        count += values.shape[1]
+    if not count:
+        raise InputError(f"{what}: no valid pixel to take band statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -57,12 +57,12 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from bicorseg import typedconfig
+from bicorseg.data.base import Pair
 from bicorseg.data.labels import nearest_indices
 from bicorseg.data_options import AugmentOptions
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec, denormalise, normalise
 
-Pair = tuple[torch.Tensor, torch.Tensor]
 Fill = float | Sequence[float]
 Statistics = tuple[Sequence[float], Sequence[float]]  # per-band mean and std, raw units
 
@@ -246,7 +246,9 @@ def class_ratio_crop(
     return image[:, y : y + size, x : x + size], crop
 
 
-def mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generator, fill: Fill = 0.0) -> Pair:
+def four_image_mosaic(
+    samples: Sequence[Pair], ignore_index: int, generator: torch.Generator, fill: Fill = 0.0
+) -> Pair:
     """Four samples as the quarters of one image of the first sample's size, split at a random centre."""
     height, width = samples[0][1].shape
     cy = _randint(height // 4, height - height // 4 + 1, generator)
@@ -413,7 +415,7 @@ class TrainTransform:
         g = generator if generator is not None else self.generator()
         if self.config.mosaic_p > 0 and _rand(g) < self.config.mosaic_p:
             others = [_randint(0, length, g) for _ in range(3)]
-            image, mask = mosaic([load(i) for i in (index, *others)], self._ignore(), g)
+            image, mask = four_image_mosaic([load(i) for i in (index, *others)], self._ignore(), g)
         else:
             image, mask = load(index)
         return self.apply(image, mask, generator=g)
@@ -450,5 +452,5 @@ class MosaicDataset(Dataset):
             return sample
         others = [self.dataset[_randint(0, len(self), g)] for _ in range(3)]
         pairs = [(s["image"], s["mask"]) for s in (sample, *others)]
-        image, mask = mosaic(pairs, self.ignore_index, g, normalised_zero(self.spec))
+        image, mask = four_image_mosaic(pairs, self.ignore_index, g, normalised_zero(self.spec))
         return {**sample, "image": image, "mask": mask, "name": f"{sample.get('name', index)}+mosaic"}

@@ -417,7 +417,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     )
 
 
-def print_summary(result: DemoResult, console: Console | None = None) -> None:
+def print_demo_summary(result: DemoResult, console: Console | None = None) -> None:
     """The closing summary: scores on the held-out scene and where every output went."""
     console = console or Console()
     metrics = result.metrics

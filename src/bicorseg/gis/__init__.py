@@ -13,9 +13,8 @@ Everything but :mod:`.qml` and :mod:`.stac` needs the extra: ``pip install "bico
 
 from __future__ import annotations
 
-from bicorseg.errors import ConfigError
+from bicorseg.errors import require_extra
 
-EXTRA_HINT = 'pip install "bicorseg[vector]"'
 # regions a window of `vectorize` may have (about 3 KiB of memory each): declared here, where the
 # command line reads it without importing shapely
 DEFAULT_MAX_POLYGONS = 100_000
@@ -23,13 +22,6 @@ DEFAULT_MAX_POLYGONS = 100_000
 
 def require_vector() -> None:
     """Raise a one-line :class:`ConfigError` when the ``vector`` extra is not installed."""
-    missing = []
-    for module in ("shapely", "pyproj", "pyogrio", "pyarrow", "scipy"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise ConfigError(
-            f"polygons and areas need the optional extra ({', '.join(missing)} missing): {EXTRA_HINT}"
-        )
+    require_extra(
+        "vector", ("shapely", "pyproj", "pyogrio", "pyarrow", "scipy"), "vector output (polygons, areas)"
+    )

@@ -56,7 +56,7 @@ from rasterio.warp import transform as transform_points
 
 from bicorseg.atomic import write_text_atomic
 from bicorseg.defaults import NODATA, default_class_name, default_class_names
-from bicorseg.errors import ConfigError, InputError, first_line
+from bicorseg.errors import ConfigError, InputError, first_line, require_extra
 from bicorseg.raster_access import (
     VsiPath,
     input_path,
@@ -66,7 +66,6 @@ from bicorseg.raster_access import (
     remote_refused,
 )
 
-CLOUD_HINT = 'pip install "bicorseg[cloud]"'
 MAX_ITEM_BYTES = 16 * 2**20
 ITEM_SUFFIX = "_item.json"
 SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
@@ -86,11 +85,7 @@ _GDAL_TYPES = {
 
 def require_cloud() -> Any:
     """``pystac``, or a one-line :class:`ConfigError` saying which extra to install."""
-    try:
-        import pystac
-    except ImportError as error:
-        raise ConfigError(f"STAC items need the optional extra (pystac missing): {CLOUD_HINT}") from error
-    return pystac
+    return require_extra("cloud", ("pystac",), "STAC")[0]
 
 
 # --- reading an item ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from bicorseg.atomic import OutputGroup
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
-from bicorseg.errors import CheckpointError, ConfigError, first_line
+from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
 from bicorseg.spec import DatasetSpec
 
 METADATA_KEY = "bicorseg"
@@ -86,13 +86,8 @@ def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float
     }
 
 
-def _require_onnx() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as error:  # optional extra
-        raise ConfigError("ONNX support needs the optional extra: pip install 'bicorseg[export]'") from error
-    return onnx, onnxruntime
+def _require_onnx() -> list[Any]:
+    return require_extra("export", ("onnx", "onnxruntime"), "ONNX support")
 
 
 def export_onnx(

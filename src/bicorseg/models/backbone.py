@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import convnext as tv_convnext
 
-from bicorseg.errors import CheckpointError, ConfigError, first_line
+from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
 from bicorseg.torch_files import read_torch_file
 
 TORCHVISION_CONVNEXTS = {
@@ -158,12 +158,7 @@ class TimmStages(nn.Module):
 
     def __init__(self, name: str, in_channels: int = 3, pretrained: str | None = None) -> None:
         super().__init__()
-        try:
-            import timm
-        except ImportError as error:
-            raise ConfigError(
-                f"backbone 'timm:{name}' needs the optional extra: pip install 'bicorseg[timm]'"
-            ) from error
+        (timm,) = require_extra("timm", ("timm",), f"backbone 'timm:{name}'")
         try:
             body: Any = timm.create_model(  # timm has no type information
                 name, features_only=True, pretrained=pretrained == "imagenet", in_chans=in_channels

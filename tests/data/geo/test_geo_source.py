@@ -158,7 +158,7 @@ def test_nodata_pixels_of_the_image_are_never_labelled_and_hold_the_band_mean(tm
     assert np.allclose(image[:, :, :20], np.asarray(source.spec.mean)[:, None, None])
 
 
-def test_band_statistics_of_16_bit_rasters_come_from_their_pixels(tmp_path):
+def test_raster_statistics_of_16_bit_rasters_come_from_their_pixels(tmp_path):
     path, mask, transform = write_scene(tmp_path, 128, seed=5)
     with rasterio.open(path) as src:
         profile, data = src.profile, src.read().astype(np.uint16) * 40

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
-from bicorseg.data.io import check_name, openable
+from bicorseg.data.io import band_statistics, check_name, openable
 from bicorseg.errors import InputError, first_line
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
@@ -225,7 +225,7 @@ def band_names(rasters: Sequence[GeoRaster]) -> tuple[str, ...]:
     return tuple(f"band{i + 1}" for i in range(first.count))
 
 
-def band_statistics(
+def raster_statistics(
     rasters: Sequence[GeoRaster], windows: int = 64, size: int = 256, seed: int = 0
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-band mean and std (input units): ImageNet's for 8-bit RGB, else from the valid pixels of
@@ -235,22 +235,14 @@ def band_statistics(
     if first.count == 3 and first.dtype == "uint8":
         return IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
     rng = np.random.default_rng(seed)
-    total = np.zeros(first.count)
-    total_sq = np.zeros(first.count)
-    count = 0
-    for raster in rasters:
-        height, width = min(size, raster.height), min(size, raster.width)
-        for _ in range(max(1, windows // len(rasters))):
-            row = int(rng.integers(0, raster.height - height + 1))
-            col = int(rng.integers(0, raster.width - width + 1))
-            data, valid = raster.read(Window(col, row, width, height))
-            values = data[:, valid].astype(np.float64)
-            total += values.sum(1)
-            total_sq += (values**2).sum(1)
-            count += values.shape[1]
-    if not count:
-        raise InputError(f"{first.name}: no valid pixel found in {windows} windows spread over the rasters")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std > 0, std, 1.0)  # a constant band would divide by zero
-    return tuple(mean.tolist()), tuple(std.tolist())
+
+    def valid_pixels() -> Iterator[np.ndarray]:
+        for raster in rasters:
+            height, width = min(size, raster.height), min(size, raster.width)
+            for _ in range(max(1, windows // len(rasters))):
+                row = int(rng.integers(0, raster.height - height + 1))
+                col = int(rng.integers(0, raster.width - width + 1))
+                data, valid = raster.read(Window(col, row, width, height))
+                yield data[:, valid]
+
+    return band_statistics(valid_pixels(), f"{first.name} ({windows} windows spread over the rasters)")

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from bicorseg import raster_access
 from bicorseg.data.folder import ClassTable
 from bicorseg.data.geo.classes import GeoClasses
-from bicorseg.data.geo.rasters import GeoRaster, band_names, band_statistics, find_rasters, inspect_rasters
+from bicorseg.data.geo.rasters import GeoRaster, band_names, find_rasters, inspect_rasters, raster_statistics
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.raster_access import input_path
 from bicorseg.spec import DatasetSpec
@@ -232,7 +232,7 @@ class GeoSource:
                     key="data.class_table",
                 )
             return self.classes.spec(name, table.bands, table.mean or (), table.std or ())
-        mean, std = band_statistics(self.rasters)
+        mean, std = raster_statistics(self.rasters)
         return self.classes.spec(name, self.stac_bands or band_names(self.rasters), mean, std)
 
     @property

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from bicorseg.atomic import atomic_output
-from bicorseg.data.release.records import FORMAT, VERSION, MalformedRecord, Manifest
+from bicorseg.data.release.records import MANIFEST_FORMAT, MANIFEST_VERSION, MalformedRecord, Manifest
 from bicorseg.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -44,13 +44,15 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable manifest ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise InputError(
             f"{path}: not a bicorseg manifest (format {data.get('format') if isinstance(data, dict) else None!r})"
         )
     version = data.get("version")
-    if version != VERSION:
-        raise InputError(f"{path}: manifest version {version!r}; this bicorseg reads version {VERSION}")
+    if version != MANIFEST_VERSION:
+        raise InputError(
+            f"{path}: manifest version {version!r}; this bicorseg reads version {MANIFEST_VERSION}"
+        )
     if not isinstance(data.get("splits"), dict):
         raise InputError(f"{path}: manifest has no splits")
     try:

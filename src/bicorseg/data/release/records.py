@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-FORMAT = "bicorseg-prepared"
-VERSION = 1
+MANIFEST_FORMAT = "bicorseg-prepared"
+MANIFEST_VERSION = 1
 
 JSON = dict[str, Any]
 
@@ -322,7 +322,7 @@ class Manifest:
     sources: list[str] = field(default_factory=list)
     found: dict[str, list[str]] = field(default_factory=dict)
     bicorseg_version: str | None = None
-    version: int = VERSION
+    version: int = MANIFEST_VERSION
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
@@ -344,7 +344,7 @@ class Manifest:
 
     def to_dict(self) -> JSON:
         return {
-            "format": FORMAT,
+            "format": MANIFEST_FORMAT,
             "version": self.version,
             "bicorseg_version": self.bicorseg_version,
             "dataset": self.dataset,
