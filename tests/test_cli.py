@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import subprocess
 import sys
@@ -154,3 +155,41 @@ def test_an_onnx_checkpoint_selects_the_onnx_engine() -> None:
     assert resolve_engine("onnx", "model.onnx") == "onnx"
     with pytest.raises(ConfigError, match=r"model\.onnx is an ONNX model: run it with --engine onnx"):
         resolve_engine("torch", "model.onnx")
+
+
+def test_shared_options_default_to_the_python_apis_values() -> None:
+    import dataclasses
+    import inspect
+
+    from bicorseg.cli.common import SHARED_OPTIONS
+    from bicorseg.evaluation import evaluate_model
+    from bicorseg.inference.predictor import PredictOptions
+
+    _, commands = build_parser()
+    predict_options = {f.name: f.default for f in dataclasses.fields(PredictOptions)}
+    evaluate = {name: p.default for name, p in inspect.signature(evaluate_model).parameters.items()}
+    tta = {"tta", "tta_scales", "tta_merge"}
+    checked = {  # command: (the defaults of the Python API it maps to, the options compared)
+        "predict": (
+            predict_options,
+            {"batch_size", "device", "precision", "overwrite", "tile", "overlap", *tta},
+        ),
+        "heatmaps": (predict_options, {"batch_size", "device", "precision", "tile", "overlap"}),
+        "submit": (predict_options, {"batch_size", "device", *tta}),
+        "evaluate": (evaluate, {"batch_size", "device", "num_workers", *tta}),
+    }
+    for command, (python, names) in checked.items():
+        cli = {action.dest: action.default for action in commands[command]._actions}
+        assert {name: cli[name] for name in names} == {name: python[name] for name in names}, command
+    # one default per shared option, whichever command declares it (evaluate's and submit's precision
+    # follow the protocol: fp32 where the paper is reproduced, see cli.common.evaluation_precision)
+    for name in SHARED_OPTIONS:
+        defaults = {
+            command: action.default
+            for command, parser in commands.items()
+            for action in parser._actions
+            if action.dest == name
+            and action.help != argparse.SUPPRESS  # the demo's hidden ones are its own
+            and not (name == "precision" and command in ("evaluate", "submit"))
+        }
+        assert len(defaults) >= 2 and len(set(defaults.values())) == 1, (name, defaults)

@@ -69,6 +69,9 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
 # fast, else fp32 (bicorseg.precision).
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRECISION_HELP = "auto (default: bf16 where the device runs it fast, else fp32), bf16, fp16 or fp32"
+DEFAULT_PRECISION = "auto"  # of a model applied to data (training: fp32 unless its config says)
+DEFAULT_DEVICE = "auto"  # the GPU if there is one, else the CPU (bicorseg.device)
+DEFAULT_BATCH_SIZE = 4  # tiles or images per model call
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")  # mixed precision through Lightning's plugin
 LIGHTNING_PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 

@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bicorseg.data.release.records import Manifest
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE
+from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_OVERLAP, DEFAULT_TILE
+from bicorseg.device import resolve_device
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
 from bicorseg.precision import precision_of
@@ -118,9 +119,9 @@ def evaluate_model(
     whole_tiles: bool = False,
     tile: int = DEFAULT_TILE,
     overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = DEFAULT_DEVICE,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
@@ -135,7 +136,7 @@ def evaluate_model(
 
     specs = [spec, getattr(model, "dataset", None)]  # the evaluated dataset's facts first
     plan = resolve_tta(tta, specs, tta_scales, tta_merge)
-    device = torch.device(device)
+    device = resolve_device(str(device))
     num_classes = int(getattr(getattr(model, "config", None), "num_classes", spec.num_classes))
     metric = ConfusionMatrix(num_classes, spec.ignore_index).to(device)
     model = model.to(device).eval()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import one_line_warnings, read_class_table
-from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.cli.common import add_shared_options, one_line_warnings, read_class_table
+from bicorseg.raster_access import remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default=None, help="areas.json or areas.csv (default: the table only)")
     parser.add_argument("--class-table", default=None, help="YAML class table (default: the raster's tags)")
     parser.add_argument("--window", type=int, default=2048, help="window size in pixels (default 2048)")
-    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_shared_options(parser, "allow_remote", "overwrite", overwrite="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no table")
     parser.set_defaults(func=run)
 

@@ -1,7 +1,10 @@
-"""What several sub-commands share: the test-time augmentation of ``predict``, ``evaluate``,
-``submit``, the precision of ``evaluate`` and ``submit``, the tiling of ``predict``, ``heatmaps``
-and ``evaluate --whole-tiles``, the class table of the GIS commands, warnings as one line, the
-progress bar and the summary of polygons."""
+"""What several sub-commands share. Options several commands take are declared once here, with one
+default each, the Python API's (:mod:`bicorseg.defaults`, the fields of
+:class:`~bicorseg.inference.PredictOptions`): ``--checkpoint``, ``--device``, ``--precision``,
+``--batch-size``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
+``evaluate``, ``submit``; the precision of ``evaluate`` and ``submit``; the tiling of ``predict``,
+``heatmaps`` and ``evaluate --whole-tiles``. Also the class table of the GIS commands, warnings as
+one line, the progress bar and the summary of polygons."""
 
 from __future__ import annotations
 
@@ -9,9 +12,50 @@ import argparse
 import sys
 import warnings
 from contextlib import contextmanager
+from typing import Any
 
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, PRECISIONS
+from bicorseg.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_OVERLAP,
+    DEFAULT_PRECISION,
+    DEFAULT_TILE,
+    PRECISION_HELP,
+    PRECISIONS,
+)
+from bicorseg.raster_access import ALLOW_REMOTE_HELP
 from bicorseg.spec import TTA_MERGES, TTA_MODES
+
+SHARED_OPTIONS: dict[str, dict[str, Any]] = {
+    "checkpoint": {
+        "required": True,
+        "metavar": "CKPT",
+        "help": "a bicorseg checkpoint (from train or convert)",
+    },
+    "device": {
+        "default": DEFAULT_DEVICE,
+        "help": f"auto (the GPU if there is one, else the CPU), cpu, cuda or cuda:N (default: {DEFAULT_DEVICE})",
+    },
+    "precision": {"choices": PRECISIONS, "default": DEFAULT_PRECISION, "help": PRECISION_HELP},
+    "batch_size": {
+        "type": int,
+        "default": DEFAULT_BATCH_SIZE,
+        "metavar": "N",
+        "help": f"tiles or images per model call (default: {DEFAULT_BATCH_SIZE})",
+    },
+    "allow_remote": {"action": "store_true", "help": ALLOW_REMOTE_HELP},
+    "overwrite": {"action": "store_true", "help": "replace existing outputs"},
+}
+
+
+def add_shared_options(parser: argparse.ArgumentParser, *names: str, **helps: str) -> None:
+    """The options ``names`` (keys of :data:`SHARED_OPTIONS`) as declared there; ``helps`` words
+    what an option does in this command where that says more (``overwrite="replace an existing page"``)."""
+    for name in names:
+        declared = dict(SHARED_OPTIONS[name], dest=name)
+        if name in helps:
+            declared["help"] = helps[name]
+        parser.add_argument(f"--{name.replace('_', '-')}", **declared)
 
 
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,14 +8,15 @@ import sys
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
     add_evaluation_precision_argument,
+    add_shared_options,
     add_tiling_arguments,
     add_tta_arguments,
     evaluation_precision,
     tta_options,
 )
-from bicorseg.defaults import MIN_TILE
+from bicorseg.defaults import DEFAULT_BATCH_SIZE, MIN_TILE
 from bicorseg.errors import ConfigError
-from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.raster_access import remote_access
 from bicorseg.spec import DATASET_KINDS
 
 
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and its passes."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, help="a bicorseg checkpoint (from train or convert)")
+    add_shared_options(parser, "checkpoint")
     parser.add_argument(
         "--dataset",
         required=True,
@@ -87,12 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="state which labels these are in the report (e.g. eroded); default: the dataset's",
     )
     add_tiling_arguments(parser, "--whole-tiles sliding-window")
-    parser.add_argument("--batch-size", type=int, default=4)
+    add_shared_options(parser, "batch_size", batch_size="samples (or --whole-tiles windows) per model call "
+                       f"(default: {DEFAULT_BATCH_SIZE})")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    add_shared_options(parser, "device")
     add_evaluation_precision_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
-    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
+    add_shared_options(parser, "allow_remote")
     parser.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import add_shared_options
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("format", choices=("onnx",), help="export format")
-    parser.add_argument("--checkpoint", required=True, help="bicorseg checkpoint")
+    add_shared_options(parser, "checkpoint")
     parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx")
     parser.add_argument(
         "--tile",
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="deepness (required): ground resolution the model works at, in cm per pixel (e.g. 9 for "
         "Vaihingen); the plugin resamples the map to it",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_shared_options(parser, "overwrite", overwrite="replace an existing output file")
     parser.set_defaults(func=run)
 
 

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_tiling_arguments
-from bicorseg.defaults import PRECISION_HELP, PRECISIONS
+from bicorseg.cli.common import add_shared_options, add_tiling_arguments
 from bicorseg.errors import ConfigError
-from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.raster_access import remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/raster files or folders of them")
-    parser.add_argument("--checkpoint", required=True, help="bicorseg checkpoint")
+    add_shared_options(parser, "checkpoint")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument(
         "--layer", type=int, default=None, help="layer shown in the figure, 1..L (default: last)"
@@ -38,10 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stored in the checkpoint",
     )
     add_tiling_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
+    add_shared_options(parser, "batch_size", "device", "precision", "allow_remote")
     parser.set_defaults(func=run)
 
 

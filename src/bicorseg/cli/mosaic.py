@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import add_shared_options
 from bicorseg.errors import InputError
 
 
@@ -24,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("folder", metavar="DIR", help="the output folder of the sharded predict runs")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace existing outputs that another run made"
-    )
+    add_shared_options(parser, "overwrite", overwrite="replace existing outputs that another run made")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
     parser.set_defaults(func=run)
 

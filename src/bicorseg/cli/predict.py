@@ -19,6 +19,7 @@ from pathlib import Path
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
     RichProgress,
+    add_shared_options,
     add_tiling_arguments,
     add_tta_arguments,
     checkpoint_tiling,
@@ -26,9 +27,9 @@ from bicorseg.cli.common import (
     print_summary,
     tta_options,
 )
-from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS, PRECISION_HELP, PRECISIONS
+from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS
 from bicorseg.errors import ConfigError
-from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.raster_access import remote_access
 
 ENGINES = ("auto", "torch", "onnx")
 
@@ -59,12 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="INPUT",
         help="image/raster files or folders of them, URLs (https://, s3://, gs://, az://) or /vsi... paths",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="bicorseg checkpoint, or a .onnx file from bicorseg export"
+    add_shared_options(
+        parser, "checkpoint", checkpoint="a bicorseg checkpoint, or a .onnx file from bicorseg export"
     )
     parser.add_argument("--output", required=True, help="output folder")
     add_tiling_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
+    add_shared_options(parser, "batch_size")
     parser.add_argument(
         "--block",
         type=int,
@@ -103,8 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the runtime: torch (PyTorch), onnx (ONNX Runtime), or auto: onnx for a .onnx checkpoint, "
         "else torch (default: auto)",
     )
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    add_shared_options(parser, "precision", "device")
     scale = parser.add_argument_group("scaling out (the same bytes as one process)")
     scale.add_argument(
         "--devices",
@@ -185,15 +185,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write OUTPUT/report.html: each image under its prediction (opacity slider), the legend "
         "with per-class areas; one self-contained page, see bicorseg report",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="redo files whose outputs already exist, also outputs of another checkpoint or settings "
-        "(never an input)",
-    )
+    add_shared_options(parser, "overwrite", overwrite="redo files whose outputs already exist, also outputs of "
+                       "another checkpoint or settings (never an input)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
-    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
+    add_shared_options(parser, "allow_remote")
     # core parameters named otherwise here (errors of bicorseg.gis.stac name them)
     parser.set_defaults(func=run, parameter_options={"assets": "--stac-assets"})
 

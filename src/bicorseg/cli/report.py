@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bicorseg.cli.common import add_shared_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--class-table", default=None, help="YAML class table for class rasters without class names"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing page")
+    add_shared_options(parser, "overwrite", overwrite="replace an existing page")
     parser.set_defaults(func=run)
 
 

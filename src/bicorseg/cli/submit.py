@@ -17,6 +17,7 @@ from pathlib import Path
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
     add_evaluation_precision_argument,
+    add_shared_options,
     add_tta_arguments,
     evaluation_precision,
     tta_options,
@@ -39,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("benchmark", choices=("loveda",), help="the online benchmark (loveda)")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint trained for LoveDA's 7 classes")
+    add_shared_options(
+        parser, "checkpoint", checkpoint="a bicorseg checkpoint trained for LoveDA's 7 classes"
+    )
     parser.add_argument(
         "--root",
         required=True,
@@ -47,8 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, help="the zip to write, e.g. submission.zip")
     add_tta_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    add_shared_options(parser, "batch_size", "device")
     add_evaluation_precision_argument(parser)
     parser.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bicorseg.cli.common import add_shared_options
 from bicorseg.errors import ConfigError
 
 USAGE = (
@@ -83,12 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "without a value: OUTPUT/checkpoints/last.ckpt if it exists. Without --config the run's own "
         "OUTPUT/config.yaml is the config (overrides apply on top)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in OUTPUT: its config.yaml, checkpoints/, logs/ and val_metrics.json are "
-        "deleted once the new run has started (config, data, model built); other files are kept",
-    )
+    add_shared_options(parser, "overwrite", overwrite="replace the run in OUTPUT: its config.yaml, checkpoints/, "
+                       "logs/ and val_metrics.json are deleted once the new run has started (config, data, model "
+                       "built); other files are kept")  # fmt: skip
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument(
         "--set",

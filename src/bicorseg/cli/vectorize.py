@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import one_line_warnings, print_summary, read_class_table
+from bicorseg.cli.common import add_shared_options, one_line_warnings, print_summary, read_class_table
 from bicorseg.gis import DEFAULT_MAX_POLYGONS
-from bicorseg.raster_access import ALLOW_REMOTE_HELP, remote_access
+from bicorseg.raster_access import remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,8 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"refuse a window with more regions than this (default {DEFAULT_MAX_POLYGONS:,}; memory "
         "grows by about 3 KiB per region)",
     )
-    parser.add_argument("--allow-remote", action="store_true", help=ALLOW_REMOTE_HELP)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_shared_options(parser, "allow_remote", "overwrite", overwrite="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no summary")
     parser.set_defaults(func=run)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bicorseg.defaults import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE
+from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE
 from bicorseg.errors import ConfigError
 from bicorseg.inference.tiling import Tile, TileGrid, blend_weights, output_size
 
@@ -91,7 +91,7 @@ class SlidingWindow:
         channels: int,
         tile: int = DEFAULT_TILE,
         overlap: float = DEFAULT_OVERLAP,
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         scale: int = 1,
         block: int = DEFAULT_BLOCK,
         device: str | torch.device = "cpu",

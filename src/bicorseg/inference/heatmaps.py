@@ -32,7 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable, colour_table, nearest_indices
-from bicorseg.defaults import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE, NODATA
+from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE, NODATA
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
@@ -104,18 +104,19 @@ def export_heatmaps(
     labels: LabelTable | None = None,
     tile: int = DEFAULT_TILE,
     overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 4,
-    device: str = "cpu",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = None,
     info: ModelInfo | None = None,
     block: int = DEFAULT_BLOCK,
 ) -> HeatmapResult:
     """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input.
 
     ``label`` is a ground-truth map for the figure, decoded by ``labels`` (a class table) or by the
-    checkpoint's label encoding (see :func:`read_label`).
+    checkpoint's label encoding (see :func:`read_label`). ``device`` None: the model's.
     """
     path, out_dir = input_path(path), Path(out_dir)
     info = info or model_info(model)
+    device = device or str(next(model.parameters()).device)
     num_layers = model.config.layers
     layer = num_layers if layer is None else layer
     if not 1 <= layer <= num_layers:

@@ -51,7 +51,17 @@ from torch import nn
 
 from bicorseg import raster_access
 from bicorseg.data.io import sha256_file
-from bicorseg.defaults import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE, MAX_CLASSES, MIN_TILE
+from bicorseg.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BLOCK,
+    DEFAULT_DEVICE,
+    DEFAULT_OVERLAP,
+    DEFAULT_PRECISION,
+    DEFAULT_TILE,
+    MAX_CLASSES,
+    MIN_TILE,
+)
+from bicorseg.device import resolve_device
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.inference.engine import MIN_BLOCK, Block, SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
@@ -106,7 +116,7 @@ class PredictOptions:
 
     tile: int | None = None
     overlap: float | None = None
-    batch_size: int = 4
+    batch_size: int = DEFAULT_BATCH_SIZE
     tta: str = "none"  # a mode of bicorseg.inference.tta.TTA_MODES
     tta_scales: tuple[float, ...] | None = None  # extra input scales (not with "paper")
     tta_merge: str | None = None  # "logits" or "probs" (default: the mode's)
@@ -116,13 +126,14 @@ class PredictOptions:
     aoi: str | None = None  # polygons (any OGR format with a CRS): predict only inside them
     overwrite: bool = False
     block: int = DEFAULT_BLOCK
-    device: str = "cpu"
-    precision: str = "fp32"  # or auto, bf16, fp16 (bicorseg.precision); the ONNX engine runs fp32
+    device: str = DEFAULT_DEVICE  # auto (the GPU if there is one), cpu, cuda, cuda:N; resolved here
+    precision: str = DEFAULT_PRECISION  # auto, bf16, fp16, fp32 (bicorseg.precision); ONNX runs fp32
     crs: str | None = None  # the CRS of inputs without one (anything rasterio reads, e.g. EPSG:32633)
     pixel_size: float | None = None  # pixel size in CRS units of inputs without a transform
     require_georeference: bool = False  # refuse inputs whose outputs would have no CRS and transform
 
     def __post_init__(self) -> None:
+        self.device = str(resolve_device(self.device))
         if self.crs is not None:
             try:
                 self.crs = rasterio.crs.CRS.from_user_input(self.crs).to_string()
@@ -182,7 +193,7 @@ def predict_array(
     image: np.ndarray | torch.Tensor,
     tile: int = DEFAULT_TILE,
     overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     tta: str | TTASpec = "none",
     *,
     valid: np.ndarray | None = None,
