@@ -163,11 +163,15 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
 
     from bicorseg.cli.common import SHARED_OPTIONS
     from bicorseg.evaluation import evaluate_model
+    from bicorseg.inference.onnx import export_onnx
     from bicorseg.inference.predictor import PredictOptions
 
     _, commands = build_parser()
     predict_options = {f.name: f.default for f in dataclasses.fields(PredictOptions)}
-    evaluate = {name: p.default for name, p in inspect.signature(evaluate_model).parameters.items()}
+
+    def parameters(function) -> dict:
+        return {name: p.default for name, p in inspect.signature(function).parameters.items()}
+
     tta = {"tta", "tta_scales", "tta_merge"}
     checked = {  # command: (the defaults of the Python API it maps to, the options compared)
         "predict": (
@@ -175,21 +179,50 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
             {"batch_size", "device", "precision", "overwrite", "tile", "overlap", *tta},
         ),
         "heatmaps": (predict_options, {"batch_size", "device", "precision", "tile", "overlap"}),
-        "submit": (predict_options, {"batch_size", "device", *tta}),
-        "evaluate": (evaluate, {"batch_size", "device", "num_workers", *tta}),
+        "submit": (predict_options, {"batch_size", "device", "precision", *tta}),
+        "evaluate": (parameters(evaluate_model), {"batch_size", "device", "num_workers", *tta}),
+        "export": (parameters(export_onnx), {"tile", "overlap"}),
     }
     for command, (python, names) in checked.items():
         cli = {action.dest: action.default for action in commands[command]._actions}
         assert {name: cli[name] for name in names} == {name: python[name] for name in names}, command
-    # one default per shared option, whichever command declares it (evaluate's and submit's precision
-    # follow the protocol: fp32 where the paper is reproduced, see cli.common.evaluation_precision)
-    for name in SHARED_OPTIONS:
-        defaults = {
-            command: action.default
+
+    # every command that takes a shared option declares it from the one table: same type, default,
+    # choices and kind of value wherever it appears (only the help may say more for the command)
+    declared = (
+        "option_strings",
+        "dest",
+        "type",
+        "default",
+        "choices",
+        "metavar",
+        "required",
+        "nargs",
+        "const",
+    )
+    for name, options in SHARED_OPTIONS.items():
+        reference = argparse.ArgumentParser().add_argument(
+            f"--{name.replace('_', '-')}", dest=name, **options
+        )
+        taking = {
+            command: action
             for command, parser in commands.items()
             for action in parser._actions
-            if action.dest == name
-            and action.help != argparse.SUPPRESS  # the demo's hidden ones are its own
-            and not (name == "precision" and command in ("evaluate", "submit"))
+            if f"--{name.replace('_', '-')}" in action.option_strings
+            and action.help != argparse.SUPPRESS  # the demo's hidden knobs are its own
         }
-        assert len(defaults) >= 2 and len(set(defaults.values())) == 1, (name, defaults)
+        assert len(taking) >= 2, (name, sorted(taking))
+        for command, action in taking.items():
+            assert type(action) is type(reference), (name, command)
+            assert [getattr(action, a) for a in declared] == [getattr(reference, a) for a in declared], (
+                name,
+                command,
+            )
+
+
+def test_evaluation_precision_is_fp32_where_the_paper_is_reproduced() -> None:
+    from bicorseg.cli.common import evaluation_precision
+
+    assert evaluation_precision("auto", paper=True) == "fp32"  # the original code evaluates in fp32
+    assert evaluation_precision("auto", paper=False) == "auto"
+    assert evaluation_precision("bf16", paper=True) == "bf16"  # asked for: kept

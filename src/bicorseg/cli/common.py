@@ -45,7 +45,37 @@ SHARED_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "allow_remote": {"action": "store_true", "help": ALLOW_REMOTE_HELP},
     "overwrite": {"action": "store_true", "help": "replace existing outputs"},
+    # tiling: None is the checkpoint's (bicorseg.checkpoint.Tiling), as in PredictOptions
+    "tile": {
+        "type": int,
+        "default": None,
+        "help": f"tile size in pixels (default: the checkpoint's, the size it was trained on; "
+        f"{DEFAULT_TILE} for checkpoints that do not record it)",
+    },
+    "overlap": {
+        "type": float,
+        "default": None,
+        "help": f"tile overlap fraction in [0, 1) (default: the checkpoint's; {DEFAULT_OVERLAP} if it records none)",
+    },
+    "tta": {
+        "choices": TTA_MODES,
+        "default": "none",
+        "help": "test-time augmentation: none; lr (horizontal x vertical flip, 4 passes); d4 (the 8 dihedral "
+        "transforms, probabilities averaged: not the original code's '-t d4', which is paper for Vaihingen "
+        "and LoveDA and 16 passes for Potsdam); paper (the passes the original publication used for the "
+        "checkpoint's dataset: Vaihingen 40, Potsdam 4, LoveDA 8, logits averaged) (default: none)",
+    },
+    "tta_scales": {
+        "metavar": "LIST",
+        "help": "also run every pass at these input scales, e.g. 0.75,1,1.25 (bicubic resizing; not with paper)",
+    },
+    "tta_merge": {
+        "choices": TTA_MERGES,
+        "help": "average the passes' logits or probabilities (default: probs; paper: logits, fixed)",
+    },
 }
+TILING = ("tile", "overlap")
+TTA = ("tta", "tta_scales", "tta_merge")
 
 
 def add_shared_options(parser: argparse.ArgumentParser, *names: str, **helps: str) -> None:
@@ -56,30 +86,6 @@ def add_shared_options(parser: argparse.ArgumentParser, *names: str, **helps: st
         if name in helps:
             declared["help"] = helps[name]
         parser.add_argument(f"--{name.replace('_', '-')}", **declared)
-
-
-def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tta``, ``--tta-scales`` and ``--tta-merge``."""
-    parser.add_argument(
-        "--tta",
-        choices=TTA_MODES,
-        default="none",
-        help="test-time augmentation: none; lr (horizontal x vertical flip, 4 passes); d4 (the 8 dihedral "
-        "transforms, probabilities averaged: not the original code's '-t d4', which is paper for Vaihingen "
-        "and LoveDA and 16 passes for Potsdam); "
-        "paper (the passes the original publication used for the checkpoint's dataset: Vaihingen 40, "
-        "Potsdam 4, LoveDA 8, logits averaged) (default: none)",
-    )
-    parser.add_argument(
-        "--tta-scales",
-        metavar="LIST",
-        help="also run every pass at these input scales, e.g. 0.75,1,1.25 (bicubic resizing; not with paper)",
-    )
-    parser.add_argument(
-        "--tta-merge",
-        choices=TTA_MERGES,
-        help="average the passes' logits or probabilities (default: probs; paper: logits, fixed)",
-    )
 
 
 def tta_options(args: argparse.Namespace) -> dict:
@@ -96,42 +102,16 @@ def tta_options(args: argparse.Namespace) -> dict:
     return {"tta": args.tta, "tta_scales": scales, "tta_merge": args.tta_merge}
 
 
-def add_evaluation_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """``--precision`` of ``evaluate`` and ``submit``, whose default follows the protocol (see
-    :func:`evaluation_precision`)."""
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="auto, bf16, fp16 or fp32 (default: fp32 under --tta paper or on data prepared with "
-        "--protocol paper, as the original code evaluates; else auto: bf16 where the device runs it "
-        "fast, else fp32)",
-    )
+EVALUATION_PRECISION_HELP = (
+    "auto, bf16, fp16 or fp32 (default: auto, which is fp32 under --tta paper or on data prepared with "
+    "--protocol paper, as the original code evaluates, and elsewhere bf16 where the device runs it fast, else fp32)"
+)
 
 
-def evaluation_precision(requested: str | None, paper: bool) -> str:
-    """The precision asked for; unasked, ``fp32`` where the paper's protocol is reproduced (the original
-    code evaluates in fp32) and ``auto`` elsewhere."""
-    if requested is not None:
-        return requested
-    return "fp32" if paper else "auto"
-
-
-def add_tiling_arguments(parser: argparse.ArgumentParser, what: str = "tile") -> None:
-    """``--tile`` and ``--overlap``, defaulting to the checkpoint's (:class:`bicorseg.checkpoint.Tiling`)."""
-    parser.add_argument(
-        "--tile",
-        type=int,
-        default=None,
-        help=f"{what} size in pixels (default: the checkpoint's, the size it was trained on; "
-        f"{DEFAULT_TILE} for checkpoints that do not record it)",
-    )
-    parser.add_argument(
-        "--overlap",
-        type=float,
-        default=None,
-        help=f"{what} overlap fraction in [0, 1) (default: the checkpoint's; {DEFAULT_OVERLAP} if it records none)",
-    )
+def evaluation_precision(requested: str, paper: bool) -> str:
+    """The precision of ``evaluate`` and ``submit``: ``auto`` is ``fp32`` where the paper's protocol is
+    reproduced (the original code evaluates in fp32)."""
+    return "fp32" if requested == "auto" and paper else requested
 
 
 def checkpoint_tiling(checkpoint: str, engine: str, tile: int | None, overlap: float | None):

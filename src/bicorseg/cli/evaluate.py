@@ -7,14 +7,14 @@ import sys
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
-    add_evaluation_precision_argument,
+    EVALUATION_PRECISION_HELP,
+    TILING,
+    TTA,
     add_shared_options,
-    add_tiling_arguments,
-    add_tta_arguments,
     evaluation_precision,
     tta_options,
 )
-from bicorseg.defaults import DEFAULT_BATCH_SIZE, MIN_TILE
+from bicorseg.defaults import DEFAULT_BATCH_SIZE
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import remote_access
 from bicorseg.spec import DATASET_KINDS
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--split", help="split to score (default: test; geo data: a name for the report, default: labelled)"
     )
-    add_tta_arguments(parser)
+    add_shared_options(parser, *TTA)
     parser.add_argument("--output", help="write the report as JSON here")
     parser.add_argument(
         "--whole-tiles",
@@ -87,12 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--label-variant",
         help="state which labels these are in the report (e.g. eroded); default: the dataset's",
     )
-    add_tiling_arguments(parser, "--whole-tiles sliding-window")
+    add_shared_options(parser, *TILING, tile="windows of geo data, and with --whole-tiles the sliding-window "
+                       "tile, in pixels (default: the checkpoint's, the size it was trained on)",
+                       overlap="--whole-tiles: the sliding-window tiles' overlap fraction in [0, 1) (default: "
+                       "the checkpoint's)")  # fmt: skip
     add_shared_options(parser, "batch_size", batch_size="samples (or --whole-tiles windows) per model call "
                        f"(default: {DEFAULT_BATCH_SIZE})")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=0)
-    add_shared_options(parser, "device")
-    add_evaluation_precision_argument(parser)
+    add_shared_options(parser, "device", "precision", precision=EVALUATION_PRECISION_HELP)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     add_shared_options(parser, "allow_remote")
     parser.set_defaults(func=run)
@@ -115,15 +117,11 @@ def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.device import resolve_device
     from bicorseg.evaluation import check_spec_matches, data_protocol, evaluate_model, evaluation_dataset
+    from bicorseg.inference import PredictOptions
     from bicorseg.metrics import format_report, write_report_json
     from bicorseg.precision import with_precision
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if (args.tile is not None and args.tile < MIN_TILE) or (
-        args.overlap is not None and not 0 <= args.overlap < 1
-    ):
-        raise ConfigError(f"--tile must be at least {MIN_TILE} and --overlap in [0, 1)")
+    PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1 sample, got {args.limit}")
     if args.num_workers < 0:

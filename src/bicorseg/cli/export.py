@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_shared_options
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
+from bicorseg.cli.common import TILING, add_shared_options, checkpoint_tiling
+from bicorseg.defaults import STRIDE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("format", choices=("onnx",), help="export format")
     add_shared_options(parser, "checkpoint")
     parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx")
-    parser.add_argument(
-        "--tile",
-        type=int,
-        default=DEFAULT_TILE,
-        help=f"fixed tile size, a multiple of {STRIDE} (default {DEFAULT_TILE})",
-    )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     parser.add_argument(
         "--profile",
@@ -39,11 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the metadata the QGIS plugin Deepness reads (class names, tile size, overlap, resolution, "
         "standardisation); predict --engine onnx reads it too",
     )
-    parser.add_argument(
-        "--overlap",
-        type=float,
-        default=DEFAULT_OVERLAP,
-        help=f"deepness: tile overlap the plugin starts with, fraction of the tile (default {DEFAULT_OVERLAP})",
+    add_shared_options(
+        parser,
+        *TILING,
+        tile=f"the fixed tile size, a multiple of {STRIDE} (default: the checkpoint's, the size it was trained on)",
+        overlap="deepness: the tile overlap the plugin starts with, a fraction of the tile (default: the checkpoint's)",
     )
     parser.add_argument(
         "--resolution",
@@ -62,15 +56,16 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable(args.output, overwrite=args.overwrite)
     from bicorseg.inference.onnx import export_onnx
 
+    tiling = checkpoint_tiling(args.checkpoint, "torch", args.tile, args.overlap)
     difference = export_onnx(
         args.checkpoint,
         args.output,
-        tile=args.tile,
+        tile=tiling.tile,
         opset=args.opset,
         profile=args.profile,
-        overlap=args.overlap,
+        overlap=tiling.overlap,
         resolution_cm=args.resolution_cm,
     )
     what = "probabilities (deepness)" if args.profile == "deepness" else "logits"
-    print(f"wrote {args.output}: tile {args.tile}, {what}, max |onnxruntime - PyTorch| = {difference:.2e}")
+    print(f"wrote {args.output}: tile {tiling.tile}, {what}, max |onnxruntime - PyTorch| = {difference:.2e}")
     return 0

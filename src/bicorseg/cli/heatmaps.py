@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_shared_options, add_tiling_arguments
+from bicorseg.cli.common import TILING, add_shared_options
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import remote_access
 
@@ -36,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="YAML class table decoding --label (colours or raw values); default: the label encoding "
         "stored in the checkpoint",
     )
-    add_tiling_arguments(parser)
-    add_shared_options(parser, "batch_size", "device", "precision", "allow_remote")
+    add_shared_options(parser, *TILING, "batch_size", "device", "precision", "allow_remote")
     parser.set_defaults(func=run)
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
+    TILING,
+    TTA,
     RichProgress,
     add_shared_options,
-    add_tiling_arguments,
-    add_tta_arguments,
     checkpoint_tiling,
     one_line_warnings,
     print_summary,
@@ -64,8 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "checkpoint", checkpoint="a bicorseg checkpoint, or a .onnx file from bicorseg export"
     )
     parser.add_argument("--output", required=True, help="output folder")
-    add_tiling_arguments(parser)
-    add_shared_options(parser, "batch_size")
+    add_shared_options(parser, *TILING, "batch_size")
     parser.add_argument(
         "--block",
         type=int,
@@ -73,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"side of the units of work in pixels (default {DEFAULT_BLOCK}): memory grows with it, tiles "
         "shared by neighbouring blocks are computed twice",
     )
-    add_tta_arguments(parser)
+    add_shared_options(parser, *TTA)
     parser.add_argument(
         "--probabilities",
         nargs="?",

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
-    add_evaluation_precision_argument,
+    EVALUATION_PRECISION_HELP,
+    TTA,
     add_shared_options,
-    add_tta_arguments,
     evaluation_precision,
     tta_options,
 )
-from bicorseg.errors import CheckpointError, ConfigError, InputError
+from bicorseg.errors import CheckpointError, InputError
 
 LOVEDA_SIZE = 1024
 LOVEDA_CLASSES = 7
@@ -49,9 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LoveDA root (with Test/{Urban,Rural}/images_png), a Test folder, or a folder of PNG images",
     )
     parser.add_argument("--output", required=True, help="the zip to write, e.g. submission.zip")
-    add_tta_arguments(parser)
-    add_shared_options(parser, "batch_size", "device")
-    add_evaluation_precision_argument(parser)
+    add_shared_options(parser, *TTA, "batch_size", "device", "precision", precision=EVALUATION_PRECISION_HELP)
     parser.set_defaults(func=run)
 
 
@@ -109,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.data.io import read_image
     from bicorseg.device import resolve_device
+    from bicorseg.inference import PredictOptions
     from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, with_tta
     from bicorseg.precision import precision_of, with_precision
     from bicorseg.spec import normalise
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    PredictOptions(batch_size=args.batch_size)  # validates it
     ensure_writable(args.output)
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.model_config

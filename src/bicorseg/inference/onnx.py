@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from bicorseg.atomic import OutputGroup
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
+from bicorseg.defaults import STRIDE
 from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
 from bicorseg.spec import DatasetSpec
 
@@ -93,14 +93,15 @@ def _require_onnx() -> list[Any]:
 def export_onnx(
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
-    tile: int = DEFAULT_TILE,
+    tile: int | None = None,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     profile: str = "bicorseg",
-    overlap: float = DEFAULT_OVERLAP,
+    overlap: float | None = None,
     resolution_cm: float | None = None,
 ) -> float:
-    """Export a checkpoint to ONNX at ``tile x tile`` and return the max |output difference| to PyTorch.
+    """Export a checkpoint to ONNX at ``tile x tile`` (default: the checkpoint's tile) and return the max
+    |output difference| to PyTorch.
 
     With ``check`` (default) onnxruntime runs a random batch of 2 and the export fails with a
     :class:`CheckpointError` if any output differs from PyTorch's by more than 1e-4. The file is
@@ -112,8 +113,6 @@ def export_onnx(
     from bicorseg.checkpoint import load_checkpoint, metadata
     from bicorseg.inference.model_info import model_info
 
-    if tile < STRIDE or tile % STRIDE:
-        raise ConfigError(f"must be a positive multiple of {STRIDE} for export, got {tile}", key="tile")
     if profile not in PROFILES:
         raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {profile!r}", key="profile")
     deepness = profile == "deepness"
@@ -128,8 +127,6 @@ def export_onnx(
             raise ConfigError(
                 f"must be a positive number of cm per pixel, got {resolution_cm}", key="resolution_cm"
             )
-        if not 0.0 <= overlap < 1.0:
-            raise ConfigError(f"must be in [0, 1), got {overlap}", key="overlap")
         if opset > DEEPNESS_MAX_OPSET:
             raise ConfigError(
                 f"{opset}: the deepness profile needs at most {DEEPNESS_MAX_OPSET} (the onnxruntime "
@@ -138,6 +135,12 @@ def export_onnx(
             )
     output = Path(output)
     loaded = load_checkpoint(checkpoint)
+    tile = loaded.tiling.tile if tile is None else tile
+    overlap = loaded.tiling.overlap if overlap is None else overlap
+    if tile < STRIDE or tile % STRIDE:
+        raise ConfigError(f"must be a positive multiple of {STRIDE} for export, got {tile}", key="tile")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"must be in [0, 1), got {overlap}", key="overlap")
     model = loaded.build_model().float().eval()
     exported = _Probabilities(model).eval() if deepness else model
     output_name = "probabilities" if deepness else "logits"
