@@ -12,10 +12,8 @@ documentation, for ``--help``), :func:`set_dotted` sets one (``data.augment.mosa
 :func:`to_yaml` prints a config.
 
 Files are read by :mod:`bicorseg.yaml_files` (bounded). It imports neither torch nor Lightning, so
-``--help`` and config errors answer at once.
-
-Maintained libraries were weighed: jsonargparse reads every string of a union type as YAML, so a
-class colour ``"#3C1098"`` in a ``str | None`` field silently becomes null.
+``--help`` and config errors answer at once. Why this module rather than jsonargparse: see
+``docs/ARCHITECTURE.md`` (Contracts between layers, Configs).
 """
 
 from __future__ import annotations
@@ -143,21 +141,15 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _rank(value: Any) -> Any:
-    def rank(option: Any) -> int:  # the exact type first (an int stays an int in "int | float"), text last
-        exact = {bool: bool, int: int, float: float, str: str}.get(option)
-        if exact is not None and type(value) is exact:
-            return 0
-        if (
-            typing.get_origin(option) in (list, tuple, dict) or dataclasses.is_dataclass(option)
-        ) and isinstance(value, list | dict | tuple):
-            return 0
-        return 1 if option is not str else 2
-
-    return rank
-
-
 _EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _is_already(value: Any, option: Any) -> bool:
+    """Whether ``value`` is of the kind ``option`` without conversion (an int for ``int``, a list for ``list[...]``)."""
+    if option in _EXPECTED:
+        return type(value) is option
+    container = typing.get_origin(option) in (list, tuple, dict) or dataclasses.is_dataclass(option)
+    return container and isinstance(value, list | dict | tuple)
 
 
 def _scalar(value: Any, tp: Any, key: str) -> Any:
@@ -197,7 +189,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return None
             raise ConfigError("must not be null", key=key)
         errors = []
-        for option in sorted(options, key=_rank(value)):
+        # the option the value already is first (an int stays an int in int | float), text last
+        for option in sorted(options, key=lambda o: (not _is_already(value, o), o is str)):
             try:
                 return coerce(value, option, key)
             except ConfigError as error:
