@@ -163,11 +163,17 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
 
     from bicorseg.cli.common import SHARED_OPTIONS
     from bicorseg.evaluation import evaluate_model
+    from bicorseg.gis.areas import AreaOptions
+    from bicorseg.gis.polygons import VectorizeOptions
     from bicorseg.inference.onnx import export_onnx
     from bicorseg.inference.predictor import PredictOptions
 
     _, commands = build_parser()
-    predict_options = {f.name: f.default for f in dataclasses.fields(PredictOptions)}
+
+    def fields(cls: type) -> dict:
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    predict_options = fields(PredictOptions)
 
     def parameters(function) -> dict:
         return {name: p.default for name, p in inspect.signature(function).parameters.items()}
@@ -182,6 +188,8 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
         "submit": (predict_options, {"batch_size", "device", "precision", *tta}),
         "evaluate": (parameters(evaluate_model), {"batch_size", "device", "num_workers", *tta}),
         "export": (parameters(export_onnx), {"tile", "overlap"}),
+        "areas": (fields(AreaOptions), {"class_table", "window"}),
+        "vectorize": (fields(VectorizeOptions), {"class_table", "window", "overwrite"}),
     }
     for command, (python, names) in checked.items():
         cli = {action.dest: action.default for action in commands[command]._actions}

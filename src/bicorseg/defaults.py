@@ -18,6 +18,7 @@ STRIDE = 32  # the network's output stride: inputs are padded to a multiple of i
 MIN_TILE = STRIDE  # the smallest tile a model is applied to
 DEFAULT_TILE = 512  # side of a prediction tile when the checkpoint records none (the published crop)
 DEFAULT_OVERLAP = 0.25  # share of a tile covered by its neighbour
+DEFAULT_WINDOW = 2048  # side of the windows a class raster is read in (polygons, areas)
 DEFAULT_BLOCK = 8192  # side of a unit of prediction work in input pixels: a multiple of GeoTIFF blocks
 
 # --- class rasters ----------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ default each, the Python API's (:mod:`bicorseg.defaults`, the fields of
 :class:`~bicorseg.inference.PredictOptions`): ``--checkpoint``, ``--device``, ``--precision``,
 ``--batch-size``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
 ``evaluate``, ``submit``; the precision of ``evaluate`` and ``submit``; the tiling of ``predict``,
-``heatmaps`` and ``evaluate --whole-tiles``. Also the class table of the GIS commands, warnings as
-one line, the progress bar and the summary of polygons."""
+``heatmaps``, ``export`` and ``evaluate --whole-tiles``; ``--class-table``; the ``--window`` of the
+GIS commands. Also reading the class table of the GIS commands, warnings as one line, the progress
+bar and the summary of polygons."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bicorseg.defaults import (
     DEFAULT_OVERLAP,
     DEFAULT_PRECISION,
     DEFAULT_TILE,
+    DEFAULT_WINDOW,
     PRECISION_HELP,
     PRECISIONS,
 )
@@ -45,6 +47,17 @@ SHARED_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "allow_remote": {"action": "store_true", "help": ALLOW_REMOTE_HELP},
     "overwrite": {"action": "store_true", "help": "replace existing outputs"},
+    "class_table": {
+        "default": None,
+        "metavar": "YAML",
+        "help": "YAML class table (default: the raster's tags)",
+    },
+    "window": {
+        "type": int,
+        "default": DEFAULT_WINDOW,
+        "metavar": "PX",
+        "help": f"side of the windows the raster is read in, in pixels (default {DEFAULT_WINDOW})",
+    },
     # tiling: None is the checkpoint's (bicorseg.checkpoint.Tiling), as in PredictOptions
     "tile": {
         "type": int,
@@ -78,7 +91,7 @@ TILING = ("tile", "overlap")
 TTA = ("tta", "tta_scales", "tta_merge")
 
 
-def add_shared_options(parser: argparse.ArgumentParser, *names: str, **helps: str) -> None:
+def add_shared_options(parser: argparse._ActionsContainer, *names: str, **helps: str) -> None:
     """The options ``names`` (keys of :data:`SHARED_OPTIONS`) as declared there; ``helps`` words
     what an option does in this command where that says more (``overwrite="replace an existing page"``)."""
     for name in names:

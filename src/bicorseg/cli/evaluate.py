@@ -51,11 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predict whole tiles with overlapping sliding windows instead of scoring patches",
     )
     folder = parser.add_argument_group("folder datasets")
-    folder.add_argument(
-        "--class-table",
-        help="YAML class table (colour masks, or raw values to map); default: the label encoding "
-        "stored in the checkpoint (the class table it was trained with)",
-    )
+    add_shared_options(folder, "class_table", class_table="YAML class table (colour masks, or raw values to "
+                       "map); default: the label encoding stored in the checkpoint (the class table it was trained with)")  # fmt: skip
     folder.add_argument("--images", default="images", help="name of the image folders (default: images)")
     folder.add_argument("--masks", default="masks", help="name of the mask folders (default: masks)")
     geo = parser.add_argument_group(

@@ -30,12 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--layer", type=int, default=None, help="layer shown in the figure, 1..L (default: last)"
     )
     parser.add_argument("--label", default=None, help="ground-truth raster for the figure (one input only)")
-    parser.add_argument(
-        "--class-table",
-        default=None,
-        help="YAML class table decoding --label (colours or raw values); default: the label encoding "
-        "stored in the checkpoint",
-    )
+    add_shared_options(parser, "class_table", class_table="YAML class table decoding --label (colours or raw "
+                       "values); default: the label encoding stored in the checkpoint")  # fmt: skip
     add_shared_options(parser, *TILING, "batch_size", "device", "precision", "allow_remote")
     parser.set_defaults(func=run)
 

@@ -35,10 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-size", type=int, default=2048, help="long side of the pictures in pixels (default 2048)"
     )
-    parser.add_argument(
-        "--class-table", default=None, help="YAML class table for class rasters without class names"
-    )
-    add_shared_options(parser, "overwrite", overwrite="replace an existing page")
+    add_shared_options(parser, "class_table", "overwrite", overwrite="replace an existing page",
+                       class_table="YAML class table for class rasters without class names")  # fmt: skip
     parser.set_defaults(func=run)
 
 

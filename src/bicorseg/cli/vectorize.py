@@ -48,8 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the raster's CRS; GeoJSON: WGS 84)",
     )
     parser.add_argument("--classes", nargs="+", default=None, metavar="CLASS", help="class names or ids")
-    parser.add_argument("--class-table", default=None, help="YAML class table (default: the raster's tags)")
-    parser.add_argument("--window", type=int, default=2048, help="window size in pixels (default 2048)")
+    add_shared_options(parser, "class_table", "window")
     parser.add_argument(
         "--max-polygons",
         type=int,

@@ -24,10 +24,11 @@ require_vector()
 import numpy as np  # noqa: E402
 
 from bicorseg.atomic import write_text_atomic  # noqa: E402
+from bicorseg.defaults import DEFAULT_WINDOW  # noqa: E402
 from bicorseg.errors import ConfigError, OutputError  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
-from bicorseg.gis.source import DEFAULT_WINDOW, ClassColours, ClassRaster  # noqa: E402
+from bicorseg.gis.source import ClassColours, ClassRaster  # noqa: E402
 from bicorseg.raster_access import input_path  # noqa: E402
 
 REPORT_FORMATS = (".json", ".csv")

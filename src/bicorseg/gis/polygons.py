@@ -65,6 +65,7 @@ from rasterio.transform import Affine  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from bicorseg.atomic import atomic_output  # noqa: E402
+from bicorseg.defaults import DEFAULT_WINDOW  # noqa: E402
 from bicorseg.errors import ConfigError, InputError, OutputError  # noqa: E402
 from bicorseg.gis.crs import Measure, pixel_size, to_pyproj  # noqa: E402
 from bicorseg.gis.regions import (  # noqa: E402
@@ -73,7 +74,7 @@ from bicorseg.gis.regions import (  # noqa: E402
     read_labels,
     regions_beyond,
 )
-from bicorseg.gis.source import DEFAULT_WINDOW, ClassColours, ClassRaster  # noqa: E402
+from bicorseg.gis.source import ClassColours, ClassRaster  # noqa: E402
 from bicorseg.gis.vectorfile import RASTER_CRS, default_crs, driver_for, write_features  # noqa: E402
 from bicorseg.raster_access import input_path  # noqa: E402
 

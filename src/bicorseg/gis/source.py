@@ -26,13 +26,12 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from bicorseg.defaults import NODATA, default_class_name
+from bicorseg.defaults import DEFAULT_WINDOW, NODATA, default_class_name
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
 from bicorseg.spec import check_class_names
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
-DEFAULT_WINDOW = 2048
 MAX_UNNAMED_CLASS = 65535  # the largest class id of a raster without class names
 _SHAPES_TYPES = {"uint8", "uint16", "int16", "int32"}
 
