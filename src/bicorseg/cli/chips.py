@@ -9,7 +9,7 @@ from bicorseg.errors import ConfigError, OutputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bicorseg.cli.train import add_config_options
+    from bicorseg.cli.common import add_config_options
     from bicorseg.training.config import DataConfig
 
     parser = subparsers.add_parser(
@@ -30,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", metavar="DIR", required=True, help="the folder to write (new or empty)")
     parser.add_argument("--count", type=int, help="training chips to write (default: data.chips_per_epoch)")
     parser.add_argument("--seed", type=int, help="seed of the draw (default: trainer.seed)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any data key")
     add_config_options(parser, {"data": DataConfig})
     parser.set_defaults(func=run)
 
@@ -39,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bicorseg.atomic import ensure_writable
-    from bicorseg.cli.train import collect_overrides
+    from bicorseg.cli.common import collect_overrides
     from bicorseg.training.config import load_config, resolve_config_path
 
     output = Path(args.output)

@@ -4,8 +4,9 @@ default each, the Python API's (:mod:`bicorseg.defaults`, the fields of
 ``--batch-size``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
 ``evaluate``, ``submit``; the precision of ``evaluate`` and ``submit``; the tiling of ``predict``,
 ``heatmaps``, ``export`` and ``evaluate --whole-tiles``; ``--class-table``; the ``--window`` of the
-GIS commands. Also reading the class table of the GIS commands, warnings as one line, the progress
-bar and the summary of polygons."""
+GIS commands; the ``--section.key`` and ``--set`` options of config sections (``train``, ``chips``),
+made from the dataclasses. Also reading the class table of the GIS commands, warnings as one line,
+the progress bar and the summary of polygons."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from bicorseg.defaults import (
     PRECISION_HELP,
     PRECISIONS,
 )
+from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP
 from bicorseg.spec import TTA_MERGES, TTA_MODES
 
@@ -101,9 +103,74 @@ def add_shared_options(parser: argparse._ActionsContainer, *names: str, **helps:
         parser.add_argument(f"--{name.replace('_', '-')}", **declared)
 
 
+def add_config_options(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
+    """A ``--section.key`` option for every key of each config section (``train``, ``chips``), with
+    its meaning, type and default from the dataclass, and ``--set KEY=VALUE`` for any of them."""
+    import typing
+
+    from bicorseg import typedconfig
+    from bicorseg.training.config import DERIVED_KEYS
+
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"set any key of {', '.join(sections)} (data.augment.mosaic_p=0), as --data.augment.mosaic_p 0 does",
+    )
+    for section, cls in sections.items():
+        group = parser.add_argument_group(
+            f"{section}: {(cls.__doc__ or section).splitlines()[0].rstrip('.')}"
+        )
+        for info in typedconfig.fields_of(cls, section):
+            if tuple(info.key.split(".")) in DERIVED_KEYS:
+                default = "the dataset's"
+            elif typedconfig.section_of(info.type) is not None:
+                default = f"the --{info.key}.* keys"
+            else:
+                default = (
+                    "required"
+                    if info.required
+                    else typedconfig.to_yaml(info.default).strip().removesuffix("...").strip()
+                )
+            kind = typedconfig.type_name(info.type)
+            repeated = {str, list[str]} <= set(typing.get_args(info.type))  # data.images: one or several
+            group.add_argument(
+                f"--{info.key}",
+                dest=f"override__{info.key}",
+                metavar={"int": "INT", "float": "FLOAT", "str": "TEXT", "bool": "BOOL"}.get(kind, "VALUE"),
+                default=argparse.SUPPRESS,
+                action="append" if repeated else "store",
+                help=f"{info.doc} [{kind}; default: {default}]".replace("%", "%%")
+                + (" (may be given several times)" if repeated else ""),
+            )
+
+
+def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted overrides of the command line: ``--set KEY=VALUE`` and ``--section.key VALUE``."""
+    from bicorseg.typedconfig import parse_value
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_value(value)
+    for key, value in vars(args).items():
+        if key.startswith("override__"):
+            if isinstance(value, list):  # a repeated option: its values joined into one list
+                parsed = [parse_value(v) for v in value]
+                value_list = [v for p in parsed for v in (p if isinstance(p, list) else [p])]
+                overrides[key.removeprefix("override__")] = (
+                    value_list if len(value_list) > 1 else value_list[0]
+                )
+            else:
+                overrides[key.removeprefix("override__")] = parse_value(value)
+    return overrides
+
+
 def tta_options(args: argparse.Namespace) -> dict:
     """The parsed TTA options as keyword arguments (``tta``, ``tta_scales``, ``tta_merge``)."""
-    from bicorseg.errors import ConfigError
     from bicorseg.inference.tta import parse_scales
 
     scales = parse_scales(args.tta_scales)

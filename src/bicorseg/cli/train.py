@@ -5,51 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from bicorseg.cli.common import add_shared_options
+from bicorseg.cli.common import add_config_options, add_shared_options, collect_overrides
 from bicorseg.errors import ConfigError
 
 USAGE = (
     "bicorseg train --config NAME|FILE --output DIR [--SECTION.KEY VALUE ...] [--set KEY=VALUE ...]\n"
     "                      [--resume [CKPT]] [--print-config]"
 )
-
-
-def add_config_options(parser: argparse.ArgumentParser, sections: dict[str, type]) -> None:
-    """A ``--section.key`` option for every key of each config section (``train``, ``chips``), with
-    its meaning, type and default from the dataclass."""
-    import typing
-
-    from bicorseg import typedconfig
-    from bicorseg.training.config import DERIVED_KEYS
-
-    for section, cls in sections.items():
-        group = parser.add_argument_group(
-            f"{section}: {(cls.__doc__ or section).splitlines()[0].rstrip('.')}"
-        )
-        for info in typedconfig.fields_of(cls, section):
-            if tuple(info.key.split(".")) in DERIVED_KEYS:
-                default = "the dataset's"
-            elif typedconfig.section_of(info.type) is not None:
-                default = f"the --{info.key}.* keys"
-            else:
-                default = (
-                    "required"
-                    if info.required
-                    else typedconfig.to_yaml(info.default).strip().removesuffix("...").strip()
-                )
-            kind = typedconfig.type_name(info.type)
-            repeated = {str, list[str]} <= set(typing.get_args(info.type))  # data.images: one or several
-            group.add_argument(
-                f"--{info.key}",
-                dest=f"override__{info.key}",
-                metavar={"int": "INT", "float": "FLOAT", "str": "TEXT", "bool": "BOOL"}.get(kind, "VALUE"),
-                default=argparse.SUPPRESS,
-                action="append" if repeated else "store",
-                help=f"{info.doc} [{kind}; default: {default}]".replace("%", "%%")
-                + (" (may be given several times)" if repeated else ""),
-            )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,38 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "logs/ and val_metrics.json are deleted once the new run has started (config, data, model "
                        "built); other files are kept")  # fmt: skip
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any key (data.augment.mosaic_p=0), as --data.augment.mosaic_p 0 does",
-    )
     add_config_options(parser, SECTIONS)
     parser.set_defaults(func=run)
-
-
-def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The dotted overrides of the command line: ``--set KEY=VALUE`` and ``--section.key VALUE``."""
-    from bicorseg.typedconfig import parse_value
-
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = parse_value(value)
-    for key, value in vars(args).items():
-        if key.startswith("override__"):
-            if isinstance(value, list):  # a repeated option: its values joined into one list
-                parsed = [parse_value(v) for v in value]
-                value_list = [v for p in parsed for v in (p if isinstance(p, list) else [p])]
-                overrides[key.removeprefix("override__")] = (
-                    value_list if len(value_list) > 1 else value_list[0]
-                )
-            else:
-                overrides[key.removeprefix("override__")] = parse_value(value)
-    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
