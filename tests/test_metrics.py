@@ -13,7 +13,9 @@ from bicorseg.metrics import (
     ConfusionMatrix,
     Convention,
     EvaluationReport,
+    PeriodicShare,
     format_report,
+    periodic_share,
     scores_from_confusion,
     write_report_json,
 )
@@ -106,3 +108,54 @@ def test_report_states_convention(tmp_path) -> None:
     assert data["miou"] == pytest.approx((50 / 59 + 30 / 42) / 2)
     assert data["per_class"]["clutter"]["in_means"] is False
     assert data["confusion_matrix"] == m.tolist()
+
+
+def _share(*maps: torch.Tensor, num_classes: int = 3) -> float:
+    metric = PeriodicShare(num_classes)
+    for classes in maps:
+        metric.update(classes[None])
+    return float(metric.compute())
+
+
+def test_periodic_share_of_a_checker_a_smooth_map_and_noise() -> None:
+    # "land" everywhere with one pixel of "water" in every 4 x 4 block: all of its structure is the pattern
+    checker = torch.zeros(64, 64, dtype=torch.long)
+    checker[1::4, 2::4] = 1
+    assert _share(checker) == pytest.approx(1.0)
+    # the same checker over half of a map of real structure: half of its variance
+    smooth = torch.zeros(64, 64, dtype=torch.long)
+    smooth[:, 32:] = 2
+    ys, xs = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    smooth[(ys - 20) ** 2 + (xs - 20) ** 2 < 150] = 1  # a disc
+    assert _share(smooth) < 1e-4
+    noise = torch.randint(0, 3, (256, 256), generator=torch.Generator().manual_seed(0))
+    assert _share(noise) < 3 * 16 / 256**2  # noise has no period: about 16 / pixels
+    # the checker over the right half of that map (a 32nd of the pixels) is most of what it adds
+    mixed = smooth.clone()
+    mixed[1::4, 34::4] = 0
+    assert 0.03 < _share(mixed) < 0.2
+    assert _share(mixed) > 500 * _share(smooth)
+    assert _share(torch.ones(64, 64, dtype=torch.long)) == 0.0  # one class: no variance, no pattern
+    assert math.isnan(periodic_share(torch.zeros(16, 3)))  # nothing measured
+
+
+def test_periodic_share_is_the_spectral_power_at_the_4_pixel_period() -> None:
+    generator = torch.Generator().manual_seed(1)
+    classes = (
+        torch.randint(0, 3, (16, 24), generator=generator).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    )
+    classes[torch.rand(classes.shape, generator=generator) < 0.1] = 2
+    classes[2::4, ::4] = 1
+    periodic = total = 0.0
+    for c in range(3):
+        power = torch.fft.fft2((classes == c).double()).abs() ** 2
+        power[0, 0] = 0  # the mean
+        total += float(power.sum())
+        periodic += float(power[:: classes.shape[0] // 4, :: classes.shape[1] // 4].sum())
+    assert _share(classes) == pytest.approx(periodic / total, rel=1e-9)
+    # scores give the map of their arg-max; maps in several updates pool their counts
+    scores = torch.nn.functional.one_hot(classes, 3).permute(2, 0, 1).float()[None]
+    metric = PeriodicShare(3)
+    metric.update(scores)
+    assert float(metric.compute()) == pytest.approx(periodic / total, rel=1e-9)
+    assert _share(classes[:32], classes[32:]) == pytest.approx(_share(classes), rel=1e-9)

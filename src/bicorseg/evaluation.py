@@ -24,7 +24,7 @@ from bicorseg.data.release.records import Manifest
 from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_OVERLAP, DEFAULT_TILE
 from bicorseg.device import resolve_device
 from bicorseg.errors import CheckpointError, ConfigError, InputError
-from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport
+from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare
 from bicorseg.precision import precision_of
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
 
@@ -139,6 +139,7 @@ def evaluate_model(
     device = resolve_device(str(device))
     num_classes = int(getattr(getattr(model, "config", None), "num_classes", spec.num_classes))
     metric = ConfusionMatrix(num_classes, spec.ignore_index).to(device)
+    pattern = PeriodicShare(num_classes).to(device)
     model = model.to(device).eval()
     total = len(dataset)  # type: ignore[arg-type]
     if limit is not None:
@@ -163,9 +164,9 @@ def evaluate_model(
                     tta=plan,
                     device=device,
                 )
-                metric.update(
-                    torch.from_numpy(probs).argmax(0)[None].to(device), sample["mask"][None].to(device)
-                )
+                classes = torch.from_numpy(probs).argmax(0)[None].to(device)
+                metric.update(classes, sample["mask"][None].to(device))
+                pattern.update(classes)
                 done += 1
                 if progress:
                     progress(done, total)
@@ -182,7 +183,9 @@ def evaluate_model(
                 for group in by_size.values():
                     images = torch.stack([sample["image"] for sample in group]).to(device)
                     masks = torch.stack([sample["mask"] for sample in group]).to(device)
-                    metric.update(scores(images), masks)
+                    classes = scores(images).argmax(dim=1)
+                    metric.update(classes, masks)
+                    pattern.update(classes)
                 done += len(samples)
                 if progress:
                     progress(done, total)
@@ -200,5 +203,9 @@ def evaluate_model(
     if (precision := precision_of(model)) is not None:
         convention.extra["precision"] = precision
     return EvaluationReport.from_confusion(
-        metric.compute().cpu(), spec.class_names, spec.eval_classes, convention
+        metric.compute().cpu(),
+        spec.class_names,
+        spec.eval_classes,
+        convention,
+        period4_share=float(pattern.compute()),
     )

@@ -6,6 +6,8 @@
   data-parallel evaluation gives the single-process matrix.
 * :func:`scores_from_confusion` turns a matrix into per-class IoU, precision, recall and F1, their
   means over the dataset's evaluation classes, and the overall accuracy over all classes.
+* :class:`PeriodicShare` measures the regular 4-pixel pattern an under-trained sub-pixel head
+  paints over a class map (0: none, 1: the whole map is that pattern); reports carry it.
 * :class:`EvaluationReport` pairs the scores with the convention they were computed under (classes
   averaged, label variant, patches or whole tiles, the data preparation protocol, test-time
   augmentation and its passes); :func:`format_report` prints it as a table and
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from bicorseg.atomic import write_text_atomic
@@ -83,6 +86,58 @@ class ConfusionMatrix(MulticlassConfusionMatrix):
 
     def compute(self) -> torch.Tensor:
         return self.confmat.clone()
+
+
+class PeriodicShare(Metric):
+    """The share of predicted class maps' variance that repeats every ``period`` pixels (default 4).
+
+    For each class, the indicator map (1 where the class is predicted) is split into its mean over
+    the pixels of each of the ``period x period`` phases (row and column modulo the period, from
+    the map's top-left pixel). That per-phase mean is the map's 4-periodic part: its spread around
+    the class's share is exactly the power of the map's Fourier spectrum at the 4-pixel period and
+    its harmonics. The measure is that power summed over the classes, divided by the maps' whole
+    variance (the power at every frequency but zero). A smooth map or real, irregular structure
+    gives about 0 (random noise gives 16 / pixels); a map whose only structure is a 4-pixel
+    checker gives 1. ``update`` takes scores ``B x N x H x W`` (the arg-max is taken) or class
+    maps ``B x H x W``; the counts are summed across processes.
+    """
+
+    full_state_update = False
+    counts: torch.Tensor
+
+    def __init__(self, num_classes: int, period: int = 4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes, self.period = num_classes, period
+        zeros = torch.zeros(period * period, num_classes, dtype=torch.long)
+        self.add_state("counts", default=zeros, dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor) -> None:
+        preds = preds.detach()
+        if preds.is_floating_point():
+            preds = preds.argmax(dim=1)
+        height, width = preds.shape[-2:]
+        rows = torch.arange(height, device=preds.device) % self.period
+        cols = torch.arange(width, device=preds.device) % self.period
+        phase = rows[:, None] * self.period + cols[None, :]
+        index = (phase * self.num_classes + preds.long()).reshape(-1)
+        self.counts += torch.bincount(index, minlength=self.counts.numel()).view_as(self.counts)
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(periodic_share(self.counts), dtype=torch.float64)
+
+
+def periodic_share(counts: torch.Tensor) -> float:
+    """The measure of :class:`PeriodicShare` from its counts (phases x classes); NaN without pixels."""
+    counts = counts.detach().to(torch.float64).cpu()
+    total = counts.sum()
+    if total == 0:
+        return math.nan
+    per_phase = counts.sum(dim=1, keepdim=True)
+    share = counts.sum(dim=0) / total  # each class's share of the pixels
+    phase_share = counts / per_phase.clamp_min(1)
+    periodic = ((per_phase / total) * (phase_share - share) ** 2).sum()
+    variance = (share * (1 - share)).sum()
+    return float(periodic / variance) if variance > 0 else 0.0
 
 
 @dataclass
@@ -175,6 +230,7 @@ class EvaluationReport:
     class_names: tuple[str, ...]
     convention: Convention
     scores: Scores
+    period4_share: float | None = None  # PeriodicShare of the predictions; None: not measured
 
     @classmethod
     def from_confusion(
@@ -183,6 +239,7 @@ class EvaluationReport:
         class_names: Sequence[str],
         eval_classes: Sequence[int] | None,
         convention: Convention,
+        period4_share: float | None = None,
     ) -> EvaluationReport:
         if len(class_names) != confmat.shape[0]:
             raise ConfigError(f"{len(class_names)} class names for a {confmat.shape[0]}-class matrix")
@@ -191,6 +248,7 @@ class EvaluationReport:
             tuple(class_names),
             convention,
             scores_from_confusion(confmat, eval_classes),
+            period4_share,
         )
 
     def convention_lines(self) -> list[str]:
@@ -249,6 +307,7 @@ class EvaluationReport:
             "mean_recall": _json_float(s.mean_recall),
             "oa": _json_float(s.oa),
             "pixels": s.total_pixels,
+            "period4_share": None if self.period4_share is None else _json_float(self.period4_share),
             "per_class": per_class,
             "class_names": list(self.class_names),
             "confusion_matrix": self.confmat.tolist(),
@@ -283,6 +342,11 @@ def format_report(report: EvaluationReport, convention: bool = True) -> str:
         f"{_pct(s.mean_recall):>8}{_pct(s.mean_f1):>8}",
         f"mIoU {_pct(s.miou)}  mean F1 {_pct(s.mean_f1)}  OA {_pct(s.oa)}  ({s.total_pixels} pixels)",
     ]
+    if report.period4_share is not None:
+        lines.append(
+            f"4-pixel pattern: {_pct(report.period4_share)} % of the predicted maps' variance "
+            "(0 for none; a checker the size of the head's 4 x 4 blocks raises it)"
+        )
     return "\n".join(lines)
 
 

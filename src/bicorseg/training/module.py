@@ -8,7 +8,8 @@ so that its weights land in Lightning checkpoints with the prefix ``model.``;
 
 Every term of :class:`BiCoRSegLoss` is logged (``train/<term>``), averaged over processes. Validation
 accumulates one confusion matrix per epoch, summed across processes, and logs ``val/miou``,
-``val/mean_f1``, ``val/oa`` and per-class IoU.
+``val/mean_f1``, ``val/oa``, per-class IoU and ``val/period4_share`` (the share of the predicted
+maps that is a 4-pixel pattern: :class:`bicorseg.metrics.PeriodicShare`).
 
 A non-finite loss or gradient stops training with an error naming the step (``nan_policy: stop``)
 or drops the batch (``skip``). A checkpoint is never written from non-finite weights.
@@ -29,7 +30,7 @@ from bicorseg.defaults import DEFAULT_OVERLAP
 from bicorseg.errors import BicorsegError
 from bicorseg.evaluation import data_protocol
 from bicorseg.losses import BiCoRSegLoss
-from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, write_report_json
+from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare, write_report_json
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig
@@ -60,6 +61,7 @@ class BiCoRSegModule(L.LightningModule):
         self.model = model if model is not None else BiCoRSeg(config.model, dataset=spec)
         self.criterion = BiCoRSegLoss(config.loss)
         self.val_confmat = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+        self.val_pattern = PeriodicShare(spec.num_classes)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.skipped_batches = 0
         self.last_val_report: EvaluationReport | None = None
@@ -134,11 +136,15 @@ class BiCoRSegModule(L.LightningModule):
         masks = batch["mask"]
         softce, dice = self.criterion.segmentation(logits.float(), masks)
         self.log("val/loss", softce + dice, on_epoch=True, sync_dist=True, batch_size=masks.shape[0])
-        self.val_confmat.update(logits, masks)
+        classes = logits.argmax(dim=1)
+        self.val_confmat.update(classes, masks)
+        self.val_pattern.update(classes)
 
     def on_validation_epoch_end(self) -> None:
         matrix = self.val_confmat.compute()  # summed over processes
+        pattern = float(self.val_pattern.compute())
         self.val_confmat.reset()
+        self.val_pattern.reset()
         if self.trainer.sanity_checking:
             return
         report = EvaluationReport.from_confusion(
@@ -154,9 +160,11 @@ class BiCoRSegModule(L.LightningModule):
                 protocol=data_protocol(getattr(self.trainer.datamodule, "val_set", None)),
                 extra={"epoch": self.current_epoch, "step": self.global_step},
             ),
+            period4_share=pattern,
         )
         scores = report.scores
-        values = {"val/miou": scores.miou, "val/mean_f1": scores.mean_f1, "val/oa": scores.oa}
+        values = {"val/miou": scores.miou, "val/mean_f1": scores.mean_f1, "val/oa": scores.oa,
+                  "val/period4_share": pattern}  # fmt: skip
         for index, name in enumerate(self.spec.class_names):
             values[f"val/iou_{_metric_name(name)}"] = float(scores.iou[index])
         for key, value in values.items():
