@@ -35,6 +35,11 @@ from bicorseg.models.hbis import HBISLayer
 from bicorseg.models.neck import FusedNeck
 from bicorseg.spec import DatasetSpec
 
+# The head's two 2x pixel shuffles spread 16 consecutive channels of the decoder features over one
+# block of 4 x 4 output pixels (channel q * 16 + s feeds position s of block q's pixels).
+SUBPIXEL_BLOCK = 4
+SUBPIXEL_CHANNELS = SUBPIXEL_BLOCK**2
+
 
 @dataclass
 class TrainOutput:
@@ -79,6 +84,8 @@ class BiCoRSeg(nn.Module):
         )
         self.classifier = nn.Linear(width, width // 16, bias=False)
         self.static_classifier = nn.Linear(width, width // 16, bias=False)
+        if config.subpixel_init == "tied":
+            tie_subpixel_channels(self)
 
     @property
     def num_classes(self) -> int:
@@ -179,6 +186,34 @@ class BiCoRSeg(nn.Module):
             raise InputError(f"expected a batch of images B x bands x H x W, got shape {tuple(x.shape)}")
         if x.shape[1] != self.config.in_channels:
             raise InputError(f"the model expects {self.config.in_channels} input band(s), got {x.shape[1]}")
+
+
+@torch.no_grad()
+def tie_subpixel_channels(model: BiCoRSeg) -> None:
+    """ICNR-like initialisation (Aitken et al. 2017) of the channels the head's pixel shuffles spread.
+
+    A sub-pixel upsampler gives each of the 16 pixels of a 4 x 4 output block its own channels of
+    the decoder features F_L, and those channels start as independent random draws: an untrained
+    or under-trained network then classifies the 16 positions differently everywhere, a regular
+    4-pixel checker. ICNR starts the layer that feeds a pixel shuffle with its kernel repeated over
+    each block's channels, so the upsampler begins as nearest-neighbour upsampling. Here F_L is
+    made by the neck's 1x1 fusion (F_0) and, in each HBIS layer, a FiLM scale and shift per
+    channel (``F_l = F_{l-1} * scale + shift``, from the ``gamma`` and ``beta`` maps); their output
+    rows are tied in groups of 16 (each group takes its first row, drawn by the default
+    initialisation), so every block's 16 channels are equal and the logits are constant over each
+    4 x 4 block. Training then moves the channels apart only as far as the labels ask.
+    """
+    group = SUBPIXEL_CHANNELS
+
+    def tie(parameter: torch.Tensor) -> None:
+        parameter.copy_(parameter[::group].repeat_interleave(group, dim=0))
+
+    tie(model.neck.fuse.weight)
+    for layer in model.layers:
+        assert isinstance(layer, HBISLayer)
+        for film in (layer.gamma, layer.beta):
+            tie(film.weight)
+            tie(film.bias)
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:

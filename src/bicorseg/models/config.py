@@ -14,6 +14,7 @@ from bicorseg.errors import ConfigError
 from bicorseg.typedconfig import nearest
 
 SELECTION_MODES = ("topk", "threshold", "percentile")
+SUBPIXEL_INITS = ("independent", "tied")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ class ModelConfig:
         lambda_film: lambda, the share of the FiLM-refined features in F_l.
         tau: temperature of the heatmap logits.
         inner_steps: repetitions of the layer's steps inside one layer.
+        subpixel_init: how the channels that the head's two pixel shuffles spread over each 4 x 4
+            block of output pixels start: ``independent`` (each its own random draw, as the
+            original) or ``tied`` (an ICNR-like start: the 16 channels of a block start equal, in
+            the neck's fusion and the HBIS layers' FiLM maps, so the untrained network paints
+            each 4 x 4 block in one class instead of a 4-pixel checker). Only the initialisation
+            differs; the network and its checkpoints are the same.
     """
 
     num_classes: int
@@ -79,6 +86,7 @@ class ModelConfig:
     lambda_film: float = 0.5
     tau: float = 1.0
     inner_steps: int = 1
+    subpixel_init: str = "independent"
     _ratios: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +104,11 @@ class ModelConfig:
         check(self.tau > 0, "tau", f"must be positive, got {self.tau}")
         check(0.0 <= self.lambda_film <= 1.0, "lambda_film", f"must be in [0, 1], got {self.lambda_film}")
         check(self.selection in SELECTION_MODES, "selection", f"must be one of {SELECTION_MODES}")
+        check(
+            self.subpixel_init in SUBPIXEL_INITS,
+            "subpixel_init",
+            f"must be one of {', '.join(SUBPIXEL_INITS)}, got {self.subpixel_init!r}",
+        )
         check(self.min_pixels >= 1, "min_pixels", f"must be at least 1, got {self.min_pixels}")
         check(0.0 <= self.threshold <= 1.0, "threshold", f"must be in [0, 1], got {self.threshold}")
         ratios = (
