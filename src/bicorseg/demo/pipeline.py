@@ -7,7 +7,7 @@ Everything goes through the library's own code paths, so the demo exercises what
    labels ``DIR/scene_labels.tif``), georeferenced in UTM;
 2. training with the Lightning layer (:func:`bicorseg.training.train`, run folder ``DIR/training``)
    for a fixed number of steps on one CPU thread, with a warm-up and a cosine learning rate over
-   the steps (the callbacks are in :mod:`bicorseg.demo.callbacks`);
+   the steps (:mod:`bicorseg.training.budget`; the progress bar is in :mod:`bicorseg.demo.callbacks`);
 3. the trained model saved as a self-describing checkpoint ``DIR/model.ckpt``;
 4. the held-out scene segmented by the windowed raster predictor (``DIR/prediction.tif``, with the
    scene's CRS and transform) and colourised (``DIR/prediction_color.png``);
@@ -21,8 +21,8 @@ five-minute budget on a single busy CPU core): what the model learns does not de
 of the machine (a faster one just finishes sooner), and the same seed gives the same model run
 after run (one CPU thread). ``minutes`` is a safety limit for the whole demo: training gets what
 is left after generating the data, minus an estimate of what prediction, heatmaps, scoring and the
-report take, and stops early (Lightning's ``Timer``) if the steps do not fit; the summary and
-``metrics.json`` then say how many steps were trained.
+report take (``trainer.max_minutes``), and stops early if the steps do not fit, with the learning rate
+annealed over the time it had; the summary and ``metrics.json`` then say how many steps were trained.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class DemoResult:
         return self.steps < self.planned_steps
 
 
-def _train_config(config: DemoConfig, data_root: Path) -> Any:
+def _train_config(config: DemoConfig, data_root: Path, seconds: float) -> Any:
     from bicorseg.training.config import build_config
 
     return build_config(
@@ -160,12 +160,14 @@ def _train_config(config: DemoConfig, data_root: Path) -> Any:
             "optimizer": {
                 "lr": config.lr,
                 "min_lr": config.min_lr,
-                "schedule": "constant",
+                "schedule": "cosine",  # per step, over the steps (or the time, if that ends first)
+                "warmup_steps": config.warmup_steps,
                 "lookahead": True,
             },
             "trainer": {
                 "max_epochs": 100_000,  # max_steps (or the time budget) stops the run
                 "max_steps": config.steps,
+                "max_minutes": seconds / 60.0,
                 "accelerator": "cpu",
                 "devices": 1,
                 "seed": config.seed,
@@ -319,11 +321,11 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         from bicorseg.demo.callbacks import demo_callbacks
 
         stop = _timed(timings, "training")
-        callbacks = demo_callbacks(
-            progress, config.steps, seconds, config.lr, config.min_lr, config.warmup_steps
-        )
+        callbacks = demo_callbacks(progress, config.steps)
         with _quiet_lightning():
-            result = train(_train_config(config, data_root), run_dir, spec=DEMO_DATASET, callbacks=callbacks)
+            result = train(
+                _train_config(config, data_root, seconds), run_dir, spec=DEMO_DATASET, callbacks=callbacks
+            )
         stop()
         if result.last_checkpoint is None:  # pragma: no cover - Lightning always writes it at the end
             raise ConfigError(f"training wrote no checkpoint in {run_dir / 'checkpoints'}")

@@ -281,8 +281,13 @@ class OptimizerConfig:
         lookahead_alpha: how far the slow weights move towards the fast ones at a sync, in (0, 1].
         lookahead_phase: ``textbook`` (syncs at steps k, 2k, ...) or ``paper`` (the original code's
             schedule: syncs at steps 1, k + 1, 2k + 1, ...).
-        schedule: ``cosine`` (annealed per epoch to ``min_lr`` over ``trainer.max_epochs``) or ``constant``.
+        schedule: ``cosine`` (annealed to ``min_lr`` over the run) or ``constant``. The cosine is
+            laid per epoch over ``trainer.max_epochs`` (the published form) when the epochs alone
+            bound the run; with ``trainer.max_steps``, ``trainer.max_minutes`` or a warm-up it is
+            laid per step over the run's progress, the larger of the share of the steps done and
+            the share of the time used, so it reaches ``min_lr`` whichever limit ends the run.
         min_lr: the learning rate at the end of the cosine schedule.
+        warmup_steps: optimizer steps of a linear warm-up from ``lr / warmup_steps`` to ``lr`` (0: none).
     """
 
     lr: float = 1e-4
@@ -295,6 +300,7 @@ class OptimizerConfig:
     lookahead_phase: str = "textbook"
     schedule: str = "cosine"
     min_lr: float = 1e-6
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -311,6 +317,8 @@ class OptimizerConfig:
         _choice("optimizer.schedule", self.schedule, SCHEDULES)
         if not 0 <= self.min_lr <= self.lr:
             _fail("optimizer.min_lr", f"must be in [0, optimizer.lr], got {self.min_lr}")
+        if self.warmup_steps < 0:
+            _fail("optimizer.warmup_steps", f"must not be negative, got {self.warmup_steps}")
 
 
 @dataclass
@@ -320,6 +328,10 @@ class TrainerConfig:
     Attributes:
         max_epochs: epochs of the run (the cosine schedule spans them).
         max_steps: stop after this many optimizer steps (-1: no limit).
+        max_minutes: stop when training (validation included) has run this long, wall-clock, and
+            lay the learning-rate schedule over that time (null: no limit); the run then ends with
+            one more validation. Whichever of ``max_epochs``, ``max_steps`` and ``max_minutes`` is
+            reached first ends the run, and the schedule reaches its floor there.
         limit_train_batches: training batches per epoch, a count (int) or a fraction (float); null: all.
         limit_val_batches: validation batches per validation, a count or a fraction; null: all.
         accelerator: ``auto``, ``cpu``, ``gpu``, ...
@@ -350,6 +362,7 @@ class TrainerConfig:
 
     max_epochs: int = 45
     max_steps: int = -1
+    max_minutes: float | None = None
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     accelerator: str = "auto"
@@ -375,6 +388,8 @@ class TrainerConfig:
         _positive("trainer.max_epochs", self.max_epochs)
         if self.max_steps < -1 or self.max_steps == 0:
             _fail("trainer.max_steps", f"must be positive or -1, got {self.max_steps}")
+        if self.max_minutes is not None:
+            _positive("trainer.max_minutes", self.max_minutes)
         for key in ("limit_train_batches", "limit_val_batches"):
             value = getattr(self, key)
             if value is not None and (value <= 0 or (isinstance(value, float) and value > 1)):
@@ -422,6 +437,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: typedconfig.to_plain(getattr(self, name)) for name in SECTIONS}
+
+    @property
+    def schedule_per_step(self) -> bool:
+        """Whether the learning rate is set every step (see :class:`OptimizerConfig`'s ``schedule``)."""
+        trainer = self.trainer
+        bounded = trainer.max_steps > 0 or trainer.max_minutes is not None
+        return self.optimizer.warmup_steps > 0 or (self.optimizer.schedule == "cosine" and bounded)
 
     def to_yaml(self) -> str:
         return typedconfig.to_yaml(self.to_dict())

@@ -192,8 +192,8 @@ class BiCoRSegModule(L.LightningModule):
             optimizer = Lookahead(
                 optimizer, k=cfg.lookahead_k, alpha=cfg.lookahead_alpha, phase=cfg.lookahead_phase
             )
-        if cfg.schedule == "constant":
-            return optimizer
+        if cfg.schedule == "constant" or self.config.schedule_per_step:
+            return optimizer  # per step, the run's RunBudget sets the rate (bicorseg.training.budget)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=self.config.trainer.max_epochs, eta_min=cfg.min_lr
         )

@@ -54,6 +54,7 @@ from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
 from bicorseg.torch_files import read_torch_file
+from bicorseg.training.budget import RunBudget
 from bicorseg.training.config import TrainConfig, dataset_spec
 from bicorseg.training.datamodule import SegmentationDataModule
 from bicorseg.training.module import BiCoRSegModule
@@ -377,6 +378,7 @@ def build_trainer(
     if cfg.checkpoint_every_n_steps:
         all_callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cfg.checkpoint_every_n_steps))
     all_callbacks.append(LastState(checkpoint_dir / f"{LAST_NAME}.ckpt", signals or StopSignals()))
+    all_callbacks.append(RunBudget(config))  # the clock, max_minutes and the per-step learning rate
     # in a terminal a live bar (and the epoch lines); elsewhere plain lines every n steps and per epoch
     live = cfg.progress_bar and sys.stderr.isatty()
     if live:
