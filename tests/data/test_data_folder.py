@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from bicorseg.data import ClassTable, FolderDataset, build_dataset, folder_spec
+from bicorseg.data.base import SampleSelection
 from bicorseg.data.io import write_tiff
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import IMAGENET_MEAN_8BIT, DatasetSpec
@@ -172,3 +173,29 @@ def test_a_name_that_is_not_utf8_is_skipped_with_a_warning_naming_it(tmp_path):
         f"{tmp_path}/{folder}/caf\\xe9.png: skipped: its name is not UTF-8 text, which GDAL cannot open (rename it)"
         for folder in ("images", "masks")
     ]
+
+
+def test_a_cached_selection_decodes_each_sample_once(tmp_path):
+    rng = np.random.default_rng(2)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for k in range(3):
+        write_tiff(tmp_path / "images" / f"s{k}.tif", rng.random((2, 16, 16)).astype(np.float32))
+        Image.fromarray(rng.integers(0, 2, (16, 16), dtype=np.uint8)).save(tmp_path / "masks" / f"s{k}.png")
+    table = {"classes": [{"name": "a", "value": 0}, {"name": "b", "value": 1}]}
+    folder = build_dataset("folder", tmp_path, "all", class_table=table)
+    per_sample = 2 * 16 * 16 * 4 + 16 * 16  # float32 image and uint8 mask
+    cached = SampleSelection([folder], [2, 0], cache_bytes=2 * per_sample)
+    uncached = SampleSelection([folder], [2, 0], cache_bytes=per_sample - 1)  # not even one fits
+    first = [cached[i] for i in range(2)]
+    for item in (tmp_path / "images").iterdir():  # the files are gone: only the cache can answer
+        item.unlink()
+    for i in range(2):
+        again = cached[i]
+        assert again["name"] == first[i]["name"]
+        assert torch.equal(again["image"], first[i]["image"]) and torch.equal(again["mask"], first[i]["mask"])
+    image, _ = cached.load_arrays(0)
+    image[:] = 7.0  # what a caller does with its arrays does not reach the cache
+    assert torch.equal(cached[0]["image"], first[0]["image"])
+    with pytest.raises(InputError, match=r"s2\.tif"):
+        uncached[0]

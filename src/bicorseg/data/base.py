@@ -117,6 +117,9 @@ class SampleSelection(SegmentationDataset):
         datasets: the datasets to join (one spec: the first one's).
         indices: positions in the joined datasets, in the order wanted; None for all.
         transform: the joint transform of this selection (the datasets' own are not used).
+        cache_bytes: keep up to this many bytes of decoded images and masks in memory (in each
+            process that loads samples), so that a small dataset is read and decoded once rather
+            than every epoch; 0 for none. Cached arrays are handed out as copies.
     """
 
     def __init__(
@@ -124,18 +127,30 @@ class SampleSelection(SegmentationDataset):
         datasets: list[SegmentationDataset],
         indices: list[int] | None = None,
         transform: JointTransform | None = None,
+        cache_bytes: int = 0,
     ) -> None:
         super().__init__(datasets[0].spec, transform)
         self.datasets = list(datasets)
         where = [(d, i) for d in self.datasets for i in range(len(d))]
         self._where = where if indices is None else [where[i] for i in indices]
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._cached = 0
 
     def __len__(self) -> int:
         return len(self._where)
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if index in self._cache:
+            image, mask = self._cache[index]
+            return image.copy(), None if mask is None else mask.copy()
         dataset, position = self._where[index]
-        return dataset.load_arrays(position)
+        image, mask = dataset.load_arrays(position)
+        size = image.nbytes + (0 if mask is None else mask.nbytes)
+        if self._cached + size <= self.cache_bytes:
+            self._cache[index] = (image.copy(), None if mask is None else mask.copy())
+            self._cached += size
+        return image, mask
 
     def sample_name(self, index: int) -> str:
         dataset, position = self._where[index]

@@ -71,6 +71,9 @@ class DataConfig:
         batch_size: training samples per process and step; the global batch is ``batch_size * processes``.
         val_batch_size: validation samples per process and step.
         num_workers: data-loading worker processes.
+        cache_mb: datasets of samples: keep up to this many MiB of decoded training images and
+            masks in memory, in each loading process, so that a small dataset is decoded once
+            instead of every epoch (0: none). A 1024 x 1024 RGB image and its mask take 4 MiB.
         shuffle: shuffle the training samples each epoch.
         augment: the training augmentation (rescale, crop, rot90/flips, mosaic): its keys, true for
             the published defaults or false to only crop.
@@ -123,6 +126,7 @@ class DataConfig:
     batch_size: int = 8
     val_batch_size: int = 1
     num_workers: int = 2
+    cache_mb: int = 0
     shuffle: bool = True
     augment: AugmentOptions | bool = field(default_factory=AugmentOptions)
     options: FolderOptions = field(default_factory=FolderOptions)
@@ -168,6 +172,8 @@ class DataConfig:
         _positive("data.val_batch_size", self.val_batch_size)
         if self.num_workers < 0:
             _fail("data.num_workers", f"must not be negative, got {self.num_workers}")
+        if self.cache_mb < 0:
+            _fail("data.cache_mb", f"must not be negative, got {self.cache_mb}")
         if len(self.synthetic_size) != 3 or min(self.synthetic_size) < 1:
             _fail("data.synthetic_size", "give [image size, training samples, validation samples]")
         for key in ("train_samples", "val_samples"):
@@ -231,6 +237,8 @@ class DataConfig:
         if self.val_buffer < 0:
             _fail("data.val_buffer", f"must not be negative, got {self.val_buffer}")
         _positive("data.chips_per_epoch", self.chips_per_epoch)
+        if self.cache_mb:
+            _fail("data.cache_mb", "is for datasets of samples; geo datasets read their chips' windows")
         _positive("data.batch_size", self.batch_size)
         _positive("data.val_batch_size", self.val_batch_size)
         if self.num_workers < 0:

@@ -190,7 +190,9 @@ class SegmentationDataModule(L.LightningDataModule):
                 else None
             )
             train_idx, val_idx = split_samples(cfg, train_all, val_all)
-            train = SampleSelection(train_all.datasets, train_idx, training_transform(cfg, self.seed))
+            train = SampleSelection(
+                train_all.datasets, train_idx, training_transform(cfg, self.seed), cfg.cache_mb << 20
+            )
             if wants_val and val_all is not None:
                 self.val_set = SampleSelection(val_all.datasets, val_idx)
         if wants_train:
