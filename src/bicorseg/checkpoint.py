@@ -329,6 +329,7 @@ def convert_official(
         layers=found_layers,
         topk_ratio=topk_ratio,
         min_pixels=min_pixels,
+        subpixel_init="independent",  # the original's start (its weights replace it anyway)
     )
     target_keys = set(BiCoRSeg(config).state_dict())
     missing = sorted(target_keys - set(mapped))

@@ -66,10 +66,10 @@ class ModelConfig:
         tau: temperature of the heatmap logits.
         inner_steps: repetitions of the layer's steps inside one layer.
         subpixel_init: how the channels that the head's two pixel shuffles spread over each 4 x 4
-            block of output pixels start: ``independent`` (each its own random draw, as the
-            original) or ``tied`` (an ICNR-like start: the 16 channels of a block start equal, in
-            the neck's fusion and the HBIS layers' FiLM maps, so the untrained network paints
-            each 4 x 4 block in one class instead of a 4-pixel checker). Only the initialisation
+            block of output pixels start: ``tied`` (the default; an ICNR-like start: the 16
+            channels of a block start equal, in the neck's fusion and the HBIS layers' FiLM maps, so
+            an under-trained network paints no 4-pixel checker) or ``independent`` (each its own
+            random draw, as the original; the published recipes keep it). Only the initialisation
             differs; the network and its checkpoints are the same.
     """
 
@@ -86,7 +86,7 @@ class ModelConfig:
     lambda_film: float = 0.5
     tau: float = 1.0
     inner_steps: int = 1
-    subpixel_init: str = "independent"
+    subpixel_init: str = "tied"
     _ratios: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
