@@ -72,7 +72,9 @@ def _stem_dtypes(model: BiCoRSeg) -> list[torch.dtype]:
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_reduced_precision_runs_in_that_dtype_and_returns_float32(precision, dtype) -> None:
-    model = BiCoRSeg(tiny_config()).eval()
+    # independent draws: the tied start gives the head's LayerNorm C/16 = 2 distinct values at this
+    # width, so the logits of an untrained network flip with rounding and no tolerance would hold
+    model = BiCoRSeg(tiny_config(subpixel_init="independent")).eval()
     x = torch.randn(2, 3, 64, 80)
     seen = _stem_dtypes(model)
     reduced = with_precision(model, precision)
