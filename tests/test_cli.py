@@ -182,18 +182,22 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
     checked = {  # command: (the defaults of the Python API it maps to, the options compared)
         "predict": (
             predict_options,
-            {"batch_size", "device", "precision", "overwrite", "tile", "overlap", *tta},
+            {"batch_size", "device", "precision", "overwrite", "tile", "overlap", "aoi", *tta},
         ),
         "heatmaps": (predict_options, {"batch_size", "device", "precision", "tile", "overlap"}),
         "submit": (predict_options, {"batch_size", "device", "precision", *tta}),
         "evaluate": (parameters(evaluate_model), {"batch_size", "device", "num_workers", *tta}),
         "export": (parameters(export_onnx), {"tile", "overlap"}),
-        "areas": (fields(AreaOptions), {"class_table", "window"}),
+        "areas": (fields(AreaOptions), {"aoi", "class_table", "window"}),
         "vectorize": (fields(VectorizeOptions), {"class_table", "window", "overwrite"}),
     }
     for command, (python, names) in checked.items():
         cli = {action.dest: action.default for action in commands[command]._actions}
         assert {name: cli[name] for name in names} == {name: python[name] for name in names}, command
+    # every shared option is compared, but the checkpoint (required) and --allow-remote (a switch the
+    # Python API has no default for: remote_access(allow) is always told)
+    compared = set().union(*(names for _, names in checked.values()))
+    assert set(SHARED_OPTIONS) - compared == {"checkpoint", "allow_remote"}
 
     # every command that takes a shared option declares it from the one table: same type, default,
     # choices and kind of value wherever it appears (only the help may say more for the command)

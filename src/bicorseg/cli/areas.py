@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("raster", metavar="RASTER", help="single-band class raster")
-    parser.add_argument("--aoi", default=None, help="polygons (any OGR format with a CRS) to count inside")
+    add_shared_options(parser, "aoi", aoi="polygons (any OGR format with a CRS) to count inside")
     parser.add_argument("--output", default=None, help="areas.json or areas.csv (default: the table only)")
     add_shared_options(parser, "class_table", "window")
     add_shared_options(parser, "allow_remote", "overwrite", overwrite="replace an existing output")

@@ -3,10 +3,10 @@ default each, the Python API's (:mod:`bicorseg.defaults`, the fields of
 :class:`~bicorseg.inference.PredictOptions`): ``--checkpoint``, ``--device``, ``--precision``,
 ``--batch-size``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
 ``evaluate``, ``submit``; the precision of ``evaluate`` and ``submit``; the tiling of ``predict``,
-``heatmaps``, ``export`` and ``evaluate --whole-tiles``; ``--class-table``; the ``--window`` of the
-GIS commands; the ``--section.key`` and ``--set`` options of config sections (``train``, ``chips``),
-made from the dataclasses. Also reading the class table of the GIS commands, warnings as one line,
-the progress bar and the summary of polygons."""
+``heatmaps``, ``export`` and ``evaluate --whole-tiles``; ``--aoi``, ``--class-table`` and the
+``--window`` of the GIS commands; the ``--section.key`` and ``--set`` options of config sections
+(``train``, ``chips``), made from the dataclasses. Also reading the class table of the GIS commands,
+warnings as one line, the progress bar and the summary of polygons."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ SHARED_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "allow_remote": {"action": "store_true", "help": ALLOW_REMOTE_HELP},
     "overwrite": {"action": "store_true", "help": "replace existing outputs"},
+    "aoi": {
+        "default": None,
+        "metavar": "POLYGONS",
+        "help": "area of interest: polygons, any OGR format with a CRS",
+    },
     "class_table": {
         "default": None,
         "metavar": "YAML",

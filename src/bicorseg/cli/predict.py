@@ -89,13 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write <stem>_confidence.tif: the largest class probability, the normalised entropy and, "
         "with --tta, the fraction of passes whose arg-max differs from the merged one",
     )
-    parser.add_argument(
-        "--aoi",
-        metavar="POLYGONS",
-        default=None,
-        help="area of interest (polygons, any OGR format with a CRS): only tiles with a pixel inside are "
-        'computed, pixels outside are nodata (needs pip install "bicorseg[vector]")',
-    )
+    add_shared_options(parser, "aoi", aoi="area of interest (polygons, any OGR format with a CRS): only tiles "
+                       'with a pixel inside are computed, pixels outside are nodata (needs pip install "bicorseg[vector]")')  # fmt: skip
     parser.add_argument(
         "--engine",
         choices=ENGINES,
