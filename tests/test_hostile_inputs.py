@@ -711,7 +711,7 @@ def test_out_of_range_options_name_the_option(args, message, tmp_path, capsys, c
 
 
 @pytest.mark.slow
-def test_pretrained_imagenet_without_network_says_to_pass_a_local_file(tmp_path, capsys, monkeypatch) -> None:
+def test_pretrained_imagenet_without_network_says_what_to_run(tmp_path, capsys, monkeypatch) -> None:
     """The real download path: an empty torch cache and an unreachable proxy (as on a machine offline)."""
     cache = tmp_path / "torch_home"
     cache.mkdir()
@@ -722,7 +722,14 @@ def test_pretrained_imagenet_without_network_says_to_pass_a_local_file(tmp_path,
         monkeypatch.delenv(key, raising=False)
     line = refused(capsys, "train", "--config", "tiny-test", "--model.backbone", "convnext_tiny",
                    "--model.pretrained", "imagenet", "--output", tmp_path / "run")  # fmt: skip
-    assert "cannot download the weights of backbone convnext_tiny from https://download.pytorch.org" in line
+    assert (
+        "the weights of backbone convnext_tiny are not cached and cannot be downloaded from https://download.pytorch.org"
+        in line
+    )
+    assert (
+        "run 'bicorseg weights download convnext_tiny', carry the file it names (convnext_tiny-983f1562.pth)"
+        in line
+    )
     assert "set pretrained to a local weights file" in line
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no partial download left
 

@@ -5,10 +5,16 @@ Supported names:
 * ``convnext_tiny``, ``convnext_small``, ``convnext_base``: torchvision's ConvNeXt.
 * ``convnext_nano``: torchvision's ConvNeXt class with a small block setting (channels 32-256,
   depths 1/1/3/1), for tests, the CPU demo and quick experiments. It has no pretrained weights.
-* ``timm:<model name>``: any timm model that supports ``features_only`` (optional extra ``timm``).
+* ``convnext_atto``, ``convnext_femto``, ``convnext_pico``: timm's smallest ConvNeXts (3.4 to 8.5
+  million weights, ImageNet-1k), short for ``timm:convnext_atto`` etc. (optional extra ``timm``).
+* ``timm:<model name>``: any timm model that supports ``features_only`` (optional extra ``timm``),
+  e.g. ``timm:convnext_nano`` (timm's nano, not bicorseg's).
 
-Any input band count is supported: the first convolution is rebuilt for it, and pretrained weights
-are carried over as described in :func:`adapt_first_conv_weight`.
+``pretrained="imagenet"`` takes the weights from the cache of the library that publishes them
+(:mod:`bicorseg.pretrained`: downloaded once, or imported by hand on machines without network
+access); a file path loads that file. Any input band count is supported: the first convolution is
+rebuilt for it, and pretrained RGB weights are carried over as described in
+:func:`adapt_first_conv_weight`, for torchvision's and timm's backbones alike.
 
 The torchvision ConvNeXt blocks run a faster forward for float32 inference on the CPU
 (:class:`InferenceCNBlock`); parameters, state dict keys and every other path are torchvision's.
@@ -16,8 +22,6 @@ The torchvision ConvNeXt blocks run a faster forward for float32 inference on th
 
 from __future__ import annotations
 
-import http.client
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from torch import nn
 from torchvision.models import convnext as tv_convnext
 
 from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
+from bicorseg.pretrained import TIMM_SHORT_NAMES
 from bicorseg.torch_files import read_torch_file
 
 TORCHVISION_CONVNEXTS = {
@@ -36,7 +41,7 @@ TORCHVISION_CONVNEXTS = {
 }
 # (input channels, output channels, depth) per stage; output None marks the last stage.
 _NANO_BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 256, 3), (256, None, 1))
-BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", "timm:<name>")
+BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", *TIMM_SHORT_NAMES, "timm:<name>")
 
 
 # oneDNN's fused Linear + GELU (the kernel torch.compile uses on CPUs); absent from builds without oneDNN
@@ -118,11 +123,14 @@ class ConvNeXtStages(nn.Module):
             blocks = [tv_convnext.CNBlockConfig(i, o, d) for i, o, d in _NANO_BLOCKS]
             network = tv_convnext.ConvNeXt(blocks, stochastic_depth_prob=0.0)
         elif name in TORCHVISION_CONVNEXTS:
-            builder, weights = TORCHVISION_CONVNEXTS[name]
+            builder, _ = TORCHVISION_CONVNEXTS[name]
             network = builder(weights=None)
-            if pretrained:
-                local = _imagenet_file(name, weights.url) if pretrained == "imagenet" else pretrained
-                _load_local_backbone_weights(network, str(local))
+            if pretrained == "imagenet":
+                from bicorseg.pretrained import imagenet_weights
+
+                _load_features(network, imagenet_weights(name), "the ImageNet weights")
+            elif pretrained:
+                _load_local_backbone_weights(network, pretrained)
         else:
             raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
         self.features = network.features
@@ -154,55 +162,75 @@ class ConvNeXtStages(nn.Module):
 
 
 class TimmStages(nn.Module):
-    """Any timm model with ``features_only``; returns its last four feature maps."""
+    """Any timm model with ``features_only``; returns its last four feature maps.
 
-    def __init__(self, name: str, in_channels: int = 3, pretrained: str | None = None) -> None:
+    Pretrained weights (``"imagenet"``, or a file of the model's weights as timm publishes them:
+    safetensors or a torch state dict) are checked by :func:`bicorseg.pretrained.read_weights` and
+    handed to timm as a state dict, the first convolution adapted to the band count by
+    :func:`adapt_first_conv_weight`.
+    """
+
+    def __init__(
+        self, name: str, in_channels: int = 3, pretrained: str | None = None, display_name: str | None = None
+    ) -> None:
         super().__init__()
-        (timm,) = require_extra("timm", ("timm",), f"backbone 'timm:{name}'")
+        from bicorseg import pretrained as weights
+
+        display_name = display_name or f"timm:{name}"
+        (timm,) = require_extra("timm", ("timm",), f"backbone {display_name!r}")
+        options: dict[str, Any] = {}
+        if pretrained:
+            if pretrained == "imagenet":
+                source = weights.weights_source(display_name)
+                state = weights.imagenet_weights(display_name)
+            else:
+                source = weights.WeightsSource(display_name, "timm", name, pretrained)
+                state = weights.read_weights(pretrained, source)
+            options = _timm_pretrained_options(timm, source, state, in_channels)
         try:
             body: Any = timm.create_model(  # timm has no type information
-                name, features_only=True, pretrained=pretrained == "imagenet", in_chans=in_channels
+                name, features_only=True, in_chans=in_channels, **options
             )
-        except OSError as error:  # the weights could not be downloaded
-            raise _download_error(f"timm:{name}", None, error) from error
         except RuntimeError as error:
-            raise ConfigError(f"backbone 'timm:{name}': {first_line(error)}") from error
+            raise ConfigError(f"backbone {display_name!r}: {first_line(error)}") from error
+        body.pretrained_cfg.pop("state_dict", None)  # timm keeps the overlay: the weights would stay twice
         self.body = body
-        if pretrained and pretrained != "imagenet":
-            _load_state_dict_file(self.body, pretrained, strict=False)
         channels = [int(c) for c in body.feature_info.channels()]
         if len(channels) < 4:
-            raise ConfigError(f"backbone 'timm:{name}' has {len(channels)} feature levels; 4 are needed")
+            raise ConfigError(f"backbone {display_name!r} has {len(channels)} feature levels; 4 are needed")
         self.channels: tuple[int, ...] = tuple(channels[-4:])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))[-4:]
 
 
-def _imagenet_file(name: str, url: str) -> Path:
-    """torchvision's ImageNet weights of ``name`` in torch's hub cache (``$TORCH_HOME``), downloaded once."""
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = torch.hub.HASH_REGEX.search(target.name)
-    try:  # to a temporary file, checked against the hash in its name, then renamed
-        torch.hub.download_url_to_file(
-            url, str(target), digest.group(1) if digest else None, progress=sys.stderr.isatty()
-        )
-    except (OSError, http.client.HTTPException) as error:  # no network, proxy or DNS failure
-        raise _download_error(name, url, error) from error
-    except RuntimeError as error:  # a corrupted download
-        raise CheckpointError(f"the download of {url} is corrupt: {first_line(error)}") from error
-    return target
+def _timm_pretrained_options(
+    timm: Any, source: Any, state: dict[str, torch.Tensor], in_channels: int
+) -> dict[str, Any]:
+    """The ``create_model`` options that load ``state`` (timm's layout, checked) into a timm model.
 
+    The first convolution is adapted here, as for torchvision's backbones; the classifier head, which
+    a file may leave out, is filled with zeros (timm drops it from a ``features_only`` model) so that
+    timm reads the state dict as its own layout.
+    """
+    from bicorseg.pretrained import reference_shapes
 
-def _download_error(name: str, url: str | None, error: BaseException) -> ConfigError:
-    source, example = (f" from {url}", " (e.g. that file, downloaded elsewhere)") if url else ("", "")
-    return ConfigError(
-        f"pretrained 'imagenet': cannot download the weights of backbone {name}{source} "
-        f"({first_line(error)}); without network access, set pretrained to a local weights file{example}"
-    )
+    shapes, head = reference_shapes(source)
+    state = dict(state)
+    for key, shape in shapes.items():
+        if key.startswith(head) and key not in state:
+            state[key] = torch.zeros(shape)
+    config = timm.models.get_pretrained_cfg(source.model)
+    stems = config.first_conv if config is not None else None
+    for stem in (stems,) if isinstance(stems, str) else stems or ():
+        weight = state.get(f"{stem}.weight")
+        if weight is not None and weight.ndim == 4 and weight.shape[1] == 3 and in_channels != 3:
+            state[f"{stem}.weight"] = adapt_first_conv_weight(weight, in_channels)
+    return {
+        "pretrained": True,
+        # the input size declares the band count the weights now have, so timm loads them unchanged
+        "pretrained_cfg_overlay": {"state_dict": state, "input_size": (in_channels, 224, 224)},
+    }
 
 
 def build_backbone(
@@ -211,6 +239,8 @@ def build_backbone(
     """Backbone by name (see module docstring); ``pretrained`` is None, ``"imagenet"`` or a file path."""
     if name.startswith("timm:"):
         return TimmStages(name.removeprefix("timm:"), in_channels, pretrained)
+    if name in TIMM_SHORT_NAMES:
+        return TimmStages(name, in_channels, pretrained, display_name=name)
     return ConvNeXtStages(name, in_channels, pretrained)
 
 
@@ -225,28 +255,20 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _load_state_dict_file(module: nn.Module, path: str, strict: bool = True) -> None:
-    try:
-        module.load_state_dict(_read_state_dict(path), strict=strict)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise CheckpointError(f"pretrained weights {path} do not fit the backbone: {first_line}") from error
-
-
 def _load_local_backbone_weights(network: tv_convnext.ConvNeXt, path: str) -> None:
     """A torchvision ConvNeXt state dict saved to a file (``torch.save(model.state_dict(), path)``).
 
     The classifier head may be absent; every ``features.*`` key must be present.
     """
-    state = _read_state_dict(path)
+    _load_features(network, _read_state_dict(path), f"pretrained weights {path}")
+
+
+def _load_features(network: tv_convnext.ConvNeXt, state: dict[str, torch.Tensor], what: str) -> None:
     missing = [k for k in network.features.state_dict() if f"features.{k}" not in state]
     if missing:
-        raise CheckpointError(
-            f"pretrained weights {path} lack {len(missing)} backbone keys, e.g. features.{missing[0]}"
-        )
+        raise CheckpointError(f"{what} lack {len(missing)} backbone keys, e.g. features.{missing[0]}")
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     try:
         network.features.load_state_dict(features, strict=True)
     except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise CheckpointError(f"pretrained weights {path} do not fit the backbone: {first_line}") from error
+        raise CheckpointError(f"{what} do not fit the backbone: {first_line(error)}") from error

@@ -1,0 +1,96 @@
+"""A Hugging Face cache filled by hand and a loopback server that answers as the Hub's file endpoint does.
+
+``fill_hf_cache(hub_cache, repo_id, files)`` lays files out as huggingface_hub caches them
+(``models--ORG--NAME/blobs/<sha256>``, ``snapshots/<commit>/<file>`` linking to the blob,
+``refs/main`` holding the commit), so that huggingface_hub finds them in offline mode.
+
+``HubServer(files)`` serves ``/<repo_id>/resolve/<revision>/<file>`` on 127.0.0.1 with the headers
+huggingface_hub reads (``X-Repo-Commit``, ``X-Linked-Etag``: the file's sha256, ``X-Linked-Size``);
+``etags`` overrides the published sha256 of a file, to play a Hub whose file does not match.
+Point huggingface_hub at it with ``HF_ENDPOINT=server.url`` (read when huggingface_hub is imported:
+give it to a subprocess).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_hf_cache(hub_cache: str | os.PathLike, repo_id: str, files: dict[str, bytes]) -> Path:
+    """Put ``files`` (name -> content) in the cache ``hub_cache`` (``$HF_HOME/hub``) as ``repo_id``'s; the snapshot."""
+    repo = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+class HubServer:
+    """Files of Hub repositories served on 127.0.0.1 (see module docstring); every path asked is recorded."""
+
+    def __init__(self, files: dict[tuple[str, str], bytes], etags: dict[tuple[str, str], str] | None = None):
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def do_GET(self) -> None:
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                path = unquote(urlsplit(self.path).path)
+                server.requests.append(f"{self.command} {path}")
+                repo, _, rest = path.lstrip("/").partition("/resolve/")
+                name = rest.partition("/")[2]
+                data = files.get((repo, name)) if rest else None
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                etag = (etags or {}).get((repo, name), hashlib.sha256(data).hexdigest())
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("X-Linked-Etag", f'"{etag}"')
+                self.send_header("ETag", f'"{etag}"')
+                self.send_header("X-Linked-Size", str(len(data)))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> HubServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
