@@ -22,6 +22,8 @@ pick a format by extension. A name that would exceed the file system's 255 bytes
   from another host, whose owner cannot be checked from here.
 * :func:`ensure_writable` checks, before any work starts, that an output file or folder can be
   created, and creates nothing; :func:`write_error` is the one-line error of a write that failed.
+* :func:`sha256_file`: the content hash that identifies a file written or read (manifests,
+  checkpoints, weights).
 """
 
 from __future__ import annotations
@@ -316,3 +318,12 @@ def write_error(target: Path, error: BaseException, kept: str = "nothing was kep
         if usage.free < 1 << 20:
             reason = f"the disk is full ({usage.free // 1024} KiB free)"
     return OutputError(f"cannot write {target}: {reason}; {kept}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -33,7 +33,7 @@ from bicorseg.errors import CheckpointError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
 from bicorseg.precision import InferencePrecision, with_precision
 from bicorseg.spec import DatasetSpec
-from bicorseg.torch_files import read_torch_file
+from bicorseg.torch_files import check_finite_weights, read_torch_file
 
 FORMAT = "bicorseg"
 FORMAT_VERSION = 1
@@ -139,14 +139,6 @@ def save_checkpoint(
         model = model.model
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save({**metadata(model, tiling), "state_dict": state, "extra": extra or {}}, path)
-
-
-def check_finite_weights(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Raise a :class:`CheckpointError` naming the first floating tensor with NaN or infinite values."""
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
-            bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(f"{path}: weight {key} has {bad} NaN or infinite value(s)")
 
 
 def _read(path: str | os.PathLike) -> dict[str, Any]:

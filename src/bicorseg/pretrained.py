@@ -36,8 +36,9 @@ from typing import Any
 
 import torch
 
+from bicorseg.atomic import atomic_output, sha256_file
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
-from bicorseg.torch_files import read_torch_file
+from bicorseg.torch_files import check_finite_weights, read_torch_file
 
 # The short names of timm's smallest ConvNeXts (ImageNet-1k): bicorseg's own ``convnext_nano`` is
 # another network (no weights), so timm's nano is ``timm:convnext_nano``.
@@ -171,8 +172,6 @@ def read_weights(path: str | os.PathLike, source: WeightsSource) -> dict[str, to
             f"{path} holds {size} bytes, more than the {limit} bytes the weights of {source.name} can take"
         )
     state = _load(path, source)
-    from bicorseg.checkpoint import check_finite_weights  # here: the checkpoint module imports the models
-
     check_finite_weights(state, path)
     unexpected = sorted(set(state) - set(shapes))
     missing = sorted(k for k in shapes if k not in state and not k.startswith(head))
@@ -334,8 +333,6 @@ def _fetch(source: WeightsSource) -> Path:
 
 
 def _check_sha256(path: Path, expected: str, what: str) -> str:
-    from bicorseg.data.io import sha256_file
-
     digest = sha256_file(path)
     if not digest.startswith(expected.lower()):
         raise CheckpointError(f"{path}: sha256 {digest} is not the {expected} published for {what}")
@@ -367,9 +364,6 @@ def import_weights(
     (:func:`read_weights`). Installed by a temporary copy renamed into place. An installed file with
     other content is replaced only with ``overwrite``.
     """
-    from bicorseg.atomic import atomic_output
-    from bicorseg.data.io import sha256_file
-
     source = backbone if isinstance(backbone, WeightsSource) else weights_source(backbone)
     file = Path(file).expanduser()
     if not file.is_file():
@@ -417,8 +411,6 @@ class CacheEntry:
 
 def list_weights(names: tuple[str, ...] = LISTED_NAMES) -> list[CacheEntry]:
     """The cache state of each backbone in ``names`` (timm's are left out when timm is not installed)."""
-    from bicorseg.data.io import sha256_file
-
     entries = []
     for name in names:
         try:

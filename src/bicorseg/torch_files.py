@@ -1,4 +1,5 @@
-"""The one reader of torch files: :func:`read_torch_file` unpickles with ``weights_only=True``.
+"""The one reader of torch files: :func:`read_torch_file` unpickles with ``weights_only=True``;
+:func:`check_finite_weights` refuses a state dict with a NaN or infinite weight.
 
 Below the models and the checkpoints (the backbone reads pretrained weights with it, the checkpoint
 module everything else), so that neither imports the other for it.
@@ -56,3 +57,11 @@ def read_torch_file(
         raise CheckpointError(
             f"cannot read {what} {path}: corrupt or not a torch file ({first_line(error)})"
         ) from error
+
+
+def check_finite_weights(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Raise a :class:`CheckpointError` naming the first floating tensor with NaN or infinite values."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: weight {key} has {bad} NaN or infinite value(s)")

@@ -20,7 +20,6 @@ header, before decoding) and rasters that refer to remote sources when remote ac
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import warnings
@@ -38,6 +37,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
+from bicorseg.atomic import sha256_file as sha256_file  # re-exported: the readers of data files use it
 from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
@@ -299,11 +299,3 @@ def band_statistics(samples: Iterable[np.ndarray], what: str) -> tuple[tuple[flo
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -31,7 +31,14 @@ from torch import nn
 from torchvision.models import convnext as tv_convnext
 
 from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
-from bicorseg.pretrained import TIMM_SHORT_NAMES
+from bicorseg.pretrained import (
+    TIMM_SHORT_NAMES,
+    WeightsSource,
+    imagenet_weights,
+    read_weights,
+    reference_shapes,
+    weights_source,
+)
 from bicorseg.torch_files import read_torch_file
 
 TORCHVISION_CONVNEXTS = {
@@ -126,8 +133,6 @@ class ConvNeXtStages(nn.Module):
             builder, _ = TORCHVISION_CONVNEXTS[name]
             network = builder(weights=None)
             if pretrained == "imagenet":
-                from bicorseg.pretrained import imagenet_weights
-
                 _load_features(network, imagenet_weights(name), "the ImageNet weights")
             elif pretrained:
                 _load_local_backbone_weights(network, pretrained)
@@ -174,18 +179,16 @@ class TimmStages(nn.Module):
         self, name: str, in_channels: int = 3, pretrained: str | None = None, display_name: str | None = None
     ) -> None:
         super().__init__()
-        from bicorseg import pretrained as weights
-
         display_name = display_name or f"timm:{name}"
         (timm,) = require_extra("timm", ("timm",), f"backbone {display_name!r}")
         options: dict[str, Any] = {}
         if pretrained:
             if pretrained == "imagenet":
-                source = weights.weights_source(display_name)
-                state = weights.imagenet_weights(display_name)
+                source = weights_source(display_name)
+                state = imagenet_weights(display_name)
             else:
-                source = weights.WeightsSource(display_name, "timm", name, pretrained)
-                state = weights.read_weights(pretrained, source)
+                source = WeightsSource(display_name, "timm", name, pretrained)
+                state = read_weights(pretrained, source)
             options = _timm_pretrained_options(timm, source, state, in_channels)
         try:
             body: Any = timm.create_model(  # timm has no type information
@@ -205,7 +208,7 @@ class TimmStages(nn.Module):
 
 
 def _timm_pretrained_options(
-    timm: Any, source: Any, state: dict[str, torch.Tensor], in_channels: int
+    timm: Any, source: WeightsSource, state: dict[str, torch.Tensor], in_channels: int
 ) -> dict[str, Any]:
     """The ``create_model`` options that load ``state`` (timm's layout, checked) into a timm model.
 
@@ -213,8 +216,6 @@ def _timm_pretrained_options(
     a file may leave out, is filled with zeros (timm drops it from a ``features_only`` model) so that
     timm reads the state dict as its own layout.
     """
-    from bicorseg.pretrained import reference_shapes
-
     shapes, head = reference_shapes(source)
     state = dict(state)
     for key, shape in shapes.items():
