@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import torch
 
-from bicorseg.atomic import atomic_output
+from bicorseg.atomic import atomic_output, sha256_file
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE
 from bicorseg.errors import CheckpointError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
@@ -151,8 +151,46 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
 def load_checkpoint(
     path: str | os.PathLike, num_classes: int | None = None, in_channels: int | None = None
 ) -> Checkpoint:
-    """Read a bicorseg checkpoint (plain or from training); optionally check classes and bands."""
+    """Read a bicorseg checkpoint; optionally check classes and bands.
+
+    ``path``: a checkpoint file (plain, or a Lightning checkpoint of ``bicorseg train``), a pretrained
+    folder (:func:`bicorseg.hub.save_pretrained`) or a Hugging Face Hub repository ``hf://org/name``.
+    """
+    if _is_pretrained_reference(path):
+        from bicorseg.hub import read_pretrained  # here: the hub module builds on this one
+
+        checkpoint = read_pretrained(path)
+    else:
+        checkpoint = _load_file(path)
+    config = checkpoint.model_config
+    if num_classes is not None and config.num_classes != num_classes:
+        raise CheckpointError(
+            f"{path} was trained for {config.num_classes} classes, but {num_classes} are expected here"
+        )
+    if in_channels is not None and config.in_channels != in_channels:
+        raise CheckpointError(
+            f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
+        )
+    return checkpoint
+
+
+def _is_pretrained_reference(path: str | os.PathLike) -> bool:
+    return str(path).startswith("hf://") or Path(path).is_dir()
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """The content hash that identifies a checkpoint: of its file, or of a pretrained folder's
+    configuration and weights."""
+    if Path(path).is_dir():
+        from bicorseg.hub import pretrained_sha256
+
+        return pretrained_sha256(path)
+    return sha256_file(path)
+
+
+def _load_file(path: str | os.PathLike) -> Checkpoint:
     data = _read(path)
+    extra = data.get("extra")
     if data.get("format") == FORMAT:
         meta, state = data, data.get("state_dict")
     elif isinstance(data.get("bicorseg"), dict):  # a Lightning checkpoint written by bicorseg train
@@ -162,6 +200,7 @@ def load_checkpoint(
             for k, v in (lightning_state if isinstance(lightning_state, dict) else {}).items()
             if str(k).startswith(LIGHTNING_PREFIX)
         }
+        extra = {"train_config": meta["train_config"]} if isinstance(meta.get("train_config"), dict) else {}
     elif any(str(k).startswith(("net.", "encoder.", "decoder.")) for k in _state_keys(data)):
         raise CheckpointError(
             f"{path} looks like a checkpoint of the original BiCoR-Seg code: convert it first "
@@ -169,14 +208,23 @@ def load_checkpoint(
         )
     else:
         raise CheckpointError(f"{path} is not a bicorseg checkpoint (no model configuration inside)")
+    config, dataset, tiling = parse_metadata(meta, path)
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path} holds no model weights")
+    check_finite_weights(state, path)
+    return Checkpoint(config, state, dataset, dict(extra) if isinstance(extra, dict) else {}, tiling)
+
+
+def parse_metadata(
+    meta: Mapping[str, Any], path: str | os.PathLike
+) -> tuple[ModelConfig, DatasetSpec | None, Tiling]:
+    """The model configuration, dataset facts and tiling of checkpoint metadata (:func:`metadata`),
+    checked: a :class:`CheckpointError` naming ``path`` for another format version or invalid data."""
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is a bicorseg checkpoint of format version {meta.get('format_version')!r}; "
             f"this bicorseg reads version {FORMAT_VERSION}"
         )
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path} holds no model weights")
-    check_finite_weights(state, path)
     try:
         config = ModelConfig.from_dict(meta["model_config"])
         dataset = None if meta["dataset"] is None else DatasetSpec.from_dict(meta["dataset"])
@@ -184,16 +232,7 @@ def load_checkpoint(
     except (KeyError, TypeError, ValueError, AttributeError) as error:  # ConfigError among them
         detail = f"no {error.args[0]!r}" if isinstance(error, KeyError) else first_line(error)
         raise CheckpointError(f"{path} has invalid metadata: {detail}") from error
-    if num_classes is not None and config.num_classes != num_classes:
-        raise CheckpointError(
-            f"{path} was trained for {config.num_classes} classes, but {num_classes} are expected here"
-        )
-    if in_channels is not None and config.in_channels != in_channels:
-        raise CheckpointError(
-            f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
-        )
-    extra = data.get("extra") or {}
-    return Checkpoint(config, state, dataset, dict(extra) if isinstance(extra, dict) else {}, tiling)
+    return config, dataset, tiling
 
 
 def load_model(

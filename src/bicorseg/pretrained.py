@@ -24,12 +24,15 @@ head may be absent).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
+import logging
 import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +246,21 @@ def cached_file(source: WeightsSource) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub's warnings held back (its retries of an unreachable Hub, one line each): the
+    error that follows says what failed, in one line."""
+    import huggingface_hub.file_download  # noqa: F401  # importing it sets the library's log level: first
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _hub_offline() -> bool:
     from huggingface_hub import constants
 
@@ -315,7 +333,8 @@ def _fetch(source: WeightsSource) -> Path:
         if _hub_offline():
             raise _Unreachable("HF_HUB_OFFLINE is set")
         try:
-            target = Path(hf_hub_download(source.repo_id, HF_FILENAME, library_name="bicorseg"))
+            with quiet_hub():
+                target = Path(hf_hub_download(source.repo_id, HF_FILENAME, library_name="bicorseg"))
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
             # huggingface_hub wraps a connection failure; its cause says what failed
             cause = error.__cause__ if isinstance(error, LocalEntryNotFoundError) else None

@@ -6,7 +6,8 @@
 
 ``HubServer(files)`` serves ``/<repo_id>/resolve/<revision>/<file>`` on 127.0.0.1 with the headers
 huggingface_hub reads (``X-Repo-Commit``, ``X-Linked-Etag``: the file's sha256, ``X-Linked-Size``);
-``etags`` overrides the published sha256 of a file, to play a Hub whose file does not match.
+``etags`` overrides the published sha256 of a file, to play a Hub whose file does not match;
+``sizes`` its published size (the body stays the file).
 Point huggingface_hub at it with ``HF_ENDPOINT=server.url`` (read when huggingface_hub is imported:
 give it to a subprocess).
 """
@@ -42,7 +43,12 @@ def fill_hf_cache(hub_cache: str | os.PathLike, repo_id: str, files: dict[str, b
 class HubServer:
     """Files of Hub repositories served on 127.0.0.1 (see module docstring); every path asked is recorded."""
 
-    def __init__(self, files: dict[tuple[str, str], bytes], etags: dict[tuple[str, str], str] | None = None):
+    def __init__(
+        self,
+        files: dict[tuple[str, str], bytes],
+        etags: dict[tuple[str, str], str] | None = None,
+        sizes: dict[tuple[str, str], int] | None = None,
+    ):
         self.requests: list[str] = []
         server = self
 
@@ -73,7 +79,7 @@ class HubServer:
                 self.send_header("X-Repo-Commit", COMMIT)
                 self.send_header("X-Linked-Etag", f'"{etag}"')
                 self.send_header("ETag", f'"{etag}"')
-                self.send_header("X-Linked-Size", str(len(data)))
+                self.send_header("X-Linked-Size", str((sizes or {}).get((repo, name), len(data))))
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if body:

@@ -96,6 +96,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, dict(subparsers.choices)
 
 
+def _resolve_hub_checkpoint(args: argparse.Namespace) -> None:
+    """``--checkpoint hf://org/name``: the model's folder in the Hugging Face cache (downloaded once,
+    before the command runs, so that its worker processes read the local folder)."""
+    checkpoint = getattr(args, "checkpoint", None)
+    if isinstance(checkpoint, str) and checkpoint.startswith("hf://"):
+        from bicorseg.hub import resolve
+
+        args.checkpoint = str(resolve(checkpoint))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -109,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.unknown_option(extra)  # type: ignore[attr-defined]
     args.command_parser = command  # for commands that print an error themselves (error_line)
     try:
+        _resolve_hub_checkpoint(args)
         return int(args.func(args) or 0)
     except BicorsegError as error:
         print(f"bicorseg {args.command}: error: {error_line(error, command)}", file=sys.stderr)

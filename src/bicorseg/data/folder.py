@@ -40,7 +40,7 @@ from bicorseg import typedconfig
 from bicorseg.data.base import JointTransform, SegmentationDataset
 from bicorseg.data.io import band_statistics, image_files, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
-from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
+from bicorseg.defaults import IMAGE_SUFFIXES, colour_hex, default_palette
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec, check_class_names
 from bicorseg.yaml_files import read_yaml_mapping
@@ -179,6 +179,30 @@ class ClassTable:
             )  # fmt: skip
         except ConfigError as error:
             raise ConfigError(f"{self.source}: {error}") from error
+
+
+def class_table_dict(spec: DatasetSpec) -> dict[str, Any]:
+    """The class table (as :meth:`ClassTable.from_dict` reads it) of a spec: its classes, colours, how
+    masks encode them (values or colours, class indices when the spec records neither), evaluation
+    classes, bands and statistics. ``ClassTable.from_dict(class_table_dict(spec)).spec(spec.bands,
+    spec.mean, spec.std)`` gives the spec back, less its splits, label variant and paper TTA."""
+    encoding = spec.label_encoding
+    classes: list[dict[str, Any]] = []
+    for i, name in enumerate(spec.class_names):
+        entry: dict[str, Any] = {"name": name}
+        if encoding.kind != "colours":
+            entry["value"] = encoding.classes[i] if encoding.kind == "values" else i
+        entry["colour"] = colour_hex(spec.palette[i])
+        classes.append(entry)
+    table: dict[str, Any] = {"name": spec.name, "classes": classes}
+    if encoding.kind == "colours":
+        table["ignore_colours"] = [colour_hex(c) for c in encoding.ignore]
+    else:
+        table["ignore_values"] = list(encoding.ignore) if encoding.kind == "values" else [spec.ignore_index]
+    table["ignore_index"] = spec.ignore_index
+    table["eval_classes"] = [spec.class_names[i] for i in spec.eval_classes]
+    table.update(bands=list(spec.bands), mean=list(spec.mean), std=list(spec.std))
+    return table
 
 
 def _eval_classes(value: Any, names: list[str], where: str) -> tuple[int, ...]:

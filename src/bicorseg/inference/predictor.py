@@ -392,13 +392,13 @@ class Predictor:
             return predictor
         if engine != "torch":
             raise ConfigError(f"must be torch or onnx, got {engine!r}", key="engine")
-        from bicorseg.checkpoint import load_checkpoint
+        from bicorseg.checkpoint import checkpoint_sha256, load_checkpoint
 
         loaded = load_checkpoint(checkpoint)  # load_model's steps, keeping the checkpoint's tiling
         precision = resolve_precision(options.precision, options.device)
         model = with_precision(loaded.build_model().to(options.device), precision)
         info = replace(
-            model_info(model, str(checkpoint), loaded.tiling), sha256=sha256 or sha256_file(checkpoint)
+            model_info(model, str(checkpoint), loaded.tiling), sha256=sha256 or checkpoint_sha256(checkpoint)
         )
         return cls(model, info, replace(options, precision=precision), engine)
 

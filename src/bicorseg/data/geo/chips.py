@@ -26,11 +26,11 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from bicorseg.atomic import remove_stale_temps, write_text_atomic
+from bicorseg.data.folder import class_table_dict
 from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows, pad
 from bicorseg.data.geo.rasters import window_transform
 from bicorseg.data.geo.source import GeoSplit
 from bicorseg.data.io import CrsTransform, write_png, write_tiff
-from bicorseg.defaults import colour_hex
 from bicorseg.typedconfig import to_yaml
 
 TABLE_NAME = "classes.yaml"
@@ -58,20 +58,7 @@ def _file_name(number: int, stem: str, window: Window) -> str:
 
 def class_table_yaml(split: GeoSplit) -> str:
     """The class table of the chips' masks (class indices as values) with the normalisation."""
-    spec = split.source.spec
-    table = {
-        "name": spec.name,
-        "classes": [
-            {"name": name, "value": i, "colour": colour_hex(spec.palette[i])}
-            for i, name in enumerate(spec.class_names)
-        ],
-        "ignore_values": [spec.ignore_index],
-        "ignore_index": spec.ignore_index,
-        "eval_classes": [spec.class_names[i] for i in spec.eval_classes],
-        "bands": list(spec.bands),
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-    }
+    table = class_table_dict(split.source.spec)
     return "# classes of the chips written by bicorseg chips (masks hold the class indices)\n" + to_yaml(
         table
     )

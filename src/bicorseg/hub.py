@@ -1,0 +1,583 @@
+"""Models shared as folders, as timm and segmentation_models_pytorch share theirs: save, read, Hub.
+
+A pretrained folder (:func:`save_pretrained`) holds::
+
+    config.json        the checkpoint's metadata (format, version, model configuration, dataset facts:
+                       classes, palette, bands and statistics; tiling) and the model card's facts
+                       ("card": licence, training configuration, evaluation report)
+    model.safetensors  the weights (safetensors: tensors only, nothing that runs)
+    classes.yaml       the class table, in the format training reads (models with dataset facts)
+    README.md          the model card: classes and colours, bands and statistics, training data and
+                       recipe, evaluation scores with their convention, licence, how to load it
+
+:func:`read_pretrained` reads such a folder, or a Hugging Face Hub repository (``hf://org/name``,
+or ``org/name`` in Python; optional extra ``hub``, huggingface_hub's cache and ``HF_HUB_OFFLINE``
+respected), as a :class:`~bicorseg.checkpoint.Checkpoint`, so every command that takes
+``--checkpoint`` takes these too. It is as careful as the checkpoint reader: config.json and
+classes.yaml are bounded (1 MiB) and parsed as plain data; the weights' names, shapes and dtypes are
+checked against the configuration from the safetensors header before a tensor is read (a
+configuration is not built before its layer count and width agree with the header); a Hub file is
+refused from its published size before it is downloaded; non-finite weights and a class table that
+disagrees with the configuration are refused. Anything wrong is one :class:`CheckpointError`
+naming the file.
+
+:func:`push_to_hub` uploads a folder (or a model, saved first) with huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bicorseg.atomic import OutputGroup, sha256_file
+from bicorseg.checkpoint import FORMAT, Checkpoint, Tiling, metadata, parse_metadata
+from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
+from bicorseg.models.bicorseg import BiCoRSeg
+from bicorseg.pretrained import quiet_hub
+from bicorseg.torch_files import check_finite_weights
+
+CONFIG, WEIGHTS, CLASSES, CARD = "config.json", "model.safetensors", "classes.yaml", "README.md"
+FILES = (CONFIG, WEIGHTS, CLASSES, CARD)
+HUB_PREFIX = "hf://"
+MAX_TEXT_BYTES = 1 << 20  # config.json, classes.yaml, an evaluation report: a few KiB
+MAX_HEADER_BYTES = 16 << 20  # the safetensors header: names, dtypes, shapes (about 100 bytes a tensor)
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.torch
+    except ImportError as error:
+        raise ConfigError(
+            "pretrained folders need the optional extra: pip install 'bicorseg[hub]'"
+        ) from error
+    return safetensors.torch
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+def save_pretrained(
+    model: BiCoRSeg | Checkpoint | Any,
+    folder: str | os.PathLike[str],
+    *,
+    tiling: Tiling | None = None,
+    licence: str | None = None,
+    evaluation: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` (a :class:`BiCoRSeg`, its precision wrapper, or a :class:`Checkpoint` with its
+    training configuration and tiling) as a pretrained folder (see module docstring).
+
+    ``licence``: the licence identifier the card declares (e.g. ``cc-by-4.0``; unstated if None).
+    ``evaluation``: the report of ``bicorseg evaluate --output`` (a file or its content), shown in
+    the card with its convention. ``repo_id``: the Hub repository the card's loading example names.
+    The folder must be new or empty, or (``overwrite``) a pretrained folder; the files appear
+    together, ``config.json`` last.
+    """
+    st = _safetensors()
+    extra: dict[str, Any] = {}
+    if isinstance(model, Checkpoint):
+        extra, tiling = dict(model.extra), tiling or model.tiling
+        model = model.build_model()
+    network = getattr(model, "model", model)  # an InferencePrecision wraps the network
+    if not isinstance(network, BiCoRSeg):
+        raise ConfigError(f"expected a BiCoRSeg model or a checkpoint, got {type(model).__name__}")
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write into {folder}: it is a file, not a folder")
+    others = sorted(p.name for p in folder.iterdir() if p.name not in FILES) if folder.is_dir() else []
+    if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / CONFIG).is_file()):
+        raise OutputError(f"{folder} is not empty: choose a new folder (or `overwrite` a pretrained folder)")
+    if others:
+        raise OutputError(f"{folder} holds other files ({', '.join(others[:3])}): choose a new folder")
+    card = {**extra, "licence": licence or extra.get("licence")}  # a re-saved folder keeps its card
+    card["evaluation"] = _evaluation(evaluation) if evaluation is not None else extra.get("evaluation")
+    meta = {**metadata(network, tiling), "card": card}
+    try:
+        config_text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"the model card's facts are not plain JSON data: {first_line(error)}") from error
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    texts = {CONFIG: config_text, CARD: model_card(meta, repo_id)}
+    if network.dataset is not None:
+        from bicorseg.data.folder import class_table_dict
+        from bicorseg.typedconfig import to_yaml
+
+        texts[CLASSES] = "# the classes of this model, as bicorseg train --data.class_table reads them\n" + (
+            to_yaml(class_table_dict(network.dataset))
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    group = OutputGroup({name: folder / name for name in [WEIGHTS, *texts]}, last=CONFIG)
+    with group:
+        st.save_file(state, str(group.temp(WEIGHTS)), metadata={"format": "pt"})
+        for name, text in texts.items():
+            group.temp(name).write_text(text, encoding="utf-8")
+        group.commit()
+    if CLASSES not in texts:
+        (folder / CLASSES).unlink(missing_ok=True)  # an overwritten folder's old class table
+    return folder
+
+
+def _evaluation(report: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    where = "evaluation"
+    if not isinstance(report, Mapping):
+        where = str(report)
+        try:
+            report = _read_json(Path(report), "an evaluation report")
+        except CheckpointError as error:
+            raise InputError(str(error)) from error
+    if not isinstance(report.get("convention"), Mapping) or "miou" not in report:
+        raise ConfigError(f"{where}: not an evaluation report of bicorseg evaluate (no convention and miou)")
+    return dict(report)
+
+
+def model_card(meta: Mapping[str, Any], repo_id: str | None = None) -> str:
+    """The README.md of a pretrained folder, from its config.json content (``repo_id``: where it is shared)."""
+    config, dataset, card = meta["model_config"], meta.get("dataset"), meta.get("card") or {}
+    licence = card.get("licence")
+    front = [
+        "---",
+        f"license: {licence or 'unknown'}",
+        "library_name: bicorseg",
+        "pipeline_tag: image-segmentation",
+        "tags: [bicorseg, semantic-segmentation, remote-sensing]",
+        "---",
+        "",
+    ]
+    name = dataset["name"] if dataset else "model"
+    lines = [
+        f"# BiCoR-Seg: {name}",
+        "",
+        f"A BiCoR-Seg semantic segmentation model ({config['num_classes']} classes, {config['in_channels']} "
+        f"band(s); backbone {config['backbone']}, width {config['width']}, {config['layers']} HBIS layers), "
+        f"saved by bicorseg {meta['bicorseg_version']}.",
+        "",
+        "## Classes",
+        "",
+    ]
+    if dataset:
+        lines += ["| index | class | colour | in the means |", "|---|---|---|---|"]
+        for i, (label, colour) in enumerate(zip(dataset["class_names"], dataset["palette"])):
+            hex_colour = "#{:02X}{:02X}{:02X}".format(*colour)
+            lines.append(
+                f"| {i} | {label} | `{hex_colour}` | {'yes' if i in dataset['eval_classes'] else 'no'} |"
+            )
+        lines += ["", f"Ignore index {dataset['ignore_index']}; class table: `classes.yaml`.", ""]
+        lines += ["## Bands and statistics", "", "The input is normalised as `(x - mean) / std` per band, in the raw units of the input:", ""]  # fmt: skip
+        lines += ["| band | mean | std |", "|---|---|---|"]
+        lines += [
+            f"| {b} | {m:g} | {s:g} |" for b, m, s in zip(dataset["bands"], dataset["mean"], dataset["std"])
+        ]
+    else:
+        lines.append("Not recorded: the classes are numbered, the input normalisation is the caller's.")
+    tiling = meta.get("tiling")
+    if tiling:
+        lines += ["", f"Applied by default in tiles of {tiling['tile']} px with overlap {tiling['overlap']} (the size it was trained on)."]  # fmt: skip
+    train = card.get("train_config")
+    lines += ["", "## Training data and recipe", ""]
+    if isinstance(train, Mapping):
+        data = train.get("data") or {}
+        lines += [f"Dataset `{data.get('dataset')}`, trained with `bicorseg train`; its configuration:", ""]
+        lines += ["```yaml", _yaml(train).rstrip("\n"), "```"]
+    else:
+        lines.append("Not recorded.")
+    lines += ["", "## Evaluation", ""]
+    lines += _evaluation_lines(card.get("evaluation"))
+    lines += ["", "## Licence", "", f"{licence or 'Not stated by the publisher of this model.'}", ""]
+    where, cli = (repo_id, f"hf://{repo_id}") if repo_id else ("path/to/this/folder", "path/to/this/folder")
+    lines += [
+        "## How to load it",
+        "",
+        'With bicorseg (`pip install "bicorseg[hub]"`):',
+        "",
+        "```python",
+        "from bicorseg import BiCoRSeg",
+        "",
+        f'model = BiCoRSeg.from_pretrained("{where}")  # evaluation mode; input normalised as above',
+        "```",
+        "",
+        "```bash",
+        f"bicorseg predict scene.tif --checkpoint {cli} --output predictions/",
+        "```",
+        "",
+    ]
+    return "\n".join(front + lines)
+
+
+def _yaml(value: Any) -> str:
+    from bicorseg.typedconfig import to_yaml
+
+    return to_yaml(value)
+
+
+def _evaluation_lines(report: Any) -> list[str]:
+    if not isinstance(report, Mapping):
+        return ["No evaluation recorded."]
+
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{100 * float(value):.2f}"
+
+    lines = [
+        f"mIoU {pct(report.get('miou'))} %, mean F1 {pct(report.get('mean_f1'))} %, "
+        f"OA {pct(report.get('oa'))} % ({report.get('pixels')} pixels).",
+        "",
+        "Convention:",
+        "",
+    ]
+    lines += [
+        f"- {key}: {value}"
+        for key, value in (report.get("convention") or {}).items()
+        if value not in (None, "")
+    ]
+    per_class = report.get("per_class")
+    if isinstance(per_class, Mapping):
+        lines += ["", "| class | IoU % | F1 % | in the means |", "|---|---|---|---|"]
+        for label, scores in per_class.items():
+            if isinstance(scores, Mapping):
+                lines.append(
+                    f"| {label} | {pct(scores.get('iou'))} | {pct(scores.get('f1'))} | "
+                    f"{'yes' if scores.get('in_means') else 'no'} |"
+                )
+    return lines
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read {what} ({error.strerror or error})") from error
+    if size > MAX_TEXT_BYTES:
+        raise CheckpointError(f"{path}: {size} bytes, more than the {MAX_TEXT_BYTES} {what} may hold")
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not a number JSON allows")
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"{path}: not {what} (invalid JSON: {first_line(error)})") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not {what} (a JSON object is expected)")
+    return data
+
+
+def read_pretrained(reference: str | os.PathLike[str], revision: str | None = None) -> Checkpoint:
+    """The :class:`Checkpoint` of a pretrained folder or Hub repository (see module docstring)."""
+    folder = resolve(reference, revision)
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{folder} is a folder without {CONFIG}: give a checkpoint file (a run's checkpoints/best.ckpt) "
+            "or a pretrained folder"
+        )
+    meta = _read_json(config_path, "a bicorseg model configuration")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{config_path}: not a bicorseg model configuration (format {meta.get('format')!r})"
+        )
+    config, dataset, tiling = parse_metadata(meta, config_path)
+    weights = folder / WEIGHTS
+    expected = _expected_weights(config, weights)
+    state = _read_weights(weights, expected)
+    check_finite_weights(state, weights)
+    if (folder / CLASSES).is_file():
+        _check_class_table(folder / CLASSES, dataset)
+    card = meta.get("card")
+    extra = dict(card) if isinstance(card, Mapping) else {}
+    return Checkpoint(config, state, dataset, extra, tiling)
+
+
+def from_pretrained(
+    reference: str | os.PathLike[str], revision: str | None = None, map_location: str | torch.device = "cpu"
+) -> BiCoRSeg:
+    """The model of a pretrained folder or Hub repository (``org/name`` or ``hf://org/name``), in
+    evaluation mode on ``map_location``; ``revision``: a Hub branch, tag or commit."""
+    return read_pretrained(reference, revision).build_model().to(map_location)
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """The safetensors header of ``path`` (names, dtypes, shapes, offsets), bounded, without the data."""
+    try:
+        with open(path, "rb") as stream:
+            start = stream.read(8)
+            length = int.from_bytes(start, "little") if len(start) == 8 else -1
+            if not 0 < length <= MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: not a safetensors file (header of {length} bytes)")
+            header = json.loads(stream.read(length).decode("utf-8"))
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read the weights ({error.strerror or error})") from error
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a safetensors file ({first_line(error)})") from error
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    header.pop("__metadata__", None)
+    return header
+
+
+_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
+
+
+def _expected_weights(config: Any, weights: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The dtype and shape of every weight of ``config``'s network, once the header agrees with its
+    width and layer count (so that a hostile configuration builds nothing large): built on the meta
+    device, where nothing is allocated."""
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: the weights file is missing")
+    header = _header(weights)
+    table = header.get("class_embed")
+    shape = table.get("shape") if isinstance(table, Mapping) else None
+    if shape != [config.num_classes, config.width]:
+        raise CheckpointError(
+            f"{weights}: class_embed is {shape}, not the [{config.num_classes}, {config.width}] of config.json"
+        )
+    layers = {name.split(".")[1] for name in header if name.startswith("layers.")}
+    if len(layers) != config.layers:
+        raise CheckpointError(f"{weights}: {len(layers)} HBIS layers, config.json says {config.layers}")
+    with torch.device("meta"):
+        network = BiCoRSeg(replace(config, pretrained=None))
+    expected = {
+        k: (_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in network.state_dict().items()
+    }
+    found = {
+        k: (v.get("dtype"), tuple(v.get("shape") or ())) for k, v in header.items() if isinstance(v, Mapping)
+    }
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(header) - set(expected))
+    if missing or unexpected:
+        what = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which the network does not"
+        raise CheckpointError(
+            f"{weights} does not fit config.json: it {what} ({len(missing)} missing, {len(unexpected)} unexpected)"
+        )
+    for key, (dtype, shape) in expected.items():
+        if found[key] != (dtype, shape):
+            raise CheckpointError(f"{weights}: {key} is {found[key][0]} {list(found[key][1])}, config.json needs {dtype} {list(shape)}")  # fmt: skip
+    return expected
+
+
+def _read_weights(weights: Path, expected: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights``, read into memory (not mapped: a file replaced later cannot pull
+    them away), once its size is no more than the header and ``expected``'s tensors take."""
+    st = _safetensors()
+    from safetensors import SafetensorError
+
+    try:
+        with open(weights, "rb") as stream:
+            limit = 8 + int.from_bytes(stream.read(8), "little")  # checked by _header: at most 16 MiB
+            limit += sum(_nbytes(dtype, shape) for dtype, shape in expected.values())
+            stream.seek(0)
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise CheckpointError(f"{weights}: more than the {limit} bytes its header and tensors take")
+        state: dict[str, torch.Tensor] = st.load(data)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights}: not a safetensors file ({first_line(error)})") from error
+    if set(state) != set(expected):  # the header was read before: the same file holds the same names
+        raise CheckpointError(f"{weights} changed while it was read")
+    return state
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    size = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2}.get(dtype, 1)
+    for side in shape:
+        size *= side
+    return size
+
+
+def _check_class_table(path: Path, dataset: Any) -> None:
+    """The class table must say what config.json says (classes, colours, encoding, bands, statistics)."""
+    from bicorseg.data.folder import ClassTable
+    from bicorseg.yaml_files import read_yaml_mapping
+
+    if dataset is None:
+        raise CheckpointError(f"{path}: a class table, but config.json records no dataset facts")
+    try:
+        table = ClassTable.from_dict(read_yaml_mapping(path, "class table"), str(path))
+        spec = table.spec(dataset.bands, dataset.mean, dataset.std)
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}") from error
+    fields = ("class_names", "palette", "ignore_index", "eval_classes", "label_encoding")
+    differ = [f for f in fields if getattr(spec, f) != getattr(dataset, f)]
+    for name, value in (("bands", table.bands), ("mean", table.mean), ("std", table.std)):
+        if value is not None and tuple(value) != tuple(getattr(dataset, name)):
+            differ.append(name)
+    if differ:
+        raise CheckpointError(f"{path} disagrees with config.json: {', '.join(differ)}")
+
+
+# --- the Hub -------------------------------------------------------------------------------------------
+
+
+def _hub() -> Any:
+    """huggingface_hub, or the one line that says which extra brings it."""
+    try:
+        import huggingface_hub
+        import huggingface_hub.constants
+        import huggingface_hub.errors
+        import huggingface_hub.utils
+    except ImportError as error:
+        raise ConfigError(
+            "models on the Hugging Face Hub need the optional extra: pip install 'bicorseg[hub]'"
+        ) from error
+    return huggingface_hub
+
+
+def resolve(reference: str | os.PathLike[str], revision: str | None = None) -> Path:
+    """The local folder of ``reference``: a folder as it is; ``hf://org/name`` (or, given as a string,
+    ``org/name`` that is not a folder here) from the Hugging Face cache, downloaded there first unless
+    ``HF_HUB_OFFLINE`` is set. A Hub file is refused from its published size before it is downloaded."""
+    text = str(reference)
+    if not text.startswith(HUB_PREFIX):
+        path = Path(text).expanduser()
+        if path.is_dir():
+            return path
+        if isinstance(reference, os.PathLike) or not _REPO_ID.fullmatch(text):
+            raise CheckpointError(f"{reference}: not a pretrained folder (config.json, model.safetensors)")
+    repo_id = text.removeprefix(HUB_PREFIX)
+    repo_id, _, at = repo_id.partition("@")
+    revision = revision or at or None
+    where = f"{HUB_PREFIX}{repo_id}" + (f"@{revision}" if revision else "")
+    hub = _hub()
+    errors = hub.errors
+    try:
+        with quiet_hub():
+            folder = _hub_folder(hub, repo_id, revision)
+    except errors.HFValidationError as error:
+        raise ConfigError(f"{where}: not a Hub repository id ({first_line(error)})") from error
+    except (
+        errors.LocalEntryNotFoundError,
+        errors.OfflineModeIsEnabled,
+    ) as error:  # before EntryNotFound: a subclass
+        raise _unreachable(hub, where, error) from error
+    except errors.RepositoryNotFoundError as error:
+        raise CheckpointError(
+            f"{where}: no such repository on the Hub (or it is private: log in first)"
+        ) from error
+    except errors.RevisionNotFoundError as error:
+        raise CheckpointError(f"{where}: no such revision on the Hub") from error
+    except errors.EntryNotFoundError as error:
+        raise CheckpointError(f"{where}: not a bicorseg model (no {CONFIG} and {WEIGHTS})") from error
+    except (errors.HfHubHTTPError, OSError) as error:
+        raise _unreachable(hub, where, error) from error
+    return folder
+
+
+def _hub_folder(hub: Any, repo_id: str, revision: str | None) -> Path:
+    """The snapshot folder of ``repo_id`` in the Hugging Face cache, with config.json and the weights
+    (and classes.yaml where the repository has one); the weights' published size is checked against
+    the configuration first."""
+    hub.utils.validate_repo_id(repo_id)
+    config = _hub_file(hub, repo_id, CONFIG, revision, MAX_TEXT_BYTES)
+    assert config is not None  # not optional: missing, it raised
+    meta = _read_json(config, "a bicorseg model configuration")
+    model_config, _, _ = parse_metadata(meta, config)
+    _hub_file(hub, repo_id, WEIGHTS, revision, _weights_bytes(model_config) + MAX_HEADER_BYTES + 8)
+    _hub_file(hub, repo_id, CLASSES, revision, MAX_TEXT_BYTES, optional=True)
+    return config.parent
+
+
+def _unreachable(hub: Any, where: str, error: BaseException) -> CheckpointError:
+    offline = hub.constants.HF_HUB_OFFLINE
+    reason = "HF_HUB_OFFLINE is set" if offline else first_line(error.__cause__ or error)
+    return CheckpointError(
+        f"{where} is not in the Hugging Face cache ({hub.constants.HF_HUB_CACHE}) and cannot be downloaded "
+        f"({reason}): download it on a machine with network access and copy the cache, or give a local folder"
+    )
+
+
+def _weights_bytes(config: Any) -> int:
+    with torch.device("meta"):
+        network = BiCoRSeg(replace(config, pretrained=None))
+    return sum(v.numel() * v.element_size() for v in network.state_dict().values())
+
+
+def _hub_file(
+    hub: Any, repo_id: str, name: str, revision: str | None, limit: int, optional: bool = False
+) -> Path | None:
+    """One file of a Hub repository in the cache; online, its published size is checked first."""
+    errors = hub.errors
+
+    if not hub.constants.HF_HUB_OFFLINE:
+        try:
+            info = hub.get_hf_file_metadata(hub.hf_hub_url(repo_id, name, revision=revision))
+        except errors.EntryNotFoundError:
+            if optional:
+                return None
+            raise
+        except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError):
+            raise
+        except Exception:  # the Hub unreachable (the HTTP client's errors are not wrapped here):
+            info = None  # hf_hub_download below falls back to the cache, or says it cannot
+        if info is not None and info.size is not None and info.size > limit:
+            raise CheckpointError(
+                f"{HUB_PREFIX}{repo_id}: {name} is {info.size} bytes, more than the {limit} it may hold"
+            )
+    try:
+        return Path(hub.hf_hub_download(repo_id, name, revision=revision, library_name="bicorseg"))
+    except (errors.EntryNotFoundError, errors.LocalEntryNotFoundError):
+        if optional:
+            return None
+        raise
+
+
+def check_repo_id(repo_id: str) -> Any:
+    """Refuse a repository id the Hub would refuse (``org/name``); returns huggingface_hub."""
+    hub = _hub()
+    try:
+        hub.utils.validate_repo_id(repo_id)
+    except hub.errors.HFValidationError as error:
+        raise ConfigError(f"not a Hub repository id: {first_line(error)}", key="repo_id") from error
+    if "/" not in repo_id:
+        raise ConfigError(f"not a Hub repository id: {repo_id!r} (give ORG/NAME)", key="repo_id")
+    return hub
+
+
+def push_to_hub(
+    model: BiCoRSeg | Checkpoint | str | os.PathLike[str],
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload a bicorseg model",
+    **save_options: Any,
+) -> str:
+    """Upload a pretrained folder (or a model or checkpoint, saved to one first with ``save_options``)
+    to the Hub repository ``repo_id``, created if missing; returns the commit's URL. Needs an account
+    and a token (``hf auth login``, or ``token``). The folder is read back first, as a user would."""
+    hub = check_repo_id(repo_id)
+    with tempfile.TemporaryDirectory(prefix="bicorseg-hub-") as scratch:
+        if isinstance(model, str | os.PathLike):
+            folder = Path(model)
+            if not folder.is_dir():
+                raise CheckpointError(f"{folder}: not a pretrained folder")
+        else:
+            folder = save_pretrained(model, Path(scratch) / "model", repo_id=repo_id, **save_options)
+        read_pretrained(folder)
+        api = hub.HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, allow_patterns=list(FILES), commit_message=commit_message
+        )
+    return str(info.commit_url)
+
+
+def pretrained_sha256(folder: str | os.PathLike[str]) -> str:
+    """The identity of a pretrained folder's model: the sha256 of its config.json and weights digests."""
+    import hashlib
+
+    folder = Path(folder)
+    return hashlib.sha256((sha256_file(folder / CONFIG) + sha256_file(folder / WEIGHTS)).encode()).hexdigest()
