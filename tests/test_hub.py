@@ -27,6 +27,7 @@ from bicorseg.spec import DatasetSpec, LabelEncoding
 from tests.helpers.hub import HubServer, fill_hf_cache
 from tests.helpers.inference import random_image, run, spec, write_geotiff
 from tests.helpers.models import tiny_config
+from tests.helpers.training import cli_subprocess
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 pytest.importorskip("huggingface_hub")
@@ -44,14 +45,6 @@ def model() -> BiCoRSeg:
 @pytest.fixture
 def folder(model, tmp_path) -> Path:
     return save_pretrained(model, tmp_path / "model", tiling=Tiling(256, 0.5, "checkpoint"))
-
-
-def bicorseg_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bicorseg.cli.main", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env},
-    )  # fmt: skip
 
 
 def test_a_saved_folder_reads_back_as_the_same_model(model, folder) -> None:
@@ -233,14 +226,14 @@ def test_hf_checkpoints_from_a_hand_filled_cache_offline(folder, tmp_path) -> No
     fill_hf_cache(hf_home / "hub", "someone/tiny-roads", {p.name: p.read_bytes() for p in folder.iterdir()})
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     image = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
-    run = bicorseg_process("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "out"), env=env)  # fmt: skip
+    run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "out"), env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "scene.tif").is_file()
     code = "from bicorseg import BiCoRSeg; m = BiCoRSeg.from_pretrained('someone/tiny-roads'); print(m.dataset.class_names)"
     python = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env})  # fmt: skip
     assert python.returncode == 0 and "('road', 'building', 'tree', 'water')" in python.stdout, python.stderr
-    run = bicorseg_process("predict", str(image), "--checkpoint", "hf://someone/other", "--output", str(tmp_path / "o2"), env=env)  # fmt: skip
+    run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/other", "--output", str(tmp_path / "o2"), env=env)  # fmt: skip
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert (
@@ -258,13 +251,13 @@ def test_hf_checkpoints_downloaded_with_sizes_checked_first(folder, tmp_path) ->
     image = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
     with HubServer(files) as hub:
         env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url}
-        run = bicorseg_process("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "out"), env=env)  # fmt: skip
+        run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "out"), env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr
     cached = tmp_path / "hf" / "hub" / "models--someone--tiny-roads" / "snapshots"
     assert sorted(p.name for p in next(cached.iterdir()).iterdir()) == ["classes.yaml", "config.json", "model.safetensors"]  # fmt: skip
     with HubServer(files, sizes={("someone/tiny-roads", "model.safetensors"): 1 << 40}) as hub:
         env = {"HF_HOME": str(tmp_path / "hf2"), "HF_ENDPOINT": hub.url}
-        run = bicorseg_process("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "o2"), env=env)  # fmt: skip
+        run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "o2"), env=env)  # fmt: skip
         asked = list(hub.requests)
     assert run.returncode == 2 and "model.safetensors is 1099511627776 bytes, more than the" in run.stderr, (
         run.stderr

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,11 +20,11 @@ from bicorseg.errors import CheckpointError, ConfigError, OutputError
 from bicorseg.models import BiCoRSeg, ModelConfig, adapt_first_conv_weight
 from tests.helpers.hub import HubServer, fill_hf_cache
 from tests.helpers.range_server import RangeServer
+from tests.helpers.training import cli_subprocess
 
 timm = pytest.importorskip("timm")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-REPO = Path(__file__).resolve().parents[1]
 ATTO_REPO = "timm/convnext_atto.d2_in1k"
 
 
@@ -46,15 +43,6 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
     return home
-
-
-def bicorseg_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``bicorseg ARGS`` in a new process with ``env`` added (huggingface_hub reads its settings at import)."""
-    return subprocess.run(
-        [sys.executable, "-m", "bicorseg.cli.main", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env},
-    )  # fmt: skip
 
 
 def test_short_timm_names_are_timm_models_with_hub_weights() -> None:
@@ -163,7 +151,7 @@ def test_weights_command_lists_imports_and_names_its_options(tmp_path, torch_hom
 def test_without_the_weights_offline_one_line_says_what_to_run(tmp_path) -> None:
     """huggingface_hub's offline mode, an empty cache: training stops at once with the command to run."""
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
-    run = bicorseg_process(
+    run = cli_subprocess(
         "train", "--config", "tiny-test", "--model.backbone", "convnext_atto", "--model.pretrained",
         "imagenet", "--output", str(tmp_path / "run"), env=env,
     )  # fmt: skip
@@ -185,12 +173,12 @@ def test_download_from_the_hub_into_its_cache_then_offline(tmp_path) -> None:
     hf_home = tmp_path / "hf"
     env = {"HF_HOME": str(hf_home), "TORCH_HOME": str(tmp_path / "torch")}
     with HubServer({(ATTO_REPO, "model.safetensors"): data}) as hub:
-        run = bicorseg_process("weights", "download", "convnext_atto", env={**env, "HF_ENDPOINT": hub.url})
+        run = cli_subprocess("weights", "download", "convnext_atto", env={**env, "HF_ENDPOINT": hub.url})
     assert run.returncode == 0, run.stderr
     cached = Path(run.stdout.split(": ", 1)[1].strip())
     assert cached.is_relative_to(hf_home / "hub" / "models--timm--convnext_atto.d2_in1k" / "snapshots")
     assert cached.read_bytes() == data and cached.resolve().name == hashlib.sha256(data).hexdigest()
-    run = bicorseg_process(
+    run = cli_subprocess(
         "train", "--config", "tiny-test", "--model.backbone", "convnext_atto", "--model.pretrained", "imagenet",
         "--trainer.max_epochs", "0", "--output", str(tmp_path / "run"), env={**env, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
@@ -198,7 +186,7 @@ def test_download_from_the_hub_into_its_cache_then_offline(tmp_path) -> None:
 
     other = tmp_path / "hf-tampered"
     with HubServer({(ATTO_REPO, "model.safetensors"): data}, etags={(ATTO_REPO, "model.safetensors"): "ab" * 32}) as hub:  # fmt: skip
-        run = bicorseg_process("weights", "download", "convnext_atto", env={"HF_HOME": str(other), "HF_ENDPOINT": hub.url})  # fmt: skip
+        run = cli_subprocess("weights", "download", "convnext_atto", env={"HF_HOME": str(other), "HF_ENDPOINT": hub.url})  # fmt: skip
     assert run.returncode == 2 and "is not the abab" in run.stderr, run.stderr
     assert [p for p in (other / "hub").rglob("*") if p.is_file() and "blobs" in p.parts] == []
 
@@ -211,7 +199,7 @@ def test_a_hand_filled_hf_cache_is_read_offline(tmp_path) -> None:
     data = safetensors_bytes(timm_weights())
     snapshot = fill_hf_cache(hf_home / "hub", ATTO_REPO, {"model.safetensors": data})
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch")}
-    run = bicorseg_process("weights", "list", env=env)
+    run = cli_subprocess("weights", "list", env=env)
     atto = next(line for line in run.stdout.splitlines() if line.startswith("convnext_atto "))
     assert f"{snapshot / 'model.safetensors'} (14.8 MB, sha256 {hashlib.sha256(data).hexdigest()})" in atto
 
