@@ -33,6 +33,7 @@ from torchvision.models import convnext as tv_convnext
 from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
 from bicorseg.pretrained import (
     TIMM_SHORT_NAMES,
+    TORCHVISION_NAMES,
     WeightsSource,
     imagenet_weights,
     read_weights,
@@ -41,11 +42,7 @@ from bicorseg.pretrained import (
 )
 from bicorseg.torch_files import read_torch_file
 
-TORCHVISION_CONVNEXTS = {
-    "convnext_tiny": (tv_convnext.convnext_tiny, tv_convnext.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
-    "convnext_small": (tv_convnext.convnext_small, tv_convnext.ConvNeXt_Small_Weights.IMAGENET1K_V1),
-    "convnext_base": (tv_convnext.convnext_base, tv_convnext.ConvNeXt_Base_Weights.IMAGENET1K_V1),
-}
+TORCHVISION_CONVNEXTS = {name: getattr(tv_convnext, name) for name in TORCHVISION_NAMES}  # name -> builder
 # (input channels, output channels, depth) per stage; output None marks the last stage.
 _NANO_BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 256, 3), (256, None, 1))
 BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", *TIMM_SHORT_NAMES, "timm:<name>")
@@ -130,8 +127,7 @@ class ConvNeXtStages(nn.Module):
             blocks = [tv_convnext.CNBlockConfig(i, o, d) for i, o, d in _NANO_BLOCKS]
             network = tv_convnext.ConvNeXt(blocks, stochastic_depth_prob=0.0)
         elif name in TORCHVISION_CONVNEXTS:
-            builder, _ = TORCHVISION_CONVNEXTS[name]
-            network = builder(weights=None)
+            network = TORCHVISION_CONVNEXTS[name](weights=None)
             if pretrained == "imagenet":
                 _load_features(network, imagenet_weights(name), "the ImageNet weights")
             elif pretrained:
