@@ -24,13 +24,14 @@ from bicorseg.data.folder import ClassTable
 from bicorseg.errors import CheckpointError, ConfigError, OutputError
 from bicorseg.hub import from_pretrained, push_to_hub, read_pretrained, save_pretrained
 from bicorseg.spec import DatasetSpec, LabelEncoding
+from tests.helpers import require
 from tests.helpers.hub import HubServer, fill_hf_cache
 from tests.helpers.inference import random_image, run, spec, write_geotiff
 from tests.helpers.models import tiny_config
 from tests.helpers.training import cli_subprocess
 
-safetensors_torch = pytest.importorskip("safetensors.torch")
-pytest.importorskip("huggingface_hub")
+safetensors_torch = require("safetensors.torch")
+require("huggingface_hub")
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["README.md", "classes.yaml", "config.json", "model.safetensors"]

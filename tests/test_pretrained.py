@@ -18,12 +18,13 @@ from bicorseg import pretrained
 from bicorseg.cli.main import main
 from bicorseg.errors import CheckpointError, ConfigError, OutputError
 from bicorseg.models import BiCoRSeg, ModelConfig, adapt_first_conv_weight
+from tests.helpers import require
 from tests.helpers.hub import HubServer, fill_hf_cache
 from tests.helpers.range_server import RangeServer
 from tests.helpers.training import cli_subprocess
 
-timm = pytest.importorskip("timm")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+timm = require("timm")
+safetensors_torch = require("safetensors.torch")
 
 ATTO_REPO = "timm/convnext_atto.d2_in1k"
 

@@ -10,6 +10,7 @@ marked ``cuda`` fails the run (tests/conftest.py), so CI cannot pass by skipping
 * :mod:`.report`: a real output folder for the report tests.
 * :mod:`.range_server`: a range-capable HTTP server on 127.0.0.1; :mod:`.temp_owners`: temporary
   files of the atomic-output scheme, live or stale.
+* :mod:`.hub`: a Hugging Face cache filled by hand and a Hub file endpoint on 127.0.0.1.
 
 Fixtures that change global state (seeds, torch threads) live in the conftests, not here.
 """
