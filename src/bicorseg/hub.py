@@ -26,6 +26,7 @@ naming the file.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -39,7 +40,7 @@ import torch
 
 from bicorseg.atomic import OutputGroup, sha256_file
 from bicorseg.checkpoint import FORMAT, Checkpoint, Tiling, metadata, parse_metadata
-from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
+from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line, require_extra
 from bicorseg.models.bicorseg import BiCoRSeg
 from bicorseg.pretrained import quiet_hub
 from bicorseg.torch_files import check_finite_weights
@@ -53,13 +54,7 @@ _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def _safetensors() -> Any:
-    try:
-        import safetensors.torch
-    except ImportError as error:
-        raise ConfigError(
-            "pretrained folders need the optional extra: pip install 'bicorseg[hub]'"
-        ) from error
-    return safetensors.torch
+    return require_extra("hub", ("safetensors.torch",), "pretrained folders")[0]
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -424,16 +419,10 @@ def _check_class_table(path: Path, dataset: Any) -> None:
 
 def _hub() -> Any:
     """huggingface_hub, or the one line that says which extra brings it."""
-    try:
-        import huggingface_hub
-        import huggingface_hub.constants
-        import huggingface_hub.errors
-        import huggingface_hub.utils
-    except ImportError as error:
-        raise ConfigError(
-            "models on the Hugging Face Hub need the optional extra: pip install 'bicorseg[hub]'"
-        ) from error
-    return huggingface_hub
+    hub = require_extra("hub", ("huggingface_hub",), "models on the Hugging Face Hub")[0]
+    for part in ("constants", "errors", "utils"):  # the submodules used as attributes
+        importlib.import_module(f"huggingface_hub.{part}")
+    return hub
 
 
 def resolve(reference: str | os.PathLike[str], revision: str | None = None) -> Path:

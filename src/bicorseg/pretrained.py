@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from bicorseg.atomic import atomic_output, sha256_file
-from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line
+from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line, require_extra
 from bicorseg.torch_files import check_finite_weights, read_torch_file
 
 # The short names of timm's smallest ConvNeXts (ImageNet-1k): bicorseg's own ``convnext_nano`` is
@@ -96,11 +96,7 @@ def checkpoints_dir() -> Path:
 
 
 def _timm() -> Any:
-    try:
-        import timm
-    except ImportError as error:
-        raise ConfigError("timm's backbones need the optional extra: pip install 'bicorseg[timm]'") from error
-    return timm
+    return require_extra("timm", ("timm",), "timm's backbones")[0]
 
 
 def weights_source(backbone: str) -> WeightsSource:

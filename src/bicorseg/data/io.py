@@ -298,4 +298,3 @@ def band_statistics(samples: Iterable[np.ndarray], what: str) -> tuple[tuple[flo
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
-
