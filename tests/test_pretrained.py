@@ -80,6 +80,24 @@ def test_imported_weights_make_pretrained_imagenet_work_offline(tmp_path, torch_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backbone", "bands"), [("convnext_femto", 1), ("convnext_pico", 5), ("timm:convnext_nano", 2)]
+)
+def test_every_small_timm_convnext_reads_imported_weights_for_any_band_count(
+    tmp_path, torch_home, backbone, bands
+) -> None:
+    """femto, pico and timm's nano by name: weights imported offline, the stem adapted to the bands."""
+    state = timm_weights(backbone.removeprefix("timm:"))
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(safetensors_bytes(state))
+    pretrained.import_weights(file, backbone)
+    config = ModelConfig(num_classes=3, in_channels=bands, backbone=backbone, pretrained="imagenet", width=32)
+    body = BiCoRSeg(config).backbone.body.state_dict()
+    torch.testing.assert_close(body["stem_0.weight"], adapt_first_conv_weight(state["stem.0.weight"], bands))
+    assert torch.equal(body["stages_3.blocks.0.mlp.fc1.weight"], state["stages.3.blocks.0.mlp.fc1.weight"])
+
+
+@pytest.mark.slow
 def test_import_checks_the_file_before_writing_anything(tmp_path, torch_home) -> None:
     cache = torch_home / "hub" / "checkpoints"
     state = timm_weights()
