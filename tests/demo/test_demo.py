@@ -20,7 +20,7 @@ from bicorseg.errors import ConfigError
 # Small scenes, a narrow model and a few steps: the whole run takes well under a minute on two cores.
 TINY = [
     "--minutes", "2", "--train-scenes", "8", "--scene-size", "128", "--test-size", "160",
-    "--crop-size", "96", "--batch-size", "2", "--width", "32", "--steps", "6",
+    "--crop-size", "96", "--train-batch-size", "2", "--width", "32", "--steps", "6",
 ]  # fmt: skip
 
 

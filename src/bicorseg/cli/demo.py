@@ -49,12 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("--scene-size", int),
         ("--test-size", int),
         ("--crop-size", int),
-        ("--batch-size", int),
         ("--width", int),
         ("--threads", int),
         ("--lr", float),
     ):
         parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # training samples per step: not --batch-size, which is tiles per model call wherever a command takes it
+    parser.add_argument("--train-batch-size", dest="batch_size", type=int, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.set_defaults(func=run)
 
 
