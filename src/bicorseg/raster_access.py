@@ -298,16 +298,22 @@ def remote_allowed(allow_remote: bool | None = None) -> bool:
 @contextmanager
 def remote_access(allow: bool) -> Iterator[None]:
     """Within the block, every input may read remote sources when ``allow`` (also in child processes)."""
-    previous = os.environ.get(ALLOW_REMOTE_ENV)
-    if allow:
-        os.environ[ALLOW_REMOTE_ENV] = "1"
+    previous = _set_environ({ALLOW_REMOTE_ENV: "1" if allow else os.environ.get(ALLOW_REMOTE_ENV)})
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(ALLOW_REMOTE_ENV, None)
+        _set_environ(previous)
+
+
+def _set_environ(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set (None: unset) the variables of ``values`` in the process environment; returns what they were."""
+    previous = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
         else:
-            os.environ[ALLOW_REMOTE_ENV] = previous
+            os.environ[key] = value
+    return previous
 
 
 def is_remote(name: str | os.PathLike) -> bool:
@@ -402,12 +408,7 @@ def _enter_offline(seen: list[str]) -> None:
         _offline_state["depth"] += 1
         if _offline_state["depth"] > 1:
             return
-        _offline_state["environ"] = {key: os.environ.get(key) for key in OFFLINE_ENVIRON}
-        for key, value in OFFLINE_ENVIRON.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _offline_state["environ"] = _set_environ(OFFLINE_ENVIRON)
         logger = logging.getLogger(_RASTERIO_ERRORS)
         refused = _RefusedRequests(logger.getEffectiveLevel())
         _offline_state.update(filter=refused, level=logger.level)
@@ -421,11 +422,7 @@ def _leave_offline(seen: list[str]) -> None:
         _offline_state["depth"] -= 1
         if _offline_state["depth"] > 0:
             return
-        for key, value in _offline_state.pop("environ").items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environ(_offline_state.pop("environ"))
         logger = logging.getLogger(_RASTERIO_ERRORS)
         logger.removeFilter(_offline_state.pop("filter"))
         logger.setLevel(_offline_state.pop("level"))

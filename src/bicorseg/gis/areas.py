@@ -23,7 +23,7 @@ require_vector()
 
 import numpy as np  # noqa: E402
 
-from bicorseg.atomic import write_text_atomic  # noqa: E402
+from bicorseg.atomic import write_error, write_text_atomic  # noqa: E402
 from bicorseg.defaults import DEFAULT_WINDOW  # noqa: E402
 from bicorseg.errors import ConfigError, OutputError  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
@@ -137,7 +137,7 @@ def write_areas(report: AreaReport, output: str | os.PathLike, overwrite: bool =
     try:
         return write_text_atomic(output, text)
     except OSError as error:
-        raise OutputError(f"cannot write {output}: {error.strerror or error}") from error
+        raise write_error(output, error) from error
 
 
 def check_areas_path(output: str | os.PathLike, overwrite: bool) -> None:

@@ -64,7 +64,7 @@ from rasterio.features import shapes  # noqa: E402
 from rasterio.transform import Affine  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
-from bicorseg.atomic import atomic_output  # noqa: E402
+from bicorseg.atomic import atomic_output, write_error  # noqa: E402
 from bicorseg.defaults import DEFAULT_WINDOW  # noqa: E402
 from bicorseg.errors import ConfigError, InputError, OutputError  # noqa: E402
 from bicorseg.gis.crs import Measure, pixel_size, to_pyproj  # noqa: E402
@@ -184,7 +184,7 @@ def vectorize_raster(
             with atomic_output(output) as temp:
                 write_features(temp, driver, output.stem, SCHEMA, finisher.batches(pieces), out_crs)
         except OSError as error:
-            raise OutputError(f"cannot write {output}: {error.strerror or error}") from error
+            raise write_error(output, error) from error
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -57,6 +57,7 @@ from rasterio.warp import transform as transform_points
 from bicorseg.atomic import write_text_atomic
 from bicorseg.defaults import NODATA, default_class_name, default_class_names
 from bicorseg.errors import ConfigError, InputError, first_line, require_extra
+from bicorseg.gis.source import CLASSES_TAG, ClassRaster
 from bicorseg.raster_access import (
     VsiPath,
     input_path,
@@ -397,30 +398,21 @@ def _footprint(src: rasterio.DatasetReader) -> tuple[dict, list[float]]:
     return {"type": "Polygon", "coordinates": [ring]}, [float(v) for v in bbox]
 
 
-def _class_entries(src: rasterio.DatasetReader) -> list[Any]:
+def _class_entries(raster: ClassRaster) -> list[Any]:
     from pystac.extensions.classification import Classification
 
-    try:
-        names = json.loads(src.tags().get("bicorseg_classes", "null"))
-    except ValueError:
-        names = None
-    try:
-        colours = src.colormap(1)
-    except ValueError:
-        colours = {}
-    if not isinstance(names, list):
-        names = list(default_class_names(len(colours)))
-    entries = []
-    for value, name in enumerate(names):
-        colour = colours.get(value)
-        entries.append(
-            Classification.create(
-                value=value,
-                name=re.sub(r"[^0-9A-Za-z_-]+", "_", str(name)).strip("_") or default_class_name(value),
-                description=str(name),
-                color_hint="".join(f"{c:02X}" for c in colour[:3]) if colour else None,
-            )
+    names = raster.names if raster.names is not None else default_class_names(len(raster.palette))
+    entries = [
+        Classification.create(
+            value=value,
+            name=re.sub(r"[^0-9A-Za-z_-]+", "_", name).strip("_") or default_class_name(value),
+            description=name,
+            color_hint="".join(f"{c:02X}" for c in raster.palette[value])
+            if value in raster.palette
+            else None,
         )
+        for value, name in enumerate(names)
+    ]
     entries.append(Classification.create(value=NODATA, name="nodata", description="no data", nodata=True))
     return entries
 
@@ -450,17 +442,18 @@ def write_output_item(
     from pystac.extensions.projection import ProjectionExtension
 
     class_raster = Path(class_raster)
-    with rasterio.open(class_raster) as src:
+    with ClassRaster.open(class_raster) as raster:
+        src = raster.src
         if src.crs is None or src.transform.is_identity:
             raise InputError(f"{class_raster} has no CRS and transform: a STAC Item needs a footprint")
         geometry, bbox = _footprint(src)
         crs, transform, shape, bounds = src.crs, src.transform, [src.height, src.width], list(src.bounds)
-        classes = _class_entries(src)
+        classes = _class_entries(raster)
         # what predict recorded (checkpoint, its sha256, settings, TTA) as bicorseg:* properties
         recorded = {
             f"bicorseg:{key[len('bicorseg_') :]}": value
             for key, value in src.tags().items()
-            if key.startswith("bicorseg_") and key != "bicorseg_classes"
+            if key.startswith("bicorseg_") and key != CLASSES_TAG
         }
     when = source.datetime if source is not None and source.datetime else None
     moment = pystac.utils.str_to_datetime(when) if when else datetime.now(timezone.utc)

@@ -381,12 +381,6 @@ class MapWriter:
         except RasterioError as error:
             raise write_error(self.targets["class"], error) from error
 
-    def write_nodata(self, y0: int, x0: int, height: int, width: int, rows: int = 256) -> None:
-        """Nodata over an output window (a block outside the area of interest), in strips."""
-        for r in range(0, height, rows):
-            n = min(rows, height - r)
-            self.write(y0 + r, x0, self.layout.nodata_arrays(n, width))
-
     def commit(self) -> None:
         if self.picture:
             images = {"class": self.class_map}
