@@ -31,6 +31,7 @@ the plugin's installer pins (``<=1.17.0``) reads.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import warnings
@@ -162,7 +163,8 @@ def export_onnx(
                 output_names=[output_name],
                 dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
                 opset_version=opset,
-                dynamo=_has_onnxscript(),  # torch.export traces shapes as numbers; needs onnxscript
+                dynamo=importlib.util.find_spec("onnxscript")
+                is not None,  # torch.export traces shapes as numbers; needs onnxscript
                 verbose=False,
             )
         graph = onnx.load(str(temp))  # with the external weights, if the exporter wrote them apart
@@ -192,14 +194,6 @@ def export_onnx(
                 )
         files.commit()
     return difference
-
-
-def _has_onnxscript() -> bool:
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
@@ -268,7 +262,7 @@ class OnnxModel:
         if raw is None:
             raise CheckpointError(f"{path} was not exported by bicorseg (no '{METADATA_KEY}' metadata)")
         self.tile, self.info = read_metadata(raw, path)
-        self.output = json.loads(raw).get("output", "logits")  # files written before it are logits
+        self.output = json.loads(raw).get("output")
         if self.output not in OUTPUTS:
             raise CheckpointError(
                 f"{path}: invalid '{METADATA_KEY}' metadata: output: expected one of {', '.join(OUTPUTS)}, "
