@@ -29,6 +29,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +37,9 @@ import torch
 from torchvision.models.convnext import CNBlock
 
 from bicorseg.models import BiCoRSeg, ModelConfig
-from bicorseg.models.reference import use_torchvision_blocks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.helpers.reference
+from tests.helpers.reference import use_torchvision_blocks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

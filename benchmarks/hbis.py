@@ -25,7 +25,9 @@ import torch
 
 from bicorseg.losses import BiCoRSegLoss, LossConfig
 from bicorseg.models import BiCoRSeg, ModelConfig
-from bicorseg.models.reference import use_explicit_ce2f
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.helpers.reference
+from tests.helpers.reference import use_explicit_ce2f
 
 FORMS = ("closed", "explicit")
 

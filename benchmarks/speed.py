@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.helpers.reference
 RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
 ONNX_LEVELS = ("all", "extended", "basic", "disabled")  # onnxruntime GraphOptimizationLevel, default first
 
@@ -134,7 +135,7 @@ def measure(config: Config, args: argparse.Namespace, work: Path) -> dict:
             return run(batch_np)
 
     elif config.task == "eval":
-        from bicorseg.models.reference import use_reference_model, use_torchvision_blocks
+        from tests.helpers.reference import use_reference_model, use_torchvision_blocks
 
         precision = config.variant if config.variant in ("bf16", "fp16") else "fp32"
         model = load_model(checkpoint, map_location=device, precision=precision)
@@ -154,7 +155,7 @@ def measure(config: Config, args: argparse.Namespace, work: Path) -> dict:
 
         model = load_model(checkpoint, map_location=device).train()
         if reference:
-            from bicorseg.models.reference import use_reference_model
+            from tests.helpers.reference import use_reference_model
 
             use_reference_model(model)
         loss_fn = BiCoRSegLoss(LossConfig(ignore_index=args.classes))

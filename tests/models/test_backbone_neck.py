@@ -9,7 +9,7 @@ from torchvision.models import convnext_tiny
 
 from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.models import FusedNeck, adapt_first_conv_weight, build_backbone
-from bicorseg.models.reference import neck_explicit
+from tests.helpers.reference import neck_explicit
 
 
 def test_stages_have_the_documented_strides_and_channels() -> None:

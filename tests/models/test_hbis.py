@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bicorseg.models import BiCoRSeg, HBISLayer, PixelSelection, pixel_weights
-from bicorseg.models.reference import ExplicitHBISLayer, classify_explicit, feature_update_explicit
 from tests.helpers.models import tiny_config
+from tests.helpers.reference import ExplicitHBISLayer, classify_explicit, feature_update_explicit
 
 
 def _random_layer(selection: PixelSelection, dtype: torch.dtype, inner_steps: int = 1) -> HBISLayer:

@@ -9,8 +9,8 @@ import torch
 from torchvision.models.convnext import CNBlock
 
 from bicorseg.models import BiCoRSeg
-from bicorseg.models.reference import ExplicitHBISLayer, ExplicitNeck, use_reference_model
 from tests.helpers.models import tiny_config
+from tests.helpers.reference import ExplicitHBISLayer, ExplicitNeck, use_reference_model
 
 
 @pytest.mark.slow

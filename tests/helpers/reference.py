@@ -1,10 +1,9 @@
 """Explicit, memory-hungry forms of the neck, CE2F and the output head, as the method is written.
 
 The model computes them in fused or closed form (:class:`FusedNeck`, :meth:`HBISLayer.feature_update`,
-``BiCoRSeg._classify``). These
-reference forms exist only so that tests can check the closed forms give the same numbers and
-``benchmarks/hbis.py`` and ``benchmarks/speed.py`` can measure what the closed forms save
-(:func:`use_reference_model` switches a whole model to them). The model never calls them.
+``BiCoRSeg._classify``). These reference forms are the oracles of the tests that check the closed
+forms give the same numbers, and the baselines of ``benchmarks/hbis.py`` and ``benchmarks/speed.py``
+(:func:`use_reference_model` switches a whole model to them). The package never calls them.
 """
 
 from __future__ import annotations
