@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
 from bicorseg.atomic import sha256_file as sha256_file  # re-exported: the readers of data files use it
+from bicorseg.data.labels import gdal_colour_map
 from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
@@ -256,28 +257,42 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_tiff(path: str | os.PathLike, array: np.ndarray, georef: CrsTransform | None = None) -> Path:
-    """Write ``bands x H x W`` as a (Geo)TIFF, with CRS and transform when ``georef`` is given.
+def write_tiff(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    georef: CrsTransform | None = None,
+    *,
+    compress: bool = False,
+    palette: Sequence[Sequence[int]] | None = None,
+) -> Path:
+    """Write ``bands x H x W`` (or ``H x W``) as a (Geo)TIFF, with CRS and transform when ``georef`` is given.
 
     Patches are left uncompressed: they are read many times during training and decode fastest so.
+    ``compress`` writes deflate, in 256-pixel tiles when both sides reach 256 (3 bands as RGB); a
+    single-band uint8 map may carry a ``palette`` (its colour table).
     """
     array = np.asarray(array)
     if array.ndim == 2:
         array = array[None]
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": array.shape[2],
-        "height": array.shape[1],
-        "count": array.shape[0],
-        "dtype": array.dtype.name,
-    }
+    if array.ndim != 3:
+        raise InputError(f"{path}: expected bands x H x W or H x W, got shape {array.shape}")
+    bands, height, width = array.shape
+    profile: dict[str, Any] = {"driver": "GTiff", "width": width, "height": height, "count": bands,
+                               "dtype": array.dtype.name}  # fmt: skip
     if georef is not None:
-        profile["crs"] = georef.crs
-        profile["transform"] = georef.transform
+        profile.update(crs=georef.crs, transform=georef.transform)
+    if compress:
+        profile["compress"] = "deflate"
+        if height >= 256 and width >= 256:
+            profile.update(tiled=True, blockxsize=256, blockysize=256)
+        if bands == 3:
+            profile["photometric"] = "RGB"
     with atomic_output(path, clean=False) as temp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(temp, "w", **profile) as dataset:
             dataset.write(array)
+            if palette is not None and bands == 1 and array.dtype == np.uint8:
+                dataset.write_colormap(1, gdal_colour_map(palette))
     return Path(path)
 
 

@@ -17,11 +17,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import rasterio
+from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from bicorseg.atomic import atomic_output
-from bicorseg.data.labels import gdal_colour_map
+from bicorseg.data.io import CrsTransform, write_tiff
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec
 
@@ -79,36 +78,11 @@ def write_scene_geotiff(
     crs: str = DEMO_CRS,
     palette: tuple[tuple[int, int, int], ...] | None = None,
 ) -> Path:
-    """Write ``image`` (``bands x H x W`` or a ``H x W`` label map) as a tiled, compressed GeoTIFF.
-
-    A label map may carry a ``palette`` (written as the band's colour table). The file is written
-    under a temporary name and renamed when complete.
-    """
-    path = Path(path)
-    array = image[None] if image.ndim == 2 else image
-    if array.ndim != 3:
-        raise InputError(f"{path}: expected bands x H x W or H x W, got shape {image.shape}")
-    bands, height, width = array.shape
-    profile = {
-        "driver": "GTiff",
-        "height": height,
-        "width": width,
-        "count": bands,
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": transform,
-        "compress": "deflate",
-        "tiled": height >= 256 and width >= 256,
-    }
-    if profile["tiled"]:
-        profile.update(blockxsize=256, blockysize=256)
-    if bands == 3:
-        profile["photometric"] = "RGB"
-    with atomic_output(path) as temp, rasterio.open(temp, "w", **profile) as dataset:
-        dataset.write(array)
-        if palette is not None and bands == 1 and array.dtype == np.uint8:
-            dataset.write_colormap(1, gdal_colour_map(palette))
-    return path
+    """Write ``image`` (``bands x H x W`` or a ``H x W`` label map with an optional ``palette``) as a
+    tiled, compressed GeoTIFF, atomically."""
+    return write_tiff(
+        path, image, CrsTransform(CRS.from_user_input(crs), transform), compress=True, palette=palette
+    )
 
 
 # --------------------------------------------------------------------------------------------------
