@@ -21,6 +21,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from bicorseg.data.io import CrsTransform, write_tiff
+from bicorseg.defaults import NODATA
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec
 
@@ -37,7 +38,7 @@ DEMO_DATASET = DatasetSpec(
         (150, 150, 150),  # road: grey
         (220, 40, 40),  # building: red
     ),
-    ignore_index=255,
+    ignore_index=NODATA,
     eval_classes=(0, 1, 2, 3, 4, 5),
     label_variant="full",
 )

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bicorseg.atomic import write_text_atomic
-from bicorseg.defaults import colour_hex
+from bicorseg.defaults import NODATA, colour_hex
 from bicorseg.errors import ConfigError
 from bicorseg.spec import check_class_names
 
@@ -34,7 +34,7 @@ def qml_path(raster_path_or_stem: str | os.PathLike) -> Path:
 def qml_text(
     class_names: Sequence[str],
     palette: Sequence[Sequence[int]] | Mapping[int, Sequence[int]],
-    nodata: int | None = 255,
+    nodata: int | None = NODATA,
 ) -> str:
     """The QML document: ``palette`` gives an RGB colour per class index (a sequence or a mapping)."""
     class_names = check_class_names(class_names, "QGIS style")
@@ -79,7 +79,7 @@ def write_qml(
     raster_path_or_stem: str | os.PathLike,
     class_names: Sequence[str],
     palette: Sequence[Sequence[int]] | Mapping[int, Sequence[int]],
-    nodata: int | None = 255,
+    nodata: int | None = NODATA,
 ) -> Path:
     """Write ``<stem>.qml`` beside the class raster (atomically) and return its path."""
     return write_text_atomic(qml_path(raster_path_or_stem), qml_text(class_names, palette, nodata))

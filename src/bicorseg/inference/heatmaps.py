@@ -255,7 +255,7 @@ def read_label(
         labels = (
             LabelTable.for_spec(spec, colour_masks=colour)
             if spec is not None
-            else LabelTable.identity(info.num_classes, 255)
+            else LabelTable.identity(info.num_classes, NODATA)
         )
     raw = read_mask(path, mode="colour" if labels.kind == "colour" else "index")
     height, width = raw.shape[-2:]

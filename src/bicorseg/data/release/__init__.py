@@ -38,7 +38,7 @@ The modules, one step each:
 * :mod:`.journal`: finished tiles recorded and reused by a rerun; stale outputs removed.
 * :mod:`.records`: the typed records of the manifest and journal (:class:`Manifest`,
   :class:`SplitRecord`, :class:`TileRecord`, :class:`PatchRecord`).
-* :mod:`.manifest`: ``manifest.json`` read (checked, old versions too) and written atomically.
+* :mod:`.manifest`: ``manifest.json`` read (checked) and written atomically.
 * :mod:`.report`: what a run did, for people (:class:`PrepareResult`), and the progress bar.
 * :mod:`.run`: :func:`prepare`, the steps in order.
 """
