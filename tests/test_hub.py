@@ -266,6 +266,27 @@ def test_hf_checkpoints_downloaded_with_sizes_checked_first(folder, tmp_path) ->
     assert "GET /someone/tiny-roads/resolve/main/model.safetensors" not in asked
 
 
+@pytest.mark.slow
+def test_push_to_hub_uploads_the_folder_that_hf_checkpoints_read_back(model, tmp_path) -> None:
+    """``export pretrained --push-to-hub`` against a Hub on 127.0.0.1: the repository is created
+    private, the four files are committed as written, and ``predict --checkpoint hf://`` reads them."""
+    checkpoint = save_checkpoint(model, tmp_path / "model.ckpt")
+    image = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
+    with HubServer({}) as hub:
+        env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_local_test"}
+        run = cli_subprocess("export", "pretrained", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "shared"), "--licence", "mit", "--push-to-hub", "someone/roads", "--private", env=env)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert f"uploaded to {hub.url}/someone/roads/commit/" in run.stdout
+        # huggingface_hub sends "private": true, or from 1.x "visibility": "private"
+        created = [(c["organization"], c["name"], c.get("visibility", "private" if c.get("private") else None)) for c in hub.created]  # fmt: skip
+        assert created == [("someone", "roads", "private")]
+        shared = {name: (tmp_path / "shared" / name).read_bytes() for name in FILES}
+        assert {name: data for (repo, name), data in hub.files.items() if repo == "someone/roads"} == shared
+        run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/roads", "--output", str(tmp_path / "out"), env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out" / "scene.tif").is_file()
+
+
 def test_a_python_hub_id_that_is_no_folder_and_no_id_is_refused(tmp_path) -> None:
     with pytest.raises(CheckpointError, match=r"is a folder without config\.json: give a checkpoint file"):
         load_checkpoint(tmp_path)

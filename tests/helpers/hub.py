@@ -7,15 +7,20 @@
 ``HubServer(files)`` serves ``/<repo_id>/resolve/<revision>/<file>`` on 127.0.0.1 with the headers
 huggingface_hub reads (``X-Repo-Commit``, ``X-Linked-Etag``: the file's sha256, ``X-Linked-Size``);
 ``etags`` overrides the published sha256 of a file, to play a Hub whose file does not match;
-``sizes`` its published size (the body stays the file).
+``sizes`` its published size (the body stays the file). It also takes uploads as the Hub's API does
+for small files (``create_repo``, the model card's YAML check, ``preupload`` answering "regular",
+``commit`` with the files inline): each created repository's request lands in ``created``, each
+committed file in ``files``, so what was pushed can be downloaded again.
 Point huggingface_hub at it with ``HF_ENDPOINT=server.url`` (read when huggingface_hub is imported:
 give it to a subprocess).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import json
 import os
 import threading
 from pathlib import Path
@@ -50,6 +55,8 @@ class HubServer:
         sizes: dict[tuple[str, str], int] | None = None,
     ):
         self.requests: list[str] = []
+        self.files = files
+        self.created: list[dict] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +68,40 @@ class HubServer:
 
             def do_GET(self) -> None:
                 self._answer(body=True)
+
+            def do_POST(self) -> None:
+                path = urlsplit(self.path).path
+                server.requests.append(f"POST {path}")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                repo = path.removeprefix("/api/models/").rpartition("/")[0].rpartition("/")[0]
+                if path == "/api/repos/create":
+                    request = json.loads(body)
+                    server.created.append(request)
+                    return self._json({"url": f"{server.url}/{request['organization']}/{request['name']}"})
+                if path == "/api/validate-yaml":
+                    return self._json({})
+                if path.endswith("/preupload/main"):  # every file inline in the commit ("regular")
+                    names = [entry["path"] for entry in json.loads(body)["files"]]
+                    modes = [{"path": name, "uploadMode": "regular", "shouldIgnore": False} for name in names]
+                    return self._json({"files": modes})
+                if path.endswith("/commit/main"):  # one JSON object a line: the header, then the files
+                    for item in map(json.loads, body.decode().splitlines()):
+                        if item["key"] == "file":
+                            files[(repo, item["value"]["path"])] = base64.b64decode(item["value"]["content"])
+                    return self._json(
+                        {"commitUrl": f"{server.url}/{repo}/commit/{COMMIT}", "commitOid": COMMIT}
+                    )
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _json(self, answer: dict) -> None:
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _answer(self, body: bool) -> None:
                 path = unquote(urlsplit(self.path).path)
