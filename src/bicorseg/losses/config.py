@@ -25,6 +25,11 @@ class LossConfig:
         fisher_weight: weight of the Fisher discriminant terms on the class embeddings.
         fisher_layer_weights: one weight per HBIS layer for the Fisher terms (null: 1 each).
         final_fisher_weight: the LoveDA recipe's extra Fisher term on the last layer (1.0 there), else 0.
+        class_balance: alpha of the class weights of the soft cross-entropy terms: a pixel weighs
+            ``share ** -alpha``, the share of its class among the labelled pixels of the training
+            batches seen so far (counted per process; shares below 0.1 % count as 0.1 %),
+            normalised so that the average labelled pixel weighs 1. 0: every pixel weighs 1 (the
+            published objective); 0.5: rare classes weigh more, by the square root of their rarity.
     """
 
     ignore_index: int
@@ -37,6 +42,7 @@ class LossConfig:
     fisher_weight: float = 0.1
     fisher_layer_weights: list[float] | None = None
     final_fisher_weight: float = 0.0
+    class_balance: float = 0.0
 
     def __post_init__(self) -> None:
         for key in (
@@ -48,6 +54,8 @@ class LossConfig:
         ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"must not be negative, got {getattr(self, key)}", key=f"loss.{key}")
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"must be in [0, 1], got {self.class_balance}", key="loss.class_balance")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"must be in [0, 1), got {self.label_smoothing}", key="loss.label_smoothing")
 

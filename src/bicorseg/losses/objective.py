@@ -36,30 +36,56 @@ class BiCoRSegLoss(torch.nn.Module):
     def __init__(self, config: LossConfig) -> None:
         super().__init__()
         self.config = config
+        self.class_pixels: torch.Tensor | None = None  # labelled pixels per class seen in training
+
+    def class_weights(self, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+        """The soft cross-entropy's class weights (``loss.class_balance``), counting ``labels`` first
+        when the module is training; None when the balance is 0."""
+        alpha = self.config.class_balance
+        if not alpha:
+            return None
+        if self.class_pixels is None or self.class_pixels.device != labels.device:
+            self.class_pixels = torch.zeros(num_classes, dtype=torch.float64, device=labels.device)
+        if self.training:
+            valid = labels[labels != self.config.ignore_index]
+            self.class_pixels += torch.bincount(valid.flatten(), minlength=num_classes)[:num_classes]
+        total = float(self.class_pixels.sum())
+        if not total:
+            return None
+        share = self.class_pixels / total
+        weights = share.clamp_min(1e-3) ** -alpha
+        return (weights / (share * weights).sum()).float()
 
     def segmentation(
-        self, logits: torch.Tensor, labels: torch.Tensor, resize: bool = False
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        resize: bool = False,
+        class_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(SoftCE, Dice) of logits against labels; ``resize`` first resizes the logits to the labels.
+        """(SoftCE, Dice) of logits against labels; ``resize`` first resizes the logits to the labels;
+        ``class_weights`` weigh the SoftCE's pixels by their class.
 
         The full-resolution work (resizing, softmax, log-softmax) is recomputed in the backward pass
         instead of being stored: it is cheap, and it is most of the objective's memory. The Dice sums
         are reduced across processes outside the recomputed part.
         """
         if torch.is_grad_enabled() and logits.requires_grad:
-            softce, sums = checkpoint(self._local_terms, logits, labels, resize, use_reentrant=False)
+            softce, sums = checkpoint(
+                self._local_terms, logits, labels, resize, class_weights, use_reentrant=False
+            )
         else:
-            softce, sums = self._local_terms(logits, labels, resize)
+            softce, sums = self._local_terms(logits, labels, resize, class_weights)
         cfg = self.config
         return softce, dice_from_sums(all_reduce_sum_with_grad(sums), cfg.dice_smooth, cfg.dice_eps)
 
     def _local_terms(
-        self, logits: torch.Tensor, labels: torch.Tensor, resize: bool
+        self, logits: torch.Tensor, labels: torch.Tensor, resize: bool, class_weights: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         if resize:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        softce = soft_cross_entropy(logits, labels, cfg.ignore_index, cfg.label_smoothing)
+        softce = soft_cross_entropy(logits, labels, cfg.ignore_index, cfg.label_smoothing, class_weights)
         return softce, dice_sums(logits, labels, cfg.ignore_index)
 
     def forward(self, output: TrainOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -70,16 +96,17 @@ class BiCoRSegLoss(torch.nn.Module):
             )
         layers = len(output.heatmap_logits)
         terms: dict[str, torch.Tensor] = {}
-        terms["main_softce"], terms["main_dice"] = self.segmentation(output.logits, labels)
+        weights = self.class_weights(labels, output.logits.shape[1])
+        terms["main_softce"], terms["main_dice"] = self.segmentation(output.logits, labels, False, weights)
         total = terms["main_softce"] + terms["main_dice"]
         if output.aux_logits is not None and cfg.aux_weight:
             terms["aux_softce"] = _maybe_checkpoint(
-                soft_cross_entropy, output.aux_logits, labels, cfg.ignore_index, cfg.label_smoothing
+                soft_cross_entropy, output.aux_logits, labels, cfg.ignore_index, cfg.label_smoothing, weights
             )
             total = total + cfg.aux_weight * terms["aux_softce"]
         heat_weights = _layer_weights(cfg.heatmap_layer_weights, layers, "heatmap_layer_weights")
         for index, (heat, weight) in enumerate(zip(output.heatmap_logits, heat_weights)):
-            softce, dice = self.segmentation(heat, labels, resize=True)
+            softce, dice = self.segmentation(heat, labels, True, weights)
             term = softce + dice
             terms[f"heatmap_{index}"] = term
             total = total + cfg.heatmap_weight * weight * term

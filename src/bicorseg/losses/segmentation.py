@@ -21,17 +21,24 @@ def _valid_targets(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tenso
 
 
 def soft_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, smoothing: float = 0.05
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    smoothing: float = 0.05,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Label-smoothed cross entropy: ``(1 - eps) * -log p_y + (eps / N) * sum_c -log p_c`` per pixel.
 
-    The mean runs over all pixels, ignored ones counting as zero.
+    The mean runs over all pixels, ignored ones counting as zero; ``class_weights`` (one per class)
+    scales each pixel's term by the weight of its true class.
     """
     log_probs = F.log_softmax(logits, dim=1)
     safe_target, valid = _valid_targets(target, ignore_index)
     nll = -log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
     smooth = -log_probs.mean(dim=1)
     per_pixel = (1 - smoothing) * nll + smoothing * smooth
+    if class_weights is not None:
+        per_pixel = per_pixel * class_weights.to(per_pixel.dtype)[safe_target]
     return torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).mean()
 
 
