@@ -43,7 +43,12 @@ def _write_folder(root: Path, tiles: int = 2, per_tile: int = 5, size: int = 64)
 
 
 def _module(root: Path, **overrides) -> SegmentationDataModule:
-    base = {"data.root": str(root), "data.class_table": str(root / "classes.yaml"), "data.num_workers": 0}
+    base = {
+        "data.root": str(root),
+        "data.class_table": str(root / "classes.yaml"),
+        "data.num_workers": 0,
+        "data.batch_size": 4,  # the fixture's 5 to 8 training images
+    }
     config = load_config(FOLDER, {**base, **overrides})
     module = SegmentationDataModule(config.data, dataset_spec(config.data), seed=config.trainer.seed)
     module.setup("fit")
@@ -134,7 +139,7 @@ def test_folder_recipe_end_to_end(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "x"
     result = cli_subprocess(
         "train", "--config", "folder", "--data.root", data, "--data.class_table", data / "classes.yaml",
-        "--output", run, "--data.crop_size", "64", "--model.width", "32", "--data.num_workers", "0",
+        "--output", run, "--data.crop_size", "64", "--data.batch_size", "4", "--model.width", "32", "--data.num_workers", "0",
         "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.accelerator", "cpu",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

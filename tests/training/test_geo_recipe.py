@@ -24,6 +24,7 @@ TINY = {
     "model.min_pixels": 4,
     "data.num_workers": 0,
     "data.crop_size": 64,
+    "data.batch_size": 4,
     "data.val_block": 64,
     "trainer.accelerator": "cpu",
     "trainer.devices": 1,

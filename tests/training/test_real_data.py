@@ -84,4 +84,5 @@ def test_cpu_recipe_selects_its_samples() -> None:
     names = [module.val_set.sample_name(i) for i in range(len(module.val_set))]
     assert sorted(n.rsplit("/", 1)[-1] for n in names) == ["12", "13", "14", "15"]
     sample = module.train_set[0]
-    assert sample["image"].shape == (3, 256, 256) and sample["mask"].shape == (256, 256)
+    side = config.data.crop_size
+    assert sample["image"].shape == (3, side, side) and sample["mask"].shape == (side, side)
