@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -192,6 +193,16 @@ class SignalAtSetup(L.Callback):
         os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture
+def sigint_handled() -> Iterator[None]:
+    """SIGINT handled as Python does by default, however this pytest was started: a shell starts a
+    background job with SIGINT ignored, and a run keeps a signal that its parent ignored ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("sigint_handled")
 def test_a_stop_signal_before_training_ends_the_run_at_once(tmp_path: Path) -> None:
     with pytest.raises(TrainingInterrupted) as stop:
         train(load_config(TINY, {"trainer.max_epochs": 5}), tmp_path, callbacks=[SignalAtSetup()])
