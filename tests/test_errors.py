@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.errors import BicorsegError, CheckpointError, ConfigError, InputError, OutputError
+from bicorseg.errors import (
+    BicorsegError,
+    CheckpointError,
+    ConfigError,
+    InputError,
+    InstallError,
+    OutputError,
+)
 from bicorseg.models import ModelConfig
 from bicorseg.torch_files import read_torch_file
 
@@ -20,6 +27,7 @@ from bicorseg.torch_files import read_torch_file
         (InputError, ValueError),
         (CheckpointError, ValueError),
         (OutputError, OSError),
+        (InstallError, ImportError),
     ],
 )
 def test_each_error_is_its_standard_exception_across_processes(kind, standard) -> None:

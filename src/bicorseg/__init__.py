@@ -10,11 +10,13 @@ The public API is small:
   :class:`InferencePrecision`: a model run at bf16 or fp16 (what ``load_model(precision=...)`` gives).
 
 The names are imported on first use: ``import bicorseg`` (and the ``bicorseg`` command's help) does
-not load torch.
+not load torch. It does watch the first import of torchvision, so that a torchvision built for
+another torch is one line saying what to install (:mod:`bicorseg.torchvision_guard`).
 """
 
 from __future__ import annotations
 
+from bicorseg import torchvision_guard
 from bicorseg.defaults import VERSION as __version__
 from bicorseg.lazy import lazy_exports
 
@@ -34,6 +36,8 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+
+torchvision_guard.install()
 
 
 def __dir__() -> list[str]:

@@ -5,7 +5,8 @@ them: :class:`ConfigError` (a parameter or config value) is a ``ValueError``; :c
 (an input file, folder or value) is a ``ValueError`` too, a missing or unreadable file included (it
 is about what the user gave, not an I/O failure to retry, and an ``except OSError`` around I/O code
 must not swallow it); :class:`CheckpointError` (a checkpoint) is a ``ValueError``; :class:`OutputError`
-(an output cannot be written: disk full, no permission) is an ``OSError``. The command-line entry
+(an output cannot be written: disk full, no permission) is an ``OSError``; :class:`InstallError` (the
+installed packages do not work together) is an ``ImportError``. The command-line entry
 point prints these without a traceback and exits with status 2. Anything else that escapes is a bug
 and keeps its traceback.
 
@@ -61,6 +62,11 @@ class ConfigError(BicorsegError, ValueError):
 class OutputError(BicorsegError, OSError):
     """An output cannot be written (disk full, no permission, ...); nothing partial is left behind
     (an ``OSError``)."""
+
+
+class InstallError(BicorsegError, ImportError):
+    """The installed packages do not work together, e.g. a torchvision built for another torch (an
+    ``ImportError``); the message says what to install."""
 
 
 def first_line(error: BaseException) -> str:
