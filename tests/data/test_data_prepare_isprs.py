@@ -12,6 +12,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from PIL import Image
 
 from bicorseg.cli.main import main as cli_main
 from bicorseg.data import build_dataset, build_train_transform, get_spec
@@ -108,6 +109,9 @@ def test_vaihingen_masks_follow_the_labels_pixel_for_pixel(vaihingen_prepared, v
         np.testing.assert_array_equal(
             read_mask(out / item["mask"]), full_eroded[y : y + PATCH, x : x + PATCH]
         )
+        with Image.open(out / item["mask"]) as picture:  # a paletted PNG in the class colours
+            colours = np.asarray(picture.getpalette()).reshape(-1, 3)[:6]
+            assert picture.mode == "P" and [tuple(c) for c in colours] == list(get_spec("vaihingen").palette)
         np.testing.assert_array_equal(
             read_image(out / item["image"]), full_image[:, y : y + PATCH, x : x + PATCH]
         )

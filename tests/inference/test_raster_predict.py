@@ -196,8 +196,18 @@ def test_png_jpeg_and_rgba_inputs_give_png(tmp_path: Path) -> None:
         classes = np.asarray(Image.open(result.outputs["class"]))
         assert classes.shape == (60, 80) and classes.dtype == np.uint8
         assert np.asarray(Image.open(result.outputs["color"])).shape == (60, 80, 4)
-    classes = np.asarray(Image.open(tmp_path / "out" / "clip.png"))
+    with Image.open(tmp_path / "out" / "clip.png") as picture:
+        # a paletted PNG: the values are the class indices, the palette the class colours
+        assert picture.mode == "P"
+        colours = [tuple(c) for c in np.asarray(picture.getpalette()).reshape(-1, 3)]
+        alpha = picture.info["transparency"]
+        classes = np.asarray(picture)
+    palette = predictor.layout.palette
+    assert colours[: len(palette)] == [tuple(c) for c in palette] and colours[255] == (0, 0, 0)
+    assert list(alpha[: len(palette)]) == [255] * len(palette) and alpha[255] == 0  # nodata transparent
     assert (classes[:10, :10] == 255).all() and (classes[10:] < 4).all()
+    with Image.open(tmp_path / "out" / "clip_color.png") as colour:  # the colour map agrees with the palette
+        assert (np.asarray(colour)[10:, :, :3] == np.asarray(palette, np.uint8)[classes[10:]]).all()
 
 
 @pytest.mark.slow

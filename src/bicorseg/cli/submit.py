@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
                     labels = scores(torch.stack(batch).to(device)).argmax(1).to(torch.uint8).cpu().numpy()
                 for path, label in zip(chunk, labels):
                     buffer = io.BytesIO()
+                    # plain grey values, no palette: the LoveDA server reads single-band 0..6 PNGs
                     Image.fromarray(label, mode="L").save(buffer, format="PNG")
                     archive.writestr(path.name, buffer.getvalue())
                 done = start + len(chunk)

@@ -38,7 +38,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
 from bicorseg.atomic import sha256_file as sha256_file  # re-exported: the readers of data files use it
-from bicorseg.data.labels import gdal_colour_map
+from bicorseg.data.labels import Palette, class_map_picture, gdal_colour_map
 from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
@@ -245,12 +245,21 @@ def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write ``H x W`` or ``bands x H x W`` (1, 3 or 4 bands; uint8, or uint16 single band) as PNG."""
+def write_png(path: str | os.PathLike, array: np.ndarray, palette: Palette | None = None) -> Path:
+    """Write ``H x W`` or ``bands x H x W`` (1, 3 or 4 bands; uint8, or uint16 single band) as PNG.
+
+    With ``palette`` (one colour per class), a uint8 class map is written as a paletted PNG
+    (:func:`bicorseg.data.labels.class_map_picture`): the values stay the class indices.
+    """
     array = np.asarray(array)
     if array.ndim == 3:
         array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
-    image = Image.fromarray(np.ascontiguousarray(array))
+    if palette is not None:
+        if array.ndim != 2 or array.dtype != np.uint8:
+            raise InputError(f"{path}: a paletted PNG holds one uint8 band, got {array.shape} {array.dtype}")
+        image = class_map_picture(array, palette)
+    else:
+        image = Image.fromarray(np.ascontiguousarray(array))
     with atomic_output(path, clean=False) as temp:
         # Level 1: masks compress well already; higher levels cost much time for little space.
         image.save(temp, format="PNG", compress_level=1)

@@ -1,5 +1,8 @@
 """Turn raw label maps (colour-coded or raw values) into class-index masks, and back into colours.
 
+The colours of classes come from one table (:func:`colour_table`): colour maps, paletted PNG class
+maps (:func:`class_map_picture`) and GDAL colour tables (:func:`gdal_colour_map`).
+
 A :class:`LabelTable` maps each raw code to a class index or to the ignore index: either RGB colours
 (``kind="colour"``, e.g. the ISPRS label tiles) or integer values (``kind="value"``, e.g. LoveDA's
 raw 0..7). A code not in the table is an error naming the file and the code, never silently mapped,
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from bicorseg.defaults import colour_hex
 from bicorseg.errors import ConfigError, InputError
@@ -263,6 +267,20 @@ def colourise(
     """
     lut = colour_table(palette, default, alpha=alpha)
     return np.ascontiguousarray(lut[mask.astype(np.uint8, copy=False)].transpose(2, 0, 1))
+
+
+def class_map_picture(mask: np.ndarray, palette: Palette) -> Image.Image:
+    """An ``H x W`` class map as a paletted picture (Pillow mode ``"P"``), saved as a paletted PNG.
+
+    The pixel values stay the class indices (any reader of indices reads them unchanged) and the
+    palette shows each class in its colour (:func:`colour_table`); values without a colour (nodata,
+    the ignore index) are black and transparent (the PNG's ``tRNS`` chunk).
+    """
+    table = colour_table(palette, alpha=True)
+    picture = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))  # mode "L"
+    picture.putpalette(table[:, :3].tobytes())  # makes it mode "P"
+    picture.info["transparency"] = table[:, 3].tobytes()
+    return picture
 
 
 def gdal_colour_map(palette: Palette) -> dict[int, tuple[int, ...]]:

@@ -10,7 +10,8 @@ For an input ``<stem>.<ext>`` in the output folder (:class:`MapLayout` says whic
   and beside it ``<stem>.qml`` (a paletted QGIS style, :func:`bicorseg.gis.qml.write_qml`) and
   ``<stem>.tif.aux.xml`` (GDAL's category names and raster attribute table,
   :func:`bicorseg.gis.categories.write_categories`);
-  PNG / JPEG input: ``<stem>.png``, 8-bit grey class indices, 255 where the input was masked.
+  PNG / JPEG input: ``<stem>.png``, a paletted PNG: the class indices with the class colours as
+  its palette, 255 (black, transparent) where the input was masked.
 * probabilities: ``<stem>_prob.tif``, one band per class: ``uint8`` stores ``round(p * 254)``
   (GDAL scale 1/254 is set, so GIS tools read p) with nodata 255; ``float32`` stores p with nodata
   NaN; overviews by ``AVERAGE``.
@@ -50,7 +51,7 @@ from rasterio.windows import Window
 
 from bicorseg import raster_access
 from bicorseg.atomic import OutputGroup, write_error
-from bicorseg.data.labels import colourise, gdal_colour_map
+from bicorseg.data.labels import class_map_picture, colourise, gdal_colour_map
 from bicorseg.defaults import NODATA
 from bicorseg.errors import InputError, OutputError, first_line
 from bicorseg.inference.raster_io import DEFAULT_BLOCK_SHAPE, Georeference
@@ -383,16 +384,14 @@ class MapWriter:
 
     def commit(self) -> None:
         if self.picture:
-            images = {"class": self.class_map}
+            images = {"class": class_map_picture(self.class_map, self.layout.palette)}
             if "color" in self.targets:
-                images["color"] = np.moveaxis(
-                    colourise(self.class_map, self.layout.palette, alpha=True), 0, -1
+                images["color"] = Image.fromarray(
+                    np.moveaxis(colourise(self.class_map, self.layout.palette, alpha=True), 0, -1)
                 )
-            for kind, array in images.items():
+            for kind, picture in images.items():
                 try:
-                    Image.fromarray(array).save(
-                        self.outputs.temp_for(kind), format="PNG", pnginfo=png_info(self.tags[kind])
-                    )
+                    picture.save(self.outputs.temp_for(kind), format="PNG", pnginfo=png_info(self.tags[kind]))
                 except OSError as error:
                     raise write_error(self.targets[kind], error) from error
         self.outputs.commit()
@@ -449,7 +448,7 @@ def verify_output(
             with Image.open(target) as image:
                 image.load()
                 tags, size, found = dict(getattr(image, "text", {})), image.size, f"mode {image.mode}"
-            expected = "mode L" if kind == "class" else "mode RGBA"
+            expected = "mode P" if kind == "class" else "mode RGBA"
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)

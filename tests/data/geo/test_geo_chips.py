@@ -35,7 +35,12 @@ def test_chips_are_georeferenced_windows_with_their_labels(tmp_path, capsys):
         window = Window(round(col), round(row), 64, 64)
         with rasterio.open(path) as src:
             assert np.array_equal(image, src.read(window=window))
-        written = np.asarray(Image.open(chip.parent.parent / "masks" / f"{chip.stem}.png"))
+        with Image.open(chip.parent.parent / "masks" / f"{chip.stem}.png") as picture:
+            assert picture.mode == "P"  # a paletted PNG in the class colours
+            colours = np.asarray(picture.getpalette()).reshape(-1, 3)
+            assert [tuple(c) for c in colours[: source.spec.num_classes]] == list(source.spec.palette)
+            assert picture.info["transparency"][255] == 0  # unlabelled: transparent
+            written = np.asarray(picture)
         expected = source.read(0, window)[1]
         if "val" in chip.parts:  # only the validation area is scored
             assert set(np.unique(written[written != expected])) <= {255}
@@ -46,6 +51,8 @@ def test_chips_are_georeferenced_windows_with_their_labels(tmp_path, capsys):
     assert dataset.spec.class_names == source.spec.class_names
     sample = dataset[0]
     assert sample["mask"].shape == (64, 64)
+    with Image.open(out / "train" / "masks" / f"{train[0].stem}.png") as first:  # read as class indices
+        assert np.array_equal(sample["mask"].numpy(), np.asarray(first))
     assert cli("chips", "--data.images", path, "--data.labels", labels, "--data.label_field", "class",
                "--output", out) == 2  # fmt: skip
     assert "exists and is not an empty folder" in capsys.readouterr().err

@@ -5,7 +5,8 @@ training windows of a :class:`~.source.GeoSplit` (drawn toward labelled pixels, 
 the validation area) and its validation grid become::
 
     DIR/train/images/000000_scene_r1024_c512.tif   the chip: native pixel type, CRS and transform
-    DIR/train/masks/000000_scene_r1024_c512.png    class indices, the ignore index where unlabelled
+    DIR/train/masks/000000_scene_r1024_c512.png    class indices (a paletted PNG in the class colours),
+                                                   the ignore index (transparent) where unlabelled
     DIR/val/images/...  DIR/val/masks/...          the validation windows (outside the area: ignored)
     DIR/classes.yaml                               the class table (written last: the set is complete)
 
@@ -96,7 +97,7 @@ def write_chips(
             name = _file_name(number, raster.stem, window)
             georef = CrsTransform(CRS.from_wkt(raster.crs), window_transform(raster.transform, window))
             write_tiff(images / f"{name}.tif", _native(image, raster.dtype), georef)
-            write_png(masks / f"{name}.png", labels)
+            write_png(masks / f"{name}.png", labels, palette=source.spec.palette)
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -7,7 +7,8 @@
     DIR/{split}/images/{name}.tif     image patches in their native dtype (GeoTIFF sources: GeoTIFF,
                                       georeferenced like the source; PNG/JPEG sources: PNG; whole
                                       images that need no cutting are copied byte for byte)
-    DIR/{split}/masks/{name}.png      uint8 index masks: 0..N-1 classes, ``spec.ignore_index`` ignored
+    DIR/{split}/masks/{name}.png      uint8 index masks (paletted PNGs in the class colours): 0..N-1
+                                      classes, ``spec.ignore_index`` ignored
 
 Patch names are ``{tile name}[_{hflip|vflip}][_{y}_{x}]`` (``y, x``: the patch's top-left pixel in
 the padded, possibly flipped tile), e.g. ``top_mosaic_09cm_area1_hflip_512_0``. Splits without

@@ -203,7 +203,7 @@ def process_item(
         rel_mask = None
         if mask is not None:
             rel_mask = (split_dir / "masks" / f"{item.name}.png").as_posix()
-            write_png(out / rel_mask, mask)
+            write_png(out / rel_mask, mask, palette=release.spec.palette)
         entries.append(_entry(out, rel_image, rel_mask, item.name, item.fields["tile"], "original", None,
                               (height, width), mask, release))  # fmt: skip
     else:
@@ -255,7 +255,7 @@ def process_item(
                         rel_mask = None
                         if out_mask is not None:
                             rel_mask = (split_dir / "masks" / f"{out_name}.png").as_posix()
-                            write_png(out / rel_mask, out_mask)
+                            write_png(out / rel_mask, out_mask, palette=release.spec.palette)
                         entries.append(_entry(out, rel_image, rel_mask, out_name, item.fields["tile"], copy,
                                               [y, x], (size, size), out_mask, release, zoomed))  # fmt: skip
     return TileRecord(
