@@ -182,11 +182,11 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
     checked = {  # command: (the defaults of the Python API it maps to, the options compared)
         "predict": (
             predict_options,
-            {"batch_size", "device", "precision", "overwrite", "tile", "overlap", "aoi", *tta},
+            {"batch_size", "device", "precision", "overwrite", "tile", "overlap", "aoi", "rescale", *tta},
         ),
-        "heatmaps": (predict_options, {"batch_size", "device", "precision", "tile", "overlap"}),
+        "heatmaps": (predict_options, {"batch_size", "device", "precision", "tile", "overlap", "rescale"}),
         "submit": (predict_options, {"batch_size", "device", "precision", *tta}),
-        "evaluate": (parameters(evaluate_model), {"batch_size", "device", "num_workers", *tta}),
+        "evaluate": (parameters(evaluate_model), {"batch_size", "device", "num_workers", "rescale", *tta}),
         "export": (parameters(export_onnx), {"tile", "overlap"}),
         "areas": (fields(AreaOptions), {"aoi", "class_table", "window"}),
         "vectorize": (fields(VectorizeOptions), {"class_table", "window", "overwrite"}),

@@ -1,6 +1,6 @@
 """The facts several modules share, stated once: tiling, the class-raster nodata value, file
 suffixes, default class names and colours (and how a colour is written), and the choices of
-precision and executor.
+precision, executor and rescale.
 
 Plain Python (no torch, numpy or rasterio), so that the command line and the configs read them
 without loading anything heavy. Every module that needs one of these imports it from here.
@@ -77,3 +77,11 @@ TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")  # mixed precision through Lightning
 LIGHTNING_PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 EXECUTORS = ("local", "ray")  # where units of prediction work run: local processes, or Ray actors
+
+# How input values are mapped onto the 8-bit units of a checkpoint (bicorseg.rescale), or "MIN,MAX".
+RESCALE_MODES = ("none", "auto", "percentile")
+RESCALE_HELP = (
+    "map the input's values onto the 8-bit range the checkpoint was trained on: none (default: as they "
+    "are), auto (from the data type and values: floats in 0..1, 10- to 16-bit integers, ...), percentile "
+    "(2nd..98th percentile of each band) or MIN,MAX (e.g. 0,4095)"
+)

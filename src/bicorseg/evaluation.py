@@ -12,10 +12,12 @@ Nothing here imports Lightning; the ``evaluate`` command and the benchmarks call
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -26,7 +28,9 @@ from bicorseg.device import resolve_device
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare
 from bicorseg.precision import precision_of
-from bicorseg.spec import DATASET_KINDS, DatasetSpec
+from bicorseg.rescale import Rescale, check_checkpoint_units, check_rescale, needs_sample, resolve_rescale
+from bicorseg.rescale import describe as describe_rescale
+from bicorseg.spec import DATASET_KINDS, DatasetSpec, denormalise, normalise
 
 
 def check_spec_matches(
@@ -107,6 +111,49 @@ def data_protocol(dataset: Dataset | None) -> str:
     return f"{protocol} ({'; '.join(notes)})" if protocol == "paper" and notes else protocol
 
 
+RESCALE_SAMPLES = 16  # samples of a split the statistics of a rescale come from ...
+RESCALE_PIXELS = 256 * 256  # ... each subsampled to at most this many pixels
+
+
+class RescaledSamples(Dataset):
+    """The samples of a dataset with their images rescaled (normalised again with the dataset's facts)."""
+
+    def __init__(self, dataset: Dataset, rescale: Rescale, spec: DatasetSpec) -> None:
+        self.dataset, self.rescale, self.spec = dataset, rescale, spec
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        raw = denormalise(sample["image"], self.spec.mean, self.spec.std).cpu().numpy()
+        sample["image"] = normalise(torch.from_numpy(self.rescale.apply(raw)), self.spec.mean, self.spec.std)
+        return sample
+
+
+def rescaled_samples(dataset: Dataset, spec: DatasetSpec, rescale: str) -> tuple[Dataset, Rescale | None]:
+    """``dataset`` with the rescale ``rescale`` (:mod:`bicorseg.rescale`) applied to its images.
+
+    One map for the whole split: its statistics come from :data:`RESCALE_SAMPLES` samples spread
+    over the split, each subsampled to at most :data:`RESCALE_PIXELS` pixels (the samples of a split
+    are often patches of the same scenes, which one map keeps comparable).
+    """
+    mode = check_rescale(rescale)
+    check_checkpoint_units(mode, spec.mean, f"for {spec.name}")
+    sample = None
+    if needs_sample(mode, None) and len(dataset):  # type: ignore[arg-type]
+        count = len(dataset)  # type: ignore[arg-type]
+        picks = sorted({round(i) for i in np.linspace(0, count - 1, min(RESCALE_SAMPLES, count))})
+        values = []
+        for index in picks:
+            image = denormalise(dataset[index]["image"], spec.mean, spec.std).cpu().numpy()
+            step = max(1, math.ceil(math.sqrt(image.shape[1] * image.shape[2] / RESCALE_PIXELS)))
+            values.append(image[:, ::step, ::step].reshape(image.shape[0], -1))
+        sample = np.concatenate(values, axis=1)
+    mapping = resolve_rescale(mode, spec.num_bands, None, sample)
+    return (dataset if mapping is None else RescaledSamples(dataset, mapping, spec)), mapping
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -124,12 +171,15 @@ def evaluate_model(
     device: str | torch.device = DEFAULT_DEVICE,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    rescale: str = "none",
 ) -> EvaluationReport:
     """Scores of ``model`` on ``dataset`` by the published convention (see :mod:`bicorseg.metrics`).
 
     ``tta`` is a mode of :data:`bicorseg.inference.tta.TTA_MODES`; ``paper`` takes the passes the
     original publication used for ``spec``'s dataset (else the model's), with ``tta_scales`` and
-    ``tta_merge`` left out.
+    ``tta_merge`` left out. ``rescale`` maps images that are not in the checkpoint's 8-bit units
+    (:mod:`bicorseg.rescale`), with one map for the whole split (:func:`rescaled_samples`), which the
+    report's convention records.
     """
     from bicorseg.inference import predict_array, with_tta
     from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, tta_passes
@@ -141,6 +191,8 @@ def evaluate_model(
     metric = ConfusionMatrix(num_classes, spec.ignore_index).to(device)
     pattern = PeriodicShare(num_classes).to(device)
     model = model.to(device).eval()
+    protocol = data_protocol(dataset)
+    dataset, rescale_map = rescaled_samples(dataset, spec, rescale)
     total = len(dataset)  # type: ignore[arg-type]
     if limit is not None:
         total = min(total, limit)
@@ -198,8 +250,10 @@ def evaluate_model(
         tta=tta_name(tta, specs),
         tta_detail=describe_tta(plan),
         tta_passes=[p.to_dict() for p in tta_passes(plan)],
-        protocol=data_protocol(dataset),
+        protocol=protocol,
     )
+    if check_rescale(rescale) != "none":
+        convention.extra["rescale"] = describe_rescale(rescale_map)
     if (precision := precision_of(model)) is not None:
         convention.extra["precision"] = precision
     return EvaluationReport.from_confusion(

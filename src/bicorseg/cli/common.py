@@ -25,6 +25,7 @@ from bicorseg.defaults import (
     DEFAULT_WINDOW,
     PRECISION_HELP,
     PRECISIONS,
+    RESCALE_HELP,
 )
 from bicorseg.errors import ConfigError
 from bicorseg.raster_access import ALLOW_REMOTE_HELP
@@ -93,6 +94,8 @@ SHARED_OPTIONS: dict[str, dict[str, Any]] = {
         "choices": TTA_MERGES,
         "help": "average the passes' logits or probabilities (default: probs; paper: logits, fixed)",
     },
+    # inputs that are not 8-bit mapped onto the checkpoint's units (bicorseg.rescale)
+    "rescale": {"default": "none", "metavar": "MODE", "help": RESCALE_HELP},
 }
 TILING = ("tile", "overlap")
 TTA = ("tta", "tta_scales", "tta_merge")

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--split", help="split to score (default: test; geo data: a name for the report, default: labelled)"
     )
-    add_shared_options(parser, *TTA)
+    add_shared_options(parser, *TTA, "rescale")
     parser.add_argument("--output", help="write the report as JSON here")
     parser.add_argument(
         "--whole-tiles",
@@ -189,6 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         device=device,
         limit=args.limit,
         progress=progress,
+        rescale=args.rescale,
     )
     report.convention.extra["checkpoint"] = str(args.checkpoint)
     if args.dataset == "geo":

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label", default=None, help="ground-truth raster for the figure (one input only)")
     add_shared_options(parser, "class_table", class_table="YAML class table decoding --label (colours or raw "
                        "values); default: the label encoding stored in the checkpoint")  # fmt: skip
-    add_shared_options(parser, *TILING, "batch_size", "device", "precision", "allow_remote")
+    add_shared_options(parser, *TILING, "rescale", "batch_size", "device", "precision", "allow_remote")
     parser.set_defaults(func=run)
 
 
@@ -52,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     from bicorseg.inference.writers import check_targets
     from bicorseg.precision import with_precision
 
-    PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
+    # validates them
+    PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, rescale=args.rescale)
     paths = find_inputs(args.inputs)
     if args.label is not None and len(paths) != 1:
         raise ConfigError(f"--label needs exactly one input, got {len(paths)}")
@@ -86,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 device=device,
                 info=info,
+                rescale=args.rescale,
             )
             print(
                 f"{path.name}: {len(result.outputs)} heatmap file(s), figure {result.figure}", file=sys.stderr

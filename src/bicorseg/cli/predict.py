@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"side of the units of work in pixels (default {DEFAULT_BLOCK}): memory grows with it, tiles "
         "shared by neighbouring blocks are computed twice",
     )
-    add_shared_options(parser, *TTA)
+    add_shared_options(parser, *TTA, "rescale")
     parser.add_argument(
         "--probabilities",
         nargs="?",
@@ -239,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         crs=args.crs,
         pixel_size=args.pixel_size,
         require_georeference=bool(args.vector),
+        rescale=args.rescale,
     )
     if (args.vector or args.aoi) and not args.print_config:
         from bicorseg.gis import require_vector

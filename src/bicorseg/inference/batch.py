@@ -94,10 +94,9 @@ def build_plan(
         plan, size = plans[path], None
         with suppress(OSError):
             size = path.stat().st_size
+        picture, rescale = predictor.writes_picture(path), predictor.rescale_tag(plan)
         files.append(
-            PlannedFile(
-                path.name, path.stem, str(path), *plan.shape, size, predictor.writes_picture(path), plan.geo
-            )
+            PlannedFile(path.name, path.stem, str(path), *plan.shape, size, picture, plan.geo, rescale)
         )
     opts = predictor.options
     return RunPlan(

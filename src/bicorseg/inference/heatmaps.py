@@ -47,6 +47,8 @@ from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import RasterOutputs, check_targets, geotiff_profile
 from bicorseg.precision import precision_of
 from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
+from bicorseg.rescale import check_rescale
+from bicorseg.rescale import describe as describe_rescale
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
 FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels
@@ -108,11 +110,14 @@ def export_heatmaps(
     device: str | None = None,
     info: ModelInfo | None = None,
     block: int = DEFAULT_BLOCK,
+    rescale: str = "none",
 ) -> HeatmapResult:
     """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input.
 
     ``label`` is a ground-truth map for the figure, decoded by ``labels`` (a class table) or by the
-    checkpoint's label encoding (see :func:`read_label`). ``device`` None: the model's.
+    checkpoint's label encoding (see :func:`read_label`). ``device`` None: the model's. ``rescale`` maps
+    input values that are not in the checkpoint's 8-bit units (:mod:`bicorseg.rescale`); the raster
+    heatmaps record the map (tag ``bicorseg_rescale``).
     """
     path, out_dir = input_path(path), Path(out_dir)
     info = info or model_info(model)
@@ -134,7 +139,8 @@ def export_heatmaps(
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = stack.enter_context(open_raster(path))
-        reader = RasterReader(src, path, inspect_input(src, path, info), *statistics(info))
+        plan = inspect_input(src, path, info, rescale)
+        reader = RasterReader(src, path, plan, *statistics(info))
         # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
         istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
         shape = (output_size(src.height, istep), output_size(src.width, istep))
@@ -160,6 +166,8 @@ def export_heatmaps(
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)
                 dst.update_tags(bicorseg_layer=str(li), bicorseg_checkpoint=info.source)
+                if check_rescale(rescale) != "none":
+                    dst.update_tags(bicorseg_rescale=describe_rescale(plan.rescale))
                 if precision is not None:
                     dst.update_tags(bicorseg_precision=precision)
                 datasets[li] = dst

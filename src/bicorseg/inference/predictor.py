@@ -14,8 +14,10 @@ georeferencing. An input without one (a plain picture, a GeoTIFF without a CRS) 
 without a transform, square pixels of ``pixel_size`` CRS units with the map's lower-left corner
 at the CRS's origin (the right scale, not a place); its outputs are then GeoTIFFs, pictures
 included. With ``require_georeference`` (polygons will be made) an input that would have no CRS
-and transform is refused when it is inspected, before any work. Their tags record the checkpoint's sha256 and the settings that define the result
-(tile, overlap, TTA, engine, probability type, area of interest); a rerun skips an input whose
+and transform is refused when it is inspected, before any work. Their tags record the
+checkpoint's sha256 and the settings that define the result (tile, overlap, TTA, engine,
+probability type, area of interest, rescale mode) and, with a rescale, the map of each input's
+values (``bicorseg_rescale``); a rerun skips an input whose
 outputs all exist, read back whole in size, bands and type, and were made by the same checkpoint
 with the same settings. An existing output that does not verify is replaced only with
 ``overwrite``; without it the run is refused before any work, naming the file and why. No output
@@ -93,6 +95,8 @@ from bicorseg.inference.writers import (
     write_style,
 )
 from bicorseg.precision import check_precision, resolve_precision, with_precision
+from bicorseg.rescale import check_rescale
+from bicorseg.rescale import describe as describe_rescale
 
 # write(y0, x0, arrays): encoded output arrays (MapLayout.encode) at output pixel (y0, x0)
 SinkFn = Callable[[int, int, dict[str, np.ndarray]], None]
@@ -128,6 +132,7 @@ class PredictOptions:
     block: int = DEFAULT_BLOCK
     device: str = DEFAULT_DEVICE  # auto (the GPU if there is one), cpu, cuda, cuda:N; resolved here
     precision: str = DEFAULT_PRECISION  # auto, bf16, fp16, fp32 (bicorseg.precision); ONNX runs fp32
+    rescale: str = "none"  # a mode of bicorseg.rescale (auto, percentile) or "MIN,MAX"
     crs: str | None = None  # the CRS of inputs without one (anything rasterio reads, e.g. EPSG:32633)
     pixel_size: float | None = None  # pixel size in CRS units of inputs without a transform
     require_georeference: bool = False  # refuse inputs whose outputs would have no CRS and transform
@@ -159,6 +164,7 @@ class PredictOptions:
         if self.block < MIN_BLOCK:
             raise ConfigError(f"must be at least {MIN_BLOCK} pixels, got {self.block}", key="block")
         check_precision(self.precision)
+        self.rescale = check_rescale(self.rescale)
 
 
 @dataclass
@@ -430,6 +436,8 @@ class Predictor:
         if opts.tta_merge is not None:
             tta += f" tta_merge={opts.tta_merge}"
         text = f"tile={opts.tile} overlap={opts.overlap} tta={tta} engine={self.engine} precision={opts.precision}"
+        if opts.rescale != "none":
+            text += f" rescale={opts.rescale}"
         if opts.crs is not None:
             text += f" crs={opts.crs}" + (f" pixel_size={opts.pixel_size:g}" if opts.pixel_size else "")
         if self._aoi_sha256 is not None:
@@ -491,7 +499,7 @@ class Predictor:
         with rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with raster_access.open_raster(path) as src:
-                plan = inspect_input(src, path, self.info)
+                plan = inspect_input(src, path, self.info, self.options.rescale)
         plan = replace(plan, geo=self._georeference(path, plan))
         if key is not None:
             self._plans[key] = plan
@@ -628,7 +636,7 @@ class Predictor:
         start = time.perf_counter()
         engine = self.engine_for(plan.shape)
         with self.reading(path, plan) as reader, ExitStack() as stack:
-            maps = self.map_writer(targets, plan.geo, plan.shape, path.name, stack)
+            maps = self.map_writer(targets, plan, path.name, stack)
             try:
                 if progress is not None:
                     progress.start(path.name, engine.total_tiles)
@@ -648,10 +656,13 @@ class Predictor:
         warn_nonfinite(path, nonfinite)
         return result
 
-    def map_writer(
-        self, targets: dict[str, Path], geo: Georeference, shape: tuple[int, int], name: str, stack: ExitStack
-    ) -> MapWriter:
-        return MapWriter(targets, self.layout, geo, shape, output_tags(self.base_tags(), name), stack)
+    def map_writer(self, targets: dict[str, Path], plan: InputPlan, name: str, stack: ExitStack) -> MapWriter:
+        tags = output_tags(self.base_tags(), name, self.rescale_tag(plan))
+        return MapWriter(targets, self.layout, plan.geo, plan.shape, tags, stack)
+
+    def rescale_tag(self, plan: InputPlan) -> str | None:
+        """What an input's outputs record of its rescale (``bicorseg_rescale``); None without one."""
+        return None if self.options.rescale == "none" else describe_rescale(plan.rescale)
 
     def ensure_style(self, targets: dict[str, Path]) -> None:
         """The QGIS style and GDAL's class names of a finished class map, written again if one went missing."""
@@ -659,6 +670,10 @@ class Predictor:
             write_style(targets["class"], self.layout)
 
 
-def output_tags(base: dict[str, dict[str, str]], input_name: str) -> dict[str, dict[str, str]]:
-    """The tags of each output of the input ``input_name`` (one order for every writer: same bytes)."""
-    return {kind: {**tags, "bicorseg_input": input_name} for kind, tags in base.items()}
+def output_tags(
+    base: dict[str, dict[str, str]], input_name: str, rescale: str | None = None
+) -> dict[str, dict[str, str]]:
+    """The tags of each output of the input ``input_name`` (one order for every writer: same bytes),
+    with the map of its values (:meth:`Predictor.rescale_tag`) when it has one."""
+    extra = {"bicorseg_input": input_name} | ({} if rescale is None else {"bicorseg_rescale": rescale})
+    return {kind: {**tags, **extra} for kind, tags in base.items()}

@@ -4,6 +4,10 @@
   (one warning per file), checked once per input before any work (an :class:`InputPlan`).
 * :func:`normalisation` / :func:`statistics`: the checkpoint's per-band mean and std (never a
   silent rescale).
+* a rescale of inputs that are not in the checkpoint's units (:mod:`bicorseg.rescale`: 16-bit,
+  12-bit in 16-bit containers, floats in 0..1), asked for by the ``rescale`` option; its statistics
+  come from a bounded sample of windows (:func:`sample_values`), once per input when it is
+  inspected, and travel in the :class:`InputPlan`.
 * :class:`RasterReader`: normalised windows and their validity mask, the ``read`` callback of the
   sliding-window engine.
 
@@ -37,12 +41,21 @@ from bicorseg import raster_access
 from bicorseg.defaults import PICTURE_SUFFIXES
 from bicorseg.errors import CheckpointError, InputError, first_line
 from bicorseg.inference.model_info import ModelInfo
+from bicorseg.rescale import (
+    Rescale,
+    check_checkpoint_units,
+    check_rescale,
+    needs_sample,
+    resolve_rescale,
+    sample_windows,
+)
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
 # floating-point values further than this many standard deviations from the checkpoint's mean are
 # undeclared nodata (-3.4e38, -9999 on 8-bit statistics, ...), not data
 PLAUSIBLE_STDS = 50.0
 SCAN_BYTES = 64 * 2**20  # size of the strips read when an input is inspected
+UNDECLARED_NODATA = 1e30  # values of this magnitude are nodata, not data (-3.4e38, -1e38, ...)
 DEFAULT_BLOCK_SHAPE = (256, 256)  # outputs of an input that is not tiled in square blocks
 
 
@@ -113,6 +126,7 @@ class InputPlan:
         value_range: smallest and largest valid value of floating-point input.
         shape: the input's height and width.
         geo: the input's georeferencing (kept by every output).
+        rescale: the map of the input's values onto the checkpoint's 8-bit units (None: as they are).
     """
 
     bands: tuple[int, ...]
@@ -123,6 +137,7 @@ class InputPlan:
     value_range: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
     geo: Georeference | None = None
+    rescale: Rescale | None = None
 
 
 def _strips(src: rasterio.DatasetReader, bands: int) -> list[Window]:
@@ -144,12 +159,17 @@ def _is_real_alpha(src: rasterio.DatasetReader, band: int) -> bool:
     return True
 
 
-def inspect_input(src: rasterio.DatasetReader, path: Path, info: ModelInfo) -> InputPlan:
+def inspect_input(
+    src: rasterio.DatasetReader, path: Path, info: ModelInfo, rescale: str = "none"
+) -> InputPlan:
     """Choose the bands and the mask of an input, and report what is doubtful (one warning each).
 
     Reads the whole raster once when it is floating point (to count undeclared nodata) or has a
-    band beyond the model's (to tell a real alpha band from data). Errors name the file.
+    band beyond the model's (to tell a real alpha band from data). ``rescale`` is a mode of
+    :mod:`bicorseg.rescale`; the statistics it needs are read from a bounded sample of windows.
+    Errors name the file.
     """
+    rescale = check_rescale(rescale)
     extra = src.count - info.in_channels
     if extra not in (0, 1):
         raise InputError(
@@ -176,18 +196,50 @@ def inspect_input(src: rasterio.DatasetReader, path: Path, info: ModelInfo) -> I
                 )
         plan = InputPlan(bands, alpha, shape=(src.height, src.width), geo=Georeference.of(src))
         mean, std = _statistics(info)
+        check_checkpoint_units(rescale, mean, info.source)
+        sample = sample_values(src, path, plan) if needs_sample(rescale, src.dtypes[0]) else None
+        nbits = src.tags(1, "IMAGE_STRUCTURE").get("NBITS")
+        plan = replace(
+            plan,
+            rescale=resolve_rescale(
+                rescale, len(bands), src.dtypes[0], sample, int(nbits) if nbits and nbits.isdigit() else None
+            ),
+        )
         if np.dtype(src.dtypes[0]).kind == "f":
             plan = _scan_float(src, path, plan, mean, std)
     except RasterioError as error:
         raise InputError(f"cannot read {path}: {first_line(error)}") from error
-    normalisation(info, src.dtypes[0], path, plan.value_range)
+    normalisation(info, src.dtypes[0], path, plan.value_range, rescaled=rescale != "none")
     return plan
 
 
+def sample_values(src: rasterio.DatasetReader, path: Path, plan: InputPlan) -> np.ndarray:
+    """``bands x n`` valid values of the windows of :func:`bicorseg.rescale.sample_windows`.
+
+    Nodata is left out: what the raster's mask declares, values that are not finite, and values of
+    magnitude :data:`UNDECLARED_NODATA` or more (the usual undeclared floating-point nodata).
+    """
+    reader = RasterReader(src, path, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
+    kept = []
+    for y0, x0, height, width in sample_windows(src.height, src.width):
+        window = Window(x0, y0, width, height)
+        data = src.read(list(plan.bands), window=window, out_dtype="float32")
+        with np.errstate(invalid="ignore"):
+            valid = reader.declared_mask(window, data) & (np.abs(data) < UNDECLARED_NODATA).all(axis=0)
+        kept.append(data[:, valid])
+    return np.concatenate(kept, axis=1)
+
+
 def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
-    """Count the pixels whose values are undeclared nodata, and the range of the valid values."""
+    """Count the pixels whose values are undeclared nodata, and the range of the valid values.
+
+    Plausible values lie within :data:`PLAUSIBLE_STDS` standard deviations of the checkpoint's mean
+    once rescaled (in the input's own units when it is not rescaled).
+    """
     lower = tuple(float(m - PLAUSIBLE_STDS * s) for m, s in zip(mean, std))
     upper = tuple(float(m + PLAUSIBLE_STDS * s) for m, s in zip(mean, std))
+    if plan.rescale is not None:
+        lower, upper = plan.rescale.input_values(lower), plan.rescale.input_values(upper)
     plan = replace(plan, lower=lower, upper=upper)
     reader = RasterReader(src, path, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
     masked, example = 0, None
@@ -223,13 +275,19 @@ def _statistics(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def normalisation(
-    info: ModelInfo, dtype: str, path: Path, value_range: tuple[float, float] | None = None
+    info: ModelInfo,
+    dtype: str,
+    path: Path,
+    value_range: tuple[float, float] | None = None,
+    *,
+    rescaled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std (raw input units) from the checkpoint; never rescales silently.
 
     A checkpoint without dataset facts falls back to ImageNet 8-bit statistics (with a warning)
     if the model takes 3 bands, and is refused otherwise. Input whose type or values (``value_range``
-    of floating-point input) do not fit the statistics' units is used as it is, with a warning.
+    of floating-point input) do not fit the statistics' units is used as it is, with a warning that
+    names the ``rescale`` option (:mod:`bicorseg.rescale`); ``rescaled`` input has none.
     """
     if info.dataset is None:
         if info.in_channels != 3:
@@ -240,6 +298,8 @@ def normalisation(
         warnings.warn(
             f"{info.source} carries no normalisation: using ImageNet statistics of 8-bit RGB", stacklevel=2
         )
+    if rescaled:  # mapped onto the checkpoint's 8-bit units (bicorseg.rescale)
+        return statistics(info)
     mean = _statistics(info)[0]
     bits = np.dtype(dtype).itemsize * 8 if np.dtype(dtype).kind in "ui" else None
     in_unit_range = value_range is not None and 0.0 <= value_range[0] and value_range[1] <= 1.0
@@ -247,7 +307,8 @@ def normalisation(
         what = f"{dtype} with values in 0..1" if in_unit_range else dtype
         warnings.warn(
             f"{path} is {what} but the checkpoint's normalisation is in 8-bit units "
-            f"(mean {max(mean):.4g}): values are used as they are, not rescaled",
+            f"(mean {max(mean):.4g}): values are used as they are, not rescaled (the map may be of one "
+            "class); the `rescale` option maps them to 0..255 (auto, percentile or MIN,MAX)",
             stacklevel=2,
         )
     elif bits == 8 and max(mean) > 255:
@@ -309,6 +370,9 @@ class RasterReader:
             raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         raster_access.check_no_network(self.path)  # a tile GDAL left out for want of the network
         valid &= self.plausible(data)
+        if self.plan.rescale is not None:
+            with np.errstate(invalid="ignore"):  # NaN stays NaN; masked just below
+                self.plan.rescale.apply(data)
         data = normalise(data, self.mean, self.std)
         data[:, ~valid] = 0.0  # the band mean: masked pixels never feed garbage to the model
         return data, valid

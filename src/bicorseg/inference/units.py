@@ -110,6 +110,7 @@ class PlannedFile:
     size: int | None  # bytes, when known
     picture: bool
     geo: Georeference
+    rescale: str | None = None  # the outputs' bicorseg_rescale tag (the map of its values), if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +122,7 @@ class PlannedFile:
             "size": self.size,
             "picture": self.picture,
             "geo": self.geo.to_dict(),
+            "rescale": self.rescale,
         }
 
     @classmethod
@@ -134,6 +136,7 @@ class PlannedFile:
             None if data.get("size") is None else int(data["size"]),
             bool(data["picture"]),
             Georeference.from_dict(data["geo"]),
+            None if data.get("rescale") is None else str(data["rescale"]),
         )
 
 
@@ -453,7 +456,7 @@ def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
     targets = output_targets(plan, file, store.out_dir)
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-        tags = output_tags(plan.tags, file.name)
+        tags = output_tags(plan.tags, file.name, file.rescale)
         maps = MapWriter(targets, plan.layout, file.geo, (file.height, file.width), tags, stack)
         try:
             for block in plan.blocks(file):
