@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -67,9 +68,19 @@ def test_demo_writes_every_output(tmp_path, capsys) -> None:
     assert math.isclose(metrics["miou"], sum(ious) / len(ious), rel_tol=1e-9)
     assert metrics["convention"]["training_steps"] == metrics["convention"]["training_steps_planned"] == 6
     page = (out / "report.html").read_text(encoding="utf-8")
+    # image, prediction, truth, errors and each layer's heatmap of each class
     assert (
-        "held-out scene" in page and page.count("data:image/png;base64,") == 2 + 2 * DEMO_DATASET.num_classes
+        "held-out scene" in page and page.count("data:image/png;base64,") == 4 + 2 * DEMO_DATASET.num_classes
     )
+    rows = re.findall(r'<tr class="confusion-row"><td class="name">([^<]*)</td>(.*?)</tr>', page)
+    confusion = np.asarray(metrics["confusion_matrix"])
+    present = [i for i in range(len(confusion)) if confusion[i].sum() or confusion[:, i].sum()]
+    assert [name for name, _ in rows] == [DEMO_DATASET.class_names[i] for i in present]
+    shown = [
+        [int(v.replace(",", "")) for v in re.findall(r">([\d,]+)</td>", cells)[: len(present)]]
+        for _, cells in rows
+    ]
+    assert shown == confusion[np.ix_(present, present)].tolist()  # the page's confusion is the scores'
 
     checkpoint = load_checkpoint(out / "model.ckpt")
     assert checkpoint.dataset == DEMO_DATASET

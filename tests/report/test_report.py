@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import re
 import sys
 
 import numpy as np
 import pytest
 import rasterio
-from PIL import Image
-from rasterio.transform import Affine
 
 from bicorseg.cli.main import main
 from bicorseg.demo import DEMO_DATASET
 from bicorseg.errors import InputError
 from bicorseg.report import ReportItem, report_folder, write_report
-from tests.helpers.report import SIZE, output_folder
+from tests.helpers.report import SIZE, output_folder, pictures, write_classes
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return output_folder(tmp_path_factory.mktemp("report") / "out")
-
-
-def pictures(page: str) -> list[Image.Image]:
-    sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
-    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    return [Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) for s in sources]
-
-
-def write_classes(path, classes, names=DEMO_DATASET.class_names, pixel=0.5, crs="EPSG:32633"):
-    profile = dict(driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1, dtype="uint8",
-                   crs=crs, transform=Affine(pixel, 0.0, 500_000.0, 0.0, -pixel, 5_000_000.0), nodata=255,
-                   tiled=True, compress="deflate")  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(classes, 1)
-        dst.update_tags(bicorseg_input="scene.tif", bicorseg_classes=json.dumps(list(names)))
-        dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(DEMO_DATASET.palette)})
-    return path
 
 
 def test_the_page_is_self_contained(folder) -> None:

@@ -8,6 +8,7 @@ them the test is skipped on a workstation, a failure in CI (``CI=true``, tests/c
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from bicorseg.demo import DEMO_DATASET
 from bicorseg.report import report_folder
 from tests.helpers import require
-from tests.helpers.report import output_folder
+from tests.helpers.report import ground_width, output_folder
 
 CHROMIUM = Path(os.environ.get("BICORSEG_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("BICORSEG_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -98,3 +99,53 @@ def test_report_in_a_real_browser(browser, tmp_path) -> None:
     browser.find_element("css selector", 'input.layer[value="2"]').click()
     assert sorted(_visible(browser, "figure.heatmap")) == sorted(f"2/{c}" for c in range(n - 1))
     assert browser.get_log("browser") == []  # and the interaction logged nothing either
+
+
+@pytest.mark.slow
+def test_truth_views_scale_bar_and_pointer_in_a_real_browser(browser, tmp_path) -> None:
+    import rasterio
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    out = output_folder(tmp_path / "out", metrics=False, labels=True)
+    page = report_folder(out, labels=out / "labels")
+    browser.get(page.resolve().as_uri())
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+
+    def shown() -> list[str]:  # the overlays laid out (is_displayed would also drop a transparent one)
+        overlays = browser.find_elements("css selector", "img.overlay")
+        script = "return getComputedStyle(arguments[0]).display !== 'none'"
+        return [o.get_attribute("data-view") for o in overlays if browser.execute_script(script, o)]
+
+    assert shown() == ["prediction"]
+    browser.find_element("css selector", 'input.view[value="errors"]').click()
+    assert shown() == ["errors"]
+    browser.find_element("css selector", 'input.view[value="truth"]').click()
+    assert shown() == ["truth"]
+    # the slider moves the view shown
+    browser.find_element("css selector", "input.opacity").send_keys(Keys.HOME)
+    truth = browser.find_element("css selector", 'img.overlay[data-view="truth"]')
+    assert browser.execute_script("return getComputedStyle(arguments[0]).opacity", truth) == "0"
+    browser.find_element("css selector", 'input.view[value="prediction"]').click()
+    assert shown() == ["prediction"]
+
+    # the scale bar on the screen: its label's metres over the scene's ground width, of the picture's width
+    base = browser.find_element("css selector", "img.base")
+    bar = browser.find_element("css selector", ".scalebar")
+    metres = float(bar.find_element("css selector", ".scale-label").text.removesuffix(" m"))
+    assert bar.is_displayed() and bar.size["width"] > 20
+    expected = metres / ground_width(out / "prediction.tif")
+    assert bar.size["width"] / base.size["width"] == pytest.approx(expected, rel=0.01)
+
+    # the pointer at a quarter of the picture's width and height: CRS coordinates of that pixel
+    with rasterio.open(out / "prediction.tif") as src:
+        t, width, height = src.transform, src.width, src.height
+    w, h = base.size["width"], base.size["height"]
+    ActionChains(browser).move_to_element_with_offset(base, -w // 4, -h // 4).perform()
+    text = browser.find_element("css selector", "output.pointer").text
+    x, y, col, row = (float(v) for v in re.findall(r"-?[\d.]+", text.replace(",", ""))[:4])
+    assert abs(col - width / 4) <= 1 and abs(row - height / 4) <= 1
+    expected_x, expected_y = t @ (width / 4, height / 4)
+    assert abs(x - expected_x) <= abs(t.a) and abs(y - expected_y) <= abs(t.e)
+    assert text.endswith(f"(pixel {int(col)}, {int(row)})") and " m, " in text
+    assert browser.get_log("browser") == []

@@ -381,7 +381,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             DEMO_DATASET.name,
             split=f"held-out scene {config.test_size} x {config.test_size} px (seed {test_seed})",
             label_variant=DEMO_DATASET.label_variant,
-            mode=f"whole scene, sliding windows (tile {config.tile}, overlap {DEFAULT_OVERLAP})",
+            mode=f"the whole scene (sliding windows: tile {config.tile}, overlap {DEFAULT_OVERLAP})",
             tta="none",
             extra={
                 "training_steps": result.global_step,
@@ -399,7 +399,15 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         f" of {config.steps} (stopped by the time budget)" if result.global_step < config.steps else ""
     )
     write_report(
-        [ReportItem(files["prediction"], files["scene"], list(heat.outputs), name="held-out scene")],
+        [
+            ReportItem(
+                files["prediction"],
+                files["scene"],
+                list(heat.outputs),
+                name="held-out scene",
+                labels=files["labels"],
+            )
+        ],
         files["report"],
         metrics=files["metrics"],
         title="bicorseg demo",
@@ -454,7 +462,7 @@ def print_demo_summary(result: DemoResult, console: Console | None = None) -> No
         "prediction_color": "predicted classes in colour",
         "heatmaps": "image, truth, prediction and per-class heatmaps",
         "metrics": "mIoU, OA and per-class scores (JSON)",
-        "report": "all of it on one page: open it in a browser (self-contained, offline)",
+        "report": "all of it on one page, the truth and the errors too: open it in a browser (self-contained, offline)",
     }
     # Plain lines, never truncated: the paths are what the user needs from the summary.
     entries = [

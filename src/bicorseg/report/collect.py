@@ -2,7 +2,9 @@
 
 Every raster is read decimated (``rasterio`` ``out_shape``, nearest neighbour), so the pictures have
 at most ``max_size`` pixels on their long side whatever the raster's size; the per-class areas are
-counted over every pixel of the class raster, window by window (bounded memory).
+counted over every pixel of the class raster, window by window (bounded memory). A scene whose
+labels are given also gets its truth and error views and the confusion per class
+(:mod:`.truth`); a class raster with a CRS, its place: coordinates and a scale bar (:mod:`.place`).
 
 Areas: with the optional extra ``vector`` installed, :func:`bicorseg.gis.areas.class_areas` measures
 them for any CRS (in the plane or on the ellipsoid, as ``bicorseg areas`` does). Without it, a
@@ -30,11 +32,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg import raster_access
 from bicorseg.data.labels import colour_table
-from bicorseg.defaults import default_palette
+from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.gis.source import ClassColours, ClassRaster
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
 from bicorseg.inference.tiling import output_size
+from bicorseg.report.place import Place, place_of
+from bicorseg.report.truth import TruthView, read_truth
 
 MAX_SIZE = 2048  # long side of the image and the prediction in the report, in pixels
 HEATMAP_SIZE = 512  # long side of each heatmap picture
@@ -53,6 +57,7 @@ class ReportItem:
     class_names: Sequence[str] | None = None  # None: from the class raster's tags (or class_table)
     palette: Sequence[Sequence[int]] | None = None  # None: the class raster's colour table
     name: str | None = None
+    labels: Path | None = None  # a label raster of the prediction's size and grid: truth and error views
 
 
 @dataclass
@@ -89,6 +94,9 @@ class SceneContent:
     areas: Areas
     heatmaps: dict[int, dict[int, Picture]]  # layer -> class id -> picture
     notes: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)  # "prediction", "image", "labels"
+    place: Place | None = None  # with a CRS: coordinates and scale
+    truth: TruthView | None = None  # with labels
 
 
 def display_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
@@ -264,6 +272,11 @@ def collect(
             prediction = _read_prediction(raster, colours, max_size)
             areas = _areas(raster, names, colours, class_table)
             shape = (raster.src.height, raster.src.width)
+            place = place_of(raster.src)
+            truth = None
+            if item.labels is not None:
+                shown = prediction.rgba.shape[:2]
+                truth = read_truth(raster, item.labels, colours[: len(names)], shown, class_table)
         image = None
         if item.image is not None:
             with raster_access.open_raster(raster_access.input_path(item.image)) as src:
@@ -298,7 +311,9 @@ def collect(
             f"(the rasters have {shape[1]} x {shape[0]}); areas are counted on every pixel"
         )
     name = item.name or item.prediction.name
-    return SceneContent(name, image, prediction, areas, heatmaps, notes)
+    files = {"prediction": item.prediction, "image": item.image, "labels": item.labels}
+    found = {key: Path(path) for key, path in files.items() if path is not None}
+    return SceneContent(name, image, prediction, areas, heatmaps, notes, found, place, truth)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
@@ -327,19 +342,42 @@ def _tags(path: Path) -> dict[str, str]:
         return {}
 
 
-def find_items(folder: str | os.PathLike, images: Sequence[str | os.PathLike] = ()) -> list[ReportItem]:
+def find_labels(labels: Path, input_name: str, scenes: int) -> Path | None:
+    """The label raster of the scene of input ``input_name``: ``labels`` itself when it is a file (of
+    that stem, or for the only scene), else the image file of that stem in the folder ``labels``."""
+    stem = Path(input_name).stem
+    if labels.is_file():
+        return labels if scenes == 1 or labels.stem == stem else None
+    found = sorted(p for p in labels.glob(f"{glob.escape(stem)}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(found) > 1:  # which one is the truth is the user's to say
+        raise InputError(
+            f"labels {labels}: several files for the input {input_name}: {', '.join(p.name for p in found)}"
+        )
+    return found[0] if found else None
+
+
+def find_items(
+    folder: str | os.PathLike,
+    images: Sequence[str | os.PathLike] = (),
+    labels: str | os.PathLike | None = None,
+) -> list[ReportItem]:
     """The scenes of an output folder of ``bicorseg predict``, ``heatmaps`` or ``demo``.
 
     A scene is a class raster written by ``bicorseg predict`` (a single-band GeoTIFF with the tag
     ``bicorseg_input``, in ``folder`` or its sub-folder ``predictions``); its image is the file of
     that name in ``images`` (files or folders) or in ``folder``; its heatmaps are
-    ``<image stem>_heatmaps_layer<L>.tif`` (or the per-class PNGs) in ``folder`` or ``folder/heatmaps``.
+    ``<image stem>_heatmaps_layer<L>.tif`` (or the per-class PNGs) in ``folder`` or ``folder/heatmaps``;
+    its labels (with ``labels``, a file or a folder) are found by :func:`find_labels`.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
+    label_place = None if labels is None else Path(labels)
+    if label_place is not None and not label_place.exists():
+        raise InputError(f"labels {label_place} not found")
     search = [Path(p) for p in images] + [folder]
-    items = []
+    items: list[ReportItem] = []
+    sources: list[str] = []  # the input name of each
     for path in sorted(folder.glob("*.tif")):
         tags = _tags(path)
         source = tags.get("bicorseg_input")
@@ -359,8 +397,15 @@ def find_items(folder: str | os.PathLike, images: Sequence[str | os.PathLike] = 
             if _heatmap_stem(p.name) == stem
         )
         items.append(ReportItem(path, image, heatmaps))
+        sources.append(source)
     if not items:
         raise InputError(
             f"{folder}: no class raster written by bicorseg predict (single-band GeoTIFF with bicorseg tags)"
         )
+    for item, source in zip(items, sources):
+        found = None if label_place is None else find_labels(label_place, source, len(items))
+        own = {f.resolve() for f in (item.prediction, item.image) if f is not None}
+        item.labels = None if found is None or found.resolve() in own else found  # never its own files
+    if label_place is not None and not any(item.labels for item in items):
+        raise InputError(f"labels {label_place}: none of them is named like an input of {folder}")
     return items

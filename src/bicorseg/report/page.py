@@ -2,9 +2,12 @@
 
 The page is the template ``template.html`` (package data: CSS and a small script, no network, a
 Content-Security-Policy that forbids loading anything but inline ``data:`` images) with one section
-per scene (image, prediction overlay with an opacity slider, legend with per-class areas, heatmaps
-with a layer switch and class toggles) and one for the metrics. Every text from the files (class
-names, file names, metric keys) is HTML-escaped.
+per scene (image, prediction overlay with an opacity slider; with labels, truth and error views to
+switch to and the confusion per class; with a CRS, a scale bar, the corner coordinates and the
+coordinates under the pointer; legend with per-class areas; heatmaps with a layer switch and class
+toggles) and one for the metrics, whose convention reads as sentences. Every text from the files
+(class names, file names, metric keys) is HTML-escaped; file paths are written relative to the
+page's folder.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+import os
 import re
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +28,11 @@ from PIL import Image
 
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP
 from bicorseg.report.collect import Picture, SceneContent
+from bicorseg.report.place import Place
+from bicorseg.report.truth import CORRECT, WRONG, TruthView
 
 DEFAULT_OPACITY = 60  # percent
+DIAGONAL_CELL = '<td class="diagonal">'  # a confusion cell of correct pixels
 
 
 def _e(value: Any) -> str:
@@ -37,10 +46,20 @@ def png_data_uri(rgba: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _img(picture: Picture, alt: str, css: str = "") -> str:
-    height, width = picture.rgba.shape[:2]
+def _img(picture: Picture | np.ndarray, alt: str, css: str = "", extra: str = "") -> str:
+    rgba = picture.rgba if isinstance(picture, Picture) else picture
+    height, width = rgba.shape[:2]
     cls = f' class="{css}"' if css else ""
-    return f'<img{cls} alt="{_e(alt)}" width="{width}" height="{height}" src="{png_data_uri(picture.rgba)}">'
+    return f'<img{cls} alt="{_e(alt)}" width="{width}" height="{height}"{extra} src="{png_data_uri(rgba)}">'
+
+
+def relative(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` as seen from the folder ``base`` (the page's), with forward slashes."""
+    try:
+        text = os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    except ValueError:  # another drive (Windows): the name alone, nothing of the machine
+        text = Path(path).name
+    return Path(text).as_posix()
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -122,27 +141,133 @@ def _heatmaps(scene: SceneContent, index: int) -> str:
     )
 
 
-def _scene(scene: SceneContent, index: int) -> str:
+def _files(scene: SceneContent, base: Path) -> str:
+    parts = [f"{kind} <code>{_e(relative(path, base))}</code>" for kind, path in scene.files.items()]
+    return f'<p class="note files">{" · ".join(parts)}</p>' if parts else ""
+
+
+def _coordinate(value: float, units: str) -> str:
+    return f"{value:,.6f}°" if units == "°" else f"{value:,.2f} {units}"
+
+
+def _place(place: Place | None) -> tuple[str, str, str]:
+    """The stack's data attributes, the scale bar inside it, and the coordinates under it."""
+    if place is None:
+        return "", "", '<p class="note place">no CRS: no coordinates and no scale</p>'
+    transform = ",".join(f"{v:.17g}" for v in place.transform)
+    data = (
+        f' data-transform="{transform}" data-size="{place.size[0]},{place.size[1]}"'
+        f' data-units="{_e(place.units)}"'
+    )
+    bar = (
+        f'<div class="scalebar" style="width: {100 * place.bar_share:.4f}%" title="{_e(place.scale_note)}">'
+        f'<span class="scale-label">{_e(place.bar_label)}</span></div>'
+    )
+    (x0, y0), (x1, y1) = place.corners
+    centre = ""
+    if place.centre_lonlat is not None:
+        lon, lat = place.centre_lonlat
+        centre = (
+            f"; centre {abs(lon):.5f}° {'E' if lon >= 0 else 'W'}, {abs(lat):.5f}° {'N' if lat >= 0 else 'S'}"
+        )
+    text = (
+        f'<p class="note place">CRS <span class="crs">{_e(place.crs)}</span>; upper-left corner '
+        f"{_coordinate(x0, place.units)}, {_coordinate(y0, place.units)}; lower-right corner "
+        f"{_coordinate(x1, place.units)}, {_coordinate(y1, place.units)}{_e(centre)}. Scale bar: "
+        f"{_e(place.scale_note)}.</p>"
+        '<p class="note">Under the pointer: <output class="pointer">move the pointer over the map</output></p>'
+    )
+    return data, bar, text
+
+
+def _truth(truth: TruthView, names: list[str]) -> str:
+    scores, matrix = truth.scores, truth.confusion
+    n = len(names)
+    compared = int(matrix.sum())
+    right = int(np.trace(matrix))
+    if compared == 0:
+        return '<h3>Labels</h3><p class="note">No labelled pixel has a prediction: nothing to compare.</p>'
+    present = [i for i in range(n) if matrix[i].sum() > 0 or matrix[:, i].sum() > 0]
+    head = "".join(f'<th class="class-col">{_e(names[j])}</th>' for j in present)
+    rows = []
+    for i in present:
+        cells = "".join(
+            (DIAGONAL_CELL if i == j else "<td>") + f"{int(matrix[i, j]):,}</td>" for j in present
+        )
+        iou, recall = float(scores.iou[i]), float(scores.recall[i])
+        rows.append(
+            f'<tr class="confusion-row"><td class="name">{_e(names[i])}</td>{cells}'
+            f"<td>{int(matrix[i].sum()):,}</td><td>{_percent(recall)}</td><td>{_percent(iou)}</td></tr>"
+        )
+    legend = (
+        f'<p><span class="swatch" style="background: rgb{CORRECT}"></span>correct '
+        f'<b class="correct-share">{100 * right / compared:.1f} %</b> &nbsp; '
+        f'<span class="swatch" style="background: rgb{WRONG}"></span>wrong '
+        f"<b>{100 * (compared - right) / compared:.1f} %</b> of the {compared:,} labelled pixels that have a "
+        "prediction (unlabelled pixels are not compared and stay transparent)</p>"
+    )
+    summary = (
+        f'<p class="note">Overall accuracy {_percent(scores.oa)}; mean IoU {_percent(scores.miou)} over '
+        "the classes present in the labels or the prediction. Rows are the labels, columns the "
+        "prediction; every pixel is counted (the pictures may be decimated).</p>"
+    )
+    table = (
+        '<table class="confusion"><tr><th class="name">labels \\ prediction</th>'
+        f"{head}<th>pixels</th><th>correct</th><th>IoU</th></tr>{''.join(rows)}</table>"
+    )
+    return f"<h3>Labels and errors</h3>{legend}{table}{summary}"
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
+
+
+def _scene(scene: SceneContent, index: int, base: Path) -> str:
+    data, bar, coordinates = _place(scene.place)
+    overlays: list[tuple[str, str, Picture | np.ndarray]] = []
     if scene.image is not None:
-        stack = _img(scene.image, "image", "base") + _img(scene.prediction, "prediction", "overlay")
+        under = _img(scene.image, "image", "base")
+        overlays.append(("prediction", "prediction", scene.prediction))
+    else:
+        under = _img(scene.prediction, "prediction", "base")
+    if scene.truth is not None:
+        overlays += [("truth", "labels", scene.truth.truth), ("errors", "errors", scene.truth.errors)]
+    # the first view is the prediction: over the image, or the image-less base itself
+    layers = "".join(
+        _img(picture, alt, "overlay", f' data-view="{view}"' + ("" if view == "prediction" else " hidden"))
+        for view, alt, picture in overlays
+    )
+    controls = ""
+    if overlays:
         controls = (
-            f'<div class="controls"><label for="opacity-{index}">prediction opacity</label>'
+            f'<div class="controls"><label for="opacity-{index}">overlay opacity</label>'
             f'<input type="range" class="opacity" id="opacity-{index}" min="0" max="100" step="1" '
             f'value="{DEFAULT_OPACITY}"><output class="opacity-value" for="opacity-{index}">'
             f"{DEFAULT_OPACITY} %</output></div>"
         )
-    else:
-        stack, controls = _img(scene.prediction, "prediction", "base"), ""
+    if scene.truth is not None:
+        choices = ([] if scene.image is not None else [("prediction", "prediction")]) + [
+            (view, alt if view != "truth" else "labels") for view, alt, _ in overlays
+        ]
+        radios = "".join(
+            f'<label><input type="radio" class="view" name="view-{index}" value="{view}"'
+            f"{' checked' if view == 'prediction' else ''}> {_e(label)}</label>"
+            for view, label in choices
+        )
+        controls += f'<fieldset class="views"><legend>show</legend>{radios}</fieldset>'
     notes = "".join(f'<p class="note">{_e(note)}</p>' for note in scene.notes)
+    names = [row.name for row in scene.areas.rows]
+    truth = _truth(scene.truth, names) if scene.truth is not None else ""
     return (
-        f'<section class="scene" id="scene-{index}"><h2>{_e(scene.name)}</h2>'
-        f'<div class="scene-grid"><div class="viewer">{controls}<div class="stack">{stack}</div>{notes}</div>'
-        f"<div><h3>Legend and areas</h3>{_legend(scene)}</div></div>"
+        f'<section class="scene" id="scene-{index}"><h2>{_e(scene.name)}</h2>{_files(scene, base)}'
+        f'<div class="scene-grid"><div class="viewer">{controls}<div class="stack"{data}>{under}{layers}{bar}'
+        f"</div>{coordinates}{notes}</div>"
+        f"<div><h3>Legend and areas</h3>{_legend(scene)}{truth}</div></div>"
         f"{_heatmaps(scene, index)}</section>"
     )
 
 
-def _metrics(metrics: dict[str, Any]) -> str:
+def _metrics(metrics: dict[str, Any], base: Path) -> str:
     def pct(value: Any) -> str:
         return "n/a" if not isinstance(value, (int, float)) else f"{100 * value:.1f}"
 
@@ -164,15 +289,11 @@ def _metrics(metrics: dict[str, Any]) -> str:
         f"{''.join(rows)}</table>"
     )
     convention = metrics.get("convention")
-    entries = ""
-    if isinstance(convention, dict):
-        entries = "".join(
-            f"<dt>{_e(key.replace('_', ' '))}</dt><dd>{_e(_plain(value))}</dd>"
-            for key, value in convention.items()
-        )
+    sentences = convention_sentences(convention, metrics, base) if isinstance(convention, dict) else []
+    items = "".join(f"<li>{_e(sentence)}</li>" for sentence in sentences)
     return (
         '<section class="metrics"><h2>Scores</h2>'
-        f'{headline}{table}<h3>Convention</h3><dl class="convention">{entries}</dl></section>'
+        f'{headline}{table}<h3>How these scores were obtained</h3><ul class="convention">{items}</ul></section>'
     )
 
 
@@ -180,17 +301,89 @@ def _plain(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_plain(v) for v in value)
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
     return str(value)
 
 
+def _list(names: Sequence[Any]) -> str:
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def convention_sentences(convention: dict[str, Any], metrics: dict[str, Any], base: Path) -> list[str]:
+    """The convention of a metrics report (``EvaluationReport.to_dict``) as sentences."""
+    c = dict(convention)
+    said: list[str] = []
+    dataset, split, variant = c.pop("dataset", None), c.pop("split", ""), c.pop("label_variant", None)
+    if dataset:
+        where = f"the split “{split}” of the dataset “{dataset}”" if split else f"the dataset “{dataset}”"
+        said.append(f"Scored on {where}, with its {variant or 'full'} labels.")
+    if mode := c.pop("mode", None):
+        said.append(f"The model was applied to {mode}.")
+    if protocol := c.pop("protocol", ""):
+        said.append(f"The data were prepared by the {protocol} protocol.")
+    tta, detail = c.pop("tta", "none"), c.pop("tta_detail", "")
+    c.pop("tta_passes", None)
+    if tta in ("none", "", None):
+        said.append("No test-time augmentation was used.")
+    else:
+        said.append(f"Test-time augmentation {tta}" + (f": {detail}." if detail else "."))
+    averaged = c.pop("classes_averaged", None)
+    per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
+    if isinstance(averaged, list) and averaged:
+        left = [name for name in per_class if name not in averaged]
+        sentence = f"mIoU and mean F1 average {len(averaged)} classes ({_list(averaged)})"
+        if left:
+            sentence += f"; {_list(left)} {'is' if len(left) == 1 else 'are'} left out of the means"
+        said.append(sentence + ".")
+    if c.pop("oa_classes", None) is not None:
+        said.append("Overall accuracy (OA) counts the pixels of every class; ignored pixels count nowhere.")
+    if c.pop("undefined_scores", None) is not None:
+        said.append(
+            "A class absent from both the labels and the predictions has no score and is left out of the means."
+        )
+    if c.pop("confusion_matrix_axes", None) is not None:
+        said.append("All scores come from one confusion matrix: ground truth in rows, prediction in columns.")
+    if "checkpoint" in c:  # an absolute path as seen from the page; a relative one as it was given
+        checkpoint = str(c.pop("checkpoint"))
+        said.append(
+            f"The checkpoint was {relative(checkpoint, base) if os.path.isabs(checkpoint) else checkpoint}."
+        )
+    if precision := c.pop("precision", None):
+        said.append(f"The model ran at {precision} precision.")
+    if masks := c.pop("masks", None):
+        said.append(f"The masks held {masks}.")
+    if labels := c.pop("labels", None):
+        said.append(f"The labels were {labels}.")
+    if rescale := c.pop("rescale", None):
+        said.append(f"The input values were rescaled: {rescale}.")
+    steps, planned = c.pop("training_steps", None), c.pop("training_steps_planned", None)
+    seconds, threads = c.pop("training_seconds", None), c.pop("torch_threads", None)
+    if steps is not None:
+        sentence = f"The model was trained for {steps} steps"
+        sentence += f" of {planned} planned" if planned not in (None, steps) else ""
+        sentence += f" in {float(seconds):.0f} s" if isinstance(seconds, (int, float)) else ""
+        sentence += f" with {threads} torch thread(s)" if threads is not None else ""
+        said.append(sentence + ".")
+    for key, value in c.items():  # anything else a report carries, said as plainly as it can be
+        said.append(f"{str(key).replace('_', ' ').capitalize()}: {_plain(value)}.")
+    return said
+
+
 def render(
-    scenes: Sequence[SceneContent], metrics: dict[str, Any] | None, title: str, subtitle: str = ""
+    scenes: Sequence[SceneContent],
+    metrics: dict[str, Any] | None,
+    title: str,
+    subtitle: str = "",
+    base: str | os.PathLike = ".",
 ) -> str:
-    """The whole page as a string."""
-    body = "".join(_scene(scene, i) for i, scene in enumerate(scenes))
+    """The whole page as a string; file paths are written relative to ``base`` (the page's folder)."""
+    base = Path(base)
+    body = "".join(_scene(scene, i, base) for i, scene in enumerate(scenes))
     if metrics is not None:
-        body += _metrics(metrics)
+        body += _metrics(metrics, base)
     template = resources.files("bicorseg.report").joinpath("template.html").read_text(encoding="utf-8")
     values = {"title": _e(title), "subtitle": _e(subtitle), "body": body}
     # one pass: text substituted in is never scanned for placeholders again
