@@ -10,6 +10,9 @@ installed packages do not work together) is an ``ImportError``. The command-line
 point prints these without a traceback and exits with status 2. Anything else that escapes is a bug
 and keeps its traceback.
 
+:class:`BicorsegWarning` is the category of every warning bicorseg gives: a result is written, with
+something about it to know (``warnings.simplefilter("ignore", BicorsegWarning)`` hides them).
+
 Core code speaks Python: an error about a parameter gives its name as ``key`` (the message reads
 ``"tile: must be at least 32 pixels, got 16"``), and a message that mentions another parameter writes
 it in backquotes (``"out.tif exists: use `overwrite` to replace it"``). The command line, which speaks
@@ -67,6 +70,11 @@ class OutputError(BicorsegError, OSError):
 class InstallError(BicorsegError, ImportError):
     """The installed packages do not work together, e.g. a torchvision built for another torch (an
     ``ImportError``); the message says what to install."""
+
+
+class BicorsegWarning(UserWarning):
+    """A result is written, but something about it should be known (a band left out, pixels masked as
+    nodata, an output recomputed); the command line prints it as one line."""
 
 
 def first_line(error: BaseException) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform_bounds
 
 from tests.helpers import require
@@ -295,7 +296,10 @@ def test_an_item_for_a_plain_input_has_no_source_link_and_the_prediction_time(tm
         (1, "c", "c", "0000FF"),
     ]
     no_crs = tmp_path / "picture.tif"
-    with rasterio.open(no_crs, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst:
+    with (
+        pytest.warns(NotGeoreferencedWarning),
+        rasterio.open(no_crs, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst,
+    ):
         dst.write(np.zeros((1, 4, 4), np.uint8))
     with pytest.raises(InputError, match="has no CRS and transform"):
         write_output_item(no_crs)

@@ -1,6 +1,7 @@
 """Helpers of the test suite, imported as a package (``from tests.helpers.data import ...``).
 
-Here: :func:`require` (an optional dependency a test needs) and :func:`in_ci`. A test that lacks
+Here: :func:`require` (an optional dependency a test needs), :func:`in_ci`, and the mark
+:data:`prints_warnings`. A test that lacks
 what it needs skips on a contributor's machine; under ``CI=true`` every skip but that of a test
 marked ``cuda`` fails the run (tests/conftest.py), so CI cannot pass by skipping.
 
@@ -21,6 +22,10 @@ import os
 from types import ModuleType
 
 import pytest
+
+# bicorseg's warnings fail a test (pyproject.toml); a test that reads them as the command line prints
+# them (``bicorseg predict: warning: ...``) lets them through with this mark
+prints_warnings = pytest.mark.filterwarnings("default::bicorseg.errors.BicorsegWarning")
 
 
 def in_ci() -> bool:

@@ -11,7 +11,7 @@ import rasterio
 from PIL import Image
 from rasterio import Affine
 
-from tests.helpers import require
+from tests.helpers import prints_warnings, require
 from tests.helpers.inference import TRANSFORM, random_image, run, tiny_checkpoint, write_geotiff
 
 
@@ -196,6 +196,7 @@ def test_export_keeps_an_existing_file_without_overwrite(tmp_path: Path, checkpo
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
+@prints_warnings
 def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder_and_refused_by_name(
     tmp_path: Path, checkpoint: Path, capsys
 ) -> None:

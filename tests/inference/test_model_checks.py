@@ -21,7 +21,7 @@ from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.inference.predictor import PredictOptions, Predictor
 from bicorseg.spec import DatasetSpec
-from tests.helpers import require
+from tests.helpers import prints_warnings, require
 from tests.helpers.inference import random_image, spec, tiny_checkpoint, write_geotiff
 
 
@@ -121,6 +121,7 @@ def _onnx(path: Path, op: str, output: str) -> Path:
         ("Softmax", "logits", r"its metadata says the graph gives logits, but its output is probabilities"),
     ],
 )
+@prints_warnings
 def test_an_onnx_output_unlike_its_metadata_is_refused(op, output, message, tmp_path, capsys) -> None:
     model = _onnx(tmp_path / "model.onnx", op, output)
     image = write_geotiff(tmp_path / "a.tif", random_image(3, 32, 32))

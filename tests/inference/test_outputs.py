@@ -228,4 +228,5 @@ def test_the_heatmap_figure_draws_class_names_as_text(tmp_path: Path) -> None:
     output = tmp_path / "figure.png"
     draw_figure(output, np.zeros((8, 8, 3)), np.zeros((2, 2), np.uint8), np.zeros((4, 2, 2)),
                 ModelInfo(4, 3, dataset, "m"), 1, title="$\\frac$")  # fmt: skip
-    assert Image.open(output).size[0] > 0
+    with Image.open(output) as figure:
+        assert figure.size[0] > 0

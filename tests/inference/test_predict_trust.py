@@ -19,9 +19,10 @@ from rasterio.control import GroundControlPoint
 
 from bicorseg.cli.main import main
 from bicorseg.precision import resolve_precision
+from tests.helpers import prints_warnings
 from tests.helpers.inference import CRS, random_image, tiny_checkpoint, write_geotiff
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU
+pytestmark = [pytest.mark.usefixtures("one_thread"), prints_warnings]  # tiny models on a shared CPU
 
 FLOAT32_LOWEST = np.float32(-3.4028235e38)
 

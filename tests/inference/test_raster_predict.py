@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from bicorseg.errors import CheckpointError, InputError
+from bicorseg.errors import BicorsegWarning, CheckpointError, InputError
 from bicorseg.inference import ModelInfo, PredictOptions, Predictor, predict_files
 from tests.helpers.inference import (
     CRS,
@@ -93,7 +93,8 @@ def test_nodata_nan_and_uint8_probabilities(tmp_path: Path) -> None:
     data[:, 50:, 60:] = -9999.0
     src = write_geotiff(tmp_path / "float.tif", data, nodata=-9999.0)
     predictor, _ = pixel_predictor(probabilities="uint8", color=True)
-    result = predictor.predict_file(src, tmp_path / "out")
+    with pytest.warns(BicorsegWarning, match=r"float\.tif: 100 pixel\(s\) with undeclared nodata"):
+        result = predictor.predict_file(src, tmp_path / "out")
     with rasterio.open(result.outputs["class"]) as out:
         classes = out.read(1)
     nodata = np.zeros((90, 100), bool)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bicorseg.cli.main import main
-from bicorseg.errors import ConfigError, InputError, OutputError
+from bicorseg.errors import BicorsegWarning, ConfigError, InputError, OutputError
 from bicorseg.inference import PredictOptions, Predictor, mosaic, predict_files
 from bicorseg.inference.batch import UnitRunner, build_plan, find_inputs
 from bicorseg.inference.units import PARTS_FOLDER, PartStore, parse_shard
@@ -213,8 +213,10 @@ def test_mosaic_refuses_a_part_of_another_run(tmp_path, checkpoint, inputs) -> N
     plan = PartStore(tmp_path).load()
     part = tmp_path / PARTS_FOLDER / "b" / "r000c001_probabilities.tif"
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.open(part, "r+") as dst:  # as if another run's file had taken its place
+    # as if another run's file had taken its place (parts carry no georeference: the plan holds it)
+    with pytest.warns(NotGeoreferencedWarning), rasterio.open(part, "r+") as dst:
         dst.update_tags(bicorseg_plan="0" * 20)
     with pytest.raises(InputError, match=r"part .*r000c001_probabilities\.tif belongs to another run"):
         mosaic(tmp_path)
@@ -238,7 +240,8 @@ def test_an_existing_output_of_another_run_is_not_replaced_by_the_mosaic(
     with pytest.raises(OutputError, match=r"a\.tif exists: not written by bicorseg predict"):
         mosaic(tmp_path)
     assert (tmp_path / "a.tif").read_bytes() == before
-    assert sorted(mosaic(tmp_path, overwrite=True).assembled) == ["a.tif", "b.tif"]
+    with pytest.warns(BicorsegWarning, match=r"a\.tif: not written by bicorseg predict; recomputing it"):
+        assert sorted(mosaic(tmp_path, overwrite=True).assembled) == ["a.tif", "b.tif"]
 
 
 def _one_line(err: str, command: str = "predict") -> str:

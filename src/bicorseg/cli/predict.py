@@ -28,7 +28,7 @@ from bicorseg.cli.common import (
     tta_options,
 )
 from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS
-from bicorseg.errors import ConfigError
+from bicorseg.errors import BicorsegWarning, ConfigError
 from bicorseg.raster_access import remote_access
 
 ENGINES = ("auto", "torch", "onnx")
@@ -408,7 +408,9 @@ def _stac_items(results, args: argparse.Namespace, items: dict) -> None:
     for result in results:
         raster = result.outputs["class"]
         if raster.suffix != ".tif":
-            warnings.warn(f"{raster} is not georeferenced: no STAC Item written for it", stacklevel=1)
+            warnings.warn(
+                f"{raster} is not georeferenced: no STAC Item written for it", BicorsegWarning, stacklevel=1
+            )
             continue
         target = item_path(raster)
         if result.skipped and target.exists():

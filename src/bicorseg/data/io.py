@@ -40,7 +40,7 @@ from bicorseg.atomic import atomic_output
 from bicorseg.atomic import sha256_file as sha256_file  # re-exported: the readers of data files use it
 from bicorseg.data.labels import Palette, class_map_picture, gdal_colour_map
 from bicorseg.defaults import IMAGE_SUFFIXES
-from bicorseg.errors import BicorsegError, InputError, first_line
+from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
 
 # Files read as images: by predict and heatmaps in a folder, by the folder dataset (Pillow for PNG and
@@ -215,7 +215,7 @@ def openable(paths: Iterable[Path]) -> list[Path]:
         if gdal_can_open_name(path):
             found.append(path)
         else:
-            warnings.warn(f"{printable(path)}: skipped: {NOT_UTF8}", stacklevel=3)
+            warnings.warn(f"{printable(path)}: skipped: {NOT_UTF8}", BicorsegWarning, stacklevel=3)
     return found
 
 

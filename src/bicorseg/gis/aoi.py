@@ -31,7 +31,7 @@ from pyproj import CRS, Transformer  # noqa: E402
 from rasterio import Affine  # noqa: E402
 from rasterio.features import geometry_mask  # noqa: E402
 
-from bicorseg.errors import BicorsegError, InputError, first_line  # noqa: E402
+from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_line  # noqa: E402
 from bicorseg.gis.crs import to_pyproj  # noqa: E402
 from bicorseg.raster_access import REMOTE_HINT, is_remote, remote_allowed, vector_access  # noqa: E402
 
@@ -74,6 +74,7 @@ def _check_geojson_crs(path: Path, where: str) -> None:
     if member is None:
         warnings.warn(
             f"{where} {path} declares no CRS: read as WGS 84 longitude/latitude, as GeoJSON defines (RFC 7946)",
+            BicorsegWarning,
             stacklevel=3,
         )
         return

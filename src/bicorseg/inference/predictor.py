@@ -64,7 +64,7 @@ from bicorseg.defaults import (
     MIN_TILE,
 )
 from bicorseg.device import resolve_device
-from bicorseg.errors import CheckpointError, ConfigError, InputError
+from bicorseg.errors import BicorsegWarning, CheckpointError, ConfigError, InputError
 from bicorseg.inference.engine import MIN_BLOCK, Block, SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
 from bicorseg.inference.raster_io import (
@@ -187,6 +187,7 @@ def warn_nonfinite(path: Any, count: int) -> None:
         warnings.warn(
             f"{path}: {count} pixel(s) where the model gave no finite value (NaN or overflow) are "
             "written as nodata",
+            BicorsegWarning,
             stacklevel=3,
         )
 

@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from bicorseg import raster_access
 from bicorseg.defaults import PICTURE_SUFFIXES
-from bicorseg.errors import CheckpointError, InputError, first_line
+from bicorseg.errors import BicorsegWarning, CheckpointError, InputError, first_line
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.rescale import (
     Rescale,
@@ -192,6 +192,7 @@ def inspect_input(
                 warnings.warn(
                     f"{path}: band {src.count} ({interp}) is dropped: the checkpoint {info.source} expects "
                     f"{info.in_channels} band(s){why}",
+                    BicorsegWarning,
                     stacklevel=2,
                 )
         plan = InputPlan(bands, alpha, shape=(src.height, src.width), geo=Georeference.of(src))
@@ -263,6 +264,7 @@ def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
         warnings.warn(
             f"{path}: {masked} pixel(s) with undeclared nodata (values not finite or more than "
             f"{PLAUSIBLE_STDS:g} std from the checkpoint's mean, e.g. {example:.4g}) are masked as nodata",
+            BicorsegWarning,
             stacklevel=3,
         )
     return replace(plan, masked=masked, value_range=(lo, hi) if lo <= hi else None)
@@ -296,7 +298,9 @@ def normalisation(
                 f"{info.in_channels}-band input: save it with a DatasetSpec"
             )
         warnings.warn(
-            f"{info.source} carries no normalisation: using ImageNet statistics of 8-bit RGB", stacklevel=2
+            f"{info.source} carries no normalisation: using ImageNet statistics of 8-bit RGB",
+            BicorsegWarning,
+            stacklevel=2,
         )
     if rescaled:  # mapped onto the checkpoint's 8-bit units (bicorseg.rescale)
         return statistics(info)
@@ -309,11 +313,13 @@ def normalisation(
             f"{path} is {what} but the checkpoint's normalisation is in 8-bit units "
             f"(mean {max(mean):.4g}): values are used as they are, not rescaled (the map may be of one "
             "class); the `rescale` option maps them to 0..255 (auto, percentile or MIN,MAX)",
+            BicorsegWarning,
             stacklevel=2,
         )
     elif bits == 8 and max(mean) > 255:
         warnings.warn(
             f"{path} is 8-bit but the checkpoint's normalisation is not (mean up to {max(mean):.4g})",
+            BicorsegWarning,
             stacklevel=2,
         )
     return statistics(info)

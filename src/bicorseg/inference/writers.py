@@ -53,7 +53,7 @@ from bicorseg import raster_access
 from bicorseg.atomic import OutputGroup, write_error
 from bicorseg.data.labels import class_map_picture, colourise, gdal_colour_map
 from bicorseg.defaults import NODATA
-from bicorseg.errors import InputError, OutputError, first_line
+from bicorseg.errors import BicorsegWarning, InputError, OutputError, first_line
 from bicorseg.inference.raster_io import DEFAULT_BLOCK_SHAPE, Georeference
 
 PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is left for nodata
@@ -523,7 +523,7 @@ def refuse_existing(problems: Mapping[Path, str], overwrite: bool) -> None:
     refused without it (one line naming the first and why)."""
     if overwrite:
         for target, reason in problems.items():
-            warnings.warn(f"{target}: {reason}; recomputing it", stacklevel=3)
+            warnings.warn(f"{target}: {reason}; recomputing it", BicorsegWarning, stacklevel=3)
         return
     if problems:
         target, reason = next(iter(problems.items()))

@@ -527,6 +527,8 @@ def train(
                 r".*Checkpoint directory .* exists and is not empty.*",
                 r".*The number of training batches .* is smaller than the logging interval.*",
                 r".*isinstance\(treespec, LeafSpec\).* is deprecated.*",  # inside Lightning, with recent torch
+                # resuming inside an epoch: its data order restarts, as docs/guarantees.md says
+                r".*resuming from a checkpoint that ended before the epoch ended.*",
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
