@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.helpers import in_ci, require
+from tests.helpers.network import Listener
 from tests.helpers.shared import shared_path
 
 
@@ -65,6 +66,23 @@ def parity_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight checkpoint (4 classes, 3 bands) for the tests that only read one."""
+    from tests.helpers.inference import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A TCP server on 127.0.0.1 that counts the connections it is offered (the tests of the network
+    guard expect none), closed after the test."""
+    server = Listener()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

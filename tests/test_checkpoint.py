@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from bicorseg import DatasetSpec, load_model, save_checkpoint
-from bicorseg.checkpoint import convert_official, load_checkpoint
+from bicorseg.checkpoint import convert_official, load_checkpoint, metadata
 from bicorseg.cli.main import main
 from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
+from tests.helpers.cli import refused
+from tests.helpers.inference import random_image, spec, write_geotiff
 from tests.helpers.models import tiny_config
 
 TOY_DATASET = DatasetSpec(
@@ -201,3 +204,27 @@ def test_convert_refuses_a_recipe_that_does_not_fit_and_bicorseg_checkpoints(tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already a bicorseg checkpoint: use it as it is" in err
     assert not out.exists()
+
+
+def test_checkpoints_with_non_finite_weights_are_refused(tmp_path, capsys) -> None:
+    model = BiCoRSeg(tiny_config(), dataset=spec())
+    with torch.no_grad():
+        model.class_embed[1, 3] = float("nan")
+    plain = save_checkpoint(model, tmp_path / "nan.ckpt")
+    line = refused(capsys, "predict", write_geotiff(tmp_path / "a.tif", random_image(3, 8, 8)),
+                   "--checkpoint", plain, "--output", tmp_path / "out")  # fmt: skip
+    assert "nan.ckpt: weight class_embed has 1 NaN or infinite value(s)" in line
+    # the Lightning layout of bicorseg train, and an original implementation's checkpoint for convert
+    lightning = tmp_path / "inf.ckpt"
+    state = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    state["model.class_embed"][0, 0] = float("inf")
+    torch.save({"bicorseg": metadata(model), "state_dict": state}, lightning)
+    with pytest.raises(CheckpointError, match=r"inf\.ckpt: weight class_embed has 2 NaN or infinite"):
+        load_model(lightning)
+    original = tmp_path / "original.ckpt"
+    torch.save(
+        {"state_dict": {"net.decoder.class_dict.class_embed.weight": torch.full((4, 32), np.inf)}}, original
+    )
+    line = refused(capsys, "convert", original, "--output", tmp_path / "c.ckpt", "--num-classes", "4")
+    assert "original.ckpt: weight net.decoder.class_dict.class_embed.weight has 128 NaN" in line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c.ckpt").exists()

@@ -15,6 +15,7 @@ from bicorseg.cli.main import build_parser, error_line, main
 from bicorseg.cli.predict import resolve_engine
 from bicorseg.errors import ConfigError, OutputError
 from bicorseg.training.config import DERIVED_KEYS, SECTIONS
+from tests.helpers.cli import refused
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "lightning", "rasterio", "matplotlib")
@@ -237,3 +238,30 @@ def test_evaluation_precision_is_fp32_where_the_paper_is_reproduced() -> None:
     assert evaluation_precision("auto", paper=True) == "fp32"  # the original code evaluates in fp32
     assert evaluation_precision("auto", paper=False) == "auto"
     assert evaluation_precision("bf16", paper=True) == "bf16"  # asked for: kept
+
+
+OPTION_CASES = [
+    (["train", "--config", "tiny-test", "--trainer.devices", "0"], "trainer.devices: give at least 1 device"),
+    (["train", "--config", "tiny-test", "--trainer.devices", "[0, 0]"], "trainer.devices: give a non-empty list"),
+    (["train", "--config", "tiny-test", "--optimizer.lr", ".inf"], "optimizer.lr: must be a finite number"),
+    (["train", "--config", "tiny-test", "--model.tau=-.inf"], "model.tau: must be a finite number"),
+    (["train", "--config", "tiny-test", "--trainer.gradient_clip_val", ".nan"],
+     "trainer.gradient_clip_val: must be a finite number"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--dataset", "synthetic", "--limit", "-1"],
+     "--limit must be at least 1 sample, got -1"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--dataset", "synthetic", "--num-workers", "-2"],
+     "--num-workers must not be negative"),
+    (["prepare", "loveda", "--source", "{tmp}", "--output", "{tmp}/p", "--patch-size", "1"],
+     "--patch-size: must be at least 32 pixels, not 1"),
+    (["prepare", "loveda", "--config", "{tmp}/options.yaml"], "options.yaml: patch_size: expected an integer, got 'big'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), OPTION_CASES, ids=[" ".join(c[0][:4]) for c in OPTION_CASES])
+def test_out_of_range_options_name_the_option(args, message, tmp_path, capsys, checkpoint) -> None:
+    (tmp_path / "options.yaml").write_text("source: x\npatch_size: big\n")
+    args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in args]
+    if args[0] == "train":
+        args += ["--output", str(tmp_path / "run")]
+    assert message in refused(capsys, *args)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "p").exists()

@@ -19,12 +19,7 @@ from PIL import Image
 from bicorseg.cli.main import main
 from bicorseg.data import build_dataset
 from bicorseg.errors import BicorsegError
-from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt")
+from tests.helpers.inference import random_image, write_geotiff
 
 
 def _predict(inputs: list[Path], checkpoint: Path, output: Path, capsys) -> tuple[int, str]:

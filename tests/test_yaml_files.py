@@ -1,4 +1,5 @@
-"""User YAML (training configs, option files, class tables) is bounded: alias bombs and huge files are one line."""
+"""User YAML (training configs, option files, class tables) is bounded: alias bombs, huge files and text
+that is not UTF-8 are one line."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import itertools
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bicorseg.cli.main import main
 from bicorseg.errors import ConfigError
 from bicorseg.yaml_files import MAX_BYTES, parse_yaml, read_yaml_mapping
+from tests.helpers.cli import refused
+from tests.helpers.inference import tiny_checkpoint
 
 
 def _alias_bomb(levels: int = 9) -> str:
@@ -92,3 +97,24 @@ def test_an_alias_bomb_given_as_an_option_value_is_not_expanded() -> None:
 
     text = "{" + _alias_bomb().strip().replace("\n", ", ") + "}"
     assert parse_value(text) == text  # kept as text; the typed check then names the key
+
+
+LATIN1 = "model:\n  backbone: convnext_nano\n# caf\xe9\n".encode("latin-1")
+
+
+def test_yaml_that_is_not_utf8_is_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(LATIN1)
+    offset = LATIN1.index(b"\xe9")
+    message = f"latin1.yaml: unreadable {{}} (not UTF-8 text: byte 0xe9 at offset {offset}; save it as UTF-8)"
+    assert message.format("config file") in refused(
+        capsys, "train", "--config", bad, "--output", tmp_path / "r"
+    )
+    assert message.format("option file") in refused(capsys, "prepare", "loveda", "--config", bad)
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / folder / "a.png")
+    line = refused(capsys, "evaluate", "--checkpoint", tiny_checkpoint(tmp_path / "m.ckpt"), "--dataset", "folder",
+                   "--root", tmp_path, "--split", "all", "--class-table", bad)  # fmt: skip
+    assert message.format("class table") in line
+    assert not (tmp_path / "r").exists()

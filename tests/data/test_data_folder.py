@@ -199,3 +199,30 @@ def test_a_cached_selection_decodes_each_sample_once(tmp_path):
     assert torch.equal(cached[0]["image"], first[0]["image"])
     with pytest.raises(InputError, match=r"s2\.tif"):
         uncached[0]
+
+
+CLASS_TABLE_CASES = [
+    ("classes: [{name: a, value: 0.5}, {name: b, value: 1}]", r"classes\[0\]\.value: expected an integer, got 0\.5"),
+    ("classes: [{name: a, value: true}, {name: b, value: 1}]", r"classes\[0\]\.value: expected an integer, got True"),
+    ("classes: [{name: [a], value: 0}, {name: b, value: 1}]", r"classes\[0\]\.name: expected a string"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: [null]", r"ignore_values\[0\]: must not be null"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nignore_values: 7", r"ignore_values: expected a list"),
+    ("classes: [{name: a, colour: '#000000'}, {name: b, colour: '#000001'}]\nignore_colours: 3",
+     r"ignore_colours: expected a list"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nbands: [r]\nmean: [x]\nstd: [1]",
+     r"mean\[0\]: expected a number, got 'x'"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nbands: [r]\nmean: [.inf]\nstd: [1]",
+     r"mean\[0\]: must be a finite number, got inf"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nbands: [r]\nmean: [1]\nstd: [0]",
+     r"std\[0\]: must be positive"),
+    ("classes: [{name: a, value: 0}, {name: b, value: 1}]\nname: {x: 1}", r"name: expected a string"),
+    ("- just\n- a list", r"class table must be a mapping of keys, not a list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), CLASS_TABLE_CASES)
+def test_class_tables_with_wrong_types_name_the_key(text, message, tmp_path) -> None:
+    path = tmp_path / "classes.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"classes\.yaml: " + message):
+        ClassTable.from_yaml(path)

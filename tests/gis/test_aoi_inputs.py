@@ -87,13 +87,6 @@ CASES = [
 
 
 @pytest.fixture
-def listener():
-    server = Listener()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def raster(tmp_path) -> Path:
     return write_class_raster(tmp_path / "classes.tif", np.ones((100, 100), np.uint8))
 

@@ -15,6 +15,7 @@ from bicorseg.checkpoint import save_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
+from tests.helpers import require
 from tests.helpers.models import tiny_config
 
 CRS = "EPSG:32633"
@@ -91,6 +92,29 @@ def direct_probabilities(model: nn.Module, normalised: np.ndarray) -> np.ndarray
     """The untiled reference: softmax of the model on the whole image at once."""
     with torch.no_grad():
         return torch.softmax(model(torch.from_numpy(normalised)[None]), 1)[0].numpy()
+
+
+def onnx_model(path: Path, metadata: str | None, op: str = "Identity") -> Path:
+    """A one-node ONNX graph (``op`` on a batch of 3 x 32 x 32 images) whose ``bicorseg`` metadata entry
+    is ``metadata`` (none if None); the test is skipped without onnx and onnxruntime."""
+    onnx = require("onnx")
+    require("onnxruntime")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["image"], ["out"], **({"axis": 1} if op == "Softmax" else {}))
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    if metadata is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "bicorseg", metadata
+    onnx.save(model, str(path))
+    return path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:

@@ -12,12 +12,7 @@ from PIL import Image
 from rasterio import Affine
 
 from tests.helpers import prints_warnings, require
-from tests.helpers.inference import TRANSFORM, random_image, run, tiny_checkpoint, write_geotiff
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+from tests.helpers.inference import TRANSFORM, random_image, run, write_geotiff
 
 
 @pytest.mark.slow

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bicorseg.cli.main import main
 from bicorseg.raster_access import input_files
 from tests.helpers import require
+from tests.helpers.cli import refused
 from tests.helpers.inference import RGB, random_image, rgb_checkpoint, write_geotiff
 from tests.helpers.network import vrt_of
 
@@ -18,13 +18,6 @@ from tests.helpers.network import vrt_of
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return rgb_checkpoint(tmp_path_factory.mktemp("ckpt") / "rgb.ckpt")
-
-
-def refused(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, lines
-    return lines[0]
 
 
 def test_the_files_of_an_input_are_followed_through_nested_vrts(tmp_path) -> None:

@@ -21,20 +21,9 @@ from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.inference.predictor import PredictOptions, Predictor
 from bicorseg.spec import DatasetSpec
-from tests.helpers import prints_warnings, require
-from tests.helpers.inference import random_image, spec, tiny_checkpoint, write_geotiff
-
-
-def refused(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, lines
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+from tests.helpers import prints_warnings
+from tests.helpers.cli import refused
+from tests.helpers.inference import onnx_model, random_image, spec, write_geotiff
 
 
 def rewritten(source: Path, target: Path, change) -> Path:
@@ -90,24 +79,8 @@ def test_finite_weights_that_overflow_are_refused(tmp_path, checkpoint, capsys) 
 
 
 def _onnx(path: Path, op: str, output: str) -> Path:
-    onnx = require("onnx")
-    require("onnxruntime")
-    from onnx import TensorProto, helper
-
-    node = helper.make_node(op, ["image"], ["out"], **({"axis": 1} if op == "Softmax" else {}))
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    entry = model.metadata_props.add()
     meta = {"tile": 32, "model_config": {"num_classes": 3, "in_channels": 3}, "output": output}
-    entry.key, entry.value = "bicorseg", json.dumps(meta)
-    onnx.save(model, str(path))
-    return path
+    return onnx_model(path, json.dumps(meta), op)
 
 
 @pytest.mark.parametrize(

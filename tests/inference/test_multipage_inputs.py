@@ -13,7 +13,7 @@ import rasterio
 from bicorseg.cli.main import main
 from bicorseg.raster_access import input_path
 from tests.helpers import require
-from tests.helpers.inference import CRS, TRANSFORM, random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import CRS, TRANSFORM, random_image, write_geotiff
 
 
 def two_pages(path: Path) -> Path:
@@ -28,11 +28,6 @@ def two_pages(path: Path) -> Path:
 def run(capsys, *argv) -> tuple[int, list[str]]:
     code = main([str(a) for a in argv])
     return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 def test_a_page_is_named_as_gdal_names_it() -> None:

@@ -27,16 +27,10 @@ from tests.helpers.inference import (
     pixel_model,
     random_image,
     spec,
-    tiny_checkpoint,
     write_geotiff,
 )
 
 cogeo = require("rio_cogeo.cogeo")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 @pytest.mark.slow

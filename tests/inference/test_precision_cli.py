@@ -17,13 +17,8 @@ from bicorseg.data.synthetic import synthetic_spec
 from bicorseg.models import BiCoRSeg
 from bicorseg.precision import resolve_precision
 from tests.helpers import require
-from tests.helpers.inference import random_image, run, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import random_image, run, write_geotiff
 from tests.helpers.models import tiny_config
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 def _settings(path: Path) -> str:

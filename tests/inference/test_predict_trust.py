@@ -28,11 +28,6 @@ FLOAT32_LOWEST = np.float32(-3.4028235e38)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
-
-
-@pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory) -> Path:
     """The same classes and bands, other statistics: another checkpoint file (another hash)."""
     return tiny_checkpoint(tmp_path_factory.mktemp("other") / "tiny.ckpt", mean=100.0)

@@ -18,7 +18,6 @@ from tests.helpers.inference import (
     pixel_model,
     random_image,
     spec,
-    tiny_checkpoint,
     write_geotiff,
 )
 from tests.helpers.temp_owners import stale_temps
@@ -36,11 +35,6 @@ def normalised(data: np.ndarray, info: ModelInfo) -> np.ndarray:
     mean = np.asarray(info.dataset.mean, np.float32)[:, None, None]
     std = np.asarray(info.dataset.std, np.float32)[:, None, None]
     return ((data.astype(np.float32) - mean) / std).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 @pytest.mark.slow

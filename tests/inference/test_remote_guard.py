@@ -36,13 +36,6 @@ TILE = (500_000.0, 4_999_996.0, 500_004.0, 5_000_000.0)
 NEXT_TILE = (500_004.0, 4_999_996.0, 500_008.0, 5_000_000.0)
 
 
-@pytest.fixture
-def listener():
-    server = Listener()
-    yield server
-    server.close()
-
-
 def hostile(kind: str, folder: Path, listener: Listener) -> Path:
     """A local file that makes GDAL reach ``listener`` by itself."""
     if kind == "vrt with an inline TMS description (http:/ spelling)":

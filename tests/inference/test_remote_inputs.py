@@ -28,15 +28,10 @@ from bicorseg.raster_access import (
     open_raster,
 )
 from tests.helpers import require
-from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.inference import random_image, write_geotiff
 from tests.helpers.range_server import RangeServer
 
 TILED = dict(tiled=True, blockxsize=128, blockysize=128, compress="deflate")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 @pytest.fixture

@@ -29,11 +29,6 @@ KINDS = ("", "_prob", "_confidence")  # class, float32 probabilities, confidence
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("inputs")
     write_geotiff(folder / "a.tif", random_image(3, 150, 170, seed=1), nodata=0)

@@ -1,4 +1,4 @@
-"""Backbone stage extraction, band adaptation, local pretrained weights and the fused neck."""
+"""Backbone stage extraction, band adaptation, pretrained weights (local, or offline from the web) and the fused neck."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torchvision.models import convnext_tiny
 
 from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.models import FusedNeck, adapt_first_conv_weight, build_backbone
+from tests.helpers.cli import refused
 from tests.helpers.reference import neck_explicit
 
 
@@ -109,3 +110,27 @@ def test_inference_blocks_match_torchvision_blocks() -> None:
     with torch.no_grad():  # float64 takes torchvision's path: bit-identical
         double = backbone.double()
         assert all(torch.equal(a, b) for a, b in zip(double(x.double()), double.train()(x.double())))
+
+
+@pytest.mark.slow
+def test_pretrained_imagenet_without_network_says_what_to_run(tmp_path, capsys, monkeypatch) -> None:
+    """The real download path: an empty torch cache and an unreachable proxy (as on a machine offline)."""
+    cache = tmp_path / "torch_home"
+    cache.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(cache))
+    for key in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(key, "http://127.0.0.1:9")  # the discard port: nothing listens there
+    for key in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    line = refused(capsys, "train", "--config", "tiny-test", "--model.backbone", "convnext_tiny",
+                   "--model.pretrained", "imagenet", "--output", tmp_path / "run")  # fmt: skip
+    assert (
+        "the weights of backbone convnext_tiny are not cached and cannot be downloaded from https://download.pytorch.org"
+        in line
+    )
+    assert (
+        "run 'bicorseg weights download convnext_tiny', carry the file it names (convnext_tiny-983f1562.pth)"
+        in line
+    )
+    assert "set pretrained to a local weights file" in line
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # no partial download left
