@@ -26,6 +26,7 @@ for package in (bicorseg, bicorseg.models, bicorseg.losses, bicorseg.training):
 """
 
 
+@pytest.mark.slow
 def test_packages_import_their_names_on_first_use() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(

@@ -101,7 +101,7 @@ def test_a_vrt_over_a_local_tif_is_predicted(tmp_path, capsys, checkpoint) -> No
     import rasterio
 
     write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 48, 48))
-    vrt = _vrt(tmp_path / "in" / "scene.vrt", "scene.tif", relative=True, size=48)
+    vrt = _vrt(tmp_path / "in" / "scene.vrt", "scene.tif", relative=True, size=48, crs=True)
     for source, out in ((vrt, "vrt"), (tmp_path / "in" / "scene.tif", "tif")):
         status, lines = run_cli(capsys, "predict", source, "--checkpoint", checkpoint, "--output", tmp_path / out,
                                 "--quiet")  # fmt: skip

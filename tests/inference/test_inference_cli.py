@@ -191,6 +191,7 @@ def test_export_keeps_an_existing_file_without_overwrite(tmp_path: Path, checkpo
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
+@pytest.mark.slow
 @prints_warnings
 def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder_and_refused_by_name(
     tmp_path: Path, checkpoint: Path, capsys

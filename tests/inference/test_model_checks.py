@@ -60,6 +60,7 @@ def test_statistics_no_band_has_are_refused(mean, std, message, tmp_path, checkp
         DatasetSpec(**{**spec(3).to_dict(), "mean": (mean, 1.0, 1.0), "std": (std, 1.0, 1.0)})
 
 
+@pytest.mark.slow
 def test_finite_weights_that_overflow_are_refused(tmp_path, checkpoint, capsys) -> None:
     def change(data: dict) -> None:
         for key, value in data["state_dict"].items():

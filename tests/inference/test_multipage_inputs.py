@@ -39,6 +39,7 @@ def test_a_page_is_named_as_gdal_names_it() -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_multipage_tiff_is_refused_and_a_named_page_is_predicted(tmp_path, checkpoint, capsys) -> None:
     source = two_pages(tmp_path / "in" / "scene.tif")
     out = tmp_path / "out"
