@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -113,8 +115,12 @@ def test_inference_blocks_match_torchvision_blocks() -> None:
 
 
 @pytest.mark.slow
-def test_pretrained_imagenet_without_network_says_what_to_run(tmp_path, capsys, monkeypatch) -> None:
+def test_pretrained_imagenet_without_network_says_what_to_run(tmp_path, capsys, monkeypatch, request) -> None:
     """The real download path: an empty torch cache and an unreachable proxy (as on a machine offline)."""
+    # urlopen's shared opener reads the proxies once, when it is built: built here with this test's,
+    # and dropped after it, so that later downloads in this process do not go to the dead proxy
+    urllib.request.install_opener(None)
+    request.addfinalizer(lambda: urllib.request.install_opener(None))
     cache = tmp_path / "torch_home"
     cache.mkdir()
     monkeypatch.setenv("TORCH_HOME", str(cache))
