@@ -183,11 +183,25 @@ def test_shared_options_default_to_the_python_apis_values() -> None:
     checked = {  # command: (the defaults of the Python API it maps to, the options compared)
         "predict": (
             predict_options,
-            {"batch_size", "device", "precision", "overwrite", "tile", "overlap", "aoi", "rescale", *tta},
+            {
+                "batch_size",
+                "device",
+                "precision",
+                "overwrite",
+                "tile",
+                "overlap",
+                "aoi",
+                "rescale",
+                "threads",
+                *tta,
+            },
         ),
         "heatmaps": (predict_options, {"batch_size", "device", "precision", "tile", "overlap", "rescale"}),
         "submit": (predict_options, {"batch_size", "device", "precision", *tta}),
-        "evaluate": (parameters(evaluate_model), {"batch_size", "device", "num_workers", "rescale", *tta}),
+        "evaluate": (
+            parameters(evaluate_model),
+            {"batch_size", "device", "num_workers", "rescale", "threads", *tta},
+        ),
         "export": (parameters(export_onnx), {"tile", "overlap"}),
         "areas": (fields(AreaOptions), {"aoi", "class_table", "window"}),
         "vectorize": (fields(VectorizeOptions), {"class_table", "window", "overwrite"}),

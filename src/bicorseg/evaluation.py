@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bicorseg.data.release.records import Manifest
 from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_OVERLAP, DEFAULT_TILE
-from bicorseg.device import resolve_device
+from bicorseg.device import resolve_device, torch_threads
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare
 from bicorseg.precision import precision_of
@@ -172,6 +172,7 @@ def evaluate_model(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     rescale: str = "none",
+    threads: int | None = None,
 ) -> EvaluationReport:
     """Scores of ``model`` on ``dataset`` by the published convention (see :mod:`bicorseg.metrics`).
 
@@ -179,7 +180,7 @@ def evaluate_model(
     original publication used for ``spec``'s dataset (else the model's), with ``tta_scales`` and
     ``tta_merge`` left out. ``rescale`` maps images that are not in the checkpoint's 8-bit units
     (:mod:`bicorseg.rescale`), with one map for the whole split (:func:`rescaled_samples`), which the
-    report's convention records.
+    report's convention records. ``threads``: torch's CPU thread count while evaluating (None: as it is).
     """
     from bicorseg.inference import predict_array, with_tta
     from bicorseg.inference.tta import describe_tta, is_identity, resolve_tta, tta_name, tta_passes
@@ -201,7 +202,7 @@ def evaluate_model(
     # without TTA the arg-max of the logits themselves (softmax rounding can tie near-equal classes)
     scores = model if is_identity(plan) else with_tta(model, plan)
     done = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(threads):
         if whole_tiles:
             for index in range(total):
                 sample = dataset[index]

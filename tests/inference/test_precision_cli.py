@@ -38,7 +38,9 @@ def test_predict_records_the_precision_it_ran_at(tmp_path: Path, checkpoint: Pat
         )
         assert code == 0, err
         expected = precision or resolve_precision("auto", "cpu")
-        assert _settings(out / "scene.tif").endswith(f" precision={expected}")
+        assert _settings(out / "scene.tif").endswith(
+            f" precision={expected} threads={torch.get_num_threads()}"
+        )
         with rasterio.open(out / "scene.tif") as result:
             maps[precision] = result.read(1)
     agreement = (maps["bf16"] == maps["fp32"]).mean()
@@ -58,7 +60,7 @@ def test_onnx_engine_is_picked_for_onnx_files_and_refuses_bf16(
     from bicorseg.inference.onnx import OnnxModel
 
     threads = torch.get_num_threads()
-    try:  # onnxruntime follows torch's thread count, which predict's workers divide between them
+    try:  # onnxruntime follows torch's thread count, which the predictor sets to the run's
         torch.set_num_threads(1)
         assert OnnxModel(onnx_path).session.get_session_options().intra_op_num_threads == 1
     finally:
@@ -67,7 +69,9 @@ def test_onnx_engine_is_picked_for_onnx_files_and_refuses_bf16(
     base = ["predict", src, "--checkpoint", onnx_path, "--tile", "64"]
     code, _, err = run(capsys, *base, "--output", tmp_path / "auto")  # --engine auto, --precision auto
     assert code == 0, err
-    assert _settings(tmp_path / "auto" / "scene.tif").endswith(" precision=fp32")
+    assert _settings(tmp_path / "auto" / "scene.tif").endswith(
+        f" precision=fp32 threads={torch.get_num_threads()}"
+    )
     code, _, err = run(capsys, *base, "--output", tmp_path / "bf16", "--precision", "bf16")
     assert code == 2
     assert err.strip() == (

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from PIL import Image
 from rasterio.control import GroundControlPoint
 
@@ -281,7 +282,10 @@ def test_rerun_skips_what_verifies(tmp_path, checkpoint, capsys) -> None:
         tags = written.tags()
     assert len(tags["bicorseg_checkpoint_sha256"]) == 64
     precision = resolve_precision("auto", "cpu")  # --precision auto, resolved for this CPU
-    assert tags["bicorseg_settings"] == f"tile=64 overlap=0.25 tta=none engine=torch precision={precision}"
+    threads = torch.get_num_threads()  # the thread count the run took (a CPU's results depend on it)
+    assert tags["bicorseg_settings"] == (
+        f"tile=64 overlap=0.25 tta=none engine=torch precision={precision} threads={threads}"
+    )
     code = main(["predict", str(source), "--checkpoint", str(checkpoint), "--output", str(out.parent),
                  "--tile", "64", "--probabilities", "--color"])  # fmt: skip
     assert code == 0 and "1 already done (skipped)" in capsys.readouterr().err

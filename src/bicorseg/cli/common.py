@@ -1,7 +1,7 @@
 """What several sub-commands share. Options several commands take are declared once here, with one
 default each, the Python API's (:mod:`bicorseg.defaults`, the fields of
 :class:`~bicorseg.inference.PredictOptions`): ``--checkpoint``, ``--device``, ``--precision``,
-``--batch-size``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
+``--batch-size``, ``--threads``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
 ``evaluate``, ``submit``; the precision of ``evaluate`` and ``submit``; the tiling of ``predict``,
 ``heatmaps``, ``export`` and ``evaluate --whole-tiles``; ``--aoi``, ``--class-table`` and the
 ``--window`` of the GIS commands; the ``--section.key`` and ``--set`` options of config sections
@@ -47,6 +47,14 @@ SHARED_OPTIONS: dict[str, dict[str, Any]] = {
         "default": DEFAULT_BATCH_SIZE,
         "metavar": "N",
         "help": f"tiles or images per model call (default: {DEFAULT_BATCH_SIZE})",
+    },
+    "threads": {  # None: this process's count, as in PredictOptions
+        "type": int,
+        "default": None,
+        "metavar": "N",
+        "help": "torch CPU threads per process (default: torch's, one per core or OMP_NUM_THREADS). On a "
+        "machine shared with other jobs give your share (e.g. 1): threads that outnumber the free cores wait "
+        "for each other and run several times slower",
     },
     "allow_remote": {"action": "store_true", "help": ALLOW_REMOTE_HELP},
     "overwrite": {"action": "store_true", "help": "replace existing outputs"},
@@ -174,6 +182,11 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
                 )
             else:
                 overrides[key.removeprefix("override__")] = parse_value(value)
+    threads = getattr(args, "threads", None)  # train's --threads (chips has none)
+    if threads is not None:
+        if overrides.get("trainer.num_threads", threads) != threads:
+            raise ConfigError(f"--threads {threads} and trainer.num_threads: give one of them")
+        overrides["trainer.num_threads"] = threads
     return overrides
 
 

@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_shared_options(parser, "batch_size", batch_size="samples (or --whole-tiles windows) per model call "
                        f"(default: {DEFAULT_BATCH_SIZE})")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=0)
-    add_shared_options(parser, "device", "precision", precision=EVALUATION_PRECISION_HELP)
+    add_shared_options(parser, "device", "precision", "threads", precision=EVALUATION_PRECISION_HELP)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     add_shared_options(parser, "allow_remote")
     parser.set_defaults(func=run)
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.device import resolve_device
+    from bicorseg.device import check_threads, resolve_device
     from bicorseg.evaluation import check_spec_matches, data_protocol, evaluate_model, evaluation_dataset
     from bicorseg.inference import PredictOptions
     from bicorseg.metrics import format_report, write_report_json
@@ -121,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)  # validates them
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1 sample, got {args.limit}")
+    check_threads(args.threads)
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must not be negative, got {args.num_workers}")
     if args.output:
@@ -190,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=progress,
         rescale=args.rescale,
+        threads=args.threads,
     )
     report.convention.extra["checkpoint"] = str(args.checkpoint)
     if args.dataset == "geo":

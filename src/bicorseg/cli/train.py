@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bicorseg.cli.common import add_config_options, add_shared_options, collect_overrides
+from bicorseg.cli.common import SHARED_OPTIONS, add_config_options, add_shared_options, collect_overrides
 from bicorseg.errors import ConfigError
 
 USAGE = (
@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "logs/ and val_metrics.json are deleted once the new run has started (config, data, model "
                        "built); other files are kept")  # fmt: skip
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_shared_options(
+        parser, "threads", threads=SHARED_OPTIONS["threads"]["help"] + " (the same as --trainer.num_threads)"
+    )
     add_config_options(parser, SECTIONS)
     parser.set_defaults(func=run)
 

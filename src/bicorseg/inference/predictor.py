@@ -16,7 +16,7 @@ at the CRS's origin (the right scale, not a place); its outputs are then GeoTIFF
 included. With ``require_georeference`` (polygons will be made) an input that would have no CRS
 and transform is refused when it is inspected, before any work. Their tags record the
 checkpoint's sha256 and the settings that define the result (tile, overlap, TTA, engine,
-probability type, area of interest, rescale mode) and, with a rescale, the map of each input's
+precision, probability type, area of interest, rescale mode, thread count on a CPU) and, with a rescale, the map of each input's
 values (``bicorseg_rescale``); a rerun skips an input whose
 outputs all exist, read back whole in size, bands and type, and were made by the same checkpoint
 with the same settings. An existing output that does not verify is replaced only with
@@ -63,7 +63,7 @@ from bicorseg.defaults import (
     MAX_CLASSES,
     MIN_TILE,
 )
-from bicorseg.device import resolve_device
+from bicorseg.device import check_threads, resolve_device, resolve_threads, torch_threads
 from bicorseg.errors import BicorsegWarning, CheckpointError, ConfigError, InputError
 from bicorseg.inference.engine import MIN_BLOCK, Block, SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
@@ -116,6 +116,9 @@ class PredictOptions:
 
     ``tile`` and ``overlap`` left as None take the checkpoint's (:class:`bicorseg.checkpoint.Tiling`).
     ``block`` is the side of the units of work in pixels (memory grows with it; see :mod:`.engine`).
+    ``threads`` is torch's CPU thread count in every process that computes (None: this process's
+    count when the predictor is made); on a CPU it is part of the settings, since the last bit of a
+    sum depends on how the threads split it.
     """
 
     tile: int | None = None
@@ -136,6 +139,7 @@ class PredictOptions:
     crs: str | None = None  # the CRS of inputs without one (anything rasterio reads, e.g. EPSG:32633)
     pixel_size: float | None = None  # pixel size in CRS units of inputs without a transform
     require_georeference: bool = False  # refuse inputs whose outputs would have no CRS and transform
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         self.device = str(resolve_device(self.device))
@@ -165,6 +169,7 @@ class PredictOptions:
             raise ConfigError(f"must be at least {MIN_BLOCK} pixels, got {self.block}", key="block")
         check_precision(self.precision)
         self.rescale = check_rescale(self.rescale)
+        check_threads(self.threads)
 
 
 @dataclass
@@ -339,6 +344,7 @@ class Predictor:
             options,
             tile=options.tile or info.tiling.tile,
             overlap=info.tiling.overlap if options.overlap is None else options.overlap,
+            threads=resolve_threads(options.threads),
         )
         self.logits_fn, self.info, self.options, self.engine = logits_fn, info, options, engine
         self.tta = resolve_tta(options.tta, info.dataset, options.tta_scales, options.tta_merge)
@@ -387,7 +393,9 @@ class Predictor:
                     f"the ONNX engine runs in fp32 only, got {options.precision} (use fp32 or auto)",
                     key="precision",
                 )
-            model = OnnxModel(checkpoint, device=options.device)
+            options = replace(options, threads=resolve_threads(options.threads))
+            with torch_threads(options.threads):  # the session takes torch's thread count
+                model = OnnxModel(checkpoint, device=options.device)
             info = replace(model.info, sha256=sha256 or sha256_file(checkpoint))
             # the graph's fixed tile
             predictor = cls(model, info, replace(options, tile=model.tile, precision="fp32"), engine)
@@ -443,6 +451,8 @@ class Predictor:
             text += f" crs={opts.crs}" + (f" pixel_size={opts.pixel_size:g}" if opts.pixel_size else "")
         if self._aoi_sha256 is not None:
             text += f" aoi={Path(opts.aoi).name}:{self._aoi_sha256[:16]}"
+        if torch.device(opts.device).type == "cpu":  # a GPU's results do not depend on it
+            text += f" threads={opts.threads}"
         return text + (f" probabilities={opts.probabilities}" if kind == "probabilities" else "")
 
     def base_tags(self) -> dict[str, dict[str, str]]:
@@ -614,7 +624,8 @@ class Predictor:
             def keep(tile) -> bool:
                 return aoi.touches(tile.y0, tile.x0, tile.height, tile.width)
 
-        engine.run_block(block, self.probs_fn, reader, write, progress, keep)
+        with torch_threads(self.options.threads):
+            engine.run_block(block, self.probs_fn, reader, write, progress, keep)
         return nonfinite
 
     def predict_file(
