@@ -21,7 +21,8 @@ pick a format by extension. A name that would exceed the file system's 255 bytes
   file of a live process (another run writing into the same folder) is never touched, nor is one
   from another host, whose owner cannot be checked from here.
 * :func:`ensure_writable` checks, before any work starts, that an output file or folder can be
-  created, and creates nothing; :func:`write_error` is the one-line error of a write that failed.
+  created, and creates nothing; :func:`write_error` is the one-line error of a write that failed;
+  :func:`is_plain_name` checks a name read from a file before a path is made of it.
 * :func:`sha256_file`: the content hash that identifies a file written or read (manifests,
   checkpoints, weights).
 """
@@ -59,6 +60,14 @@ def _name_key(name: str, room: int) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     start = name.encode()[: max(room - len(digest) - 1, 1)].decode(errors="ignore")
     return f"{start}~{digest}"
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` names a file directly inside a folder: no folder part, not ``.`` or ``..``.
+
+    Names read from files (plans, tags) are checked with it before a path is made of them.
+    """
+    return name not in ("", ".", "..") and "\0" not in name and Path(name).name == name
 
 
 def temp_name(target: str | os.PathLike, token: str | None = None) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from PIL import Image
 from rasterio import Affine
 
@@ -16,11 +17,11 @@ from tests.helpers.inference import TRANSFORM, random_image, run, write_geotiff
 
 
 @pytest.mark.slow
-def test_predict_folder_with_two_workers_then_skip(tmp_path: Path, checkpoint: Path, capsys) -> None:
+def test_predict_folder_with_two_worker_processes_then_skip(tmp_path: Path, checkpoint: Path, capsys) -> None:
     for i in range(2):
         write_geotiff(tmp_path / "in" / f"tile_{i}.tif", random_image(3, 70, 90, seed=i), nodata=0)
     args = ["predict", tmp_path / "in", "--checkpoint", checkpoint, "--output", tmp_path / "out"]
-    code, _, err = run(capsys, *args, "--tile", "64", "--workers", "2", "--probabilities", "--color")
+    code, _, err = run(capsys, *args, "--tile", "64", "--devices", "2", "--probabilities", "--color")
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(
@@ -48,6 +49,7 @@ def test_print_config(tmp_path: Path, checkpoint: Path, capsys) -> None:
         "--print-config",
     )
     assert code == 0 and "tta: d4" in out and "tile: 512" in out
+    assert f"threads: {torch.get_num_threads()}" in out  # resolved: the count the run would take
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, checkpoint: Path, capsys) -> None:

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bicorseg.cli.main import main
 from bicorseg.errors import InputError
@@ -28,14 +27,10 @@ def test_ray_actors_give_the_bytes_of_one_process(tmp_path: Path, ray_cluster) -
     checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
     write_geotiff(tmp_path / "in" / "a.tif", random_image(3, 200, 230, seed=1), nodata=0)
     write_geotiff(tmp_path / "in" / "b.tif", random_image(3, 100, 90, seed=2), nodata=0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the actors' thread count
-    try:
-        reference = predict_files([tmp_path / "in"], checkpoint, tmp_path / "one", _options())
-    finally:
-        torch.set_num_threads(previous)
+    # this process's thread count, which the run records and every actor takes
+    reference = predict_files([tmp_path / "in"], checkpoint, tmp_path / "one", _options())
     results = predict_files(
-        [tmp_path / "in"], checkpoint, tmp_path / "ray", _options(), workers=2, executor="ray"
+        [tmp_path / "in"], checkpoint, tmp_path / "ray", _options(), devices=2, executor="ray"
     )
     assert [r.computed for r in results] == [3 * 3, 2 * 1] and all(
         r.assembled for r in results
@@ -60,7 +55,7 @@ def test_ray_run_through_the_command_line_and_errors_are_one_line(
     # an input that breaks while the actors read it: the actor's one-line error reaches the user
     source.write_bytes(source.read_bytes()[:2000])
     with pytest.raises(InputError, match=r"a\.tif"):
-        predict_files([source], checkpoint, tmp_path / "out2", _options(), workers=2, executor="ray")
+        predict_files([source], checkpoint, tmp_path / "out2", _options(), devices=2, executor="ray")
 
 
 def test_a_cluster_started_for_the_run_gives_the_signal_handlers_back(tmp_path: Path) -> None:
@@ -76,7 +71,7 @@ def mine(signum, frame):
 signal.signal(signal.SIGTERM, mine)
 options = PredictOptions(tile=64, overlap=0.25, block=64)
 predict_files([{str(tmp_path / "in")!r}], {str(checkpoint)!r}, {str(tmp_path / "out")!r}, options,
-              workers=1, executor="ray")
+              devices=1, executor="ray")
 print(signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGINT) is signal.default_int_handler,
       ray.is_initialized())
 """

@@ -1,7 +1,8 @@
-"""Real processes: a shard killed with SIGKILL and rerun, and worker processes over the units.
+"""Real processes: a shard killed with SIGKILL and rerun, worker processes, Ray, two runs at once.
 
-The reference is one process with one torch thread, as each process here uses (the bytes of a
-block depend on the thread count of the process that computes it, not on the partition).
+On a CPU the bytes of a block depend on the torch thread count of the process that computes it;
+a run holds its count fixed in every process (and records it), so any partition gives the bytes of
+one process, with the default count as with an explicit one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 
 from bicorseg.inference import PredictOptions, predict_files
@@ -29,6 +31,7 @@ def _command(inputs: Path, checkpoint: Path, out: Path, *extra: str) -> list[str
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+DEFAULT_THREADS_ENV = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}  # torch's own default
 
 
 def _reference(inputs: Path, checkpoint: Path, out: Path) -> dict[str, bytes]:
@@ -54,7 +57,7 @@ def test_a_killed_shard_rerun_computes_only_the_missing_units(tmp_path: Path) ->
     out = tmp_path / "out"
     command = _command(inputs, checkpoint, out, "--shard", "0/1")
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    parts = out / PARTS_FOLDER / "big"
+    parts = out / PARTS_FOLDER / "0"  # the parts of the run's first input
     deadline = time.monotonic() + 240
     while len(list(parts.glob("*_class.tif"))) < 3:
         assert process.poll() is None, process.stderr.read()
@@ -107,3 +110,122 @@ def test_two_worker_processes_give_the_bytes_of_one_process(tmp_path: Path) -> N
         "b.tif.aux.xml",
         "b_prob.tif",
     ]
+
+
+def _cli(*argv: object, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bicorseg.cli.main", *map(str, argv)], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_partition_and_executor_gives_the_bytes_of_one_process_at_the_default_thread_count(
+    tmp_path: Path,
+) -> None:
+    """fp32, uint8 probabilities and confidence, torch's default thread count (every core here):
+    one process, two worker processes, two shards and the mosaic, two Ray actors."""
+    pytest.importorskip("ray")
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    inputs = tmp_path / "in"
+    write_geotiff(inputs / "a.tif", random_image(3, 200, 230, seed=6), nodata=0)
+    write_geotiff(inputs / "b.tif", random_image(3, 100, 90, seed=7), nodata=0)
+    base = ["predict", inputs, "--checkpoint", checkpoint, "--tile", "64", "--block", "96", "--precision",
+            "fp32", "--probabilities", "--confidence", "--quiet"]  # fmt: skip
+    runs = {
+        "one": [[]],
+        "devices": [["--devices", "2"]],
+        "shards": [["--shard", "0/2"], ["--shard", "1/2"]],
+        "ray": [["--executor", "ray", "--devices", "2"]],
+    }
+    for name, commands in runs.items():
+        for extra in commands:
+            done = _cli(*base, "--output", tmp_path / name, *extra, env=DEFAULT_THREADS_ENV)
+            assert done.returncode == 0, done.stderr
+    assert _cli("mosaic", tmp_path / "shards", env=DEFAULT_THREADS_ENV).returncode == 0
+    names = [f"{s}{k}.tif" for s in ("a", "b") for k in ("", "_prob", "_confidence")]
+    expected = _outputs(tmp_path / "one", names)
+    for name in ("devices", "shards", "ray"):
+        assert _outputs(tmp_path / name, names) == expected, name
+    default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             env=DEFAULT_THREADS_ENV, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    with rasterio.open(tmp_path / "ray" / "a.tif") as written:
+        assert written.tags()["bicorseg_settings"].endswith(f" threads={default}")  # recorded
+
+
+@pytest.mark.slow
+def test_inputs_named_like_folders_with_worker_processes_keep_the_users_files(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    sources = [write_geotiff(tmp_path / "in" / name, random_image(3, 150, 140, seed=i), nodata=0)
+               for i, name in enumerate(["...tif", "..tif"])]  # fmt: skip
+    out = tmp_path / "out"
+    (out / "mine").mkdir(parents=True)
+    (out / "notes.txt").write_text("the user's notes")
+    (out / "mine" / "field.csv").write_text("id,crop\n1,wheat\n")
+    done = _cli("predict", *sources, "--checkpoint", checkpoint, "--output", out, "--tile", "64", "--block", "64",
+                "--devices", "2", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (out / "notes.txt").read_text() == "the user's notes"
+    assert (out / "mine" / "field.csv").read_text() == "id,crop\n1,wheat\n"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "...qml",
+        "...tif",
+        "..qml",
+        "..tif",
+        "mine",
+        "notes.txt",
+    ]
+
+
+@pytest.mark.slow
+def test_two_identical_runs_at_once_the_second_is_refused_in_one_line(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    inputs = tmp_path / "in"
+    write_geotiff(inputs / "big.tif", random_image(3, 640, 512, seed=3), nodata=0)
+    out = tmp_path / "out"
+    command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet")
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        parts = out / PARTS_FOLDER / "0"
+        deadline = time.monotonic() + 240
+        while not list(parts.glob("*_class.tif")):  # the first run is writing parts
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "no part was written in time"
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)  # paused in the middle of its units
+        second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{out / PARTS_FOLDER} is in use by another run over {out}" in lines[0], (
+            lines
+        )
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=600)
+        assert first.returncode == 0, err
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.kill()
+        first.wait()
+    expected = _reference(inputs, checkpoint, tmp_path / "one")
+    assert _outputs(out, expected) == expected
+    assert not (out / PARTS_FOLDER).exists()
+
+
+@pytest.mark.slow
+def test_ray_without_a_cluster_at_the_address_is_one_line(tmp_path: Path) -> None:
+    """``--ray-address auto`` finds any Ray cluster of the machine: the run is made in a process
+    namespace of its own (and a Ray folder of its own), where none can be running."""
+    pytest.importorskip("ray")
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode:
+        pytest.skip("no process namespace can be made here: a Ray cluster of the machine would be found")
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    source = write_geotiff(tmp_path / "in" / "a.tif", random_image(3, 64, 64, seed=1), nodata=0)
+    env = {k: v for k, v in ENV.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(tmp_path / "ray")}
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "bicorseg.cli.main",
+                           "predict", str(source), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out"),
+                           "--executor", "ray", "--ray-address", "auto"], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "bicorseg predict: error: --ray-address: no Ray cluster"
+    ), lines
+    assert not (tmp_path / "out" / "a.tif").exists()

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from bicorseg.cli.main import main
 from bicorseg.errors import BicorsegWarning, ConfigError, InputError, OutputError
 from bicorseg.inference import PredictOptions, Predictor, mosaic, predict_files
-from bicorseg.inference.batch import UnitRunner, build_plan, find_inputs
+from bicorseg.inference.batch import build_plan, find_inputs
+from bicorseg.inference.executors import UnitWorker
 from bicorseg.inference.units import PARTS_FOLDER, PartStore, parse_shard
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
@@ -68,13 +69,12 @@ def _run_partition(checkpoint: Path, inputs: Path, out: Path, block: int, groups
     units = plan.units()
     assignment = [rng.randrange(groups) for _ in units]
     for group in rng.sample(range(groups), groups):
-        runner = UnitRunner(
-            Predictor.from_checkpoint(checkpoint, _options(block)), [(p, plans[p]) for p in paths]
+        worker = UnitWorker(
+            Predictor.from_checkpoint(checkpoint, _options(block)), [(p, plans[p]) for p in paths], store, plan
         )
         mine = [u for u, g in zip(units, assignment) if g == group]
         for index, unit in rng.sample(mine, len(mine)):
-            with store.writing(plan, plan.files[index], unit) as sink:
-                runner.compute(index, unit, sink)
+            worker.compute(index, unit)
     report = mosaic(out)
     assert sorted(report.assembled) == ["a.tif", "b.tif"] and not report.missing
 
@@ -202,20 +202,22 @@ def test_a_run_that_does_not_match_the_plan_is_refused(
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == parts  # nothing written, nothing removed
 
 
-def test_mosaic_refuses_a_part_of_another_run(tmp_path, checkpoint, inputs) -> None:
+def test_a_part_of_another_run_is_not_mixed_in(tmp_path, checkpoint, inputs) -> None:
     for i in range(2):
         predict_files([inputs], checkpoint, tmp_path, _options(64), shard=(i, 2))
-    plan = PartStore(tmp_path).load()
-    part = tmp_path / PARTS_FOLDER / "b" / "r000c001_probabilities.tif"
+    part = tmp_path / PARTS_FOLDER / "1" / "r000c001_probabilities.tif"  # b.tif's second unit
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
     # as if another run's file had taken its place (parts carry no georeference: the plan holds it)
     with pytest.warns(NotGeoreferencedWarning), rasterio.open(part, "r+") as dst:
         dst.update_tags(bicorseg_plan="0" * 20)
-    with pytest.raises(InputError, match=r"part .*r000c001_probabilities\.tif belongs to another run"):
-        mosaic(tmp_path)
-    assert not (tmp_path / "b.tif").exists() and plan is not None
+    report = mosaic(tmp_path)
+    assert report.assembled == ["a.tif"] and not (tmp_path / "b.tif").exists()
+    assert [(b.key, shard) for b, shard in report.missing["b.tif"]] == [("r000c001", 0)]
+    results = predict_files([inputs], checkpoint, tmp_path, _options(64), shard=(0, 2))  # computes it anew
+    assert {r.input.name: r.computed for r in results} == {"a.tif": 0, "b.tif": 1}
+    assert mosaic(tmp_path).assembled == ["b.tif"] and not (tmp_path / PARTS_FOLDER).exists()
 
 
 def test_mosaic_of_a_folder_without_parts(tmp_path, capsys) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
+    SHARED_OPTIONS,
     TILING,
     TTA,
     RichProgress,
@@ -98,16 +99,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the runtime: torch (PyTorch), onnx (ONNX Runtime), or auto: onnx for a .onnx checkpoint, "
         "else torch (default: auto)",
     )
-    add_shared_options(parser, "precision", "device")
+    add_shared_options(
+        parser,
+        "precision",
+        "device",
+        "threads",
+        threads=SHARED_OPTIONS["threads"]["help"]
+        + "; on a CPU it is part of the settings the outputs record, "
+        "and every worker process and Ray actor of the run uses it: any partition gives the same bytes",
+    )
     scale = parser.add_argument_group("scaling out (the same bytes as one process)")
     scale.add_argument(
         "--devices",
         type=int,
-        default=None,
+        default=1,
         help="worker processes over the blocks of all inputs: one per GPU with --device cuda (cuda:0.."
-        "N-1), else N CPU processes; with --executor ray, the number of actors (default 1)",
+        "N-1), else N CPU processes of --threads threads each; with --executor ray, the number of actors "
+        "(default 1)",
     )
-    scale.add_argument("--workers", type=int, default=None, help="the same as --devices (older name)")
     scale.add_argument(
         "--shard",
         metavar="i/N",
@@ -207,17 +216,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bicorseg.device import resolve_device
+    from bicorseg.device import resolve_device, resolve_threads
     from bicorseg.inference.batch import predict_files
     from bicorseg.inference.predictor import PredictOptions
     from bicorseg.inference.units import PARTS_FOLDER, parse_shard
 
     args.engine = resolve_engine(args.engine, args.checkpoint)
-    if args.devices is not None and args.workers is not None and args.devices != args.workers:
-        raise ConfigError(f"--devices {args.devices} and --workers {args.workers}: give one of them")
-    devices = args.devices or args.workers or 1
-    if devices < 1:
-        raise ConfigError(f"--devices must be at least 1, got {devices}")
+    if args.devices < 1:
+        raise ConfigError(f"--devices must be at least 1, got {args.devices}")
     shard = parse_shard(args.shard) if args.shard is not None else None
     if not args.inputs and not args.stac_item:
         raise ConfigError("give at least one INPUT (a file, folder or URL) or --stac-item")
@@ -240,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
         pixel_size=args.pixel_size,
         require_georeference=bool(args.vector),
         rescale=args.rescale,
+        threads=args.threads,
     )
     if (args.vector or args.aoi) and not args.print_config:
         from bicorseg.gis import require_vector
@@ -255,14 +262,16 @@ def _run(args: argparse.Namespace) -> int:
         from bicorseg import typedconfig
 
         tiling = checkpoint_tiling(args.checkpoint, args.engine, args.tile, args.overlap)
-        options = replace(options, tile=tiling.tile, overlap=tiling.overlap)
+        options = replace(
+            options, tile=tiling.tile, overlap=tiling.overlap, threads=resolve_threads(args.threads)
+        )
         resolved = {
             "inputs": list(args.inputs),
             "checkpoint": args.checkpoint,
             "output": args.output,
             "engine": args.engine,
             "executor": args.executor,
-            "devices": devices,
+            "devices": args.devices,
             "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
             "vector": args.vector,
             "stac_item": list(args.stac_item),
@@ -297,7 +306,7 @@ def _run(args: argparse.Namespace) -> int:
                 args.output,
                 options,
                 engine=args.engine,
-                workers=devices,
+                devices=args.devices,
                 progress=progress,
                 on_result=report,
                 shard=shard,

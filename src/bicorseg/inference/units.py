@@ -14,14 +14,21 @@ Partitioned runs keep their units as *parts* in ``OUT/bicorseg_parts/``:
   later process must bring the same identity, else it is refused in one line before any work
   (another checkpoint, other settings, other inputs, another shard count), so parts of two runs
   are never mixed.
-* ``<stem>/<unit>_<kind>.tif``: the encoded outputs of one unit (class indices, probabilities,
-  confidence), tagged with the plan's id, written through :class:`bicorseg.atomic.OutputGroup`
-  (the class part last): a part is there whole or not at all, so a killed run rerun computes only
-  the missing units.
+* ``<i>/<unit>_<kind>.tif``: the encoded outputs of one unit of the plan's input ``i`` (class
+  indices, probabilities, confidence), tagged with the plan's id, written through
+  :class:`bicorseg.atomic.OutputGroup`: a part is there whole or not at all. A rerun keeps a unit
+  only when each of its parts opens, belongs to the plan, has the unit's size, bands and type, and
+  reads to its last block; the others are computed again.
+* ``run.lock``: held (``flock``) by every process of a run that writes here: shards share it, a run
+  that assembles and removes parts (``predict`` with worker processes or Ray, ``mosaic``) holds it
+  alone, so two such runs never remove each other's parts; the second is refused in one line.
 
 :func:`mosaic` assembles the parts of each input whose units are all there into the outputs
 ``predict`` writes in one process (same bytes), removes those parts, and names the missing units
 of the others (and the shard that owes them).
+
+Paths are made from the plan's names only after checking they are plain file names (a plan is a
+file anyone could have edited), and only files this module names are ever removed.
 """
 
 from __future__ import annotations
@@ -29,23 +36,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError  # what some GDAL reads raise: not a RasterioError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
-from bicorseg.atomic import find_temps, remove_stale_temps, temp_name
+from bicorseg.atomic import ensure_writable, find_temps, is_plain_name, remove_stale_temps, temp_name
 from bicorseg.errors import ConfigError, InputError, OutputError, first_line
-from bicorseg.inference.engine import Block, block_starts
+from bicorseg.inference.engine import MIN_BLOCK, Block, block_starts
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
@@ -59,6 +66,9 @@ from bicorseg.inference.writers import (
 
 PARTS_FOLDER = "bicorseg_parts"
 PLAN_NAME = "plan.json"
+LOCK_NAME = "run.lock"
+PLAN_LIMIT = 256 * 2**20  # bytes: a larger plan.json is not one bicorseg wrote
+MAX_UNITS = 10**7  # units of one run: a raster of 1.6 million pixels a side in blocks of 512 px
 PLAN_FORMAT = "bicorseg-plan"
 PLAN_VERSION = 1
 PART_ROWS = 256  # rows copied at a time between parts and outputs
@@ -112,6 +122,13 @@ class PlannedFile:
     geo: Georeference
     rescale: str | None = None  # the outputs' bicorseg_rescale tag (the map of its values), if any
 
+    def __post_init__(self) -> None:
+        # the outputs are OUT/<stem><suffix>: a name with a folder part would put them elsewhere
+        if not is_plain_name(self.name) or self.stem != PurePath(self.name).stem:
+            raise ValueError(f"{self.name!r} (stem {self.stem!r}) is not the name of a file")
+        if not (0 < self.height < 2**31 and 0 < self.width < 2**31):
+            raise ValueError(f"{self.name}: {self.width} x {self.height} px is not a raster size")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -160,6 +177,11 @@ class RunPlan:
             for r, (y0, h) in enumerate(block_starts(file.height, self.block))
             for c, (x0, w) in enumerate(block_starts(file.width, self.block))
         ]
+
+    def position(self, index: int, block: Block) -> int:
+        """The position of a unit in :meth:`units`."""
+        before = sum(len(self.blocks(f)) for f in self.files[:index])
+        return before + block.row * len(block_starts(self.files[index].width, self.block)) + block.col
 
     def units(self) -> list[tuple[int, Block]]:
         """Every unit of the run, (input index, block), in the order that round-robin shards split."""
@@ -215,7 +237,7 @@ class RunPlan:
             data = json.loads(text)
             if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
                 raise ValueError(f"not a {PLAN_FORMAT} version {PLAN_VERSION}")
-            return cls(
+            plan = cls(
                 str(data["checkpoint_sha256"]),
                 str(data["settings"]),
                 int(data["block"]),
@@ -225,8 +247,21 @@ class RunPlan:
                 tuple(PlannedFile.from_dict(f) for f in data["files"]),
                 None if data.get("shards") is None else int(data["shards"]),
             )
+            plan.check()
+            return plan
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(f"{where} is not a readable bicorseg plan ({first_line(error)})") from error
+
+    def check(self) -> None:
+        """Raise ValueError unless this could be a plan bicorseg wrote (for a plan read from a file)."""
+        if self.block < MIN_BLOCK or self.batch_size < 1 or (self.shards is not None and self.shards < 1):
+            raise ValueError(f"block {self.block}, batch size {self.batch_size}, shards {self.shards}")
+        stems = [f.stem.casefold() for f in self.files]
+        if len(set(stems)) != len(stems):
+            raise ValueError("two inputs with one output name")
+        units = sum(-(-f.height // self.block) * -(-f.width // self.block) for f in self.files)
+        if units > MAX_UNITS:
+            raise ValueError(f"{units} units (at most {MAX_UNITS})")
 
     def difference(self, other: RunPlan) -> str:
         """In words, how ``other`` (a new run) differs from this plan."""
@@ -267,31 +302,88 @@ def _names(names: Sequence[str]) -> str:
 
 
 class PartStore:
-    """The parts folder of an output folder (see the module docstring)."""
+    """The parts folder of an output folder (see the module docstring).
+
+    Every path in it is made from constants and numbers (input ``i``'s parts are in the folder
+    ``i``), never from an input's name, and files are removed by the names this code gives them
+    (never a folder with its content), so nothing outside the parts folder is ever removed.
+    """
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.out_dir = Path(out_dir)
         self.root = self.out_dir / PARTS_FOLDER
         self.plan_path = self.root / PLAN_NAME
+        self.lock_path = self.root / LOCK_NAME
 
     def exists(self) -> bool:
         return self.plan_path.is_file()
 
+    def folder(self, index: int) -> Path:
+        return self.root / str(index)
+
     def load(self) -> RunPlan | None:
         """The plan in the folder, or None."""
         try:
+            if self.plan_path.stat().st_size > PLAN_LIMIT:
+                raise InputError(
+                    f"{self.plan_path} is larger than {PLAN_LIMIT >> 20} MiB: not a bicorseg plan"
+                )
             text = self.plan_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except OSError as error:
-            raise InputError(f"cannot read {self.plan_path}: {error.strerror or error}") from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"cannot read {self.plan_path}: {first_line(error)}") from error
         return RunPlan.from_json(text, self.plan_path)
 
+    @contextmanager
+    def lock(self, shared: bool = False) -> Iterator[None]:
+        """Hold the parts folder while the block runs: shards share it; a run that assembles and
+        removes parts (``predict`` without a shard, ``mosaic``) holds it alone. Taken at once or
+        refused in one line; the kernel lets go of it when a process ends, however it ends."""
+        if self.root.is_symlink():
+            raise OutputError(
+                f"{self.root} is a symbolic link: bicorseg keeps parts only in a folder of its own"
+            )
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: runs are not guarded against each other
+            yield
+            return
+        while True:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                handle = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise OutputError(f"cannot write {self.root}: {error.strerror or error}") from None
+            try:
+                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(handle)
+                raise OutputError(
+                    f"{self.root} is in use by another run over {self.out_dir} (predict with --devices, "
+                    "--executor ray or --shard, or mosaic): wait until it ends, or write into another folder"
+                ) from None
+            except OSError:  # a file system without locks: go on unguarded
+                pass
+            with suppress(OSError):
+                if os.stat(self.lock_path).st_ino == os.fstat(handle).st_ino:
+                    break
+            os.close(handle)  # a run that just finished removed that file: take the new one
+        try:
+            yield
+        finally:
+            os.close(handle)
+
     def claim(self, plan: RunPlan, any_shards: bool = False) -> RunPlan:
-        """Join the run of this folder: create its plan (atomically, if absent) or check it is ``plan``'s.
+        """Join the run of this folder: create its plan (atomically, if absent) or check it is ``plan``'s;
+        then check that every folder of parts there can be written.
 
         ``any_shards``: a run that computes every unit itself joins a plan of any shard count.
         """
+        try:
+            plan.check()
+        except ValueError as error:
+            raise ConfigError(f"the run would have {error}: give a larger block", key="block") from None
         existing = self.load()
         if existing is None:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -299,52 +391,73 @@ class PartStore:
             try:
                 temp.write_text(plan.to_json() + "\n", encoding="utf-8")
                 os.link(temp, self.plan_path)  # fails if another process created the plan first
-                return plan
+                existing = plan
             except FileExistsError:
                 existing = self.load()
             except OSError as error:
                 raise OutputError(f"cannot write {self.plan_path}: {error.strerror or error}") from error
             finally:
-                temp.unlink(missing_ok=True)
+                with suppress(OSError):
+                    temp.unlink()
+        assert existing is not None
         if any_shards and existing.shards != plan.shards:
-            from dataclasses import replace
-
             plan = replace(plan, shards=existing.shards)
         if existing.plan_id != plan.plan_id:
             raise OutputError(
                 f"{self.plan_path} plans a run with {existing.difference(plan)}: its parts cannot be mixed "
                 f"with this run's; finish that run (bicorseg mosaic {self.out_dir}) or remove {self.root}"
             )
+        self.check_writable(existing)
         return existing
 
-    def targets(self, plan: RunPlan, file: PlannedFile, block: Block) -> dict[str, Path]:
-        folder = self.root / file.stem
+    def check_writable(self, plan: RunPlan) -> None:
+        """Raise :class:`OutputError` unless the parts folder and each of its input folders can be written."""
+        ensure_writable(self.root, folder=True)
+        for index in range(len(plan.files)):
+            if self.folder(index).exists():
+                ensure_writable(self.folder(index), folder=True)
+
+    def targets(self, plan: RunPlan, index: int, block: Block) -> dict[str, Path]:
+        folder = self.folder(index)
         return {kind: folder / f"{block.key}_{kind}.tif" for kind in plan.layout.encoded}
 
-    def done(self, plan: RunPlan, file: PlannedFile, block: Block) -> bool:
-        """Whether the part of a unit is there, whole, from this plan."""
-        targets = self.targets(plan, file, block)
-        if not all(t.is_file() for t in targets.values()):
-            return False
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with raster_access.open_raster(targets["class"]) as part:  # a file found there: no network
-                    tags, shape = part.tags(), part.shape
-        except (RasterioError, InputError):
-            return False
-        return tags.get("bicorseg_plan") == plan.plan_id and shape == (block.height, block.width)
+    def done(self, plan: RunPlan, index: int, block: Block) -> bool:
+        """Whether every part of a unit is there, whole, from this plan (else the unit is computed again)."""
+        for kind, path in self.targets(plan, index, block).items():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    with raster_access.open_raster(path) as part:  # a file found there: no network
+                        if (
+                            part.tags().get("bicorseg_plan") != plan.plan_id
+                            or part.shape != (block.height, block.width)
+                            or (part.count, part.dtypes[0]) != plan.layout.bands(kind)
+                        ):
+                            return False
+                        *_, (_, last) = part.block_windows(1)
+                        part.read(window=last)  # a truncated file fails here
+            except Exception:  # whatever the reader raises, the part cannot be used
+                return False
+        return True
 
     def missing(self, plan: RunPlan, index: int) -> list[Block]:
-        file = plan.files[index]
-        return [b for b in plan.blocks(file) if not self.done(plan, file, b)]
+        return [b for b in plan.blocks(plan.files[index]) if not self.done(plan, index, b)]
 
     @contextmanager
-    def writing(self, plan: RunPlan, file: PlannedFile, block: Block) -> Iterator[Callable]:
+    def writing(self, plan: RunPlan, index: int, block: Block) -> Iterator[Callable]:
         """A sink ``write(y0, x0, arrays)`` (output coordinates) filling the part of one unit; the
         part appears when the block ends without error."""
-        targets = self.targets(plan, file, block)
-        targets["class"].parent.mkdir(parents=True, exist_ok=True)
+        file = plan.files[index]
+        targets = self.targets(plan, index, block)
+        folder = self.folder(index)
+        if folder.is_symlink():
+            raise OutputError(
+                f"{folder} is a symbolic link: bicorseg keeps parts only in a folder of its own"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot write {folder}: {error.strerror or error}") from None
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
             outputs = RasterOutputs(targets, stack)
@@ -377,47 +490,72 @@ class PartStore:
                 outputs.abort()
                 raise
 
-    def copy_into(self, plan: RunPlan, file: PlannedFile, block: Block, sink: Callable) -> None:
+    def copy_into(self, plan: RunPlan, index: int, block: Block, sink: Callable) -> None:
         """Hand the part of a unit to ``sink(y0, x0, arrays)`` in strips of :data:`PART_ROWS` rows."""
-        targets = self.targets(plan, file, block)
+        targets = self.targets(plan, index, block)
         with ExitStack() as stack:
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            try:
-                parts = {
-                    kind: stack.enter_context(raster_access.open_raster(path))
-                    for kind, path in targets.items()
-                }
+            parts = {}
+            for kind, path in targets.items():
+                with self._damaged(plan, index, block, path):
+                    parts[kind] = stack.enter_context(raster_access.open_raster(path))
+                if parts[kind].tags().get("bicorseg_plan") != plan.plan_id:
+                    raise InputError(f"part {path} belongs to another run than {self.plan_path}")
+            for r in range(0, block.height, PART_ROWS):
+                window = Window(0, r, block.width, min(PART_ROWS, block.height - r))
+                arrays = {}
                 for kind, part in parts.items():
-                    if part.tags().get("bicorseg_plan") != plan.plan_id:
-                        raise InputError(f"part {targets[kind]} belongs to another run than {self.plan_path}")
-                for r in range(0, block.height, PART_ROWS):
-                    window = Window(0, r, block.width, min(PART_ROWS, block.height - r))
-                    arrays = {
-                        kind: part.read(1, window=window) if kind == "class" else part.read(window=window)
-                        for kind, part in parts.items()
-                    }
-                    sink(block.y0 + r, block.x0, arrays)
-            except RasterioError as error:
-                raise InputError(
-                    f"cannot read the parts of {file.name} {block.key}: {first_line(error)}"
-                ) from error
+                    with self._damaged(plan, index, block, targets[kind]):
+                        arrays[kind] = (
+                            part.read(1, window=window) if kind == "class" else part.read(window=window)
+                        )
+                sink(block.y0 + r, block.x0, arrays)
 
-    def remove(self, file: PlannedFile) -> None:
-        shutil.rmtree(self.root / file.stem, ignore_errors=True)
+    @contextmanager
+    def _damaged(self, plan: RunPlan, index: int, block: Block, path: Path) -> Iterator[None]:
+        """Turn a failed read of the part ``path`` into one line naming it and the remedy."""
+        try:
+            yield
+        except (RasterioError, CPLE_BaseError, OSError, InputError) as error:
+            shard = plan.shard_of(plan.position(index, block))
+            again = "the predict command" if shard is None else f"shard {shard}/{plan.shards}"
+            raise InputError(
+                f"cannot read the part {path} ({first_line(error.__cause__ or error)}): delete it and run "
+                f"{again} again to compute that unit anew"
+            ) from error
 
-    def remove_if_finished(self, plan: RunPlan, finished: Sequence[bool]) -> bool:
-        """Delete the parts folder when every input is assembled; whether it was deleted."""
-        if not all(finished):
-            return False
-        live = [t for t in find_temps(self.root) if not t.stale]
-        if live:  # another process of this run is still writing here
-            return False
-        shutil.rmtree(self.root, ignore_errors=True)
-        return True
+    def remove(self, plan: RunPlan, index: int) -> None:
+        """Delete the parts of input ``index`` (by their names), then its folder if nothing else is in it."""
+        folder = self.folder(index)
+        if folder.is_symlink():
+            return
+        for block in plan.blocks(plan.files[index]):
+            for path in self.targets(plan, index, block).values():
+                path.unlink(missing_ok=True)
+        remove_stale_temps(folder)
+        with suppress(OSError):
+            folder.rmdir()
 
-    def clean_stale(self) -> None:
-        remove_stale_temps(self.root, recursive=True)
+    def remove_if_finished(self, plan: RunPlan) -> bool:
+        """Delete the plan, the lock and the parts folder once no process writes there any more and
+        nothing else is in it; whether it was deleted."""
+        folders = [self.root, *(self.folder(i) for i in range(len(plan.files)))]
+        if any(not t.stale for folder in folders for t in find_temps(folder)):
+            return False  # another process of this run is still writing here
+        for index in range(len(plan.files)):
+            self.remove(plan, index)
+        self.plan_path.unlink(missing_ok=True)
+        self.lock_path.unlink(missing_ok=True)
+        remove_stale_temps(self.root)
+        with suppress(OSError):
+            self.root.rmdir()
+        return not self.root.exists()
+
+    def clean_stale(self, plan: RunPlan) -> None:
+        """Delete the temporary files that ended processes left in the parts folder."""
+        for folder in (self.root, *(self.folder(i) for i in range(len(plan.files)))):
+            remove_stale_temps(folder)
 
 
 # --- assembling ----------------------------------------------------------------------------------------
@@ -460,13 +598,13 @@ def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
         maps = MapWriter(targets, plan.layout, file.geo, (file.height, file.width), tags, stack)
         try:
             for block in plan.blocks(file):
-                store.copy_into(plan, file, block, maps.write)
+                store.copy_into(plan, index, block, maps.write)
             maps.commit()
         except BaseException:
             maps.abort()
             raise
     write_style(targets["class"], plan.layout)
-    store.remove(file)
+    store.remove(plan, index)
     return targets
 
 
@@ -495,34 +633,37 @@ def mosaic(out_dir: str | os.PathLike, overwrite: bool = False, progress: Any = 
     """Assemble the parts in ``out_dir`` (see the module docstring); outputs of another run that are
     already there are refused unless ``overwrite``."""
     store = PartStore(out_dir)
-    plan = store.load()
-    if plan is None:
+    if store.load() is None:
         raise InputError(f"{store.out_dir} holds no parts to assemble (no {PARTS_FOLDER}/{PLAN_NAME})")
-    report = MosaicReport()
-    units = plan.units()
-    position = {(i, b.key): g for g, (i, b) in enumerate(units)}
-    todo, problems = [], {}
-    for index, file in enumerate(plan.files):
-        report.total_units[file.name] = len(plan.blocks(file))
-        done, bad = outputs_done(plan, file, store.out_dir)
-        problems.update(bad)
-        if done and not overwrite:
-            report.already.append(file.name)
-            continue
-        missing = store.missing(plan, index)
-        if missing:
-            report.missing[file.name] = [(b, plan.shard_of(position[(index, b.key)])) for b in missing]
-        else:
-            todo.append(index)
-    refuse_existing(problems, overwrite)
-    store.clean_stale()
-    if progress is not None:
-        progress.start(f"mosaic of {len(todo)} file(s)", len(todo))
-    for index in todo:
-        assemble(store, plan, index)
-        report.assembled.append(plan.files[index].name)
+    with store.lock():
+        plan = store.load()
+        if plan is None:  # assembled by a run that ended while this one started
+            raise InputError(f"{store.out_dir} holds no parts to assemble (no {PARTS_FOLDER}/{PLAN_NAME})")
+        store.check_writable(plan)
+        report = MosaicReport()
+        position = {(i, b.key): g for g, (i, b) in enumerate(plan.units())}
+        todo, problems = [], {}
+        for index, file in enumerate(plan.files):
+            report.total_units[file.name] = len(plan.blocks(file))
+            done, bad = outputs_done(plan, file, store.out_dir)
+            problems.update(bad)
+            if done and not overwrite:
+                report.already.append(file.name)
+                continue
+            missing = store.missing(plan, index)
+            if missing:
+                report.missing[file.name] = [(b, plan.shard_of(position[(index, b.key)])) for b in missing]
+            else:
+                todo.append(index)
+        refuse_existing(problems, overwrite)
+        store.clean_stale(plan)
         if progress is not None:
-            progress.advance(1)
-    if not report.missing:
-        store.remove_if_finished(plan, [True] * len(plan.files))
+            progress.start(f"mosaic of {len(todo)} file(s)", len(todo))
+        for index in todo:
+            assemble(store, plan, index)
+            report.assembled.append(plan.files[index].name)
+            if progress is not None:
+                progress.advance(1)
+        if not report.missing:
+            store.remove_if_finished(plan)
     return report

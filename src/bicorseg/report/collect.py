@@ -31,6 +31,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg import raster_access
+from bicorseg.atomic import is_plain_name
 from bicorseg.data.labels import colour_table
 from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError, first_line
@@ -365,7 +366,8 @@ def find_items(
 
     A scene is a class raster written by ``bicorseg predict`` (a single-band GeoTIFF with the tag
     ``bicorseg_input``, in ``folder`` or its sub-folder ``predictions``); its image is the file of
-    that name in ``images`` (files or folders) or in ``folder``; its heatmaps are
+    that name in ``images`` (files or folders) or in ``folder`` (a tag that is not a plain file name
+    names no image: a page never shows a file from outside these folders); its heatmaps are
     ``<image stem>_heatmaps_layer<L>.tif`` (or the per-class PNGs) in ``folder`` or ``folder/heatmaps``;
     its labels (with ``labels``, a file or a folder) are found by :func:`find_labels`.
     """
@@ -382,6 +384,9 @@ def find_items(
         tags = _tags(path)
         source = tags.get("bicorseg_input")
         if source is None or "bicorseg_layer" in tags:
+            continue
+        if not is_plain_name(source):  # the tag is anyone's to edit: it may only name a file in a folder
+            items.append(ReportItem(path))
             continue
         image = None
         for place in search:
