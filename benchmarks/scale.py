@@ -1,13 +1,20 @@
-"""Benchmark of scaling out ``bicorseg predict``: units per second and peak memory per worker for one
-process, two worker processes, two shards and two Ray actors; the cost of planning and of the mosaic.
+"""Benchmark of scaling out ``bicorseg predict``: wall and CPU time and peak memory per worker for one
+process, two worker processes, two shards and two Ray actors, Ray's fixed start-up cost; the cost of
+planning and of the mosaic.
 
-Part A (``--size``, default 6144 px, blocks of ``--block`` px): a synthetic 3-band uint8 GeoTIFF
+Part A (``--size``, default 4096 px, blocks of ``--block`` px): a synthetic 3-band uint8 GeoTIFF
 (EPSG:32633) and a random-weight BiCoR-Seg (ConvNeXt-nano, C = 32, 6 classes), tile 512, overlap
-0.25, batch 4; every run in fresh processes: ``bicorseg predict`` alone; with ``--devices 2``; as
-``--shard 0/2`` and ``--shard 1/2`` started together, then ``bicorseg mosaic``; with ``--executor
-ray --devices 2`` (a local Ray cluster started by the run). Peak memory is each process's VmHWM
-(the workers' and actors' read from /proc while they run). The class rasters are compared with the
-one-process run's bytes.
+0.25, batch 4, fp32, uint8 probabilities, ``--threads`` torch threads in every process (default 1:
+one core per process); every run in fresh processes: ``bicorseg predict`` alone; with ``--devices
+2``; as ``--shard 0/2`` and ``--shard 1/2`` started together, then ``bicorseg mosaic``; with
+``--executor ray --devices 2`` (a local Ray cluster started by the run). The four runs are repeated
+``--rounds`` times, interleaved (round r starts with the r-th run), so a change of the machine's
+load falls on every run alike. Each run records its wall time, the CPU time (user + system) of all
+its processes (sampled from /proc every 0.2 s), each process's peak memory (VmHWM) and the load
+average before and after it; its class and probability rasters are compared with the one-process
+run's bytes. Ray's fixed cost (starting a local cluster and its actors, loading the model in each,
+shutting down) is measured apart: the same two runs on a raster of one small unit, Ray's time minus
+one process's.
 
 Part B (``--mosaic-sizes``): what the units cost beyond the model, measured with a per-pixel model
 (a 1x1 convolution, so the model costs next to nothing): for each size, one process writing its
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,11 +71,21 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-class PeakWatcher:
-    """Polls the VmHWM of every descendant of some processes (name -> peak MiB)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its own, not its children's)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            fields = stream.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessWatcher:
+    """Samples every descendant of some processes: peak memory (VmHWM, MiB), name and CPU time."""
 
     def __init__(self, roots: list[int]) -> None:
-        self.roots, self.peaks, self.names = roots, {}, {}
+        self.roots, self.peaks, self.names, self.cpu = roots, {}, {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -75,19 +93,23 @@ class PeakWatcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             for root in self.roots:
-                for pid in _descendants(root):
+                for pid in [root, *_descendants(root)]:
                     status = _status(pid)
                     if "VmHWM" not in status:
                         continue
                     peak = int(status["VmHWM"].split()[0]) / 1024
                     self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak)
                     self.names[pid] = status.get("Name", "").strip()
+                    self.cpu[pid] = max(self.cpu.get(pid, 0.0), _cpu_seconds(pid))
             time.sleep(0.2)
 
-    def stop(self) -> dict[int, float]:
+    def stop(self) -> ProcessWatcher:
         self._stop.set()
         self._thread.join()
-        return self.peaks
+        return self
+
+    def children_peaks(self) -> dict[int, float]:
+        return {pid: peak for pid, peak in self.peaks.items() if pid not in self.roots}
 
 
 def _cli(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -106,67 +128,144 @@ def _finish(process: subprocess.Popen, what: str) -> dict:
     return result
 
 
+def _same(out: Path, reference: Path, name: str) -> bool:
+    return (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+def _timed(runs: list[tuple[str, list[str]]], what: str) -> dict:
+    """Start each ``(name, argv)`` command at once, wait for all; wall and CPU time, peaks, load."""
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    processes = [(name, _cli(argv)) for name, argv in runs]
+    watcher = ProcessWatcher([p.pid for _, p in processes])
+    results = [_finish(p, f"{what}: {name}") for name, p in processes]
+    seconds = time.perf_counter() - start
+    watcher.stop()
+    return {"seconds": seconds, "cpu_seconds": sum(watcher.cpu.values()), "results": results,
+            "watcher": watcher, "load_before": load_before, "load_after": os.getloadavg()[0]}  # fmt: skip
+
+
 def part_a(work: Path, args: argparse.Namespace) -> dict:
     from bicorseg.inference.engine import SlidingWindow
 
     raster = work / "scene.tif"
     write_scene(raster, args.size)
+    small = work / "small" / "scene.tif"
+    small.parent.mkdir()
+    write_scene(small, 256)
     checkpoint = work / "model.ckpt"
     make_checkpoint(checkpoint)
     engine = SlidingWindow(args.size, args.size, 6, 512, 0.25, block=args.block)
     units = len(engine.blocks)
-    base = ["predict", str(raster), "--checkpoint", str(checkpoint), "--quiet", "--tile", "512", "--overlap",
-            "0.25", "--batch-size", "4", "--block", str(args.block), "--device", "cpu", "--precision",
-            "fp32"]  # fmt: skip
-    rows = []
-
-    def row(name: str, seconds: float, peaks: list[float], out: Path, processes: int) -> None:
-        same = (out / "scene.tif").read_bytes() == (work / "one" / "scene.tif").read_bytes()
-        rows.append({"run": name, "processes": processes, "seconds": round(seconds, 1),
-                     "units_per_second": round(units / seconds, 4),
-                     "megapixels_per_second": round(args.size**2 / 1e6 / seconds, 3),
-                     "peak_rss_mib_per_worker": [round(p) for p in peaks],
-                     "class_raster_identical_to_one_process": same})  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-
-    start = time.perf_counter()
-    one = _finish(_cli([*base, "--output", str(work / "one")]), "one process")
-    row("1 process", time.perf_counter() - start, [one["peak_rss_bytes"] / 2**20], work / "one", 1)
-
-    start = time.perf_counter()
-    process = _cli([*base, "--output", str(work / "devices"), "--devices", "2"])
-    watcher = PeakWatcher([process.pid])
-    main_result = _finish(process, "--devices 2")
-    peaks = watcher.stop()
-    workers = sorted(peaks.values(), reverse=True)[:2]
-    row("--devices 2 (2 worker processes)", time.perf_counter() - start, workers, work / "devices", 2)
-    rows[-1]["peak_rss_mib_main_process"] = round(main_result["peak_rss_bytes"] / 2**20)
-
-    start = time.perf_counter()
-    shards = [_cli([*base, "--output", str(work / "shards"), "--shard", f"{i}/2"]) for i in range(2)]
-    shard_results = [_finish(p, f"shard {i}/2") for i, p in enumerate(shards)]
-    shards_seconds = time.perf_counter() - start
-    mosaic = _finish(_cli(["mosaic", str(work / "shards"), "--quiet"]), "mosaic")
-    row("2 shards at once + mosaic", time.perf_counter() - start, [r["peak_rss_bytes"] / 2**20 for r in shard_results],
-        work / "shards", 2)  # fmt: skip
-    rows[-1].update(shards_seconds=round(shards_seconds, 1), mosaic_seconds=round(mosaic["seconds"], 1),
-                    mosaic_peak_rss_mib=round(mosaic["peak_rss_bytes"] / 2**20))  # fmt: skip
-
+    options = ["--checkpoint", str(checkpoint), "--quiet", "--tile", "512", "--overlap", "0.25", "--batch-size",
+               "4", "--block", str(args.block), "--device", "cpu", "--precision", "fp32", "--probabilities",
+               "--threads", str(args.threads)]  # fmt: skip
     try:
         import ray  # noqa: F401
     except ImportError:
-        print("ray is not installed: no Ray row", flush=True)
+        print("ray is not installed: no Ray rows", flush=True)
+        has_ray = False
     else:
-        start = time.perf_counter()
-        process = _cli([*base, "--output", str(work / "ray"), "--executor", "ray", "--devices", "2"])
-        watcher = PeakWatcher([process.pid])
-        _finish(process, "--executor ray")
-        peaks = watcher.stop()
-        actors = [p for pid, p in peaks.items() if "UnitActor" in watcher.names.get(pid, "")]
-        row("--executor ray --devices 2 (local cluster, 2 actors)", time.perf_counter() - start,
-            actors or sorted(peaks.values(), reverse=True)[:2], work / "ray", 2)  # fmt: skip
+        has_ray = True
+
+    def one(out: Path, source: Path = raster) -> dict:
+        return _timed([("one", ["predict", str(source), *options, "--output", str(out)])], "one process")
+
+    def devices(out: Path) -> dict:
+        return _timed([("devices", ["predict", str(raster), *options, "--output", str(out), "--devices", "2"])],
+                      "--devices 2")  # fmt: skip
+
+    def shards(out: Path) -> dict:
+        runs = [(f"shard {i}", ["predict", str(raster), *options, "--output", str(out), "--shard", f"{i}/2"])
+                for i in range(2)]  # fmt: skip
+        timed = _timed(runs, "--shard i/2")
+        mosaic = _timed([("mosaic", ["mosaic", str(out), "--quiet"])], "mosaic")
+        timed.update(shards_seconds=timed["seconds"], mosaic_seconds=mosaic["seconds"],
+                     mosaic_peak=mosaic["results"][0]["peak_rss_bytes"] / 2**20)  # fmt: skip
+        timed["seconds"] += mosaic["seconds"]
+        timed["cpu_seconds"] += mosaic["cpu_seconds"]
+        timed["load_after"] = mosaic["load_after"]
+        return timed
+
+    def ray_actors(out: Path, source: Path = raster) -> dict:
+        return _timed([("ray", ["predict", str(source), *options, "--output", str(out), "--executor", "ray",
+                                "--devices", "2"])], "--executor ray")  # fmt: skip
+
+    kinds = {
+        "1 process": one,
+        "--devices 2 (2 worker processes)": devices,
+        "2 shards at once + mosaic": shards,
+    }
+    if has_ray:
+        kinds["--executor ray --devices 2 (local cluster, 2 actors)"] = ray_actors
+    names = list(kinds)
+    measured: dict[str, list[dict]] = {name: [] for name in names}
+    fixed: list[dict] = []
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        folder = work / f"round{round_}"
+        for name in order:
+            out = folder / f"run{names.index(name)}"
+            timed = kinds[name](out)
+            measured[name].append(timed | {"out": out, "reference": folder / "run0"})
+            print(json.dumps({"round": round_, "run": name, "seconds": round(timed["seconds"], 1),
+                              "cpu_seconds": round(timed["cpu_seconds"], 1),
+                              "load": [round(timed["load_before"], 1), round(timed["load_after"], 1)]}),
+                  flush=True)  # fmt: skip
+        if has_ray:  # Ray's fixed cost: one small unit, Ray against one process
+            base = one(folder / "small-one", small)
+            with_ray = ray_actors(folder / "small-ray", small)
+            fixed.append({"one_process_seconds": round(base["seconds"], 1), "ray_seconds": round(with_ray["seconds"], 1),
+                          "ray_fixed_seconds": round(with_ray["seconds"] - base["seconds"], 1),
+                          "ray_fixed_cpu_seconds": round(with_ray["cpu_seconds"] - base["cpu_seconds"], 1)})  # fmt: skip
+            print(json.dumps({"round": round_, "ray_fixed": fixed[-1]}), flush=True)
+
+    rows = []
+    for name, runs in measured.items():
+        seconds = [r["seconds"] for r in runs]
+        row = {
+            "run": name,
+            "processes": 1 if name == "1 process" else 2,
+            "seconds": [round(v, 1) for v in seconds],
+            "median_seconds": round(statistics.median(seconds), 1),
+            "cpu_seconds": [round(r["cpu_seconds"], 1) for r in runs],
+            "median_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 1),
+            "units_per_second": round(units / statistics.median(seconds), 4),
+            "load_average_before_after": [
+                [round(r["load_before"], 1), round(r["load_after"], 1)] for r in runs
+            ],
+            "class_raster_identical_to_one_process": all(
+                _same(r["out"], r["reference"], "scene.tif") for r in runs
+            ),
+            "probabilities_identical_to_one_process": all(
+                _same(r["out"], r["reference"], "scene_prob.tif") for r in runs
+            ),
+        }
+        last = runs[-1]
+        if name == "1 process":
+            row["peak_rss_mib_per_worker"] = [round(last["results"][0]["peak_rss_bytes"] / 2**20)]
+        elif name.startswith("2 shards"):
+            row["peak_rss_mib_per_worker"] = [round(r["peak_rss_bytes"] / 2**20) for r in last["results"]]
+            row["median_shards_seconds"] = round(statistics.median(r["shards_seconds"] for r in runs), 1)
+            row["median_mosaic_seconds"] = round(statistics.median(r["mosaic_seconds"] for r in runs), 1)
+            row["mosaic_peak_rss_mib"] = round(last["mosaic_peak"])
+        else:
+            watcher = last["watcher"]
+            peaks = watcher.children_peaks()
+            actors = [p for pid, p in peaks.items() if "UnitActor" in watcher.names.get(pid, "")]
+            row["peak_rss_mib_per_worker"] = [
+                round(p) for p in (actors or sorted(peaks.values(), reverse=True)[:2])
+            ]
+            row["peak_rss_mib_main_process"] = round(last["results"][0]["peak_rss_bytes"] / 2**20)
+        if name.startswith("--executor ray") and fixed:
+            cost = statistics.median(f["ray_fixed_seconds"] for f in fixed)
+            row["median_ray_fixed_seconds"] = round(cost, 1)
+            row["median_seconds_without_ray_fixed"] = round(row["median_seconds"] - cost, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return {"size": args.size, "block": args.block, "units": units, "tiles": engine.total_tiles,
-            "tile_overhead": round(engine.overhead(), 4), "rows": rows}  # fmt: skip
+            "tile_overhead": round(engine.overhead(), 4), "threads_per_process": args.threads,
+            "rounds": args.rounds, "rows": rows, "ray_fixed_cost": fixed}  # fmt: skip
 
 
 def part_b(work: Path, sizes: list[int], block: int) -> list[dict]:
@@ -223,7 +322,8 @@ def part_b(work: Path, sizes: list[int], block: int) -> list[dict]:
 def _shard(model, info, options, raster: Path, out: Path, shard: tuple[int, int]) -> None:
     """One shard of a run with an in-memory model: the code path of ``predict --shard``."""
     from bicorseg.inference import Predictor
-    from bicorseg.inference.batch import Job, _run_here, build_plan, find_inputs
+    from bicorseg.inference.batch import build_plan, find_inputs
+    from bicorseg.inference.executors import InProcess, Job, UnitWorker
     from bicorseg.inference.units import PartStore
 
     predictor = Predictor(model, info, options)
@@ -232,15 +332,19 @@ def _shard(model, info, options, raster: Path, out: Path, shard: tuple[int, int]
     store = PartStore(out)
     plan = store.claim(build_plan(predictor, paths, plans, shard[1]))
     jobs = [Job(g, i, b) for g, (i, b) in enumerate(plan.units()) if g % shard[1] == shard[0]]
-    _run_here(jobs, predictor, [(p, plans[p]) for p in paths], store, plan, lambda job: None, None)
+    InProcess(UnitWorker(predictor, [(p, plans[p]) for p in paths], store, plan)).run(
+        jobs, lambda job: None, None
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", type=int, default=6144)
-    parser.add_argument("--block", type=int, default=3072)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--block", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every process (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of part A (default 3)")
     parser.add_argument("--mosaic-sizes", type=int, nargs="+", default=[2048, 6144, 12288])
     parser.add_argument("--mosaic-block", type=int, default=8192)
     parser.add_argument("--skip-a", action="store_true", help="only part B")
@@ -253,7 +357,7 @@ def main() -> None:
     report = {
         "benchmark": "scaling out bicorseg predict: processes, shards, Ray; planning and mosaic",
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
-        "model": "part A: BiCoR-Seg, convnext_nano, width 32, 2 HBIS layers, 6 classes, random weights; "
+        "model": "part A: BiCoR-Seg, convnext_nano, width 32, 2 HBIS layers, 6 classes, random weights, fp32; "
         "part B: a per-pixel 1x1 convolution",
         "machine": describe_machine(),
         "bicorseg": __version__,
