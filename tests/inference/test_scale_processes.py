@@ -45,6 +45,15 @@ def _reference(inputs: Path, checkpoint: Path, out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for r in results for p in r.outputs.values()}
 
 
+def _wait_for_parts(process: subprocess.Popen, parts: Path, count: int) -> None:
+    """Wait until ``process`` has written ``count`` class parts into ``parts``."""
+    deadline = time.monotonic() + 240
+    while len(list(parts.glob("*_class.tif"))) < count:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "no part was written in time"
+        time.sleep(0.02)
+
+
 def _outputs(folder: Path, names) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in names}
 
@@ -58,11 +67,7 @@ def test_a_killed_shard_rerun_computes_only_the_missing_units(tmp_path: Path) ->
     command = _command(inputs, checkpoint, out, "--shard", "0/1")
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     parts = out / PARTS_FOLDER / "0"  # the parts of the run's first input
-    deadline = time.monotonic() + 240
-    while len(list(parts.glob("*_class.tif"))) < 3:
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "no part was written in time"
-        time.sleep(0.02)
+    _wait_for_parts(process, parts, 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = {p.name: p.stat().st_mtime_ns for p in parts.glob("*_class.tif")}
@@ -184,12 +189,7 @@ def test_two_identical_runs_at_once_the_second_is_refused_in_one_line(tmp_path: 
     command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet")
     first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        parts = out / PARTS_FOLDER / "0"
-        deadline = time.monotonic() + 240
-        while not list(parts.glob("*_class.tif")):  # the first run is writing parts
-            assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "no part was written in time"
-            time.sleep(0.02)
+        _wait_for_parts(first, out / PARTS_FOLDER / "0", 1)  # the first run is writing parts
         first.send_signal(signal.SIGSTOP)  # paused in the middle of its units
         second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
         assert second.returncode == 2

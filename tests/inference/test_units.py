@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bicorseg.cli.main import main
-from bicorseg.errors import BicorsegWarning, ConfigError, InputError, OutputError
+from bicorseg.errors import BicorsegWarning, ConfigError, OutputError
 from bicorseg.inference import PredictOptions, Predictor, mosaic, predict_files
 from bicorseg.inference.batch import build_plan, find_inputs
 from bicorseg.inference.executors import UnitWorker
