@@ -70,7 +70,10 @@ def _run_partition(checkpoint: Path, inputs: Path, out: Path, block: int, groups
     assignment = [rng.randrange(groups) for _ in units]
     for group in rng.sample(range(groups), groups):
         worker = UnitWorker(
-            Predictor.from_checkpoint(checkpoint, _options(block)), [(p, plans[p]) for p in paths], store, plan
+            Predictor.from_checkpoint(checkpoint, _options(block)),
+            [(p, plans[p]) for p in paths],
+            store,
+            plan,
         )
         mine = [u for u, g in zip(units, assignment) if g == group]
         for index, unit in rng.sample(mine, len(mine)):
