@@ -5,16 +5,17 @@ planning and of the mosaic.
 Part A (``--size``, default 4096 px, blocks of ``--block`` px): a synthetic 3-band uint8 GeoTIFF
 (EPSG:32633) and a random-weight BiCoR-Seg (ConvNeXt-nano, C = 32, 6 classes), tile 512, overlap
 0.25, batch 4, fp32, uint8 probabilities, ``--threads`` torch threads in every process (default 1:
-one core per process); every run in fresh processes: ``bicorseg predict`` alone; with ``--devices
-2``; as ``--shard 0/2`` and ``--shard 1/2`` started together, then ``bicorseg mosaic``; with
-``--executor ray --devices 2`` (a local Ray cluster started by the run). The four runs are repeated
-``--rounds`` times, interleaved (round r starts with the r-th run), so a change of the machine's
-load falls on every run alike. Each run records its wall time, the CPU time (user + system) of all
-its processes (sampled from /proc every 0.2 s), each process's peak memory (VmHWM) and the load
-average before and after it; its class and probability rasters are compared with the one-process
-run's bytes. Ray's fixed cost (starting a local cluster and its actors, loading the model in each,
-shutting down) is measured apart: the same two runs on a raster of one small unit, Ray's time minus
-one process's.
+one core per process); every run in fresh processes: ``bicorseg predict`` alone, and once more at
+torch's default thread count (one per core); with ``--devices 2``; as ``--shard 0/2`` and ``--shard
+1/2`` started together, then ``bicorseg mosaic``; with ``--executor ray --devices 2`` (a local Ray
+cluster started by the run). The runs are repeated ``--rounds`` times, interleaved (round r starts
+with the r-th run), so a change of the machine's load falls on every run alike. Each run records
+its wall time, the CPU time (user + system) of all its processes (sampled from /proc every 0.2 s),
+each process's peak memory (VmHWM) and the load average before and after it; its class and
+probability rasters are compared with the one-process run's bytes, and the probability values that
+differ are counted. Ray's fixed cost (starting a local cluster and its actors, loading the model in
+each, shutting down) is measured apart: the same two runs on a raster of one small unit, Ray's time
+minus one process's.
 
 Part B (``--mosaic-sizes``): what the units cost beyond the model, measured with a per-pixel model
 (a 1x1 convolution, so the model costs next to nothing): for each size, one process writing its
@@ -132,6 +133,14 @@ def _same(out: Path, reference: Path, name: str) -> bool:
     return (out / name).read_bytes() == (reference / name).read_bytes()
 
 
+def _differing(out: Path, reference: Path, name: str) -> int:
+    """How many values of two rasters differ (their bytes may differ in the tags alone)."""
+    import rasterio
+
+    with rasterio.open(out / name) as a, rasterio.open(reference / name) as b:
+        return int((a.read() != b.read()).sum())
+
+
 def _timed(runs: list[tuple[str, list[str]]], what: str) -> dict:
     """Start each ``(name, argv)`` command at once, wait for all; wall and CPU time, peaks, load."""
     load_before = os.getloadavg()[0]
@@ -158,8 +167,9 @@ def part_a(work: Path, args: argparse.Namespace) -> dict:
     engine = SlidingWindow(args.size, args.size, 6, 512, 0.25, block=args.block)
     units = len(engine.blocks)
     options = ["--checkpoint", str(checkpoint), "--quiet", "--tile", "512", "--overlap", "0.25", "--batch-size",
-               "4", "--block", str(args.block), "--device", "cpu", "--precision", "fp32", "--probabilities",
-               "--threads", str(args.threads)]  # fmt: skip
+               "4", "--block", str(args.block), "--device", "cpu", "--precision", "fp32", "--probabilities"]  # fmt: skip
+    default_threads = list(options)  # torch's default: one thread per core in every process
+    options += ["--threads", str(args.threads)]
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -191,8 +201,13 @@ def part_a(work: Path, args: argparse.Namespace) -> dict:
         return _timed([("ray", ["predict", str(source), *options, "--output", str(out), "--executor", "ray",
                                 "--devices", "2"])], "--executor ray")  # fmt: skip
 
+    def one_default(out: Path) -> dict:
+        return _timed([("one", ["predict", str(raster), *default_threads, "--output", str(out)])],
+                      "one process, default threads")  # fmt: skip
+
     kinds = {
         "1 process": one,
+        "1 process, torch's default threads": one_default,
         "--devices 2 (2 worker processes)": devices,
         "2 shards at once + mosaic": shards,
     }
@@ -225,7 +240,7 @@ def part_a(work: Path, args: argparse.Namespace) -> dict:
         seconds = [r["seconds"] for r in runs]
         row = {
             "run": name,
-            "processes": 1 if name == "1 process" else 2,
+            "processes": 1 if name.startswith("1 process") else 2,
             "seconds": [round(v, 1) for v in seconds],
             "median_seconds": round(statistics.median(seconds), 1),
             "cpu_seconds": [round(r["cpu_seconds"], 1) for r in runs],
@@ -240,9 +255,12 @@ def part_a(work: Path, args: argparse.Namespace) -> dict:
             "probabilities_identical_to_one_process": all(
                 _same(r["out"], r["reference"], "scene_prob.tif") for r in runs
             ),
+            "probability_values_differing_from_one_process": max(
+                _differing(r["out"], r["reference"], "scene_prob.tif") for r in runs
+            ),
         }
         last = runs[-1]
-        if name == "1 process":
+        if name.startswith("1 process"):
             row["peak_rss_mib_per_worker"] = [round(last["results"][0]["peak_rss_bytes"] / 2**20)]
         elif name.startswith("2 shards"):
             row["peak_rss_mib_per_worker"] = [round(r["peak_rss_bytes"] / 2**20) for r in last["results"]]
