@@ -72,7 +72,11 @@ def test_inputs_named_like_folders_keep_the_users_files(tmp_path, checkpoint, ca
     assert main(["mosaic", str(out), "--quiet"]) == 0, capsys.readouterr().err
     assert _tree(out, mine) == mine
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["mine", "notes.txt", *(f"{n[:-4]}{end}" for n in names for end in (".tif", "_prob.tif", ".qml"))]
+        [
+            "mine",
+            "notes.txt",
+            *(f"{n[:-4]}{end}" for n in names for end in (".tif", ".tif.aux.xml", "_prob.tif", ".qml")),
+        ]
     )
     code, err = _predict(capsys, sources, checkpoint, tmp_path / "one", "--probabilities")
     assert code == 0, err
