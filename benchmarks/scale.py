@@ -351,7 +351,7 @@ def _shard(model, info, options, raster: Path, out: Path, shard: tuple[int, int]
     plan = store.claim(build_plan(predictor, paths, plans, shard[1]))
     jobs = [Job(g, i, b) for g, (i, b) in enumerate(plan.units()) if g % shard[1] == shard[0]]
     InProcess(UnitWorker(predictor, [(p, plans[p]) for p in paths], store, plan)).run(
-        jobs, lambda job: None, None
+        jobs, lambda job, nonfinite: None, None
     )
 
 
