@@ -7,6 +7,7 @@ without write permission, which does stop an ordinary user), and a path below a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -129,3 +130,15 @@ def test_ensure_writable_creates_nothing(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     with pytest.raises(OutputError, match="it is a file, not a folder"):
         ensure_writable(tmp_path / "f", folder=True)
+
+
+def test_evaluate_keeps_an_existing_report_unless_overwrite(inputs, tmp_path: Path, capsys) -> None:
+    report = tmp_path / "metrics.json"
+    report.write_text("the user's own file\n")
+    argv = _commands(inputs, tmp_path)["evaluate"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"bicorseg evaluate: error: {report} exists (use --overwrite to replace it)"
+    assert report.read_text() == "the user's own file\n"
+    assert main([*argv, "--overwrite"]) == 0
+    assert "miou" in json.loads(report.read_text())

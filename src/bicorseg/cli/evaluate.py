@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_shared_options(parser, *TTA, "rescale")
     parser.add_argument("--output", help="write the report as JSON here")
+    add_shared_options(parser, "overwrite", overwrite="replace an existing --output file")
     parser.add_argument(
         "--whole-tiles",
         action="store_true",
@@ -125,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must not be negative, got {args.num_workers}")
     if args.output:
-        ensure_writable(args.output)
+        ensure_writable(args.output, overwrite=args.overwrite)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model()
