@@ -20,7 +20,7 @@ import rasterio
 import torch
 
 from bicorseg.inference import PredictOptions, predict_files
-from bicorseg.inference.units import PARTS_FOLDER
+from bicorseg.inference.units import PARTS_FOLDER, PartStore
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
 
 
@@ -223,3 +223,57 @@ def test_ray_without_a_cluster_at_the_address_is_one_line(tmp_path: Path) -> Non
         "bicorseg predict: error: --ray-address: no Ray cluster"
     ), lines
     assert not (tmp_path / "out" / "a.tif").exists()
+
+
+def _live_processes(group: int) -> list[str]:
+    """The processes of a process group that have not ended (a zombie has ended)."""
+    listed = subprocess.run(["ps", "-e", "-o", "pgid=,stat=,pid=,args="], capture_output=True, text=True)
+    return [
+        line
+        for line in listed.stdout.splitlines()
+        if int(line.split()[0]) == group and line.split()[1][0] != "Z"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["while the workers start", "while they compute"])
+def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(when: str, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C: SIGINT to the whole process group of a run with spawned worker processes."""
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    inputs = tmp_path / "in"
+    write_geotiff(inputs / "big.tif", random_image(3, 768, 640, seed=3), nodata=0)
+    out = tmp_path / "out"
+    command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet")
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        if when == "while the workers start":
+            deadline = time.monotonic() + 240
+            while not (out / PARTS_FOLDER / "plan.json").exists():  # claimed just before the workers start
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr
+                time.sleep(0.02)
+            time.sleep(0.5)  # the workers are importing torch
+        else:
+            _wait_for_parts(process, out / PARTS_FOLDER / "0", 2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130
+    assert err.strip().splitlines() == ["bicorseg predict: interrupted"]  # no worker's traceback
+    assert _live_processes(process.pid) == []
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert [p for p in written if p.name.startswith(".")] == []  # no temporary file: nothing half-written
+    assert not (out / "big.tif").exists()
+    if when == "while they compute":  # every part left is whole, and the rerun completes the run
+        store = PartStore(out)
+        plan = store.load()
+        assert plan is not None
+        whole = [block for block in plan.blocks(plan.files[0]) if store.done(plan, 0, block)]
+        assert len(whole) >= 2 and len(list((out / PARTS_FOLDER / "0").glob("*_class.tif"))) == len(whole)
+        rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr
+        expected = _reference(inputs, checkpoint, tmp_path / "one")
+        assert _outputs(out, expected) == expected

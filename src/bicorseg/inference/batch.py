@@ -258,7 +258,10 @@ def _run_units(
     if jobs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) before
-            runner.run(jobs, done, progress)
+            try:
+                runner.run(jobs, done, progress)
+            finally:  # the unfinished parts of workers ended by an interrupt or a failure
+                store.clean_stale(plan)
     for index, count in nonfinite.items():
         warn_nonfinite(paths[index], count)
     if shard is None and all(outputs_done(plan, f, store.out_dir)[0] for f in plan.files):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import multiprocessing
+import signal
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,9 +145,28 @@ def _compute(index: int, block: Block) -> int:
     return _WORKER[0].compute(index, block)
 
 
+@contextmanager
+def _interrupt_blocked() -> Iterator[None]:
+    """SIGINT held back from this thread: a process started meanwhile inherits the blocked signal,
+    so the terminal's Ctrl-C (sent to the whole process group) reaches this process alone."""
+    if not hasattr(signal, "pthread_sigmask"):  # not on POSIX: no process group signals either
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl-C held back is raised now
+
+
 class WorkerProcesses:
     """One worker process per device (``cuda:0`` .. ``cuda:N-1``, or N times ``cpu``), each with the
-    run's thread count."""
+    run's thread count.
+
+    An interrupt (Ctrl-C, SIGINT) is this process's alone: the workers never see it (a worker
+    interrupted while it starts would print its own traceback); this process ends them, and their
+    unfinished parts (temporary files) are deleted by the dispatcher, so nothing half-written is left.
+    """
 
     def __init__(self, spec: WorkerSpec, devices: Sequence[str]) -> None:
         self.spec, self.devices = spec, list(devices)
@@ -161,11 +182,10 @@ class WorkerProcesses:
         with futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_start_worker, initargs=(self.spec, queue)
         ) as pool:
-            running = []
 
             def submit(job: Job) -> futures.Future:
-                running.append(pool.submit(_compute, job.index, job.block))
-                return running[-1]
+                with _interrupt_blocked():  # the pool starts its processes in submit
+                    return pool.submit(_compute, job.index, job.block)
 
             def wait(handles: list[futures.Future]) -> list[tuple[futures.Future, int]]:
                 finished, _ = futures.wait(handles, return_when=futures.FIRST_COMPLETED)
@@ -177,6 +197,8 @@ class WorkerProcesses:
                         progress.advance(1)
                     done(job, nonfinite)
             except BaseException:
-                for handle in running:
-                    handle.cancel()
+                # the pool then fails what is pending and joins its processes (cancelling futures
+                # here instead would race with that); Python 3.14 names this terminate_workers()
+                for process in list(pool._processes.values()):
+                    process.terminate()
                 raise
