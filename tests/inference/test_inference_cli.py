@@ -219,3 +219,15 @@ def test_a_file_name_that_is_not_utf8_is_skipped_in_a_folder_and_refused_by_name
         == f"bicorseg predict: error: {shown}: its name is not UTF-8 text, which GDAL cannot open (rename it)"
     )
     assert not (tmp_path / "out2").exists()
+
+
+def test_worker_processes_have_one_option_name(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    source = write_geotiff(tmp_path / "a.tif", random_image(3, 32, 32))
+    argv = ["predict", source, "--checkpoint", checkpoint, "--output", tmp_path / "out", "--workers", "2"]
+    with pytest.raises(SystemExit) as stopped:
+        run(capsys, *argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "bicorseg predict: error: unrecognized option --workers (see bicorseg predict --help)"
+    )
+    assert not (tmp_path / "out").exists()
