@@ -21,21 +21,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from bicorseg.errors import BicorsegError, ConfigError, first_line
+from bicorseg.errors import BicorsegError, ConfigError, first_line, require_extra
 from bicorseg.inference.engine import Block
 from bicorseg.inference.executors import IN_FLIGHT_PER_WORKER, Done, Job, UnitWorker, WorkerSpec, bounded
 from bicorseg.inference.predictor import Progress
 
-EXTRA_HINT = 'pip install "bicorseg[ray]"'
-
 
 def require_ray() -> Any:
     """The ``ray`` module, or a one-line :class:`ConfigError` naming the extra."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"ray needs the optional extra: {EXTRA_HINT}", key="executor") from None
-    return ray
+    return require_extra("ray", ("ray",), "ray", key="executor")[0]
 
 
 class UnitActor:
