@@ -38,7 +38,7 @@ def _reference(inputs: Path, checkpoint: Path, out: Path) -> dict[str, bytes]:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        options = PredictOptions(tile=128, overlap=0.25, probabilities="float32", block=128)
+        options = PredictOptions(tile=128, overlap=0.25, probabilities="float32", block=128, precision="fp32")
         results = predict_files([inputs], checkpoint, out, options)
     finally:
         torch.set_num_threads(previous)
