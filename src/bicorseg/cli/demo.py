@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import add_shared_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,10 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("--test-size", int),
         ("--crop-size", int),
         ("--width", int),
-        ("--threads", int),
         ("--lr", float),
     ):
         parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_shared_options(parser, "threads", threads="torch CPU threads (default: 1, which makes the demo "
+                       "reproducible and, on a machine shared with other jobs, is the fastest)")  # fmt: skip
     # training samples per step: not --batch-size, which is tiles per model call wherever a command takes it
     parser.add_argument("--train-batch-size", dest="batch_size", type=int, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter() - _process_age()
 
     hidden = ("train_scenes", "scene_size", "test_size", "crop_size", "batch_size", "width", "threads", "lr")
-    options = {key: getattr(args, key) for key in hidden if hasattr(args, key)}
+    options = {key: getattr(args, key) for key in hidden if getattr(args, key, None) is not None}
     if args.steps is not None:
         options["steps"] = args.steps
     config = DemoConfig(output=Path(args.output), minutes=args.minutes, seed=args.seed, **options)
