@@ -17,7 +17,8 @@ import rasterio
 import bicorseg.inference.raster_io as raster_io
 from bicorseg.errors import ConfigError
 from bicorseg.inference import ModelInfo, PredictOptions, Predictor, mosaic, predict_files
-from bicorseg.inference.batch import UnitRunner, build_plan
+from bicorseg.inference.batch import build_plan
+from bicorseg.inference.executors import UnitWorker
 from bicorseg.inference.units import PARTS_FOLDER, PLAN_NAME, PartStore
 from bicorseg.rescale import SAMPLE_SIDE, SAMPLE_WINDOWS
 from tests.helpers.inference import pixel_model, random_image, run, spec, tiny_checkpoint, write_geotiff
@@ -150,10 +151,9 @@ def test_shards_give_the_bytes_of_one_process_with_statistics_planned_once(
     store = PartStore(tmp_path / "units")
     run_plan = store.claim(build_plan(predictor, paths, plans, None))
     monkeypatch.setattr(raster_io, "sample_values", None)  # a unit that sampled would fail here
-    runner = UnitRunner(predictor, [(p, plans[p]) for p in paths])
+    worker = UnitWorker(predictor, [(p, plans[p]) for p in paths], store, run_plan)
     for index, block in run_plan.units():
-        with store.writing(run_plan, run_plan.files[index], block) as sink:
-            runner.compute(index, block, sink)
+        worker.compute(index, block)
     assert sorted(mosaic(tmp_path / "units").assembled) == ["a.tif", "b.tif"]
     assert (tmp_path / "units" / "a.tif").read_bytes() == (tmp_path / "one" / "a.tif").read_bytes()
 
