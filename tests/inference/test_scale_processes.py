@@ -263,6 +263,9 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(when: str, tm
             process.wait()
     assert process.returncode == 130
     assert err.strip().splitlines() == ["bicorseg predict: interrupted"]  # no worker's traceback
+    deadline = time.monotonic() + 30  # a process of the run may still be exiting (the resource tracker)
+    while _live_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _live_processes(process.pid) == []
     written = [p for p in out.rglob("*") if p.is_file()]
     assert [p for p in written if p.name.startswith(".")] == []  # no temporary file: nothing half-written
