@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,9 +77,10 @@ print(signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGINT) 
       ray.is_initialized())
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
+    done = subprocess.run(  # SIGINT not inherited as ignored (a shell's background job ignores it)
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "True", "False"]
     assert (tmp_path / "out" / "a.tif").exists()

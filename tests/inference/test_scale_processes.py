@@ -245,7 +245,8 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(when: str, tm
     out = tmp_path / "out"
     command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet")
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+                               start_new_session=True,  # SIGINT not inherited as ignored, as in a background job:
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         if when == "while the workers start":
             deadline = time.monotonic() + 240
