@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bicorseg.training.budget import scheduled_rate
+from bicorseg.training.budget import RunBudget, scheduled_rate
 from bicorseg.training.config import load_config
 from tests.helpers.training import TINY, cli, column, read_metrics
 
@@ -39,6 +39,17 @@ def test_warm_up_then_cosine_to_the_floor() -> None:
 )
 def test_when_the_rate_is_set_per_step(overrides: dict, per_step: bool) -> None:
     assert load_config(TINY, overrides).schedule_per_step is per_step
+
+
+def test_the_time_share_never_goes_back() -> None:
+    # a slow step (an epoch's first, waiting for data) then a fast one: the estimate of the next
+    # step's end falls, but the progress, and so the rate, must not go back
+    budget = RunBudget(load_config(TINY, {"trainer.max_minutes": 1}))
+    budget._step_seconds = 30.0
+    slow = budget.progress(0)
+    budget._step_seconds = 1.0
+    assert slow == pytest.approx(0.5) and budget.progress(1) == slow
+    assert budget.rate(1) <= budget.rate(0)
 
 
 def test_max_minutes_must_be_positive() -> None:

@@ -9,7 +9,8 @@ validation included, kept in checkpoints so that a resumed run continues it) wit
   exactly as planned, whatever the machine; a run that the time budget ends first anneals over the
   time it has, instead of stopping with the learning rate still high. Both shares count the step
   about to run (for the time, its expected duration: the step before it), so that the last step
-  takes the floor ``min_lr``.
+  takes the floor ``min_lr``. Progress never goes back: a slow step (an epoch's first, waiting for
+  its data) followed by a fast one would otherwise lower the time estimate and raise the rate.
 * **A validation at the end**: when the time budget, ``max_steps`` or ``max_epochs`` ends the run
   in the middle of the validation period (``check_val_every_n_epoch``), the final model is
   validated all the same, so that ``val_metrics.json`` and ``best.ckpt`` see the model the whole
@@ -55,6 +56,7 @@ class RunBudget(Timer):
         self.planned_steps = math.inf
         self._step_seconds = 0.0  # the latest step's duration, the estimate of the next one's
         self._step_started: float | None = None
+        self._progress = 0.0  # the furthest progress reached, so that the rate never rises again
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -63,9 +65,10 @@ class RunBudget(Timer):
     def progress(self, step: int) -> float:
         """How far the run will be at the end of optimizer step ``step`` (0-based): steps or time, the larger."""
         steps = (step + 1) / self.planned_steps if math.isfinite(self.planned_steps) else 0.0
-        if self._duration is None:
-            return steps
-        return max(steps, (self.time_elapsed() + self._step_seconds) / self._duration)
+        if self._duration is not None:
+            steps = max(steps, (self.time_elapsed() + self._step_seconds) / self._duration)
+        self._progress = max(self._progress, steps)
+        return self._progress
 
     def rate(self, step: int) -> float:
         return scheduled_rate(self.progress(step), step, self.lr, self.min_lr, self.warmup, self.cosine)
