@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from bicorseg import DatasetSpec, load_model, save_checkpoint
-from bicorseg.checkpoint import convert_official, load_checkpoint, metadata
+from bicorseg.checkpoint import convert_official, load_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
+from bicorseg.models.hub import metadata
 from tests.helpers.cli import refused
 from tests.helpers.inference import random_image, spec, write_geotiff
 from tests.helpers.models import tiny_config

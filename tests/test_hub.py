@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from bicorseg import BiCoRSeg
-from bicorseg.checkpoint import Checkpoint, Tiling, load_checkpoint, save_checkpoint
+from bicorseg.checkpoint import load_checkpoint, save_checkpoint
 from bicorseg.data.folder import ClassTable
 from bicorseg.errors import CheckpointError, ConfigError, OutputError
-from bicorseg.hub import from_pretrained, push_to_hub, read_pretrained, save_pretrained
+from bicorseg.models.hub import Tiling, push_to_hub, read_pretrained
 from bicorseg.spec import DatasetSpec, LabelEncoding
 from tests.helpers import require
 from tests.helpers.hub import HubServer, fill_hf_cache
@@ -45,7 +45,7 @@ def model() -> BiCoRSeg:
 
 @pytest.fixture
 def folder(model, tmp_path) -> Path:
-    return save_pretrained(model, tmp_path / "model", tiling=Tiling(256, 0.5, "checkpoint"))
+    return model.save_pretrained(tmp_path / "model", tiling=Tiling(256, 0.5, "checkpoint"))
 
 
 def test_a_saved_folder_reads_back_as_the_same_model(model, folder) -> None:
@@ -72,8 +72,7 @@ def test_the_card_tells_classes_bands_recipe_scores_licence_and_loading(model, t
               "mean_f1": 0.5, "oa": 0.9, "pixels": 1000,
               "per_class": {"road": {"iou": 0.25, "f1": 0.4, "in_means": True}}}  # fmt: skip
     (tmp_path / "metrics.json").write_text(json.dumps(report))
-    checkpoint = Checkpoint(model.config, model.state_dict(), model.dataset, {"train_config": train})
-    folder = save_pretrained(checkpoint, tmp_path / "m", licence="cc-by-4.0", evaluation=tmp_path / "metrics.json", repo_id="org/roads")  # fmt: skip
+    folder = model.save_pretrained(tmp_path / "m", card={"train_config": train}, licence="cc-by-4.0", evaluation=tmp_path / "metrics.json", repo_id="org/roads")  # fmt: skip
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlicense: cc-by-4.0\nlibrary_name: bicorseg\n")
     assert "| 1 | building | `#FF0000` | yes |" in card
@@ -82,35 +81,36 @@ def test_the_card_tells_classes_bands_recipe_scores_licence_and_loading(model, t
     assert "mIoU 43.21 %, mean F1 50.00 %, OA 90.00 % (1000 pixels)." in card and "- split: val" in card
     assert "| road | 25.00 | 40.00 | yes |" in card
     assert 'BiCoRSeg.from_pretrained("org/roads")' in card and "--checkpoint hf://org/roads" in card
-    again = save_pretrained(read_pretrained(folder), tmp_path / "again")  # the card travels on
-    assert read_pretrained(again).extra["train_config"] == train
+    read = load_checkpoint(folder)
+    again = read.build_model().save_pretrained(tmp_path / "again", card=read.extra)  # the card travels on
+    assert load_checkpoint(again).extra["train_config"] == train
     assert (
         "license: cc-by-4.0" in (again / "README.md").read_text()
         and "mIoU 43.21 %" in (again / "README.md").read_text()
     )
     with pytest.raises(ConfigError, match="not an evaluation report"):
-        save_pretrained(model, tmp_path / "x", evaluation={"miou": 1})
+        model.save_pretrained(tmp_path / "x", evaluation={"miou": 1})
 
 
 def test_colour_encoded_classes_keep_their_colours_in_the_class_table(tmp_path) -> None:
     colours = ((10, 20, 30), (40, 50, 60), (70, 80, 90), (1, 2, 3))
     encoded = DatasetSpec("dubai", spec().class_names, colours, 4, (0, 1, 2),
                           label_encoding=LabelEncoding("colours", colours, ((0, 0, 0),)))  # fmt: skip
-    folder = save_pretrained(BiCoRSeg(tiny_config(), dataset=encoded), tmp_path / "m")
-    assert read_pretrained(folder).dataset == encoded
+    folder = BiCoRSeg(tiny_config(), dataset=encoded).save_pretrained(tmp_path / "m")
+    assert load_checkpoint(folder).dataset == encoded
     assert "ignore_colours: ['#000000']" in (folder / "classes.yaml").read_text()
 
 
 def test_the_folder_is_written_whole_and_never_over_other_files(model, folder, tmp_path) -> None:
     with pytest.raises(OutputError, match="is not empty: choose a new folder"):
-        save_pretrained(model, folder)
-    assert save_pretrained(model, folder, overwrite=True) == folder
+        model.save_pretrained(folder)
+    assert model.save_pretrained(folder, overwrite=True) == folder
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match=r"holds other files \(notes\.txt\)"):
-        save_pretrained(model, folder, overwrite=True)
-    bare = save_pretrained(BiCoRSeg(tiny_config()), tmp_path / "bare")
+        model.save_pretrained(folder, overwrite=True)
+    bare = BiCoRSeg(tiny_config()).save_pretrained(tmp_path / "bare")
     assert sorted(p.name for p in bare.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    assert read_pretrained(bare).dataset is None
+    assert load_checkpoint(bare).dataset is None
 
 
 def _header_of(path: Path) -> dict:
@@ -174,7 +174,7 @@ HOSTILE = [
 def test_a_hostile_folder_is_one_error_naming_the_file(folder, case, message) -> None:
     _edit(folder, case)
     with pytest.raises(CheckpointError, match=message):
-        read_pretrained(folder)
+        read_pretrained(folder, BiCoRSeg)
 
 
 def test_hostile_folder_on_the_command_line_is_one_line(folder, tmp_path, capsys) -> None:
@@ -191,7 +191,7 @@ def test_push_to_hub_checks_its_arguments_before_any_request(model, tmp_path, ca
     with pytest.raises(ConfigError, match="give ORG/NAME"):
         model.push_to_hub("name-only")
     with pytest.raises(CheckpointError, match="not a pretrained folder"):
-        push_to_hub(tmp_path / "missing", "org/name")
+        push_to_hub(tmp_path / "missing", "org/name", network=BiCoRSeg)
     checkpoint = save_checkpoint(model, tmp_path / "model.ckpt")
     code, _, err = run(capsys, "export", "pretrained", "--checkpoint", checkpoint, "--output", tmp_path / "o", "--push-to-hub", "a b/c")  # fmt: skip
     assert code == 2 and "--push-to-hub: not a Hub repository id" in err and not (tmp_path / "o").exists()
@@ -291,6 +291,6 @@ def test_a_python_hub_id_that_is_no_folder_and_no_id_is_refused(tmp_path) -> Non
     with pytest.raises(CheckpointError, match=r"is a folder without config\.json: give a checkpoint file"):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="not a pretrained folder"):
-        from_pretrained(tmp_path / "missing")
+        BiCoRSeg.from_pretrained(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="not a pretrained folder"):
-        from_pretrained("not an id")
+        BiCoRSeg.from_pretrained("not an id")

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from bicorseg import load_model
-from bicorseg.checkpoint import metadata
 from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
+from bicorseg.models.hub import metadata
 from tests.helpers.cli import refused, run_cli
 from tests.helpers.inference import random_image, spec, write_geotiff
 from tests.helpers.models import tiny_config

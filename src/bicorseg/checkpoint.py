@@ -7,9 +7,10 @@ A bicorseg checkpoint is a ``torch.save`` dict::
      "tiling": {"tile": 512, "overlap": 0.25},   # the default tile for predict, heatmaps, evaluate
      "state_dict": BiCoRSeg.state_dict(), "extra": {...}}
 
-``tiling`` is the size the model saw in training (``bicorseg train`` records its crop size);
-checkpoints saved without one are applied with 512 / 0.25 (:class:`Tiling`). Format version 1 is
-the first: every key it writes is required when read.
+The metadata is that of every saved model (:func:`bicorseg.models.hub.metadata`); ``tiling`` is the
+size the model saw in training (``bicorseg train`` records its crop size), checkpoints saved without
+one are applied with 512 / 0.25 (:class:`~bicorseg.models.hub.Tiling`). Pretrained folders and Hub
+repositories are read by :mod:`bicorseg.models.hub`.
 
 The training layer writes Lightning checkpoints that carry the same metadata under the key
 ``"bicorseg"`` and the model's weights with the prefix ``model.``; :func:`load_checkpoint` reads
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -28,48 +28,14 @@ from typing import Any, cast
 import torch
 
 from bicorseg.atomic import atomic_output, sha256_file
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE
 from bicorseg.errors import CheckpointError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
+from bicorseg.models.hub import FORMAT, Tiling, metadata, parse_metadata, pretrained_sha256, read_pretrained
 from bicorseg.precision import InferencePrecision, with_precision
 from bicorseg.spec import DatasetSpec
 from bicorseg.torch_files import check_finite_weights, read_torch_file
 
-FORMAT = "bicorseg"
-FORMAT_VERSION = 1
 LIGHTNING_PREFIX = "model."
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """The tile size and overlap a model is applied with by default, and where they come from.
-
-    BiCoR-Seg pools class embeddings over its whole input, so its predictions depend on the tile
-    (docs/prediction.md, "Tiling honesty"): the default is the size the model saw in training,
-    recorded in the checkpoint (``source``: ``"checkpoint"``), else 512 px / 0.25 (``"default"``).
-    """
-
-    tile: int = DEFAULT_TILE
-    overlap: float = DEFAULT_OVERLAP
-    source: str = "default"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tile": self.tile, "overlap": self.overlap}
-
-    @classmethod
-    def from_metadata(cls, meta: Mapping[str, Any]) -> Tiling:
-        """The tiling recorded in checkpoint metadata, else the default; a malformed record is a
-        :class:`CheckpointError`, never silently replaced."""
-        recorded = meta.get("tiling")
-        if recorded is None:
-            return cls()
-        tile = recorded.get("tile") if isinstance(recorded, Mapping) else None
-        overlap = recorded.get("overlap") if isinstance(recorded, Mapping) else None
-        if not (isinstance(tile, int) and not isinstance(tile, bool) and tile >= MIN_TILE):
-            raise CheckpointError(f"tiling: the tile must be an integer of at least {MIN_TILE}, got {tile!r}")
-        if not (isinstance(overlap, int | float) and not isinstance(overlap, bool) and 0.0 <= overlap < 1.0):
-            raise CheckpointError(f"tiling: the overlap must be a number in [0, 1), got {overlap!r}")
-        return cls(tile, float(overlap), "checkpoint")
 
 
 @dataclass
@@ -111,22 +77,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def metadata(model: BiCoRSeg, tiling: Tiling | None = None) -> dict[str, Any]:
-    """The checkpoint metadata of a model (stored next to its weights); ``tiling``: its default tile."""
-    from bicorseg.defaults import VERSION
-
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "bicorseg_version": VERSION,
-        "model_config": model.config.to_dict(),
-        "dataset": model.dataset.to_dict() if model.dataset is not None else None,
-    }
-    if tiling is not None and tiling.source != "default":
-        meta["tiling"] = tiling.to_dict()
-    return meta
-
-
 def save_checkpoint(
     model: BiCoRSeg | InferencePrecision,
     path: str | os.PathLike,
@@ -154,12 +104,10 @@ def load_checkpoint(
     """Read a bicorseg checkpoint; optionally check classes and bands.
 
     ``path``: a checkpoint file (plain, or a Lightning checkpoint of ``bicorseg train``), a pretrained
-    folder (:func:`bicorseg.hub.save_pretrained`) or a Hugging Face Hub repository ``hf://org/name``.
+    folder (:func:`bicorseg.models.hub.save_pretrained`) or a Hugging Face Hub repository ``hf://org/name``.
     """
     if _is_pretrained_reference(path):
-        from bicorseg.hub import read_pretrained  # here: the hub module builds on this one
-
-        checkpoint = read_pretrained(path)
+        checkpoint = Checkpoint(*read_pretrained(path, BiCoRSeg))
     else:
         checkpoint = _load_file(path)
     config = checkpoint.model_config
@@ -182,8 +130,6 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
     """The content hash that identifies a checkpoint: of its file, or of a pretrained folder's
     configuration and weights."""
     if Path(path).is_dir():
-        from bicorseg.hub import pretrained_sha256
-
         return pretrained_sha256(path)
     return sha256_file(path)
 
@@ -213,26 +159,6 @@ def _load_file(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path} holds no model weights")
     check_finite_weights(state, path)
     return Checkpoint(config, state, dataset, dict(extra) if isinstance(extra, dict) else {}, tiling)
-
-
-def parse_metadata(
-    meta: Mapping[str, Any], path: str | os.PathLike
-) -> tuple[ModelConfig, DatasetSpec | None, Tiling]:
-    """The model configuration, dataset facts and tiling of checkpoint metadata (:func:`metadata`),
-    checked: a :class:`CheckpointError` naming ``path`` for another format version or invalid data."""
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} is a bicorseg checkpoint of format version {meta.get('format_version')!r}; "
-            f"this bicorseg reads version {FORMAT_VERSION}"
-        )
-    try:
-        config = ModelConfig.from_dict(meta["model_config"])
-        dataset = None if meta["dataset"] is None else DatasetSpec.from_dict(meta["dataset"])
-        tiling = Tiling.from_metadata(meta)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:  # ConfigError among them
-        detail = f"no {error.args[0]!r}" if isinstance(error, KeyError) else first_line(error)
-        raise CheckpointError(f"{path} has invalid metadata: {detail}") from error
-    return config, dataset, tiling
 
 
 def load_model(

@@ -12,11 +12,12 @@ import rasterio
 import torch
 from PIL import Image
 
-from bicorseg.checkpoint import Tiling, load_checkpoint
+from bicorseg.checkpoint import load_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.demo import DEMO_CRS, DEMO_DATASET
 from bicorseg.demo.pipeline import DemoConfig
 from bicorseg.errors import ConfigError
+from bicorseg.models.hub import Tiling
 
 # Small scenes, a narrow model and a few steps: the whole run takes well under a minute on two cores.
 TINY = [

@@ -9,10 +9,11 @@ import rasterio
 import torch
 import yaml
 
-from bicorseg.checkpoint import LIGHTNING_PREFIX, Tiling, load_checkpoint, metadata, save_checkpoint
+from bicorseg.checkpoint import LIGHTNING_PREFIX, load_checkpoint, save_checkpoint
 from bicorseg.cli.main import main
 from bicorseg.errors import CheckpointError
 from bicorseg.models import BiCoRSeg
+from bicorseg.models.hub import Tiling, metadata
 from tests.helpers.inference import random_image, spec, write_geotiff
 from tests.helpers.models import tiny_config
 

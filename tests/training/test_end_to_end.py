@@ -14,8 +14,9 @@ from PIL import Image
 
 from bicorseg import load_model
 from bicorseg.atomic import find_temps
-from bicorseg.checkpoint import Tiling, load_checkpoint
+from bicorseg.checkpoint import load_checkpoint
 from bicorseg.errors import InputError
+from bicorseg.models.hub import Tiling
 from tests.helpers.training import TINY, cli, column, read_metrics
 
 LOSS_TERMS = (

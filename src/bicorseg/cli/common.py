@@ -219,7 +219,8 @@ def checkpoint_tiling(checkpoint: str, engine: str, tile: int | None, overlap: f
     """The :class:`~bicorseg.checkpoint.Tiling` to use: the options given, else the checkpoint's."""
     from dataclasses import replace
 
-    from bicorseg.checkpoint import Tiling, load_checkpoint
+    from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.models.hub import Tiling
 
     if tile is not None and overlap is not None:
         return Tiling(tile, overlap, "options")

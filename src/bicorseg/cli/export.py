@@ -99,16 +99,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _pretrained(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.hub import check_repo_id, push_to_hub, save_pretrained
+    from bicorseg.models import BiCoRSeg
+    from bicorseg.models.hub import check_repo_id, push_to_hub
 
     if args.private and not args.push_to_hub:
         raise ConfigError("--private is for --push-to-hub: give the repository too")
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before anything is written
     ensure_writable(args.output, folder=True)
-    folder = save_pretrained(
-        load_checkpoint(args.checkpoint),
+    checkpoint = load_checkpoint(args.checkpoint)
+    folder = checkpoint.build_model().save_pretrained(
         args.output,
+        tiling=checkpoint.tiling,
+        card=checkpoint.extra,
         licence=args.licence,
         evaluation=args.evaluation,
         repo_id=args.push_to_hub,
@@ -119,5 +122,7 @@ def _pretrained(args: argparse.Namespace) -> int:
         + (", classes.yaml" if (folder / "classes.yaml").is_file() else "")
     )
     if args.push_to_hub:
-        print(f"uploaded to {push_to_hub(folder, args.push_to_hub, private=args.private or None)}")
+        print(
+            f"uploaded to {push_to_hub(folder, args.push_to_hub, network=BiCoRSeg, private=args.private or None)}"
+        )
     return 0

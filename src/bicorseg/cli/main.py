@@ -101,9 +101,10 @@ def _resolve_hub_checkpoint(args: argparse.Namespace) -> None:
     before the command runs, so that its worker processes read the local folder)."""
     checkpoint = getattr(args, "checkpoint", None)
     if isinstance(checkpoint, str) and checkpoint.startswith("hf://"):
-        from bicorseg.hub import resolve
+        from bicorseg.models import BiCoRSeg
+        from bicorseg.models.hub import resolve
 
-        args.checkpoint = str(resolve(checkpoint))
+        args.checkpoint = str(resolve(checkpoint, BiCoRSeg))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

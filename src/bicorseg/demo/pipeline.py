@@ -267,9 +267,10 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     ``started`` (a ``time.perf_counter`` value) is when the budget began, e.g. when the command was
     launched; default: now.
     """
-    from bicorseg.checkpoint import Tiling, load_checkpoint, save_checkpoint
+    from bicorseg.checkpoint import load_checkpoint, save_checkpoint
     from bicorseg.inference import PredictOptions, Predictor, export_heatmaps, model_info
     from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, write_report_json
+    from bicorseg.models.hub import Tiling
     from bicorseg.report import ReportItem, write_report
     from bicorseg.training import train
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from bicorseg.checkpoint import Tiling
 from bicorseg.defaults import default_class_names, default_palette
+from bicorseg.models.hub import Tiling
 from bicorseg.spec import DatasetSpec
 
 

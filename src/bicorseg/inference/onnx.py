@@ -111,8 +111,9 @@ def export_onnx(
     of the tile) and ``resolution_cm`` (centimetres per pixel, required: checkpoints do not record it).
     """
     onnx, _ = _require_onnx()
-    from bicorseg.checkpoint import load_checkpoint, metadata
+    from bicorseg.checkpoint import load_checkpoint
     from bicorseg.inference.model_info import model_info
+    from bicorseg.models.hub import metadata
 
     if profile not in PROFILES:
         raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {profile!r}", key="profile")
@@ -202,8 +203,8 @@ def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
     Malformed metadata (not JSON, missing keys, wrong types or values) raises a
     :class:`CheckpointError` naming the file and the key.
     """
-    from bicorseg.checkpoint import Tiling
     from bicorseg.inference.model_info import ModelInfo
+    from bicorseg.models.hub import Tiling
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: invalid '{METADATA_KEY}' metadata: {what}")

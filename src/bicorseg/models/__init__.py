@@ -1,4 +1,4 @@
-"""BiCoR-Seg networks: backbones, the fused neck, HBIS layers and the full model.
+"""BiCoR-Seg networks: backbones, the fused neck, HBIS layers, the full model and its files (hub).
 
 The names are imported on first use, so that :mod:`bicorseg.models.config` (the hyper-parameters)
 is read without loading torch.

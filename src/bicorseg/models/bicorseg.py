@@ -18,9 +18,7 @@ The model runs in the dtype of its input and parameters and under whatever autoc
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +32,7 @@ from bicorseg.errors import ConfigError, InputError
 from bicorseg.models.backbone import build_backbone
 from bicorseg.models.config import ModelConfig
 from bicorseg.models.hbis import HBISLayer
+from bicorseg.models.hub import HubMixin
 from bicorseg.models.neck import FusedNeck
 from bicorseg.spec import DatasetSpec
 
@@ -53,7 +52,7 @@ class TrainOutput:
     class_embeddings: list[torch.Tensor]  # per layer, B x N x C
 
 
-class BiCoRSeg(nn.Module):
+class BiCoRSeg(HubMixin, nn.Module):
     """BiCoR-Seg (see module docstring). Build from a :class:`ModelConfig` and optional dataset facts."""
 
     def __init__(self, config: ModelConfig, dataset: DatasetSpec | None = None) -> None:
@@ -188,32 +187,6 @@ class BiCoRSeg(nn.Module):
             raise InputError(f"expected a batch of images B x bands x H x W, got shape {tuple(x.shape)}")
         if x.shape[1] != self.config.in_channels:
             raise InputError(f"the model expects {self.config.in_channels} input band(s), got {x.shape[1]}")
-
-    # --- sharing, as timm and segmentation_models_pytorch do (bicorseg.hub; extra "hub" for the Hub) ---
-
-    @classmethod
-    def from_pretrained(
-        cls, reference: str | os.PathLike[str], revision: str | None = None, map_location: str = "cpu"
-    ) -> BiCoRSeg:
-        """The model of a pretrained folder or a Hugging Face Hub repository (``org/name``,
-        ``hf://org/name``), in evaluation mode; see :func:`bicorseg.hub.from_pretrained`."""
-        from bicorseg.hub import from_pretrained  # when called: the hub module builds on the models
-
-        return from_pretrained(reference, revision, map_location)
-
-    def save_pretrained(self, folder: str | os.PathLike[str], **options: Any) -> Path:
-        """Write this model as a pretrained folder (safetensors weights, config.json, classes.yaml,
-        README.md model card); options of :func:`bicorseg.hub.save_pretrained`."""
-        from bicorseg.hub import save_pretrained
-
-        return save_pretrained(self, folder, **options)
-
-    def push_to_hub(self, repo_id: str, **options: Any) -> str:
-        """Upload this model to the Hugging Face Hub repository ``repo_id`` (an account and a token
-        needed); options of :func:`bicorseg.hub.push_to_hub`. Returns the commit's URL."""
-        from bicorseg.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **options)
 
 
 @torch.no_grad()

@@ -25,13 +25,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from bicorseg.checkpoint import Tiling, metadata
 from bicorseg.defaults import DEFAULT_OVERLAP
 from bicorseg.errors import BicorsegError
 from bicorseg.evaluation import data_protocol
 from bicorseg.losses import BiCoRSegLoss
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare, write_report_json
 from bicorseg.models import BiCoRSeg
+from bicorseg.models.hub import Tiling, metadata
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import TrainConfig
 from bicorseg.training.lookahead import Lookahead

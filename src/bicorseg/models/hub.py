@@ -1,10 +1,14 @@
-"""Models shared as folders, as timm and segmentation_models_pytorch share theirs: save, read, Hub.
+"""A model's files: the metadata every saved model carries, pretrained folders and the Hugging Face Hub.
 
-A pretrained folder (:func:`save_pretrained`) holds::
+Every saved model (a checkpoint of :mod:`bicorseg.checkpoint`, a pretrained folder) carries the
+same metadata (:func:`metadata`): format and version, model configuration, dataset facts and the
+default :class:`Tiling`. Format version 1 is the first: every key it writes is required when read.
 
-    config.json        the checkpoint's metadata (format, version, model configuration, dataset facts:
-                       classes, palette, bands and statistics; tiling) and the model card's facts
-                       ("card": licence, training configuration, evaluation report)
+A pretrained folder (:func:`save_pretrained`), shared as timm and segmentation_models_pytorch share
+theirs, holds::
+
+    config.json        the metadata and the model card's facts ("card": licence, training
+                       configuration, evaluation report)
     model.safetensors  the weights (safetensors: tensors only, nothing that runs)
     classes.yaml       the class table, in the format training reads (models with dataset facts)
     README.md          the model card: classes and colours, bands and statistics, training data and
@@ -12,16 +16,18 @@ A pretrained folder (:func:`save_pretrained`) holds::
 
 :func:`read_pretrained` reads such a folder, or a Hugging Face Hub repository (``hf://org/name``,
 or ``org/name`` in Python; optional extra ``hub``, huggingface_hub's cache and ``HF_HUB_OFFLINE``
-respected), as a :class:`~bicorseg.checkpoint.Checkpoint`, so every command that takes
-``--checkpoint`` takes these too. It is as careful as the checkpoint reader: config.json and
+respected); :func:`bicorseg.checkpoint.load_checkpoint` reads them through it, so every command that
+takes ``--checkpoint`` takes these too. It is as careful as the checkpoint reader: config.json and
 classes.yaml are bounded (1 MiB) and parsed as plain data; the weights' names, shapes and dtypes are
 checked against the configuration from the safetensors header before a tensor is read (a
 configuration is not built before its layer count and width agree with the header); a Hub file is
 refused from its published size before it is downloaded; non-finite weights and a class table that
 disagrees with the configuration are refused. Anything wrong is one :class:`CheckpointError`
-naming the file.
+naming the file. :func:`push_to_hub` uploads a folder (or a model, saved first) with huggingface_hub.
 
-:func:`push_to_hub` uploads a folder (or a model, saved first) with huggingface_hub.
+:class:`HubMixin` gives the network ``from_pretrained``, ``save_pretrained`` and ``push_to_hub``.
+This module knows no network class: the functions that build one (on the meta device, to know the
+weights a configuration has) take it as ``network``.
 """
 
 from __future__ import annotations
@@ -31,26 +37,133 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
 from bicorseg.atomic import OutputGroup, sha256_file
-from bicorseg.checkpoint import FORMAT, Checkpoint, Tiling, metadata, parse_metadata
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE, VERSION
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line, require_extra
-from bicorseg.models.bicorseg import BiCoRSeg
+from bicorseg.models.config import ModelConfig
 from bicorseg.pretrained import quiet_hub
+from bicorseg.spec import DatasetSpec
 from bicorseg.torch_files import check_finite_weights
 
+FORMAT = "bicorseg"
+FORMAT_VERSION = 1
 CONFIG, WEIGHTS, CLASSES, CARD = "config.json", "model.safetensors", "classes.yaml", "README.md"
 FILES = (CONFIG, WEIGHTS, CLASSES, CARD)
 HUB_PREFIX = "hf://"
 MAX_TEXT_BYTES = 1 << 20  # config.json, classes.yaml, an evaluation report: a few KiB
 MAX_HEADER_BYTES = 16 << 20  # the safetensors header: names, dtypes, shapes (about 100 bytes a tensor)
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+Network = Callable[..., torch.nn.Module]  # a network class: Network(config) builds one
+Pretrained = tuple[ModelConfig, dict[str, torch.Tensor], DatasetSpec | None, dict[str, Any], "Tiling"]
+_Model = TypeVar("_Model", bound="HubMixin")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """The tile size and overlap a model is applied with by default, and where they come from.
+
+    BiCoR-Seg pools class embeddings over its whole input, so its predictions depend on the tile
+    (docs/prediction.md, "Tiling honesty"): the default is the size the model saw in training,
+    recorded with it (``source``: ``"checkpoint"``), else 512 px / 0.25 (``"default"``).
+    """
+
+    tile: int = DEFAULT_TILE
+    overlap: float = DEFAULT_OVERLAP
+    source: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tile": self.tile, "overlap": self.overlap}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> Tiling:
+        """The tiling recorded in a model's metadata, else the default; a malformed record is a
+        :class:`CheckpointError`, never silently replaced."""
+        recorded = meta.get("tiling")
+        if recorded is None:
+            return cls()
+        tile = recorded.get("tile") if isinstance(recorded, Mapping) else None
+        overlap = recorded.get("overlap") if isinstance(recorded, Mapping) else None
+        if not (isinstance(tile, int) and not isinstance(tile, bool) and tile >= MIN_TILE):
+            raise CheckpointError(f"tiling: the tile must be an integer of at least {MIN_TILE}, got {tile!r}")
+        if not (isinstance(overlap, int | float) and not isinstance(overlap, bool) and 0.0 <= overlap < 1.0):
+            raise CheckpointError(f"tiling: the overlap must be a number in [0, 1), got {overlap!r}")
+        return cls(tile, float(overlap), "checkpoint")
+
+
+class HubMixin:
+    """``from_pretrained``, ``save_pretrained`` and ``push_to_hub`` for a network that has a
+    ``config`` (:class:`ModelConfig`) and a ``dataset`` (:class:`DatasetSpec` or None) and is built
+    as ``cls(config, dataset=dataset)`` (extra ``hub``: safetensors, huggingface_hub)."""
+
+    config: ModelConfig
+    dataset: DatasetSpec | None
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model],
+        reference: str | os.PathLike[str],
+        revision: str | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> _Model:
+        """The model of a pretrained folder or a Hugging Face Hub repository (``org/name``,
+        ``hf://org/name``), in evaluation mode on ``map_location``; ``revision``: a Hub branch, tag
+        or commit."""
+        config, state, dataset, _, _ = read_pretrained(reference, cls, revision)  # type: ignore[arg-type]
+        model: Any = cls(replace(config, pretrained=None), dataset=dataset)  # type: ignore[call-arg]
+        model.load_state_dict(state, strict=True)  # the names and shapes were checked when read
+        return model.eval().to(map_location)  # type: ignore[no-any-return]
+
+    def save_pretrained(self, folder: str | os.PathLike[str], **options: Any) -> Path:
+        """Write this model as a pretrained folder (safetensors weights, config.json, classes.yaml,
+        README.md model card); options of :func:`save_pretrained`."""
+        return save_pretrained(self, folder, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload this model to the Hugging Face Hub repository ``repo_id`` (an account and a token
+        needed); options of :func:`push_to_hub`. Returns the commit's URL."""
+        return push_to_hub(self, repo_id, **options)
+
+
+def metadata(model: HubMixin, tiling: Tiling | None = None) -> dict[str, Any]:
+    """The metadata of a model (saved with its weights); ``tiling``: its default tile."""
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bicorseg_version": VERSION,
+        "model_config": model.config.to_dict(),
+        "dataset": model.dataset.to_dict() if model.dataset is not None else None,
+    }
+    if tiling is not None and tiling.source != "default":
+        meta["tiling"] = tiling.to_dict()
+    return meta
+
+
+def parse_metadata(
+    meta: Mapping[str, Any], path: str | os.PathLike[str]
+) -> tuple[ModelConfig, DatasetSpec | None, Tiling]:
+    """The model configuration, dataset facts and tiling of a model's metadata (:func:`metadata`),
+    checked: a :class:`CheckpointError` naming ``path`` for another format version or invalid data."""
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is a bicorseg checkpoint of format version {meta.get('format_version')!r}; "
+            f"this bicorseg reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = ModelConfig.from_dict(meta["model_config"])
+        dataset = None if meta["dataset"] is None else DatasetSpec.from_dict(meta["dataset"])
+        tiling = Tiling.from_metadata(meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # ConfigError among them
+        detail = f"no {error.args[0]!r}" if isinstance(error, KeyError) else first_line(error)
+        raise CheckpointError(f"{path} has invalid metadata: {detail}") from error
+    return config, dataset, tiling
 
 
 def _safetensors() -> Any:
@@ -61,18 +174,21 @@ def _safetensors() -> Any:
 
 
 def save_pretrained(
-    model: BiCoRSeg | Checkpoint | Any,
+    model: HubMixin | Any,
     folder: str | os.PathLike[str],
     *,
     tiling: Tiling | None = None,
+    card: Mapping[str, Any] | None = None,
     licence: str | None = None,
     evaluation: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``model`` (a :class:`BiCoRSeg`, its precision wrapper, or a :class:`Checkpoint` with its
-    training configuration and tiling) as a pretrained folder (see module docstring).
+    """Write ``model`` (a network with :class:`HubMixin`, or its precision wrapper) as a pretrained
+    folder (see module docstring).
 
+    ``tiling``: its default tile. ``card``: the card's facts already known (a checkpoint's ``extra``:
+    training configuration, licence, evaluation), which ``licence`` and ``evaluation`` complete.
     ``licence``: the licence identifier the card declares (e.g. ``cc-by-4.0``; unstated if None).
     ``evaluation``: the report of ``bicorseg evaluate --output`` (a file or its content), shown in
     the card with its convention. ``repo_id``: the Hub repository the card's loading example names.
@@ -80,13 +196,9 @@ def save_pretrained(
     together, ``config.json`` last.
     """
     st = _safetensors()
-    extra: dict[str, Any] = {}
-    if isinstance(model, Checkpoint):
-        extra, tiling = dict(model.extra), tiling or model.tiling
-        model = model.build_model()
     network = getattr(model, "model", model)  # an InferencePrecision wraps the network
-    if not isinstance(network, BiCoRSeg):
-        raise ConfigError(f"expected a BiCoRSeg model or a checkpoint, got {type(model).__name__}")
+    if not isinstance(network, HubMixin):
+        raise ConfigError(f"expected a BiCoRSeg model, got {type(model).__name__}")
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"cannot write into {folder}: it is a file, not a folder")
@@ -95,14 +207,15 @@ def save_pretrained(
         raise OutputError(f"{folder} is not empty: choose a new folder (or `overwrite` a pretrained folder)")
     if others:
         raise OutputError(f"{folder} holds other files ({', '.join(others[:3])}): choose a new folder")
-    card = {**extra, "licence": licence or extra.get("licence")}  # a re-saved folder keeps its card
-    card["evaluation"] = _evaluation(evaluation) if evaluation is not None else extra.get("evaluation")
+    card = dict(card or {})  # a re-saved folder keeps its card
+    card["licence"] = licence or card.get("licence")
+    card["evaluation"] = _evaluation(evaluation) if evaluation is not None else card.get("evaluation")
     meta = {**metadata(network, tiling), "card": card}
     try:
         config_text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as error:
         raise ConfigError(f"the model card's facts are not plain JSON data: {first_line(error)}") from error
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}  # type: ignore[attr-defined]
     texts = {CONFIG: config_text, CARD: model_card(meta, repo_id)}
     if network.dataset is not None:
         from bicorseg.data.folder import class_table_dict
@@ -271,9 +384,13 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def read_pretrained(reference: str | os.PathLike[str], revision: str | None = None) -> Checkpoint:
-    """The :class:`Checkpoint` of a pretrained folder or Hub repository (see module docstring)."""
-    folder = resolve(reference, revision)
+def read_pretrained(
+    reference: str | os.PathLike[str], network: Network, revision: str | None = None
+) -> Pretrained:
+    """The model configuration, weights, dataset facts, card and tiling of a pretrained folder or
+    Hub repository (see module docstring), in the order of :class:`bicorseg.checkpoint.Checkpoint`;
+    ``network``: the class the weights are checked against."""
+    folder = resolve(reference, network, revision)
     config_path = folder / CONFIG
     if not config_path.is_file():
         raise CheckpointError(
@@ -287,22 +404,13 @@ def read_pretrained(reference: str | os.PathLike[str], revision: str | None = No
         )
     config, dataset, tiling = parse_metadata(meta, config_path)
     weights = folder / WEIGHTS
-    expected = _expected_weights(config, weights)
+    expected = _expected_weights(network, config, weights)
     state = _read_weights(weights, expected)
     check_finite_weights(state, weights)
     if (folder / CLASSES).is_file():
         _check_class_table(folder / CLASSES, dataset)
     card = meta.get("card")
-    extra = dict(card) if isinstance(card, Mapping) else {}
-    return Checkpoint(config, state, dataset, extra, tiling)
-
-
-def from_pretrained(
-    reference: str | os.PathLike[str], revision: str | None = None, map_location: str | torch.device = "cpu"
-) -> BiCoRSeg:
-    """The model of a pretrained folder or Hub repository (``org/name`` or ``hf://org/name``), in
-    evaluation mode on ``map_location``; ``revision``: a Hub branch, tag or commit."""
-    return read_pretrained(reference, revision).build_model().to(map_location)
+    return config, state, dataset, dict(card) if isinstance(card, Mapping) else {}, tiling
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -328,7 +436,9 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", t
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
 
 
-def _expected_weights(config: Any, weights: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _expected_weights(
+    network: Network, config: ModelConfig, weights: Path
+) -> dict[str, tuple[str, tuple[int, ...]]]:
     """The dtype and shape of every weight of ``config``'s network, once the header agrees with its
     width and layer count (so that a hostile configuration builds nothing large): built on the meta
     device, where nothing is allocated."""
@@ -344,10 +454,9 @@ def _expected_weights(config: Any, weights: Path) -> dict[str, tuple[str, tuple[
     layers = {name.split(".")[1] for name in header if name.startswith("layers.")}
     if len(layers) != config.layers:
         raise CheckpointError(f"{weights}: {len(layers)} HBIS layers, config.json says {config.layers}")
-    with torch.device("meta"):
-        network = BiCoRSeg(replace(config, pretrained=None))
     expected = {
-        k: (_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in network.state_dict().items()
+        k: (_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape))
+        for k, v in _meta_state(network, config).items()
     }
     found = {
         k: (v.get("dtype"), tuple(v.get("shape") or ())) for k, v in header.items() if isinstance(v, Mapping)
@@ -425,10 +534,11 @@ def _hub() -> Any:
     return hub
 
 
-def resolve(reference: str | os.PathLike[str], revision: str | None = None) -> Path:
+def resolve(reference: str | os.PathLike[str], network: Network, revision: str | None = None) -> Path:
     """The local folder of ``reference``: a folder as it is; ``hf://org/name`` (or, given as a string,
     ``org/name`` that is not a folder here) from the Hugging Face cache, downloaded there first unless
-    ``HF_HUB_OFFLINE`` is set. A Hub file is refused from its published size before it is downloaded."""
+    ``HF_HUB_OFFLINE`` is set. A Hub file is refused from its published size (the weights: those of
+    ``network`` built with the repository's configuration) before it is downloaded."""
     text = str(reference)
     if not text.startswith(HUB_PREFIX):
         path = Path(text).expanduser()
@@ -444,7 +554,7 @@ def resolve(reference: str | os.PathLike[str], revision: str | None = None) -> P
     errors = hub.errors
     try:
         with quiet_hub():
-            folder = _hub_folder(hub, repo_id, revision)
+            folder = _hub_folder(hub, repo_id, revision, network)
     except errors.HFValidationError as error:
         raise ConfigError(f"{where}: not a Hub repository id ({first_line(error)})") from error
     except (
@@ -465,7 +575,7 @@ def resolve(reference: str | os.PathLike[str], revision: str | None = None) -> P
     return folder
 
 
-def _hub_folder(hub: Any, repo_id: str, revision: str | None) -> Path:
+def _hub_folder(hub: Any, repo_id: str, revision: str | None, network: Network) -> Path:
     """The snapshot folder of ``repo_id`` in the Hugging Face cache, with config.json and the weights
     (and classes.yaml where the repository has one); the weights' published size is checked against
     the configuration first."""
@@ -474,7 +584,15 @@ def _hub_folder(hub: Any, repo_id: str, revision: str | None) -> Path:
     assert config is not None  # not optional: missing, it raised
     meta = _read_json(config, "a bicorseg model configuration")
     model_config, _, _ = parse_metadata(meta, config)
-    _hub_file(hub, repo_id, WEIGHTS, revision, _weights_bytes(model_config) + MAX_HEADER_BYTES + 8)
+    _hub_file(
+        hub,
+        repo_id,
+        WEIGHTS,
+        revision,
+        sum(v.numel() * v.element_size() for v in _meta_state(network, model_config).values())
+        + MAX_HEADER_BYTES
+        + 8,
+    )
     _hub_file(hub, repo_id, CLASSES, revision, MAX_TEXT_BYTES, optional=True)
     return config.parent
 
@@ -488,10 +606,10 @@ def _unreachable(hub: Any, where: str, error: BaseException) -> CheckpointError:
     )
 
 
-def _weights_bytes(config: Any) -> int:
+def _meta_state(network: Network, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights ``config``'s network has, on the meta device, where nothing is allocated."""
     with torch.device("meta"):
-        network = BiCoRSeg(replace(config, pretrained=None))
-    return sum(v.numel() * v.element_size() for v in network.state_dict().values())
+        return network(replace(config, pretrained=None)).state_dict()
 
 
 def _hub_file(
@@ -536,17 +654,19 @@ def check_repo_id(repo_id: str) -> Any:
 
 
 def push_to_hub(
-    model: BiCoRSeg | Checkpoint | str | os.PathLike[str],
+    model: HubMixin | str | os.PathLike[str],
     repo_id: str,
     *,
+    network: Network | None = None,
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload a bicorseg model",
     **save_options: Any,
 ) -> str:
-    """Upload a pretrained folder (or a model or checkpoint, saved to one first with ``save_options``)
-    to the Hub repository ``repo_id``, created if missing; returns the commit's URL. Needs an account
-    and a token (``hf auth login``, or ``token``). The folder is read back first, as a user would."""
+    """Upload a pretrained folder (or a model, saved to one first with ``save_options``) to the Hub
+    repository ``repo_id``, created if missing; returns the commit's URL. Needs an account and a
+    token (``hf auth login``, or ``token``). The folder is read back first, as a user would, with
+    ``network``, the model's class (a folder needs it: ``BiCoRSeg``)."""
     hub = check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="bicorseg-hub-") as scratch:
         if isinstance(model, str | os.PathLike):
@@ -555,7 +675,10 @@ def push_to_hub(
                 raise CheckpointError(f"{folder}: not a pretrained folder")
         else:
             folder = save_pretrained(model, Path(scratch) / "model", repo_id=repo_id, **save_options)
-        read_pretrained(folder)
+            network = network or cast(Network, type(model))
+        if network is None:
+            raise ConfigError("give the network class of the folder's model", key="network")
+        read_pretrained(folder, network)
         api = hub.HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(
