@@ -1,84 +1,105 @@
 """The typed records of a prepared dataset: one patch, one finished tile, one split, the manifest.
 
-Each record reads its JSON form (``from_dict``) and writes it (``to_dict``) with the keys, in the
-order, that ``manifest.json`` and the journal (``.bicorseg-prepare/tiles/...``) hold. Version 1 is
-the first format: every key ``to_dict`` writes is required (``null`` where the value may be absent);
-only the keys it leaves out when they do not apply (a patch's ``zoom``, ``pixels``, ``ignored`` and
-``source_name``, a source's ``label``, a tile's ``settings``) may be missing. A missing key or a
-value of the wrong type is a :class:`MalformedRecord`.
+Each record reads its JSON form (``from_dict``) and writes it (``to_dict``) with the keys that
+``manifest.json`` and the journal (``.bicorseg-prepare/tiles/...``) hold, checked against the
+fields' annotations. Version 1 is the first format: every key ``to_dict`` writes is required
+(``null`` where the value may be absent); only the keys it leaves out when they hold their default
+(a record's ``OPTIONAL``: a patch's ``zoom``, ``pixels``, ``ignored`` and ``source_name``, a
+source's ``label``, a tile's ``settings``) may be missing. A missing key or a value of the wrong
+type is a :class:`MalformedRecord`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 MANIFEST_FORMAT = "bicorseg-prepared"
 MANIFEST_VERSION = 1
 
 JSON = dict[str, Any]
+_R = TypeVar("_R", bound="Record")
 
 
 class MalformedRecord(ValueError):
     """A manifest or journal record lacks a key or holds a value of the wrong type."""
 
 
-def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *default: Any) -> Any:
-    """``data[key]`` checked to be of ``kind``; with a ``default``, the key may be missing (a key
-    ``to_dict`` leaves out) and None is allowed when it is the default."""
+def _mapping(data: Any) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise MalformedRecord(f"expected an object, got {type(data).__name__}")
-    if key not in data:
-        if default:
-            return default[0]
-        raise MalformedRecord(f"no {key!r}")
-    value = data[key]
-    if value is None and default and default[0] is None:
+    return data
+
+
+def _checked(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` of the type ``annotation`` (a record is read; a mapping is taken as it is)."""
+    options = (
+        typing.get_args(annotation) if typing.get_origin(annotation) is types.UnionType else (annotation,)
+    )
+    if value is None and type(None) in options:
         return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise MalformedRecord(f"{key!r} is {type(value).__name__}, not {getattr(kind, '__name__', kind)}")
-    return value
+    (kind,) = [option for option in options if option is not type(None)]
+    if kind is Any:
+        return value
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return kind.from_dict(value)
+    origin = typing.get_origin(kind) or kind
+    if not isinstance(value, origin) or (isinstance(value, bool) and origin is int):
+        raise MalformedRecord(f"{key!r} is {type(value).__name__}, not {origin.__name__}")
+    if origin is list:
+        return [_checked(item, typing.get_args(kind)[0], key) for item in value]
+    return dict(value) if origin is dict else value
 
 
-def _nullable(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    """``data[key]``, required, of ``kind`` or None."""
-    if not isinstance(data, Mapping):
-        raise MalformedRecord(f"expected an object, got {type(data).__name__}")
-    if key not in data:
-        raise MalformedRecord(f"no {key!r}")
-    return _get(data, key, kind, None)
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
-def _ints(values: Any, key: str) -> list[int]:
-    if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
-        raise MalformedRecord(f"{key!r} is not a list of integers")
-    return [int(v) for v in values]
+class Record:
+    """A dataclass read from and written to JSON by its fields (see the module docstring)."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()  # keys to_dict leaves out when they hold the default
+
+    @classmethod
+    def from_dict(cls: type[_R], data: Mapping[str, Any]) -> _R:
+        data, hints, values = _mapping(data), typing.get_type_hints(cls), {}
+        for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if item.name in data:
+                values[item.name] = _checked(data[item.name], hints[item.name], item.name)
+            elif item.name not in cls.OPTIONAL:
+                raise MalformedRecord(f"no {item.name!r}")
+        return cls(**values)
+
+    def to_dict(self) -> JSON:
+        return {
+            item.name: _plain(getattr(self, item.name))
+            for item in dataclasses.fields(self)  # type: ignore[arg-type]
+            if item.name not in self.OPTIONAL or getattr(self, item.name) != item.default
+        }
 
 
 @dataclass(frozen=True)
-class ZoomRecord:
+class ZoomRecord(Record):
     """How a zoomed patch (the paper protocol's car zoom) was cut from its patch."""
 
     window: list[int]  # y, x, side of the square crop
     variant: str  # zoom, zoom_vflip, zoom_hflip, zoom_rot{0|90|180|270}
     quarter_turns: int
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ZoomRecord:
-        return cls(
-            _ints(_get(data, "window", list), "window"),
-            _get(data, "variant", str),
-            _get(data, "quarter_turns", int),
-        )
-
-    def to_dict(self) -> JSON:
-        return {"window": list(self.window), "variant": self.variant, "quarter_turns": self.quarter_turns}
-
 
 @dataclass(frozen=True)
-class PatchRecord:
+class PatchRecord(Record):
     """One written sample: its image (and mask) file relative to the output folder, with checksums."""
+
+    OPTIONAL = ("zoom", "pixels", "ignored", "source_name")
 
     name: str
     image: str
@@ -95,81 +116,25 @@ class PatchRecord:
     ignored: int | None = None
     source_name: str = ""  # the tile record it belongs to (manifest items only)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PatchRecord:
-        window = _nullable(data, "window", list)
-        zoom = _get(data, "zoom", dict, None)
-        pixels = _get(data, "pixels", list, None)
-        return cls(
-            name=_get(data, "name", str),
-            image=_get(data, "image", str),
-            mask=_nullable(data, "mask", str),
-            height=_get(data, "height", int),
-            width=_get(data, "width", int),
-            tile=_get(data, "tile", str),
-            copy=_get(data, "copy", str),
-            window=None if window is None else _ints(window, "window"),
-            image_sha256=_get(data, "image_sha256", str),
-            mask_sha256=_nullable(data, "mask_sha256", str),
-            zoom=None if zoom is None else ZoomRecord.from_dict(zoom),
-            pixels=None if pixels is None else _ints(pixels, "pixels"),
-            ignored=_get(data, "ignored", int, None),
-            source_name=_get(data, "source_name", str, ""),
-        )
-
-    def to_dict(self) -> JSON:
-        data: JSON = {
-            "name": self.name,
-            "image": self.image,
-            "mask": self.mask,
-            "height": self.height,
-            "width": self.width,
-            "tile": self.tile,
-            "copy": self.copy,
-            "window": None if self.window is None else list(self.window),
-            "image_sha256": self.image_sha256,
-            "mask_sha256": self.mask_sha256,
-        }
-        if self.zoom is not None:
-            data["zoom"] = self.zoom.to_dict()
-        if self.pixels is not None:
-            data["pixels"], data["ignored"] = list(self.pixels), self.ignored
-        if self.source_name:
-            data["source_name"] = self.source_name
-        return data
-
     def files(self) -> list[str]:
         """The files of this sample, relative to the output folder."""
         return [self.image] if self.mask is None else [self.image, self.mask]
 
 
 @dataclass(frozen=True)
-class SourceIdentity:
+class SourceIdentity(Record):
     """What a finished tile was made from: its source files (paths in the release) and their sizes."""
+
+    OPTIONAL = ("label", "label_bytes")
 
     image: str
     image_bytes: int
     label: str | None = None
     label_bytes: int | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SourceIdentity:
-        return cls(
-            _get(data, "image", str),
-            _get(data, "image_bytes", int),
-            _get(data, "label", str, None),
-            _get(data, "label_bytes", int, None),
-        )
-
-    def to_dict(self) -> JSON:
-        data: JSON = {"image": self.image, "image_bytes": self.image_bytes}
-        if self.label is not None:
-            data.update(label=self.label, label_bytes=self.label_bytes)
-        return data
-
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """The settings a tile was prepared with: a finished tile is reused only under equal settings."""
 
     dataset: str | None
@@ -178,33 +143,19 @@ class Settings:
     unknown_colours: str | None
     protocol: str = "clean"
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        return cls(
-            _nullable(data, "dataset", str),
-            _nullable(data, "variant", str),
-            _nullable(data, "rule", dict),
-            _nullable(data, "unknown_colours", str),
-            _get(data, "protocol", str),
-        )
 
-    def to_dict(self) -> JSON:
-        return {
-            "dataset": self.dataset,
-            "variant": self.variant,
-            "rule": self.rule,
-            "unknown_colours": self.unknown_colours,
-            "protocol": self.protocol,
-        }
+_TILE_SUMMARY = ("tile", "fields", "source", "size", "unknown_ignored")
 
 
 @dataclass(frozen=True)
-class TileRecord:
+class TileRecord(Record):
     """One finished source image (a tile) and the samples cut from it.
 
     The journal holds every field; the manifest holds the tile's own fields under its split's
     ``tiles`` (:meth:`summary_dict`) and its samples in the split's ``items``.
     """
+
+    OPTIONAL = ("settings",)
 
     tile: str
     name: str
@@ -215,50 +166,16 @@ class TileRecord:
     entries: list[PatchRecord]
     settings: Settings | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TileRecord:
-        settings = _get(data, "settings", dict, None)
-        return cls(
-            tile=_get(data, "tile", str),
-            name=_get(data, "name", str),
-            fields=dict(_get(data, "fields", dict)),
-            source=SourceIdentity.from_dict(_get(data, "source", dict)),
-            size=_ints(_get(data, "size", list), "size"),
-            unknown_ignored=_get(data, "unknown_ignored", int),
-            entries=[PatchRecord.from_dict(e) for e in _get(data, "entries", list)],
-            settings=None if settings is None else Settings.from_dict(settings),
-        )
-
-    def to_dict(self) -> JSON:
-        data: JSON = {
-            "tile": self.tile,
-            "name": self.name,
-            "fields": dict(self.fields),
-            "source": self.source.to_dict(),
-            "size": list(self.size),
-            "unknown_ignored": self.unknown_ignored,
-            "entries": [e.to_dict() for e in self.entries],
-        }
-        if self.settings is not None:
-            data["settings"] = self.settings.to_dict()
-        return data
-
     def summary_dict(self) -> JSON:
         """The tile's entry in its split's ``tiles`` of the manifest."""
-        return {
-            "tile": self.tile,
-            "fields": dict(self.fields),
-            "source": self.source.to_dict(),
-            "size": list(self.size),
-            "unknown_ignored": self.unknown_ignored,
-        }
+        return {key: value for key, value in self.to_dict().items() if key in _TILE_SUMMARY}
 
     def files(self) -> set[str]:
         return {path for entry in self.entries for path in entry.files()}
 
 
 @dataclass(frozen=True)
-class SplitRecord:
+class SplitRecord(Record):
     """One prepared split: its cutting rule, tiles, samples and class pixel counts."""
 
     rule: JSON | None  # SplitRule.to_dict()
@@ -274,41 +191,29 @@ class SplitRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SplitRecord:
-        items = [PatchRecord.from_dict(i) for i in _get(data, "items", list)]
+        split = super().from_dict(data)  # its tiles as the manifest holds them: summaries
         by_source: dict[str, list[PatchRecord]] = {}
-        for item in items:
+        for item in split.items:
             by_source.setdefault(item.source_name, []).append(item)
-        tiles = {}
-        for name, tile in _get(data, "tiles", dict).items():
-            tiles[name] = TileRecord.from_dict({**tile, "name": name, "entries": []})
-            tiles[name] = replace(tiles[name], entries=by_source.get(name, []))
-        pixels = _nullable(data, "pixels", list)
-        return cls(
-            rule=_nullable(data, "rule", dict),
-            label_variant=_nullable(data, "label_variant", str),
-            tiles=tiles,
-            items=items,
-            pixels=None if pixels is None else _ints(pixels, "pixels"),
-            ignored=_nullable(data, "ignored", int),
-        )
+        tiles = {
+            name: replace(
+                TileRecord.from_dict({**_mapping(tile), "name": name, "entries": []}),
+                entries=by_source.get(name, []),
+            )
+            for name, tile in split.tiles.items()
+        }
+        return replace(split, tiles=tiles)
 
     def to_dict(self) -> JSON:
-        return {
-            "rule": self.rule,
-            "label_variant": self.label_variant,
-            "count": self.count,
-            "tiles": {name: tile.summary_dict() for name, tile in self.tiles.items()},
-            "pixels": None if self.pixels is None else list(self.pixels),
-            "ignored": self.ignored,
-            "items": [i.to_dict() for i in self.items],
-        }
+        tiles = {name: tile.summary_dict() for name, tile in self.tiles.items()}
+        return {**super().to_dict(), "count": self.count, "tiles": tiles}
 
     def files(self) -> set[str]:
         return {path for item in self.items for path in item.files()}
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
     """``manifest.json`` of a prepared dataset (see :mod:`bicorseg.data.release`)."""
 
     dataset: str
@@ -326,38 +231,15 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
-        splits = _get(data, "splits", dict)
-        return cls(
-            dataset=_get(data, "dataset", str),
-            variant=_nullable(data, "variant", str),
-            spec=_get(data, "spec", dict),
-            splits={name: _split(name, split) for name, split in splits.items()},
-            bands=list(_get(data, "bands", list)),
-            unknown_colours=_nullable(data, "unknown_colours", str),
-            protocol=_get(data, "protocol", str),
-            protocol_notes=list(_get(data, "protocol_notes", list)),
-            sources=list(_get(data, "sources", list)),
-            found=dict(_get(data, "found", dict)),
-            bicorseg_version=_nullable(data, "bicorseg_version", str),
-            version=_get(data, "version", int),
+        manifest = super().from_dict(data)
+        return replace(
+            manifest, splits={name: _split(name, split) for name, split in manifest.splits.items()}
         )
 
     def to_dict(self) -> JSON:
-        return {
-            "format": MANIFEST_FORMAT,
-            "version": self.version,
-            "bicorseg_version": self.bicorseg_version,
-            "dataset": self.dataset,
-            "variant": self.variant,
-            "bands": list(self.bands),
-            "spec": self.spec,
-            "unknown_colours": self.unknown_colours,
-            "protocol": self.protocol,
-            "protocol_notes": list(self.protocol_notes),
-            "sources": list(self.sources),
-            "found": self.found,
-            "splits": {name: split.to_dict() for name, split in self.splits.items()},
-        }
+        data = super().to_dict()
+        splits = data.pop("splits")
+        return {"format": MANIFEST_FORMAT, **data, "splits": splits}  # the splits last, for readers
 
     def settings(self, split: str) -> Settings:
         """The settings the tiles of ``split`` were prepared with."""
