@@ -59,6 +59,7 @@ settings reach both.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -104,7 +105,9 @@ _SERVICE_XML = re.compile(rb"<\s*(GDAL_WMS|GDAL_WMTS|WCS_GDAL|GDAL_WCS)\b")
 _VRT_XML = re.compile(rb"<\s*(VRTDataset|OGRVRTDataSource)\b")
 # elements of raster and OGR VRTs that name another dataset
 _SOURCE_TAGS = frozenset({"SourceFilename", "SrcDataSource"})
-# a GeoJSON CRS link (the 2008 form), looked for in the first and last MiB of a JSON file
+# a JSON file is decoded whole up to this size to find a GeoJSON "crs" member (the 2008 form), whatever
+# the spelling of its text; a larger one, or one Python cannot decode, is searched in its first and last MiB
+GEOJSON_PARSE_BYTES = 16 * 2**20
 JSON_SCAN_BYTES = 2**20
 _JSON_CRS = re.compile(rb'"crs"\s*:\s*\{')
 _JSON_HREF = re.compile(rb'"href"\s*:\s*"([^"]*)"')
@@ -531,25 +534,40 @@ def _vrt_sources(name: str, content: bytes, base: Path | None) -> list[str]:
     return sources
 
 
-def _json_crs_link(path: Path | None, data: bytes | None) -> str | None:
-    """The href of a GeoJSON ``"crs": {"type": "link", ...}`` member (searched at the file's start and end)."""
-    if data is not None:
-        ends = [data[:JSON_SCAN_BYTES], data[-JSON_SCAN_BYTES:]]
-    else:
-        try:
+def geojson_crs(path: Path | None, data: bytes | None = None) -> dict[str, Any] | None:
+    """The top-level ``crs`` member of a GeoJSON file or its bytes (the 2008 form; RFC 7946 has none),
+    None without; found by a search of the file's ends, a member is ``{}`` or a link to the ``href``."""
+    try:
+        if data is None and path.stat().st_size <= GEOJSON_PARSE_BYTES:  # type: ignore[union-attr]
+            data = path.read_bytes()  # type: ignore[union-attr]
+        if data is None:
             with open(path, "rb") as stream:  # type: ignore[arg-type]
                 ends = [stream.read(JSON_SCAN_BYTES)]
-                stream.seek(0, os.SEEK_END)
-                stream.seek(max(stream.tell() - JSON_SCAN_BYTES, 0))
+                stream.seek(max(stream.seek(0, os.SEEK_END) - JSON_SCAN_BYTES, 0))
                 ends.append(stream.read())
-        except OSError:
-            return None
+        else:
+            ends = [data[:JSON_SCAN_BYTES], data[-JSON_SCAN_BYTES:]]
+            if len(data) <= GEOJSON_PARSE_BYTES:
+                with suppress(ValueError, RecursionError):  # not JSON to Python: searched as text below
+                    parsed = json.loads(data)
+                    member = parsed.get("crs") if isinstance(parsed, dict) else None
+                    return member if member is None or isinstance(member, dict) else {}
+    except OSError:
+        return None  # GDAL reports unreadable files itself
+    found = None
     for text in ends:
         for member in _JSON_CRS.finditer(text):
             href = _JSON_HREF.search(text, member.end(), member.end() + 2048)
             if href is not None:
-                return href.group(1).decode("utf-8", "replace")
-    return None
+                return {"properties": {"href": href.group(1).decode("utf-8", "replace")}}
+            found = {}
+    return found
+
+
+def _crs_link(member: dict[str, Any] | None) -> str | None:
+    properties = member.get("properties") if member else None
+    href = properties.get("href") if isinstance(properties, dict) else None
+    return href if isinstance(href, str) else None
 
 
 def _check_references(name: str, path: Path | None, data: bytes | None, depth: int = 0) -> None:
@@ -559,7 +577,7 @@ def _check_references(name: str, path: Path | None, data: bytes | None, depth: i
     if _SERVICE_XML.search(head):
         raise InputError(f"{name}: describes a web service; {REMOTE_HINT}")
     if head.lstrip()[:1] == b"{":
-        link = _json_crs_link(path, data)
+        link = _crs_link(geojson_crs(path, data))
         if link is not None and is_remote(link):
             raise InputError(f"{name}: its CRS is a link to {link}, which needs the network; {REMOTE_HINT}")
     if not _VRT_XML.search(head):
@@ -786,7 +804,7 @@ def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                info = pyogrio.read_info(name)
+                info = pyogrio.read_info(name, layer=0)  # the driver: any layer tells it, without a warning
                 _check_opened(shown, info.get("driver") or "", [])
                 yield name
             except Exception as error:

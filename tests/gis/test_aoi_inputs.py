@@ -25,13 +25,14 @@ from pyproj import CRS  # noqa: E402
 
 from bicorseg.cli.main import main  # noqa: E402
 from bicorseg.errors import InputError  # noqa: E402
-from bicorseg.gis.aoi import read_polygons  # noqa: E402
+from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 from tests.helpers.gis import write_class_raster  # noqa: E402
 from tests.helpers.network import Listener  # noqa: E402
 from tests.helpers.range_server import RangeServer  # noqa: E402
 
 X0, Y0 = 500_000.0, 5_000_000.0  # the class raster's corner (EPSG:32633, 0.5 m pixels)
 UTM = CRS.from_epsg(32633)
+GRID = __import__("rasterio").Affine(0.5, 0, X0, 0, -0.5, Y0)  # the class raster's pixel grid
 SQUARE = [[X0, Y0 - 10.0], [X0 + 10.0, Y0 - 10.0], [X0 + 10.0, Y0], [X0, Y0], [X0, Y0 - 10.0]]
 
 
@@ -146,14 +147,14 @@ def test_geojson_without_a_crs_is_read_as_wgs84_and_says_so(tmp_path) -> None:
     with pytest.warns(
         UserWarning, match=r"plain\.geojson declares no CRS: read as WGS 84 longitude/latitude"
     ):
-        polygons = read_polygons(path, UTM)
+        polygons = AreaOfInterest.read(path, UTM, GRID).polygons
     # placed as longitude/latitude: near 15 E 45 N in UTM 33, not at (15, 45) metres
     x, y = shapely.get_coordinates(polygons[0])[0]
     assert 400_000 < x < 600_000 and 4_900_000 < y < 5_100_000
     named = geojson(tmp_path / "named.geojson", {"type": "name", "properties": {"name": "EPSG:32633"}})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a declared CRS: nothing to say
-        read_polygons(named, UTM)
+        AreaOfInterest.read(named, UTM, GRID)
 
 
 def test_an_aoi_that_holds_no_pixel_is_refused_naming_both_extents(tmp_path, raster, capsys) -> None:
@@ -173,11 +174,25 @@ def test_an_aoi_that_holds_no_pixel_is_refused_naming_both_extents(tmp_path, ras
         tmp_path / "sliver.geojson", {"type": "name", "properties": {"name": "EPSG:32633"}}, sliver
     )
     with pytest.raises(InputError, match="holds no pixel"):
-        from bicorseg.gis.aoi import AreaOfInterest
+        AreaOfInterest.read(path, UTM, GRID, shape=(100, 100))
 
-        AreaOfInterest.read(
-            path, UTM, __import__("rasterio").Affine(0.5, 0, X0, 0, -0.5, Y0), shape=(100, 100)
+
+def test_an_aoi_of_several_layers_names_one(tmp_path) -> None:
+    path = tmp_path / "areas.gpkg"
+    far = shapely.box(X0 + 1000, Y0 - 10, X0 + 1010, Y0)
+    for layer, polygon in (("far", far), ("near", shapely.Polygon(SQUARE))):
+        wkb = np.array([shapely.to_wkb(polygon)], dtype=object)
+        pyogrio.raw.write(
+            path, wkb, [], [], layer=layer, geometry_type="Polygon", driver="GPKG", crs="EPSG:32633"
         )
+    with pytest.raises(
+        InputError, match=r"AOI: .*areas\.gpkg holds 2 layers \(far, near\): name one as .*\|layername=NAME"
+    ):
+        AreaOfInterest.read(path, UTM, GRID, shape=(100, 100))
+    area = AreaOfInterest.read(f"{path}|layername=near", UTM, GRID, shape=(100, 100))
+    assert int(area.mask(0, 0, 100, 100).sum()) == 400  # 10 m x 10 m of 0.5 m pixels
+    with pytest.raises(InputError, match=r"has no layer 'nowhere' \(layers: far, near\)"):
+        AreaOfInterest.read(f"{path}|layername=nowhere", UTM, GRID)
 
 
 @pytest.mark.slow

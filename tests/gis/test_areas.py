@@ -140,8 +140,8 @@ def test_report_files_and_the_printed_table(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        ("no_crs_aoi", r"AOI .*nocrs\.gpkg has no CRS: it cannot be placed on the raster without guessing"),
-        ("missing_aoi", r"AOI .*absent\.gpkg does not exist"),
+        ("no_crs_aoi", r"AOI: .*nocrs\.gpkg has no CRS: it cannot be placed on a raster without guessing"),
+        ("missing_aoi", r"AOI: .*absent\.gpkg does not exist"),
         ("bad_format", r"areas\.txt: unknown report format '\.txt': use \.json or \.csv"),
         ("float", r"f\.tif has pixel type float32"),
         ("no_crs_raster", r"nocrs\.tif has no CRS: its areas cannot be given in square metres"),

@@ -74,8 +74,8 @@ def test_aoi_errors_are_one_line(tmp_path: Path, capsys) -> None:
     source = write_geotiff(tmp_path / "in" / "scene.tif", random_image(3, 64, 64), nodata=0)
     box = shapely.box(X0, Y0 - 8, X0 + 8, Y0)
     cases = [
-        (_polygons(tmp_path / "nocrs.gpkg", [box], crs=None), r"AOI .*nocrs\.gpkg has no CRS"),
-        (tmp_path / "missing.gpkg", r"AOI .*missing\.gpkg does not exist"),
+        (_polygons(tmp_path / "nocrs.gpkg", [box], crs=None), r"AOI: .*nocrs\.gpkg has no CRS"),
+        (tmp_path / "missing.gpkg", r"AOI: .*missing\.gpkg does not exist"),
     ]
     for aoi, message in cases:
         code = main(["predict", str(source), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out"),

@@ -2,6 +2,8 @@
 
 * :mod:`.source`: a class raster opened for reading (checks, class names, nodata, windows).
 * :mod:`.crs`: areas and lengths in metres for any CRS.
+* :mod:`.layers`: vector layers read (QGIS's layer names, CRS, polygons streamed), for AOIs and labels.
+* :mod:`.aoi`: :class:`AreaOfInterest`, the pixels of a raster inside polygons.
 * :mod:`.polygons`: :func:`vectorize_raster`, windowed polygonisation with seams dissolved.
 * :mod:`.areas`: :func:`class_areas`, per-class pixel counts and areas, optionally inside an AOI.
 * :mod:`.qml`: :func:`write_qml`, a paletted QGIS style beside a class raster.

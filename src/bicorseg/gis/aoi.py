@@ -1,11 +1,10 @@
-"""An area of interest on a raster's pixel grid: read from a vector file, the windows its polygons
+"""An area of interest on a raster's pixel grid: read from a vector layer, the windows its polygons
 touch, the pixels inside.
 
-The polygons are read from any OGR format (:func:`read_polygons`, through
-:func:`bicorseg.raster_access.vector_access`: no network access unless allowed) and reprojected
-to the raster's CRS. The file's CRS is never guessed: a file that declares none is refused,
-except GeoJSON, whose coordinates RFC 7946 defines as WGS 84 longitude/latitude (GDAL reads them
-so; bicorseg says so in one warning). A pixel is inside when its centre lies inside a polygon
+The polygons are read from any OGR format, one layer of a file named as QGIS names it
+(``areas.gpkg|layername=parcels``), by :mod:`bicorseg.gis.layers` (no network access unless
+allowed; the CRS never guessed, but GeoJSON's, WGS 84 by definition) and reprojected to the
+raster's CRS. A pixel is inside when its centre lies inside a polygon
 (``rasterio.features.geometry_mask``); a window touches the area when one of its pixels is
 inside. An area that holds no pixel of the raster is refused in one line naming the file and both
 extents (it would give 0 m2 or a map of nodata). ``areas --aoi`` counts the pixels inside,
@@ -14,112 +13,22 @@ extents (it would give 0 m2 or a map of nodata). ``areas --aoi`` counts the pixe
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import warnings
-from pathlib import Path
 
 from bicorseg.gis import require_vector
 
 require_vector()
 
 import numpy as np  # noqa: E402
-import pyogrio  # noqa: E402
 import shapely  # noqa: E402
-from pyproj import CRS, Transformer  # noqa: E402
 from rasterio import Affine  # noqa: E402
 from rasterio.features import geometry_mask  # noqa: E402
 
-from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_line  # noqa: E402
+from bicorseg.errors import InputError  # noqa: E402
 from bicorseg.gis.crs import to_pyproj  # noqa: E402
-from bicorseg.raster_access import REMOTE_HINT, is_remote, remote_allowed, vector_access  # noqa: E402
+from bicorseg.gis.layers import parse_layer, read_layer, reproject, transformer  # noqa: E402
 
-# a GeoJSON file is parsed whole up to this size to find a top-level "crs" member; a larger one is
-# searched at its start and end, where writers put it
-GEOJSON_PARSE_BYTES = 16 * 2**20
-_GEOJSON_HEAD_BYTES = 2**20
-_CRS_MEMBER = re.compile(rb'"crs"\s*:\s*\{')
 SEARCH_WINDOW = 1024  # side of the windows searched for a pixel inside the area
-
-
-def _geojson_crs(path: Path) -> dict | None:
-    """The top-level ``crs`` member of a GeoJSON file (the 2008 form; RFC 7946 has none), None without.
-
-    A file larger than :data:`GEOJSON_PARSE_BYTES` is searched at its start and end (``{}`` when
-    a member is found there: it is not parsed).
-    """
-    size = path.stat().st_size
-    if size <= GEOJSON_PARSE_BYTES:
-        try:
-            data = json.loads(path.read_bytes())
-        except ValueError:
-            return None  # GDAL read it; what it read is all there is
-        member = data.get("crs") if isinstance(data, dict) else None
-        return member if isinstance(member, dict) else ({} if member is not None else None)
-    with open(path, "rb") as stream:
-        head = stream.read(_GEOJSON_HEAD_BYTES)
-        stream.seek(max(size - _GEOJSON_HEAD_BYTES, 0))
-        tail = stream.read()
-    return {} if _CRS_MEMBER.search(head) or _CRS_MEMBER.search(tail) else None
-
-
-def _check_geojson_crs(path: Path, where: str) -> None:
-    """Say what is assumed of a GeoJSON file without a CRS; refuse a CRS link GDAL could not follow.
-
-    GDAL reads a GeoJSON file whose CRS link it cannot fetch (remote access off) as WGS 84 without
-    a word, so the link is looked at here, decoded as JSON (whatever its spelling in the file).
-    """
-    member = _geojson_crs(path)
-    if member is None:
-        warnings.warn(
-            f"{where} {path} declares no CRS: read as WGS 84 longitude/latitude, as GeoJSON defines (RFC 7946)",
-            BicorsegWarning,
-            stacklevel=3,
-        )
-        return
-    properties = member.get("properties")
-    href = properties.get("href") if member.get("type") == "link" and isinstance(properties, dict) else None
-    if isinstance(href, str) and is_remote(href) and not remote_allowed():
-        raise InputError(
-            f"{where} {path}: its CRS is a link to {href}, which needs the network; {REMOTE_HINT}"
-        )
-
-
-def read_polygons(path: str | os.PathLike, target_crs: CRS, where: str = "AOI") -> np.ndarray:
-    """The polygons of a vector file (any OGR format) reprojected to ``target_crs``.
-
-    Vertices are reprojected (edges are not densified). A file without a CRS is refused (it could
-    not be placed on the raster without guessing), except GeoJSON without a ``crs`` member, read as
-    WGS 84 longitude/latitude with a warning that says so.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{where} {path} does not exist")
-    try:
-        with vector_access(path) as name:  # offline unless allowed: OGR VRTs, CRS links, schemas
-            driver = pyogrio.read_info(name).get("driver")
-            meta, _, wkb, _ = pyogrio.raw.read(name, read_geometry=True, columns=[])
-    except BicorsegError:
-        raise
-    except Exception as error:  # pyogrio raises its own DataSourceError / DataLayerError
-        raise InputError(f"cannot read {where} {path}: {first_line(error)}") from error
-    if wkb is None or not len(wkb):
-        raise InputError(f"{where} {path} has no features")
-    if not meta.get("crs"):
-        raise InputError(f"{where} {path} has no CRS: it cannot be placed on the raster without guessing")
-    if driver == "GeoJSON":
-        _check_geojson_crs(path, where)
-    geoms = shapely.get_parts(shapely.from_wkb(wkb))
-    geoms = geoms[shapely.get_type_id(geoms) == 3]  # polygons
-    if not len(geoms):
-        raise InputError(f"{where} {path} has no polygons")
-    source = CRS.from_user_input(meta["crs"])
-    if not source.equals(target_crs):
-        transformer = Transformer.from_crs(source, target_crs, always_xy=True)
-        geoms = shapely.transform(geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
-    valid = shapely.get_parts(shapely.make_valid(geoms))
-    return valid[shapely.get_type_id(valid) == 3]
 
 
 def _window_transform(transform: Affine, row: int, col: int) -> Affine:
@@ -156,12 +65,15 @@ class AreaOfInterest:
         raster: str = "the raster",
         shape: tuple[int, int] | None = None,
     ) -> AreaOfInterest:
-        """The polygons of the vector file ``path`` placed on a raster with ``crs`` and ``transform``.
+        """The polygons of the vector layer ``path`` placed on a raster with ``crs`` and ``transform``.
 
         With the raster's ``shape`` (height, width), an area that holds none of its pixels is refused.
         """
-        target = to_pyproj(crs, raster)
-        area = cls(read_polygons(path, target), transform, str(Path(path)))
+        ref = parse_layer(path, "AOI", allow_remote=None)
+        geoms, _, info = read_layer(ref)
+        moved = reproject(geoms, transformer(ref, info, to_pyproj(crs, raster), raster), f"AOI: {ref}")
+        parts = shapely.get_parts(moved)
+        area = cls(parts[~shapely.is_empty(parts)], transform, str(ref))
         if shape is not None:
             area.check_covers(shape, raster)
         return area

@@ -360,15 +360,17 @@ class Predictor:
         self._logits_checked = False
         self._plans: dict[tuple[str, int, int], InputPlan] = {}
         self._aois: dict[str, Any] = {}
-        self._aoi_sha256 = (
-            sha256_file(Path(options.aoi)) if options.aoi and Path(options.aoi).is_file() else None
-        )
+        self._aoi_sha256: str | None = None
         if options.aoi is not None:
             from bicorseg.gis import require_vector
 
             require_vector()
-            if self._aoi_sha256 is None:
-                raise InputError(f"AOI {options.aoi} does not exist")
+            from bicorseg.gis.layers import LAYER_SEPARATOR
+
+            aoi_file = Path(os.fspath(options.aoi).partition(LAYER_SEPARATOR)[0])  # PATH|layername=NAME
+            if not aoi_file.is_file():
+                raise InputError(f"AOI: {aoi_file} does not exist")
+            self._aoi_sha256 = sha256_file(aoi_file)
 
     @classmethod
     def from_checkpoint(

@@ -6,6 +6,7 @@ GeoPackages in EPSG:4326 (tests/helpers/geo.py).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -185,6 +186,24 @@ def test_a_layer_without_crs_is_refused(scene, tmp_path):
         layer = write_layer(tmp_path / "nocrs.gpkg", _square(transform), {"class": ["a"]}, crs=None)
     with pytest.raises(InputError, match="has no CRS"):
         GeoSource([path], layer, label_field="class", classes=["a", "b"])
+
+
+def test_a_geojson_label_layer_is_read_as_an_aoi_is(scene, tmp_path, listener, monkeypatch):
+    """One reader for every vector layer: its CRS link needs the network (refused, nothing reached),
+    and without a CRS it is WGS 84 longitude/latitude, said in a warning."""
+    path, _, transform = scene
+    monkeypatch.delenv("BICORSEG_ALLOW_REMOTE", raising=False)
+    layer = write_layer(tmp_path / "l.geojson", _square(transform), {"class": ["a"]}, driver="GeoJSON")
+    data = json.loads(layer.read_text())
+    data.pop("crs", None)
+    layer.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"data\.labels: .*l\.geojson declares no CRS: read as WGS 84"):
+        GeoSource([path], layer, label_field="class", classes=["a", "b"]).close()
+    data["crs"] = {"type": "link", "properties": {"href": listener.url("crs.wkt"), "type": "ogcwkt"}}
+    layer.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"l\.geojson: its CRS is a link to .*remote access is off"):
+        GeoSource([path], layer, label_field="class", classes=["a", "b"])
+    assert listener.close() == 0
 
 
 def test_a_crs_that_cannot_be_transformed_is_refused(scene, tmp_path):

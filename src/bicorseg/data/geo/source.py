@@ -143,6 +143,7 @@ class GeoSource:
     ) -> None:  # fmt: skip
         import bicorseg.data.geo.vector as vector
         from bicorseg.data.geo.rasterlabels import RasterLabels, inspect_label_raster
+        from bicorseg.gis.layers import LAYER_SEPARATOR, layer_info, parse_layer
 
         table = _table(class_table)
         self.stac_bands = tuple(
@@ -151,7 +152,7 @@ class GeoSource:
             or (table.bands if table is not None and table.bands else ())
         )
         self.rasters = self._open_rasters(images, self.stac_bands)
-        label_path = Path(os.fspath(labels).partition(vector.LAYER_SEPARATOR)[0]).expanduser()
+        label_path = Path(os.fspath(labels).partition(LAYER_SEPARATOR)[0]).expanduser()
         if not label_path.exists():
             raise InputError(f"data.labels: {label_path} does not exist")
         self.is_vector = _is_vector(label_path)
@@ -170,11 +171,9 @@ class GeoSource:
                 if v
             )
             raise ConfigError(f"is for polygon labels; {label_path} is a raster", key=f"data.{used}")
-        area_ref = (
-            vector.parse_layer(labelled_area, "data.labelled_area") if labelled_area is not None else None
-        )
+        area_ref = parse_layer(labelled_area, "data.labelled_area") if labelled_area is not None else None
         wanted_background = background if area_ref is not None else None
-        ref = vector.parse_layer(labels, "data.labels") if self.is_vector else None
+        ref = parse_layer(labels, "data.labels") if self.is_vector else None
         raster_codes = None if self.is_vector else inspect_label_raster(label_path)
         if table is not None:  # also beside a model's facts: it says which codes mean its classes
             self.classes = GeoClasses.from_table(table, wanted_background)
@@ -190,7 +189,7 @@ class GeoSource:
             self.classes = GeoClasses.from_names(classes, wanted_background)
         else:
             if ref is not None:
-                info = vector.layer_info(ref)
+                info = layer_info(ref)
                 vector.check_field(ref, info, label_field, "data.label_field")  # type: ignore[arg-type]
                 codes = vector.layer_codes(ref, label_field, where)  # type: ignore[arg-type]
             else:
@@ -348,6 +347,7 @@ class GeoSplit:
     ) -> None:
         import bicorseg.data.geo.split as split
         import bicorseg.data.geo.vector as vector
+        from bicorseg.gis.layers import parse_layer
 
         self.source = source
         rasters, classes = source.rasters, source.classes.num_classes
@@ -358,7 +358,7 @@ class GeoSplit:
         areas: list[Any] = [None] * len(rasters)
         self.val_text = "none"
         if validate and val_area is not None:
-            ref = vector.parse_layer(val_area, "data.val_area")
+            ref = parse_layer(val_area, "data.val_area")
             areas, counts = vector.read_areas(ref, rasters, strict, "the validation area")
             self.val_text = f"the area {ref}" + (
                 f" ({counts['repaired']} polygon(s) repaired)" if counts["repaired"] else ""

@@ -1,9 +1,7 @@
 """Vector layers of a GIS training source: label polygons, the labelled area, the validation area.
 
-A layer is a file in any format GDAL reads (GeoPackage, Shapefile, GeoJSON, FlatGeobuf, ...),
-optionally one layer of it, written as QGIS writes a data source: ``labels.gpkg|layername=roads``
-(:func:`parse_layer`). Its CRS is required; every geometry is reprojected to the CRS of each
-raster (vertices are reprojected, edges are not densified).
+Layers are read by :mod:`bicorseg.gis.layers` (any format GDAL reads, ``PATH|layername=NAME``, CRS
+required, no network, polygons streamed); every geometry is reprojected to the CRS of each raster.
 
 **Label polygons** (:class:`VectorLabels`) are read once, as a stream of batches, and written per
 raster CRS into a GeoPackage with its R-tree in a scratch folder (deleted when the source is closed
@@ -19,16 +17,13 @@ wins (a building drawn inside a field is a building); at equal area, the later f
 Pixels covered by polygons of different classes are counted (:meth:`VectorLabels.burn` with
 ``count_conflicts``) for the summary.
 
-**Geometries**: points and lines are skipped and counted; invalid polygons are repaired with
-``shapely.make_valid`` and counted, or refused (``strict``); features without a geometry or
-without a class code are skipped and counted. A pixel is covered when its centre lies inside.
+**Geometries**: as :class:`bicorseg.gis.layers.PolygonStream` reads them (points and lines skipped,
+invalid polygons repaired or refused, each counted); features without a class code are skipped and
+counted. A pixel is covered when its centre lies inside.
 
 **Area layers** (:func:`read_areas`) are small (a few polygons drawn around what was labelled, or
 around a validation region): they are held in memory per raster as an
 :class:`~bicorseg.gis.aoi.AreaOfInterest`.
-
-No network is reached: layers are read in GDAL's offline environment
-(:func:`bicorseg.raster_access.vector_environment`, as rasters are), and a layer must be a local file.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ import tempfile
 import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +46,6 @@ import pyarrow as pa  # noqa: E402
 import pyogrio  # noqa: E402
 import shapely  # noqa: E402
 from pyproj import CRS, Transformer  # noqa: E402
-from pyproj.exceptions import CRSError, ProjError  # noqa: E402
 from rasterio.features import rasterize  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
@@ -62,64 +55,10 @@ from bicorseg.data.geo.classes import GeoClasses, normalise_code  # noqa: E402
 from bicorseg.data.geo.rasters import GeoRaster, pixel_polygon, window_transform  # noqa: E402
 from bicorseg.errors import ConfigError, InputError, first_line  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
+from bicorseg.gis.layers import BATCH_FEATURES, LayerRef, PolygonStream, layer_info, read_layer, reproject  # noqa: E402
+from bicorseg.gis.layers import transformer as layer_transformer  # noqa: E402
 
-LAYER_SEPARATOR = "|layername="
-BATCH_FEATURES = 5_000  # features per batch of the stream: the memory of a read does not grow with the layer
 SCRATCH_NAME = "bicorseg-labels"
-POLYGONAL = (3, 6)  # shapely type ids of Polygon and MultiPolygon
-
-
-@dataclass(frozen=True)
-class LayerRef:
-    """A vector layer: a local file and, for files of several layers, the layer's name."""
-
-    path: Path
-    layer: str | None
-    key: str  # the parameter that named it, for messages
-
-    def __str__(self) -> str:
-        return f"{self.path}{LAYER_SEPARATOR}{self.layer}" if self.layer else str(self.path)
-
-
-def parse_layer(text: str | os.PathLike, key: str) -> LayerRef:
-    """``PATH`` or ``PATH|layername=NAME`` (QGIS's notation) as a :class:`LayerRef`; the file must exist."""
-    path, _, layer = os.fspath(text).partition(LAYER_SEPARATOR)
-    if raster_access.is_remote(path):
-        raise ConfigError(f"{text}: vector layers are read from local files only", key=key)
-    ref = LayerRef(Path(path).expanduser(), layer or None, key)
-    if not ref.path.exists():
-        raise InputError(f"{key}: {ref.path} does not exist")
-    return ref
-
-
-def layer_info(ref: LayerRef) -> dict[str, Any]:
-    """The layer's CRS, fields and feature count; refuses files GDAL cannot read as vectors, files of
-    several layers without a layer name, and layers without a CRS."""
-    with raster_access.vector_environment(allow_remote=False):
-        try:
-            layers = pyogrio.list_layers(ref.path)
-        except Exception as error:
-            raise InputError(
-                f"{ref.key}: {ref.path} is not a vector file GDAL reads ({first_line(error)})"
-            ) from None
-        names = [str(name) for name, _ in layers]
-        if ref.layer is None and len(names) > 1:
-            raise InputError(
-                f"{ref.key}: {ref.path} holds {len(names)} layers ({', '.join(names)}): "
-                f"name one as {ref.path}{LAYER_SEPARATOR}NAME"
-            )
-        if ref.layer is not None and ref.layer not in names:
-            raise InputError(f"{ref.key}: {ref.path} has no layer {ref.layer!r} (layers: {', '.join(names)})")
-        try:
-            info = pyogrio.read_info(ref.path, layer=ref.layer, force_total_bounds=True)
-        except Exception as error:
-            raise InputError(f"{ref.key}: cannot read {ref}: {first_line(error)}") from None
-    if not info.get("crs"):
-        raise InputError(
-            f"{ref.key}: {ref} has no CRS: it cannot be placed on the rasters without guessing "
-            "(set the layer's CRS in QGIS and save it again)"
-        )
-    return info
 
 
 def check_field(ref: LayerRef, info: dict[str, Any], name: str, key: str) -> None:
@@ -131,54 +70,9 @@ def check_field(ref: LayerRef, info: dict[str, Any], name: str, key: str) -> Non
 def transformers(
     ref: LayerRef, info: dict[str, Any], rasters: Sequence[GeoRaster]
 ) -> dict[str, Transformer | None]:
-    """A transformer from the layer's CRS to each distinct raster CRS (None where they are equal);
-    a CRS pair that cannot be transformed is refused (tested on the layer's extent)."""
-    try:
-        source = CRS.from_user_input(info["crs"])
-    except CRSError as error:
-        raise InputError(f"{ref.key}: {ref} has a CRS PROJ cannot read ({first_line(error)})") from None
-    found: dict[str, Transformer | None] = {}
-    for raster in rasters:
-        if raster.crs in found:
-            continue
-        target = CRS.from_wkt(raster.crs)
-        if source.equals(target):
-            found[raster.crs] = None
-            continue
-        try:
-            transformer = Transformer.from_crs(source, target, always_xy=True)
-            ok = True
-            if info.get("total_bounds") is not None:  # None: an empty layer
-                left, bottom, right, top = info["total_bounds"]
-                xs, ys = transformer.transform([left, right, left, right], [bottom, bottom, top, top])
-                ok = bool(np.isfinite(xs).all() and np.isfinite(ys).all())
-        except ProjError:
-            ok = False
-        if not ok:
-            raise InputError(
-                f"{ref.key}: the CRS of {ref} ({source.name}) cannot be transformed to the CRS of "
-                f"{raster.name} ({target.name})"
-            )
-        found[raster.crs] = transformer
-    return found
-
-
-def reproject(geoms: np.ndarray, transformer: Transformer | None, where: str) -> np.ndarray:
-    if transformer is None or not len(geoms):
-        return geoms
-
-    def move(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
-
-    moved = shapely.transform(geoms, move)
-    if not np.isfinite(shapely.get_coordinates(moved)).all():
-        raise InputError(
-            f"{where}: some polygons cannot be transformed to the rasters' CRS (they lie outside its area of use)"
-        )
-    invalid = ~shapely.is_valid(moved)  # a curved transformation can fold a thin polygon
-    if invalid.any():
-        moved[invalid] = shapely.make_valid(moved[invalid])
-    return moved
+    """A transformer from the layer's CRS to each distinct raster CRS (None where they are equal)."""
+    distinct = {raster.crs: raster for raster in rasters}.values()
+    return {r.crs: layer_transformer(ref, info, CRS.from_wkt(r.crs), r.name) for r in distinct}
 
 
 def footprint(raster: GeoRaster) -> shapely.Polygon:
@@ -186,86 +80,10 @@ def footprint(raster: GeoRaster) -> shapely.Polygon:
     return pixel_polygon(raster, 0, 0, raster.height, raster.width)
 
 
-class PolygonStream:
-    """The polygons of a layer as batches of ``(fids, geometries, attributes)``, with the counts of
-    what was skipped or repaired (:attr:`counts`)."""
-
-    def __init__(
-        self, ref: LayerRef, columns: Sequence[str] = (), where: str | None = None, strict: bool = False
-    ):
-        self.ref, self.columns, self.where, self.strict = ref, list(columns), where, strict
-        self.counts: Counter[str] = Counter()
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-        with raster_access.vector_environment(allow_remote=False):
-            try:
-                with pyogrio.open_arrow(
-                    self.ref.path,
-                    layer=self.ref.layer,
-                    where=self.where,
-                    columns=self.columns,
-                    return_fids=True,
-                    batch_size=BATCH_FEATURES,
-                    use_pyarrow=True,
-                ) as (meta, reader):
-                    geometry = meta["geometry_name"] or "wkb_geometry"
-                    fid = meta["fid_column"] or "OGC_FID"
-                    for batch in reader:
-                        yield self._batch(batch, geometry, fid)
-            except (InputError, ConfigError):
-                raise
-            except Exception as error:
-                what = f" with the filter {self.where!r}" if self.where else ""
-                raise InputError(
-                    f"{self.ref.key}: cannot read {self.ref}{what}: {first_line(error)}"
-                ) from None
-
-    def _batch(
-        self, batch: pa.RecordBatch, geometry: str, fid: str
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        fids = np.asarray(batch.column(fid).to_numpy(zero_copy_only=False))
-        geoms = shapely.from_wkb(batch.column(geometry).to_numpy(zero_copy_only=False))
-        attributes = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in self.columns}
-        self.counts["features"] += len(geoms)
-        missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
-        kind = shapely.get_type_id(geoms)
-        polygonal = np.isin(kind, POLYGONAL) | (kind == 7)  # collections may hold polygons
-        self.counts["no geometry"] += int(missing.sum())
-        self.counts["not polygons"] += int((~missing & ~polygonal).sum())
-        keep = ~missing & polygonal
-        fids, geoms = fids[keep], geoms[keep]
-        attributes = {name: values[keep] for name, values in attributes.items()}
-        invalid = ~shapely.is_valid(geoms)
-        if invalid.any():
-            if self.strict:
-                first = int(np.flatnonzero(invalid)[0])
-                reason = shapely.is_valid_reason(geoms[first])
-                raise InputError(
-                    f"{self.ref.key}: feature {fids[first]} of {self.ref} is not a valid polygon ({reason}); "
-                    f"{int(invalid.sum())} such in this batch (without `strict` they are repaired)"
-                )
-            geoms[invalid] = shapely.make_valid(geoms[invalid])
-            self.counts["repaired"] += int(invalid.sum())
-        geoms = _polygonal_part(geoms)
-        empty = shapely.is_empty(geoms)
-        self.counts["not polygons"] += int(empty.sum())
-        return fids[~empty], geoms[~empty], {name: values[~empty] for name, values in attributes.items()}
-
-
-def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
-    """Polygons and multipolygons as they are; of a collection, its polygons (empty when none)."""
-    out = geoms.copy()
-    for i in np.flatnonzero(shapely.get_type_id(geoms) == 7):
-        parts = shapely.get_parts(geoms[i])
-        polygons = parts[np.isin(shapely.get_type_id(parts), POLYGONAL)]
-        out[i] = shapely.union_all(polygons) if len(polygons) else shapely.Polygon()
-    return out
-
-
 def layer_codes(ref: LayerRef, field: str, where: str | None) -> Counter[Any]:
     """How many features hold each code of ``field`` (None: no code), streamed without geometries."""
     codes: Counter[Any] = Counter()
-    with raster_access.vector_environment(allow_remote=False):
+    with raster_access.vector_environment(allow_remote=ref.allow_remote):
         try:
             with pyogrio.open_arrow(
                 ref.path,
@@ -580,14 +398,8 @@ def read_areas(
     ref: LayerRef, rasters: Sequence[GeoRaster], strict: bool, what: str
 ) -> tuple[list[AreaOfInterest], Counter[str]]:
     """The polygons of an area layer on each raster's grid (reprojected), and the counts of the read."""
-    info = layer_info(ref)
+    geoms, counts, info = read_layer(ref, strict, what)
     moves = transformers(ref, info, rasters)
-    stream = PolygonStream(ref, strict=strict)
-    batches = [geoms for _, geoms, _ in stream]
-    geoms = np.concatenate(batches) if batches else np.empty(0, object)
-    geoms = shapely.get_parts(geoms) if len(geoms) else geoms
-    if not len(geoms):
-        raise InputError(f"{ref.key}: {what} {ref} holds no polygon")
     areas = []
     for raster in rasters:
         polygons = reproject(geoms, moves[raster.crs], f"{ref.key}: {ref}")
@@ -600,7 +412,7 @@ def read_areas(
             f"{ref.key}: {what} {ref} does not overlap any raster: it covers "
             f"{_extent((left, bottom, right, top))} ({CRS.from_user_input(info['crs']).name}); the rasters cover {extents}"
         )
-    return areas, stream.counts
+    return areas, counts
 
 
 def _extent(bounds: Sequence[float]) -> str:
