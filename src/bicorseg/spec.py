@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bicorseg import typedconfig
 from bicorseg.errors import BicorsegError, ConfigError
 
 # ImageNet statistics in 8-bit units (the normalisation of the published recipes).
@@ -107,8 +108,8 @@ class LabelEncoding:
     """
 
     kind: str = "index"
-    classes: tuple[Any, ...] = ()
-    ignore: tuple[Any, ...] = ()
+    classes: tuple[int | tuple[int, int, int], ...] = ()
+    ignore: tuple[int | tuple[int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in LABEL_KINDS:
@@ -136,16 +137,6 @@ class LabelEncoding:
         if self.kind == "index":
             return "class indices"
         return f"{'raw values' if self.kind == 'values' else 'colours'} of the class table"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LabelEncoding:
-        """The encoding stored by :meth:`DatasetSpec.to_dict`."""
-        kind = str(data["kind"])
-
-        def code(value: Any) -> Any:
-            return tuple(int(v) for v in value) if kind == "colours" else int(value)
-
-        return cls(kind, tuple(map(code, data["classes"])), tuple(map(code, data["ignore"])))
 
 
 def check_statistics(mean: Sequence[float], std: Sequence[float], where: str) -> None:
@@ -244,21 +235,8 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
-        """The spec :meth:`to_dict` wrote (every key is required: a missing one is a ``KeyError``)."""
-        return cls(
-            name=str(data["name"]),
-            class_names=tuple(data["class_names"]),
-            palette=tuple(tuple(int(v) for v in c) for c in data["palette"]),
-            ignore_index=int(data["ignore_index"]),
-            eval_classes=tuple(int(c) for c in data["eval_classes"]),
-            bands=tuple(data["bands"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
-            splits={k: tuple(v) for k, v in data["splits"].items()},
-            label_variant=str(data["label_variant"]),
-            label_encoding=LabelEncoding.from_dict(data["label_encoding"]),
-            paper_tta=None if data["paper_tta"] is None else TTASpec.from_dict(data["paper_tta"]),
-        )
+        """The spec :meth:`to_dict` wrote, checked; every key is required (a :class:`ConfigError` names it)."""
+        return typedconfig.build(cls, data, complete=True)  # type: ignore[no-any-return]
 
     def with_bands(self, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> DatasetSpec:
         """A copy for another band selection (e.g. Potsdam RGBIR instead of RGB)."""
@@ -307,13 +285,3 @@ class TTASpec:
     @property
     def num_passes(self) -> int:
         return (1 + self.hflip) * (1 + self.vflip) * len(self.rotations) * len(self.scales)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TTASpec:
-        return cls(
-            hflip=bool(data["hflip"]),
-            vflip=bool(data["vflip"]),
-            rotations=tuple(data["rotations"]),
-            scales=tuple(data["scales"]),
-            merge=str(data["merge"]),
-        )

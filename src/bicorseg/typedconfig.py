@@ -3,13 +3,13 @@
 A config is a dataclass: its fields carry the types and defaults (a field may be another dataclass,
 a section), and its docstring's ``Attributes:`` section says what each field means. Every structured
 input goes through :func:`build`: training configs, ``prepare`` option files, class tables, the
-augmentation and folder sections. Building is strict: an unknown key is refused with the nearest
-valid one, values are checked against the annotations (numbers written as strings are converted; an
-integer is taken where a name is expected, as YAML reads the sample ``7``), then the dataclass's own
-``__post_init__`` checks run; every fault is one :class:`ConfigError` naming the key
-(``optimizer.lr: expected a number, got 'abc'``). :func:`fields_of` describes the keys (with their
-documentation, for ``--help``), :func:`set_dotted` sets one (``data.augment.mosaic_p``),
-:func:`to_yaml` prints a config.
+augmentation and folder sections, the dataset facts a checkpoint stores. Building is strict: an
+unknown key is refused with the nearest valid one, values are checked against the annotations
+(numbers written as strings are converted; an integer is taken where a name is expected, as YAML
+reads the sample ``7``), then the dataclass's own ``__post_init__`` checks run; every fault is
+one :class:`ConfigError` naming the key (``optimizer.lr: expected a number, got 'abc'``).
+:func:`fields_of` describes the keys (with their documentation, for ``--help``), :func:`set_dotted`
+sets one (``data.augment.mosaic_p``), :func:`to_yaml` prints a config.
 
 Files are read by :mod:`bicorseg.yaml_files` (bounded). It imports neither torch nor Lightning, so
 ``--help`` and config errors answer at once. Why this module rather than jsonargparse: see
@@ -177,8 +177,8 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"expected {_EXPECTED[tp]}, got {value!r}", key=key)
 
 
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``tp`` (see the module docstring)."""
+def coerce(value: Any, tp: Any, key: str, complete: bool = False) -> Any:
+    """``value`` checked against the annotation ``tp`` (see the module docstring; ``complete``: :func:`build`'s)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -192,7 +192,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         # the option the value already is first (an int stays an int in int | float), text last
         for option in sorted(options, key=lambda o: (not _is_already(value, o), o is str)):
             try:
-                return coerce(value, option, key)
+                return coerce(value, option, key, complete)
             except ConfigError as error:
                 errors.append(error)
         if len(errors) == 1 or (isinstance(value, Mapping) and section_of(tp) is not None):
@@ -201,16 +201,17 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if value is None:
         raise ConfigError(f"must not be null (expected {type_name(tp)})", key=key)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)  # type: ignore[arg-type]
+        return build(tp, value, key, complete)  # type: ignore[arg-type]
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"expected a list, got {value!r}", key=key)
         item = (typing.get_args(tp) or (Any,))[0]
-        return origin(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+        return origin(coerce(v, item, f"{key}[{i}]", complete) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"expected a mapping, got {value!r}", key=key)
-        return dict(value)
+        item = (typing.get_args(tp) or (Any, Any))[1]
+        return {k: coerce(v, item, _join(key, k), complete) for k, v in value.items()}
     return _scalar(value, tp, key)
 
 
@@ -234,12 +235,17 @@ def check_keys(cls: type, data: Any, prefix: str = "") -> None:
             check_keys(section, value, key)
 
 
-def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """A ``cls`` instance from a mapping, strictly; ``prefix`` is the key errors put before a field."""
+def build(cls: type, data: Mapping[str, Any], prefix: str = "", complete: bool = False) -> Any:
+    """A ``cls`` instance from a mapping, strictly; ``prefix`` is the key errors put before a field.
+
+    ``complete``: every field is required, in the sections too (a record its ``to_dict`` wrote).
+    """
     check_keys(cls, data, prefix)
     infos = {info.key.rpartition(".")[2]: info for info in fields_of(cls, prefix, nested=False)}
-    values = {name: coerce(value, infos[name].type, _join(prefix, name)) for name, value in data.items()}
-    missing = [name for name, info in infos.items() if info.required and name not in values]
+    values = {
+        name: coerce(value, infos[name].type, _join(prefix, name), complete) for name, value in data.items()
+    }
+    missing = [name for name, info in infos.items() if (info.required or complete) and name not in values]
     if missing:
         raise ConfigError("is required", key=_join(prefix, missing[0]))
     try:

@@ -155,8 +155,12 @@ def test_label_encoding_round_trip() -> None:
     assert DatasetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     incomplete = spec.to_dict()
     del incomplete["label_encoding"]  # every key of the first format is required
-    with pytest.raises(KeyError, match="label_encoding"):
+    with pytest.raises(ConfigError, match="label_encoding: is required"):
         DatasetSpec.from_dict(incomplete)
+    nested = spec.to_dict()
+    del nested["label_encoding"]["ignore"]  # in the sections too
+    with pytest.raises(ConfigError, match=r"label_encoding\.ignore: is required"):
+        DatasetSpec.from_dict(nested)
     values = ClassTable.from_dict(VALUE_TABLE).labels
     assert values.encoding() == LabelEncoding("values", (1, 2, 3, 4), (0,))
     assert LabelTable.identity(4, 4).encoding() == LabelEncoding()
