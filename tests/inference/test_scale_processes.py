@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -225,35 +227,53 @@ def test_ray_without_a_cluster_at_the_address_is_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / "out" / "a.tif").exists()
 
 
-def _live_processes(group: int) -> list[str]:
-    """The processes of a process group that have not ended (a zombie has ended)."""
-    listed = subprocess.run(["ps", "-e", "-o", "pgid=,stat=,pid=,args="], capture_output=True, text=True)
+def _live_processes(session: int) -> list[str]:
+    """The processes of a session that have not ended (a zombie has ended): Ray's workers have
+    process groups of their own in the session of the run."""
+    command = ["ps", "-ww", "-e", "-o", "sid=,stat=,pid=,args="]  # -ww: whole command lines
+    listed = subprocess.run(command, capture_output=True, text=True)
     return [
         line
         for line in listed.stdout.splitlines()
-        if int(line.split()[0]) == group and line.split()[1][0] != "Z"
+        if int(line.split()[0]) == session and line.split()[1][0] != "Z"
     ]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("executor", ["processes", "ray"])
 @pytest.mark.parametrize("when", ["while the workers start", "while they compute"])
-def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(when: str, tmp_path: Path) -> None:
-    """A terminal's Ctrl-C: SIGINT to the whole process group of a run with spawned worker processes."""
+def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(
+    when: str, executor: str, tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C: SIGINT to the whole process group of a run with spawned worker processes,
+    or with a local Ray cluster started for the run (its processes included: none is left)."""
+    if executor == "ray":
+        pytest.importorskip("ray")
     checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
     inputs = tmp_path / "in"
     write_geotiff(inputs / "big.tif", random_image(3, 768, 640, seed=3), nodata=0)
     out = tmp_path / "out"
-    command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet")
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    ray = ["--executor", "ray"] if executor == "ray" else []
+    command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet", *ray)
+    # Ray's session files in a folder of the test's own (a short path: Ray's sockets are in it)
+    ray_folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    env = ENV | {"RAY_TMPDIR": str(ray_folder)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True,  # SIGINT not inherited as ignored, as in a background job:
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         if when == "while the workers start":
             deadline = time.monotonic() + 240
-            while not (out / PARTS_FOLDER / "plan.json").exists():  # claimed just before the workers start
+            # Ray's node (raylet) starting its processes; the plan, claimed just before the workers start
+            while not (
+                any("raylet" in line for line in _live_processes(process.pid))
+                if ray
+                else (out / PARTS_FOLDER / "plan.json").exists()
+            ):
                 assert process.poll() is None and time.monotonic() < deadline, process.stderr
                 time.sleep(0.02)
-            time.sleep(0.5)  # the workers are importing torch
+            if not ray:
+                time.sleep(0.5)  # the workers are importing torch
         else:
             _wait_for_parts(process, out / PARTS_FOLDER / "0", 2)
         os.killpg(process.pid, signal.SIGINT)
@@ -262,9 +282,11 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(when: str, tm
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        shutil.rmtree(ray_folder, ignore_errors=True)
     assert process.returncode == 130
     assert err.strip().splitlines() == ["bicorseg predict: interrupted"]  # no worker's traceback
-    deadline = time.monotonic() + 30  # a process of the run may still be exiting (the resource tracker)
+    # a process of the run may still be exiting (the resource tracker, Ray's)
+    deadline = time.monotonic() + 30
     while _live_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _live_processes(process.pid) == []

@@ -146,7 +146,7 @@ def _compute(index: int, block: Block) -> int:
 
 
 @contextmanager
-def _interrupt_blocked() -> Iterator[None]:
+def interrupt_blocked() -> Iterator[None]:
     """SIGINT held back from this thread: a process started meanwhile inherits the blocked signal,
     so the terminal's Ctrl-C (sent to the whole process group) reaches this process alone."""
     if not hasattr(signal, "pthread_sigmask"):  # not on POSIX: no process group signals either
@@ -184,7 +184,7 @@ class WorkerProcesses:
         ) as pool:
 
             def submit(job: Job) -> futures.Future:
-                with _interrupt_blocked():  # the pool starts its processes in submit
+                with interrupt_blocked():  # the pool starts its processes in submit
                     return pool.submit(_compute, job.index, job.block)
 
             def wait(handles: list[futures.Future]) -> list[tuple[futures.Future, int]]:

@@ -23,7 +23,15 @@ from typing import Any
 
 from bicorseg.errors import BicorsegError, ConfigError, first_line, require_extra
 from bicorseg.inference.engine import Block
-from bicorseg.inference.executors import IN_FLIGHT_PER_WORKER, Done, Job, UnitWorker, WorkerSpec, bounded
+from bicorseg.inference.executors import (
+    IN_FLIGHT_PER_WORKER,
+    Done,
+    Job,
+    UnitWorker,
+    WorkerSpec,
+    bounded,
+    interrupt_blocked,
+)
 from bicorseg.inference.predictor import Progress
 
 
@@ -52,25 +60,30 @@ class RayActors:
         self.resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
         self.actors, self.address = actors, address
 
+    def _start(self, ray: Any) -> None:
+        """Connect to the cluster at ``address`` or start a local one. Its processes start with SIGINT
+        blocked, so a terminal's Ctrl-C reaches this process alone, which shuts the cluster down."""
+        # a local cluster gets a CPU of Ray's accounting per actor, so none waits for a free one
+        cpus = None if self.address else max(self.actors, os.cpu_count() or 1)
+        try:
+            with interrupt_blocked():
+                ray.init(address=self.address, num_cpus=cpus, include_dashboard=False,
+                         logging_level="ERROR", log_to_driver=False)  # fmt: skip
+        except ConnectionError as error:
+            raise ConfigError(
+                f"no Ray cluster answers at {self.address} ({first_line(error)}): start one "
+                "(ray start --head) or leave out --ray-address for a local cluster of this run",
+                key="ray_address",
+            ) from None
+
     def run(self, jobs: Sequence[Job], done: Done, progress: Progress | None) -> None:
         ray = self.ray
         started = not ray.is_initialized()
         handlers = _signal_handlers()
-        if started:
-            # a local cluster gets a CPU of Ray's accounting per actor, so none waits for a free one
-            cpus = None if self.address else max(self.actors, os.cpu_count() or 1)
-            try:
-                ray.init(address=self.address, num_cpus=cpus, include_dashboard=False,
-                         logging_level="ERROR", log_to_driver=False)  # fmt: skip
-            except ConnectionError as error:
-                _restore_signal_handlers(handlers)
-                raise ConfigError(
-                    f"no Ray cluster answers at {self.address} ({first_line(error)}): start one "
-                    "(ray start --head) or leave out --ray-address for a local cluster of this run",
-                    key="ray_address",
-                ) from None
         handles: list = []
         try:
+            if started:
+                self._start(ray)
             remote = ray.remote(**self.resources)(UnitActor)
             handles = [remote.remote(self.spec) for _ in range(self.actors)]
             load = [0] * self.actors  # units in flight per actor
