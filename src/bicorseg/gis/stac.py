@@ -72,16 +72,6 @@ ITEM_SUFFIX = "_item.json"
 SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
 RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "application/x-geotiff")
 EDGE_POINTS = 16  # points per edge of the footprint polygon reprojected to EPSG:4326
-_GDAL_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "float32": "Float32",
-    "float64": "Float64",
-}
 
 
 def require_cloud() -> Any:
@@ -307,6 +297,7 @@ def build_vrt(sources: Sequence[BandSource], target: Path, where: str) -> str:
     height, width = finest["shape"]
     t = finest["transform"]
     dtype = first["dtypes"][sources[0].band - 1]
+    gdal_type = rasterio.dtypes.typename_fwd[rasterio.dtypes.dtype_rev[dtype]]  # uint8 -> Byte
     lines = [
         f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
         f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(first["crs"].to_wkt())}</SRS>',
@@ -317,7 +308,7 @@ def build_vrt(sources: Sequence[BandSource], target: Path, where: str) -> str:
         h, w = meta["shape"]
         by, bx = meta["blocks"][band.band - 1]
         nodata = meta["nodata"][band.band - 1]
-        lines.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{number}">')
+        lines.append(f'  <VRTRasterBand dataType="{gdal_type}" band="{number}">')
         lines.append(f"    <Description>{escape(band.name)}</Description>")
         if nodata is not None:
             lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
@@ -326,7 +317,7 @@ def build_vrt(sources: Sequence[BandSource], target: Path, where: str) -> str:
             f'      <SourceFilename relativeToVRT="0">{escape(_gdal_name(band.href))}</SourceFilename>',
             f"      <SourceBand>{band.band}</SourceBand>",
             f'      <SourceProperties RasterXSize="{w}" RasterYSize="{h}" '
-            f'DataType={quoteattr(_GDAL_TYPES[dtype])} BlockXSize="{bx}" BlockYSize="{by}"/>',
+            f'DataType={quoteattr(gdal_type)} BlockXSize="{bx}" BlockYSize="{by}"/>',
             f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
             f'      <DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>',
             "    </SimpleSource>",
