@@ -121,6 +121,15 @@ class ClassTable:
         return self.labels.ignore_index
 
     @classmethod
+    def load(
+        cls, value: str | os.PathLike | Mapping[str, Any] | ClassTable | None, where: str = "<class table>"
+    ) -> ClassTable | None:
+        """A class table given as a YAML file, a mapping (named ``where`` in messages) or itself; None for None."""
+        if value is None or isinstance(value, ClassTable):
+            return value
+        return cls.from_dict(value, where) if isinstance(value, Mapping) else cls.from_yaml(value)
+
+    @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> ClassTable:
         path = Path(path).expanduser()
         data = read_yaml_mapping(path, "class table")
@@ -319,7 +328,7 @@ class FolderDataset(SegmentationDataset):
             for r in roots
             for pair in find_pairs(r, images, masks, mask_suffix=mask_suffix, require_masks=require_masks)
         ]
-        table = _load_table(class_table)
+        table = ClassTable.load(class_table)
         if table is None and spec is None:
             raise ConfigError(
                 f"{self.root}: a folder dataset needs a class table (class_table=...yaml) or a dataset spec"
@@ -397,14 +406,6 @@ class FolderDataset(SegmentationDataset):
         raise ConfigError(
             f"folder dataset {root}: no '{split}' sub-folder; give splits={{'{split}': [sub-folders]}} or split='all'"
         )
-
-
-def _load_table(value: Any) -> ClassTable | None:
-    if value is None or isinstance(value, ClassTable):
-        return value
-    if isinstance(value, Mapping):
-        return ClassTable.from_dict(value)
-    return ClassTable.from_yaml(value)
 
 
 def _sampled_pixels(

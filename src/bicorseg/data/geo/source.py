@@ -50,14 +50,6 @@ def _is_vector(path: Path) -> bool:
             return False
 
 
-def _table(value: str | os.PathLike | dict[str, Any] | ClassTable | None) -> ClassTable | None:
-    if value is None or isinstance(value, ClassTable):
-        return value
-    if isinstance(value, dict):
-        return ClassTable.from_dict(value, "data.class_table")
-    return ClassTable.from_yaml(value)
-
-
 class GeoSource:
     """Rasters and their labels (see the module docstring).
 
@@ -145,7 +137,7 @@ class GeoSource:
         from bicorseg.data.geo.rasterlabels import RasterLabels, inspect_label_raster
         from bicorseg.gis.layers import LAYER_SEPARATOR, layer_info, parse_layer
 
-        table = _table(class_table)
+        table = ClassTable.load(class_table, "data.class_table")
         self.stac_bands = tuple(
             stac_bands
             or (spec.bands if spec is not None else None)
