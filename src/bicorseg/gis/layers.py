@@ -147,6 +147,32 @@ def reproject(geoms: np.ndarray, move: Transformer | None, where: str) -> np.nda
     return moved
 
 
+def batches(
+    ref: LayerRef, columns: Sequence[str], where: str | None = None, geometry: bool = True
+) -> Iterator[tuple[dict[str, Any], pa.RecordBatch]]:
+    """The features of a layer as Arrow batches (with pyogrio's metadata): ``columns``, the fids and,
+    with ``geometry``, the geometries, filtered by ``where`` (an OGR SQL ``WHERE`` clause)."""
+    with raster_access.vector_environment(allow_remote=ref.allow_remote):
+        try:
+            with pyogrio.open_arrow(
+                ref.path,
+                layer=ref.layer,
+                where=where,
+                columns=list(columns),
+                read_geometry=geometry,
+                return_fids=True,
+                batch_size=BATCH_FEATURES,
+                use_pyarrow=True,
+            ) as (meta, reader):
+                for batch in reader:
+                    yield meta, batch
+        except BicorsegError:
+            raise
+        except Exception as error:
+            what = f" with the filter {where!r}" if where else ""
+            raise InputError(f"{ref.key}: cannot read {ref}{what}: {first_line(error)}") from None
+
+
 class PolygonStream:
     """The polygons of a layer as batches of ``(fids, geometries, attributes)``, with the counts of
     what was skipped or repaired (:attr:`counts`)."""
@@ -158,28 +184,8 @@ class PolygonStream:
         self.counts: Counter[str] = Counter()
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-        with raster_access.vector_environment(allow_remote=self.ref.allow_remote):
-            try:
-                with pyogrio.open_arrow(
-                    self.ref.path,
-                    layer=self.ref.layer,
-                    where=self.where,
-                    columns=self.columns,
-                    return_fids=True,
-                    batch_size=BATCH_FEATURES,
-                    use_pyarrow=True,
-                ) as (meta, reader):
-                    geometry = meta["geometry_name"] or "wkb_geometry"
-                    fid = meta["fid_column"] or "OGC_FID"
-                    for batch in reader:
-                        yield self._batch(batch, geometry, fid)
-            except BicorsegError:
-                raise
-            except Exception as error:
-                what = f" with the filter {self.where!r}" if self.where else ""
-                raise InputError(
-                    f"{self.ref.key}: cannot read {self.ref}{what}: {first_line(error)}"
-                ) from None
+        for meta, batch in batches(self.ref, self.columns, self.where):
+            yield self._batch(batch, meta["geometry_name"] or "wkb_geometry", meta["fid_column"] or "OGC_FID")
 
     def _batch(
         self, batch: pa.RecordBatch, geometry: str, fid: str

@@ -55,7 +55,7 @@ from bicorseg.data.geo.classes import GeoClasses, normalise_code  # noqa: E402
 from bicorseg.data.geo.rasters import GeoRaster, pixel_polygon, window_transform  # noqa: E402
 from bicorseg.errors import ConfigError, InputError, first_line  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
-from bicorseg.gis.layers import BATCH_FEATURES, LayerRef, PolygonStream, layer_info, read_layer, reproject  # noqa: E402
+from bicorseg.gis.layers import LayerRef, PolygonStream, batches, layer_info, read_layer, reproject  # noqa: E402
 from bicorseg.gis.layers import transformer as layer_transformer  # noqa: E402
 
 SCRATCH_NAME = "bicorseg-labels"
@@ -83,22 +83,8 @@ def footprint(raster: GeoRaster) -> shapely.Polygon:
 def layer_codes(ref: LayerRef, field: str, where: str | None) -> Counter[Any]:
     """How many features hold each code of ``field`` (None: no code), streamed without geometries."""
     codes: Counter[Any] = Counter()
-    with raster_access.vector_environment(allow_remote=ref.allow_remote):
-        try:
-            with pyogrio.open_arrow(
-                ref.path,
-                layer=ref.layer,
-                where=where,
-                columns=[field],
-                read_geometry=False,
-                batch_size=BATCH_FEATURES,
-                use_pyarrow=True,
-            ) as (_, reader):
-                for batch in reader:
-                    codes.update(normalise_code(v) for v in batch.column(field).to_pylist())
-        except Exception as error:
-            what = f" with the filter {where!r}" if where else ""
-            raise InputError(f"{ref.key}: cannot read {ref}{what}: {first_line(error)}") from None
+    for _, batch in batches(ref, [field], where, geometry=False):
+        codes.update(normalise_code(v) for v in batch.column(field).to_pylist())
     return codes
 
 
