@@ -138,12 +138,15 @@ def _read_raster(path: str | os.PathLike) -> tuple[np.ndarray, CrsTransform | No
         return array, georef
 
 
-def read_georeferenced(path: str | os.PathLike) -> tuple[np.ndarray, CrsTransform | None]:
-    """Read a whole image (``bands x H x W``, native dtype) and its georeference, if it has one."""
+def read_georeferenced(
+    path: str | os.PathLike, *, keep_palette: bool = False
+) -> tuple[np.ndarray, CrsTransform | None]:
+    """Read a whole image (``bands x H x W``, native dtype) and its georeference, if it has one
+    (``keep_palette``: a palette PNG gives its indices, otherwise its colours)."""
     _check_exists(path)
     suffix = Path(str(path)).suffix.lower()
     if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path)):
-        return _read_pillow(path, keep_palette=False), None
+        return _read_pillow(path, keep_palette=keep_palette), None
     return _read_raster(path)
 
 
@@ -158,12 +161,7 @@ def read_mask(path: str | os.PathLike, *, mode: Literal["index", "colour"] = "in
     In ``"index"`` mode a palette PNG gives its palette indices (the usual way to store class ids);
     in ``"colour"`` mode it gives the colours of its palette.
     """
-    _check_exists(path)
-    suffix = Path(str(path)).suffix.lower()
-    if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path)):
-        array = _read_pillow(path, keep_palette=(mode == "index"))
-    else:
-        array = _read_raster(path)[0]
+    array = read_georeferenced(path, keep_palette=mode == "index")[0]
     if mode == "index":
         if array.shape[0] != 1:
             raise InputError(
