@@ -73,9 +73,14 @@ class GeoRaster:
         return self.path.stem
 
     @property
+    def footprint(self) -> shapely.Polygon:
+        """The raster's outline in its CRS (rotated grids included)."""
+        return pixel_polygon(self, 0, 0, self.height, self.width)
+
+    @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the raster's CRS."""
-        return tuple(pixel_polygon(self, 0, 0, self.height, self.width).bounds)
+        return tuple(self.footprint.bounds)
 
     @property
     def pixel_size(self) -> float:

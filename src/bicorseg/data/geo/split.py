@@ -36,9 +36,9 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from bicorseg.data.geo.rasters import GeoRaster, map_xy, pixel_polygon
-from bicorseg.data.geo.vector import reproject
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.gis.aoi import AreaOfInterest
+from bicorseg.gis.layers import reproject
 
 CELL = 64  # pixels per cell side
 CENSUS_CELLS = 16  # cells per census window side (1024 pixels)
@@ -186,9 +186,7 @@ def areas_from_blocks(rasters: Sequence[GeoRaster], blocks: shapely.Geometry) ->
         if move is not None:
             dense = shapely.segmentize(polygons, reference.pixel_size * 8)
             polygons = reproject(dense, move, "the validation blocks")
-        polygons = polygons[
-            shapely.intersects(polygons, pixel_polygon(raster, 0, 0, raster.height, raster.width))
-        ]
+        polygons = polygons[shapely.intersects(polygons, raster.footprint)]
         areas.append(AreaOfInterest(polygons, raster.transform, "validation blocks"))
     return areas
 

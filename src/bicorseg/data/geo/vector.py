@@ -75,11 +75,6 @@ def transformers(
     return {r.crs: layer_transformer(ref, info, CRS.from_wkt(r.crs), r.name) for r in distinct}
 
 
-def footprint(raster: GeoRaster) -> shapely.Polygon:
-    """The raster's outline in its CRS (rotated grids included)."""
-    return pixel_polygon(raster, 0, 0, raster.height, raster.width)
-
-
 def layer_codes(ref: LayerRef, field: str, where: str | None) -> Counter[Any]:
     """How many features hold each code of ``field`` (None: no code), streamed without geometries."""
     codes: Counter[Any] = Counter()
@@ -150,7 +145,7 @@ class VectorLabels:
         self.files: dict[str, Path] = {}
         self.counts: Counter[str] = Counter()
         columns = [label_field] + ([priority_field] if priority_field else [])
-        footprints = {crs: [footprint(r) for r in rasters if r.crs == crs] for crs in moves}
+        footprints = {crs: [r.footprint for r in rasters if r.crs == crs] for crs in moves}
         for number, (crs, transformer) in enumerate(moves.items()):
             stream = PolygonStream(ref, columns, where, strict)
             target = folder / f"labels-{number}.gpkg"
@@ -389,7 +384,7 @@ def read_areas(
     areas = []
     for raster in rasters:
         polygons = reproject(geoms, moves[raster.crs], f"{ref.key}: {ref}")
-        polygons = polygons[shapely.intersects(footprint(raster), polygons)]
+        polygons = polygons[shapely.intersects(raster.footprint, polygons)]
         areas.append(AreaOfInterest(polygons, raster.transform, str(ref)))
     if not any(len(a.polygons) for a in areas):
         extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
