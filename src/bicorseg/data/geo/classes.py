@@ -143,39 +143,16 @@ class GeoClasses:
 
     @classmethod
     def from_table(cls, table: ClassTable, background: str | None) -> GeoClasses:
-        if table.labels.kind == "colour":
-            values: tuple[int, ...] = ()
-            ignore: tuple[int, ...] = ()
-        else:
-            encoding = table.labels.encoding()
-            values = tuple(int(v) for v in encoding.classes)
-            ignore = tuple(int(v) for v in encoding.ignore)
+        where = table.source
         return cls(
-            table.class_names,
-            table.palette,
-            table.ignore_index,
-            table.eval_classes,
-            values,
-            ignore,
-            _background(table.class_names, background, table.source),
-            table,
+            *_facts(table, table.labels.encoding()), _background(table.class_names, background, where), table
         )
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, background: str | None) -> GeoClasses:
         """The classes a model was trained on (a checkpoint's, a run's)."""
-        encoding = spec.label_encoding
-        values = tuple(int(v) for v in encoding.classes) if encoding.kind == "values" else ()
-        ignore = tuple(int(v) for v in encoding.ignore) if encoding.kind == "values" else ()
-        return cls(
-            spec.class_names,
-            spec.palette,
-            spec.ignore_index,
-            spec.eval_classes,
-            values,
-            ignore,
-            _background(spec.class_names, background, f"the classes of {spec.name!r}"),
-        )
+        where = f"the classes of {spec.name!r}"
+        return cls(*_facts(spec, spec.label_encoding), _background(spec.class_names, background, where))
 
     @classmethod
     def from_names(
@@ -199,6 +176,14 @@ class GeoClasses:
                 f"{where}: the labels hold {len(names)} class(es) ({', '.join(names)}); at least two are needed"
             )
         return cls.from_names(names, background, where)
+
+
+def _facts(source: ClassTable | DatasetSpec, encoding: LabelEncoding) -> tuple[Any, ...]:
+    """Names, palette, ignore index, evaluation classes, and the codes of the classes and of "not
+    labelled" when the masks or attributes hold values (none for colours or class indices)."""
+    values = encoding.kind == "values"
+    codes = [tuple(int(v) for v in c) if values else () for c in (encoding.classes, encoding.ignore)]
+    return (source.class_names, source.palette, source.ignore_index, source.eval_classes, *codes)
 
 
 def _number(text: str) -> Any:
