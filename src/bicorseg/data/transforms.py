@@ -238,12 +238,10 @@ def class_ratio_crop(
     """A random ``size`` crop, retried while one class dominates (the last try is kept)."""
     image, mask = pad_to(image, mask, size, size, ignore_index, fill)
     for _ in range(retries + 1):
-        y = _randint(0, mask.shape[-2] - size + 1, generator)
-        x = _randint(0, mask.shape[-1] - size + 1, generator)
-        crop = mask[y : y + size, x : x + size]
-        if _balanced(crop, max_ratio, ignore_index):
+        crop = random_crop(image, mask, size, size, ignore_index, generator)  # padded already
+        if _balanced(crop[1], max_ratio, ignore_index):
             break
-    return image[:, y : y + size, x : x + size], crop
+    return crop
 
 
 def four_image_mosaic(
