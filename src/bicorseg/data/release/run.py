@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bicorseg.atomic import remove_stale_temps, write_error
-from bicorseg.data.datasets import PROTOCOLS, BandVariant, Release, SplitRule, get_release
+from bicorseg.data.datasets import BandVariant, Release, SplitRule, get_release
 from bicorseg.data.release.cutting import Unknown, process_item
 from bicorseg.data.release.journal import (
     WORK_DIR,
@@ -73,8 +73,7 @@ def prepare(
         raise ConfigError(f"must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}", key="patch_size")
     if unknown_colours not in ("error", "ignore"):
         raise ConfigError(f"unknown_colours must be 'error' or 'ignore', not {unknown_colours!r}")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+    release.preparation(protocol)  # refuses an unknown protocol
     names = list(splits) if splits else [r.name for r in release.splits]
     rules = [release.split(name).scaled(patch_size) for name in names]
     source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
