@@ -173,15 +173,14 @@ def test_convert_takes_the_recipe_of_the_dataset(tmp_path, capsys) -> None:
     config = converted.model_config
     assert (config.num_classes, config.layers, config.topk_ratio, config.min_pixels) == (7, 2, 0.02, 64)
     assert converted.dataset.name == "loveda" and converted.extra["recipe"] == "loveda"
-    # what is given wins over the recipe
-    assert (
-        main(["convert", str(source), "--output", str(out), "--dataset", "loveda", "--topk-ratio", "0.1"])
-        == 0
-    )
+    # what is given wins over the recipe; the existing output is replaced as asked
+    argv = ["convert", str(source), "--output", str(out), "--dataset", "loveda", "--topk-ratio", "0.1"]
+    assert main(argv) == 2 and "exists (use --overwrite to replace it)" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
     assert "layers, min pixels from the loveda recipe" in capsys.readouterr().out
     assert load_checkpoint(out).model_config.topk_ratio == 0.1
     # without a dataset the plain defaults are used, and said
-    assert main(["convert", str(source), "--output", str(out), "--num-classes", "7"]) == 0
+    assert main(["convert", str(source), "--output", str(out), "--num-classes", "7", "--overwrite"]) == 0
     assert "top-k ratio 1.0, min pixels 64" in capsys.readouterr().out
 
 

@@ -132,13 +132,28 @@ def test_ensure_writable_creates_nothing(tmp_path: Path) -> None:
         ensure_writable(tmp_path / "f", folder=True)
 
 
-def test_evaluate_keeps_an_existing_report_unless_overwrite(inputs, tmp_path: Path, capsys) -> None:
+FILE_COMMANDS = ["evaluate", "export", "submit", "convert", "vectorize", "areas", "report"]
+
+
+@pytest.mark.parametrize("command", FILE_COMMANDS)
+def test_an_existing_output_file_is_kept_without_overwrite(
+    command: str, inputs, tmp_path: Path, capsys
+) -> None:
+    if command in ("vectorize", "areas"):
+        require("pyogrio")  # the optional extra "vector"
+    argv = _commands(inputs, tmp_path)[command]
+    output = Path(argv[argv.index("--output") + 1])
+    output.write_text("the user's own file\n")
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bicorseg {command}: error: {output}"), lines
+    assert "exists" in lines[0] and "--overwrite" in lines[0], lines
+    assert output.read_text() == "the user's own file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # nothing else written
+
+
+def test_evaluate_replaces_an_existing_report_with_overwrite(inputs, tmp_path: Path) -> None:
     report = tmp_path / "metrics.json"
     report.write_text("the user's own file\n")
-    argv = _commands(inputs, tmp_path)["evaluate"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"bicorseg evaluate: error: {report} exists (use --overwrite to replace it)"
-    assert report.read_text() == "the user's own file\n"
-    assert main([*argv, "--overwrite"]) == 0
+    assert main([*_commands(inputs, tmp_path)["evaluate"], "--overwrite"]) == 0
     assert "miou" in json.loads(report.read_text())

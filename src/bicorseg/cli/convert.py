@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import add_shared_options
 from bicorseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="F2CE minimum number of pixels (default: the recipe's, else 64)",
     )
+    add_shared_options(parser, "overwrite", overwrite="replace an existing output file")
     parser.set_defaults(func=run)
 
 
@@ -64,7 +66,7 @@ def recipe_model(name: str) -> ModelConfig:
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import convert_official_file
 
-    ensure_writable(args.output)
+    ensure_writable(args.output, overwrite=args.overwrite)
     dataset = recipe = None
     layers, ratio, min_pixels = args.layers, args.topk_ratio, args.min_pixels
     taken = []  # what the recipe supplied

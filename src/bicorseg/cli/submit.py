@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, help="the zip to write, e.g. submission.zip")
     add_shared_options(parser, *TTA, "batch_size", "device", "precision", precision=EVALUATION_PRECISION_HELP)
+    add_shared_options(parser, "overwrite", overwrite="replace an existing zip")
     parser.set_defaults(func=run)
 
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.spec import normalise
 
     PredictOptions(batch_size=args.batch_size)  # validates it
-    ensure_writable(args.output)
+    ensure_writable(args.output, overwrite=args.overwrite)
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.model_config
     if config.num_classes != LOVEDA_CLASSES:
