@@ -31,10 +31,6 @@ from bicorseg.gis.layers import parse_layer, read_layer, reproject, transformer 
 SEARCH_WINDOW = 1024  # side of the windows searched for a pixel inside the area
 
 
-def _window_transform(transform: Affine, row: int, col: int) -> Affine:
-    return transform @ Affine.translation(col, row)
-
-
 def _window_bounds(transform: Affine, row: int, col: int, height: int, width: int) -> tuple[float, ...]:
     """(left, bottom, right, top) of a window (``@``: rasterio's helpers warn under affine 3)."""
     corners = [
@@ -110,7 +106,8 @@ class AreaOfInterest:
         near = self._near(row, col, height, width)
         if not len(near):
             return np.zeros((height, width), bool)
-        return geometry_mask(near, (height, width), _window_transform(self.transform, row, col), invert=True)
+        window = self.transform @ Affine.translation(col, row)  # the window's own pixel grid
+        return geometry_mask(near, (height, width), window, invert=True)
 
     def touches(self, row: int, col: int, height: int, width: int) -> bool:
         """Whether a pixel of the window is inside (the polygons' boxes are checked first)."""

@@ -19,13 +19,11 @@ Two protocols (``protocol``, recorded in the manifest):
 
 * ``clean`` (the default): padding goes at the bottom and right and is labelled ignore, so it never
   counts as a class; flipped copies are flips of the padded tile.
-* ``paper``: what the original code did (the release's :class:`~bicorseg.data.datasets.PaperPreparation`).
-  ISPRS: padding goes at the top and left and is labelled impervious surface (class 0) in every
-  split, so it is trained and scored as that class; flipped copies are flips of the unpadded tile,
-  padded afterwards; the manifest's split rules say ``"pad_side": "top_left"``; Vaihingen
-  training patches go through the car zoom (:class:`~bicorseg.data.datasets.ZoomStep`): names
-  ``{patch}_zoom``, ``_zoom_vflip``, ``_zoom_hflip``, ``_zoom_rot{0|90|180|270}`` replace ``{patch}``.
-  LoveDA: the same files as ``clean``.
+* ``paper``: what the original code did (the release's :class:`~bicorseg.data.datasets.PaperPreparation`,
+  compared in docs/paper.md): ISPRS padding at the top and left labelled impervious surface
+  (``"pad_side": "top_left"`` in the split rules), flipped copies padded after the flip, Vaihingen's
+  car zoom (:class:`~bicorseg.data.datasets.ZoomStep`: ``{patch}_zoom``, ``_zoom_vflip``,
+  ``_zoom_hflip``, ``_zoom_rot{0|90|180|270}`` replace ``{patch}``); LoveDA as ``clean``.
 
 Every file is written to a temporary name and renamed; each finished tile is recorded in
 ``DIR/.bicorseg-prepare/`` and the manifest is written last. A rerun verifies what is there
