@@ -191,30 +191,32 @@ def _folder_dataset(root: Path) -> None:
 
 
 def test_a_png_declaring_ten_gigapixels_is_refused_at_once(tmp_path, capsys, checkpoint) -> None:
+    # CPU time of this process, not wall time: decoding 10 gigapixels would take minutes of it, and
+    # other jobs on the machine do not count
     bomb = _png_declaring(tmp_path / "in" / "bomb.png", 100_000, 100_000)
     assert bomb.stat().st_size < 100
     message = r"bomb\.png: 100000 x 100000 pixels is more than the limit of 2147483648 pixels"
     for command in ("predict", "heatmaps"):
-        start = time.perf_counter()
+        start = time.process_time()
         line = refused(capsys, command, bomb, "--checkpoint", checkpoint, "--output", tmp_path / "out")
-        assert time.perf_counter() - start < 5 and re.search(message, line), line
+        assert time.process_time() - start < 5 and re.search(message, line), line
     # the folder dataset (train, evaluate) and prepare read through the same check
     root = tmp_path / "folder"
     _png_declaring(root / "images" / "a.png", 100_000, 100_000)
     (root / "masks").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "a.png")
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(InputError, match=r"a\.png: 100000 x 100000 pixels is more than the limit"):
         _folder_dataset(root)
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
     release = tmp_path / "LoveDA" / "Train" / "Rural"
     _png_declaring(release / "images_png" / "0.png", 100_000, 100_000)
     (release / "masks_png").mkdir()
     Image.fromarray(np.ones((8, 8), np.uint8)).save(release / "masks_png" / "0.png")
-    start = time.perf_counter()
+    start = time.process_time()
     line = refused(capsys, "prepare", "loveda", "--source", tmp_path / "LoveDA", "--output", tmp_path / "p",
                    "--no-progress")  # fmt: skip
-    assert time.perf_counter() - start < 5 and re.search(r"0\.png: 100000 x 100000 pixels", line), line
+    assert time.process_time() - start < 5 and re.search(r"0\.png: 100000 x 100000 pixels", line), line
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 
