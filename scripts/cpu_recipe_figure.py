@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for axis, (picture, title) in zip(axes[row], panels):
             axis.imshow(picture)
             axis.set_title(title, fontsize=10)
-    palette = {name: tuple(int(v) for v in colour) for name, colour in zip(names, colours)}
+    palette = {name: tuple(int(v) for v in colour) for name, colour in zip([*names, "no data"], colours)}
     finish(figure, axes.ravel(), palette, args.output)
     print(f"wrote {args.output} ({args.output.stat().st_size // 1024} KiB)")
     return 0

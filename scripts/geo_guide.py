@@ -136,8 +136,8 @@ def run(command: list[str], log: Path | None = None) -> float:
 
 
 def finish(figure, axes, palette: dict, path: Path) -> None:
-    """The class legend under the panels, and the figure as a small PNG (128 colours, which the
-    textures of a scene need and little more)."""
+    """The class legend under the panels (outlined swatches: a white class shows on the white page),
+    and the figure as a small PNG (128 colours, which the textures of a scene need and little more)."""
     import io
 
     import matplotlib.pyplot as plt
@@ -146,7 +146,10 @@ def finish(figure, axes, palette: dict, path: Path) -> None:
 
     for axis in axes:
         axis.set_axis_off()
-    handles = [Patch(color=np.array(colour) / 255, label=name) for name, colour in palette.items()]
+    handles = [
+        Patch(facecolor=np.array(colour) / 255, edgecolor="0.3", linewidth=0.6, label=name)
+        for name, colour in palette.items()
+    ]
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     figure.tight_layout(rect=(0, 0.06, 1, 0.96))
     buffer = io.BytesIO()
