@@ -27,6 +27,15 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B --name crop128b12-150 --set loss.class_balance=0 --set trainer.max_minutes=null --set trainer.max_epochs=150
     $B --name balance0.5-crop128b12 --set trainer.max_minutes=null --set trainer.max_epochs=150
     $B --name shipped-20min --keep runs/loveda-cpu     # the recipe as shipped: its 20-minute budget
+    $B --name shipped-20min-idle --keep runs/loveda-cpu    # the same, the 2 cores almost free
+    F="--set trainer.max_minutes=null --set trainer.max_steps=1122"   # the steps the free machine made
+    $B $F --name lr5e-4-1122 --set optimizer.lr=5e-4
+    $B $F --name lr2e-3-1122 --set optimizer.lr=2e-3
+    $B $F --name datastats-1122 --set 'data.class_table.bands=[red,green,blue]' \
+        --set 'data.class_table.mean=[78.6,84.18,80.38]' --set 'data.class_table.std=[34.48,29.92,27.02]'
+    $B $F --name balance0-1122 --set loss.class_balance=0
+    $B $F --name topk1.0-1122 --set model.topk_ratio=1.0
+    $B $F --name width96-1122 --set model.width=96
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return np.asarray(Image.fromarray(array).resize((args.side, args.side), resample))
 
     rows = len(args.scenes)
-    figure, axes = plt.subplots(rows, 3, figsize=(9, 3.2 * rows + 0.6), dpi=80, squeeze=False)
+    figure, axes = plt.subplots(rows, 3, figsize=(9, 3.2 * rows + 1.0), dpi=80, squeeze=False)
     for row, (scene, classes) in enumerate(zip(args.scenes, predicted)):
         image = np.asarray(Image.open(args.loveda / "images_png" / f"{scene}.png").convert("RGB"))
         mask = np.asarray(Image.open(args.loveda / "masks_png" / f"{scene}.png"))

@@ -150,8 +150,9 @@ def finish(figure, axes, palette: dict, path: Path) -> None:
         Patch(facecolor=np.array(colour) / 255, edgecolor="0.3", linewidth=0.6, label=name)
         for name, colour in palette.items()
     ]
-    figure.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.96))
+    rows = 1 if len(handles) <= 6 else 2  # more swatches than one row of the page holds: two rows
+    figure.legend(handles=handles, loc="lower center", ncol=-(-len(handles) // rows), frameon=False)
+    figure.tight_layout(rect=(0, 0.06 if rows == 1 else 0.1, 1, 0.96))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
