@@ -275,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             record = run_variant(args.config, overrides, work)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # the run folder too, unless --keep put it elsewhere
+        gis = ["--loveda-gis", str(args.loveda_gis)] if args.loveda_gis is not None else []
         record["command"] = "python benchmarks/cpu_recipe.py " + " ".join(
-            ["--name", args.name, "--config", args.config, *(f"--set {s}" for s in args.set)]
+            ["--name", args.name, "--config", args.config, *gis, *(f"--set {s}" for s in args.set)]
         )
         record["date"] = time.strftime("%Y-%m-%d %H:%M")
         if args.output.is_file():  # other variants may have finished while this one ran
