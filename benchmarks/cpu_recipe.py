@@ -27,7 +27,7 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B --name crop128b12-150 --set loss.class_balance=0 --set trainer.max_minutes=null --set trainer.max_epochs=150
     $B --name balance0.5-crop128b12 --set trainer.max_minutes=null --set trainer.max_epochs=150
     $B --name shipped-20min --keep runs/loveda-cpu     # the recipe as shipped: its 20-minute budget
-    $B --name shipped-20min-idle --keep runs/loveda-cpu    # the same, the 2 cores almost free
+    $B --name shipped-20min-idle --keep runs/loveda-cpu    # the same, fewer other jobs
     F="--set trainer.max_minutes=null --set trainer.max_steps=1122"   # the steps the free machine made
     $B $F --name lr5e-4-1122 --set optimizer.lr=5e-4
     $B $F --name lr2e-3-1122 --set optimizer.lr=2e-3
