@@ -73,7 +73,7 @@ print("BENCH " + json.dumps({"baseline_rss_bytes": baseline, "peak_rss_bytes": s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=12000, help="image side in pixels (default 12000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

@@ -69,7 +69,7 @@ def copy_slice(index: int, count: int, start: int, tile: int, overlap: int) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--image", required=True, help="an RGB GeoTIFF the checkpoint was made for")

@@ -57,7 +57,7 @@ def run(seed: int, core: int, minutes: float, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--core", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=5.0)

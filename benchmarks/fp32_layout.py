@@ -51,7 +51,7 @@ def layout(model: BiCoRSeg, memory_format: torch.memory_format) -> BiCoRSeg:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=6)

@@ -205,7 +205,7 @@ def run_child(*args: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192])
     parser.add_argument("--chips", type=int, default=300)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

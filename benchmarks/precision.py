@@ -231,7 +231,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     shared = Path(os.environ.get("BICORSEG_SHARED", REPO.parent / "shared"))
     parser.add_argument("--demo", type=Path, help="output folder of 'bicorseg demo'")

@@ -118,7 +118,7 @@ def run_predict(raster: Path, checkpoint: Path, out_dir: Path, args: argparse.Na
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 6144, 12288])
     parser.add_argument("--tile", type=int, default=512)

@@ -357,7 +357,7 @@ def _shard(model, info, options, raster: Path, out: Path, shard: tuple[int, int]
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--block", type=int, default=2048)

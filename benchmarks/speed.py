@@ -326,7 +326,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when present), cpu or cuda")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="evaluation inputs")

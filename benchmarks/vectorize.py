@@ -205,7 +205,7 @@ def row_of(case: str, raster: Path, output: Path, result: dict, megapixels: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 12288])
     parser.add_argument("--window", type=int, default=2048)

@@ -411,7 +411,7 @@ def make_loveda(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=["vaihingen", "potsdam", "loveda"])
     pixels = parser.add_mutually_exclusive_group()
     pixels.add_argument(

@@ -110,6 +110,18 @@ def test_misspellings_name_the_nearest_valid_one(args, expected, capsys: pytest.
     assert err.count("\n") == 1 and expected in err, err
 
 
+def test_every_parser_refuses_abbreviated_options(capsys: pytest.CaptureFixture) -> None:
+    """``--overwr`` is not taken for ``--overwrite``: every command's parser refuses
+    abbreviations, and the refusal names the option meant."""
+    parser, commands = build_parser()
+    for each in [parser, *commands.values()]:
+        assert each.allow_abbrev is False, each.prog
+    with pytest.raises(SystemExit) as exit_info:  # argparse would take it for --overwrite
+        main(["predict", "a.tif", "--checkpoint", "m", "--output", "o", "--overwr"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unrecognized option --overwr; did you mean --overwrite?" in err
+
+
 def test_config_keys_are_checked_before_any_data_is_read(tmp_path: Path, capsys) -> None:
     assert main(["train", "--config", "loveda", "--optimizer.lr", "abc", "--output", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "bicorseg train: error: optimizer.lr: expected a number, got 'abc'\n"

@@ -20,6 +20,7 @@ import pkgutil
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bicorseg.defaults import VERSION
 from bicorseg.errors import BicorsegError
@@ -30,7 +31,12 @@ _CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, with the nearest valid choice when there is one."""
+    """An argument parser whose errors are one line, with the nearest valid choice when there is one.
+    Options are written in full: an abbreviation (``--over``) is refused, never taken for the one
+    option it starts (``--overwrite``); every command's parser is one of these."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> None:  # type: ignore[override]
         match = _CHOICE.search(message)
