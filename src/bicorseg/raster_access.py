@@ -280,7 +280,10 @@ def virtual_path(name: str | os.PathLike) -> VsiPath | None:
     return path
 
 
-def input_path(name: str | os.PathLike) -> Path | VsiPath:
+InputPath = Path | VsiPath  # an input as :func:`input_path` makes it, once, where it enters
+
+
+def input_path(name: str | os.PathLike) -> InputPath:
     """What a user named as an input: a :class:`VsiPath` for a URL or ``/vsi...`` path, else a Path."""
     virtual = virtual_path(name)
     if virtual is not None:

@@ -63,7 +63,7 @@ def _layout(**extra) -> MapLayout:
 
 def _write_maps(tmp_path: Path, arrays: dict, layout: MapLayout) -> dict[str, Path]:
     height, width = arrays["class"].shape
-    targets = {kind: tmp_path / f"m{end}" for kind, end in layout.suffixes(False).items()}
+    targets = layout.targets(tmp_path, "m", picture=False)
     geo = Georeference("EPSG:32633", (0.5, 0.0, 500_000.0, 0.0, -0.5, 5_000_000.0), None, (256, 256))
     tags = {kind: {"bicorseg_settings": "test"} for kind in targets}
     with ExitStack() as stack:

@@ -41,9 +41,10 @@ from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, 
 from bicorseg.inference.raster_io import InputPlan
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, output_targets, outputs_done
 from bicorseg.inference.writers import check_targets, refuse_existing
+from bicorseg.raster_access import InputPath
 
 
-def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | raster_access.VsiPath]:
+def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputPath]:
     """The image files named by ``inputs`` (files, or folders searched non-recursively), in order.
 
     A URL or GDAL ``/vsi...`` path is taken as it is, as a :class:`~bicorseg.raster_access.VsiPath`
@@ -51,7 +52,7 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | raster_acces
     """
     if not inputs:
         raise InputError("no input given")
-    found: list[Path | raster_access.VsiPath] = []
+    found: list[InputPath] = []
     for item in map(raster_access.input_path, inputs):
         if isinstance(item, raster_access.VsiPath):
             found.append(item)
@@ -64,14 +65,14 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path | raster_acces
             found.append(check_name(item))
         else:
             raise InputError(f"input not found: {item}")
-    unique: dict[Any, Path | raster_access.VsiPath] = {}
+    unique: dict[Any, InputPath] = {}
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
 
 
 def build_plan(
-    predictor: Predictor, paths: Sequence[Path], plans: dict[Path, InputPlan], shards: int | None
+    predictor: Predictor, paths: Sequence[InputPath], plans: dict[InputPath, InputPlan], shards: int | None
 ) -> RunPlan:
     """The plan of a partitioned run over ``paths`` (see :mod:`.units`)."""
     files = []
@@ -150,17 +151,18 @@ def predict_files(
         require_ray()
     predictor = Predictor.from_checkpoint(checkpoint, options, engine)
     plans = {path: predictor.inspect(path) for path in paths}
-    check_targets({path: predictor.targets(path, out_dir) for path in paths})
-    for path in paths:  # the area of interest is read and placed on every input before any work
-        predictor.area_of_interest(path, plans[path])
-    results: dict[Path, FileResult] = {}
-    todo: list[Path] = []
+    targets = {path: predictor.targets(path, out_dir) for path in paths}
+    check_targets(targets)
+    # the area of interest is read and placed on every input before any work
+    aois = {path: predictor.area_of_interest(path, plans[path]) for path in paths}
+    results: dict[InputPath, FileResult] = {}
+    todo: list[InputPath] = []
     problems: dict[Path, str] = {}
     for path in paths:
-        done, bad = predictor.existing_outputs(path, out_dir, plans[path].shape)
+        done, bad = predictor.existing_outputs(path, targets[path], plans[path].shape)
         problems.update(bad)
         if done and not options.overwrite:
-            results[path] = FileResult(path, predictor.targets(path, out_dir), skipped=True)
+            results[path] = FileResult(path, targets[path], skipped=True)
         else:
             todo.append(path)
     refuse_existing(problems, options.overwrite)
@@ -193,7 +195,7 @@ def predict_files(
     for path in todo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
-            results[path] = predictor.predict_file(path, out_dir, progress)
+            results[path] = predictor.write_file(path, targets[path], plans[path], aois[path], progress)
         warn_nonfinite(path, results[path].nonfinite)
         if on_result is not None:
             on_result(results[path])
@@ -211,10 +213,10 @@ def _run_units(
     runner: Executor,
     store: PartStore,
     plan: RunPlan,
-    paths: Sequence[Path],
+    paths: Sequence[InputPath],
     wanted: set[int],
     shard: tuple[int, int] | None,
-    results: dict[Path, FileResult],
+    results: dict[InputPath, FileResult],
     on_result: Callable[[FileResult], None] | None,
     progress: Progress | None,
 ) -> None:

@@ -87,14 +87,15 @@ from bicorseg.inference.tta import (
 from bicorseg.inference.writers import (
     PROBABILITY_TYPES,
     MapLayout,
-    MapWriter,
     check_targets,
+    existing_outputs,
     refuse_existing,
     style_paths,
-    verify_output,
     write_style,
+    writing_maps,
 )
 from bicorseg.precision import check_precision, resolve_precision, with_precision
+from bicorseg.raster_access import InputPath
 from bicorseg.rescale import check_rescale
 from bicorseg.rescale import describe as describe_rescale
 
@@ -176,7 +177,7 @@ class PredictOptions:
 class FileResult:
     """What happened to one input file (``units``/``computed``: its blocks, and those computed here)."""
 
-    input: Path
+    input: InputPath
     outputs: dict[str, Path] = field(default_factory=dict)
     skipped: bool = False
     seconds: float = 0.0
@@ -358,7 +359,6 @@ class Predictor:
         )
         self.probs_fn = with_tta(logits_fn, self.tta, disagreement=self.layout.disagreement)
         self._logits_checked = False
-        self._plans: dict[tuple[str, int, int], InputPlan] = {}
         self._aois: dict[str, Any] = {}
         self._aoi_sha256: str | None = None
         if options.aoi is not None:
@@ -428,15 +428,13 @@ class Predictor:
 
     # --- outputs --------------------------------------------------------------------------------
 
-    def writes_picture(self, path: Path) -> bool:
+    def writes_picture(self, path: InputPath) -> bool:
         """Whether ``path``'s outputs are plain pictures (PNG): a picture given no ``crs``."""
         return is_picture(path) and self.options.crs is None
 
-    def targets(self, path: Path, out_dir: Path) -> dict[str, Path]:
+    def targets(self, path: InputPath, out_dir: Path) -> dict[str, Path]:
         """The output paths of one input (depends on whether it is a plain picture)."""
-        stem = raster_access.input_path(path).stem
-        suffixes = self.layout.suffixes(self.writes_picture(path))
-        return {kind: out_dir / f"{stem}{end}" for kind, end in suffixes.items()}
+        return self.layout.targets(out_dir, path.stem, self.writes_picture(path))
 
     def settings(self, kind: str) -> str:
         """The settings that define an output of ``kind``, as its ``bicorseg_settings`` tag records them."""
@@ -473,52 +471,23 @@ class Predictor:
             for kind in ("class", "probabilities", "color", "confidence")
         }
 
-    def verify(self, kind: str, target: Path, path: Path, shape: tuple[int, int]) -> str | None:
-        """Why an existing output ``target`` of input ``path`` is not this run's result (None: it is)."""
-        return verify_output(
-            kind,
-            target,
-            raster_access.input_path(path).name,
-            shape,
-            self.layout,
-            self.info.sha256,
-            self.settings(kind),
-        )
-
     def existing_outputs(
-        self, path: Path, out_dir: Path, shape: tuple[int, int]
+        self, path: InputPath, targets: dict[str, Path], shape: tuple[int, int]
     ) -> tuple[bool, dict[Path, str]]:
-        """Whether every output of ``path`` exists and verifies, and why each existing one does not."""
-        complete, problems = True, {}
-        for kind, target in self.targets(path, out_dir).items():
-            if not target.exists():
-                complete = False
-            elif (reason := self.verify(kind, target, path, shape)) is not None:
-                problems[target] = reason
-        return complete and not problems, problems
+        """:func:`.writers.existing_outputs` of ``path`` with this run's settings."""
+        return existing_outputs(targets, path.name, shape, self.layout, self.info.sha256, self.settings)
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def inspect(self, path: Path) -> InputPlan:
-        """:func:`inspect_input` of ``path`` (warnings are issued then), remembered for this file."""
-        path = raster_access.input_path(path)
-        try:
-            stat = path.stat()
-            key: tuple[str, int, int] | None = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        except OSError:  # raster_access.open_raster names the problem; a URL is inspected once per run
-            key = (os.fspath(path), 0, 0) if isinstance(path, raster_access.VsiPath) else None
-        if key is not None and key in self._plans:
-            return self._plans[key]
+    def inspect(self, path: InputPath) -> InputPlan:
+        """:func:`inspect_input` of ``path`` (warnings are issued then), with its outputs' georeferencing."""
         with rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with raster_access.open_raster(path) as src:
                 plan = inspect_input(src, path, self.info, self.options.rescale)
-        plan = replace(plan, geo=self._georeference(path, plan))
-        if key is not None:
-            self._plans[key] = plan
-        return plan
+        return replace(plan, geo=self._georeference(path, plan))
 
-    def _georeference(self, path: Path, plan: InputPlan) -> Georeference | None:
+    def _georeference(self, path: InputPath, plan: InputPlan) -> Georeference | None:
         """The georeferencing of ``path``'s outputs: its own, or the options' (module docstring)."""
         opts, geo = self.options, plan.geo
         if opts.crs is not None and (geo is None or geo.crs is None):
@@ -639,40 +608,42 @@ class Predictor:
         targets = self.targets(path, out_dir)
         check_targets({path: targets})
         plan = self.inspect(path)
-        done, problems = self.existing_outputs(path, out_dir, plan.shape)
+        done, problems = self.existing_outputs(path, targets, plan.shape)
         refuse_existing(problems, self.options.overwrite)
         if done and not self.options.overwrite:
             self.ensure_style(targets)
             return FileResult(path, targets, skipped=True)
         aoi = self.area_of_interest(path, plan)
         self.check_logits()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        engine = self.engine_for(plan.shape)
-        with self.reading(path, plan) as reader, ExitStack() as stack:
-            maps = self.map_writer(targets, plan, path.name, stack)
-            try:
-                if progress is not None:
-                    progress.start(path.name, engine.total_tiles)
-                advance = progress.advance if progress is not None else None
-                nonfinite = 0
-                for block in engine.blocks:
-                    nonfinite += self.compute_block(engine, reader, block, maps.write, aoi, advance)
-                maps.commit()
-            except BaseException:
-                maps.abort()
-                raise
-        write_style(targets["class"], self.layout)
-        result = FileResult(
-            path, targets, units=len(engine.blocks), computed=len(engine.blocks), nonfinite=nonfinite
-        )
-        result.seconds = time.perf_counter() - start
-        warn_nonfinite(path, nonfinite)
+        result = self.write_file(path, targets, plan, aoi, progress)
+        warn_nonfinite(path, result.nonfinite)
         return result
 
-    def map_writer(self, targets: dict[str, Path], plan: InputPlan, name: str, stack: ExitStack) -> MapWriter:
-        tags = output_tags(self.base_tags(), name, self.rescale_tag(plan))
-        return MapWriter(targets, self.layout, plan.geo, plan.shape, tags, stack)
+    def write_file(
+        self,
+        path: InputPath,
+        targets: dict[str, Path],
+        plan: InputPlan,
+        aoi: Any = None,
+        progress: Progress | None = None,
+    ) -> FileResult:
+        """Compute the blocks of an input checked by :meth:`predict_file` (or by the batch's checks)
+        in sequence into its outputs ``targets``."""
+        targets["class"].parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        engine = self.engine_for(plan.shape)
+        tags = output_tags(self.base_tags(), path.name, self.rescale_tag(plan))
+        with (
+            self.reading(path, plan) as reader,
+            writing_maps(targets, self.layout, plan.geo, plan.shape, tags) as sink,
+        ):
+            if progress is not None:
+                progress.start(path.name, engine.total_tiles)
+            advance = progress.advance if progress is not None else None
+            nonfinite = sum(self.compute_block(engine, reader, b, sink, aoi, advance) for b in engine.blocks)
+        blocks = len(engine.blocks)
+        seconds = time.perf_counter() - start
+        return FileResult(path, targets, units=blocks, computed=blocks, nonfinite=nonfinite, seconds=seconds)
 
     def rescale_tag(self, plan: InputPlan) -> str | None:
         """What an input's outputs record of its rescale (``bicorseg_rescale``); None without one."""

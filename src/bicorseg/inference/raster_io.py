@@ -24,7 +24,6 @@ model sees them.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -109,9 +108,9 @@ class Georeference:
         return Georeference(self.crs, transform, gcps, self.block)
 
 
-def is_picture(path: str | os.PathLike) -> bool:
+def is_picture(path: raster_access.InputPath) -> bool:
     """Whether ``path`` is a plain picture (PNG, JPEG, ...), predicted into a PNG rather than a GeoTIFF."""
-    return raster_access.input_path(path).suffix.lower() in PICTURE_SUFFIXES
+    return path.suffix.lower() in PICTURE_SUFFIXES
 
 
 @dataclass(frozen=True)

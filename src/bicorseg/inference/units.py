@@ -56,12 +56,11 @@ from bicorseg.inference.engine import MIN_BLOCK, Block, block_starts
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
-    MapWriter,
     RasterOutputs,
+    existing_outputs,
     geotiff_profile,
     refuse_existing,
-    verify_output,
-    write_style,
+    writing_maps,
 )
 
 PARTS_FOLDER = "bicorseg_parts"
@@ -562,28 +561,14 @@ class PartStore:
 
 
 def output_targets(plan: RunPlan, file: PlannedFile, out_dir: Path) -> dict[str, Path]:
-    return {kind: out_dir / f"{file.stem}{end}" for kind, end in plan.layout.suffixes(file.picture).items()}
+    return plan.layout.targets(out_dir, file.stem, file.picture)
 
 
 def outputs_done(plan: RunPlan, file: PlannedFile, out_dir: Path) -> tuple[bool, dict[Path, str]]:
     """Whether the outputs of ``file`` exist and verify against the plan, and why others do not."""
-    complete, problems = True, {}
-    for kind, target in output_targets(plan, file, out_dir).items():
-        if not target.exists():
-            complete = False
-            continue
-        reason = verify_output(
-            kind,
-            target,
-            file.name,
-            (file.height, file.width),
-            plan.layout,
-            plan.checkpoint_sha256,
-            plan.tags[kind]["bicorseg_settings"],
-        )
-        if reason is not None:
-            problems[target] = reason
-    return complete and not problems, problems
+    targets, shape = output_targets(plan, file, out_dir), (file.height, file.width)
+    return existing_outputs(targets, file.name, shape, plan.layout, plan.checkpoint_sha256,
+                            lambda kind: plan.tags[kind]["bicorseg_settings"])  # fmt: skip
 
 
 def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
@@ -592,18 +577,10 @@ def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
 
     file = plan.files[index]
     targets = output_targets(plan, file, store.out_dir)
-    with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-        tags = output_tags(plan.tags, file.name, file.rescale)
-        maps = MapWriter(targets, plan.layout, file.geo, (file.height, file.width), tags, stack)
-        try:
-            for block in plan.blocks(file):
-                store.copy_into(plan, index, block, maps.write)
-            maps.commit()
-        except BaseException:
-            maps.abort()
-            raise
-    write_style(targets["class"], plan.layout)
+    tags = output_tags(plan.tags, file.name, file.rescale)
+    with writing_maps(targets, plan.layout, file.geo, (file.height, file.width), tags) as sink:
+        for block in plan.blocks(file):
+            store.copy_into(plan, index, block, sink)
     store.remove(plan, index)
     return targets
 

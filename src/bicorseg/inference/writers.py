@@ -33,8 +33,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,17 +131,17 @@ class MapLayout:
         """The kinds :meth:`encode` returns (colours are drawn from the classes when written)."""
         return ("class",) + ("probabilities",) * bool(self.probabilities) + ("confidence",) * self.confidence
 
-    def suffixes(self, picture: bool) -> dict[str, str]:
-        """Kind -> file name ending after the stem."""
+    def targets(self, out_dir: Path, stem: str, picture: bool) -> dict[str, Path]:
+        """Kind -> the output of the input ``stem`` in ``out_dir`` (``picture``: its maps are PNGs)."""
         ext = ".png" if picture else ".tif"
-        out = {"class": ext}
+        ends = {"class": ext}
         if self.probabilities:
-            out["probabilities"] = "_prob.tif"
+            ends["probabilities"] = "_prob.tif"
         if self.color:
-            out["color"] = f"_color{ext}"
+            ends["color"] = f"_color{ext}"
         if self.confidence:
-            out["confidence"] = "_confidence.tif"
-        return out
+            ends["confidence"] = "_confidence.tif"
+        return {kind: out_dir / f"{stem}{end}" for kind, end in ends.items()}
 
     def bands(self, kind: str) -> tuple[int, str]:
         """Band count and type of an output of ``kind``."""
@@ -400,6 +400,28 @@ class MapWriter:
         self.outputs.abort()
 
 
+@contextmanager
+def writing_maps(
+    targets: dict[str, Path],
+    layout: MapLayout,
+    geo: Georeference | None,
+    shape: tuple[int, int],
+    tags: dict[str, dict[str, str]],
+) -> Iterator[Callable[[int, int, Mapping[str, np.ndarray]], None]]:
+    """The sink :meth:`MapWriter.write` of one input's maps; they appear together (with their style)
+    when the block ends without error, else nothing of them does."""
+    with ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
+        maps = MapWriter(targets, layout, geo, shape, tags, stack)
+        try:
+            yield maps.write
+            maps.commit()
+        except BaseException:
+            maps.abort()
+            raise
+    write_style(targets["class"], layout)
+
+
 def style_paths(class_target: Path) -> list[Path]:
     """The files that name and colour the classes beside a GeoTIFF class map (none for a PNG)."""
     if class_target.suffix != ".tif":
@@ -476,7 +498,26 @@ def verify_output(
     return None
 
 
-def check_targets(jobs: Mapping[Path, Mapping[str, Path]]) -> None:
+def existing_outputs(
+    targets: Mapping[str, Path],
+    input_name: str,
+    shape: tuple[int, int],
+    layout: MapLayout,
+    sha256: str | None,
+    settings: Callable[[str], str],
+) -> tuple[bool, dict[Path, str]]:
+    """Whether every output (``targets``) of an input exists and is this run's result (``settings``:
+    of each kind), and why each existing one is not (:func:`verify_output`)."""
+    complete, problems = True, {}
+    for kind, target in targets.items():
+        if not target.exists():
+            complete = False
+        elif reason := verify_output(kind, target, input_name, shape, layout, sha256, settings(kind)):
+            problems[target] = reason
+    return complete and not problems, problems
+
+
+def check_targets(jobs: Mapping[Any, Mapping[str, Path]]) -> None:
     """Refuse an output that is an input (same path, through a link, or a hard link of it) or a file
     an input reads (a VRT's sources, a STAC item's assets, sidecar files:
     :func:`bicorseg.raster_access.input_files`), and an output that two inputs would share (names
