@@ -25,7 +25,8 @@ import rasterio
 import torch
 
 from tests.helpers.inference import random_image, run, tiny_checkpoint, write_geotiff
-from tests.helpers.training import REPO, TINY, cli_subprocess, column, read_metrics
+from tests.helpers.processes import cli_subprocess
+from tests.helpers.training import REPO, TINY, column, read_metrics
 
 pytestmark = pytest.mark.cuda
 

@@ -28,7 +28,7 @@ from tests.helpers import require
 from tests.helpers.hub import HubServer, fill_hf_cache
 from tests.helpers.inference import random_image, run, spec, write_geotiff
 from tests.helpers.models import tiny_config
-from tests.helpers.training import cli_subprocess
+from tests.helpers.processes import cli_subprocess
 
 safetensors_torch = require("safetensors.torch")
 require("huggingface_hub")
@@ -251,13 +251,13 @@ def test_hf_checkpoints_downloaded_with_sizes_checked_first(folder, tmp_path) ->
     files = {("someone/tiny-roads", p.name): p.read_bytes() for p in folder.iterdir()}
     image = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
     with HubServer(files) as hub:
-        env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url}
+        env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url()}
         run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "out"), env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr
     cached = tmp_path / "hf" / "hub" / "models--someone--tiny-roads" / "snapshots"
     assert sorted(p.name for p in next(cached.iterdir()).iterdir()) == ["classes.yaml", "config.json", "model.safetensors"]  # fmt: skip
     with HubServer(files, sizes={("someone/tiny-roads", "model.safetensors"): 1 << 40}) as hub:
-        env = {"HF_HOME": str(tmp_path / "hf2"), "HF_ENDPOINT": hub.url}
+        env = {"HF_HOME": str(tmp_path / "hf2"), "HF_ENDPOINT": hub.url()}
         run = cli_subprocess("predict", str(image), "--checkpoint", "hf://someone/tiny-roads", "--output", str(tmp_path / "o2"), env=env)  # fmt: skip
         asked = list(hub.requests)
     assert run.returncode == 2 and "model.safetensors is 1099511627776 bytes, more than the" in run.stderr, (
@@ -273,10 +273,10 @@ def test_push_to_hub_uploads_the_folder_that_hf_checkpoints_read_back(model, tmp
     checkpoint = save_checkpoint(model, tmp_path / "model.ckpt")
     image = write_geotiff(tmp_path / "scene.tif", random_image(3, 64, 64))
     with HubServer({}) as hub:
-        env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_local_test"}
+        env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url(), "HF_TOKEN": "hf_local_test"}
         run = cli_subprocess("export", "pretrained", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "shared"), "--licence", "mit", "--push-to-hub", "someone/roads", "--private", env=env)  # fmt: skip
         assert run.returncode == 0, run.stderr
-        assert f"uploaded to {hub.url}/someone/roads/commit/" in run.stdout
+        assert f"uploaded to {hub.url()}/someone/roads/commit/" in run.stdout
         # huggingface_hub sends "private": true, or from 1.x "visibility": "private"
         created = [(c["organization"], c["name"], c.get("visibility", "private" if c.get("private") else None)) for c in hub.created]  # fmt: skip
         assert created == [("someone", "roads", "private")]

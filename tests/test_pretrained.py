@@ -20,8 +20,8 @@ from bicorseg.errors import CheckpointError, ConfigError, OutputError
 from bicorseg.models import BiCoRSeg, ModelConfig, adapt_first_conv_weight
 from tests.helpers import require
 from tests.helpers.hub import HubServer, fill_hf_cache
+from tests.helpers.processes import cli_subprocess
 from tests.helpers.range_server import RangeServer
-from tests.helpers.training import cli_subprocess
 
 timm = require("timm")
 safetensors_torch = require("safetensors.torch")
@@ -192,7 +192,7 @@ def test_download_from_the_hub_into_its_cache_then_offline(tmp_path) -> None:
     hf_home = tmp_path / "hf"
     env = {"HF_HOME": str(hf_home), "TORCH_HOME": str(tmp_path / "torch")}
     with HubServer({(ATTO_REPO, "model.safetensors"): data}) as hub:
-        run = cli_subprocess("weights", "download", "convnext_atto", env={**env, "HF_ENDPOINT": hub.url})
+        run = cli_subprocess("weights", "download", "convnext_atto", env={**env, "HF_ENDPOINT": hub.url()})
     assert run.returncode == 0, run.stderr
     cached = Path(run.stdout.split(": ", 1)[1].strip())
     assert cached.is_relative_to(hf_home / "hub" / "models--timm--convnext_atto.d2_in1k" / "snapshots")
@@ -205,7 +205,7 @@ def test_download_from_the_hub_into_its_cache_then_offline(tmp_path) -> None:
 
     other = tmp_path / "hf-tampered"
     with HubServer({(ATTO_REPO, "model.safetensors"): data}, etags={(ATTO_REPO, "model.safetensors"): "ab" * 32}) as hub:  # fmt: skip
-        run = cli_subprocess("weights", "download", "convnext_atto", env={"HF_HOME": str(other), "HF_ENDPOINT": hub.url})  # fmt: skip
+        run = cli_subprocess("weights", "download", "convnext_atto", env={"HF_HOME": str(other), "HF_ENDPOINT": hub.url()})  # fmt: skip
     assert run.returncode == 2 and "is not the abab" in run.stderr, run.stderr
     assert [p for p in (other / "hub").rglob("*") if p.is_file() and "blobs" in p.parts] == []
 
@@ -238,16 +238,13 @@ def test_torchvision_weights_download_checked_by_the_hash_in_their_name(tmp_path
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
     (served / f"convnext_tiny-{digest[:8]}.pth").write_bytes(buffer.getvalue())
     (served / "convnext_tiny-00000000.pth").write_bytes(buffer.getvalue())
-    server = RangeServer(served)
-    try:
+    with RangeServer(served) as server:
         source = pretrained.WeightsSource("convnext_tiny", "torchvision", "convnext_tiny", server.url(f"convnext_tiny-{digest[:8]}.pth"))  # fmt: skip
         path = pretrained.download(source)
         assert path == torch_home / "hub" / "checkpoints" / f"convnext_tiny-{digest[:8]}.pth"
         bad = pretrained.WeightsSource("convnext_tiny", "torchvision", "convnext_tiny", server.url("convnext_tiny-00000000.pth"))  # fmt: skip
         with pytest.raises(CheckpointError, match="is corrupt"):
             pretrained.download(bad)
-    finally:
-        server.close()
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
     path.rename(path.parent / pretrained.weights_source("convnext_tiny").filename)
     model = BiCoRSeg(ModelConfig(num_classes=3, backbone="convnext_tiny", pretrained="imagenet", width=32))

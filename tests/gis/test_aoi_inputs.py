@@ -121,8 +121,7 @@ def test_an_aoi_whose_crs_is_a_served_link_is_read_when_allowed(tmp_path, raster
     served = tmp_path / "served"
     served.mkdir()
     (served / "crs.wkt").write_text(UTM.to_wkt("WKT1_GDAL"))
-    server = RangeServer(served)
-    try:
+    with RangeServer(served) as server:
         remote = geojson(tmp_path / "link.geojson", link(server.url("crs.wkt")))
         local = geojson(tmp_path / "local.geojson", {"type": "name", "properties": {"name": "EPSG:32633"}})
         code, lines = run(capsys, "areas", raster, "--aoi", remote, "--output", tmp_path / "a.json")
@@ -137,8 +136,6 @@ def test_an_aoi_whose_crs_is_a_served_link_is_read_when_allowed(tmp_path, raster
             json.loads((tmp_path / n).read_text())["total_pixels"] for n in ("remote.json", "local.json")
         ]
         assert counts == [400, 400]  # 10 m x 10 m of 0.5 m pixels, placed by the fetched CRS
-    finally:
-        server.close()
 
 
 def test_geojson_without_a_crs_is_read_as_wgs84_and_says_so(tmp_path) -> None:

@@ -196,8 +196,7 @@ def test_predict_stac_item_equals_the_direct_file(
 
 @pytest.mark.slow
 def test_a_served_catalogue_is_read_over_http(catalogue, checkpoint, direct, tmp_path, capsys) -> None:
-    server = RangeServer(catalogue / "catalog")
-    try:
+    with RangeServer(catalogue / "catalog") as server:
         url = server.url("per-band/per-band.json")
         code, err = run(capsys, "predict", "--stac-item", url, "--checkpoint", checkpoint, "--output",
                         tmp_path / "out", "--tile", "64", "--probabilities", "--quiet")  # fmt: skip
@@ -209,13 +208,10 @@ def test_a_served_catalogue_is_read_over_http(catalogue, checkpoint, direct, tmp
             gets = [r for r in server.requests_for(f"files/{name}.tif") if r.method == "GET"]
             assert gets and all(r.range and r.status == 206 for r in gets), server.requests
         assert not server.requests_for("files/thumb.png")
-    finally:
-        server.close()
 
 
 def test_a_local_item_with_remote_assets_needs_allow_remote(catalogue, checkpoint, tmp_path, capsys) -> None:
-    server = RangeServer(catalogue / "catalog")
-    try:
+    with RangeServer(catalogue / "catalog") as server:
         data = json.loads(item_file(catalogue, "per-band").read_text())
         for key in RGB:
             data["assets"][key]["href"] = server.url(f"files/{key}.tif")
@@ -238,8 +234,6 @@ def test_a_local_item_with_remote_assets_needs_allow_remote(catalogue, checkpoin
         )
         assert code == 2 and f"{url}: asset red of a remote item is the local file" in err, err
         assert not (tmp_path / "o").exists()
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize(

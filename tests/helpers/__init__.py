@@ -9,9 +9,11 @@ marked ``cuda`` fails the run (tests/conftest.py), so CI cannot pass by skipping
 * :mod:`.models`: tiny random-weight model configs.
 * :mod:`.data`, :mod:`.gis`, :mod:`.inference`, :mod:`.training`: helpers of those test folders.
 * :mod:`.report`: a real output folder for the report tests.
-* :mod:`.range_server`: a range-capable HTTP server on 127.0.0.1; :mod:`.temp_owners`: temporary
-  files of the atomic-output scheme, live or stale.
-* :mod:`.hub`: a Hugging Face cache filled by hand and a Hub file endpoint on 127.0.0.1.
+* :mod:`.processes`: ``bicorseg`` run as a real process (to its end, or in the background and
+  always ended), and a wait for what it writes.
+* :mod:`.loopback`: the HTTP server on 127.0.0.1 that :mod:`.range_server` (files with byte
+  ranges) and :mod:`.hub` (a Hugging Face cache filled by hand and the Hub's endpoints) build on;
+  :mod:`.temp_owners`: temporary files of the atomic-output scheme, live or stale.
 
 Fixtures that change global state (seeds, torch threads) live in the conftests, not here.
 """

@@ -11,7 +11,7 @@ huggingface_hub reads (``X-Repo-Commit``, ``X-Linked-Etag``: the file's sha256, 
 for small files (``create_repo``, the model card's YAML check, ``preupload`` answering "regular",
 ``commit`` with the files inline): each created repository's request lands in ``created``, each
 committed file in ``files``, so what was pushed can be downloaded again.
-Point huggingface_hub at it with ``HF_ENDPOINT=server.url`` (read when huggingface_hub is imported:
+Point huggingface_hub at it with ``HF_ENDPOINT=server.url()`` (read when huggingface_hub is imported:
 give it to a subprocess).
 """
 
@@ -22,9 +22,10 @@ import hashlib
 import http.server
 import json
 import os
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from tests.helpers.loopback import LoopbackServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -45,7 +46,7 @@ def fill_hf_cache(hub_cache: str | os.PathLike, repo_id: str, files: dict[str, b
     return snapshot
 
 
-class HubServer:
+class HubServer(LoopbackServer):
     """Files of Hub repositories served on 127.0.0.1 (see module docstring); every path asked is recorded."""
 
     def __init__(
@@ -77,7 +78,7 @@ class HubServer:
                 if path == "/api/repos/create":
                     request = json.loads(body)
                     server.created.append(request)
-                    return self._json({"url": f"{server.url}/{request['organization']}/{request['name']}"})
+                    return self._json({"url": f"{server.url()}/{request['organization']}/{request['name']}"})
                 if path == "/api/validate-yaml":
                     return self._json({})
                 if path.endswith("/preupload/main"):  # every file inline in the commit ("regular")
@@ -89,7 +90,7 @@ class HubServer:
                         if item["key"] == "file":
                             files[(repo, item["value"]["path"])] = base64.b64decode(item["value"]["content"])
                     return self._json(
-                        {"commitUrl": f"{server.url}/{repo}/commit/{COMMIT}", "commitOid": COMMIT}
+                        {"commitUrl": f"{server.url()}/{repo}/commit/{COMMIT}", "commitOid": COMMIT}
                     )
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -126,18 +127,4 @@ class HubServer:
                 if body:
                     self.wfile.write(data)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> HubServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(Handler)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tests.helpers.loopback import LoopbackServer
+
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 BOUNDARY = "bicorseg-test-boundary"
 
@@ -69,7 +71,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     return ranges
 
 
-class RangeServer:
+class RangeServer(LoopbackServer):
     """Serve ``root`` on 127.0.0.1 (a free port) until :meth:`close`; see the module docstring."""
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -160,21 +162,9 @@ class RangeServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, relative: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{relative.lstrip('/')}"
+        super().__init__(Handler)
 
     def requests_for(self, relative: str) -> list[Request]:
         path = "/" + relative.lstrip("/")
         with self._lock:
             return [r for r in self.requests if r.path == path]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)

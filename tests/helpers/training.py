@@ -1,11 +1,8 @@
-"""Shared helpers of the training tests: run the CLI in-process or as a real subprocess."""
+"""Shared helpers of the training tests: run the CLI in-process, read a run's metrics."""
 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from bicorseg.cli.main import main
@@ -17,21 +14,6 @@ TINY = str(REPO / "configs" / "tiny-test.yaml")
 
 def cli(*args: str) -> int:
     return main([str(a) for a in args])
-
-
-def cli_subprocess(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """``python -m bicorseg.cli.main ARGS`` in a fresh process (one torch thread per process)."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bicorseg.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:

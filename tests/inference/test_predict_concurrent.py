@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +11,21 @@ import rasterio
 
 from bicorseg.atomic import find_temps
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.processes import cli_subprocess, started, wait_until
 
 
-def _predict(source: Path, checkpoint: Path, out: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bicorseg.cli.main", "predict", str(source), "--checkpoint", str(checkpoint),
-               "--output", str(out), "--quiet", "--probabilities", *extra]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _predict(source: Path, checkpoint: Path, out: Path, *extra: str) -> list[object]:
+    return [
+        "predict",
+        source,
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        out,
+        "--quiet",
+        "--probabilities",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -32,27 +36,21 @@ def test_two_runs_into_one_folder_both_succeed(tmp_path: Path) -> None:
     big = write_geotiff(tmp_path / "big" / "a.tif", random_image(3, 1024, 1024, seed=1))
     small = write_geotiff(tmp_path / "small" / "[ab].tif", random_image(3, 200, 200, seed=2))
     out = tmp_path / "out"
-    first = _predict(big, checkpoint, out, "--tile", "256", "--tta", "d4")
-    try:
-        deadline = time.monotonic() + 240
-        while not any(t.is_for("a.tif") for t in find_temps(out)):  # the first run is writing
-            assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the first run wrote nothing in time"
-            time.sleep(0.02)
+    with started(*_predict(big, checkpoint, out, "--tile", "256", "--tta", "d4")) as first:
+
+        def writing() -> bool:
+            return any(t.is_for("a.tif") for t in find_temps(out))
+
+        wait_until(first, writing, "the first run wrote")
         # the first run is paused in the middle of its writes while the second one runs from start
         # to end: their work overlaps whatever the machine's speed
         first.send_signal(signal.SIGSTOP)
-        assert any(t.is_for("a.tif") for t in find_temps(out)), "the first run finished too soon"
-        second = _predict(small, checkpoint, out)
-        _, second_err = second.communicate(timeout=300)
-        assert second.returncode == 0, second_err
+        assert writing(), "the first run finished too soon"
+        second = cli_subprocess(*_predict(small, checkpoint, out))
+        assert second.returncode == 0, second.stderr
         first.send_signal(signal.SIGCONT)
         _, first_err = first.communicate(timeout=600)
         assert first.returncode == 0, first_err
-    finally:
-        first.send_signal(signal.SIGCONT)
-        first.kill()
-        first.wait()
     assert sorted(p.name for p in out.iterdir()) == [
         "[ab].qml", "[ab].tif", "[ab].tif.aux.xml", "[ab]_prob.tif", "a.qml", "a.tif", "a.tif.aux.xml",
         "a_prob.tif"

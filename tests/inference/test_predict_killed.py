@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +10,7 @@ import pytest
 import rasterio
 
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.processes import cli_subprocess, started, wait_until
 
 
 def _visible(folder: Path) -> dict[str, float]:
@@ -32,18 +29,12 @@ def test_kill_then_rerun_completes_and_skips_finished_files(tmp_path: Path) -> N
     for index in range(4):
         write_geotiff(inputs / f"r{index}.tif", random_image(3, 700, 700, seed=index))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "bicorseg.cli.main", "predict", str(inputs), "--checkpoint", str(checkpoint),
-               "--output", str(out), "--tile", "256", "--quiet"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and _visible(out):
-            break  # the first file is finished and the second is being written
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    command = ["predict", inputs, "--checkpoint", checkpoint, "--output", out, "--tile", "256", "--quiet"]
+    with started(*command) as process:
+        # the first file is finished and the second is being written
+        wait_until(process, lambda: out.exists() and bool(_visible(out)), "the first file was finished", 120)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
 
     finished = _visible(out)
     assert 1 <= len(finished) < 4
@@ -52,7 +43,7 @@ def test_kill_then_rerun_completes_and_skips_finished_files(tmp_path: Path) -> N
             assert (done.width, done.height) == (700, 700)
             assert done.read(1).max() < 4
 
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True)
+    rerun = cli_subprocess(*command, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     after = _visible(out)
     assert sorted(after) == [f"r{i}.tif" for i in range(4)]

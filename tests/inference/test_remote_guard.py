@@ -144,8 +144,7 @@ def test_allowed_remote_reads_still_work_through_a_tile_index(tmp_path) -> None:
     served = tmp_path / "served"
     data = random_image(3, 16, 16, seed=5)
     write_geotiff(served / "t.tif", data)
-    server = RangeServer(served)
-    try:
+    with RangeServer(served) as server:
         index = tile_index(tmp_path / "idx.gti.gpkg", [(f"/vsicurl/{server.url('t.tif')}", TILE)], CRS)
         with pytest.raises(InputError, match="needs the network"):
             with open_raster(index):
@@ -154,8 +153,6 @@ def test_allowed_remote_reads_still_work_through_a_tile_index(tmp_path) -> None:
         with open_raster(index, allow_remote=True) as src:
             assert np.array_equal(src.read(), data)
         assert server.requests_for("t.tif")
-    finally:
-        server.close()
 
 
 # --- through the command line ---------------------------------------------------------------------
@@ -198,8 +195,7 @@ def served_item(root: Path) -> Path:
 def test_a_remote_stac_item_opens_the_network_for_its_own_assets_only(
     tmp_path, checkpoint, listener, capsys
 ) -> None:
-    server = RangeServer(tmp_path / "served")
-    try:
+    with RangeServer(tmp_path / "served") as server:
         served_item(tmp_path / "served")
         url = server.url("item.json")
         other = hostile("tile index of a /vsicurl/ tile", tmp_path / "local", listener)
@@ -215,8 +211,6 @@ def test_a_remote_stac_item_opens_the_network_for_its_own_assets_only(
         assert code == 0, capsys.readouterr().err
         assert (tmp_path / "o" / "served.tif").exists()
         assert all(server.requests_for(f"{n}.tif") for n in RGB)
-    finally:
-        server.close()
 
 
 @pytest.mark.slow

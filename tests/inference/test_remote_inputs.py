@@ -38,9 +38,8 @@ TILED = dict(tiled=True, blockxsize=128, blockysize=128, compress="deflate")
 def served(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
-    server = RangeServer(root)
-    yield root, server
-    server.close()
+    with RangeServer(root) as server:
+        yield root, server
 
 
 def run(capsys, *argv) -> tuple[int, str]:

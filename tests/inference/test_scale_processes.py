@@ -24,16 +24,16 @@ import torch
 from bicorseg.inference import PredictOptions, predict_files
 from bicorseg.inference.units import PARTS_FOLDER, PartStore
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff
+from tests.helpers.processes import CLI_ENV, bicorseg_command, cli_subprocess, started, wait_until
 
 
-def _command(inputs: Path, checkpoint: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bicorseg.cli.main", "predict", str(inputs), "--checkpoint", str(checkpoint),
-            "--output", str(out), "--tile", "128", "--block", "128", "--probabilities", "float32", "--precision", "fp32",
-            *extra]  # fmt: skip
+def _predict(inputs: Path, checkpoint: Path, out: Path, *extra: str) -> list[object]:
+    """The arguments of the runs compared with :func:`_reference`."""
+    return ["predict", inputs, "--checkpoint", checkpoint, "--output", out, "--tile", "128", "--block", "128",
+            "--probabilities", "float32", "--precision", "fp32", *extra]  # fmt: skip
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-DEFAULT_THREADS_ENV = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}  # torch's own default
+DEFAULT_THREADS = {"OMP_NUM_THREADS": None}  # torch's own default thread count
 
 
 def _reference(inputs: Path, checkpoint: Path, out: Path) -> dict[str, bytes]:
@@ -49,11 +49,9 @@ def _reference(inputs: Path, checkpoint: Path, out: Path) -> dict[str, bytes]:
 
 def _wait_for_parts(process: subprocess.Popen, parts: Path, count: int) -> None:
     """Wait until ``process`` has written ``count`` class parts into ``parts``."""
-    deadline = time.monotonic() + 240
-    while len(list(parts.glob("*_class.tif"))) < count:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "no part was written in time"
-        time.sleep(0.02)
+    wait_until(
+        process, lambda: len(list(parts.glob("*_class.tif"))) >= count, f"{count} part(s) were written"
+    )
 
 
 def _outputs(folder: Path, names) -> dict[str, bytes]:
@@ -66,18 +64,18 @@ def test_a_killed_shard_rerun_computes_only_the_missing_units(tmp_path: Path) ->
     inputs = tmp_path / "in"
     write_geotiff(inputs / "big.tif", random_image(3, 1024, 896, seed=3), nodata=0)
     out = tmp_path / "out"
-    command = _command(inputs, checkpoint, out, "--shard", "0/1")
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = _predict(inputs, checkpoint, out, "--shard", "0/1")
     parts = out / PARTS_FOLDER / "0"  # the parts of the run's first input
-    _wait_for_parts(process, parts, 3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with started(*command) as process:
+        _wait_for_parts(process, parts, 3)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     done = {p.name: p.stat().st_mtime_ns for p in parts.glob("*_class.tif")}
     total = 8 * 7  # 1024 x 896 in blocks of 128
     assert 3 <= len(done) < total, "the shard ended before it could be killed"
     assert not (out / "big.tif").exists()
 
-    rerun = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    rerun = cli_subprocess(*command, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     found = re.search(r"computed (\d+) unit\(s\) into .*, (\d+) already there", rerun.stderr)
     assert found, rerun.stderr
@@ -86,8 +84,7 @@ def test_a_killed_shard_rerun_computes_only_the_missing_units(tmp_path: Path) ->
     assert all(kept[name] == stamp for name, stamp in done.items())  # finished parts were not redone
     assert [t.name for t in parts.iterdir() if t.name.startswith(".")] == []  # the killed run's temporaries
 
-    mosaic = subprocess.run([sys.executable, "-m", "bicorseg.cli.main", "mosaic", str(out)], env=ENV,
-                            capture_output=True, text=True)  # fmt: skip
+    mosaic = cli_subprocess("mosaic", out, timeout=600)
     assert mosaic.returncode == 0, mosaic.stderr
     expected = _reference(inputs, checkpoint, tmp_path / "one")
     assert _outputs(out, expected) == expected
@@ -101,8 +98,7 @@ def test_two_worker_processes_give_the_bytes_of_one_process(tmp_path: Path) -> N
     write_geotiff(inputs / "a.tif", random_image(3, 300, 420, seed=4), nodata=0)
     write_geotiff(inputs / "b.tif", random_image(3, 200, 130, seed=5), nodata=0)
     out = tmp_path / "out"
-    done = subprocess.run(_command(inputs, checkpoint, out, "--devices", "2"), env=ENV, capture_output=True,
-                          text=True)  # fmt: skip
+    done = cli_subprocess(*_predict(inputs, checkpoint, out, "--devices", "2"), timeout=600)
     assert done.returncode == 0, done.stderr
     assert "predicted 2 file(s)" in done.stderr
     expected = _reference(inputs, checkpoint, tmp_path / "one")
@@ -117,11 +113,6 @@ def test_two_worker_processes_give_the_bytes_of_one_process(tmp_path: Path) -> N
         "b.tif.aux.xml",
         "b_prob.tif",
     ]
-
-
-def _cli(*argv: object, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bicorseg.cli.main", *map(str, argv)], env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -145,15 +136,18 @@ def test_every_partition_and_executor_gives_the_bytes_of_one_process_at_the_defa
     }
     for name, commands in runs.items():
         for extra in commands:
-            done = _cli(*base, "--output", tmp_path / name, *extra, env=DEFAULT_THREADS_ENV)
+            done = cli_subprocess(
+                *base, "--output", tmp_path / name, *extra, env=DEFAULT_THREADS, timeout=600
+            )
             assert done.returncode == 0, done.stderr
-    assert _cli("mosaic", tmp_path / "shards", env=DEFAULT_THREADS_ENV).returncode == 0
+    assert cli_subprocess("mosaic", tmp_path / "shards", env=DEFAULT_THREADS, timeout=600).returncode == 0
     names = [f"{s}{k}.tif" for s in ("a", "b") for k in ("", "_prob", "_confidence")]
     expected = _outputs(tmp_path / "one", names)
     for name in ("devices", "shards", "ray"):
         assert _outputs(tmp_path / name, names) == expected, name
     default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
-                             env=DEFAULT_THREADS_ENV, capture_output=True, text=True).stdout.strip()  # fmt: skip
+                             env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     with rasterio.open(tmp_path / "ray" / "a.tif") as written:
         assert written.tags()["bicorseg_settings"].endswith(f" threads={default}")  # recorded
 
@@ -167,8 +161,8 @@ def test_inputs_named_like_folders_with_worker_processes_keep_the_users_files(tm
     (out / "mine").mkdir(parents=True)
     (out / "notes.txt").write_text("the user's notes")
     (out / "mine" / "field.csv").write_text("id,crop\n1,wheat\n")
-    done = _cli("predict", *sources, "--checkpoint", checkpoint, "--output", out, "--tile", "64", "--block", "64",
-                "--devices", "2", "--quiet")  # fmt: skip
+    done = cli_subprocess("predict", *sources, "--checkpoint", checkpoint, "--output", out, "--tile", "64",
+                          "--block", "64", "--devices", "2", "--quiet", timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (out / "notes.txt").read_text() == "the user's notes"
     assert (out / "mine" / "field.csv").read_text() == "id,crop\n1,wheat\n"
@@ -182,12 +176,11 @@ def test_two_identical_runs_at_once_the_second_is_refused_in_one_line(tmp_path: 
     inputs = tmp_path / "in"
     write_geotiff(inputs / "big.tif", random_image(3, 640, 512, seed=3), nodata=0)
     out = tmp_path / "out"
-    command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet")
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    command = _predict(inputs, checkpoint, out, "--devices", "2", "--quiet")
+    with started(*command) as first:
         _wait_for_parts(first, out / PARTS_FOLDER / "0", 1)  # the first run is writing parts
         first.send_signal(signal.SIGSTOP)  # paused in the middle of its units
-        second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        second = cli_subprocess(*command)
         assert second.returncode == 2
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and f"{out / PARTS_FOLDER} is in use by another run over {out}" in lines[0], (
@@ -196,10 +189,6 @@ def test_two_identical_runs_at_once_the_second_is_refused_in_one_line(tmp_path: 
         first.send_signal(signal.SIGCONT)
         _, err = first.communicate(timeout=600)
         assert first.returncode == 0, err
-    finally:
-        first.send_signal(signal.SIGCONT)
-        first.kill()
-        first.wait()
     expected = _reference(inputs, checkpoint, tmp_path / "one")
     assert _outputs(out, expected) == expected
     assert not (out / PARTS_FOLDER).exists()
@@ -214,11 +203,11 @@ def test_ray_without_a_cluster_at_the_address_is_one_line(tmp_path: Path) -> Non
         pytest.skip("no process namespace can be made here: a Ray cluster of the machine would be found")
     checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
     source = write_geotiff(tmp_path / "in" / "a.tif", random_image(3, 64, 64, seed=1), nodata=0)
-    env = {k: v for k, v in ENV.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(tmp_path / "ray")}
-    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "bicorseg.cli.main",
-                           "predict", str(source), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out"),
-                           "--executor", "ray", "--ray-address", "auto"], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    env = {k: v for k, v in CLI_ENV.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(tmp_path / "ray")}
+    command = bicorseg_command("predict", source, "--checkpoint", checkpoint, "--output", tmp_path / "out",
+                               "--executor", "ray", "--ray-address", "auto")  # fmt: skip
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", *command], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
@@ -254,34 +243,23 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(
     write_geotiff(inputs / "big.tif", random_image(3, 768, 640, seed=3), nodata=0)
     out = tmp_path / "out"
     ray = ["--executor", "ray"] if executor == "ray" else []
-    command = _command(inputs, checkpoint, out, "--devices", "2", "--quiet", *ray)
+    command = _predict(inputs, checkpoint, out, "--devices", "2", "--quiet", *ray)
     # Ray's session files in a folder of the test's own (a short path: Ray's sockets are in it)
     ray_folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    env = ENV | {"RAY_TMPDIR": str(ray_folder)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True,  # SIGINT not inherited as ignored, as in a background job:
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
-        if when == "while the workers start":
-            deadline = time.monotonic() + 240
-            # Ray's node (raylet) starting its processes; the plan, claimed just before the workers start
-            while not (
-                any("raylet" in line for line in _live_processes(process.pid))
-                if ray
-                else (out / PARTS_FOLDER / "plan.json").exists()
-            ):
-                assert process.poll() is None and time.monotonic() < deadline, process.stderr
-                time.sleep(0.02)
-            if not ray:
+        with started(*command, env={"RAY_TMPDIR": str(ray_folder)}, group=True) as process:
+            if when == "while the workers start" and ray:  # Ray's node (raylet) starting its processes
+                wait_until(
+                    process, lambda: any("raylet" in p for p in _live_processes(process.pid)), "Ray started"
+                )
+            elif when == "while the workers start":  # the plan, claimed just before the workers start
+                wait_until(process, (out / PARTS_FOLDER / "plan.json").exists, "the plan was claimed")
                 time.sleep(0.5)  # the workers are importing torch
-        else:
-            _wait_for_parts(process, out / PARTS_FOLDER / "0", 2)
-        os.killpg(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=120)
+            else:
+                _wait_for_parts(process, out / PARTS_FOLDER / "0", 2)
+            os.killpg(process.pid, signal.SIGINT)
+            _, err = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         shutil.rmtree(ray_folder, ignore_errors=True)
     assert process.returncode == 130
     assert err.strip().splitlines() == ["bicorseg predict: interrupted"]  # no worker's traceback
@@ -299,7 +277,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(
         assert plan is not None
         whole = [block for block in plan.blocks(plan.files[0]) if store.done(plan, 0, block)]
         assert len(whole) >= 2 and len(list((out / PARTS_FOLDER / "0").glob("*_class.tif"))) == len(whole)
-        rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+        rerun = cli_subprocess(*command, timeout=600)
         assert rerun.returncode == 0, rerun.stderr
         expected = _reference(inputs, checkpoint, tmp_path / "one")
         assert _outputs(out, expected) == expected

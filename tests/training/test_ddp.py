@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from bicorseg.atomic import find_temps
-from tests.helpers.training import REPO, TINY, cli_subprocess, column, read_metrics
+from tests.helpers.processes import cli_subprocess
+from tests.helpers.training import REPO, TINY, column, read_metrics
 
 TERMS = ("main_softce", "main_dice", "aux_softce", "heatmap_0", "heatmap_1", "fisher_0", "fisher_1", "total")
 # the original's independent sub-pixel start: at width 32 the tied start leaves the head's LayerNorm

@@ -14,7 +14,8 @@ from PIL import Image
 from bicorseg.errors import ConfigError
 from bicorseg.training.config import dataset_spec, load_config
 from bicorseg.training.datamodule import SegmentationDataModule, held_out
-from tests.helpers.training import REPO, cli_subprocess
+from tests.helpers.processes import cli_subprocess
+from tests.helpers.training import REPO
 
 FOLDER = REPO / "configs" / "folder.yaml"
 TABLE = "classes:\n  - {name: red, colour: '#FF0000'}\n  - {name: blue, colour: '#0000FF'}\n"

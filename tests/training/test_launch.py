@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.training import REPO, TINY, cli_subprocess, column, read_metrics
+from tests.helpers.processes import cli_subprocess
+from tests.helpers.training import REPO, TINY, column, read_metrics
 
 pytestmark = pytest.mark.slow
 
