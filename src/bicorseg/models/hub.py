@@ -436,12 +436,10 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", t
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
 
 
-def _expected_weights(
-    network: Network, config: ModelConfig, weights: Path
-) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """The dtype and shape of every weight of ``config``'s network, once the header agrees with its
-    width and layer count (so that a hostile configuration builds nothing large): built on the meta
-    device, where nothing is allocated."""
+def _expected_weights(network: Network, config: ModelConfig, weights: Path) -> dict[str, torch.Tensor]:
+    """Every weight of ``config``'s network on the meta device (where nothing is allocated), once the
+    header agrees with its width and layer count (so that a hostile configuration builds nothing
+    large) and then with each weight's dtype and shape."""
     if not weights.is_file():
         raise CheckpointError(f"{weights}: the weights file is missing")
     header = _header(weights)
@@ -454,10 +452,8 @@ def _expected_weights(
     layers = {name.split(".")[1] for name in header if name.startswith("layers.")}
     if len(layers) != config.layers:
         raise CheckpointError(f"{weights}: {len(layers)} HBIS layers, config.json says {config.layers}")
-    expected = {
-        k: (_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape))
-        for k, v in _meta_state(network, config).items()
-    }
+    state = _meta_state(network, config)
+    expected = {k: (_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in state.items()}
     found = {
         k: (v.get("dtype"), tuple(v.get("shape") or ())) for k, v in header.items() if isinstance(v, Mapping)
     }
@@ -470,10 +466,10 @@ def _expected_weights(
     for key, (dtype, shape) in expected.items():
         if found[key] != (dtype, shape):
             raise CheckpointError(f"{weights}: {key} is {found[key][0]} {list(found[key][1])}, config.json needs {dtype} {list(shape)}")  # fmt: skip
-    return expected
+    return state
 
 
-def _read_weights(weights: Path, expected: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _read_weights(weights: Path, expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors of ``weights``, read into memory (not mapped: a file replaced later cannot pull
     them away), once its size is no more than the header and ``expected``'s tensors take."""
     st = _safetensors()
@@ -482,7 +478,7 @@ def _read_weights(weights: Path, expected: Mapping[str, Any]) -> dict[str, torch
     try:
         with open(weights, "rb") as stream:
             limit = 8 + int.from_bytes(stream.read(8), "little")  # checked by _header: at most 16 MiB
-            limit += sum(_nbytes(dtype, shape) for dtype, shape in expected.values())
+            limit += _nbytes(expected)
             stream.seek(0)
             data = stream.read(limit + 1)
         if len(data) > limit:
@@ -495,11 +491,8 @@ def _read_weights(weights: Path, expected: Mapping[str, Any]) -> dict[str, torch
     return state
 
 
-def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
-    size = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2}.get(dtype, 1)
-    for side in shape:
-        size *= side
-    return size
+def _nbytes(state: Mapping[str, torch.Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in state.values())
 
 
 def _check_class_table(path: Path, dataset: Any) -> None:
@@ -589,9 +582,7 @@ def _hub_folder(hub: Any, repo_id: str, revision: str | None, network: Network) 
         repo_id,
         WEIGHTS,
         revision,
-        sum(v.numel() * v.element_size() for v in _meta_state(network, model_config).values())
-        + MAX_HEADER_BYTES
-        + 8,
+        _nbytes(_meta_state(network, model_config)) + MAX_HEADER_BYTES + 8,
     )
     _hub_file(hub, repo_id, CLASSES, revision, MAX_TEXT_BYTES, optional=True)
     return config.parent
