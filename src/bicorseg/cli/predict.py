@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bicorseg.device import resolve_device, resolve_threads
+    from bicorseg.device import resolve_threads
     from bicorseg.inference.batch import predict_files
     from bicorseg.inference.predictor import PredictOptions
     from bicorseg.inference.units import PARTS_FOLDER, parse_shard
@@ -240,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
         aoi=args.aoi,
         overwrite=args.overwrite,
         block=args.block,
-        device=str(resolve_device(args.device)),
+        device=args.device,  # resolved by PredictOptions
         precision=args.precision,
         crs=args.crs,
         pixel_size=args.pixel_size,

@@ -190,22 +190,26 @@ class RunPlan:
         """The shard that computes the unit at position ``index`` of :meth:`units` (round-robin)."""
         return None if self.shards is None else index % self.shards
 
-    def identity(self) -> dict[str, Any]:
-        """What must be equal for parts to be mixed (the checkpoint's path and inputs' paths are not)."""
-        tags = {
-            kind: {k: v for k, v in t.items() if k != "bicorseg_checkpoint"} for kind, t in self.tags.items()
-        }
-        files = [{k: v for k, v in f.to_dict().items() if k != "input"} for f in self.files]
+    def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint_sha256": self.checkpoint_sha256,
             "settings": self.settings,
             "block": self.block,
             "batch_size": self.batch_size,
-            "layout": self.layout.to_dict(),
-            "tags": tags,
-            "files": files,
             "shards": self.shards,
+            "layout": self.layout.to_dict(),
+            "tags": self.tags,
+            "files": [f.to_dict() for f in self.files],
         }
+
+    def identity(self) -> dict[str, Any]:
+        """What must be equal for parts to be mixed (the checkpoint's path and inputs' paths are not)."""
+        identity = self.to_dict()
+        identity["tags"] = {
+            kind: {k: v for k, v in t.items() if k != "bicorseg_checkpoint"} for kind, t in self.tags.items()
+        }
+        identity["files"] = [{k: v for k, v in f.items() if k != "input"} for f in identity["files"]]
+        return identity
 
     @property
     def plan_id(self) -> str:
@@ -213,22 +217,8 @@ class RunPlan:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": PLAN_FORMAT,
-                "version": PLAN_VERSION,
-                "plan_id": self.plan_id,
-                "checkpoint_sha256": self.checkpoint_sha256,
-                "settings": self.settings,
-                "block": self.block,
-                "batch_size": self.batch_size,
-                "shards": self.shards,
-                "layout": self.layout.to_dict(),
-                "tags": self.tags,
-                "files": [f.to_dict() for f in self.files],
-            },
-            indent=1,
-        )
+        header = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "plan_id": self.plan_id}
+        return json.dumps(header | self.to_dict(), indent=1)
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> RunPlan:
