@@ -36,7 +36,8 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B $F --name balance0-1122 --set loss.class_balance=0
     $B $F --name topk1.0-1122 --set model.topk_ratio=1.0
     $B $F --name width96-1122 --set model.width=96
-    $B --name steps150-seed7 --set trainer.max_minutes=null --set trainer.max_steps=150 --set trainer.seed=7
+    for N in 1 7; do $B --name steps150-seed$N --set trainer.max_minutes=null \
+        --set trainer.max_steps=150 --set trainer.seed=$N; done
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
