@@ -242,7 +242,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--name", help="the variant's name in the results (a rerun replaces it)")
     parser.add_argument("--config", default="loveda-cpu", help="a shipped recipe's name or a YAML file")
     parser.add_argument(

@@ -26,7 +26,7 @@ NO_DATA = (96, 96, 96)  # LoveDA's no-data pixels (mask value 0) in the labels p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a loveda-cpu run folder")
     parser.add_argument(
         "--loveda", type=Path, required=True, help="LoveDA/Train/Rural (images_png, masks_png)"

@@ -240,7 +240,7 @@ def pictures(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="a new folder for the data and the run")
     parser.add_argument("--pictures-only", action="store_true", help="draw the pictures of a finished --work")
     args = parser.parse_args()
