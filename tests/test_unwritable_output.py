@@ -152,6 +152,21 @@ def test_an_existing_output_file_is_kept_without_overwrite(
     assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # nothing else written
 
 
+@pytest.mark.slow
+def test_heatmaps_keep_existing_files_without_overwrite(inputs, tmp_path: Path, capsys) -> None:
+    argv = _commands(inputs, tmp_path)["heatmaps"]
+    figure = tmp_path / "heat" / f"{inputs['raster'].stem}_heatmaps.png"
+    figure.parent.mkdir()
+    figure.write_text("the user's own file\n")
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bicorseg heatmaps: error: {figure} exists"), lines
+    assert "--overwrite" in lines[0] and figure.read_text() == "the user's own file\n"
+    assert [p.name for p in figure.parent.iterdir()] == [figure.name]  # nothing else written
+    assert main([*argv, "--overwrite"]) == 0
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
 def test_evaluate_replaces_an_existing_report_with_overwrite(inputs, tmp_path: Path) -> None:
     report = tmp_path / "metrics.json"
     report.write_text("the user's own file\n")

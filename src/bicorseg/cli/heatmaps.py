@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import TILING, add_shared_options
-from bicorseg.errors import ConfigError
+from bicorseg.errors import ConfigError, OutputError
 from bicorseg.raster_access import remote_access
 
 
@@ -32,7 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label", default=None, help="ground-truth raster for the figure (one input only)")
     add_shared_options(parser, "class_table", class_table="YAML class table decoding --label (colours or raw "
                        "values); default: the label encoding stored in the checkpoint")  # fmt: skip
-    add_shared_options(parser, *TILING, "rescale", "batch_size", "device", "precision", "allow_remote")
+    add_shared_options(
+        parser,
+        *TILING,
+        "rescale",
+        "batch_size",
+        "device",
+        "precision",
+        "allow_remote",
+        "overwrite",
+        overwrite="replace heatmap files that exist in the output folder",
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,7 +83,12 @@ def _run(args: argparse.Namespace) -> int:
     tile = checkpoint.tiling.tile if args.tile is None else args.tile
     overlap = checkpoint.tiling.overlap if args.overlap is None else args.overlap
     output = Path(args.output)
-    check_targets({p: heatmap_targets(p, output, info, model.config.layers) for p in paths})
+    targets = {p: heatmap_targets(p, output, info, model.config.layers) for p in paths}
+    check_targets(targets)
+    existing = [t for files in targets.values() for t in files.values() if os.path.lexists(t)]
+    if existing and not args.overwrite:
+        more = f" (and {len(existing) - 1} more heatmap files)" if len(existing) > 1 else ""
+        raise OutputError(f"{existing[0]} exists{more}: use --overwrite to replace it")
     with one_line_warnings("heatmaps"):
         for path in paths:
             result = export_heatmaps(
