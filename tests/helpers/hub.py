@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import json
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from tests.helpers.loopback import LoopbackServer
+from tests.helpers.loopback import LoopbackServer, QuietHandler
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -60,16 +59,7 @@ class HubServer(LoopbackServer):
         self.created: list[dict] = []
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_HEAD(self) -> None:
-                self._answer(body=False)
-
-            def do_GET(self) -> None:
-                self._answer(body=True)
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 path = urlsplit(self.path).path
                 server.requests.append(f"POST {path}")
@@ -104,7 +94,7 @@ class HubServer(LoopbackServer):
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _answer(self, body: bool) -> None:
+            def answer(self, body: bool) -> None:
                 path = unquote(urlsplit(self.path).path)
                 server.requests.append(f"{self.command} {path}")
                 repo, _, rest = path.lstrip("/").partition("/resolve/")

@@ -11,6 +11,22 @@ import http.server
 import threading
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A handler that logs nothing and answers HEAD and GET with one method, :meth:`answer`."""
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self.answer(body=False)
+
+    def do_GET(self) -> None:
+        self.answer(body=True)
+
+    def answer(self, body: bool) -> None:
+        raise NotImplementedError
+
+
 class LoopbackServer:
     """``handler`` served on 127.0.0.1 at :attr:`port` until :meth:`close`."""
 

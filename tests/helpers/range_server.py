@@ -17,7 +17,6 @@ status, body bytes sent), so a test can show that reads were ranged rather than 
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import threading
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from tests.helpers.loopback import LoopbackServer
+from tests.helpers.loopback import LoopbackServer, QuietHandler
 
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 BOUNDARY = "bicorseg-test-boundary"
@@ -80,17 +79,8 @@ class RangeServer(LoopbackServer):
         self._lock = threading.Lock()
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_HEAD(self) -> None:
-                self._serve(body=False)
-
-            def do_GET(self) -> None:
-                self._serve(body=True)
 
             def _record(self, status: int, sent: int) -> None:
                 with server._lock:
@@ -108,7 +98,7 @@ class RangeServer(LoopbackServer):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def _serve(self, body: bool) -> None:
+            def answer(self, body: bool) -> None:
                 relative = unquote(urlsplit(self.path).path).lstrip("/")
                 target = (server.root / relative).resolve()
                 if server.root not in target.parents or not target.is_file():
