@@ -34,9 +34,16 @@ from bicorseg.yaml_files import read_yaml_mapping
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
 LOOKAHEAD_PHASES = ("textbook", "paper")  # see bicorseg.training.lookahead
+# the trainer keys that must be positive where given
+POSITIVE_TRAINER_KEYS = (
+    "max_epochs max_minutes num_nodes log_every_n_steps check_val_every_n_epoch accumulate_grad_batches "
+    "checkpoint_every_n_steps gradient_clip_val num_threads"
+).split()
 # the keys of the data section that only geo datasets take
-GEO_KEYS = ("images", "stac_bands", "labels", "label_field", "labels_where", "priority_field", "labelled_area",
-            "background", "classes", "val_area", "val_block", "val_buffer", "chips_per_epoch", "strict")  # fmt: skip
+GEO_KEYS = (
+    "images stac_bands labels label_field labels_where priority_field labelled_area background classes "
+    "val_area val_block val_buffer chips_per_epoch strict"
+).split()
 
 
 @dataclass
@@ -152,9 +159,23 @@ class DataConfig:
             self.augment = AugmentOptions() if self.augment else ONLY_CROP
         if self.dataset != "folder" and self.options != FolderOptions():
             _fail("data.options", f"is for folder datasets, not {self.dataset!r}")
+        smallest = 64 if self.dataset == "geo" else STRIDE  # geo: a validation window of several cells
+        if self.crop_size < smallest or self.crop_size % STRIDE:
+            _fail(
+                "data.crop_size", f"must be a multiple of {STRIDE}, at least {smallest}; got {self.crop_size}"
+            )
+        _positive("data.batch_size", self.batch_size)
+        _positive("data.val_batch_size", self.val_batch_size)
+        _not_negative("data.num_workers", self.num_workers)
+        _not_negative("data.cache_mb", self.cache_mb)
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            _fail("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if self.dataset == "geo":
             self._check_geo()
-            return
+        else:
+            self._check_samples()
+
+    def _check_samples(self) -> None:
         for item in dataclasses.fields(self):
             if item.name in GEO_KEYS and getattr(self, item.name) != item.default:
                 _fail(f"data.{item.name}", f"is for geo datasets (data.dataset: geo), not {self.dataset!r}")
@@ -165,36 +186,22 @@ class DataConfig:
             _fail("data.class_table", f"is for folder datasets; dataset {self.dataset!r} has its own classes")
         if not self.train_splits:
             _fail("data.train_splits", "give at least one split")
-        _positive("data.crop_size", self.crop_size)
-        if self.crop_size % STRIDE:
-            _fail("data.crop_size", f"must be a multiple of {STRIDE}, got {self.crop_size}")
-        _positive("data.batch_size", self.batch_size)
-        _positive("data.val_batch_size", self.val_batch_size)
-        if self.num_workers < 0:
-            _fail("data.num_workers", f"must not be negative, got {self.num_workers}")
-        if self.cache_mb < 0:
-            _fail("data.cache_mb", f"must not be negative, got {self.cache_mb}")
         if len(self.synthetic_size) != 3 or min(self.synthetic_size) < 1:
             _fail("data.synthetic_size", "give [image size, training samples, validation samples]")
         for key in ("train_samples", "val_samples"):
-            if getattr(self, key) is not None and not getattr(self, key):
+            if getattr(self, key) == []:
                 _fail(f"data.{key}", "give at least one sample name, or null for all")
-        self._check_holdout()
-
-    def _check_holdout(self) -> None:
-        shared = self.val_split is not None and self.val_split in self.train_splits
-        if self.val_fraction is not None:
-            if not 0.0 < self.val_fraction < 1.0:
-                _fail("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-            if self.val_samples is not None:
-                _fail("data.val_fraction", "give data.val_fraction or data.val_samples, not both")
-            if not shared:
-                _fail(
-                    "data.val_fraction",
-                    f"holds out part of a training split, but the validation split {self.val_split!r} "
-                    "is not one of data.train_splits",
-                )
-        if shared and self.dataset != "synthetic" and self.val_fraction is None and self.val_samples is None:
+        if self.val_fraction is not None and self.val_samples is not None:
+            _fail("data.val_fraction", "give data.val_fraction or data.val_samples, not both")
+        if self.val_fraction is not None and not self.holds_out:
+            held = f"the validation split {self.val_split!r} is not one of data.train_splits"
+            _fail("data.val_fraction", f"holds out part of a training split, but {held}")
+        if (
+            self.holds_out
+            and self.dataset != "synthetic"
+            and self.val_fraction is None
+            and not self.val_samples
+        ):
             _fail(
                 "data.val_split",
                 f"{self.val_split!r} is also a training split, so validation would score training "
@@ -215,34 +222,19 @@ class DataConfig:
         if self.val_split not in (None, "val"):
             _fail(
                 "data.val_split",
-                f"geo datasets validate on 'val' (blocks or data.val_area) or null, not {self.val_split!r}",
+                f"geo datasets validate on 'val' (blocks or data.val_area), not {self.val_split!r}",
             )
-        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
-            _fail("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if self.val_area is not None and self.val_fraction is not None:
             _fail(
                 "data.val_fraction", "chooses validation blocks; with data.val_area give no data.val_fraction"
             )
-        if self.val_samples is not None or self.train_samples is not None:
-            _fail("data.val_samples" if self.val_samples is not None else "data.train_samples",
-                  "is for datasets of samples; geo datasets validate on blocks or data.val_area")  # fmt: skip
-        _positive("data.crop_size", self.crop_size)
-        if self.crop_size % 32 or self.crop_size < 64:
-            _fail(
-                "data.crop_size",
-                f"must be a multiple of 32 and at least 64 for geo datasets, got {self.crop_size}",
-            )
+        for key in ("train_samples", "val_samples", "cache_mb"):
+            if getattr(self, key):
+                _fail(f"data.{key}", "is for datasets of samples; geo datasets read chips from their rasters")
         if self.val_block < 64 or self.val_block % 64:
             _fail("data.val_block", f"must be a multiple of 64 pixels, got {self.val_block}")
-        if self.val_buffer < 0:
-            _fail("data.val_buffer", f"must not be negative, got {self.val_buffer}")
+        _not_negative("data.val_buffer", self.val_buffer)
         _positive("data.chips_per_epoch", self.chips_per_epoch)
-        if self.cache_mb:
-            _fail("data.cache_mb", "is for datasets of samples; geo datasets read their chips' windows")
-        _positive("data.batch_size", self.batch_size)
-        _positive("data.val_batch_size", self.val_batch_size)
-        if self.num_workers < 0:
-            _fail("data.num_workers", f"must not be negative, got {self.num_workers}")
         if self.classes is not None and len(self.classes) < 2:
             _fail("data.classes", "give at least two class names, or null to take the labels' codes")
 
@@ -311,10 +303,8 @@ class OptimizerConfig:
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            _fail("optimizer.lr", f"must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            _fail("optimizer.weight_decay", f"must not be negative, got {self.weight_decay}")
+        _positive("optimizer.lr", self.lr)
+        _not_negative("optimizer.weight_decay", self.weight_decay)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             _fail("optimizer.betas", f"give two values in [0, 1), got {self.betas}")
         _positive("optimizer.eps", self.eps)
@@ -325,8 +315,7 @@ class OptimizerConfig:
         _choice("optimizer.schedule", self.schedule, SCHEDULES)
         if not 0 <= self.min_lr <= self.lr:
             _fail("optimizer.min_lr", f"must be in [0, optimizer.lr], got {self.min_lr}")
-        if self.warmup_steps < 0:
-            _fail("optimizer.warmup_steps", f"must not be negative, got {self.warmup_steps}")
+        _not_negative("optimizer.warmup_steps", self.warmup_steps)
 
 
 @dataclass
@@ -393,16 +382,12 @@ class TrainerConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        _positive("trainer.max_epochs", self.max_epochs)
         if self.max_steps < -1 or self.max_steps == 0:
             _fail("trainer.max_steps", f"must be positive or -1, got {self.max_steps}")
-        if self.max_minutes is not None:
-            _positive("trainer.max_minutes", self.max_minutes)
         for key in ("limit_train_batches", "limit_val_batches"):
             value = getattr(self, key)
             if value is not None and (value <= 0 or (isinstance(value, float) and value > 1)):
                 _fail(f"trainer.{key}", f"must be a positive count or a fraction in (0, 1], got {value}")
-        _positive("trainer.num_nodes", self.num_nodes)
         lightning_word = {name: word for word, name in LIGHTNING_PRECISIONS.items()}.get(str(self.precision))
         if lightning_word is not None:  # Lightning's name for one of ours
             _fail(
@@ -410,27 +395,21 @@ class TrainerConfig:
             )
         _choice("trainer.precision", self.precision, TRAIN_PRECISIONS)
         _choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
-        _positive("trainer.log_every_n_steps", self.log_every_n_steps)
-        _positive("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch)
-        _positive("trainer.accumulate_grad_batches", self.accumulate_grad_batches)
-        if self.checkpoint_every_n_steps is not None:
-            _positive("trainer.checkpoint_every_n_steps", self.checkpoint_every_n_steps)
-        if self.gradient_clip_val is not None:
-            _positive("trainer.gradient_clip_val", self.gradient_clip_val)
-        if isinstance(self.devices, str) and self.devices != "auto" and not self.devices.isdigit():
-            _fail("trainer.devices", f"give 'auto', a count or a list of device ids, got {self.devices!r}")
+        for key in POSITIVE_TRAINER_KEYS:
+            if getattr(self, key) is not None:
+                _positive(f"trainer.{key}", getattr(self, key))
+        _not_negative("trainer.seed", self.seed)
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)
-        if isinstance(self.devices, int) and self.devices < 1:
-            _fail("trainer.devices", f"give at least 1 device (or 'auto'), got {self.devices}")
-        if isinstance(self.devices, list) and (
-            not self.devices or min(self.devices) < 0 or len(set(self.devices)) != len(self.devices)
+        devices = self.devices
+        if isinstance(devices, str) and devices != "auto":
+            _fail("trainer.devices", f"give 'auto', a count or a list of device ids, got {devices!r}")
+        if isinstance(devices, int) and devices < 1:
+            _fail("trainer.devices", f"give at least 1 device (or 'auto'), got {devices}")
+        if isinstance(devices, list) and (
+            not devices or min(devices) < 0 or len(set(devices)) < len(devices)
         ):
-            _fail("trainer.devices", f"give a non-empty list of distinct device ids >= 0, got {self.devices}")
-        if self.seed < 0:
-            _fail("trainer.seed", f"must not be negative, got {self.seed}")
-        if self.num_threads is not None:
-            _positive("trainer.num_threads", self.num_threads)
+            _fail("trainer.devices", f"give a non-empty list of distinct device ids >= 0, got {devices}")
 
 
 @dataclass
@@ -477,6 +456,11 @@ def _positive(key: str, value: float) -> None:
         _fail(key, f"must be positive, got {value}")
 
 
+def _not_negative(key: str, value: float) -> None:
+    if value < 0:
+        _fail(key, f"must not be negative, got {value}")
+
+
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         guess = typedconfig.nearest(str(value), choices)
@@ -505,43 +489,30 @@ def resolve_config_path(name: str | Path) -> Path:
 
     The shipped configs live inside the package (``configs/`` at the repository root links there).
     """
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if shipped("configs", stem).is_file():
-        return shipped("configs", stem)
-    guess = typedconfig.nearest(stem, shipped_names("configs"))
-    hint = f"did you mean {guess!r}? " if guess else ""
-    raise ConfigError(
-        f"no such file {str(name)!r} and no shipped config named {stem!r} ({hint}shipped: "
-        f"{', '.join(shipped_names('configs'))})",
-        key="config",
-    )
+    return _file_or_shipped("configs", name, "config")
 
 
 def resolve_class_table(value: str | dict[str, Any]) -> str | dict[str, Any]:
     """A class table file, the name of a shipped one (``dubai``), or a table given as a mapping."""
-    if isinstance(value, dict) or Path(value).expanduser().is_file():
-        return value
-    stem = Path(value).name.removesuffix(".yaml").removesuffix(".yml")
-    if shipped("classes", stem).is_file():
-        return str(shipped("classes", stem))
+    return value if isinstance(value, dict) else str(_file_or_shipped("classes", value, "data.class_table"))
+
+
+def _file_or_shipped(kind: str, name: str | Path, key: str) -> Path:
+    path = Path(name).expanduser()
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if path.is_file() or shipped(kind, stem).is_file():
+        return path if path.is_file() else shipped(kind, stem)
+    names = shipped_names(kind)
+    guess = typedconfig.nearest(stem, names)
+    hint = f"did you mean {guess!r}? " if guess else ""
+    what = "config" if kind == "configs" else "class table"
     raise ConfigError(
-        f"no such file {value!r} and no shipped class table named {stem!r} "
-        f"(shipped: {', '.join(shipped_names('classes'))})",
-        key="data.class_table",
+        f"no such file {str(name)!r} and no shipped {what} named {stem!r} ({hint}shipped: {', '.join(names)})",
+        key=key,
     )
 
 
 # --- loading ------------------------------------------------------------------------------------------
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``optimizer.lr``, ``data.augment.mosaic_p``) in a nested config dict."""
-    for dotted, value in overrides.items():
-        data = typedconfig.set_dotted(data, dotted, value)
-    return data
 
 
 def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> TrainConfig:
@@ -584,8 +555,8 @@ def load_config(
 ) -> TrainConfig:
     """Read a YAML config (optional), apply dotted overrides, validate, and fill derived keys."""
     data = read_yaml_mapping(path, "config file") if path is not None else {}
-    if overrides:
-        data = apply_overrides(data, overrides)
+    for dotted, value in (overrides or {}).items():  # optimizer.lr, data.augment.mosaic_p
+        data = typedconfig.set_dotted(data, dotted, value)
     return build_config(data, spec)
 
 
