@@ -28,6 +28,7 @@ import contextlib
 import functools
 import http.client
 import logging
+import math
 import os
 import re
 import shutil
@@ -164,7 +165,7 @@ def read_weights(path: str | os.PathLike, source: WeightsSource) -> dict[str, to
     if not path.is_file():
         raise ConfigError(f"pretrained weights file not found: {path}")
     shapes, head = reference_shapes(source)
-    limit = 2 * 4 * sum(_numel(s) for s in shapes.values()) + (16 << 20)
+    limit = 2 * 4 * sum(math.prod(s) for s in shapes.values()) + (16 << 20)
     size = path.stat().st_size
     if size > limit:
         raise CheckpointError(
@@ -192,13 +193,6 @@ def read_weights(path: str | os.PathLike, source: WeightsSource) -> dict[str, to
                 f"{tuple(value.shape)}, the network's is {shapes[key]}"
             )
     return state
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for side in shape:
-        count *= side
-    return count
 
 
 def is_safetensors(path: Path) -> bool:
@@ -255,12 +249,6 @@ def quiet_hub() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def missing_weights_error(source: WeightsSource, reason: str) -> ConfigError:
@@ -323,10 +311,10 @@ def _fetch(source: WeightsSource) -> Path:
         except RuntimeError as error:  # the hash check
             raise CheckpointError(f"the download of {source.url} is corrupt: {first_line(error)}") from error
     else:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-        if _hub_offline():
+        if constants.HF_HUB_OFFLINE:
             raise _Unreachable("HF_HUB_OFFLINE is set")
         try:
             with quiet_hub():
@@ -337,21 +325,15 @@ def _fetch(source: WeightsSource) -> Path:
             raise _Unreachable(first_line(cause or error)) from error
         blob = target.resolve()  # the cache names a file by the Hub's etag: its published sha256
         if _SHA256.fullmatch(blob.name):
-            try:
-                _check_sha256(target, blob.name, source.url)
-            except CheckpointError:  # nothing that failed the check stays in the cache
+            digest = sha256_file(target)
+            if digest != blob.name:  # nothing that failed the check stays in the cache
                 target.unlink(missing_ok=True)
                 blob.unlink(missing_ok=True)
-                raise
+                raise CheckpointError(
+                    f"{target}: sha256 {digest} is not the {blob.name} published for {source.url}"
+                )
     read_weights(target, source)
     return target
-
-
-def _check_sha256(path: Path, expected: str, what: str) -> str:
-    digest = sha256_file(path)
-    if not digest.startswith(expected.lower()):
-        raise CheckpointError(f"{path}: sha256 {digest} is not the {expected} published for {what}")
-    return digest
 
 
 @dataclass(frozen=True)

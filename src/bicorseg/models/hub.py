@@ -51,6 +51,7 @@ from bicorseg.models.config import ModelConfig
 from bicorseg.pretrained import quiet_hub
 from bicorseg.spec import DatasetSpec
 from bicorseg.torch_files import check_finite_weights
+from bicorseg.typedconfig import to_yaml
 
 FORMAT = "bicorseg"
 FORMAT_VERSION = 1
@@ -219,7 +220,6 @@ def save_pretrained(
     texts = {CONFIG: config_text, CARD: model_card(meta, repo_id)}
     if network.dataset is not None:
         from bicorseg.data.folder import class_table_dict
-        from bicorseg.typedconfig import to_yaml
 
         texts[CLASSES] = "# the classes of this model, as bicorseg train --data.class_table reads them\n" + (
             to_yaml(class_table_dict(network.dataset))
@@ -298,7 +298,7 @@ def model_card(meta: Mapping[str, Any], repo_id: str | None = None) -> str:
     if isinstance(train, Mapping):
         data = train.get("data") or {}
         lines += [f"Dataset `{data.get('dataset')}`, trained with `bicorseg train`; its configuration:", ""]
-        lines += ["```yaml", _yaml(train).rstrip("\n"), "```"]
+        lines += ["```yaml", to_yaml(train).rstrip("\n"), "```"]
     else:
         lines.append("Not recorded.")
     lines += ["", "## Evaluation", ""]
@@ -322,12 +322,6 @@ def model_card(meta: Mapping[str, Any], repo_id: str | None = None) -> str:
         "",
     ]
     return "\n".join(front + lines)
-
-
-def _yaml(value: Any) -> str:
-    from bicorseg.typedconfig import to_yaml
-
-    return to_yaml(value)
 
 
 def _evaluation_lines(report: Any) -> list[str]:

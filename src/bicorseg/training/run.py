@@ -333,12 +333,6 @@ def _check_resumable(data: dict[str, Any], path: str, module: BiCoRSegModule) ->
     )
 
 
-def links_in_run(output: Path) -> list[str]:
-    """The entries of a run folder that are symbolic links (a run never writes through one)."""
-    names = (*RUN_FILES, "logs/csv", "logs/tensorboard")
-    return [name for name in names if (output / name).is_symlink()]
-
-
 def build_trainer(
     config: TrainConfig,
     output: Path,
@@ -422,11 +416,6 @@ def build_trainer(
     )
 
 
-def existing_run(output: Path) -> list[str]:
-    """The names of :data:`RUN_FILES` present in ``output`` (empty: no run there)."""
-    return [name for name in RUN_FILES if (output / name).exists()]
-
-
 def _launched_as_rank_zero() -> bool:
     """Whether this process is global rank 0, before Lightning has set the ranks up.
 
@@ -476,8 +465,13 @@ def train(
     is_writer = _launched_as_rank_zero()
     if resume is not None and overwrite:
         raise ConfigError("`resume` and `overwrite` exclude each other: continue the run or replace it")
-    old_run = existing_run(output) if is_writer else []
-    links = links_in_run(output) if is_writer else []
+    old_run = [name for name in RUN_FILES if (output / name).exists()] if is_writer else []
+    # a run never writes through a symbolic link
+    links = (
+        [n for n in (*RUN_FILES, "logs/csv", "logs/tensorboard") if (output / n).is_symlink()]
+        if is_writer
+        else []
+    )
     if links:
         raise ConfigError(
             f"{output / links[0]} is a symbolic link (to {os.path.realpath(output / links[0])}): a run "
@@ -532,29 +526,18 @@ def train(
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if signals.requested is not None:  # the signal came in the last step: the run is complete and saved
-        raise TrainingInterrupted(
-            signals.requested,
-            output / "checkpoints" / f"{LAST_NAME}.ckpt",
-            trainer.current_epoch,
-            trainer.global_step,
-        )
-    best_cb = next(
-        (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
-    )
     last = output / "checkpoints" / f"{LAST_NAME}.ckpt"
-    best_path = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
-    best_score = (
-        float(best_cb.best_model_score)
-        if best_cb is not None and best_cb.best_model_score is not None
-        else None
+    if signals.requested is not None:  # the signal came in the last step: the run is complete and saved
+        raise TrainingInterrupted(signals.requested, last, trainer.current_epoch, trainer.global_step)
+    best = next(
+        (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
     return TrainResult(
         output=output,
-        best_checkpoint=best_path,
+        best_checkpoint=Path(best.best_model_path) if best and best.best_model_path else None,
         last_checkpoint=last if last.is_file() else None,
-        best_score=best_score,
-        monitor=best_cb.monitor if best_cb is not None else None,
+        best_score=float(best.best_model_score) if best and best.best_model_score is not None else None,
+        monitor=best.monitor if best else None,
         epoch=trainer.current_epoch,
         global_step=trainer.global_step,
         skipped_batches=module.skipped_batches,
