@@ -64,9 +64,8 @@ class SplitRule:
         if patch_size is None or self.patch_size is None:
             return self
         stride = self.stride or self.patch_size
-        new_stride = max(1, round(stride * patch_size / self.patch_size))
-        return SplitRule(
-            self.name, self.tiles, self.where, self.labels, patch_size, new_stride, self.pad, self.flips
+        return replace(
+            self, patch_size=patch_size, stride=max(1, round(stride * patch_size / self.patch_size))
         )
 
     def to_dict(self) -> dict:
@@ -326,19 +325,28 @@ VAIHINGEN_DATASET = DatasetSpec(
     paper_tta=VAIHINGEN_PAPER_TTA,
 )
 
-POTSDAM_DATASET = DatasetSpec(
+POTSDAM_DATASET = replace(
+    VAIHINGEN_DATASET,
     name="potsdam",
-    class_names=ISPRS_CLASSES,
-    palette=ISPRS_COLOURS,
-    ignore_index=ISPRS_IGNORE,
-    eval_classes=ISPRS_EVAL,
     bands=("red", "green", "blue"),
-    mean=IMAGENET_MEAN_8BIT,
-    std=IMAGENET_STD_8BIT,
     splits=POTSDAM_SPLITS,
-    label_variant="eroded",
     paper_tta=POTSDAM_PAPER_TTA,
 )
+
+
+def _isprs_rules(splits: Mapping[str, tuple[str, ...]], train_stride: int) -> tuple[SplitRule, ...]:
+    """Training tiles padded to a multiple of 1024 and cut into 1024 patches with ``train_stride``, plus
+    flipped copies; validation and test tiles cut 1024 / stride 1024, against the eroded ground truth."""
+    flips = ("hflip", "vflip")
+    train = SplitRule(
+        "train", splits["train"], labels="full", patch_size=1024, stride=train_stride, flips=flips
+    )
+    others = [
+        SplitRule(name, splits[name], labels="eroded", patch_size=1024, stride=1024)
+        for name in ("val", "test")
+    ]
+    return (train, *others)
+
 
 VAIHINGEN = Release(
     spec=VAIHINGEN_DATASET,
@@ -352,14 +360,7 @@ VAIHINGEN = Release(
         "eroded": ("top_mosaic_09cm_area{tile}_noBoundary.tif",),
     },
     label_table=ISPRS_LABELS,
-    splits=(
-        # Training tiles: padded to a multiple of 1024, 1024 patches with stride 512, plus flipped copies.
-        SplitRule("train", tiles=VAIHINGEN_SPLITS["train"], labels="full", patch_size=1024, stride=512,
-                  flips=("hflip", "vflip")),
-        # Validation and test: 1024 / stride 1024 against the eroded ground truth.
-        SplitRule("val", tiles=VAIHINGEN_SPLITS["val"], labels="eroded", patch_size=1024, stride=1024),
-        SplitRule("test", tiles=VAIHINGEN_SPLITS["test"], labels="eroded", patch_size=1024, stride=1024),
-    ),
+    splits=_isprs_rules(VAIHINGEN_SPLITS, train_stride=512),
     patch_name="top_mosaic_09cm_area{tile}",
     archives=(
         "ISPRS_semantic_labeling_Vaihingen.zip",
@@ -382,12 +383,7 @@ POTSDAM = Release(
         "eroded": ("top_potsdam_{tile}_label_noBoundary.tif",),
     },
     label_table=ISPRS_LABELS,
-    splits=(
-        SplitRule("train", tiles=POTSDAM_SPLITS["train"], labels="full", patch_size=1024, stride=1024,
-                  flips=("hflip", "vflip")),
-        SplitRule("val", tiles=POTSDAM_SPLITS["val"], labels="eroded", patch_size=1024, stride=1024),
-        SplitRule("test", tiles=POTSDAM_SPLITS["test"], labels="eroded", patch_size=1024, stride=1024),
-    ),
+    splits=_isprs_rules(POTSDAM_SPLITS, train_stride=1024),
     patch_name="top_potsdam_{tile}",
     archives=("2_Ortho_RGB.zip", "3_Ortho_IRRG.zip", "5_Labels_all.zip", "5_Labels_all_noBoundary.zip"),
     paper=ISPRS_PAPER,  # no car zoom in its tool
