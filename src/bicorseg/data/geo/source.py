@@ -152,17 +152,13 @@ class GeoSource:
             raise ConfigError(
                 "polygon labels need the attribute that holds their class", key="data.label_field"
             )
-        if not self.is_vector and (label_field or where or priority_field):
-            used = next(
-                k
-                for k, v in (
-                    ("label_field", label_field),
-                    ("labels_where", where),
-                    ("priority_field", priority_field),
-                )
-                if v
-            )
-            raise ConfigError(f"is for polygon labels; {label_path} is a raster", key=f"data.{used}")
+        for key, value in (
+            ("label_field", label_field),
+            ("labels_where", where),
+            ("priority_field", priority_field),
+        ):
+            if value and not self.is_vector:
+                raise ConfigError(f"is for polygon labels; {label_path} is a raster", key=f"data.{key}")
         area_ref = parse_layer(labelled_area, "data.labelled_area") if labelled_area is not None else None
         wanted_background = background if area_ref is not None else None
         ref = parse_layer(labels, "data.labels") if self.is_vector else None
