@@ -61,7 +61,7 @@ SHARED_OPTIONS: dict[str, dict[str, Any]] = {
     "aoi": {
         "default": None,
         "metavar": "POLYGONS",
-        "help": "area of interest: polygons, any OGR format with a CRS",
+        "help": "area of interest: polygons (PATH or PATH|layername=NAME), any OGR format with a CRS",
     },
     "class_table": {
         "default": None,

@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write <stem>_confidence.tif: the largest class probability, the normalised entropy and, "
         "with --tta, the fraction of passes whose arg-max differs from the merged one",
     )
-    add_shared_options(parser, "aoi", aoi="area of interest (polygons, any OGR format with a CRS): only tiles "
+    add_shared_options(parser, "aoi", aoi="area of interest (polygons: PATH or PATH|layername=NAME, any OGR format with a CRS): only tiles "
                        'with a pixel inside are computed, pixels outside are nodata (needs pip install "bicorseg[vector]")')  # fmt: skip
     parser.add_argument(
         "--engine",
