@@ -200,11 +200,6 @@ _OFFICIAL_RULES: list[tuple[str, str]] = [
 _COMPILED_RULES = [(re.compile(pattern), target) for pattern, target in _OFFICIAL_RULES]
 
 
-def _is_bicorseg(data: dict[str, Any]) -> bool:
-    """A plain bicorseg checkpoint or a Lightning checkpoint written by ``bicorseg train``."""
-    return data.get("format") == FORMAT or isinstance(data.get("bicorseg"), dict)
-
-
 def _state_keys(data: dict[str, Any]) -> list[str]:
     state = data.get("state_dict", data)
     return [str(k) for k in state] if isinstance(state, dict) else []
@@ -258,7 +253,7 @@ def convert_official(
     ``topk_ratio`` and ``min_pixels`` come from (for messages and the checkpoint's ``extra``).
     A checkpoint that is already bicorseg's is refused: there is nothing to convert.
     """
-    if _is_bicorseg(source):
+    if source.get("format") == FORMAT or isinstance(source.get("bicorseg"), dict):  # bicorseg's, or train's
         raise CheckpointError(
             "the source is already a bicorseg checkpoint: use it as it is, there is nothing to convert"
         )
@@ -292,15 +287,11 @@ def convert_official(
     missing = sorted(target_keys - set(mapped))
     unexpected += sorted(set(mapped) - target_keys)
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(
-                f"{len(missing)} missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
-            )
-        if unexpected:
-            parts.append(
-                f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})"
-            )
+        parts = [
+            f"{len(keys)} {what} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
         raise CheckpointError("the source does not match the BiCoR-Seg layout: " + "; ".join(parts))
     return Checkpoint(
         config,
