@@ -106,11 +106,9 @@ class LabelTable:
         cls, colours: Sequence[Colour], ignore_colours: Iterable[Colour] = (), ignore_index: int | None = None
     ) -> LabelTable:
         """Class ``i`` has colour ``colours[i]``; ``ignore_colours`` map to the ignore index."""
-        n = len(colours)
-        ignore = n if ignore_index is None else ignore_index
-        pairs = [(parse_colour(c), i) for i, c in enumerate(colours)]
-        pairs += [(parse_colour(c), ignore) for c in ignore_colours]
-        return cls("colour", _unique(pairs), n, ignore)
+        return cls._listed(
+            "colour", list(map(parse_colour, colours)), map(parse_colour, ignore_colours), ignore_index
+        )
 
     @classmethod
     def from_values(cls, values: Mapping[int, int | None], num_classes: int, ignore_index: int) -> LabelTable:
@@ -123,10 +121,20 @@ class LabelTable:
         cls, values: Sequence[int], ignore_values: Iterable[int] = (), ignore_index: int | None = None
     ) -> LabelTable:
         """Class ``i`` has raw value ``values[i]``; ``ignore_values`` map to the ignore index."""
-        n = len(values)
-        ignore = n if ignore_index is None else ignore_index
-        pairs = [(int(v), i) for i, v in enumerate(values)] + [(int(v), ignore) for v in ignore_values]
-        return cls("value", _unique(pairs), n, ignore)
+        return cls._listed("value", [int(v) for v in values], map(int, ignore_values), ignore_index)
+
+    @classmethod
+    def _listed(
+        cls, kind: Literal["colour", "value"], codes: list, ignore_codes: Iterable, ignore_index: int | None
+    ) -> LabelTable:
+        """Class ``i`` has code ``codes[i]``; a code listed twice is refused (a dict would keep the last)."""
+        ignore = len(codes) if ignore_index is None else ignore_index
+        table: dict[int | Colour, int] = {}
+        for code, index in [*((c, i) for i, c in enumerate(codes)), *((c, ignore) for c in ignore_codes)]:
+            if code in table:
+                raise ConfigError(f"label code {code!r} is listed twice")
+            table[code] = index
+        return cls(kind, table, len(codes), ignore)
 
     @classmethod
     def identity(cls, num_classes: int, ignore_index: int) -> LabelTable:
@@ -225,16 +233,6 @@ def nearest_indices(source: int, target: int) -> np.ndarray:
     """
     positions = ((np.arange(target, dtype=np.float64) + 0.5) * source / target).astype(np.int64)
     return np.minimum(positions, source - 1)
-
-
-def _unique(pairs: Sequence[tuple[int | Colour, int]]) -> dict[int | Colour, int]:
-    """Code -> index, refusing a code listed twice (a dict would silently keep the last one)."""
-    codes: dict[int | Colour, int] = {}
-    for code, index in pairs:
-        if code in codes:
-            raise ConfigError(f"label code {code!r} is listed twice")
-        codes[code] = index
-    return codes
 
 
 Palette = Sequence[Sequence[int]] | Mapping[int, Sequence[int]] | np.ndarray

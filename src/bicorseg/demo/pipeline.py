@@ -123,10 +123,6 @@ class DemoResult:
     total_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def stopped_early(self) -> bool:
-        return self.steps < self.planned_steps
-
 
 def _train_config(config: DemoConfig, data_root: Path, seconds: float) -> Any:
     from bicorseg.training.config import build_config
@@ -448,7 +444,7 @@ def print_demo_summary(result: DemoResult, console: Console | None = None) -> No
         f"({', '.join(f'{k} {v:.0f} s' for k, v in result.timings.items())}).",
         highlight=False,
     )
-    if result.stopped_early:
+    if result.steps < result.planned_steps:  # the time budget stopped training
         console.print(
             f"[bold]The time budget stopped training after {result.steps} of {result.planned_steps} "
             "steps[/bold]: this machine is slower than the demo is sized for, and the scores are lower "

@@ -257,16 +257,8 @@ class VectorLabels:
                 if failure:
                     raise failure[0] from None
                 raise InputError(f"{self.ref.key}: cannot index {self.ref}: {first_line(error)}") from None
-        if unknown:
-            raise self._unknown(unknown)
+        self.classes.check_codes(unknown, f"{self.ref.key}: {self.ref}")  # the codes no class answers
         return used
-
-    def _unknown(self, unknown: Counter[Any]) -> InputError:
-        try:
-            self.classes.check_codes(unknown, f"{self.ref.key}: {self.ref}")
-        except InputError as error:
-            return error
-        return InputError(f"{self.ref}: unknown codes")  # pragma: no cover - check_codes raised
 
     def polygons(self, raster: GeoRaster, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """The polygons whose box touches the window and their classes, in burning order (winners last)."""
