@@ -54,8 +54,8 @@ def _copy_pixels(
     """
     shift = Affine.translation(-offset[1], -offset[0])
     if flip_before_pad:
-        return _compose(_flip(copy, tile), shift)
-    return _compose(shift, _flip(copy, padded))
+        return _flip(copy, tile) @ shift
+    return shift @ _flip(copy, padded)
 
 
 def _pad(array: np.ndarray, shape: tuple[int, int], value: int, top_left: bool) -> np.ndarray:
@@ -103,10 +103,10 @@ def zoom_variants(
     turns = int(rng.integers(0, 4))
     base = None
     if georef is not None:
-        base = _compose(georef.transform, _compose(Affine.translation(x0, y0), Affine.scale(crop / side)))
+        base = georef.transform @ (Affine.translation(x0, y0) @ Affine.scale(crop / side))
     turn = Affine.identity()
     for _ in range(turns):
-        turn = _compose(turn, _compose(Affine.scale(side), _compose(_ROT90, Affine.scale(1 / side))))
+        turn = turn @ (Affine.scale(side) @ (_ROT90 @ Affine.scale(1 / side)))
     variants = [
         ("zoom", crop_image, crop_mask, Affine.identity()),
         ("zoom_vflip", crop_image[:, ::-1], crop_mask[::-1], Affine(1, 0, 0, 0, -1, side)),
@@ -120,49 +120,10 @@ def zoom_variants(
     ]
     out: list[Variant] = []
     for suffix, img, msk, pixel_map in variants:
-        ref = None if base is None or georef is None else CrsTransform(georef.crs, _compose(base, pixel_map))
+        ref = None if base is None or georef is None else CrsTransform(georef.crs, base @ pixel_map)
         info = ZoomRecord([y0, x0, crop], suffix, turns if "rot" in suffix else 0)
         out.append((f"{name}_{suffix}", np.ascontiguousarray(img), np.ascontiguousarray(msk), ref, info))
     return out
-
-
-def _compose(first: Affine, second: Affine) -> Affine:
-    """``first`` after ``second`` (affine >= 2.4 spells it ``@``; older versions only ``*``)."""
-    try:
-        return first @ second
-    except TypeError:  # pragma: no cover - affine < 2.4
-        return first * second
-
-
-def _counts(mask: np.ndarray, num_classes: int, ignore_index: int) -> tuple[list[int], int]:
-    counts = np.bincount(mask.ravel(), minlength=256)
-    return counts[:num_classes].tolist(), int(counts[ignore_index])
-
-
-def _entry(
-    out: Path, rel_image: str, rel_mask: str | None, name: str, tile: str, copy: str,
-    window: list[int] | None, shape: tuple[int, int], mask: np.ndarray | None, release: Release,
-    zoom: ZoomRecord | None = None,
-) -> PatchRecord:  # fmt: skip
-    pixels: list[int] | None = None
-    ignored: int | None = None
-    if mask is not None:
-        pixels, ignored = _counts(mask, release.spec.num_classes, release.spec.ignore_index)
-    return PatchRecord(
-        name=name,
-        image=rel_image,
-        mask=rel_mask,
-        height=shape[0],
-        width=shape[1],
-        tile=tile,
-        copy=copy,
-        window=window,
-        image_sha256=sha256_file(out / rel_image),
-        mask_sha256=sha256_file(out / rel_mask) if rel_mask else None,
-        zoom=zoom,
-        pixels=pixels,
-        ignored=ignored,
-    )
 
 
 def process_item(
@@ -195,17 +156,41 @@ def process_item(
             )
     split_dir = Path(item.split)
     entries: list[PatchRecord] = []
+
+    def record(name: str, rel_image: str, mask: np.ndarray | None, copy: str, window: list[int] | None,
+               shape: tuple[int, int], zoom: ZoomRecord | None = None) -> PatchRecord:  # fmt: skip
+        """The record of a written sample, its mask (if any) written first."""
+        rel_mask, pixels, ignored = None, None, None
+        if mask is not None:
+            rel_mask = (split_dir / "masks" / f"{name}.png").as_posix()
+            write_png(out / rel_mask, mask, palette=release.spec.palette)
+            counts = np.bincount(mask.ravel(), minlength=256)
+            pixels, ignored = (
+                counts[: release.spec.num_classes].tolist(),
+                int(counts[release.spec.ignore_index]),
+            )
+        return PatchRecord(
+            name=name,
+            image=rel_image,
+            mask=rel_mask,
+            height=shape[0],
+            width=shape[1],
+            tile=item.fields["tile"],
+            copy=copy,
+            window=window,
+            image_sha256=sha256_file(out / rel_image),
+            mask_sha256=sha256_file(out / rel_mask) if rel_mask else None,
+            zoom=zoom,
+            pixels=pixels,
+            ignored=ignored,
+        )
+
     is_tiff = item.image.suffix in (".tif", ".tiff")
     if rule.patch_size is None:
         # Whole images: the source file is copied unchanged (lossless, keeps any georeference).
         rel_image = (split_dir / "images" / f"{item.name}{item.image.suffix}").as_posix()
         item.image.copy_to(out / rel_image)
-        rel_mask = None
-        if mask is not None:
-            rel_mask = (split_dir / "masks" / f"{item.name}.png").as_posix()
-            write_png(out / rel_mask, mask, palette=release.spec.palette)
-        entries.append(_entry(out, rel_image, rel_mask, item.name, item.fields["tile"], "original", None,
-                              (height, width), mask, release))  # fmt: skip
+        entries.append(record(item.name, rel_image, mask, "original", None, (height, width)))
     else:
         size = rule.patch_size
         stride = rule.stride or size
@@ -213,11 +198,7 @@ def process_item(
         pad_label = release.spec.ignore_index if preparation.pad_label is None else preparation.pad_label
         top_left = preparation.pad_top_left
         offset = (padded[0] - height, padded[1] - width) if top_left else (0, 0)
-        zoom = (
-            preparation.zoom
-            if preparation.zoom is not None and item.split in preparation.zoom.splits
-            else None
-        )
+        zoom = preparation.zoom if preparation.zoom and item.split in preparation.zoom.splits else None
         if not preparation.flip_before_pad:
             image = _pad(image, padded, 0, top_left)
             mask = None if mask is None else _pad(mask, padded, pad_label, top_left)
@@ -239,8 +220,8 @@ def process_item(
                     )
                     patch_georef = None
                     if georef is not None:  # a flipped copy is still a correct map of the ground
-                        window = _compose(pixels, Affine.translation(x, y))
-                        patch_georef = CrsTransform(georef.crs, _compose(georef.transform, window))
+                        window = pixels @ Affine.translation(x, y)
+                        patch_georef = CrsTransform(georef.crs, georef.transform @ window)
                     variants = None
                     if zoom is not None and patch_mask is not None:
                         variants = zoom_variants(name, patch, patch_mask, patch_georef, zoom)
@@ -252,12 +233,9 @@ def process_item(
                             write_tiff(out / rel_image, out_image, out_georef)
                         else:
                             write_png(out / rel_image, out_image)
-                        rel_mask = None
-                        if out_mask is not None:
-                            rel_mask = (split_dir / "masks" / f"{out_name}.png").as_posix()
-                            write_png(out / rel_mask, out_mask, palette=release.spec.palette)
-                        entries.append(_entry(out, rel_image, rel_mask, out_name, item.fields["tile"], copy,
-                                              [y, x], (size, size), out_mask, release, zoomed))  # fmt: skip
+                        entries.append(
+                            record(out_name, rel_image, out_mask, copy, [y, x], (size, size), zoomed)
+                        )
     return TileRecord(
         tile=item.fields["tile"],
         name=item.name,
