@@ -65,6 +65,20 @@ RESERVE_FIXED = 10.0
 MARKER = ".bicorseg-demo"
 # Steps trained by default: they fit the five-minute budget on one busy CPU core (docs/benchmarks.md, "The demo").
 DEFAULT_STEPS = 800
+# The files a demo writes in its output folder, and what each is.
+OUTPUTS = {
+    "checkpoint": ("model.ckpt", "trained model (use with bicorseg predict / evaluate / heatmaps)"),
+    "scene": ("scene.tif", "held-out scene (RGB GeoTIFF, EPSG:32633)"),
+    "labels": ("scene_labels.tif", "its ground truth"),
+    "prediction": ("prediction.tif", "predicted classes (GeoTIFF, same CRS and transform)"),
+    "prediction_color": ("prediction_color.png", "predicted classes in colour"),
+    "heatmaps": ("heatmaps.png", "image, truth, prediction and per-class heatmaps"),
+    "metrics": ("metrics.json", "mIoU, OA and per-class scores (JSON)"),
+    "report": (
+        "report.html",
+        "all of it on one page, the truth and the errors too: open it in a browser (self-contained, offline)",
+    ),
+}
 
 
 @dataclass
@@ -279,16 +293,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     remove_stale_temps(out)  # a killed demo's temporary files and folders
     for stale in (data_root, run_dir, heat_dir):  # a previous demo's intermediate folders
         shutil.rmtree(stale, ignore_errors=True)
-    files = {
-        "checkpoint": out / "model.ckpt",
-        "scene": out / "scene.tif",
-        "labels": out / "scene_labels.tif",
-        "prediction": out / "prediction.tif",
-        "prediction_color": out / "prediction_color.png",
-        "heatmaps": out / "heatmaps.png",
-        "metrics": out / "metrics.json",
-        "report": out / "report.html",
-    }
+    files = {key: out / name for key, (name, _) in OUTPUTS.items()}
     timings: dict[str, float] = {}
     columns = (
         TextColumn("{task.description:<28}"),
@@ -451,22 +456,9 @@ def print_demo_summary(result: DemoResult, console: Console | None = None) -> No
             "than a full run's. Give more time (bicorseg demo --minutes) for the full number of steps.",
             highlight=False,
         )
-    descriptions = {
-        "checkpoint": "trained model (use with bicorseg predict / evaluate / heatmaps)",
-        "scene": "held-out scene (RGB GeoTIFF, EPSG:32633)",
-        "labels": "its ground truth",
-        "prediction": "predicted classes (GeoTIFF, same CRS and transform)",
-        "prediction_color": "predicted classes in colour",
-        "heatmaps": "image, truth, prediction and per-class heatmaps",
-        "metrics": "mIoU, OA and per-class scores (JSON)",
-        "report": "all of it on one page, the truth and the errors too: open it in a browser (self-contained, offline)",
-    }
     # Plain lines, never truncated: the paths are what the user needs from the summary.
     entries = [
-        (path.relative_to(result.output).as_posix(), descriptions.get(key, ""))
-        for key, path in result.files.items()
-    ]
-    entries += [
+        *OUTPUTS.values(),
         ("heatmaps/", "per-layer heatmap rasters"),
         ("training/", "training run (config, checkpoints, CSV logs)"),
         ("data/", "the generated training scenes"),
