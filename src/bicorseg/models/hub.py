@@ -236,9 +236,7 @@ def save_pretrained(
     return folder
 
 
-def _evaluation(report: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any] | None:
-    if report is None:
-        return None
+def _evaluation(report: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     where = "evaluation"
     if not isinstance(report, Mapping):
         where = str(report)
