@@ -333,15 +333,8 @@ class FolderDataset(SegmentationDataset):
             raise ConfigError(
                 f"{self.root}: a folder dataset needs a class table (class_table=...yaml) or a dataset spec"
             )
-        if (
-            table is not None
-            and spec is not None
-            and (spec.num_classes, spec.ignore_index)
-            != (
-                len(table.class_names),
-                table.ignore_index,
-            )
-        ):
+        facts = None if spec is None else (spec.num_classes, spec.ignore_index)
+        if table is not None and facts not in (None, (len(table.class_names), table.ignore_index)):
             raise ConfigError(
                 f"{table.source}: {len(table.class_names)} classes (ignore {table.ignore_index}) but the spec "
                 f"{spec.name!r} has {spec.num_classes} (ignore {spec.ignore_index})"
