@@ -228,7 +228,6 @@ class StacInput:
     """An item prepared for prediction: ``vrt`` is read as the raster named ``<item id>.vrt``."""
 
     item_href: str
-    item_id: str
     vrt: Path
     sources: tuple[BandSource, ...]
     datetime: str | None
@@ -361,7 +360,7 @@ def stac_input(
         raise InputError(f"{text}: another STAC item given has the same id {item.id!r}")
     build_vrt(sources, target, text)
     when = item.properties.get("datetime") or item.properties.get("start_datetime")
-    return StacInput(item.get_self_href() or text, item.id, target, tuple(sources), when, remote, text)
+    return StacInput(item.get_self_href() or text, target, tuple(sources), when, remote, text)
 
 
 # --- writing an item per output ----------------------------------------------------------------
