@@ -214,6 +214,11 @@ def class_table_dict(spec: DatasetSpec) -> dict[str, Any]:
     return table
 
 
+def class_table_yaml(spec: DatasetSpec, comment: str) -> str:
+    """The text of a class table file (:func:`class_table_dict`), under a comment that says what it is."""
+    return f"# {comment}\n" + typedconfig.to_yaml(class_table_dict(spec))
+
+
 def _eval_classes(value: Any, names: list[str], where: str) -> tuple[int, ...]:
     if value is None:
         return tuple(range(len(names)))

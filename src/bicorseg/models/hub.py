@@ -219,11 +219,10 @@ def save_pretrained(
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}  # type: ignore[attr-defined]
     texts = {CONFIG: config_text, CARD: model_card(meta, repo_id)}
     if network.dataset is not None:
-        from bicorseg.data.folder import class_table_dict
+        from bicorseg.data.folder import class_table_yaml
 
-        texts[CLASSES] = "# the classes of this model, as bicorseg train --data.class_table reads them\n" + (
-            to_yaml(class_table_dict(network.dataset))
-        )
+        comment = "the classes of this model, as bicorseg train --data.class_table reads them"
+        texts[CLASSES] = class_table_yaml(network.dataset, comment)
     folder.mkdir(parents=True, exist_ok=True)
     group = OutputGroup({name: folder / name for name in [WEIGHTS, *texts]}, last=CONFIG)
     with group:

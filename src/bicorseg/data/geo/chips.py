@@ -27,12 +27,11 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from bicorseg.atomic import remove_stale_temps, write_text_atomic
-from bicorseg.data.folder import class_table_dict
+from bicorseg.data.folder import class_table_yaml
 from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows, pad
 from bicorseg.data.geo.rasters import window_transform
 from bicorseg.data.geo.source import GeoSplit
 from bicorseg.data.io import CrsTransform, write_png, write_tiff
-from bicorseg.typedconfig import to_yaml
 
 TABLE_NAME = "classes.yaml"
 
@@ -55,14 +54,6 @@ def _native(image: np.ndarray, dtype: str) -> np.ndarray:
 def _file_name(number: int, stem: str, window: Window) -> str:
     stem = re.sub(r"[^\w.-]+", "_", stem)
     return f"{number:06d}_{stem}_r{int(window.row_off)}_c{int(window.col_off)}"
-
-
-def class_table_yaml(split: GeoSplit) -> str:
-    """The class table of the chips' masks (class indices as values) with the normalisation."""
-    table = class_table_dict(split.source.spec)
-    return "# classes of the chips written by bicorseg chips (masks hold the class indices)\n" + to_yaml(
-        table
-    )
 
 
 def write_chips(
@@ -101,5 +92,6 @@ def write_chips(
             done += 1
             if progress is not None:
                 progress(done, total)
-    write_text_atomic(folder / TABLE_NAME, class_table_yaml(split))
+    comment = "classes of the chips written by bicorseg chips (masks hold the class indices)"
+    write_text_atomic(folder / TABLE_NAME, class_table_yaml(source.spec, comment))
     return ChipsResult(folder, count, len(val))
