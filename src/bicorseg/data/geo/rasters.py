@@ -147,16 +147,16 @@ def find_rasters(entries: Sequence[str | os.PathLike]) -> list[Path | raster_acc
             found.append(item)
         elif item.is_file():
             found.append(check_name(item))
-        elif item.is_dir():
-            files = openable(sorted(p for p in item.iterdir() if _is_raster_file(p)))
+        elif item.is_dir() or _GLOB_CHARACTERS & set(text):
+            folder = item.is_dir()
+            names = (
+                item.iterdir() if folder else map(Path, glob.glob(os.path.expanduser(text), recursive=True))
+            )
+            names = (p for p in names if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+            files = openable(sorted(p for p in names if p.is_file()))
             if not files:
-                raise InputError(f"no rasters in folder {item} (looked for {', '.join(RASTER_SUFFIXES)})")
-            found.extend(files)
-        elif _GLOB_CHARACTERS & set(text):
-            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
-            files = openable(p for p in files if _is_raster_file(p))
-            if not files:
-                raise InputError(f"no rasters match {text} (looked for {', '.join(RASTER_SUFFIXES)})")
+                where = f"in folder {item}" if folder else f"match {text}"
+                raise InputError(f"no rasters {where} (looked for {', '.join(RASTER_SUFFIXES)})")
             found.extend(files)
         else:
             raise InputError(f"raster not found: {text}")
@@ -164,10 +164,6 @@ def find_rasters(entries: Sequence[str | os.PathLike]) -> list[Path | raster_acc
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
-
-
-def _is_raster_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in RASTER_SUFFIXES and not path.name.startswith(".")
 
 
 def inspect_rasters(paths: Sequence[Path | raster_access.VsiPath]) -> list[GeoRaster]:
