@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
+from bicorseg.typedconfig import to_plain
+
 MANIFEST_FORMAT = "bicorseg-prepared"
 MANIFEST_VERSION = 1
 
@@ -55,14 +57,6 @@ def _checked(value: Any, annotation: Any, key: str) -> Any:
     return dict(value) if origin is dict else value
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value.to_dict()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
-
-
 class Record:
     """A dataclass read from and written to JSON by its fields (see the module docstring)."""
 
@@ -80,7 +74,7 @@ class Record:
 
     def to_dict(self) -> JSON:
         return {
-            item.name: _plain(getattr(self, item.name))
+            item.name: to_plain(getattr(self, item.name))
             for item in dataclasses.fields(self)  # type: ignore[arg-type]
             if item.name not in self.OPTIONAL or getattr(self, item.name) != item.default
         }
