@@ -79,14 +79,6 @@ def temp_name(target: str | os.PathLike, token: str | None = None) -> str:
     return f".{_name_key(target.name, room)}.{tag}.tmp{suffix}"
 
 
-def _matches(key: str, name: str) -> bool:
-    """Whether the name part ``key`` of a temporary file stands for the target ``name``."""
-    if key == name:
-        return True
-    start, _, digest = key.rpartition("~")
-    return bool(start) and hashlib.sha256(name.encode()).hexdigest()[:16] == digest and name.startswith(start)
-
-
 def new_temp(target: str | os.PathLike) -> Path:
     """Create an empty temporary file for ``target`` (beside it, ordinary permissions) and return its path."""
     target = Path(target)
@@ -110,8 +102,9 @@ class TempFile:
     pid: int
 
     def is_for(self, target_name: str) -> bool:
-        """Whether this is a temporary file of the target named ``target_name``."""
-        return _matches(self.name, target_name)
+        """Whether this is a temporary file of the target named ``target_name`` (its name, or for a long
+        name its start and hash)."""
+        return self.name == target_name or _name_key(target_name, len(self.name.encode())) == self.name
 
     @property
     def stale(self) -> bool:

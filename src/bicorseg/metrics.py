@@ -23,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,8 @@ class ConfusionMatrix(MulticlassConfusionMatrix):
         low, high = int(target.min()), int(target.max())
         if low < 0 or high >= self.num_classes:
             bad = low if low < 0 else high
-            raise InputError(
-                f"label value {bad} is outside the classes 0..{self.num_classes - 1}"
-                + (
-                    f" and is not the ignore index {self.ignore_index}"
-                    if self.ignore_index is not None
-                    else ""
-                )
-            )
+            ignore = "" if self.ignore_index is None else f" and is not the ignore index {self.ignore_index}"
+            raise InputError(f"label value {bad} is outside the classes 0..{self.num_classes - 1}{ignore}")
         if int(preds.min()) < 0 or int(preds.max()) >= self.num_classes:
             raise InputError(f"predicted class outside 0..{self.num_classes - 1}")
         super().update(preds, target)
@@ -275,37 +269,28 @@ class EvaluationReport:
         s = self.scores
         per_class = {
             name: {
-                "iou": _json_float(s.iou[i]),
-                "precision": _json_float(s.precision[i]),
-                "recall": _json_float(s.recall[i]),
-                "f1": _json_float(s.f1[i]),
+                **{
+                    score: _json_float(getattr(s, score)[i]) for score in ("iou", "precision", "recall", "f1")
+                },
                 "support_pixels": int(s.support[i]),
                 "in_means": i in s.eval_classes,
             }
             for i, name in enumerate(self.class_names)
         }
-        conv = self.convention
+        conv = asdict(self.convention)
         return {
             "convention": {
-                "dataset": conv.dataset,
-                "split": conv.split,
-                "label_variant": conv.label_variant,
-                "mode": conv.mode,
-                "tta": conv.tta,
-                "tta_detail": conv.tta_detail,
-                "tta_passes": conv.tta_passes,
-                "protocol": conv.protocol,
+                **{key: value for key, value in conv.items() if key != "extra"},
                 "classes_averaged": [self.class_names[c] for c in s.eval_classes],
                 "oa_classes": "all",
                 "undefined_scores": "null, left out of the means",
                 "confusion_matrix_axes": "rows ground truth, columns prediction",
-                **conv.extra,
+                **conv["extra"],
             },
-            "miou": _json_float(s.miou),
-            "mean_f1": _json_float(s.mean_f1),
-            "mean_precision": _json_float(s.mean_precision),
-            "mean_recall": _json_float(s.mean_recall),
-            "oa": _json_float(s.oa),
+            **{
+                key: _json_float(getattr(s, key))
+                for key in ("miou", "mean_f1", "mean_precision", "mean_recall", "oa")
+            },
             "pixels": s.total_pixels,
             "period4_share": None if self.period4_share is None else _json_float(self.period4_share),
             "per_class": per_class,
@@ -352,9 +337,4 @@ def format_report(report: EvaluationReport, convention: bool = True) -> str:
 
 def write_report_json(report: EvaluationReport, path: str | os.PathLike[str]) -> Path:
     """Write the report (convention included) as JSON, atomically."""
-    return write_json_atomic(report.to_dict(), path)
-
-
-def write_json_atomic(data: Any, path: str | os.PathLike[str]) -> Path:
-    """JSON to a temporary file beside ``path``, renamed when complete."""
-    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return write_text_atomic(path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")

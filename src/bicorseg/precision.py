@@ -50,13 +50,6 @@ def cpu_has_fast_bf16(cpuinfo: Path = CPUINFO) -> bool:
     return bool(probe and probe())
 
 
-def _cuda_has_fast_bf16(device: torch.device) -> bool:
-    if not torch.cuda.is_available():
-        return False
-    major, _ = torch.cuda.get_device_capability(device)
-    return major >= 8  # Ampere and newer compute bf16 natively; older GPUs only emulate it
-
-
 def check_precision(precision: str, resolved: bool = False) -> str:
     """``precision`` itself when it is one of :data:`PRECISIONS` (not ``auto`` when ``resolved``),
     else a :class:`ConfigError`."""
@@ -73,12 +66,10 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     if precision != "auto":
         return precision
     device = torch.device(device)
-    if device.type == "cuda":
-        fast = _cuda_has_fast_bf16(device)
-    elif device.type == "cpu":
-        fast = cpu_has_fast_bf16()
+    if device.type == "cuda":  # Ampere and newer compute bf16 natively; older GPUs only emulate it
+        fast = torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     else:
-        fast = False
+        fast = device.type == "cpu" and cpu_has_fast_bf16()
     return "bf16" if fast else "fp32"
 
 

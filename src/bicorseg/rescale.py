@@ -86,13 +86,12 @@ def sample_windows(height: int, width: int) -> list[tuple[int, int, int, int]]:
     most ``sqrt(SAMPLE_WINDOWS)`` cells a side over the raster (each window once)."""
     cells = math.isqrt(SAMPLE_WINDOWS)
     h, w = min(SAMPLE_SIDE, height), min(SAMPLE_SIDE, width)
-    starts_y = sorted(
-        {min(max(0, (2 * i + 1) * height // (2 * cells) - h // 2), height - h) for i in range(cells)}
-    )
-    starts_x = sorted(
-        {min(max(0, (2 * j + 1) * width // (2 * cells) - w // 2), width - w) for j in range(cells)}
-    )
-    return [(y, x, h, w) for y in starts_y for x in starts_x]
+
+    def starts(length: int, side: int) -> list[int]:
+        centres = ((2 * i + 1) * length // (2 * cells) for i in range(cells))
+        return sorted({min(max(0, centre - side // 2), length - side) for centre in centres})
+
+    return [(y, x, h, w) for y in starts(height, h) for x in starts(width, w)]
 
 
 @dataclass(frozen=True)

@@ -223,15 +223,8 @@ class DatasetSpec:
         return len(self.bands)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["splits"] = {k: list(v) for k, v in self.splits.items()}
-        encoding = self.label_encoding
-        data["label_encoding"] = {
-            "kind": encoding.kind,
-            "classes": [list(c) if isinstance(c, tuple) else c for c in encoding.classes],
-            "ignore": [list(c) if isinstance(c, tuple) else c for c in encoding.ignore],
-        }
-        return data
+        """The facts as plain data (tuples as lists), as JSON and YAML hold them."""
+        return typedconfig.to_plain(asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_shared_options, one_line_warnings, read_class_table
-from bicorseg.raster_access import remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,10 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.gis.areas import AreaOptions, check_areas_path, class_areas, write_areas
 
     if args.output is not None:
-        ensure_writable(args.output)
         check_areas_path(args.output, args.overwrite)
     options = AreaOptions(aoi=args.aoi, class_table=read_class_table(args.class_table), window=args.window)
-    with one_line_warnings("areas"), remote_access(args.allow_remote):
+    with one_line_warnings("areas"):
         report = class_areas(args.raster, options)
     if args.output is not None:
         write_areas(report, args.output, overwrite=args.overwrite)

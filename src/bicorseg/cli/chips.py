@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bicorseg.atomic import ensure_writable
-    from bicorseg.cli.common import collect_overrides
+    from bicorseg.cli.common import collect_overrides, counter
     from bicorseg.training.config import load_config, resolve_config_path
 
     output = Path(args.output)
@@ -68,12 +68,8 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print("\n".join(split.summary()), file=sys.stderr)
 
-        def progress(done: int, total: int) -> None:
-            if sys.stderr.isatty():
-                print(f"\rwriting chips {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
-
         seed = config.trainer.seed if args.seed is None else args.seed
-        result = write_chips(split, output, count, seed=seed, progress=progress)
+        result = write_chips(split, output, count, seed=seed, progress=counter("writing chips"))
     finally:
         source.close()
     print(

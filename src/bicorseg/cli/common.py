@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -235,6 +236,16 @@ def checkpoint_tiling(checkpoint: str, engine: str, tile: int | None, overlap: f
         tile=recorded.tile if tile is None else tile,
         overlap=recorded.overlap if overlap is None else overlap,
     )
+
+
+def counter(label: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` that rewrites ``label done/total`` on stderr when it is a terminal."""
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{label} {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    return progress
 
 
 class RichProgress:

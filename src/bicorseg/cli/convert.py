@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_shared_options
 from bicorseg.errors import ConfigError
-
-if TYPE_CHECKING:
-    from bicorseg.models import ModelConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,16 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def recipe_model(name: str) -> ModelConfig:
-    """The model section of a published recipe (the shipped config ``bicorseg/configs/<name>.yaml``)."""
-    from importlib import resources
-    from pathlib import Path
-
-    from bicorseg.training.config import load_config
-
-    return load_config(Path(str(resources.files("bicorseg") / "configs" / f"{name}.yaml"))).model
-
-
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import convert_official_file
 
@@ -72,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     taken = []  # what the recipe supplied
     if args.dataset:
         from bicorseg.data import get_release
+        from bicorseg.training.config import load_config, shipped
 
         release = get_release(args.dataset)
         dataset, recipe = release.spec, release.name
-        model = recipe_model(release.name)
+        model = load_config(shipped("configs", release.name)).model  # the published recipe's
         given = (("layers", layers), ("top-k ratio", ratio), ("min pixels", min_pixels))
         taken = [name for name, value in given if value is None]
         layers = model.layers if layers is None else layers

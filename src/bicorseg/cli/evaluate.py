@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import (
@@ -11,12 +10,12 @@ from bicorseg.cli.common import (
     TILING,
     TTA,
     add_shared_options,
+    counter,
     evaluation_precision,
     tta_options,
 )
 from bicorseg.defaults import DEFAULT_BATCH_SIZE
 from bicorseg.errors import ConfigError
-from bicorseg.raster_access import remote_access
 from bicorseg.spec import DATASET_KINDS
 
 
@@ -107,11 +106,6 @@ def _geo_labels(args: argparse.Namespace, dataset) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with remote_access(args.allow_remote):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.device import check_threads, resolve_device
     from bicorseg.evaluation import check_spec_matches, data_protocol, evaluate_model, evaluation_dataset
@@ -173,10 +167,6 @@ def _run(args: argparse.Namespace) -> int:
     paper = args.tta == "paper" or data_protocol(dataset).startswith("paper")
     model = with_precision(model, evaluation_precision(args.precision, paper), device)
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\revaluating {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
-
     report = evaluate_model(
         model,
         dataset,
@@ -190,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=device,
         limit=args.limit,
-        progress=progress,
+        progress=counter("evaluating"),
         rescale=args.rescale,
         threads=args.threads,
     )

@@ -10,7 +10,6 @@ from pathlib import Path
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import TILING, add_shared_options
 from bicorseg.errors import ConfigError, OutputError
-from bicorseg.raster_access import remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,11 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with remote_access(args.allow_remote):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.cli.common import one_line_warnings
     from bicorseg.device import resolve_device

@@ -24,6 +24,7 @@ from typing import Any
 
 from bicorseg.defaults import VERSION
 from bicorseg.errors import BicorsegError
+from bicorseg.raster_access import remote_access
 from bicorseg.typedconfig import nearest
 
 _NOT_COMMANDS = {"main", "common"}
@@ -127,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_parser = command  # for commands that print an error themselves (error_line)
     try:
         _resolve_hub_checkpoint(args)
-        return int(args.func(args) or 0)
+        with remote_access(getattr(args, "allow_remote", False)):  # --allow-remote of the commands with it
+            return int(args.func(args) or 0)
     except BicorsegError as error:
         print(f"bicorseg {args.command}: error: {error_line(error, command)}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from bicorseg.cli.common import (
     EVALUATION_PRECISION_HELP,
     TTA,
     add_shared_options,
+    counter,
     evaluation_precision,
     tta_options,
 )
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_identity(tta):
         print(f"test-time augmentation {tta_name(args.tta, specs)}: {describe_tta(tta)}", file=sys.stderr)
 
-    output = Path(args.output)
+    output, progress = Path(args.output), counter("predicted")
     with atomic_output(output) as temp:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for start in range(0, len(images), args.batch_size):
@@ -169,13 +170,7 @@ def run(args: argparse.Namespace) -> int:
                     # plain grey values, no palette: the LoveDA server reads single-band 0..6 PNGs
                     Image.fromarray(label, mode="L").save(buffer, format="PNG")
                     archive.writestr(path.name, buffer.getvalue())
-                done = start + len(chunk)
-                if sys.stderr.isatty():
-                    print(
-                        f"\rpredicted {done}/{len(images)}",
-                        end="" if done < len(images) else "\n",
-                        file=sys.stderr,
-                    )
+                progress(start + len(chunk), len(images))
         validate_archive(temp, names)  # before the archive takes its name
     print(
         f"wrote {output}: {len(images)} predictions at precision {precision_of(model)}, checked "

@@ -48,15 +48,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{label} cache: {folder}")
         for entry in pretrained.list_weights():
             source = entry.source
-            if entry.path is None:
-                print(
-                    f"{source.name:<20} {source.library:<12} not cached: {source.filename} from {source.url}"
-                )
-            else:
-                size = (entry.size or 0) / 1e6
-                print(
-                    f"{source.name:<20} {source.library:<12} {entry.path} ({size:.1f} MB, sha256 {entry.sha256})"
-                )
+            where = f"not cached: {source.filename} from {source.url}"
+            if entry.path is not None:
+                where = f"{entry.path} ({(entry.size or 0) / 1e6:.1f} MB, sha256 {entry.sha256})"
+            print(f"{source.name:<20} {source.library:<12} {where}")
         return 0
     if args.action == "download":
         if not args.targets:

@@ -23,9 +23,9 @@ require_vector()
 
 import numpy as np  # noqa: E402
 
-from bicorseg.atomic import write_error, write_text_atomic  # noqa: E402
+from bicorseg.atomic import ensure_writable, write_error, write_text_atomic  # noqa: E402
 from bicorseg.defaults import DEFAULT_WINDOW  # noqa: E402
-from bicorseg.errors import ConfigError, OutputError  # noqa: E402
+from bicorseg.errors import ConfigError  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
 from bicorseg.gis.source import ClassColours, ClassRaster  # noqa: E402
@@ -65,9 +65,6 @@ class AreaReport:
     total_m2: float
     total_ha: float
     classes: list[ClassArea] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> AreaReport:
@@ -125,7 +122,7 @@ def write_areas(report: AreaReport, output: str | os.PathLike, overwrite: bool =
     output = Path(output)
     check_areas_path(output, overwrite)
     if output.suffix.lower() == ".json":
-        text = json.dumps(report.to_dict(), indent=2) + "\n"
+        text = json.dumps(asdict(report), indent=2) + "\n"
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -141,11 +138,11 @@ def write_areas(report: AreaReport, output: str | os.PathLike, overwrite: bool =
 
 
 def check_areas_path(output: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse a bad report path before any work is done."""
+    """Refuse a bad report path (its format, a folder, an existing file without ``overwrite``, a folder
+    that cannot be written) before any work is done."""
     output = Path(output)
     if output.suffix.lower() not in REPORT_FORMATS:
         raise ConfigError(
             f"{output}: unknown report format {output.suffix or '(no extension)'!r}: use .json or .csv"
         )
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists (use `overwrite` to replace it)")
+    ensure_writable(output, overwrite=overwrite)
