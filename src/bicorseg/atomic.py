@@ -79,17 +79,24 @@ def temp_name(target: str | os.PathLike, token: str | None = None) -> str:
     return f".{_name_key(target.name, room)}.{tag}.tmp{suffix}"
 
 
+def _create_temp(target: Path, create: Callable[[Path], object]) -> Path:
+    """A temporary name for ``target``, made by ``create`` (which fails when it exists), and its path."""
+    while True:
+        temp = target.with_name(temp_name(target))
+        try:
+            create(temp)
+        except FileExistsError:  # 32 random bits collided: draw again
+            continue
+        return temp
+
+
 def new_temp(target: str | os.PathLike) -> Path:
     """Create an empty temporary file for ``target`` (beside it, ordinary permissions) and return its path."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        temp = target.with_name(temp_name(target))
-        try:
-            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:  # 32 random bits collided: draw again
-            continue
-        return temp
+    return _create_temp(
+        target, lambda temp: os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    )
 
 
 @dataclass(frozen=True)
@@ -221,15 +228,12 @@ class OutputGroup:
         except BaseException:
             self.abort()
             raise
-        self._remove(self._side_files)
+        for path in self._side_files:
+            path.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Delete every temporary file (the targets are left as they were)."""
-        self._remove([*self.temps.values(), *self._side_files])
-
-    @staticmethod
-    def _remove(paths: Iterable[Path]) -> None:
-        for path in paths:
+        for path in [*self.temps.values(), *self._side_files]:
             path.unlink(missing_ok=True)
 
     def __enter__(self) -> OutputGroup:
@@ -263,13 +267,7 @@ def scratch_folder(parent: str | os.PathLike, name: str = "scratch") -> Iterator
     """A hidden working folder inside ``parent`` (named by the scheme), deleted with its content at exit."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        folder = parent / temp_name(parent / name)
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        break
+    folder = _create_temp(parent / name, Path.mkdir)
     try:
         yield folder
     finally:

@@ -13,7 +13,7 @@ Nothing here imports Lightning; the ``evaluate`` command and the benchmarks call
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -61,13 +61,9 @@ def evaluation_dataset(
     if kind == "synthetic":
         from bicorseg.data.synthetic import SyntheticSegmentation, synthetic_spec
 
-        size, count = int(options.pop("size", 64)), int(options.pop("count", 8))
-        if spec is None:
-            spec = synthetic_spec()
-        if options:
-            raise ConfigError(f"synthetic dataset: unknown option(s) {', '.join(options)}")
-        seed = {"train": 0, "val": 1}.get(split, 2)
-        return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=seed), spec
+        spec = spec or synthetic_spec()
+        seed = {"train": 0, "val": 1}.get(split, 2)  # 8 samples of 64 px: a smoke test
+        return SyntheticSegmentation(8, 64, spec.num_classes, spec.num_bands, seed=seed), spec
     if kind == "geo":  # rasters and labels: every labelled pixel, on a grid of windows
         from bicorseg.data.geo import GeoSource, GeoWindows
 
@@ -201,8 +197,9 @@ def evaluate_model(
         raise InputError("the evaluation split holds no samples")
     # without TTA the arg-max of the logits themselves (softmax rounding can tie near-equal classes)
     scores = model if is_identity(plan) else with_tta(model, plan)
-    done = 0
-    with torch.inference_mode(), torch_threads(threads):
+
+    def predictions() -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Class maps, their labels and how many samples they are."""
         if whole_tiles:
             for index in range(total):
                 sample = dataset[index]
@@ -217,31 +214,32 @@ def evaluate_model(
                     tta=plan,
                     device=device,
                 )
-                classes = torch.from_numpy(probs).argmax(0)[None].to(device)
-                metric.update(classes, sample["mask"][None].to(device))
-                pattern.update(classes)
-                done += 1
-                if progress:
-                    progress(done, total)
-        else:
-            subset = dataset if total == len(dataset) else torch.utils.data.Subset(dataset, range(total))  # type: ignore[arg-type]
-            # samples as a list, stacked per size below: a folder's images may differ in size
-            loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
-            for samples in loader:
-                if any("mask" not in sample for sample in samples):
-                    raise InputError("the evaluation split has no labels (is it a test split scored online?)")
-                by_size: dict[tuple[int, ...], list[dict[str, Any]]] = {}
-                for sample in samples:
-                    by_size.setdefault(tuple(sample["image"].shape), []).append(sample)
-                for group in by_size.values():
-                    images = torch.stack([sample["image"] for sample in group]).to(device)
-                    masks = torch.stack([sample["mask"] for sample in group]).to(device)
-                    classes = scores(images).argmax(dim=1)
-                    metric.update(classes, masks)
-                    pattern.update(classes)
-                done += len(samples)
-                if progress:
-                    progress(done, total)
+                yield torch.from_numpy(probs).argmax(0)[None], sample["mask"][None], 1
+            return
+        subset = dataset if total == len(dataset) else torch.utils.data.Subset(dataset, range(total))  # type: ignore[arg-type]
+        # samples as a list, stacked per size below: a folder's images may differ in size
+        for samples in DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=list):
+            if any("mask" not in sample for sample in samples):
+                raise InputError("the evaluation split has no labels (is it a test split scored online?)")
+            by_size: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+            for sample in samples:
+                by_size.setdefault(tuple(sample["image"].shape), []).append(sample)
+            for group in by_size.values():
+                images = torch.stack([sample["image"] for sample in group]).to(device)
+                yield (
+                    scores(images).argmax(dim=1),
+                    torch.stack([sample["mask"] for sample in group]),
+                    len(group),
+                )
+
+    done = 0
+    with torch.inference_mode(), torch_threads(threads):
+        for classes, masks, count in predictions():
+            metric.update(classes.to(device), masks.to(device))
+            pattern.update(classes.to(device))
+            done += count
+            if progress:
+                progress(done, total)
     mode = f"whole tiles (sliding windows {tile} px, overlap {overlap:g})" if whole_tiles else "patches"
     convention = Convention(
         spec.name,

@@ -58,10 +58,9 @@ def check_rescale(value: str | Sequence[float] | None) -> str:
     text = value.strip().lower()
     if text in RESCALE_MODES:
         return text
-    parts = text.split(",")
     try:
-        low, high = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
-    except ValueError:
+        low, high = map(float, text.split(","))
+    except ValueError:  # not two numbers
         low = high = math.nan
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ConfigError(

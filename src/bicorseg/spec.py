@@ -132,27 +132,6 @@ class LabelEncoding:
         if len(set(codes)) != len(codes):
             raise ConfigError("a label encoding lists a value or colour twice")
 
-    def describe(self) -> str:
-        """A short phrase for reports, e.g. ``"colours of the class table"``."""
-        if self.kind == "index":
-            return "class indices"
-        return f"{'raw values' if self.kind == 'values' else 'colours'} of the class table"
-
-
-def check_statistics(mean: Sequence[float], std: Sequence[float], where: str) -> None:
-    """Refuse normalisation statistics no band can have (one line naming the band): a mean or std
-    that is not a finite number, a std below :data:`MIN_STD` (values would explode when divided by
-    it) or a statistic beyond :data:`MAX_STATISTIC` in size."""
-    for band, (m, s) in enumerate(zip(mean, std), start=1):
-        if not (math.isfinite(m) and math.isfinite(s)):
-            raise ConfigError(f"{where}: band {band} has mean {m!r} and std {s!r}: both must be finite")
-        if s < MIN_STD:
-            raise ConfigError(f"{where}: band {band} has std {s!r}: it must be at least {MIN_STD:g}")
-        if max(abs(m), s) > MAX_STATISTIC:
-            raise ConfigError(
-                f"{where}: band {band} has mean {m!r} and std {s!r}: no band's values reach {MAX_STATISTIC:g}"
-            )
-
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -207,7 +186,16 @@ class DatasetSpec:
                 f"dataset {self.name!r}: bands, mean and std must have the same length "
                 f"({len(self.bands)}, {len(self.mean)}, {len(self.std)})"
             )
-        check_statistics(self.mean, self.std, f"dataset {self.name!r}")
+        for band, (m, s) in enumerate(zip(self.mean, self.std), start=1):  # statistics no band can have
+            where = f"dataset {self.name!r}: band {band} has"
+            if not (math.isfinite(m) and math.isfinite(s)):
+                raise ConfigError(f"{where} mean {m!r} and std {s!r}: both must be finite")
+            if s < MIN_STD:  # the normalised values would explode
+                raise ConfigError(f"{where} std {s!r}: it must be at least {MIN_STD:g}")
+            if max(abs(m), s) > MAX_STATISTIC:
+                raise ConfigError(
+                    f"{where} mean {m!r} and std {s!r}: no band's values reach {MAX_STATISTIC:g}"
+                )
         encoding = self.label_encoding
         if encoding.kind != "index" and len(encoding.classes) != n:
             raise ConfigError(

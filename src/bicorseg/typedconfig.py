@@ -154,10 +154,10 @@ def _is_already(value: Any, option: Any) -> bool:
 
 def _scalar(value: Any, tp: Any, key: str) -> Any:
     """``value`` as the scalar type ``tp`` (other annotations: as it is)."""
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if tp is bool and isinstance(value, bool):
+    if tp not in _EXPECTED:
         return value
-    if tp is int and number and isinstance(value, int):
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if (tp is bool and isinstance(value, bool)) or (tp is int and number and isinstance(value, int)):
         return value
     if tp is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
@@ -165,15 +165,13 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
         try:
             result = float(value)  # YAML reads "5e-5" (no dot) as text
         except ValueError:
-            result = None
-        if result is not None and not math.isfinite(result):
-            raise ConfigError(f"must be a finite number, got {value!r}", key=key)
-        if result is not None:
+            pass
+        else:
+            if not math.isfinite(result):
+                raise ConfigError(f"must be a finite number, got {value!r}", key=key)
             return result
     if tp is str and (isinstance(value, str) or (number and isinstance(value, int))):
         return str(value)
-    if tp not in _EXPECTED:
-        return value
     raise ConfigError(f"expected {_EXPECTED[tp]}, got {value!r}", key=key)
 
 

@@ -176,13 +176,11 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in vars(args).items():
         if key.startswith("override__"):
             if isinstance(value, list):  # a repeated option: its values joined into one list
-                parsed = [parse_value(v) for v in value]
-                value_list = [v for p in parsed for v in (p if isinstance(p, list) else [p])]
-                overrides[key.removeprefix("override__")] = (
-                    value_list if len(value_list) > 1 else value_list[0]
-                )
+                items = [v for p in map(parse_value, value) for v in (p if isinstance(p, list) else [p])]
+                value = items if len(items) > 1 else items[0]
             else:
-                overrides[key.removeprefix("override__")] = parse_value(value)
+                value = parse_value(value)
+            overrides[key.removeprefix("override__")] = value
     threads = getattr(args, "threads", None)  # train's --threads (chips has none)
     if threads is not None:
         if overrides.get("trainer.num_threads", threads) != threads:

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.cli.common import one_line_warnings
+    from bicorseg.cli.common import one_line_warnings, read_class_table
     from bicorseg.device import resolve_device
     from bicorseg.inference.batch import find_inputs
     from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets
@@ -62,13 +62,9 @@ def run(args: argparse.Namespace) -> int:
     paths = find_inputs(args.inputs)
     if args.label is not None and len(paths) != 1:
         raise ConfigError(f"--label needs exactly one input, got {len(paths)}")
-    labels = None
-    if args.class_table is not None:
-        if args.label is None:
-            raise ConfigError("--class-table decodes --label: give --label too")
-        from bicorseg.data import ClassTable
-
-        labels = ClassTable.from_yaml(args.class_table).labels
+    if args.class_table is not None and args.label is None:
+        raise ConfigError("--class-table decodes --label: give --label too")
+    table = read_class_table(args.class_table)
     ensure_writable(args.output, folder=True)
     device = str(resolve_device(args.device))
     checkpoint = load_checkpoint(args.checkpoint)  # load_model's steps, keeping the checkpoint's tiling
@@ -91,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 args.output,
                 layer=args.layer,
                 label=args.label,
-                labels=labels,
+                labels=None if table is None else table.labels,
                 tile=tile,
                 overlap=overlap,
                 batch_size=args.batch_size,

@@ -18,7 +18,7 @@ Nothing is ever measured in degrees. A raster without a CRS has no metres and is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -78,16 +78,16 @@ class Measure:
             raise InputError(f"{where}: its CRS {horizontal.name!r} has no ellipsoid")
         to_lonlat = Transformer.from_crs(horizontal, horizontal.geodetic_crs, always_xy=True)
         unit = float(horizontal.axis_info[0].unit_conversion_factor)
-        if horizontal.is_geographic:
-            return cls(horizontal, "ellipsoid", unit, geod, to_lonlat)
         measure = cls(horizontal, "ellipsoid", unit, geod, to_lonlat)
+        if horizontal.is_geographic:
+            return measure
         left, bottom, right, top = bounds
         xs, ys = np.meshgrid(np.linspace(left, right, 5), np.linspace(bottom, top, 5))
         delta = max(abs(right - left), abs(top - bottom), 1.0) * 1e-4
         with np.errstate(all="ignore"):
             scale = measure._areal_scale(xs.ravel(), ys.ravel(), delta)
         if np.isfinite(scale).all() and np.abs(scale - 1.0).max() <= PLANAR_TOLERANCE:
-            return cls(horizontal, "planar", unit, geod, to_lonlat)
+            return replace(measure, method="planar")
         return measure
 
     def describe(self) -> str:
@@ -152,15 +152,13 @@ class Measure:
         Mercator) are defined on a sphere and PROJ reports their scale against that sphere.
         """
 
-        def lonlat(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lon, lat = self.to_lonlat.transform(px, py)
+        def lonlat(dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+            lon, lat = self.to_lonlat.transform(x + dx, y + dy)
             return np.radians(lon), np.radians(lat)
 
-        lon_xp, lat_xp = lonlat(x + delta, y)
-        lon_xm, lat_xm = lonlat(x - delta, y)
-        lon_yp, lat_yp = lonlat(x, y + delta)
-        lon_ym, lat_ym = lonlat(x, y - delta)
-        _, lat = lonlat(x, y)
+        (lon_xp, lat_xp), (lon_xm, lat_xm) = lonlat(delta, 0), lonlat(-delta, 0)
+        (lon_yp, lat_yp), (lon_ym, lat_ym) = lonlat(0, delta), lonlat(0, -delta)
+        lat = lonlat(0, 0)[1]
         dlon_x, dlat_x = (lon_xp - lon_xm) / (2 * delta), (lat_xp - lat_xm) / (2 * delta)
         dlon_y, dlat_y = (lon_yp - lon_ym) / (2 * delta), (lat_yp - lat_ym) / (2 * delta)
         true_per_unit2 = np.abs(dlon_x * dlat_y - dlon_y * dlat_x) * self._area_element(lat)

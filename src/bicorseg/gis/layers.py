@@ -117,18 +117,16 @@ def transformer(ref: LayerRef, info: dict[str, Any], target: CRS, target_name: s
         return None
     try:
         move = Transformer.from_crs(source, target, always_xy=True)
-        ok = True
         if info.get("total_bounds") is not None:  # None: an empty layer
             left, bottom, right, top = info["total_bounds"]
             xs, ys = move.transform([left, right, left, right], [bottom, bottom, top, top])
-            ok = bool(np.isfinite(xs).all() and np.isfinite(ys).all())
+            if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+                raise ProjError("the layer's extent does not transform")
     except ProjError:
-        ok = False
-    if not ok:
         raise InputError(
             f"{ref.key}: the CRS of {ref} ({source.name}) cannot be transformed to the CRS of "
             f"{target_name} ({target.name})"
-        )
+        ) from None
     return move
 
 

@@ -140,16 +140,8 @@ class ClassRaster:
             raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         if self.extra_nodata is not None:
             valid &= data != self.extra_nodata
-        if data.dtype.name not in _SHAPES_TYPES:
-            data = self._as_int32(data, valid)
-        self._check_values(data, valid, window)
-        return data, valid
-
-    def _as_int32(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        values = data[valid]
-        if values.size and (values.min() < np.iinfo(np.int32).min or values.max() > np.iinfo(np.int32).max):
-            raise InputError(f"{self.path}: class values beyond the 32-bit range are not class indices")
-        return data.astype(np.int32)
+        self._check_values(data, valid, window)  # class ids fit int32: at most MAX_UNNAMED_CLASS
+        return (data if data.dtype.name in _SHAPES_TYPES else data.astype(np.int32)), valid
 
     def _check_values(self, data: np.ndarray, valid: np.ndarray, window: Window) -> None:
         values = data[valid]
