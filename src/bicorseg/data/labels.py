@@ -208,11 +208,8 @@ class LabelTable:
         parts = []
         for i in order:
             code = int(bad_codes[i])
-            label = (
-                f"colour ({code >> 16}, {(code >> 8) & 255}, {code & 255}) {colour_hex((code >> 16, (code >> 8) & 255, code & 255))}"
-                if self.kind == "colour"
-                else f"value {code}"
-            )
+            rgb = (code >> 16, (code >> 8) & 255, code & 255)
+            label = f"colour {rgb} {colour_hex(rgb)}" if self.kind == "colour" else f"value {code}"
             parts.append(f"{label} ({int(counts[i])} px)")
         more = f" and {len(bad_codes) - 5} more" if len(bad_codes) > 5 else ""
         what = "colours" if self.kind == "colour" else "values"

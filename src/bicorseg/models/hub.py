@@ -541,10 +541,8 @@ def resolve(reference: str | os.PathLike[str], network: Network, revision: str |
             folder = _hub_folder(hub, repo_id, revision, network)
     except errors.HFValidationError as error:
         raise ConfigError(f"{where}: not a Hub repository id ({first_line(error)})") from error
-    except (
-        errors.LocalEntryNotFoundError,
-        errors.OfflineModeIsEnabled,
-    ) as error:  # before EntryNotFound: a subclass
+    # before EntryNotFoundError, of which LocalEntryNotFoundError is a subclass
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as error:
         raise _unreachable(hub, where, error) from error
     except errors.RepositoryNotFoundError as error:
         raise CheckpointError(
@@ -568,13 +566,8 @@ def _hub_folder(hub: Any, repo_id: str, revision: str | None, network: Network) 
     assert config is not None  # not optional: missing, it raised
     meta = _read_json(config, "a bicorseg model configuration")
     model_config, _, _ = parse_metadata(meta, config)
-    _hub_file(
-        hub,
-        repo_id,
-        WEIGHTS,
-        revision,
-        _nbytes(_meta_state(network, model_config)) + MAX_HEADER_BYTES + 8,
-    )
+    weights_bytes = _nbytes(_meta_state(network, model_config)) + MAX_HEADER_BYTES + 8
+    _hub_file(hub, repo_id, WEIGHTS, revision, weights_bytes)
     _hub_file(hub, repo_id, CLASSES, revision, MAX_TEXT_BYTES, optional=True)
     return config.parent
 
