@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,13 +245,11 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
         Image.fromarray(rgb).save(temp, format="PNG")
 
 
-def _timed(timings: dict[str, float], key: str) -> Callable[[], None]:
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     start = time.perf_counter()
-
-    def stop() -> None:
-        timings[key] = round(time.perf_counter() - start, 2)
-
-    return stop
+    yield
+    timings[key] = round(time.perf_counter() - start, 2)
 
 
 def _claim_output(out: Path) -> None:
@@ -304,14 +302,13 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     )
     with Progress(*columns, console=console, transient=False) as progress:
         # 1. data
-        stop = _timed(timings, "data")
-        _write_training_data(config, data_root, progress)
-        test_seed = _scene_seed(config.seed, -1)
-        scene, truth = generate_scene(config.test_size, test_seed)
-        transform = scene_transform(config.test_size, test_seed)
-        write_scene_geotiff(files["scene"], scene, transform)
-        write_scene_geotiff(files["labels"], truth, transform, palette=DEMO_DATASET.palette)
-        stop()
+        with _timed(timings, "data"):
+            _write_training_data(config, data_root, progress)
+            test_seed = _scene_seed(config.seed, -1)
+            scene, truth = generate_scene(config.test_size, test_seed)
+            transform = scene_transform(config.test_size, test_seed)
+            write_scene_geotiff(files["scene"], scene, transform)
+            write_scene_geotiff(files["labels"], truth, transform, palette=DEMO_DATASET.palette)
 
         # 2. training, with what is left of the budget after the reserve for the later steps
         reserve = RESERVE_FIXED + RESERVE_PER_MEGAPIXEL * config.test_size**2 / 1e6
@@ -323,13 +320,11 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             )
         from bicorseg.demo.callbacks import demo_callbacks
 
-        stop = _timed(timings, "training")
-        callbacks = demo_callbacks(progress, config.steps)
-        with _quiet_lightning():
+        with _timed(timings, "training"), _quiet_lightning():
+            callbacks = demo_callbacks(progress, config.steps)
             result = train(
                 _train_config(config, data_root, seconds), run_dir, spec=DEMO_DATASET, callbacks=callbacks
             )
-        stop()
         if result.last_checkpoint is None:  # pragma: no cover - Lightning always writes it at the end
             raise ConfigError(f"training wrote no checkpoint in {run_dir / 'checkpoints'}")
 
@@ -348,29 +343,29 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
         save_checkpoint(model, files["checkpoint"], extra=extra, tiling=tiling)
 
         # 4. prediction of the held-out scene through the windowed raster predictor
-        stop = _timed(timings, "prediction")
-        options = PredictOptions(tile=config.tile, overlap=DEFAULT_OVERLAP, batch_size=2, overwrite=True)
-        predictor = Predictor(model, model_info(model, str(files["checkpoint"])), options)
-        with scratch_folder(out, "predict") as scratch:  # the prediction is named after the input
-            written = predictor.predict_file(
-                files["scene"], scratch, progress=_PredictorProgress(progress, "predicting held-out scene")
-            )
-            os.replace(written.outputs["class"], files["prediction"])
-        with rasterio.open(files["prediction"]) as src:
-            prediction = src.read(1)
-        _save_png(files["prediction_color"], colour_table(DEMO_DATASET.palette)[prediction])
-        stop()
+        with _timed(timings, "prediction"):
+            options = PredictOptions(tile=config.tile, overlap=DEFAULT_OVERLAP, batch_size=2, overwrite=True)
+            predictor = Predictor(model, model_info(model, str(files["checkpoint"])), options)
+            with scratch_folder(out, "predict") as scratch:  # the prediction is named after the input
+                written = predictor.predict_file(
+                    files["scene"],
+                    scratch,
+                    progress=_PredictorProgress(progress, "predicting held-out scene"),
+                )
+                os.replace(written.outputs["class"], files["prediction"])
+            with rasterio.open(files["prediction"]) as src:
+                prediction = src.read(1)
+            _save_png(files["prediction_color"], colour_table(DEMO_DATASET.palette)[prediction])
 
         # 5. heatmaps and the heatmap figure
-        stop = _timed(timings, "heatmaps")
-        task = progress.add_task("class heatmaps and figure", total=1, info="")
-        heat = export_heatmaps(
-            model, files["scene"], heat_dir, label=files["labels"], tile=config.tile, batch_size=2
-        )
-        if heat.figure is not None:
-            os.replace(heat.figure, files["heatmaps"])
-        progress.advance(task)
-        stop()
+        with _timed(timings, "heatmaps"):
+            task = progress.add_task("class heatmaps and figure", total=1, info="")
+            heat = export_heatmaps(
+                model, files["scene"], heat_dir, label=files["labels"], tile=config.tile, batch_size=2
+            )
+            if heat.figure is not None:
+                os.replace(heat.figure, files["heatmaps"])
+            progress.advance(task)
 
     # 6. scores on the held-out scene, by the library's convention
     matrix = ConfusionMatrix(DEMO_DATASET.num_classes, DEMO_DATASET.ignore_index)
@@ -396,26 +391,25 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
     write_report_json(report, files["metrics"])
 
     # 7. the page to look at it all
-    stop = _timed(timings, "report")
-    trained = f"{result.global_step} training steps" + (
-        f" of {config.steps} (stopped by the time budget)" if result.global_step < config.steps else ""
-    )
-    write_report(
-        [
-            ReportItem(
-                files["prediction"],
-                files["scene"],
-                list(heat.outputs),
-                name="held-out scene",
-                labels=files["labels"],
-            )
-        ],
-        files["report"],
-        metrics=files["metrics"],
-        title="bicorseg demo",
-        subtitle=f"seed {config.seed}, {trained}; held-out scene {config.test_size} x {config.test_size} px",
-    )
-    stop()
+    with _timed(timings, "report"):
+        trained = f"{result.global_step} training steps" + (
+            f" of {config.steps} (stopped by the time budget)" if result.global_step < config.steps else ""
+        )
+        write_report(
+            [
+                ReportItem(
+                    files["prediction"],
+                    files["scene"],
+                    list(heat.outputs),
+                    name="held-out scene",
+                    labels=files["labels"],
+                )
+            ],
+            files["report"],
+            metrics=files["metrics"],
+            title="bicorseg demo",
+            subtitle=f"seed {config.seed}, {trained}; held-out scene {config.test_size} x {config.test_size} px",
+        )
     total = time.perf_counter() - start  # from ``started``: the command's start-up included
     return DemoResult(
         output=out,
