@@ -12,19 +12,11 @@ removed), ``RANDOM`` is 8 hex digits, and ``SUFFIX`` repeats the target's suffix
 pick a format by extension. A name that would exceed the file system's 255 bytes keeps the start of
 ``NAME`` and a hash of all of it.
 
-* :func:`atomic_output` writes one file; :class:`OutputGroup` writes several files that appear
-  together (all are written and checked by an optional hook before the first is renamed; one named
-  file is renamed last, so its presence marks a complete set).
-* :func:`find_temps` lists the temporary files of this scheme in a folder (names are parsed, never
-  used as glob patterns, so ``[``, ``*`` and ``?`` in names are harmless);
-  :func:`remove_stale_temps` deletes those whose owner process has ended on this host. A temporary
-  file of a live process (another run writing into the same folder) is never touched, nor is one
-  from another host, whose owner cannot be checked from here.
-* :func:`ensure_writable` checks, before any work starts, that an output file or folder can be
-  created, and creates nothing; :func:`write_error` is the one-line error of a write that failed;
-  :func:`is_plain_name` checks a name read from a file before a path is made of it.
-* :func:`sha256_file`: the content hash that identifies a file written or read (manifests,
-  checkpoints, weights).
+:func:`atomic_output` writes one file, :class:`OutputGroup` several that appear together.
+:func:`remove_stale_temps` deletes the temporary files whose owner process has ended on this host
+(names are parsed, never used as glob patterns); one of a live process, or of another host, is never
+touched. :func:`ensure_writable` checks, before any work, that an output can be created;
+:func:`sha256_file` is the content hash that identifies a file written or read.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_OVERLA
 from bicorseg.device import resolve_device, torch_threads
 from bicorseg.errors import CheckpointError, ConfigError, InputError
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare
+from bicorseg.models.config import ModelConfig
 from bicorseg.precision import precision_of
 from bicorseg.rescale import Rescale, check_checkpoint_units, check_rescale, needs_sample, resolve_rescale
 from bicorseg.rescale import describe as describe_rescale
@@ -34,9 +35,10 @@ from bicorseg.spec import DATASET_KINDS, DatasetSpec, denormalise, normalise
 
 
 def check_spec_matches(
-    model_spec: DatasetSpec | None, spec: DatasetSpec, num_classes: int, source: str
+    model_spec: DatasetSpec | None, spec: DatasetSpec, config: ModelConfig, source: str
 ) -> None:
-    """Refuse a checkpoint whose classes do not fit the dataset it is evaluated on."""
+    """Refuse a checkpoint whose classes or bands do not fit the dataset it is evaluated on."""
+    num_classes = config.num_classes
     if num_classes != spec.num_classes:
         raise CheckpointError(
             f"{source} predicts {num_classes} classes but dataset {spec.name!r} has {spec.num_classes}"
@@ -45,6 +47,10 @@ def check_spec_matches(
         raise CheckpointError(
             f"{source} was trained for classes {', '.join(model_spec.class_names)}; dataset {spec.name!r} "
             f"has {', '.join(spec.class_names)}"
+        )
+    if config.in_channels != spec.num_bands:
+        raise ConfigError(
+            f"{source} expects {config.in_channels} band(s) but dataset {spec.name!r} gives {spec.num_bands}"
         )
 
 
@@ -111,24 +117,8 @@ RESCALE_SAMPLES = 16  # samples of a split the statistics of a rescale come from
 RESCALE_PIXELS = 256 * 256  # ... each subsampled to at most this many pixels
 
 
-class RescaledSamples(Dataset):
-    """The samples of a dataset with their images rescaled (normalised again with the dataset's facts)."""
-
-    def __init__(self, dataset: Dataset, rescale: Rescale, spec: DatasetSpec) -> None:
-        self.dataset, self.rescale, self.spec = dataset, rescale, spec
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = dict(self.dataset[index])
-        raw = denormalise(sample["image"], self.spec.mean, self.spec.std).cpu().numpy()
-        sample["image"] = normalise(torch.from_numpy(self.rescale.apply(raw)), self.spec.mean, self.spec.std)
-        return sample
-
-
-def rescaled_samples(dataset: Dataset, spec: DatasetSpec, rescale: str) -> tuple[Dataset, Rescale | None]:
-    """``dataset`` with the rescale ``rescale`` (:mod:`bicorseg.rescale`) applied to its images.
+def split_rescale(dataset: Dataset, spec: DatasetSpec, rescale: str) -> Rescale | None:
+    """The map of the rescale ``rescale`` (:mod:`bicorseg.rescale`) for the images of ``dataset``.
 
     One map for the whole split: its statistics come from :data:`RESCALE_SAMPLES` samples spread
     over the split, each subsampled to at most :data:`RESCALE_PIXELS` pixels (the samples of a split
@@ -146,8 +136,7 @@ def rescaled_samples(dataset: Dataset, spec: DatasetSpec, rescale: str) -> tuple
             step = max(1, math.ceil(math.sqrt(image.shape[1] * image.shape[2] / RESCALE_PIXELS)))
             values.append(image[:, ::step, ::step].reshape(image.shape[0], -1))
         sample = np.concatenate(values, axis=1)
-    mapping = resolve_rescale(mode, spec.num_bands, None, sample)
-    return (dataset if mapping is None else RescaledSamples(dataset, mapping, spec)), mapping
+    return resolve_rescale(mode, spec.num_bands, None, sample)
 
 
 def evaluate_model(
@@ -175,7 +164,7 @@ def evaluate_model(
     ``tta`` is a mode of :data:`bicorseg.inference.tta.TTA_MODES`; ``paper`` takes the passes the
     original publication used for ``spec``'s dataset (else the model's), with ``tta_scales`` and
     ``tta_merge`` left out. ``rescale`` maps images that are not in the checkpoint's 8-bit units
-    (:mod:`bicorseg.rescale`), with one map for the whole split (:func:`rescaled_samples`), which the
+    (:mod:`bicorseg.rescale`), with one map for the whole split (:func:`split_rescale`), which the
     report's convention records. ``threads``: torch's CPU thread count while evaluating (None: as it is).
     """
     from bicorseg.inference import predict_array, with_tta
@@ -189,7 +178,7 @@ def evaluate_model(
     pattern = PeriodicShare(num_classes).to(device)
     model = model.to(device).eval()
     protocol = data_protocol(dataset)
-    dataset, rescale_map = rescaled_samples(dataset, spec, rescale)
+    rescale_map = split_rescale(dataset, spec, rescale)
     total = len(dataset)  # type: ignore[arg-type]
     if limit is not None:
         total = min(total, limit)
@@ -197,6 +186,13 @@ def evaluate_model(
         raise InputError("the evaluation split holds no samples")
     # without TTA the arg-max of the logits themselves (softmax rounding can tie near-equal classes)
     scores = model if is_identity(plan) else with_tta(model, plan)
+
+    def image(sample: dict[str, Any]) -> torch.Tensor:
+        """A sample's image, rescaled and normalised again when the split has a rescale map."""
+        if rescale_map is None:
+            return sample["image"]
+        raw = denormalise(sample["image"], spec.mean, spec.std).cpu().numpy()
+        return normalise(torch.from_numpy(rescale_map.apply(raw)), spec.mean, spec.std)
 
     def predictions() -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         """Class maps, their labels and how many samples they are."""
@@ -207,7 +203,7 @@ def evaluate_model(
                     raise InputError(f"sample {sample.get('name', index)} has no labels to evaluate against")
                 probs = predict_array(
                     model,
-                    sample["image"],
+                    image(sample),
                     tile=tile,
                     overlap=overlap,
                     batch_size=batch_size,
@@ -225,18 +221,16 @@ def evaluate_model(
             for sample in samples:
                 by_size.setdefault(tuple(sample["image"].shape), []).append(sample)
             for group in by_size.values():
-                images = torch.stack([sample["image"] for sample in group]).to(device)
-                yield (
-                    scores(images).argmax(dim=1),
-                    torch.stack([sample["mask"] for sample in group]),
-                    len(group),
-                )
+                images = torch.stack([image(sample) for sample in group]).to(device)
+                masks = torch.stack([sample["mask"] for sample in group])
+                yield scores(images).argmax(dim=1), masks, len(group)
 
     done = 0
     with torch.inference_mode(), torch_threads(threads):
         for classes, masks, count in predictions():
-            metric.update(classes.to(device), masks.to(device))
-            pattern.update(classes.to(device))
+            classes = classes.to(device)
+            metric.update(classes, masks.to(device))
+            pattern.update(classes)
             done += count
             if progress:
                 progress(done, total)

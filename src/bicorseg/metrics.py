@@ -1,17 +1,11 @@
 """Segmentation metrics by the published convention (docs/METHOD.md, section 8): one confusion matrix, scores, reports.
 
-* :class:`ConfusionMatrix` is torchmetrics' ``MulticlassConfusionMatrix`` with bicorseg's input
-  checks: it accumulates one ``N x N`` matrix over a whole evaluation set (rows: ground truth,
-  columns: prediction), skipping ignored labels. Its state is summed across processes, so
-  data-parallel evaluation gives the single-process matrix.
-* :func:`scores_from_confusion` turns a matrix into per-class IoU, precision, recall and F1, their
-  means over the dataset's evaluation classes, and the overall accuracy over all classes.
-* :class:`PeriodicShare` measures the regular 4-pixel pattern an under-trained sub-pixel head
-  paints over a class map (0: none, 1: the whole map is that pattern); reports carry it.
-* :class:`EvaluationReport` pairs the scores with the convention they were computed under (classes
-  averaged, label variant, patches or whole tiles, the data preparation protocol, test-time
-  augmentation and its passes); :func:`format_report` prints it as a table and
-  :func:`write_report_json` stores it, both stating that convention.
+:class:`ConfusionMatrix` accumulates one matrix over a whole evaluation set, summed across processes
+(data-parallel evaluation gives the single-process matrix); :func:`scores_from_confusion` gives the
+per-class scores, their means over the dataset's evaluation classes and the overall accuracy over
+all classes; :class:`PeriodicShare` measures the 4-pixel pattern an under-trained sub-pixel head
+paints. :class:`EvaluationReport` pairs the scores with the convention they were computed under,
+which :func:`format_report` (a table) and :func:`write_report_json` state.
 
 A score whose denominator is zero (a class absent from both labels and predictions) is undefined:
 it is NaN here, ``null`` in JSON, and left out of the means (the report says so).

@@ -158,12 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if args.split is None:
         args.split = "labelled" if args.dataset == "geo" else "test"
     dataset, spec = evaluation_dataset(args.dataset, args.root, args.split, spec=spec_hint, **options)
-    check_spec_matches(checkpoint.dataset, spec, checkpoint.model_config.num_classes, args.checkpoint)
-    if checkpoint.model_config.in_channels != spec.num_bands:
-        raise ConfigError(
-            f"{args.checkpoint} expects {checkpoint.model_config.in_channels} band(s) but dataset "
-            f"{spec.name!r} gives {spec.num_bands}"
-        )
+    check_spec_matches(checkpoint.dataset, spec, checkpoint.model_config, args.checkpoint)
     paper = args.tta == "paper" or data_protocol(dataset).startswith("paper")
     model = with_precision(model, evaluation_precision(args.precision, paper), device)
 

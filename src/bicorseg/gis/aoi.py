@@ -97,20 +97,15 @@ class AreaOfInterest:
             f"{extent} (both in the raster's CRS) do not overlap by a pixel centre"
         )
 
-    def _near(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        box = shapely.box(*_window_bounds(self.transform, row, col, height, width))
-        return self.polygons[self.tree.query(box)]
-
     def mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """``height x width`` bool: the pixels of the window whose centre is inside a polygon."""
-        near = self._near(row, col, height, width)
+        box = shapely.box(*_window_bounds(self.transform, row, col, height, width))
+        near = self.polygons[self.tree.query(box)]  # the polygons whose boxes meet the window's
         if not len(near):
             return np.zeros((height, width), bool)
         window = self.transform @ Affine.translation(col, row)  # the window's own pixel grid
         return geometry_mask(near, (height, width), window, invert=True)
 
     def touches(self, row: int, col: int, height: int, width: int) -> bool:
-        """Whether a pixel of the window is inside (the polygons' boxes are checked first)."""
-        if not len(self._near(row, col, height, width)):
-            return False
+        """Whether a pixel of the window is inside."""
         return bool(self.mask(row, col, height, width).any())

@@ -84,10 +84,7 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
             row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
             data, valid = raster.read(window)
             if aoi is not None:
-                inside = aoi.mask(row, col, h, w)
-                if not inside.any():
-                    continue
-                valid &= inside
+                valid &= aoi.mask(row, col, h, w)
             values = data[valid].astype(np.int64)
             if not values.size:
                 continue
