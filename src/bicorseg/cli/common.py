@@ -1,12 +1,8 @@
-"""What several sub-commands share. Options several commands take are declared once here, with one
-default each, the Python API's (:mod:`bicorseg.defaults`, the fields of
-:class:`~bicorseg.inference.PredictOptions`): ``--checkpoint``, ``--device``, ``--precision``,
-``--batch-size``, ``--threads``, ``--allow-remote``, ``--overwrite``; the test-time augmentation of ``predict``,
-``evaluate``, ``submit``; the precision of ``evaluate`` and ``submit``; the tiling of ``predict``,
-``heatmaps``, ``export`` and ``evaluate --whole-tiles``; ``--aoi``, ``--class-table`` and the
-``--window`` of the GIS commands; the ``--section.key`` and ``--set`` options of config sections
-(``train``, ``chips``), made from the dataclasses. Also reading the class table of the GIS commands,
-warnings as one line, the progress bar and the summary of polygons."""
+"""What several sub-commands share: the options several commands take, declared once
+(:data:`SHARED_OPTIONS`) with one default each, the Python API's (:mod:`bicorseg.defaults`, the fields
+of :class:`~bicorseg.inference.PredictOptions`); the ``--section.key`` and ``--set`` options of config
+sections (``train``, ``chips``), made from the dataclasses; reading ``--class-table``, warnings as one
+line, progress and the summary of polygons."""
 
 from __future__ import annotations
 

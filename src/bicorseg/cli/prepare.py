@@ -17,16 +17,21 @@ class PrepareOptions:
     """The options of ``bicorseg prepare``; a ``--config`` YAML file holds the same keys.
 
     Attributes:
-        source: folders or zip archives of the release.
+        source: folder or zip archive of the release (repeat for several).
         output: the output folder.
-        splits: the splits to prepare (default: train, val and test).
+        splits: comma-separated splits to prepare (default: train,val,test).
         bands: band variant: Potsdam RGB (the default) or IRRG.
-        patch_size: patch size instead of the protocol's 1024 (strides keep their ratio).
-        unknown_colours: label colours or values outside the class table: ``error`` or ``ignore``.
-        protocol: ``clean`` (padding ignored) or ``paper`` (as the original code).
+        patch_size: patch size instead of the protocol's 1024 (strides keep their ratio); for quick
+            experiments.
+        unknown_colours: label colours or values outside the class table: stop with an error
+            (``error``, the default) or mark them ignored (``ignore``).
+        protocol: ``clean`` (the default): padding is ignored; ``paper``: as the original code (ISPRS
+            padding labelled impervious surface, flipped copies flipped before padding, Vaihingen car
+            zoom).
         force: replace an output prepared for another dataset.
-        verify: on rerun, check the checksums of finished files.
-        progress: show a progress bar (in a terminal).
+        verify: on rerun, check the checksums of finished files (the default; ``--no-verify`` trusts
+            them).
+        progress: a progress bar in a terminal (the default; ``--no-progress`` shows none).
     """
 
     source: list[str] | str | None = None
@@ -45,12 +50,30 @@ class PrepareOptions:
             self.source = [self.source]
         if isinstance(self.splits, str):
             self.splits = [s.strip() for s in self.splits.split(",") if s.strip()]
-        for key, choices in (("unknown_colours", ("error", "ignore")), ("protocol", ("clean", "paper"))):
+        for key, choices in CHOICES.items():
             if getattr(self, key) not in choices:
                 raise ConfigError(f"must be {' or '.join(choices)}, got {getattr(self, key)!r}", key=key)
 
 
+CHOICES = {"unknown_colours": ("error", "ignore"), "protocol": ("clean", "paper")}
+# option -> (field of PrepareOptions, how argparse reads it); no defaults: the --config file's, else the field's
+OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--source": ("source", {"action": "append", "metavar": "PATH"}),
+    "--output": ("output", {"metavar": "DIR"}),
+    "--splits": ("splits", {"metavar": "LIST"}),
+    "--bands": ("bands", {"metavar": "VARIANT"}),
+    "--patch-size": ("patch_size", {"type": int, "metavar": "PX"}),
+    "--unknown-colours": ("unknown_colours", {"choices": CHOICES["unknown_colours"]}),
+    "--protocol": ("protocol", {"choices": CHOICES["protocol"]}),
+    "--force": ("force", {"action": "store_true"}),
+    "--no-verify": ("verify", {"action": "store_false"}),
+    "--no-progress": ("progress", {"action": "store_false"}),
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bicorseg.typedconfig import field_docs
+
     parser = subparsers.add_parser(
         "prepare",
         help="turn an official release (Vaihingen, Potsdam, LoveDA) into training data",
@@ -63,49 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("dataset", choices=RELEASE_NAMES, help="which release")
-    parser.add_argument(
-        "--source",
-        action="append",
-        metavar="PATH",
-        help="folder or zip archive of the release (repeat for several)",
-    )
-    parser.add_argument("--output", metavar="DIR", help="output folder")
-    parser.add_argument(
-        "--splits", metavar="LIST", help="comma-separated splits to prepare (default: train,val,test)"
-    )
-    parser.add_argument("--bands", metavar="VARIANT", help="band variant: Potsdam RGB (default) or IRRG")
-    parser.add_argument(
-        "--patch-size",
-        type=int,
-        metavar="PX",
-        help="patch size instead of the protocol's 1024 (strides keep their ratio); for quick experiments",
-    )
-    parser.add_argument(
-        "--unknown-colours",
-        choices=("error", "ignore"),
-        default=None,
-        help="label colours/values outside the class table: stop with an error (default) or mark them ignored",
-    )
-    parser.add_argument(
-        "--protocol",
-        choices=("clean", "paper"),
-        default=None,
-        help="clean (default): padding is ignored; paper: as the original code (ISPRS padding labelled "
-        "impervious surface, flipped copies flipped before padding, Vaihingen car zoom)",
-    )
-    parser.add_argument(
-        "--force", action="store_true", default=None, help="replace an output prepared for another dataset"
-    )
-    parser.add_argument(
-        "--no-verify",
-        dest="verify",
-        action="store_false",
-        default=None,
-        help="on rerun, trust finished files without checking their checksums",
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
-    )
+    docs = field_docs(PrepareOptions)
+    for flag, (name, how) in OPTIONS.items():
+        parser.add_argument(flag, dest=name, default=None, help=docs[name], **how)
     parser.add_argument("--config", metavar="YAML", help="options as a YAML mapping (command line wins)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options and exit")
     parser.set_defaults(func=run)
