@@ -116,12 +116,10 @@ def _alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid)
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    except OverflowError:
-        return False
     return True
 
 
@@ -158,9 +156,7 @@ def remove_stale_temps(
     removed = []
     for where in folders:
         for temp in find_temps(where):
-            if wanted is not None and not any(temp.is_for(n) for n in wanted):
-                continue
-            if not temp.stale:
+            if not temp.stale or (wanted is not None and not any(temp.is_for(n) for n in wanted)):
                 continue
             if temp.path.is_dir() and not temp.path.is_symlink():
                 shutil.rmtree(temp.path, ignore_errors=True)
