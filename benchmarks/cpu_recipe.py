@@ -38,6 +38,14 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B $F --name width96-1122 --set model.width=96
     for N in 1 7; do $B --name steps150-seed$N --set trainer.max_minutes=null \
         --set trainer.max_steps=150 --set trainer.seed=$N; done
+    T="--set trainer.max_minutes=null --set trainer.max_steps=300"   # one change each at 300 steps
+    $B $T --name shipped-300
+    $B $T --name r18-300 --set model.backbone=timm:resnet18
+    $B $T --name noaux-300 --set loss.aux_weight=0 --set loss.heatmap_weight=0 \
+        --set loss.fisher_weight=0 --set loss.final_fisher_weight=0
+    $B $T --name ratio1-300 --set data.augment.max_class_ratio=1.0
+    for N in 42 1; do $B --name along900-seed$N --set trainer.max_minutes=null --set trainer.max_steps=900 \
+        --set trainer.check_val_every_n_epoch=100 --set trainer.seed=$N; done   # validated every 100 steps
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
@@ -48,6 +56,7 @@ same scenes written as GeoTIFFs with a label raster and a validation area.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -202,6 +211,7 @@ def run_variant(config_name: str, overrides: dict[str, Any], work: Path) -> dict
         "steps": result.global_step,
         "epochs": result.epoch,
         "validated_at_step": report["convention"]["step"],
+        "validations": validations(work / "logs" / "csv" / "metrics.csv"),
         "miou": report["miou"],
         "oa": report["oa"],
         "period4_share": report["period4_share"],
@@ -213,6 +223,24 @@ def run_variant(config_name: str, overrides: dict[str, Any], work: Path) -> dict
         "load_1min": load.summary(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def validations(metrics_csv: Path) -> list[dict[str, Any]]:
+    """Every validation of the run, from its CSV log: the step, the held-out mIoU and per-class IoU
+    (one entry unless ``--set trainer.check_val_every_n_epoch=N`` asks for more)."""
+    rows = [row for row in csv.DictReader(metrics_csv.open()) if row.get("val/miou")]
+    return [
+        {
+            "step": int(row["step"]) + 1,  # the CSV logs it at the last step's 0-based index
+            "miou": round(float(row["val/miou"]), 4),
+            "iou": {
+                k.removeprefix("val/iou_"): round(float(v), 4)
+                for k, v in row.items()
+                if k.startswith("val/iou_") and v
+            },
+        }
+        for row in rows
+    ]
 
 
 def useful(record: dict[str, Any], floor: float = 0.05) -> bool:
