@@ -91,8 +91,9 @@ def save_checkpoint(
     return atomic_torch_save({**metadata(model, tiling), "state_dict": state, "extra": extra or {}}, path)
 
 
-def _read(path: str | os.PathLike) -> dict[str, Any]:
-    data = read_torch_file(path)
+def read_checkpoint(path: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """The dict a checkpoint file holds (:func:`~bicorseg.torch_files.read_torch_file` and its ``options``)."""
+    data = read_torch_file(path, **options)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
     return data
@@ -135,7 +136,7 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
 
 
 def _load_file(path: str | os.PathLike) -> Checkpoint:
-    data = _read(path)
+    data = read_checkpoint(path)
     extra = data.get("extra")
     if data.get("format") == FORMAT:
         meta, state = data, data.get("state_dict")
@@ -305,7 +306,7 @@ def convert_official_file(
     source_path: str | os.PathLike, output_path: str | os.PathLike, **options: Any
 ) -> Checkpoint:
     """Read an original checkpoint file, convert it, check it loads, and save it atomically."""
-    source = _read(source_path)
+    source = read_checkpoint(source_path)
     state = source.get("state_dict", source)
     if isinstance(state, dict):
         check_finite_weights(state, source_path)

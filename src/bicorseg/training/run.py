@@ -48,12 +48,11 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from bicorseg.atomic import ensure_writable, remove_stale_temps, write_text_atomic
-from bicorseg.checkpoint import atomic_torch_save, check_finite_weights
+from bicorseg.checkpoint import atomic_torch_save, check_finite_weights, read_checkpoint
 from bicorseg.defaults import LIGHTNING_PRECISIONS
 from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.models import BiCoRSeg
 from bicorseg.spec import DatasetSpec
-from bicorseg.torch_files import read_torch_file
 from bicorseg.training.budget import RunBudget
 from bicorseg.training.config import TrainConfig, dataset_spec
 from bicorseg.training.datamodule import SegmentationDataModule
@@ -89,10 +88,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         if "://" in str(path):
             raise CheckpointError(f"cannot resume from remote checkpoint {path}: download it first")
-        data = read_torch_file(path, map_location=map_location or "cpu")
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(data).__name__})")
-        return data
+        return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -298,13 +294,9 @@ def resolve_resume(resume: str | None, output: Path) -> str | None:
 
 def _resume_state(path: str) -> dict[str, Any]:
     """The training checkpoint to resume from (memory-mapped), checked to hold a training state."""
-    data = read_torch_file(path, mmap=True)
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("global_step"), int)
-        or "optimizer_states" not in data
-        or not isinstance(data.get("state_dict"), dict)
-    ):
+    data = read_checkpoint(path, mmap=True)
+    state, step = data.get("state_dict"), data.get("global_step")
+    if not (isinstance(state, dict) and isinstance(step, int) and "optimizer_states" in data):
         raise CheckpointError(
             f"{path} is not a training checkpoint of bicorseg train (no optimizer state to resume from); "
             "to fine-tune from its weights, set model.pretrained instead"
