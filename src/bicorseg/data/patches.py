@@ -42,13 +42,10 @@ class PreparedDataset(SegmentationDataset):
             stored = DatasetSpec.from_dict(manifest.spec)
         except (ConfigError, KeyError, TypeError) as error:
             raise InputError(f"{self.root}: the manifest's dataset facts are invalid ({error})") from None
+        stored_facts = (stored.num_classes, stored.ignore_index, stored.num_bands)
         if spec is None:
             spec = stored
-        elif (spec.num_classes, spec.ignore_index, spec.num_bands) != (
-            stored.num_classes,
-            stored.ignore_index,
-            stored.num_bands,
-        ):
+        elif (spec.num_classes, spec.ignore_index, spec.num_bands) != stored_facts:
             raise ConfigError(
                 f"spec {spec.name!r} ({spec.num_classes} classes, ignore {spec.ignore_index}, "
                 f"{spec.num_bands} bands) does not fit {self.root} ({stored.num_classes} classes, "
