@@ -19,7 +19,7 @@ from bicorseg.data.labels import nearest_indices
 from bicorseg.demo import DEMO_DATASET
 from bicorseg.errors import InputError
 from bicorseg.metrics import Convention, EvaluationReport, write_report_json
-from bicorseg.report import ReportItem, report_folder, write_report
+from bicorseg.report import ReportItem, find_items, report_folder, write_report
 from bicorseg.report.truth import CORRECT, WRONG
 from tests.helpers.report import ground_width, pictures, write_classes
 
@@ -236,3 +236,16 @@ def test_a_paletted_png_label_is_read_as_class_indices(scene) -> None:
     as_tif = report_folder(tmp_path / "out", tmp_path / "b.html", labels=tmp_path / "truth").read_text()
     table = re.compile(r'<table class="confusion">.*?</table>')
     assert table.search(as_png).group(0) == table.search(as_tif).group(0)
+
+
+def test_each_scene_gets_the_labels_of_its_own_input(scene) -> None:
+    tmp_path, predicted, _ = scene
+    # a class raster sorted first whose input tag names no plain file: it has no image and no labels
+    write_classes(tmp_path / "out" / "a_prediction.tif", predicted)
+    with rasterio.open(tmp_path / "out" / "a_prediction.tif", "r+") as dst:
+        dst.update_tags(bicorseg_input="../elsewhere/other.tif")
+    items = find_items(tmp_path / "out", labels=tmp_path / "truth")
+    assert [(item.prediction.name, item.labels) for item in items] == [
+        ("a_prediction.tif", None),
+        ("prediction.tif", tmp_path / "truth" / "scene.tif"),
+    ]

@@ -385,6 +385,7 @@ def find_items(
         source = tags.get("bicorseg_input")
         if source is None or "bicorseg_layer" in tags:
             continue
+        sources.append(source)
         if not is_plain_name(source):  # the tag is anyone's to edit: it may only name a file in a folder
             items.append(ReportItem(path))
             continue
@@ -402,7 +403,6 @@ def find_items(
             if _heatmap_stem(p.name) == stem
         )
         items.append(ReportItem(path, image, heatmaps))
-        sources.append(source)
     if not items:
         raise InputError(
             f"{folder}: no class raster written by bicorseg predict (single-band GeoTIFF with bicorseg tags)"
