@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -26,21 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "gives the same scenes, model and scores."
         ),
     )
-    parser.add_argument("--output", default="demo_output", help="output folder (default ./demo_output)")
+    # no defaults here: an option not given takes DemoConfig's
+    parser.add_argument("--output", help="output folder (default ./demo_output)")
     parser.add_argument(
         "--minutes",
         type=float,
-        default=5.0,
         help="time limit of the whole demo in minutes: training stops early if its steps do not fit in "
         "what the other steps leave (default 5)",
     )
-    parser.add_argument(
-        "--seed", type=int, default=42, help="seed of the scenes and the training (default 42)"
-    )
+    parser.add_argument("--seed", type=int, help="seed of the scenes and the training (default 42)")
     parser.add_argument(
         "--steps",
         type=int,
-        default=None,
         help="training steps (default: the number the demo is sized for, which fits the default time "
         "limit on one busy CPU core); the same seed and steps give the same model",
     )
@@ -53,12 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("--width", int),
         ("--lr", float),
     ):
-        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument(flag, type=kind, help=argparse.SUPPRESS)
     add_shared_options(parser, "threads", threads="torch CPU threads (default: 1, which makes the demo "
                        "reproducible and, on a machine shared with other jobs, is the fastest)")  # fmt: skip
     # training samples per step: not --batch-size, which is tiles per model call wherever a command takes it
-    parser.add_argument("--train-batch-size", dest="batch_size", type=int, default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--train-batch-size", dest="batch_size", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -84,12 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.demo.pipeline import DemoConfig, print_demo_summary, run_demo
 
     started = time.perf_counter() - _process_age()
-
-    hidden = ("train_scenes", "scene_size", "test_size", "crop_size", "batch_size", "width", "threads", "lr")
-    options = {key: getattr(args, key) for key in hidden if getattr(args, key, None) is not None}
-    if args.steps is not None:
-        options["steps"] = args.steps
-    config = DemoConfig(output=Path(args.output), minutes=args.minutes, seed=args.seed, **options)
+    fields = {field.name for field in dataclasses.fields(DemoConfig)}
+    config = DemoConfig(
+        **{key: value for key, value in vars(args).items() if key in fields and value is not None}
+    )
     ensure_writable(config.output, folder=True)
     result = run_demo(config, started=started)
     print_demo_summary(result)
