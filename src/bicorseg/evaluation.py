@@ -38,10 +38,9 @@ def check_spec_matches(
     model_spec: DatasetSpec | None, spec: DatasetSpec, config: ModelConfig, source: str
 ) -> None:
     """Refuse a checkpoint whose classes or bands do not fit the dataset it is evaluated on."""
-    num_classes = config.num_classes
-    if num_classes != spec.num_classes:
+    if config.num_classes != spec.num_classes:
         raise CheckpointError(
-            f"{source} predicts {num_classes} classes but dataset {spec.name!r} has {spec.num_classes}"
+            f"{source} predicts {config.num_classes} classes but dataset {spec.name!r} has {spec.num_classes}"
         )
     if model_spec is not None and tuple(model_spec.class_names) != tuple(spec.class_names):
         raise CheckpointError(
