@@ -45,6 +45,7 @@ classes not chosen belong to no polygon.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -524,16 +525,10 @@ class _Finisher:
         self.offset = np.array([t.c, t.f])
 
     def batches(self, pieces: Iterator[tuple[shapely.Polygon, int]]) -> Iterator[pa.RecordBatch]:
-        geoms: list[shapely.Polygon] = []
-        classes: list[int] = []
-        for geom, klass in pieces:
-            geoms.append(geom)
-            classes.append(klass)
-            if len(geoms) >= _BATCH:
-                yield from self._batch(geoms, classes)
-                geoms, classes = [], []
-        if geoms:
-            yield from self._batch(geoms, classes)
+        pieces = iter(pieces)  # consumed batch by batch
+        while chunk := list(itertools.islice(pieces, _BATCH)):
+            geoms, classes = zip(*chunk)
+            yield from self._batch(list(geoms), list(classes))
 
     def _batch(self, geoms: list, classes: list[int]) -> Iterator[pa.RecordBatch]:
         array = np.empty(len(geoms), object)
