@@ -129,14 +129,11 @@ class TorchvisionFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "torchvision":
             return None
-        for finder in sys.meta_path:
-            if finder is self or isinstance(finder, TorchvisionFinder):
-                continue
-            find = getattr(finder, "find_spec", None)
-            spec = find(fullname, path, target) if find is not None else None
-            if spec is not None:
-                break
-        else:
+        others = (
+            f for f in sys.meta_path if not isinstance(f, TorchvisionFinder) and hasattr(f, "find_spec")
+        )
+        spec = next((s for f in others if (s := f.find_spec(fullname, path, target)) is not None), None)
+        if spec is None:
             return None  # not installed: Python's own ModuleNotFoundError says so
         if spec.loader is None:
             return spec
