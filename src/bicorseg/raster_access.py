@@ -1,60 +1,32 @@
 """Opening input rasters and vector files safely: no network access unless asked, a limit on pixel counts.
 
-Every input raster bicorseg reads is opened by :func:`open_raster` (rasterio), every input vector
-file (areas of interest, labels) inside :func:`vector_access` (pyogrio), and the GDAL environment
-of those reads is set here, in one place. rasterio and pyogrio each bundle their own GDAL; the
-settings reach both.
+Every input raster is opened by :func:`open_raster` (rasterio), every input vector file inside
+:func:`vector_access` (pyogrio); the GDAL environment of those reads (both libraries bundle their
+own GDAL) is set here, in one place. The rules, as users see them, are in ``docs/prediction.md``
+(No network unless asked, Remote rasters); how they are enforced:
 
-* **No network access unless asked.** While remote access is off, GDAL cannot reach the network,
-  whatever the file asks for. GDAL's network file systems (``/vsicurl/``, ``/vsis3/``,
-  ``/vsigs/``, ``/vsiaz/`` and the others) open no file (``CPL_VSIL_CURL_ALLOWED_EXTENSIONS``
-  matches none), and every other HTTP request of either GDAL (web-service drivers such as WMS,
-  WMTS, WCS or WFS, CRS links, XML schemas, OPeNDAP) is sent to :data:`REFUSING_PROXY`, a proxy
-  whose scheme libcurl refuses before it resolves or connects anything (``GDAL_HTTP_PROXY`` and
-  ``GDAL_HTTPS_PROXY`` for GDAL; ``http_proxy``, ``https_proxy`` and ``all_proxy`` in the process
-  environment for the libraries that call libcurl themselves and for GDAL's worker threads;
-  ``no_proxy`` is set aside meanwhile, so no host escapes). This holds for files inside files: VRT
-  sources, tiles of a tile index (GTI), an OGR VRT's layers. A request GDAL tried anyway shows in
-  its error messages (the proxy, or a network path it did not open): the read is then refused in
-  one line, also when the driver would go on without the data (as a tile index does with a tile it
-  cannot open); :func:`check_no_network` lets a reader in windows stop at the first window that
-  needed one. Before GDAL opens anything, what can be seen without it is refused with a clearer
-  message: a remote path (a URL, ``http:/host`` as libcurl reads it, a network ``/vsi...`` path,
-  a connection string such as ``WMS:``), a VRT (raster or OGR) whose sources are remote (followed
-  through nested local VRTs), a web-service description (``<GDAL_WMS>``, ``<GDAL_WMTS>``,
-  ``<WCS_GDAL>``); after opening, a web-service or database driver (:data:`NETWORK_DRIVERS`) or a
-  remote file in the dataset's file list.
-* **Asking.** Remote access is allowed for every input by ``allow_remote=True`` or the
-  environment variable ``BICORSEG_ALLOW_REMOTE=1`` (which the command line's ``--allow-remote``
-  sets for the command, worker processes included), and for one input alone by naming it:
-  :func:`input_path` turns what a user typed into what is opened, a local :class:`~pathlib.Path`
-  or a :class:`VsiPath` for a URL or a GDAL virtual file system path (``https://h/x.tif`` and
-  ``http://`` -> ``/vsicurl/https://h/x.tif``, ``s3://b/k`` -> ``/vsis3/b/k``, ``gs://`` ->
-  ``/vsigs/``, ``az://`` -> ``/vsiaz/``, ``/vsi...`` as it is). A :class:`VsiPath` is made only
-  from a name the user gave (or, with ``granted=True``, for a file made from one, such as the VRT
-  of a STAC item the user named), so opening it may reach the network and opening any other input
-  of the same run may not. Credentials come from GDAL's usual environment (``AWS_*``,
-  ``AWS_NO_SIGN_REQUEST=YES``, ``GS_*``, ``AZURE_STORAGE_*``). A remote dataset may not refer to
-  local files (a remote VRT whose sources are on this machine is refused before a pixel is read).
-* **Remote reads are ranged and cached.** While remote access is allowed, GDAL fetches several
-  ranges of a file per request or in parallel (``GDAL_HTTP_MULTIRANGE=YES``), merges consecutive
-  ones (``GDAL_HTTP_MERGE_CONSECUTIVE_RANGES=YES``), retries failed requests
-  (:data:`REMOTE_OPTIONS`) and keeps at most :data:`REMOTE_CACHE_BYTES` of downloaded blocks;
-  a remote path is also read through GDAL's per-file cache (``VSI_CACHE``, at most
-  :data:`VSI_CACHE_BYTES` per open file) without listing its folder
-  (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``; local files keep their sidecar files, such as world
-  files). A variable the user set in the environment is left as it is, so every one of these can
-  be tuned.
+* **Offline** (the default): GDAL's network file systems open no file
+  (``CPL_VSIL_CURL_ALLOWED_EXTENSIONS`` matches none) and every other HTTP request, of GDAL or of a
+  library calling libcurl itself, goes to :data:`REFUSING_PROXY`, whose scheme libcurl refuses
+  before it connects (:data:`OFFLINE_OPTIONS`, :data:`OFFLINE_ENVIRON`; ``no_proxy`` is set
+  aside). A request GDAL tried anyway shows in its error messages: the read is refused in one line,
+  also when the driver would go on without the data; :func:`check_no_network` lets a reader in
+  windows stop at the first window that needed one. What is visible without GDAL is refused first,
+  with a clearer message: remote paths and connection strings (:func:`is_remote`), VRTs whose
+  sources are remote (through nested local VRTs), web-service descriptions, a GeoJSON CRS link;
+  after opening, a web-service or database driver (:data:`NETWORK_DRIVERS`) or a remote file in
+  the dataset's file list.
+* **Asking**: ``allow_remote=True`` or ``BICORSEG_ALLOW_REMOTE=1`` (``--allow-remote``) for every
+  input, or naming the input: :func:`input_path` makes a :class:`VsiPath` of a URL or ``/vsi...``
+  path the user typed, which alone may then reach the network. Remote reads are ranged, merged,
+  retried and cached (:data:`REMOTE_OPTIONS`, :data:`REMOTE_PATH_OPTIONS`; a variable set in the
+  environment wins); a remote dataset may not refer to local files.
 * **VRT Python code never runs** (``GDAL_VRT_ENABLE_PYTHON=NO``).
-* **One image per input.** A file of several images (pages of a TIFF, subdatasets of netCDF, HDF,
-  GeoPackage and the like) is refused in one line, rather than read as its first image; a page is
-  named as GDAL names it (``GTIFF_DIR:2:/data/x.tif``, a :class:`VsiPath` named ``x_page2.tif``).
-* **Pixel limit.** An image read whole (PNG, JPEG and the other plain picture formats, and every
-  whole-image read of :mod:`bicorseg.data.io`) may not declare more than :data:`DEFAULT_MAX_PIXELS`
-  pixels (width x height); ``max_pixels=`` or the environment variable ``BICORSEG_MAX_PIXELS``
-  sets another limit. The declared size is checked from the header, before anything is decoded.
-  Rasters read in windows (GeoTIFF and the like in ``predict``) have no such limit: their memory
-  does not grow with their size.
+* **One image per input**: a file of several images (TIFF pages, subdatasets) is refused in one
+  line; a page is named as GDAL names it (``GTIFF_DIR:2:/data/x.tif``, written as ``x_page2.tif``).
+* **Pixel limit**: an image read whole (the plain picture formats of :data:`WHOLE_IMAGE_DRIVERS`,
+  ``whole=True``) may declare at most :data:`DEFAULT_MAX_PIXELS` pixels (``BICORSEG_MAX_PIXELS``
+  or ``max_pixels=`` sets another), checked from the header before anything is decoded.
 """
 
 from __future__ import annotations
@@ -435,9 +407,13 @@ def _leave_offline(seen: list[str]) -> None:
 
 
 @contextmanager
-def _offline_reads() -> Iterator[list[str]]:
-    """Within the block, GDAL's requests are refused; yields the list of those it tried (error lines)."""
+def _offline_reads(active: bool = True) -> Iterator[list[str]]:
+    """Within the block, GDAL's requests are refused (unless not ``active``); yields the list of those it
+    tried (error lines)."""
     seen: list[str] = []
+    if not active:
+        yield seen
+        return
     _enter_offline(seen)
     stack = getattr(_offline, "stack", None)
     if stack is None:
@@ -488,7 +464,7 @@ def vector_environment(allow_remote: bool | None = None, path: str | os.PathLike
     remote = remote_allowed(allow_remote)
     options = gdal_options(remote, path)
     previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
-    with _offline_reads() if not remote else _nothing():
+    with _offline_reads(not remote):
         pyogrio.set_gdal_config_options(options)
         try:
             yield
@@ -599,6 +575,17 @@ def _check_references(name: str, path: Path | None, data: bytes | None, depth: i
             _check_references(name, nested, None, depth + 1)
 
 
+def _may_reach_network(path: str | os.PathLike, data: bytes | None, allow_remote: bool | None) -> bool:
+    """Whether reading ``path`` may reach the network; when not, the checks before GDAL opens it."""
+    name, shown = os.fspath(path), str(path)
+    if remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed):
+        return True
+    if data is None and is_remote(name):
+        raise remote_refused(shown, name)
+    _check_references(shown, Path(name) if data is None else None, data)
+    return False
+
+
 def _check_opened(name: str, driver: str, files: list[str]) -> None:
     """Refuse, after an offline open, a web-service or database driver and a remote file in the list."""
     if driver in NETWORK_DRIVERS:
@@ -656,13 +643,9 @@ def open_raster(
     shown = str(path)
     if data is None and isinstance(path, Path) and not path.exists():
         raise InputError(f"input not found: {shown}")
-    remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed)
-    if not remote:
-        if data is None and is_remote(name):
-            raise remote_refused(shown, name)
-        _check_references(shown, Path(name) if data is None else None, data)
+    remote = _may_reach_network(path, data, allow_remote)
     with (
-        _offline_reads() if not remote else _nothing() as refused,
+        _offline_reads(not remote) as refused,
         rasterio.Env(**gdal_options(remote, name)),
         warnings.catch_warnings(),
     ):
@@ -734,9 +717,8 @@ def declared_valid(src: Any, window: Any, data: Any, dataset_mask: bool) -> Any:
     return (data != nodata).any(axis=0)  # GDAL's rule: nodata where every band is nodata
 
 
-MAX_INPUT_FILES = (
-    10_000  # files listed for one input (a VRT of many tiles), beyond which the rest is not listed
-)
+# files listed for one input (a VRT of many tiles), beyond which the rest is not listed
+MAX_INPUT_FILES = 10_000
 
 
 def input_files(path: str | os.PathLike) -> tuple[Path, ...]:
@@ -771,11 +753,6 @@ def input_files(path: str | os.PathLike) -> tuple[Path, ...]:
     return tuple(found)
 
 
-@contextmanager
-def _nothing() -> Iterator[list[str]]:
-    yield []
-
-
 # --- vector files --------------------------------------------------------------------------------
 
 
@@ -795,14 +772,10 @@ def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) 
 
     name = os.fspath(path)
     shown = str(path)
-    remote = remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed)
-    if remote:
+    if _may_reach_network(path, None, allow_remote):
         with vector_environment(True, name):
             yield name
         return
-    if is_remote(name):
-        raise remote_refused(shown, name)
-    _check_references(shown, Path(name), None)
     with vector_environment(False, name):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
