@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from rasterio.errors import NotGeoreferencedWarning
 
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable, colour_table, nearest_indices
@@ -136,8 +134,6 @@ def export_heatmaps(
     result = HeatmapResult(path)
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
-        stack.enter_context(warnings.catch_warnings())
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = stack.enter_context(open_raster(path))
         plan = inspect_input(src, path, info, rescale)
         reader = RasterReader(src, path, plan, *statistics(info))

@@ -48,7 +48,6 @@ from typing import Any, Protocol
 import numpy as np
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from torch import nn
 
 from bicorseg import raster_access
@@ -235,10 +234,7 @@ def predict_array(
     if device is None:
         params = next(model.parameters(), None) if isinstance(model, nn.Module) else None
         device = params.device if params is not None else "cpu"
-    was_training = isinstance(model, nn.Module) and model.training
-    if was_training:
-        model.eval()
-    try:
+    with _evaluating(model):
         probs_fn = with_tta(model, tta)
         num_classes = _num_classes(model, probs_fn, bands, device)
         out = np.zeros((num_classes, height, width), np.float32)
@@ -260,10 +256,20 @@ def predict_array(
         engine.run(
             probs_fn, lambda y, x, h, w: (array[:, y : y + h, x : x + w], mask[y : y + h, x : x + w]), write
         )
-    finally:
-        if was_training:
-            model.train()
     return out
+
+
+@contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """A module in evaluation mode within the block (back in training mode after, if it was)."""
+    training = isinstance(model, nn.Module) and model.training
+    if training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if training:
+            model.train()
 
 
 def _num_classes(model: Any, probs_fn: Callable, bands: int, device: Any) -> int:
@@ -289,20 +295,11 @@ def check_finite_logits(logits_fn: Callable, info: ModelInfo, options: PredictOp
     probe = (2.0 * torch.sin(torch.arange(count, dtype=torch.float32) * 0.37)).reshape(
         1, info.in_channels, size, size
     )
-    device, precision = options.device, options.precision
-    module = logits_fn if isinstance(logits_fn, nn.Module) else None
-    was_training = module is not None and module.training
-    if was_training:
-        module.eval()
-    try:
-        with torch.inference_mode():
-            logits = logits_fn(probe.to(device))
-    finally:
-        if was_training:
-            module.train()
+    with _evaluating(logits_fn), torch.inference_mode():
+        logits = logits_fn(probe.to(options.device))
     if not bool(torch.isfinite(logits).all()):
         raise CheckpointError(
-            f"{info.source}: the model's logits on a test tile are not finite at precision {precision} "
+            f"{info.source}: the model's logits on a test tile are not finite at precision {options.precision} "
             "(its weights overflow): it cannot make a map"
         )
 
@@ -481,10 +478,11 @@ class Predictor:
 
     def inspect(self, path: InputPath) -> InputPlan:
         """:func:`inspect_input` of ``path`` (warnings are issued then), with its outputs' georeferencing."""
-        with rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES), warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with raster_access.open_raster(path) as src:
-                plan = inspect_input(src, path, self.info, self.options.rescale)
+        with (
+            rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES),
+            raster_access.open_raster(path) as src,
+        ):
+            plan = inspect_input(src, path, self.info, self.options.rescale)
         return replace(plan, geo=self._georeference(path, plan))
 
     def _georeference(self, path: InputPath, plan: InputPlan) -> Georeference | None:
@@ -515,8 +513,6 @@ class Predictor:
         """The input opened for windowed, normalised reads (GDAL's cache bounded; checked unchanged)."""
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-            stack.enter_context(warnings.catch_warnings())
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = stack.enter_context(raster_access.open_raster(path))
             if (src.height, src.width) != plan.shape:
                 raise InputError(f"{path} changed while it was being predicted")

@@ -23,10 +23,8 @@ model sees them.
 
 from __future__ import annotations
 
-import json
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from bicorseg import raster_access
+from bicorseg import raster_access, typedconfig
 from bicorseg.defaults import PICTURE_SUFFIXES
 from bicorseg.errors import BicorsegWarning, CheckpointError, InputError, first_line
 from bicorseg.inference.model_info import ModelInfo
@@ -83,20 +81,8 @@ class Georeference:
         elif src.gcps[0]:  # georeferenced by ground control points
             points, crs = src.gcps
             gcps = tuple((g.row, g.col, g.x, g.y, g.z, g.id, g.info) for g in points)
-        return cls.from_dict(cls(crs.to_string() if crs else None, transform, gcps, block).to_dict())
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Georeference:
-        gcps = data.get("gcps")
-        return cls(
-            data.get("crs"),
-            tuple(float(v) for v in data["transform"]) if data.get("transform") else None,
-            tuple(tuple(g) for g in gcps) if gcps else None,
-            tuple(int(v) for v in data.get("block", DEFAULT_BLOCK_SHAPE)),
-        )
+        plain = typedconfig.to_plain(cls(crs.to_string() if crs else None, transform, gcps, block))
+        return typedconfig.build(cls, plain, complete=True)
 
     def scaled(self, scale: int) -> Georeference:
         """The georeferencing of an output at ``1/scale`` of the resolution (heatmaps)."""

@@ -36,29 +36,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
-import numpy as np
-import rasterio
 from rasterio._err import CPLE_BaseError  # what some GDAL reads raise: not a RasterioError
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from bicorseg import raster_access
+from bicorseg import raster_access, typedconfig
 from bicorseg.atomic import ensure_writable, find_temps, is_plain_name, remove_stale_temps, temp_name
 from bicorseg.errors import ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import MIN_BLOCK, Block, block_starts
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
-    RasterOutputs,
     existing_outputs,
-    geotiff_profile,
+    read_written,
     refuse_existing,
     writing_maps,
 )
@@ -128,33 +124,6 @@ class PlannedFile:
         if not (0 < self.height < 2**31 and 0 < self.width < 2**31):
             raise ValueError(f"{self.name}: {self.width} x {self.height} px is not a raster size")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "stem": self.stem,
-            "input": self.input,
-            "height": self.height,
-            "width": self.width,
-            "size": self.size,
-            "picture": self.picture,
-            "geo": self.geo.to_dict(),
-            "rescale": self.rescale,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PlannedFile:
-        return cls(
-            str(data["name"]),
-            str(data["stem"]),
-            str(data["input"]),
-            int(data["height"]),
-            int(data["width"]),
-            None if data.get("size") is None else int(data["size"]),
-            bool(data["picture"]),
-            Georeference.from_dict(data["geo"]),
-            None if data.get("rescale") is None else str(data["rescale"]),
-        )
-
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -191,16 +160,7 @@ class RunPlan:
         return None if self.shards is None else index % self.shards
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "checkpoint_sha256": self.checkpoint_sha256,
-            "settings": self.settings,
-            "block": self.block,
-            "batch_size": self.batch_size,
-            "shards": self.shards,
-            "layout": self.layout.to_dict(),
-            "tags": self.tags,
-            "files": [f.to_dict() for f in self.files],
-        }
+        return typedconfig.to_plain(asdict(self))
 
     def identity(self) -> dict[str, Any]:
         """What must be equal for parts to be mixed (the checkpoint's path and inputs' paths are not)."""
@@ -224,18 +184,10 @@ class RunPlan:
     def from_json(cls, text: str, where: Path) -> RunPlan:
         try:
             data = json.loads(text)
-            if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
+            header = {key: data.pop(key, None) for key in ("format", "version", "plan_id")}
+            if (header["format"], header["version"]) != (PLAN_FORMAT, PLAN_VERSION):
                 raise ValueError(f"not a {PLAN_FORMAT} version {PLAN_VERSION}")
-            plan = cls(
-                str(data["checkpoint_sha256"]),
-                str(data["settings"]),
-                int(data["block"]),
-                int(data["batch_size"]),
-                MapLayout.from_dict(data["layout"]),
-                {str(k): {str(a): str(b) for a, b in v.items()} for k, v in data["tags"].items()},
-                tuple(PlannedFile.from_dict(f) for f in data["files"]),
-                None if data.get("shards") is None else int(data["shards"]),
-            )
+            plan = typedconfig.build(cls, data, complete=True)
             plan.check()
             return plan
         except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -414,18 +366,11 @@ class PartStore:
         """Whether every part of a unit is there, whole, from this plan (else the unit is computed again)."""
         for kind, path in self.targets(plan, index, block).items():
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    with raster_access.open_raster(path) as part:  # a file found there: no network
-                        if (
-                            part.tags().get("bicorseg_plan") != plan.plan_id
-                            or part.shape != (block.height, block.width)
-                            or (part.count, part.dtypes[0]) != plan.layout.bands(kind)
-                        ):
-                            return False
-                        *_, (_, last) = part.block_windows(1)
-                        part.read(window=last)  # a truncated file fails here
+                tags, shape, bands = read_written(path)
             except Exception:  # whatever the reader raises, the part cannot be used
+                return False
+            if (tags.get("bicorseg_plan"), shape, bands) != (plan.plan_id, (block.height, block.width),
+                                                             plan.layout.bands(kind)):  # fmt: skip
                 return False
         return True
 
@@ -436,8 +381,6 @@ class PartStore:
     def writing(self, plan: RunPlan, index: int, block: Block) -> Iterator[Callable]:
         """A sink ``write(y0, x0, arrays)`` (output coordinates) filling the part of one unit; the
         part appears when the block ends without error."""
-        file = plan.files[index]
-        targets = self.targets(plan, index, block)
         folder = self.folder(index)
         if folder.is_symlink():
             raise OutputError(
@@ -447,44 +390,16 @@ class PartStore:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"cannot write {folder}: {error.strerror or error}") from None
-        with ExitStack() as stack:
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-            outputs = RasterOutputs(targets, stack)
-            datasets = {}
-            for kind in targets:
-                count, dtype = plan.layout.bands(kind)
-                profile = geotiff_profile(
-                    None, block.height, block.width, count=count, dtype=dtype, nodata=plan.layout.nodata(kind)
-                )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    dst = outputs.open_geotiff(kind, {**profile, "zlevel": 1})
-                dst.update_tags(bicorseg_plan=plan.plan_id, bicorseg_unit=f"{file.name}:{block.key}")
-                datasets[kind] = dst
-
-            def write(y0: int, x0: int, arrays: Mapping[str, np.ndarray]) -> None:
-                h, w = arrays["class"].shape
-                window = Window(x0 - block.x0, y0 - block.y0, w, h)
-                datasets["class"].write(arrays["class"], 1, window=window)
-                for kind, dst in datasets.items():
-                    if kind != "class":
-                        dst.write(arrays[kind], window=window)
-
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    yield write
-                    outputs.commit()
-            except BaseException:
-                outputs.abort()
-                raise
+        targets = self.targets(plan, index, block)
+        unit = {"bicorseg_plan": plan.plan_id, "bicorseg_unit": f"{plan.files[index].name}:{block.key}"}
+        shape, origin = (block.height, block.width), (block.y0, block.x0)
+        with writing_maps(targets, plan.layout, None, shape, dict.fromkeys(targets, unit), origin) as sink:
+            yield sink
 
     def copy_into(self, plan: RunPlan, index: int, block: Block, sink: Callable) -> None:
         """Hand the part of a unit to ``sink(y0, x0, arrays)`` in strips of :data:`PART_ROWS` rows."""
         targets = self.targets(plan, index, block)
         with ExitStack() as stack:
-            stack.enter_context(warnings.catch_warnings())
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             parts = {}
             for kind, path in targets.items():
                 with self._damaged(plan, index, block, path):

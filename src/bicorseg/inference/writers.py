@@ -30,12 +30,11 @@ last), so nothing appears until everything is complete.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -194,20 +193,6 @@ class MapLayout:
             out[kind] = np.full(shape, fill, dtype)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MapLayout:
-        return cls(
-            tuple(data["class_names"]),
-            tuple(tuple(int(c) for c in colour) for colour in data["palette"]),
-            data.get("probabilities"),
-            bool(data.get("color")),
-            bool(data.get("confidence")),
-            bool(data.get("disagreement")),
-        )
-
 
 def png_info(tags: Mapping[str, str]) -> PngInfo:
     info = PngInfo()
@@ -317,6 +302,8 @@ class MapWriter:
 
     ``tags`` maps each kind to the tags of its file (PNG text chunks for pictures). Pictures keep
     their class map in memory (they are read whole anyway) and are saved as PNG at :meth:`commit`.
+    ``origin``: the maps are a part of larger maps, whose pixel ``origin`` is their top-left one
+    (a unit's parts, :mod:`.units`): plain GeoTIFFs, quickly compressed, not converted to COGs.
     """
 
     targets: dict[str, Path]
@@ -325,6 +312,7 @@ class MapWriter:
     shape: tuple[int, int]
     tags: dict[str, dict[str, str]]
     stack: ExitStack
+    origin: tuple[int, int] | None = None
     outputs: RasterOutputs = field(init=False)
     datasets: dict[str, Any] = field(init=False, default_factory=dict)
     class_map: np.ndarray | None = field(init=False, default=None)
@@ -344,10 +332,11 @@ class MapWriter:
                 extra.update(photometric="RGB", alpha="YES")
             else:
                 extra["nodata"] = layout.nodata(kind)
-            geo = None if self.picture else self.geo
-            dst = self.outputs.open_geotiff(
-                kind, geotiff_profile(geo, height, width, **extra), cog=OVERVIEW_RESAMPLING[kind]
-            )
+            profile = geotiff_profile(None if self.picture else self.geo, height, width, **extra)
+            if self.origin is None:
+                dst = self.outputs.open_geotiff(kind, profile, cog=OVERVIEW_RESAMPLING[kind])
+            else:
+                dst = self.outputs.open_geotiff(kind, {**profile, "zlevel": 1})
             if kind == "class":
                 dst.write_colormap(1, gdal_colour_map(layout.palette))
                 dst.set_band_description(1, "class")
@@ -366,6 +355,8 @@ class MapWriter:
         """Write encoded arrays whose top-left output pixel is ``(y0, x0)``."""
         classes = arrays["class"]
         h, w = classes.shape
+        if self.origin is not None:
+            y0, x0 = y0 - self.origin[0], x0 - self.origin[1]
         window = Window(x0, y0, w, h)
         try:
             if self.picture:
@@ -407,19 +398,24 @@ def writing_maps(
     geo: Georeference | None,
     shape: tuple[int, int],
     tags: dict[str, dict[str, str]],
+    origin: tuple[int, int] | None = None,
 ) -> Iterator[Callable[[int, int, Mapping[str, np.ndarray]], None]]:
-    """The sink :meth:`MapWriter.write` of one input's maps; they appear together (with their style)
-    when the block ends without error, else nothing of them does."""
+    """The sink :meth:`MapWriter.write` of one input's maps (or, with ``origin``, of a unit's parts);
+    they appear together (maps with their style) when the block ends without error, else nothing of
+    them does."""
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-        maps = MapWriter(targets, layout, geo, shape, tags, stack)
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # pictures' and parts' have none
+        maps = MapWriter(targets, layout, geo, shape, tags, stack, origin)
         try:
             yield maps.write
             maps.commit()
         except BaseException:
             maps.abort()
             raise
-    write_style(targets["class"], layout)
+    if origin is None:
+        write_style(targets["class"], layout)
 
 
 def style_paths(class_target: Path) -> list[Path]:
@@ -455,6 +451,15 @@ def write_style(class_target: Path, layout: MapLayout) -> list[Path]:
 # --- checking existing outputs and targets --------------------------------------------------------
 
 
+def read_written(path: Path) -> tuple[dict[str, str], tuple[int, int], tuple[int, str]]:
+    """The tags, ``(height, width)`` and ``(band count, type)`` of a GeoTIFF found in an output folder,
+    read to its last block (a truncated file fails); opened as an input (no network)."""
+    with raster_access.open_raster(path) as out:
+        *_, (_, last) = out.block_windows(1)
+        out.read(window=last)
+        return out.tags(), out.shape, (out.count, out.dtypes[0])
+
+
 def verify_output(
     kind: str,
     target: Path,
@@ -472,15 +477,9 @@ def verify_output(
                 tags, size, found = dict(getattr(image, "text", {})), image.size, f"mode {image.mode}"
             expected = "mode P" if kind == "class" else "mode RGBA"
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with raster_access.open_raster(target) as out:  # a file found there: no network
-                    tags, size = out.tags(), (out.width, out.height)
-                    found = f"{out.count} band(s) of {out.dtypes[0]}"
-                    *_, (_, last) = out.block_windows(1)
-                    out.read(window=last)  # a truncated file fails here
-            count, dtype = layout.bands(kind)
-            expected = f"{count} band(s) of {dtype}"
+            tags, (height, width), (count, dtype) = read_written(target)
+            size, found = (width, height), f"{count} band(s) of {dtype}"
+            expected = "{} band(s) of {}".format(*layout.bands(kind))
     except Exception as error:  # whatever the reader raises, the file cannot be used
         return f"unreadable ({first_line(error.__cause__ or error)})"
     if size != (shape[1], shape[0]):
