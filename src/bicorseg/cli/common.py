@@ -214,17 +214,12 @@ def checkpoint_tiling(checkpoint: str, engine: str, tile: int | None, overlap: f
     """The :class:`~bicorseg.checkpoint.Tiling` to use: the options given, else the checkpoint's."""
     from dataclasses import replace
 
-    from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.inference.predictor import checkpoint_info
     from bicorseg.models.hub import Tiling
 
     if tile is not None and overlap is not None:
         return Tiling(tile, overlap, "options")
-    if engine == "onnx":
-        from bicorseg.inference.onnx import OnnxModel
-
-        recorded = OnnxModel(checkpoint).info.tiling
-    else:
-        recorded = load_checkpoint(checkpoint).tiling
+    recorded = checkpoint_info(checkpoint, engine).tiling
     return replace(
         recorded,
         tile=recorded.tile if tile is None else tile,

@@ -265,22 +265,13 @@ def _run(args: argparse.Namespace) -> int:
         options = replace(
             options, tile=tiling.tile, overlap=tiling.overlap, threads=resolve_threads(args.threads)
         )
-        resolved = {
-            "inputs": list(args.inputs),
-            "checkpoint": args.checkpoint,
-            "output": args.output,
-            "engine": args.engine,
-            "executor": args.executor,
-            "devices": args.devices,
-            "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
-            "vector": args.vector,
-            "stac_item": list(args.stac_item),
-            "stac_assets": args.stac_assets,
-            "stac_out": args.stac_out,
-            **typedconfig.to_plain(options),
-            "tiling_from": tiling.source,
-        }
-        print(typedconfig.to_yaml(resolved), end="")
+        names = ("inputs", "checkpoint", "output", "engine", "executor", "devices", "shard", "vector")
+        resolved = {name: getattr(args, name) for name in (*names, "stac_item", "stac_assets", "stac_out")}
+        resolved["shard"] = None if shard is None else f"{shard[0]}/{shard[1]}"
+        print(
+            typedconfig.to_yaml({**resolved, **typedconfig.to_plain(options), "tiling_from": tiling.source}),
+            end="",
+        )
         return 0
     ensure_writable(args.output, folder=True)
     progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())
@@ -349,9 +340,9 @@ def _report(results, args: argparse.Namespace) -> Path:
 
     names = palette = None
     if any(result.outputs["class"].suffix != ".tif" for result in results):  # PNG maps carry no names
-        from bicorseg.inference.predictor import PredictOptions, Predictor
+        from bicorseg.inference.predictor import checkpoint_info
 
-        info = Predictor.from_checkpoint(args.checkpoint, PredictOptions(), args.engine).info
+        info = checkpoint_info(args.checkpoint, args.engine)
         names, palette = info.class_names, info.palette.tolist()
     items = [
         ReportItem(result.outputs["class"], result.input, class_names=names, palette=palette)
@@ -381,30 +372,19 @@ def _vectorize(results, args: argparse.Namespace) -> None:
             print_summary(summary)
 
 
-def _checkpoint_bands(checkpoint: str, engine: str) -> tuple[tuple[str, ...] | None, int]:
-    """The band names (None without dataset facts) and band count the checkpoint takes."""
-    if engine == "onnx":
-        from bicorseg.inference.onnx import OnnxModel
-
-        info = OnnxModel(checkpoint).info
-        return (info.dataset.bands if info.dataset else None), info.in_channels
-    from bicorseg.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(checkpoint)
-    return (loaded.dataset.bands if loaded.dataset else None), loaded.model_config.in_channels
-
-
 def _stac_inputs(args: argparse.Namespace, stack: ExitStack) -> dict:
     """The VRT of each --stac-item (in a temporary folder that lives as long as ``stack``)."""
     if not args.stac_item:
         return {}
     from bicorseg.gis.stac import stac_input
+    from bicorseg.inference.predictor import checkpoint_info
 
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bicorseg-stac-"))
-    bands, channels = _checkpoint_bands(args.checkpoint, args.engine)
+    info = checkpoint_info(args.checkpoint, args.engine)
+    bands = info.dataset.bands if info.dataset else None
     items = {}
     for href in args.stac_item:
-        entry = stac_input(href, bands, channels, folder, args.stac_assets)
+        entry = stac_input(href, bands, info.in_channels, folder, args.stac_assets)
         # an item URL the user named allows the remote reads of its own VRT, not of the other inputs
         items[entry.input] = entry
     return items

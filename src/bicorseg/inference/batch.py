@@ -1,30 +1,22 @@
 """Many files, shards, worker processes and Ray: the dispatcher of a prediction's units.
 
-:func:`predict_files` checks every input and every existing output before any work (module
-docstring of :mod:`.predictor`), then runs the units (:mod:`.units`) of the inputs still to do
-with one executor (:mod:`.executors`):
-
-* **one process** (the default): each input's blocks in sequence, written straight into its
-  outputs;
-* **worker processes** (``devices=N``, ``--devices N``): N processes over the units of all inputs
-  (one per GPU with ``device="cuda"``: ``cuda:0`` to ``cuda:N-1``), each writing parts; an input is
-  assembled as soon as its units are done;
-* **a shard** (``shard=(i, N)``, ``--shard i/N``): only the units ``i, i + N, i + 2N, ...`` of the
-  run's list (round-robin across all inputs, so one huge raster spreads over N machines), written
-  as parts and left for ``bicorseg mosaic``;
-* **Ray** (``executor="ray"``, :mod:`.ray_executor`): the units on Ray actors, one model each, parts
-  written as results stream back, then assembled.
-
-All of them give the same bytes (:mod:`.engine`) on the same hardware and software: every process
-that computes runs the run's torch thread count (``options.threads``, recorded in the settings on
-a CPU). A partitioned run that was killed is rerun with the same command: finished parts are kept
-and only the missing units are computed.
+:func:`predict_files` checks every input and every existing output before any work
+(:meth:`.predictor.Predictor.check_inputs`), then runs the units (:mod:`.units`) of the inputs
+still to do with one executor (:mod:`.executors`): in this process, each input's blocks in sequence
+straight into its outputs (the default); on ``devices`` worker processes (one per GPU with
+``device="cuda"``) or Ray actors (:mod:`.ray_executor`), as parts, each input assembled as soon as
+its units are done; or, for ``shard=(i, N)``, only the units ``i, i + N, ...`` of the run's list
+(round-robin across all inputs), left as parts for ``bicorseg mosaic``. All give the same bytes on
+the same hardware and software: every process that computes runs the run's torch thread count
+(``options.threads``). A partitioned run that was killed is rerun with the same command: finished
+parts are kept and only the missing units are computed.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -40,7 +32,6 @@ from bicorseg.inference.executors import Executor, InProcess, Job, UnitWorker, W
 from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, Progress, warn_nonfinite
 from bicorseg.inference.raster_io import InputPlan
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, output_targets, outputs_done
-from bicorseg.inference.writers import check_targets, refuse_existing
 from bicorseg.raster_access import InputPath
 
 
@@ -150,26 +141,10 @@ def predict_files(
 
         require_ray()
     predictor = Predictor.from_checkpoint(checkpoint, options, engine)
-    plans = {path: predictor.inspect(path) for path in paths}
-    targets = {path: predictor.targets(path, out_dir) for path in paths}
-    check_targets(targets)
-    # the area of interest is read and placed on every input before any work
-    aois = {path: predictor.area_of_interest(path, plans[path]) for path in paths}
-    results: dict[InputPath, FileResult] = {}
-    todo: list[InputPath] = []
-    problems: dict[Path, str] = {}
-    for path in paths:
-        done, bad = predictor.existing_outputs(path, targets[path], plans[path].shape)
-        problems.update(bad)
-        if done and not options.overwrite:
-            results[path] = FileResult(path, targets[path], skipped=True)
-        else:
-            todo.append(path)
-    refuse_existing(problems, options.overwrite)
-    if todo:
-        predictor.check_logits()  # before any work: a model whose logits overflow makes no map
+    plans, targets, todo = predictor.check_inputs(paths, out_dir)
+    left = set(todo)
+    results = {p: FileResult(p, targets[p], skipped=True) for p in paths if p not in left}
     for result in results.values():
-        predictor.ensure_style(result.outputs)
         if on_result is not None:
             on_result(result)
     store = PartStore(out_dir)
@@ -189,13 +164,13 @@ def predict_files(
                 runner = WorkerProcesses(_spec(predictor, checkpoint, engine, inputs_, store, plan), workers)
             else:
                 runner = InProcess(UnitWorker(predictor, inputs_, store, plan))
-            _run_units(runner, store, plan, paths, {paths.index(p) for p in todo}, shard, results, on_result,
+            _run_units(runner, store, plan, paths, {i for i, p in enumerate(paths) if p in left}, shard, results, on_result,
                        progress)  # fmt: skip
         return [results[p] for p in paths]
     for path in todo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
-            results[path] = predictor.write_file(path, targets[path], plans[path], aois[path], progress)
+            results[path] = predictor.write_file(path, targets[path], plans[path], progress)
         warn_nonfinite(path, results[path].nonfinite)
         if on_result is not None:
             on_result(results[path])
@@ -222,16 +197,14 @@ def _run_units(
 ) -> None:
     """Compute the missing units of the inputs ``wanted`` (a shard's share only) and assemble each
     input as its last unit is there (not for a shard: its parts wait for the mosaic)."""
-    jobs, owned = [], dict.fromkeys(wanted, 0)
+    jobs, owned = [], Counter[int]()
     for position, (index, block) in enumerate(plan.units()):
         if index not in wanted or (shard is not None and position % shard[1] != shard[0]):
             continue
         owned[index] += 1
         if not store.done(plan, index, block):
             jobs.append(Job(position, index, block))
-    left = dict.fromkeys(wanted, 0)
-    for job in jobs:
-        left[job.index] += 1
+    left = Counter(job.index for job in jobs)
     computed, nonfinite = dict.fromkeys(wanted, 0), dict.fromkeys(wanted, 0)
 
     def finish(index: int) -> None:

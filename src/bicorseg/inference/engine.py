@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,12 @@ def block_starts(length: int, block: int) -> list[tuple[int, int]]:
     return [(start, min(block, length - start)) for start in range(0, length, block)]
 
 
+def block_grid(height: int, width: int, block: int) -> list[Block]:
+    """The blocks of ``block`` pixels covering a ``height x width`` output, row-major."""
+    rows, cols = enumerate(block_starts(height, block)), enumerate(block_starts(width, block))
+    return [Block(r, c, y0, x0, h, w) for (r, (y0, h)), (c, (x0, w)) in itertools.product(rows, cols)]
+
+
 class SlidingWindow:
     """Tiled, blended application of ``fn`` over a ``height x width`` input, block by block.
 
@@ -106,14 +112,7 @@ class SlidingWindow:
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
         self.out_height, self.out_width = output_size(height, scale), output_size(width, scale)
-        out_block = block // scale
-        self.blocks = [
-            Block(r, c, y0, x0, h, w)
-            for (r, (y0, h)), (c, (x0, w)) in itertools.product(
-                enumerate(block_starts(self.out_height, out_block)),
-                enumerate(block_starts(self.out_width, out_block)),
-            )
-        ]
+        self.blocks = block_grid(self.out_height, self.out_width, block // scale)
 
     def _overlapping(self, spans: list[tuple[int, int]], start: int, stop: int) -> list[tuple[int, int]]:
         """The tile spans (input pixels) whose output footprint meets output cells ``start:stop``."""
@@ -145,12 +144,10 @@ class SlidingWindow:
         read: ReadFn,
         write: WriteFn,
         progress: Callable[[int], None] | None = None,
-        blocks: Iterable[Block] | None = None,
-        keep: KeepFn | None = None,
     ) -> None:
-        """Compute ``blocks`` (default: all, in order) and hand their strips to ``write``."""
-        for block in self.blocks if blocks is None else blocks:
-            self.run_block(block, fn, read, write, progress, keep)
+        """Compute every block in order and hand their strips to ``write``."""
+        for block in self.blocks:
+            self.run_block(block, fn, read, write, progress)
 
     def run_block(
         self,

@@ -77,13 +77,11 @@ class UnitWorker:
     def compute(self, index: int, block: Block, progress: Callable[[int], None] | None = None) -> int:
         """Compute the unit ``block`` of input ``index`` into its parts; returns the pixels written as
         nodata for want of a finite model output."""
-        path, plan = self.inputs[index]
-        aoi = self.predictor.area_of_interest(path, plan)
         with (
-            self.predictor.reading(path, plan) as reader,
+            self.predictor.reading(*self.inputs[index]) as reader,
             self.store.writing(self.plan, index, block) as sink,
         ):
-            return self.predictor.compute_block(self.engine(index), reader, block, sink, aoi, progress)
+            return self.predictor.compute_block(self.engine(index), reader, block, sink, progress)
 
 
 Done = Callable[[Job, int], None]  # done(job, nonfinite pixels)
@@ -112,23 +110,34 @@ class InProcess:
             done(job, self.worker.compute(job.index, job.block, advance))
 
 
-def bounded(
-    jobs: Sequence[Job], limit: int, submit: Callable[[Job], Any], wait: Callable
-) -> Iterator[tuple[Job, Any]]:
-    """Submit ``jobs`` with at most ``limit`` in flight; yield each job and its result as it completes.
+def stream(
+    jobs: Sequence[Job],
+    workers: int,
+    submit: Callable[[Job], Any],
+    wait: Callable,
+    done: Done,
+    progress: Progress | None,
+    label: str,
+) -> None:
+    """Submit ``jobs`` with at most :data:`IN_FLIGHT_PER_WORKER` per worker in flight, and call ``done``
+    with each job and its result as it completes (progress by units, ``label`` naming the workers).
 
     ``submit(job)`` returns a handle; ``wait(handles)`` returns ``(handle, result)`` of the completed
     ones (raising the failure of a failed one).
     """
+    if progress is not None:
+        progress.start(f"{len(jobs)} unit(s), {label}", len(jobs))
     queue = iter(jobs)
     flight: dict[Any, Job] = {}
     for job in queue:
         flight[submit(job)] = job
-        if len(flight) >= limit:
+        if len(flight) >= IN_FLIGHT_PER_WORKER * workers:
             break
     while flight:
         for handle, result in wait(list(flight)):
-            yield flight.pop(handle), result
+            if progress is not None:
+                progress.advance(1)
+            done(flight.pop(handle), result)
             job = next(queue, None)
             if job is not None:
                 flight[submit(job)] = job
@@ -177,8 +186,6 @@ class WorkerProcesses:
         queue = context.Queue()
         for device in self.devices:
             queue.put(device)
-        if progress is not None:
-            progress.start(f"{len(jobs)} unit(s), {workers} workers", len(jobs))
         with futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_start_worker, initargs=(self.spec, queue)
         ) as pool:
@@ -192,10 +199,7 @@ class WorkerProcesses:
                 return [(handle, handle.result()) for handle in finished]
 
             try:
-                for job, nonfinite in bounded(jobs, IN_FLIGHT_PER_WORKER * workers, submit, wait):
-                    if progress is not None:
-                        progress.advance(1)
-                    done(job, nonfinite)
+                stream(jobs, workers, submit, wait, done, progress, f"{workers} workers")
             except BaseException:
                 # the pool then fails what is pending and joins its processes (cancelling futures
                 # here instead would race with that); Python 3.14 names this terminate_workers()

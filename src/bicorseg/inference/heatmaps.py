@@ -35,7 +35,6 @@ from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
 from bicorseg.inference.raster_io import (
-    Georeference,
     RasterReader,
     inspect_input,
     is_picture,
@@ -155,9 +154,9 @@ def export_heatmaps(
             planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
         else:
             precision = precision_of(model)
+            geo = plan.geo.scaled(SCALE)  # heatmap pixels, GCPs included
+            profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
             for li in range(1, num_layers + 1):
-                geo = Georeference.of(src).scaled(SCALE)  # heatmap pixels, GCPs included
-                profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
                 dst = outputs.open_geotiff(f"{li}", profile)
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)
@@ -200,7 +199,7 @@ def export_heatmaps(
                         Image.fromarray(np.ascontiguousarray(planes[li - 1, c])).save(
                             outputs.temp_for(key), format="PNG"
                         )
-            image = _display_image(reader, shape)
+            image = display_stretch(*reader.overview(shape))  # RGB or grey in [0, 1]
             draw_figure(
                 outputs.temp_for("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name
             )
@@ -211,11 +210,6 @@ def export_heatmaps(
     result.figure = targets.pop("figure")
     result.outputs = list(targets.values())
     return result
-
-
-def _display_image(reader: RasterReader, shape: tuple[int, int]) -> np.ndarray:
-    """An RGB (or grey) float image in [0, 1] at ``shape``, stretched at the 2nd/98th percentiles."""
-    return display_stretch(*reader.overview(shape))
 
 
 def display_stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -9,27 +9,14 @@
   the blocks run in sequence; :mod:`.batch` runs the same blocks as units across processes,
   shards or a Ray cluster (:mod:`.units`), with the same bytes.
 
-The outputs (class map, probabilities, colours, confidence; see :mod:`.writers`) keep the input's
-georeferencing. An input without one (a plain picture, a GeoTIFF without a CRS) takes ``crs`` and,
-without a transform, square pixels of ``pixel_size`` CRS units with the map's lower-left corner
-at the CRS's origin (the right scale, not a place); its outputs are then GeoTIFFs, pictures
-included. With ``require_georeference`` (polygons will be made) an input that would have no CRS
-and transform is refused when it is inspected, before any work. Their tags record the
-checkpoint's sha256 and the settings that define the result (tile, overlap, TTA, engine,
-precision, probability type, area of interest, rescale mode, thread count on a CPU) and, with a rescale, the map of each input's
-values (``bicorseg_rescale``); a rerun skips an input whose
-outputs all exist, read back whole in size, bands and type, and were made by the same checkpoint
-with the same settings. An existing output that does not verify is replaced only with
-``overwrite``; without it the run is refused before any work, naming the file and why. No output
-may be an input, and no two inputs may share an output: both are refused before any work
-(:func:`.writers.check_targets`).
-
-With an area of interest (polygons with a CRS), only the tiles that hold a pixel inside it are
-computed and every pixel outside it is nodata; inside, the result is the one without it.
-
-A model is run once on a test tile before its first output is written, and refused when its
-logits are not finite (:meth:`Predictor.check_logits`: weights that overflow); a pixel where the model's output
-is not finite on a real input is nodata, counted per file in one warning (:func:`warn_nonfinite`).
+What the outputs are, how inputs without georeferencing are placed (``crs``, ``pixel_size``), what
+their tags record and when a rerun skips, replaces or refuses an existing output is in
+``docs/prediction.md`` (Outputs; Reruns and existing outputs). Every check comes before any work
+(:meth:`Predictor.check_inputs`), the model's logits on a test tile included
+(:func:`check_finite_logits`: weights that overflow); a pixel where the model's output is not
+finite on a real input is nodata, counted per file in one warning (:func:`warn_nonfinite`). With an
+area of interest only the tiles that hold a pixel inside it are computed, and every pixel outside
+it is nodata.
 """
 
 from __future__ import annotations
@@ -39,7 +26,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -282,6 +269,23 @@ def _num_classes(model: Any, probs_fn: Callable, bands: int, device: Any) -> int
 
 # --- the predictor ---------------------------------------------------------------------------------
 
+
+def checkpoint_info(checkpoint: str | os.PathLike, engine: str = "torch") -> ModelInfo:
+    """The :class:`ModelInfo` of a checkpoint (``engine="onnx"``: an exported file), without building
+    the model."""
+    if engine == "onnx":
+        from bicorseg.inference.onnx import OnnxModel
+
+        return OnnxModel(checkpoint).info
+    from bicorseg.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    config = loaded.model_config
+    return ModelInfo(
+        config.num_classes, config.in_channels, loaded.dataset, str(checkpoint), tiling=loaded.tiling
+    )
+
+
 PROBE_SIZE = 64  # side of the test tile every model is run on once before it makes a map
 
 
@@ -416,13 +420,6 @@ class Predictor:
         )
         return cls(model, info, replace(options, precision=precision), engine)
 
-    def check_logits(self) -> None:
-        """:func:`check_finite_logits` of this model, once: before the first output is written (after
-        the inputs are checked, so a bad input is named without running the model)."""
-        if not self._logits_checked:
-            check_finite_logits(self.logits_fn, self.info, self.options)
-            self._logits_checked = True
-
     # --- outputs --------------------------------------------------------------------------------
 
     def writes_picture(self, path: InputPath) -> bool:
@@ -467,12 +464,6 @@ class Predictor:
             }
             for kind in ("class", "probabilities", "color", "confidence")
         }
-
-    def existing_outputs(
-        self, path: InputPath, targets: dict[str, Path], shape: tuple[int, int]
-    ) -> tuple[bool, dict[Path, str]]:
-        """:func:`.writers.existing_outputs` of ``path`` with this run's settings."""
-        return existing_outputs(targets, path.name, shape, self.layout, self.info.sha256, self.settings)
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -557,15 +548,14 @@ class Predictor:
         reader: RasterReader,
         block: Block,
         sink: SinkFn,
-        aoi: Any = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Compute one block and hand its encoded strips to ``sink`` (nodata outside ``aoi``).
+        """Compute one block and hand its encoded strips to ``sink`` (nodata outside the area of interest).
 
         A pixel where the model's output is not finite (NaN, or an overflow) is nodata, not a class;
         returns how many of the block's valid pixels that made nodata.
         """
-        layout = self.layout
+        layout, aoi = self.layout, self.area_of_interest(reader.path, reader.plan)
         if aoi is not None and not aoi.touches(block.y0, block.x0, block.height, block.width):
             for r in range(0, block.height, 256):
                 n = min(256, block.height - r)
@@ -595,36 +585,52 @@ class Predictor:
             engine.run_block(block, self.probs_fn, reader, write, progress, keep)
         return nonfinite
 
+    def check_inputs(
+        self, paths: Sequence[InputPath], out_dir: Path
+    ) -> tuple[dict[InputPath, InputPlan], dict[InputPath, dict[str, Path]], list[InputPath]]:
+        """Every check before any work: each input inspected (warnings are issued here), its outputs
+        checked against the inputs and each other, the area of interest placed on it, its existing
+        outputs verified (refused unless ``overwrite``), and the model's logits once if there is
+        work; returns the plans, the outputs and the inputs still to do (the others are finished:
+        their style is written again if it went missing)."""
+        plans = {path: self.inspect(path) for path in paths}
+        targets = {path: self.targets(path, out_dir) for path in paths}
+        check_targets(targets)
+        for path in paths:
+            self.area_of_interest(path, plans[path])
+        todo, finished, problems = [], [], {}
+        for path in paths:
+            done, bad = existing_outputs(
+                targets[path], path.name, plans[path].shape, self.layout, self.info.sha256, self.settings
+            )
+            problems.update(bad)
+            (todo if not done or self.options.overwrite else finished).append(path)
+        refuse_existing(problems, self.options.overwrite)
+        if todo and not self._logits_checked:  # after the inputs: a bad input is named without the model
+            check_finite_logits(self.logits_fn, self.info, self.options)
+            self._logits_checked = True
+        for path in finished:
+            if not all(p.exists() for p in style_paths(targets[path]["class"])):
+                write_style(targets[path]["class"], self.layout)
+        return plans, targets, todo
+
     def predict_file(
         self, path: str | os.PathLike, out_dir: str | os.PathLike, progress: Progress | None = None
     ) -> FileResult:
         """Predict one file into ``out_dir``, its blocks in sequence; skipped when its outputs exist and
         verify (module docstring)."""
-        path, out_dir = raster_access.input_path(path), Path(out_dir)
-        targets = self.targets(path, out_dir)
-        check_targets({path: targets})
-        plan = self.inspect(path)
-        done, problems = self.existing_outputs(path, targets, plan.shape)
-        refuse_existing(problems, self.options.overwrite)
-        if done and not self.options.overwrite:
-            self.ensure_style(targets)
-            return FileResult(path, targets, skipped=True)
-        aoi = self.area_of_interest(path, plan)
-        self.check_logits()
-        result = self.write_file(path, targets, plan, aoi, progress)
+        path = raster_access.input_path(path)
+        plans, targets, todo = self.check_inputs([path], Path(out_dir))
+        if not todo:
+            return FileResult(path, targets[path], skipped=True)
+        result = self.write_file(path, targets[path], plans[path], progress)
         warn_nonfinite(path, result.nonfinite)
         return result
 
     def write_file(
-        self,
-        path: InputPath,
-        targets: dict[str, Path],
-        plan: InputPlan,
-        aoi: Any = None,
-        progress: Progress | None = None,
+        self, path: InputPath, targets: dict[str, Path], plan: InputPlan, progress: Progress | None = None
     ) -> FileResult:
-        """Compute the blocks of an input checked by :meth:`predict_file` (or by the batch's checks)
-        in sequence into its outputs ``targets``."""
+        """Compute the blocks of an input checked by :meth:`check_inputs` in sequence into its outputs."""
         targets["class"].parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         engine = self.engine_for(plan.shape)
@@ -636,7 +642,7 @@ class Predictor:
             if progress is not None:
                 progress.start(path.name, engine.total_tiles)
             advance = progress.advance if progress is not None else None
-            nonfinite = sum(self.compute_block(engine, reader, b, sink, aoi, advance) for b in engine.blocks)
+            nonfinite = sum(self.compute_block(engine, reader, b, sink, advance) for b in engine.blocks)
         blocks = len(engine.blocks)
         seconds = time.perf_counter() - start
         return FileResult(path, targets, units=blocks, computed=blocks, nonfinite=nonfinite, seconds=seconds)
@@ -644,11 +650,6 @@ class Predictor:
     def rescale_tag(self, plan: InputPlan) -> str | None:
         """What an input's outputs record of its rescale (``bicorseg_rescale``); None without one."""
         return None if self.options.rescale == "none" else describe_rescale(plan.rescale)
-
-    def ensure_style(self, targets: dict[str, Path]) -> None:
-        """The QGIS style and GDAL's class names of a finished class map, written again if one went missing."""
-        if not all(path.exists() for path in style_paths(targets["class"])):
-            write_style(targets["class"], self.layout)
 
 
 def output_tags(

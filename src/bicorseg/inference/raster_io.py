@@ -2,7 +2,7 @@
 
 * :func:`inspect_input`: the bands fed to the model, a real alpha band, undeclared float nodata
   (one warning per file), checked once per input before any work (an :class:`InputPlan`).
-* :func:`normalisation` / :func:`statistics`: the checkpoint's per-band mean and std (never a
+* :func:`statistics` and :func:`check_normalisation`: the checkpoint's per-band mean and std (never a
   silent rescale).
 * a rescale of inputs that are not in the checkpoint's units (:mod:`bicorseg.rescale`: 16-bit,
   12-bit in 16-bit containers, floats in 0..1), asked for by the ``rescale`` option; its statistics
@@ -195,7 +195,7 @@ def inspect_input(
             plan = _scan_float(src, path, plan, mean, std)
     except RasterioError as error:
         raise InputError(f"cannot read {path}: {first_line(error)}") from error
-    normalisation(info, src.dtypes[0], path, plan.value_range, rescaled=rescale != "none")
+    check_normalisation(info, src.dtypes[0], path, plan.value_range, rescale != "none")
     return plan
 
 
@@ -261,15 +261,10 @@ def _statistics(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return info.dataset.mean, info.dataset.std
 
 
-def normalisation(
-    info: ModelInfo,
-    dtype: str,
-    path: Path,
-    value_range: tuple[float, float] | None = None,
-    *,
-    rescaled: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std (raw input units) from the checkpoint; never rescales silently.
+def check_normalisation(
+    info: ModelInfo, dtype: str, path: Path, value_range: tuple[float, float] | None, rescaled: bool
+) -> None:
+    """Check that the checkpoint's per-band mean and std (raw input units) suit an input; never rescales.
 
     A checkpoint without dataset facts falls back to ImageNet 8-bit statistics (with a warning)
     if the model takes 3 bands, and is refused otherwise. Input whose type or values (``value_range``
@@ -288,7 +283,7 @@ def normalisation(
             stacklevel=2,
         )
     if rescaled:  # mapped onto the checkpoint's 8-bit units (bicorseg.rescale)
-        return statistics(info)
+        return
     mean = _statistics(info)[0]
     bits = np.dtype(dtype).itemsize * 8 if np.dtype(dtype).kind in "ui" else None
     in_unit_range = value_range is not None and 0.0 <= value_range[0] and value_range[1] <= 1.0
@@ -307,7 +302,6 @@ def normalisation(
             BicorsegWarning,
             stacklevel=2,
         )
-    return statistics(info)
 
 
 def statistics(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:

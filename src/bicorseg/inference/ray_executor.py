@@ -1,15 +1,12 @@
 """The units of a prediction on a Ray cluster: one model per actor, bounded streaming, parts.
 
-``bicorseg predict ... --executor ray`` (optional extra: ``pip install "bicorseg[ray]"``) connects
-to the cluster at ``--ray-address`` (default: a local cluster started for the run and shut down
-after it; ``auto`` finds a running one) and starts ``--devices N`` actors, each a
-:class:`~.executors.UnitWorker` holding one model (one GPU each with ``--device cuda``, else one
-CPU of Ray's accounting, running the run's torch thread count). The driver hands out the units
-with at most two per actor in flight; each actor reads its unit's input windows, computes the
-block strip by strip and writes it as a part, so every process's memory is bounded by the block
-size, whatever the number and size of the inputs, and nothing but unit names travels through Ray.
-The inputs and the output folder must be reachable at the same paths from every node (a shared
-file system, as for the parts of ``--shard`` runs).
+``--executor ray`` (extra ``ray``) connects to the cluster at ``--ray-address`` (default: a local
+cluster started for the run and shut down after it; ``auto``: a running one) and starts ``--devices
+N`` actors, each a :class:`~.executors.UnitWorker` holding one model (one GPU each with ``--device
+cuda``, else one CPU of Ray's accounting, running the run's thread count). At most two units per
+actor are in flight; each actor reads its unit's windows and writes it as a part, so memory is
+bounded by the block size and nothing but unit names travels through Ray. The inputs and the output
+folder must be reachable at the same paths from every node (a shared file system).
 """
 
 from __future__ import annotations
@@ -23,15 +20,7 @@ from typing import Any
 
 from bicorseg.errors import BicorsegError, ConfigError, first_line, require_extra
 from bicorseg.inference.engine import Block
-from bicorseg.inference.executors import (
-    IN_FLIGHT_PER_WORKER,
-    Done,
-    Job,
-    UnitWorker,
-    WorkerSpec,
-    bounded,
-    interrupt_blocked,
-)
+from bicorseg.inference.executors import Done, Job, UnitWorker, WorkerSpec, interrupt_blocked, stream
 from bicorseg.inference.predictor import Progress
 
 
@@ -108,20 +97,14 @@ class RayActors:
                     load[owner.pop(ref)] -= 1
                 return list(zip(finished, results))
 
-            if progress is not None:
-                progress.start(f"{len(jobs)} unit(s), {self.actors} Ray actor(s)", len(jobs))
-            for job, nonfinite in bounded(jobs, IN_FLIGHT_PER_WORKER * self.actors, submit, wait):
-                if progress is not None:
-                    progress.advance(1)
-                done(job, nonfinite)
+            stream(jobs, self.actors, submit, wait, done, progress, f"{self.actors} Ray actor(s)")
         finally:
             for handle in handles:
                 ray.kill(handle)
             if started:
                 ray.shutdown()
-                _restore_signal_handlers(
-                    handlers
-                )  # Ray's init replaces SIGTERM's and leaves it after shutdown
+                # Ray's init replaces SIGTERM's handler and leaves it after shutdown
+                _restore_signal_handlers(handlers)
 
 
 def _signal_handlers() -> dict[int, Any]:

@@ -46,21 +46,6 @@ INTERPOLATION = "bicubic"  # input and output resizing of the scaled passes, as 
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
-__all__ = [
-    "TTA_MERGES",
-    "TTA_MODES",
-    "TTAPass",
-    "TTASpec",
-    "check_tta_mode",
-    "describe_tta",
-    "is_identity",
-    "parse_scales",
-    "resolve_tta",
-    "tta_name",
-    "tta_passes",
-    "with_tta",
-]
-
 
 @dataclass(frozen=True)
 class TTAPass:

@@ -2,33 +2,23 @@
 
 A run is planned as units: the blocks of each input's global grid (:class:`.engine.Block`), in
 input order, then row-major. A unit's bytes depend only on the unit (:mod:`.engine`), so any
-partition of the units (shards run by a batch scheduler's array index, worker processes, Ray
-actors) gives the same class, probability and confidence rasters as one process running them in
-sequence.
+partition of the units (shards, worker processes, Ray actors) gives the same outputs as one process
+running them in sequence (``docs/prediction.md``, Scaling out). Partitioned runs keep their units
+as *parts* in ``OUT/bicorseg_parts/``:
 
-Partitioned runs keep their units as *parts* in ``OUT/bicorseg_parts/``:
-
-* ``plan.json``: the run's identity (checkpoint sha256, settings, block and batch size, the
-  outputs, the number of shards, and every input's name, size in bytes, shape and georeferencing)
-  and the output tags. It is created once, atomically, by whichever process comes first; every
-  later process must bring the same identity, else it is refused in one line before any work
-  (another checkpoint, other settings, other inputs, another shard count), so parts of two runs
-  are never mixed.
-* ``<i>/<unit>_<kind>.tif``: the encoded outputs of one unit of the plan's input ``i`` (class
-  indices, probabilities, confidence), tagged with the plan's id, written through
-  :class:`bicorseg.atomic.OutputGroup`: a part is there whole or not at all. A rerun keeps a unit
-  only when each of its parts opens, belongs to the plan, has the unit's size, bands and type, and
-  reads to its last block; the others are computed again.
+* ``plan.json``: the run's identity (:class:`RunPlan`) and the output tags, created once,
+  atomically, by whichever process comes first; a later process with another identity is refused in
+  one line before any work, so parts of two runs are never mixed.
+* ``<i>/<unit>_<kind>.tif``: the encoded outputs of one unit of input ``i``, tagged with the plan's
+  id, written atomically; a rerun keeps a unit only when each of its parts opens, belongs to the
+  plan, has the unit's size, bands and type, and reads to its last block.
 * ``run.lock``: held (``flock``) by every process of a run that writes here: shards share it, a run
-  that assembles and removes parts (``predict`` with worker processes or Ray, ``mosaic``) holds it
-  alone, so two such runs never remove each other's parts; the second is refused in one line.
+  that assembles and removes parts holds it alone; a second such run is refused in one line.
 
-:func:`mosaic` assembles the parts of each input whose units are all there into the outputs
-``predict`` writes in one process (same bytes), removes those parts, and names the missing units
-of the others (and the shard that owes them).
-
-Paths are made from the plan's names only after checking they are plain file names (a plan is a
-file anyone could have edited), and only files this module names are ever removed.
+:func:`mosaic` assembles the inputs whose units are all there (same bytes as one process), removes
+their parts, and names the missing units of the others and the shards that owe them. Paths are made
+from the plan's names only after checking they are plain file names (a plan is a file anyone could
+have edited), and only files this module names are ever removed.
 """
 
 from __future__ import annotations
@@ -49,7 +39,7 @@ from rasterio.windows import Window
 from bicorseg import raster_access, typedconfig
 from bicorseg.atomic import ensure_writable, find_temps, is_plain_name, remove_stale_temps, temp_name
 from bicorseg.errors import ConfigError, InputError, OutputError, first_line
-from bicorseg.inference.engine import MIN_BLOCK, Block, block_starts
+from bicorseg.inference.engine import MIN_BLOCK, Block, block_grid
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
@@ -77,27 +67,23 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[in
     """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; ``"auto/N"`` takes ``i`` from the first of
     :data:`SHARD_VARIABLES` that is set (SLURM arrays, Kubernetes indexed jobs, AWS Batch arrays)."""
     environ = os.environ if environ is None else environ
-    index, sep, count = str(text).partition("/")
-    if not sep or not count.strip().isdigit() or int(count) < 1:
+    index, sep, count = (part.strip() for part in str(text).partition("/"))
+    if not sep or not count.isdigit() or int(count) < 1 or not (index == "auto" or index.isdigit()):
         raise ConfigError(f"must be i/N or auto/N with N >= 1 (e.g. 0/4), got {text!r}", key="shard")
     n = int(count)
-    if index.strip() == "auto":
-        found = [(name, environ[name]) for name in SHARD_VARIABLES if environ.get(name, "").strip()]
-        if not found:
-            raise ConfigError(f"auto/{n}: none of {', '.join(SHARD_VARIABLES)} is set", key="shard")
-        name, value = found[0]
-        if not value.strip().isdigit():
-            raise ConfigError(f"auto/{n}: {name}={value!r} is not a shard index", key="shard")
-        i = int(value)
-        if i >= n:
-            raise ConfigError(f"auto/{n}: {name}={i} is not below the shard count {n}", key="shard")
-        return i, n
-    if not index.strip().isdigit():
-        raise ConfigError(f"must be i/N or auto/N with N >= 1 (e.g. 0/4), got {text!r}", key="shard")
-    i = int(index)
-    if i >= n:
-        raise ConfigError(f"the index of {text} must be below the shard count (0 to {n - 1})", key="shard")
-    return i, n
+    if index != "auto":
+        if int(index) >= n:
+            raise ConfigError(
+                f"the index of {text} must be below the shard count (0 to {n - 1})", key="shard"
+            )
+        return int(index), n
+    found = [(name, environ[name]) for name in SHARD_VARIABLES if environ.get(name, "").strip()]
+    if not found:
+        raise ConfigError(f"auto/{n}: none of {', '.join(SHARD_VARIABLES)} is set", key="shard")
+    name, value = found[0]
+    if not value.strip().isdigit() or int(value) >= n:
+        raise ConfigError(f"auto/{n}: {name}={value!r} is not a shard index below {n}", key="shard")
+    return int(value), n
 
 
 # --- the plan ---------------------------------------------------------------------------------------
@@ -140,16 +126,7 @@ class RunPlan:
 
     def blocks(self, file: PlannedFile) -> list[Block]:
         """The blocks of one input, row-major (the same grid as :class:`.engine.SlidingWindow`'s)."""
-        return [
-            Block(r, c, y0, x0, h, w)
-            for r, (y0, h) in enumerate(block_starts(file.height, self.block))
-            for c, (x0, w) in enumerate(block_starts(file.width, self.block))
-        ]
-
-    def position(self, index: int, block: Block) -> int:
-        """The position of a unit in :meth:`units`."""
-        before = sum(len(self.blocks(f)) for f in self.files[:index])
-        return before + block.row * len(block_starts(self.files[index].width, self.block)) + block.col
+        return block_grid(file.height, file.width, self.block)
 
     def units(self) -> list[tuple[int, Block]]:
         """Every unit of the run, (input index, block), in the order that round-robin shards split."""
@@ -235,8 +212,8 @@ def _outputs(layout: MapLayout) -> str:
     return "+".join(kinds)
 
 
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+def _names(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 # --- parts -------------------------------------------------------------------------------------------
@@ -262,6 +239,10 @@ class PartStore:
     def folder(self, index: int) -> Path:
         return self.root / str(index)
 
+    def folders(self, plan: RunPlan) -> list[Path]:
+        """The parts folder and the folder of each input's parts."""
+        return [self.root, *(self.folder(i) for i in range(len(plan.files)))]
+
     def load(self) -> RunPlan | None:
         """The plan in the folder, or None."""
         try:
@@ -281,10 +262,7 @@ class PartStore:
         """Hold the parts folder while the block runs: shards share it; a run that assembles and
         removes parts (``predict`` without a shard, ``mosaic``) holds it alone. Taken at once or
         refused in one line; the kernel lets go of it when a process ends, however it ends."""
-        if self.root.is_symlink():
-            raise OutputError(
-                f"{self.root} is a symbolic link: bicorseg keeps parts only in a folder of its own"
-            )
+        _own_folder(self.root, create=False)
         try:
             import fcntl
         except ImportError:  # no flock on this platform: runs are not guarded against each other
@@ -353,10 +331,9 @@ class PartStore:
 
     def check_writable(self, plan: RunPlan) -> None:
         """Raise :class:`OutputError` unless the parts folder and each of its input folders can be written."""
-        ensure_writable(self.root, folder=True)
-        for index in range(len(plan.files)):
-            if self.folder(index).exists():
-                ensure_writable(self.folder(index), folder=True)
+        for folder in self.folders(plan):
+            if folder == self.root or folder.exists():
+                ensure_writable(folder, folder=True)
 
     def targets(self, plan: RunPlan, index: int, block: Block) -> dict[str, Path]:
         folder = self.folder(index)
@@ -381,15 +358,7 @@ class PartStore:
     def writing(self, plan: RunPlan, index: int, block: Block) -> Iterator[Callable]:
         """A sink ``write(y0, x0, arrays)`` (output coordinates) filling the part of one unit; the
         part appears when the block ends without error."""
-        folder = self.folder(index)
-        if folder.is_symlink():
-            raise OutputError(
-                f"{folder} is a symbolic link: bicorseg keeps parts only in a folder of its own"
-            )
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"cannot write {folder}: {error.strerror or error}") from None
+        _own_folder(self.folder(index))
         targets = self.targets(plan, index, block)
         unit = {"bicorseg_plan": plan.plan_id, "bicorseg_unit": f"{plan.files[index].name}:{block.key}"}
         shape, origin = (block.height, block.width), (block.y0, block.x0)
@@ -422,7 +391,7 @@ class PartStore:
         try:
             yield
         except (RasterioError, CPLE_BaseError, OSError, InputError) as error:
-            shard = plan.shard_of(plan.position(index, block))
+            shard = plan.shard_of(plan.units().index((index, block)))  # a failure: the time does not matter
             again = "the predict command" if shard is None else f"shard {shard}/{plan.shards}"
             raise InputError(
                 f"cannot read the part {path} ({first_line(error.__cause__ or error)}): delete it and run "
@@ -444,8 +413,7 @@ class PartStore:
     def remove_if_finished(self, plan: RunPlan) -> bool:
         """Delete the plan, the lock and the parts folder once no process writes there any more and
         nothing else is in it; whether it was deleted."""
-        folders = [self.root, *(self.folder(i) for i in range(len(plan.files)))]
-        if any(not t.stale for folder in folders for t in find_temps(folder)):
+        if any(not t.stale for folder in self.folders(plan) for t in find_temps(folder)):
             return False  # another process of this run is still writing here
         for index in range(len(plan.files)):
             self.remove(plan, index)
@@ -458,8 +426,19 @@ class PartStore:
 
     def clean_stale(self, plan: RunPlan) -> None:
         """Delete the temporary files that ended processes left in the parts folder."""
-        for folder in (self.root, *(self.folder(i) for i in range(len(plan.files)))):
+        for folder in self.folders(plan):
             remove_stale_temps(folder)
+
+
+def _own_folder(folder: Path, create: bool = True) -> None:
+    """Refuse a parts folder that is a symbolic link; create it (``create``) if it is not there."""
+    if folder.is_symlink():
+        raise OutputError(f"{folder} is a symbolic link: bicorseg keeps parts only in a folder of its own")
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot write {folder}: {error.strerror or error}") from None
 
 
 # --- assembling ----------------------------------------------------------------------------------------
@@ -506,8 +485,8 @@ class MosaicReport:
             keys = [b.key for b, _ in units]
             shards = sorted({s for _, s in units if s is not None})
             owed = f"; shard(s) {', '.join(map(str, shards))}" if shards else ""
-            listed = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-            parts.append(f"{name}: {len(keys)} of {self.total_units[name]} units missing ({listed}{owed})")
+            missing = f"{len(keys)} of {self.total_units[name]} units missing ({_names(keys, 6)}{owed})"
+            parts.append(f"{name}: {missing}")
         return "; ".join(parts)
 
 
@@ -515,12 +494,13 @@ def mosaic(out_dir: str | os.PathLike, overwrite: bool = False, progress: Any = 
     """Assemble the parts in ``out_dir`` (see the module docstring); outputs of another run that are
     already there are refused unless ``overwrite``."""
     store = PartStore(out_dir)
+    nothing = InputError(f"{store.out_dir} holds no parts to assemble (no {PARTS_FOLDER}/{PLAN_NAME})")
     if store.load() is None:
-        raise InputError(f"{store.out_dir} holds no parts to assemble (no {PARTS_FOLDER}/{PLAN_NAME})")
+        raise nothing
     with store.lock():
         plan = store.load()
         if plan is None:  # assembled by a run that ended while this one started
-            raise InputError(f"{store.out_dir} holds no parts to assemble (no {PARTS_FOLDER}/{PLAN_NAME})")
+            raise nothing
         store.check_writable(plan)
         report = MosaicReport()
         position = {(i, b.key): g for g, (i, b) in enumerate(plan.units())}

@@ -1,31 +1,18 @@
 """Writing prediction outputs: Cloud-Optimized GeoTIFFs and PNGs, their tags and QGIS style, safely.
 
-For an input ``<stem>.<ext>`` in the output folder (:class:`MapLayout` says which are written):
+:class:`MapLayout` says which outputs an input gets (``<stem>.tif`` or, for a plain picture,
+``<stem>.png``; ``_prob``, ``_color``, ``_confidence``; listed in ``docs/prediction.md``, Outputs)
+and encodes blended probabilities into their arrays: class indices (nodata 255), probabilities as
+``round(p * 254)`` (GDAL scale 1/254, nodata 255) or float32 (nodata NaN), confidence bands
+(:data:`CONFIDENCE_BANDS`; the entropy divided by ``log(N)``). A class map's QGIS style and GDAL
+category names are written beside it (:func:`write_style`).
 
-* GeoTIFF input (anything GDAL reads that is not a plain picture): ``<stem>.tif``, uint8 class
-  indices, nodata 255, the input's CRS and transform (or ground control points), a Cloud-Optimized
-  GeoTIFF (tiled with the input's square block size if it is at least 128, else 128, or 256 for an
-  input that is not tiled in square blocks; deflate, overviews by the most common
-  class, ``MODE``), with the class colours as its colour table and the class names in its tags,
-  and beside it ``<stem>.qml`` (a paletted QGIS style, :func:`bicorseg.gis.qml.write_qml`) and
-  ``<stem>.tif.aux.xml`` (GDAL's category names and raster attribute table,
-  :func:`bicorseg.gis.categories.write_categories`);
-  PNG / JPEG input: ``<stem>.png``, a paletted PNG: the class indices with the class colours as
-  its palette, 255 (black, transparent) where the input was masked.
-* probabilities: ``<stem>_prob.tif``, one band per class: ``uint8`` stores ``round(p * 254)``
-  (GDAL scale 1/254 is set, so GIS tools read p) with nodata 255; ``float32`` stores p with nodata
-  NaN; overviews by ``AVERAGE``.
-* colours: ``<stem>_color.tif`` (RGBA, overviews ``NEAREST``) or ``<stem>_color.png``; nodata
-  transparent.
-* confidence: ``<stem>_confidence.tif``, float32, nodata NaN, overviews ``AVERAGE``: band 1 the
-  largest class probability, band 2 the entropy of the probabilities divided by ``log(N)`` (0: one
-  class certain, 1: all equally likely), band 3 with test-time augmentation the fraction of passes
-  whose arg-max differs from the merged arg-max.
-
-A GeoTIFF output is written in windows to a hidden staging GeoTIFF, converted with GDAL's COG
-driver into the output's temporary file, read back block by block, and renamed onto the target
-with the other outputs of the same input (:class:`bicorseg.atomic.OutputGroup`, the class map
-last), so nothing appears until everything is complete.
+A GeoTIFF output is tiled with the input's square block size if it is at least 128 (else 128, or
+256 for an input not tiled in square blocks), written in windows to a hidden staging GeoTIFF,
+converted with GDAL's COG driver (overviews: :data:`OVERVIEW_RESAMPLING`) into the output's
+temporary file, read back block by block, and renamed onto the target with the other outputs of the
+same input (:class:`bicorseg.atomic.OutputGroup`, the class map last), so nothing appears until
+everything is complete.
 """
 
 from __future__ import annotations
