@@ -10,6 +10,7 @@ shard's units.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import warnings
@@ -222,31 +223,17 @@ def _run(args: argparse.Namespace) -> int:
     from bicorseg.inference.units import PARTS_FOLDER, parse_shard
 
     args.engine = resolve_engine(args.engine, args.checkpoint)
-    if args.devices < 1:
-        raise ConfigError(f"--devices must be at least 1, got {args.devices}")
     shard = parse_shard(args.shard) if args.shard is not None else None
     if not args.inputs and not args.stac_item:
         raise ConfigError("give at least one INPUT (a file, folder or URL) or --stac-item")
     if args.stac_assets and not args.stac_item:
         raise ConfigError("--stac-assets chooses the assets of --stac-item: give --stac-item too")
-    options = PredictOptions(  # tile and overlap None: the checkpoint's
-        tile=args.tile,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
+    # every option but the TTA's has the name of its PredictOptions field (tile, overlap None: the checkpoint's)
+    named = {field.name for field in dataclasses.fields(PredictOptions)} - {*TTA, "require_georeference"}
+    options = PredictOptions(
+        **{name: getattr(args, name) for name in named},
         **tta_options(args),
-        probabilities=args.probabilities,
-        color=args.color,
-        confidence=args.confidence,
-        aoi=args.aoi,
-        overwrite=args.overwrite,
-        block=args.block,
-        device=args.device,  # resolved by PredictOptions
-        precision=args.precision,
-        crs=args.crs,
-        pixel_size=args.pixel_size,
         require_georeference=bool(args.vector),
-        rescale=args.rescale,
-        threads=args.threads,
     )
     if (args.vector or args.aoi) and not args.print_config:
         from bicorseg.gis import require_vector

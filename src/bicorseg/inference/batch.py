@@ -203,26 +203,24 @@ def _run_units(
             continue
         owned[index] += 1
         if not store.done(plan, index, block):
-            jobs.append(Job(position, index, block))
-    left = Counter(job.index for job in jobs)
-    computed, nonfinite = dict.fromkeys(wanted, 0), dict.fromkeys(wanted, 0)
+            jobs.append(Job(index, block))
+    queued = Counter(job.index for job in jobs)
+    left, nonfinite = queued.copy(), Counter[int]()  # nonfinite: pixels of the units computed here
 
     def finish(index: int) -> None:
-        path, file = paths[index], plan.files[index]
-        targets = output_targets(plan, file, store.out_dir)
-        if shard is not None:
-            result = FileResult(path, targets, units=owned[index], computed=computed[index], assembled=False)
-        else:
+        path, file, whole = paths[index], plan.files[index], shard is None
+        if whole:
             assemble(store, plan, index)
-            result = FileResult(path, targets, units=len(plan.blocks(file)), computed=computed[index])
-        result.nonfinite = nonfinite[index]  # of the units computed by this run
-        results[path] = result
+        units = len(plan.blocks(file)) if whole else owned[index]
+        targets = output_targets(plan, file, store.out_dir)
+        results[path] = FileResult(
+            path, targets, units=units, computed=queued[index], assembled=whole, nonfinite=nonfinite[index]
+        )
         if on_result is not None:
-            on_result(result)
+            on_result(results[path])
 
     def done(job: Job, count: int) -> None:
         nonfinite[job.index] += count
-        computed[job.index] += 1
         left[job.index] -= 1
         if left[job.index] == 0:
             finish(job.index)

@@ -41,8 +41,8 @@ ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
 # write(y0, x0, values float32 K x h x w, valid bool h x w), output pixels (input / scale)
 WriteFn = Callable[[int, int, np.ndarray, np.ndarray], None]
 BatchFn = Callable[[torch.Tensor], torch.Tensor]
-# keep(tile) -> False to skip a tile as if it held no valid pixel (an area of interest)
-KeepFn = Callable[[Tile], bool]
+# keep(y0, x0, height, width) -> False to skip a tile as if it held no valid pixel (an area of interest)
+KeepFn = Callable[[int, int, int, int], bool]
 
 MIN_BLOCK = 16
 FLUSH_ROWS = 128  # output rows handed to ``write`` at a time
@@ -212,7 +212,7 @@ class SlidingWindow:
             flush(y0 // s)
             for x0, tw in cols:
                 tile = Tile(y0, x0, th, tw)
-                if keep is not None and not keep(tile):
+                if keep is not None and not keep(y0, x0, th, tw):
                     if progress is not None:
                         progress(1)
                     continue

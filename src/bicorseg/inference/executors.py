@@ -31,9 +31,8 @@ IN_FLIGHT_PER_WORKER = 2  # units queued per worker process or actor: bounded me
 
 @dataclass(frozen=True)
 class Job:
-    """One unit to compute: its position in the run's unit list, its input, its block."""
+    """One unit to compute: its input (index in the plan) and its block."""
 
-    position: int
     index: int
     block: Block
 

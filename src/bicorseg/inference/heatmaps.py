@@ -19,7 +19,7 @@ import math
 import os
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,11 @@ HEATMAP_COLORMAP = "viridis"  # perceptually uniform, also readable in grey and 
 
 @dataclass
 class HeatmapResult:
+    """The files written for one input: the heatmaps of every layer, and the figure."""
+
     input: Path
-    outputs: list[Path] = field(default_factory=list)
-    figure: Path | None = None
+    outputs: list[Path]
+    figure: Path
 
 
 def heatmap_fn(model: torch.nn.Module):
@@ -130,7 +132,6 @@ def export_heatmaps(
     plain = "1" not in targets
     check_targets({path: targets})
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = HeatmapResult(path)
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
         src = stack.enter_context(open_raster(path))
@@ -148,6 +149,7 @@ def export_heatmaps(
         thumb_pred = np.full((output_size(out_h, step), output_size(out_w, step)), NODATA, np.uint8)
         thumb_heat = np.full((n, *thumb_pred.shape), np.nan, np.float32)
         outputs = RasterOutputs(targets, stack)
+        temp = outputs.group.temp  # the temporary file of an output, renamed at commit
         planes: np.ndarray | None = None
         datasets = {}
         if plain:
@@ -196,20 +198,15 @@ def export_heatmaps(
                 for key in targets:
                     if key != "figure":
                         li, c = map(int, key.split("/"))
-                        Image.fromarray(np.ascontiguousarray(planes[li - 1, c])).save(
-                            outputs.temp_for(key), format="PNG"
-                        )
+                        Image.fromarray(np.ascontiguousarray(planes[li - 1, c])).save(temp(key), format="PNG")
             image = display_stretch(*reader.overview(shape))  # RGB or grey in [0, 1]
-            draw_figure(
-                outputs.temp_for("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name
-            )
+            draw_figure(temp("figure"), image, thumb_pred, thumb_heat, info, layer, truth, title=path.name)
             outputs.commit()
         except BaseException:
             outputs.abort()
             raise
-    result.figure = targets.pop("figure")
-    result.outputs = list(targets.values())
-    return result
+    figure = targets.pop("figure")
+    return HeatmapResult(path, list(targets.values()), figure)
 
 
 def display_stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:

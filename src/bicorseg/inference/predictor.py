@@ -575,12 +575,7 @@ class Predictor:
                 valid &= finite
             sink(y0, x0, layout.encode(values, valid))
 
-        keep = None
-        if aoi is not None:
-
-            def keep(tile) -> bool:
-                return aoi.touches(tile.y0, tile.x0, tile.height, tile.width)
-
+        keep = aoi.touches if aoi is not None else None  # tiles outside are not computed
         with torch_threads(self.options.threads):
             engine.run_block(block, self.probs_fn, reader, write, progress, keep)
         return nonfinite

@@ -107,7 +107,6 @@ class InputPlan:
         bands: band indexes (from 1) fed to the model.
         alpha: the band after them is a real alpha band, used as the mask through GDAL's dataset mask.
         lower, upper: per-band plausible range of floating-point input (None for integer input).
-        masked: pixels masked for values outside that range or not finite (undeclared nodata).
         value_range: smallest and largest valid value of floating-point input.
         shape: the input's height and width.
         geo: the input's georeferencing (kept by every output).
@@ -118,7 +117,6 @@ class InputPlan:
     alpha: bool = False
     lower: tuple[float, ...] | None = None
     upper: tuple[float, ...] | None = None
-    masked: int = 0
     value_range: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
     geo: Georeference | None = None
@@ -252,7 +250,7 @@ def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
             BicorsegWarning,
             stacklevel=3,
         )
-    return replace(plan, masked=masked, value_range=(lo, hi) if lo <= hi else None)
+    return replace(plan, value_range=(lo, hi) if lo <= hi else None)
 
 
 def _statistics(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -144,16 +144,10 @@ def resolve_tta(
         if source is not None:
             return source.paper_tta
         named = [s.name for s in _specs(dataset) if s is not None]
-        raise ConfigError(
-            "'paper': "
-            + (
-                f"dataset {named[0]!r} declares no test-time augmentation of the original publication"
-                if named
-                else "the model carries no dataset facts, so the publication's passes are unknown"
-            )
-            + " (vaihingen, potsdam and loveda do)",
-            key="tta",
-        )
+        why = "the model carries no dataset facts, so the publication's passes are unknown"
+        if named:
+            why = f"dataset {named[0]!r} declares no test-time augmentation of the original publication"
+        raise ConfigError(f"'paper': {why} (vaihingen, potsdam and loveda do)", key="tta")
     spec = FIXED_MODES[mode]
     if scales is not None:
         spec = replace(spec, scales=tuple(float(s) for s in scales))

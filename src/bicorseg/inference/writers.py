@@ -181,13 +181,6 @@ class MapLayout:
         return out
 
 
-def png_info(tags: Mapping[str, str]) -> PngInfo:
-    info = PngInfo()
-    for key, value in tags.items():
-        info.add_itxt(key, value)
-    return info
-
-
 # --- temporary files, COG conversion, commit --------------------------------------------------------
 
 
@@ -221,9 +214,6 @@ class RasterOutputs:
         self.datasets[kind] = dst
         return dst
 
-    def temp_for(self, kind: str) -> Path:
-        return self.group.temp(kind)
-
     def commit(self) -> None:
         """Close, convert the COGs, check that every GeoTIFF reads back whole, then rename into place.
 
@@ -252,10 +242,8 @@ class RasterOutputs:
 
     def abort(self) -> None:
         for dst in self.datasets.values():
-            try:
+            with suppress(Exception):  # closing a half-written file may fail; it is deleted anyway
                 dst.close()
-            except Exception:  # closing a half-written file may fail; it is deleted anyway
-                pass
         self.group.abort()
 
 
@@ -368,8 +356,11 @@ class MapWriter:
                     np.moveaxis(colourise(self.class_map, self.layout.palette, alpha=True), 0, -1)
                 )
             for kind, picture in images.items():
+                text = PngInfo()
+                for key, value in self.tags[kind].items():
+                    text.add_itxt(key, value)
                 try:
-                    picture.save(self.outputs.temp_for(kind), format="PNG", pnginfo=png_info(self.tags[kind]))
+                    picture.save(self.outputs.group.temp(kind), format="PNG", pnginfo=text)
                 except OSError as error:
                     raise write_error(self.targets[kind], error) from error
         self.outputs.commit()
@@ -534,14 +525,14 @@ def check_targets(jobs: Mapping[Any, Mapping[str, Path]]) -> None:
                 (resolved.parent, resolved.name.casefold()), (path, target)
             )
             if first != path:
+                case = (
+                    ""
+                    if first_target.name == target.name
+                    else f" (and {target.name}, the same name without case)"
+                )
                 raise InputError(
-                    f"{first} and {path} would both write {first_target}"
-                    + (
-                        ""
-                        if first_target.name == target.name
-                        else f" (and {target.name}, the same name without case)"
-                    )
-                    + ": rename one or predict them into different folders"
+                    f"{first} and {path} would both write {first_target}{case}: rename one or predict them into "
+                    "different folders"
                 )
 
 
