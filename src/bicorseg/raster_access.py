@@ -770,13 +770,12 @@ def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) 
     """
     import pyogrio
 
-    name = os.fspath(path)
-    shown = str(path)
-    if _may_reach_network(path, None, allow_remote):
-        with vector_environment(True, name):
+    name, shown = os.fspath(path), str(path)
+    remote = _may_reach_network(path, None, allow_remote)
+    with vector_environment(remote, name):
+        if remote:
             yield name
-        return
-    with vector_environment(False, name):
+            return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -787,8 +786,7 @@ def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) 
                 if _refusal_in(error):
                     raise network_refused(shown) from None  # the reason, not GDAL's symptom
                 raise
-        refused = [str(w.message) for w in caught if _refusal_in(str(w.message))]
-        if refused:
+        if any(_refusal_in(str(w.message)) for w in caught):
             raise network_refused(shown)
         for warning in caught:  # the others, as they would have been shown
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_shared_options
+from bicorseg.cli.common import RichProgress, add_shared_options, one_line_warnings
 from bicorseg.errors import InputError
 
 
@@ -31,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.cli.common import RichProgress, one_line_warnings
     from bicorseg.inference.units import mosaic
 
     ensure_writable(args.folder, folder=True)

@@ -75,6 +75,7 @@ from bicorseg.inference.writers import (
     MapLayout,
     check_targets,
     existing_outputs,
+    output_tags,
     refuse_existing,
     style_paths,
     write_style,
@@ -645,12 +646,3 @@ class Predictor:
     def rescale_tag(self, plan: InputPlan) -> str | None:
         """What an input's outputs record of its rescale (``bicorseg_rescale``); None without one."""
         return None if self.options.rescale == "none" else describe_rescale(plan.rescale)
-
-
-def output_tags(
-    base: dict[str, dict[str, str]], input_name: str, rescale: str | None = None
-) -> dict[str, dict[str, str]]:
-    """The tags of each output of the input ``input_name`` (one order for every writer: same bytes),
-    with the map of its values (:meth:`Predictor.rescale_tag`) when it has one."""
-    extra = {"bicorseg_input": input_name} | ({} if rescale is None else {"bicorseg_rescale": rescale})
-    return {kind: {**tags, **extra} for kind, tags in base.items()}

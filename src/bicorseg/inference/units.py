@@ -44,6 +44,7 @@ from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.writers import (
     MapLayout,
     existing_outputs,
+    output_tags,
     read_written,
     refuse_existing,
     writing_maps,
@@ -457,8 +458,6 @@ def outputs_done(plan: RunPlan, file: PlannedFile, out_dir: Path) -> tuple[bool,
 
 def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
     """Write the outputs of input ``index`` from its parts (every unit must be there); returns them."""
-    from bicorseg.inference.predictor import output_tags
-
     file = plan.files[index]
     targets = output_targets(plan, file, store.out_dir)
     tags = output_tags(plan.tags, file.name, file.rescale)

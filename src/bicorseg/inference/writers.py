@@ -426,6 +426,15 @@ def write_style(class_target: Path, layout: MapLayout) -> list[Path]:
     return [qml, pam]
 
 
+def output_tags(
+    base: dict[str, dict[str, str]], input_name: str, rescale: str | None = None
+) -> dict[str, dict[str, str]]:
+    """The tags of each output of the input ``input_name`` (one order for every writer: same bytes),
+    with the map of its values (:meth:`.predictor.Predictor.rescale_tag`) when it has one."""
+    extra = {"bicorseg_input": input_name} | ({} if rescale is None else {"bicorseg_rescale": rescale})
+    return {kind: {**tags, **extra} for kind, tags in base.items()}
+
+
 # --- checking existing outputs and targets --------------------------------------------------------
 
 
