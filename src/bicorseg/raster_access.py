@@ -367,63 +367,47 @@ class _RefusedRequests(logging.Filter):
         message = record.getMessage()
         if _refusal_in(message):
             with _offline_lock:
-                for seen in _offline_state["open"]:
+                for seen in _open_reads:
                     seen.append(first_line(message))
         return record.levelno >= self.floor
 
 
 _offline_lock = threading.Lock()
-# depth: offline reads open in the process; open: the refused requests noted for each
-_offline_state: dict[str, Any] = {"depth": 0, "open": []}
+_open_reads: list[list[str]] = []  # the refused requests noted for each offline read open in the process
+_saved: dict[str, Any] = {}  # what the first open offline read changed, put back by the last
 _offline = threading.local()  # .stack: this thread's offline reads, innermost last
 _RASTERIO_ERRORS = "rasterio._err"
-
-
-def _enter_offline(seen: list[str]) -> None:
-    """Install the process-wide parts of the offline environment (at the first offline read)."""
-    with _offline_lock:
-        _offline_state["open"].append(seen)
-        _offline_state["depth"] += 1
-        if _offline_state["depth"] > 1:
-            return
-        _offline_state["environ"] = _set_environ(OFFLINE_ENVIRON)
-        logger = logging.getLogger(_RASTERIO_ERRORS)
-        refused = _RefusedRequests(logger.getEffectiveLevel())
-        _offline_state.update(filter=refused, level=logger.level)
-        logger.addFilter(refused)
-        logger.setLevel(min(logging.INFO, logger.getEffectiveLevel()))
-
-
-def _leave_offline(seen: list[str]) -> None:
-    with _offline_lock:
-        _offline_state["open"] = [s for s in _offline_state["open"] if s is not seen]
-        _offline_state["depth"] -= 1
-        if _offline_state["depth"] > 0:
-            return
-        _set_environ(_offline_state.pop("environ"))
-        logger = logging.getLogger(_RASTERIO_ERRORS)
-        logger.removeFilter(_offline_state.pop("filter"))
-        logger.setLevel(_offline_state.pop("level"))
 
 
 @contextmanager
 def _offline_reads(active: bool = True) -> Iterator[list[str]]:
     """Within the block, GDAL's requests are refused (unless not ``active``); yields the list of those it
-    tried (error lines)."""
+    tried (error lines). The process-wide parts (environment, log filter) are installed by the first
+    offline read open in the process and removed by the last."""
     seen: list[str] = []
     if not active:
         yield seen
         return
-    _enter_offline(seen)
-    stack = getattr(_offline, "stack", None)
-    if stack is None:
-        stack = _offline.stack = []
+    logger = logging.getLogger(_RASTERIO_ERRORS)
+    with _offline_lock:
+        if not _open_reads:
+            refused = _RefusedRequests(logger.getEffectiveLevel())
+            _saved.update(environ=_set_environ(OFFLINE_ENVIRON), filter=refused, level=logger.level)
+            logger.addFilter(refused)
+            logger.setLevel(min(logging.INFO, logger.getEffectiveLevel()))
+        _open_reads.append(seen)
+    stack = _offline.__dict__.setdefault("stack", [])
     stack.append(seen)
     try:
         yield seen
     finally:
         stack.pop()
-        _leave_offline(seen)
+        with _offline_lock:
+            _open_reads[:] = [other for other in _open_reads if other is not seen]
+            if not _open_reads:
+                _set_environ(_saved.pop("environ"))
+                logger.removeFilter(_saved.pop("filter"))
+                logger.setLevel(_saved.pop("level"))
 
 
 def network_refused(name: str | os.PathLike) -> InputError:
