@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one INPUT (a file, folder or URL) or --stac-item")
     if args.stac_assets and not args.stac_item:
         raise ConfigError("--stac-assets chooses the assets of --stac-item: give --stac-item too")
-    # every option but the TTA's has the name of its PredictOptions field (tile, overlap None: the checkpoint's)
+    # each option but the TTA's is named as its PredictOptions field (tile, overlap None: the checkpoint's)
     named = {field.name for field in dataclasses.fields(PredictOptions)} - {*TTA, "require_georeference"}
     options = PredictOptions(
         **{name: getattr(args, name) for name in named},

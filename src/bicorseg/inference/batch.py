@@ -164,8 +164,8 @@ def predict_files(
                 runner = WorkerProcesses(_spec(predictor, checkpoint, engine, inputs_, store, plan), workers)
             else:
                 runner = InProcess(UnitWorker(predictor, inputs_, store, plan))
-            _run_units(runner, store, plan, paths, {i for i, p in enumerate(paths) if p in left}, shard, results, on_result,
-                       progress)  # fmt: skip
+            wanted = {i for i, p in enumerate(paths) if p in left}
+            _run_units(runner, store, plan, paths, wanted, shard, results, on_result, progress)
         return [results[p] for p in paths]
     for path in todo:
         with warnings.catch_warnings():

@@ -304,8 +304,8 @@ def check_finite_logits(logits_fn: Callable, info: ModelInfo, options: PredictOp
         logits = logits_fn(probe.to(options.device))
     if not bool(torch.isfinite(logits).all()):
         raise CheckpointError(
-            f"{info.source}: the model's logits on a test tile are not finite at precision {options.precision} "
-            "(its weights overflow): it cannot make a map"
+            f"{info.source}: the model's logits on a test tile are not finite at precision "
+            f"{options.precision} (its weights overflow): it cannot make a map"
         )
 
 

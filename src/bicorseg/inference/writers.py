@@ -540,8 +540,8 @@ def check_targets(jobs: Mapping[Any, Mapping[str, Path]]) -> None:
                     else f" (and {target.name}, the same name without case)"
                 )
                 raise InputError(
-                    f"{first} and {path} would both write {first_target}{case}: rename one or predict them into "
-                    "different folders"
+                    f"{first} and {path} would both write {first_target}{case}: rename one or predict them "
+                    "into different folders"
                 )
 
 
