@@ -72,9 +72,7 @@ def build_plan(
         with suppress(OSError):
             size = path.stat().st_size
         picture, rescale = predictor.writes_picture(path), predictor.rescale_tag(plan)
-        files.append(
-            PlannedFile(path.name, path.stem, str(path), *plan.shape, size, picture, plan.geo, rescale)
-        )
+        files.append(PlannedFile(path.name, str(path), *plan.shape, size, picture, plan.geo, rescale))
     opts = predictor.options
     return RunPlan(
         predictor.info.sha256 or "",

@@ -95,7 +95,6 @@ class PlannedFile:
     """One input of a run, as the plan records it."""
 
     name: str  # the input's file name (the outputs' bicorseg_input tag)
-    stem: str
     input: str  # the path it was given as (for messages; not part of the identity)
     height: int
     width: int
@@ -106,10 +105,14 @@ class PlannedFile:
 
     def __post_init__(self) -> None:
         # the outputs are OUT/<stem><suffix>: a name with a folder part would put them elsewhere
-        if not is_plain_name(self.name) or self.stem != PurePath(self.name).stem:
-            raise ValueError(f"{self.name!r} (stem {self.stem!r}) is not the name of a file")
+        if not is_plain_name(self.name):
+            raise ValueError(f"{self.name!r} is not the name of a file")
         if not (0 < self.height < 2**31 and 0 < self.width < 2**31):
             raise ValueError(f"{self.name}: {self.width} x {self.height} px is not a raster size")
+
+    @property
+    def stem(self) -> str:
+        return PurePath(self.name).stem
 
 
 @dataclass(frozen=True)
