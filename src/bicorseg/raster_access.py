@@ -39,7 +39,7 @@ import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -470,17 +470,15 @@ def remote_refused(name: str, remote: str) -> InputError:
     return InputError(f"{name}: {what}; {REMOTE_HINT}")
 
 
-def _head(path: Path | None, data: bytes | None, size: int) -> bytes:
-    if data is not None:
-        return data[:size]
+def _head(path: Path, size: int) -> bytes:
     try:
-        with open(path, "rb") as stream:  # type: ignore[arg-type]
+        with open(path, "rb") as stream:
             return stream.read(size)
     except OSError:
         return b""  # GDAL reports unreadable files itself
 
 
-def _vrt_sources(name: str, content: bytes, base: Path | None) -> list[str]:
+def _vrt_sources(name: str, content: bytes, base: Path) -> list[str]:
     try:
         root = ElementTree.fromstring(content)
     except ElementTree.ParseError as error:
@@ -491,30 +489,28 @@ def _vrt_sources(name: str, content: bytes, base: Path | None) -> list[str]:
             continue
         source = element.text.strip()
         relative = element.get("relativeToVRT", element.get("relativetoVRT", "0")) == "1"
-        if relative and base is not None and not is_remote(source):
+        if relative and not is_remote(source):
             source = str(base / source)
         sources.append(source)
     return sources
 
 
-def geojson_crs(path: Path | None, data: bytes | None = None) -> dict[str, Any] | None:
-    """The top-level ``crs`` member of a GeoJSON file or its bytes (the 2008 form; RFC 7946 has none),
-    None without; found by a search of the file's ends, a member is ``{}`` or a link to the ``href``."""
+def geojson_crs(path: Path) -> dict[str, Any] | None:
+    """The top-level ``crs`` member of a GeoJSON file (the 2008 form; RFC 7946 has none), None without;
+    found by a search of the file's ends, a member is ``{}`` or a link to the ``href``."""
     try:
-        if data is None and path.stat().st_size <= GEOJSON_PARSE_BYTES:  # type: ignore[union-attr]
-            data = path.read_bytes()  # type: ignore[union-attr]
-        if data is None:
-            with open(path, "rb") as stream:  # type: ignore[arg-type]
+        if path.stat().st_size > GEOJSON_PARSE_BYTES:
+            with open(path, "rb") as stream:
                 ends = [stream.read(JSON_SCAN_BYTES)]
                 stream.seek(max(stream.seek(0, os.SEEK_END) - JSON_SCAN_BYTES, 0))
                 ends.append(stream.read())
         else:
+            data = path.read_bytes()
             ends = [data[:JSON_SCAN_BYTES], data[-JSON_SCAN_BYTES:]]
-            if len(data) <= GEOJSON_PARSE_BYTES:
-                with suppress(ValueError, RecursionError):  # not JSON to Python: searched as text below
-                    parsed = json.loads(data)
-                    member = parsed.get("crs") if isinstance(parsed, dict) else None
-                    return member if member is None or isinstance(member, dict) else {}
+            with suppress(ValueError, RecursionError):  # not JSON to Python: searched as text below
+                parsed = json.loads(data)
+                member = parsed.get("crs") if isinstance(parsed, dict) else None
+                return member if member is None or isinstance(member, dict) else {}
     except OSError:
         return None  # GDAL reports unreadable files itself
     found = None
@@ -533,40 +529,39 @@ def _crs_link(member: dict[str, Any] | None) -> str | None:
     return href if isinstance(href, str) else None
 
 
-def _check_references(name: str, path: Path | None, data: bytes | None, depth: int = 0) -> None:
+def _check_references(name: str, path: Path, depth: int = 0) -> None:
     """Refuse a local file whose content visibly points GDAL at the network (VRT sources, service
     XML, a GeoJSON CRS given by a link)."""
-    head = _head(path, data, 1024)
+    head = _head(path, 1024)
     if _SERVICE_XML.search(head):
         raise InputError(f"{name}: describes a web service; {REMOTE_HINT}")
     if head.lstrip()[:1] == b"{":
-        link = _crs_link(geojson_crs(path, data))
+        link = _crs_link(geojson_crs(path))
         if link is not None and is_remote(link):
             raise InputError(f"{name}: its CRS is a link to {link}, which needs the network; {REMOTE_HINT}")
     if not _VRT_XML.search(head):
         return
     if depth >= MAX_VRT_DEPTH:
         raise InputError(f"{name}: VRT files nested more than {MAX_VRT_DEPTH} deep")
-    content = _head(path, data, MAX_VRT_BYTES + 1)
+    content = _head(path, MAX_VRT_BYTES + 1)
     if len(content) > MAX_VRT_BYTES:
         raise InputError(f"{name}: a VRT larger than {MAX_VRT_BYTES // 2**20} MiB is not inspected; refused")
-    base = path.parent if path is not None else None
-    for source in _vrt_sources(name, content, base):
+    for source in _vrt_sources(name, content, path.parent):
         if is_remote(source) or _SERVICE_XML.search(source.encode("utf-8", "replace")):
             raise remote_refused(name, source)
         nested = Path(source)
         if nested.is_file():
-            _check_references(name, nested, None, depth + 1)
+            _check_references(name, nested, depth + 1)
 
 
-def _may_reach_network(path: str | os.PathLike, data: bytes | None, allow_remote: bool | None) -> bool:
+def _may_reach_network(path: str | os.PathLike, allow_remote: bool | None) -> bool:
     """Whether reading ``path`` may reach the network; when not, the checks before GDAL opens it."""
     name, shown = os.fspath(path), str(path)
     if remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed):
         return True
-    if data is None and is_remote(name):
+    if is_remote(name):
         raise remote_refused(shown, name)
-    _check_references(shown, Path(name) if data is None else None, data)
+    _check_references(shown, Path(name))
     return False
 
 
@@ -599,7 +594,6 @@ def check_single_image(name: str, dataset: Any) -> None:
 def open_raster(
     path: str | os.PathLike,
     *,
-    data: bytes | None = None,
     allow_remote: bool | None = None,
     whole: bool = False,
     limit: int | None = None,
@@ -607,10 +601,8 @@ def open_raster(
     """Open an input raster for reading (a rasterio dataset), under the checks of the module docstring.
 
     Args:
-        path: the file (or, with ``data``, the name used in messages); a :class:`VsiPath` (a URL
-            or ``/vsi...`` path the user named, or a granted file) may reach the network whatever
-            ``allow_remote`` says.
-        data: the file's bytes instead of the file (e.g. an archive member).
+        path: the file; a :class:`VsiPath` (a URL or ``/vsi...`` path the user named, or a
+            granted file) may reach the network whatever ``allow_remote`` says.
         allow_remote: allow remote sources; None: ``BICORSEG_ALLOW_REMOTE`` decides.
         whole: the caller reads the whole image at once: the pixel limit applies to any format
             (otherwise only to :data:`WHOLE_IMAGE_DRIVERS`).
@@ -623,54 +615,41 @@ def open_raster(
     import rasterio  # here, not at import: the command line's help should not load GDAL
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-    name = os.fspath(path)
-    shown = str(path)
-    if data is None and isinstance(path, Path) and not path.exists():
+    name, shown = os.fspath(path), str(path)
+    if isinstance(path, Path) and not path.exists():
         raise InputError(f"input not found: {shown}")
-    remote = _may_reach_network(path, data, allow_remote)
-    with (
-        _offline_reads(not remote) as refused,
-        rasterio.Env(**gdal_options(remote, name)),
-        warnings.catch_warnings(),
-    ):
+    remote = _may_reach_network(path, allow_remote)
+    with ExitStack() as stack:
+        refused = stack.enter_context(_offline_reads(not remote))
+        stack.enter_context(rasterio.Env(**gdal_options(remote, name)))
+        stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        memory = None
         try:
-            memory = rasterio.MemoryFile(data) if data is not None else None
-            dataset = memory.open() if memory is not None else rasterio.open(name)
+            dataset = stack.enter_context(rasterio.open(name))
         except RasterioError as error:
-            if memory is not None:
-                memory.close()
             if not remote and (refused or _refusal_in(error)):
                 raise network_refused(shown) from None  # the reason, not GDAL's symptom
             raise InputError(
                 f"cannot read {shown}: not an image or raster GDAL can open ({first_line(error)})"
             ) from error
+        if not remote:
+            check_no_network(shown)
+            _check_opened(shown, dataset.driver, dataset.files)
+        elif is_remote(name):  # a remote file may not make bicorseg read local ones (a VRT's sources)
+            for file in dataset.files:
+                if not is_remote(file) and not file.startswith("/vsimem/"):
+                    raise InputError(f"{shown}: a remote dataset refers to the local file {file}; refused")
+        check_single_image(shown, dataset)
+        if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
+            check_pixels(dataset.width, dataset.height, shown, limit)
         try:
-            if not remote:
-                check_no_network(shown)
-                _check_opened(shown, dataset.driver, dataset.files)
-            elif is_remote(name):  # a remote file may not make bicorseg read local ones (a VRT's sources)
-                for file in dataset.files:
-                    if not is_remote(file) and not file.startswith("/vsimem/"):
-                        raise InputError(
-                            f"{shown}: a remote dataset refers to the local file {file}; refused"
-                        )
-            check_single_image(shown, dataset)
-            if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
-                check_pixels(dataset.width, dataset.height, shown, limit)
-            try:
-                yield dataset
-            except Exception as error:  # what a failed read needed is said first: the network
-                if not remote and (refused or _refusal_in(error)):
-                    raise network_refused(shown) from None  # the reason, not GDAL's symptom
-                raise
-            if not remote:
-                check_no_network(shown)
-        finally:
-            dataset.close()
-            if memory is not None:
-                memory.close()
+            yield dataset
+        except Exception as error:  # what a failed read needed is said first: the network
+            if not remote and (refused or _refusal_in(error)):
+                raise network_refused(shown) from None  # the reason, not GDAL's symptom
+            raise
+        if not remote:
+            check_no_network(shown)
 
 
 def reads_dataset_mask(src: Any, alpha: bool = False) -> bool:
@@ -729,7 +708,7 @@ def input_files(path: str | os.PathLike) -> tuple[Path, ...]:
                     continue
                 found[local] = None
                 if depth < MAX_VRT_DEPTH and local != Path(os.fspath(path)).resolve():
-                    if _VRT_XML.search(_head(local, None, 1024)):
+                    if _VRT_XML.search(_head(local, 1024)):
                         with suppress(RasterioError), rasterio.open(local) as nested:
                             pending.extend((f, depth + 1) for f in nested.files)
     except InputError:
@@ -755,7 +734,7 @@ def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) 
     import pyogrio
 
     name, shown = os.fspath(path), str(path)
-    remote = _may_reach_network(path, None, allow_remote)
+    remote = _may_reach_network(path, allow_remote)
     with vector_environment(remote, name):
         if remote:
             yield name
