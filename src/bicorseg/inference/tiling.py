@@ -100,19 +100,19 @@ class TileGrid:
                 yield Tile(y0, x0, h, w)
 
 
-def window_1d(size: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
-    """A raised-cosine window of ``size`` samples, 1 at the centre and ``floor`` at the borders."""
+def window_1d(size: int) -> np.ndarray:
+    """A raised-cosine window of ``size`` samples, 1 at the centre and :data:`WINDOW_FLOOR` at the borders."""
     if size == 1:
         return np.ones(1, np.float32)
     position = (np.arange(size, dtype=np.float64) + 0.5) / size  # pixel centres in (0, 1)
     hann = np.sin(math.pi * position) ** 2
-    return (floor + (1.0 - floor) * hann).astype(np.float32)
+    return (WINDOW_FLOOR + (1.0 - WINDOW_FLOOR) * hann).astype(np.float32)
 
 
 @lru_cache(maxsize=16)
-def blend_weights(height: int, width: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+def blend_weights(height: int, width: int) -> np.ndarray:
     """The separable 2-D blending window of a ``height x width`` tile (read-only, cached)."""
-    weights = np.outer(window_1d(height, floor), window_1d(width, floor))
+    weights = np.outer(window_1d(height), window_1d(width))
     weights.setflags(write=False)
     return weights
 
