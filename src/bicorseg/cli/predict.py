@@ -31,7 +31,6 @@ from bicorseg.cli.common import (
 )
 from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS
 from bicorseg.errors import BicorsegWarning, ConfigError
-from bicorseg.raster_access import remote_access
 
 ENGINES = ("auto", "torch", "onnx")
 
@@ -212,11 +211,6 @@ def resolve_engine(engine: str, checkpoint: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with remote_access(args.allow_remote):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from bicorseg.device import resolve_threads
     from bicorseg.inference.batch import predict_files
     from bicorseg.inference.predictor import PredictOptions

@@ -7,7 +7,6 @@ import argparse
 from bicorseg.atomic import ensure_writable
 from bicorseg.cli.common import add_shared_options, one_line_warnings, print_summary, read_class_table
 from bicorseg.gis import DEFAULT_MAX_POLYGONS
-from bicorseg.raster_access import remote_access
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         max_polygons=args.max_polygons,
         overwrite=args.overwrite,
     )
-    with one_line_warnings("vectorize"), remote_access(args.allow_remote):
+    with one_line_warnings("vectorize"):
         summary = vectorize_raster(args.raster, args.output, options)
     if not args.quiet:
         print_summary(summary)
