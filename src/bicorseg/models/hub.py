@@ -45,7 +45,7 @@ from typing import Any, TypeVar, cast
 import torch
 
 from bicorseg.atomic import OutputGroup, sha256_file
-from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE, VERSION
+from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE, VERSION, colour_hex
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line, require_extra
 from bicorseg.models.config import ModelConfig
 from bicorseg.pretrained import quiet_hub
@@ -251,74 +251,51 @@ def _evaluation(report: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str,
 def model_card(meta: Mapping[str, Any], repo_id: str | None = None) -> str:
     """The README.md of a pretrained folder, from its config.json content (``repo_id``: where it is shared)."""
     config, dataset, card = meta["model_config"], meta.get("dataset"), meta.get("card") or {}
-    licence = card.get("licence")
-    front = [
-        "---",
-        f"license: {licence or 'unknown'}",
-        "library_name: bicorseg",
-        "pipeline_tag: image-segmentation",
-        "tags: [bicorseg, semantic-segmentation, remote-sensing]",
-        "---",
-        "",
-    ]
-    name = dataset["name"] if dataset else "model"
+    licence, train, tiling = card.get("licence"), card.get("train_config"), meta.get("tiling")
     lines = [
-        f"# BiCoR-Seg: {name}",
-        "",
+        f"---\nlicense: {licence or 'unknown'}\nlibrary_name: bicorseg\npipeline_tag: image-segmentation",
+        "tags: [bicorseg, semantic-segmentation, remote-sensing]\n---\n",
+        f"# BiCoR-Seg: {dataset['name'] if dataset else 'model'}\n",
         f"A BiCoR-Seg semantic segmentation model ({config['num_classes']} classes, {config['in_channels']} "
         f"band(s); backbone {config['backbone']}, width {config['width']}, {config['layers']} HBIS layers), "
-        f"saved by bicorseg {meta['bicorseg_version']}.",
-        "",
-        "## Classes",
-        "",
+        f"saved by bicorseg {meta['bicorseg_version']}.\n\n## Classes\n",
     ]
     if dataset:
         lines += ["| index | class | colour | in the means |", "|---|---|---|---|"]
-        for i, (label, colour) in enumerate(zip(dataset["class_names"], dataset["palette"])):
-            hex_colour = "#{:02X}{:02X}{:02X}".format(*colour)
-            lines.append(
-                f"| {i} | {label} | `{hex_colour}` | {'yes' if i in dataset['eval_classes'] else 'no'} |"
-            )
-        lines += ["", f"Ignore index {dataset['ignore_index']}; class table: `classes.yaml`.", ""]
-        lines += ["## Bands and statistics", "", "The input is normalised as `(x - mean) / std` per band, in the raw units of the input:", ""]  # fmt: skip
-        lines += ["| band | mean | std |", "|---|---|---|"]
         lines += [
-            f"| {b} | {m:g} | {s:g} |" for b, m, s in zip(dataset["bands"], dataset["mean"], dataset["std"])
+            f"| {i} | {label} | `{colour_hex(colour)}` | {'yes' if i in dataset['eval_classes'] else 'no'} |"
+            for i, (label, colour) in enumerate(zip(dataset["class_names"], dataset["palette"]))
+        ]
+        lines += [
+            f"\nIgnore index {dataset['ignore_index']}; class table: `classes.yaml`.\n\n## Bands and statistics\n",
+            "The input is normalised as `(x - mean) / std` per band, in the raw units of the input:\n",
+            "| band | mean | std |\n|---|---|---|",
+            *(
+                f"| {b} | {m:g} | {s:g} |"
+                for b, m, s in zip(dataset["bands"], dataset["mean"], dataset["std"])
+            ),
         ]
     else:
         lines.append("Not recorded: the classes are numbered, the input normalisation is the caller's.")
-    tiling = meta.get("tiling")
     if tiling:
-        lines += ["", f"Applied by default in tiles of {tiling['tile']} px with overlap {tiling['overlap']} (the size it was trained on)."]  # fmt: skip
-    train = card.get("train_config")
-    lines += ["", "## Training data and recipe", ""]
+        lines.append(f"\nApplied by default in tiles of {tiling['tile']} px with overlap {tiling['overlap']} (the size it was trained on).")  # fmt: skip
+    lines.append("\n## Training data and recipe\n")
     if isinstance(train, Mapping):
         data = train.get("data") or {}
-        lines += [f"Dataset `{data.get('dataset')}`, trained with `bicorseg train`; its configuration:", ""]
-        lines += ["```yaml", to_yaml(train).rstrip("\n"), "```"]
+        lines.append(f"Dataset `{data.get('dataset')}`, trained with `bicorseg train`; its configuration:\n")
+        lines.append(f"```yaml\n{to_yaml(train).rstrip(chr(10))}\n```")
     else:
         lines.append("Not recorded.")
-    lines += ["", "## Evaluation", ""]
-    lines += _evaluation_lines(card.get("evaluation"))
-    lines += ["", "## Licence", "", f"{licence or 'Not stated by the publisher of this model.'}", ""]
     where, cli = (repo_id, f"hf://{repo_id}") if repo_id else ("path/to/this/folder", "path/to/this/folder")
     lines += [
-        "## How to load it",
-        "",
-        'With bicorseg (`pip install "bicorseg[hub]"`):',
-        "",
-        "```python",
-        "from bicorseg import BiCoRSeg",
-        "",
-        f'model = BiCoRSeg.from_pretrained("{where}")  # evaluation mode; input normalised as above',
-        "```",
-        "",
-        "```bash",
-        f"bicorseg predict scene.tif --checkpoint {cli} --output predictions/",
-        "```",
-        "",
+        "\n## Evaluation\n",
+        *_evaluation_lines(card.get("evaluation")),
+        f"\n## Licence\n\n{licence or 'Not stated by the publisher of this model.'}\n\n## How to load it\n",
+        'With bicorseg (`pip install "bicorseg[hub]"`):\n\n```python\nfrom bicorseg import BiCoRSeg\n',
+        f'model = BiCoRSeg.from_pretrained("{where}")  # evaluation mode; input normalised as above\n```\n',
+        f"```bash\nbicorseg predict scene.tif --checkpoint {cli} --output predictions/\n```\n",
     ]
-    return "\n".join(front + lines)
+    return "\n".join(lines)
 
 
 def _evaluation_lines(report: Any) -> list[str]:
@@ -330,25 +307,18 @@ def _evaluation_lines(report: Any) -> list[str]:
 
     lines = [
         f"mIoU {pct(report.get('miou'))} %, mean F1 {pct(report.get('mean_f1'))} %, "
-        f"OA {pct(report.get('oa'))} % ({report.get('pixels')} pixels).",
-        "",
-        "Convention:",
-        "",
-    ]
-    lines += [
-        f"- {key}: {value}"
-        for key, value in (report.get("convention") or {}).items()
-        if value not in (None, "")
+        f"OA {pct(report.get('oa'))} % ({report.get('pixels')} pixels).\n\nConvention:\n",
+        *(f"- {k}: {v}" for k, v in (report.get("convention") or {}).items() if v not in (None, "")),
     ]
     per_class = report.get("per_class")
     if isinstance(per_class, Mapping):
-        lines += ["", "| class | IoU % | F1 % | in the means |", "|---|---|---|---|"]
-        for label, scores in per_class.items():
-            if isinstance(scores, Mapping):
-                lines.append(
-                    f"| {label} | {pct(scores.get('iou'))} | {pct(scores.get('f1'))} | "
-                    f"{'yes' if scores.get('in_means') else 'no'} |"
-                )
+        lines += ["\n| class | IoU % | F1 % | in the means |", "|---|---|---|---|"]
+        lines += [
+            f"| {label} | {pct(scores.get('iou'))} | {pct(scores.get('f1'))} | "
+            f"{'yes' if scores.get('in_means') else 'no'} |"
+            for label, scores in per_class.items()
+            if isinstance(scores, Mapping)
+        ]
     return lines
 
 
