@@ -55,23 +55,16 @@ def run(args: argparse.Namespace) -> int:
     if count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}")
 
-    from bicorseg.data.geo import GeoSource, GeoSplit
     from bicorseg.data.geo.chips import write_chips
     from bicorseg.training.config import dataset_spec
 
-    source = GeoSource(**data.geo_options(), spec=dataset_spec(data))
+    split = data.geo_split(dataset_spec(data), data.crop_size)
     try:
-        split = GeoSplit(
-            source, data.crop_size, data.crop_size, validate=data.val_split is not None, val_area=data.val_area,
-            val_block=data.val_block, val_fraction=0.2 if data.val_fraction is None else data.val_fraction,
-            val_seed=data.val_seed, val_buffer=data.val_buffer, strict=data.strict,
-        )  # fmt: skip
         print("\n".join(split.summary()), file=sys.stderr)
-
         seed = config.trainer.seed if args.seed is None else args.seed
         result = write_chips(split, output, count, seed=seed, progress=counter("writing chips"))
     finally:
-        source.close()
+        split.source.close()
     print(
         f"wrote {result.train} training and {result.val} validation chips of {data.crop_size} px to {output}"
     )

@@ -254,6 +254,22 @@ class DataConfig:
             "stac_bands": self.stac_bands,
         }
 
+    def geo_split(self, spec: DatasetSpec, window: int) -> Any:
+        """The :class:`bicorseg.data.geo.GeoSplit` of a geo dataset (training windows of ``window``
+        pixels, validation windows of ``crop_size``); its ``source`` is closed by the caller."""
+        from bicorseg.data.geo import GeoSource, GeoSplit
+
+        source = GeoSource(**self.geo_options(), spec=spec)
+        try:
+            return GeoSplit(
+                source, window, self.crop_size, validate=self.val_split is not None, val_area=self.val_area,
+                val_block=self.val_block, val_fraction=0.2 if self.val_fraction is None else self.val_fraction,
+                val_seed=self.val_seed, val_buffer=self.val_buffer, strict=self.strict,
+            )  # fmt: skip
+        except BaseException:
+            source.close()
+            raise
+
     @property
     def holds_out(self) -> bool:
         """Validation takes samples out of a training split (``val_fraction`` or ``val_samples``)."""

@@ -205,22 +205,12 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _setup_geo(self) -> None:
         """Chips from rasters and labels: the source, the spatial split, the training and validation sets."""
-        from bicorseg.data.geo import GeoSource, GeoSplit, GeoTrainingChips, GeoWindows, training_window
+        from bicorseg.data.geo import GeoTrainingChips, GeoWindows, training_window
 
         cfg = self.config
         transform = training_transform(cfg, self.seed)
-        source = GeoSource(**cfg.geo_options(), spec=self.spec)
-        try:
-            split = GeoSplit(
-                source, training_window(cfg.crop_size, transform.config.scales), cfg.crop_size,
-                validate=cfg.val_split is not None, val_area=cfg.val_area, val_block=cfg.val_block,
-                val_fraction=0.2 if cfg.val_fraction is None else cfg.val_fraction, val_seed=cfg.val_seed,
-                val_buffer=cfg.val_buffer, strict=cfg.strict,
-            )  # fmt: skip
-        except BaseException:
-            source.close()
-            raise
-        self.geo_source = source
+        split = cfg.geo_split(self.spec, training_window(cfg.crop_size, transform.config.scales))
+        self.geo_source = source = split.source
         self.summary = split.summary()
         self.train_set = GeoTrainingChips(
             source, split.training, cfg.chips_per_epoch, transform, seed=self.seed

@@ -235,44 +235,25 @@ def count_zones(
             inside_area = shapely.union_all(area.polygons)
             shapely.prepare(inside_area)
             grown = AreaOfInterest(shapely.get_parts(excluded), raster.transform)
-            step = CELL * CENSUS_CELLS
+            windows, across = census_windows(raster), math.ceil(raster.width / (CELL * CENSUS_CELLS))
             rows, cols = np.divmod(census.cells, grid[1])
-            window_of = (rows // CENSUS_CELLS) * 10**9 + cols // CENSUS_CELLS
+            window_of = (rows // CENSUS_CELLS) * across + cols // CENSUS_CELLS
             for key in np.unique(window_of):
                 chosen = np.flatnonzero(window_of == key)
-                wr, wc = divmod(int(key), 10**9)
-                window = Window(
-                    wc * step,
-                    wr * step,
-                    min(step, raster.width - wc * step),
-                    min(step, raster.height - wr * step),
-                )
-                box = pixel_polygon(
-                    raster,
-                    window.row_off,
-                    window.col_off,
-                    window.row_off + window.height,
-                    window.col_off + window.width,
-                )
-                if not shapely.intersects(excluded, box):
+                window = windows[key]
+                r, c, h, w = (int(v) for v in (window.row_off, window.col_off, window.height, window.width))
+                if not shapely.intersects(excluded, pixel_polygon(raster, r, c, r + h, c + w)):
                     continue
-                centres = pixel_polygon(
-                    raster,
-                    window.row_off + 0.5,
-                    window.col_off + 0.5,
-                    window.row_off + window.height - 0.5,
-                    window.col_off + window.width - 0.5,
-                )
-                if shapely.contains(inside_area, centres):
+                if shapely.contains(
+                    inside_area, pixel_polygon(raster, r + 0.5, c + 0.5, r + h - 0.5, c + w - 0.5)
+                ):
                     zone_of[chosen] = 1
                     continue
                 # straddles a boundary: count the window's pixels zone by zone
                 zone_of[chosen] = -1
                 labels, _ = labeller(index, window, False)
                 labelled = labels < classes
-                box_args = (int(window.row_off), int(window.col_off), int(window.height), int(window.width))
-                in_val = area.mask(*box_args)
-                in_grown = grown.mask(*box_args)
+                in_val, in_grown = area.mask(r, c, h, w), grown.mask(r, c, h, w)
                 for zone, where in enumerate((~in_grown, in_val, in_grown & ~in_val)):
                     ids, table = _cell_counts(labels, window, grid, classes, labelled & where)
                     counts[zone] += table.sum(0).astype(np.int64)
