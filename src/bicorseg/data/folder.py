@@ -38,11 +38,11 @@ import numpy as np
 
 from bicorseg import typedconfig
 from bicorseg.data.base import JointTransform, SegmentationDataset
-from bicorseg.data.io import band_statistics, image_files, read_image, read_mask
+from bicorseg.data.io import default_normalisation, image_files, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
 from bicorseg.defaults import IMAGE_SUFFIXES, colour_hex, default_palette
 from bicorseg.errors import ConfigError, InputError
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, DatasetSpec, check_class_names
+from bicorseg.spec import DatasetSpec, check_class_names
 from bicorseg.yaml_files import read_yaml_mapping
 
 _MASK_SUFFIX_ORDER = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -355,10 +355,8 @@ class FolderDataset(SegmentationDataset):
         if table.bands is not None:
             return table.spec(table.bands, table.mean or (), table.std or ())
         first = read_image(self.pairs[0][0])
-        if first.shape[0] == 3 and first.dtype == np.uint8:
-            return table.spec(("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT)
-        mean, std = band_statistics(_sampled_pixels([p for p, _ in self.pairs]), str(self.root))
-        return table.spec(tuple(f"band{i + 1}" for i in range(len(mean))), mean, std)
+        samples = _sampled_pixels([p for p, _ in self.pairs])
+        return table.spec(*default_normalisation(first.shape[0], first.dtype, samples, str(self.root)))
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -42,6 +42,7 @@ from bicorseg.data.labels import Palette, class_map_picture, gdal_colour_map
 from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
+from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
 # Files read as images: by predict and heatmaps in a folder, by the folder dataset (Pillow for PNG and
 # JPEG, GDAL for the others).
@@ -320,3 +321,13 @@ def band_statistics(samples: Iterable[np.ndarray], what: str) -> tuple[tuple[flo
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
+
+
+def default_normalisation(
+    bands: int, dtype: Any, samples: Iterable[np.ndarray], what: str
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]:
+    """Band names and statistics of images that record none: ImageNet's for 8-bit RGB (``red, green,
+    blue``), else ``band1 ... bandN`` and the :func:`band_statistics` of ``samples`` (read only then)."""
+    if bands == 3 and np.dtype(dtype) == np.uint8:
+        return ("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+    return (tuple(f"band{i + 1}" for i in range(bands)), *band_statistics(samples, what))

@@ -29,9 +29,8 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
-from bicorseg.data.io import band_statistics, check_name, openable
+from bicorseg.data.io import check_name, default_normalisation, openable
 from bicorseg.errors import InputError, first_line
-from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
 # what a folder or a glob pattern contributes: georeferenced raster formats (a file named directly
 # may be anything GDAL reads)
@@ -215,26 +214,14 @@ def inspect_rasters(paths: Sequence[Path | raster_access.VsiPath]) -> list[GeoRa
     return rasters
 
 
-def band_names(rasters: Sequence[GeoRaster]) -> tuple[str, ...]:
-    """The band names recorded in the spec: the first raster's descriptions, ``red, green, blue`` for
-    8-bit three-band rasters without them, else ``band1 ... bandN``."""
-    first = rasters[0]
-    if first.band_names:
-        return first.band_names
-    if first.count == 3 and first.dtype == "uint8":
-        return ("red", "green", "blue")
-    return tuple(f"band{i + 1}" for i in range(first.count))
-
-
-def raster_statistics(
+def normalisation(
     rasters: Sequence[GeoRaster], windows: int = 64, size: int = 256, seed: int = 0
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-band mean and std (input units): ImageNet's for 8-bit RGB, else from the valid pixels of
-    ``windows`` seeded random windows of ``size`` pixels spread over the rasters (at least one per
-    raster), so the cost does not grow with the rasters."""
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]:
+    """The band names (the first raster's descriptions, else :func:`~bicorseg.data.io.default_normalisation`'s)
+    and per-band mean and std (input units) recorded in the spec; statistics that are not ImageNet's
+    come from the valid pixels of ``windows`` seeded random windows of ``size`` pixels spread over the
+    rasters (at least one per raster), so the cost does not grow with the rasters."""
     first = rasters[0]
-    if first.count == 3 and first.dtype == "uint8":
-        return IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
     rng = np.random.default_rng(seed)
 
     def valid_pixels() -> Iterator[np.ndarray]:
@@ -246,4 +233,6 @@ def raster_statistics(
                 data, valid = raster.read(Window(col, row, width, height))
                 yield data[:, valid]
 
-    return band_statistics(valid_pixels(), f"{first.name} ({windows} windows spread over the rasters)")
+    what = f"{first.name} ({windows} windows spread over the rasters)"
+    names, mean, std = default_normalisation(first.count, first.dtype, valid_pixels(), what)
+    return first.band_names or names, mean, std

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from bicorseg import raster_access
 from bicorseg.data.folder import ClassTable
 from bicorseg.data.geo.classes import GeoClasses
-from bicorseg.data.geo.rasters import GeoRaster, band_names, find_rasters, inspect_rasters, raster_statistics
+from bicorseg.data.geo.rasters import GeoRaster, find_rasters, inspect_rasters, normalisation
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.raster_access import input_path
 from bicorseg.spec import DatasetSpec
@@ -219,8 +219,8 @@ class GeoSource:
                     key="data.class_table",
                 )
             return self.classes.spec(name, table.bands, table.mean or (), table.std or ())
-        mean, std = raster_statistics(self.rasters)
-        return self.classes.spec(name, self.stac_bands or band_names(self.rasters), mean, std)
+        bands, mean, std = normalisation(self.rasters)
+        return self.classes.spec(name, self.stac_bands or bands, mean, std)
 
     @property
     def ignore_index(self) -> int:
