@@ -1,25 +1,15 @@
 """ImageNet weights of the backbones: where each is published, where it is cached, and how it gets there.
 
 ``pretrained: imagenet`` reads the backbone's weights from the cache of the library that publishes
-them, downloading them there once when they are missing and the machine has network access:
-
-* torchvision's ConvNeXts (``convnext_tiny``, ``convnext_small``, ``convnext_base``): the file
-  torchvision publishes (``convnext_tiny-983f1562.pth``), in torch hub's cache
-  ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch``), where torchvision looks too. The
-  8 hex digits in its name are the start of its sha256, checked on download and on import.
-* timm's (``convnext_atto``, ``convnext_femto``, ``convnext_pico``, and ``timm:<model>`` for any
-  timm model whose weights are on the Hugging Face Hub, e.g. ``timm:convnext_nano``): the
-  ``model.safetensors`` of the repository ``timm/<model>.<tag>`` (timm's default tag), in the
-  Hugging Face cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``), where timm looks
-  too. A download is checked against the sha256 the Hub publishes for the file. A file imported
-  by hand goes to torch hub's checkpoints folder as ``<model>.<tag>.safetensors``: the Hugging
-  Face cache is keyed by the repository's commit, which a hand-carried file does not bring.
-
-For machines without network access: :func:`download` on a machine with it, carry the file over,
-:func:`import_weights` there (the ``bicorseg weights`` command). Every file is read without
-unpickling objects (``weights_only`` for torch files, safetensors for timm's), its size bounded by
-the model's, every weight finite, and its keys and shapes those of the backbone (the classifier
-head may be absent).
+them (torchvision's ConvNeXts: torch hub's ``$TORCH_HOME/hub/checkpoints/``; timm's, short names and
+``timm:<model>``: the ``model.safetensors`` of ``timm/<model>.<tag>`` in the Hugging Face cache),
+downloading them there once when they are missing and the machine has network access; docs/install.md
+("Machines without network access") has the table and the offline procedure (:func:`download`,
+:func:`import_weights`: the ``bicorseg weights`` command). A download is checked against the
+published sha256 (torchvision's: the 8 hex digits of its file name; timm's: the Hub's). Every file
+is read without unpickling objects (``weights_only`` for torch files, safetensors for timm's), its
+size bounded by the model's, every weight finite, and its keys and shapes those of the backbone
+(the classifier head may be absent).
 """
 
 from __future__ import annotations

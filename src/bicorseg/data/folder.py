@@ -6,23 +6,11 @@ Dubai samples, ``root/Tile 1/images/image_part_001.jpg`` + ``root/Tile 1/masks/i
 An image and its mask share their path below these folders and their stem (plus ``mask_suffix``),
 not necessarily their extension. Images: PNG, JPEG or GeoTIFF, any band count, 8 or 16 bit.
 
-Masks are either index images (values ``0..N-1`` and the ignore index: give ``spec=``) or colour
-images decoded by a class table (YAML); a spec made from a class table records its values or
-colours (``spec.label_encoding``), so a spec alone decodes the same masks again::
-
-    name: dubai                     # optional
-    classes:                        # in class-index order
-      - {name: building, colour: "#3C1098"}      # or colour: [60, 16, 152]
-      - {name: land, colour: "#8429F6"}
-    ignore_colours: ["#000000"]      # colours that mean "no label"
-    ignore_index: 6                  # optional; default: the number of classes
-    eval_classes: [building, land]   # optional (names or indices); default: all
-    bands: [red, green, blue]        # optional, with mean and std in input units;
-    mean: [123.675, 116.28, 103.53]  # default: ImageNet for 8-bit RGB, otherwise computed
-    std: [58.395, 57.12, 57.375]     # from the images and recorded in the spec
-
-A class table for index masks lists ``value:`` instead of ``colour:`` (and ``ignore_values:``), for
-masks whose raw values are not the class indices.
+Masks are either index images (values ``0..N-1`` and the ignore index: give ``spec=``) or images
+decoded by a class table (:class:`ClassTableFile`; its YAML form is shown in docs/training.md, "Your
+own data"): by colour (``colour:`` per class, ``ignore_colours``) or by raw value (``value:`` per
+class, ``ignore_values``). A spec made from a class table records its values or colours
+(``spec.label_encoding``), so a spec alone decodes the same masks again.
 """
 
 from __future__ import annotations

@@ -4,26 +4,14 @@ Every saved model (a checkpoint of :mod:`bicorseg.checkpoint`, a pretrained fold
 same metadata (:func:`metadata`): format and version, model configuration, dataset facts and the
 default :class:`Tiling`. Format version 1 is the first: every key it writes is required when read.
 
-A pretrained folder (:func:`save_pretrained`), shared as timm and segmentation_models_pytorch share
-theirs, holds::
-
-    config.json        the metadata and the model card's facts ("card": licence, training
-                       configuration, evaluation report)
-    model.safetensors  the weights (safetensors: tensors only, nothing that runs)
-    classes.yaml       the class table, in the format training reads (models with dataset facts)
-    README.md          the model card: classes and colours, bands and statistics, training data and
-                       recipe, evaluation scores with their convention, licence, how to load it
-
-:func:`read_pretrained` reads such a folder, or a Hugging Face Hub repository (``hf://org/name``,
-or ``org/name`` in Python; optional extra ``hub``, huggingface_hub's cache and ``HF_HUB_OFFLINE``
-respected); :func:`bicorseg.checkpoint.load_checkpoint` reads them through it, so every command that
-takes ``--checkpoint`` takes these too. It is as careful as the checkpoint reader: config.json and
-classes.yaml are bounded (1 MiB) and parsed as plain data; the weights' names, shapes and dtypes are
-checked against the configuration from the safetensors header before a tensor is read (a
-configuration is not built before its layer count and width agree with the header); a Hub file is
-refused from its published size before it is downloaded; non-finite weights and a class table that
-disagrees with the configuration are refused. Anything wrong is one :class:`CheckpointError`
-naming the file. :func:`push_to_hub` uploads a folder (or a model, saved first) with huggingface_hub.
+A pretrained folder (:func:`save_pretrained`: ``config.json`` with the card's facts under ``"card"``,
+``model.safetensors``, ``classes.yaml``, the ``README.md`` model card) and a Hub repository
+(``hf://org/name``, or ``org/name`` in Python; extra ``hub``) are read by :func:`read_pretrained`,
+and so by :func:`bicorseg.checkpoint.load_checkpoint` and every ``--checkpoint``, with the checks
+docs/checkpoints.md lists (bounded plain-data files, the weights' header checked against the
+configuration before a tensor is read or a network built, a Hub file's published size before it is
+downloaded); anything wrong is one :class:`CheckpointError` naming the file. :func:`push_to_hub`
+uploads a folder (or a model, saved first) with huggingface_hub.
 
 :class:`HubMixin` gives the network ``from_pretrained``, ``save_pretrained`` and ``push_to_hub``.
 This module knows no network class: the functions that build one (on the meta device, to know the
