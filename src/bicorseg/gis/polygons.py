@@ -1,46 +1,19 @@
 """Class raster -> polygons per class, window by window: a coverage (shared edges shared), seams dissolved.
 
-:func:`vectorize_raster` reads the raster in windows (2048 px by default) in row-major order, each
-with a margin (:mod:`bicorseg.gis.regions`). Per window:
-
-1. small regions are merged into their neighbours when ``min_area`` is given (square metres,
-   converted to pixels with the area of the pixel at the raster's centre; see
-   :func:`~bicorseg.gis.regions.merge_small_regions`): this is the denoising step, it keeps the
-   coverage whole (a dropped polygon would leave a hole);
-2. the window's regions are counted, and a window with more than ``max_polygons`` of them is
-   refused with one line (a map that speckled is noise; memory per window stays bounded);
-3. every region is polygonised (``rasterio.features.shapes``, 4-connected, in pixel coordinates:
-   exact integer geometry), nodata and classes not chosen too, and a vertex is added wherever
-   three regions meet, so that neighbouring polygons share their edges vertex for vertex;
-4. the window's polygons are simplified together as a coverage (``shapely.coverage_simplify``,
-   Visvalingam-Whyatt as GEOS implements it, tolerance ``simplify`` in the raster's CRS units,
-   default 1.5 pixels, 0 disables it): an edge shared by two polygons is simplified once, for
-   both, so the union has neither gaps nor overlaps; the window's border is held fixed, so that
-   pieces meet exactly across seams. A polygon whose area would change by more than 2 % (small
-   or thin ones) is taken out of the simplification and keeps its pixel outline, and its edges
-   stay fixed for its neighbours; the window is simplified again until no polygon changes that
-   much (after 4 rounds the window keeps its pixel outlines). So every polygon's area, and each
-   class's total, stays within 2 % of its pixels' area.
-
-A polygon that does not reach a window edge shared with another window is final and written at
-once. One that does is kept pending: the class pixels on both sides of each seam tell which
-pending pieces belong together (same class, side by side across the seam), pieces are grouped with
-a union-find, and a group is dissolved (``shapely.union_all``) and written as soon as none of its
-pieces waits for a window not yet read. Memory holds one window, one raster row of seam labels and
-the pending groups, never the whole map. Without simplification the polygons are the same whatever
-the windows (a vertex may remain where an edge crosses a seam); with it, only near seams may they
-differ, where the seam's crossing point was held fixed.
-
-Each polygon is then normalised (a canonical ring start), moved to the raster's CRS (its
-transform), reprojected to ``to_crs`` if given (for GeoJSON, WGS 84 longitude/latitude by default:
-RFC 7946), repaired with ``shapely.make_valid`` if it is not valid (parts that are not polygons
-dropped, a multi-part result written as one feature per part), and measured in metres
-(:class:`bicorseg.gis.crs.Measure`: planar for projected CRSs that keep areas, on the ellipsoid
-otherwise).
-
-Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (holes included); the geometry
-is a polygon (exterior counter-clockwise) in the raster's CRS or ``to_crs``. Nodata pixels and
-classes not chosen belong to no polygon.
+What the output is and promises (a coverage, simplification within 2 % of each polygon's area,
+seams, ``min_area``, ``max_polygons``, formats, metres) is in ``docs/gis.md`` (Polygons). How
+:func:`vectorize_raster` does it, per window read with a margin (:mod:`bicorseg.gis.regions`): small
+regions merged, regions counted against the budget, every region polygonised
+(``rasterio.features.shapes``, 4-connected, exact integer pixel coordinates) with a vertex wherever
+three regions meet, then the window simplified as one coverage (``shapely.coverage_simplify``,
+border fixed); a polygon whose area would change by more than :data:`SIMPLIFY_AREA_CHANGE` is taken
+out and the window simplified again (after :data:`SIMPLIFY_ROUNDS` rounds it keeps its pixel
+outlines). A polygon that reaches a seam waits: the class pixels on both sides of each seam tell
+which pending pieces belong together (union-find), and a group is dissolved and written once none of
+its pieces waits for an unread window. Memory holds one window, one raster row of seam labels and
+the pending groups. Each polygon is then normalised (a canonical ring start), georeferenced,
+reprojected to ``to_crs``, repaired with ``shapely.make_valid`` if need be (one feature per
+polygonal part) and measured (:class:`bicorseg.gis.crs.Measure`).
 """
 
 from __future__ import annotations
@@ -97,7 +70,7 @@ SCHEMA = pa.schema(
 
 @dataclass
 class VectorizeOptions:
-    """Options of :func:`vectorize_raster` (see the module docstring)."""
+    """Options of :func:`vectorize_raster` (see ``docs/gis.md``, Polygons)."""
 
     simplify: float | None = None  # tolerance in the raster's CRS units; None = 1.5 pixels; 0 = none
     min_area: float = 0.0  # square metres: smaller regions are merged into their neighbours; 0 = none

@@ -1,40 +1,20 @@
 """STAC items in and out: a checkpoint's bands picked from an item's assets, and a STAC Item per output.
 
-Optional extra ``cloud`` (``pystac``).
+Optional extra ``cloud`` (``pystac``). The rules, as users see them, are in ``docs/prediction.md``
+(STAC items).
 
-**In** (:func:`stac_input`): a STAC Item (a local file or an ``http(s)://`` URL, at most
-:data:`MAX_ITEM_BYTES`) is read, and the assets holding the checkpoint's bands (the names in
-its dataset facts, e.g. ``red, green, blue`` or ``nir, red, green``) are stacked, in the model's
-band order, into a VRT that ``predict`` reads like any raster. The rule:
+**In** (:func:`stac_input`): an item (a local file or an ``http(s)://`` URL, at most
+:data:`MAX_ITEM_BYTES`) is read, its assets are chosen for the checkpoint's band names
+(:func:`select_bands`: nothing is chosen silently; ``assets=``, ``--stac-assets``, restricts the
+candidates) and stacked into a VRT (:func:`build_vrt`). An item given as a URL is the user's
+request for remote access for this item alone: the VRT is handed on as a granted
+:class:`~bicorseg.raster_access.VsiPath` (``StacInput.input``), and a remote item may not make
+bicorseg read local files. Every asset stacked is an input of the run (``StacInput.files``): no
+output may replace one.
 
-1. Only data assets are considered: roles other than ``thumbnail``, ``overview``, ``metadata``
-   (or none), and a raster media type (GeoTIFF/COG, JPEG 2000) or none.
-2. A band of an asset answers a band name when its ``common_name`` (``eo:bands``, STAC 1.0) or
-   ``eo:common_name`` (``bands``, STAC 1.1) or its ``name`` equals the name (case ignored). An
-   asset without a band list is one band, answering its key or one of its roles.
-3. If one asset holds every band, it is used (e.g. a ``visual`` RGB asset); if several do, or a
-   band has several assets, the choice is refused in one line naming the candidates, and
-   ``assets=`` (``--stac-assets KEY ...``) restricts the candidates to the assets named. Nothing
-   is chosen silently.
-4. A checkpoint without band names takes the bands of the ``assets`` named, in order.
-
-The selected assets must share their CRS, bounds and data type; the VRT takes the finest pixel
-grid among them (a coarser band is resampled by nearest neighbour, as ``gdalbuildvrt`` does) and
-each band keeps its asset's nodata value. Relative asset hrefs are resolved against the item's
-location; URLs are read through GDAL's network file systems (:mod:`bicorseg.raster_access`). An
-item given as a URL is the user's request for remote access, so its remote assets are read (and
-local ones refused: a remote item may not make bicorseg read local files), and that request is
-for this item alone: the VRT is handed on as a granted :class:`~bicorseg.raster_access.VsiPath`
-(``StacInput.input``), and the other inputs of the run stay offline. A local item with remote
-assets needs ``allow_remote`` (``--allow-remote``), as a local VRT does. Every asset stacked is an
-input of the run (``StacInput.files``): no output may replace one.
-
-**Out** (:func:`write_output_item`): ``<stem>_item.json`` beside a class raster: a STAC Item
-whose geometry and bbox are the raster's footprint in EPSG:4326 (each edge densified), with the
-projection extension (code or WKT2, shape, transform, native bbox), the class raster as the
-``classes`` asset with ``classification:classes`` (value, name, description, colour; 255 is
-nodata), the other outputs as assets, and a ``derived_from`` link to the source item. Its
-``datetime`` is the source item's acquisition time, else the time of the prediction.
+**Out** (:func:`write_output_item`): ``<stem>_item.json`` beside a class raster, its footprint in
+EPSG:4326 (:data:`EDGE_POINTS` points per edge), the projection and classification extensions,
+the outputs as assets and a ``derived_from`` link to the source item.
 """
 
 from __future__ import annotations
@@ -163,7 +143,7 @@ def _answers(asset_key: str, asset: Any, name: str) -> list[int]:
 def select_bands(
     item: Any, bands: Sequence[str] | None, channels: int, assets: Sequence[str] | None = None
 ) -> list[BandSource]:
-    """The asset band for each of the checkpoint's ``bands`` by the rule of the module docstring."""
+    """The asset band for each of the checkpoint's ``bands`` by the rule of ``docs/prediction.md`` (STAC items)."""
     where = item.get_self_href() or item.id
     chosen = {key: a for key, a in item.assets.items() if _is_data_asset(a)}
     if assets:

@@ -1,24 +1,14 @@
 """Units of work across every input of a run: the plan, the parts and the mosaic.
 
 A run is planned as units: the blocks of each input's global grid (:class:`.engine.Block`), in
-input order, then row-major. A unit's bytes depend only on the unit (:mod:`.engine`), so any
-partition of the units (shards, worker processes, Ray actors) gives the same outputs as one process
-running them in sequence (``docs/prediction.md``, Scaling out). Partitioned runs keep their units
-as *parts* in ``OUT/bicorseg_parts/``:
-
-* ``plan.json``: the run's identity (:class:`RunPlan`) and the output tags, created once,
-  atomically, by whichever process comes first; a later process with another identity is refused in
-  one line before any work, so parts of two runs are never mixed.
-* ``<i>/<unit>_<kind>.tif``: the encoded outputs of one unit of input ``i``, tagged with the plan's
-  id, written atomically; a rerun keeps a unit only when each of its parts opens, belongs to the
-  plan, has the unit's size, bands and type, and reads to its last block.
-* ``run.lock``: held (``flock``) by every process of a run that writes here: shards share it, a run
-  that assembles and removes parts holds it alone; a second such run is refused in one line.
-
-:func:`mosaic` assembles the inputs whose units are all there (same bytes as one process), removes
-their parts, and names the missing units of the others and the shards that owe them. Paths are made
-from the plan's names only after checking they are plain file names (a plan is a file anyone could
-have edited), and only files this module names are ever removed.
+input order, then row-major; a unit's bytes depend only on the unit (:mod:`.engine`), so any
+partition of the units gives the same outputs. What partitioned runs keep in ``OUT/bicorseg_parts/``
+(``plan.json``, ``<i>/<unit>_<kind>.tif``, ``run.lock``), when a part is kept, and what
+:func:`mosaic` assembles, removes and refuses is in ``docs/prediction.md`` (Scaling out). Here:
+:class:`RunPlan` (the run's identity, created once, atomically, by whichever process comes first),
+:class:`PartStore` (the parts folder: paths made from constants and numbers only, files removed by
+the names this module gives them) and :func:`mosaic`. A plan is read as a file anyone could have
+edited: names are checked to be plain file names before a path is made of them.
 """
 
 from __future__ import annotations
