@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +65,9 @@ def _write_maps(tmp_path: Path, arrays: dict, layout: MapLayout) -> dict[str, Pa
     targets = layout.targets(tmp_path, "m", picture=False)
     geo = Georeference("EPSG:32633", (0.5, 0.0, 500_000.0, 0.0, -0.5, 5_000_000.0), None, (256, 256))
     tags = {kind: {"bicorseg_settings": "test"} for kind in targets}
-    with ExitStack() as stack:
-        maps = MapWriter(targets, layout, geo, (height, width), tags, stack)
-        maps.write(0, 0, arrays)
-        maps.commit()
+    maps = MapWriter(targets, layout, geo, (height, width), tags)
+    maps.write(0, 0, arrays)
+    maps.commit()
     return targets
 
 
@@ -148,10 +146,9 @@ def test_class_names_reach_gdal_readers_and_the_cog_stays_valid(tmp_path: Path) 
     layout = MapLayout(names, tuple(tuple(c) for c in PALETTE[:4]))
     geo = Georeference("EPSG:32633", (0.5, 0.0, 500000.0, 0.0, -0.5, 5000000.0))
     target = tmp_path / "m.tif"
-    with ExitStack() as stack:
-        writer = MapWriter({"class": target}, layout, geo, (40, 50), {"class": {}}, stack)
-        writer.write(0, 0, {"class": np.arange(2000, dtype=np.uint8).reshape(40, 50) % 4})
-        writer.commit()
+    writer = MapWriter({"class": target}, layout, geo, (40, 50), {"class": {}})
+    writer.write(0, 0, {"class": np.arange(2000, dtype=np.uint8).reshape(40, 50) % 4})
+    writer.commit()
     written = write_style(target, layout)
     assert [p.name for p in written] == ["m.qml", "m.tif.aux.xml"]
     valid, errors, _ = cogeo.cog_validate(str(target), quiet=True)

@@ -148,7 +148,7 @@ def export_heatmaps(
         step = max(1, math.ceil(max(out_h, out_w) / FIGURE_SIZE))  # subsampling for the figure
         thumb_pred = np.full((output_size(out_h, step), output_size(out_w, step)), NODATA, np.uint8)
         thumb_heat = np.full((n, *thumb_pred.shape), np.nan, np.float32)
-        outputs = RasterOutputs(targets, stack)
+        outputs = RasterOutputs(targets)
         temp = outputs.group.temp  # the temporary file of an output, renamed at commit
         planes: np.ndarray | None = None
         datasets = {}
@@ -158,15 +158,18 @@ def export_heatmaps(
             precision = precision_of(model)
             geo = plan.geo.scaled(SCALE)  # heatmap pixels, GCPs included
             profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
+            tags = (
+                {"bicorseg_rescale": describe_rescale(plan.rescale)}
+                if check_rescale(rescale) != "none"
+                else {}
+            )
+            if precision is not None:
+                tags["bicorseg_precision"] = precision
             for li in range(1, num_layers + 1):
                 dst = outputs.open_geotiff(f"{li}", profile)
                 for c, name in enumerate(info.class_names, start=1):
                     dst.set_band_description(c, name)
-                dst.update_tags(bicorseg_layer=str(li), bicorseg_checkpoint=info.source)
-                if check_rescale(rescale) != "none":
-                    dst.update_tags(bicorseg_rescale=describe_rescale(plan.rescale))
-                if precision is not None:
-                    dst.update_tags(bicorseg_precision=precision)
+                dst.update_tags(bicorseg_layer=str(li), bicorseg_checkpoint=info.source, **tags)
                 datasets[li] = dst
 
         def write(y0: int, x0: int, values: np.ndarray, valid: np.ndarray) -> None:

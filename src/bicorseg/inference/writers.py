@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,8 @@ class RasterOutputs:
     staging file and converted to a Cloud-Optimized GeoTIFF at commit.
     """
 
-    def __init__(self, targets: Mapping[str, Path], stack: ExitStack) -> None:
-        self.targets, self.stack = dict(targets), stack
+    def __init__(self, targets: Mapping[str, Path]) -> None:
+        self.targets = dict(targets)
         self.group = OutputGroup(self.targets, last="class" if "class" in self.targets else None)
         self.datasets: dict[str, Any] = {}
         self.cogs: dict[str, tuple[Path, str, int]] = {}  # kind -> (staging file, resampling, block)
@@ -286,7 +287,6 @@ class MapWriter:
     geo: Georeference | None
     shape: tuple[int, int]
     tags: dict[str, dict[str, str]]
-    stack: ExitStack
     origin: tuple[int, int] | None = None
     outputs: RasterOutputs = field(init=False)
     datasets: dict[str, Any] = field(init=False, default_factory=dict)
@@ -295,7 +295,7 @@ class MapWriter:
     def __post_init__(self) -> None:
         layout, (height, width) = self.layout, self.shape
         self.picture = self.targets["class"].suffix == ".png"
-        self.outputs = RasterOutputs(self.targets, self.stack)
+        self.outputs = RasterOutputs(self.targets)
         if self.picture:
             self.class_map = np.full((height, width), NODATA, np.uint8)
         for kind in self.targets:
@@ -314,15 +314,15 @@ class MapWriter:
                 dst = self.outputs.open_geotiff(kind, {**profile, "zlevel": 1})
             if kind == "class":
                 dst.write_colormap(1, gdal_colour_map(layout.palette))
-                dst.set_band_description(1, "class")
-            elif kind == "probabilities":
-                for i, name in enumerate(layout.class_names, start=1):
-                    dst.set_band_description(i, name)
-                if dtype == "uint8":
-                    dst.scales = [1.0 / PROB_SCALE] * layout.num_classes
-            elif kind == "confidence":
-                for i, name in enumerate(layout.confidence_bands, start=1):
-                    dst.set_band_description(i, name)
+            if kind == "probabilities" and dtype == "uint8":
+                dst.scales = [1.0 / PROB_SCALE] * layout.num_classes
+            names = {
+                "class": ("class",),
+                "probabilities": layout.class_names,
+                "confidence": layout.confidence_bands,
+            }
+            for i, name in enumerate(names.get(kind, ()), start=1):
+                dst.set_band_description(i, name)
             dst.update_tags(**self.tags[kind])
             self.datasets[kind] = dst
 
@@ -381,11 +381,9 @@ def writing_maps(
     """The sink :meth:`MapWriter.write` of one input's maps (or, with ``origin``, of a unit's parts);
     they appear together (maps with their style) when the block ends without error, else nothing of
     them does."""
-    with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-        stack.enter_context(warnings.catch_warnings())
+    with rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # pictures' and parts' have none
-        maps = MapWriter(targets, layout, geo, shape, tags, stack, origin)
+        maps = MapWriter(targets, layout, geo, shape, tags, origin)
         try:
             yield maps.write
             maps.commit()
@@ -414,16 +412,13 @@ def write_style(class_target: Path, layout: MapLayout) -> list[Path]:
     from bicorseg.gis.categories import write_categories
     from bicorseg.gis.qml import write_qml
 
-    qml, pam = style_paths(class_target)
-    try:
-        write_qml(class_target, layout.class_names, layout.palette, NODATA)
-    except OSError as error:
-        raise write_error(qml, error) from error
-    try:
-        write_categories(class_target, layout.class_names, layout.palette)
-    except OSError as error:
-        raise write_error(pam, error) from error
-    return [qml, pam]
+    paths = style_paths(class_target)
+    for path, write in zip(paths, (partial(write_qml, nodata=NODATA), write_categories)):
+        try:
+            write(class_target, layout.class_names, layout.palette)
+        except OSError as error:
+            raise write_error(path, error) from error
+    return paths
 
 
 def output_tags(
