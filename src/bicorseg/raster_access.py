@@ -221,23 +221,27 @@ class VsiPath:
         raise FileNotFoundError(f"{self.given} is not a local file")
 
 
-def virtual_path(name: str | os.PathLike) -> VsiPath | None:
-    """The :class:`VsiPath` of a URL, a ``/vsi...`` name or a TIFF page (``GTIFF_DIR:N:path``), None
-    for a local path.
+InputPath = Path | VsiPath  # an input as :func:`input_path` makes it, once, where it enters
 
-    ``file://`` URLs and anything without a scheme are local. A URL of another scheme raises an
-    :class:`InputError` naming the schemes that are read.
+
+def input_path(name: str | os.PathLike) -> InputPath:
+    """What a user named as an input: a :class:`VsiPath` for a URL, a ``/vsi...`` name or a TIFF page
+    (``GTIFF_DIR:N:path``), else a Path (``file://`` URLs and anything without a scheme).
+
+    A URL of another scheme raises an :class:`InputError` naming the schemes that are read.
     """
     if isinstance(name, VsiPath):
         return name
     if isinstance(name, PurePath):  # a Path has already folded the "//" of a URL: it is local
-        return None
+        return Path(name)
     text = os.fspath(name)
     match = _SCHEME.match(text)
     if text.startswith("/vsi") or _TIFF_PAGE.match(text):
         path = VsiPath(text, text)
-    elif match is None or match.group(1).lower() == "file":
-        return None
+    elif match is None:
+        return Path(text)
+    elif match.group(1).lower() == "file":
+        return Path(unquote(urlsplit(text).path))
     else:
         scheme = match.group(1).lower()
         system = URL_FILE_SYSTEMS.get(scheme)
@@ -250,20 +254,6 @@ def virtual_path(name: str | os.PathLike) -> VsiPath | None:
     if not path.name:
         raise InputError(f"{text}: names no file (the path ends with /)")
     return path
-
-
-InputPath = Path | VsiPath  # an input as :func:`input_path` makes it, once, where it enters
-
-
-def input_path(name: str | os.PathLike) -> InputPath:
-    """What a user named as an input: a :class:`VsiPath` for a URL or ``/vsi...`` path, else a Path."""
-    virtual = virtual_path(name)
-    if virtual is not None:
-        return virtual
-    text = os.fspath(name)
-    if not isinstance(name, PurePath) and text[:7].lower() == "file://":
-        return Path(unquote(urlsplit(text).path))
-    return Path(name)
 
 
 def remote_allowed(allow_remote: bool | None = None) -> bool:

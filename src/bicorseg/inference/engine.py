@@ -139,11 +139,7 @@ class SlidingWindow:
         return self.total_tiles / len(self.grid) - 1.0
 
     def run(
-        self,
-        fn: BatchFn,
-        read: ReadFn,
-        write: WriteFn,
-        progress: Callable[[int], None] | None = None,
+        self, fn: BatchFn, read: ReadFn, write: WriteFn, progress: Callable[[int], None] | None = None
     ) -> None:
         """Compute every block in order and hand their strips to ``write``."""
         for block in self.blocks:
@@ -182,13 +178,10 @@ class SlidingWindow:
                 w = weight[r0:r1, c0:c1]
                 values = acc[:, r0:r1, c0:c1] / np.where(w > 0, w, 1.0)  # 0 only under skipped tiles
                 write(top + r0, block.x0, values, valid[r0:r1, c0:c1].copy())
-            # drop the finished rows: shift the buffer up (numpy handles the overlapping copy)
-            acc[:, : buf_h - n] = acc[:, n:]
-            acc[:, buf_h - n :] = 0.0
-            weight[: buf_h - n] = weight[n:]
-            weight[buf_h - n :] = 0.0
-            valid[: buf_h - n] = valid[n:]
-            valid[buf_h - n :] = False
+            # drop the finished rows: shift the buffers up (numpy handles the overlapping copy)
+            for buffer in (acc, weight, valid):  # rows are the second-to-last axis of each
+                buffer[..., : buf_h - n, :] = buffer[..., n:, :]
+                buffer[..., buf_h - n :, :] = 0
             state["top"] = until
 
         pending: list[tuple[Tile, np.ndarray]] = []
