@@ -1,32 +1,13 @@
 """Rescaling inputs whose values are not in the units the checkpoint was trained on (8-bit for the
 published recipes).
 
-A model trained on 8-bit imagery normalises with statistics in 8-bit units (ImageNet's mean 123.7
-and std 58.4 for the published recipes): a 16-bit raster, 12-bit data in a 16-bit container or
-floating-point reflectance in 0..1, fed as it is, lies far from anything the model saw and gives a
-one-class map. A rescale maps each band's values linearly onto 0..255 before the normalisation,
-values beyond the range clipped. The modes (:data:`RESCALE_MODES`, or a range):
-
-* ``none``: the values as they are (the default; input whose type or values do not fit the
-  checkpoint's units is warned about);
-* ``auto``: from the data type and the values. 8-bit data stays as it is; floating-point data
-  whose largest value is at most 1 maps 0..1 (negative values to 0); other data maps 0..2^b - 1, b the bit depth the raster
-  declares (GDAL's ``NBITS``) or else the smallest of :data:`BIT_DEPTHS` that holds its largest
-  value (12-bit data in a 16-bit container maps 0..4095), 8 bits leaving it as it is. Data with
-  negative values, or larger than 16 bits hold, takes ``percentile``;
-* ``percentile``: per band, the 2nd and 98th percentiles of the values (what GIS viewers call a
-  2-98 % cumulative count cut), which also stretches the contrast;
-* ``MIN,MAX``: the given range, the same for every band.
-
-The statistics of ``auto`` and ``percentile`` come from a bounded sample of each raster: the
-windows of :func:`sample_windows` (at most :data:`SAMPLE_WINDOWS` of :data:`SAMPLE_SIDE` pixels on a
-regular grid over the whole raster, so every process that looks at the raster finds the same
-values), nodata left out. :mod:`bicorseg.inference.raster_io` computes them once per raster when it
-is inspected, before any unit of work; they travel with the input's plan and each output records
-them (:meth:`Rescale.describe`).
-
-Only a checkpoint whose normalisation is in 8-bit units (every mean at most 255) takes a rescale:
-for another, the range its training data had is unknown, and a rescale is refused.
+A rescale maps each band's values linearly onto 0..255 before the normalisation, values beyond the
+range clipped; the modes (:data:`RESCALE_MODES`, or ``MIN,MAX``), the sample the statistics of
+``auto`` and ``percentile`` come from (:func:`sample_windows`), and why only a checkpoint in 8-bit
+units takes one are in ``docs/prediction.md`` (Inputs that are not 8-bit).
+:mod:`bicorseg.inference.raster_io` resolves the map (:func:`resolve_rescale`) once per raster when
+it is inspected; it travels with the input's plan and each output records it
+(:meth:`Rescale.describe`).
 """
 
 from __future__ import annotations
@@ -95,7 +76,7 @@ def sample_windows(height: int, width: int) -> list[tuple[int, int, int, int]]:
 
 @dataclass(frozen=True)
 class Rescale:
-    """A linear map of each band: ``low`` -> 0, ``high`` -> 255, clipped (see the module docstring).
+    """A linear map of each band: ``low`` -> 0, ``high`` -> 255, clipped.
 
     Attributes:
         low, high: per band, in the input's units.
@@ -148,7 +129,7 @@ def describe(rescale: Rescale | None) -> str:
 
 
 def check_checkpoint_units(mode: str, mean: Sequence[float], source: str) -> None:
-    """Refuse a rescale for a checkpoint whose normalisation is not in 8-bit units (module docstring)."""
+    """Refuse a rescale for a checkpoint whose normalisation is not in 8-bit units (``docs/prediction.md``)."""
     if mode != "none" and max(mean) > TARGET_MAX:
         raise ConfigError(
             f"{mode}: the checkpoint {source} normalises in other units than 8-bit (mean up to "

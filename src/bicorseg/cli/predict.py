@@ -269,9 +269,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{result.input.name} -> {result.outputs['class']} ({result.seconds:.1f} s)"
                 )
 
-    with ExitStack() as stack:
+    with ExitStack() as stack, one_line_warnings("predict"):
         items = _stac_inputs(args, stack)
-        with one_line_warnings("predict"), progress.bar:
+        with progress.bar:
             results = predict_files(
                 [*args.inputs, *items],
                 args.checkpoint,
@@ -300,11 +300,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             return 0
         if args.vector:
-            with one_line_warnings("predict"):
-                _vectorize(results, args)
+            _vectorize(results, args)
         if args.stac_out:
-            with one_line_warnings("predict"):
-                _stac_items(results, args, items)
+            _stac_items(results, args, items)
         if args.report:  # while the inputs (STAC items' stacks too) are still there
             page = _report(results, args)
             if not args.quiet:

@@ -77,9 +77,8 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
         aoi = None
         if options.aoi is not None:
             aoi = AreaOfInterest.read(options.aoi, src.crs, src.transform, str(path), (src.height, src.width))
-        size = max(len(raster.names or ()), 1)
-        pixels = np.zeros(size, np.int64)
-        metres = np.zeros(size, np.float64)
+        pixels = np.zeros(raster.class_limit, np.int64)  # ClassRaster.read refuses values beyond it
+        metres = np.zeros(raster.class_limit, np.float64)
         for window in raster.windows(options.window):
             row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
             data, valid = raster.read(window)
@@ -88,9 +87,6 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
             values = data[valid].astype(np.int64)
             if not values.size:
                 continue
-            if values.max() >= len(pixels):
-                grow = int(values.max()) + 1 - len(pixels)
-                pixels, metres = np.pad(pixels, (0, grow)), np.pad(metres, (0, grow))
             area = measure.pixel_areas(src.transform, row, col, h, w)
             counts = np.bincount(values, minlength=len(pixels))
             pixels += counts

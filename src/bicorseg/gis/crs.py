@@ -36,11 +36,7 @@ _SCALE_STEP = 16  # projected CRS on the ellipsoid: areal scale sampled every 16
 def to_pyproj(crs: Any, where: str = "crs") -> CRS:
     """A :class:`pyproj.CRS` from a rasterio CRS, a pyproj CRS or any user string (``EPSG:4326``)."""
     try:
-        if isinstance(crs, CRS):
-            return crs
-        if hasattr(crs, "to_wkt"):
-            return CRS.from_wkt(crs.to_wkt())
-        return CRS.from_user_input(crs)
+        return CRS.from_user_input(crs)  # a rasterio CRS through its to_wkt(), as pyproj reads any
     except CRSError as error:
         raise ConfigError(f"{where}: {crs!r} is not a coordinate reference system ({error})") from None
 

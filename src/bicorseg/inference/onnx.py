@@ -7,26 +7,13 @@ enough for ``bicorseg predict --engine onnx``. :class:`OnnxModel` runs such a fi
 and behaves like the PyTorch model for the predictor: tiles smaller than ``T`` (rasters smaller than
 a tile) are padded (by reflection where possible, as the PyTorch model pads) and cropped back.
 
-The ``deepness`` profile (:data:`PROFILES`) writes a graph for the QGIS plugin Deepness: its output
-is ``probabilities`` (softmax over the classes, as the plugin's segmentation thresholds and takes
-the argmax of), and beside bicorseg's own metadata (which records ``"output": "probabilities"``,
-so ``predict --engine onnx`` still reads the file) it stores the keys the plugin reads, each value
-JSON-encoded as the plugin decodes it (``json.loads`` per key; read from its ``ModelBase``):
-
-* ``model_type``: ``"Segmentor"``;
-* ``class_names``: ``{"0": name, "1": name, ...}`` (consecutive ids from 0);
-* ``resolution``: ground resolution in **centimetres** per pixel (the plugin resamples the map to it);
-* ``tile_size``: the tile in pixels (the key its code reads; its documentation says ``tiles_size``,
-  which no version of its code reads), also fixed by the graph's input shape;
-* ``tiles_overlap``: overlap in percent of the tile (an integer);
-* ``standardization_mean`` / ``standardization_std``: per band. The plugin divides every pixel
-  value by 255 and then standardises, so these are the checkpoint's mean and std (raw units)
-  divided by 255, which gives the model exactly ``(x - mean) / std``, for 16-bit statistics too;
-* ``seg_thresh``: 0 and ``seg_small_segment``: 0, so the plugin keeps the argmax of every pixel (no
-  probability threshold, no small-segment filter) and its map is bicorseg's.
-
-The file is written with ONNX IR version 9 and an opset of at most 20, what the onnxruntime that
-the plugin's installer pins (``<=1.17.0``) reads.
+The ``deepness`` profile (:data:`PROFILES`) writes a graph for the QGIS plugin Deepness: softmax
+``probabilities`` out, bicorseg's own metadata (with ``"output": "probabilities"``) and the keys the
+plugin reads (:func:`deepness_metadata`; what each means is in ``docs/gis.md``, QGIS: the Deepness
+plugin), each value JSON-encoded as the plugin decodes it (``json.loads`` per key, in its
+``ModelBase``). The tile is ``tile_size``, the key its code reads (its documentation says
+``tiles_size``, which no version of its code reads). The file is written with ONNX IR version 9 and
+an opset of at most 20, what the onnxruntime that the plugin's installer pins (``<=1.17.0``) reads.
 """
 
 from __future__ import annotations
@@ -77,9 +64,10 @@ def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float
     return {
         "model_type": json.dumps("Segmentor"),
         "class_names": json.dumps({str(i): name for i, name in enumerate(info.class_names)}),
-        "resolution": json.dumps(float(resolution_cm)),
+        "resolution": json.dumps(float(resolution_cm)),  # cm per pixel: the plugin resamples to it
         "tile_size": json.dumps(int(tile)),
         "tiles_overlap": json.dumps(round(100 * overlap)),
+        # the plugin divides pixel values by 255 first: the model sees (x - mean) / std, 16-bit too
         "standardization_mean": json.dumps([float(m) / 255.0 for m in mean]),
         "standardization_std": json.dumps([float(s) / 255.0 for s in std]),
         "seg_thresh": json.dumps(0.0),

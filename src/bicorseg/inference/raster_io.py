@@ -11,14 +11,10 @@
 * :class:`RasterReader`: normalised windows and their validity mask, the ``read`` callback of the
   sliding-window engine.
 
-Nodata: a pixel is nodata where the raster's mask says so (nodata value, alpha band or internal
-mask: GDAL's dataset mask), where any band is NaN or infinite, or, for floating-point input, where
-any band lies more than 50 standard deviations from the checkpoint's mean (undeclared nodata such
-as -3.4e38; counted and reported in one warning per file). One band beyond the model's bands is
-dropped with a warning; it is used as the mask only when it is a real alpha band (GDAL colour
-interpretation alpha and only the values 0 and 255). A band the model reads as data is never used
-as a mask, even if GDAL labels it alpha. Nodata pixels are replaced by the band mean before the
-model sees them.
+Nodata (``docs/prediction.md``, Input: bands, statistics, nodata): the raster's mask (GDAL's
+dataset mask), bands not finite, or floating-point values more than :data:`PLAUSIBLE_STDS` standard
+deviations from the checkpoint's mean. A band the model reads as data is never used as a mask, even
+if GDAL labels it alpha. Nodata pixels are replaced by the band mean before the model sees them.
 """
 
 from __future__ import annotations

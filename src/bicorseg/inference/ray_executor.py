@@ -1,12 +1,9 @@
 """The units of a prediction on a Ray cluster: one model per actor, bounded streaming, parts.
 
-``--executor ray`` (extra ``ray``) connects to the cluster at ``--ray-address`` (default: a local
-cluster started for the run and shut down after it; ``auto``: a running one) and starts ``--devices
-N`` actors, each a :class:`~.executors.UnitWorker` holding one model (one GPU each with ``--device
-cuda``, else one CPU of Ray's accounting, running the run's thread count). At most two units per
-actor are in flight; each actor reads its unit's windows and writes it as a part, so memory is
-bounded by the block size and nothing but unit names travels through Ray. The inputs and the output
-folder must be reachable at the same paths from every node (a shared file system).
+What ``--executor ray`` does for users (the cluster, the actors, the shared file system it needs) is
+in ``docs/prediction.md`` (Scaling out). Each actor is a :class:`~.executors.UnitWorker`; at most
+:data:`~.executors.IN_FLIGHT_PER_WORKER` units per actor are in flight, and nothing but unit names
+travels through Ray.
 """
 
 from __future__ import annotations
