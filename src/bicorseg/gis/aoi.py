@@ -1,14 +1,11 @@
 """An area of interest on a raster's pixel grid: read from a vector layer, the windows its polygons
 touch, the pixels inside.
 
-The polygons are read from any OGR format, one layer of a file named as QGIS names it
-(``areas.gpkg|layername=parcels``), by :mod:`bicorseg.gis.layers` (no network access unless
-allowed; the CRS never guessed, but GeoJSON's, WGS 84 by definition) and reprojected to the
-raster's CRS. A pixel is inside when its centre lies inside a polygon
-(``rasterio.features.geometry_mask``); a window touches the area when one of its pixels is
-inside. An area that holds no pixel of the raster is refused in one line naming the file and both
-extents (it would give 0 m2 or a map of nodata). ``areas --aoi`` counts the pixels inside,
-``predict --aoi`` computes only the tiles that touch the area and writes nodata elsewhere.
+The polygons are read by :mod:`bicorseg.gis.layers` and reprojected to the raster's CRS; a pixel is
+inside when its centre lies inside a polygon (``rasterio.features.geometry_mask``), a window touches
+the area when one of its pixels is inside, and an area that holds no pixel of the raster is refused
+in one line naming the file and both extents (``docs/gis.md``, Areas). ``areas --aoi`` counts the
+pixels inside, ``predict --aoi`` computes only the tiles that touch the area.
 """
 
 from __future__ import annotations

@@ -4,14 +4,8 @@ Features arrive as Arrow record batches (a WKB ``geometry`` column plus attribut
 as they come, so a large output never sits in memory whole: GeoPackage, FlatGeobuf and GeoJSON
 through GDAL (``pyogrio.write_arrow``), GeoParquet with ``pyarrow`` (GeoParquet 1.1 metadata, WKB
 encoding, the CRS as PROJJSON). The caller wraps the target in :func:`bicorseg.atomic.atomic_output`.
-
-* GeoJSON is written as RFC 7946 asks (GDAL's ``RFC7946=YES``: WGS 84 longitude/latitude, no
-  ``crs`` member, 7 decimals) when its CRS is WGS 84, which :func:`default_crs` makes the default;
-  in any other CRS it is the older GeoJSON with a ``crs`` member, as GDAL writes it.
-* GeoPackage is written as version 1.2 (``VERSION=1.2``), which every GDAL since 2.3 writes by
-  default and reads without a word; GDAL 3.7 and later would write 1.4, which GDAL 3.6 (QGIS
-  3.22's) opens with a warning that the version may be only partially supported. Nothing of 1.3 or
-  1.4 is needed for a layer of polygons.
+GeoJSON in WGS 84 is written as RFC 7946 asks (GDAL's ``RFC7946=YES``; :func:`default_crs` makes
+WGS 84 its default), GeoPackage as version 1.2: why, in ``docs/gis.md`` (Polygons, Formats).
 """
 
 from __future__ import annotations
