@@ -107,7 +107,7 @@ def load_checkpoint(
     ``path``: a checkpoint file (plain, or a Lightning checkpoint of ``bicorseg train``), a pretrained
     folder (:func:`bicorseg.models.hub.save_pretrained`) or a Hugging Face Hub repository ``hf://org/name``.
     """
-    if _is_pretrained_reference(path):
+    if str(path).startswith("hf://") or Path(path).is_dir():
         checkpoint = Checkpoint(*read_pretrained(path, BiCoRSeg))
     else:
         checkpoint = _load_file(path)
@@ -121,10 +121,6 @@ def load_checkpoint(
             f"{path} expects {config.in_channels} input band(s), but the input has {in_channels}"
         )
     return checkpoint
-
-
-def _is_pretrained_reference(path: str | os.PathLike) -> bool:
-    return str(path).startswith("hf://") or Path(path).is_dir()
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
@@ -148,7 +144,9 @@ def _load_file(path: str | os.PathLike) -> Checkpoint:
             if str(k).startswith(LIGHTNING_PREFIX)
         }
         extra = {"train_config": meta["train_config"]} if isinstance(meta.get("train_config"), dict) else {}
-    elif any(str(k).startswith(("net.", "encoder.", "decoder.")) for k in _state_keys(data)):
+    elif isinstance(original := data.get("state_dict", data), dict) and any(
+        str(k).startswith(("net.", "encoder.", "decoder.")) for k in original
+    ):
         raise CheckpointError(
             f"{path} looks like a checkpoint of the original BiCoR-Seg code: convert it first "
             "(the bicorseg convert command, or bicorseg.checkpoint.convert_official_file)"
@@ -199,11 +197,6 @@ _OFFICIAL_RULES: list[tuple[str, str]] = [
     (r"^decoder\.static_classifier\.weight$", r"static_classifier.weight"),
 ]
 _COMPILED_RULES = [(re.compile(pattern), target) for pattern, target in _OFFICIAL_RULES]
-
-
-def _state_keys(data: dict[str, Any]) -> list[str]:
-    state = data.get("state_dict", data)
-    return [str(k) for k in state] if isinstance(state, dict) else []
 
 
 def map_official_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -299,11 +299,6 @@ def _process_rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
-def _normalisation(spec: DatasetSpec | None) -> Statistics | None:
-    """Per-band mean and std (raw units) of already normalised samples."""
-    return None if spec is None else (spec.mean, spec.std)
-
-
 def normalised_zero(spec: DatasetSpec | None) -> Fill:
     """The value a raw 0 takes after normalisation (padding of already normalised images)."""
     if spec is None:
@@ -366,16 +361,11 @@ class TrainTransform:
         generator: torch.Generator | None = None,
     ) -> Pair | dict[str, Any]:
         """Rescale, class-ratio crop, rot90 and flips of (image ``C x H x W``, mask ``H x W``) or a sample dict."""
-        if isinstance(image, dict):
-            sample = image
-            out_image, out_mask = self.apply(
-                sample["image"],
-                sample["mask"],
-                generator,
-                normalised_zero(self.spec),
-                _normalisation(self.spec),
-            )
-            return {**sample, "image": out_image, "mask": out_mask}
+        if isinstance(image, dict):  # normalised: padded with a raw 0, rescaled in raw units
+            spec = self.spec
+            statistics = None if spec is None else (spec.mean, spec.std)
+            out = self.apply(image["image"], image["mask"], generator, normalised_zero(spec), statistics)
+            return {**image, "image": out[0], "mask": out[1]}
         if mask is None:
             raise TypeError("TrainTransform needs (image, mask) or a sample dict")
         return self.apply(image, mask, generator)

@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bicorseg.atomic import atomic_output, remove_stale_temps, scratch_folder
+from bicorseg.atomic import remove_stale_temps, scratch_folder
+from bicorseg.data.io import write_png
 from bicorseg.data.labels import colour_table
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, STRIDE
 from bicorseg.demo.scenes import (
@@ -240,11 +240,6 @@ class _PredictorProgress:
             self.progress.advance(self.task, n)
 
 
-def _save_png(path: Path, rgb: np.ndarray) -> None:
-    with atomic_output(path) as temp:
-        Image.fromarray(rgb).save(temp, format="PNG")
-
-
 @contextmanager
 def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -355,7 +350,9 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
                 os.replace(written.outputs["class"], files["prediction"])
             with rasterio.open(files["prediction"]) as src:
                 prediction = src.read(1)
-            _save_png(files["prediction_color"], colour_table(DEMO_DATASET.palette)[prediction])
+            write_png(
+                files["prediction_color"], colour_table(DEMO_DATASET.palette)[prediction].transpose(2, 0, 1)
+            )
 
         # 5. heatmaps and the heatmap figure
         with _timed(timings, "heatmaps"):

@@ -589,11 +589,12 @@ def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None)
         if not isinstance(bands, int) or bands < 1:
             _fail("model.in_channels", f"must be at least 1, got {bands!r}")
         return synthetic_spec(classes, bands)
-    from bicorseg.data import get_spec
+    from bicorseg.data import build_dataset, get_spec
 
     try:
-        if data_cfg.dataset == "folder":
-            return _folder_spec(data_cfg)
+        if data_cfg.dataset == "folder":  # from its class table (and its images, for the statistics)
+            options = data_cfg.dataset_options()
+            return build_dataset("folder", data_cfg.root, data_cfg.train_splits[0], **options).spec
         if data_cfg.dataset == "geo":
             from bicorseg.data.geo import GeoSource
 
@@ -603,10 +604,3 @@ def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None)
         if error.key is not None:
             raise
         raise ConfigError(error.detail, key="data") from None
-
-
-def _folder_spec(data_cfg: DataConfig) -> DatasetSpec:
-    # a folder dataset's facts come from its class table (and its images, for the statistics)
-    from bicorseg.data import build_dataset
-
-    return build_dataset("folder", data_cfg.root, data_cfg.train_splits[0], **data_cfg.dataset_options()).spec

@@ -67,12 +67,6 @@ class LogLines(Callback):
         return ", ".join(f"{t} {_number(float(metrics[f'train/{t}{suffix}']))}" for t in ordered)
 
     @staticmethod
-    def _lr_of(trainer: Any) -> str:
-        if not trainer.optimizers:
-            return ""
-        return f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}"
-
-    @staticmethod
     def _rate(samples: int, seconds: float) -> str:
         return f"{samples / seconds:.1f} samples/s" if seconds > 0 and samples else ""
 
@@ -141,7 +135,8 @@ class LogLines(Callback):
         size = batch["image"].shape[0] if isinstance(batch, dict) and "image" in batch else 0
         self._line_samples += size * trainer.world_size
         self._epoch_samples += size * trainer.world_size
-        self._lr = self._lr_of(trainer)  # the rate this step used (an epoch schedule steps at its end)
+        # the rate this step used (an epoch schedule steps at its end)
+        self._lr = f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}" if trainer.optimizers else ""
         step = trainer.global_step
         if not self.steps or step == self._last_step or step % self.every:
             return
