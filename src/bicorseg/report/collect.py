@@ -125,7 +125,10 @@ def _class_table(raster: ClassRaster, item: ReportItem) -> tuple[list[str], list
     return names, table
 
 
-def _read_prediction(raster: ClassRaster, colours: list[tuple[int, int, int]], max_size: int) -> Picture:
+def _read_prediction(
+    raster: ClassRaster, colours: list[tuple[int, int, int]], max_size: int
+) -> tuple[Picture, np.ndarray, np.ndarray]:
+    """The prediction's picture, and the decimated class values and their validity it shows."""
     src = raster.src
     shape = display_shape(src.height, src.width, max_size)
     try:
@@ -138,7 +141,7 @@ def _read_prediction(raster: ClassRaster, colours: list[tuple[int, int, int]], m
     table = colour_table(colours[:256])
     known = valid & (data >= 0) & (data < len(colours))
     rgb = table[np.where(known, data, 0).astype(np.int64)]
-    return Picture(_rgba(rgb, known), (src.height, src.width))
+    return Picture(_rgba(rgb, known), (src.height, src.width)), data, valid
 
 
 def _pixel_counts(raster: ClassRaster, size: int) -> np.ndarray:
@@ -270,14 +273,13 @@ def collect(
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with ClassRaster.open(item.prediction, class_table) as raster:
             names, colours = _class_table(raster, item)
-            prediction = _read_prediction(raster, colours, max_size)
+            prediction, predicted, valid = _read_prediction(raster, colours, max_size)
             areas = _areas(raster, names, colours, class_table)
             shape = (raster.src.height, raster.src.width)
             place = place_of(raster.src)
             truth = None
             if item.labels is not None:
-                shown = prediction.rgba.shape[:2]
-                truth = read_truth(raster, item.labels, colours[: len(names)], shown, class_table)
+                truth = read_truth(raster, item.labels, colours[: len(names)], predicted, valid, class_table)
         image = None
         if item.image is not None:
             with raster_access.open_raster(raster_access.input_path(item.image)) as src:

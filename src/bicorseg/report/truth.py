@@ -89,11 +89,13 @@ def read_truth(
     raster: ClassRaster,
     labels: Path,
     colours: list[tuple[int, int, int]],
-    shape: tuple[int, int],
+    predicted: np.ndarray,
+    valid: np.ndarray,
     class_table: ClassColours | None = None,
 ) -> TruthView:
-    """The truth and error pictures at ``shape`` and the confusion over every pixel of ``raster``."""
-    n = len(colours)
+    """The truth and error pictures at the size of ``predicted`` (the prediction's picture: decimated
+    class values, and ``valid``, whether each has one) and the confusion over every pixel of ``raster``."""
+    n, shape = len(colours), predicted.shape
     with raster_access.open_raster(raster_access.input_path(labels)) as src:
         if (src.height, src.width) != (raster.src.height, raster.src.width):
             raise InputError(
@@ -113,8 +115,6 @@ def read_truth(
             raw = src.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.nearest)
             labelled = src.read_masks(1, out_shape=shape, resampling=Resampling.nearest) > 0
             truth = _decode(table, raw, labelled, labels)
-            predicted = raster.src.read(1, out_shape=shape, resampling=Resampling.nearest)
-            valid = raster.src.read_masks(1, out_shape=shape, resampling=Resampling.nearest) > 0
             confusion = np.zeros((n, n), np.int64)
             for window in raster.windows():
                 pred, pred_valid = raster.read(window)
@@ -125,8 +125,6 @@ def read_truth(
                 confusion += np.bincount(pairs, minlength=n * n).reshape(n, n)
         except RasterioError as error:
             raise InputError(f"cannot read {labels}: {first_line(error)}") from error
-    if raster.extra_nodata is not None:
-        valid &= predicted != raster.extra_nodata
     shown = truth < n
     lut = colour_table(colours[:256])
     truth_rgba = np.dstack([lut[np.where(shown, truth, 0)], np.where(shown, 255, 0).astype(np.uint8)])

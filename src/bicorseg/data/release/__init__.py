@@ -15,15 +15,11 @@ the padded, possibly flipped tile), e.g. ``top_mosaic_09cm_area1_hflip_512_0``. 
 labels (LoveDA test) have no masks. Tiles are padded to a multiple of the patch size (image 0): at
 the bottom and right, or at the top and left under ``paper``.
 
-Two protocols (``protocol``, recorded in the manifest):
-
-* ``clean`` (the default): padding goes at the bottom and right and is labelled ignore, so it never
-  counts as a class; flipped copies are flips of the padded tile.
-* ``paper``: what the original code did (the release's :class:`~bicorseg.data.datasets.PaperPreparation`,
-  compared in docs/paper.md): ISPRS padding at the top and left labelled impervious surface
-  (``"pad_side": "top_left"`` in the split rules), flipped copies padded after the flip, Vaihingen's
-  car zoom (:class:`~bicorseg.data.datasets.ZoomStep`: ``{patch}_zoom``, ``_zoom_vflip``,
-  ``_zoom_hflip``, ``_zoom_rot{0|90|180|270}`` replace ``{patch}``); LoveDA as ``clean``.
+Two protocols (``protocol``, recorded in the manifest): ``clean`` (the default: padding labelled
+ignore, flipped copies flips of the padded tile) and ``paper``, the original code's preparation (the
+release's :class:`~bicorseg.data.datasets.PaperPreparation`, compared in docs/paper.md; Vaihingen's
+car zoom, :class:`~bicorseg.data.datasets.ZoomStep`, writes ``{patch}_zoom``, ``_zoom_vflip``,
+``_zoom_hflip`` and ``_zoom_rot{0|90|180|270}`` in place of ``{patch}``).
 
 Every file is written to a temporary name and renamed; each finished tile is recorded in
 ``DIR/.bicorseg-prepare/`` and the manifest is written last. A rerun verifies what is there
