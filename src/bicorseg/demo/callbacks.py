@@ -1,12 +1,10 @@
-"""The demo's Lightning callback: its progress bar.
+"""The demo's Lightning callback: :class:`StepProgress`, a rich progress bar over the steps, with the loss.
 
 The only demo module that imports Lightning (:mod:`bicorseg.demo.pipeline` imports this one when it
 trains, so ``bicorseg demo --help`` and the pipeline's own code stay Lightning-free). The demo's
 learning-rate schedule (warm-up, then a cosine over its steps) and its time limit are the training
 layer's own (``optimizer.warmup_steps``, ``trainer.max_steps``, ``trainer.max_minutes``:
 :mod:`bicorseg.training.budget`), as for any run.
-
-* :class:`StepProgress`: a rich progress bar over the steps, with the loss.
 """
 
 from __future__ import annotations
@@ -38,8 +36,3 @@ class StepProgress(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         info = "" if trainer.global_step >= self.steps else "stopped by the time budget"
         self.progress.update(self.task, info=info)
-
-
-def demo_callbacks(progress: Progress, steps: int) -> list[Callback]:
-    """The callbacks of a demo training run of ``steps`` steps."""
-    return [StepProgress(progress, steps)]

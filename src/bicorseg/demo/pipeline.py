@@ -313,10 +313,10 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
                 f"{config.minutes:g} leaves {max(seconds, 0):.0f} s for training; give more time",
                 key="minutes",
             )
-        from bicorseg.demo.callbacks import demo_callbacks
+        from bicorseg.demo.callbacks import StepProgress
 
         with _timed(timings, "training"), _quiet_lightning():
-            callbacks = demo_callbacks(progress, config.steps)
+            callbacks = [StepProgress(progress, config.steps)]
             result = train(
                 _train_config(config, data_root, seconds), run_dir, spec=DEMO_DATASET, callbacks=callbacks
             )
