@@ -73,13 +73,13 @@ def _grid(raster: GeoRaster) -> tuple[int, int]:
     return math.ceil(raster.height / CELL), math.ceil(raster.width / CELL)
 
 
-def census_windows(raster: GeoRaster) -> list[Window]:
-    """The census windows of a raster: :data:`CENSUS_CELLS` cells a side, aligned to the cells."""
-    step = CELL * CENSUS_CELLS
+def grid_windows(raster: GeoRaster, size: int) -> list[Window]:
+    """The windows of a grid of ``size`` pixels over a raster, row by row (cut short at its edges);
+    the census takes :data:`CENSUS_CELLS` cells a side."""
     return [
-        Window(col, row, min(step, raster.width - col), min(step, raster.height - row))
-        for row in range(0, raster.height, step)
-        for col in range(0, raster.width, step)
+        Window(col, row, min(size, raster.width - col), min(size, raster.height - row))
+        for row in range(0, raster.height, size)
+        for col in range(0, raster.width, size)
     ]
 
 
@@ -98,7 +98,7 @@ def take_census(index: int, raster: GeoRaster, labeller: Labeller, classes: int)
     """Labelled pixels per cell and class of a raster, and the pixels of conflicting polygons."""
     grid = _grid(raster)
     cells, tables, conflicts = [], [], 0
-    for window in census_windows(raster):
+    for window in grid_windows(raster, CELL * CENSUS_CELLS):
         labels, found = labeller(index, window, True)
         conflicts += found
         labelled = labels < classes
@@ -235,7 +235,8 @@ def count_zones(
             inside_area = shapely.union_all(area.polygons)
             shapely.prepare(inside_area)
             grown = AreaOfInterest(shapely.get_parts(excluded), raster.transform)
-            windows, across = census_windows(raster), math.ceil(raster.width / (CELL * CENSUS_CELLS))
+            windows = grid_windows(raster, CELL * CENSUS_CELLS)
+            across = math.ceil(raster.width / (CELL * CENSUS_CELLS))
             rows, cols = np.divmod(census.cells, grid[1])
             window_of = (rows // CENSUS_CELLS) * across + cols // CENSUS_CELLS
             for key in np.unique(window_of):
@@ -387,17 +388,10 @@ def validation_windows(
     holding validation pixels, or any labelled pixels)."""
     found = []
     for index, (raster, cells) in enumerate(zip(rasters, val_cells)):
-        if not cells.any():
-            continue
-        for row in range(0, raster.height, size):
-            for col in range(0, raster.width, size):
-                rows = slice(row // CELL, math.ceil(min(row + size, raster.height) / CELL))
-                cols = slice(col // CELL, math.ceil(min(col + size, raster.width) / CELL))
-                if cells[rows, cols].any():
-                    found.append(
-                        (
-                            index,
-                            Window(col, row, min(size, raster.width - col), min(size, raster.height - row)),
-                        )
-                    )
+        for window in grid_windows(raster, size) if cells.any() else []:
+            row, col = int(window.row_off), int(window.col_off)
+            rows = slice(row // CELL, math.ceil((row + window.height) / CELL))
+            cols = slice(col // CELL, math.ceil((col + window.width) / CELL))
+            if cells[rows, cols].any():
+                found.append((index, window))
     return found
