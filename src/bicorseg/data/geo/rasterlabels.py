@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from bicorseg import raster_access
 from bicorseg.data.geo.classes import GeoClasses
 from bicorseg.data.geo.rasters import GeoRaster
+from bicorseg.data.labels import LabelTable
 from bicorseg.errors import InputError, first_line
 
 MAX_CODES = 256  # more distinct values than this is not a class raster
@@ -65,11 +66,9 @@ class RasterLabels:
         self, path: Path, classes: GeoClasses, codes: Counter[int], key: str = "data.labels"
     ) -> None:
         classes.check_codes(codes, f"{key}: {path}")
-        self.path, self.classes = path, classes
-        known = sorted(codes)
-        self._codes = np.array(known, dtype=np.int64)
-        self._classes = np.array([classes.index(c) for c in known], dtype=np.uint8)
-        self.counts = codes
+        self.path, self.classes, self.counts = path, classes, codes
+        found = {code: classes.index(code) for code in codes}  # every code of the raster: checked above
+        self._table = LabelTable("value", found, classes.num_classes, classes.ignore_index) if found else None
 
     def burn(
         self, raster: GeoRaster, window: Window, fill: int, count_conflicts: bool = False
@@ -97,9 +96,8 @@ class RasterLabels:
         if nodata is not None:
             inside &= codes != int(nodata)
         out = np.full(codes.shape, fill, np.uint8)
-        if len(self._codes) and inside.any():
-            position = np.clip(np.searchsorted(self._codes, codes[inside]), 0, len(self._codes) - 1)
-            out[inside] = np.where(self._codes[position] == codes[inside], self._classes[position], fill)
+        if self._table is not None and inside.any():
+            out[inside] = self._table.encode(codes[inside][None], self.path)[0][0]
         return out, 0
 
     def summary(self) -> str:
