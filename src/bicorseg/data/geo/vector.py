@@ -163,7 +163,7 @@ class VectorLabels:
             self.counts[f"used {crs}"] = used
             self.files[crs] = target
         self.used = max(v for k, v in self.counts.items() if k.startswith("used "))
-        if not any(v for k, v in self.counts.items() if k.startswith("used ")):
+        if not self.used:
             extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
             raise InputError(
                 f"{ref.key}: none of the {self.counts['features']} features of {ref} overlaps a raster: "
