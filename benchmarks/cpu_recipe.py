@@ -46,6 +46,9 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B $T --name ratio1-300 --set data.augment.max_class_ratio=1.0
     for N in 42 1; do $B --name along900-seed$N --set trainer.max_minutes=null --set trainer.max_steps=900 \
         --set trainer.check_val_every_n_epoch=100 --set trainer.seed=$N; done   # validated every 100 steps
+    for F in 0 1 2; do $B $T --name fold$F-300 \
+        --set "data.train_samples=$(python -c "print([i for i in range(16) if i // 4 != $F])")" \
+        --set "data.val_samples=$(python -c "print(list(range(4 * $F, 4 * $F + 4)))")"; done   # other held-out blocks
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
