@@ -424,7 +424,7 @@ LOVEDA = Release(
     default_variant="RGB",
     labels={"full": ("{part}/{domain}/masks_png/{tile}.png",)},
     # Raw 0 is no-data (ignored); 1..7 are the classes 0..6.
-    label_table=LabelTable.from_values({0: None, **{v: v - 1 for v in range(1, 8)}}, 7, 7),
+    label_table=LabelTable.from_value_list(range(1, 8), ignore_values=[0]),
     splits=(
         SplitRule("train", where={"part": ("Train",), "domain": LOVEDA_DOMAINS}, labels="full"),
         SplitRule("val", where={"part": ("Val",), "domain": LOVEDA_DOMAINS}, labels="full"),

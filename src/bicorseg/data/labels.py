@@ -111,12 +111,6 @@ class LabelTable:
         )
 
     @classmethod
-    def from_values(cls, values: Mapping[int, int | None], num_classes: int, ignore_index: int) -> LabelTable:
-        """Raw value -> class index; ``None`` means ignore."""
-        codes = {int(v): (ignore_index if i is None else int(i)) for v, i in values.items()}
-        return cls("value", codes, num_classes, ignore_index)
-
-    @classmethod
     def from_value_list(
         cls, values: Sequence[int], ignore_values: Iterable[int] = (), ignore_index: int | None = None
     ) -> LabelTable:

@@ -120,15 +120,10 @@ class GeoClasses:
             )
             raise InputError(f"{where}: code(s) {shown} are not classes of the class table: {known}")
 
-    def encoding(self) -> LabelEncoding:
-        """How the codes name the classes, recorded in the spec (values, or class names)."""
-        if self.values:
-            return LabelEncoding("values", self.values, self.ignore_codes)
-        return LabelEncoding()
-
     def spec(
         self, name: str, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]
     ) -> DatasetSpec:
+        """The dataset facts of these classes; the spec records how codes name them (values, or names)."""
         return DatasetSpec(
             name=name,
             class_names=self.names,
@@ -138,7 +133,9 @@ class GeoClasses:
             bands=tuple(bands),
             mean=tuple(mean),
             std=tuple(std),
-            label_encoding=self.encoding(),
+            label_encoding=LabelEncoding("values", self.values, self.ignore_codes)
+            if self.values
+            else LabelEncoding(),
         )
 
     @classmethod
