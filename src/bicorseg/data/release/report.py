@@ -83,10 +83,8 @@ class PrepareResult:
         return "\n".join(lines)
 
 
-def progress_bar(enabled: bool) -> Progress | None:
-    """A progress bar on stderr (rich, imported only then), or None when ``enabled`` is false."""
-    if not enabled:
-        return None
+def progress_bar(enabled: bool) -> Progress:
+    """A progress bar on stderr (rich), shown only when ``enabled``; a context manager."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -97,4 +95,5 @@ def progress_bar(enabled: bool) -> Progress | None:
         TimeRemainingColumn(),
         console=Console(file=sys.stderr),
         transient=True,
+        disable=not enabled,
     )

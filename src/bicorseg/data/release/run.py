@@ -113,17 +113,13 @@ def prepare(
             }
             records: dict[str, list[TileRecord]] = {r.name: [] for r in rules}
 
-            bar = progress_bar(progress)
-            task = bar.add_task(f"{release.name}", total=sum(len(v) for v in items.values())) if bar else None
-            try:
-                if bar:
-                    bar.start()
+            with progress_bar(progress) as bar:
+                task = bar.add_task(release.name, total=sum(len(v) for v in items.values()))
                 for rule in rules:
                     wanted = settings(release, variant_name, rule, unknown_colours, protocol)
                     summary = summaries[rule.name]
                     for item in items[rule.name]:
-                        if bar and task is not None:
-                            bar.update(task, description=f"{release.name} {rule.name} {item.name}")
+                        bar.update(task, description=f"{release.name} {rule.name} {item.name}")
                         record = previous.get((rule.name, item.name))
                         if (
                             record is not None
@@ -136,11 +132,7 @@ def prepare(
                             record = replace(made, settings=wanted)
                             write_journal(journal_path(work, rule.name, item.name), record)
                         records[rule.name].append(record)
-                        if bar and task is not None:
-                            bar.advance(task)
-            finally:
-                if bar:
-                    bar.stop()
+                        bar.advance(task)
         manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
                              [str(Path(s).expanduser()) for s in source_list], old, protocol)  # fmt: skip
         manifest_file = write_manifest(out, manifest)
