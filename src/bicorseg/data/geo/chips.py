@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from bicorseg.atomic import remove_stale_temps, write_text_atomic
 from bicorseg.data.folder import class_table_yaml
-from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows, pad
+from bicorseg.data.geo.dataset import GeoTrainingChips, GeoWindows
 from bicorseg.data.geo.rasters import window_transform
 from bicorseg.data.geo.source import GeoSplit
 from bicorseg.data.io import CrsTransform, write_png, write_tiff
@@ -78,12 +78,8 @@ def write_chips(
             sub.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(sub)
         for number in range(len(dataset)):
-            if part == "train":
-                index, window = train.draw()
-                image, labels = pad(source, *source.read(index, window), split.training.size)
-            else:
-                index, window = split.validation[number]
-                image, labels = val.load_arrays(number)  # type: ignore[assignment]
+            image, labels = dataset.load_arrays(number)
+            index, window = train.drawn[number] if part == "train" else val.windows[number]
             raster = source.rasters[index]
             name = _file_name(number, raster.stem, window)
             georef = CrsTransform(CRS.from_wkt(raster.crs), window_transform(raster.transform, window))

@@ -57,7 +57,7 @@ class GeoTrainingChips(SegmentationDataset):
         super().__init__(source.spec, transform)
         self.source, self.windows, self.length = source, windows, int(length)
         self._random = SeededGenerator(seed)
-        self._names: dict[int, str] = {}
+        self.drawn: dict[int, tuple[int, Window]] = {}  # the window this process drew last per sample
 
     def __len__(self) -> int:
         return self.length
@@ -67,13 +67,11 @@ class GeoTrainingChips(SegmentationDataset):
         return self.windows.draw(torch.rand(3, generator=self._random.get(), dtype=torch.float64).tolist())
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        raster, window = self.draw()
-        self._names[index] = window_name(self.source, raster, window)
-        image, labels = self.source.read(raster, window)
-        return pad(self.source, image, labels, self.windows.size)
+        self.drawn[index] = raster, window = self.draw()
+        return pad(self.source, *self.source.read(raster, window), self.windows.size)
 
     def sample_name(self, index: int) -> str:
-        return self._names.get(index, f"chip {index}")  # the window this process drew last for it
+        return window_name(self.source, *self.drawn[index]) if index in self.drawn else f"chip {index}"
 
 
 class GeoWindows(SegmentationDataset):
