@@ -1,21 +1,17 @@
 """Read and write images and label maps as numpy arrays, with one-line errors that name the file.
 
-* :func:`read_image` returns ``bands x H x W`` in the file's native dtype (uint8, uint16, float32...):
-  PNG and JPEG through Pillow (palette images become RGB; 16-bit colour PNGs, which Pillow cannot
-  hold, go through GDAL), GeoTIFF and other rasters through rasterio.
-* :func:`read_mask` returns a label map: ``H x W`` raw values (``mode="index"``; palette PNGs keep
-  their palette indices) or ``3 x H x W`` uint8 colours (``mode="colour"``; palette PNGs become RGB).
-* :func:`read_georeferenced` also returns the CRS and transform of a raster, if it has them.
-* :func:`band_statistics` is the per-band mean and std of sampled pixels, for normalisation.
-* :func:`image_files` lists the images of a folder (names GDAL cannot open skipped with a warning).
-* :func:`write_png` and :func:`write_tiff` write to a temporary name beside the
-  target and rename it when complete, so no output is ever half-written. They are for writing many
-  files into one folder, so they do not look for stale temporary files (the caller cleans the folder
-  once with :func:`bicorseg.atomic.remove_stale_temps`, as ``prepare`` does).
+Images are read in their native dtype (``bands x H x W``): PNG and JPEG through Pillow (palette
+images become RGB unless their indices are asked for; 16-bit colour PNGs, which Pillow cannot hold,
+go through GDAL), GeoTIFF and other rasters through rasterio (:func:`read_georeferenced` also
+returns where they lie). Missing, unreadable and truncated files raise
+:class:`~bicorseg.errors.InputError`, and so do images that declare more pixels than the limit of
+:mod:`bicorseg.raster_access` (checked from the header, before decoding) and rasters that refer to
+remote sources when remote access is off.
 
-Missing, unreadable and truncated files raise :class:`~bicorseg.errors.InputError`, and so do
-images that declare more pixels than the limit of :mod:`bicorseg.raster_access` (checked from the
-header, before decoding) and rasters that refer to remote sources when remote access is off.
+:func:`write_png` and :func:`write_tiff` write to a temporary name beside the target and rename it
+when complete. They are for writing many files into one folder, so they do not look for stale
+temporary files (the caller cleans the folder once with :func:`bicorseg.atomic.remove_stale_temps`,
+as ``prepare`` does).
 """
 
 from __future__ import annotations
