@@ -24,7 +24,7 @@ from typing import Any
 from bicorseg.data.folder import ClassTable
 from bicorseg.defaults import NODATA, default_palette
 from bicorseg.errors import ConfigError, InputError
-from bicorseg.spec import DatasetSpec, LabelEncoding
+from bicorseg.spec import DatasetSpec, LabelEncoding, check_class_names
 
 DEFAULT_IGNORE = NODATA  # the ignore index of classes without a table: never a class
 
@@ -155,9 +155,7 @@ class GeoClasses:
     def from_names(
         cls, names: Sequence[str], background: str | None, where: str = "data.classes"
     ) -> GeoClasses:
-        names = tuple(str(n) for n in names)
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{where}: class names must be unique")
+        names = check_class_names([str(n) for n in names], where)
         if len(names) < 2:
             raise ConfigError(f"{where}: at least two classes are needed, got {len(names)}")
         return cls(names, default_palette(len(names)), background=_background(names, background, where))
