@@ -57,14 +57,6 @@ class CrsTransform:
     transform: Affine
 
 
-def _check_exists(path: str | os.PathLike) -> None:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: file does not exist")
-    if not p.is_file():
-        raise InputError(f"{path}: is not a file")
-
-
 def _is_16bit_colour_png(path: str | os.PathLike) -> bool:
     """True for 16-bit RGB(A) or grey+alpha PNGs (IHDR bit depth 16, colour type 2, 4 or 6)."""
     with open(path, "rb") as stream:
@@ -140,7 +132,8 @@ def read_georeferenced(
 ) -> tuple[np.ndarray, CrsTransform | None]:
     """Read a whole image (``bands x H x W``, native dtype) and its georeference, if it has one
     (``keep_palette``: a palette PNG gives its indices, otherwise its colours)."""
-    _check_exists(path)
+    if not Path(path).is_file():
+        raise InputError(f"{path}: {'is not a file' if Path(path).exists() else 'file does not exist'}")
     suffix = Path(str(path)).suffix.lower()
     if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path)):
         return _read_pillow(path, keep_palette=keep_palette), None
