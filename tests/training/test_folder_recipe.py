@@ -133,6 +133,27 @@ def test_loveda_cpu_needs_its_data_root() -> None:
         load_config(REPO / "configs" / "loveda-cpu.yaml")
 
 
+def test_loveda_cpu_trains_on_every_scene_but_the_held_out_ones(tmp_path: Path) -> None:
+    """On a Rural folder larger than the 16-scene sample (the full release), the recipe trains on
+    every scene but 12-15 (112 included: a name must equal 12, not end with it)."""
+    scenes = [*range(20), 112]
+    for folder in ("images_png", "masks_png"):
+        (tmp_path / folder).mkdir()
+    for scene in scenes:
+        Image.fromarray(np.full((32, 32, 3), scene, np.uint8)).save(tmp_path / "images_png" / f"{scene}.png")
+        Image.fromarray(np.full((32, 32), 1 + scene % 7, np.uint8)).save(
+            tmp_path / "masks_png" / f"{scene}.png"
+        )
+    config = load_config(
+        REPO / "configs" / "loveda-cpu.yaml", {"data.root": str(tmp_path), "data.num_workers": 0}
+    )
+    module = SegmentationDataModule(config.data, dataset_spec(config.data), seed=config.trainer.seed)
+    module.setup("fit")
+    trained = {int(name.rsplit("/", 1)[1]) for name in _names(module.train_set)}
+    assert trained == set(scenes) - {12, 13, 14, 15}
+    assert sorted(int(name.rsplit("/", 1)[1]) for name in _names(module.val_set)) == [12, 13, 14, 15]
+
+
 @pytest.mark.slow
 def test_folder_recipe_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "data"
