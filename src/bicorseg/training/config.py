@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bicorseg import typedconfig
 from bicorseg.data_options import ONLY_CROP, AugmentOptions, FolderOptions
@@ -30,6 +30,9 @@ from bicorseg.losses.config import LossConfig
 from bicorseg.models.config import ModelConfig
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
 from bicorseg.yaml_files import read_yaml_mapping
+
+if TYPE_CHECKING:  # a geo split opens rasters: imported where one is made
+    from bicorseg.data.geo import GeoSplit
 
 NAN_POLICIES = ("stop", "skip")
 SCHEDULES = ("cosine", "constant")
@@ -254,7 +257,7 @@ class DataConfig:
             "stac_bands": self.stac_bands,
         }
 
-    def geo_split(self, spec: DatasetSpec, window: int) -> Any:
+    def geo_split(self, spec: DatasetSpec, window: int) -> GeoSplit:
         """The :class:`bicorseg.data.geo.GeoSplit` of a geo dataset (training windows of ``window``
         pixels, validation windows of ``crop_size``); its ``source`` is closed by the caller."""
         from bicorseg.data.geo import GeoSource, GeoSplit

@@ -388,7 +388,9 @@ def validation_windows(
     holding validation pixels, or any labelled pixels)."""
     found = []
     for index, (raster, cells) in enumerate(zip(rasters, val_cells)):
-        for window in grid_windows(raster, size) if cells.any() else []:
+        if not cells.any():
+            continue
+        for window in grid_windows(raster, size):
             row, col = int(window.row_off), int(window.col_off)
             rows = slice(row // CELL, math.ceil((row + window.height) / CELL))
             cols = slice(col // CELL, math.ceil((col + window.width) / CELL))
