@@ -13,7 +13,8 @@ from PIL import Image
 from rasterio import Affine
 
 from tests.helpers import prints_warnings, require
-from tests.helpers.inference import TRANSFORM, random_image, run, write_geotiff
+from tests.helpers.inference import TRANSFORM, random_image, run, spec, write_geotiff
+from tests.helpers.models import tiny_config
 
 
 @pytest.mark.slow
@@ -181,6 +182,38 @@ def test_export_onnx_matches_pytorch_and_predicts(tmp_path: Path, checkpoint: Pa
     code, _, err = run(capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "50",
                        "--output", onnx_path, "--overwrite")  # fmt: skip
     assert code == 2 and "multiple of 32" in err
+
+
+@pytest.mark.slow
+def test_a_working_resolution_travels_in_the_checkpoint(tmp_path: Path, capsys) -> None:
+    """A model with ``downsample`` 2: predict, heatmaps and the ONNX export read it from the checkpoint."""
+    require("onnxruntime")
+    from bicorseg import load_model
+    from bicorseg.checkpoint import save_checkpoint
+    from bicorseg.inference.onnx import OnnxModel
+    from bicorseg.models import BiCoRSeg
+
+    torch.manual_seed(0)
+    half = BiCoRSeg(tiny_config(downsample=2), dataset=spec(3))
+    checkpoint = save_checkpoint(half, tmp_path / "half.ckpt")
+    assert load_model(checkpoint).config.downsample == 2
+    src = write_geotiff(tmp_path / "scene.tif", random_image(3, 90, 130))
+    for command in ("predict", "heatmaps"):
+        code, _, err = run(capsys, command, src, "--checkpoint", checkpoint, "--output", tmp_path / command,
+                           "--tile", "64")  # fmt: skip
+        assert code == 0, err
+    with rasterio.open(tmp_path / "predict" / "scene.tif") as out:
+        assert out.shape == (90, 130) and out.transform == TRANSFORM
+    with rasterio.open(tmp_path / "heatmaps" / "scene_heatmaps_layer1.tif") as heat:
+        assert heat.shape == (23, 33) and heat.transform == TRANSFORM @ Affine.scale(4)
+    onnx_path = tmp_path / "half.onnx"
+    code, _, err = run(
+        capsys, "export", "onnx", "--checkpoint", checkpoint, "--tile", "64", "--output", onnx_path
+    )
+    assert code == 0, err
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (OnnxModel(onnx_path)(x) - half.eval()(x)).abs().max() <= 1e-4
 
 
 def test_export_keeps_an_existing_file_without_overwrite(tmp_path: Path, checkpoint: Path, capsys) -> None:

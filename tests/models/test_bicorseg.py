@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import bicorseg
 from bicorseg.errors import ConfigError, InputError
@@ -119,6 +120,29 @@ class TestTimmBackbone(ModelVariantTests):
     def model(self) -> BiCoRSeg:
         require("timm")
         return BiCoRSeg(self.config)
+
+
+class TestHalfResolution(ModelVariantTests):
+    config = tiny_config(downsample=2)
+
+
+def test_downsample_classifies_the_block_averaged_input() -> None:
+    """``downsample`` k is the same network applied to the input averaged over k x k blocks, its
+    logits resized back to the input's size; any input size is padded to a multiple of 32 k."""
+    half = BiCoRSeg(tiny_config(downsample=2)).eval()
+    full = BiCoRSeg(tiny_config()).eval()
+    full.load_state_dict(half.state_dict())
+    x = torch.randn(1, 3, 128, 64)
+    with torch.no_grad():
+        expected = F.interpolate(
+            full(F.avg_pool2d(x, 2)), size=(128, 64), mode="bilinear", align_corners=False
+        )
+        torch.testing.assert_close(half(x), expected)
+        assert half(torch.randn(1, 3, 70, 90)).shape == (1, 4, 70, 90)
+    with pytest.raises(
+        InputError, match="training input 96x96 is not a multiple of 64: crop or pad to 128x128"
+    ):
+        half.train().forward_train(torch.randn(1, 3, 96, 96))
 
 
 def test_forward_gives_logits_in_training_mode_too() -> None:

@@ -29,6 +29,8 @@ def test_tiny_config_fills_dataset_facts() -> None:
         ({"trainer.epochs": 3}, "trainer.epochs"),
         ({"data.batch_size": 0}, "data.batch_size"),
         ({"data.crop_size": 100}, "data.crop_size"),
+        ({"model.downsample": 0}, "model.downsample"),
+        ({"model.downsample": 2, "data.crop_size": 96}, "data.crop_size"),  # not a multiple of 64
         ({"trainer.precision": "fp8"}, "trainer.precision"),
         ({"trainer.nan_policy": "ignore"}, "trainer.nan_policy"),
         ({"loss.ignore_index": 3}, "loss.ignore_index"),

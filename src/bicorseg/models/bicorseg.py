@@ -7,7 +7,7 @@ A plain ``nn.Module``:
   reflection to the next multiple of 32 (the backbone's stride) and the logits are cropped back.
 * ``model.forward_train(x)`` returns every output the full objective needs (:class:`TrainOutput`:
   main and auxiliary logits, per-layer heatmap logits and class embeddings); its H and W must be
-  multiples of 32, since the heatmaps and the labels must cover the same pixels.
+  multiples of 32 (32 k with ``downsample`` k), since the heatmaps and the labels must cover the same pixels.
 * ``model.predict_with_heatmaps(x)`` returns logits and the per-layer sigmoid heatmaps.
 * :func:`create_model` builds a network by keywords; :class:`ModelConfig` is the same as data.
 
@@ -92,6 +92,24 @@ class BiCoRSeg(HubMixin, nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
+    @property
+    def stride(self) -> int:
+        """Inputs are padded to a multiple of this: the backbone's stride at the working resolution."""
+        return STRIDE * self.config.downsample
+
+    def _decode_input(self, x: torch.Tensor, train: bool) -> TrainOutput:
+        """Backbone + decode at the working resolution (``config.downsample``), the logits at the input's size."""
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        k = self.config.downsample
+        if k > 1:
+            x = F.avg_pool2d(x, k)
+        out = self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train)
+        if k > 1:  # logits at the input's size, heatmaps at its stride 4, as without downsampling
+            out.logits = _resize(out.logits, size)
+            out.aux_logits = None if out.aux_logits is None else _resize(out.aux_logits, size)
+            out.heatmap_logits = [_resize(heat, (size[0] // 4, size[1] // 4)) for heat in out.heatmap_logits]
+        return out
+
     def decode(self, stages: list[torch.Tensor], size: tuple[int, int], train: bool) -> TrainOutput:
         """Neck + HBIS + head from the four stage features; ``size`` is the output (H, W)."""
         return self.decode_features(self.neck(stages, (size[0] // 4, size[1] // 4)), train)
@@ -149,14 +167,15 @@ class BiCoRSeg(HubMixin, nn.Module):
         return self._forward_padded(x).logits
 
     def forward_train(self, x: torch.Tensor) -> TrainOutput:
-        """Every output of the objective (:class:`TrainOutput`) for a batch whose H and W are multiples of 32.
+        """Every output of the objective (:class:`TrainOutput`) for a batch whose H and W are multiples of
+        :attr:`stride`.
 
         ``logits`` are those of :meth:`forward` (the same numbers in the same mode); ``aux_logits`` come
         from the static class embeddings.
         """
         self._check_input(x)
-        _check_multiple(x, "training")
-        return self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=True)
+        _check_multiple(x, "training", self.stride)
+        return self._decode_input(x, train=True)
 
     def predict_with_heatmaps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (B x N x H x W) and each layer's sigmoid heatmaps (B x N x ceil(H/4) x ceil(W/4)).
@@ -174,11 +193,11 @@ class BiCoRSeg(HubMixin, nn.Module):
     def _forward_padded(self, x: torch.Tensor) -> TrainOutput:
         """Logits and heatmap logits of any H and W: padded to a multiple of 32, the logits cropped back."""
         height, width = x.shape[-2:]
-        pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
+        pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        out = self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train=False)
+        out = self._decode_input(x, train=False)
         out.logits = out.logits[..., :height, :width]
         return out
 
@@ -217,16 +236,20 @@ def tie_subpixel_channels(model: BiCoRSeg) -> None:
             tie(film.bias)
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
-def _check_multiple(x: torch.Tensor, mode: str) -> None:
+def _check_multiple(x: torch.Tensor, mode: str, stride: int) -> None:
     height, width = x.shape[-2:]
-    if height % STRIDE or width % STRIDE:
-        fit_h, fit_w = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+    if height % stride or width % stride:
+        fit_h, fit_w = -(-height // stride) * stride, -(-width // stride) * stride
         raise InputError(
-            f"{mode} input {height}x{width} is not a multiple of {STRIDE}: crop or pad to {fit_h}x{fit_w}"
+            f"{mode} input {height}x{width} is not a multiple of {stride}: crop or pad to {fit_h}x{fit_w}"
         )
 
 

@@ -441,6 +441,15 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
+    def __post_init__(self) -> None:
+        multiple = STRIDE * self.model.downsample
+        if self.data.crop_size % multiple:
+            _fail(
+                "data.crop_size",
+                f"must be a multiple of {multiple} with model.downsample "
+                f"{self.model.downsample}; got {self.data.crop_size}",
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return {name: typedconfig.to_plain(getattr(self, name)) for name in SECTIONS}
 
