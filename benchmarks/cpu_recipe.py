@@ -52,6 +52,9 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     D="--set model.backbone=timm:resnet18 --set model.downsample=4 --set data.crop_size=512"   # 1.2 m working resolution
     $B $D --name r18-ds4 --set trainer.max_minutes=null --set trainer.max_steps=300 --set trainer.check_val_every_n_epoch=100
     $B $D --name r18-ds4-20min
+    for F in 0 1; do $B $D $T --name fold$F-r18-ds4-300 \
+        --set "data.train_samples=$(python -c "print([i for i in range(16) if i // 4 != $F])")" \
+        --set "data.val_samples=$(python -c "print(list(range(4 * $F, 4 * $F + 4)))")"; done   # two at once
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
