@@ -4,7 +4,8 @@ A plain ``nn.Module``:
 
 * ``model(x)`` returns the logits (B x N x H x W) in training and evaluation mode alike, so the model
   drops into any training loop that feeds ``model(x)`` to a loss. Any H and W: the input is padded by
-  reflection to the next multiple of 32 (the backbone's stride) and the logits are cropped back.
+  reflection to the next multiple of :attr:`BiCoRSeg.stride` (32, the backbone's stride, times
+  ``downsample``) and the logits are cropped back.
 * ``model.forward_train(x)`` returns every output the full objective needs (:class:`TrainOutput`:
   main and auxiliary logits, per-layer heatmap logits and class embeddings); its H and W must be
   multiples of 32 (32 k with ``downsample`` k), since the heatmaps and the labels must cover the same pixels.
@@ -99,11 +100,11 @@ class BiCoRSeg(HubMixin, nn.Module):
 
     def _decode_input(self, x: torch.Tensor, train: bool) -> TrainOutput:
         """Backbone + decode at the working resolution (``config.downsample``), the logits at the input's size."""
-        size = (int(x.shape[-2]), int(x.shape[-1]))
         k = self.config.downsample
-        if k > 1:
-            x = F.avg_pool2d(x, k)
-        out = self.decode(self.backbone(x), (int(x.shape[-2]), int(x.shape[-1])), train)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        out = self.decode(
+            self.backbone(F.avg_pool2d(x, k) if k > 1 else x), (size[0] // k, size[1] // k), train
+        )
         if k > 1:  # logits at the input's size, heatmaps at its stride 4, as without downsampling
             out.logits = _resize(out.logits, size)
             out.aux_logits = None if out.aux_logits is None else _resize(out.aux_logits, size)
@@ -191,7 +192,7 @@ class BiCoRSeg(HubMixin, nn.Module):
         ]
 
     def _forward_padded(self, x: torch.Tensor) -> TrainOutput:
-        """Logits and heatmap logits of any H and W: padded to a multiple of 32, the logits cropped back."""
+        """Logits and heatmap logits of any H and W: padded to a multiple of :attr:`stride`, the logits cropped back."""
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
         if pad_h or pad_w:
