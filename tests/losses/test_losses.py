@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from bicorseg.errors import ConfigError
-from bicorseg.losses import BiCoRSegLoss, LossConfig, dice_loss, fisher_discriminant, soft_cross_entropy
+from bicorseg.losses import (
+    BiCoRSegLoss,
+    LossConfig,
+    dice_loss,
+    fisher_discriminant,
+    pool_labels,
+    soft_cross_entropy,
+)
 from bicorseg.models import TrainOutput
 
 
@@ -168,3 +175,24 @@ def test_layer_weights_must_match_the_layer_count() -> None:
 def test_negative_weights_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"loss\.aux_weight"):
         LossConfig(ignore_index=3, aux_weight=-1)
+
+
+def test_pool_labels_takes_each_blocks_majority() -> None:
+    """Majority of the labelled pixels, the lowest class on a tie, ignored only where all are."""
+    labels = torch.tensor([[[0, 0, 1, 9], [0, 1, 1, 9], [9, 9, 2, 3], [9, 9, 3, 2]]])
+    assert pool_labels(labels, 2, ignore_index=9).tolist() == [[[0, 1], [9, 2]]]
+    assert pool_labels(labels, 1, ignore_index=9) is labels
+
+
+def test_pool_labels_matches_a_count_per_block() -> None:
+    torch.manual_seed(0)
+    labels = torch.randint(0, 5, (2, 12, 9))
+    labels[0, :6, :6] = 255
+    labels[1, :3, :3] = torch.tensor([[255, 4, 4], [1, 1, 255], [255, 255, 255]])  # 1 and 4 tie
+    pooled = pool_labels(labels, 3, ignore_index=255)
+    assert pooled.shape == (2, 4, 3) and pooled[1, 0, 0] == 1 and (pooled[0, :2, :2] == 255).all()
+    for b, i, j in torch.cartesian_prod(torch.arange(2), torch.arange(4), torch.arange(3)).tolist():
+        block = labels[b, 3 * i : 3 * i + 3, 3 * j : 3 * j + 3].flatten()
+        block = block[block != 255]
+        expected = 255 if not len(block) else int(torch.bincount(block).argmax())  # argmax: the first maximum
+        assert pooled[b, i, j] == expected

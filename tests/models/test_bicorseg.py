@@ -28,13 +28,15 @@ class ModelVariantTests:
         return torch.randn(n, self.config.in_channels, self.size, self.size)
 
     def labels(self, n: int = 2) -> torch.Tensor:
-        labels = torch.randint(0, self.config.num_classes, (n, self.size, self.size))
-        labels[:, :8, :8] = self.config.num_classes  # some ignored pixels
+        """Labels at the working resolution, where :meth:`BiCoRSeg.forward_train` gives its outputs."""
+        size = self.size // self.config.downsample
+        labels = torch.randint(0, self.config.num_classes, (n, size, size))
+        labels[:, :4, :4] = self.config.num_classes  # some ignored pixels
         return labels
 
     def test_train_outputs(self, model: BiCoRSeg) -> None:
         out = model.train().forward_train(self.batch())
-        n, s, c = self.config.num_classes, self.size, self.config.width
+        n, s, c = self.config.num_classes, self.size // self.config.downsample, self.config.width
         assert isinstance(out, TrainOutput)
         assert out.logits.shape == (2, n, s, s)
         assert out.aux_logits.shape == (2, n, s, s)
@@ -139,6 +141,11 @@ def test_downsample_classifies_the_block_averaged_input() -> None:
         )
         torch.testing.assert_close(half(x), expected)
         assert half(torch.randn(1, 3, 70, 90)).shape == (1, 4, 70, 90)
+        working = half.forward_train(x)  # the objective's outputs stay at the working resolution
+        assert working.logits.shape == (1, 4, 64, 32) and working.heatmap_logits[0].shape == (1, 4, 16, 8)
+        torch.testing.assert_close(
+            F.interpolate(working.logits, size=(128, 64), mode="bilinear", align_corners=False), half(x)
+        )
     with pytest.raises(
         InputError, match="training input 96x96 is not a multiple of 64: crop or pad to 128x128"
     ):

@@ -147,3 +147,15 @@ def test_bf16_mixed_precision(tmp_path: Path) -> None:
     assert len(totals) == 4 and all(np.isfinite(totals))
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # master weights
+
+
+def test_a_working_resolution_trains_on_pooled_labels(tmp_path: Path) -> None:
+    """With ``model.downsample`` 2 the objective runs at half resolution on labels pooled to it, and
+    validation scores full-size maps."""
+    run = tmp_path / "half"
+    assert cli("train", "--config", TINY, "--model.downsample", "2", "--trainer.max_epochs", "1",
+               "--output", run) == 0  # fmt: skip
+    rows = read_metrics(run)
+    assert len([v for _, v in column(rows, "train/total_step") if np.isfinite(v)]) == 4
+    assert len(column(rows, "val/miou")) == 1
+    assert load_model(run / "checkpoints" / "last.ckpt").config.downsample == 2

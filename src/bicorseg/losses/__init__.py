@@ -12,6 +12,7 @@ _EXPORTS = {
     "LossConfig": "bicorseg.losses.config",
     "fisher_discriminant": "bicorseg.losses.fisher",
     "dice_loss": "bicorseg.losses.segmentation",
+    "pool_labels": "bicorseg.losses.segmentation",
     "soft_cross_entropy": "bicorseg.losses.segmentation",
 }
 

@@ -42,6 +42,24 @@ def soft_cross_entropy(
     return torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).mean()
 
 
+def pool_labels(labels: torch.Tensor, factor: int, ignore_index: int) -> torch.Tensor:
+    """Each ``factor`` x ``factor`` block of a B x H x W label map as its most frequent labelled class
+    (the lowest on a tie), or ``ignore_index`` where the whole block is ignored; H and W must be
+    multiples of ``factor``."""
+    if factor == 1:
+        return labels
+    best = torch.zeros_like(labels[:, ::factor, ::factor], dtype=torch.float32)
+    pooled = torch.full_like(labels[:, ::factor, ::factor], ignore_index)
+    for value in torch.unique(labels).tolist():
+        if value == ignore_index:
+            continue
+        share = F.avg_pool2d((labels == value).float().unsqueeze(1), factor).squeeze(1)
+        more = share > best
+        pooled = torch.where(more, value, pooled)
+        best = torch.where(more, share, best)
+    return pooled
+
+
 def dice_sums(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Per-class sums of one batch for Dice: rows ``sum p_c t_c``, ``sum (p_c + t_c)``, ``sum t_c``.
 

@@ -99,15 +99,15 @@ class BiCoRSeg(HubMixin, nn.Module):
         return STRIDE * self.config.downsample
 
     def _decode_input(self, x: torch.Tensor, train: bool) -> TrainOutput:
-        """Backbone + decode at the working resolution (``config.downsample``), the logits at the input's size."""
+        """Backbone + decode at the working resolution (``config.downsample``); outside training the
+        logits are resized to the input's size and the heatmaps to its stride 4."""
         k = self.config.downsample
         size = (int(x.shape[-2]), int(x.shape[-1]))
         out = self.decode(
             self.backbone(F.avg_pool2d(x, k) if k > 1 else x), (size[0] // k, size[1] // k), train
         )
-        if k > 1:  # logits at the input's size, heatmaps at its stride 4, as without downsampling
+        if k > 1 and not train:  # training stays at the working resolution, where the objective is cheap
             out.logits = _resize(out.logits, size)
-            out.aux_logits = None if out.aux_logits is None else _resize(out.aux_logits, size)
             out.heatmap_logits = [_resize(heat, (size[0] // 4, size[1] // 4)) for heat in out.heatmap_logits]
         return out
 
@@ -172,7 +172,10 @@ class BiCoRSeg(HubMixin, nn.Module):
         :attr:`stride`.
 
         ``logits`` are those of :meth:`forward` (the same numbers in the same mode); ``aux_logits`` come
-        from the static class embeddings.
+        from the static class embeddings. With ``downsample`` k every output stays at the working
+        resolution (logits H/k x W/k, heatmaps H/4k x W/4k), where the objective is computed: pool the
+        labels to it with :func:`bicorseg.losses.pool_labels`. :meth:`forward`'s logits are these
+        logits resized to H x W, bilinear.
         """
         self._check_input(x)
         _check_multiple(x, "training", self.stride)

@@ -1,6 +1,7 @@
 """The LightningModule: BiCoR-Seg, its objective, the optimizer, validation metrics, NaN handling.
 
-Training steps take every output of :meth:`BiCoRSeg.forward_train` to the full objective;
+Training steps take every output of :meth:`BiCoRSeg.forward_train` to the full objective (at the
+model's working resolution, the labels pooled to it);
 validation, like any caller, takes the logits of ``model(x)``. The network is the attribute ``model``
 so that its weights land in Lightning checkpoints with the prefix ``model.``;
 :meth:`on_save_checkpoint` adds the metadata of :func:`bicorseg.checkpoint.metadata` under
@@ -28,7 +29,7 @@ import torch
 from bicorseg.defaults import DEFAULT_OVERLAP
 from bicorseg.errors import BicorsegError
 from bicorseg.evaluation import data_protocol
-from bicorseg.losses import BiCoRSegLoss
+from bicorseg.losses import BiCoRSegLoss, pool_labels
 from bicorseg.metrics import ConfusionMatrix, Convention, EvaluationReport, PeriodicShare, write_report_json
 from bicorseg.models import BiCoRSeg
 from bicorseg.models.hub import Tiling, metadata
@@ -75,7 +76,8 @@ class BiCoRSegModule(L.LightningModule):
         return logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images, masks = batch["image"], batch["mask"]
+        images = batch["image"]
+        masks = pool_labels(batch["mask"], self.model.config.downsample, self.config.loss.ignore_index)
         terms = self.criterion(self.model.forward_train(images), masks)
         total = terms["total"]
         self._skip_this_step = False
