@@ -18,43 +18,54 @@ table of every entry is printed (and written beside it as Markdown). The table o
 at a time on the 2-core machine (R is LoveDA/Train/Rural)::
 
     B="python benchmarks/cpu_recipe.py --set data.root=$R"
-    $B --name base300 --set data.crop_size=256 --set data.batch_size=4 --set loss.class_balance=0 \
+    # the rows made before the recipe moved to ResNet-18 at 1.2 m: its former model and crop
+    B0="$B --set model.backbone=convnext_nano --set model.downsample=1 --set model.width=64 --set data.crop_size=128"
+    $B0 --name base300 --set data.crop_size=256 --set data.batch_size=4 --set loss.class_balance=0 \
         --set trainer.max_minutes=null --set trainer.max_steps=300
-    $B --name lr2e-3 --set data.crop_size=256 --set data.batch_size=4 --set loss.class_balance=0 \
+    $B0 --name lr2e-3 --set data.crop_size=256 --set data.batch_size=4 --set loss.class_balance=0 \
         --set trainer.max_minutes=null --set trainer.max_steps=300 --set optimizer.lr=2e-3
-    $B --name balance0.5 --set data.crop_size=256 --set data.batch_size=4 \
+    $B0 --name balance0.5 --set data.crop_size=256 --set data.batch_size=4 \
         --set trainer.max_minutes=null --set trainer.max_steps=300
-    $B --name crop128b12-150 --set loss.class_balance=0 --set trainer.max_minutes=null --set trainer.max_epochs=150
-    $B --name balance0.5-crop128b12 --set trainer.max_minutes=null --set trainer.max_epochs=150
-    $B --name shipped-20min --keep runs/loveda-cpu     # the recipe as shipped: its 20-minute budget
-    $B --name shipped-20min-idle --keep runs/loveda-cpu    # the same, fewer other jobs
+    $B0 --name crop128b12-150 --set loss.class_balance=0 --set trainer.max_minutes=null --set trainer.max_epochs=150
+    $B0 --name balance0.5-crop128b12 --set trainer.max_minutes=null --set trainer.max_epochs=150
+    $B0 --name shipped-20min --keep runs/loveda-cpu     # the recipe as shipped: its 20-minute budget
+    $B0 --name shipped-20min-idle --keep runs/loveda-cpu    # the same, fewer other jobs
     F="--set trainer.max_minutes=null --set trainer.max_steps=1122"   # the steps the free machine made
-    $B $F --name lr5e-4-1122 --set optimizer.lr=5e-4
-    $B $F --name lr2e-3-1122 --set optimizer.lr=2e-3
-    $B $F --name datastats-1122 --set 'data.class_table.bands=[red,green,blue]' \
+    $B0 $F --name lr5e-4-1122 --set optimizer.lr=5e-4
+    $B0 $F --name lr2e-3-1122 --set optimizer.lr=2e-3
+    $B0 $F --name datastats-1122 --set 'data.class_table.bands=[red,green,blue]' \
         --set 'data.class_table.mean=[78.6,84.18,80.38]' --set 'data.class_table.std=[34.48,29.92,27.02]'
-    $B $F --name balance0-1122 --set loss.class_balance=0
-    $B $F --name topk1.0-1122 --set model.topk_ratio=1.0
-    $B $F --name width96-1122 --set model.width=96
-    for N in 1 7; do $B --name steps150-seed$N --set trainer.max_minutes=null \
+    $B0 $F --name balance0-1122 --set loss.class_balance=0
+    $B0 $F --name topk1.0-1122 --set model.topk_ratio=1.0
+    $B0 $F --name width96-1122 --set model.width=96
+    for N in 1 7; do $B0 --name steps150-seed$N --set trainer.max_minutes=null \
         --set trainer.max_steps=150 --set trainer.seed=$N; done
     T="--set trainer.max_minutes=null --set trainer.max_steps=300"   # one change each at 300 steps
-    $B $T --name shipped-300
-    $B $T --name r18-300 --set model.backbone=timm:resnet18
-    $B $T --name noaux-300 --set loss.aux_weight=0 --set loss.heatmap_weight=0 \
+    $B0 $T --name shipped-300
+    $B0 $T --name r18-300 --set model.backbone=timm:resnet18
+    $B0 $T --name noaux-300 --set loss.aux_weight=0 --set loss.heatmap_weight=0 \
         --set loss.fisher_weight=0 --set loss.final_fisher_weight=0
-    $B $T --name ratio1-300 --set data.augment.max_class_ratio=1.0
-    for N in 42 1; do $B --name along900-seed$N --set trainer.max_minutes=null --set trainer.max_steps=900 \
+    $B0 $T --name ratio1-300 --set data.augment.max_class_ratio=1.0
+    for N in 42 1; do $B0 --name along900-seed$N --set trainer.max_minutes=null --set trainer.max_steps=900 \
         --set trainer.check_val_every_n_epoch=100 --set trainer.seed=$N; done   # validated every 100 steps
-    for F in 0 1 2; do $B $T --name fold$F-300 \
+    for F in 0 1 2; do $B0 $T --name fold$F-300 \
         --set "data.train_samples=$(python -c "print([i for i in range(16) if i // 4 != $F])")" \
         --set "data.val_samples=$(python -c "print(list(range(4 * $F, 4 * $F + 4)))")"; done   # other held-out blocks
     D="--set model.backbone=timm:resnet18 --set model.downsample=4 --set data.crop_size=512"   # 1.2 m working resolution
-    $B $D --name r18-ds4 --set trainer.max_minutes=null --set trainer.max_steps=300 --set trainer.check_val_every_n_epoch=100
-    $B $D --name r18-ds4-20min
-    for F in 0 1; do $B $D $T --name fold$F-r18-ds4-300 \
+    $B0 $D --name r18-ds4 --set trainer.max_minutes=null --set trainer.max_steps=300 --set trainer.check_val_every_n_epoch=100
+    $B0 $D --name r18-ds4-20min
+    for F in 0 1; do $B0 $D $T --name fold$F-r18-ds4-300 \
         --set "data.train_samples=$(python -c "print([i for i in range(16) if i // 4 != $F])")" \
         --set "data.val_samples=$(python -c "print(list(range(4 * $F, 4 * $F + 4)))")"; done   # two at once
+    # (the r18-ds4 rows computed the objective at 512 px; training now stays at the working resolution)
+    V8="--set data.train_samples=[0,1,2,3,4,5,6,7,12,13,14,15] --set data.val_samples=[8,9,10,11]"
+    for W in 64 128 256; do $B0 $D --name w$W-20min --set model.width=$W
+        $B0 $D $V8 --name fold2-w$W-20min --set model.width=$W; done   # each pair ran at once
+    D8="--set model.backbone=timm:resnet18 --set model.downsample=8 --set data.crop_size=1024"   # 2.4 m
+    $B0 $D8 --name ds8-20min; $B0 $D8 $V8 --name fold2-ds8-20min
+    $B --name shipped-r18-20min --keep runs/loveda-cpu    # the recipe as shipped now (width 256)
+    $B --name fold0-shipped-r18-20min --set data.train_samples=[4,5,6,7,8,9,10,11,12,13,14,15] \
+        --set data.val_samples=[0,1,2,3]    # beside the run above
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch

@@ -146,6 +146,8 @@ def test_downsample_classifies_the_block_averaged_input() -> None:
         torch.testing.assert_close(
             F.interpolate(working.logits, size=(128, 64), mode="bilinear", align_corners=False), half(x)
         )
+        with pytest.raises(InputError, match="downsample k trains at 1/k: pool the labels"):
+            BiCoRSegLoss(LossConfig(ignore_index=4))(working, torch.zeros(1, 128, 64, dtype=torch.long))
     with pytest.raises(
         InputError, match="training input 96x96 is not a multiple of 64: crop or pad to 128x128"
     ):

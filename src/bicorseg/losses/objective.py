@@ -93,6 +93,7 @@ class BiCoRSegLoss(torch.nn.Module):
         if labels.shape[-2:] != output.logits.shape[-2:]:
             raise InputError(
                 f"label size {tuple(labels.shape[-2:])} differs from the logits' {tuple(output.logits.shape[-2:])}"
+                " (a model with downsample k trains at 1/k: pool the labels with bicorseg.losses.pool_labels)"
             )
         layers = len(output.heatmap_logits)
         terms: dict[str, torch.Tensor] = {}
