@@ -66,6 +66,8 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B --name shipped-r18-20min --keep runs/loveda-cpu    # the recipe as shipped now (width 256)
     $B --name fold0-shipped-r18-20min --set data.train_samples=[4,5,6,7,8,9,10,11,12,13,14,15] \
         --set data.val_samples=[0,1,2,3]    # beside the run above
+    $B --name fold1-shipped-r18-20min --set data.train_samples=[0,1,2,3,8,9,10,11,12,13,14,15] \
+        --set data.val_samples=[4,5,6,7]
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
