@@ -28,7 +28,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.convnext import LayerNorm2d
 
-from bicorseg.defaults import STRIDE
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.models.backbone import build_backbone
 from bicorseg.models.config import ModelConfig
@@ -95,8 +94,8 @@ class BiCoRSeg(HubMixin, nn.Module):
 
     @property
     def stride(self) -> int:
-        """Inputs are padded to a multiple of this: the backbone's stride at the working resolution."""
-        return STRIDE * self.config.downsample
+        """Inputs are padded to a multiple of this: :attr:`ModelConfig.stride`."""
+        return self.config.stride
 
     def _decode_input(self, x: torch.Tensor, train: bool) -> TrainOutput:
         """Backbone + decode at the working resolution (``config.downsample``); outside training the
@@ -171,8 +170,8 @@ class BiCoRSeg(HubMixin, nn.Module):
         """Every output of the objective (:class:`TrainOutput`) for a batch whose H and W are multiples of
         :attr:`stride`.
 
-        ``logits`` are those of :meth:`forward` (the same numbers in the same mode); ``aux_logits`` come
-        from the static class embeddings. With ``downsample`` k every output stays at the working
+        ``aux_logits`` come from the static class embeddings. With ``downsample`` 1, ``logits`` are those
+        of :meth:`forward` (the same numbers in the same mode); with k every output stays at the working
         resolution (logits H/k x W/k, heatmaps H/4k x W/4k), where the objective is computed: pool the
         labels to it with :func:`bicorseg.losses.pool_labels`. :meth:`forward`'s logits are these
         logits resized to H x W, bilinear.

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bicorseg.defaults import STRIDE
 from bicorseg.errors import ConfigError
 from bicorseg.typedconfig import nearest
 
@@ -94,6 +95,11 @@ class ModelConfig:
     subpixel_init: str = "tied"
     downsample: int = 1
     _ratios: list[float] = field(init=False, repr=False, compare=False)
+
+    @property
+    def stride(self) -> int:
+        """Inputs are padded to a multiple of this: the backbone's stride at the working resolution."""
+        return STRIDE * self.downsample
 
     def __post_init__(self) -> None:
         def check(ok: bool, key: str, message: str) -> None:

@@ -442,7 +442,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
-        multiple = STRIDE * self.model.downsample
+        multiple = self.model.stride
         if self.data.crop_size % multiple:
             _fail(
                 "data.crop_size",
