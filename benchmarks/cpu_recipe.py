@@ -68,6 +68,11 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
         --set data.val_samples=[0,1,2,3]    # beside the run above
     $B --name fold1-shipped-r18-20min --set data.train_samples=[0,1,2,3,8,9,10,11,12,13,14,15] \
         --set data.val_samples=[4,5,6,7]
+    V0="--set data.train_samples=[4,5,6,7,8,9,10,11,12,13,14,15] --set data.val_samples=[0,1,2,3]"
+    $B --name shipped-r18-seed1 --set trainer.seed=1; $B $V0 --name fold0-shipped-r18-seed1 --set trainer.seed=1
+    $B --name balance0.25-r18 --set loss.class_balance=0.25
+    $B $V0 --name fold0-balance0.25-r18 --set loss.class_balance=0.25    # each pair ran at once
+    $B --name t2-along --set trainer.num_threads=2 --set trainer.check_val_every_n_epoch=100    # alone
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
