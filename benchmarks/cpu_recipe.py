@@ -72,6 +72,7 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B --name shipped-r18-seed1 --set trainer.seed=1; $B $V0 --name fold0-shipped-r18-seed1 --set trainer.seed=1
     $B --name balance0.25-r18 --set loss.class_balance=0.25
     $B $V0 --name fold0-balance0.25-r18 --set loss.class_balance=0.25    # each pair ran at once
+    $B --name w384-20min --set model.width=384; $B $V0 --name fold0-w384-20min --set model.width=384
     $B --name t2-along --set trainer.num_threads=2 --set trainer.check_val_every_n_epoch=100    # alone
     python benchmarks/cpu_recipe.py --table
 
