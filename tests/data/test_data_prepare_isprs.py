@@ -15,7 +15,7 @@ from affine import Affine
 from PIL import Image
 
 from bicorseg.cli.main import main as cli_main
-from bicorseg.data import build_dataset, build_train_transform, get_spec
+from bicorseg.data import AugmentConfig, TrainTransform, build_dataset, get_spec
 from bicorseg.data.datasets import ISPRS_LABELS
 from bicorseg.data.io import read_image, read_mask, sha256_file
 from bicorseg.data.release import PrepareResult, prepare
@@ -357,7 +357,7 @@ def test_potsdam_real_protocol_sizes(tmp_path):
 
 def test_prepared_dataset_over_isprs_patches(vaihingen_prepared, tmp_path):
     out, _ = vaihingen_prepared
-    train = build_dataset("vaihingen", out, "train", transform=build_train_transform(96, seed=0))
+    train = build_dataset("vaihingen", out, "train", transform=TrainTransform(AugmentConfig(96, seed=0)))
     assert len(train) == 15 * expected_patches(*SMALL, PATCH, PATCH // 2, copies=3)
     sample = train[0]
     assert sample["image"].shape == (3, 96, 96) and sample["mask"].shape == (96, 96)

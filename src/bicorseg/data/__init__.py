@@ -7,10 +7,9 @@ Entry points:
   the steps are the package :mod:`bicorseg.data.release`).
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
   ``{"image": float32 bands x H x W normalised, "mask": int64 H x W, "name": str, "path": str}``.
-* :func:`build_train_transform` / :class:`AugmentConfig`: the training augmentation of the published
+* :class:`TrainTransform` / :class:`AugmentConfig`: the training augmentation of the published
   recipes (docs/METHOD.md, section 6), mosaic included (the datasets give the transform access to
-  their other samples); on finished samples, :func:`wrap_train_dataset` (the mosaic as a
-  :class:`MosaicDataset`) and the same transform per sample dict.
+  their other samples).
 * :func:`folder_spec`: the spec of a folder dataset (classes from its table, normalisation).
 * :func:`read_image` / :func:`read_mask`: raw arrays from PNG, JPEG or GeoTIFF.
 """
@@ -22,20 +21,14 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from bicorseg.data.base import JointTransform, SegmentationDataset
+from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.datasets import DATASETS, Release, SplitRule, get_release, get_spec
 from bicorseg.data.folder import ClassTable, FolderDataset, folder_spec
 from bicorseg.data.io import read_georeferenced, read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
 from bicorseg.data.release import PrepareResult, prepare
-from bicorseg.data.transforms import (
-    AugmentConfig,
-    MosaicDataset,
-    TrainTransform,
-    build_train_transform,
-    wrap_train_dataset,
-)
+from bicorseg.data.transforms import AugmentConfig, TrainTransform
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 
@@ -45,7 +38,7 @@ def build_dataset(
     root: str | os.PathLike,
     split: str,
     spec: DatasetSpec | None = None,
-    transform: JointTransform | None = None,
+    transform: TrainTransform | None = None,
     **options: Any,
 ) -> Dataset:
     """A torch dataset: ``kind`` is a declared dataset (``root`` = output of ``prepare``) or ``"folder"``.
@@ -69,7 +62,6 @@ __all__ = [
     "ClassTable",
     "FolderDataset",
     "LabelTable",
-    "MosaicDataset",
     "PrepareResult",
     "PreparedDataset",
     "Release",
@@ -77,7 +69,6 @@ __all__ = [
     "SplitRule",
     "TrainTransform",
     "build_dataset",
-    "build_train_transform",
     "folder_spec",
     "get_release",
     "get_spec",
@@ -85,5 +76,4 @@ __all__ = [
     "read_georeferenced",
     "read_image",
     "read_mask",
-    "wrap_train_dataset",
 ]

@@ -5,15 +5,14 @@ native dtype and an ``H x W`` index mask, or None) and :meth:`SegmentationDatase
 base class turns them into ``{"image": float32 bands x H x W, (x - spec.mean) / spec.std,
 "mask": int64 H x W (ignored pixels = spec.ignore_index), "name": str, "path": str}``.
 
-The optional ``transform`` sees the raw image (float32, still in input units) and the int64 mask
-and returns both. A transform with a ``sample(load, index, length)`` method (the training
-augmentation of :mod:`bicorseg.data.transforms`) is given access to the whole dataset, for mosaics.
-A transform with ``for_spec(spec)`` is bound to the dataset's spec (its ignore index) when given.
+The optional ``transform`` (the training augmentation, :class:`~bicorseg.data.transforms.TrainTransform`,
+bound to the dataset's ignore index) sees the raw image (float32, still in input units) and the int64
+mask, with access to the whole dataset for mosaics.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,21 +20,9 @@ from torch.utils.data import Dataset
 
 from bicorseg.data.io import check_finite
 from bicorseg.data.release.records import Manifest
+from bicorseg.data.transforms import Pair, TrainTransform
 from bicorseg.errors import InputError
 from bicorseg.spec import DatasetSpec, normalise
-
-Pair = tuple[torch.Tensor, torch.Tensor]
-
-
-class JointTransform(Protocol):
-    """What a dataset applies to a raw sample (image in input units, mask) before normalising.
-
-    A transform may also have ``for_spec(spec)`` (a copy bound to the dataset's facts) and
-    ``sample(load, index, count)`` (a sample built from several, e.g. a mosaic): see
-    :class:`~bicorseg.data.transforms.TrainTransform`.
-    """
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair: ...
 
 
 class SegmentationDataset(Dataset):
@@ -43,11 +30,9 @@ class SegmentationDataset(Dataset):
 
     spec: DatasetSpec
 
-    def __init__(self, spec: DatasetSpec, transform: JointTransform | None = None) -> None:
+    def __init__(self, spec: DatasetSpec, transform: TrainTransform | None = None) -> None:
         self.spec = spec
-        if transform is not None and hasattr(transform, "for_spec"):
-            transform = transform.for_spec(spec)
-        self.transform = transform
+        self.transform = None if transform is None else transform.for_spec(spec)
 
     # -- to implement ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -86,21 +71,16 @@ class SegmentationDataset(Dataset):
             mask_t = torch.from_numpy(mask.astype(np.int64))
         return image_t, mask_t
 
-    def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        return normalise(image, self.spec.mean, self.spec.std)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
-        if self.transform is not None and hasattr(self.transform, "sample"):
+        if self.transform is not None:
             image, mask = self.transform.sample(self.load_tensors, index, len(self))
         else:
             image, mask = self.load_tensors(index)
-            if self.transform is not None:
-                image, mask = self.transform(image, mask)
         return {
-            "image": self.normalise(image).contiguous(),
+            "image": normalise(image, self.spec.mean, self.spec.std).contiguous(),
             "mask": mask.contiguous(),
             "name": self.sample_name(index),
             "path": self.sample_path(index),
@@ -126,7 +106,7 @@ class SampleSelection(SegmentationDataset):
         self,
         datasets: list[SegmentationDataset],
         indices: list[int] | None = None,
-        transform: JointTransform | None = None,
+        transform: TrainTransform | None = None,
         cache_bytes: int = 0,
     ) -> None:
         super().__init__(datasets[0].spec, transform)

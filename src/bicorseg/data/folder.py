@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from bicorseg import typedconfig
-from bicorseg.data.base import JointTransform, SegmentationDataset
+from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.io import default_normalisation, image_files, read_image, read_mask
 from bicorseg.data.labels import LabelTable, parse_colour
+from bicorseg.data.transforms import TrainTransform
 from bicorseg.defaults import IMAGE_SUFFIXES, colour_hex, default_palette
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec, check_class_names
@@ -309,7 +310,7 @@ class FolderDataset(SegmentationDataset):
         masks: str = "masks",
         class_table: str | os.PathLike | Mapping[str, Any] | ClassTable | None = None,
         spec: DatasetSpec | None = None,
-        transform: JointTransform | None = None,
+        transform: TrainTransform | None = None,
         subdirs: Sequence[str] | None = None,
         mask_suffix: str = "",
         require_masks: bool = True,

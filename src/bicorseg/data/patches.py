@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bicorseg.data.base import JointTransform, SegmentationDataset
+from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.release.manifest import read_manifest
 from bicorseg.data.release.records import PatchRecord
+from bicorseg.data.transforms import TrainTransform
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec
 
@@ -31,7 +32,7 @@ class PreparedDataset(SegmentationDataset):
         root: str | os.PathLike,
         split: str,
         spec: DatasetSpec | None = None,
-        transform: JointTransform | None = None,
+        transform: TrainTransform | None = None,
         dataset: str | None = None,
     ) -> None:
         self.root = Path(root).expanduser()

@@ -1,13 +1,13 @@
 """Training augmentation of the published recipes (docs/METHOD.md, section 6), applied jointly to image and mask.
 
-Build it with :func:`build_train_transform` (or ``TrainTransform(AugmentConfig(...))``) and pass it
-to a bicorseg dataset (``build_dataset(..., transform=...)``). For every sample, in this order:
+Build it as ``TrainTransform(AugmentConfig(crop_size, ...))`` and pass it to a bicorseg dataset
+(``build_dataset(..., transform=...)``). For every sample, in this order:
 
 1. **mosaic** (probability ``mosaic_p``): the sample and three others drawn at random from the same
    dataset are cut at a random centre (in the middle half of the sample's size) into the four
    quarters of one image of the sample's size; each piece is a random crop of its image (padded if
    too small). The dataset gives the transform access to its samples through
-   ``transform.sample(load, index, length)`` (see :mod:`bicorseg.data.base`): no wrapper needed.
+   ``transform.sample(load, index, length)`` (see :mod:`bicorseg.data.base`).
 2. **random rescale** by one factor drawn from ``scales``; labels are never interpolated.
    ``rescale_interpolation: bilinear`` (the clean default): image bilinear with antialiasing, size
    rounded, mask nearest neighbour at pixel centres. ``bicubic`` (the original code's): Pillow's
@@ -27,15 +27,6 @@ Normalisation ``(x - spec.mean) / spec.std`` is done by the dataset after the tr
 is float32 in input units throughout, the mask int64. ``ignore_index=None`` takes the ignore
 index of the dataset the transform is given to.
 
-Two ways to use it, with the same result:
-
-* ``build_dataset(..., transform=build_train_transform(512))``: the dataset applies it to the raw
-  sample before normalising, mosaic included.
-* on finished sample dicts (``transform(sample) -> sample``, image already normalised), with the
-  mosaic done by the dataset wrapper :class:`MosaicDataset` (:func:`wrap_train_dataset`).
-  Padding then uses the normalised value of a raw 0, so both ways give the same pixels (bilinear
-  resizing commutes with the per-band affine normalisation).
-
 Randomness comes from the transform's own ``torch.Generator`` seeded with ``seed`` and the
 data-parallel rank: in the main process once; in each DataLoader worker also from the worker's
 seed (which torch derives from the main process's RNG for every epoch), so workers and ranks never
@@ -47,24 +38,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from bicorseg import typedconfig
-from bicorseg.data.base import Pair
 from bicorseg.data.labels import nearest_indices
 from bicorseg.data_options import AugmentOptions
 from bicorseg.errors import ConfigError
-from bicorseg.spec import DatasetSpec, denormalise, normalise
+from bicorseg.spec import DatasetSpec
 
-Fill = float | Sequence[float]
-Statistics = tuple[Sequence[float], Sequence[float]]  # per-band mean and std, raw units
+Pair = tuple[torch.Tensor, torch.Tensor]  # image (float32 C x H x W, input units), mask (int64 H x W)
 
 
 @dataclass(frozen=True)
@@ -80,30 +67,6 @@ class AugmentConfig(AugmentOptions):
         super().__post_init__()
         if self.crop_size < 1:
             raise ConfigError(f"must be positive, not {self.crop_size}", key="crop_size")
-
-
-def build_train_transform(crop_size: int, spec: DatasetSpec | None = None, **options: Any) -> TrainTransform:
-    """The training augmentation of the published recipes: ``AugmentConfig(crop_size, **options)``.
-
-    ``options`` are the other fields of :class:`AugmentConfig` (``flip_p`` sets both flip
-    probabilities); ``spec`` binds the transform to a dataset (its ignore index, and the
-    normalisation of finished samples), as a dataset given the transform does.
-    """
-    return TrainTransform(typedconfig.build(AugmentConfig, {**options, "crop_size": crop_size}), spec)
-
-
-def wrap_train_dataset(dataset: Dataset, config: AugmentConfig, spec: DatasetSpec | None = None) -> Dataset:
-    """``dataset`` (of finished samples) with the mosaic of ``config``, seeded with the config's seed + 1.
-
-    The dataset itself when ``mosaic_p`` is 0. For pipelines that augment finished samples: the
-    mosaic first, then :class:`TrainTransform` on each sample dict.
-    """
-    if config.mosaic_p <= 0:
-        return dataset
-    # A seed distinct from the transform's, so mosaic choices and crops are not correlated.
-    return MosaicDataset(
-        dataset, config.mosaic_p, seed=config.seed + 1, ignore_index=config.ignore_index, spec=spec
-    )
 
 
 # ------------------------------------------------------------------------------------------ small ops
@@ -139,62 +102,41 @@ def _pil_resize(plane: np.ndarray, size: tuple[int, int], resample: Image.Resamp
     return np.asarray(picture.resize((size[1], size[0]), resample))
 
 
-def _bicubic_8bit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pillow's bicubic resize per band: on 8-bit values when every value is an integer in 0..255
-    (Pillow then rounds and clips after each of its two passes, as the original's PIL images are),
-    else on floats."""
-    array = image.detach().cpu().numpy()
-    rounded = np.rint(array)
-    eight_bit = (
-        bool(np.all(np.abs(array - rounded) < 1e-3)) and array.min() >= -1e-3 and array.max() <= 255.001
-    )
-    planes = rounded.astype(np.uint8) if eight_bit else array.astype(np.float32)
-    out = np.stack([_pil_resize(plane, size, Image.Resampling.BICUBIC) for plane in planes])
-    return torch.from_numpy(out.astype(np.float32)).to(image.device)
-
-
-def rescale(
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    scale: float,
-    interpolation: str = "bilinear",
-    normalisation: Statistics | None = None,
-) -> Pair:
-    """Resize image and mask by ``scale`` (see the module docstring, step 2, for ``interpolation``).
-
-    ``normalisation`` (per-band mean and std in raw units) says the image is normalised: the
-    bicubic path then resizes the raw values it came from and normalises the result again.
-    """
+def rescale(image: torch.Tensor, mask: torch.Tensor, scale: float, interpolation: str = "bilinear") -> Pair:
+    """Resize image and mask by ``scale`` (see the module docstring, step 2, for ``interpolation``)."""
     if scale == 1.0:
         return image, mask
     if interpolation == "bilinear":
         size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
         resized = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
         return resized, resize_mask(mask, size)
-    if interpolation != "bicubic":
-        raise ConfigError(f"augmentation: unknown rescale interpolation {interpolation!r}")
     size = (max(1, int(image.shape[-2] * scale)), max(1, int(image.shape[-1] * scale)))
-    raw = image if normalisation is None else denormalise(image, *normalisation)
-    resized = _bicubic_8bit(raw, size)
-    if normalisation is not None:
-        resized = normalise(resized, *normalisation)
+    # Pillow's bicubic resize per band: on 8-bit values when every value is an integer in 0..255
+    # (Pillow then rounds and clips after each of its two passes, as the original's PIL images are),
+    # else on floats
+    array = image.detach().cpu().numpy()
+    rounded = np.rint(array)
+    eight_bit = (
+        bool(np.all(np.abs(array - rounded) < 1e-3)) and array.min() >= -1e-3 and array.max() <= 255.001
+    )
+    planes = rounded.astype(np.uint8) if eight_bit else array.astype(np.float32)
+    resized_image = np.stack([_pil_resize(plane, size, Image.Resampling.BICUBIC) for plane in planes])
     labels = mask.detach().cpu().numpy()
     resized_mask = _pil_resize(labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.int32), size,
                                Image.Resampling.NEAREST)  # fmt: skip
-    return resized.to(image.dtype), torch.from_numpy(resized_mask.astype(np.int64)).to(
-        mask.device, mask.dtype
+    return (
+        torch.from_numpy(resized_image.astype(np.float32)).to(image.device, image.dtype),
+        torch.from_numpy(resized_mask.astype(np.int64)).to(mask.device, mask.dtype),
     )
 
 
-def pad_to(
-    image: torch.Tensor, mask: torch.Tensor, height: int, width: int, ignore_index: int, fill: Fill = 0.0
-) -> Pair:
-    """Pad at the bottom and right to at least ``height x width`` (image ``fill`` per band, mask ignore)."""
+def pad_to(image: torch.Tensor, mask: torch.Tensor, height: int, width: int, ignore_index: int) -> Pair:
+    """Pad at the bottom and right to at least ``height x width`` (image 0, mask ignore)."""
     h, w = image.shape[-2:]
     if h >= height and w >= width:
         return image, mask
     size = (max(h, height), max(w, width))
-    padded = torch.as_tensor(fill, dtype=image.dtype).reshape(-1, 1, 1).expand(image.shape[0], *size).clone()
+    padded = image.new_zeros((image.shape[0], *size))
     padded[:, :h, :w] = image
     padded_mask = mask.new_full(size, ignore_index)
     padded_mask[:h, :w] = mask
@@ -208,9 +150,8 @@ def random_crop(
     width: int,
     ignore_index: int,
     generator: torch.Generator,
-    fill: Fill = 0.0,
 ) -> Pair:
-    image, mask = pad_to(image, mask, height, width, ignore_index, fill)
+    image, mask = pad_to(image, mask, height, width, ignore_index)
     y = _randint(0, mask.shape[-2] - height + 1, generator)
     x = _randint(0, mask.shape[-1] - width + 1, generator)
     return image[:, y : y + height, x : x + width], mask[y : y + height, x : x + width]
@@ -233,10 +174,9 @@ def class_ratio_crop(
     retries: int,
     ignore_index: int,
     generator: torch.Generator,
-    fill: Fill = 0.0,
 ) -> Pair:
     """A random ``size`` crop, retried while one class dominates (the last try is kept)."""
-    image, mask = pad_to(image, mask, size, size, ignore_index, fill)
+    image, mask = pad_to(image, mask, size, size, ignore_index)
     for _ in range(retries + 1):
         crop = random_crop(image, mask, size, size, ignore_index, generator)  # padded already
         if _balanced(crop[1], max_ratio, ignore_index):
@@ -244,17 +184,14 @@ def class_ratio_crop(
     return crop
 
 
-def four_image_mosaic(
-    samples: Sequence[Pair], ignore_index: int, generator: torch.Generator, fill: Fill = 0.0
-) -> Pair:
+def four_image_mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generator) -> Pair:
     """Four samples as the quarters of one image of the first sample's size, split at a random centre."""
     height, width = samples[0][1].shape
     cy = _randint(height // 4, height - height // 4 + 1, generator)
     cx = _randint(width // 4, width - width // 4 + 1, generator)
     sizes = ((cy, cx), (cy, width - cx), (height - cy, cx), (height - cy, width - cx))
     pieces = [
-        random_crop(img, msk, h, w, ignore_index, generator, fill)
-        for (img, msk), (h, w) in zip(samples, sizes)
+        random_crop(img, msk, h, w, ignore_index, generator) for (img, msk), (h, w) in zip(samples, sizes)
     ]
     image = torch.cat(
         [torch.cat([pieces[0][0], pieces[1][0]], -1), torch.cat([pieces[2][0], pieces[3][0]], -1)], -2
@@ -282,7 +219,9 @@ class SeededGenerator:
 
     def get(self) -> torch.Generator:
         info = torch.utils.data.get_worker_info()
-        key = (_process_rank(), None if info is None else int(info.seed))
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = int(torch.distributed.get_rank()) if distributed else int(os.environ.get("RANK", 0))
+        key = (rank, None if info is None else int(info.seed))
         if self._generator is None or self._key != key:
             # Seed, data-parallel rank and worker seed: ranks and workers never repeat each other.
             entropy = [self.seed, key[0]] + ([] if key[1] is None else [key[1]])
@@ -292,50 +231,18 @@ class SeededGenerator:
         return self._generator
 
 
-def _process_rank() -> int:
-    """This process's data-parallel rank (0 without distributed training)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return int(torch.distributed.get_rank())
-    return int(os.environ.get("RANK", 0))
-
-
-def normalised_zero(spec: DatasetSpec | None) -> Fill:
-    """The value a raw 0 takes after normalisation (padding of already normalised images)."""
-    if spec is None:
-        return 0.0
-    zero = torch.zeros(spec.num_bands, 1, 1, dtype=torch.float64)  # float64: the exact per-band value
-    return normalise(zero, spec.mean, spec.std).flatten().tolist()
-
-
 class TrainTransform:
-    """The training augmentation as one seeded joint transform (see the module docstring).
+    """The training augmentation as one seeded joint transform (see the module docstring)."""
 
-    Call it as ``transform(image, mask) -> (image, mask)`` on raw images (what the datasets do), or
-    ``transform(sample) -> sample`` on a sample dict whose image is already normalised.
-    """
-
-    def __init__(self, config: AugmentConfig, spec: DatasetSpec | None = None) -> None:
-        if spec is not None and config.ignore_index is None:
-            config = replace(config, ignore_index=spec.ignore_index)
+    def __init__(self, config: AugmentConfig) -> None:
         self.config = config
-        self.spec = spec
         self._random = SeededGenerator(config.seed)
-
-    def __repr__(self) -> str:
-        return f"TrainTransform({self.config})"
-
-    @property
-    def mosaic_p(self) -> float:
-        return self.config.mosaic_p
 
     def for_spec(self, spec: DatasetSpec) -> TrainTransform:
         """This transform bound to a dataset's spec (its ignore index, when it was left as None)."""
-        if self.spec is spec:
+        if self.config.ignore_index is not None:
             return self
-        return TrainTransform(self.config, spec)
-
-    def generator(self) -> torch.Generator:
-        return self._random.get()
+        return TrainTransform(replace(self.config, ignore_index=spec.ignore_index))
 
     def _ignore(self) -> int:
         if self.config.ignore_index is None:
@@ -344,47 +251,17 @@ class TrainTransform:
             )
         return self.config.ignore_index
 
-    @overload
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
-    ) -> Pair: ...
-
-    @overload
-    def __call__(
-        self, image: dict[str, Any], mask: None = None, generator: torch.Generator | None = None
-    ) -> dict[str, Any]: ...
-
-    def __call__(
-        self,
-        image: torch.Tensor | dict[str, Any],
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Pair | dict[str, Any]:
-        """Rescale, class-ratio crop, rot90 and flips of (image ``C x H x W``, mask ``H x W``) or a sample dict."""
-        if isinstance(image, dict):  # normalised: padded with a raw 0, rescaled in raw units
-            spec = self.spec
-            statistics = None if spec is None else (spec.mean, spec.std)
-            out = self.apply(image["image"], image["mask"], generator, normalised_zero(spec), statistics)
-            return {**image, "image": out[0], "mask": out[1]}
-        if mask is None:
-            raise TypeError("TrainTransform needs (image, mask) or a sample dict")
-        return self.apply(image, mask, generator)
-
-    def apply(
-        self,
-        image: torch.Tensor,
-        mask: torch.Tensor,
-        generator: torch.Generator | None = None,
-        fill: Fill = 0.0,
-        normalisation: Statistics | None = None,
     ) -> Pair:
+        """Rescale, class-ratio crop, rot90 and flips of (image ``C x H x W``, mask ``H x W``)."""
         cfg = self.config
-        g = generator if generator is not None else self.generator()
+        g = generator if generator is not None else self._random.get()
         ignore = self._ignore()
         scale = cfg.scales[_randint(0, len(cfg.scales), g)]
-        image, mask = rescale(image, mask, scale, cfg.rescale_interpolation, normalisation)
+        image, mask = rescale(image, mask, scale, cfg.rescale_interpolation)
         image, mask = class_ratio_crop(
-            image, mask, cfg.crop_size, cfg.max_class_ratio, cfg.crop_retries, ignore, g, fill
+            image, mask, cfg.crop_size, cfg.max_class_ratio, cfg.crop_retries, ignore, g
         )
         if _rand(g) < cfg.rot90_p:
             k = _randint(0 if cfg.rotate_draw == "paper" else 1, 4, g)
@@ -396,49 +273,12 @@ class TrainTransform:
             image, mask = image.flip(-2), mask.flip(-2)
         return image.contiguous(), mask.contiguous()
 
-    def sample(
-        self, load: Callable[[int], Pair], index: int, length: int, generator: torch.Generator | None = None
-    ) -> Pair:
+    def sample(self, load: Callable[[int], Pair], index: int, length: int) -> Pair:
         """Load raw sample ``index`` (a mosaic with three random others, with probability ``mosaic_p``), augmented."""
-        g = generator if generator is not None else self.generator()
+        g = self._random.get()
         if self.config.mosaic_p > 0 and _rand(g) < self.config.mosaic_p:
             others = [_randint(0, length, g) for _ in range(3)]
             image, mask = four_image_mosaic([load(i) for i in (index, *others)], self._ignore(), g)
         else:
             image, mask = load(index)
-        return self.apply(image, mask, generator=g)
-
-
-class MosaicDataset(Dataset):
-    """Wraps a dataset of sample dicts: with probability ``p`` a sample becomes a 4-image mosaic.
-
-    For pipelines that augment finished (normalised) samples: ``MosaicDataset(dataset, 0.25)`` then
-    ``TrainTransform`` applied to each sample dict. Padding uses the normalised value of a raw 0.
-    """
-
-    def __init__(
-        self, dataset: Dataset, p: float = 0.25, seed: int = 42, ignore_index: int | None = None,
-        spec: DatasetSpec | None = None,
-    ) -> None:  # fmt: skip
-        spec = spec if spec is not None else getattr(dataset, "spec", None)
-        if ignore_index is None:
-            if spec is None:
-                raise ConfigError("mosaic: ignore_index is unknown; pass it or a dataset spec")
-            ignore_index = spec.ignore_index
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"mosaic: p must be a probability in [0, 1], not {p}")
-        self.dataset, self.p, self.ignore_index, self.spec = dataset, float(p), int(ignore_index), spec
-        self._random = SeededGenerator(seed)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        g = self._random.get()
-        sample = self.dataset[index]
-        if self.p == 0 or _rand(g) >= self.p:
-            return sample
-        others = [self.dataset[_randint(0, len(self), g)] for _ in range(3)]
-        pairs = [(s["image"], s["mask"]) for s in (sample, *others)]
-        image, mask = four_image_mosaic(pairs, self.ignore_index, g, normalised_zero(self.spec))
-        return {**sample, "image": image, "mask": mask, "name": f"{sample.get('name', index)}+mosaic"}
+        return self(image, mask, generator=g)

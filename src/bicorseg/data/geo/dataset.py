@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from bicorseg.data.base import JointTransform, SegmentationDataset
+from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.geo.source import GeoSource
 from bicorseg.data.geo.split import TrainingWindows
-from bicorseg.data.transforms import SeededGenerator
+from bicorseg.data.transforms import SeededGenerator, TrainTransform
 from bicorseg.gis.aoi import AreaOfInterest
 
 
@@ -51,7 +51,7 @@ class GeoTrainingChips(SegmentationDataset):
         source: GeoSource,
         windows: TrainingWindows,
         length: int,
-        transform: JointTransform | None = None,
+        transform: TrainTransform | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(source.spec, transform)
@@ -83,7 +83,7 @@ class GeoWindows(SegmentationDataset):
         windows: Sequence[tuple[int, Window]],
         size: int,
         areas: Sequence[AreaOfInterest | None] | None = None,
-        transform: JointTransform | None = None,
+        transform: TrainTransform | None = None,
     ) -> None:
         super().__init__(source.spec, transform)
         self.source, self.windows, self.size, self.areas = source, list(windows), int(size), areas
