@@ -1,17 +1,10 @@
 """User-facing errors: one clear line that names the file or parameter and what is wrong.
 
-One type per kind of fault, each also the standard exception it is, so that generic callers catch
-them: :class:`ConfigError` (a parameter or config value) is a ``ValueError``; :class:`InputError`
-(an input file, folder or value) is a ``ValueError`` too, a missing or unreadable file included (it
-is about what the user gave, not an I/O failure to retry, and an ``except OSError`` around I/O code
-must not swallow it); :class:`CheckpointError` (a checkpoint) is a ``ValueError``; :class:`OutputError`
-(an output cannot be written: disk full, no permission) is an ``OSError``; :class:`InstallError` (the
-installed packages do not work together) is an ``ImportError``. The command-line entry
-point prints these without a traceback and exits with status 2. Anything else that escapes is a bug
-and keeps its traceback.
-
-:class:`BicorsegWarning` is the category of every warning bicorseg gives: a result is written, with
-something about it to know (``warnings.simplefilter("ignore", BicorsegWarning)`` hides them).
+One type per kind of fault, each also the standard exception it is (a ``ValueError``, ``OSError``
+or ``ImportError``, see each class), so that generic callers catch them; a missing input file is an
+:class:`InputError`, about what the user gave, never an ``OSError`` that I/O code would swallow.
+The command line prints them without a traceback and exits with status 2; anything else that
+escapes is a bug and keeps its traceback. :class:`BicorsegWarning` is the category of every warning.
 
 Core code speaks Python: an error about a parameter gives its name as ``key`` (the message reads
 ``"tile: must be at least 32 pixels, got 16"``), and a message that mentions another parameter writes
@@ -21,6 +14,7 @@ flags, prints both as its options (``--tile: ...``, ``use --overwrite ...``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Sequence
 from types import ModuleType
@@ -41,13 +35,7 @@ class BicorsegError(Exception):
         super().__init__(f"{key}: {message}" if key else message)
 
     def __reduce__(self) -> tuple:  # keep ``key`` across processes (predict workers)
-        return (_rebuild, (type(self), self.detail, self.key))
-
-
-def _rebuild(cls: type[BicorsegError], message: str, key: str | None) -> BicorsegError:
-    error = cls.__new__(cls)
-    BicorsegError.__init__(error, message, key=key)
-    return error
+        return (functools.partial(type(self), key=self.key), (self.detail,))
 
 
 class InputError(BicorsegError, ValueError):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import importlib.metadata
 import re
 import sys
 from pathlib import Path
@@ -55,20 +54,9 @@ def _installed_version(package_dir: Path | None) -> str:
     return "(unknown version)"
 
 
-def _torch_version() -> str:
-    torch = sys.modules.get("torch")
-    version = getattr(torch, "__version__", None)
-    if version:
-        return str(version)
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
 def mismatch_message(error: BaseException, package_dir: Path | None) -> str:
     """One line: what failed, both versions, and the pip command that installs the matching torchvision."""
-    torch_version = _torch_version()
+    torch_version = str(getattr(sys.modules.get("torch"), "__version__", "(not imported)"))
     where = f" ({package_dir})" if package_dir is not None else ""
     release, _, build = torch_version.partition("+")
     wanted = matching_torchvision(release)
@@ -90,34 +78,6 @@ def mismatch_message(error: BaseException, package_dir: Path | None) -> str:
     )
 
 
-class _WatchedLoader(importlib.abc.Loader):
-    """torchvision's own loader, whose failure to execute the package becomes an InstallError."""
-
-    def __init__(self, loader: Any, package_dir: Path | None, finder: TorchvisionFinder) -> None:
-        self.loader, self.package_dir, self.finder = loader, package_dir, finder
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        # leave no trace in the module: its loader is torchvision's own
-        module.__loader__ = self.loader
-        if module.__spec__ is not None:
-            module.__spec__.loader = self.loader
-        try:
-            self.loader.exec_module(module)
-        except InstallError:
-            raise
-        except Exception as error:  # whatever torchvision's import raises: operators, symbols, attributes
-            # a library that caught the first failure tries again and fails on the half-imported
-            # package instead: the first failure says why
-            self.finder.first_error = self.finder.first_error or error
-            raise InstallError(mismatch_message(self.finder.first_error, self.package_dir)) from None
-
-    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...: the real loader's
-        return getattr(self.loader, name)
-
-
 class TorchvisionFinder(importlib.abc.MetaPathFinder):
     """Finds ``torchvision`` through the other finders and watches its import (module docstring)."""
 
@@ -133,12 +93,24 @@ class TorchvisionFinder(importlib.abc.MetaPathFinder):
             f for f in sys.meta_path if not isinstance(f, TorchvisionFinder) and hasattr(f, "find_spec")
         )
         spec = next((s for f in others if (s := f.find_spec(fullname, path, target)) is not None), None)
-        if spec is None:
-            return None  # not installed: Python's own ModuleNotFoundError says so
-        if spec.loader is None:
-            return spec
-        package_dir = Path(spec.origin).parent if spec.origin else None
-        spec.loader = _WatchedLoader(spec.loader, package_dir, self)
+        if spec is None or spec.loader is None:
+            return spec  # not installed: Python's own ModuleNotFoundError says so
+        loader, package_dir = spec.loader, Path(spec.origin).parent if spec.origin else None
+        execute = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            del loader.exec_module  # torchvision's own loader, as it was, once it has run
+            try:
+                execute(module)
+            except InstallError:
+                raise
+            except Exception as error:  # whatever torchvision's import raises: operators, symbols, attributes
+                # a library that caught the first failure tries again and fails on the half-imported
+                # package instead: the first failure says why
+                self.first_error = self.first_error or error
+                raise InstallError(mismatch_message(self.first_error, package_dir)) from None
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 

@@ -91,7 +91,7 @@ class RunBudget(Timer):
             self._step_seconds = time.monotonic() - self._step_started
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)  # time up: should_stop
         at_max_steps = 0 < trainer.max_steps <= trainer.global_step
-        last_batch = bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         at_max_epochs = (
             last_batch and trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
         )

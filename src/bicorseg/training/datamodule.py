@@ -24,23 +24,9 @@ from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
 from bicorseg.training.config import DataConfig
 
-__all__ = [
-    "SegmentationDataModule",
-    "build_split",
-    "held_out",
-    "match_samples",
-    "select_samples",
-    "split_samples",
-    "training_transform",
-]
 
-
-def _names(dataset: Dataset) -> list[str]:
-    namer = getattr(dataset, "sample_name", None)
-    size = len(dataset)  # type: ignore[arg-type]
-    if namer is not None:
-        return [str(namer(i)) for i in range(size)]
-    return [str(dataset[i]["name"]) for i in range(size)]  # loads every sample: small datasets only
+def _names(dataset: Any) -> list[str]:
+    return [str(dataset.sample_name(i)) for i in range(len(dataset))]
 
 
 def _matches(name: str, entry: str) -> bool:
@@ -58,11 +44,9 @@ def match_samples(names: list[str], wanted: list[str], key: str) -> list[int]:
     return chosen
 
 
-def select_samples(dataset: Dataset, wanted: list[str] | None, key: str) -> Dataset:
+def _select(dataset: SyntheticSegmentation, wanted: list[str] | None, key: str) -> Any:
     """The samples whose name matches an entry of ``wanted``, in dataset order (all for None)."""
-    if wanted is None:
-        return dataset
-    return Subset(dataset, match_samples(_names(dataset), wanted, key))
+    return dataset if wanted is None else Subset(dataset, match_samples(_names(dataset), wanted, key))
 
 
 def held_out(names: list[str], fraction: float, seed: int) -> list[int]:
@@ -81,7 +65,7 @@ def held_out(names: list[str], fraction: float, seed: int) -> list[int]:
 
 
 def split_samples(
-    config: DataConfig, train: Dataset, val: Dataset | None
+    config: DataConfig, train: SampleSelection, val: SampleSelection | None
 ) -> tuple[list[int], list[int] | None]:
     """Positions of the training samples in ``train`` and of the validation samples in ``val``.
 
@@ -104,10 +88,8 @@ def split_samples(
         val_idx = held_out(val_names, config.val_fraction, config.val_seed)
     else:
         val_idx = list(range(len(val_names)))
-    path_of = getattr(val, "sample_path", None) or (lambda i: val_names[i])
-    held = {str(path_of(i)) for i in val_idx}
-    train_path = getattr(train, "sample_path", None) or (lambda i: train_names[i])
-    both = [i for i in train_idx if str(train_path(i)) in held]
+    held = {val.sample_path(i) for i in val_idx}
+    both = [i for i in train_idx if train.sample_path(i) in held]
     if both and (config.train_samples is not None or not config.holds_out):
         key = "data.train_samples" if config.train_samples is not None else "data.val_split"
         raise ConfigError(
@@ -121,36 +103,21 @@ def split_samples(
     return train_idx, val_idx
 
 
-def build_split(
-    config: DataConfig,
-    spec: DatasetSpec,
-    splits: list[str],
-    train: bool,
-    transform: Any = None,
-    indices: list[int] | None = None,
-) -> Any:
-    """The configured dataset over ``splits`` (joined), or the samples at ``indices`` of it, with a transform.
-
-    The transform (mosaics included) sees only the selected samples.
-    """
-    if config.dataset == "synthetic":  # fixed seeds: the evaluate command sees the same samples
-        size, train_count, val_count = config.synthetic_size
-        count = train_count if train else val_count
-        return SyntheticSegmentation(count, size, spec.num_classes, spec.num_bands, seed=0 if train else 1)
+def _joined(config: DataConfig, spec: DatasetSpec, splits: list[str]) -> SampleSelection:
+    """The configured dataset over ``splits``: prepared splits join inside one dataset, folder
+    splits in the selection."""
     from bicorseg.data import build_dataset
 
     def build(split: str) -> Any:
         return build_dataset(config.dataset, config.root, split, spec=spec, **config.dataset_options())
 
-    # prepared splits join inside one dataset; folder splits are joined by the selection
-    parts = [build("+".join(splits))] if config.dataset != "folder" else [build(split) for split in splits]
-    return SampleSelection(parts, indices, transform)
+    return SampleSelection(
+        [build("+".join(splits))] if config.dataset != "folder" else list(map(build, splits))
+    )
 
 
 def training_transform(config: DataConfig, seed: int) -> Any:
     """The joint training augmentation of ``data.augment``, seeded with the run's seed."""
-    if config.dataset == "synthetic":
-        return None
     from bicorseg.data.transforms import AugmentConfig, TrainTransform
 
     return TrainTransform(AugmentConfig(crop_size=config.crop_size, seed=seed, **asdict(config.augment)))
@@ -176,19 +143,17 @@ class SegmentationDataModule(L.LightningDataModule):
         if cfg.dataset == "geo":
             self._setup_geo()
             return
-        if cfg.dataset == "synthetic":  # procedural: training and validation samples are distinct by seed
-            train = select_samples(build_split(cfg, self.spec, cfg.train_splits, train=True),
-                                   cfg.train_samples, "data.train_samples")  # fmt: skip
+        if cfg.dataset == "synthetic":  # procedural, fixed seeds: training and validation samples differ
+            size, train_count, val_count = cfg.synthetic_size
+            classes, bands = self.spec.num_classes, self.spec.num_bands
+            train = SyntheticSegmentation(train_count, size, classes, bands, seed=0)
+            train = _select(train, cfg.train_samples, "data.train_samples")
             if wants_val:
-                val = build_split(cfg, self.spec, [cfg.val_split], train=False)  # type: ignore[list-item]
-                self.val_set = select_samples(val, cfg.val_samples, "data.val_samples")
+                val = SyntheticSegmentation(val_count, size, classes, bands, seed=1)
+                self.val_set = _select(val, cfg.val_samples, "data.val_samples")
         else:
-            train_all = build_split(cfg, self.spec, cfg.train_splits, train=True)
-            val_all = (
-                build_split(cfg, self.spec, [cfg.val_split], train=False)
-                if cfg.val_split is not None
-                else None
-            )
+            train_all = _joined(cfg, self.spec, cfg.train_splits)
+            val_all = _joined(cfg, self.spec, [cfg.val_split]) if cfg.val_split is not None else None
             train_idx, val_idx = split_samples(cfg, train_all, val_all)
             train = SampleSelection(
                 train_all.datasets, train_idx, training_transform(cfg, self.seed), cfg.cache_mb << 20
@@ -196,9 +161,9 @@ class SegmentationDataModule(L.LightningDataModule):
             if wants_val and val_all is not None:
                 self.val_set = SampleSelection(val_all.datasets, val_idx)
         if wants_train:
-            if len(train) < cfg.batch_size:  # type: ignore[arg-type]
+            if len(train) < cfg.batch_size:
                 raise ConfigError(
-                    f"{cfg.batch_size} is larger than the {len(train)} training samples",  # type: ignore[arg-type]
+                    f"{cfg.batch_size} is larger than the {len(train)} training samples",
                     key="data.batch_size",
                 )
             self.train_set = train

@@ -105,6 +105,8 @@ class Lookahead(Optimizer):
             if slow is not None:
                 self.state[p]["slow"] = slow.detach().to(device=p.device, dtype=p.dtype).clone()
         self.fast_steps = int(state_dict["fast_steps"])
-        self.k = int(state_dict.get("k", self.k))
-        self.alpha = float(state_dict.get("alpha", self.alpha))
-        self.phase = str(state_dict.get("phase", "textbook"))  # states without one predate the paper phase
+        self.k, self.alpha, self.phase = (
+            int(state_dict["k"]),
+            float(state_dict["alpha"]),
+            str(state_dict["phase"]),
+        )

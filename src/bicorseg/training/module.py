@@ -103,10 +103,7 @@ class BiCoRSegModule(L.LightningModule):
         return total
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.trainer.optimizers:
-            self.log(
-                "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False
-            )
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -147,8 +144,6 @@ class BiCoRSegModule(L.LightningModule):
         pattern = float(self.val_pattern.compute())
         self.val_confmat.reset()
         self.val_pattern.reset()
-        if self.trainer.sanity_checking:
-            return
         report = EvaluationReport.from_confusion(
             matrix,
             self.spec.class_names,
@@ -159,7 +154,7 @@ class BiCoRSegModule(L.LightningModule):
                 label_variant=self.spec.label_variant,
                 mode="patches (validation during training)",
                 tta="none",
-                protocol=data_protocol(getattr(self.trainer.datamodule, "val_set", None)),
+                protocol=data_protocol(self.trainer.datamodule.val_set),
                 extra={"epoch": self.current_epoch, "step": self.global_step},
             ),
             period4_share=pattern,

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any
 
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 
@@ -35,11 +35,10 @@ def _number(value: float) -> str:
 
 
 class LogLines(Callback):
-    """Plain progress lines on ``stream`` (stderr); ``steps=False`` writes only the start and epoch lines."""
+    """Plain progress lines on stderr; ``steps=False`` writes only the start and epoch lines."""
 
-    def __init__(self, every: int, stream: TextIO | None = None, steps: bool = True) -> None:
-        self.every = max(1, int(every))
-        self.stream = stream
+    def __init__(self, every: int, steps: bool = True) -> None:
+        self.every = every
         self.steps = steps
         self._last_step = -1
         self._line_time = self._epoch_time = 0.0
@@ -53,10 +52,9 @@ class LogLines(Callback):
     def write(self, trainer: Any, text: str) -> None:
         if not trainer.is_global_zero:
             return
-        stream = self.stream or sys.stderr
         for line in text.splitlines():
-            stream.write(line.replace("\r", "") + "\n")
-        stream.flush()
+            sys.stderr.write(line.replace("\r", "") + "\n")
+        sys.stderr.flush()
 
     @staticmethod
     def _terms(trainer: Any, suffix: str) -> str:
@@ -77,41 +75,28 @@ class LogLines(Callback):
     # --- hooks -----------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        summary = getattr(datamodule, "summary", None)  # what the data is (geo datasets: labelled pixels)
-        if summary:
-            self.write(trainer, "\n".join(summary))
-        train_set = getattr(datamodule, "train_set", None)
-        val_set = getattr(datamodule, "val_set", None)
-        config = getattr(pl_module, "config", None)
-        batches = trainer.num_training_batches
-        parts = []
-        if train_set is not None:
-            parts.append(f"{len(train_set)} training samples")
-        if config is not None:
-            parts.append(f"batch {config.data.batch_size} x {trainer.world_size} process(es)")
-        if isinstance(batches, int):
-            parts.append(f"{batches} batches per epoch")
-        parts.append(
+        data, config, model = trainer.datamodule, pl_module.config, pl_module.config.model
+        if data.summary:  # what the data is (geo datasets: labelled pixels)
+            self.write(trainer, "\n".join(data.summary))
+        parts = [
+            f"{len(data.train_set)} training samples",
+            f"batch {config.data.batch_size} x {trainer.world_size} process(es)",
+            f"{trainer.num_training_batches} batches per epoch",
             f"{trainer.max_epochs} epochs"
-            + (f", at most {trainer.max_steps} steps" if trainer.max_steps > 0 else "")
-        )
-        if val_set is not None and config is not None:
-            parts.append(f"{len(val_set)} validation samples of split {config.data.val_split!r}")
-        else:
-            parts.append("no validation")
+            + (f", at most {trainer.max_steps} steps" if trainer.max_steps > 0 else ""),
+            "no validation"
+            if data.val_set is None
+            else f"{len(data.val_set)} validation samples of split {config.data.val_split!r}",
+        ]
         params = sum(p.numel() for p in pl_module.parameters())
-        model = ""
-        if config is not None:
-            m = config.model
-            model = f"{m.backbone}, width {m.width}, {m.layers} HBIS layers, "
-        device = f"{trainer.strategy.root_device.type} x {trainer.world_size}"
         self.write(
             trainer,
-            f"training: {', '.join(parts)}; model: {model}{params / 1e6:.2f} M parameters; device: {device}",
+            f"training: {', '.join(parts)}; model: {model.backbone}, width {model.width}, {model.layers} HBIS "
+            f"layers, {params / 1e6:.2f} M parameters; device: {trainer.strategy.root_device.type} x "
+            f"{trainer.world_size}",
         )
-        if val_set is not None and config is not None and config.data.holds_out:
-            names = [val_set.sample_name(i) for i in range(len(val_set))]
+        if data.val_set is not None and config.data.holds_out:
+            names = [data.val_set.sample_name(i) for i in range(len(data.val_set))]
             shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
             self.write(trainer, f"held out for validation (never trained on): {shown}")
         self._line_time = self._epoch_time = time.perf_counter()
@@ -132,11 +117,11 @@ class LogLines(Callback):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        size = batch["image"].shape[0] if isinstance(batch, dict) and "image" in batch else 0
+        size = batch["image"].shape[0]
         self._line_samples += size * trainer.world_size
         self._epoch_samples += size * trainer.world_size
         # the rate this step used (an epoch schedule steps at its end)
-        self._lr = f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}" if trainer.optimizers else ""
+        self._lr = f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}"
         step = trainer.global_step
         if not self.steps or step == self._last_step or step % self.every:
             return
@@ -158,7 +143,7 @@ class LogLines(Callback):
         took = f"{seconds:.0f} s" + (f" + {self._val_epoch:.0f} s validation" if self._val_epoch else "")
         head = f"epoch {self._epoch_of(trainer)} done (step {trainer.global_step}, {took})"
         self.write(trainer, f"{head}: " + "; ".join(f for f in fields if f))
-        report = getattr(pl_module, "last_val_report", None)
+        report = pl_module.last_val_report
         if report is not None and report.convention.extra.get("epoch") == trainer.current_epoch:
             s = report.scores
             self.write(

@@ -66,37 +66,24 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with bicorseg's writer and reader, for local files.
-
-    Not Lightning's own: it builds the whole file in memory, writes it to the system's temporary
-    folder and moves it (a copy, not a rename, across file systems), and reads with whatever
-    ``weights_only`` its caller asks. Here a checkpoint goes through
-    :func:`~bicorseg.checkpoint.atomic_torch_save` (the one temporary-file scheme beside the target,
-    fsync, rename) and every read unpickles with ``weights_only=True``.
-    """
+    """Lightning's checkpoint IO writing through :func:`~bicorseg.checkpoint.atomic_torch_save` (a
+    temporary file beside the target, fsync, rename; Lightning's own writes the target in place) and
+    reading with ``weights_only=True`` whatever its caller asks. A run's paths are local files."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's writer
-            super().save_checkpoint(checkpoint, path, storage_options)
-        else:
-            atomic_torch_save(checkpoint, path)
+        atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        if "://" in str(path):
-            raise CheckpointError(f"cannot resume from remote checkpoint {path}: download it first")
         return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 class ResumableCSVLogger(CSVLogger):
-    """A CSV logger that continues the ``metrics.csv`` of a resumed run instead of replacing it.
-
-    Rows logged after the checkpoint being resumed from (``step >= resume_step``) are dropped: the
-    resumed run logs those steps again.
-    """
+    """A CSV logger that continues the ``metrics.csv`` of a resumed run (Lightning's deletes it),
+    less the rows from ``resume_step`` on, which the resumed run logs again."""
 
     def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,7 +103,6 @@ class ResumableCSVLogger(CSVLogger):
                 rows = [
                     r for r in reader if r.get("step", "").isdigit() and int(r["step"]) < self._resume_step
                 ]
-            path.unlink()  # Lightning's writer deletes an existing file; we write it back below
         experiment = super().experiment
         if header:
             with open(path, "w", newline="") as stream:
@@ -259,7 +245,7 @@ class LastState(Checkpoint):
     ) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: not a step boundary
-        if not getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False):
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._stop_if_requested(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -444,14 +430,10 @@ def train(
     callbacks: list[Callback] | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train (or resume) a run described by ``config``, writing everything under ``output``.
-
-    A folder that already holds a run is refused unless ``resume`` is given (continue it) or
-    ``overwrite`` (replace it: its ``config.yaml``, ``checkpoints/``, ``logs/`` and
-    ``val_metrics.json`` are deleted once the new run has started, i.e. its configuration, data,
-    model and trainer are built; other files are left alone). A checkpoint to resume from must fit
-    the model of ``config``.
-    SIGINT or SIGTERM saves ``last.ckpt`` and raises :class:`TrainingInterrupted`.
+    """Train (or resume) a run described by ``config``, writing everything under ``output`` (see
+    the module docstring). ``resume``: a checkpoint that fits the model of ``config``, or ``auto``;
+    ``overwrite``: replace the run's files (:data:`RUN_FILES`) once the new run has started, leaving
+    other files alone. SIGINT or SIGTERM saves ``last.ckpt`` and raises :class:`TrainingInterrupted`.
     """
     output = Path(output)
     is_writer = _launched_as_rank_zero()
