@@ -62,12 +62,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         print("\n".join(split.summary()), file=sys.stderr)
         seed = config.trainer.seed if args.seed is None else args.seed
-        result = write_chips(split, output, count, seed=seed, progress=counter("writing chips"))
+        val = write_chips(split, output, count, seed=seed, progress=counter("writing chips"))
     finally:
         split.source.close()
-    print(
-        f"wrote {result.train} training and {result.val} validation chips of {data.crop_size} px to {output}"
-    )
+    print(f"wrote {count} training and {val} validation chips of {data.crop_size} px to {output}")
     print(
         f"  train on them: bicorseg train --config folder --data.root {output} --data.class_table "
         f"{output / 'classes.yaml'} --data.train_splits '[train]' --data.val_split val --data.val_fraction null"

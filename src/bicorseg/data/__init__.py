@@ -10,7 +10,6 @@ Entry points:
 * :class:`TrainTransform` / :class:`AugmentConfig`: the training augmentation of the published
   recipes (docs/METHOD.md, section 6), mosaic included (the datasets give the transform access to
   their other samples).
-* :func:`folder_spec`: the spec of a folder dataset (classes from its table, normalisation).
 * :func:`read_image` / :func:`read_mask`: raw arrays from PNG, JPEG or GeoTIFF.
 """
 
@@ -23,7 +22,7 @@ from torch.utils.data import Dataset
 
 from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.datasets import DATASETS, Release, SplitRule, get_release, get_spec
-from bicorseg.data.folder import ClassTable, FolderDataset, folder_spec
+from bicorseg.data.folder import ClassTable, FolderDataset
 from bicorseg.data.io import read_georeferenced, read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
@@ -69,7 +68,6 @@ __all__ = [
     "SplitRule",
     "TrainTransform",
     "build_dataset",
-    "folder_spec",
     "get_release",
     "get_spec",
     "prepare",

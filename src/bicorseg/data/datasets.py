@@ -112,15 +112,6 @@ class ZoomStep:
         """Smallest and largest crop side for a patch size (both included)."""
         return int(self.crop[0] * patch_size // self.crop[1]), int(patch_size // 2)
 
-    def to_dict(self) -> dict:
-        return {
-            "class_index": self.class_index,
-            "min_share": self.min_share,
-            "crop_side": f"{self.crop[0]}/{self.crop[1]} to 1/2 of the patch side",
-            "splits": list(self.splits),
-            "seed": self.seed,
-        }
-
 
 @dataclass(frozen=True)
 class PaperPreparation:

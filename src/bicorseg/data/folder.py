@@ -405,22 +405,3 @@ def _sampled_pixels(
         bands = image.shape[0]
         flat = image.reshape(bands, -1)
         yield flat[:, :: max(1, flat.shape[1] // max_pixels)]
-
-
-def folder_spec(
-    root: str | os.PathLike,
-    split: str | None = "train",
-    splits: Mapping[str, Sequence[str]] | None = None,
-    **options: Any,
-) -> DatasetSpec:
-    """The spec a folder dataset gets from its class table (normalisation from its training images).
-
-    Uses the ``split`` folder (or ``splits[split]``) when there is one, else the whole of ``root``.
-    """
-    root_path = Path(root).expanduser()
-    options.pop("transform", None)
-    has_split = split not in (None, "", "all") and (
-        (splits is not None and split in splits) or (splits is None and (root_path / str(split)).is_dir())
-    )
-    dataset = FolderDataset.for_split(root_path, split if has_split else "all", splits=splits, **options)
-    return dataset.spec

@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -82,30 +81,23 @@ def _pillow_to_array(image: Image.Image, *, keep_palette: bool) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-@contextmanager
-def _open_pillow(path: str | os.PathLike) -> Iterator[Image.Image]:
-    """A Pillow image whose declared size passed the pixel limit (nothing decoded yet)."""
-    with open(path, "rb") as stream:
-        prefix = stream.read(16)
-        stream.seek(0)
-        Image.init()
-        for name in _PILLOW_FORMATS:
-            factory, accept = Image.OPEN[name]
-            if accept(prefix):
-                image = factory(stream, str(path))
-                break
-        else:  # another format behind a .png/.jpg name: Pillow's own limit applies as well
-            image = Image.open(stream)
-        with image:
-            check_pixels(image.width, image.height, path)
-            yield image
-
-
 def _read_pillow(path: str | os.PathLike, *, keep_palette: bool) -> np.ndarray:
     try:
-        with _open_pillow(path) as image:
-            image.load()
-            return _pillow_to_array(image, keep_palette=keep_palette)
+        with open(path, "rb") as stream:
+            prefix = stream.read(16)
+            stream.seek(0)
+            Image.init()
+            for name in _PILLOW_FORMATS:
+                factory, accept = Image.OPEN[name]
+                if accept(prefix):
+                    image = factory(stream, str(path))
+                    break
+            else:  # another format behind a .png/.jpg name: Pillow's own limit applies as well
+                image = Image.open(stream)
+            with image:
+                check_pixels(image.width, image.height, path)  # from the header, before decoding
+                image.load()
+                return _pillow_to_array(image, keep_palette=keep_palette)
     except BicorsegError:  # the pixel limit's refusals (ValueErrors) say it all themselves
         raise
     except UnidentifiedImageError as error:
@@ -113,18 +105,6 @@ def _read_pillow(path: str | os.PathLike, *, keep_palette: bool) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as error:
         # Pillow reports truncated and corrupt files as OSError / SyntaxError.
         raise InputError(f"{path}: unreadable or truncated image ({error})") from error
-
-
-def _read_raster(path: str | os.PathLike) -> tuple[np.ndarray, CrsTransform | None]:
-    with open_raster(path, whole=True) as dataset:
-        try:
-            array = dataset.read()
-        except RasterioError as error:
-            raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
-        georef = None
-        if dataset.crs is not None or not dataset.transform.is_identity:
-            georef = CrsTransform(crs=dataset.crs, transform=dataset.transform)
-        return array, georef
 
 
 def read_georeferenced(
@@ -137,7 +117,14 @@ def read_georeferenced(
     suffix = Path(str(path)).suffix.lower()
     if suffix in _PILLOW_SUFFIXES and not (suffix == ".png" and _is_16bit_colour_png(path)):
         return _read_pillow(path, keep_palette=keep_palette), None
-    return _read_raster(path)
+    with open_raster(path, whole=True) as dataset:
+        try:
+            array = dataset.read()
+        except RasterioError as error:
+            raise InputError(f"{path}: unreadable or truncated raster ({first_line(error)})") from error
+        if dataset.crs is None and dataset.transform.is_identity:
+            return array, None
+        return array, CrsTransform(crs=dataset.crs, transform=dataset.transform)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -172,27 +159,23 @@ def read_mask(path: str | os.PathLike, *, mode: Literal["index", "colour"] = "in
     return array
 
 
-NOT_UTF8 = "its name is not UTF-8 text, which GDAL cannot open (rename it)"
-
-
-def printable(path: str | os.PathLike) -> str:
-    """A path as text that can always be printed: bytes of a name that are not UTF-8 as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def gdal_can_open_name(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is UTF-8 text, as GDAL takes names (Python keeps other bytes as surrogates)."""
+def _name_fault(path: str | os.PathLike) -> str | None:
+    """``path`` printable (bytes that are not UTF-8 as ``\\xNN``) when GDAL cannot open it by its name
+    (GDAL takes UTF-8 text; Python keeps other bytes as surrogates), else None."""
     try:
         os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return None
+
+
+NOT_UTF8 = "its name is not UTF-8 text, which GDAL cannot open (rename it)"
 
 
 def check_name(path: Path) -> Path:
     """``path``, or an :class:`InputError` if GDAL cannot open it by its name."""
-    if not gdal_can_open_name(path):
-        raise InputError(f"{printable(path)}: {NOT_UTF8}")
+    if (shown := _name_fault(path)) is not None:
+        raise InputError(f"{shown}: {NOT_UTF8}")
     return path
 
 
@@ -200,10 +183,10 @@ def openable(paths: Iterable[Path]) -> list[Path]:
     """``paths`` in order, without those GDAL cannot open by name (each left out with a warning)."""
     found = []
     for path in paths:
-        if gdal_can_open_name(path):
+        if (shown := _name_fault(path)) is None:
             found.append(path)
         else:
-            warnings.warn(f"{printable(path)}: skipped: {NOT_UTF8}", BicorsegWarning, stacklevel=3)
+            warnings.warn(f"{shown}: skipped: {NOT_UTF8}", BicorsegWarning, stacklevel=3)
     return found
 
 

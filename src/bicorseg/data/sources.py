@@ -92,17 +92,17 @@ class SourceFile:
     def suffix(self) -> str:
         return Path(self.rel).suffix.lower()
 
-    def _check_size(self, limits: ArchiveLimits) -> None:
-        if self.size > limits.file_bytes:
+    def _check_size(self) -> None:
+        if self.size > LIMITS.file_bytes:
             raise InputError(
-                f"{self.display}: {_size(self.size)} is more than the {_size(limits.file_bytes)} "
+                f"{self.display}: {_size(self.size)} is more than the {_size(LIMITS.file_bytes)} "
                 "an image or label file may have"
             )
 
     @contextmanager
-    def local(self, limits: ArchiveLimits = LIMITS) -> Iterator[Path | Unpacked]:
+    def local(self) -> Iterator[Path | Unpacked]:
         """The file as a local path for the readers: a plain file itself, a member unpacked (then removed)."""
-        self._check_size(limits)
+        self._check_size()
         if self.path is not None:
             yield self.path
             return
@@ -114,9 +114,9 @@ class SourceFile:
         finally:
             temp.unlink(missing_ok=True)
 
-    def copy_to(self, target: Path, limits: ArchiveLimits = LIMITS) -> None:
+    def copy_to(self, target: Path) -> None:
         """Copy the file's bytes unchanged to ``target`` (atomically; a member streamed from its archive)."""
-        self._check_size(limits)
+        self._check_size()
         if self.path is not None:
             with atomic_output(target, clean=False) as temp:
                 shutil.copyfile(self.path, temp)

@@ -193,18 +193,6 @@ def _train_config(config: DemoConfig, data_root: Path, seconds: float) -> Any:
     )
 
 
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's start-up notices that arrive as warnings off during the demo.
-
-    Its info lines (accelerator summary, tips) are already silenced by
-    :func:`bicorseg.training.run.train`; only these warnings remain.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*(GPU available|TPU available|LeafSpec).*")
-        yield
-
-
 # --------------------------------------------------------------------------------------------------
 # Steps
 
@@ -315,7 +303,9 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             )
         from bicorseg.demo.callbacks import StepProgress
 
-        with _timed(timings, "training"), _quiet_lightning():
+        # Lightning's start-up notices that arrive as warnings (train silences its info lines)
+        with _timed(timings, "training"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*(GPU available|TPU available|LeafSpec).*")
             callbacks = [StepProgress(progress, config.steps)]
             result = train(
                 _train_config(config, data_root, seconds), run_dir, spec=DEMO_DATASET, callbacks=callbacks

@@ -64,12 +64,14 @@ def generate_scene(size: int | tuple[int, int], seed: int) -> tuple[np.ndarray, 
     return _Painter(height, width, np.random.default_rng(seed)).paint()
 
 
-def scene_transform(size: int | tuple[int, int], seed: int, resolution: float = DEMO_RESOLUTION) -> Affine:
+def scene_transform(size: int | tuple[int, int], seed: int) -> Affine:
     """A north-up transform in :data:`DEMO_CRS`, its origin chosen by ``seed`` (inside the UTM zone)."""
     rng = np.random.default_rng([seed, 7919])
     east = 400_000.0 + float(rng.integers(0, 200)) * 1000.0
     north = 5_200_000.0 + float(rng.integers(0, 400)) * 1000.0
-    return Affine(resolution, 0.0, east, 0.0, -resolution, north)  # north-up, origin at the top left
+    return Affine(
+        DEMO_RESOLUTION, 0.0, east, 0.0, -DEMO_RESOLUTION, north
+    )  # north-up, origin at the top left
 
 
 def write_scene_geotiff(

@@ -80,20 +80,12 @@ class Areas:
 
 
 @dataclass
-class Picture:
-    """An RGBA ``uint8`` picture and the shape of the raster it shows."""
-
-    rgba: np.ndarray
-    source_shape: tuple[int, int]
-
-
-@dataclass
 class SceneContent:
     name: str
-    image: Picture | None
-    prediction: Picture
+    image: np.ndarray | None  # the pictures: H x W x 4 uint8 (RGBA)
+    prediction: np.ndarray
     areas: Areas
-    heatmaps: dict[int, dict[int, Picture]]  # layer -> class id -> picture
+    heatmaps: dict[int, dict[int, np.ndarray]]  # layer -> class id -> picture
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)  # "prediction", "image", "labels"
     place: Place | None = None  # with a CRS: coordinates and scale
@@ -127,7 +119,7 @@ def _class_table(raster: ClassRaster, item: ReportItem) -> tuple[list[str], list
 
 def _read_prediction(
     raster: ClassRaster, colours: list[tuple[int, int, int]], max_size: int
-) -> tuple[Picture, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The prediction's picture, and the decimated class values and their validity it shows."""
     src = raster.src
     shape = display_shape(src.height, src.width, max_size)
@@ -141,7 +133,7 @@ def _read_prediction(
     table = colour_table(colours[:256])
     known = valid & (data >= 0) & (data < len(colours))
     rgb = table[np.where(known, data, 0).astype(np.int64)]
-    return Picture(_rgba(rgb, known), (src.height, src.width)), data, valid
+    return _rgba(rgb, known), data, valid
 
 
 def _pixel_counts(raster: ClassRaster, size: int) -> np.ndarray:
@@ -233,9 +225,9 @@ def _heatmap_picture(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgba)
 
 
-def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[int, Picture]]:
+def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[int, np.ndarray]]:
     slugs = {re.sub(r"[^A-Za-z0-9_-]+", "_", n).strip("_") or "class": i for i, n in enumerate(names)}
-    layers: dict[int, dict[int, Picture]] = {}
+    layers: dict[int, dict[int, np.ndarray]] = {}
     for path in paths:
         raster_match, png_match = HEATMAP_RASTER.match(path.name), HEATMAP_PNG.match(path.name)
         if raster_match is None and png_match is None:
@@ -258,7 +250,7 @@ def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[in
                 grey = src.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.float32)
                 classes = {cls: grey / 255.0}
         for cls, values in classes.items():
-            layers.setdefault(layer, {})[cls] = Picture(_heatmap_picture(values), (src.height, src.width))
+            layers.setdefault(layer, {})[cls] = _heatmap_picture(values)
     return dict(sorted(layers.items()))
 
 
@@ -289,7 +281,7 @@ def collect(
                         f"{item.prediction} is {shape[0]} x {shape[1]}"
                     )
                 bands = [1, 2, 3] if src.count >= 3 else [1]
-                shown = prediction.rgba.shape[:2]
+                shown = prediction.shape[:2]
                 try:
                     data = src.read(
                         bands,
@@ -304,13 +296,13 @@ def collect(
             rgb8 = np.round(np.atleast_3d(rgb) * 255).astype(np.uint8)
             if rgb8.shape[-1] == 1:
                 rgb8 = np.repeat(rgb8, 3, axis=-1)
-            image = Picture(_rgba(rgb8, np.ones(rgb8.shape[:2], bool)), shape)
+            image = _rgba(rgb8, np.ones(rgb8.shape[:2], bool))
         else:
             notes.append("the input image was not found: the prediction is shown alone")
         heatmaps = _read_heatmaps(item.heatmaps, names)
-    if prediction.source_shape != prediction.rgba.shape[:2]:
+    if shape != prediction.shape[:2]:
         notes.append(
-            f"pictures shown at {prediction.rgba.shape[1]} x {prediction.rgba.shape[0]} pixels "
+            f"pictures shown at {prediction.shape[1]} x {prediction.shape[0]} pixels "
             f"(the rasters have {shape[1]} x {shape[0]}); areas are counted on every pixel"
         )
     name = item.name or item.prediction.name

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from bicorseg.inference.heatmaps import HEATMAP_COLORMAP
-from bicorseg.report.collect import Picture, SceneContent
+from bicorseg.report.collect import SceneContent
 from bicorseg.report.place import Place
 from bicorseg.report.truth import CORRECT, WRONG, TruthView
 
@@ -46,8 +46,7 @@ def png_data_uri(rgba: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _img(picture: Picture | np.ndarray, alt: str, css: str = "", extra: str = "") -> str:
-    rgba = picture.rgba if isinstance(picture, Picture) else picture
+def _img(rgba: np.ndarray, alt: str, css: str = "", extra: str = "") -> str:
     height, width = rgba.shape[:2]
     cls = f' class="{css}"' if css else ""
     return f'<img{cls} alt="{_e(alt)}" width="{width}" height="{height}"{extra} src="{png_data_uri(rgba)}">'
@@ -224,7 +223,7 @@ def _percent(value: float) -> str:
 
 def _scene(scene: SceneContent, index: int, base: Path) -> str:
     data, bar, coordinates = _place(scene.place)
-    overlays: list[tuple[str, str, Picture | np.ndarray]] = []
+    overlays: list[tuple[str, str, np.ndarray]] = []
     if scene.image is not None:
         under = _img(scene.image, "image", "base")
         overlays.append(("prediction", "prediction", scene.prediction))

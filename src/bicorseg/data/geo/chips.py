@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,6 @@ from bicorseg.data.geo.source import GeoSplit
 from bicorseg.data.io import CrsTransform, write_png, write_tiff
 
 TABLE_NAME = "classes.yaml"
-
-
-@dataclass(frozen=True)
-class ChipsResult:
-    folder: Path
-    train: int
-    val: int
 
 
 def _native(image: np.ndarray, dtype: str) -> np.ndarray:
@@ -62,8 +54,9 @@ def write_chips(
     count: int,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
-) -> ChipsResult:
-    """Write ``count`` training chips and every validation window of ``split`` under ``folder``."""
+) -> int:
+    """Write ``count`` training chips and every validation window of ``split`` under ``folder``; the
+    number of validation chips."""
     folder = Path(folder)
     source = split.source
     train = GeoTrainingChips(source, split.training, count, seed=seed)
@@ -90,4 +83,4 @@ def write_chips(
                 progress(done, total)
     comment = "classes of the chips written by bicorseg chips (masks hold the class indices)"
     write_text_atomic(folder / TABLE_NAME, class_table_yaml(source.spec, comment))
-    return ChipsResult(folder, count, len(val))
+    return len(val)

@@ -83,9 +83,8 @@ class GeoWindows(SegmentationDataset):
         windows: Sequence[tuple[int, Window]],
         size: int,
         areas: Sequence[AreaOfInterest | None] | None = None,
-        transform: TrainTransform | None = None,
     ) -> None:
-        super().__init__(source.spec, transform)
+        super().__init__(source.spec)
         self.source, self.windows, self.size, self.areas = source, list(windows), int(size), areas
 
     def __len__(self) -> int:
