@@ -52,13 +52,6 @@ class SplitRule:
     pad: bool = True
     flips: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        bad = [f for f in self.flips if f not in ("hflip", "vflip")]
-        if bad:
-            raise ConfigError(f"split {self.name!r}: unknown flips {bad}")
-        if self.stride is not None and self.patch_size is None:
-            raise ConfigError(f"split {self.name!r}: a stride needs a patch size")
-
     def scaled(self, patch_size: int | None) -> SplitRule:
         """The same rule with another patch size; the stride keeps its ratio to the patch size."""
         if patch_size is None or self.patch_size is None:
@@ -158,7 +151,7 @@ class Release:
 
     Attributes:
         spec: the dataset facts (for the default band variant).
-        fields: placeholder name -> regular expression of its values (``tile`` is required).
+        fields: placeholder name -> regular expression of its values (``tile`` names the tile).
         variants: band variant name -> image patterns and bands; ``default_variant`` is used
             unless another is asked for.
         labels: label role (``"full"``, ``"eroded"``) -> path patterns.
@@ -179,27 +172,6 @@ class Release:
     patch_name: str
     archives: tuple[str, ...] = ()
     paper: PaperPreparation = PaperPreparation()
-
-    def __post_init__(self) -> None:
-        if "tile" not in self.fields:
-            raise ConfigError(f"release {self.spec.name!r}: the 'tile' field is required")
-        if self.default_variant not in self.variants:
-            raise ConfigError(f"release {self.spec.name!r}: unknown default variant {self.default_variant!r}")
-        names = [rule.name for rule in self.splits]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"release {self.spec.name!r}: duplicate split names {names}")
-        seen: dict[str, str] = {}
-        for rule in self.splits:
-            for tile in rule.tiles:
-                if tile in seen:
-                    raise ConfigError(
-                        f"release {self.spec.name!r}: tile {tile} in {seen[tile]} and {rule.name}"
-                    )
-                seen[tile] = rule.name
-            if rule.labels is not None and rule.labels not in self.labels:
-                raise ConfigError(
-                    f"release {self.spec.name!r}: split {rule.name} uses unknown labels {rule.labels!r}"
-                )
 
     @property
     def name(self) -> str:
@@ -229,8 +201,6 @@ class Release:
     def spec_for(self, variant: str | None = None) -> DatasetSpec:
         """The dataset spec with the bands and normalisation of a band variant."""
         chosen = self.variant(variant)
-        if chosen.bands == self.spec.bands and chosen.mean == self.spec.mean and chosen.std == self.spec.std:
-            return self.spec
         return self.spec.with_bands(chosen.bands, chosen.mean, chosen.std)
 
     def pattern(self, template: str) -> re.Pattern[str]:

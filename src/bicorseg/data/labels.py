@@ -32,26 +32,17 @@ Colour = tuple[int, int, int]
 
 def parse_colour(value: object, where: str = "colour") -> Colour:
     """``"#RRGGBB"``, ``"RRGGBB"`` or a sequence of three 0..255 integers -> ``(r, g, b)``."""
-    if isinstance(value, str):
-        text = value.strip().lstrip("#")
-        if len(text) == 6:
-            try:
-                return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: {value!r} is not a colour (use '#RRGGBB' or [r, g, b])")
-    if isinstance(value, Sequence) and len(value) == 3:
-        try:
-            rgb = tuple(int(v) for v in value)
-        except (TypeError, ValueError):
-            rgb = ()
-        if (
-            len(rgb) == 3
-            and all(0 <= v <= 255 for v in rgb)
-            and all(float(v) == r for v, r in zip(value, rgb))
-        ):
-            return rgb  # type: ignore[return-value]
-    raise ConfigError(f"{where}: {value!r} is not a colour (use '#RRGGBB' or [r, g, b] in 0..255)")
+    try:
+        if isinstance(value, str):
+            rgb = tuple(bytes.fromhex(value.strip().lstrip("#")))
+        else:
+            rgb = tuple(int(v) for v in value)  # type: ignore[attr-defined]
+            rgb = rgb if all(float(v) == r for v, r in zip(value, rgb)) else ()  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ConfigError(f"{where}: {value!r} is not a colour (use '#RRGGBB' or [r, g, b] in 0..255)")
+    return rgb  # type: ignore[return-value]
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
