@@ -70,27 +70,18 @@ class LabelTable:
     _values: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("colour", "value"):
-            raise ConfigError(f"label table kind must be 'colour' or 'value', not {self.kind!r}")
         if not 0 <= self.ignore_index <= 255 or self.ignore_index < self.num_classes:
             raise ConfigError(f"ignore_index {self.ignore_index} must be in {self.num_classes}..255")
-        packed: dict[int, int] = {}
         for code, index in self.codes.items():
             if not (0 <= index < self.num_classes or index == self.ignore_index):
                 raise ConfigError(f"label code {code!r} maps to {index}, not a class or the ignore index")
-            key = self._key(code)
-            if key in packed and packed[key] != index:
-                raise ConfigError(f"label code {code!r} is listed twice with different classes")
-            packed[key] = index
-        keys = np.array(sorted(packed), dtype=np.int64)
-        object.__setattr__(self, "_keys", keys)
-        object.__setattr__(self, "_values", np.array([packed[k] for k in keys], dtype=np.uint8))
-
-    def _key(self, code: int | Colour) -> int:
-        if self.kind == "colour":
-            r, g, b = parse_colour(code)
-            return (r << 16) | (g << 8) | b
-        return int(code)  # type: ignore[arg-type]
+        if self.kind == "colour":  # packed as r << 16 | g << 8 | b
+            keys = [(r << 16) | (g << 8) | b for r, g, b in map(parse_colour, self.codes)]
+        else:
+            keys = [int(code) for code in self.codes]  # type: ignore[arg-type]
+        order = np.argsort(keys)
+        object.__setattr__(self, "_keys", np.array(keys, dtype=np.int64)[order])
+        object.__setattr__(self, "_values", np.array(list(self.codes.values()), dtype=np.uint8)[order])
 
     @classmethod
     def from_colours(

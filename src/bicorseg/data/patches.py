@@ -13,8 +13,7 @@ import numpy as np
 
 from bicorseg.data.base import SegmentationDataset
 from bicorseg.data.io import read_image, read_mask
-from bicorseg.data.release.manifest import read_manifest
-from bicorseg.data.release.records import PatchRecord
+from bicorseg.data.release.records import PatchRecord, read_manifest
 from bicorseg.data.transforms import TrainTransform
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec

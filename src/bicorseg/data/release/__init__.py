@@ -32,30 +32,15 @@ The modules, one step each:
 * :mod:`.cutting`: one tile read, its label converted, its samples written (:func:`process_item`).
 * :mod:`.journal`: finished tiles recorded and reused by a rerun; stale outputs removed.
 * :mod:`.records`: the typed records of the manifest and journal (:class:`Manifest`,
-  :class:`SplitRecord`, :class:`TileRecord`, :class:`PatchRecord`).
-* :mod:`.manifest`: ``manifest.json`` read (checked) and written atomically.
+  :class:`SplitRecord`, :class:`TileRecord`, :class:`PatchRecord`); ``manifest.json`` read
+  (checked) and written atomically.
 * :mod:`.report`: what a run did, for people (:class:`PrepareResult`), and the progress bar.
 * :mod:`.run`: :func:`prepare`, the steps in order.
 """
 
 from __future__ import annotations
 
-from bicorseg.data.release.manifest import MANIFEST, manifest_path, read_manifest, write_manifest
-from bicorseg.data.release.records import Manifest, PatchRecord, SplitRecord, TileRecord
-from bicorseg.data.release.report import PrepareResult, SplitSummary
-from bicorseg.data.release.run import MIN_PATCH_SIZE, prepare
+from bicorseg.data.release.report import PrepareResult
+from bicorseg.data.release.run import prepare
 
-__all__ = [
-    "MANIFEST",
-    "MIN_PATCH_SIZE",
-    "Manifest",
-    "PatchRecord",
-    "PrepareResult",
-    "SplitRecord",
-    "SplitSummary",
-    "TileRecord",
-    "manifest_path",
-    "prepare",
-    "read_manifest",
-    "write_manifest",
-]
+__all__ = ["PrepareResult", "prepare"]

@@ -25,9 +25,15 @@ from bicorseg.data.release.journal import (
     settings,
     write_journal,
 )
-from bicorseg.data.release.manifest import MANIFEST, read_manifest, write_manifest
 from bicorseg.data.release.planning import plan
-from bicorseg.data.release.records import Manifest, SplitRecord, TileRecord
+from bicorseg.data.release.records import (
+    MANIFEST,
+    Manifest,
+    SplitRecord,
+    TileRecord,
+    read_manifest,
+    write_manifest,
+)
 from bicorseg.data.release.report import PrepareResult, SplitSummary, progress_bar
 from bicorseg.data.sources import source_files
 from bicorseg.defaults import STRIDE
