@@ -34,13 +34,11 @@ The modules, one step each:
 * :mod:`.records`: the typed records of the manifest and journal (:class:`Manifest`,
   :class:`SplitRecord`, :class:`TileRecord`, :class:`PatchRecord`); ``manifest.json`` read
   (checked) and written atomically.
-* :mod:`.report`: what a run did, for people (:class:`PrepareResult`), and the progress bar.
-* :mod:`.run`: :func:`prepare`, the steps in order.
+* :mod:`.run`: :func:`prepare`, the steps in order, and what a run did (:class:`PrepareResult`).
 """
 
 from __future__ import annotations
 
-from bicorseg.data.release.report import PrepareResult
-from bicorseg.data.release.run import prepare
+from bicorseg.data.release.run import PrepareResult, prepare
 
 __all__ = ["PrepareResult", "prepare"]

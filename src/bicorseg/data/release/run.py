@@ -1,15 +1,17 @@
 """The preparation of a release from end to end: check the options, plan, cut or reuse, write the manifest.
 
 :func:`prepare` is the one entry point (``bicorseg prepare`` calls it); the steps are the other
-modules of :mod:`bicorseg.data.release`.
+modules of :mod:`bicorseg.data.release`. It returns what it did (:class:`PrepareResult`), whose
+:meth:`~PrepareResult.summary` is what ``bicorseg prepare`` prints, and shows a progress bar on stderr.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bicorseg.atomic import remove_stale_temps, write_error
@@ -34,12 +36,77 @@ from bicorseg.data.release.records import (
     read_manifest,
     write_manifest,
 )
-from bicorseg.data.release.report import PrepareResult, SplitSummary, progress_bar
 from bicorseg.data.sources import source_files
 from bicorseg.defaults import STRIDE
 from bicorseg.errors import BicorsegError, ConfigError, InputError
 
 MIN_PATCH_SIZE = STRIDE  # the network's input granularity; smaller patches hold nothing to train on
+
+
+@dataclass
+class SplitSummary:
+    """The counts of one split of a preparation (tiles, files written or reused, class pixels)."""
+
+    name: str
+    rule: SplitRule
+    tiles: int = 0
+    patches: int = 0
+    reused: int = 0
+    pixels: list[int] = field(default_factory=list)
+    ignored: int = 0
+    unknown_ignored: int = 0
+
+
+@dataclass
+class PrepareResult:
+    """What :func:`prepare` did; :meth:`summary` renders it for people."""
+
+    output: Path
+    manifest: Path
+    release: Release
+    variant: str
+    splits: dict[str, SplitSummary]
+    found: dict[str, list[str]]
+    not_found: dict[str, list[str]]
+    removed_stale: int = 0
+    protocol: str = "clean"
+
+    @property
+    def up_to_date(self) -> bool:
+        return all(s.reused == s.tiles for s in self.splits.values())
+
+    def summary(self) -> str:
+        spec = self.release.spec
+        lines = [f"{spec.name} ({self.variant}) prepared in {self.output}, protocol {self.protocol}"]
+        if self.protocol == "paper":
+            lines.append(f"  as the original code: {'; '.join(self.release.paper.notes(spec))}")
+        for s in self.splits.values():
+            rule = s.rule
+            if rule.patch_size:
+                cut = f"patches {rule.patch_size}x{rule.patch_size}, stride {rule.stride or rule.patch_size}"
+            else:
+                cut = "whole images"
+            flips = f", flipped copies {'+'.join(rule.flips)}" if rule.flips else ""
+            labels = f"{rule.labels} labels" if rule.labels else "no labels"
+            reused = f"; {s.reused} already done" if s.reused else ""
+            tiles = f"{s.tiles} tile{'' if s.tiles == 1 else 's'}"
+            lines.append(f"  {s.name}: {tiles} -> {s.patches} files ({cut}{flips}; {labels}){reused}")
+            if s.pixels and sum(s.pixels) + s.ignored:
+                total = sum(s.pixels) + s.ignored
+                shares = ", ".join(f"{n} {100 * c / total:.1f}%" for n, c in zip(spec.class_names, s.pixels))
+                lines.append(f"    pixels: {shares}, ignored {100 * s.ignored / total:.1f}%")
+            if s.unknown_ignored:
+                lines.append(f"    {s.unknown_ignored} pixels of unknown colour/value were set to ignore")
+        for split, parts in self.found.items():
+            missing = self.not_found.get(split, [])
+            text = f"  found for {split}: {', '.join(parts) if parts else 'nothing'}"
+            if missing:
+                text += f" (not found: {', '.join(missing)})"
+            lines.append(text)
+        if self.removed_stale:
+            lines.append(f"  removed {self.removed_stale} files of an earlier preparation")
+        lines.append(f"manifest: {self.manifest}")
+        return "\n".join(lines)
 
 
 def prepare(
@@ -72,6 +139,9 @@ def prepare(
         verify: on rerun, check the checksums of finished files (otherwise only their presence).
         progress: show a progress bar on stderr.
     """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     release = get_release(dataset) if isinstance(dataset, str) else dataset
     chosen = release.variant(variant)
     variant_name = next(k for k, v in release.variants.items() if v is chosen)
@@ -119,7 +189,14 @@ def prepare(
             }
             records: dict[str, list[TileRecord]] = {r.name: [] for r in rules}
 
-            with progress_bar(progress) as bar:
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+            )
+            console = Console(file=sys.stderr)
+            with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
                 task = bar.add_task(release.name, total=sum(len(v) for v in items.values()))
                 for rule in rules:
                     wanted = settings(release, variant_name, rule, unknown_colours, protocol)
