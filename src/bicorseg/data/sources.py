@@ -85,10 +85,6 @@ class SourceFile:
         return str(self.path)
 
     @property
-    def in_archive(self) -> bool:
-        return self.archive is not None
-
-    @property
     def suffix(self) -> str:
         return Path(self.rel).suffix.lower()
 

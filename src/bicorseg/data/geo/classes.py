@@ -51,9 +51,7 @@ def normalise_code(value: Any) -> int | str | None:
 
 def sort_codes(codes: Iterable[int | str]) -> list[int | str]:
     """Numbers numerically first, then text alphabetically."""
-    return sorted(
-        set(codes), key=lambda c: (isinstance(c, str), c if isinstance(c, str) else float(c), str(c))
-    )
+    return sorted(set(codes), key=lambda c: (isinstance(c, str), c))
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,6 @@ class GeoClasses:
         values: the table's code of each class (empty without a table listing values).
         ignore_codes: codes that mean "not labelled".
         background: the index of the class of uncovered pixels inside the labelled area, or None.
-        table: the class table, when classes come from one (its normalisation is used).
     """
 
     names: tuple[str, ...]
@@ -78,7 +75,6 @@ class GeoClasses:
     values: tuple[int, ...] = ()
     ignore_codes: tuple[int, ...] = ()
     background: int | None = None
-    table: ClassTable | None = field(default=None, compare=False)
     _lookup: dict[int | str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,9 +137,7 @@ class GeoClasses:
     @classmethod
     def from_table(cls, table: ClassTable, background: str | None) -> GeoClasses:
         where = table.source
-        return cls(
-            *_facts(table, table.labels.encoding()), _background(table.class_names, background, where), table
-        )
+        return cls(*_facts(table, table.labels.encoding()), _background(table.class_names, background, where))
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, background: str | None) -> GeoClasses:

@@ -32,8 +32,7 @@ def rule_record(release: Release, rule: SplitRule, protocol: str) -> JSON:
     """How a split is cut under ``protocol``, as the manifest records it and a rerun compares it."""
     record = rule.to_dict()
     if rule.pad and rule.patch_size and release.preparation(protocol).pad_top_left:
-        # absent: bottom and right, the only side earlier manifests knew (their tiles are cut again)
-        record["pad_side"] = "top_left"
+        record["pad_side"] = "top_left"  # absent: bottom and right
     return record
 
 
@@ -53,12 +52,9 @@ def record_valid(record: TileRecord, item: Item, out: Path, verify: bool) -> boo
     return True
 
 
-def journal_path(work: Path, split: str, name: str) -> Path:
-    return work / "tiles" / split / f"{name}.json"
-
-
-def write_journal(path: Path, record: TileRecord) -> None:
-    with atomic_output(path, clean=False) as temp:
+def write_journal(work: Path, split: str, record: TileRecord) -> None:
+    """Record a finished tile of ``split`` in the journal of the work folder ``work``."""
+    with atomic_output(work / "tiles" / split / f"{record.name}.json", clean=False) as temp:
         temp.write_text(json.dumps(record.to_dict()), encoding="utf-8")
 
 

@@ -40,7 +40,7 @@ class Item:
 
 def _best(candidates: list[SourceFile]) -> SourceFile:
     # Prefer unpacked files over archive members, then the shallowest path: deterministic either way.
-    return min(candidates, key=lambda f: (f.in_archive, f.rel.count("/"), f.rel))
+    return min(candidates, key=lambda f: (f.archive is not None, f.rel.count("/"), f.rel))
 
 
 def _short_list(values: Sequence[str], limit: int = 12) -> str:
@@ -116,7 +116,7 @@ def plan(
             for tile in rule.tiles:
                 if tile in by_tile:
                     keys = by_tile[tile]
-                    best = min(keys, key=lambda k: (_best(images[k]).in_archive, k))
+                    best = min(keys, key=lambda k: (_best(images[k]).archive is not None, k))
                     selected.append(dict(best))
         else:
             parts: dict[str, int] = defaultdict(int)

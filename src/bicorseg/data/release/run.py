@@ -19,7 +19,6 @@ from bicorseg.data.datasets import BandVariant, Release, SplitRule, get_release
 from bicorseg.data.release.cutting import Unknown, process_item
 from bicorseg.data.release.journal import (
     WORK_DIR,
-    journal_path,
     previous_records,
     record_valid,
     rule_record,
@@ -213,7 +212,7 @@ def prepare(
                         else:
                             made = process_item(item, rule, release, chosen, out, unknown_colours, protocol)
                             record = replace(made, settings=wanted)
-                            write_journal(journal_path(work, rule.name, item.name), record)
+                            write_journal(work, rule.name, record)
                         records[rule.name].append(record)
                         bar.advance(task)
         manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
