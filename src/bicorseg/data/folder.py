@@ -140,8 +140,6 @@ class ClassTable:
         ]
         values = [e.value for e in file.classes if e.value is not None]
         ignore_index = n if file.ignore_index is None else file.ignore_index
-        if not n <= ignore_index <= 255:
-            raise ConfigError(f"{where}: ignore_index must be an integer in {n}..255, not {ignore_index!r}")
         if values and len(values) != n:
             raise ConfigError(f"{where}: give a 'value' for every class or for none")
         if not values and len(colours) != n:

@@ -71,7 +71,7 @@ class LabelTable:
 
     def __post_init__(self) -> None:
         if not 0 <= self.ignore_index <= 255 or self.ignore_index < self.num_classes:
-            raise ConfigError(f"ignore_index {self.ignore_index} must be in {self.num_classes}..255")
+            raise ConfigError(f"ignore_index must be in {self.num_classes}..255, not {self.ignore_index}")
         for code, index in self.codes.items():
             if not (0 <= index < self.num_classes or index == self.ignore_index):
                 raise ConfigError(f"label code {code!r} maps to {index}, not a class or the ignore index")

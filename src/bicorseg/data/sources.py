@@ -215,24 +215,20 @@ class _Scan:
         for member, size in members:
             base = member.rsplit("/", 1)[-1]
             if base.lower().endswith(".zip"):
-                if base in self.nested:
-                    files.extend(self.zip(self.extract(archive, member, size), depth + 1))
+                if base in self.nested:  # unpacked to the scratch folder, then scanned
+                    if size > self.limits.archive_bytes:
+                        raise InputError(
+                            f"{archive}!{member}: {_size(size)} is more than the "
+                            f"{_size(self.limits.archive_bytes)} a nested archive may unpack to"
+                        )
+                    target = new_temp(self.scratch / PurePosixPath(member).name)
+                    _unpack(archive, member, target)
+                    files.extend(self.zip(target, depth + 1))
                 continue
             files.append(
                 SourceFile(rel=member, size=size, archive=archive, member=member, scratch=self.scratch)
             )
         return files
-
-    def extract(self, archive: Path, member: str, size: int) -> Path:
-        """Unpack a zip member (itself a zip) to the scratch folder."""
-        if size > self.limits.archive_bytes:
-            raise InputError(
-                f"{archive}!{member}: {_size(size)} is more than the {_size(self.limits.archive_bytes)} "
-                "a nested archive may unpack to"
-            )
-        target = new_temp(self.scratch / PurePosixPath(member).name)
-        _unpack(archive, member, target)
-        return target
 
 
 def _walk(root: Path) -> Iterable[tuple[Path, list[str]]]:

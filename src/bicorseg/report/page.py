@@ -65,6 +65,13 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def _percent(value: Any, unit: str = "") -> str:
+    """A share in percent; n/a for what is not a number (an undefined score)."""
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    return f"{100 * value:.1f}{unit}"
+
+
 def _colour_ramp() -> str:
     """A CSS gradient of the heatmap colour map (11 stops)."""
     from matplotlib import colormaps
@@ -196,7 +203,7 @@ def _truth(truth: TruthView, names: list[str]) -> str:
         iou, recall = float(scores.iou[i]), float(scores.recall[i])
         rows.append(
             f'<tr class="confusion-row"><td class="name">{_e(names[i])}</td>{cells}'
-            f"<td>{int(matrix[i].sum()):,}</td><td>{_percent(recall)}</td><td>{_percent(iou)}</td></tr>"
+            f"<td>{int(matrix[i].sum()):,}</td><td>{_percent(recall, ' %')}</td><td>{_percent(iou, ' %')}</td></tr>"
         )
     legend = (
         f'<p><span class="swatch" style="background: rgb{CORRECT}"></span>correct '
@@ -206,7 +213,7 @@ def _truth(truth: TruthView, names: list[str]) -> str:
         "prediction (unlabelled pixels are not compared and stay transparent)</p>"
     )
     summary = (
-        f'<p class="note">Overall accuracy {_percent(scores.oa)}; mean IoU {_percent(scores.miou)} over '
+        f'<p class="note">Overall accuracy {_percent(scores.oa, " %")}; mean IoU {_percent(scores.miou, " %")} over '
         "the classes present in the labels or the prediction. Rows are the labels, columns the "
         "prediction; every pixel is counted (the pictures may be decimated).</p>"
     )
@@ -215,10 +222,6 @@ def _truth(truth: TruthView, names: list[str]) -> str:
         f"{head}<th>pixels</th><th>correct</th><th>IoU</th></tr>{''.join(rows)}</table>"
     )
     return f"<h3>Labels and errors</h3>{legend}{table}{summary}"
-
-
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
 
 
 def _scene(scene: SceneContent, index: int, base: Path) -> str:
@@ -267,21 +270,18 @@ def _scene(scene: SceneContent, index: int, base: Path) -> str:
 
 
 def _metrics(metrics: dict[str, Any], base: Path) -> str:
-    def pct(value: Any) -> str:
-        return "n/a" if not isinstance(value, (int, float)) else f"{100 * value:.1f}"
-
     headline = (
-        f'<p class="headline">mIoU <b class="miou">{pct(metrics.get("miou"))}</b> · '
-        f"OA <b>{pct(metrics.get('oa'))}</b> · mean F1 <b>{pct(metrics.get('mean_f1'))}</b></p>"
+        f'<p class="headline">mIoU <b class="miou">{_percent(metrics.get("miou"))}</b> · '
+        f"OA <b>{_percent(metrics.get('oa'))}</b> · mean F1 <b>{_percent(metrics.get('mean_f1'))}</b></p>"
     )
     rows = []
     for name, scores in metrics["per_class"].items():
         scores = scores if isinstance(scores, dict) else {}
         averaged = "" if scores.get("in_means", True) else " (not averaged)"
         rows.append(
-            f'<tr><td class="name">{_e(name)}{averaged}</td><td>{pct(scores.get("iou"))}</td>'
-            f"<td>{pct(scores.get('f1'))}</td><td>{pct(scores.get('precision'))}</td>"
-            f"<td>{pct(scores.get('recall'))}</td></tr>"
+            f'<tr><td class="name">{_e(name)}{averaged}</td><td>{_percent(scores.get("iou"))}</td>'
+            f"<td>{_percent(scores.get('f1'))}</td><td>{_percent(scores.get('precision'))}</td>"
+            f"<td>{_percent(scores.get('recall'))}</td></tr>"
         )
     table = (
         "<table><tr><th>class</th><th>IoU</th><th>F1</th><th>precision</th><th>recall</th></tr>"

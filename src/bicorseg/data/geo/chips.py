@@ -1,8 +1,6 @@
 """Chips and masks written to a folder dataset, drawn by the same sampler as training.
 
-For users who want files (another tool, a look at what the model sees, a fixed training set): the
-training windows of a :class:`~.source.GeoSplit` (drawn toward labelled pixels, never overlapping
-the validation area) and its validation grid become::
+The training windows of a :class:`~.source.GeoSplit` and its validation grid become::
 
     DIR/train/images/000000_scene_r1024_c512.tif   the chip: native pixel type, CRS and transform
     DIR/train/masks/000000_scene_r1024_c512.png    class indices (a paletted PNG in the class colours),
@@ -10,9 +8,8 @@ the validation area) and its validation grid become::
     DIR/val/images/...  DIR/val/masks/...          the validation windows (outside the area: ignored)
     DIR/classes.yaml                               the class table (written last: the set is complete)
 
-which the folder recipe reads as it is: ``bicorseg train --config folder --data.root DIR
---data.class_table DIR/classes.yaml --data.train_splits '[train]' --data.val_split val
---data.val_fraction null``. Every file is written under a temporary name and renamed when complete.
+which the folder recipe reads as it is (``bicorseg chips`` prints the command). Every file is
+written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """The classes of a GIS training source, and how label codes (attribute values, raster values) map to them.
 
-Classes come from one of three places, in this order:
-
-* a class table (the folder recipe's YAML format, :class:`bicorseg.data.folder.ClassTable`): its
-  names in its order, its colours, evaluation classes and normalisation; a class's ``value`` is
-  the code that means it, and ``ignore_values`` are codes that mean "not labelled";
-* a list of class names (``classes``), in index order;
-* the distinct codes found in the labels, sorted (numbers numerically, text alphabetically), with the
-  background class first when there is a labelled area.
-
-A code means the class whose name it spells (``"water"``, or ``3`` for a class named ``"3"``) or,
-with a class table, the class whose ``value`` it is. Any other code is refused before training
-starts, naming it. Numbers stored as floating point (``3.0``, as Shapefiles do) are the integer.
+Classes come from a class table (:class:`bicorseg.data.folder.ClassTable`; a class's ``value`` is
+its code, ``ignore_values`` mean "not labelled"), else a list of names, else the codes found in the
+labels (docs/gis-training.md, "The class attribute"). A code means the class whose name it spells
+(``"water"``, or ``3`` for a class named ``"3"``) or whose ``value`` it is; any other code is refused
+before training starts, naming it. Numbers stored as floating point (``3.0``) are the integer.
 """
 
 from __future__ import annotations

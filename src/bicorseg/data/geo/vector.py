@@ -1,28 +1,21 @@
 """Vector layers of a GIS training source: label polygons, the labelled area, the validation area.
 
-Layers are read by :mod:`bicorseg.gis.layers` (any format GDAL reads, ``PATH|layername=NAME``, CRS
-required, no network, polygons streamed); every geometry is reprojected to the CRS of each raster.
+Layers are read by :mod:`bicorseg.gis.layers` (any format GDAL reads, CRS required, no network,
+polygons streamed, invalid ones repaired or refused); every geometry is reprojected to the CRS of
+each raster. A pixel is covered when its centre lies inside.
 
 **Label polygons** (:class:`VectorLabels`) are read once, as a stream of batches, and written per
-raster CRS into a GeoPackage with its R-tree in a scratch folder (deleted when the source is closed
-or the process ends; one left by a killed process is deleted by the next run). A window is then
-rasterised from the polygons its bounding box touches (read back through the index), so neither the
-memory nor the work of a window grows with the layer. SQLite builds the index on disk: indexing
-does not hold the layer in memory either (a FlatGeobuf's packed index reads faster but is built in
-memory). Per polygon the file keeps its class, its priority and its area.
+raster CRS into a GeoPackage with its R-tree (class, priority and area per polygon) in a scratch
+folder (deleted when the source is closed or the process ends; one left by a killed process is
+deleted by the next run). A window is rasterised from the polygons its bounding box touches, so
+neither the memory nor the work of a window grows with the layer; SQLite builds the index on disk
+(a FlatGeobuf's packed index reads faster but is built in memory). Features without a class code
+are skipped and counted.
 
-**Overlaps**: where polygons of different classes cover a pixel, the polygon with the higher
-``priority_field`` value wins; at equal priority (or without a priority field) the smaller polygon
-wins (a building drawn inside a field is a building); at equal area, the later feature of the file.
-Pixels covered by polygons of different classes are counted (:meth:`VectorLabels.burn` with
-``count_conflicts``) for the summary.
+**Overlaps**: the higher ``priority_field`` value wins, then the smaller polygon, then the later
+feature of the file; pixels covered by polygons of different classes are counted for the summary.
 
-**Geometries**: as :class:`bicorseg.gis.layers.PolygonStream` reads them (points and lines skipped,
-invalid polygons repaired or refused, each counted); features without a class code are skipped and
-counted. A pixel is covered when its centre lies inside.
-
-**Area layers** (:func:`read_areas`) are small (a few polygons drawn around what was labelled, or
-around a validation region): they are held in memory per raster as an
+**Area layers** (:func:`read_areas`) are small: held in memory per raster as an
 :class:`~bicorseg.gis.aoi.AreaOfInterest`.
 """
 
