@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 from bicorseg.data.labels import Colour, LabelTable
 from bicorseg.errors import ConfigError
@@ -205,23 +204,17 @@ class Release:
 
     def pattern(self, template: str) -> re.Pattern[str]:
         """Compile a path pattern: ``{field}`` becomes a named group, the rest is literal."""
-        return _compile(template, tuple(sorted(self.fields.items())))
-
-
-@lru_cache(maxsize=256)
-def _compile(template: str, fields: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
-    known = dict(fields)
-    regex = ""
-    for part in re.split(r"(\{[a-z_]+\})", template):
-        if part.startswith("{") and part.endswith("}"):
-            name = part[1:-1]
-            if name not in known:
-                raise ConfigError(f"unknown field {{{name}}} in path pattern {template!r}")
-            regex += f"(?P<{name}>{known[name]})"
-        else:
-            regex += re.escape(part)
-    # A pattern matches the end of a path, starting at a folder boundary.
-    return re.compile(rf"(?:^|/){regex}$")
+        regex = ""
+        for part in re.split(r"(\{[a-z_]+\})", template):
+            if part.startswith("{") and part.endswith("}"):
+                name = part[1:-1]
+                if name not in self.fields:
+                    raise ConfigError(f"unknown field {{{name}}} in path pattern {template!r}")
+                regex += f"(?P<{name}>{self.fields[name]})"
+            else:
+                regex += re.escape(part)
+        # A pattern matches the end of a path, starting at a folder boundary.
+        return re.compile(rf"(?:^|/){regex}$")
 
 
 # ------------------------------------------------------------------------------------------------ ISPRS

@@ -34,7 +34,8 @@ from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec, check_class_names
 from bicorseg.yaml_files import read_yaml_mapping
 
-_MASK_SUFFIX_ORDER = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+# when several masks share an image's stem, the first of these (others after them)
+_MASK_SUFFIX_ORDER = {".png": 0, ".tif": 1, ".tiff": 2, ".jpg": 3, ".jpeg": 4}
 
 
 @dataclass
@@ -257,14 +258,14 @@ def find_pairs(
         for image in images_here:
             rel = image.relative_to(image_dir).with_suffix("")
             key = rel.with_name(rel.name + mask_suffix)
-            candidates = sorted(by_stem.get(key, []), key=lambda p: _suffix_rank(p.suffix))
+            candidates = by_stem.get(key)
             if not candidates:
                 missing.append(image.name)
                 if not require_masks:
                     pairs.append((image, None))
                 continue
             used.add(key)
-            pairs.append((image, candidates[0]))
+            pairs.append((image, min(candidates, key=lambda p: _MASK_SUFFIX_ORDER.get(p.suffix.lower(), 5))))
         if missing and require_masks:
             problems.append(
                 f"{image_dir}: {len(missing)} image(s) without a mask in {mask_dir}: {', '.join(missing[:5])}"
@@ -279,11 +280,6 @@ def find_pairs(
             f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, image_dirs))}"
         )
     return pairs
-
-
-def _suffix_rank(suffix: str) -> int:
-    suffix = suffix.lower()
-    return _MASK_SUFFIX_ORDER.index(suffix) if suffix in _MASK_SUFFIX_ORDER else len(_MASK_SUFFIX_ORDER)
 
 
 class FolderDataset(SegmentationDataset):

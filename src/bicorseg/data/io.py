@@ -276,15 +276,18 @@ def write_tiff(
     return Path(path)
 
 
-def band_statistics(samples: Iterable[np.ndarray], what: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-band mean and std (input units) over ``samples`` (each ``bands x pixels``) of ``what``; a
-    constant band gets std 1, which would otherwise divide by zero."""
-    total = total_sq = np.zeros(0)
-    count = 0
+def default_normalisation(
+    bands: int, dtype: Any, samples: Iterable[np.ndarray], what: str
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]:
+    """Band names and statistics of images that record none: ImageNet's for 8-bit RGB (``red, green,
+    blue``), else ``band1 ... bandN`` and the per-band mean and std (input units) of ``samples`` (each
+    ``bands x pixels`` of ``what``, read only then); a constant band gets std 1, which would otherwise
+    divide by zero."""
+    if bands == 3 and np.dtype(dtype) == np.uint8:
+        return ("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
+    total, total_sq, count = np.zeros(bands), np.zeros(bands), 0
     for values in samples:
         values = values.astype(np.float64)
-        if not count:
-            total, total_sq = np.zeros(values.shape[0]), np.zeros(values.shape[0])
         total += values.sum(1)
         total_sq += (values**2).sum(1)
         count += values.shape[1]
@@ -292,14 +295,5 @@ def band_statistics(samples: Iterable[np.ndarray], what: str) -> tuple[tuple[flo
         raise InputError(f"{what}: no valid pixel to take band statistics from")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
-
-
-def default_normalisation(
-    bands: int, dtype: Any, samples: Iterable[np.ndarray], what: str
-) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]:
-    """Band names and statistics of images that record none: ImageNet's for 8-bit RGB (``red, green,
-    blue``), else ``band1 ... bandN`` and the :func:`band_statistics` of ``samples`` (read only then)."""
-    if bands == 3 and np.dtype(dtype) == np.uint8:
-        return ("red", "green", "blue"), IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
-    return (tuple(f"band{i + 1}" for i in range(bands)), *band_statistics(samples, what))
+    names = tuple(f"band{i + 1}" for i in range(bands))
+    return names, tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())

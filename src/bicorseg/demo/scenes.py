@@ -131,13 +131,9 @@ def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``mask`` translated by (dy, dx) pixels, zero-filled."""
     out = np.zeros_like(mask)
     height, width = mask.shape
-    ys, yd = (
-        (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
-    )
-    xs, xd = (
-        (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
-    )
-    out[yd, xd] = mask[ys, xs]
+    out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = mask[
+        max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
+    ]
     return out
 
 

@@ -44,17 +44,6 @@ class TruthView:
     scores: Scores  # from the confusion, every class averaged where defined
 
 
-def label_table(
-    bands: int, colours: list[tuple[int, int, int]], class_table: ClassColours | None
-) -> LabelTable:
-    """How the labels are decoded: the class table's, else indices (one band) or the class colours."""
-    if isinstance(class_table, ClassTable):
-        return class_table.labels
-    if bands >= 3:
-        return LabelTable.from_colours(colours, ignore_index=NODATA)
-    return LabelTable.identity(len(colours), NODATA)
-
-
 def _check_grid(src: rasterio.DatasetReader, raster: ClassRaster, labels: Path) -> None:
     """Labels that are georeferenced lie on the prediction's grid (same CRS, pixels within a tenth of
     a pixel); labels without a CRS (a PNG) are taken pixel for pixel."""
@@ -103,7 +92,13 @@ def read_truth(
                 f"{raster.src.width} x {raster.src.height}"
             )
         _check_grid(src, raster, labels)
-        table = label_table(src.count, colours, class_table)
+        # the class table's codes, else class indices (one band) or the class colours
+        if isinstance(class_table, ClassTable):
+            table = class_table.labels
+        elif src.count >= 3:
+            table = LabelTable.from_colours(colours, ignore_index=NODATA)
+        else:
+            table = LabelTable.identity(len(colours), NODATA)
         if table.num_classes != n:
             raise InputError(
                 f"labels {labels}: the class table has {table.num_classes} classes, the prediction {n}"
@@ -126,8 +121,7 @@ def read_truth(
         except RasterioError as error:
             raise InputError(f"cannot read {labels}: {first_line(error)}") from error
     shown = truth < n
-    lut = colour_table(colours[:256])
-    truth_rgba = np.dstack([lut[np.where(shown, truth, 0)], np.where(shown, 255, 0).astype(np.uint8)])
+    truth_rgba = colour_table(colours[:256], alpha=True)[truth]  # transparent where unlabelled
     compared = shown & valid & (predicted < n)
     right = compared & (predicted == truth)
     errors = np.zeros((*shape, 4), np.uint8)
