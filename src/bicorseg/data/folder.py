@@ -55,7 +55,7 @@ class ClassEntry:
 
 @dataclass
 class ClassTableFile:
-    """A class table as written in YAML (see the module docstring; ``color`` is read as ``colour``).
+    """A class table as written in YAML (see the module docstring).
 
     Attributes:
         classes: the classes in class-index order (at least two).
@@ -80,16 +80,6 @@ class ClassTableFile:
     def __post_init__(self) -> None:
         if len(self.classes) < 2:
             raise ConfigError("must list at least two classes", key="classes")
-
-
-def _british(data: Any) -> Any:
-    """A class table with the American spellings (``color``, ``ignore_colors``) read as British."""
-    if not isinstance(data, Mapping):
-        return data
-    spelled = {{"color": "colour", "ignore_colors": "ignore_colours"}.get(k, k): v for k, v in data.items()}
-    if isinstance(spelled.get("classes"), list):
-        spelled["classes"] = [_british(entry) for entry in spelled["classes"]]
-    return spelled
 
 
 @dataclass(frozen=True)
@@ -128,7 +118,7 @@ class ClassTable:
     @classmethod
     def from_dict(cls, data: Any, where: str = "<class table>", default_name: str = "custom") -> ClassTable:
         try:
-            file = typedconfig.build(ClassTableFile, _british(data))
+            file = typedconfig.build(ClassTableFile, data)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
         names = [entry.name for entry in file.classes]

@@ -54,11 +54,9 @@ def _match(
     found: dict[MatchKey, list[SourceFile]] = defaultdict(list)
     compiled = [release.pattern(p) for p in patterns]
     for f in files:
-        for regex in compiled:
-            m = regex.search(f.rel)
-            if m:
-                found[tuple(sorted(m.groupdict().items()))].append(f)
-                break
+        match = next((m for regex in compiled if (m := regex.search(f.rel))), None)
+        if match:
+            found[tuple(sorted(match.groupdict().items()))].append(f)
     return found
 
 
