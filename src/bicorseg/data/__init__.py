@@ -2,7 +2,7 @@
 
 Entry points:
 
-* :func:`get_spec` / :data:`DATASETS`: the declared datasets (Vaihingen, Potsdam, LoveDA).
+* :func:`get_spec` / :func:`get_release`: the declared datasets (Vaihingen, Potsdam, LoveDA).
 * :func:`prepare`: turn an official release into patches and a manifest (``bicorseg prepare``;
   the steps are the package :mod:`bicorseg.data.release`).
 * :func:`build_dataset`: a torch dataset over prepared data or a custom folder; samples are
@@ -21,12 +21,12 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from bicorseg.data.base import SegmentationDataset
-from bicorseg.data.datasets import DATASETS, Release, SplitRule, get_release, get_spec
+from bicorseg.data.datasets import DATASETS, get_release, get_spec
 from bicorseg.data.folder import ClassTable, FolderDataset
-from bicorseg.data.io import read_georeferenced, read_image, read_mask
+from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.labels import LabelTable
 from bicorseg.data.patches import PreparedDataset
-from bicorseg.data.release import PrepareResult, prepare
+from bicorseg.data.release import prepare
 from bicorseg.data.transforms import AugmentConfig, TrainTransform
 from bicorseg.errors import ConfigError
 from bicorseg.spec import DatasetSpec
@@ -56,22 +56,16 @@ def build_dataset(
 
 
 __all__ = [
-    "DATASETS",
     "AugmentConfig",
     "ClassTable",
     "FolderDataset",
     "LabelTable",
-    "PrepareResult",
-    "PreparedDataset",
-    "Release",
     "SegmentationDataset",
-    "SplitRule",
     "TrainTransform",
     "build_dataset",
     "get_release",
     "get_spec",
     "prepare",
-    "read_georeferenced",
     "read_image",
     "read_mask",
 ]

@@ -7,11 +7,10 @@ commands can be exercised end to end anywhere (``data.dataset: synthetic``).
 
 from __future__ import annotations
 
-from typing import Any
-
+import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from bicorseg.data.base import SegmentationDataset
 from bicorseg.defaults import default_class_names, default_palette
 from bicorseg.spec import DatasetSpec
 
@@ -32,15 +31,16 @@ def synthetic_spec(num_classes: int = 4, bands: int = 3) -> DatasetSpec:
     )
 
 
-class SyntheticSegmentation(Dataset):
+class SyntheticSegmentation(SegmentationDataset):
     """Blocky label maps with class-coloured, noisy images; sample ``i`` is the same on every call.
 
-    Samples are dicts like those of :mod:`bicorseg.data`: ``image`` (float32 bands x S x S, already
-    normalised), ``mask`` (int64 S x S, a one-pixel ignored border) and ``name``.
+    Samples follow :mod:`bicorseg.data.base` (the spec of :func:`synthetic_spec`, whose normalisation
+    is the identity); masks have a one-pixel ignored border.
     """
 
     def __init__(self, count: int, size: int, num_classes: int, bands: int = 3, seed: int = 0) -> None:
-        self.count, self.size, self.num_classes, self.bands, self.seed = count, size, num_classes, bands, seed
+        super().__init__(synthetic_spec(num_classes, bands))
+        self.count, self.size, self.seed = count, size, seed
         self.colours = torch.randn(num_classes, bands, generator=torch.Generator().manual_seed(11))
 
     def __len__(self) -> int:
@@ -49,17 +49,15 @@ class SyntheticSegmentation(Dataset):
     def sample_name(self, index: int) -> str:
         return f"synthetic_{index}"
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.count:
-            raise IndexError(index)
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         block = max(1, self.size // 8)
         cells = -(-self.size // block)
-        coarse = torch.randint(0, self.num_classes, (cells, cells), generator=generator)
-        mask = coarse.repeat_interleave(block, 0).repeat_interleave(block, 1)[: self.size, : self.size]
-        image = self.colours[mask].permute(2, 0, 1) + 0.7 * torch.randn(
-            self.bands, self.size, self.size, generator=generator
+        coarse = torch.randint(0, self.spec.num_classes, (cells, cells), generator=generator)
+        mask = (
+            coarse.repeat_interleave(block, 0).repeat_interleave(block, 1)[: self.size, : self.size].clone()
         )
-        mask = mask.clone()
+        noise = torch.randn(self.spec.num_bands, self.size, self.size, generator=generator)
+        image = self.colours[mask].permute(2, 0, 1) + 0.7 * noise
         mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = SYNTHETIC_IGNORE
-        return {"image": image.float().contiguous(), "mask": mask.long(), "name": f"synthetic_{index}"}
+        return image.numpy(), mask.numpy()
