@@ -199,10 +199,6 @@ class SplitRecord(Record):
     pixels: list[int] | None = None
     ignored: int | None = None
 
-    @property
-    def count(self) -> int:
-        return len(self.items)
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SplitRecord:
         split = super().from_dict(data)  # its tiles as the manifest holds them: summaries
@@ -220,7 +216,7 @@ class SplitRecord(Record):
 
     def to_dict(self) -> JSON:
         tiles = {name: tile.summary_dict() for name, tile in self.tiles.items()}
-        return {**super().to_dict(), "count": self.count, "tiles": tiles}
+        return {**super().to_dict(), "count": len(self.items), "tiles": tiles}
 
     def files(self) -> set[str]:
         return {path for item in self.items for path in item.files()}
