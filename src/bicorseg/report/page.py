@@ -165,9 +165,11 @@ def _place(place: Place | None) -> tuple[str, str, str]:
         f' data-transform="{transform}" data-size="{place.size[0]},{place.size[1]}"'
         f' data-units="{_e(place.units)}"'
     )
+    metres = place.bar_metres
+    label = f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
     bar = (
         f'<div class="scalebar" style="width: {100 * place.bar_share:.4f}%" title="{_e(place.scale_note)}">'
-        f'<span class="scale-label">{_e(place.bar_label)}</span></div>'
+        f'<span class="scale-label">{label}</span></div>'
     )
     (x0, y0), (x1, y1) = place.corners
     centre = ""

@@ -42,10 +42,6 @@ class Place:
     bar_share: float  # of the picture's width
     scale_note: str  # how the metres were measured
 
-    @property
-    def bar_label(self) -> str:
-        return f"{self.bar_metres / 1000:g} km" if self.bar_metres >= 1000 else f"{self.bar_metres:g} m"
-
 
 def nice_length(limit: float) -> float:
     """The largest 1, 2 or 5 times a power of ten that is at most ``limit`` (> 0)."""

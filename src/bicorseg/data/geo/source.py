@@ -341,7 +341,7 @@ class GeoSplit:
         rasters, classes = source.rasters, source.classes.num_classes
         self.censuses = [split.take_census(i, r, source.labels_for, classes) for i, r in enumerate(rasters)]
         self.conflicts = sum(c.conflicts for c in self.censuses)
-        if not sum(c.total for c in self.censuses):
+        if not sum(int(c.counts.sum()) for c in self.censuses):
             raise InputError("data.labels: no labelled pixel on any raster (the labels cover only nodata?)")
         areas: list[Any] = [None] * len(rasters)
         self.val_text = "none"

@@ -57,10 +57,6 @@ class Census:
     counts: np.ndarray  # (len(cells), classes) uint32
     conflicts: int
 
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
-
 
 def labelled_cells(census: Census) -> np.ndarray:
     """The cells holding labelled pixels, as a ``rows x cols`` bool grid."""
