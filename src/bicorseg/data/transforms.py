@@ -193,13 +193,9 @@ def four_image_mosaic(samples: Sequence[Pair], ignore_index: int, generator: tor
     pieces = [
         random_crop(img, msk, h, w, ignore_index, generator) for (img, msk), (h, w) in zip(samples, sizes)
     ]
-    image = torch.cat(
-        [torch.cat([pieces[0][0], pieces[1][0]], -1), torch.cat([pieces[2][0], pieces[3][0]], -1)], -2
-    )
-    mask = torch.cat(
-        [torch.cat([pieces[0][1], pieces[1][1]], -1), torch.cat([pieces[2][1], pieces[3][1]], -1)], -2
-    )
-    return image, mask
+    top = [torch.cat([pieces[0][k], pieces[1][k]], -1) for k in (0, 1)]
+    bottom = [torch.cat([pieces[2][k], pieces[3][k]], -1) for k in (0, 1)]
+    return torch.cat([top[0], bottom[0]], -2), torch.cat([top[1], bottom[1]], -2)
 
 
 # --------------------------------------------------------------------------------------------- pipeline

@@ -209,12 +209,6 @@ def _areas(
     return Areas(rows, method, total, total_ha)
 
 
-def _heatmap_stem(name: str) -> str | None:
-    """The input stem of a heatmap file name, or None for another file."""
-    match = HEATMAP_RASTER.match(name) or HEATMAP_PNG.match(name)
-    return match.group("stem") if match else None
-
-
 def _heatmap_picture(values: np.ndarray) -> np.ndarray:
     """A [0, 1] map (NaN = no data) in the perceptual colour map, transparent where NaN."""
     from matplotlib import colormaps
@@ -394,7 +388,7 @@ def find_items(
             p
             for where in (folder, folder / "heatmaps")
             for p in where.glob(f"{glob.escape(stem)}_*")
-            if _heatmap_stem(p.name) == stem
+            if (match := HEATMAP_RASTER.match(p.name) or HEATMAP_PNG.match(p.name)) and match["stem"] == stem
         )
         items.append(ReportItem(path, image, heatmaps))
     if not items:

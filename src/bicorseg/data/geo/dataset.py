@@ -62,12 +62,9 @@ class GeoTrainingChips(SegmentationDataset):
     def __len__(self) -> int:
         return self.length
 
-    def draw(self) -> tuple[int, Window]:
-        """The next window (from this process's generator)."""
-        return self.windows.draw(torch.rand(3, generator=self._random.get(), dtype=torch.float64).tolist())
-
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        self.drawn[index] = raster, window = self.draw()
+        uniforms = torch.rand(3, generator=self._random.get(), dtype=torch.float64).tolist()
+        self.drawn[index] = raster, window = self.windows.draw(uniforms)  # from this process's generator
         return pad(self.source, *self.source.read(raster, window), self.windows.size)
 
     def sample_name(self, index: int) -> str:
