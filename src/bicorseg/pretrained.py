@@ -241,17 +241,6 @@ def quiet_hub() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def missing_weights_error(source: WeightsSource, reason: str) -> ConfigError:
-    """The one line that says what to run when a backbone's weights are neither cached nor downloadable."""
-    return ConfigError(
-        f"pretrained 'imagenet': the weights of backbone {source.name} are not cached and cannot be "
-        f"downloaded from {source.url} ({reason}); on a machine with network access run "
-        f"'bicorseg weights download {source.name}', carry the file it names ({source.filename}) over and "
-        f"run 'bicorseg weights import FILE --name {source.name}' here, or set pretrained to a local "
-        "weights file"
-    )
-
-
 def imagenet_weights(backbone: str) -> dict[str, torch.Tensor]:
     """The checked ImageNet state dict of ``backbone``: from the cache, downloaded there first if missing.
 
@@ -264,7 +253,13 @@ def imagenet_weights(backbone: str) -> dict[str, torch.Tensor]:
         try:
             path = _fetch(source)
         except _Unreachable as error:
-            raise missing_weights_error(source, str(error)) from error
+            raise ConfigError(
+                f"pretrained 'imagenet': the weights of backbone {source.name} are not cached and cannot be "
+                f"downloaded from {source.url} ({error}); on a machine with network access run "
+                f"'bicorseg weights download {source.name}', carry the file it names ({source.filename}) "
+                f"over and run 'bicorseg weights import FILE --name {source.name}' here, or set pretrained "
+                "to a local weights file"
+            ) from error
     return read_weights(path, source)
 
 

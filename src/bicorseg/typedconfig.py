@@ -51,8 +51,7 @@ def _join(prefix: str, name: object) -> str:
 
 # --- fields and their documentation --------------------------------------------------------------------
 
-_SECTION = re.compile(r"^(Attributes|Args|Arguments|Parameters|Fields):\s*$")
-_ENTRY = re.compile(r"^(\s+)([A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*(?:\([^)]*\))?:\s*(.*)$")
+_ENTRY = re.compile(r"^(\s+)(\w+(?:\s*,\s*\w+)*):\s*(.*)$")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -64,7 +63,7 @@ def field_docs(cls: type) -> dict[str, str]:
     docs: dict[str, str] = {}
     inside, current, indent = False, [], None
     for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
-        if _SECTION.match(line):
+        if line.rstrip() == "Attributes:":
             inside, current, indent = True, [], None
         elif inside and line and not line[0].isspace():  # the section ended
             inside = False

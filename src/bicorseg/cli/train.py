@@ -74,22 +74,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give the run folder", key="output")
     from lightning.pytorch.utilities import rank_zero_only
 
+    from bicorseg.cli.main import error_line
     from bicorseg.training.run import TrainingInterrupted, train
 
-    if args.resume == "auto" and rank_zero_only.rank == 0:
+    speaks = rank_zero_only.rank == 0  # one process of a data-parallel run prints
+    if args.resume == "auto" and speaks:
         last = Path(args.output) / "checkpoints" / "last.ckpt"
         print(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting a new run")
     try:
         result = train(config, args.output, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:
-        if rank_zero_only.rank == 0:
-            from bicorseg.cli.main import error_line
-
-            print(
-                f"bicorseg train: {error_line(stop, getattr(args, 'command_parser', None))}", file=sys.stderr
-            )
+        if speaks:
+            print(f"bicorseg train: {error_line(stop, args.command_parser)}", file=sys.stderr)
         return stop.exit_status
-    if rank_zero_only.rank == 0:
+    if speaks:
         print(f"trained to epoch {result.epoch}, step {result.global_step}; run folder {result.output}")
         if result.best_checkpoint is not None:
             print(f"  best checkpoint: {result.best_checkpoint} ({result.monitor} = {result.best_score:.4f})")

@@ -1,21 +1,14 @@
 """A model's files: the metadata every saved model carries, pretrained folders and the Hugging Face Hub.
 
-Every saved model (a checkpoint of :mod:`bicorseg.checkpoint`, a pretrained folder) carries the
-same metadata (:func:`metadata`): format and version, model configuration, dataset facts and the
-default :class:`Tiling`. Format version 1 is the first: every key it writes is required when read.
-
-A pretrained folder (:func:`save_pretrained`: ``config.json`` with the card's facts under ``"card"``,
-``model.safetensors``, ``classes.yaml``, the ``README.md`` model card) and a Hub repository
-(``hf://org/name``, or ``org/name`` in Python; extra ``hub``) are read by :func:`read_pretrained`,
-and so by :func:`bicorseg.checkpoint.load_checkpoint` and every ``--checkpoint``, with the checks
-docs/checkpoints.md lists (bounded plain-data files, the weights' header checked against the
-configuration before a tensor is read or a network built, a Hub file's published size before it is
-downloaded); anything wrong is one :class:`CheckpointError` naming the file. :func:`push_to_hub`
-uploads a folder (or a model, saved first) with huggingface_hub.
-
-:class:`HubMixin` gives the network ``from_pretrained``, ``save_pretrained`` and ``push_to_hub``.
-This module knows no network class: the functions that build one (on the meta device, to know the
-weights a configuration has) take it as ``network``.
+:func:`metadata` is what every saved model (a checkpoint, a pretrained folder) carries: format
+version 1 (the first: every key it writes is required when read), model configuration, dataset
+facts, default :class:`Tiling`. :func:`save_pretrained` writes a pretrained folder (``config.json``
+with the card's facts under ``"card"``, ``model.safetensors``, ``classes.yaml``, the ``README.md``
+model card); :func:`read_pretrained` reads one, or a Hub repository (``hf://org/name``; extra
+``hub``), for every ``--checkpoint``, with the checks docs/checkpoints.md lists, each fault one
+:class:`CheckpointError` naming the file; :func:`push_to_hub` uploads one with huggingface_hub.
+:class:`HubMixin` gives the network ``from_pretrained``, ``save_pretrained`` and ``push_to_hub``;
+this module knows no network class: the functions that build one take it as ``network``.
 """
 
 from __future__ import annotations

@@ -267,15 +267,11 @@ class TrainResult:
 
 
 def resolve_resume(resume: str | None, output: Path) -> str | None:
-    """``auto`` -> ``DIR/checkpoints/last.ckpt`` when it exists; a path must exist."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = output / "checkpoints" / f"{LAST_NAME}.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(resume).is_file():
-        raise CheckpointError(f"checkpoint to resume from not found: {resume}")
-    return resume
+    """``auto`` -> ``DIR/checkpoints/last.ckpt`` when it exists, else None; a path as it is."""
+    if resume != "auto":
+        return resume
+    last = output / "checkpoints" / f"{LAST_NAME}.ckpt"
+    return str(last) if last.is_file() else None
 
 
 def _resume_state(path: str) -> dict[str, Any]:
@@ -439,26 +435,23 @@ def train(
     is_writer = _launched_as_rank_zero()
     if resume is not None and overwrite:
         raise ConfigError("`resume` and `overwrite` exclude each other: continue the run or replace it")
-    old_run = [name for name in RUN_FILES if (output / name).exists()] if is_writer else []
-    # a run never writes through a symbolic link
-    links = (
-        [n for n in (*RUN_FILES, "logs/csv", "logs/tensorboard") if (output / n).is_symlink()]
-        if is_writer
-        else []
-    )
-    if links:
-        raise ConfigError(
-            f"{output / links[0]} is a symbolic link (to {os.path.realpath(output / links[0])}): a run "
-            "writes only inside its own folder; remove the link or choose another folder",
-            key="output",
-        )
-    if old_run and resume is None and not overwrite:
-        raise ConfigError(
-            f"{output} already holds a run ({', '.join(old_run)}): continue it with `resume`, "
-            "replace it with `overwrite`, or choose another folder",
-            key="output",
-        )
+    old_run: list[str] = []
     if is_writer:
+        # a run never writes through a symbolic link
+        links = [n for n in (*RUN_FILES, "logs/csv", "logs/tensorboard") if (output / n).is_symlink()]
+        if links:
+            raise ConfigError(
+                f"{output / links[0]} is a symbolic link (to {os.path.realpath(output / links[0])}): a run "
+                "writes only inside its own folder; remove the link or choose another folder",
+                key="output",
+            )
+        old_run = [name for name in RUN_FILES if (output / name).exists()]
+        if old_run and resume is None and not overwrite:
+            raise ConfigError(
+                f"{output} already holds a run ({', '.join(old_run)}): continue it with `resume`, "
+                "replace it with `overwrite`, or choose another folder",
+                key="output",
+            )
         ensure_writable(output, folder=True)
     ckpt_path = resolve_resume(resume, output)
     resumed = _resume_state(ckpt_path) if ckpt_path is not None else None
