@@ -310,12 +310,12 @@ def part_b(work: Path, sizes: list[int], block: int) -> list[dict]:
         start = time.perf_counter()
         Predictor(model, info, options).predict_file(raster, folder / "one")
         direct = time.perf_counter() - start
-        # planning: inspect, plan and claim (what a shard does before its first unit)
+        # planning: check, plan and claim (what a shard does before its first unit)
         start = time.perf_counter()
         predictor = Predictor(model, info, options)
         paths = find_inputs([raster])
-        plans = {p: predictor.inspect(p) for p in paths}
-        PartStore(folder / "plan").claim(build_plan(predictor, paths, plans, 2))
+        items = predictor.check_inputs(paths, folder / "plan")
+        PartStore(folder / "plan").claim(build_plan(predictor, items, 2))
         planning = time.perf_counter() - start
         start = time.perf_counter()
         for i in range(2):
@@ -346,11 +346,11 @@ def _shard(model, info, options, raster: Path, out: Path, shard: tuple[int, int]
 
     predictor = Predictor(model, info, options)
     paths = find_inputs([raster])
-    plans = {p: predictor.inspect(p) for p in paths}
+    items = predictor.check_inputs(paths, out)
     store = PartStore(out)
-    plan = store.claim(build_plan(predictor, paths, plans, shard[1]))
+    plan = store.claim(build_plan(predictor, items, shard[1]))
     jobs = [Job(g, i, b) for g, (i, b) in enumerate(plan.units()) if g % shard[1] == shard[0]]
-    InProcess(UnitWorker(predictor, [(p, plans[p]) for p in paths], store, plan)).run(
+    InProcess(UnitWorker(predictor, [item.plan for item in items], store, plan)).run(
         jobs, lambda job, nonfinite: None, None
     )
 

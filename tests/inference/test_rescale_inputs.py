@@ -91,8 +91,8 @@ def test_statistics_come_from_a_bounded_sample_of_the_whole_raster(tmp_path) -> 
     data[:, :, 1800:] = 3000  # the right quarter is bright
     path = write_geotiff(tmp_path / "large.tif", data, tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path) as src:
-        plan = raster_io.InputPlan((1,), shape=(src.height, src.width))
-        sample = raster_io.sample_values(src, path, plan)
+        plan = raster_io.InputPlan(path, (1,), shape=(src.height, src.width))
+        sample = raster_io.sample_values(src, plan)
     assert sample.shape == (1, SAMPLE_WINDOWS * SAMPLE_SIDE**2)
     assert set(np.unique(sample)) == {100, 3000}  # both parts of the raster were sampled
     assert abs((sample == 3000).mean() - 0.25) < 0.02
@@ -147,11 +147,11 @@ def test_shards_give_the_bytes_of_one_process_with_statistics_planned_once(
     # the units of a plan read the statistics it carries: none of them samples the raster again
     predictor = Predictor.from_checkpoint(checkpoint, options)
     paths = sorted(inputs.iterdir())
-    plans = {p: predictor.inspect(p) for p in paths}
+    items = predictor.check_inputs(paths, tmp_path / "units")
     store = PartStore(tmp_path / "units")
-    run_plan = store.claim(build_plan(predictor, paths, plans, None))
+    run_plan = store.claim(build_plan(predictor, items, None))
     monkeypatch.setattr(raster_io, "sample_values", None)  # a unit that sampled would fail here
-    worker = UnitWorker(predictor, [(p, plans[p]) for p in paths], store, run_plan)
+    worker = UnitWorker(predictor, [item.plan for item in items], store, run_plan)
     for index, block in run_plan.units():
         worker.compute(index, block)
     assert sorted(mosaic(tmp_path / "units").assembled) == ["a.tif", "b.tif"]

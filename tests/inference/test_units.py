@@ -62,16 +62,16 @@ def _run_partition(checkpoint: Path, inputs: Path, out: Path, block: int, groups
     running its units in a random order into parts; then the mosaic."""
     paths = find_inputs([inputs])
     predictor = Predictor.from_checkpoint(checkpoint, _options(block))
-    plans = {p: predictor.inspect(p) for p in paths}
+    items = predictor.check_inputs(paths, out)
     store = PartStore(out)
-    plan = store.claim(build_plan(predictor, paths, plans, None))
+    plan = store.claim(build_plan(predictor, items, None))
     rng = random.Random(seed)
     units = plan.units()
     assignment = [rng.randrange(groups) for _ in units]
     for group in rng.sample(range(groups), groups):
         worker = UnitWorker(
             Predictor.from_checkpoint(checkpoint, _options(block)),
-            [(p, plans[p]) for p in paths],
+            [item.plan for item in items],
             store,
             plan,
         )

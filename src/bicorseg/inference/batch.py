@@ -29,8 +29,14 @@ from bicorseg.data.io import check_name, image_files
 from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.executors import Executor, InProcess, Job, UnitWorker, WorkerProcesses, WorkerSpec
-from bicorseg.inference.predictor import FileResult, PredictOptions, Predictor, Progress, warn_nonfinite
-from bicorseg.inference.raster_io import InputPlan
+from bicorseg.inference.predictor import (
+    CheckedInput,
+    FileResult,
+    PredictOptions,
+    Predictor,
+    Progress,
+    warn_nonfinite,
+)
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, output_targets, outputs_done
 from bicorseg.raster_access import InputPath
 
@@ -62,17 +68,17 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputPath]:
     return list(unique.values())
 
 
-def build_plan(
-    predictor: Predictor, paths: Sequence[InputPath], plans: dict[InputPath, InputPlan], shards: int | None
-) -> RunPlan:
-    """The plan of a partitioned run over ``paths`` (see :mod:`.units`)."""
+def build_plan(predictor: Predictor, items: Sequence[CheckedInput], shards: int | None) -> RunPlan:
+    """The plan of a partitioned run over the checked inputs ``items`` (see :mod:`.units`)."""
     files = []
-    for path in paths:
-        plan, size = plans[path], None
+    for item in items:
+        plan, size = item.plan, None
         with suppress(OSError):
-            size = path.stat().st_size
-        picture, rescale = predictor.writes_picture(path), predictor.rescale_tag(plan)
-        files.append(PlannedFile(path.name, str(path), *plan.shape, size, picture, plan.geo, rescale))
+            size = item.path.stat().st_size
+        picture, rescale = item.targets["class"].suffix == ".png", predictor.rescale_tag(plan)
+        files.append(
+            PlannedFile(item.path.name, str(item.path), *plan.shape, size, picture, plan.geo, rescale)
+        )
     opts = predictor.options
     return RunPlan(
         predictor.info.sha256 or "",
@@ -139,57 +145,52 @@ def predict_files(
 
         require_ray()
     predictor = Predictor.from_checkpoint(checkpoint, options, engine)
-    plans, targets, todo = predictor.check_inputs(paths, out_dir)
-    left = set(todo)
-    results = {p: FileResult(p, targets[p], skipped=True) for p in paths if p not in left}
-    for result in results.values():
-        if on_result is not None:
-            on_result(result)
+    items = predictor.check_inputs(paths, out_dir)
+    results: dict[int, FileResult] = {}
+    for index, item in enumerate(items):
+        if item.finished:
+            results[index] = FileResult(item.path, item.targets, skipped=True)
+            if on_result is not None:
+                on_result(results[index])
+    todo = [index for index, item in enumerate(items) if not item.finished]
     store = PartStore(out_dir)
     if todo and (shard is not None or devices > 1 or executor == "ray" or store.exists()):
         with store.lock(shared=shard is not None):
             plan = store.claim(
-                build_plan(predictor, paths, plans, shard[1] if shard else None), any_shards=shard is None
+                build_plan(predictor, items, shard[1] if shard else None), any_shards=shard is None
             )
             store.clean_stale(plan)
-            inputs_ = tuple((p, plans[p]) for p in paths)
+            plans = tuple(item.plan for item in items)
+            spec = WorkerSpec(str(checkpoint), predictor.options, engine, predictor.info.sha256 or "", plans,
+                              str(store.out_dir), plan.to_json())  # fmt: skip
             if executor == "ray":
                 from bicorseg.inference.ray_executor import RayActors
 
-                runner: Executor = RayActors(_spec(predictor, checkpoint, engine, inputs_, store, plan), devices,
-                                             ray_address)  # fmt: skip
+                runner: Executor = RayActors(spec, devices, ray_address)
             elif devices > 1:
-                runner = WorkerProcesses(_spec(predictor, checkpoint, engine, inputs_, store, plan), workers)
+                runner = WorkerProcesses(spec, workers)
             else:
-                runner = InProcess(UnitWorker(predictor, inputs_, store, plan))
-            wanted = {i for i, p in enumerate(paths) if p in left}
-            _run_units(runner, store, plan, paths, wanted, shard, results, on_result, progress)
-        return [results[p] for p in paths]
-    for path in todo:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
-            results[path] = predictor.write_file(path, targets[path], plans[path], progress)
-        warn_nonfinite(path, results[path].nonfinite)
-        if on_result is not None:
-            on_result(results[path])
-    return [results[p] for p in paths]
-
-
-def _spec(
-    predictor: Predictor, checkpoint, engine: str, inputs, store: PartStore, plan: RunPlan
-) -> WorkerSpec:
-    return WorkerSpec(str(checkpoint), predictor.options, engine, predictor.info.sha256 or "", inputs,
-                      str(store.out_dir), plan.to_json())  # fmt: skip
+                runner = InProcess(UnitWorker(predictor, plans, store, plan))
+            _run_units(runner, store, plan, items, set(todo), shard, results, on_result, progress)
+    else:
+        for index in todo:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
+                results[index] = predictor.write_file(items[index], progress)
+            warn_nonfinite(items[index].path, results[index].nonfinite)
+            if on_result is not None:
+                on_result(results[index])
+    return [results[index] for index in range(len(items))]
 
 
 def _run_units(
     runner: Executor,
     store: PartStore,
     plan: RunPlan,
-    paths: Sequence[InputPath],
+    items: Sequence[CheckedInput],
     wanted: set[int],
     shard: tuple[int, int] | None,
-    results: dict[InputPath, FileResult],
+    results: dict[int, FileResult],
     on_result: Callable[[FileResult], None] | None,
     progress: Progress | None,
 ) -> None:
@@ -206,16 +207,17 @@ def _run_units(
     left, nonfinite = queued.copy(), Counter[int]()  # nonfinite: pixels of the units computed here
 
     def finish(index: int) -> None:
-        path, file, whole = paths[index], plan.files[index], shard is None
+        file, whole = plan.files[index], shard is None
         if whole:
             assemble(store, plan, index)
         units = len(plan.blocks(file)) if whole else owned[index]
         targets = output_targets(plan, file, store.out_dir)
-        results[path] = FileResult(
-            path, targets, units=units, computed=queued[index], assembled=whole, nonfinite=nonfinite[index]
-        )
+        results[index] = FileResult(
+            items[index].path, targets, units=units, computed=queued[index], assembled=whole,
+            nonfinite=nonfinite[index],
+        )  # fmt: skip
         if on_result is not None:
-            on_result(results[path])
+            on_result(results[index])
 
     def done(job: Job, count: int) -> None:
         nonfinite[job.index] += count
@@ -234,6 +236,6 @@ def _run_units(
             finally:  # the unfinished parts of workers ended by an interrupt or a failure
                 store.clean_stale(plan)
     for index, count in nonfinite.items():
-        warn_nonfinite(paths[index], count)
+        warn_nonfinite(items[index].path, count)
     if shard is None and all(outputs_done(plan, f, store.out_dir)[0] for f in plan.files):
         store.remove_if_finished(plan)

@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from bicorseg.inference.engine import Block, SlidingWindow
@@ -45,7 +44,7 @@ class WorkerSpec:
     options: PredictOptions  # the driver's, its thread count resolved
     engine: str
     sha256: str
-    inputs: tuple[tuple[Path, InputPlan], ...]
+    inputs: tuple[InputPlan, ...]
     out_dir: str
     plan_json: str
 
@@ -54,8 +53,9 @@ class UnitWorker:
     """One predictor computing units of a plan into parts; each input's tile grid is made once (and
     its area of interest, by the predictor); the input is opened for each unit (cheap next to a block)."""
 
-    def __init__(self, predictor: Predictor, inputs: Sequence[tuple[Path, InputPlan]], store: PartStore,
-                 plan: RunPlan) -> None:  # fmt: skip
+    def __init__(
+        self, predictor: Predictor, inputs: Sequence[InputPlan], store: PartStore, plan: RunPlan
+    ) -> None:
         self.predictor, self.inputs, self.store, self.plan = predictor, list(inputs), store, plan
         self._engines: dict[int, SlidingWindow] = {}
 
@@ -70,14 +70,14 @@ class UnitWorker:
 
     def engine(self, index: int) -> SlidingWindow:
         if index not in self._engines:
-            self._engines[index] = self.predictor.engine_for(self.inputs[index][1].shape)
+            self._engines[index] = self.predictor.engine_for(self.inputs[index].shape)
         return self._engines[index]
 
     def compute(self, index: int, block: Block, progress: Callable[[int], None] | None = None) -> int:
         """Compute the unit ``block`` of input ``index`` into its parts; returns the pixels written as
         nodata for want of a finite model output."""
         with (
-            self.predictor.reading(*self.inputs[index]) as reader,
+            self.predictor.reading(self.inputs[index]) as reader,
             self.store.writing(self.plan, index, block) as sink,
         ):
             return self.predictor.compute_block(self.engine(index), reader, block, sink, progress)

@@ -174,6 +174,20 @@ class FileResult:
     nonfinite: int = 0  # pixels written as nodata because the model gave no finite value there
 
 
+@dataclass(frozen=True)
+class CheckedInput:
+    """One input after :meth:`Predictor.check_inputs`: what inspecting it decided (its path
+    included), its outputs, and whether they are this run's finished result (not computed again)."""
+
+    plan: InputPlan
+    targets: dict[str, Path]
+    finished: bool = False
+
+    @property
+    def path(self) -> InputPath:
+        return self.plan.path
+
+
 def warn_nonfinite(path: Any, count: int) -> None:
     """The one line that says how many pixels had no finite model output (written as nodata)."""
     if count:
@@ -224,7 +238,12 @@ def predict_array(
         device = params.device if params is not None else "cpu"
     with _evaluating(model):
         probs_fn = with_tta(model, tta)
-        num_classes = _num_classes(model, probs_fn, bands, device)
+        config = getattr(model, "config", None)
+        if config is not None and hasattr(config, "num_classes"):
+            num_classes = int(config.num_classes)
+        else:  # a bare function: ask it once on a small blank input
+            with torch.inference_mode():
+                num_classes = int(probs_fn(torch.zeros(1, bands, 32, 32, device=device)).shape[1])
         out = np.zeros((num_classes, height, width), np.float32)
 
         def write(y0: int, x0: int, values: np.ndarray, ok: np.ndarray) -> None:
@@ -258,14 +277,6 @@ def _evaluating(model: Any) -> Iterator[None]:
     finally:
         if training:
             model.train()
-
-
-def _num_classes(model: Any, probs_fn: Callable, bands: int, device: Any) -> int:
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "num_classes"):
-        return int(config.num_classes)
-    with torch.inference_mode():  # a bare function: ask it once on a small blank input
-        return int(probs_fn(torch.zeros(1, bands, 32, 32, device=device)).shape[1])
 
 
 # --- the predictor ---------------------------------------------------------------------------------
@@ -423,14 +434,6 @@ class Predictor:
 
     # --- outputs --------------------------------------------------------------------------------
 
-    def writes_picture(self, path: InputPath) -> bool:
-        """Whether ``path``'s outputs are plain pictures (PNG): a picture given no ``crs``."""
-        return is_picture(path) and self.options.crs is None
-
-    def targets(self, path: InputPath, out_dir: Path) -> dict[str, Path]:
-        """The output paths of one input (depends on whether it is a plain picture)."""
-        return self.layout.targets(out_dir, path.stem, self.writes_picture(path))
-
     def settings(self, kind: str) -> str:
         """The settings that define an output of ``kind``, as its ``bicorseg_settings`` tag records them."""
         opts = self.options
@@ -475,11 +478,11 @@ class Predictor:
             raster_access.open_raster(path) as src,
         ):
             plan = inspect_input(src, path, self.info, self.options.rescale)
-        return replace(plan, geo=self._georeference(path, plan))
+        return replace(plan, geo=self._georeference(plan))
 
-    def _georeference(self, path: InputPath, plan: InputPlan) -> Georeference | None:
-        """The georeferencing of ``path``'s outputs: its own, or the options' (module docstring)."""
-        opts, geo = self.options, plan.geo
+    def _georeference(self, plan: InputPlan) -> Georeference | None:
+        """The georeferencing of an input's outputs: its own, or the options' (module docstring)."""
+        opts, geo, path = self.options, plan.geo, plan.path
         if opts.crs is not None and (geo is None or geo.crs is None):
             own = geo or Georeference()
             transform = own.transform
@@ -501,14 +504,14 @@ class Predictor:
         return geo
 
     @contextmanager
-    def reading(self, path: Path, plan: InputPlan) -> Iterator[RasterReader]:
+    def reading(self, plan: InputPlan) -> Iterator[RasterReader]:
         """The input opened for windowed, normalised reads (GDAL's cache bounded; checked unchanged)."""
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-            src = stack.enter_context(raster_access.open_raster(path))
+            src = stack.enter_context(raster_access.open_raster(plan.path))
             if (src.height, src.width) != plan.shape:
-                raise InputError(f"{path} changed while it was being predicted")
-            yield RasterReader(src, path, plan, *statistics(self.info))
+                raise InputError(f"{plan.path} changed while it was being predicted")
+            yield RasterReader(src, plan, *statistics(self.info))
 
     def engine_for(self, shape: tuple[int, int]) -> SlidingWindow:
         opts = self.options
@@ -523,10 +526,11 @@ class Predictor:
             device=opts.device,
         )
 
-    def area_of_interest(self, path: Path, plan: InputPlan) -> Any:
+    def area_of_interest(self, plan: InputPlan) -> Any:
         """The area of interest on this input's pixel grid (None without ``aoi``), read once per input."""
         if self.options.aoi is None:
             return None
+        path = plan.path
         key = str(Path(path).resolve())
         if key not in self._aois:
             geo = plan.geo
@@ -556,7 +560,7 @@ class Predictor:
         A pixel where the model's output is not finite (NaN, or an overflow) is nodata, not a class;
         returns how many of the block's valid pixels that made nodata.
         """
-        layout, aoi = self.layout, self.area_of_interest(reader.path, reader.plan)
+        layout, aoi = self.layout, self.area_of_interest(reader.plan)
         if aoi is not None and not aoi.touches(block.y0, block.x0, block.height, block.width):
             for r in range(0, block.height, 256):
                 n = min(256, block.height - r)
@@ -581,67 +585,65 @@ class Predictor:
             engine.run_block(block, self.probs_fn, reader, write, progress, keep)
         return nonfinite
 
-    def check_inputs(
-        self, paths: Sequence[InputPath], out_dir: Path
-    ) -> tuple[dict[InputPath, InputPlan], dict[InputPath, dict[str, Path]], list[InputPath]]:
+    def check_inputs(self, paths: Sequence[InputPath], out_dir: Path) -> list[CheckedInput]:
         """Every check before any work: each input inspected (warnings are issued here), its outputs
         checked against the inputs and each other, the area of interest placed on it, its existing
         outputs verified (refused unless ``overwrite``), and the model's logits once if there is
-        work; returns the plans, the outputs and the inputs still to do (the others are finished:
-        their style is written again if it went missing)."""
-        plans = {path: self.inspect(path) for path in paths}
-        targets = {path: self.targets(path, out_dir) for path in paths}
-        check_targets(targets)
-        for path in paths:
-            self.area_of_interest(path, plans[path])
-        todo, finished, problems = [], [], {}
-        for path in paths:
+        work. A finished input's style is written again if it went missing."""
+        plans = [self.inspect(path) for path in paths]
+        pictures = self.options.crs is None  # a picture given a CRS gets GeoTIFFs
+        targets = [self.layout.targets(out_dir, p.stem, pictures and is_picture(p)) for p in paths]
+        check_targets(dict(zip(paths, targets)))
+        checked, problems = [], {}
+        for plan, outputs in zip(plans, targets):
+            self.area_of_interest(plan)
             done, bad = existing_outputs(
-                targets[path], path.name, plans[path].shape, self.layout, self.info.sha256, self.settings
+                outputs, plan.path.name, plan.shape, self.layout, self.info.sha256, self.settings
             )
             problems.update(bad)
-            (todo if not done or self.options.overwrite else finished).append(path)
+            checked.append(CheckedInput(plan, outputs, done and not self.options.overwrite))
         refuse_existing(problems, self.options.overwrite)
-        if todo and not self._logits_checked:  # after the inputs: a bad input is named without the model
+        # after the inputs: a bad input is named without the model
+        if not all(item.finished for item in checked) and not self._logits_checked:
             check_finite_logits(self.logits_fn, self.info, self.options)
             self._logits_checked = True
-        for path in finished:
-            if not all(p.exists() for p in style_paths(targets[path]["class"])):
-                write_style(targets[path]["class"], self.layout)
-        return plans, targets, todo
+        for item in checked:
+            if item.finished and not all(p.exists() for p in style_paths(item.targets["class"])):
+                write_style(item.targets["class"], self.layout)
+        return checked
 
     def predict_file(
         self, path: str | os.PathLike, out_dir: str | os.PathLike, progress: Progress | None = None
     ) -> FileResult:
         """Predict one file into ``out_dir``, its blocks in sequence; skipped when its outputs exist and
         verify (module docstring)."""
-        path = raster_access.input_path(path)
-        plans, targets, todo = self.check_inputs([path], Path(out_dir))
-        if not todo:
-            return FileResult(path, targets[path], skipped=True)
-        result = self.write_file(path, targets[path], plans[path], progress)
-        warn_nonfinite(path, result.nonfinite)
+        [item] = self.check_inputs([raster_access.input_path(path)], Path(out_dir))
+        if item.finished:
+            return FileResult(item.path, item.targets, skipped=True)
+        result = self.write_file(item, progress)
+        warn_nonfinite(item.path, result.nonfinite)
         return result
 
-    def write_file(
-        self, path: InputPath, targets: dict[str, Path], plan: InputPlan, progress: Progress | None = None
-    ) -> FileResult:
+    def write_file(self, item: CheckedInput, progress: Progress | None = None) -> FileResult:
         """Compute the blocks of an input checked by :meth:`check_inputs` in sequence into its outputs."""
+        plan, targets = item.plan, item.targets
         targets["class"].parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         engine = self.engine_for(plan.shape)
-        tags = output_tags(self.base_tags(), path.name, self.rescale_tag(plan))
+        tags = output_tags(self.base_tags(), plan.path.name, self.rescale_tag(plan))
         with (
-            self.reading(path, plan) as reader,
+            self.reading(plan) as reader,
             writing_maps(targets, self.layout, plan.geo, plan.shape, tags) as sink,
         ):
             if progress is not None:
-                progress.start(path.name, engine.total_tiles)
+                progress.start(plan.path.name, engine.total_tiles)
             advance = progress.advance if progress is not None else None
             nonfinite = sum(self.compute_block(engine, reader, b, sink, advance) for b in engine.blocks)
         blocks = len(engine.blocks)
         seconds = time.perf_counter() - start
-        return FileResult(path, targets, units=blocks, computed=blocks, nonfinite=nonfinite, seconds=seconds)
+        return FileResult(
+            item.path, targets, units=blocks, computed=blocks, nonfinite=nonfinite, seconds=seconds
+        )
 
     def rescale_tag(self, plan: InputPlan) -> str | None:
         """What an input's outputs record of its rescale (``bicorseg_rescale``); None without one."""

@@ -100,6 +100,7 @@ class InputPlan:
     """What inspecting an input decided (see :func:`inspect_input`).
 
     Attributes:
+        path: the input, as :func:`bicorseg.raster_access.input_path` made it where it entered.
         bands: band indexes (from 1) fed to the model.
         alpha: the band after them is a real alpha band, used as the mask through GDAL's dataset mask.
         lower, upper: per-band plausible range of floating-point input (None for integer input).
@@ -109,6 +110,7 @@ class InputPlan:
         rescale: the map of the input's values onto the checkpoint's 8-bit units (None: as they are).
     """
 
+    path: raster_access.InputPath
     bands: tuple[int, ...]
     alpha: bool = False
     lower: tuple[float, ...] | None = None
@@ -139,7 +141,7 @@ def _is_real_alpha(src: rasterio.DatasetReader, band: int) -> bool:
 
 
 def inspect_input(
-    src: rasterio.DatasetReader, path: Path, info: ModelInfo, rescale: str = "none"
+    src: rasterio.DatasetReader, path: raster_access.InputPath, info: ModelInfo, rescale: str = "none"
 ) -> InputPlan:
     """Choose the bands and the mask of an input, and report what is doubtful (one warning each).
 
@@ -174,10 +176,10 @@ def inspect_input(
                     BicorsegWarning,
                     stacklevel=2,
                 )
-        plan = InputPlan(bands, alpha, shape=(src.height, src.width), geo=Georeference.of(src))
+        plan = InputPlan(path, bands, alpha, shape=(src.height, src.width), geo=Georeference.of(src))
         mean, std = _statistics(info)
         check_checkpoint_units(rescale, mean, info.source)
-        sample = sample_values(src, path, plan) if needs_sample(rescale, src.dtypes[0]) else None
+        sample = sample_values(src, plan) if needs_sample(rescale, src.dtypes[0]) else None
         nbits = src.tags(1, "IMAGE_STRUCTURE").get("NBITS")
         plan = replace(
             plan,
@@ -186,20 +188,20 @@ def inspect_input(
             ),
         )
         if np.dtype(src.dtypes[0]).kind == "f":
-            plan = _scan_float(src, path, plan, mean, std)
+            plan = _scan_float(src, plan, mean, std)
     except RasterioError as error:
         raise InputError(f"cannot read {path}: {first_line(error)}") from error
     check_normalisation(info, src.dtypes[0], path, plan.value_range, rescale != "none")
     return plan
 
 
-def sample_values(src: rasterio.DatasetReader, path: Path, plan: InputPlan) -> np.ndarray:
+def sample_values(src: rasterio.DatasetReader, plan: InputPlan) -> np.ndarray:
     """``bands x n`` valid values of the windows of :func:`bicorseg.rescale.sample_windows`.
 
     Nodata is left out: what the raster's mask declares, values that are not finite, and values of
     magnitude :data:`UNDECLARED_NODATA` or more (the usual undeclared floating-point nodata).
     """
-    reader = RasterReader(src, path, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
+    reader = RasterReader(src, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
     kept = []
     for y0, x0, height, width in sample_windows(src.height, src.width):
         window = Window(x0, y0, width, height)
@@ -210,7 +212,7 @@ def sample_values(src: rasterio.DatasetReader, path: Path, plan: InputPlan) -> n
     return np.concatenate(kept, axis=1)
 
 
-def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
+def _scan_float(src, plan: InputPlan, mean, std) -> InputPlan:
     """Count the pixels whose values are undeclared nodata, and the range of the valid values.
 
     Plausible values lie within :data:`PLAUSIBLE_STDS` standard deviations of the checkpoint's mean
@@ -221,7 +223,7 @@ def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
     if plan.rescale is not None:
         lower, upper = plan.rescale.input_values(lower), plan.rescale.input_values(upper)
     plan = replace(plan, lower=lower, upper=upper)
-    reader = RasterReader(src, path, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
+    reader = RasterReader(src, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
     masked, example = 0, None
     lo, hi = np.inf, -np.inf
     for window in _strips(src, len(plan.bands)):
@@ -241,7 +243,7 @@ def _scan_float(src, path: Path, plan: InputPlan, mean, std) -> InputPlan:
             lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
     if masked:
         warnings.warn(
-            f"{path}: {masked} pixel(s) with undeclared nodata (values not finite or more than "
+            f"{plan.path}: {masked} pixel(s) with undeclared nodata (values not finite or more than "
             f"{PLAUSIBLE_STDS:g} std from the checkpoint's mean, e.g. {example:.4g}) are masked as nodata",
             BicorsegWarning,
             stacklevel=3,
@@ -307,8 +309,8 @@ def statistics(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
 class RasterReader:
     """Normalised windows of a rasterio dataset with their validity mask (see module docstring)."""
 
-    def __init__(self, src: rasterio.DatasetReader, path: Path, plan: InputPlan, mean, std) -> None:
-        self.src, self.path, self.plan, self.mean, self.std = src, path, plan, mean, std
+    def __init__(self, src: rasterio.DatasetReader, plan: InputPlan, mean, std) -> None:
+        self.src, self.plan, self.mean, self.std = src, plan, mean, std
         self.bands = list(plan.bands)
         self.dataset_mask = raster_access.reads_dataset_mask(src, plan.alpha)
         if plan.lower is not None:
@@ -346,8 +348,8 @@ class RasterReader:
             data = self.src.read(self.bands, window=window, out_dtype="float32")
             valid = self.declared_mask(window, data)
         except RasterioError as error:
-            raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
-        raster_access.check_no_network(self.path)  # a tile GDAL left out for want of the network
+            raise InputError(f"cannot read {self.plan.path}: {first_line(error)}") from error
+        raster_access.check_no_network(self.plan.path)  # a tile GDAL left out for want of the network
         valid &= self.plausible(data)
         if self.plan.rescale is not None:
             with np.errstate(invalid="ignore"):  # NaN stays NaN; masked just below
