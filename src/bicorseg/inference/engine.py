@@ -66,14 +66,10 @@ class Block:
         return f"r{self.row:03d}c{self.col:03d}"
 
 
-def block_starts(length: int, block: int) -> list[tuple[int, int]]:
-    """(start, size) of the blocks covering ``0..length`` along one output axis."""
-    return [(start, min(block, length - start)) for start in range(0, length, block)]
-
-
 def block_grid(height: int, width: int, block: int) -> list[Block]:
     """The blocks of ``block`` pixels covering a ``height x width`` output, row-major."""
-    rows, cols = enumerate(block_starts(height, block)), enumerate(block_starts(width, block))
+    rows = enumerate((y0, min(block, height - y0)) for y0 in range(0, height, block))
+    cols = enumerate((x0, min(block, width - x0)) for x0 in range(0, width, block))
     return [Block(r, c, y0, x0, h, w) for (r, (y0, h)), (c, (x0, w)) in itertools.product(rows, cols)]
 
 
@@ -225,27 +221,14 @@ class SlidingWindow:
             if pending:
                 run_batch()
         flush(y_stop)
-        release_memory()
+        if _MALLOC_TRIM is not None:  # freed heap pages back to the system: a flat resident size
+            _MALLOC_TRIM(0)
 
 
-def release_memory() -> None:
-    """Give freed heap pages back to the system (glibc): keeps the resident size flat on long runs."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018  (musl and others have no malloc_trim)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _load_libc()
+try:  # glibc's malloc_trim (musl and other systems have none)
+    _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _MALLOC_TRIM = None
 
 
 def _pool_any(mask: np.ndarray, scale: int) -> np.ndarray:

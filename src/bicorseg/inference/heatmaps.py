@@ -61,26 +61,10 @@ class HeatmapResult:
     figure: Path
 
 
-def heatmap_fn(model: torch.nn.Module):
-    """Batch -> ``(L + 1) * N`` maps at 1/4 resolution: the class probabilities (average-pooled,
-    for the figure's prediction) followed by each layer's sigmoid heatmaps."""
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        logits, heatmaps = model.predict_with_heatmaps(x)
-        probs = F.avg_pool2d(torch.softmax(logits.float(), dim=1), SCALE, ceil_mode=True)
-        return torch.cat([probs, *(h.float() for h in heatmaps)], dim=1)
-
-    return fn
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
-
-
 def heatmap_targets(path: Path, out_dir: Path, info: ModelInfo, num_layers: int) -> dict[str, Path]:
     """The output paths of one input: per layer (and class, for pictures) and the figure."""
     path, out_dir = input_path(path), Path(out_dir)
-    names = [_slug(c) for c in info.class_names]
+    names = [re.sub(r"[^A-Za-z0-9_-]+", "_", c).strip("_") or "class" for c in info.class_names]
     if is_picture(path):
         targets = {
             f"{li}/{c}": out_dir / f"{path.stem}_layer{li}_{names[c]}.png"
@@ -195,8 +179,15 @@ def export_heatmaps(
                 for li, dst in datasets.items():
                     dst.write(maps[li - 1], window=rasterio.windows.Window(x0, y0, w, h))
 
+        def maps(x: torch.Tensor) -> torch.Tensor:
+            """``(L + 1) * N`` maps at 1/4 resolution: the class probabilities (average-pooled, for
+            the figure's prediction), then each layer's sigmoid heatmaps."""
+            logits, heatmaps = model.predict_with_heatmaps(x)
+            probs = F.avg_pool2d(torch.softmax(logits.float(), dim=1), SCALE, ceil_mode=True)
+            return torch.cat([probs, *(h.float() for h in heatmaps)], dim=1)
+
         try:
-            engine.run(heatmap_fn(model), reader, write)
+            engine.run(maps, reader, write)
             if plain:
                 for key in targets:
                     if key != "figure":

@@ -65,7 +65,10 @@ class RayActors:
     def run(self, jobs: Sequence[Job], done: Done, progress: Progress | None) -> None:
         ray = self.ray
         started = not ray.is_initialized()
-        handlers = _signal_handlers()
+        # Ray's init replaces SIGTERM's handler and leaves it after shutdown: they are put back (not
+        # outside the main thread, where they cannot change; None: installed outside Python)
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)} if main else {}
         handles: list = []
         try:
             if started:
@@ -100,18 +103,6 @@ class RayActors:
                 ray.kill(handle)
             if started:
                 ray.shutdown()
-                # Ray's init replaces SIGTERM's handler and leaves it after shutdown
-                _restore_signal_handlers(handlers)
-
-
-def _signal_handlers() -> dict[int, Any]:
-    """The process's SIGINT and SIGTERM handlers (none outside the main thread, where they cannot change)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
-    for number, handler in handlers.items():
-        if handler is not None:  # None: installed outside Python, cannot be put back
-            signal.signal(number, handler)
+                for number, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(number, handler)

@@ -224,9 +224,11 @@ class RasterOutputs:
         for kind, dst in self.datasets.items():
             try:
                 dst.close()
-                if kind in self.cogs:
+                if kind in self.cogs:  # GDAL's COG driver, with overviews by the kind's resampling
                     stage, resampling, block = self.cogs[kind]
-                    to_cog(stage, self.group.temp(kind), resampling, block)
+                    rasterio.shutil.copy(stage, self.group.temp(kind), driver="COG", COMPRESS="DEFLATE",
+                                         PREDICTOR="YES", BLOCKSIZE=block, OVERVIEWS="AUTO",
+                                         OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER")  # fmt: skip
                     stage.unlink()
             except (OSError, RasterioError, CPLE_BaseError) as error:
                 raise write_error(self.targets[kind], error) from error
@@ -235,7 +237,9 @@ class RasterOutputs:
             if kind not in self.datasets:
                 return
             try:
-                read_back(temp)
+                with rasterio.open(temp) as written:
+                    for _, window in written.block_windows(1):
+                        written.read(window=window)
             except (OSError, RasterioError) as error:
                 raise write_error(self.targets[kind], error) from error
 
@@ -246,27 +250,6 @@ class RasterOutputs:
             with suppress(Exception):  # closing a half-written file may fail; it is deleted anyway
                 dst.close()
         self.group.abort()
-
-
-def to_cog(source: Path, target: Path, resampling: str, block: int) -> None:
-    """Copy a GeoTIFF into a Cloud-Optimized GeoTIFF (GDAL's COG driver) with overviews by ``resampling``."""
-    rasterio.shutil.copy(
-        source,
-        target,
-        driver="COG",
-        COMPRESS="DEFLATE",
-        PREDICTOR="YES",
-        BLOCKSIZE=block,
-        OVERVIEWS="AUTO",
-        OVERVIEW_RESAMPLING=resampling,
-        BIGTIFF="IF_SAFER",
-    )
-
-
-def read_back(path: Path) -> None:
-    with rasterio.open(path) as written:
-        for _, window in written.block_windows(1):
-            written.read(window=window)
 
 
 # --- the maps of one input ------------------------------------------------------------------------
