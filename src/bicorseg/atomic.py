@@ -108,19 +108,15 @@ class TempFile:
     @property
     def stale(self) -> bool:
         """Its owner process has ended (checked on this host only; another host's are never stale)."""
-        return self.host == _host() and not _alive(self.pid)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # no such process (or no such pid)
+        if self.host != _host() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except (ProcessLookupError, OverflowError):  # no such process (or no such pid)
+            return True
+        except PermissionError:  # exists, owned by someone else
+            pass
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def parse_temp(path: str | os.PathLike) -> TempFile | None:
@@ -262,17 +258,6 @@ def scratch_folder(parent: str | os.PathLike, name: str = "scratch") -> Iterator
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _existing_ancestor(path: Path) -> Path:
-    current = path
-    while True:
-        try:
-            if current.exists() or current == current.parent:
-                return current
-        except OSError:  # not searchable: report it as the place that cannot be written
-            return current
-        current = current.parent
-
-
 def ensure_writable(path: str | os.PathLike, *, folder: bool = False, overwrite: bool = True) -> None:
     """Raise :class:`OutputError` unless the file (or, with ``folder``, the folder) ``path`` can be written.
 
@@ -287,7 +272,10 @@ def ensure_writable(path: str | os.PathLike, *, folder: bool = False, overwrite:
         raise OutputError(f"cannot write {path}: it is a folder")
     if not folder and not overwrite and os.path.lexists(path):
         raise OutputError(f"{path} exists (use `overwrite` to replace it)")
-    where = _existing_ancestor(path if folder else path.parent.absolute())
+    where = path if folder else path.parent.absolute()  # the nearest existing folder above, or itself
+    with suppress(OSError):  # not searchable: reported as the place that cannot be written
+        while not where.exists() and where != where.parent:
+            where = where.parent
     if not where.is_dir():
         raise OutputError(f"cannot write {path}: {where} is not a folder")
     try:

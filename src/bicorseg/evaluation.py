@@ -83,22 +83,14 @@ def evaluation_dataset(
     spec = getattr(dataset, "spec", None) or spec
     if spec is None:  # pragma: no cover - bicorseg datasets always carry their spec
         raise ConfigError(f"dataset {kind!r} at {root} does not describe its classes")
-    variant = _label_variant(dataset, split)
-    if variant is not None:
-        spec = replace(spec, label_variant=variant)
-    return dataset, spec
-
-
-def _label_variant(dataset: Dataset, split: str) -> str | None:
-    """The labels a prepared split was cut against (e.g. ``eroded``), from its manifest."""
     manifest = getattr(dataset, "manifest", None)
-    if not isinstance(manifest, Manifest):
-        return None
-    splits = [manifest.splits.get(name) for name in split.split("+")]
-    variants = [None if s is None else s.label_variant for s in splits]
-    if any(v is None for v in variants):
-        raise InputError(f"split {split!r} has no labels to score (a test split scored online?)")
-    return "+".join(dict.fromkeys(variants))
+    if isinstance(manifest, Manifest):  # the labels a prepared split was cut against (e.g. eroded)
+        splits = [manifest.splits.get(name) for name in split.split("+")]
+        variants = [None if s is None else s.label_variant for s in splits]
+        if any(v is None for v in variants):
+            raise InputError(f"split {split!r} has no labels to score (a test split scored online?)")
+        spec = replace(spec, label_variant="+".join(dict.fromkeys(v for v in variants if v is not None)))
+    return dataset, spec
 
 
 def data_protocol(dataset: Dataset | None) -> str:

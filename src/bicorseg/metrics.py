@@ -150,11 +150,6 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, math.nan))
 
 
-def _nanmean(values: torch.Tensor) -> float:
-    finite = values[~torch.isnan(values)]
-    return float(finite.mean()) if finite.numel() else math.nan
-
-
 def scores_from_confusion(confmat: torch.Tensor, eval_classes: Sequence[int] | None = None) -> Scores:
     """Scores of a confusion matrix (rows ground truth, columns prediction).
 
@@ -186,10 +181,10 @@ def scores_from_confusion(confmat: torch.Tensor, eval_classes: Sequence[int] | N
         f1=f1,
         support=matrix.sum(dim=1).long(),
         eval_classes=classes,
-        miou=_nanmean(iou[index]),
-        mean_f1=_nanmean(f1[index]),
-        mean_precision=_nanmean(precision[index]),
-        mean_recall=_nanmean(recall[index]),
+        miou=float(iou[index].nanmean()),
+        mean_f1=float(f1[index].nanmean()),
+        mean_precision=float(precision[index].nanmean()),
+        mean_recall=float(recall[index].nanmean()),
         oa=float(tp.sum() / total) if total > 0 else math.nan,
         total_pixels=int(total),
     )

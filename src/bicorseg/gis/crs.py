@@ -41,14 +41,6 @@ def to_pyproj(crs: Any, where: str = "crs") -> CRS:
         raise ConfigError(f"{where}: {crs!r} is not a coordinate reference system ({error})") from None
 
 
-def _horizontal(crs: CRS) -> CRS:
-    if crs.is_compound:
-        for sub in crs.sub_crs_list:
-            if sub.is_projected or sub.is_geographic:
-                return sub
-    return crs
-
-
 @dataclass(frozen=True)
 class Measure:
     """How areas and lengths of one CRS become square metres and metres."""
@@ -66,7 +58,10 @@ class Measure:
         """The measure of ``crs`` over ``bounds`` (left, bottom, right, top) in its units."""
         if crs is None:
             raise InputError(f"{where} has no CRS: its areas cannot be given in square metres")
-        horizontal = _horizontal(to_pyproj(crs, where))
+        horizontal = to_pyproj(crs, where)
+        if horizontal.is_compound:  # its horizontal part
+            subs = [sub for sub in horizontal.sub_crs_list if sub.is_projected or sub.is_geographic]
+            horizontal = subs[0] if subs else horizontal
         if not (horizontal.is_projected or horizontal.is_geographic):
             raise InputError(f"{where}: its CRS {horizontal.name!r} is neither projected nor geographic")
         geod = horizontal.get_geod()
