@@ -18,8 +18,8 @@ from bicorseg.rescale import (
 
 
 def test_the_option_has_one_written_form() -> None:
-    assert check_rescale("Auto") == "auto" and check_rescale(None) == "none"
-    assert check_rescale(" 0, 4095 ") == "0,4095" and check_rescale((0.0, 1.0)) == "0,1"
+    assert check_rescale("Auto") == "auto" and check_rescale("none") == "none"
+    assert check_rescale(" 0, 4095 ") == "0,4095" and check_rescale("0.0,1.0") == "0,1"
     with pytest.raises(ConfigError, match=r"^rescale: must be one of none, auto, percentile or MIN,MAX"):
         check_rescale("bogus")
     with pytest.raises(ConfigError, match=r"^rescale: MIN must be below MAX, got '10,5'"):

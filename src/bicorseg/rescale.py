@@ -30,12 +30,8 @@ SAMPLE_WINDOWS = 64  # at most this many windows (an 8 x 8 grid) ...
 SAMPLE_SIDE = 128  # ... of this many pixels a side
 
 
-def check_rescale(value: str | Sequence[float] | None) -> str:
+def check_rescale(value: str) -> str:
     """The rescale option in its one written form: a mode, or ``"MIN,MAX"`` with MIN < MAX."""
-    if value is None:
-        return "none"
-    if not isinstance(value, str):
-        value = ",".join(str(v) for v in value)
     text = value.strip().lower()
     if text in RESCALE_MODES:
         return text
