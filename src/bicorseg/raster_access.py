@@ -468,23 +468,6 @@ def _head(path: Path, size: int) -> bytes:
         return b""  # GDAL reports unreadable files itself
 
 
-def _vrt_sources(name: str, content: bytes, base: Path) -> list[str]:
-    try:
-        root = ElementTree.fromstring(content)
-    except ElementTree.ParseError as error:
-        raise InputError(f"{name}: not a readable VRT ({first_line(error)})") from error
-    sources = []
-    for element in root.iter():
-        if element.tag not in _SOURCE_TAGS or not (element.text or "").strip():
-            continue
-        source = element.text.strip()
-        relative = element.get("relativeToVRT", element.get("relativetoVRT", "0")) == "1"
-        if relative and not is_remote(source):
-            source = str(base / source)
-        sources.append(source)
-    return sources
-
-
 def geojson_crs(path: Path) -> dict[str, Any] | None:
     """The top-level ``crs`` member of a GeoJSON file (the 2008 form; RFC 7946 has none), None without;
     found by a search of the file's ends, a member is ``{}`` or a link to the ``href``."""
@@ -513,12 +496,6 @@ def geojson_crs(path: Path) -> dict[str, Any] | None:
     return found
 
 
-def _crs_link(member: dict[str, Any] | None) -> str | None:
-    properties = member.get("properties") if member else None
-    href = properties.get("href") if isinstance(properties, dict) else None
-    return href if isinstance(href, str) else None
-
-
 def _check_references(name: str, path: Path, depth: int = 0) -> None:
     """Refuse a local file whose content visibly points GDAL at the network (VRT sources, service
     XML, a GeoJSON CRS given by a link)."""
@@ -526,8 +503,9 @@ def _check_references(name: str, path: Path, depth: int = 0) -> None:
     if _SERVICE_XML.search(head):
         raise InputError(f"{name}: describes a web service; {REMOTE_HINT}")
     if head.lstrip()[:1] == b"{":
-        link = _crs_link(geojson_crs(path))
-        if link is not None and is_remote(link):
+        properties = (geojson_crs(path) or {}).get("properties")
+        link = properties.get("href") if isinstance(properties, dict) else None
+        if isinstance(link, str) and is_remote(link):
             raise InputError(f"{name}: its CRS is a link to {link}, which needs the network; {REMOTE_HINT}")
     if not _VRT_XML.search(head):
         return
@@ -536,7 +514,17 @@ def _check_references(name: str, path: Path, depth: int = 0) -> None:
     content = _head(path, MAX_VRT_BYTES + 1)
     if len(content) > MAX_VRT_BYTES:
         raise InputError(f"{name}: a VRT larger than {MAX_VRT_BYTES // 2**20} MiB is not inspected; refused")
-    for source in _vrt_sources(name, content, path.parent):
+    try:
+        root = ElementTree.fromstring(content)
+    except ElementTree.ParseError as error:
+        raise InputError(f"{name}: not a readable VRT ({first_line(error)})") from error
+    for element in root.iter():
+        source = (element.text or "").strip()
+        if element.tag not in _SOURCE_TAGS or not source:
+            continue
+        relative = element.get("relativeToVRT", element.get("relativetoVRT", "0")) == "1"
+        if relative and not is_remote(source):
+            source = str(path.parent / source)
         if is_remote(source) or _SERVICE_XML.search(source.encode("utf-8", "replace")):
             raise remote_refused(name, source)
         nested = Path(source)
@@ -565,19 +553,6 @@ def _check_opened(name: str, driver: str, files: list[str]) -> None:
 
 
 # --- rasters -----------------------------------------------------------------------------------------
-
-
-def check_single_image(name: str, dataset: Any) -> None:
-    """Refuse a file that holds several images (pages of a TIFF, subdatasets of a container such
-    as netCDF, HDF or GeoPackage): GDAL would read the first alone, without a word. The one line
-    says how to name the image to read."""
-    images = list(dataset.subdatasets)
-    if len(images) > 1 or (images and dataset.count == 0):
-        example = images[1] if len(images) > 1 else images[0]
-        raise InputError(
-            f"{name}: holds {len(images)} images (pages or subdatasets) and only one can be read: "
-            f"name it as GDAL does, e.g. {example}"
-        )
 
 
 @contextmanager
@@ -629,7 +604,14 @@ def open_raster(
             for file in dataset.files:
                 if not is_remote(file) and not file.startswith("/vsimem/"):
                     raise InputError(f"{shown}: a remote dataset refers to the local file {file}; refused")
-        check_single_image(shown, dataset)
+        # several images (pages of a TIFF, subdatasets of netCDF, HDF, GeoPackage): GDAL would read
+        # the first alone, without a word; the line says how to name the image to read
+        images = list(dataset.subdatasets)
+        if len(images) > 1 or (images and dataset.count == 0):
+            raise InputError(
+                f"{shown}: holds {len(images)} images (pages or subdatasets) and only one can be read: "
+                f"name it as GDAL does, e.g. {images[1] if len(images) > 1 else images[0]}"
+            )
         if whole or dataset.driver in WHOLE_IMAGE_DRIVERS:
             check_pixels(dataset.width, dataset.height, shown, limit)
         try:
