@@ -1,17 +1,9 @@
 """Class names as GDAL reads them: category names and a raster attribute table beside a class raster.
 
-GDAL keeps a band's category names and its raster attribute table (RAT) in its persistent auxiliary
-metadata (PAM), ``<raster>.aux.xml`` beside the raster: the GeoTIFF driver of GDAL before 3.12 has
-no place for them inside the file. Every GDAL-based reader picks them up from there (``gdalinfo``,
-QGIS without the ``.qml`` style, ArcGIS, R's ``terra``), so the class names travel with the raster
-to software that knows nothing of bicorseg's tag or of QGIS styles. The file holds:
-
-* the category names: one name per pixel value ``0..N-1``;
-* a thematic RAT: ``value`` (usage MinMax), ``class`` (usage Name), ``red``, ``green``, ``blue``,
-  ``alpha`` (the colour table's colours), one row per class.
-
-Names follow :func:`bicorseg.spec.check_class_names`; ``ElementTree`` escapes XML's special
-characters. Needs nothing beyond the standard library.
+GDAL keeps a band's category names and its raster attribute table (RAT) in its auxiliary metadata,
+``<raster>.aux.xml`` (why, and who reads it: ``docs/gis.md``, QGIS styles, class names for GDAL).
+The file holds one category name per pixel value ``0..N-1`` and a thematic RAT: ``value`` (usage
+MinMax), ``class`` (usage Name), ``red``, ``green``, ``blue``, ``alpha``, one row per class.
 """
 
 from __future__ import annotations

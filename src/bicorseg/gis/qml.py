@@ -1,11 +1,7 @@
 """A QGIS layer style (``<stem>.qml``) beside a class raster: one named colour per class, nodata transparent.
 
-QGIS loads ``<stem>.qml`` automatically when it opens ``<stem>.tif``. The style is a paletted
-(unique values) renderer on band 1 with one entry per class (value, colour, label), nearest-
-neighbour resampling (class values are never blended) and the nodata value listed as fully
-transparent. Class names follow the one rule of :func:`bicorseg.spec.check_class_names` (printable
-text, so the XML always parses); XML's special characters are escaped by ``ElementTree``. Needs
-nothing beyond the standard library.
+A paletted (unique values) renderer on band 1, one entry per class (value, colour, label),
+nearest-neighbour resampling, the nodata value fully transparent; QGIS loads it with ``<stem>.tif``.
 """
 
 from __future__ import annotations

@@ -2,21 +2,9 @@
 
 A TTA is a :class:`~bicorseg.spec.TTASpec`: the product of optional horizontal and vertical flips,
 quarter turns and scale factors, merged by averaging either the logits (softmax afterwards) or the
-softmax probabilities. The modes (:data:`TTA_MODES`, declared once in :mod:`bicorseg.spec`):
-
-* ``none``: the image as it is (1 pass);
-* ``lr``: horizontal x vertical flip: identity, h, v, hv (4 passes, the original code's ``lr``);
-* ``d4``: the 8 transforms of the dihedral group (horizontal flip x 4 quarter turns), bicorseg's
-  own: not the original code's ``-t d4`` (flips x scales, logits averaged: Vaihingen 40 passes and
-  LoveDA 8, which ``paper`` gives, Potsdam 16);
-* ``paper``: the pass list the original publication used for the dataset, read from the dataset
-  facts (``DatasetSpec.paper_tta``, declared in :mod:`bicorseg.data.datasets` and stored in every
-  checkpoint), never from the dataset's name. Vaihingen: h x v flip x rot90 {0, 90} x scales
-  {0.5, 0.75, 1, 1.25, 1.5} = 40 passes; Potsdam: h x v flip = 4; LoveDA: h flip x scales
-  {0.75, 1, 1.25, 1.5} = 8; logits averaged.
-
-Any mode but ``paper`` takes extra ``scales`` (multi-scale) and a ``merge`` (default ``probs``:
-averaging probabilities keeps one over-confident pass from dominating); ``paper`` is fixed.
+softmax probabilities. The modes (:data:`TTA_MODES`, declared once in :mod:`bicorseg.spec`) and
+their passes are listed in ``docs/evaluation.md`` (Test-time augmentation); ``paper`` reads the
+publication's passes from the dataset facts (``DatasetSpec.paper_tta``), never from a name.
 
 One pass, as the original's TTA library (ttach) does it: flip horizontally, flip vertically, turn,
 then resize the input to ``int(H * s) x int(W * s)`` with bicubic interpolation
