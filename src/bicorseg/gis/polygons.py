@@ -1,19 +1,14 @@
 """Class raster -> polygons per class, window by window: a coverage (shared edges shared), seams dissolved.
 
-What the output is and promises (a coverage, simplification within 2 % of each polygon's area,
-seams, ``min_area``, ``max_polygons``, formats, metres) is in ``docs/gis.md`` (Polygons). How
-:func:`vectorize_raster` does it, per window read with a margin (:mod:`bicorseg.gis.regions`): small
-regions merged, regions counted against the budget, every region polygonised
-(``rasterio.features.shapes``, 4-connected, exact integer pixel coordinates) with a vertex wherever
-three regions meet, then the window simplified as one coverage (``shapely.coverage_simplify``,
-border fixed); a polygon whose area would change by more than :data:`SIMPLIFY_AREA_CHANGE` is taken
-out and the window simplified again (after :data:`SIMPLIFY_ROUNDS` rounds it keeps its pixel
-outlines). A polygon that reaches a seam waits: the class pixels on both sides of each seam tell
-which pending pieces belong together (union-find), and a group is dissolved and written once none of
-its pieces waits for an unread window. Memory holds one window, one raster row of seam labels and
-the pending groups. Each polygon is then normalised (a canonical ring start), georeferenced,
-reprojected to ``to_crs``, repaired with ``shapely.make_valid`` if need be (one feature per
-polygonal part) and measured (:class:`bicorseg.gis.crs.Measure`).
+What the output is and promises, and how (coverage, simplification within
+:data:`SIMPLIFY_AREA_CHANGE` of each polygon's area, windows and seams, ``min_area``,
+``max_polygons``, formats, metres), is in ``docs/gis.md`` (Polygons). Per window read with a
+margin (:mod:`bicorseg.gis.regions`), every region is polygonised (``rasterio.features.shapes``,
+4-connected, integer pixel coordinates) with a vertex wherever three regions meet and the window
+simplified as one coverage (``shapely.coverage_simplify``, border fixed, at most
+:data:`SIMPLIFY_ROUNDS` rounds); pieces that reach a seam are grouped by union-find and dissolved
+once none waits for an unread window. Each polygon is then normalised, georeferenced, reprojected,
+repaired if need be (one feature per polygonal part) and measured (:class:`bicorseg.gis.crs.Measure`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """STAC items in and out: a checkpoint's bands picked from an item's assets, and a STAC Item per output.
 
 Optional extra ``cloud`` (``pystac``). The rules, as users see them, are in ``docs/prediction.md``
-(STAC items).
-
-**In** (:func:`stac_input`): an item (a local file or an ``http(s)://`` URL, at most
-:data:`MAX_ITEM_BYTES`) is read, its assets are chosen for the checkpoint's band names
-(:func:`select_bands`: nothing is chosen silently; ``assets=``, ``--stac-assets``, restricts the
-candidates) and stacked into a VRT (:func:`build_vrt`). An item given as a URL is the user's
-request for remote access for this item alone: the VRT is handed on as a granted
-:class:`~bicorseg.raster_access.VsiPath` (``StacInput.input``), and a remote item may not make
-bicorseg read local files. Every asset stacked is an input of the run (``StacInput.files``): no
-output may replace one.
-
-**Out** (:func:`write_output_item`): ``<stem>_item.json`` beside a class raster, its footprint in
-EPSG:4326 (:data:`EDGE_POINTS` points per edge), the projection and classification extensions,
-the outputs as assets and a ``derived_from`` link to the source item.
+(STAC items). **In** (:func:`stac_input`): an item (a local file or an ``http(s)://`` URL, at most
+:data:`MAX_ITEM_BYTES`) is read, its assets chosen for the checkpoint's bands (:func:`select_bands`)
+and stacked into a VRT (:func:`build_vrt`); an item given as a URL grants remote reads to its own
+VRT alone (a granted :class:`~bicorseg.raster_access.VsiPath`), and every asset stacked is an input
+of the run (``StacInput.files``), which no output may replace. **Out** (:func:`write_output_item`):
+``<stem>_item.json`` beside a class raster.
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
 """ONNX export at a fixed tile size, checked against onnxruntime, and an ONNX model usable for prediction.
 
 :func:`export_onnx` writes a graph ``image (B x bands x T x T, normalised) -> logits (B x N x T x T)``
-with a dynamic batch size, and stores the checkpoint's metadata (model configuration, dataset facts,
-tile size) in the file's ``metadata_props`` under ``bicorseg``, so that the ``.onnx`` file alone is
+with a dynamic batch size and the checkpoint's metadata (model configuration, dataset facts, tile
+size) in the file's ``metadata_props`` under ``bicorseg``, so that the ``.onnx`` file alone is
 enough for ``bicorseg predict --engine onnx``. :class:`OnnxModel` runs such a file with onnxruntime
-and behaves like the PyTorch model for the predictor: tiles smaller than ``T`` (rasters smaller than
-a tile) are padded (by reflection where possible, as the PyTorch model pads) and cropped back.
-
-The ``deepness`` profile (:data:`PROFILES`) writes a graph for the QGIS plugin Deepness: softmax
-``probabilities`` out, bicorseg's own metadata (with ``"output": "probabilities"``) and the keys the
-plugin reads (:func:`deepness_metadata`; what each means is in ``docs/gis.md``, QGIS: the Deepness
-plugin), each value JSON-encoded as the plugin decodes it (``json.loads`` per key, in its
-``ModelBase``). The tile is ``tile_size``, the key its code reads (its documentation says
-``tiles_size``, which no version of its code reads). The file is written with ONNX IR version 9 and
-an opset of at most 20, what the onnxruntime that the plugin's installer pins (``<=1.17.0``) reads.
+like the PyTorch model: smaller tiles are padded (by reflection where possible) and cropped back.
+The ``deepness`` profile (:data:`PROFILES`) writes a graph for the QGIS plugin Deepness: what it
+holds, and why, is in ``docs/gis.md`` (QGIS: the Deepness plugin); each metadata value is
+JSON-encoded, as the plugin decodes it (``json.loads`` per key).
 """
 
 from __future__ import annotations
@@ -65,7 +59,7 @@ def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float
         "model_type": json.dumps("Segmentor"),
         "class_names": json.dumps({str(i): name for i, name in enumerate(info.class_names)}),
         "resolution": json.dumps(float(resolution_cm)),  # cm per pixel: the plugin resamples to it
-        "tile_size": json.dumps(int(tile)),
+        "tile_size": json.dumps(int(tile)),  # what its code reads (its documentation says tiles_size)
         "tiles_overlap": json.dumps(round(100 * overlap)),
         # the plugin divides pixel values by 255 first: the model sees (x - mean) / std, 16-bit too
         "standardization_mean": json.dumps([float(m) / 255.0 for m in mean]),
