@@ -18,7 +18,7 @@ from bicorseg.cli.main import main
 from bicorseg.inference import ModelInfo, PredictOptions, Predictor
 from bicorseg.inference.raster_io import Georeference
 from bicorseg.inference.tta import tta_passes, with_tta
-from bicorseg.inference.writers import MapLayout, MapWriter
+from bicorseg.inference.writers import MapLayout, writing_maps
 from tests.helpers import require
 from tests.helpers.inference import (
     CLASSES,
@@ -65,9 +65,8 @@ def _write_maps(tmp_path: Path, arrays: dict, layout: MapLayout) -> dict[str, Pa
     targets = layout.targets(tmp_path, "m", picture=False)
     geo = Georeference("EPSG:32633", (0.5, 0.0, 500_000.0, 0.0, -0.5, 5_000_000.0), None, (256, 256))
     tags = {kind: {"bicorseg_settings": "test"} for kind in targets}
-    maps = MapWriter(targets, layout, geo, (height, width), tags)
-    maps.write(0, 0, arrays)
-    maps.commit()
+    with writing_maps(targets, layout, geo, (height, width), tags) as write:
+        write(0, 0, arrays)
     return targets
 
 
@@ -137,7 +136,7 @@ def gdal_class_names(raster: Path, work: Path) -> tuple[list[str], list[str]]:
 
 
 def test_class_names_reach_gdal_readers_and_the_cog_stays_valid(tmp_path: Path) -> None:
-    """MapWriter + write_style on a raster: the COG validates, GDAL reads names with odd characters."""
+    """writing_maps and write_style on a raster: the COG validates, GDAL reads names with odd characters."""
     from rio_cogeo import cogeo
 
     from bicorseg.inference.writers import write_style
@@ -146,9 +145,8 @@ def test_class_names_reach_gdal_readers_and_the_cog_stays_valid(tmp_path: Path) 
     layout = MapLayout(names, tuple(tuple(c) for c in PALETTE[:4]))
     geo = Georeference("EPSG:32633", (0.5, 0.0, 500000.0, 0.0, -0.5, 5000000.0))
     target = tmp_path / "m.tif"
-    writer = MapWriter({"class": target}, layout, geo, (40, 50), {"class": {}})
-    writer.write(0, 0, {"class": np.arange(2000, dtype=np.uint8).reshape(40, 50) % 4})
-    writer.commit()
+    with writing_maps({"class": target}, layout, geo, (40, 50), {"class": {}}) as write:
+        write(0, 0, {"class": np.arange(2000, dtype=np.uint8).reshape(40, 50) % 4})
     written = write_style(target, layout)
     assert [p.name for p in written] == ["m.qml", "m.tif.aux.xml"]
     valid, errors, _ = cogeo.cog_validate(str(target), quiet=True)

@@ -21,7 +21,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -255,103 +255,6 @@ class RasterOutputs:
 # --- the maps of one input ------------------------------------------------------------------------
 
 
-@dataclass
-class MapWriter:
-    """The output maps of one input, written in windows of encoded arrays (:meth:`MapLayout.encode`).
-
-    ``tags`` maps each kind to the tags of its file (PNG text chunks for pictures). Pictures keep
-    their class map in memory (they are read whole anyway) and are saved as PNG at :meth:`commit`.
-    ``origin``: the maps are a part of larger maps, whose pixel ``origin`` is their top-left one
-    (a unit's parts, :mod:`.units`): plain GeoTIFFs, quickly compressed, not converted to COGs.
-    """
-
-    targets: dict[str, Path]
-    layout: MapLayout
-    geo: Georeference | None
-    shape: tuple[int, int]
-    tags: dict[str, dict[str, str]]
-    origin: tuple[int, int] | None = None
-    outputs: RasterOutputs = field(init=False)
-    datasets: dict[str, Any] = field(init=False, default_factory=dict)
-    class_map: np.ndarray | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        layout, (height, width) = self.layout, self.shape
-        self.picture = self.targets["class"].suffix == ".png"
-        self.outputs = RasterOutputs(self.targets)
-        if self.picture:
-            self.class_map = np.full((height, width), NODATA, np.uint8)
-        for kind in self.targets:
-            if self.picture and kind in ("class", "color"):
-                continue
-            count, dtype = layout.bands(kind)
-            extra: dict[str, Any] = {"count": count, "dtype": dtype}
-            if kind == "color":
-                extra.update(photometric="RGB", alpha="YES")
-            else:
-                extra["nodata"] = layout.nodata(kind)
-            profile = geotiff_profile(None if self.picture else self.geo, height, width, **extra)
-            if self.origin is None:
-                dst = self.outputs.open_geotiff(kind, profile, cog=OVERVIEW_RESAMPLING[kind])
-            else:
-                dst = self.outputs.open_geotiff(kind, {**profile, "zlevel": 1})
-            if kind == "class":
-                dst.write_colormap(1, gdal_colour_map(layout.palette))
-            if kind == "probabilities" and dtype == "uint8":
-                dst.scales = [1.0 / PROB_SCALE] * layout.num_classes
-            names = {
-                "class": ("class",),
-                "probabilities": layout.class_names,
-                "confidence": layout.confidence_bands,
-            }
-            for i, name in enumerate(names.get(kind, ()), start=1):
-                dst.set_band_description(i, name)
-            dst.update_tags(**self.tags[kind])
-            self.datasets[kind] = dst
-
-    def write(self, y0: int, x0: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write encoded arrays whose top-left output pixel is ``(y0, x0)``."""
-        classes = arrays["class"]
-        h, w = classes.shape
-        if self.origin is not None:
-            y0, x0 = y0 - self.origin[0], x0 - self.origin[1]
-        window = Window(x0, y0, w, h)
-        try:
-            if self.picture:
-                self.class_map[y0 : y0 + h, x0 : x0 + w] = classes
-            else:
-                self.datasets["class"].write(classes, 1, window=window)
-                if "color" in self.datasets:
-                    self.datasets["color"].write(
-                        colourise(classes, self.layout.palette, alpha=True), window=window
-                    )
-            for kind in ("probabilities", "confidence"):
-                if kind in self.datasets:
-                    self.datasets[kind].write(arrays[kind], window=window)
-        except RasterioError as error:
-            raise write_error(self.targets["class"], error) from error
-
-    def commit(self) -> None:
-        if self.picture:
-            images = {"class": class_map_picture(self.class_map, self.layout.palette)}
-            if "color" in self.targets:
-                images["color"] = Image.fromarray(
-                    np.moveaxis(colourise(self.class_map, self.layout.palette, alpha=True), 0, -1)
-                )
-            for kind, picture in images.items():
-                text = PngInfo()
-                for key, value in self.tags[kind].items():
-                    text.add_itxt(key, value)
-                try:
-                    picture.save(self.outputs.group.temp(kind), format="PNG", pnginfo=text)
-                except OSError as error:
-                    raise write_error(self.targets[kind], error) from error
-        self.outputs.commit()
-
-    def abort(self) -> None:
-        self.outputs.abort()
-
-
 @contextmanager
 def writing_maps(
     targets: dict[str, Path],
@@ -361,17 +264,85 @@ def writing_maps(
     tags: dict[str, dict[str, str]],
     origin: tuple[int, int] | None = None,
 ) -> Iterator[Callable[[int, int, Mapping[str, np.ndarray]], None]]:
-    """The sink :meth:`MapWriter.write` of one input's maps (or, with ``origin``, of a unit's parts);
-    they appear together (maps with their style) when the block ends without error, else nothing of
-    them does."""
+    """A sink ``write(y0, x0, arrays)`` of one input's maps: encoded arrays (:meth:`MapLayout.encode`)
+    whose top-left output pixel is ``(y0, x0)``; the maps appear together (with their style) when
+    the block ends without error, else nothing of them does.
+
+    ``tags`` maps each kind to the tags of its file (PNG text chunks for pictures). Pictures keep
+    their class map in memory (they are read whole anyway) and are saved as PNG at the end.
+    ``origin``: the maps are a part of larger maps, whose pixel ``origin`` is their top-left one
+    (a unit's parts, :mod:`.units`): plain GeoTIFFs, quickly compressed, not converted to COGs.
+    """
+    picture, (height, width) = targets["class"].suffix == ".png", shape
+    class_map = np.full(shape, NODATA, np.uint8) if picture else None
     with rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # pictures' and parts' have none
-        maps = MapWriter(targets, layout, geo, shape, tags, origin)
+        outputs, datasets = RasterOutputs(targets), {}
         try:
-            yield maps.write
-            maps.commit()
+            for kind in targets:
+                if picture and kind in ("class", "color"):
+                    continue
+                count, dtype = layout.bands(kind)
+                extra: dict[str, Any] = {"count": count, "dtype": dtype}
+                if kind == "color":
+                    extra.update(photometric="RGB", alpha="YES")
+                else:
+                    extra["nodata"] = layout.nodata(kind)
+                profile = geotiff_profile(None if picture else geo, height, width, **extra)
+                if origin is None:
+                    dst = outputs.open_geotiff(kind, profile, cog=OVERVIEW_RESAMPLING[kind])
+                else:
+                    dst = outputs.open_geotiff(kind, {**profile, "zlevel": 1})
+                if kind == "class":
+                    dst.write_colormap(1, gdal_colour_map(layout.palette))
+                if kind == "probabilities" and dtype == "uint8":
+                    dst.scales = [1.0 / PROB_SCALE] * layout.num_classes
+                names = {"class": ("class",), "probabilities": layout.class_names,
+                         "confidence": layout.confidence_bands}  # fmt: skip
+                for i, name in enumerate(names.get(kind, ()), start=1):
+                    dst.set_band_description(i, name)
+                dst.update_tags(**tags[kind])
+                datasets[kind] = dst
+
+            def write(y0: int, x0: int, arrays: Mapping[str, np.ndarray]) -> None:
+                classes = arrays["class"]
+                h, w = classes.shape
+                if origin is not None:
+                    y0, x0 = y0 - origin[0], x0 - origin[1]
+                window = Window(x0, y0, w, h)
+                try:
+                    if class_map is not None:
+                        class_map[y0 : y0 + h, x0 : x0 + w] = classes
+                    else:
+                        datasets["class"].write(classes, 1, window=window)
+                        if "color" in datasets:
+                            datasets["color"].write(
+                                colourise(classes, layout.palette, alpha=True), window=window
+                            )
+                    for kind in ("probabilities", "confidence"):
+                        if kind in datasets:
+                            datasets[kind].write(arrays[kind], window=window)
+                except RasterioError as error:
+                    raise write_error(targets["class"], error) from error
+
+            yield write
+            if class_map is not None:
+                images = {"class": class_map_picture(class_map, layout.palette)}
+                if "color" in targets:
+                    images["color"] = Image.fromarray(
+                        np.moveaxis(colourise(class_map, layout.palette, alpha=True), 0, -1)
+                    )
+                for kind, image in images.items():
+                    text = PngInfo()
+                    for key, value in tags[kind].items():
+                        text.add_itxt(key, value)
+                    try:
+                        image.save(outputs.group.temp(kind), format="PNG", pnginfo=text)
+                    except OSError as error:
+                        raise write_error(targets[kind], error) from error
+            outputs.commit()
         except BaseException:
-            maps.abort()
+            outputs.abort()
             raise
     if origin is None:
         write_style(targets["class"], layout)
