@@ -5,7 +5,7 @@ Optional extra ``cloud`` (``pystac``). The rules, as users see them, are in ``do
 :data:`MAX_ITEM_BYTES`) is read, its assets chosen for the checkpoint's bands (:func:`select_bands`)
 and stacked into a VRT (:func:`build_vrt`); an item given as a URL grants remote reads to its own
 VRT alone (a granted :class:`~bicorseg.raster_access.VsiPath`), and every asset stacked is an input
-of the run (``StacInput.files``), which no output may replace. **Out** (:func:`write_output_item`):
+of the run (a source of the VRT), which no output may replace. **Out** (:func:`write_output_item`):
 ``<stem>_item.json`` beside a class raster.
 """
 
@@ -201,7 +201,6 @@ class StacInput:
 
     item_href: str
     vrt: Path
-    sources: tuple[BandSource, ...]
     datetime: str | None
     remote: bool  # some band is read over the network
     given: str = ""  # the item as the user named it
@@ -211,12 +210,6 @@ class StacInput:
         """What ``predict`` reads: the VRT, named as the item in messages, its remote reads granted
         when the user asked for them by naming a remote item (or by ``allow_remote``)."""
         return VsiPath(self.given or self.item_href, str(self.vrt), granted=self.remote)
-
-    @property
-    def files(self) -> tuple[Path, ...]:
-        """The local files of the assets stacked (inputs of the run, like the item)."""
-        paths = (input_path(source.href) for source in self.sources)
-        return tuple(dict.fromkeys(p.resolve() for p in paths if isinstance(p, Path)))
 
 
 def safe_name(text: str) -> str:
@@ -332,7 +325,7 @@ def stac_input(
         raise InputError(f"{text}: another STAC item given has the same id {item.id!r}")
     build_vrt(sources, target, text)
     when = item.properties.get("datetime") or item.properties.get("start_datetime")
-    return StacInput(item.get_self_href() or text, target, tuple(sources), when, remote, text)
+    return StacInput(item.get_self_href() or text, target, when, remote, text)
 
 
 # --- writing an item per output ----------------------------------------------------------------
