@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -65,29 +65,25 @@ class ClassRaster:
         ``class_table`` names the classes instead of the raster's tags."""
         path = input_path(path)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
-            yield cls._checked(path, src, class_table)
-
-    @classmethod
-    def _checked(cls, path: Path, src: rasterio.DatasetReader, table: ClassColours | None) -> ClassRaster:
-        if src.count != 1:
-            raise InputError(f"{path} has {src.count} bands: a class raster has one band of class indices")
-        dtype = np.dtype(src.dtypes[0])
-        if dtype.kind not in "ui":
-            raise InputError(
-                f"{path} has pixel type {dtype.name}: a class raster holds integer class indices"
-            )
-        palette: dict[int, tuple[int, int, int]] = {}
-        if table is not None:
-            names, names_from = list(table.class_names), table.source
-            palette = {i: (int(c[0]), int(c[1]), int(c[2])) for i, c in enumerate(table.palette)}
-        else:
-            names, names_from = _tag_names(src, path), f"the tag {CLASSES_TAG} of {path}"
-            try:
-                palette = {int(k): tuple(map(int, v[:3])) for k, v in src.colormap(1).items()}
-            except ValueError:  # no colour table
-                palette = {}
-        extra = NODATA if src.nodata is None and dtype == np.uint8 else None
-        return cls(path, src, names, palette, names_from, extra)
+            if src.count != 1:
+                raise InputError(
+                    f"{path} has {src.count} bands: a class raster has one band of class indices"
+                )
+            dtype = np.dtype(src.dtypes[0])
+            if dtype.kind not in "ui":
+                raise InputError(
+                    f"{path} has pixel type {dtype.name}: a class raster holds integer class indices"
+                )
+            palette: dict[int, tuple[int, int, int]] = {}
+            if class_table is not None:
+                names, names_from = list(class_table.class_names), class_table.source
+                palette = {i: (int(c[0]), int(c[1]), int(c[2])) for i, c in enumerate(class_table.palette)}
+            else:
+                names, names_from = _tag_names(src, path), f"the tag {CLASSES_TAG} of {path}"
+                with suppress(ValueError):  # no colour table
+                    palette = {int(k): tuple(map(int, v[:3])) for k, v in src.colormap(1).items()}
+            extra = NODATA if src.nodata is None and dtype == np.uint8 else None
+            yield cls(path, src, names, palette, names_from, extra)
 
     # --- classes --------------------------------------------------------------------------------
 
