@@ -256,18 +256,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ensure_writable(args.output, folder=True)
     progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())
-    written = skipped = 0
 
     def report(result) -> None:
-        nonlocal written, skipped
-        if result.skipped:
-            skipped += 1
-        elif result.assembled:
-            written += 1
-            if not args.quiet:
-                progress.bar.console.print(
-                    f"{result.input.name} -> {result.outputs['class']} ({result.seconds:.1f} s)"
-                )
+        if result.assembled and not result.skipped and not args.quiet:
+            progress.bar.console.print(
+                f"{result.input.name} -> {result.outputs['class']} ({result.seconds:.1f} s)"
+            )
 
     with ExitStack() as stack, one_line_warnings("predict"):
         items = _stac_inputs(args, stack)
@@ -285,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 executor=args.executor,
                 ray_address=args.ray_address,
             )
+        skipped = sum(r.skipped for r in results)
         if shard is not None:
             if not args.quiet:
                 computed = sum(r.computed for r in results)
@@ -309,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"report written to {page}", file=sys.stderr)
     if not args.quiet:
         note = f", {skipped} already done (skipped)" if skipped else ""
+        written = sum(r.assembled and not r.skipped for r in results)
         print(f"predicted {written} file(s) into {Path(args.output)}{note}", file=sys.stderr)
     return 0
 
