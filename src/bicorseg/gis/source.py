@@ -136,27 +136,20 @@ class ClassRaster:
             raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         if self.extra_nodata is not None:
             valid &= data != self.extra_nodata
-        self._check_values(data, valid, window)  # class ids fit int32: at most MAX_UNNAMED_CLASS
-        return (data if data.dtype.name in _SHAPES_TYPES else data.astype(np.int32)), valid
-
-    def _check_values(self, data: np.ndarray, valid: np.ndarray, window: Window) -> None:
-        values = data[valid]
-        if not values.size:
-            return
-        low, high = int(values.min()), int(values.max())
-        limit = self.class_limit
-        if low < 0 or high >= limit:
-            bad = low if low < 0 else high
+        values, limit = data[valid], self.class_limit  # class ids fit int32: at most MAX_UNNAMED_CLASS
+        if values.size and (int(values.min()) < 0 or int(values.max()) >= limit):
+            bad = int(values.min()) if int(values.min()) < 0 else int(values.max())
             rows, cols = np.nonzero(valid & (data == bad))
             known = (
-                f"0..{limit - 1} in {self.names_from}"
+                f"in {self.names_from}"
                 if self.names is not None
-                else f"0..{limit - 1} without class names: give `class_table`"
+                else "without class names: give `class_table`"
             )
             raise InputError(
                 f"{self.path}: pixel value {bad} at row {int(window.row_off + rows[0])}, column "
-                f"{int(window.col_off + cols[0])} is not a class ({known})"
+                f"{int(window.col_off + cols[0])} is not a class (0..{limit - 1} {known})"
             )
+        return (data if data.dtype.name in _SHAPES_TYPES else data.astype(np.int32)), valid
 
 
 def _tag_names(src: rasterio.DatasetReader, path: Path) -> list[str] | None:
