@@ -320,15 +320,6 @@ def check_finite_logits(logits_fn: Callable, info: ModelInfo, options: PredictOp
         )
 
 
-def _weights_sha256(module: nn.Module) -> str:
-    """A content hash of a model's weights (for a model given in memory rather than as a file)."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "weights:" + digest.hexdigest()
-
-
 class Predictor:
     """A model applied to image and raster files (see the module docstring for formats).
 
@@ -352,8 +343,14 @@ class Predictor:
             raise CheckpointError(
                 f"{info.source} has {info.num_classes} classes; at most {MAX_CLASSES} fit a uint8 map"
             )
-        if info.sha256 is None and isinstance(logits_fn, nn.Module):
-            info = replace(info, sha256=_weights_sha256(logits_fn))
+        if info.sha256 is None and isinstance(logits_fn, nn.Module):  # a model in memory: its weights' hash
+            digest = hashlib.sha256()
+            for name, tensor in logits_fn.state_dict().items():
+                digest.update(name.encode())
+                digest.update(
+                    tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                )
+            info = replace(info, sha256="weights:" + digest.hexdigest())
         options = replace(
             options,
             tile=options.tile or info.tiling.tile,
