@@ -157,6 +157,8 @@ def test_weights_command_lists_imports_and_names_its_options(tmp_path, torch_hom
     assert f"{installed} (14.8 MB, sha256 {digest})" in atto
     tiny = next(line for line in lines if line.startswith("convnext_tiny "))
     assert "not cached: convnext_tiny-983f1562.pth from https://download.pytorch.org/models/" in tiny
+    resnet = next(line for line in lines if line.startswith("resnet18 "))
+    assert "not cached: resnet18-f37072fd.pth from https://download.pytorch.org/models/" in resnet
     assert main(["weights", "import", str(file), "--name", "convnext_pico"]) == 2
     assert main(["weights", "list", "--name", "x"]) == 2
     assert main(["weights", "import", str(file)]) == 2

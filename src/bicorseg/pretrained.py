@@ -37,7 +37,9 @@ from bicorseg.torch_files import check_finite_weights, read_torch_file
 # The short names of timm's smallest ConvNeXts (ImageNet-1k): bicorseg's own ``convnext_nano`` is
 # another network (no weights), so timm's nano is ``timm:convnext_nano``.
 TIMM_SHORT_NAMES = ("convnext_atto", "convnext_femto", "convnext_pico")
-TORCHVISION_NAMES = ("convnext_tiny", "convnext_small", "convnext_base")
+TORCHVISION_CONVNEXT_NAMES = ("convnext_tiny", "convnext_small", "convnext_base")
+TORCHVISION_RESNET_NAMES = ("resnet18", "resnet34", "resnet50")
+TORCHVISION_NAMES = (*TORCHVISION_CONVNEXT_NAMES, *TORCHVISION_RESNET_NAMES)
 # the names ``bicorseg weights list`` shows; any other ``timm:<model>`` with Hub weights works too
 LISTED_NAMES = (*TORCHVISION_NAMES, *TIMM_SHORT_NAMES, "timm:convnext_nano")
 
@@ -92,11 +94,10 @@ def _timm() -> Any:
 
 def weights_source(backbone: str) -> WeightsSource:
     """The :class:`WeightsSource` of a backbone name; a :class:`ConfigError` for one without ImageNet weights."""
-    from torchvision.models import convnext as tv_convnext
-
     if backbone in TORCHVISION_NAMES:
-        enum = getattr(tv_convnext, f"ConvNeXt_{backbone.removeprefix('convnext_').title()}_Weights")
-        url = enum.IMAGENET1K_V1.url
+        from torchvision.models import get_model_weights
+
+        url = get_model_weights(backbone).IMAGENET1K_V1.url
         return WeightsSource(backbone, "torchvision", backbone, url)
     if backbone in TIMM_SHORT_NAMES or backbone.startswith("timm:"):
         timm = _timm()
@@ -132,10 +133,10 @@ def reference_shapes(source: WeightsSource) -> tuple[dict[str, tuple[int, ...]],
     (keys that a file may leave out). Built on the meta device: nothing is allocated."""
     with torch.device("meta"):
         if source.library == "torchvision":
-            from torchvision.models import convnext as tv_convnext
+            from torchvision.models import get_model
 
-            network = getattr(tv_convnext, source.model)(weights=None)
-            head = "classifier."
+            network = get_model(source.model, weights=None)
+            head = "fc." if source.model in TORCHVISION_RESNET_NAMES else "classifier."
         else:
             timm = _timm()
             network = timm.create_model(source.model, pretrained=False)

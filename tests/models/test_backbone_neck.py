@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.models import convnext_tiny
+from torchvision.models import convnext_tiny, resnet18
 
 from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.models import FusedNeck, adapt_first_conv_weight, build_backbone
@@ -21,6 +21,38 @@ def test_stages_have_the_documented_strides_and_channels() -> None:
     assert backbone.channels == (32, 64, 128, 256)
     assert [tuple(s.shape[1:]) for s in stages] == [(32, 16, 24), (64, 8, 12), (128, 4, 6), (256, 2, 3)]
     assert not backbone._forward_hooks and all(not m._forward_hooks for m in backbone.modules())
+
+
+@pytest.mark.parametrize(
+    ("name", "channels"), [("resnet18", (64, 128, 256, 512)), ("resnet50", (256, 512, 1024, 2048))]
+)
+def test_resnet_stages_have_strides_4_to_32_and_start_as_identity_blocks(name: str, channels: tuple) -> None:
+    backbone = build_backbone(name, in_channels=4)
+    stages = backbone(torch.randn(1, 4, 64, 96))
+    assert backbone.channels == channels
+    assert [tuple(s.shape[1:]) for s in stages] == [
+        (c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32))
+    ]
+    # from random weights each residual block's last batch norm starts at zero: the block is the identity
+    last_norms = [
+        block.bn3 if name == "resnet50" else block.bn2 for stage in backbone.stages for block in stage
+    ]
+    assert all(torch.count_nonzero(norm.weight) == 0 for norm in last_norms)
+
+
+def test_resnet_local_weights_are_checked_and_adapted(tmp_path) -> None:
+    reference = resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone("resnet18", in_channels=4, pretrained=str(path))
+    torch.testing.assert_close(backbone.stages[3][1].bn2.weight, reference.layer4[1].bn2.weight)
+    torch.testing.assert_close(backbone.stem[0].weight, adapt_first_conv_weight(reference.conv1.weight, 4))
+    partial = tmp_path / "partial.pth"
+    torch.save({"conv1.weight": reference.conv1.weight}, partial)
+    with pytest.raises(
+        CheckpointError, match=r"partial\.pth is not resnet18's weights .*: the network has no weight"
+    ):
+        build_backbone("resnet18", pretrained=str(partial))
 
 
 @pytest.mark.parametrize("bands", [3, 4])

@@ -230,8 +230,8 @@ def test_invalid_configuration_names_the_key(overrides: dict, key: str) -> None:
 
 
 def test_unknown_backbone_lists_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet50'.*convnext_base"):
-        BiCoRSeg(tiny_config(backbone="resnet50"))
+    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet101'.*convnext_base, resnet18"):
+        BiCoRSeg(tiny_config(backbone="resnet101"))
 
 
 def test_config_round_trip() -> None:

@@ -3,6 +3,9 @@
 Supported names:
 
 * ``convnext_tiny``, ``convnext_small``, ``convnext_base``: torchvision's ConvNeXt.
+* ``resnet18``, ``resnet34``, ``resnet50``: torchvision's ResNets (batch norm). From random weights
+  the last batch norm of each residual block starts at zero (``zero_init_residual``), so every block
+  starts as the identity: they learn fast from few images, the CPU recipes' backbone.
 * ``convnext_nano``: torchvision's ConvNeXt class with a small block setting (channels 32-256,
   depths 1/1/3/1), for tests, the CPU demo and quick experiments. It has no pretrained weights.
 * ``convnext_atto``, ``convnext_femto``, ``convnext_pico``: timm's smallest ConvNeXts (3.4 to 8.5
@@ -33,7 +36,8 @@ from torchvision.models import convnext as tv_convnext
 from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
 from bicorseg.pretrained import (
     TIMM_SHORT_NAMES,
-    TORCHVISION_NAMES,
+    TORCHVISION_CONVNEXT_NAMES,
+    TORCHVISION_RESNET_NAMES,
     WeightsSource,
     imagenet_weights,
     read_weights,
@@ -42,10 +46,18 @@ from bicorseg.pretrained import (
 )
 from bicorseg.torch_files import read_torch_file
 
-TORCHVISION_CONVNEXTS = {name: getattr(tv_convnext, name) for name in TORCHVISION_NAMES}  # name -> builder
+TORCHVISION_CONVNEXTS = {
+    name: getattr(tv_convnext, name) for name in TORCHVISION_CONVNEXT_NAMES
+}  # name -> builder
 # (input channels, output channels, depth) per stage; output None marks the last stage.
 _NANO_BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 256, 3), (256, None, 1))
-BACKBONE_NAMES = (*TORCHVISION_CONVNEXTS, "convnext_nano", *TIMM_SHORT_NAMES, "timm:<name>")
+BACKBONE_NAMES = (
+    *TORCHVISION_CONVNEXTS,
+    *TORCHVISION_RESNET_NAMES,
+    "convnext_nano",
+    *TIMM_SHORT_NAMES,
+    "timm:<name>",
+)
 
 
 # oneDNN's fused Linear + GELU (the kernel torch.compile uses on CPUs); absent from builds without oneDNN
@@ -162,6 +174,46 @@ class ConvNeXtStages(nn.Module):
         return stages
 
 
+class ResNetStages(nn.Module):
+    """A torchvision ResNet without its pooling and classifier; returns the outputs of its four stages.
+
+    Pretrained weights (``"imagenet"``, or a file of torchvision's weights for this network) are
+    checked by :func:`bicorseg.pretrained.read_weights`; the first convolution is adapted to the band
+    count by :func:`adapt_first_conv_weight`.
+    """
+
+    def __init__(self, name: str, in_channels: int = 3, pretrained: str | None = None) -> None:
+        super().__init__()
+        from torchvision.models import get_model
+
+        network = get_model(name, weights=None, zero_init_residual=not pretrained)
+        if pretrained:
+            if pretrained == "imagenet":
+                state = imagenet_weights(name)
+            else:
+                state = read_weights(pretrained, weights_source(name))
+            network.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+        stem = network.conv1
+        if in_channels != stem.in_channels:
+            network.conv1 = nn.Conv2d(
+                in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False
+            )
+            with torch.no_grad():
+                network.conv1.weight.copy_(adapt_first_conv_weight(stem.weight, in_channels))
+        self.stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
+        self.stages = nn.ModuleList([network.layer1, network.layer2, network.layer3, network.layer4])
+        expansion = type(network.layer1[0]).expansion  # 1 for resnet18/34's blocks, 4 for resnet50's
+        self.channels: tuple[int, ...] = tuple(64 * 2**i * expansion for i in range(4))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        stages = []
+        for stage in self.stages:
+            x = stage(x)
+            stages.append(x)
+        return stages
+
+
 class TimmStages(nn.Module):
     """Any timm model with ``features_only``; returns its last four feature maps.
 
@@ -232,8 +284,10 @@ def _timm_pretrained_options(
 
 def build_backbone(
     name: str, in_channels: int = 3, pretrained: str | None = None
-) -> ConvNeXtStages | TimmStages:
+) -> ConvNeXtStages | ResNetStages | TimmStages:
     """Backbone by name (see module docstring); ``pretrained`` is None, ``"imagenet"`` or a file path."""
+    if name in TORCHVISION_RESNET_NAMES:
+        return ResNetStages(name, in_channels, pretrained)
     if name.startswith("timm:"):
         return TimmStages(name.removeprefix("timm:"), in_channels, pretrained)
     if name in TIMM_SHORT_NAMES:

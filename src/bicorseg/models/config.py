@@ -54,7 +54,7 @@ class ModelConfig:
     Attributes:
         num_classes: N, the number of classes.
         in_channels: number of input bands.
-        backbone: ``convnext_{nano,tiny,small,base}`` or ``timm:<name>`` (extra ``timm``).
+        backbone: ``convnext_{nano,tiny,small,base}``, ``resnet{18,34,50}`` or ``timm:<name>`` (extra ``timm``).
         pretrained: null (random weights), ``imagenet`` (downloaded once by torchvision or timm) or a
             local file of backbone weights.
         width: C, the embedding width (a multiple of 16).
