@@ -135,11 +135,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.geo_source: Any = None
 
     def setup(self, stage: str | None = None) -> None:
-        cfg = self.config
-        wants_train = self.train_set is None and stage in (None, "fit")
-        wants_val = self.val_set is None and cfg.val_split is not None and stage in (None, "fit", "validate")
-        if not (wants_train or wants_val):
+        """The training and validation sets, once (the run sets them up before Lightning's fit)."""
+        if self.train_set is not None:
             return
+        cfg = self.config
         if cfg.dataset == "geo":
             self._setup_geo()
             return
@@ -148,7 +147,7 @@ class SegmentationDataModule(L.LightningDataModule):
             classes, bands = self.spec.num_classes, self.spec.num_bands
             train = SyntheticSegmentation(train_count, size, classes, bands, seed=0)
             train = _select(train, cfg.train_samples, "data.train_samples")
-            if wants_val:
+            if cfg.val_split is not None:
                 val = SyntheticSegmentation(val_count, size, classes, bands, seed=1)
                 self.val_set = _select(val, cfg.val_samples, "data.val_samples")
         else:
@@ -158,15 +157,13 @@ class SegmentationDataModule(L.LightningDataModule):
             train = SampleSelection(
                 train_all.datasets, train_idx, training_transform(cfg, self.seed), cfg.cache_mb << 20
             )
-            if wants_val and val_all is not None:
+            if val_all is not None:
                 self.val_set = SampleSelection(val_all.datasets, val_idx)
-        if wants_train:
-            if len(train) < cfg.batch_size:
-                raise ConfigError(
-                    f"{cfg.batch_size} is larger than the {len(train)} training samples",
-                    key="data.batch_size",
-                )
-            self.train_set = train
+        if len(train) < cfg.batch_size:
+            raise ConfigError(
+                f"{cfg.batch_size} is larger than the {len(train)} training samples", key="data.batch_size"
+            )
+        self.train_set = train
 
     def _setup_geo(self) -> None:
         """Chips from rasters and labels: the source, the spatial split, the training and validation sets."""
@@ -189,7 +186,7 @@ class SegmentationDataModule(L.LightningDataModule):
             )
 
     def teardown(self, stage: str | None = None) -> None:
-        if self.geo_source is not None and stage in (None, "fit"):
+        if self.geo_source is not None:
             self.geo_source.close()  # the indexed copy of the polygons
 
     def train_dataloader(self) -> DataLoader:

@@ -71,10 +71,6 @@ class BiCoRSegModule(L.LightningModule):
 
     # --- training -------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.model(x)
-        return logits
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images = batch["image"]
         masks = pool_labels(batch["mask"], self.model.config.downsample, self.config.loss.ignore_index)
