@@ -147,11 +147,6 @@ def _heatmaps(scene: SceneContent, index: int) -> str:
     )
 
 
-def _files(scene: SceneContent, base: Path) -> str:
-    parts = [f"{kind} <code>{_e(relative(path, base))}</code>" for kind, path in scene.files.items()]
-    return f'<p class="note files">{" · ".join(parts)}</p>' if parts else ""
-
-
 def _coordinate(value: float, units: str) -> str:
     return f"{value:,.6f}°" if units == "°" else f"{value:,.2f} {units}"
 
@@ -228,6 +223,8 @@ def _truth(truth: TruthView, names: list[str]) -> str:
 
 def _scene(scene: SceneContent, index: int, base: Path) -> str:
     data, bar, coordinates = _place(scene.place)
+    parts = [f"{kind} <code>{_e(relative(path, base))}</code>" for kind, path in scene.files.items()]
+    files = f'<p class="note files">{" · ".join(parts)}</p>' if parts else ""
     overlays: list[tuple[str, str, np.ndarray]] = []
     if scene.image is not None:
         under = _img(scene.image, "image", "base")
@@ -263,7 +260,7 @@ def _scene(scene: SceneContent, index: int, base: Path) -> str:
     names = [row.name for row in scene.areas.rows]
     truth = _truth(scene.truth, names) if scene.truth is not None else ""
     return (
-        f'<section class="scene" id="scene-{index}"><h2>{_e(scene.name)}</h2>{_files(scene, base)}'
+        f'<section class="scene" id="scene-{index}"><h2>{_e(scene.name)}</h2>{files}'
         f'<div class="scene-grid"><div class="viewer">{controls}<div class="stack"{data}>{under}{layers}{bar}'
         f"</div>{coordinates}{notes}</div>"
         f"<div><h3>Legend and areas</h3>{_legend(scene)}{truth}</div></div>"

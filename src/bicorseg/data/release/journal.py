@@ -18,14 +18,9 @@ from bicorseg.atomic import atomic_output
 from bicorseg.data.datasets import Release, SplitRule
 from bicorseg.data.io import sha256_file
 from bicorseg.data.release.planning import Item
-from bicorseg.data.release.records import JSON, Manifest, Settings, TileRecord
+from bicorseg.data.release.records import JSON, Manifest, TileRecord
 
 WORK_DIR = ".bicorseg-prepare"
-
-
-def settings(release: Release, variant: str, rule: SplitRule, unknown: str, protocol: str) -> Settings:
-    """The settings of tiles prepared now for ``rule``."""
-    return Settings(release.name, variant, rule_record(release, rule, protocol), unknown, protocol)
 
 
 def rule_record(release: Release, rule: SplitRule, protocol: str) -> JSON:

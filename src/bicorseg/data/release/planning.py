@@ -75,7 +75,6 @@ def plan(
     images = _match(release, variant.images, files)
     claimed = {id(f) for group in images.values() for f in group}
     rest = [f for f in files if id(f) not in claimed]
-    labels = {role: _match(release, patterns, rest) for role, patterns in release.labels.items()}
     if not images:
         expected = _short_list([*variant.images, *release.archives], 6)
         raise InputError(
@@ -84,9 +83,9 @@ def plan(
 
     # Labels indexed by the names of their fields, so that finding an image's label is a lookup.
     label_index: dict[str, dict[tuple[str, ...], dict[MatchKey, list[SourceFile]]]] = {}
-    for role, found_labels in labels.items():
+    for role, patterns in release.labels.items():
         label_index[role] = defaultdict(dict)
-        for key, group in found_labels.items():
+        for key, group in _match(release, patterns, rest).items():
             label_index[role][tuple(k for k, _ in key)][key] = group
 
     def label_for(role: str, fields: dict[str, str]) -> SourceFile | None:

@@ -23,13 +23,13 @@ from bicorseg.data.release.journal import (
     record_valid,
     rule_record,
     safe_unlink,
-    settings,
     write_journal,
 )
 from bicorseg.data.release.planning import plan
 from bicorseg.data.release.records import (
     MANIFEST,
     Manifest,
+    Settings,
     SplitRecord,
     TileRecord,
     read_manifest,
@@ -198,7 +198,8 @@ def prepare(
             with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
                 task = bar.add_task(release.name, total=sum(len(v) for v in items.values()))
                 for rule in rules:
-                    wanted = settings(release, variant_name, rule, unknown_colours, protocol)
+                    cut = rule_record(release, rule, protocol)
+                    wanted = Settings(release.name, variant_name, cut, unknown_colours, protocol)
                     summary = summaries[rule.name]
                     for item in items[rule.name]:
                         bar.update(task, description=f"{release.name} {rule.name} {item.name}")
