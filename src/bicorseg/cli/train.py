@@ -77,17 +77,18 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.cli.main import error_line
     from bicorseg.training.run import TrainingInterrupted, train
 
-    speaks = rank_zero_only.rank == 0  # one process of a data-parallel run prints
-    if args.resume == "auto" and speaks:
+    # one process of a data-parallel run prints; the rank is read each time, as the trainer sets the
+    # global rank during train() (before it, a second node's process reads its local rank, 0)
+    if args.resume == "auto" and rank_zero_only.rank == 0:
         last = Path(args.output) / "checkpoints" / "last.ckpt"
         print(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting a new run")
     try:
         result = train(config, args.output, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:
-        if speaks:
+        if rank_zero_only.rank == 0:
             print(f"bicorseg train: {error_line(stop, args.command_parser)}", file=sys.stderr)
         return stop.exit_status
-    if speaks:
+    if rank_zero_only.rank == 0:
         print(f"trained to epoch {result.epoch}, step {result.global_step}; run folder {result.output}")
         if result.best_checkpoint is not None:
             print(f"  best checkpoint: {result.best_checkpoint} ({result.monitor} = {result.best_score:.4f})")
