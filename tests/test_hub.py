@@ -155,8 +155,8 @@ def _edit(folder: Path, case: str) -> None:
 
 
 HOSTILE = [
-    ("config too large", r"config\.json: \d+ bytes, more than the 1048576"),
-    ("NaN in config", r"config\.json: not a bicorseg model configuration \(invalid JSON: NaN is not a number"),
+    ("config too large", r"config\.json: unreadable model configuration \(more than 1024 KiB\)"),
+    ("NaN in config", r"config\.json: unreadable model configuration \(invalid JSON: NaN is not a number"),
     ("not bicorseg's", r"config\.json: not a bicorseg model configuration \(format 'other'\)"),
     ("huge width", r"model\.safetensors: class_embed is \[4, 32\], not the \[4, 1048576\] of config\.json"),
     ("many layers", r"model\.safetensors: 2 HBIS layers, config\.json says 100000"),

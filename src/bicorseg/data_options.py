@@ -29,6 +29,9 @@ class AugmentOptions:
         rotate_draw: ``clean`` (90, 180 or 270 degrees) or ``paper`` (the original code's draw of 0
             to 3 quarter turns after the probability test: 0.75 ``rot90_p`` of the samples rotated).
         rescale_interpolation: ``bilinear`` (antialiased) or ``bicubic`` (the original's 8-bit Pillow resize).
+        colour_jitter: ``j`` > 0 scales each band by a factor from ``[1 - j, 1 + j]`` and stretches its
+            contrast around its mean by another (0, the published recipes: none): scenes differ in
+            light and sensor balance, and a model trained on a few learns their colours otherwise.
     """
 
     scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)
@@ -41,6 +44,7 @@ class AugmentOptions:
     flip_p: float | None = None
     rotate_draw: str = "clean"
     rescale_interpolation: str = "bilinear"
+    colour_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         # a shared flip probability sets both: the stored config stays explicit
@@ -56,6 +60,8 @@ class AugmentOptions:
                 raise ConfigError(f"must be a probability in [0, 1], not {getattr(self, name)}", key=name)
         if not 0.0 < self.max_class_ratio <= 1.0:
             raise ConfigError(f"must be in (0, 1], not {self.max_class_ratio}", key="max_class_ratio")
+        if not 0.0 <= self.colour_jitter < 1.0:
+            raise ConfigError(f"must be in [0, 1), not {self.colour_jitter}", key="colour_jitter")
         if self.crop_retries < 0:
             raise ConfigError(f"must not be negative, not {self.crop_retries}", key="crop_retries")
         for name, choices in (

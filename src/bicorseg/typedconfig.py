@@ -11,7 +11,7 @@ one :class:`ConfigError` naming the key (``optimizer.lr: expected a number, got 
 :func:`fields_of` describes the keys (with their documentation, for ``--help``), :func:`set_dotted`
 sets one (``data.augment.mosaic_p``), :func:`to_yaml` prints a config.
 
-Files are read by :mod:`bicorseg.yaml_files` (bounded). It imports neither torch nor Lightning, so
+Files are read by :mod:`bicorseg.text_files` (bounded). It imports neither torch nor Lightning, so
 ``--help`` and config errors answer at once. Why this module rather than jsonargparse: see
 ``docs/ARCHITECTURE.md`` (Contracts between layers, Configs).
 """
@@ -32,7 +32,7 @@ from typing import Any, Union
 import yaml
 
 from bicorseg.errors import ConfigError
-from bicorseg.yaml_files import parse_yaml
+from bicorseg.text_files import parse_yaml
 
 
 def nearest(word: str, candidates: Iterable[str]) -> str | None:

@@ -99,7 +99,7 @@ def resolve(args: argparse.Namespace) -> PrepareOptions:
     from dataclasses import fields
 
     from bicorseg import typedconfig
-    from bicorseg.yaml_files import read_yaml_mapping
+    from bicorseg.text_files import read_yaml_mapping
 
     data: dict[str, Any] = {}
     if args.config:

@@ -32,7 +32,7 @@ from bicorseg.data.transforms import TrainTransform
 from bicorseg.defaults import IMAGE_SUFFIXES, colour_hex, default_palette
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.spec import DatasetSpec, check_class_names
-from bicorseg.yaml_files import read_yaml_mapping
+from bicorseg.text_files import read_yaml_mapping
 
 # when several masks share an image's stem, the first of these (others after them)
 _MASK_SUFFIX_ORDER = {".png": 0, ".tif": 1, ".tiff": 2, ".jpg": 3, ".jpeg": 4}

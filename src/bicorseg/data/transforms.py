@@ -22,6 +22,9 @@ Build it as ``TrainTransform(AugmentConfig(crop_size, ...))`` and pass it to a b
    ``rot90_p`` is the rate of rotated samples; ``paper`` draws the number of quarter turns from
    {0, 1, 2, 3} after the probability test, as the original (albumentations' ``RandomRotate90``):
    the real rotation rate is 0.75 ``rot90_p``.
+5. **colour jitter** (``colour_jitter`` j > 0): each band ``b`` becomes ``gain * (mean + contrast *
+   (b - mean))`` with its own gain and contrast drawn from ``[1 - j, 1 + j]`` (``mean`` the band's
+   mean over the crop).
 
 Normalisation ``(x - spec.mean) / spec.std`` is done by the dataset after the transform. The image
 is float32 in input units throughout, the mask int64. ``ignore_index=None`` takes the ignore
@@ -184,6 +187,14 @@ def class_ratio_crop(
     return crop
 
 
+def colour_jitter(image: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Each band's gain and contrast around its mean drawn from ``[1 - strength, 1 + strength]``."""
+    factors = 1.0 + strength * (2.0 * torch.rand((2, image.shape[0], 1, 1), generator=generator) - 1.0)
+    gain, contrast = factors.to(image.dtype)
+    mean = image.mean(dim=(-2, -1), keepdim=True)
+    return gain * (mean + contrast * (image - mean))
+
+
 def four_image_mosaic(samples: Sequence[Pair], ignore_index: int, generator: torch.Generator) -> Pair:
     """Four samples as the quarters of one image of the first sample's size, split at a random centre."""
     height, width = samples[0][1].shape
@@ -250,7 +261,7 @@ class TrainTransform:
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
     ) -> Pair:
-        """Rescale, class-ratio crop, rot90 and flips of (image ``C x H x W``, mask ``H x W``)."""
+        """Rescale, class-ratio crop, rot90, flips and colour jitter of (image ``C x H x W``, mask ``H x W``)."""
         cfg = self.config
         g = generator if generator is not None else self._random.get()
         ignore = self._ignore()
@@ -267,6 +278,8 @@ class TrainTransform:
             image, mask = image.flip(-1), mask.flip(-1)
         if _rand(g) < cfg.vflip_p:
             image, mask = image.flip(-2), mask.flip(-2)
+        if cfg.colour_jitter > 0:
+            image = colour_jitter(image, cfg.colour_jitter, g)
         return image.contiguous(), mask.contiguous()
 
     def sample(self, load: Callable[[int], Pair], index: int, length: int) -> Pair:

@@ -31,6 +31,7 @@ from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputErro
 from bicorseg.models.config import ModelConfig
 from bicorseg.pretrained import quiet_hub
 from bicorseg.spec import DatasetSpec
+from bicorseg.text_files import MAX_BYTES, read_json_object
 from bicorseg.torch_files import check_finite_weights
 from bicorseg.typedconfig import to_yaml
 
@@ -39,7 +40,6 @@ FORMAT_VERSION = 1
 CONFIG, WEIGHTS, CLASSES, CARD = "config.json", "model.safetensors", "classes.yaml", "README.md"
 FILES = (CONFIG, WEIGHTS, CLASSES, CARD)
 HUB_PREFIX = "hf://"
-MAX_TEXT_BYTES = 1 << 20  # config.json, classes.yaml, an evaluation report: a few KiB
 MAX_HEADER_BYTES = 16 << 20  # the safetensors header: names, dtypes, shapes (about 100 bytes a tensor)
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
@@ -220,10 +220,7 @@ def _evaluation(report: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str,
     where = "evaluation"
     if not isinstance(report, Mapping):
         where = str(report)
-        try:
-            report = _read_json(Path(report), "an evaluation report")
-        except CheckpointError as error:
-            raise InputError(str(error)) from error
+        report = read_json_object(report, "evaluation report", InputError)
     if not isinstance(report.get("convention"), Mapping) or "miou" not in report:
         raise ConfigError(f"{where}: not an evaluation report of bicorseg evaluate (no convention and miou)")
     return dict(report)
@@ -306,26 +303,6 @@ def _evaluation_lines(report: Any) -> list[str]:
 # --- reading -------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read {what} ({error.strerror or error})") from error
-    if size > MAX_TEXT_BYTES:
-        raise CheckpointError(f"{path}: {size} bytes, more than the {MAX_TEXT_BYTES} {what} may hold")
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not a number JSON allows")
-
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=refuse)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise CheckpointError(f"{path}: not {what} (invalid JSON: {first_line(error)})") from error
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: not {what} (a JSON object is expected)")
-    return data
-
-
 def read_pretrained(
     reference: str | os.PathLike[str], network: Network, revision: str | None = None
 ) -> Pretrained:
@@ -339,7 +316,7 @@ def read_pretrained(
             f"{folder} is a folder without {CONFIG}: give a checkpoint file (a run's checkpoints/best.ckpt) "
             "or a pretrained folder"
         )
-    meta = _read_json(config_path, "a bicorseg model configuration")
+    meta = read_json_object(config_path, "model configuration", CheckpointError)
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{config_path}: not a bicorseg model configuration (format {meta.get('format')!r})"
@@ -440,7 +417,7 @@ def _nbytes(state: Mapping[str, torch.Tensor]) -> int:
 def _check_class_table(path: Path, dataset: Any) -> None:
     """The class table must say what config.json says (classes, colours, encoding, bands, statistics)."""
     from bicorseg.data.folder import ClassTable
-    from bicorseg.yaml_files import read_yaml_mapping
+    from bicorseg.text_files import read_yaml_mapping
 
     if dataset is None:
         raise CheckpointError(f"{path}: a class table, but config.json records no dataset facts")
@@ -513,13 +490,13 @@ def _hub_folder(hub: Any, repo_id: str, revision: str | None, network: Network) 
     (and classes.yaml where the repository has one); the weights' published size is checked against
     the configuration first."""
     hub.utils.validate_repo_id(repo_id)
-    config = _hub_file(hub, repo_id, CONFIG, revision, MAX_TEXT_BYTES)
+    config = _hub_file(hub, repo_id, CONFIG, revision, MAX_BYTES)
     assert config is not None  # not optional: missing, it raised
-    meta = _read_json(config, "a bicorseg model configuration")
+    meta = read_json_object(config, "model configuration", CheckpointError)
     model_config, _, _ = parse_metadata(meta, config)
     weights_bytes = _nbytes(_meta_state(network, model_config)) + MAX_HEADER_BYTES + 8
     _hub_file(hub, repo_id, WEIGHTS, revision, weights_bytes)
-    _hub_file(hub, repo_id, CLASSES, revision, MAX_TEXT_BYTES, optional=True)
+    _hub_file(hub, repo_id, CLASSES, revision, MAX_BYTES, optional=True)
     return config.parent
 
 

@@ -16,7 +16,6 @@ counts and shares only.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
@@ -40,6 +39,7 @@ from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
 from bicorseg.inference.tiling import output_size
 from bicorseg.report.place import Place, place_of
 from bicorseg.report.truth import TruthView, read_truth
+from bicorseg.text_files import read_json_object
 
 MAX_SIZE = 2048  # long side of the image and the prediction in the report, in pixels
 HEATMAP_SIZE = 512  # long side of each heatmap picture
@@ -307,16 +307,8 @@ def collect(
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     """A metrics report as ``bicorseg evaluate --output`` and the demo write it (checked, bounded)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > METRICS_LIMIT:
-            raise InputError(f"{path} is larger than {METRICS_LIMIT >> 20} MiB: not a metrics report")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"cannot read {path}: {first_line(error)}") from error
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON: {first_line(error)}") from error
-    if not isinstance(data, dict) or not isinstance(data.get("per_class"), dict):
+    data = read_json_object(path, "metrics report", InputError, METRICS_LIMIT)
+    if not isinstance(data.get("per_class"), dict):
         raise InputError(f"{path} is not a metrics report (no per_class table)")
     return data
 

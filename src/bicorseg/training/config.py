@@ -29,7 +29,7 @@ from bicorseg.errors import ConfigError
 from bicorseg.losses.config import LossConfig
 from bicorseg.models.config import ModelConfig
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
-from bicorseg.yaml_files import read_yaml_mapping
+from bicorseg.text_files import read_yaml_mapping
 
 if TYPE_CHECKING:  # a geo split opens rasters: imported where one is made
     from bicorseg.data.geo import GeoSplit

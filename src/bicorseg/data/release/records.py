@@ -37,11 +37,13 @@ from typing import Any, ClassVar, TypeVar
 
 from bicorseg.atomic import atomic_output
 from bicorseg.errors import InputError
+from bicorseg.text_files import read_json_object
 from bicorseg.typedconfig import to_plain
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "bicorseg-prepared"
 MANIFEST_VERSION = 1
+MANIFEST_LIMIT = 256 << 20  # bytes: a few hundred per tile; the largest release has a few thousand tiles
 
 JSON = dict[str, Any]
 _R = TypeVar("_R", bound="Record")
@@ -275,14 +277,9 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     path = manifest_path(root)
     if not path.is_file():
         raise InputError(f"{path}: no manifest here; run `bicorseg prepare` to build this folder first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: unreadable manifest ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise InputError(
-            f"{path}: not a bicorseg manifest (format {data.get('format') if isinstance(data, dict) else None!r})"
-        )
+    data = read_json_object(path, "manifest", InputError, MANIFEST_LIMIT)
+    if data.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{path}: not a bicorseg manifest (format {data.get('format')!r})")
     version = data.get("version")
     if version != MANIFEST_VERSION:
         raise InputError(

@@ -1,16 +1,19 @@
-"""Read the YAML users give (training configs, class tables, option files, option values) with one-line errors.
+"""Read the YAML and JSON files users give (training configs, class tables, option files, metrics
+reports, manifests, model configurations) with one-line errors.
 
-Files are decoded as UTF-8 and parsed with PyYAML's safe loader (plain data only: no Python
-objects). YAML from strangers is bounded before it is built: a file may hold at most
-:data:`MAX_BYTES`, and the document, with every alias expanded, at most :data:`MAX_NODES` nodes (an
-alias bomb, a few lines that expand to billions of nodes, is refused at once; an alias inside the
-node it names is refused too). A missing file, bytes that are not UTF-8, invalid YAML, a document
-over the limits or a top level that is not a mapping raise :class:`~bicorseg.errors.ConfigError`
-naming the file (and the line, for YAML errors).
+Files are read with a size limit (:data:`MAX_BYTES` unless the caller gives its own) and decoded as
+UTF-8. YAML is parsed with PyYAML's safe loader (plain data only: no Python objects) and bounded
+before it is built: the document, with every alias expanded, holds at most :data:`MAX_NODES` nodes
+(an alias bomb, a few lines that expand to billions of nodes, is refused at once; an alias inside
+the node it names is refused too). JSON must be one object and may not hold ``NaN`` or
+``Infinity``, which JSON does not allow. A missing file, bytes that are not UTF-8, invalid YAML or
+JSON, a document over the limits or a top level that is not a mapping raise the caller's error
+type (:class:`~bicorseg.errors.ConfigError` by default) naming the file (and the line, for YAML).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -77,28 +80,53 @@ def parse_yaml(text: str, source: str = "<text>", what: str = "YAML") -> Any:
         loader.dispose()
 
 
+def read_text(
+    path: str | os.PathLike, what: str, error: type[Exception] = ConfigError, limit: int = MAX_BYTES
+) -> str:
+    """The UTF-8 text of a file of at most ``limit`` bytes."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise error(f"{path}: {what} does not exist")
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read(limit + 1)
+    except OSError as failure:
+        raise error(f"{path}: unreadable {what} ({failure.strerror})") from failure
+    if len(raw) > limit:
+        raise error(f"{path}: unreadable {what} (more than {limit // 1024} KiB)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as failure:
+        raise error(
+            f"{path}: unreadable {what} (not UTF-8 text: byte {failure.object[failure.start]:#04x} at offset "
+            f"{failure.start}; save it as UTF-8)"
+        ) from failure
+
+
 def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict[str, Any]:
     """The mapping at the top of a YAML file (``{}`` for an empty file)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} does not exist")
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read(MAX_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"{path}: unreadable {what} ({error.strerror})") from error
-    if len(raw) > MAX_BYTES:
-        raise ConfigError(f"{path}: unreadable {what} (more than {MAX_BYTES // 1024} KiB)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{path}: unreadable {what} (not UTF-8 text: byte {error.object[error.start]:#04x} at offset "
-            f"{error.start}; save it as UTF-8)"
-        ) from error
-    data = parse_yaml(text, str(path), what)
+    data = parse_yaml(read_text(path, what), str(path), what)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: {what} must be a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json_object(
+    path: str | os.PathLike, what: str, error: type[Exception] = ConfigError, limit: int = MAX_BYTES
+) -> dict[str, Any]:
+    """The object at the top of a JSON file."""
+    text = read_text(path, what, error, limit)
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as failure:
+        raise error(f"{path}: unreadable {what} (invalid JSON: {first_line(failure)})") from failure
+    if not isinstance(data, dict):
+        raise error(f"{path}: unreadable {what} (a JSON object is expected, not a {type(data).__name__})")
     return data

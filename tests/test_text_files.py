@@ -13,7 +13,7 @@ from PIL import Image
 
 from bicorseg.cli.main import main
 from bicorseg.errors import ConfigError
-from bicorseg.yaml_files import MAX_BYTES, parse_yaml, read_yaml_mapping
+from bicorseg.text_files import MAX_BYTES, parse_yaml, read_json_object, read_yaml_mapping
 from tests.helpers.cli import refused
 from tests.helpers.inference import tiny_checkpoint
 
@@ -118,3 +118,25 @@ def test_yaml_that_is_not_utf8_is_one_line(tmp_path, capsys) -> None:
                    "--root", tmp_path, "--split", "all", "--class-table", bad)  # fmt: skip
     assert message.format("class table") in line
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[1, 2]", r"unreadable report \(a JSON object is expected, not a list\)"),
+        (b'{"a": Infinity}', r"unreadable report \(invalid JSON: Infinity is not a number JSON allows\)"),
+        (b'{"a": "caf\xe9"}', r"unreadable report \(not UTF-8 text: byte 0xe9 at offset 10"),
+        (b"[" * 100_000 + b"]" * 100_000, r"unreadable report \(invalid JSON: maximum recursion depth"),
+        (b'{"a": "' + b"x" * 2048 + b'"}', r"unreadable report \(more than 1 KiB\)"),
+        (None, r"report does not exist"),
+    ],
+    ids=["not-an-object", "infinity", "not-utf8", "nested", "too-large", "missing"],
+)
+def test_json_files_are_bounded_and_checked(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "report.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"report\.json: {message}"):
+        read_json_object(path, "report", ValueError, limit=300_000 if len(content or b"") > 4096 else 1024)
+    path.write_text('{"miou": 0.5}')
+    assert read_json_object(path, "report") == {"miou": 0.5}
