@@ -25,7 +25,6 @@ The torchvision ConvNeXt blocks run a faster forward for float32 inference on th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import convnext as tv_convnext
 
-from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
+from bicorseg.errors import ConfigError, first_line, require_extra
 from bicorseg.pretrained import (
     TIMM_SHORT_NAMES,
     TORCHVISION_CONVNEXT_NAMES,
@@ -44,7 +43,6 @@ from bicorseg.pretrained import (
     reference_shapes,
     weights_source,
 )
-from bicorseg.torch_files import read_torch_file
 
 TORCHVISION_CONVNEXTS = {
     name: getattr(tv_convnext, name) for name in TORCHVISION_CONVNEXT_NAMES
@@ -121,6 +119,14 @@ def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Ten
     return torch.cat([weight, extra], dim=1) * (rgb / in_channels)
 
 
+def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
+    """torchvision's weights of network ``name``, ImageNet's or a file's, checked: every key is the
+    network's, with its shape, and only the classifier's may be absent (``strict=False`` loads them)."""
+    return (
+        imagenet_weights(name) if pretrained == "imagenet" else read_weights(pretrained, weights_source(name))
+    )
+
+
 class ConvNeXtStages(nn.Module):
     """A torchvision ConvNeXt reduced to its ``features``; returns the outputs of its four stages."""
 
@@ -140,10 +146,8 @@ class ConvNeXtStages(nn.Module):
             network = tv_convnext.ConvNeXt(blocks, stochastic_depth_prob=0.0)
         elif name in TORCHVISION_CONVNEXTS:
             network = TORCHVISION_CONVNEXTS[name](weights=None)
-            if pretrained == "imagenet":
-                _load_features(network, imagenet_weights(name), "the ImageNet weights")
-            elif pretrained:
-                _load_local_backbone_weights(network, pretrained)
+            if pretrained:
+                network.load_state_dict(_pretrained_state(name, pretrained), strict=False)
         else:
             raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
         self.features = network.features
@@ -188,11 +192,7 @@ class ResNetStages(nn.Module):
 
         network = get_model(name, weights=None, zero_init_residual=not pretrained)
         if pretrained:
-            if pretrained == "imagenet":
-                state = imagenet_weights(name)
-            else:
-                state = read_weights(pretrained, weights_source(name))
-            network.load_state_dict(state, strict=False)  # checked: every key but the classifier's
+            network.load_state_dict(_pretrained_state(name, pretrained), strict=False)
         stem = network.conv1
         if in_channels != stem.in_channels:
             network.conv1 = nn.Conv2d(
@@ -293,33 +293,3 @@ def build_backbone(
     if name in TIMM_SHORT_NAMES:
         return TimmStages(name, in_channels, pretrained, display_name=name)
     return ConvNeXtStages(name, in_channels, pretrained)
-
-
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"pretrained weights file not found: {file}")
-    state = read_torch_file(file, what="pretrained weights")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"pretrained weights {file} do not hold a state dict")
-    weights: dict[str, torch.Tensor] = state.get("state_dict", state)
-    return weights
-
-
-def _load_local_backbone_weights(network: tv_convnext.ConvNeXt, path: str) -> None:
-    """A torchvision ConvNeXt state dict saved to a file (``torch.save(model.state_dict(), path)``).
-
-    The classifier head may be absent; every ``features.*`` key must be present.
-    """
-    _load_features(network, _read_state_dict(path), f"pretrained weights {path}")
-
-
-def _load_features(network: tv_convnext.ConvNeXt, state: dict[str, torch.Tensor], what: str) -> None:
-    missing = [k for k in network.features.state_dict() if f"features.{k}" not in state]
-    if missing:
-        raise CheckpointError(f"{what} lack {len(missing)} backbone keys, e.g. features.{missing[0]}")
-    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    try:
-        network.features.load_state_dict(features, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{what} do not fit the backbone: {first_line(error)}") from error
