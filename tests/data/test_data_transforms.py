@@ -228,3 +228,20 @@ def test_mask_resize_takes_pixel_centres_exactly():
     exact = TF.resize(mask[None], [41, 1], interpolation=InterpolationMode.NEAREST_EXACT)[0]
     assert exact[20, 0] == 0
     assert torch.equal(resize_mask(mask, (41, 1))[:20], exact[:20])
+
+
+def test_colour_jitter_changes_each_band_within_its_range_and_leaves_labels() -> None:
+    image, mask = _tensors(_pair())
+    plain = build_train_transform(40, ignore_index=3, colour_jitter=0.0)
+    jittered = build_train_transform(40, ignore_index=3, colour_jitter=0.3)
+    g, h = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    same_image, same_mask = plain(image, mask, generator=g)
+    out_image, out_mask = jittered(image, mask, generator=h)
+    assert torch.equal(out_mask, same_mask)  # the geometry draws come first: the same crop and turns
+    mean = same_image.mean(dim=(-2, -1))
+    gain = out_image.mean(dim=(-2, -1)) / mean  # the contrast keeps the mean: the gain is left
+    assert torch.all((gain >= 0.7 - 1e-5) & (gain <= 1.3 + 1e-5)) and not torch.allclose(gain, torch.ones(3))
+    spread = out_image.std(dim=(-2, -1)) / (same_image.std(dim=(-2, -1)) * gain)
+    assert torch.all((spread >= 0.7 - 1e-4) & (spread <= 1.3 + 1e-4)) and len(set(spread.tolist())) == 3
+    with pytest.raises(ConfigError, match=r"colour_jitter: must be in \[0, 1\), not 1\.5"):
+        AugmentConfig(40, colour_jitter=1.5)

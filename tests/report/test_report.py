@@ -107,7 +107,10 @@ def test_cli_writes_the_report_of_a_folder(folder, tmp_path, capsys) -> None:
     ("setup", "message"),
     [
         (lambda d: None, "no class raster written by bicorseg predict"),
-        (lambda d: (d / "metrics.json").write_text("{not json"), "metrics.json: unreadable metrics report (invalid JSON"),
+        (
+            lambda d: (d / "metrics.json").write_text("{not json"),
+            "metrics.json: unreadable metrics report (invalid JSON",
+        ),
     ],
 )
 def test_bad_folders_are_one_line_errors(tmp_path, capsys, setup, message) -> None:
