@@ -81,6 +81,15 @@ at a time on the 2-core machine (R is LoveDA/Train/Rural)::
     $B --name shipped-resnet18-20min
     S="--set trainer.max_minutes=null --set trainer.max_steps=515"
     $B $S --name resnet18-515; $B $S $V0 --name fold0-resnet18-515
+    # the other two blocks, and colour jitter on the first two (each pair at once, AMD EPYC, AVX2)
+    V1="--set data.train_samples=[0,1,2,3,8,9,10,11,12,13,14,15] --set data.val_samples=[4,5,6,7]"
+    $B $S $V1 --name fold1-resnet18-515 --keep runs/fold1; $B $S $V8 --name fold2-resnet18-515 --keep runs/fold2
+    $B $S --name cj02-515 --set data.augment.colour_jitter=0.2 --keep runs/cj02
+    $B $S $V0 --name fold0-cj02-515 --set data.augment.colour_jitter=0.2 --keep runs/fold0-cj02
+    # test-time augmentation of a kept model: its scored scenes as a folder (scenes 12-15 copied to
+    # block12/images and block12/masks), the recipe's class table (data.class_table) in loveda.yaml
+    bicorseg evaluate --checkpoint runs/cj02/checkpoints/last.ckpt --dataset folder --root block12 \
+        --split all --images images --masks masks --class-table loveda.yaml --tta d4
     python benchmarks/cpu_recipe.py --table
 
 (``data.batch_size=12`` at ``crop_size=128`` takes all 12 training scenes in each step, so an epoch
