@@ -54,13 +54,16 @@ def require_cloud() -> Any:
 # --- reading an item ---------------------------------------------------------------------------
 
 
+def _is_url(text: str) -> bool:
+    return re.match(r"^https?://", text, re.IGNORECASE) is not None
+
+
 def read_item(href: str | os.PathLike) -> Any:
     """A ``pystac.Item`` from a local file or an http(s) URL (at most :data:`MAX_ITEM_BYTES`)."""
     pystac = require_cloud()
     text = os.fspath(href)
-    remote = re.match(r"^https?://", text, re.IGNORECASE) is not None
     try:
-        if remote:
+        if _is_url(text):
             # the user named this URL; a fresh opener reads the proxy settings of the environment now
             # (urlopen's shared opener keeps those of its first use in the process, e.g. torch.hub's)
             with urllib.request.build_opener().open(text, timeout=60) as response:
@@ -203,13 +206,13 @@ class StacInput:
     vrt: Path
     datetime: str | None
     remote: bool  # some band is read over the network
-    given: str = ""  # the item as the user named it
+    given: str  # the item as the user named it
 
     @property
     def input(self) -> VsiPath:
         """What ``predict`` reads: the VRT, named as the item in messages, its remote reads granted
-        when the user asked for them by naming a remote item (or by ``allow_remote``)."""
-        return VsiPath(self.given or self.item_href, str(self.vrt), granted=self.remote)
+        when the user asked for them by naming a remote item (or by ``BICORSEG_ALLOW_REMOTE``)."""
+        return VsiPath(self.given, str(self.vrt), granted=self.remote)
 
 
 def safe_name(text: str) -> str:
@@ -299,27 +302,25 @@ def stac_input(
     channels: int,
     folder: str | os.PathLike,
     assets: Sequence[str] | None = None,
-    allow_remote: bool | None = None,
 ) -> StacInput:
     """Read the item ``href``, choose its assets for the checkpoint's ``bands`` and write the VRT.
 
     The VRT is ``folder/<item id>.vrt``. Remote assets of a local item are refused unless
-    ``allow_remote`` (None: ``BICORSEG_ALLOW_REMOTE``); an item given as a URL allows them.
+    ``BICORSEG_ALLOW_REMOTE`` is set; an item given as a URL allows them.
     """
     text = os.fspath(href)
     item = read_item(text)
     sources = select_bands(item, bands, channels, assets)
-    remote = any(is_remote(_gdal_name(s.href)) for s in sources)
-    item_is_remote = re.match(r"^https?://", text, re.IGNORECASE) is not None
-    if remote and not item_is_remote and not remote_allowed(allow_remote):
-        band = next(s for s in sources if is_remote(_gdal_name(s.href)))
+    local = [s for s in sources if not is_remote(_gdal_name(s.href))]
+    remote = len(local) < len(sources)
+    if _is_url(text) and local:  # a remote item may not make bicorseg read local files
+        band = local[0]
+        raise InputError(
+            f"{text}: asset {band.asset} of a remote item is the local file {band.href}; refused"
+        )
+    if remote and not _is_url(text) and not remote_allowed():
+        band = next(s for s in sources if s not in local)
         raise remote_refused(f"{text} (asset {band.asset})", band.href)
-    if item_is_remote:  # a remote item may not make bicorseg read local files
-        for band in sources:
-            if not is_remote(_gdal_name(band.href)):
-                raise InputError(
-                    f"{text}: asset {band.asset} of a remote item is the local file {band.href}; refused"
-                )
     target = Path(folder) / f"{safe_name(item.id)}.vrt"
     if target.exists():
         raise InputError(f"{text}: another STAC item given has the same id {item.id!r}")
