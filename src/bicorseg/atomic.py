@@ -279,9 +279,7 @@ def ensure_writable(path: str | os.PathLike, *, folder: bool = False, overwrite:
     if not where.is_dir():
         raise OutputError(f"cannot write {path}: {where} is not a folder")
     try:
-        probe = where / temp_name(where / "write-check")
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        probe.unlink()
+        new_temp(where / "write-check").unlink()
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error} ({where})") from None
 
