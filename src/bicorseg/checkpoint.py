@@ -179,7 +179,7 @@ def load_model(
 
 # --- conversion from the original public implementation ------------------------------------------
 
-_OFFICIAL_RULES: list[tuple[str, str]] = [
+_OFFICIAL_RULES = [
     (r"^encoder\.0\.(.+)$", r"backbone.features.\1"),
     (r"^proj_layers\.(\d+)\.proj\.(weight|bias)$", r"neck.proj.\1.\2"),
     (r"^feature_aggregator\.weight$", r"neck.fuse.weight"),
@@ -196,7 +196,6 @@ _OFFICIAL_RULES: list[tuple[str, str]] = [
     (r"^decoder\.classifier_proj\.weight$", r"classifier.weight"),
     (r"^decoder\.static_classifier\.weight$", r"static_classifier.weight"),
 ]
-_COMPILED_RULES = [(re.compile(pattern), target) for pattern, target in _OFFICIAL_RULES]
 
 
 def map_official_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -205,13 +204,12 @@ def map_official_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, t
         state = {k.removeprefix("net."): v for k, v in state.items()}
     mapped, unexpected = {}, []
     for key, value in state.items():
-        for pattern, target in _COMPILED_RULES:
-            if pattern.match(key):
-                mapped[pattern.sub(target, key)] = value
+        for pattern, target in _OFFICIAL_RULES:
+            if re.match(pattern, key):
+                mapped[re.sub(pattern, target, key)] = value
                 break
         else:
             unexpected.append(key)
-    # The original stores the class table as a Linear/Embedding weight; ours is a bare parameter.
     return mapped, unexpected
 
 
