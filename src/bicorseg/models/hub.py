@@ -13,6 +13,7 @@ this module knows no network class: the functions that build one take it as ``ne
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -592,7 +593,5 @@ def push_to_hub(
 
 def pretrained_sha256(folder: str | os.PathLike[str]) -> str:
     """The identity of a pretrained folder's model: the sha256 of its config.json and weights digests."""
-    import hashlib
-
     folder = Path(folder)
     return hashlib.sha256((sha256_file(folder / CONFIG) + sha256_file(folder / WEIGHTS)).encode()).hexdigest()
