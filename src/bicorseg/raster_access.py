@@ -179,11 +179,6 @@ class VsiPath:
         return is_remote(self.gdal)
 
     @property
-    def network_allowed(self) -> bool:
-        """Whether reading it may reach the network: a remote path the user named, or a granted file."""
-        return self.granted or self.remote
-
-    @property
     def name(self) -> str:
         text = self.gdal
         page = _TIFF_PAGE.match(text)
@@ -535,7 +530,7 @@ def _check_references(name: str, path: Path, depth: int = 0) -> None:
 def _may_reach_network(path: str | os.PathLike, allow_remote: bool | None) -> bool:
     """Whether reading ``path`` may reach the network; when not, the checks before GDAL opens it."""
     name, shown = os.fspath(path), str(path)
-    if remote_allowed(allow_remote) or (isinstance(path, VsiPath) and path.network_allowed):
+    if remote_allowed(allow_remote) or (isinstance(path, VsiPath) and (path.granted or path.remote)):
         return True
     if is_remote(name):
         raise remote_refused(shown, name)
