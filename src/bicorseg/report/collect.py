@@ -165,11 +165,10 @@ def _areas(
             class_areas = None
         if class_areas is not None:
             report = class_areas(raster.path, AreaOptions(class_table=class_table))
-            counts = np.zeros(len(names), np.int64)
-            hectares = np.zeros(len(names), np.float64)
-            for row in report.classes:
-                if row.class_id >= len(names):
-                    raise InputError(f"{raster.path}: pixel value {row.class_id} is not one of the classes")
+            present = [row for row in report.classes if row.pixels]
+            counts = np.zeros(max([len(names), *(row.class_id + 1 for row in present)]), np.int64)
+            hectares = np.zeros(len(counts), np.float64)
+            for row in present:
                 counts[row.class_id], hectares[row.class_id] = row.pixels, row.area_ha
             method = f"areas {report.area_method}"
         elif src.crs.is_projected:
@@ -192,7 +191,6 @@ def _areas(
     if len(counts) > len(names):
         bad = int(np.nonzero(counts[len(names) :])[0][0]) + len(names)
         raise InputError(f"{raster.path}: pixel value {bad} is not one of the {len(names)} classes")
-    counts = np.pad(counts, (0, len(names) - len(counts)))
     total = int(counts.sum())
     rows = [
         ClassRow(
