@@ -19,6 +19,7 @@ both. Files are written to a temporary name and renamed, so a checkpoint is neve
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ import torch
 from bicorseg.atomic import atomic_output, sha256_file
 from bicorseg.errors import CheckpointError, OutputError, first_line
 from bicorseg.models.bicorseg import BiCoRSeg, ModelConfig
-from bicorseg.models.hub import FORMAT, Tiling, metadata, parse_metadata, pretrained_sha256, read_pretrained
+from bicorseg.models.hub import CONFIG, FORMAT, WEIGHTS, Tiling, metadata, parse_metadata, read_pretrained
 from bicorseg.precision import InferencePrecision, with_precision
 from bicorseg.spec import DatasetSpec
 from bicorseg.torch_files import check_finite_weights, read_torch_file
@@ -124,10 +125,11 @@ def load_checkpoint(
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
-    """The content hash that identifies a checkpoint: of its file, or of a pretrained folder's
-    configuration and weights."""
-    if Path(path).is_dir():
-        return pretrained_sha256(path)
+    """The content hash that identifies a checkpoint: of its file, or for a pretrained folder the
+    sha256 of its configuration's and weights' digests."""
+    path = Path(path)
+    if path.is_dir():
+        return hashlib.sha256((sha256_file(path / CONFIG) + sha256_file(path / WEIGHTS)).encode()).hexdigest()
     return sha256_file(path)
 
 

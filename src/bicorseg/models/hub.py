@@ -13,7 +13,6 @@ this module knows no network class: the functions that build one take it as ``ne
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-from bicorseg.atomic import OutputGroup, sha256_file
+from bicorseg.atomic import OutputGroup, ensure_writable
 from bicorseg.defaults import DEFAULT_OVERLAP, DEFAULT_TILE, MIN_TILE, VERSION, colour_hex
 from bicorseg.errors import CheckpointError, ConfigError, InputError, OutputError, first_line, require_extra
 from bicorseg.models.config import ModelConfig
@@ -183,8 +182,7 @@ def save_pretrained(
     if not isinstance(network, HubMixin):
         raise ConfigError(f"expected a BiCoRSeg model, got {type(model).__name__}")
     folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write into {folder}: it is a file, not a folder")
+    ensure_writable(folder, folder=True)
     others = sorted(p.name for p in folder.iterdir() if p.name not in FILES) if folder.is_dir() else []
     if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / CONFIG).is_file()):
         raise OutputError(f"{folder} is not empty: choose a new folder (or `overwrite` a pretrained folder)")
@@ -589,9 +587,3 @@ def push_to_hub(
             repo_id=repo_id, folder_path=folder, allow_patterns=list(FILES), commit_message=commit_message
         )
     return str(info.commit_url)
-
-
-def pretrained_sha256(folder: str | os.PathLike[str]) -> str:
-    """The identity of a pretrained folder's model: the sha256 of its config.json and weights digests."""
-    folder = Path(folder)
-    return hashlib.sha256((sha256_file(folder / CONFIG) + sha256_file(folder / WEIGHTS)).encode()).hexdigest()
