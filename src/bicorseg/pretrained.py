@@ -392,10 +392,10 @@ class CacheEntry:
     sha256: str | None = None
 
 
-def list_weights(names: tuple[str, ...] = LISTED_NAMES) -> list[CacheEntry]:
-    """The cache state of each backbone in ``names`` (timm's are left out when timm is not installed)."""
+def list_weights() -> list[CacheEntry]:
+    """The cache state of each backbone of :data:`LISTED_NAMES` (timm's are left out when timm is not installed)."""
     entries = []
-    for name in names:
+    for name in LISTED_NAMES:
         try:
             source = weights_source(name)
         except ConfigError:  # timm not installed
