@@ -33,9 +33,9 @@ from rasterio.features import shapes  # noqa: E402
 from rasterio.transform import Affine  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
-from bicorseg.atomic import atomic_output, write_error  # noqa: E402
+from bicorseg.atomic import atomic_output, ensure_writable, write_error  # noqa: E402
 from bicorseg.defaults import DEFAULT_WINDOW  # noqa: E402
-from bicorseg.errors import ConfigError, InputError, OutputError  # noqa: E402
+from bicorseg.errors import ConfigError, InputError  # noqa: E402
 from bicorseg.gis.crs import Measure, pixel_size, to_pyproj  # noqa: E402
 from bicorseg.gis.regions import (  # noqa: E402
     merge_small_regions,
@@ -121,8 +121,7 @@ def vectorize_raster(
     options = options or VectorizeOptions()
     path, output = input_path(path), Path(output)
     driver = driver_for(output)
-    if output.exists() and not options.overwrite:
-        raise OutputError(f"{output} exists (use `overwrite` to replace it)")
+    ensure_writable(output, overwrite=options.overwrite)
     with ClassRaster.open(path, options.class_table) as raster:
         src = raster.src
         if src.crs is None:
