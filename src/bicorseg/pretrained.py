@@ -286,7 +286,7 @@ class _Unreachable(Exception):
 
 def _fetch(source: WeightsSource) -> Path:
     if source.repo_id is None:
-        target = checkpoints_dir() / source.filename
+        target = source.import_path
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(
