@@ -29,7 +29,6 @@ from bicorseg.errors import ConfigError  # noqa: E402
 from bicorseg.gis.aoi import AreaOfInterest  # noqa: E402
 from bicorseg.gis.crs import Measure, to_pyproj  # noqa: E402
 from bicorseg.gis.source import ClassColours, ClassRaster  # noqa: E402
-from bicorseg.raster_access import input_path  # noqa: E402
 
 REPORT_FORMATS = (".json", ".csv")
 
@@ -70,13 +69,12 @@ class AreaReport:
 def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> AreaReport:
     """Pixels, m2, ha and percent of the valid area per class of the class raster ``path``."""
     options = options or AreaOptions()
-    path = input_path(path)
     with ClassRaster.open(path, options.class_table) as raster:
-        src = raster.src
-        measure = Measure.for_extent(src.crs, tuple(src.bounds), str(path))
+        src, name = raster.src, str(raster.path)
+        measure = Measure.for_extent(src.crs, tuple(src.bounds), name)
         aoi = None
         if options.aoi is not None:
-            aoi = AreaOfInterest.read(options.aoi, src.crs, src.transform, str(path), (src.height, src.width))
+            aoi = AreaOfInterest.read(options.aoi, src.crs, src.transform, name, (src.height, src.width))
         pixels = np.zeros(raster.class_limit, np.int64)  # ClassRaster.read refuses values beyond it
         metres = np.zeros(raster.class_limit, np.float64)
         for window in raster.windows(options.window):
@@ -104,7 +102,7 @@ def class_areas(path: str | os.PathLike, options: AreaOptions | None = None) -> 
             for i in ids
         ]  # fmt: skip
         return AreaReport(
-            str(path), to_pyproj(src.crs).to_string(), measure.describe(),
+            name, to_pyproj(src.crs).to_string(), measure.describe(),
             None if options.aoi is None else str(options.aoi),
             int(pixels.sum()), total_m2, total_m2 / 1e4, rows,
         )  # fmt: skip

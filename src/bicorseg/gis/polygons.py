@@ -45,7 +45,7 @@ from bicorseg.gis.regions import (  # noqa: E402
 )
 from bicorseg.gis.source import ClassColours, ClassRaster  # noqa: E402
 from bicorseg.gis.vectorfile import RASTER_CRS, default_crs, driver_for, write_features  # noqa: E402
-from bicorseg.raster_access import input_path  # noqa: E402
+from bicorseg.raster_access import InputPath  # noqa: E402
 
 DEFAULT_SIMPLIFY_PIXELS = 1.5
 SIMPLIFY_AREA_CHANGE = 0.02  # a polygon whose simplified area differs more keeps its pixel outline
@@ -97,7 +97,7 @@ class ClassSummary:
 class VectorizeSummary:
     """What :func:`vectorize_raster` wrote."""
 
-    raster: Path
+    raster: InputPath
     output: Path
     crs: str
     area_method: str
@@ -119,15 +119,15 @@ def vectorize_raster(
     """
     start = time.perf_counter()
     options = options or VectorizeOptions()
-    path, output = input_path(path), Path(output)
+    output = Path(output)
     driver = driver_for(output)
     ensure_writable(output, overwrite=options.overwrite)
     with ClassRaster.open(path, options.class_table) as raster:
         src = raster.src
         if src.crs is None:
-            raise InputError(f"{path} has no CRS: polygons need one to be placed and measured")
+            raise InputError(f"{raster.path} has no CRS: polygons need one to be placed and measured")
         selected = raster.select(options.classes)
-        raster_crs = to_pyproj(src.crs, str(path))
+        raster_crs = to_pyproj(src.crs, str(raster.path))
         to_crs = options.to_crs if options.to_crs is not None else default_crs(driver)
         out_crs = raster_crs if to_crs in (None, RASTER_CRS) else to_pyproj(to_crs, "to_crs")
         reproject = None
@@ -140,13 +140,13 @@ def vectorize_raster(
         tolerance = DEFAULT_SIMPLIFY_PIXELS * pixel if options.simplify is None else options.simplify
         windows = list(raster.windows(options.window))
         summary = VectorizeSummary(
-            path, output, out_crs.to_string(), measure.describe(), tolerance, len(windows),
+            raster.path, output, out_crs.to_string(), measure.describe(), tolerance, len(windows),
             merge_pixels=_merge_pixels(raster, options),
         )  # fmt: skip
         cutter = _WindowPolygons(
             raster, options.window, selected, tolerance / pixel, options.max_polygons, summary
         )
-        finisher = _Finisher(raster, src.transform, reproject, measure, summary)
+        finisher = _Finisher(raster, reproject, measure, summary)
         pieces = _dissolved_polygons(raster, windows, cutter)
         try:
             with atomic_output(output) as temp:
@@ -484,10 +484,10 @@ class _Finisher:
     """Normalise, georeference, repair and measure polygons; Arrow batches out."""
 
     def __init__(
-        self, raster, transform: Affine, reproject, measure: Measure, summary: VectorizeSummary
+        self, raster: ClassRaster, reproject: Transformer | None, measure: Measure, summary: VectorizeSummary
     ) -> None:
         self.raster, self.reproject, self.measure, self.summary = raster, reproject, measure, summary
-        t = transform
+        t = raster.src.transform
         self.matrix = np.array([[t.a, t.d], [t.b, t.e]])
         self.offset = np.array([t.c, t.f])
 

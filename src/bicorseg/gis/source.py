@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -28,7 +27,7 @@ from rasterio.windows import Window
 
 from bicorseg.defaults import DEFAULT_WINDOW, NODATA, default_class_name
 from bicorseg.errors import ConfigError, InputError, first_line
-from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
+from bicorseg.raster_access import GDAL_CACHE_BYTES, InputPath, input_path, open_raster
 from bicorseg.spec import check_class_names
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
@@ -51,7 +50,7 @@ class ClassColours(Protocol):
 class ClassRaster:
     """An open, checked class raster (from :meth:`open`)."""
 
-    path: Path
+    path: InputPath
     src: rasterio.DatasetReader
     names: list[str] | None  # None: no names known, classes are called class_<i>
     palette: dict[int, tuple[int, int, int]]
@@ -152,7 +151,7 @@ class ClassRaster:
         return (data if data.dtype.name in _SHAPES_TYPES else data.astype(np.int32)), valid
 
 
-def _tag_names(src: rasterio.DatasetReader, path: Path) -> list[str] | None:
+def _tag_names(src: rasterio.DatasetReader, path: InputPath) -> list[str] | None:
     text = src.tags().get(CLASSES_TAG)
     if text is None:
         return None
