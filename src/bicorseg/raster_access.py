@@ -62,16 +62,13 @@ NETWORK_DRIVERS = frozenset(
     }
 )  # fmt: skip
 # connection-string prefixes of those drivers (``WMS:http://...``, ``PG:host=...``)
-_CONNECTION_PREFIXES = (
-    *NETWORK_DRIVERS, "WFS3", "PG", "PGRASTER", "MSSQL", "MONGODBV3", "ES", "CARTO", "AMIGOCLOUD",
-    "PLScenes", "EEDAI", "NGW", "DAAS", "STACTA", "STACIT",
-)  # fmt: skip
+_CONNECTION_PREFIXES = (*NETWORK_DRIVERS, "WFS3", "PG", "PGRASTER", "MSSQL", "ES")
 # also GDAL's option form, /vsicurl?url=...
 _NETWORK_VSI = re.compile(r"/vsi(curl|s3|gs|az|adls|oss|swift|webhdfs|hdfs)(_streaming)?[/?]", re.IGNORECASE)
 _URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 # libcurl also reads ``http:/host/x`` (one slash) as a URL
 _CURL_SPELLING = re.compile(r"\b(https?|ftps?):/(?!/)", re.IGNORECASE)
-_CONNECTION = re.compile(r"^(" + "|".join(sorted(set(_CONNECTION_PREFIXES))) + r"):", re.IGNORECASE)
+_CONNECTION = re.compile(r"^(" + "|".join(sorted(_CONNECTION_PREFIXES)) + r"):", re.IGNORECASE)
 # looked for in a file's first KiB, as GDAL identifies these formats by content (whatever the name)
 _SERVICE_XML = re.compile(rb"<\s*(GDAL_WMS|GDAL_WMTS|WCS_GDAL|GDAL_WCS)\b")
 _VRT_XML = re.compile(rb"<\s*(VRTDataset|OGRVRTDataSource)\b")
@@ -121,7 +118,6 @@ URL_FILE_SYSTEMS = {
     "gs": "/vsigs/",
     "az": "/vsiaz/",
 }
-_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 # one page of a multi-page TIFF, as GDAL names it (GTIFF_DIR:2:/data/x.tif)
 _TIFF_PAGE = re.compile(r"^GTIFF_DIR:(\d+):(.+)$", re.IGNORECASE)
 _INNER_URL = re.compile(r"[a-z][a-z0-9+.-]*://(?!.*://).*$", re.IGNORECASE)
@@ -230,7 +226,7 @@ def input_path(name: str | os.PathLike) -> InputPath:
     if isinstance(name, PurePath):  # a Path has already folded the "//" of a URL: it is local
         return Path(name)
     text = os.fspath(name)
-    match = _SCHEME.match(text)
+    match = _URL.match(text)
     if text.startswith("/vsi") or _TIFF_PAGE.match(text):
         path = VsiPath(text, text)
     elif match is None:
