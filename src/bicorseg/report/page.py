@@ -248,7 +248,7 @@ def _scene(scene: SceneContent, index: int, base: Path) -> str:
         )
     if scene.truth is not None:
         choices = ([] if scene.image is not None else [("prediction", "prediction")]) + [
-            (view, alt if view != "truth" else "labels") for view, alt, _ in overlays
+            (view, alt) for view, alt, _ in overlays
         ]
         radios = "".join(
             f'<label><input type="radio" class="view" name="view-{index}" value="{view}"'
