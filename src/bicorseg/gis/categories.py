@@ -35,8 +35,11 @@ def pam_path(raster: str | os.PathLike) -> Path:
     return raster.with_name(raster.name + ".aux.xml")
 
 
-def pam_text(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> str:
-    """The PAM document with band 1's category names and raster attribute table."""
+def write_categories(
+    raster: str | os.PathLike, class_names: Sequence[str], palette: Sequence[Sequence[int]]
+) -> Path:
+    """Write ``<raster>.aux.xml`` (band 1's category names and raster attribute table, atomically)
+    and return its path."""
     class_names = check_class_names(class_names, "raster attribute table")
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
@@ -55,11 +58,4 @@ def pam_text(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> st
         for field in (value, name, red, green, blue, 255):
             ET.SubElement(row, "F").text = str(field)
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode") + "\n"
-
-
-def write_categories(
-    raster: str | os.PathLike, class_names: Sequence[str], palette: Sequence[Sequence[int]]
-) -> Path:
-    """Write ``<raster>.aux.xml`` (atomically) and return its path."""
-    return write_text_atomic(pam_path(raster), pam_text(class_names, palette))
+    return write_text_atomic(pam_path(raster), ET.tostring(root, encoding="unicode") + "\n")

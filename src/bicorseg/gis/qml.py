@@ -27,12 +27,14 @@ def qml_path(raster_path_or_stem: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".qml")
 
 
-def qml_text(
+def write_qml(
+    raster_path_or_stem: str | os.PathLike,
     class_names: Sequence[str],
     palette: Sequence[Sequence[int]] | Mapping[int, Sequence[int]],
     nodata: int | None = NODATA,
-) -> str:
-    """The QML document: ``palette`` gives an RGB colour per class index (a sequence or a mapping)."""
+) -> Path:
+    """Write ``<stem>.qml`` beside the class raster (atomically) and return its path; ``palette``
+    gives an RGB colour per class index (a sequence or a mapping)."""
     class_names = check_class_names(class_names, "QGIS style")
     colours = dict(enumerate(palette)) if not isinstance(palette, Mapping) else dict(palette)
     missing = [i for i in range(len(class_names)) if i not in colours]
@@ -68,14 +70,5 @@ def qml_text(
     ET.SubElement(root, "blendMode").text = "0"
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
-    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"
-
-
-def write_qml(
-    raster_path_or_stem: str | os.PathLike,
-    class_names: Sequence[str],
-    palette: Sequence[Sequence[int]] | Mapping[int, Sequence[int]],
-    nodata: int | None = NODATA,
-) -> Path:
-    """Write ``<stem>.qml`` beside the class raster (atomically) and return its path."""
-    return write_text_atomic(qml_path(raster_path_or_stem), qml_text(class_names, palette, nodata))
+    doctype = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+    return write_text_atomic(qml_path(raster_path_or_stem), f"{doctype}\n{body}\n")
