@@ -684,15 +684,10 @@ def input_files(path: str | os.PathLike) -> tuple[Path, ...]:
 
 @contextmanager
 def vector_access(path: str | os.PathLike, *, allow_remote: bool | None = None) -> Iterator[str]:
-    """Read a vector file with pyogrio within the block: yields the name to give pyogrio.
-
-    The same rules as :func:`open_raster`: a remote path needs ``allow_remote`` (or
-    ``BICORSEG_ALLOW_REMOTE``) unless it is a :class:`VsiPath` the user named; an OGR VRT whose
-    sources are remote is refused before it is opened; while remote access is off, pyogrio's GDAL
-    cannot reach the network, and a file that made it try (a CRS link, a remote XML schema, a
-    web-service source) or that a web-service driver reads is refused in one line naming it.
-    The caller's pyogrio calls go inside the block; their errors that show a refused request
-    become that line.
+    """Read a vector file with pyogrio within the block (the caller's pyogrio calls go inside it):
+    yields the name to give pyogrio. The checks of :func:`open_raster` apply; an error or warning
+    of those calls that shows a refused request (a CRS link, a remote XML schema) becomes the
+    one-line refusal naming the file.
     """
     import pyogrio
 
