@@ -93,7 +93,6 @@ class Measure:
 
     def geometry(self, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Area (m2) and perimeter (m, holes included) of each polygon of ``geoms`` (this CRS)."""
-        geoms = np.asarray(geoms, dtype=object)
         if self.method == "planar":
             return shapely.area(geoms) * self.unit**2, shapely.length(geoms) * self.unit
         lonlat = shapely.orient_polygons(shapely.transform(geoms, self._lonlat), exterior_cw=False)

@@ -227,7 +227,7 @@ def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[in
                 f"{path}: not a heatmap file (<stem>_heatmaps_layer<L>.tif or <stem>_layer<L>_<class>.png)"
             )
         layer = int((raster_match or png_match).group("layer"))
-        with raster_access.open_raster(Path(path)) as src:
+        with raster_access.open_raster(path) as src:
             shape = display_shape(src.height, src.width, HEATMAP_SIZE)
             if raster_match is not None:
                 if src.count != len(names):
@@ -299,7 +299,7 @@ def collect(
         )
     name = item.name or item.prediction.name
     files = {"prediction": item.prediction, "image": item.image, "labels": item.labels}
-    found = {key: Path(path) for key, path in files.items() if path is not None}
+    found = {key: path for key, path in files.items() if path is not None}
     return SceneContent(name, image, prediction, areas, heatmaps, notes, found, place, truth)
 
 
