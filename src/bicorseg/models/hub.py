@@ -457,8 +457,7 @@ def resolve(reference: str | os.PathLike[str], network: Network, revision: str |
             return path
         if isinstance(reference, os.PathLike) or not _REPO_ID.fullmatch(text):
             raise CheckpointError(f"{reference}: not a pretrained folder (config.json, model.safetensors)")
-    repo_id = text.removeprefix(HUB_PREFIX)
-    repo_id, _, at = repo_id.partition("@")
+    repo_id, _, at = text.removeprefix(HUB_PREFIX).partition("@")
     revision = revision or at or None
     where = f"{HUB_PREFIX}{repo_id}" + (f"@{revision}" if revision else "")
     hub = _hub()
@@ -519,7 +518,6 @@ def _hub_file(
 ) -> Path | None:
     """One file of a Hub repository in the cache; online, its published size is checked first."""
     errors = hub.errors
-
     if not hub.constants.HF_HUB_OFFLINE:
         try:
             info = hub.get_hf_file_metadata(hub.hf_hub_url(repo_id, name, revision=revision))
