@@ -420,21 +420,15 @@ def write_output_item(
         datetime=moment,
         properties={"created": datetime.now(timezone.utc).isoformat(), **recorded, **(properties or {})},
     )
-    projection = ProjectionExtension.ext(item, add_if_missing=True)
     epsg = crs.to_epsg()
-    projection.apply(
+    ProjectionExtension.ext(item, add_if_missing=True).apply(
         epsg=epsg,
         wkt2=None if epsg else crs.to_wkt(),
         shape=shape,
         transform=[transform.a, transform.b, transform.c, transform.d, transform.e, transform.f],
         bbox=bounds,
     )
-    asset = pystac.Asset(
-        href=f"./{class_raster.name}", media_type=MEDIA_TYPES[".tif"], roles=["data"], title="classes"
-    )
-    item.add_asset("classes", asset)
-    ClassificationExtension.ext(asset, add_if_missing=True).apply(classes=classes)
-    for key, path in (others or {}).items():
+    for key, path in {"classes": class_raster, **(others or {})}.items():
         path = Path(path)
         item.add_asset(
             key,
@@ -445,6 +439,7 @@ def write_output_item(
                 title=key,
             ),
         )
+    ClassificationExtension.ext(item.assets["classes"], add_if_missing=True).apply(classes=classes)
     if source is not None:
         item.add_link(pystac.Link("derived_from", source.item_href, media_type="application/geo+json"))
     target = item_path(class_raster)
