@@ -121,23 +121,19 @@ URL_FILE_SYSTEMS = {
 # one page of a multi-page TIFF, as GDAL names it (GTIFF_DIR:2:/data/x.tif)
 _TIFF_PAGE = re.compile(r"^GTIFF_DIR:(\d+):(.+)$", re.IGNORECASE)
 _INNER_URL = re.compile(r"[a-z][a-z0-9+.-]*://(?!.*://).*$", re.IGNORECASE)
-# GDAL's global cache of blocks downloaded by its network file systems (its default is 16 MiB)
-REMOTE_CACHE_BYTES = 128 * 2**20
-# GDAL's per-file read cache for a remote path (its default is 25 MB)
-VSI_CACHE_BYTES = 64 * 2**20
 # while remote access is allowed: ranged reads, merged and several per request, retried
 REMOTE_OPTIONS = {
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MAX_RETRY": "4",  # on HTTP 429, 500, 502, 503, 504 and dropped connections
     "GDAL_HTTP_RETRY_DELAY": "1",  # seconds, doubled at each retry
-    "CPL_VSIL_CURL_CACHE_SIZE": str(REMOTE_CACHE_BYTES),
+    "CPL_VSIL_CURL_CACHE_SIZE": str(128 * 2**20),  # blocks downloaded, all files (GDAL's default: 16 MiB)
 }
 # for a remote path itself: no folder listing (no sidecar files are looked for), a per-file cache
 REMOTE_PATH_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": str(VSI_CACHE_BYTES),
+    "VSI_CACHE_SIZE": str(64 * 2**20),  # GDAL's default: 25 MB
 }
 # GDAL's block cache in bytes for reads in windows (rasterio passes the number as bytes): GDAL's
 # default, 5 % of the RAM, would fill up with blocks of a large raster and make the memory grow with its size
