@@ -49,21 +49,13 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where the ImageNet weights of one backbone are published and cached.
+    """Where the ImageNet weights of one backbone are published and cached."""
 
-    Attributes:
-        name: the backbone name of the model configuration (``convnext_tiny``, ``timm:convnext_nano``).
-        library: ``torchvision`` or ``timm``.
-        model: the library's model name (timm's with its weights tag, ``convnext_atto.d2_in1k``).
-        url: where the file is published.
-        repo_id: the Hugging Face repository (timm), else None.
-    """
-
-    name: str
-    library: str
-    model: str
-    url: str
-    repo_id: str | None = None
+    name: str  # the backbone name of the model configuration (convnext_tiny, timm:convnext_nano)
+    library: str  # torchvision or timm
+    model: str  # the library's model name (timm's with its weights tag, convnext_atto.d2_in1k)
+    url: str  # where the file is published
+    repo_id: str | None = None  # the Hugging Face repository (timm's)
 
     @property
     def filename(self) -> str:
