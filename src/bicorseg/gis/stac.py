@@ -225,8 +225,8 @@ def _gdal_name(href: str) -> str:
     return os.fspath(path) if not isinstance(path, Path) else str(path.resolve())
 
 
-def build_vrt(sources: Sequence[BandSource], target: Path, where: str) -> str:
-    """Write a VRT stacking ``sources`` (one VRT band each) to ``target``; returns its XML."""
+def build_vrt(sources: Sequence[BandSource], target: Path, where: str) -> None:
+    """Write a VRT stacking ``sources`` (one VRT band each) to ``target``."""
     info: dict[str, dict] = {}
     for band in sources:
         if band.href in info:
@@ -291,9 +291,7 @@ def build_vrt(sources: Sequence[BandSource], target: Path, where: str) -> str:
             "  </VRTRasterBand>",
         ]
     lines.append("</VRTDataset>")
-    xml = "\n".join(lines) + "\n"
-    write_text_atomic(target, xml)
-    return xml
+    write_text_atomic(target, "\n".join(lines) + "\n")
 
 
 def stac_input(
