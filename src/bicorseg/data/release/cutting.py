@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from affine import Affine
 
-from bicorseg.data.datasets import BandVariant, Release, SplitRule, ZoomStep
+from bicorseg.data.datasets import BandVariant, PaperPreparation, Release, SplitRule, ZoomStep
 from bicorseg.data.io import (
     CrsTransform,
     check_finite,
@@ -127,11 +127,10 @@ def zoom_variants(
 
 
 def process_item(
-    item: Item, rule: SplitRule, release: Release, variant: BandVariant, out: Path, unknown: Unknown = "error",
-    protocol: str = "clean",
+    item: Item, rule: SplitRule, release: Release, variant: BandVariant, out: Path, unknown: Unknown,
+    preparation: PaperPreparation,
 ) -> TileRecord:  # fmt: skip
-    """Read one tile, convert its label, cut and write its patches (by ``protocol``); return its record."""
-    preparation = release.preparation(protocol)
+    """Read one tile, convert its label, cut and write its patches (as ``preparation`` says); return its record."""
     with item.image.local() as local:
         image, georef = read_georeferenced(local)
     if image.shape[0] != len(variant.bands):

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bicorseg.atomic import atomic_output
-from bicorseg.data.datasets import Release, SplitRule
+from bicorseg.data.datasets import PaperPreparation, SplitRule
 from bicorseg.data.io import sha256_file
 from bicorseg.data.release.planning import Item
 from bicorseg.data.release.records import JSON, Manifest, TileRecord
@@ -23,10 +23,10 @@ from bicorseg.data.release.records import JSON, Manifest, TileRecord
 WORK_DIR = ".bicorseg-prepare"
 
 
-def rule_record(release: Release, rule: SplitRule, protocol: str) -> JSON:
-    """How a split is cut under ``protocol``, as the manifest records it and a rerun compares it."""
+def rule_record(rule: SplitRule, preparation: PaperPreparation) -> JSON:
+    """How a split is cut under a protocol, as the manifest records it and a rerun compares it."""
     record = rule.to_dict()
-    if rule.pad and rule.patch_size and release.preparation(protocol).pad_top_left:
+    if rule.pad and rule.patch_size and preparation.pad_top_left:
         record["pad_side"] = "top_left"  # absent: bottom and right
     return record
 

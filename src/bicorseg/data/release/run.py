@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bicorseg.atomic import remove_stale_temps, write_error
-from bicorseg.data.datasets import BandVariant, Release, SplitRule, get_release
+from bicorseg.data.datasets import BandVariant, PaperPreparation, Release, SplitRule, get_release
 from bicorseg.data.release.cutting import Unknown, process_item
 from bicorseg.data.release.journal import (
     WORK_DIR,
@@ -148,7 +148,7 @@ def prepare(
         raise ConfigError(f"must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}", key="patch_size")
     if unknown_colours not in ("error", "ignore"):
         raise ConfigError(f"unknown_colours must be 'error' or 'ignore', not {unknown_colours!r}")
-    release.preparation(protocol)  # refuses an unknown protocol
+    preparation = release.preparation(protocol)  # refuses an unknown protocol
     names = list(splits) if splits else [r.name for r in release.splits]
     rules = [release.split(name).scaled(patch_size) for name in names]
     source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
@@ -198,7 +198,7 @@ def prepare(
             with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
                 task = bar.add_task(release.name, total=sum(len(v) for v in items.values()))
                 for rule in rules:
-                    cut = rule_record(release, rule, protocol)
+                    cut = rule_record(rule, preparation)
                     wanted = Settings(release.name, variant_name, cut, unknown_colours, protocol)
                     summary = summaries[rule.name]
                     for item in items[rule.name]:
@@ -211,13 +211,15 @@ def prepare(
                         ):
                             summary.reused += 1
                         else:
-                            made = process_item(item, rule, release, chosen, out, unknown_colours, protocol)
+                            made = process_item(
+                                item, rule, release, chosen, out, unknown_colours, preparation
+                            )
                             record = replace(made, settings=wanted)
                             write_journal(work, rule.name, record)
                         records[rule.name].append(record)
                         bar.advance(task)
         manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
-                             [str(Path(s).expanduser()) for s in source_list], old, protocol)  # fmt: skip
+                             [str(Path(s).expanduser()) for s in source_list], old, protocol, preparation)  # fmt: skip
         manifest_file = write_manifest(out, manifest)
     except BicorsegError:
         raise
@@ -244,7 +246,7 @@ def _manifest(
     release: Release, variant_name: str, variant: BandVariant, rules: Sequence[SplitRule],
     records: dict[str, list[TileRecord]], summaries: dict[str, SplitSummary],
     found: dict[str, list[str]], unknown: Unknown, sources: list[str], old: Manifest | None,
-    protocol: str = "clean",
+    protocol: str, preparation: PaperPreparation,
 ) -> Manifest:  # fmt: skip
     from bicorseg.defaults import VERSION
 
@@ -268,7 +270,7 @@ def _manifest(
         summary.tiles = len(tiles)
         summary.patches = len(items)
         splits[rule.name] = SplitRecord(
-            rule=rule_record(release, rule, protocol),
+            rule=rule_record(rule, preparation),
             label_variant=rule.labels,
             tiles=tiles,
             items=items,
@@ -283,7 +285,7 @@ def _manifest(
         bands=list(variant.bands),
         unknown_colours=unknown,
         protocol=protocol,
-        protocol_notes=release.preparation(protocol).notes(spec) if protocol == "paper" else [],
+        protocol_notes=preparation.notes(spec) if protocol == "paper" else [],
         sources=sources,
         found=found,
         bicorseg_version=VERSION,
