@@ -243,10 +243,14 @@ class Manifest(Record):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
-        manifest = super().from_dict(data)
-        return replace(
-            manifest, splits={name: _split(name, split) for name, split in manifest.splits.items()}
-        )
+        manifest = super().from_dict(data)  # checks that the splits are an object
+        splits = {}
+        for name, split in data["splits"].items():
+            try:
+                splits[name] = SplitRecord.from_dict(split)
+            except MalformedRecord as error:
+                raise MalformedRecord(f"split {name!r}: {error}") from None
+        return replace(manifest, splits=splits)
 
     def to_dict(self) -> JSON:
         data = super().to_dict()
@@ -260,21 +264,9 @@ class Manifest(Record):
         )
 
 
-def _split(name: str, data: Any) -> SplitRecord:
-    try:
-        return SplitRecord.from_dict(data)
-    except MalformedRecord as error:
-        raise MalformedRecord(f"split {name!r}: {error}") from None
-
-
-def manifest_path(root: str | os.PathLike[str]) -> Path:
-    root = Path(root)
-    return root if root.name == MANIFEST else root / MANIFEST
-
-
 def read_manifest(root: str | os.PathLike[str]) -> Manifest:
     """Load and check ``root/manifest.json``."""
-    path = manifest_path(root)
+    path = Path(root) / MANIFEST
     if not path.is_file():
         raise InputError(f"{path}: no manifest here; run `bicorseg prepare` to build this folder first")
     data = read_json_object(path, "manifest", InputError, MANIFEST_LIMIT)
@@ -285,8 +277,6 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
         raise InputError(
             f"{path}: manifest version {version!r}; this bicorseg reads version {MANIFEST_VERSION}"
         )
-    if not isinstance(data.get("splits"), dict):
-        raise InputError(f"{path}: manifest has no splits")
     try:
         return Manifest.from_dict(data)
     except MalformedRecord as error:
@@ -294,7 +284,7 @@ def read_manifest(root: str | os.PathLike[str]) -> Manifest:
 
 
 def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> Path:
-    path = manifest_path(root)
+    path = Path(root) / MANIFEST
     with atomic_output(path) as temp:
         with open(temp, "w", encoding="utf-8") as stream:
             json.dump(manifest.to_dict(), stream, indent=1)
