@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from bicorseg.atomic import sha256_file
 from bicorseg.data import FolderDataset, build_dataset, get_spec
-from bicorseg.data.io import read_image, read_mask, sha256_file
+from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.release import prepare
 from bicorseg.errors import InputError
 from tests.helpers.data import load_generator

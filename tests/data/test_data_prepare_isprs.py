@@ -14,10 +14,11 @@ import torch
 from affine import Affine
 from PIL import Image
 
+from bicorseg.atomic import sha256_file
 from bicorseg.cli.main import main as cli_main
 from bicorseg.data import AugmentConfig, TrainTransform, build_dataset, get_spec
 from bicorseg.data.datasets import ISPRS_LABELS
-from bicorseg.data.io import read_image, read_mask, sha256_file
+from bicorseg.data.io import read_image, read_mask
 from bicorseg.data.release import PrepareResult, prepare
 from bicorseg.data.release import run as release_run
 from bicorseg.data.release.journal import WORK_DIR

@@ -32,16 +32,13 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from bicorseg.atomic import atomic_output
-from bicorseg.atomic import sha256_file as sha256_file  # re-exported: the readers of data files use it
 from bicorseg.data.labels import Palette, class_map_picture, gdal_colour_map
 from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_line
 from bicorseg.raster_access import check_pixels, open_raster
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
-# Files read as images: by predict and heatmaps in a folder, by the folder dataset (Pillow for PNG and
-# JPEG, GDAL for the others).
-_PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}  # read by Pillow; GDAL reads the others
 # Opened by their Pillow plugin directly, after bicorseg's own pixel limit (raster_access), instead
 # of Pillow's global decompression-bomb limit (~179 Mpx), which real orthophotos exceed. That global
 # is left as it is for other code.

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from bicorseg import raster_access
-from bicorseg.data.io import sha256_file
+from bicorseg.atomic import sha256_file
 from bicorseg.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BLOCK,

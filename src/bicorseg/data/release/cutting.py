@@ -17,16 +17,9 @@ from typing import Literal
 import numpy as np
 from affine import Affine
 
+from bicorseg.atomic import sha256_file
 from bicorseg.data.datasets import BandVariant, PaperPreparation, Release, SplitRule, ZoomStep
-from bicorseg.data.io import (
-    CrsTransform,
-    check_finite,
-    read_georeferenced,
-    read_mask,
-    sha256_file,
-    write_png,
-    write_tiff,
-)
+from bicorseg.data.io import CrsTransform, check_finite, read_georeferenced, read_mask, write_png, write_tiff
 from bicorseg.data.release.planning import Item
 from bicorseg.data.release.records import PatchRecord, TileRecord, ZoomRecord
 from bicorseg.errors import InputError

@@ -14,9 +14,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from bicorseg.atomic import atomic_output
+from bicorseg.atomic import atomic_output, sha256_file
 from bicorseg.data.datasets import PaperPreparation, SplitRule
-from bicorseg.data.io import sha256_file
 from bicorseg.data.release.planning import Item
 from bicorseg.data.release.records import JSON, Manifest, TileRecord
 
