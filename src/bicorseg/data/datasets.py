@@ -235,10 +235,7 @@ ISPRS_LABELS = LabelTable.from_colours(
     ISPRS_COLOURS, ignore_colours=[ISPRS_BOUNDARY], ignore_index=ISPRS_IGNORE
 )
 ISPRS_CAR = 4
-# The original pads ISPRS masks with a colour that matches no class ((0, 0, 6) after its BGR swap);
-# its conversion leaves unmatched pixels at 0. It pads at the top and left (see PaperPreparation).
-ISPRS_PADDING_LABEL = 0
-ISPRS_PAPER = PaperPreparation(pad_label=ISPRS_PADDING_LABEL, pad_top_left=True, flip_before_pad=True)
+ISPRS_PAPER = PaperPreparation(pad_label=0, pad_top_left=True, flip_before_pad=True)  # see PaperPreparation
 
 # The test-time augmentation of the original publication (its test scripts), per dataset.
 VAIHINGEN_PAPER_TTA = TTASpec(hflip=True, vflip=True, rotations=(0, 1), scales=(0.5, 0.75, 1.0, 1.25, 1.5),

@@ -130,7 +130,6 @@ class ClassTable:
             if e.colour is not None
         ]
         values = [e.value for e in file.classes if e.value is not None]
-        ignore_index = n if file.ignore_index is None else file.ignore_index
         if values and len(values) != n:
             raise ConfigError(f"{where}: give a 'value' for every class or for none")
         if not values and len(colours) != n:
@@ -139,10 +138,10 @@ class ClassTable:
             )
         try:
             if values:
-                labels = LabelTable.from_value_list(values, file.ignore_values, ignore_index)
+                labels = LabelTable.from_value_list(values, file.ignore_values, file.ignore_index)
             else:
                 parsed = [parse_colour(c, f"{where}: ignore_colours") for c in file.ignore_colours]
-                labels = LabelTable.from_colours(colours, parsed, ignore_index)
+                labels = LabelTable.from_colours(colours, parsed, file.ignore_index)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from error
         palette = tuple(colours) if len(colours) == n else default_palette(n)
@@ -200,7 +199,7 @@ def class_table_yaml(spec: DatasetSpec, comment: str) -> str:
 def _eval_classes(value: Any, names: list[str], where: str) -> tuple[int, ...]:
     if value is None:
         return tuple(range(len(names)))
-    if not isinstance(value, list) or not value:
+    if not value:  # a list of names or integers, as ClassTableFile says
         raise ConfigError(f"{where}: eval_classes must be a non-empty list of class names or indices")
     out = []
     for v in value:

@@ -140,7 +140,7 @@ class LabelTable:
         """The record of this table for a :class:`~bicorseg.spec.DatasetSpec` (one code per class)."""
         by_class: dict[int, list[int | Colour]] = {}
         for code, index in self.codes.items():
-            by_class.setdefault(index, []).append(parse_colour(code) if self.kind == "colour" else int(code))
+            by_class.setdefault(index, []).append(code)
         ignore = tuple(by_class.pop(self.ignore_index, ()))
         if self.kind == "value" and all(by_class.get(i) == [i] for i in range(self.num_classes)):
             if ignore == (self.ignore_index,):
