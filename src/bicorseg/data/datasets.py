@@ -190,16 +190,17 @@ class Release:
             raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
         return self.paper if protocol == "paper" else PaperPreparation()
 
-    def variant(self, name: str | None = None) -> BandVariant:
+    def variant(self, name: str | None = None) -> tuple[str, BandVariant]:
+        """The declared name and the band variant called ``name`` in any case (None: the default)."""
         key = self.default_variant if name is None else name
         for variant_name, variant in self.variants.items():
             if variant_name.lower() == key.lower():
-                return variant
+                return variant_name, variant
         raise ConfigError(f"{self.name}: no band variant {key!r} (choose from {', '.join(self.variants)})")
 
     def spec_for(self, variant: str | None = None) -> DatasetSpec:
         """The dataset spec with the bands and normalisation of a band variant."""
-        chosen = self.variant(variant)
+        _, chosen = self.variant(variant)
         return self.spec.with_bands(chosen.bands, chosen.mean, chosen.std)
 
     def pattern(self, template: str) -> re.Pattern[str]:

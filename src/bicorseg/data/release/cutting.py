@@ -51,13 +51,16 @@ def _copy_pixels(
     return shift @ _flip(copy, padded)
 
 
-def _pad(array: np.ndarray, shape: tuple[int, int], value: int, top_left: bool) -> np.ndarray:
-    """``array`` (``... x H x W``) padded to ``shape`` with ``value``, at the top and left (``top_left``:
-    the array placed bottom-right, as albumentations' ``PadIfNeeded(position='bottom_right')``
+def _pad(
+    image: np.ndarray, mask: np.ndarray | None, shape: tuple[int, int], mask_value: int, top_left: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image (with 0) and mask (with ``mask_value``) padded to ``shape``, at the top and left
+    (``top_left``: the tile placed bottom-right, as albumentations' ``PadIfNeeded(position='bottom_right')``
     places it), else at the bottom and right."""
-    rows, cols = shape[0] - array.shape[-2], shape[1] - array.shape[-1]
+    rows, cols = shape[0] - image.shape[-2], shape[1] - image.shape[-1]
     extra = [(rows, 0), (cols, 0)] if top_left else [(0, rows), (0, cols)]
-    return np.pad(array, [(0, 0)] * (array.ndim - 2) + extra, constant_values=value)
+    padded = np.pad(image, [(0, 0), *extra], constant_values=0)
+    return padded, None if mask is None else np.pad(mask, extra, constant_values=mask_value)
 
 
 def _zoom_resize(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,10 +160,8 @@ def process_item(
             rel_mask = (split_dir / "masks" / f"{name}.png").as_posix()
             write_png(out / rel_mask, mask, palette=release.spec.palette)
             counts = np.bincount(mask.ravel(), minlength=256)
-            pixels, ignored = (
-                counts[: release.spec.num_classes].tolist(),
-                int(counts[release.spec.ignore_index]),
-            )
+            pixels = counts[: release.spec.num_classes].tolist()
+            ignored = int(counts[release.spec.ignore_index])
         return PatchRecord(
             name=name,
             image=rel_image,
@@ -192,16 +193,14 @@ def process_item(
         offset = (padded[0] - height, padded[1] - width) if top_left else (0, 0)
         zoom = preparation.zoom if preparation.zoom and item.split in preparation.zoom.splits else None
         if not preparation.flip_before_pad:
-            image = _pad(image, padded, 0, top_left)
-            mask = None if mask is None else _pad(mask, padded, pad_label, top_left)
+            image, mask = _pad(image, mask, padded, pad_label, top_left)
         suffix = ".tif" if is_tiff else ".png"
         for copy in ("original", *rule.flips):
             axis = {"original": None, "hflip": -1, "vflip": -2}[copy]
             img = image if axis is None else np.flip(image, axis)
             msk = mask if axis is None or mask is None else np.flip(mask, axis)
             if preparation.flip_before_pad:  # flip the tile as it is, then pad (the original's order)
-                img = _pad(img, padded, 0, top_left)
-                msk = None if msk is None else _pad(msk, padded, pad_label, top_left)
+                img, msk = _pad(img, msk, padded, pad_label, top_left)
             pixels = _copy_pixels(copy, (height, width), padded, offset, preparation.flip_before_pad)
             for y in range(0, padded[0] - size + 1, stride):
                 for x in range(0, padded[1] - size + 1, stride):

@@ -142,8 +142,7 @@ def prepare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     release = get_release(dataset) if isinstance(dataset, str) else dataset
-    chosen = release.variant(variant)
-    variant_name = next(k for k, v in release.variants.items() if v is chosen)
+    variant_name, chosen = release.variant(variant)
     if patch_size is not None and patch_size < MIN_PATCH_SIZE:
         raise ConfigError(f"must be at least {MIN_PATCH_SIZE} pixels, not {patch_size}", key="patch_size")
     if unknown_colours not in ("error", "ignore"):
