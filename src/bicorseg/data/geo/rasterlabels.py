@@ -28,21 +28,21 @@ from bicorseg.errors import InputError, first_line
 MAX_CODES = 256  # more distinct values than this is not a class raster
 
 
-def inspect_label_raster(path: Path, key: str = "data.labels") -> Counter[int]:
+def inspect_label_raster(path: Path) -> Counter[int]:
     """Check a label raster (one integer band, georeferenced) and count its codes (nodata left out),
     block by block."""
     codes: Counter[int] = Counter()
     with raster_access.open_raster(path) as src:
         if src.count != 1:
             raise InputError(
-                f"{key}: {path} has {src.count} bands; a label raster has one band of class codes"
+                f"data.labels: {path} has {src.count} bands; a label raster has one band of class codes"
             )
         if np.dtype(src.dtypes[0]).kind not in "ui":
             raise InputError(
-                f"{key}: {path} holds {src.dtypes[0]} values; a label raster holds integer class codes"
+                f"data.labels: {path} holds {src.dtypes[0]} values; a label raster holds integer class codes"
             )
         if src.crs is None or src.transform.is_identity:
-            raise InputError(f"{key}: {path} is not georeferenced (no CRS or no transform)")
+            raise InputError(f"data.labels: {path} is not georeferenced (no CRS or no transform)")
         try:
             for _, window in src.block_windows(1):
                 values = src.read(1, window=window)
@@ -52,7 +52,7 @@ def inspect_label_raster(path: Path, key: str = "data.labels") -> Counter[int]:
                 codes.update(dict(zip(found.tolist(), counts.tolist())))
                 if len(codes) > MAX_CODES:
                     raise InputError(
-                        f"{key}: {path} holds more than {MAX_CODES} distinct values: not a raster of class codes"
+                        f"data.labels: {path} holds more than {MAX_CODES} distinct values: not a raster of class codes"
                     )
         except RasterioError as error:
             raise InputError(f"cannot read {path}: {first_line(error)}") from error
@@ -62,10 +62,8 @@ def inspect_label_raster(path: Path, key: str = "data.labels") -> Counter[int]:
 class RasterLabels:
     """Class codes of a label raster, read per image window on the image's grid."""
 
-    def __init__(
-        self, path: Path, classes: GeoClasses, codes: Counter[int], key: str = "data.labels"
-    ) -> None:
-        classes.check_codes(codes, f"{key}: {path}")
+    def __init__(self, path: Path, classes: GeoClasses, codes: Counter[int]) -> None:
+        classes.check_codes(codes, f"data.labels: {path}")
         self.path, self.classes, self.counts = path, classes, codes
         found = {code: classes.index(code) for code in codes}  # every code of the raster: checked above
         self._table = LabelTable("value", found, classes.num_classes, classes.ignore_index) if found else None

@@ -120,8 +120,7 @@ def map_xy(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
 
 def window_transform(transform: Affine, window: Window) -> Affine:
     """The transform of a window's own pixel grid."""
-    x, y = map_xy(transform, float(window.col_off), float(window.row_off))
-    return Affine(transform.a, transform.b, x, transform.d, transform.e, y)
+    return transform @ Affine.translation(window.col_off, window.row_off)
 
 
 def pixel_polygon(raster: GeoRaster, row0: float, col0: float, row1: float, col1: float) -> shapely.Polygon:
