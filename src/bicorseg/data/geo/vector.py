@@ -187,54 +187,50 @@ class VectorLabels:
         unknown: Counter[Any] = Counter()
         failure: list[BaseException] = []
 
-        def batches() -> Iterator[pa.RecordBatch]:
+        def labelled() -> Iterator[pa.RecordBatch]:
+            nonlocal used
             try:
-                yield from labelled()
+                for fids, geoms, attributes in stream:
+                    codes = np.array([normalise_code(c) for c in attributes[label_field]], dtype=object)
+                    index = np.array([self.classes.index(c) for c in codes], dtype=object)
+                    no_code = codes == None  # noqa: E711
+                    stream.counts["no class"] += int(no_code.sum())
+                    bad = (index == None) & ~no_code  # noqa: E711
+                    unknown.update(codes[bad])
+                    keep = ~no_code & ~bad
+                    if not keep.any():
+                        continue
+                    geoms = reproject(geoms[keep], transformer, f"{self.ref.key}: {self.ref}")
+                    inside = shapely.intersects(cover, geoms)
+                    stream.counts["outside"] += int((~inside).sum())
+                    if not inside.any():
+                        continue
+                    geoms = geoms[inside]
+                    classes = index[keep][inside].astype(np.uint8)
+                    priority = (
+                        np.zeros(len(geoms))
+                        if priority_field is None
+                        else _numbers(attributes[priority_field][keep][inside], self.ref, priority_field)
+                    )
+                    area = shapely.area(geoms)
+                    # one record per polygon part: one geometry type per layer
+                    parts, which = shapely.get_parts(geoms, return_index=True)
+                    used += len(geoms)
+                    yield pa.RecordBatch.from_arrays(
+                        [
+                            pa.array(shapely.to_wkb(parts)),
+                            pa.array(classes[which]),
+                            pa.array(priority[which]),
+                            pa.array(area[which]),
+                            pa.array(np.asarray(fids[keep][inside], dtype=np.int64)[which]),
+                        ],
+                        schema=schema,
+                    )
             except BaseException as error:  # GDAL's stream reader would replace it by its own
                 failure.append(error)
                 raise
 
-        def labelled() -> Iterator[pa.RecordBatch]:
-            nonlocal used
-            for fids, geoms, attributes in stream:
-                codes = attributes[label_field]
-                index = np.array([self.classes.index(c) for c in codes], dtype=object)
-                no_code = np.array([normalise_code(c) is None for c in codes], dtype=bool)
-                stream.counts["no class"] += int(no_code.sum())
-                bad = (index == None) & ~no_code  # noqa: E711
-                if bad.any():
-                    unknown.update(normalise_code(c) for c in codes[bad])
-                keep = ~no_code & ~bad
-                if not keep.any():
-                    continue
-                geoms = reproject(geoms[keep], transformer, f"{self.ref.key}: {self.ref}")
-                inside = shapely.intersects(cover, geoms)
-                stream.counts["outside"] += int((~inside).sum())
-                if not inside.any():
-                    continue
-                geoms = geoms[inside]
-                classes = index[keep][inside].astype(np.uint8)
-                priority = (
-                    np.zeros(len(geoms))
-                    if priority_field is None
-                    else _numbers(attributes[priority_field][keep][inside], self.ref, priority_field)
-                )
-                area = shapely.area(geoms)
-                # one record per polygon part: one geometry type per layer
-                parts, which = shapely.get_parts(geoms, return_index=True)
-                used += len(geoms)
-                yield pa.RecordBatch.from_arrays(
-                    [
-                        pa.array(shapely.to_wkb(parts)),
-                        pa.array(classes[which]),
-                        pa.array(priority[which]),
-                        pa.array(area[which]),
-                        pa.array(np.asarray(fids[keep][inside], dtype=np.int64)[which]),
-                    ],
-                    schema=schema,
-                )
-
-        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        reader = pa.RecordBatchReader.from_batches(schema, labelled())
         with raster_access.vector_environment(allow_remote=False):
             try:
                 pyogrio.write_arrow(
