@@ -306,21 +306,21 @@ class FolderDataset(SegmentationDataset):
             for pair in find_pairs(r, images, masks, mask_suffix=mask_suffix, require_masks=require_masks)
         ]
         table = ClassTable.load(class_table)
-        if table is None and spec is None:
-            raise ConfigError(
-                f"{self.root}: a folder dataset needs a class table (class_table=...yaml) or a dataset spec"
-            )
-        facts = None if spec is None else (spec.num_classes, spec.ignore_index)
-        if table is not None and facts not in (None, (len(table.class_names), table.ignore_index)):
-            raise ConfigError(
-                f"{table.source}: {len(table.class_names)} classes (ignore {table.ignore_index}) but the spec "
-                f"{spec.name!r} has {spec.num_classes} (ignore {spec.ignore_index})"
-            )
-        # without a table, masks are decoded as the spec's own masks were (e.g. a checkpoint's)
-        self.labels = table.labels if table is not None else LabelTable.for_spec(spec)
-        if spec is None:
-            assert table is not None
-            spec = self._spec_from_table(table)
+        if table is None:
+            if spec is None:
+                raise ConfigError(
+                    f"{self.root}: a folder dataset needs a class table (class_table=...yaml) or a dataset spec"
+                )
+            self.labels = LabelTable.for_spec(spec)  # masks decoded as the spec's own were (a checkpoint's)
+        else:
+            if spec is None:
+                spec = self._spec_from_table(table)
+            elif (spec.num_classes, spec.ignore_index) != (len(table.class_names), table.ignore_index):
+                raise ConfigError(
+                    f"{table.source}: {len(table.class_names)} classes (ignore {table.ignore_index}) but the "
+                    f"spec {spec.name!r} has {spec.num_classes} (ignore {spec.ignore_index})"
+                )
+            self.labels = table.labels
         super().__init__(spec, transform)
 
     def _spec_from_table(self, table: ClassTable) -> DatasetSpec:
