@@ -113,13 +113,12 @@ class SourceFile:
     def copy_to(self, target: Path) -> None:
         """Copy the file's bytes unchanged to ``target`` (atomically; a member streamed from its archive)."""
         self._check_size()
-        if self.path is not None:
-            with atomic_output(target, clean=False) as temp:
-                shutil.copyfile(self.path, temp)
-            return
-        assert self.archive is not None and self.member is not None
         with atomic_output(target, clean=False) as temp:
-            _unpack(self.archive, self.member, temp)
+            if self.path is not None:
+                shutil.copyfile(self.path, temp)
+            else:
+                assert self.archive is not None and self.member is not None
+                _unpack(self.archive, self.member, temp)
 
 
 def _unpack(archive: Path, member: str, target: Path) -> None:
