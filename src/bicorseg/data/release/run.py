@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bicorseg.atomic import remove_stale_temps, write_error
@@ -27,6 +27,7 @@ from bicorseg.data.release.journal import (
 )
 from bicorseg.data.release.planning import plan
 from bicorseg.data.release.records import (
+    JSON,
     MANIFEST,
     Manifest,
     Settings,
@@ -48,12 +49,12 @@ class SplitSummary:
 
     name: str
     rule: SplitRule
-    tiles: int = 0
-    patches: int = 0
-    reused: int = 0
-    pixels: list[int] = field(default_factory=list)
-    ignored: int = 0
-    unknown_ignored: int = 0
+    tiles: int
+    patches: int
+    reused: int
+    pixels: list[int]
+    ignored: int
+    unknown_ignored: int
 
 
 @dataclass
@@ -182,10 +183,8 @@ def prepare(
             where = ", ".join(str(s) for s in source_list)
             items, found, not_found = plan(release, chosen, rules, files, where)
             previous = previous_records(work, old)
-            summaries = {
-                r.name: SplitSummary(r.name, r, pixels=[0] * release.spec.num_classes) for r in rules
-            }
-            records: dict[str, list[TileRecord]] = {r.name: [] for r in rules}
+            summaries: dict[str, SplitSummary] = {}
+            done: dict[str, SplitRecord] = {}
 
             columns = (
                 TextColumn("{task.description}"),
@@ -199,7 +198,8 @@ def prepare(
                 for rule in rules:
                     cut = rule_record(rule, preparation)
                     wanted = Settings(release.name, variant_name, cut, unknown_colours, protocol)
-                    summary = summaries[rule.name]
+                    records: list[TileRecord] = []
+                    reused = 0
                     for item in items[rule.name]:
                         bar.update(task, description=f"{release.name} {rule.name} {item.name}")
                         record = previous.get((rule.name, item.name))
@@ -208,16 +208,21 @@ def prepare(
                             and record.settings == wanted
                             and record_valid(record, item, out, verify)
                         ):
-                            summary.reused += 1
+                            reused += 1
                         else:
                             made = process_item(
                                 item, rule, release, chosen, out, unknown_colours, preparation
                             )
                             record = replace(made, settings=wanted)
                             write_journal(work, rule.name, record)
-                        records[rule.name].append(record)
+                        records.append(record)
                         bar.advance(task)
-        manifest = _manifest(release, variant_name, chosen, rules, records, summaries, found, unknown_colours,
+                    split = done[rule.name] = _split_record(rule, cut, records, release.spec.num_classes)
+                    summaries[rule.name] = SplitSummary(
+                        rule.name, rule, len(split.tiles), len(split.items), reused, split.pixels or [],
+                        split.ignored or 0, sum(r.unknown_ignored for r in records),
+                    )  # fmt: skip
+        manifest = _manifest(release, variant_name, chosen, done, found, unknown_colours,
                              [str(Path(s).expanduser()) for s in source_list], old, protocol, preparation)  # fmt: skip
         manifest_file = write_manifest(out, manifest)
     except BicorsegError:
@@ -225,9 +230,9 @@ def prepare(
     except OSError as error:  # a full disk, most likely: every file written so far is whole
         raise write_error(out, error, "the finished tiles are kept: rerun prepare to continue") from error
     # Files of an earlier run (other patch size, another band variant...) that nothing lists any more.
-    keep = _files(r for rs in records.values() for r in rs)
+    keep = {path for split in done.values() for path in split.files()}
     if old is not None:
-        for kept in old.splits.keys() - set(records):
+        for kept in old.splits.keys() - set(done):
             keep |= old.splits[kept].files()
     removed = sum(safe_unlink(out, rel) for rel in _files(previous.values()) - keep)
     shutil.rmtree(work, ignore_errors=True)
@@ -241,41 +246,30 @@ def _files(records: Iterable[TileRecord]) -> set[str]:
     return {path for record in records for path in record.files()}
 
 
+def _split_record(rule: SplitRule, cut: JSON, records: list[TileRecord], num_classes: int) -> SplitRecord:
+    """The manifest's record of a split: its tiles, its samples and their class pixel counts."""
+    items = [replace(entry, source_name=record.name) for record in records for entry in record.entries]
+    pixels, ignored = [0] * num_classes, 0
+    for entry in items:
+        if entry.pixels is not None:
+            pixels = [a + b for a, b in zip(pixels, entry.pixels)]
+            ignored += int(entry.ignored or 0)
+    labelled = bool(rule.labels)
+    return SplitRecord(cut, rule.labels, {record.name: record for record in records}, items,
+                       pixels if labelled else None, ignored if labelled else None)  # fmt: skip
+
+
 def _manifest(
-    release: Release, variant_name: str, variant: BandVariant, rules: Sequence[SplitRule],
-    records: dict[str, list[TileRecord]], summaries: dict[str, SplitSummary],
+    release: Release, variant_name: str, variant: BandVariant, splits: dict[str, SplitRecord],
     found: dict[str, list[str]], unknown: Unknown, sources: list[str], old: Manifest | None,
     protocol: str, preparation: PaperPreparation,
 ) -> Manifest:  # fmt: skip
     from bicorseg.defaults import VERSION
 
     spec = release.spec_for(variant_name)
-    splits: dict[str, SplitRecord] = {}
     if old is not None and old.protocol == protocol:
         # Splits prepared earlier and not asked for now stay listed (same dataset, variant, protocol).
-        splits.update({k: v for k, v in old.splits.items() if k not in records})
-    for rule in rules:
-        summary = summaries[rule.name]
-        items = []
-        tiles = {}
-        for record in records[rule.name]:
-            tiles[record.name] = record
-            summary.unknown_ignored += record.unknown_ignored
-            for entry in record.entries:
-                items.append(replace(entry, source_name=record.name))
-                if entry.pixels is not None:
-                    summary.pixels = [a + b for a, b in zip(summary.pixels, entry.pixels)]
-                    summary.ignored += int(entry.ignored or 0)
-        summary.tiles = len(tiles)
-        summary.patches = len(items)
-        splits[rule.name] = SplitRecord(
-            rule=rule_record(rule, preparation),
-            label_variant=rule.labels,
-            tiles=tiles,
-            items=items,
-            pixels=summary.pixels if rule.labels else None,
-            ignored=summary.ignored if rule.labels else None,
-        )
+        splits = {**{k: v for k, v in old.splits.items() if k not in splits}, **splits}
     return Manifest(
         dataset=release.name,
         variant=variant_name,
