@@ -175,9 +175,9 @@ class LabelTable:
         if unknown == "ignore":
             out[~known] = self.ignore_index
             return out, n_unknown
-        raise InputError(f"{path}: {self._describe_unknown(codes, known)}")
+        raise InputError(f"{path}: {self._describe_unknown(codes, known, n_unknown)}")
 
-    def _describe_unknown(self, codes: np.ndarray, known: np.ndarray) -> str:
+    def _describe_unknown(self, codes: np.ndarray, known: np.ndarray, count: int) -> str:
         bad_codes, counts = np.unique(codes[~known], return_counts=True)
         order = np.argsort(-counts)[:5]
         rows, cols = np.nonzero(~known)
@@ -190,7 +190,7 @@ class LabelTable:
         more = f" and {len(bad_codes) - 5} more" if len(bad_codes) > 5 else ""
         what = "colours" if self.kind == "colour" else "values"
         return (
-            f"{int((~known).sum())} pixels have {what} not in the class table, first at row {int(rows[0])}, "
+            f"{count} pixels have {what} not in the class table, first at row {int(rows[0])}, "
             f"column {int(cols[0])}: {', '.join(parts)}{more}"
         )
 

@@ -53,7 +53,6 @@ class PreparedDataset(SegmentationDataset):
             )
         super().__init__(spec, transform)
         self.manifest = manifest
-        self.split = split
         self.items: list[PatchRecord] = []
         for name in split.split("+"):
             if name not in manifest.splits:
