@@ -369,10 +369,9 @@ def read_areas(
         areas.append(AreaOfInterest(polygons, raster.transform, str(ref)))
     if not any(len(a.polygons) for a in areas):
         extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
-        left, bottom, right, top = info["total_bounds"]
         raise InputError(
             f"{ref.key}: {what} {ref} does not overlap any raster: it covers "
-            f"{_extent((left, bottom, right, top))} ({CRS.from_user_input(info['crs']).name}); the rasters cover {extents}"
+            f"{_extent(info['total_bounds'])} ({CRS.from_user_input(info['crs']).name}); the rasters cover {extents}"
         )
     return areas, counts
 
