@@ -137,25 +137,17 @@ class VectorLabels:
         moves = transformers(ref, info, rasters)
         self.files: dict[str, Path] = {}
         self.counts: Counter[str] = Counter()
+        self.used = 0  # the features placed on the rasters of the CRS that takes the most
         columns = [label_field] + ([priority_field] if priority_field else [])
-        footprints = {crs: [r.footprint for r in rasters if r.crs == crs] for crs in moves}
         for number, (crs, transformer) in enumerate(moves.items()):
             stream = PolygonStream(ref, columns, where, strict)
             target = folder / f"labels-{number}.gpkg"
-            used = self._write(
-                stream,
-                transformer,
-                shapely.union_all(footprints[crs]),
-                label_field,
-                priority_field,
-                target,
-                crs,
-            )
+            cover = shapely.union_all([r.footprint for r in rasters if r.crs == crs])
+            used = self._write(stream, transformer, cover, label_field, priority_field, target, crs)
             if number == 0:
                 self.counts.update(stream.counts)
-            self.counts[f"used {crs}"] = used
+            self.used = max(self.used, used)
             self.files[crs] = target
-        self.used = max(v for k, v in self.counts.items() if k.startswith("used "))
         if not self.used:
             extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
             raise InputError(

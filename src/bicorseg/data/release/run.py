@@ -91,8 +91,7 @@ class PrepareResult:
             reused = f"; {s.reused} already done" if s.reused else ""
             tiles = f"{s.tiles} tile{'' if s.tiles == 1 else 's'}"
             lines.append(f"  {s.name}: {tiles} -> {s.patches} files ({cut}{flips}; {labels}){reused}")
-            if s.pixels and sum(s.pixels) + s.ignored:
-                total = sum(s.pixels) + s.ignored
+            if total := sum(s.pixels) + s.ignored:
                 shares = ", ".join(f"{n} {100 * c / total:.1f}%" for n, c in zip(spec.class_names, s.pixels))
                 lines.append(f"    pixels: {shares}, ignored {100 * s.ignored / total:.1f}%")
             if s.unknown_ignored:
