@@ -206,3 +206,13 @@ def test_nested_archive_size_and_total_size_limits(tmp_path) -> None:
     assert list(scratch.iterdir()) == []
     with source_files([outer], scratch, ["Train.zip"]) as files:
         assert sorted(f.rel for f in files) == ["Train/Rural/images_png/0.png", "notes.txt"]
+    # the limit on one file is the one given, for members and plain files alike
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "notes.txt").write_bytes(b"x" * 500)
+    for source in (outer, folder):
+        with source_files([source], scratch, ["Train.zip"], ArchiveLimits(file_bytes=499)) as files:
+            notes = next(f for f in files if f.rel.endswith("notes.txt"))
+            with pytest.raises(InputError, match=r"notes\.txt: 500 bytes is more than the 499 bytes"):
+                notes.copy_to(tmp_path / "copy.txt")
+    assert not (tmp_path / "copy.txt").exists()

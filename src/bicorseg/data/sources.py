@@ -76,6 +76,7 @@ class SourceFile:
     archive: Path | None = None  # ... or a member of this zip
     member: str | None = None
     scratch: Path | None = None  # where a member is unpacked to be read
+    limit: int = LIMITS.file_bytes  # the most bytes the file may have (ArchiveLimits.file_bytes)
 
     @property
     def display(self) -> str:
@@ -89,9 +90,9 @@ class SourceFile:
         return Path(self.rel).suffix.lower()
 
     def _check_size(self) -> None:
-        if self.size > LIMITS.file_bytes:
+        if self.size > self.limit:
             raise InputError(
-                f"{self.display}: {_size(self.size)} is more than the {_size(LIMITS.file_bytes)} "
+                f"{self.display}: {_size(self.size)} is more than the {_size(self.limit)} "
                 "an image or label file may have"
             )
 
@@ -183,7 +184,9 @@ class _Scan:
         if root.is_file():
             if zipfile.is_zipfile(root):
                 return self.zip(root)
-            return [SourceFile(rel=root.name, size=root.stat().st_size, path=root)]
+            return [
+                SourceFile(rel=root.name, size=root.stat().st_size, path=root, limit=self.limits.file_bytes)
+            ]
         files = []
         for directory, names in _walk(root):
             for name in names:
@@ -198,7 +201,7 @@ class _Scan:
                         size = path.stat().st_size
                     except OSError as error:  # a dangling link, or links pointing at each other
                         raise InputError(f"{path}: cannot read ({error.strerror})") from error
-                    files.append(SourceFile(rel=rel, size=size, path=path))
+                    files.append(SourceFile(rel=rel, size=size, path=path, limit=self.limits.file_bytes))
         return files
 
     def zip(self, archive: Path, depth: int = 1) -> list[SourceFile]:
@@ -225,7 +228,14 @@ class _Scan:
                     files.extend(self.zip(target, depth + 1))
                 continue
             files.append(
-                SourceFile(rel=member, size=size, archive=archive, member=member, scratch=self.scratch)
+                SourceFile(
+                    rel=member,
+                    size=size,
+                    archive=archive,
+                    member=member,
+                    scratch=self.scratch,
+                    limit=self.limits.file_bytes,
+                )
             )
         return files
 
