@@ -100,8 +100,8 @@ def section_of(tp: Any) -> type | None:
     return next((t for t in _options(tp) if dataclasses.is_dataclass(t)), None)
 
 
-def fields_of(cls: type, prefix: str = "", nested: bool = True) -> Iterator[FieldInfo]:
-    """The init fields of a dataclass, and (``nested``) those of its sections after each section."""
+def fields_of(cls: type, prefix: str = "") -> Iterator[FieldInfo]:
+    """The init fields of a dataclass, each section's fields after the section."""
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for item in dataclasses.fields(cls):
         if not item.init:
@@ -111,7 +111,7 @@ def fields_of(cls: type, prefix: str = "", nested: bool = True) -> Iterator[Fiel
             default = item.default_factory()
         key, section = _join(prefix, item.name), section_of(hints[item.name])
         yield FieldInfo(key, hints[item.name], default, docs.get(item.name, ""))
-        if nested and section is not None:
+        if section is not None:
             yield from fields_of(section, key)
 
 
@@ -238,13 +238,12 @@ def build(cls: type, data: Mapping[str, Any], prefix: str = "", complete: bool =
     ``complete``: every field is required, in the sections too (a record its ``to_dict`` wrote).
     """
     check_keys(cls, data, prefix)
-    infos = {info.key.rpartition(".")[2]: info for info in fields_of(cls, prefix, nested=False)}
-    values = {
-        name: coerce(value, infos[name].type, _join(prefix, name), complete) for name, value in data.items()
-    }
-    missing = [name for name, info in infos.items() if (info.required or complete) and name not in values]
-    if missing:
-        raise ConfigError("is required", key=_join(prefix, missing[0]))
+    hints = typing.get_type_hints(cls)
+    values = {name: coerce(value, hints[name], _join(prefix, name), complete) for name, value in data.items()}
+    for item in dataclasses.fields(cls):
+        required = complete or item.default is item.default_factory is dataclasses.MISSING
+        if item.init and required and item.name not in values:
+            raise ConfigError("is required", key=_join(prefix, item.name))
     try:
         return cls(**values)
     except ConfigError as error:  # a check of the dataclass: its key below the prefix
