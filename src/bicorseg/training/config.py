@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -471,8 +471,12 @@ SECTIONS: dict[str, type] = {
     "optimizer": OptimizerConfig,
     "trainer": TrainerConfig,
 }
-# Filled from the dataset's facts when absent.
-DERIVED_KEYS = {("model", "num_classes"), ("model", "in_channels"), ("loss", "ignore_index")}
+# Filled from the dataset's facts when absent: each key's value and the fact it states.
+DERIVED_KEYS: dict[tuple[str, str], Callable[[DatasetSpec], tuple[Any, str]]] = {
+    ("model", "num_classes"): lambda spec: (spec.num_classes, f"has {spec.num_classes} classes"),
+    ("model", "in_channels"): lambda spec: (spec.num_bands, f"has {spec.num_bands} band(s)"),
+    ("loss", "ignore_index"): lambda spec: (spec.ignore_index, f"ignores label {spec.ignore_index}"),
+}
 
 
 def _fail(key: str, message: str) -> typing.NoReturn:
@@ -555,13 +559,8 @@ def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> Train
         spec = dataset_spec(data_cfg, sections["model"])
     if data_cfg.dataset == "geo" and data_cfg.classes is None and data_cfg.class_table is None:
         data_cfg.classes = list(spec.class_names)  # the run's config.yaml records the classes it found
-    model_data, loss_data = sections["model"], sections["loss"]
-    derived = {
-        ("model", "num_classes"): (model_data, spec.num_classes, f"has {spec.num_classes} classes"),
-        ("model", "in_channels"): (model_data, spec.num_bands, f"has {spec.num_bands} band(s)"),
-        ("loss", "ignore_index"): (loss_data, spec.ignore_index, f"ignores label {spec.ignore_index}"),
-    }
-    for (section, key), (values, expected, fact) in derived.items():
+    for (section, key), derive in DERIVED_KEYS.items():
+        values, (expected, fact) = sections[section], derive(spec)
         if values.get(key) is None:
             values[key] = expected
         elif values[key] != expected:
@@ -570,8 +569,8 @@ def build_config(data: dict[str, Any], spec: DatasetSpec | None = None) -> Train
                 key=f"{section}.{key}",
             )
     return TrainConfig(
-        model=typedconfig.build(ModelConfig, model_data, "model"),
-        loss=typedconfig.build(LossConfig, loss_data, "loss"),
+        model=typedconfig.build(ModelConfig, sections["model"], "model"),
+        loss=typedconfig.build(LossConfig, sections["loss"], "loss"),
         data=data_cfg,
         optimizer=optimizer,
         trainer=trainer,
@@ -589,18 +588,14 @@ def load_config(
 
 
 def dataset_spec(data_cfg: DataConfig, model_data: dict[str, Any] | None = None) -> DatasetSpec:
-    """The facts of the configured dataset (the synthetic set takes its class count from the model)."""
+    """The facts of the configured dataset (the synthetic set takes its classes and bands from the
+    model section, 4 and 3 unless given)."""
     if data_cfg.dataset == "synthetic":
         from bicorseg.data.synthetic import synthetic_spec
 
-        model_data = model_data or {}
-        classes = model_data.get("num_classes") or 4
-        bands = model_data.get("in_channels") or 3
-        if not isinstance(classes, int) or classes < 2:
-            _fail("model.num_classes", f"at least 2 classes are needed, got {classes!r}")
-        if not isinstance(bands, int) or bands < 1:
-            _fail("model.in_channels", f"must be at least 1, got {bands!r}")
-        return synthetic_spec(classes, bands)
+        given = {key: value for key, value in (model_data or {}).items() if value is not None}
+        model = typedconfig.build(ModelConfig, {"num_classes": 4, **given}, "model")
+        return synthetic_spec(model.num_classes, model.in_channels)
     from bicorseg.data import build_dataset, get_spec
 
     try:
