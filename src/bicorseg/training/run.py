@@ -184,18 +184,16 @@ class StopSignals:
             previous = signal.signal(signum, self._handle)
             self._previous.setdefault(signum, previous)
 
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-
     @contextmanager
     def installed(self) -> Iterator[StopSignals]:
+        """The handlers for a block; the previous ones are back after it."""
         self.install()
         try:
             yield self
         finally:
-            self.restore()
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            self._previous = {}
 
 
 class LastState(Checkpoint):
@@ -310,23 +308,21 @@ def _check_resumable(data: dict[str, Any], path: str, module: BiCoRSegModule) ->
 def build_trainer(
     config: TrainConfig,
     output: Path,
-    has_validation: bool,
-    callbacks: list[Callback] | None = None,
-    find_unused_parameters: bool = False,
-    resume_step: int | None = None,
-    signals: StopSignals | None = None,
+    callbacks: list[Callback],
+    resume_step: int | None,
+    signals: StopSignals,
 ) -> L.Trainer:
     """The Lightning Trainer of a run (loggers, checkpoints, strategy, precision)."""
     cfg = config.trainer
-    monitor = cfg.monitor if has_validation else None
+    has_validation = config.data.val_split is not None and cfg.limit_val_batches != 0
     checkpoint_dir = output / "checkpoints"
     all_callbacks: list[Callback] = []
-    if monitor is not None:
+    if has_validation:
         all_callbacks.append(
             ModelCheckpoint(
                 dirpath=checkpoint_dir,
                 filename=BEST_NAME,
-                monitor=monitor,
+                monitor=cfg.monitor,
                 mode="max",
                 save_top_k=1,
                 auto_insert_metric_name=False,
@@ -345,7 +341,7 @@ def build_trainer(
     all_callbacks.append(ModelCheckpoint(**last, every_n_epochs=1, save_on_train_epoch_end=True))
     if cfg.checkpoint_every_n_steps:
         all_callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cfg.checkpoint_every_n_steps))
-    all_callbacks.append(LastState(checkpoint_dir / f"{LAST_NAME}.ckpt", signals or StopSignals()))
+    all_callbacks.append(LastState(checkpoint_dir / f"{LAST_NAME}.ckpt", signals))
     all_callbacks.append(RunBudget(config))  # the clock, max_minutes and the per-step learning rate
     # in a terminal a live bar (and the epoch lines); elsewhere plain lines every n steps and per epoch
     live = cfg.progress_bar and sys.stderr.isatty()
@@ -353,7 +349,7 @@ def build_trainer(
         all_callbacks.append(TidyProgressBar())
     if cfg.log_lines:
         all_callbacks.append(LogLines(cfg.log_every_n_steps, steps=not live))
-    all_callbacks.extend(callbacks or [])
+    all_callbacks.extend(callbacks)
     loggers: list[Any] = [
         # not Lightning's CSVLogger: it deletes the metrics.csv of a resumed run
         ResumableCSVLogger(save_dir=str(output), name="logs", version="csv", resume_step=resume_step)
@@ -361,10 +357,12 @@ def build_trainer(
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(output), name="logs", version="tensorboard"))
     strategy: Any = cfg.strategy
-    if cfg.strategy == "ddp":
-        strategy = DDPStrategy(find_unused_parameters=find_unused_parameters)
-    elif cfg.strategy == "ddp_spawn":
-        strategy = DDPStrategy(start_method="spawn", find_unused_parameters=find_unused_parameters)
+    if cfg.strategy in ("ddp", "ddp_spawn"):
+        strategy = DDPStrategy(
+            start_method="spawn" if cfg.strategy == "ddp_spawn" else "popen",
+            # without the auxiliary loss the static classifier gets no gradient
+            find_unused_parameters=config.loss.aux_weight == 0,
+        )
     return L.Trainer(
         default_root_dir=str(output),
         max_epochs=cfg.max_epochs,
@@ -466,17 +464,8 @@ def train(
         datamodule.setup("fit")  # unreadable or missing data fails here, before anything is written
         if resumed is not None:
             _check_resumable(resumed, str(ckpt_path), module)
-        has_validation = config.data.val_split is not None and config.trainer.limit_val_batches != 0
-        trainer = build_trainer(
-            config,
-            output,
-            has_validation,
-            callbacks,
-            # without the auxiliary loss the static classifier gets no gradient
-            find_unused_parameters=config.loss.aux_weight == 0,
-            resume_step=resumed["global_step"] if resumed is not None else None,
-            signals=signals,
-        )
+        resume_step = resumed["global_step"] if resumed is not None else None
+        trainer = build_trainer(config, output, callbacks or [], resume_step, signals)
         if is_writer:
             with signals.held():  # the old run is never left half-deleted
                 _start_run(output, config, replace=overwrite and bool(old_run))
