@@ -27,12 +27,6 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 from bicorseg.metrics import format_report
 
-TERMS_FIRST = ("total",)  # the loss terms in this order, then the others as logged
-
-
-def _number(value: float) -> str:
-    return f"{value:.4g}"
-
 
 class LogLines(Callback):
     """Plain progress lines on stderr; ``steps=False`` writes only the start and epoch lines."""
@@ -60,9 +54,10 @@ class LogLines(Callback):
     def _terms(trainer: Any, suffix: str) -> str:
         metrics = trainer.callback_metrics
         keys = [k for k in metrics if k.startswith("train/") and k.endswith(suffix)]
-        terms = [k.removeprefix("train/").removesuffix(suffix) for k in keys]
-        ordered = [t for t in TERMS_FIRST if t in terms] + [t for t in terms if t not in TERMS_FIRST]
-        return ", ".join(f"{t} {_number(float(metrics[f'train/{t}{suffix}']))}" for t in ordered)
+        keys.sort(key=lambda k: k != f"train/total{suffix}")  # the total first, then the terms as logged
+        return ", ".join(
+            f"{k.removeprefix('train/').removesuffix(suffix)} {float(metrics[k]):.4g}" for k in keys
+        )
 
     @staticmethod
     def _rate(samples: int, seconds: float) -> str:
