@@ -206,26 +206,20 @@ class SegmentationDataModule(L.LightningDataModule):
                 seed=self.seed,
                 drop_last=True,
             )
-        return DataLoader(
-            self.train_set,
-            batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle if sampler is None else None,
-            sampler=sampler,
-            drop_last=True,  # equal batches: the global-batch statistics see the same sample count
-            num_workers=cfg.num_workers,
-            persistent_workers=cfg.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        # equal batches (drop_last): the global-batch statistics see the same sample count
+        shuffle = cfg.shuffle if sampler is None else None
+        return self._loader(self.train_set, cfg.batch_size, shuffle=shuffle, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        cfg = self.config
+        return [] if self.val_set is None else self._loader(self.val_set, self.config.val_batch_size)
+
+    def _loader(self, dataset: Dataset, batch_size: int, **options: Any) -> DataLoader:
+        workers = self.config.num_workers
         return DataLoader(
-            self.val_set,
-            batch_size=cfg.val_batch_size,
-            shuffle=False,
-            num_workers=cfg.num_workers,
-            persistent_workers=cfg.num_workers > 0,
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            **options,
         )
