@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bicorseg.errors import ConfigError
+from bicorseg.typedconfig import check_choice
 
 ROTATE_DRAWS = ("clean", "paper")
 RESCALE_INTERPOLATIONS = ("bilinear", "bicubic")
@@ -64,14 +65,8 @@ class AugmentOptions:
             raise ConfigError(f"must be in [0, 1), not {self.colour_jitter}", key="colour_jitter")
         if self.crop_retries < 0:
             raise ConfigError(f"must not be negative, not {self.crop_retries}", key="crop_retries")
-        for name, choices in (
-            ("rotate_draw", ROTATE_DRAWS),
-            ("rescale_interpolation", RESCALE_INTERPOLATIONS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ConfigError(
-                    f"must be one of {', '.join(choices)}, not {getattr(self, name)!r}", key=name
-                )
+        check_choice("rotate_draw", self.rotate_draw, ROTATE_DRAWS)
+        check_choice("rescale_interpolation", self.rescale_interpolation, RESCALE_INTERPOLATIONS)
 
     @property
     def rotation_rate(self) -> float:

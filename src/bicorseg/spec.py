@@ -112,10 +112,7 @@ class LabelEncoding:
     ignore: tuple[int | tuple[int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in LABEL_KINDS:
-            raise ConfigError(
-                f"label encoding kind must be one of {', '.join(LABEL_KINDS)}, not {self.kind!r}"
-            )
+        typedconfig.check_choice("kind", self.kind, LABEL_KINDS)
         if self.kind == "index":
             if self.classes or self.ignore:
                 raise ConfigError("an 'index' label encoding lists no values or colours")
@@ -260,8 +257,7 @@ class TTASpec:
             raise ConfigError("TTA rotations and scales must not repeat")
         if not self.scales or any(not s > 0 for s in self.scales):
             raise ConfigError(f"TTA scales must be positive, got {self.scales}")
-        if self.merge not in TTA_MERGES:
-            raise ConfigError(f"TTA merge must be one of {', '.join(TTA_MERGES)}, got {self.merge!r}")
+        typedconfig.check_choice("merge", self.merge, TTA_MERGES)
 
     @property
     def num_passes(self) -> int:

@@ -25,7 +25,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -43,6 +43,14 @@ def nearest(word: str, candidates: Iterable[str]) -> str | None:
         return longer[0]
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming the nearest one (a :class:`ConfigError`)."""
+    if value not in choices:
+        guess = nearest(str(value), choices)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        raise ConfigError(f"must be one of {', '.join(choices)}; got {value!r}{hint}", key=key)
 
 
 def _join(prefix: str, name: object) -> str:

@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from bicorseg import typedconfig
 from bicorseg.atomic import ensure_writable
 from bicorseg.errors import ConfigError
 from bicorseg.spec import RELEASE_NAMES
@@ -51,8 +52,7 @@ class PrepareOptions:
         if isinstance(self.splits, str):
             self.splits = [s.strip() for s in self.splits.split(",") if s.strip()]
         for key, choices in CHOICES.items():
-            if getattr(self, key) not in choices:
-                raise ConfigError(f"must be {' or '.join(choices)}, got {getattr(self, key)!r}", key=key)
+            typedconfig.check_choice(key, getattr(self, key), choices)
 
 
 CHOICES = {"unknown_colours": ("error", "ignore"), "protocol": ("clean", "paper")}
@@ -72,8 +72,6 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bicorseg.typedconfig import field_docs
-
     parser = subparsers.add_parser(
         "prepare",
         help="turn an official release (Vaihingen, Potsdam, LoveDA) into training data",
@@ -86,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("dataset", choices=RELEASE_NAMES, help="which release")
-    docs = field_docs(PrepareOptions)
+    docs = typedconfig.field_docs(PrepareOptions)
     for flag, (name, how) in OPTIONS.items():
         parser.add_argument(flag, dest=name, default=None, help=docs[name], **how)
     parser.add_argument("--config", metavar="YAML", help="options as a YAML mapping (command line wins)")
@@ -98,7 +96,6 @@ def resolve(args: argparse.Namespace) -> PrepareOptions:
     """The options: defaults, then the ``--config`` YAML file, then the command line."""
     from dataclasses import fields
 
-    from bicorseg import typedconfig
     from bicorseg.text_files import read_yaml_mapping
 
     data: dict[str, Any] = {}
@@ -120,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
 
     options = resolve(args)
     if args.print_config:
-        from bicorseg import typedconfig
-
         print(typedconfig.to_yaml({"dataset": args.dataset, **typedconfig.to_plain(options)}), end="")
         return 0
     if not options.source:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +30,7 @@ from bicorseg.losses.config import LossConfig
 from bicorseg.models.config import ModelConfig
 from bicorseg.spec import DATASET_KINDS, DatasetSpec
 from bicorseg.text_files import read_yaml_mapping
+from bicorseg.typedconfig import check_choice
 
 if TYPE_CHECKING:  # a geo split opens rasters: imported where one is made
     from bicorseg.data.geo import GeoSplit
@@ -157,7 +158,7 @@ class DataConfig:
     strict: bool = False
 
     def __post_init__(self) -> None:
-        _choice("data.dataset", self.dataset, DATASET_KINDS)
+        check_choice("data.dataset", self.dataset, DATASET_KINDS)
         if isinstance(self.augment, bool):  # the config.yaml of the run states every option
             self.augment = AugmentOptions() if self.augment else ONLY_CROP
         if self.dataset != "folder" and self.options != FolderOptions():
@@ -330,8 +331,8 @@ class OptimizerConfig:
         _positive("optimizer.lookahead_k", self.lookahead_k)
         if not 0.0 < self.lookahead_alpha <= 1.0:
             _fail("optimizer.lookahead_alpha", f"must be in (0, 1], got {self.lookahead_alpha}")
-        _choice("optimizer.lookahead_phase", self.lookahead_phase, LOOKAHEAD_PHASES)
-        _choice("optimizer.schedule", self.schedule, SCHEDULES)
+        check_choice("optimizer.lookahead_phase", self.lookahead_phase, LOOKAHEAD_PHASES)
+        check_choice("optimizer.schedule", self.schedule, SCHEDULES)
         if not 0 <= self.min_lr <= self.lr:
             _fail("optimizer.min_lr", f"must be in [0, optimizer.lr], got {self.min_lr}")
         _not_negative("optimizer.warmup_steps", self.warmup_steps)
@@ -412,8 +413,8 @@ class TrainerConfig:
             _fail(
                 "trainer.precision", f"write {lightning_word!r}, not {self.precision!r} (fp32, bf16 or fp16)"
             )
-        _choice("trainer.precision", self.precision, TRAIN_PRECISIONS)
-        _choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
+        check_choice("trainer.precision", self.precision, TRAIN_PRECISIONS)
+        check_choice("trainer.nan_policy", self.nan_policy, NAN_POLICIES)
         for key in POSITIVE_TRAINER_KEYS:
             if getattr(self, key) is not None:
                 _positive(f"trainer.{key}", getattr(self, key))
@@ -491,13 +492,6 @@ def _positive(key: str, value: float) -> None:
 def _not_negative(key: str, value: float) -> None:
     if value < 0:
         _fail(key, f"must not be negative, got {value}")
-
-
-def _choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        guess = typedconfig.nearest(str(value), choices)
-        hint = f" (did you mean {guess!r}?)" if guess else ""
-        _fail(key, f"must be one of {', '.join(choices)}; got {value!r}{hint}")
 
 
 # --- shipped files ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 
 from bicorseg.errors import CheckpointError, ConfigError
 from bicorseg.training.config import LOOKAHEAD_PHASES as PHASES
+from bicorseg.typedconfig import check_choice
 
 
 class Lookahead(Optimizer):
@@ -37,10 +38,7 @@ class Lookahead(Optimizer):
             raise ConfigError(f"Lookahead k must be at least 1, got {k}", key="k")
         if not 0.0 < alpha <= 1.0:
             raise ConfigError(f"Lookahead alpha must be in (0, 1], got {alpha}", key="alpha")
-        if phase not in PHASES:
-            raise ConfigError(
-                f"Lookahead phase must be one of {', '.join(PHASES)}, got {phase!r}", key="phase"
-            )
+        check_choice("phase", phase, PHASES)
         self.base = base
         self.k = k
         self.alpha = alpha
