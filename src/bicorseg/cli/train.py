@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bicorseg.cli.common import SHARED_OPTIONS, add_config_options, add_shared_options, collect_overrides
 from bicorseg.errors import ConfigError
+from bicorseg.typedconfig import to_yaml
 
 USAGE = (
     "bicorseg train --config NAME|FILE --output DIR [--SECTION.KEY VALUE ...] [--set KEY=VALUE ...]\n"
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         path = own if own.is_file() else None
     config = load_config(path, overrides)
     if args.print_config:
-        print(config.to_yaml(), end="")
+        print(to_yaml(config), end="")
         return 0
     if not args.output:
         raise ConfigError("give the run folder", key="output")

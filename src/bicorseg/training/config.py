@@ -461,9 +461,6 @@ class TrainConfig:
         bounded = trainer.max_steps > 0 or trainer.max_minutes is not None
         return self.optimizer.warmup_steps > 0 or (self.optimizer.schedule == "cosine" and bounded)
 
-    def to_yaml(self) -> str:
-        return typedconfig.to_yaml(self.to_dict())
-
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,

@@ -47,6 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
+from bicorseg import typedconfig
 from bicorseg.atomic import ensure_writable, remove_stale_temps, write_text_atomic
 from bicorseg.checkpoint import atomic_torch_save, check_finite_weights, read_checkpoint
 from bicorseg.defaults import LIGHTNING_PRECISIONS
@@ -411,7 +412,7 @@ def _start_run(output: Path, config: TrainConfig, replace: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(output)
     remove_stale_temps(output / "checkpoints")  # left by a run killed while writing a checkpoint
-    write_text_atomic(output / "config.yaml", config.to_yaml())
+    write_text_atomic(output / "config.yaml", typedconfig.to_yaml(config))
 
 
 @quiet_lightning()  # Lightning's device lines and tips (its warnings still show)
