@@ -60,7 +60,6 @@ from bicorseg.training.datamodule import SegmentationDataModule
 from bicorseg.training.module import BiCoRSegModule
 from bicorseg.training.progress import LogLines, TidyProgressBar, quiet_lightning
 
-BEST_NAME = "best"
 LAST_NAME = "last"
 RUN_FILES = ("config.yaml", "checkpoints", "logs", "val_metrics.json")  # what a run folder holds
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -265,14 +264,6 @@ class TrainResult:
     skipped_batches: int
 
 
-def resolve_resume(resume: str | None, output: Path) -> str | None:
-    """``auto`` -> ``DIR/checkpoints/last.ckpt`` when it exists, else None; a path as it is."""
-    if resume != "auto":
-        return resume
-    last = output / "checkpoints" / f"{LAST_NAME}.ckpt"
-    return str(last) if last.is_file() else None
-
-
 def _resume_state(path: str) -> dict[str, Any]:
     """The training checkpoint to resume from (memory-mapped), checked to hold a training state."""
     data = read_checkpoint(path, mmap=True)
@@ -317,28 +308,14 @@ def build_trainer(
     cfg = config.trainer
     has_validation = config.data.val_split is not None and cfg.limit_val_batches != 0
     checkpoint_dir = output / "checkpoints"
+    named = {"dirpath": checkpoint_dir, "enable_version_counter": False}  # one file, replaced in place
     all_callbacks: list[Callback] = []
     if has_validation:
-        all_callbacks.append(
-            ModelCheckpoint(
-                dirpath=checkpoint_dir,
-                filename=BEST_NAME,
-                monitor=cfg.monitor,
-                mode="max",
-                save_top_k=1,
-                auto_insert_metric_name=False,
-                enable_version_counter=False,
-            ),
-        )
+        all_callbacks.append(ModelCheckpoint(**named, filename="best", monitor=cfg.monitor, mode="max"))
     # the latest state, for resuming: checkpoints named "last" without a monitor (with save_last,
     # Lightning writes last.ckpt only in a step where it also saved another checkpoint); one per
     # epoch end (after its validation, whether that ran or not), one every n steps if asked
-    last = {
-        "dirpath": checkpoint_dir,
-        "filename": LAST_NAME,
-        "monitor": None,
-        "enable_version_counter": False,
-    }
+    last = {**named, "filename": LAST_NAME}
     all_callbacks.append(ModelCheckpoint(**last, every_n_epochs=1, save_on_train_epoch_end=True))
     if cfg.checkpoint_every_n_steps:
         all_callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -452,7 +429,8 @@ def train(
                 key="output",
             )
         ensure_writable(output, folder=True)
-    ckpt_path = resolve_resume(resume, output)
+    last = output / "checkpoints" / f"{LAST_NAME}.ckpt"
+    ckpt_path = (str(last) if last.is_file() else None) if resume == "auto" else resume
     resumed = _resume_state(ckpt_path) if ckpt_path is not None else None
     signals = StopSignals()
     with signals.installed():
@@ -483,7 +461,6 @@ def train(
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    last = output / "checkpoints" / f"{LAST_NAME}.ckpt"
     if signals.requested is not None:  # the signal came in the last step: the run is complete and saved
         raise TrainingInterrupted(signals.requested, last, trainer.current_epoch, trainer.global_step)
     best = next(
