@@ -177,11 +177,6 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 value = parse_value(value)
             overrides[key.removeprefix("override__")] = value
-    threads = getattr(args, "threads", None)  # train's --threads (chips has none)
-    if threads is not None:
-        if overrides.get("trainer.num_threads", threads) != threads:
-            raise ConfigError(f"--threads {threads} and trainer.num_threads: give one of them")
-        overrides["trainer.num_threads"] = threads
     return overrides
 
 

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from bicorseg.training.config import load_config, resolve_config_path
 
     overrides = collect_overrides(args)
+    if args.threads is not None:
+        if overrides.get("trainer.num_threads", args.threads) != args.threads:
+            raise ConfigError(f"--threads {args.threads} and trainer.num_threads: give one of them")
+        overrides["trainer.num_threads"] = args.threads
     path = resolve_config_path(args.config) if args.config else None
     if path is None and args.resume is not None and args.output:
         own = Path(args.output) / "config.yaml"  # a resumed run keeps its own settings
