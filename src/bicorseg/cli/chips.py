@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bicorseg.atomic import ensure_writable
     from bicorseg.cli.common import collect_overrides, counter
-    from bicorseg.training.config import load_config, resolve_config_path
+    from bicorseg.training.config import dataset_spec, load_config, resolve_config_path
 
     output = Path(args.output)
     ensure_writable(output, folder=True)
@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be at least 1, got {count}")
 
     from bicorseg.data.geo.chips import write_chips
-    from bicorseg.training.config import dataset_spec
 
     split = data.geo_split(dataset_spec(data), data.crop_size)
     try:
