@@ -3,10 +3,9 @@
 A run is described by :class:`TrainConfig` with five sections: ``model`` (:class:`ModelConfig`),
 ``loss`` (:class:`LossConfig`), ``data``, ``optimizer`` and ``trainer``. Files are YAML with the
 same nesting; ``section.key`` overrides set single keys (``optimizer.lr``, and keys of the sections
-inside sections such as ``data.augment.mosaic_p``). Loading is strict (:mod:`bicorseg.typedconfig`,
-the mechanism every structured input goes through): an unknown key (with the nearest valid one), a value of the wrong type or an
-invalid value is refused with a :class:`ConfigError` that names the key (``optimizer.lr: must be
-positive, got -1``), before anything is built. No torch is imported here.
+inside sections such as ``data.augment.mosaic_p``). Loading is strict (:mod:`bicorseg.typedconfig`):
+every fault is one :class:`ConfigError` naming the key (``optimizer.lr: must be positive, got -1``),
+before anything is built. No torch is imported here.
 
 ``model.num_classes``, ``model.in_channels`` and ``loss.ignore_index`` default to the dataset's
 facts; when given, they must agree with them.
