@@ -229,23 +229,12 @@ def run(args: argparse.Namespace) -> int:
         **tta_options(args),
         require_georeference=bool(args.vector),
     )
-    if (args.vector or args.aoi) and not args.print_config:
-        from bicorseg.gis import require_vector
-
-        require_vector()  # before any prediction is made
-    if (args.stac_item or args.stac_out) and not args.print_config:
-        from bicorseg.gis.stac import require_cloud
-
-        require_cloud()
     if args.print_config:
-        from dataclasses import replace
-
         from bicorseg import typedconfig
 
         tiling = checkpoint_tiling(args.checkpoint, args.engine, args.tile, args.overlap)
-        options = replace(
-            options, tile=tiling.tile, overlap=tiling.overlap, threads=resolve_threads(args.threads)
-        )
+        threads = resolve_threads(args.threads)
+        options = dataclasses.replace(options, tile=tiling.tile, overlap=tiling.overlap, threads=threads)
         names = ("inputs", "checkpoint", "output", "engine", "executor", "devices", "shard", "vector")
         resolved = {name: getattr(args, name) for name in (*names, "stac_item", "stac_assets", "stac_out")}
         resolved["shard"] = None if shard is None else f"{shard[0]}/{shard[1]}"
@@ -254,6 +243,14 @@ def run(args: argparse.Namespace) -> int:
             end="",
         )
         return 0
+    if args.vector or args.aoi:
+        from bicorseg.gis import require_vector
+
+        require_vector()  # before any prediction is made
+    if args.stac_item or args.stac_out:
+        from bicorseg.gis.stac import require_cloud
+
+        require_cloud()
     ensure_writable(args.output, folder=True)
     progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())
 
