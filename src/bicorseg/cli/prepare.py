@@ -94,15 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve(args: argparse.Namespace) -> PrepareOptions:
     """The options: defaults, then the ``--config`` YAML file, then the command line."""
-    from dataclasses import fields
-
     from bicorseg.text_files import read_yaml_mapping
 
     data: dict[str, Any] = {}
     if args.config:
         loaded = read_yaml_mapping(args.config, "option file")
         data = {str(k).replace("-", "_"): v for k, v in loaded.items()}
-    given = {f.name for f in fields(PrepareOptions) if getattr(args, f.name, None) is not None}
+    given = {name for name, _ in OPTIONS.values() if getattr(args, name) is not None}
     data.update({name: getattr(args, name) for name in given})
     try:
         return typedconfig.build(PrepareOptions, data)
