@@ -275,20 +275,19 @@ def one_line_warnings(command: str):
         warnings.showwarning = previous
 
 
-def print_summary(summary, file=None) -> None:
-    """One line for the output and one per class, for the vectorize and predict commands."""
-    file = file or sys.stderr
+def print_summary(summary) -> None:
+    """One line for the output and one per class on stderr, for the vectorize and predict commands."""
     merged = f", regions under {summary.merge_pixels} px merged" if summary.merge_pixels else ""
     print(
         f"{summary.raster.name} -> {summary.output}: {summary.features} polygon(s), areas {summary.area_method}, "
         f"simplified at {summary.simplify:g} CRS units{merged}, {summary.windows} window(s), "
         f"{summary.seconds:.1f} s",
-        file=file,
+        file=sys.stderr,
     )
     for entry in sorted(summary.classes.values(), key=lambda c: c.class_id):
         print(
             f"  {entry.class_id:>3} {entry.class_name:<20} {entry.features:>8} polygons {entry.area_m2:>16.1f} m2",
-            file=file,
+            file=sys.stderr,
         )
 
 
