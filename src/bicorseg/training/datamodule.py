@@ -97,7 +97,7 @@ def split_samples(
             f"({len(both)} such); validation must be held out",
             key=key,
         )
-    train_idx = [i for i in train_idx if i not in set(both)]
+    train_idx = [i for i in train_idx if train.sample_path(i) not in held]
     if not train_idx:
         raise ConfigError("no training sample is left once validation is held out", key="data.val_samples")
     return train_idx, val_idx
