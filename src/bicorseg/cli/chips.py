@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from bicorseg.atomic import ensure_writable
+from bicorseg.cli.common import add_config_options, collect_overrides, counter
 from bicorseg.errors import ConfigError, OutputError
+from bicorseg.training.config import DataConfig, dataset_spec, load_config, resolve_config_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bicorseg.cli.common import add_config_options
-    from bicorseg.training.config import DataConfig
-
     parser = subparsers.add_parser(
         "chips",
         help="cut chips and masks from rasters and labelled polygons into a folder dataset",
@@ -35,12 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from bicorseg.atomic import ensure_writable
-    from bicorseg.cli.common import collect_overrides, counter
-    from bicorseg.training.config import dataset_spec, load_config, resolve_config_path
-
     output = Path(args.output)
     ensure_writable(output, folder=True)
     if output.is_dir() and any(output.iterdir()):

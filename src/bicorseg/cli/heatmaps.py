@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import TILING, add_shared_options
+from bicorseg.cli.common import TILING, add_shared_options, one_line_warnings, read_class_table
 from bicorseg.errors import ConfigError, OutputError
 
 
@@ -48,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.cli.common import one_line_warnings, read_class_table
     from bicorseg.device import resolve_device
     from bicorseg.inference.batch import find_inputs
     from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets

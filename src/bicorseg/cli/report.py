@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bicorseg.cli.common import add_shared_options
+from bicorseg.cli.common import add_shared_options, read_class_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.cli.common import read_class_table
     from bicorseg.report import report_folder
 
     page = report_folder(

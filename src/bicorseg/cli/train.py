@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bicorseg.cli.common import SHARED_OPTIONS, add_config_options, add_shared_options, collect_overrides
 from bicorseg.errors import ConfigError
+from bicorseg.training.config import SECTIONS, load_config, resolve_config_path, shipped_names
 from bicorseg.typedconfig import to_yaml
 
 USAGE = (
@@ -17,8 +18,6 @@ USAGE = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bicorseg.training.config import SECTIONS, shipped_names
-
     parser = subparsers.add_parser(
         "train",
         usage=USAGE,
@@ -60,8 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bicorseg.training.config import load_config, resolve_config_path
-
     overrides = collect_overrides(args)
     if args.threads is not None:
         if overrides.get("trainer.num_threads", args.threads) != args.threads:
