@@ -312,9 +312,8 @@ def build_trainer(
     all_callbacks: list[Callback] = []
     if has_validation:
         all_callbacks.append(ModelCheckpoint(**named, filename="best", monitor=cfg.monitor, mode="max"))
-    # the latest state, for resuming: checkpoints named "last" without a monitor (with save_last,
-    # Lightning writes last.ckpt only in a step where it also saved another checkpoint); one per
-    # epoch end (after its validation, whether that ran or not), one every n steps if asked
+    # last.ckpt without a monitor, per epoch and every n steps if asked (with save_last, Lightning
+    # writes last.ckpt only in a step where it also saved another checkpoint)
     last = {**named, "filename": LAST_NAME}
     all_callbacks.append(ModelCheckpoint(**last, every_n_epochs=1, save_on_train_epoch_end=True))
     if cfg.checkpoint_every_n_steps:
