@@ -4,8 +4,8 @@ Datasets come from :mod:`bicorseg.data` (prepared Vaihingen, Potsdam, LoveDA roo
 datasets), from :mod:`bicorseg.data.geo` (georeferenced rasters and label layers: training chips
 drawn on the fly, validation on a spatial area no chip overlaps; :attr:`SegmentationDataModule.summary`
 holds the lines a run prints first), or from :class:`bicorseg.data.synthetic.SyntheticSegmentation`,
-a deterministic procedural set for tests and smoke runs. Under data-parallel training Lightning
-gives every process its own shard of the samples.
+a deterministic procedural set for tests and smoke runs. Under data-parallel training every
+process reads its own shard of the training samples (a ``DistributedSampler`` that keeps ``data.shuffle``).
 """
 
 from __future__ import annotations
