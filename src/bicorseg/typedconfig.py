@@ -99,13 +99,10 @@ class FieldInfo:
         return self.default is dataclasses.MISSING
 
 
-def _options(tp: Any) -> tuple[Any, ...]:
-    return typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
-
-
 def section_of(tp: Any) -> type | None:
     """The dataclass a field of this annotation holds (``AugmentOptions | bool`` -> AugmentOptions), or None."""
-    return next((t for t in _options(tp) if dataclasses.is_dataclass(t)), None)
+    options = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    return next((t for t in options if dataclasses.is_dataclass(t)), None)
 
 
 def fields_of(cls: type, prefix: str = "") -> Iterator[FieldInfo]:
