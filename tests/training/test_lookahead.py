@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from bicorseg.errors import CheckpointError
 from bicorseg.training.lookahead import Lookahead
 
 
@@ -130,3 +131,19 @@ def test_scheduler_and_state_dict_round_trip(phase: str) -> None:
         _step(restored, opt2, x, y)
     for p, e in zip(restored.parameters(), expected):
         torch.testing.assert_close(p, e)
+
+
+def test_a_state_saved_with_other_settings_is_refused() -> None:
+    """A resumed run keeps its own k, alpha and phase: a state made with others (k=0 would divide
+    by zero at the next step) is refused in one line."""
+    model, x, y = _problem()
+    optimizer = Lookahead(torch.optim.AdamW(model.parameters(), lr=0.1), k=5, alpha=0.5)
+    _step(model, optimizer, x, y)
+    state = copy.deepcopy(optimizer.state_dict())
+    for key, value in (("k", 0), ("alpha", 0.8), ("phase", "paper")):
+        other = Lookahead(torch.optim.AdamW(model.parameters(), lr=0.1), k=5, alpha=0.5)
+        with pytest.raises(
+            CheckpointError, match=rf"saved with .*{key}={value!r}.*; this run has k=5, alpha=0.5"
+        ):
+            other.load_state_dict({**state, key: value})
+        assert other.fast_steps == 0

@@ -91,6 +91,13 @@ class Lookahead(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         if "base" not in state_dict or "slow" not in state_dict:
             raise CheckpointError("not a Lookahead state dict (keys 'base' and 'slow' are expected)")
+        # the run's own settings stay: a checkpoint that was made with others is refused
+        saved = (state_dict.get("k"), state_dict.get("alpha"), state_dict.get("phase"))
+        if saved != (self.k, self.alpha, self.phase):
+            raise CheckpointError(
+                f"the Lookahead state was saved with k={saved[0]!r}, alpha={saved[1]!r}, phase={saved[2]!r}; "
+                f"this run has k={self.k}, alpha={self.alpha}, phase={self.phase}"
+            )
         params = self._parameters()
         if len(state_dict["slow"]) != len(params):
             raise CheckpointError(
@@ -103,8 +110,3 @@ class Lookahead(Optimizer):
             if slow is not None:
                 self.state[p]["slow"] = slow.detach().to(device=p.device, dtype=p.dtype).clone()
         self.fast_steps = int(state_dict["fast_steps"])
-        self.k, self.alpha, self.phase = (
-            int(state_dict["k"]),
-            float(state_dict["alpha"]),
-            str(state_dict["phase"]),
-        )
