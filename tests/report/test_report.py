@@ -8,12 +8,14 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 
 from bicorseg.cli.main import main
-from bicorseg.demo import DEMO_DATASET
+from bicorseg.demo import DEMO_DATASET, generate_scene
 from bicorseg.errors import InputError
+from bicorseg.inference import PredictOptions, Predictor, model_info
 from bicorseg.report import ReportItem, report_folder, write_report
-from tests.helpers.report import SIZE, output_folder, pictures, write_classes
+from tests.helpers.report import SIZE, output_folder, pictures, tiny_model, write_classes
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,20 @@ def test_cli_writes_the_report_of_a_folder(folder, tmp_path, capsys) -> None:
     images = pictures(target.read_text())
     assert images[0].size == (54, 54)  # 160 px decimated by 3 to fit 64
     assert str(target) in capsys.readouterr().err
+
+
+def test_the_png_map_of_a_plain_picture_is_a_scene(tmp_path) -> None:
+    image, _ = generate_scene(SIZE, 11)
+    Image.fromarray(image.transpose(1, 2, 0)).save(tmp_path / "photo.png")
+    model = tiny_model()
+    predictor = Predictor(model, model_info(model, "tiny"), PredictOptions(tile=SIZE, overlap=0.25))
+    result = predictor.predict_file(tmp_path / "photo.png", tmp_path / "out")
+    assert result.outputs["class"].name == "photo.png"  # predict's paletted PNG, beside no GeoTIFF
+    page = report_folder(tmp_path / "out", images=[tmp_path]).read_text(encoding="utf-8")
+    assert "1 scene(s)" in page
+    assert [p.size for p in pictures(page)] == [(SIZE, SIZE), (SIZE, SIZE)]  # the picture, its prediction
+    for name in DEMO_DATASET.class_names:
+        assert f"{name}</td>" in page
 
 
 @pytest.mark.parametrize(

@@ -342,8 +342,9 @@ def find_items(
 ) -> list[ReportItem]:
     """The scenes of an output folder of ``bicorseg predict``, ``heatmaps`` or ``demo``.
 
-    A scene is a class raster written by ``bicorseg predict`` (a single-band GeoTIFF with the tag
-    ``bicorseg_input``, in ``folder`` or its sub-folder ``predictions``); its image is the file of
+    A scene is a class raster written by ``bicorseg predict`` (a single-band GeoTIFF, or the paletted
+    PNG of a plain picture, with the tag ``bicorseg_input``, in ``folder`` or its sub-folder
+    ``predictions``); its image is the file of
     that name in ``images`` (files or folders) or in ``folder`` (a tag that is not a plain file name
     names no image: a page never shows a file from outside these folders); its heatmaps are
     ``<image stem>_heatmaps_layer<L>.tif`` (or the per-class PNGs) in ``folder`` or ``folder/heatmaps``;
@@ -358,7 +359,8 @@ def find_items(
     search = [Path(p) for p in images] + [folder]
     items: list[ReportItem] = []
     sources: list[str] = []  # the input name of each
-    for path in sorted(folder.glob("*.tif")):
+    maps = [p for p in folder.iterdir() if p.suffix in (".tif", ".png")]  # predict's GeoTIFFs and PNG maps
+    for path in sorted(maps):
         tags = _tags(path)
         source = tags.get("bicorseg_input")
         if source is None or "bicorseg_layer" in tags:
@@ -383,7 +385,7 @@ def find_items(
         items.append(ReportItem(path, image, heatmaps))
     if not items:
         raise InputError(
-            f"{folder}: no class raster written by bicorseg predict (single-band GeoTIFF with bicorseg tags)"
+            f"{folder}: no class raster written by bicorseg predict (single-band GeoTIFF or PNG with bicorseg tags)"
         )
     for item, source in zip(items, sources):
         found = None if label_place is None else find_labels(label_place, source, len(items))
