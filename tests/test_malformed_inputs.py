@@ -53,6 +53,13 @@ def _truncated_png(d: Path) -> Path:
     return d / "cut.png"
 
 
+def _truncated_geotiff(d: Path) -> Path:
+    write_geotiff(d / "cut.tif", random_image(3, 64, 64))
+    data = (d / "cut.tif").read_bytes()
+    (d / "cut.tif").write_bytes(data[:4096])  # the header and the first pixels: the rest cannot be read
+    return d / "cut.tif"
+
+
 def _huge_band_count(d: Path) -> Path:
     return write_geotiff(d / "hyper.tif", random_image(200, 16, 16))
 
@@ -70,6 +77,11 @@ PREDICT_CASES = [
     ("zero-size file", _zero_size, r"cannot read .*empty\.png"),
     ("text file named .tif", _not_an_image, r"cannot read .*notes\.tif: not an image"),
     ("truncated PNG", _truncated_png, r"cannot read .*cut\.png"),
+    (
+        "truncated GeoTIFF",
+        _truncated_geotiff,
+        r"cannot read .*cut\.tif: .*cut\.tif, band 1: IReadBlock failed",
+    ),
     (
         "200 bands for a 3-band model",
         _huge_band_count,

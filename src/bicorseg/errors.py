@@ -66,8 +66,11 @@ class BicorsegWarning(UserWarning):
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (or its type), for one-line reports."""
+    """The first line of an exception's message (or its type), for one-line reports; for rasterio's
+    "Read failed. See previous exception for details.", that of the GDAL error it was raised from."""
     text = str(error).strip()
+    if "See previous exception" in text and error.__cause__ is not None:
+        return first_line(error.__cause__)
     return text.splitlines()[0] if text else type(error).__name__
 
 
