@@ -110,3 +110,11 @@ def test_pixel_size_without_crs_and_a_bad_crs_are_one_line(tmp_path, capsys):
     assert code == 2 and "--pixel-size: give --crs with it" in err and len(err.strip().splitlines()) == 1
     code, err = _predict(tmp_path, capsys, [image], "--crs", "EPSG:99999999")
     assert code == 2 and "--crs: 'EPSG:99999999' is not a coordinate reference system" in err
+
+
+def test_a_crs_that_proj_does_not_know_is_one_line_on_the_terminal(tmp_path, capfd):
+    image = write_geotiff(tmp_path / "in" / "a.tif", random_image(3, 40, 40))
+    code, err = _predict(tmp_path, capfd, [image], "--crs", "EPSG:99999999")  # capfd: GDAL's own stderr too
+    assert code == 2 and err.strip().splitlines() == [
+        "bicorseg predict: error: --crs: 'EPSG:99999999' is not a coordinate reference system"
+    ]

@@ -133,7 +133,8 @@ class PredictOptions:
         self.device = str(resolve_device(self.device))
         if self.crs is not None:
             try:
-                self.crs = rasterio.crs.CRS.from_user_input(self.crs).to_string()
+                with rasterio.Env():  # GDAL's errors reach the exception, not the terminal as well
+                    self.crs = rasterio.crs.CRS.from_user_input(self.crs).to_string()
             except Exception as error:  # rasterio's CRSError, or a TypeError for odd input
                 raise ConfigError(f"{self.crs!r} is not a coordinate reference system", key="crs") from error
         if self.pixel_size is not None:
