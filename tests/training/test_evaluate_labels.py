@@ -125,6 +125,17 @@ def test_evaluate_decodes_masks_with_the_checkpoint_encoding(kind: str, tmp_path
     assert matrix.sum() == sum(int((t != 4).sum()) for t in truths)
 
 
+def test_a_folder_without_the_split_names_the_option_to_give(tmp_path: Path, capsys) -> None:
+    _folder(tmp_path / "data", "values")
+    checkpoint = _checkpoint(
+        tmp_path / "model.ckpt", FolderDataset(tmp_path / "data", class_table=VALUE_TABLE).spec
+    )
+    argv = ["evaluate", "--checkpoint", checkpoint, "--dataset", "folder", "--root", tmp_path / "data"]
+    assert main([str(a) for a in argv]) == 2  # the default split, test, is no sub-folder of it
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no 'test' sub-folder; give --split all (the whole folder)" in lines[0], lines
+
+
 @pytest.mark.parametrize(
     "kind, bad, message",
     [

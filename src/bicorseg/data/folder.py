@@ -372,7 +372,8 @@ class FolderDataset(SegmentationDataset):
         if (root / split).is_dir():
             return cls(root / split, **options)
         raise ConfigError(
-            f"folder dataset {root}: no '{split}' sub-folder; give splits={{'{split}': [sub-folders]}} or split='all'"
+            f"folder dataset {root}: no '{split}' sub-folder; give `split` all (the whole folder), "
+            f"or name the split's sub-folders in `splits`"
         )
 
 
