@@ -56,6 +56,17 @@ def test_help_and_argument_errors_import_nothing_heavy(args: list[str], status: 
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
+def test_python_dash_m_bicorseg_is_the_command_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bicorseg", "predict", "--help"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: bicorseg predict ")
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()}
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
 def test_every_train_option_states_its_meaning_and_default(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
