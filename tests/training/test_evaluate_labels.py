@@ -24,6 +24,7 @@ from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.heatmaps import read_label
 from bicorseg.inference.predictor import model_info
 from bicorseg.spec import DatasetSpec, LabelEncoding
+from tests.helpers import prints_warnings
 from tests.helpers.models import tiny_config
 
 COLOURS = [(255, 255, 255), (0, 0, 255), (0, 255, 0), (255, 0, 0)]
@@ -134,6 +135,20 @@ def test_a_folder_without_the_split_names_the_option_to_give(tmp_path: Path, cap
     assert main([str(a) for a in argv]) == 2  # the default split, test, is no sub-folder of it
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no 'test' sub-folder; give --split all (the whole folder)" in lines[0], lines
+
+
+@prints_warnings
+def test_evaluate_warns_in_one_line_like_the_other_commands(tmp_path: Path, capsys) -> None:
+    _folder(tmp_path / "data", "values")
+    checkpoint = _checkpoint(
+        tmp_path / "model.ckpt", FolderDataset(tmp_path / "data", class_table=VALUE_TABLE).spec
+    )
+    (tmp_path / "data" / "images" / b"caf\xe9.png".decode("utf-8", "surrogateescape")).write_bytes(b"")
+    code, err = _evaluate(checkpoint, tmp_path / "data", tmp_path / "metrics.json", capsys)
+    assert code == 0, err
+    shown = f"{tmp_path / 'data' / 'images'}/caf\\xe9.png"
+    assert f"bicorseg evaluate: warning: {shown}: skipped: its name is not UTF-8 text" in err
+    assert "BicorsegWarning" not in err
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from bicorseg.cli.common import one_line_warnings
 from bicorseg.defaults import VERSION
 from bicorseg.errors import BicorsegError
 from bicorseg.raster_access import remote_access
@@ -128,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_parser = command  # for commands that print an error themselves (error_line)
     try:
         _resolve_hub_checkpoint(args)
-        with remote_access(getattr(args, "allow_remote", False)):  # --allow-remote of the commands with it
+        with (
+            remote_access(getattr(args, "allow_remote", False)),  # --allow-remote of the commands with it
+            one_line_warnings(args.command),  # every command's warnings as one line each, like its errors
+        ):
             return int(args.func(args) or 0)
     except BicorsegError as error:
         print(f"bicorseg {args.command}: error: {error_line(error, command)}", file=sys.stderr)
