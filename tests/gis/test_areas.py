@@ -186,6 +186,13 @@ def test_a_huge_value_in_an_unnamed_int32_raster_is_one_line_not_gigabytes(tmp_p
     assert "--class-table" in err
 
 
+def test_a_shipped_class_table_is_given_by_its_name(tmp_path, capsys):
+    path = write_class_raster(tmp_path / "b.tif", blocks(), names=None)
+    assert main(["areas", str(path), "--class-table", "dubai"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "vegetation" in out and "unlabeled" in out  # classes 3 and 5 of configs/classes/dubai.yaml
+
+
 def test_land_cover_codes_without_names_are_counted_per_value(tmp_path):
     classes = np.full((20, 20), 523, np.uint16)  # CORINE-like codes
     classes[:5] = 111

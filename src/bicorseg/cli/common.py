@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from bicorseg.defaults import (
@@ -291,10 +292,21 @@ def print_summary(summary) -> None:
         )
 
 
+def class_table_file(value: str | None) -> str | None:
+    """``--class-table``: a YAML file, or the name of a shipped class table (``dubai``) as in
+    ``--data.class_table``; anything else is returned as it is, for the reader to refuse."""
+    if value is None or Path(value).expanduser().is_file():
+        return value
+    from bicorseg.training.config import shipped
+
+    named = shipped("classes", value)
+    return str(named) if named.is_file() else value
+
+
 def read_class_table(path: str | None):
     """The ``--class-table`` of a command, read once here (None when none is given)."""
     if path is None:
         return None
     from bicorseg.data.folder import ClassTable
 
-    return ClassTable.from_yaml(path)
+    return ClassTable.from_yaml(class_table_file(path))

@@ -10,6 +10,7 @@ from bicorseg.cli.common import (
     TILING,
     TTA,
     add_shared_options,
+    class_table_file,
     counter,
     evaluation_precision,
     tta_options,
@@ -145,14 +146,14 @@ def run(args: argparse.Namespace) -> int:
             "images": args.rasters, "labels": args.labels, "label_field": args.label_field,
             "where": args.labels_where, "priority_field": args.priority_field,
             "labelled_area": args.labelled_area, "background": args.background,
-            "class_table": args.class_table, "strict": args.strict, "window": window,
+            "class_table": class_table_file(args.class_table), "strict": args.strict, "window": window,
         }  # fmt: skip
     elif geo_given:
         raise ConfigError(f"--{geo_given[0].replace('_', '-')} is for --dataset geo")
     if args.dataset == "folder":
         options = {"images": args.images, "masks": args.masks}
         if args.class_table:
-            options["class_table"] = args.class_table
+            options["class_table"] = class_table_file(args.class_table)
     elif args.class_table and args.dataset != "geo":
         raise ConfigError("--class-table is for --dataset folder or geo")
     if args.split is None:
