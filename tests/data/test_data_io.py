@@ -9,6 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 from PIL import Image
+from rasterio.windows import Window
 
 from bicorseg.data.io import (
     check_finite,
@@ -19,6 +20,7 @@ from bicorseg.data.io import (
     write_tiff,
 )
 from bicorseg.errors import InputError
+from bicorseg.raster_access import open_raster
 
 RNG = np.random.default_rng(0)
 
@@ -67,10 +69,18 @@ def test_16_bit_png_grey_and_colour(tmp_path):
     np.testing.assert_array_equal(out, colour)
 
 
-def test_jpeg(tmp_path):
-    Image.fromarray(_rgb()).save(tmp_path / "a.jpg", quality=95)
+def test_jpeg_pixels_are_the_ones_predict_reads(tmp_path):
+    """Pillow's and GDAL's JPEG decoders differ (chroma upsampling): training and evaluation must
+    see the pixels that ``predict`` reads in windows through rasterio."""
+    Image.fromarray(_rgb(96, 80)).save(tmp_path / "a.jpg", quality=90, subsampling=2)
     out = read_image(tmp_path / "a.jpg")
-    assert out.shape == (3, 20, 30) and out.dtype == np.uint8
+    assert out.shape == (3, 96, 80) and out.dtype == np.uint8
+    with Image.open(tmp_path / "a.jpg") as image:
+        assert not np.array_equal(np.asarray(image).transpose(2, 0, 1), out)  # the decoders do differ here
+    with open_raster(tmp_path / "a.jpg") as src:
+        for window in (Window(0, 0, 80, 40), Window(0, 40, 80, 56)):
+            top = window.row_off
+            np.testing.assert_array_equal(src.read(window=window), out[:, top : top + window.height])
 
 
 def test_geotiff_any_band_count_16_bit_with_georeference(tmp_path):

@@ -1,8 +1,9 @@
 """Read and write images and label maps as numpy arrays, with one-line errors that name the file.
 
-Images are read in their native dtype (``bands x H x W``): PNG and JPEG through Pillow (palette
-images become RGB unless their indices are asked for; 16-bit colour PNGs, which Pillow cannot hold,
-go through GDAL), GeoTIFF and other rasters through rasterio (:func:`read_georeferenced` also
+Images are read in their native dtype (``bands x H x W``): PNG through Pillow (palette images
+become RGB unless their indices are asked for; 16-bit colour PNGs, which Pillow cannot hold, go
+through GDAL), JPEG, GeoTIFF and other rasters through rasterio (JPEG decoders differ by up to 25
+grey levels, so training and evaluation decode a JPEG with the same decoder as ``predict``) (:func:`read_georeferenced` also
 returns where they lie). Missing, unreadable and truncated files raise
 :class:`~bicorseg.errors.InputError`, and so do images that declare more pixels than the limit of
 :mod:`bicorseg.raster_access` (checked from the header, before decoding) and rasters that refer to
@@ -38,7 +39,7 @@ from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_li
 from bicorseg.raster_access import check_pixels, open_raster
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
-_PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}  # read by Pillow; GDAL reads the others
+_PILLOW_SUFFIXES = {".png"}  # read by Pillow; GDAL reads the others
 # Opened by their Pillow plugin directly, after bicorseg's own pixel limit (raster_access), instead
 # of Pillow's global decompression-bomb limit (~179 Mpx), which real orthophotos exceed. That global
 # is left as it is for other code.
