@@ -2,7 +2,7 @@
 
 Images are read in their native dtype (``bands x H x W``): PNG through Pillow (palette images
 become RGB unless their indices are asked for; 16-bit colour PNGs, which Pillow cannot hold, go
-through GDAL), JPEG, GeoTIFF and other rasters through rasterio (JPEG decoders differ by up to 25
+through GDAL), JPEG, GeoTIFF and other rasters through rasterio (JPEG decoders differ by up to 41
 grey levels, so training and evaluation decode a JPEG with the same decoder as ``predict``) (:func:`read_georeferenced` also
 returns where they lie). Missing, unreadable and truncated files raise
 :class:`~bicorseg.errors.InputError`, and so do images that declare more pixels than the limit of
