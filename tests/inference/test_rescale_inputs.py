@@ -21,6 +21,7 @@ from bicorseg.inference.batch import build_plan
 from bicorseg.inference.executors import UnitWorker
 from bicorseg.inference.units import PARTS_FOLDER, PLAN_NAME, PartStore
 from bicorseg.rescale import SAMPLE_SIDE, SAMPLE_WINDOWS
+from tests.helpers import prints_warnings
 from tests.helpers.inference import pixel_model, random_image, run, spec, tiny_checkpoint, write_geotiff
 
 EIGHT_BIT = random_image(3, 96, 112, seed=3)
@@ -159,6 +160,7 @@ def test_shards_give_the_bytes_of_one_process_with_statistics_planned_once(
 
 
 @pytest.mark.slow
+@prints_warnings
 def test_the_option_of_predict_and_heatmaps(tmp_path, checkpoint, capsys) -> None:
     path = write_geotiff(tmp_path / "sixteen.tif", EIGHT_BIT.astype(np.uint16) * 257)
     code, _, err = run(capsys, "predict", path, "--checkpoint", checkpoint, "--output", tmp_path / "p",
@@ -179,3 +181,8 @@ def test_the_option_of_predict_and_heatmaps(tmp_path, checkpoint, capsys) -> Non
             "(e.g. 0,4095), got '12bit'"
         ]
     assert not (tmp_path / "x").exists()
+    for command in ("predict", "heatmaps"):  # the warning names the option as the command writes it
+        code, _, err = run(capsys, command, path, "--checkpoint", checkpoint, "--output", tmp_path / command)
+        assert (
+            code == 0 and f"bicorseg {command}: warning: " in err and "the --rescale option maps them" in err
+        ), err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bicorseg.cli.common import add_shared_options, one_line_warnings, read_class_table
+from bicorseg.cli.common import add_shared_options, read_class_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_areas_path(args.output, args.overwrite)
     options = AreaOptions(aoi=args.aoi, class_table=read_class_table(args.class_table), window=args.window)
-    with one_line_warnings("areas"):
-        report = class_areas(args.raster, options)
+    report = class_areas(args.raster, options)
     if args.output is not None:
         write_areas(report, args.output, overwrite=args.overwrite)
     if not args.quiet:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -259,21 +257,6 @@ class RichProgress:
     def advance(self, n: int) -> None:
         if self.task is not None:
             self.bar.advance(self.task, n)
-
-
-@contextmanager
-def one_line_warnings(command: str):
-    """Warnings as one line each on stderr (no source line), like the errors."""
-    previous = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"bicorseg {command}: warning: {message}", file=sys.stderr)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = previous
 
 
 def print_summary(summary) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import TILING, add_shared_options, one_line_warnings, read_class_table
+from bicorseg.cli.common import TILING, add_shared_options, read_class_table
 from bicorseg.errors import ConfigError, OutputError
 
 
@@ -78,24 +78,21 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         more = f" (and {len(existing) - 1} more heatmap files)" if len(existing) > 1 else ""
         raise OutputError(f"{existing[0]} exists{more}: use --overwrite to replace it")
-    with one_line_warnings("heatmaps"):
-        for path in paths:
-            result = export_heatmaps(
-                model,
-                path,
-                args.output,
-                layer=args.layer,
-                label=args.label,
-                labels=None if table is None else table.labels,
-                tile=tile,
-                overlap=overlap,
-                batch_size=args.batch_size,
-                device=device,
-                info=info,
-                rescale=args.rescale,
-            )
-            print(
-                f"{path.name}: {len(result.outputs)} heatmap file(s), figure {result.figure}", file=sys.stderr
-            )
+    for path in paths:
+        result = export_heatmaps(
+            model,
+            path,
+            args.output,
+            layer=args.layer,
+            label=args.label,
+            labels=None if table is None else table.labels,
+            tile=tile,
+            overlap=overlap,
+            batch_size=args.batch_size,
+            device=device,
+            info=info,
+            rescale=args.rescale,
+        )
+        print(f"{path.name}: {len(result.outputs)} heatmap file(s), figure {result.figure}", file=sys.stderr)
     print(f"heatmaps of {len(paths)} file(s) in {Path(args.output)}", file=sys.stderr)
     return 0

@@ -19,10 +19,11 @@ import importlib
 import pkgutil
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from bicorseg.cli.common import one_line_warnings
 from bicorseg.defaults import VERSION
 from bicorseg.errors import BicorsegError
 from bicorseg.raster_access import remote_access
@@ -82,7 +83,27 @@ def error_line(error: BaseException, parser: argparse.ArgumentParser | None) -> 
     names = option_names(parser) if parser is not None else {}
     key = getattr(error, "key", None)
     text = f"{names[key]}: {getattr(error, 'detail', error)}" if key in names else str(error)
+    return _as_options(text, names)
+
+
+def _as_options(text: str, names: dict[str, str]) -> str:
+    """A message's backquoted parameters (`rescale`) written as the command's options (--rescale)."""
     return re.sub(r"`([A-Za-z_][\w.]*)`", lambda m: names.get(m.group(1), m.group(0)), text)
+
+
+@contextmanager
+def one_line_warnings(command: str, parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Warnings as one line each on stderr (no source line), worded like the errors."""
+    names, previous = option_names(parser), warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"bicorseg {command}: warning: {_as_options(str(message), names)}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -131,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _resolve_hub_checkpoint(args)
         with (
             remote_access(getattr(args, "allow_remote", False)),  # --allow-remote of the commands with it
-            one_line_warnings(args.command),  # every command's warnings as one line each, like its errors
+            one_line_warnings(
+                args.command, command
+            ),  # every command's warnings as one line each, like its errors
         ):
             return int(args.func(args) or 0)
     except BicorsegError as error:

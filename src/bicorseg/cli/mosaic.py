@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import RichProgress, add_shared_options, one_line_warnings
+from bicorseg.cli.common import RichProgress, add_shared_options
 from bicorseg.errors import InputError
 
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_writable(args.folder, folder=True)
     progress = RichProgress(enabled=not args.quiet and sys.stderr.isatty())
-    with one_line_warnings("mosaic"), progress.bar:
+    with progress.bar:
         report = mosaic(args.folder, overwrite=args.overwrite, progress=progress)
     if report.missing:
         raise InputError(

@@ -25,7 +25,6 @@ from bicorseg.cli.common import (
     RichProgress,
     add_shared_options,
     checkpoint_tiling,
-    one_line_warnings,
     print_summary,
     tta_options,
 )
@@ -260,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{result.input.name} -> {result.outputs['class']} ({result.seconds:.1f} s)"
             )
 
-    with ExitStack() as stack, one_line_warnings("predict"):
+    with ExitStack() as stack:
         items = _stac_inputs(args, stack)
         with progress.bar:
             results = predict_files(

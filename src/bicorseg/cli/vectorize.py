@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bicorseg.atomic import ensure_writable
-from bicorseg.cli.common import add_shared_options, one_line_warnings, print_summary, read_class_table
+from bicorseg.cli.common import add_shared_options, print_summary, read_class_table
 from bicorseg.gis import DEFAULT_MAX_POLYGONS
 
 
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         max_polygons=args.max_polygons,
         overwrite=args.overwrite,
     )
-    with one_line_warnings("vectorize"):
-        summary = vectorize_raster(args.raster, args.output, options)
+    summary = vectorize_raster(args.raster, args.output, options)
     if not args.quiet:
         print_summary(summary)
     return 0
