@@ -38,7 +38,7 @@ def to_pyproj(crs: Any, where: str = "crs") -> CRS:
     try:
         return CRS.from_user_input(crs)  # a rasterio CRS through its to_wkt(), as pyproj reads any
     except CRSError as error:
-        raise ConfigError(f"{where}: {crs!r} is not a coordinate reference system ({error})") from None
+        raise ConfigError(f"{crs!r} is not a coordinate reference system ({error})", key=where) from None
 
 
 @dataclass(frozen=True)

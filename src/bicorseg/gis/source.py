@@ -109,11 +109,11 @@ class ClassRaster:
                 value = int(text)
                 limit = self.class_limit
                 if not 0 <= value < limit:
-                    raise ConfigError(f"classes: {value} is not a class id (0..{limit - 1})")
+                    raise ConfigError(f"{value} is not a class id (0..{limit - 1})", key="classes")
                 chosen.add(value)
             else:
                 known = ", ".join(self.names) if self.names else "none: give class ids"
-                raise ConfigError(f"classes: unknown class {text!r} (class names: {known})")
+                raise ConfigError(f"unknown class {text!r} (class names: {known})", key="classes")
         return chosen
 
     # --- pixels ---------------------------------------------------------------------------------
