@@ -38,7 +38,6 @@ from bicorseg.inference.raster_io import (
     RasterReader,
     inspect_input,
     is_picture,
-    statistics,
 )
 from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import RasterOutputs, check_targets, geotiff_profile
@@ -120,7 +119,7 @@ def export_heatmaps(
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
         src = stack.enter_context(open_raster(path))
         plan = inspect_input(src, path, info, rescale)
-        reader = RasterReader(src, plan, *statistics(info))
+        reader = RasterReader(src, plan, info)
         # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
         istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
         shape = (output_size(src.height, istep), output_size(src.width, istep))

@@ -54,7 +54,7 @@ def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float
     """The metadata the Deepness plugin reads (keys and JSON values; see the module docstring)."""
     from bicorseg.inference.raster_io import statistics
 
-    mean, std = (values.reshape(-1) for values in statistics(info))
+    mean, std = (np.asarray(values, np.float32) for values in statistics(info))
     return {
         "model_type": json.dumps("Segmentor"),
         "class_names": json.dumps({str(i): name for i, name in enumerate(info.class_names)}),

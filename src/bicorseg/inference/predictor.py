@@ -59,7 +59,6 @@ from bicorseg.inference.raster_io import (
     RasterReader,
     inspect_input,
     is_picture,
-    statistics,
 )
 from bicorseg.inference.tta import (
     TTASpec,
@@ -509,7 +508,7 @@ class Predictor:
             src = stack.enter_context(raster_access.open_raster(plan.path))
             if (src.height, src.width) != plan.shape:
                 raise InputError(f"{plan.path} changed while it was being predicted")
-            yield RasterReader(src, plan, *statistics(self.info))
+            yield RasterReader(src, plan, self.info)
 
     def engine_for(self, shape: tuple[int, int]) -> SlidingWindow:
         opts = self.options

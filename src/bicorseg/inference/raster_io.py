@@ -177,7 +177,7 @@ def inspect_input(
                     stacklevel=2,
                 )
         plan = InputPlan(path, bands, alpha, shape=(src.height, src.width), geo=Georeference.of(src))
-        mean, std = _statistics(info)
+        mean, std = statistics(info)
         check_checkpoint_units(rescale, mean, info.source)
         sample = sample_values(src, plan) if needs_sample(rescale, src.dtypes[0]) else None
         nbits = src.tags(1, "IMAGE_STRUCTURE").get("NBITS")
@@ -201,7 +201,7 @@ def sample_values(src: rasterio.DatasetReader, plan: InputPlan) -> np.ndarray:
     Nodata is left out: what the raster's mask declares, values that are not finite, and values of
     magnitude :data:`UNDECLARED_NODATA` or more (the usual undeclared floating-point nodata).
     """
-    reader = RasterReader(src, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
+    reader = RasterReader(src, plan)
     kept = []
     for y0, x0, height, width in sample_windows(src.height, src.width):
         window = Window(x0, y0, width, height)
@@ -223,7 +223,7 @@ def _scan_float(src, plan: InputPlan, mean, std) -> InputPlan:
     if plan.rescale is not None:
         lower, upper = plan.rescale.input_values(lower), plan.rescale.input_values(upper)
     plan = replace(plan, lower=lower, upper=upper)
-    reader = RasterReader(src, plan, np.zeros(1, np.float32), np.ones(1, np.float32))
+    reader = RasterReader(src, plan)
     masked, example = 0, None
     lo, hi = np.inf, -np.inf
     for window in _strips(src, len(plan.bands)):
@@ -251,7 +251,8 @@ def _scan_float(src, plan: InputPlan, mean, std) -> InputPlan:
     return replace(plan, value_range=(lo, hi) if lo <= hi else None)
 
 
-def _statistics(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def statistics(info: ModelInfo) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The checkpoint's per-band mean and std (ImageNet's 8-bit statistics without dataset facts)."""
     if info.dataset is None:
         return IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
     return info.dataset.mean, info.dataset.std
@@ -280,7 +281,7 @@ def check_normalisation(
         )
     if rescaled:  # mapped onto the checkpoint's 8-bit units (bicorseg.rescale)
         return
-    mean = _statistics(info)[0]
+    mean = statistics(info)[0]
     bits = np.dtype(dtype).itemsize * 8 if np.dtype(dtype).kind in "ui" else None
     in_unit_range = value_range is not None and 0.0 <= value_range[0] and value_range[1] <= 1.0
     if (bits is not None and bits > 8 and max(mean) <= 255) or (in_unit_range and 1.0 < max(mean) <= 255):
@@ -300,17 +301,13 @@ def check_normalisation(
         )
 
 
-def statistics(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
-    """The checkpoint's per-band mean and std as ``bands x 1 x 1`` arrays (ImageNet without facts)."""
-    mean, std = _statistics(info)
-    return np.asarray(mean, np.float32)[:, None, None], np.asarray(std, np.float32)[:, None, None]
-
-
 class RasterReader:
-    """Normalised windows of a rasterio dataset with their validity mask (see module docstring)."""
+    """Normalised windows of a rasterio dataset with their validity mask (see module docstring);
+    ``info``: the model whose statistics normalise them (None: a reader of masks only)."""
 
-    def __init__(self, src: rasterio.DatasetReader, plan: InputPlan, mean, std) -> None:
-        self.src, self.plan, self.mean, self.std = src, plan, mean, std
+    def __init__(self, src: rasterio.DatasetReader, plan: InputPlan, info: ModelInfo | None = None) -> None:
+        self.src, self.plan = src, plan
+        self.mean, self.std = statistics(info) if info is not None else ((), ())
         self.bands = list(plan.bands)
         self.dataset_mask = raster_access.reads_dataset_mask(src, plan.alpha)
         if plan.lower is not None:
