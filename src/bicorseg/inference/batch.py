@@ -37,6 +37,7 @@ from bicorseg.inference.predictor import (
     Progress,
     warn_nonfinite,
 )
+from bicorseg.inference.raster_io import rescale_tag
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, output_targets, outputs_done
 from bicorseg.raster_access import InputPath
 
@@ -75,7 +76,8 @@ def build_plan(predictor: Predictor, items: Sequence[CheckedInput], shards: int 
         plan, size = item.plan, None
         with suppress(OSError):
             size = item.path.stat().st_size
-        picture, rescale = item.targets["class"].suffix == ".png", predictor.rescale_tag(plan)
+        picture = item.targets["class"].suffix == ".png"
+        rescale = rescale_tag(predictor.options.rescale, plan)
         files.append(
             PlannedFile(item.path.name, str(item.path), *plan.shape, size, picture, plan.geo, rescale)
         )

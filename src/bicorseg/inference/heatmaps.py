@@ -38,13 +38,13 @@ from bicorseg.inference.raster_io import (
     RasterReader,
     inspect_input,
     is_picture,
+    rescale_tag,
 )
 from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import RasterOutputs, check_targets, geotiff_profile
 from bicorseg.precision import precision_of
 from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
 from bicorseg.rescale import check_rescale
-from bicorseg.rescale import describe as describe_rescale
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
 FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels
@@ -101,7 +101,7 @@ def export_heatmaps(
     input values that are not in the checkpoint's 8-bit units (:mod:`bicorseg.rescale`); the raster
     heatmaps record the map (tag ``bicorseg_rescale``).
     """
-    path, out_dir = input_path(path), Path(out_dir)
+    path, out_dir, rescale = input_path(path), Path(out_dir), check_rescale(rescale)
     info = info or model_info(model)
     device = device or str(next(model.parameters()).device)
     num_layers = model.config.layers
@@ -141,11 +141,8 @@ def export_heatmaps(
             precision = precision_of(model)
             geo = plan.geo.scaled(SCALE)  # heatmap pixels, GCPs included
             profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
-            tags = (
-                {"bicorseg_rescale": describe_rescale(plan.rescale)}
-                if check_rescale(rescale) != "none"
-                else {}
-            )
+            tag = rescale_tag(rescale, plan)
+            tags = {} if tag is None else {"bicorseg_rescale": tag}
             if precision is not None:
                 tags["bicorseg_precision"] = precision
             for li in range(1, num_layers + 1):

@@ -59,6 +59,7 @@ from bicorseg.inference.raster_io import (
     RasterReader,
     inspect_input,
     is_picture,
+    rescale_tag,
 )
 from bicorseg.inference.tta import (
     TTASpec,
@@ -83,7 +84,6 @@ from bicorseg.inference.writers import (
 from bicorseg.precision import check_precision, resolve_precision, with_precision
 from bicorseg.raster_access import InputPath
 from bicorseg.rescale import check_rescale
-from bicorseg.rescale import describe as describe_rescale
 
 # write(y0, x0, arrays): encoded output arrays (MapLayout.encode) at output pixel (y0, x0)
 SinkFn = Callable[[int, int, dict[str, np.ndarray]], None]
@@ -627,7 +627,7 @@ class Predictor:
         targets["class"].parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         engine = self.engine_for(plan.shape)
-        tags = output_tags(self.base_tags(), plan.path.name, self.rescale_tag(plan))
+        tags = output_tags(self.base_tags(), plan.path.name, rescale_tag(self.options.rescale, plan))
         with (
             self.reading(plan) as reader,
             writing_maps(targets, self.layout, plan.geo, plan.shape, tags) as sink,
@@ -641,7 +641,3 @@ class Predictor:
         return FileResult(
             item.path, targets, units=blocks, computed=blocks, nonfinite=nonfinite, seconds=seconds
         )
-
-    def rescale_tag(self, plan: InputPlan) -> str | None:
-        """What an input's outputs record of its rescale (``bicorseg_rescale``); None without one."""
-        return None if self.options.rescale == "none" else describe_rescale(plan.rescale)

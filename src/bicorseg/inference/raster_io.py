@@ -37,11 +37,11 @@ from bicorseg.inference.model_info import ModelInfo
 from bicorseg.rescale import (
     Rescale,
     check_checkpoint_units,
-    check_rescale,
     needs_sample,
     resolve_rescale,
     sample_windows,
 )
+from bicorseg.rescale import describe as describe_rescale
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT, normalise
 
 # floating-point values further than this many standard deviations from the checkpoint's mean are
@@ -147,10 +147,9 @@ def inspect_input(
 
     Reads the whole raster once when it is floating point (to count undeclared nodata) or has a
     band beyond the model's (to tell a real alpha band from data). ``rescale`` is a mode of
-    :mod:`bicorseg.rescale`; the statistics it needs are read from a bounded sample of windows.
+    :mod:`bicorseg.rescale` (checked); the statistics it needs are read from a bounded sample of windows.
     Errors name the file.
     """
-    rescale = check_rescale(rescale)
     extra = src.count - info.in_channels
     if extra not in (0, 1):
         raise InputError(
@@ -193,6 +192,11 @@ def inspect_input(
         raise InputError(f"cannot read {path}: {first_line(error)}") from error
     check_normalisation(info, src.dtypes[0], path, plan.value_range, rescale != "none")
     return plan
+
+
+def rescale_tag(mode: str, plan: InputPlan) -> str | None:
+    """What an input's outputs record of its rescale (``bicorseg_rescale``); None without the option."""
+    return None if mode == "none" else describe_rescale(plan.rescale)
 
 
 def sample_values(src: rasterio.DatasetReader, plan: InputPlan) -> np.ndarray:
