@@ -179,8 +179,9 @@ def export_onnx(
     return difference
 
 
-def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
-    """The tile size and :class:`~bicorseg.inference.model_info.ModelInfo` stored by :func:`export_onnx`.
+def read_metadata(raw: str, path: str | os.PathLike) -> tuple[Any, str]:
+    """The :class:`~bicorseg.inference.model_info.ModelInfo` (its tiling: the graph's tile) and the
+    output (one of :data:`OUTPUTS`) stored by :func:`export_onnx`.
 
     Malformed metadata (not JSON, missing keys, wrong types or values) raises a
     :class:`CheckpointError` naming the file and the key.
@@ -216,11 +217,13 @@ def read_metadata(raw: str, path: str | os.PathLike) -> tuple[int, Any]:
         if dataset.num_classes != config["num_classes"] or dataset.num_bands != config["in_channels"]:
             raise bad("dataset: its classes or bands do not match model_config")
     tiling = Tiling.from_metadata(meta)
+    if meta.get("output") not in OUTPUTS:
+        raise bad(f"output: expected one of {', '.join(OUTPUTS)}, got {meta.get('output')!r}")
     info = ModelInfo(
         config["num_classes"], config["in_channels"], dataset, str(path),
         tiling=Tiling(numbers["tile"], tiling.overlap, "checkpoint"),
     )  # fmt: skip
-    return numbers["tile"], info
+    return info, meta["output"]
 
 
 class OnnxModel:
@@ -244,13 +247,8 @@ class OnnxModel:
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise CheckpointError(f"{path} was not exported by bicorseg (no '{METADATA_KEY}' metadata)")
-        self.tile, self.info = read_metadata(raw, path)
-        self.output = json.loads(raw).get("output")
-        if self.output not in OUTPUTS:
-            raise CheckpointError(
-                f"{path}: invalid '{METADATA_KEY}' metadata: output: expected one of {', '.join(OUTPUTS)}, "
-                f"got {self.output!r}"
-            )
+        self.info, self.output = read_metadata(raw, path)
+        self.tile = self.info.tiling.tile
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
 
