@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +114,7 @@ def export_heatmaps(
     plain = "1" not in targets
     check_targets({path: targets})
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
-        src = stack.enter_context(open_raster(path))
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
         plan = inspect_input(src, path, info, rescale)
         reader = RasterReader(src, plan, info)
         # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)

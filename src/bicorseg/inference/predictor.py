@@ -27,7 +27,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -503,9 +503,10 @@ class Predictor:
     @contextmanager
     def reading(self, plan: InputPlan) -> Iterator[RasterReader]:
         """The input opened for windowed, normalised reads (GDAL's cache bounded; checked unchanged)."""
-        with ExitStack() as stack:
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES))
-            src = stack.enter_context(raster_access.open_raster(plan.path))
+        with (
+            rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES),
+            raster_access.open_raster(plan.path) as src,
+        ):
             if (src.height, src.width) != plan.shape:
                 raise InputError(f"{plan.path} changed while it was being predicted")
             yield RasterReader(src, plan, self.info)
