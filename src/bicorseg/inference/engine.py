@@ -151,7 +151,7 @@ class SlidingWindow:
         keep: KeepFn | None = None,
     ) -> None:
         """Compute one block from every tile over it; its strips go to ``write`` top to bottom."""
-        s = self.scale
+        s, advance = self.scale, progress or (lambda n: None)
         rows, cols = self.tiles_of(block)
         acc_x0 = cols[0][0] // s
         acc_w = output_size(max(x0 + w for x0, w in cols), s) - acc_x0
@@ -159,12 +159,12 @@ class SlidingWindow:
         acc = np.zeros((self.channels, buf_h, acc_w), np.float32)
         weight = np.zeros((buf_h, acc_w), np.float32)
         valid = np.zeros((buf_h, acc_w), bool)
-        state = {"top": rows[0][0] // s}  # output row held by buffer row 0
+        top = rows[0][0] // s  # output row held by buffer row 0
         c0, c1 = block.x0 - acc_x0, block.x0 + block.width - acc_x0
         y_stop = block.y0 + block.height
 
         def flush(until: int) -> None:
-            top = state["top"]
+            nonlocal top
             n = until - top
             if n <= 0:
                 return
@@ -178,7 +178,7 @@ class SlidingWindow:
             for buffer in (acc, weight, valid):  # rows are the second-to-last axis of each
                 buffer[..., : buf_h - n, :] = buffer[..., n:, :]
                 buffer[..., buf_h - n :, :] = 0
-            state["top"] = until
+            top = until
 
         pending: list[tuple[Tile, np.ndarray]] = []
 
@@ -186,15 +186,13 @@ class SlidingWindow:
             batch = np.stack([data for _, data in pending])
             with torch.inference_mode():
                 out = fn(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
-            top = state["top"]
             for (tile, _), values in zip(pending, out):
                 oh, ow = values.shape[-2:]
                 wts = blend_weights(oh, ow)
                 oy, ox = tile.y0 // s - top, tile.x0 // s - acc_x0
                 acc[:, oy : oy + oh, ox : ox + ow] += values * wts
                 weight[oy : oy + oh, ox : ox + ow] += wts
-            if progress is not None:
-                progress(len(pending))
+            advance(len(pending))
             pending.clear()
 
         for y0, th in rows:
@@ -202,8 +200,7 @@ class SlidingWindow:
             for x0, tw in cols:
                 tile = Tile(y0, x0, th, tw)
                 if keep is not None and not keep(y0, x0, th, tw):
-                    if progress is not None:
-                        progress(1)
+                    advance(1)
                     continue
                 # one read per tile: the read buffer does not grow with the raster's width, and
                 # overlapping reads come from GDAL's block cache
@@ -212,8 +209,7 @@ class SlidingWindow:
                 ox = x0 // s - acc_x0
                 valid[: cells.shape[0], ox : ox + cells.shape[1]] = cells
                 if not mask.any():  # never feed the model a tile of pure nodata
-                    if progress is not None:
-                        progress(1)
+                    advance(1)
                     continue
                 if pending and (len(pending) == self.batch_size or pending[0][1].shape != data.shape):
                     run_batch()
