@@ -38,7 +38,7 @@ from bicorseg.inference.predictor import (
     warn_nonfinite,
 )
 from bicorseg.inference.raster_io import rescale_tag
-from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, output_targets, outputs_done
+from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, outputs_done
 from bicorseg.raster_access import InputPath
 
 
@@ -156,7 +156,7 @@ def predict_files(
                 on_result(results[index])
     todo = [index for index, item in enumerate(items) if not item.finished]
     store = PartStore(out_dir)
-    if todo and (shard is not None or devices > 1 or executor == "ray" or store.exists()):
+    if todo and (shard is not None or devices > 1 or executor == "ray" or store.plan_path.is_file()):
         with store.lock(shared=shard is not None):
             plan = store.claim(
                 build_plan(predictor, items, shard[1] if shard else None), any_shards=shard is None
@@ -213,7 +213,7 @@ def _run_units(
         if whole:
             assemble(store, plan, index)
         units = len(plan.blocks(file)) if whole else owned[index]
-        targets = output_targets(plan, file, store.out_dir)
+        targets = plan.layout.targets(store.out_dir, file.stem, file.picture)
         results[index] = FileResult(
             items[index].path, targets, units=units, computed=queued[index], assembled=whole,
             nonfinite=nonfinite[index],

@@ -227,9 +227,6 @@ class PartStore:
         self.plan_path = self.root / PLAN_NAME
         self.lock_path = self.root / LOCK_NAME
 
-    def exists(self) -> bool:
-        return self.plan_path.is_file()
-
     def folder(self, index: int) -> Path:
         return self.root / str(index)
 
@@ -345,9 +342,6 @@ class PartStore:
                 return False
         return True
 
-    def missing(self, plan: RunPlan, index: int) -> list[Block]:
-        return [b for b in plan.blocks(plan.files[index]) if not self.done(plan, index, b)]
-
     @contextmanager
     def writing(self, plan: RunPlan, index: int, block: Block) -> Iterator[Callable]:
         """A sink ``write(y0, x0, arrays)`` (output coordinates) filling the part of one unit; the
@@ -438,13 +432,9 @@ def _own_folder(folder: Path, create: bool = True) -> None:
 # --- assembling ----------------------------------------------------------------------------------------
 
 
-def output_targets(plan: RunPlan, file: PlannedFile, out_dir: Path) -> dict[str, Path]:
-    return plan.layout.targets(out_dir, file.stem, file.picture)
-
-
 def outputs_done(plan: RunPlan, file: PlannedFile, out_dir: Path) -> tuple[bool, dict[Path, str]]:
     """Whether the outputs of ``file`` exist and verify against the plan, and why others do not."""
-    targets, shape = output_targets(plan, file, out_dir), (file.height, file.width)
+    targets, shape = plan.layout.targets(out_dir, file.stem, file.picture), (file.height, file.width)
     return existing_outputs(targets, file.name, shape, plan.layout, plan.checkpoint_sha256,
                             lambda kind: plan.tags[kind]["bicorseg_settings"])  # fmt: skip
 
@@ -452,7 +442,7 @@ def outputs_done(plan: RunPlan, file: PlannedFile, out_dir: Path) -> tuple[bool,
 def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
     """Write the outputs of input ``index`` from its parts (every unit must be there); returns them."""
     file = plan.files[index]
-    targets = output_targets(plan, file, store.out_dir)
+    targets = plan.layout.targets(store.out_dir, file.stem, file.picture)
     tags = output_tags(plan.tags, file.name, file.rescale)
     with writing_maps(targets, plan.layout, file.geo, (file.height, file.width), tags) as sink:
         for block in plan.blocks(file):
@@ -504,7 +494,7 @@ def mosaic(out_dir: str | os.PathLike, overwrite: bool = False, progress: Any = 
             if done and not overwrite:
                 report.already.append(file.name)
                 continue
-            missing = store.missing(plan, index)
+            missing = [b for b in plan.blocks(file) if not store.done(plan, index, b)]
             if missing:
                 report.missing[file.name] = [(b, plan.shard_of(position[(index, b.key)])) for b in missing]
             else:
