@@ -205,8 +205,6 @@ class RasterOutputs:
         path = self.group.temp(kind)
         if cog is not None:
             path = self.group.side_file(kind, STAGE_SUFFIX)
-            # the staging file is read once: fast compression is enough
-            profile = {**profile, "zlevel": 1}
             self.cogs[kind] = (path, cog, max(MIN_COG_BLOCK, int(profile["blockxsize"])))
         try:
             dst = rasterio.open(path, "w", **profile)
@@ -288,11 +286,11 @@ def writing_maps(
                     extra.update(photometric="RGB", alpha="YES")
                 else:
                     extra["nodata"] = layout.nodata(kind)
-                profile = geotiff_profile(None if picture else geo, height, width, **extra)
-                if origin is None:
-                    dst = outputs.open_geotiff(kind, profile, cog=OVERVIEW_RESAMPLING[kind])
-                else:
-                    dst = outputs.open_geotiff(kind, {**profile, "zlevel": 1})
+                # a staging file or a part, read once: fast compression is enough
+                profile = geotiff_profile(None if picture else geo, height, width, zlevel=1, **extra)
+                dst = outputs.open_geotiff(
+                    kind, profile, OVERVIEW_RESAMPLING[kind] if origin is None else None
+                )
                 if kind == "class":
                     dst.write_colormap(1, gdal_colour_map(layout.palette))
                 if kind == "probabilities" and dtype == "uint8":
