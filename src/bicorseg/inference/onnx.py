@@ -95,6 +95,7 @@ def export_onnx(
     onnx, _ = _require_onnx()
     from bicorseg.checkpoint import load_checkpoint
     from bicorseg.inference.model_info import model_info
+    from bicorseg.inference.tiling import check_overlap
     from bicorseg.models.hub import metadata
 
     if profile not in PROFILES:
@@ -123,8 +124,7 @@ def export_onnx(
     overlap = loaded.tiling.overlap if overlap is None else overlap
     if tile < STRIDE or tile % STRIDE:
         raise ConfigError(f"must be a positive multiple of {STRIDE} for export, got {tile}", key="tile")
-    if not 0.0 <= overlap < 1.0:
-        raise ConfigError(f"must be in [0, 1), got {overlap}", key="overlap")
+    check_overlap(overlap)
     model = loaded.build_model().float().eval()
     exported = _Probabilities(model).eval() if deepness else model
     output_name = "probabilities" if deepness else "logits"

@@ -61,6 +61,7 @@ from bicorseg.inference.raster_io import (
     is_picture,
     rescale_tag,
 )
+from bicorseg.inference.tiling import check_overlap
 from bicorseg.inference.tta import (
     TTASpec,
     check_tta_mode,
@@ -149,8 +150,8 @@ class PredictOptions:
             raise ConfigError(f"must be uint8 or float32, got {self.probabilities!r}", key="probabilities")
         if self.tile is not None and self.tile < MIN_TILE:
             raise ConfigError(f"must be at least {MIN_TILE} pixels, got {self.tile}", key="tile")
-        if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"must be in [0, 1), got {self.overlap}", key="overlap")
+        if self.overlap is not None:
+            check_overlap(self.overlap)
         if self.batch_size < 1:
             raise ConfigError(f"must be at least 1, got {self.batch_size}", key="batch_size")
         if self.block < MIN_BLOCK:

@@ -23,6 +23,12 @@ from bicorseg.errors import ConfigError
 WINDOW_FLOOR = 0.05  # smallest weight, at a tile's border (relative to 1 at its centre)
 
 
+def check_overlap(overlap: float) -> None:
+    """Refuse an ``overlap`` (fraction of a tile shared with its neighbour) outside ``[0, 1)``."""
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"must be in [0, 1), got {overlap}", key="overlap")
+
+
 @dataclass(frozen=True)
 class Tile:
     """One tile in input pixels: rows ``y0:y0+height``, columns ``x0:x0+width``."""
@@ -70,8 +76,7 @@ class TileGrid:
     def __post_init__(self) -> None:
         if self.tile < 1:
             raise ConfigError(f"must be a positive number of pixels, got {self.tile}", key="tile")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"must be in [0, 1), got {self.overlap}", key="overlap")
+        check_overlap(self.overlap)
         if self.tile < self.multiple:
             raise ConfigError(f"must be at least {self.multiple} pixels here, got {self.tile}", key="tile")
         if self.height < 1 or self.width < 1:
