@@ -214,12 +214,9 @@ def _names(names: Sequence[str], shown: int = 3) -> str:
 
 
 class PartStore:
-    """The parts folder of an output folder (see the module docstring).
-
-    Every path in it is made from constants and numbers (input ``i``'s parts are in the folder
-    ``i``), never from an input's name, and files are removed by the names this code gives them
-    (never a folder with its content), so nothing outside the parts folder is ever removed.
-    """
+    """The parts folder of an output folder (module docstring): input ``i``'s parts are in the folder
+    ``i``; files are removed by their names, never a folder with its content, so nothing outside the
+    parts folder is ever removed."""
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.out_dir = Path(out_dir)

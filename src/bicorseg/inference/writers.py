@@ -186,13 +186,8 @@ class MapLayout:
 
 
 class RasterOutputs:
-    """The output files of one input, written in windows to temporary files and renamed on commit.
-
-    The temporary files and the commit are :class:`bicorseg.atomic.OutputGroup`'s (which first
-    removes stale temporary files of these targets); the class map is renamed last, so its presence
-    marks a finished input. A GeoTIFF opened with ``cog=`` (an overview resampling) is written to a
-    staging file and converted to a Cloud-Optimized GeoTIFF at commit.
-    """
+    """The output files of one input, written in windows to temporary files and renamed on commit
+    (module docstring); the class map is renamed last, so its presence marks a finished input."""
 
     def __init__(self, targets: Mapping[str, Path]) -> None:
         self.targets = dict(targets)
