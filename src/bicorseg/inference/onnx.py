@@ -26,6 +26,10 @@ import torch.nn.functional as F
 from bicorseg.atomic import OutputGroup
 from bicorseg.defaults import STRIDE
 from bicorseg.errors import CheckpointError, ConfigError, first_line, require_extra
+from bicorseg.inference.model_info import ModelInfo, model_info
+from bicorseg.inference.raster_io import statistics
+from bicorseg.inference.tiling import check_overlap
+from bicorseg.models.hub import Tiling, metadata
 from bicorseg.spec import DatasetSpec
 
 METADATA_KEY = "bicorseg"
@@ -50,10 +54,8 @@ class _Probabilities(torch.nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
-def deepness_metadata(info: Any, tile: int, overlap: float, resolution_cm: float) -> dict[str, str]:
+def deepness_metadata(info: ModelInfo, tile: int, overlap: float, resolution_cm: float) -> dict[str, str]:
     """The metadata the Deepness plugin reads (keys and JSON values; see the module docstring)."""
-    from bicorseg.inference.raster_io import statistics
-
     mean, std = (np.asarray(values, np.float32) for values in statistics(info))
     return {
         "model_type": json.dumps("Segmentor"),
@@ -94,9 +96,6 @@ def export_onnx(
     """
     onnx, _ = _require_onnx()
     from bicorseg.checkpoint import load_checkpoint
-    from bicorseg.inference.model_info import model_info
-    from bicorseg.inference.tiling import check_overlap
-    from bicorseg.models.hub import metadata
 
     if profile not in PROFILES:
         raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {profile!r}", key="profile")
@@ -179,15 +178,13 @@ def export_onnx(
     return difference
 
 
-def read_metadata(raw: str, path: str | os.PathLike) -> tuple[Any, str]:
-    """The :class:`~bicorseg.inference.model_info.ModelInfo` (its tiling: the graph's tile) and the
+def read_metadata(raw: str, path: str | os.PathLike) -> tuple[ModelInfo, str]:
+    """The :class:`ModelInfo` (its tiling: the graph's tile) and the
     output (one of :data:`OUTPUTS`) stored by :func:`export_onnx`.
 
     Malformed metadata (not JSON, missing keys, wrong types or values) raises a
     :class:`CheckpointError` naming the file and the key.
     """
-    from bicorseg.inference.model_info import ModelInfo
-    from bicorseg.models.hub import Tiling
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: invalid '{METADATA_KEY}' metadata: {what}")
