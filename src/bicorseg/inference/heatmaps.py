@@ -42,7 +42,7 @@ from bicorseg.inference.raster_io import (
 from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import RasterOutputs, check_targets, geotiff_profile
 from bicorseg.precision import precision_of
-from bicorseg.raster_access import GDAL_CACHE_BYTES, input_path, open_raster
+from bicorseg.raster_access import GDAL_CACHE_BYTES, InputPath, input_path, open_raster
 from bicorseg.rescale import check_rescale
 
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
@@ -59,9 +59,8 @@ class HeatmapResult:
     figure: Path
 
 
-def heatmap_targets(path: Path, out_dir: Path, info: ModelInfo, num_layers: int) -> dict[str, Path]:
+def heatmap_targets(path: InputPath, out_dir: Path, info: ModelInfo, num_layers: int) -> dict[str, Path]:
     """The output paths of one input: per layer (and class, for pictures) and the figure."""
-    path, out_dir = input_path(path), Path(out_dir)
     names = [re.sub(r"[^A-Za-z0-9_-]+", "_", c).strip("_") or "class" for c in info.class_names]
     if is_picture(path):
         targets = {
@@ -111,7 +110,7 @@ def export_heatmaps(
         )
     n = info.num_classes
     targets = heatmap_targets(path, out_dir, info, num_layers)
-    plain = "1" not in targets
+    plain = is_picture(path)
     check_targets({path: targets})
     out_dir.mkdir(parents=True, exist_ok=True)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:

@@ -48,6 +48,7 @@ from bicorseg.defaults import (
     DEFAULT_TILE,
     MAX_CLASSES,
     MIN_TILE,
+    VERSION,
 )
 from bicorseg.device import check_threads, resolve_device, resolve_threads, torch_threads
 from bicorseg.errors import BicorsegWarning, CheckpointError, ConfigError, InputError
@@ -453,8 +454,6 @@ class Predictor:
 
     def base_tags(self) -> dict[str, dict[str, str]]:
         """The tags of each output kind, except the input's name (:func:`output_tags` adds it)."""
-        from bicorseg.defaults import VERSION
-
         return {
             kind: {
                 "bicorseg_version": VERSION,
