@@ -560,9 +560,10 @@ class Predictor:
         """
         layout, aoi = self.layout, self.area_of_interest(reader.plan)
         if aoi is not None and not aoi.touches(block.y0, block.x0, block.height, block.width):
-            for r in range(0, block.height, 256):
+            for r in range(0, block.height, 256):  # no valid pixel: nodata in every output
                 n = min(256, block.height - r)
-                sink(block.y0 + r, block.x0, layout.nodata_arrays(n, block.width))
+                values = np.zeros((layout.channels, n, block.width), np.float32)
+                sink(block.y0 + r, block.x0, layout.encode(values, np.zeros((n, block.width), bool)))
             if progress is not None:
                 progress(engine.tile_count(block))
             return 0

@@ -171,16 +171,6 @@ class MapLayout:
             out["confidence"] = conf
         return out
 
-    def nodata_arrays(self, height: int, width: int) -> dict[str, np.ndarray]:
-        """The output arrays of an ``height x width`` window without a valid pixel."""
-        out = {}
-        for kind in self.encoded:
-            count, dtype = self.bands(kind)
-            fill = self.nodata(kind)
-            shape = (height, width) if kind == "class" else (count, height, width)
-            out[kind] = np.full(shape, fill, dtype)
-        return out
-
 
 # --- temporary files, COG conversion, commit --------------------------------------------------------
 
