@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -344,13 +343,11 @@ def style_paths(class_target: Path) -> list[Path]:
 def write_style(class_target: Path, layout: MapLayout) -> list[Path]:
     """Beside a GeoTIFF class map: ``<stem>.qml`` (QGIS applies it on opening) and ``<stem>.tif.aux.xml``
     (category names and a raster attribute table, which every GDAL-based reader shows); none for a PNG."""
-    if class_target.suffix != ".tif":
-        return []
     from bicorseg.gis.categories import write_categories
     from bicorseg.gis.qml import write_qml
 
     paths = style_paths(class_target)
-    for path, write in zip(paths, (partial(write_qml, nodata=NODATA), write_categories)):
+    for path, write in zip(paths, (write_qml, write_categories)):
         try:
             write(class_target, layout.class_names, layout.palette)
         except OSError as error:
