@@ -103,8 +103,7 @@ class SlidingWindow:
             raise ConfigError(
                 f"block must be a multiple of {scale} of at least {MIN_BLOCK} pixels, got {block}"
             )
-        self.height, self.width, self.channels, self.scale = height, width, channels, scale
-        self.block = block
+        self.channels, self.scale = channels, scale
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
         self.out_height, self.out_width = output_size(height, scale), output_size(width, scale)
