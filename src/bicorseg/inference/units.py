@@ -31,6 +31,7 @@ from bicorseg.atomic import ensure_writable, find_temps, is_plain_name, remove_s
 from bicorseg.errors import ConfigError, InputError, OutputError, first_line
 from bicorseg.inference.engine import MIN_BLOCK, Block, block_grid
 from bicorseg.inference.raster_io import Georeference
+from bicorseg.inference.tiling import output_size
 from bicorseg.inference.writers import (
     MapLayout,
     existing_outputs,
@@ -171,7 +172,7 @@ class RunPlan:
         stems = [f.stem.casefold() for f in self.files]
         if len(set(stems)) != len(stems):
             raise ValueError("two inputs with one output name")
-        units = sum(-(-f.height // self.block) * -(-f.width // self.block) for f in self.files)
+        units = sum(output_size(f.height, self.block) * output_size(f.width, self.block) for f in self.files)
         if units > MAX_UNITS:
             raise ValueError(f"{units} units (at most {MAX_UNITS})")
 
