@@ -265,11 +265,9 @@ def writing_maps(
                 if picture and kind in ("class", "color"):
                     continue
                 count, dtype = layout.bands(kind)
-                extra: dict[str, Any] = {"count": count, "dtype": dtype}
+                extra: dict[str, Any] = {"count": count, "dtype": dtype, "nodata": layout.nodata(kind)}
                 if kind == "color":
                     extra.update(photometric="RGB", alpha="YES")
-                else:
-                    extra["nodata"] = layout.nodata(kind)
                 # a staging file or a part, read once: fast compression is enough
                 profile = geotiff_profile(None if picture else geo, height, width, zlevel=1, **extra)
                 dst = outputs.open_geotiff(
