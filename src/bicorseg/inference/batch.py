@@ -163,8 +163,9 @@ def predict_files(
             )
             store.clean_stale(plan)
             plans = tuple(item.plan for item in items)
-            spec = WorkerSpec(str(checkpoint), predictor.options, engine, predictor.info.sha256 or "", plans,
-                              str(store.out_dir), plan.to_json())  # fmt: skip
+            spec = WorkerSpec(
+                str(checkpoint), predictor.options, engine, plans, str(store.out_dir), plan.to_json()
+            )
             if executor == "ray":
                 from bicorseg.inference.ray_executor import RayActors
 

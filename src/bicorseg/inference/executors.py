@@ -43,7 +43,6 @@ class WorkerSpec:
     checkpoint: str
     options: PredictOptions  # the driver's, its thread count resolved
     engine: str
-    sha256: str
     inputs: tuple[InputPlan, ...]
     out_dir: str
     plan_json: str
@@ -64,9 +63,10 @@ class UnitWorker:
         """A worker in another process (``device``: this worker's, e.g. ``cuda:1``)."""
         warnings.simplefilter("ignore")  # the driver already warned while checking the inputs
         options = spec.options if device is None else replace(spec.options, device=device)
-        predictor = Predictor.from_checkpoint(spec.checkpoint, options, spec.engine, sha256=spec.sha256)
         store = PartStore(spec.out_dir)
-        return cls(predictor, spec.inputs, store, RunPlan.from_json(spec.plan_json, store.plan_path))
+        plan = RunPlan.from_json(spec.plan_json, store.plan_path)  # the checkpoint's hash is in it
+        predictor = Predictor.from_checkpoint(spec.checkpoint, options, spec.engine, plan.checkpoint_sha256)
+        return cls(predictor, spec.inputs, store, plan)
 
     def engine(self, index: int) -> SlidingWindow:
         if index not in self._engines:
