@@ -225,16 +225,15 @@ def predict_array(
     Pixels where ``valid`` (``H x W`` bool) is False are zeroed before the model sees them and get
     probability 0 for every class.
     """
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, np.float32)
     if array.ndim != 3:
         raise InputError(f"predict_array expects an image bands x H x W, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
     bands, height, width = array.shape
     mask = np.ones((height, width), bool) if valid is None else np.asarray(valid, bool)
     if mask.shape != (height, width):
         raise InputError(f"valid mask {mask.shape} does not match the image {height} x {width}")
     mask = mask & np.isfinite(array).all(axis=0)
-    array = np.where(mask, array, 0.0).astype(np.float32, copy=False)
+    array = np.where(mask, array, np.float32(0.0))  # a new contiguous array: the caller's is kept
     if device is None:
         params = next(model.parameters(), None) if isinstance(model, nn.Module) else None
         device = params.device if params is not None else "cpu"
