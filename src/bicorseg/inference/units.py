@@ -183,7 +183,7 @@ class RunPlan:
         if other.settings != self.settings:
             return f"other settings ({self.settings}; now {other.settings})"
         if other.layout != self.layout:
-            return f"other outputs ({_outputs(self.layout)}; now {_outputs(other.layout)})"
+            return f"other outputs ({'+'.join(self.layout.kinds)}; now {'+'.join(other.layout.kinds)})"
         if (other.block, other.batch_size) != (self.block, self.batch_size):
             return f"another block or batch size ({self.block}/{self.batch_size}; now {other.block}/{other.batch_size})"
         names, others = [f.name for f in self.files], [f.name for f in other.files]
@@ -200,11 +200,6 @@ class RunPlan:
             planned = f"{self.shards} shards" if self.shards else "a run without shards"
             return f"another shard count (planned for {planned}; now {other.shards or 'no'} shards: their units would overlap)"
         return "another version or georeferencing"
-
-
-def _outputs(layout: MapLayout) -> str:
-    kinds = ["class"] + [k for k in ("probabilities", "color", "confidence") if getattr(layout, k)]
-    return "+".join(kinds)
 
 
 def _names(names: Sequence[str], shown: int = 3) -> str:

@@ -113,21 +113,25 @@ class MapLayout:
         return CONFIDENCE_BANDS if self.disagreement else CONFIDENCE_BANDS[:2]
 
     @property
+    def kinds(self) -> tuple[str, ...]:
+        """The outputs of each input, in this order (each optional one is named like its field)."""
+        return ("class", *(kind for kind in ("probabilities", "color", "confidence") if getattr(self, kind)))
+
+    @property
     def encoded(self) -> tuple[str, ...]:
         """The kinds :meth:`encode` returns (colours are drawn from the classes when written)."""
-        return ("class",) + ("probabilities",) * bool(self.probabilities) + ("confidence",) * self.confidence
+        return tuple(kind for kind in self.kinds if kind != "color")
 
     def targets(self, out_dir: Path, stem: str, picture: bool) -> dict[str, Path]:
         """Kind -> the output of the input ``stem`` in ``out_dir`` (``picture``: its maps are PNGs)."""
         ext = ".png" if picture else ".tif"
-        ends = {"class": ext}
-        if self.probabilities:
-            ends["probabilities"] = "_prob.tif"
-        if self.color:
-            ends["color"] = f"_color{ext}"
-        if self.confidence:
-            ends["confidence"] = "_confidence.tif"
-        return {kind: out_dir / f"{stem}{end}" for kind, end in ends.items()}
+        ends = {
+            "class": ext,
+            "probabilities": "_prob.tif",
+            "color": f"_color{ext}",
+            "confidence": "_confidence.tif",
+        }
+        return {kind: out_dir / f"{stem}{ends[kind]}" for kind in self.kinds}
 
     def bands(self, kind: str) -> tuple[int, str]:
         """Band count and type of an output of ``kind``."""
