@@ -209,7 +209,7 @@ def sample_values(src: rasterio.DatasetReader, plan: InputPlan) -> np.ndarray:
     kept = []
     for y0, x0, height, width in sample_windows(src.height, src.width):
         window = Window(x0, y0, width, height)
-        data = src.read(list(plan.bands), window=window, out_dtype="float32")
+        data = src.read(reader.bands, window=window, out_dtype="float32")
         with np.errstate(invalid="ignore"):
             valid = reader.declared_mask(window, data) & (np.abs(data) < UNDECLARED_NODATA).all(axis=0)
         kept.append(data[:, valid])
@@ -231,7 +231,7 @@ def _scan_float(src, plan: InputPlan, mean, std) -> InputPlan:
     masked, example = 0, None
     lo, hi = np.inf, -np.inf
     for window in _strips(src, len(plan.bands)):
-        data = src.read(list(plan.bands), window=window, out_dtype="float32")
+        data = src.read(reader.bands, window=window, out_dtype="float32")
         declared = reader.declared_mask(window, data)
         ok = reader.plausible(data)
         bad = declared & ~ok
