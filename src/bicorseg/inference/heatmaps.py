@@ -129,11 +129,9 @@ def export_heatmaps(
         thumb_heat = np.full((n, *thumb_pred.shape), np.nan, np.float32)
         outputs = RasterOutputs(targets)
         temp = outputs.group.temp  # the temporary file of an output, renamed at commit
-        planes: np.ndarray | None = None
+        planes = np.zeros((num_layers, n, out_h, out_w), np.uint8) if plain else None  # PNG heatmaps
         datasets = {}
-        if plain:
-            planes = np.zeros((num_layers, n, out_h, out_w), np.uint8)
-        else:
+        if not plain:
             precision = precision_of(model)
             geo = plan.geo.scaled(SCALE)  # heatmap pixels, GCPs included
             profile = geotiff_profile(geo, out_h, out_w, count=n, dtype="float32", nodata=float("nan"))
