@@ -391,11 +391,11 @@ class PartStore:
         with suppress(OSError):
             folder.rmdir()
 
-    def remove_if_finished(self, plan: RunPlan) -> bool:
+    def remove_if_finished(self, plan: RunPlan) -> None:
         """Delete the plan, the lock and the parts folder once no process writes there any more and
-        nothing else is in it; whether it was deleted."""
+        nothing else is in it."""
         if any(not t.stale for folder in self.folders(plan) for t in find_temps(folder)):
-            return False  # another process of this run is still writing here
+            return  # another process of this run is still writing here
         for index in range(len(plan.files)):
             self.remove(plan, index)
         self.plan_path.unlink(missing_ok=True)
@@ -403,7 +403,6 @@ class PartStore:
         remove_stale_temps(self.root)
         with suppress(OSError):
             self.root.rmdir()
-        return not self.root.exists()
 
     def clean_stale(self, plan: RunPlan) -> None:
         """Delete the temporary files that ended processes left in the parts folder."""
@@ -432,8 +431,8 @@ def outputs_done(plan: RunPlan, file: PlannedFile, out_dir: Path) -> tuple[bool,
                             lambda kind: plan.tags[kind]["bicorseg_settings"])  # fmt: skip
 
 
-def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
-    """Write the outputs of input ``index`` from its parts (every unit must be there); returns them."""
+def assemble(store: PartStore, plan: RunPlan, index: int) -> None:
+    """Write the outputs of input ``index`` from its parts (every unit must be there)."""
     file = plan.files[index]
     targets = plan.layout.targets(store.out_dir, file.stem, file.picture)
     tags = output_tags(plan.tags, file.name, file.rescale)
@@ -441,7 +440,6 @@ def assemble(store: PartStore, plan: RunPlan, index: int) -> dict[str, Path]:
         for block in plan.blocks(file):
             store.copy_into(plan, index, block, sink)
     store.remove(plan, index)
-    return targets
 
 
 @dataclass
