@@ -12,6 +12,7 @@ from bicorseg.atomic import (
     OutputGroup,
     atomic_output,
     find_temps,
+    folder_kept_on_success,
     new_temp,
     parse_temp,
     remove_stale_temps,
@@ -144,3 +145,19 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path) -> None:
 def test_temp_name_is_what_new_temp_creates(tmp_path: Path) -> None:
     name = temp_name(tmp_path / "m.onnx", token="0123abcd")
     assert parse_temp(tmp_path / name).is_for("m.onnx") and name.endswith("-0123abcd.tmp.onnx")
+
+
+def test_a_failed_block_removes_the_empty_folders_it_created(tmp_path) -> None:
+    target = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError), folder_kept_on_success(target):
+        target.mkdir(parents=True)
+        raise RuntimeError("failed")
+    assert list(tmp_path.iterdir()) == []  # a and a/b gone; tmp_path itself existed before
+    with pytest.raises(RuntimeError), folder_kept_on_success(target):
+        target.mkdir(parents=True)
+        (target / "part.tif").write_bytes(b"kept for a rerun")
+        raise RuntimeError("failed")
+    assert (target / "part.tif").is_file()  # a folder with something in it stays
+    with folder_kept_on_success(tmp_path / "c"):
+        (tmp_path / "c").mkdir()
+    assert (tmp_path / "c").is_dir()  # success keeps it

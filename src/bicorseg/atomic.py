@@ -258,6 +258,23 @@ def scratch_folder(parent: str | os.PathLike, name: str = "scratch") -> Iterator
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def folder_kept_on_success(folder: str | os.PathLike) -> Iterator[None]:
+    """Within the block ``folder`` may be created; should the block fail, the folders it created
+    (``folder`` and the missing ones above it) are removed again if they are empty."""
+    missing, here = [], Path(folder).expanduser().absolute()
+    while not here.exists() and here != here.parent:
+        missing.append(here)  # deepest first
+        here = here.parent
+    try:
+        yield
+    except BaseException:
+        for created in missing:
+            with suppress(OSError):  # not empty (parts kept for a rerun), or never created
+                created.rmdir()
+        raise
+
+
 def ensure_writable(path: str | os.PathLike, *, folder: bool = False, overwrite: bool = True) -> None:
     """Raise :class:`OutputError` unless the file (or, with ``folder``, the folder) ``path`` can be written.
 

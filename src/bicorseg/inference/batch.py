@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from bicorseg import raster_access
+from bicorseg.atomic import folder_kept_on_success
 from bicorseg.data.io import check_name, image_files
 from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
 from bicorseg.errors import ConfigError, InputError
@@ -141,49 +142,50 @@ def predict_files(
     out_dir = Path(out_dir)
     if any(p.is_dir() and p.resolve() == out_dir.resolve() for p in map(Path, inputs)):
         raise ConfigError(f"{out_dir} is an input folder: choose another folder", key="output")
-    workers = devices_for(options.device, devices) if executor == "local" else []
-    if executor == "ray":
-        from bicorseg.inference.ray_executor import require_ray
+    with folder_kept_on_success(out_dir):  # a run that fails leaves no empty output folder
+        workers = devices_for(options.device, devices) if executor == "local" else []
+        if executor == "ray":
+            from bicorseg.inference.ray_executor import require_ray
 
-        require_ray()
-    predictor = Predictor.from_checkpoint(checkpoint, options, engine)
-    items = predictor.check_inputs(paths, out_dir)
-    results: dict[int, FileResult] = {}
-    for index, item in enumerate(items):
-        if item.finished:
-            results[index] = FileResult(item.path, item.targets, skipped=True)
-            if on_result is not None:
-                on_result(results[index])
-    todo = [index for index, item in enumerate(items) if not item.finished]
-    store = PartStore(out_dir)
-    if todo and (shard is not None or devices > 1 or executor == "ray" or store.plan_path.is_file()):
-        with store.lock(shared=shard is not None):
-            plan = store.claim(
-                build_plan(predictor, items, shard[1] if shard else None), any_shards=shard is None
-            )
-            store.clean_stale(plan)
-            plans = tuple(item.plan for item in items)
-            spec = WorkerSpec(
-                str(checkpoint), predictor.options, engine, plans, str(store.out_dir), plan.to_json()
-            )
-            if executor == "ray":
-                from bicorseg.inference.ray_executor import RayActors
+            require_ray()
+        predictor = Predictor.from_checkpoint(checkpoint, options, engine)
+        items = predictor.check_inputs(paths, out_dir)
+        results: dict[int, FileResult] = {}
+        for index, item in enumerate(items):
+            if item.finished:
+                results[index] = FileResult(item.path, item.targets, skipped=True)
+                if on_result is not None:
+                    on_result(results[index])
+        todo = [index for index, item in enumerate(items) if not item.finished]
+        store = PartStore(out_dir)
+        if todo and (shard is not None or devices > 1 or executor == "ray" or store.plan_path.is_file()):
+            with store.lock(shared=shard is not None):
+                plan = store.claim(
+                    build_plan(predictor, items, shard[1] if shard else None), any_shards=shard is None
+                )
+                store.clean_stale(plan)
+                plans = tuple(item.plan for item in items)
+                spec = WorkerSpec(
+                    str(checkpoint), predictor.options, engine, plans, str(store.out_dir), plan.to_json()
+                )
+                if executor == "ray":
+                    from bicorseg.inference.ray_executor import RayActors
 
-                runner: Executor = RayActors(spec, devices, ray_address)
-            elif devices > 1:
-                runner = WorkerProcesses(spec, workers)
-            else:
-                runner = InProcess(UnitWorker(predictor, plans, store, plan))
-            _run_units(runner, store, plan, items, set(todo), shard, results, on_result, progress)
-    else:
-        for index in todo:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
-                results[index] = predictor.write_file(items[index], progress)
-            warn_nonfinite(items[index].path, results[index].nonfinite)
-            if on_result is not None:
-                on_result(results[index])
-    return [results[index] for index in range(len(items))]
+                    runner: Executor = RayActors(spec, devices, ray_address)
+                elif devices > 1:
+                    runner = WorkerProcesses(spec, workers)
+                else:
+                    runner = InProcess(UnitWorker(predictor, plans, store, plan))
+                _run_units(runner, store, plan, items, set(todo), shard, results, on_result, progress)
+        else:
+            for index in todo:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the inputs were inspected (and warned about) above
+                    results[index] = predictor.write_file(items[index], progress)
+                warn_nonfinite(items[index].path, results[index].nonfinite)
+                if on_result is not None:
+                    on_result(results[index])
+        return [results[index] for index in range(len(items))]
 
 
 def _run_units(
