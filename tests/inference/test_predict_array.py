@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bicorseg.errors import ConfigError
 from bicorseg.inference import predict_array
 from bicorseg.models import BiCoRSeg
 from tests.helpers.inference import direct_probabilities, pixel_model
@@ -34,6 +35,13 @@ def test_valid_mask_and_nan_pixels_give_zero_probabilities() -> None:
     assert (probs[:, 40:, 50:] == 0).all() and (probs[:, 5, 7] == 0).all()
     assert np.isfinite(probs).all()
     np.testing.assert_allclose(probs[:, :40].sum(0)[np.arange(40) != 5], 1.0, atol=1e-5)
+
+
+def test_a_batch_size_below_one_is_refused() -> None:
+    """Not silently taken as 1: the same refusal as ``PredictOptions``."""
+    image = np.zeros((2, 40, 40), np.float32)
+    with pytest.raises(ConfigError, match=r"^batch_size: must be at least 1, got 0$"):
+        predict_array(pixel_model(2), image, tile=32, batch_size=0)
 
 
 @pytest.mark.slow

@@ -104,7 +104,9 @@ class SlidingWindow:
                 f"block must be a multiple of {scale} of at least {MIN_BLOCK} pixels, got {block}"
             )
         self.channels, self.scale = channels, scale
-        self.batch_size = max(1, int(batch_size))
+        if batch_size < 1:
+            raise ConfigError(f"must be at least 1, got {batch_size}", key="batch_size")
+        self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.out_height, self.out_width = output_size(height, scale), output_size(width, scale)
         self.blocks = block_grid(self.out_height, self.out_width, block // scale)
