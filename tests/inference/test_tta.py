@@ -140,6 +140,9 @@ def test_scales_for_any_mode_and_the_paper_mode_is_fixed() -> None:
         parse_scales("0.75,big")
     with pytest.raises(ConfigError, match="tta_scales"):
         parse_scales("0,1")
+    for scales in ((0.0, 1.0), (1.0, 1.0), (9.0,)):  # given as numbers, checked the same way
+        with pytest.raises(ConfigError, match=r"tta_scales: give distinct factors in \(0, 8\]"):
+            resolve_tta("d4", scales=scales)
     with pytest.raises(ConfigError, match="fixes its passes"):
         resolve_tta("paper", VAIHINGEN, scales=(1.0, 1.5))
     with pytest.raises(ConfigError, match="tta: must be one of none, lr, d4, paper"):

@@ -138,7 +138,7 @@ def resolve_tta(
         raise ConfigError(f"'paper': {why} (vaihingen, potsdam and loveda do)", key="tta")
     spec = FIXED_MODES[mode]
     if scales is not None:
-        spec = replace(spec, scales=tuple(float(s) for s in scales))
+        spec = replace(spec, scales=parse_scales(scales))
     if merge is not None:
         spec = replace(spec, merge=merge)
     return spec
