@@ -142,12 +142,15 @@ class EpochEnds(L.Callback):
     ids=["absent", "not-improving"],
 )
 @pytest.mark.slow
-def test_last_checkpoint_is_written_at_every_epoch_end(tmp_path: Path, monitor: dict) -> None:
-    recorder = EpochEnds(tmp_path / "checkpoints" / "last.ckpt")
-    result = train(load_config(TINY, {"trainer.max_epochs": 3, **monitor}), tmp_path, callbacks=[recorder])
+def test_last_checkpoint_is_written_at_every_epoch_end(tmp_path: Path, monitor: dict, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a run folder given as a relative path
+    recorder = EpochEnds(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    result = train(load_config(TINY, {"trainer.max_epochs": 3, **monitor}), "run", callbacks=[recorder])
     assert recorder.steps == [4, 8]  # 4 steps per epoch
+    assert result.last_checkpoint == Path("run/checkpoints/last.ckpt")
     assert _load(result.last_checkpoint)["global_step"] == 12
     if "optimizer.lr" in monitor:  # the scenario is what it claims: the best checkpoint stayed at epoch 0
+        assert result.best_checkpoint == Path("run/checkpoints/best.ckpt")  # named as the run folder is
         assert _load(result.best_checkpoint)["global_step"] == 4
 
 

@@ -467,7 +467,10 @@ def train(
     )
     return TrainResult(
         output=output,
-        best_checkpoint=Path(best.best_model_path) if best and best.best_model_path else None,
+        # named in the run folder as given, like last.ckpt (Lightning's path is absolute)
+        best_checkpoint=last.with_name(Path(best.best_model_path).name)
+        if best and best.best_model_path
+        else None,
         last_checkpoint=last if last.is_file() else None,
         best_score=float(best.best_model_score) if best and best.best_model_score is not None else None,
         monitor=best.monitor if best else None,
