@@ -237,7 +237,9 @@ def test_a_stop_signal_is_acted_on_at_the_next_step_boundary(
     with pytest.raises(TrainingInterrupted) as stop:
         train(config, tmp_path, callbacks=[SignalAt(signal.SIGTERM, 1, batch_idx)])
     assert (stop.value.step, stop.value.exit_status) == (saved_step, 143)
-    assert str(stop.value).startswith(f"interrupted by SIGTERM at epoch 1, step {saved_step}; saved ")
+    assert str(stop.value).startswith(
+        f"interrupted by SIGTERM at epoch 2, step {saved_step}; saved "
+    )  # from 1
     saved = _load(tmp_path / "checkpoints" / "last.ckpt")
     assert (saved["epoch"], saved["global_step"]) == (1, saved_step)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
@@ -279,7 +281,7 @@ def test_a_stop_signal_saves_a_consistent_checkpoint_and_exits(
     assert match, ours[0]
     epoch, step = map(int, match.groups())
     saved = _load(last)
-    assert (saved["epoch"], saved["global_step"]) == (epoch, step)
+    assert (saved["epoch"] + 1, saved["global_step"]) == (epoch, step)  # the message counts epochs from 1
     assert step > 16 and find_temps(run / "checkpoints") == []
 
     recorder = Recorder()

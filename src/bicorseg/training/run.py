@@ -117,13 +117,14 @@ class TrainingInterrupted(Exception):
     """SIGINT or SIGTERM ended the run; ``checkpoint`` holds its state (None: it had not started)."""
 
     def __init__(self, signum: int, checkpoint: Path | None, epoch: int, step: int) -> None:
+        # ``epoch`` counts from 0 as Lightning does; the message counts from 1 as the progress lines do
         self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
         name = signal.Signals(signum).name
         if checkpoint is None:
             message = f"interrupted by {name} before training started; no checkpoint was written"
         else:
             message = (
-                f"interrupted by {name} at epoch {epoch}, step {step}; saved {checkpoint} "
+                f"interrupted by {name} at epoch {epoch + 1}, step {step}; saved {checkpoint} "
                 "(continue with `resume`)"
             )
         super().__init__(message)
