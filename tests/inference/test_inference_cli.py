@@ -36,6 +36,36 @@ def test_predict_folder_with_two_worker_processes_then_skip(tmp_path: Path, chec
     assert (tmp_path / "out" / "tile_0.tif").stat().st_mtime_ns == before
 
 
+@prints_warnings
+def test_an_optional_map_of_an_earlier_run_is_named_not_left_silently(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    """Recomputed without --probabilities, the earlier run's _prob.tif would sit beside a map it does
+    not belong to: the run says so (and leaves the file alone: it was not asked to touch it)."""
+    write_geotiff(tmp_path / "in.tif", random_image(3, 40, 50, seed=3))
+    args = [
+        "predict",
+        tmp_path / "in.tif",
+        "--checkpoint",
+        checkpoint,
+        "--output",
+        tmp_path / "out",
+        "--tile",
+        "32",
+    ]
+    code, _, err = run(capsys, *args, "--probabilities")
+    assert code == 0 and "warning" not in err, err
+    probabilities = (tmp_path / "out" / "in_prob.tif").read_bytes()
+    code, _, err = run(capsys, *args, "--overwrite", "--color")
+    assert code == 0, err
+    assert (
+        f"bicorseg predict: warning: {tmp_path / 'out' / 'in_prob.tif'} is left from an earlier run and "
+        "does not belong to the new in.tif: delete it, or ask for --probabilities to replace it"
+    ) in err.splitlines()
+    assert (tmp_path / "out" / "in_prob.tif").read_bytes() == probabilities
+    assert (tmp_path / "out" / "in_color.tif").is_file()
+
+
 def test_print_config(tmp_path: Path, checkpoint: Path, capsys) -> None:
     code, out, _ = run(
         capsys,

@@ -593,13 +593,24 @@ class Predictor:
         targets = [self.layout.targets(out_dir, p.stem, pictures and is_picture(p)) for p in paths]
         check_targets(dict(zip(paths, targets)))
         checked, problems = [], {}
-        for plan, outputs in zip(plans, targets):
+        every_output = replace(self.layout, probabilities="uint8", color=True, confidence=True)
+        for path, plan, outputs in zip(paths, plans, targets):
             self.area_of_interest(plan)
             done, bad = existing_outputs(
                 outputs, plan.path.name, plan.shape, self.layout, self.info.sha256, self.settings
             )
             problems.update(bad)
             checked.append(CheckedInput(plan, outputs, done and not self.options.overwrite))
+            if not checked[-1].finished:  # an optional map of an earlier run would sit beside the new ones
+                every = every_output.targets(out_dir, path.stem, pictures and is_picture(path))
+                for kind in every:
+                    if kind not in outputs and every[kind].exists():
+                        warnings.warn(
+                            f"{every[kind]} is left from an earlier run and does not belong to the new "
+                            f"{outputs['class'].name}: delete it, or ask for `{kind}` to replace it",
+                            BicorsegWarning,
+                            stacklevel=2,
+                        )
         refuse_existing(problems, self.options.overwrite)
         # after the inputs: a bad input is named without the model
         if not all(item.finished for item in checked) and not self._logits_checked:
