@@ -4,4 +4,5 @@ import sys
 
 from bicorseg.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (to list the package, say) runs nothing
+    sys.exit(main())
