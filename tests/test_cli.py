@@ -6,14 +6,15 @@ import argparse
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from bicorseg import typedconfig
-from bicorseg.cli.main import build_parser, error_line, main
+from bicorseg.cli.main import build_parser, error_line, main, one_line_warnings
 from bicorseg.cli.predict import resolve_engine
-from bicorseg.errors import ConfigError, OutputError
+from bicorseg.errors import BicorsegWarning, ConfigError, OutputError
 from bicorseg.training.config import DERIVED_KEYS, SECTIONS
 from tests.helpers.cli import refused
 
@@ -170,6 +171,20 @@ def test_core_errors_are_printed_with_the_commands_options(capsys: pytest.Captur
     assert capsys.readouterr().err == "bicorseg predict: error: --tile: must be at least 32 pixels, got 16\n"
     assert main(["demo", "--minutes", "0"]) == 2
     assert capsys.readouterr().err == "bicorseg demo: error: --minutes: must be positive, got 0.0\n"
+
+
+def test_warnings_are_one_line_with_the_options_and_said_once(capsys: pytest.CaptureFixture) -> None:
+    """A layer read by two steps warns in both: the command says it once."""
+    _, commands = build_parser()
+    with warnings.catch_warnings(), one_line_warnings("predict", commands["predict"]):
+        warnings.simplefilter("always")  # as when the filters change between the two reads
+        for _ in range(2):
+            warnings.warn("x.tif is uint16: the `rescale` option maps it", BicorsegWarning, stacklevel=1)
+        warnings.warn("y.tif is uint16: the `rescale` option maps it", BicorsegWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "bicorseg predict: warning: x.tif is uint16: the --rescale option maps it",
+        "bicorseg predict: warning: y.tif is uint16: the --rescale option maps it",
+    ]
 
 
 def test_an_onnx_checkpoint_selects_the_onnx_engine() -> None:

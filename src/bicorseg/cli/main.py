@@ -93,11 +93,15 @@ def _as_options(text: str, names: dict[str, str]) -> str:
 
 @contextmanager
 def one_line_warnings(command: str, parser: argparse.ArgumentParser) -> Iterator[None]:
-    """Warnings as one line each on stderr (no source line), worded like the errors."""
-    names, previous = option_names(parser), warnings.showwarning
+    """Warnings as one line each on stderr (no source line), worded like the errors; a line already
+    printed is not printed again (a file read by two steps is warned about by both)."""
+    names, previous, shown = option_names(parser), warnings.showwarning, set()
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"bicorseg {command}: warning: {_as_options(str(message), names)}", file=sys.stderr)
+        text = f"bicorseg {command}: warning: {_as_options(str(message), names)}"
+        if text not in shown:
+            shown.add(text)
+            print(text, file=sys.stderr)
 
     warnings.showwarning = show
     try:
