@@ -150,6 +150,7 @@ def test_blocks_too_large_for_the_labels_are_refused(source):
     ) as error:
         GeoSplit(geo, window=96, val_window=64, val_block=4096)
     assert error.value.key == "data.val_block"
+    assert str(error.value).endswith("a validation area (data.val_area)")  # the key as train writes it
 
 
 def test_a_validation_area_without_labels_is_refused(source, tmp_path):

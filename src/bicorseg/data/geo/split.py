@@ -145,7 +145,7 @@ def choose_blocks(
     if len(labelled) < 2:
         raise ConfigError(
             f"the labelled pixels lie in {len(labelled)} block(s) of {block} px, so no block can be held out "
-            "for validation: give smaller blocks or a validation area (`val_area`)",
+            "for validation: give smaller blocks or a validation area (data.val_area)",
             key="data.val_block",
         )
     order = np.random.default_rng(seed).permutation(len(labelled))
@@ -159,7 +159,7 @@ def choose_blocks(
     if len(chosen) == len(labelled):
         raise ConfigError(
             f"validation would take all {len(labelled)} labelled blocks of {block} px: give smaller blocks, "
-            "a smaller `val_fraction` or a validation area (`val_area`)",
+            "a smaller data.val_fraction or a validation area (data.val_area)",
             key="data.val_block",
         )
     boxes = [
