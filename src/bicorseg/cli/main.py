@@ -154,12 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_parser = command  # for commands that print an error themselves (error_line)
     try:
         _resolve_hub_checkpoint(args)
-        with (
-            remote_access(getattr(args, "allow_remote", False)),  # --allow-remote of the commands with it
-            one_line_warnings(
-                args.command, command
-            ),  # every command's warnings as one line each, like its errors
-        ):
+        # --allow-remote of the commands with it; every command's warnings as one line, like its errors
+        with remote_access(getattr(args, "allow_remote", False)), one_line_warnings(args.command, command):
             return int(args.func(args) or 0)
     except BicorsegError as error:
         print(f"bicorseg {args.command}: error: {error_line(error, command)}", file=sys.stderr)

@@ -2,9 +2,9 @@
 
 Images are read in their native dtype (``bands x H x W``): PNG through Pillow (palette images
 become RGB unless their indices are asked for; 16-bit colour PNGs, which Pillow cannot hold, go
-through GDAL), JPEG, GeoTIFF and other rasters through rasterio (JPEG decoders differ by up to 41
-grey levels, so training and evaluation decode a JPEG with the same decoder as ``predict``) (:func:`read_georeferenced` also
-returns where they lie). Missing, unreadable and truncated files raise
+through GDAL), JPEG, GeoTIFF and other rasters through rasterio (:func:`read_georeferenced` also
+returns where they lie). JPEG decoders differ by up to 41 grey levels, so a JPEG is decoded by GDAL
+here as it is by ``predict``. Missing, unreadable and truncated files raise
 :class:`~bicorseg.errors.InputError`, and so do images that declare more pixels than the limit of
 :mod:`bicorseg.raster_access` (checked from the header, before decoding) and rasters that refer to
 remote sources when remote access is off.

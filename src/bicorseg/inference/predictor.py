@@ -590,27 +590,29 @@ class Predictor:
         work. A finished input's style is written again if it went missing."""
         plans = [self.inspect(path) for path in paths]
         pictures = self.options.crs is None  # a picture given a CRS gets GeoTIFFs
-        targets = [self.layout.targets(out_dir, p.stem, pictures and is_picture(p)) for p in paths]
+        every_kind = replace(self.layout, probabilities="uint8", color=True, confidence=True)
+        possible = [every_kind.targets(out_dir, p.stem, pictures and is_picture(p)) for p in paths]
+        targets = [{kind: files[kind] for kind in self.layout.kinds} for files in possible]
         check_targets(dict(zip(paths, targets)))
         checked, problems = [], {}
-        every_output = replace(self.layout, probabilities="uint8", color=True, confidence=True)
-        for path, plan, outputs in zip(paths, plans, targets):
+        for plan, outputs, files in zip(plans, targets, possible):
             self.area_of_interest(plan)
             done, bad = existing_outputs(
                 outputs, plan.path.name, plan.shape, self.layout, self.info.sha256, self.settings
             )
             problems.update(bad)
             checked.append(CheckedInput(plan, outputs, done and not self.options.overwrite))
-            if not checked[-1].finished:  # an optional map of an earlier run would sit beside the new ones
-                every = every_output.targets(out_dir, path.stem, pictures and is_picture(path))
-                for kind in every:
-                    if kind not in outputs and every[kind].exists():
-                        warnings.warn(
-                            f"{every[kind]} is left from an earlier run and does not belong to the new "
-                            f"{outputs['class'].name}: delete it, or ask for `{kind}` to replace it",
-                            BicorsegWarning,
-                            stacklevel=2,
-                        )
+            # an optional map of an earlier run would sit beside new maps it does not belong to
+            leftovers = (
+                [] if checked[-1].finished else [k for k in files if k not in outputs and files[k].exists()]
+            )
+            for kind in leftovers:
+                warnings.warn(
+                    f"{files[kind]} is left from an earlier run and does not belong to the new "
+                    f"{outputs['class'].name}: delete it, or ask for `{kind}` to replace it",
+                    BicorsegWarning,
+                    stacklevel=2,
+                )
         refuse_existing(problems, self.options.overwrite)
         # after the inputs: a bad input is named without the model
         if not all(item.finished for item in checked) and not self._logits_checked:
