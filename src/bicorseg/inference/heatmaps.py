@@ -48,6 +48,9 @@ from bicorseg.rescale import check_rescale
 SCALE = 4  # heatmaps live at 1/4 of the input resolution
 FIGURE_SIZE = 768  # longest side of the figure's panels, in pixels
 HEATMAP_COLORMAP = "viridis"  # perceptually uniform, also readable in grey and with colour blindness
+# the file names of heatmap_targets, as the report finds them
+HEATMAP_RASTER = re.compile(r"^(?P<stem>.+)_heatmaps_layer(?P<layer>\d+)\.tif$")
+HEATMAP_PNG = re.compile(r"^(?P<stem>.+)_layer(?P<layer>\d+)_(?P<cls>[A-Za-z0-9_-]+)\.png$")
 
 
 @dataclass
@@ -59,9 +62,14 @@ class HeatmapResult:
     figure: Path
 
 
+def class_slug(name: str) -> str:
+    """A class name as the file names of per-class heatmap PNGs spell it."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
+
+
 def heatmap_targets(path: InputPath, out_dir: Path, info: ModelInfo, num_layers: int) -> dict[str, Path]:
     """The output paths of one input: per layer (and class, for pictures) and the figure."""
-    names = [re.sub(r"[^A-Za-z0-9_-]+", "_", c).strip("_") or "class" for c in info.class_names]
+    names = [class_slug(c) for c in info.class_names]
     if is_picture(path):
         targets = {
             f"{li}/{c}": out_dir / f"{path.stem}_layer{li}_{names[c]}.png"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,13 @@ from bicorseg.data.labels import colour_table
 from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
 from bicorseg.errors import ConfigError, InputError, first_line
 from bicorseg.gis.source import ClassColours, ClassRaster
-from bicorseg.inference.heatmaps import HEATMAP_COLORMAP, display_stretch
+from bicorseg.inference.heatmaps import (
+    HEATMAP_COLORMAP,
+    HEATMAP_PNG,
+    HEATMAP_RASTER,
+    class_slug,
+    display_stretch,
+)
 from bicorseg.inference.tiling import output_size
 from bicorseg.report.place import Place, place_of
 from bicorseg.report.truth import TruthView, read_truth
@@ -44,8 +49,6 @@ from bicorseg.text_files import read_json_object
 MAX_SIZE = 2048  # long side of the image and the prediction in the report, in pixels
 HEATMAP_SIZE = 512  # long side of each heatmap picture
 METRICS_LIMIT = 16 * 2**20  # bytes: a larger metrics.json is not one bicorseg wrote
-HEATMAP_RASTER = re.compile(r"^(?P<stem>.+)_heatmaps_layer(?P<layer>\d+)\.tif$")
-HEATMAP_PNG = re.compile(r"^(?P<stem>.+)_layer(?P<layer>\d+)_(?P<cls>[A-Za-z0-9_-]+)\.png$")
 
 
 @dataclass
@@ -218,7 +221,7 @@ def _heatmap_picture(values: np.ndarray) -> np.ndarray:
 
 
 def _read_heatmaps(paths: Sequence[Path], names: list[str]) -> dict[int, dict[int, np.ndarray]]:
-    slugs = {re.sub(r"[^A-Za-z0-9_-]+", "_", n).strip("_") or "class": i for i, n in enumerate(names)}
+    slugs = {class_slug(n): i for i, n in enumerate(names)}
     layers: dict[int, dict[int, np.ndarray]] = {}
     for path in paths:
         raster_match, png_match = HEATMAP_RASTER.match(path.name), HEATMAP_PNG.match(path.name)
