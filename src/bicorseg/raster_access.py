@@ -611,6 +611,17 @@ def open_raster(
             check_no_network(shown)
 
 
+@contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Reads of ``path`` in the block: a GDAL error becomes the one line ``cannot read <path>: ...``."""
+    from rasterio.errors import RasterioError
+
+    try:
+        yield
+    except RasterioError as error:
+        raise InputError(f"cannot read {path}: {first_line(error)}") from error
+
+
 def reads_dataset_mask(src: Any, alpha: bool = False) -> bool:
     """Whether GDAL's dataset mask is the mask of ``src`` (``alpha``: its last band is a real alpha band).
 

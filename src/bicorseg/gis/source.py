@@ -22,12 +22,11 @@ from typing import Protocol
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg.defaults import DEFAULT_WINDOW, NODATA, default_class_name
-from bicorseg.errors import ConfigError, InputError, first_line
-from bicorseg.raster_access import GDAL_CACHE_BYTES, InputPath, input_path, open_raster
+from bicorseg.errors import ConfigError, InputError
+from bicorseg.raster_access import GDAL_CACHE_BYTES, InputPath, input_path, open_raster, reading
 from bicorseg.spec import check_class_names
 
 CLASSES_TAG = "bicorseg_classes"  # written by bicorseg predict: a JSON list of class names
@@ -128,11 +127,9 @@ class ClassRaster:
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Class values (a type ``rasterio.features.shapes`` takes) and validity of a window."""
-        try:
+        with reading(self.path):
             data = self.src.read(1, window=window)
             valid = self.src.read_masks(1, window=window) > 0
-        except RasterioError as error:
-            raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         if self.extra_nodata is not None:
             valid &= data != self.extra_nodata
         values, limit = data[valid], self.class_limit  # class ids fit int32: at most MAX_UNNAMED_CLASS

@@ -27,12 +27,11 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access, typedconfig
 from bicorseg.defaults import PICTURE_SUFFIXES
-from bicorseg.errors import BicorsegWarning, CheckpointError, InputError, first_line
+from bicorseg.errors import BicorsegWarning, CheckpointError, InputError
 from bicorseg.inference.model_info import ModelInfo
 from bicorseg.rescale import (
     Rescale,
@@ -159,7 +158,7 @@ def inspect_input(
         raise InputError(f"{path} has pixel type {src.dtypes[0]}, which is not a real number type")
     bands = tuple(range(1, info.in_channels + 1))
     alpha = False
-    try:
+    with raster_access.reading(path):
         if extra:
             alpha = _is_real_alpha(src, src.count)
             if not alpha:
@@ -188,8 +187,6 @@ def inspect_input(
         )
         if np.dtype(src.dtypes[0]).kind == "f":
             plan = _scan_float(src, plan, mean, std)
-    except RasterioError as error:
-        raise InputError(f"cannot read {path}: {first_line(error)}") from error
     check_normalisation(info, src.dtypes[0], path, plan.value_range, rescale != "none")
     return plan
 
@@ -345,11 +342,9 @@ class RasterReader:
 
     def __call__(self, y0: int, x0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         window = Window(x0, y0, width, height)
-        try:
+        with raster_access.reading(self.plan.path):
             data = self.src.read(self.bands, window=window, out_dtype="float32")
             valid = self.declared_mask(window, data)
-        except RasterioError as error:
-            raise InputError(f"cannot read {self.plan.path}: {first_line(error)}") from error
         raster_access.check_no_network(self.plan.path)  # a tile GDAL left out for want of the network
         valid &= self.plausible(data)
         if self.plan.rescale is not None:

@@ -32,7 +32,7 @@ from bicorseg import raster_access
 from bicorseg.atomic import is_plain_name
 from bicorseg.data.labels import colour_table
 from bicorseg.defaults import IMAGE_SUFFIXES, default_palette
-from bicorseg.errors import ConfigError, InputError, first_line
+from bicorseg.errors import ConfigError, InputError
 from bicorseg.gis.source import ClassColours, ClassRaster
 from bicorseg.inference.heatmaps import (
     HEATMAP_COLORMAP,
@@ -126,11 +126,9 @@ def _read_prediction(
     """The prediction's picture, and the decimated class values and their validity it shows."""
     src = raster.src
     shape = display_shape(src.height, src.width, max_size)
-    try:
+    with raster_access.reading(raster.path):
         data = src.read(1, out_shape=shape, resampling=Resampling.nearest)
         valid = src.read_masks(1, out_shape=shape, resampling=Resampling.nearest) > 0
-    except RasterioError as error:
-        raise InputError(f"cannot read {raster.path}: {first_line(error)}") from error
     if raster.extra_nodata is not None:
         valid &= data != raster.extra_nodata
     table = colour_table(colours[:256])
@@ -277,7 +275,7 @@ def collect(
                     )
                 bands = [1, 2, 3] if src.count >= 3 else [1]
                 shown = prediction.shape[:2]
-                try:
+                with raster_access.reading(item.image):
                     data = src.read(
                         bands,
                         out_shape=(len(bands), *shown),
@@ -285,8 +283,6 @@ def collect(
                         out_dtype="float32",
                     )
                     valid = src.dataset_mask(out_shape=shown, resampling=Resampling.nearest) > 0
-                except RasterioError as error:
-                    raise InputError(f"cannot read {item.image}: {first_line(error)}") from error
                 rgb = display_stretch(data, valid & np.isfinite(data).all(axis=0))
             rgb8 = np.round(np.atleast_3d(rgb) * 255).astype(np.uint8)
             if rgb8.shape[-1] == 1:

@@ -18,13 +18,12 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 
 from bicorseg import raster_access
 from bicorseg.data.folder import ClassTable
 from bicorseg.data.labels import LabelTable, colour_table
 from bicorseg.defaults import NODATA
-from bicorseg.errors import InputError, first_line
+from bicorseg.errors import InputError
 from bicorseg.gis.source import ClassColours, ClassRaster
 from bicorseg.metrics import Scores, scores_from_confusion
 from bicorseg.report.place import crs_label
@@ -106,7 +105,7 @@ def read_truth(
         indexes = [1, 2, 3] if table.kind == "colour" else [1]
         if src.count < len(indexes):
             raise InputError(f"labels {labels} have {src.count} band(s): colours need three")
-        try:
+        with raster_access.reading(labels):
             raw = src.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.nearest)
             labelled = src.read_masks(1, out_shape=shape, resampling=Resampling.nearest) > 0
             truth = _decode(table, raw, labelled, labels)
@@ -118,8 +117,6 @@ def read_truth(
                 keep = pred_valid & (window_truth < n) & (pred >= 0) & (pred < n)
                 pairs = window_truth[keep].astype(np.int64) * n + pred[keep].astype(np.int64)
                 confusion += np.bincount(pairs, minlength=n * n).reshape(n, n)
-        except RasterioError as error:
-            raise InputError(f"cannot read {labels}: {first_line(error)}") from error
     shown = truth < n
     truth_rgba = colour_table(colours[:256], alpha=True)[truth]  # transparent where unlabelled
     compared = shown & valid & (predicted < n)

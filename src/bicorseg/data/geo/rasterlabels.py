@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -23,7 +22,7 @@ from bicorseg import raster_access
 from bicorseg.data.geo.classes import GeoClasses
 from bicorseg.data.geo.rasters import GeoRaster
 from bicorseg.data.labels import LabelTable
-from bicorseg.errors import InputError, first_line
+from bicorseg.errors import InputError
 
 MAX_CODES = 256  # more distinct values than this is not a class raster
 
@@ -43,7 +42,7 @@ def inspect_label_raster(path: Path) -> Counter[int]:
             )
         if src.crs is None or src.transform.is_identity:
             raise InputError(f"data.labels: {path} is not georeferenced (no CRS or no transform)")
-        try:
+        with raster_access.reading(path):
             for _, window in src.block_windows(1):
                 values = src.read(1, window=window)
                 if src.nodata is not None:
@@ -54,8 +53,6 @@ def inspect_label_raster(path: Path) -> Counter[int]:
                     raise InputError(
                         f"data.labels: {path} holds more than {MAX_CODES} distinct values: not a raster of class codes"
                     )
-        except RasterioError as error:
-            raise InputError(f"cannot read {path}: {first_line(error)}") from error
     return codes
 
 
@@ -76,7 +73,7 @@ class RasterLabels:
             rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES),
             raster_access.open_raster(self.path) as src,
         ):
-            try:
+            with raster_access.reading(self.path):
                 with WarpedVRT(
                     src,
                     crs=raster.crs,
@@ -88,8 +85,6 @@ class RasterLabels:
                 ) as view:
                     data = view.read(window=window)
                 nodata = src.nodata
-            except RasterioError as error:
-                raise InputError(f"cannot read {self.path}: {first_line(error)}") from error
         codes, inside = data[0].astype(np.int64), data[1] > 0
         if nodata is not None:
             inside &= codes != int(nodata)

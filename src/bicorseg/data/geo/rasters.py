@@ -25,12 +25,11 @@ import rasterio
 import shapely
 from rasterio import Affine
 from rasterio.enums import MaskFlags
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from bicorseg import raster_access
 from bicorseg.data.io import check_name, default_normalisation, openable
-from bicorseg.errors import InputError, first_line
+from bicorseg.errors import InputError
 
 # what a folder or a glob pattern contributes: georeferenced raster formats (a file named directly
 # may be anything GDAL reads)
@@ -98,7 +97,7 @@ class GeoRaster:
             rasterio.Env(GDAL_CACHEMAX=raster_access.GDAL_CACHE_BYTES),
             raster_access.open_raster(self.path) as src,
         ):
-            try:
+            with raster_access.reading(self.name):
                 data = src.read(window=window, out_dtype="float32")
                 if not self.masked:  # no nodata value, no mask, integer pixels: every pixel is valid
                     return data, np.ones(data.shape[1:], bool)
@@ -106,8 +105,6 @@ class GeoRaster:
                 valid = raster_access.declared_valid(src, window, data, dataset_mask) & np.isfinite(data).all(
                     0
                 )
-            except RasterioError as error:
-                raise InputError(f"cannot read {self.name}: {first_line(error)}") from error
         data[:, ~valid] = 0.0
         return data, valid
 
