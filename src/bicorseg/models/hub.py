@@ -416,12 +416,11 @@ def _nbytes(state: Mapping[str, torch.Tensor]) -> int:
 def _check_class_table(path: Path, dataset: Any) -> None:
     """The class table must say what config.json says (classes, colours, encoding, bands, statistics)."""
     from bicorseg.data.folder import ClassTable
-    from bicorseg.text_files import read_yaml_mapping
 
     if dataset is None:
         raise CheckpointError(f"{path}: a class table, but config.json records no dataset facts")
     try:
-        table = ClassTable.from_dict(read_yaml_mapping(path, "class table"), str(path))
+        table = ClassTable.from_yaml(path)
         spec = table.spec(dataset.bands, dataset.mean, dataset.std)
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}") from error
