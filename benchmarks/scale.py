@@ -289,8 +289,9 @@ def part_a(work: Path, args: argparse.Namespace) -> dict:
 def part_b(work: Path, sizes: list[int], block: int) -> list[dict]:
     import torch
 
+    from bicorseg.data.io import find_inputs
     from bicorseg.inference import ModelInfo, PredictOptions, Predictor
-    from bicorseg.inference.batch import build_plan, find_inputs
+    from bicorseg.inference.batch import build_plan
     from bicorseg.inference.units import PARTS_FOLDER, PartStore
     from bicorseg.spec import DatasetSpec
 
@@ -339,8 +340,9 @@ def part_b(work: Path, sizes: list[int], block: int) -> list[dict]:
 
 def _shard(model, info, options, raster: Path, out: Path, shard: tuple[int, int]) -> None:
     """One shard of a run with an in-memory model: the code path of ``predict --shard``."""
+    from bicorseg.data.io import find_inputs
     from bicorseg.inference import Predictor
-    from bicorseg.inference.batch import build_plan, find_inputs
+    from bicorseg.inference.batch import build_plan
     from bicorseg.inference.executors import InProcess, Job, UnitWorker
     from bicorseg.inference.units import PartStore
 

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bicorseg.cli.main import main
+from bicorseg.data.io import find_inputs
 from bicorseg.errors import BicorsegWarning, ConfigError, OutputError
 from bicorseg.inference import PredictOptions, Predictor, mosaic, predict_files
-from bicorseg.inference.batch import build_plan, find_inputs
+from bicorseg.inference.batch import build_plan
 from bicorseg.inference.executors import UnitWorker
 from bicorseg.inference.units import PARTS_FOLDER, PartStore, parse_shard
 from tests.helpers.inference import random_image, tiny_checkpoint, write_geotiff

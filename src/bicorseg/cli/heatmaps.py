@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bicorseg.checkpoint import load_checkpoint
+    from bicorseg.data.io import find_inputs
     from bicorseg.device import resolve_device
-    from bicorseg.inference.batch import find_inputs
     from bicorseg.inference.heatmaps import export_heatmaps, heatmap_targets
     from bicorseg.inference.model_info import model_info
     from bicorseg.inference.predictor import PredictOptions

@@ -17,6 +17,7 @@ as ``prepare`` does).
 
 from __future__ import annotations
 
+import glob
 import os
 import struct
 import warnings
@@ -36,7 +37,7 @@ from bicorseg.atomic import atomic_output
 from bicorseg.data.labels import Palette, class_map_picture, gdal_colour_map
 from bicorseg.defaults import IMAGE_SUFFIXES
 from bicorseg.errors import BicorsegError, BicorsegWarning, InputError, first_line
-from bicorseg.raster_access import check_pixels, open_raster
+from bicorseg.raster_access import InputPath, VsiPath, check_pixels, input_path, open_raster
 from bicorseg.spec import IMAGENET_MEAN_8BIT, IMAGENET_STD_8BIT
 
 _PILLOW_SUFFIXES = {".png"}  # read by Pillow; GDAL reads the others
@@ -44,6 +45,7 @@ _PILLOW_SUFFIXES = {".png"}  # read by Pillow; GDAL reads the others
 # of Pillow's global decompression-bomb limit (~179 Mpx), which real orthophotos exceed. That global
 # is left as it is for other code.
 _PILLOW_FORMATS = ("PNG", "JPEG")
+_GLOB_CHARACTERS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -188,20 +190,62 @@ def openable(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def _listed(paths: Iterable[Path], suffixes: Sequence[str]) -> list[Path]:
+    """The files of ``paths`` with one of ``suffixes`` (not hidden), sorted, less those GDAL cannot open."""
+    return openable(
+        sorted(
+            p for p in paths if not p.name.startswith(".") and p.suffix.lower() in suffixes and p.is_file()
+        )
+    )
+
+
 def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
     """The image files in ``folder`` (:data:`~bicorseg.defaults.IMAGE_SUFFIXES`, not hidden), sorted.
 
     A file whose name is not UTF-8 text, which GDAL cannot open, is left out with a warning that
     names it with those bytes escaped (``caf\\xe9.tif``).
     """
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    return openable(
-        sorted(
-            p
-            for p in files
-            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
-    )
+    return _listed(folder.rglob("*") if recursive else folder.iterdir(), IMAGE_SUFFIXES)
+
+
+def find_inputs(
+    entries: Sequence[str | os.PathLike],
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    names: tuple[str, str] = ("input", "images"),
+    patterns: bool = False,
+) -> list[InputPath]:
+    """The files named by ``entries``, in order, each file once (by any path): files; folders, for
+    their files with one of ``suffixes`` (not recursively, as :func:`image_files`); with
+    ``patterns``, glob patterns (``**`` recursive), for those files too; URLs and GDAL ``/vsi...``
+    paths as they are (:func:`~bicorseg.raster_access.input_path`). ``names``: what errors call
+    an entry and the files of a folder.
+    """
+    one, many = names
+    if not entries:
+        raise InputError(f"no {one} given")
+    found: list[InputPath] = []
+    for entry in entries:
+        text, item = os.fspath(entry), input_path(entry)
+        if isinstance(item, VsiPath):
+            found.append(item)
+        elif item.is_file():
+            found.append(check_name(item))
+        elif item.is_dir() or (patterns and not _GLOB_CHARACTERS.isdisjoint(text)):
+            folder = item.is_dir()
+            listed = (
+                item.iterdir() if folder else map(Path, glob.glob(os.path.expanduser(text), recursive=True))
+            )
+            files = _listed(listed, suffixes)
+            if not files:
+                where = f"in folder {item}" if folder else f"match {text}"
+                raise InputError(f"no {many} {where} (looked for {', '.join(suffixes)})")
+            found.extend(files)
+        else:
+            raise InputError(f"{one} not found: {item}")
+    unique: dict[Any, InputPath] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:

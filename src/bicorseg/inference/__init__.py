@@ -18,7 +18,8 @@ tiles), :mod:`.predictor` (one model, one file), :mod:`.units` (plan, parts, mos
 :mod:`.heatmaps`, :mod:`.onnx`.
 """
 
-from bicorseg.inference.batch import find_inputs, predict_files
+from bicorseg.data.io import find_inputs
+from bicorseg.inference.batch import predict_files
 from bicorseg.inference.engine import SlidingWindow
 from bicorseg.inference.heatmaps import export_heatmaps
 from bicorseg.inference.model_info import ModelInfo, model_info

@@ -20,15 +20,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from bicorseg import raster_access
 from bicorseg.atomic import folder_kept_on_success
-from bicorseg.data.io import check_name, image_files
-from bicorseg.defaults import EXECUTORS, IMAGE_SUFFIXES
-from bicorseg.errors import ConfigError, InputError
+from bicorseg.data.io import find_inputs
+from bicorseg.defaults import EXECUTORS
+from bicorseg.errors import ConfigError
 from bicorseg.inference.executors import Executor, InProcess, Job, UnitWorker, WorkerProcesses, WorkerSpec
 from bicorseg.inference.predictor import (
     CheckedInput,
@@ -40,34 +38,6 @@ from bicorseg.inference.predictor import (
 )
 from bicorseg.inference.raster_io import rescale_tag
 from bicorseg.inference.units import PartStore, PlannedFile, RunPlan, assemble, outputs_done
-from bicorseg.raster_access import InputPath
-
-
-def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputPath]:
-    """The image files named by ``inputs`` (files, or folders searched non-recursively), in order.
-
-    A URL or GDAL ``/vsi...`` path is taken as it is, as a :class:`~bicorseg.raster_access.VsiPath`
-    (see :func:`~bicorseg.raster_access.input_path`). A file named twice (by any path) is taken once.
-    """
-    if not inputs:
-        raise InputError("no input given")
-    found: list[InputPath] = []
-    for item in map(raster_access.input_path, inputs):
-        if isinstance(item, raster_access.VsiPath):
-            found.append(item)
-        elif item.is_dir():
-            files = image_files(item)
-            if not files:
-                raise InputError(f"no images in folder {item} (looked for {', '.join(IMAGE_SUFFIXES)})")
-            found.extend(files)
-        elif item.is_file():
-            found.append(check_name(item))
-        else:
-            raise InputError(f"input not found: {item}")
-    unique: dict[Any, InputPath] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
 
 
 def build_plan(predictor: Predictor, items: Sequence[CheckedInput], shards: int | None) -> RunPlan:

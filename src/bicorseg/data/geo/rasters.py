@@ -13,7 +13,6 @@ the raster's nodata value, alpha band or internal mask, and values that are not 
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,13 +27,12 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from bicorseg import raster_access
-from bicorseg.data.io import check_name, default_normalisation, openable
+from bicorseg.data.io import default_normalisation, find_inputs
 from bicorseg.errors import InputError
 
 # what a folder or a glob pattern contributes: georeferenced raster formats (a file named directly
 # may be anything GDAL reads)
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-_GLOB_CHARACTERS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -127,38 +125,10 @@ def pixel_polygon(raster: GeoRaster, row0: float, col0: float, row1: float, col1
 
 
 def find_rasters(entries: Sequence[str | os.PathLike]) -> list[Path | raster_access.VsiPath]:
-    """The rasters named by ``entries``: files, folders (their rasters, not recursively), glob
-    patterns (``**`` recursive), URLs and ``/vsi...`` paths; in order, each file once.
-
-    Folders and patterns contribute files with a suffix of :data:`RASTER_SUFFIXES`.
-    """
-    if not entries:
-        raise InputError("no raster given")
-    found: list[Path | raster_access.VsiPath] = []
-    for entry in entries:
-        text = os.fspath(entry)
-        item = raster_access.input_path(entry)
-        if isinstance(item, raster_access.VsiPath):
-            found.append(item)
-        elif item.is_file():
-            found.append(check_name(item))
-        elif item.is_dir() or _GLOB_CHARACTERS & set(text):
-            folder = item.is_dir()
-            names = (
-                item.iterdir() if folder else map(Path, glob.glob(os.path.expanduser(text), recursive=True))
-            )
-            names = (p for p in names if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
-            files = openable(sorted(p for p in names if p.is_file()))
-            if not files:
-                where = f"in folder {item}" if folder else f"match {text}"
-                raise InputError(f"no rasters {where} (looked for {', '.join(RASTER_SUFFIXES)})")
-            found.extend(files)
-        else:
-            raise InputError(f"raster not found: {text}")
-    unique: dict[object, Path | raster_access.VsiPath] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
+    """The rasters named by ``entries``: files, folders, glob patterns (``**`` recursive), URLs and
+    ``/vsi...`` paths (:func:`bicorseg.data.io.find_inputs`); folders and patterns contribute files
+    with a suffix of :data:`RASTER_SUFFIXES`."""
+    return find_inputs(entries, RASTER_SUFFIXES, ("raster", "rasters"), patterns=True)
 
 
 def inspect_rasters(paths: Sequence[Path | raster_access.VsiPath]) -> list[GeoRaster]:
