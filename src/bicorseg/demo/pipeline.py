@@ -349,8 +349,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, started: float 
             heat = export_heatmaps(
                 model, files["scene"], heat_dir, label=files["labels"], tile=config.tile, batch_size=2
             )
-            if heat.figure is not None:
-                os.replace(heat.figure, files["heatmaps"])
+            os.replace(heat.figure, files["heatmaps"])
             progress.advance(task)
 
     # 6. scores on the held-out scene, by the library's convention

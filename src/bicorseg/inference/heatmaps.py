@@ -29,7 +29,7 @@ from PIL import Image
 
 from bicorseg.data.io import read_mask
 from bicorseg.data.labels import LabelTable, colour_table, nearest_indices
-from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_TILE, NODATA
+from bicorseg.defaults import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, NODATA
 from bicorseg.errors import ConfigError, InputError
 from bicorseg.inference.engine import SlidingWindow
 from bicorseg.inference.model_info import ModelInfo, model_info
@@ -97,7 +97,6 @@ def export_heatmaps(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
     info: ModelInfo | None = None,
-    block: int = DEFAULT_BLOCK,
     rescale: str = "none",
 ) -> HeatmapResult:
     """Write the heatmaps of every layer and the figure of ``layer`` (default: the last) for one input.
@@ -129,7 +128,7 @@ def export_heatmaps(
         shape = (output_size(src.height, istep), output_size(src.width, istep))
         truth = read_label(Path(label), info, src.shape, shape, labels) if label is not None else None
         engine = SlidingWindow(
-            src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, block, device
+            src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, device=device
         )
         out_h, out_w = engine.out_height, engine.out_width
         step = max(1, math.ceil(max(out_h, out_w) / FIGURE_SIZE))  # subsampling for the figure
