@@ -77,6 +77,7 @@ TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")  # mixed precision through Lightning
 LIGHTNING_PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 EXECUTORS = ("local", "ray")  # where units of prediction work run: local processes, or Ray actors
+ENGINES = ("torch", "onnx")  # what runs a model: PyTorch, or ONNX Runtime for an exported .onnx file
 
 # How input values are mapped onto the 8-bit units of a checkpoint (bicorseg.rescale), or "MIN,MAX".
 RESCALE_MODES = ("none", "auto", "percentile")

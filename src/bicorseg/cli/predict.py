@@ -28,10 +28,8 @@ from bicorseg.cli.common import (
     print_summary,
     tta_options,
 )
-from bicorseg.defaults import DEFAULT_BLOCK, EXECUTORS
+from bicorseg.defaults import DEFAULT_BLOCK, ENGINES, EXECUTORS
 from bicorseg.errors import BicorsegWarning, ConfigError
-
-ENGINES = ("auto", "torch", "onnx")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        'with a pixel inside are computed, pixels outside are nodata (needs pip install "bicorseg[vector]")')  # fmt: skip
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=("auto", *ENGINES),
         default="auto",
         help="the runtime: torch (PyTorch), onnx (ONNX Runtime), or auto: onnx for a .onnx checkpoint, "
         "else torch (default: auto)",

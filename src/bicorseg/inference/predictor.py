@@ -46,6 +46,7 @@ from bicorseg.defaults import (
     DEFAULT_OVERLAP,
     DEFAULT_PRECISION,
     DEFAULT_TILE,
+    ENGINES,
     MAX_CLASSES,
     MIN_TILE,
     VERSION,
@@ -286,6 +287,8 @@ def _evaluating(model: Any) -> Iterator[None]:
 def checkpoint_info(checkpoint: str | os.PathLike, engine: str = "torch") -> ModelInfo:
     """The :class:`ModelInfo` of a checkpoint (``engine="onnx"``: an exported file), without building
     the model."""
+    if engine not in ENGINES:
+        raise ConfigError(f"must be {' or '.join(ENGINES)}, got {engine!r}", key="engine")
     if engine == "onnx":
         from bicorseg.inference.onnx import OnnxModel
 
@@ -398,6 +401,8 @@ class Predictor:
         ``sha256`` is the file's content hash when the caller already has it (computed otherwise).
         """
         checkpoint = Path(checkpoint)
+        if engine not in ENGINES:
+            raise ConfigError(f"must be {' or '.join(ENGINES)}, got {engine!r}", key="engine")
         if engine == "onnx":
             from bicorseg.inference.onnx import OnnxModel
 
@@ -418,8 +423,6 @@ class Predictor:
                     "augmentation passes: use the PyTorch checkpoint (engine torch)"
                 )
             return predictor
-        if engine != "torch":
-            raise ConfigError(f"must be torch or onnx, got {engine!r}", key="engine")
         from bicorseg.checkpoint import checkpoint_sha256, load_checkpoint
 
         loaded = load_checkpoint(checkpoint)  # load_model's steps, keeping the checkpoint's tiling
