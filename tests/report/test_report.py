@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import sys
 
@@ -68,6 +69,30 @@ def test_areas_without_the_vector_extra(tmp_path, monkeypatch) -> None:
     page = write_report([ReportItem(tmp_path / "prediction.tif")], tmp_path / "r.html").read_text()
     assert "from the pixel size (4 m² per pixel)" in page
     assert "16.000" in page  # 40 000 px of 4 m2 = 16 ha, in the plane
+
+
+def test_a_projected_crs_of_unknown_units_gets_pixel_counts_only_without_the_vector_extra(
+    tmp_path, monkeypatch
+) -> None:
+    write_classes(tmp_path / "classes.tif", np.full((64, 64), 3, np.uint8), crs=None)
+    wkt = (
+        'PROJCS["custom",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
+        'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Lambert_Azimuthal_Equal_Area"],'
+        'PARAMETER["latitude_of_center",52],PARAMETER["longitude_of_center",10],PARAMETER["false_easting",0],'
+        'PARAMETER["false_northing",0],UNIT["unknown",1]]'
+    )
+    (tmp_path / "prediction.vrt").write_text(  # a VRT keeps the CRS as written: its units unknown
+        f'<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>{html.escape(wkt)}</SRS>'
+        "<GeoTransform>0, 2, 0, 128, 0, -2</GeoTransform>"
+        '<VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="1">'
+        "classes.tif</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>"
+    )
+    monkeypatch.setitem(sys.modules, "shapely", None)  # as on an install without bicorseg[vector]
+    monkeypatch.delitem(sys.modules, "bicorseg.gis.areas", raising=False)
+    page = write_report([ReportItem(tmp_path / "prediction.vrt")], tmp_path / "r.html").read_text()
+    assert "pixel counts only: the units of" in page and "are unknown" in page
+    assert "area (ha)" not in page and "m² per pixel" not in page
+    assert "4,096" in page
 
 
 def test_a_raster_without_crs_gets_pixel_counts_only(tmp_path) -> None:

@@ -9,8 +9,8 @@ labels are given also gets its truth and error views and the confusion per class
 Areas: with the optional extra ``vector`` installed, :func:`bicorseg.gis.areas.class_areas` measures
 them for any CRS (in the plane or on the ellipsoid, as ``bicorseg areas`` does). Without it, a
 raster in a projected CRS gets pixel count x pixel size (in the plane; the projection's areal
-distortion is not checked, and the report says so); a raster without a projected CRS gets pixel
-counts and shares only.
+distortion is not checked, and the report says so); a raster without a projected CRS, or in one
+whose units are unknown, gets pixel counts and shares only.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 
 from bicorseg import raster_access
 from bicorseg.atomic import is_plain_name
@@ -148,6 +149,15 @@ def _pixel_counts(raster: ClassRaster, size: int) -> np.ndarray:
     return counts
 
 
+def _metres_per_unit(crs: CRS) -> float | None:
+    """Metres per unit of a projected CRS; None when its units are unknown."""
+    try:
+        name, metres = crs.linear_units_factor
+    except CRSError:
+        return None
+    return float(metres) if name != "unknown" and math.isfinite(metres) and metres > 0 else None
+
+
 def _areas(
     raster: ClassRaster,
     names: list[str],
@@ -172,20 +182,24 @@ def _areas(
             for row in present:
                 counts[row.class_id], hectares[row.class_id] = row.pixels, row.area_ha
             method = f"areas {report.area_method}"
-        elif src.crs.is_projected:
+        elif not src.crs.is_projected:
+            method = (
+                f"pixel counts only: areas in {src.crs.to_string()} are measured on the ellipsoid, which "
+                'needs the optional extra (pip install "bicorseg[vector]")'
+            )
+        elif (metres := _metres_per_unit(src.crs)) is None:
+            method = (
+                f"pixel counts only: the units of {src.crs.to_string()} are unknown, so its pixels have no "
+                "size in metres"
+            )
+        else:
             counts = _pixel_counts(raster, len(names))
             t = src.transform
-            metres = float(src.crs.linear_units_factor[1])
             pixel_m2 = abs(t.a * t.e - t.b * t.d) * metres**2
             hectares = counts * pixel_m2 / 1e4
             method = (
                 f"areas in the plane of {src.crs.to_string()} from the pixel size ({pixel_m2:g} m² per pixel); "
                 'the projection\'s areal distortion is not checked (pip install "bicorseg[vector]" to measure it)'
-            )
-        else:
-            method = (
-                f"pixel counts only: areas in {src.crs.to_string()} are measured on the ellipsoid, which "
-                'needs the optional extra (pip install "bicorseg[vector]")'
             )
     if counts is None:
         counts = _pixel_counts(raster, len(names))
