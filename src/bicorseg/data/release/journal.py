@@ -18,6 +18,7 @@ from bicorseg.atomic import atomic_output, sha256_file
 from bicorseg.data.datasets import PaperPreparation, SplitRule
 from bicorseg.data.release.planning import Item
 from bicorseg.data.release.records import JSON, Manifest, TileRecord
+from bicorseg.text_files import read_json_object
 
 WORK_DIR = ".bicorseg-prepare"
 
@@ -63,8 +64,8 @@ def previous_records(work: Path, old: Manifest | None) -> dict[tuple[str, str], 
     if tiles_dir.is_dir():
         for path in sorted(tiles_dir.glob("*/*.json")):
             try:
-                record = TileRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):  # MalformedRecord is a ValueError
+                record = TileRecord.from_dict(read_json_object(path, "journal entry", ValueError))
+            except ValueError:  # MalformedRecord is one too
                 continue  # an unreadable journal entry only means that tile is redone
             records[(path.parent.name, path.stem)] = record
     return records
