@@ -18,7 +18,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.errors import CRSError, RasterioError
 
 from bicorseg import raster_access
 from bicorseg.atomic import is_plain_name
@@ -268,43 +267,41 @@ def collect(
     if max_size < 16:
         raise ConfigError(f"must be at least 16 pixels, got {max_size}", key="max_size")
     notes: list[str] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with ClassRaster.open(item.prediction, class_table) as raster:
-            names, colours = _class_table(raster, item)
-            prediction, predicted, valid = _read_prediction(raster, colours, max_size)
-            areas = _areas(raster, names, colours, class_table)
-            shape = (raster.src.height, raster.src.width)
-            place = place_of(raster.src)
-            truth = None
-            if item.labels is not None:
-                truth = read_truth(raster, item.labels, colours[: len(names)], predicted, valid, class_table)
-        image = None
-        if item.image is not None:
-            with raster_access.open_raster(raster_access.input_path(item.image)) as src:
-                if (src.height, src.width) != shape:
-                    raise InputError(
-                        f"{item.image} is {src.height} x {src.width} pixels but its prediction "
-                        f"{item.prediction} is {shape[0]} x {shape[1]}"
-                    )
-                bands = [1, 2, 3] if src.count >= 3 else [1]
-                shown = prediction.shape[:2]
-                with raster_access.reading(item.image):
-                    data = src.read(
-                        bands,
-                        out_shape=(len(bands), *shown),
-                        resampling=Resampling.nearest,
-                        out_dtype="float32",
-                    )
-                    valid = src.dataset_mask(out_shape=shown, resampling=Resampling.nearest) > 0
-                rgb = display_stretch(data, valid & np.isfinite(data).all(axis=0))
-            rgb8 = np.round(np.atleast_3d(rgb) * 255).astype(np.uint8)
-            if rgb8.shape[-1] == 1:
-                rgb8 = np.repeat(rgb8, 3, axis=-1)
-            image = _rgba(rgb8, np.ones(rgb8.shape[:2], bool))
-        else:
-            notes.append("the input image was not found: the prediction is shown alone")
-        heatmaps = _read_heatmaps(item.heatmaps, names)
+    with ClassRaster.open(item.prediction, class_table) as raster:
+        names, colours = _class_table(raster, item)
+        prediction, predicted, valid = _read_prediction(raster, colours, max_size)
+        areas = _areas(raster, names, colours, class_table)
+        shape = (raster.src.height, raster.src.width)
+        place = place_of(raster.src)
+        truth = None
+        if item.labels is not None:
+            truth = read_truth(raster, item.labels, colours[: len(names)], predicted, valid, class_table)
+    image = None
+    if item.image is not None:
+        with raster_access.open_raster(raster_access.input_path(item.image)) as src:
+            if (src.height, src.width) != shape:
+                raise InputError(
+                    f"{item.image} is {src.height} x {src.width} pixels but its prediction "
+                    f"{item.prediction} is {shape[0]} x {shape[1]}"
+                )
+            bands = [1, 2, 3] if src.count >= 3 else [1]
+            shown = prediction.shape[:2]
+            with raster_access.reading(item.image):
+                data = src.read(
+                    bands,
+                    out_shape=(len(bands), *shown),
+                    resampling=Resampling.nearest,
+                    out_dtype="float32",
+                )
+                valid = src.dataset_mask(out_shape=shown, resampling=Resampling.nearest) > 0
+            rgb = display_stretch(data, valid & np.isfinite(data).all(axis=0))
+        rgb8 = np.round(np.atleast_3d(rgb) * 255).astype(np.uint8)
+        if rgb8.shape[-1] == 1:
+            rgb8 = np.repeat(rgb8, 3, axis=-1)
+        image = _rgba(rgb8, np.ones(rgb8.shape[:2], bool))
+    else:
+        notes.append("the input image was not found: the prediction is shown alone")
+    heatmaps = _read_heatmaps(item.heatmaps, names)
     if shape != prediction.shape[:2]:
         notes.append(
             f"pictures shown at {prediction.shape[1]} x {prediction.shape[0]} pixels "
@@ -326,10 +323,8 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
 
 def _tags(path: Path) -> dict[str, str]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with raster_access.open_raster(path) as src:  # any file of the folder: no network
-                return src.tags() if src.count == 1 else {}
+        with raster_access.open_raster(path) as src:  # any file of the folder: no network
+            return src.tags() if src.count == 1 else {}
     except (RasterioError, InputError):
         return {}
 
