@@ -172,13 +172,6 @@ def _name_fault(path: str | os.PathLike) -> str | None:
 NOT_UTF8 = "its name is not UTF-8 text, which GDAL cannot open (rename it)"
 
 
-def check_name(path: Path) -> Path:
-    """``path``, or an :class:`InputError` if GDAL cannot open it by its name."""
-    if (shown := _name_fault(path)) is not None:
-        raise InputError(f"{shown}: {NOT_UTF8}")
-    return path
-
-
 def openable(paths: Iterable[Path]) -> list[Path]:
     """``paths`` in order, without those GDAL cannot open by name (each left out with a warning)."""
     found = []
@@ -229,7 +222,9 @@ def find_inputs(
         if isinstance(item, VsiPath):
             found.append(item)
         elif item.is_file():
-            found.append(check_name(item))
+            if (shown := _name_fault(item)) is not None:
+                raise InputError(f"{shown}: {NOT_UTF8}")
+            found.append(item)
         elif item.is_dir() or (patterns and not _GLOB_CHARACTERS.isdisjoint(text)):
             folder = item.is_dir()
             listed = (
