@@ -123,9 +123,7 @@ def export_heatmaps(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
         plan = inspect_input(src, path, info, rescale)
         reader = RasterReader(src, plan, info)
-        # the image and the truth are shown at up to FIGURE_SIZE input pixels (finer than 1/4)
-        istep = max(1, math.ceil(max(src.height, src.width) / FIGURE_SIZE))
-        shape = (output_size(src.height, istep), output_size(src.width, istep))
+        shape = display_shape(src.height, src.width, FIGURE_SIZE)  # image and truth: finer than 1/4
         truth = read_label(Path(label), info, src.shape, shape, labels) if label is not None else None
         engine = SlidingWindow(
             src.height, src.width, n * (num_layers + 1), tile, overlap, batch_size, SCALE, device=device
@@ -198,6 +196,12 @@ def export_heatmaps(
             raise
     figure = targets.pop("figure")
     return HeatmapResult(path, list(targets.values()), figure)
+
+
+def display_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """``(height, width)`` decimated by the smallest integer step that fits ``max_size``."""
+    step = max(1, math.ceil(max(height, width) / max_size))
+    return output_size(height, step), output_size(width, step)
 
 
 def display_stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:

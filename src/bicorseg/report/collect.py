@@ -39,9 +39,9 @@ from bicorseg.inference.heatmaps import (
     HEATMAP_PNG,
     HEATMAP_RASTER,
     class_slug,
+    display_shape,
     display_stretch,
 )
-from bicorseg.inference.tiling import output_size
 from bicorseg.report.place import Place, place_of
 from bicorseg.report.truth import TruthView, read_truth
 from bicorseg.text_files import read_json_object
@@ -93,12 +93,6 @@ class SceneContent:
     files: dict[str, Path] = field(default_factory=dict)  # "prediction", "image", "labels"
     place: Place | None = None  # with a CRS: coordinates and scale
     truth: TruthView | None = None  # with labels
-
-
-def display_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
-    """``(height, width)`` decimated by the smallest integer step that fits ``max_size``."""
-    step = max(1, math.ceil(max(height, width) / max_size))
-    return output_size(height, step), output_size(width, step)
 
 
 def _rgba(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
