@@ -411,8 +411,7 @@ class Predictor:
                     f"the ONNX engine runs in fp32 only, got {options.precision} (use fp32 or auto)",
                     key="precision",
                 )
-            options = replace(options, threads=resolve_threads(options.threads))
-            with torch_threads(options.threads):  # the session takes torch's thread count
+            with torch_threads(options.threads):  # the session takes torch's thread count (None: as it is)
                 model = OnnxModel(checkpoint, device=options.device)
             info = replace(model.info, sha256=sha256 or sha256_file(checkpoint))
             # the graph's fixed tile
