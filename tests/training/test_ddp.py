@@ -84,6 +84,18 @@ def test_two_processes_match_one(single: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_two_processes_score_an_odd_number_of_validation_samples_once(tmp_path: Path) -> None:
+    """7 validation samples on 2 processes: the eighth that evens out the shards scores nothing."""
+    parallel = tmp_path / "ddp"
+    done = cli_subprocess("train", "--config", TINY, "--output", parallel, *COMMON, "--trainer.max_epochs", "1",
+                          "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "2",
+                          "--data.val_batch_size", "2", "--data.synthetic_size=[64,8,7]")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    matrix = json.loads((parallel / "val_metrics.json").read_text())["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 7 * 62 * 62  # every labelled pixel, once
+
+
+@pytest.mark.slow
 def test_sigterm_stops_both_processes_at_the_same_step(tmp_path: Path) -> None:
     """SIGTERM to rank 0 only: both processes agree on the step, rank 0 alone saves and reports."""
     run = tmp_path / "ddp"

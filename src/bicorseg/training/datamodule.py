@@ -5,7 +5,8 @@ datasets), from :mod:`bicorseg.data.geo` (georeferenced rasters and label layers
 drawn on the fly, validation on a spatial area no chip overlaps; :attr:`SegmentationDataModule.summary`
 holds the lines a run prints first), or from :class:`bicorseg.data.synthetic.SyntheticSegmentation`,
 a deterministic procedural set for tests and smoke runs. Under data-parallel training every
-process reads its own shard of the training samples (a ``DistributedSampler`` that keeps ``data.shuffle``).
+process reads its own shard of the training samples (a ``DistributedSampler`` that keeps ``data.shuffle``)
+and of the validation samples (each scored once, however many processes share them).
 """
 
 from __future__ import annotations
@@ -211,7 +212,17 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.train_set, cfg.batch_size, shuffle=shuffle, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_set is None else self._loader(self.val_set, self.config.val_batch_size)
+        if self.val_set is None:
+            return []
+        trainer = self.trainer
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if trainer is None or not (trainer.world_size > 1 or distributed):
+            return self._loader(self.val_set, self.config.val_batch_size)
+        # every process runs as many batches (the forward passes of data-parallel training must pair
+        # up), and the samples that even out the shards are ignored: each is scored once
+        padded = _PaddedValidation(self.val_set, self.spec.ignore_index)
+        sampler = _ValidationShards(padded, num_replicas=trainer.world_size, rank=trainer.global_rank)
+        return self._loader(padded, self.config.val_batch_size, sampler=sampler)
 
     def _loader(self, dataset: Dataset, batch_size: int, **options: Any) -> DataLoader:
         workers = self.config.num_workers
@@ -223,3 +234,34 @@ class SegmentationDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             **options,
         )
+
+
+class _PaddedValidation(Dataset):
+    """A validation set that reads position ``len + i`` as its sample ``i`` with every pixel ignored."""
+
+    def __init__(self, dataset: Dataset, ignore_index: int) -> None:
+        self.dataset, self.ignore_index = dataset, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        count = len(self)
+        if index < count:
+            return self.dataset[index]
+        sample = dict(self.dataset[index - count])
+        sample["mask"] = torch.full_like(sample["mask"], self.ignore_index)
+        return sample
+
+
+class _ValidationShards(DistributedSampler):
+    """Every process's share of a :class:`_PaddedValidation`, in order, padded to equal length with
+    the positions of ignored copies (Lightning's sampler pads with copies that are scored twice)."""
+
+    def __init__(self, dataset: _PaddedValidation, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self) -> Any:
+        count = len(self.dataset)  # type: ignore[arg-type]
+        order = list(range(count)) + [count + i % count for i in range(self.total_size - count)]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
