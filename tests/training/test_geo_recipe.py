@@ -200,3 +200,13 @@ def test_repeated_images_options_make_a_list_and_geo_keys_are_checked(scene, cap
     with pytest.raises(ConfigError, match="multiple of 64") as error:
         load_config(GEO, {"data.images": str(path), "data.labels": str(labels), "data.val_block": 100})
     assert error.value.key == "data.val_block"
+
+
+def test_the_recipe_takes_a_validation_area_as_the_guide_gives_it(scene):
+    """``--data.val_area`` alone replaces the validation blocks (the recipe leaves their share unset)."""
+    _, path, _, _, labels, layer = scene
+    given = {"data.images": str(path), "data.labels": str(labels), "data.label_field": "class"}
+    config = load_config(GEO, {**given, "data.val_area": str(layer)})
+    assert (config.data.val_area, config.data.val_fraction) == (str(layer), None)
+    with pytest.raises(ConfigError, match=r"^data\.val_fraction: chooses validation blocks"):
+        load_config(GEO, {**given, "data.val_area": str(layer), "data.val_fraction": 0.3})
