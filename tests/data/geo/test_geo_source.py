@@ -263,6 +263,19 @@ def test_codes_outside_the_class_table_are_named(scene, tmp_path):
         GeoSource([path], layer, label_field="code", class_table=table)
 
 
+def test_a_class_table_whose_codes_are_the_class_indices_names_its_classes(scene, tmp_path):
+    """Codes 0..N-1 and N for "not labelled": the table reads as class indices, and the codes still count."""
+    path, _, transform = scene
+    squares = [pixel_region(transform, slice(r, r + 20), slice(10, 30)) for r in (10, 40, 70)]
+    layer = write_layer(tmp_path / "l.gpkg", np.array(squares), {"code": [0, 1, 2]}, crs="EPSG:32633")
+    table = {"classes": [{"name": "road", "value": 0}, {"name": "roof", "value": 1}], "ignore_values": [2]}
+    source = GeoSource([path], layer, label_field="code", class_table=table)
+    burned = _whole(source)
+    assert (burned[10:30, 10:30] == 0).all() and (burned[40:60, 10:30] == 1).all()
+    assert (burned[70:90, 10:30] == source.ignore_index).all()
+    source.close()
+
+
 def test_invalid_polygons_are_repaired_and_counted_or_refused_when_strict(scene, tmp_path):
     path, _, transform = scene
     xs, ys = map_xy(transform, np.array([10, 60, 60, 10]), np.array([10, 60, 10, 60]))

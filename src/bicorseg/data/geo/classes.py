@@ -130,7 +130,11 @@ class GeoClasses:
     @classmethod
     def from_table(cls, table: ClassTable, background: str | None) -> GeoClasses:
         where = table.source
-        return cls(*_facts(table, table.labels.encoding()), _background(table.class_names, background, where))
+        encoding = table.labels.encoding()
+        if table.labels.kind == "value" and encoding.kind == "index":  # codes equal to the class indices
+            count = len(table.class_names)
+            encoding = LabelEncoding("values", tuple(range(count)), (table.ignore_index,))
+        return cls(*_facts(table, encoding), _background(table.class_names, background, where))
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, background: str | None) -> GeoClasses:
