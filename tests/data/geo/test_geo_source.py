@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import rasterio
 import shapely
@@ -234,6 +235,9 @@ def test_labels_overlapping_no_raster_name_the_extents(scene, tmp_path):
         r"\(WGS 84\); the rasters cover .*scene.tif: x \d+\.\.\d+, y ",
     ):
         GeoSource([path], layer, label_field="class", classes=["a", "b"])
+    empty = write_layer(tmp_path / "empty.gpkg", np.empty(0, object), {"class": pa.array([], pa.string())})
+    with pytest.raises(InputError, match=r"^data\.labels: .*empty\.gpkg holds no polygon$"):
+        GeoSource([path], empty, label_field="class", classes=["a", "b"])
 
 
 def test_a_missing_label_field_names_the_fields(scene, tmp_path):

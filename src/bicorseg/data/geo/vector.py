@@ -148,6 +148,8 @@ class VectorLabels:
                 self.counts.update(stream.counts)
             self.used = max(self.used, used)
             self.files[crs] = target
+        if not self.counts["features"]:
+            raise InputError(f"{ref.key}: {ref} holds no polygon" + (f" where {where}" if where else ""))
         if not self.used:
             extents = "; ".join(f"{r.name}: {_extent(r.bounds)}" for r in rasters)
             raise InputError(
