@@ -458,6 +458,8 @@ def train(
                 r".*isinstance\(treespec, LeafSpec\).* is deprecated.*",  # inside Lightning, with recent torch
                 # resuming inside an epoch: its data order restarts, as docs/guarantees.md says
                 r".*resuming from a checkpoint that ended before the epoch ended.*",
+                # data-parallel: the validation scores come from the matrix summed over the processes
+                r".*It is recommended to use `self.log\('val/.*sync_dist=True\)`.*",
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
