@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.helpers.training import TINY, cli, column, read_metrics
 
@@ -156,3 +157,11 @@ def test_resume_without_a_config_continues_with_the_runs_own(old_run: Path) -> N
     # metrics.csv continues: the first epoch's rows are kept (Lightning's CSVLogger would delete them)
     steps = [step for step, _ in column(read_metrics(old_run), "train/total_step")]
     assert steps == list(range(8))
+
+
+def test_a_resumed_run_with_more_epochs_ends_its_cosine_at_the_new_end(old_run: Path) -> None:
+    # the one-epoch run ended annealed (min_lr); past its saved length the cosine would climb back up
+    assert cli("train", "--output", old_run, "--resume", "--trainer.max_epochs", "3") == 0
+    rates = [lr for step, lr in column(read_metrics(old_run), "train/lr") if step >= 4]
+    min_lr = yaml.safe_load((old_run / "config.yaml").read_text())["optimizer"]["min_lr"]
+    assert len(rates) == 8 and max(rates) == pytest.approx(min_lr)

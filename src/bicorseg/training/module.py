@@ -194,6 +194,13 @@ class BiCoRSegModule(L.LightningModule):
 
     # --- checkpoints ----------------------------------------------------------------------------
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run with another trainer.max_epochs: its cosine goes on from the current rate to
+        # the new last epoch (with the saved length it would end unannealed, or climb again past it).
+        for state in checkpoint.get("lr_schedulers") or []:
+            if isinstance(state, dict) and "T_max" in state:
+                state["T_max"] = self.config.trainer.max_epochs
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for name, tensor in self.model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
