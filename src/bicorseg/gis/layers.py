@@ -98,6 +98,15 @@ def layer_info(ref: LayerRef) -> dict[str, Any]:
             "(set the layer's CRS in QGIS and save it again)"
         )
     if info.get("driver") == "GeoJSON" and raster_access.geojson_crs(ref.path) is None:
+        bounds = info.get("total_bounds")
+        if bounds is not None and not (
+            -180 <= bounds[0] <= bounds[2] <= 180 and -90 <= bounds[1] <= bounds[3] <= 90
+        ):
+            raise InputError(
+                f"{ref.key}: {ref} declares no CRS, and its coordinates (x {bounds[0]:g}..{bounds[2]:g}, "
+                f"y {bounds[1]:g}..{bounds[3]:g}) are not the longitude/latitude that GeoJSON then means: "
+                "save the layer again with its CRS"
+            )
         warnings.warn(
             f"{ref.key}: {ref} declares no CRS: read as WGS 84 longitude/latitude, as GeoJSON defines (RFC 7946)",
             BicorsegWarning,

@@ -207,6 +207,24 @@ def test_a_geojson_label_layer_is_read_as_an_aoi_is(scene, tmp_path, listener, m
     assert listener.close() == 0
 
 
+def test_a_geojson_without_a_crs_in_projected_coordinates_is_refused_for_what_it_is(scene, tmp_path):
+    """Without a CRS, GeoJSON means longitude/latitude; metres of a UTM zone are not read as such."""
+    path, _, _ = scene
+    square = np.array([shapely.box(500000, 4000000, 500100, 4000100)])
+    layer = write_layer(
+        tmp_path / "utm.geojson", square, {"class": ["a"]}, crs="EPSG:32633", driver="GeoJSON"
+    )
+    data = json.loads(layer.read_text())
+    data.pop("crs", None)
+    layer.write_text(json.dumps(data))
+    with pytest.raises(InputError) as caught:
+        GeoSource([path], layer, label_field="class", classes=["a", "b"])
+    assert str(caught.value) == (
+        f"data.labels: {layer} declares no CRS, and its coordinates (x 500000..500100, y 4e+06..4.0001e+06) "
+        "are not the longitude/latitude that GeoJSON then means: save the layer again with its CRS"
+    )
+
+
 def test_a_crs_that_cannot_be_transformed_is_refused(scene, tmp_path):
     path, _, _ = scene
     layer = write_layer(
