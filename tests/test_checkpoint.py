@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,20 @@ def test_round_trip_keeps_weights_config_and_dataset(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert [p.name for p in tmp_path.iterdir()] == ["model.ckpt"]  # no temporary file left
+
+
+def test_numpy_numbers_and_paths_are_saved_as_plain_data_that_loads(tmp_path) -> None:
+    # statistics computed with numpy and options from numpy or pathlib, as a practitioner passes them
+    pixels = np.arange(3 * 16, dtype=np.float64).reshape(3, 16)
+    dataset = DatasetSpec(
+        name="np", class_names=("a", "b", "c", "d"), palette=TOY_DATASET.palette, ignore_index=255,
+        eval_classes=(0, 1, 2), bands=("r", "g", "b"), mean=tuple(pixels.mean(axis=1)), std=tuple(pixels.std(axis=1)),
+    )  # fmt: skip
+    model = BiCoRSeg(tiny_config(width=np.int64(32), topk_ratio=(np.float32(0.5), 1.0)), dataset=dataset)
+    loaded = load_model(save_checkpoint(model, tmp_path / "model.ckpt"))  # read with weights_only
+    assert loaded.config == model.config and loaded.dataset == dataset
+    assert type(loaded.config.width) is int and type(loaded.dataset.mean[0]) is float
+    assert tiny_config(pretrained=Path("weights.pth")).to_dict()["pretrained"] == "weights.pth"
 
 
 def test_clear_errors(tmp_path) -> None:

@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,14 @@ def test_a_saved_folder_reads_back_as_the_same_model(model, folder) -> None:
         table.spec(model.dataset.bands, model.dataset.mean, model.dataset.std).class_names
         == spec().class_names
     )
+
+
+def test_numpy_statistics_are_saved_as_plain_data(model, tmp_path) -> None:
+    mean = tuple(np.asarray(model.dataset.mean, dtype=np.float64))  # numpy's floats, as computed from pixels
+    numpy_model = BiCoRSeg(model.config, dataset=replace(model.dataset, mean=mean))
+    numpy_model.load_state_dict(model.state_dict())
+    restored = BiCoRSeg.from_pretrained(numpy_model.save_pretrained(tmp_path / "numpy"))
+    assert restored.dataset == model.dataset
 
 
 def test_the_card_tells_classes_bands_recipe_scores_licence_and_loading(model, tmp_path) -> None:

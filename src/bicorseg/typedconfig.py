@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import numbers
 import re
 import types
 import typing
@@ -268,7 +269,8 @@ def set_dotted(data: Mapping[str, Any], dotted: str, value: Any) -> dict[str, An
 
 
 def to_plain(value: Any) -> Any:
-    """Dataclasses (their ``to_dict`` when they have one), tuples and paths as plain YAML values."""
+    """Dataclasses (their ``to_dict`` when they have one), tuples, paths and numbers of other types
+    (numpy's) as plain YAML values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         to_dict = getattr(value, "to_dict", None)
         return to_plain(to_dict() if callable(to_dict) else dataclasses.asdict(value))
@@ -276,6 +278,10 @@ def to_plain(value: Any) -> Any:
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
     return str(value) if isinstance(value, Path) else value
 
 

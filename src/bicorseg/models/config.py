@@ -12,7 +12,7 @@ from typing import Any
 
 from bicorseg.defaults import STRIDE
 from bicorseg.errors import ConfigError
-from bicorseg.typedconfig import nearest
+from bicorseg.typedconfig import nearest, to_plain
 
 SELECTION_MODES = ("topk", "threshold", "percentile")
 SUBPIXEL_INITS = ("independent", "tied")
@@ -131,14 +131,17 @@ class ModelConfig:
         for ratio in ratios:
             check(0.0 < float(ratio) <= 1.0, "topk_ratio", f"must be in (0, 1], got {ratio}")
         self._ratios = [float(r) for r in ratios]
+        if isinstance(self.topk_ratio, tuple):
+            self.topk_ratio = list(self.topk_ratio)  # as configs and checkpoints hold it
 
     def selection_for_layer(self, layer: int) -> PixelSelection:
         return PixelSelection(self.selection, self._ratios[layer], self.min_pixels, self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as plain data (numpy's numbers and paths given to it as Python's and text)."""
         data = asdict(self)
         data.pop("_ratios")
-        return data
+        return to_plain(data)  # type: ignore[no-any-return]
 
     @classmethod
     def check_names(cls, names: Iterable[str]) -> None:
