@@ -118,6 +118,7 @@ def test_load_model_wraps_for_reduced_precision(tmp_path: Path) -> None:
     assert type(plain) is BiCoRSeg and not plain.training and precision_of(plain) == "fp32"
     bf16 = load_model(path, precision="bf16")
     assert isinstance(bf16, InferencePrecision) and bf16.precision == "bf16" and not bf16.model.training
+    assert not bf16.training  # the wrapper says the mode of the model it runs: evaluation
     assert precision_of(load_model(path, precision="auto")) == resolve_precision("auto", "cpu")
     with pytest.raises(ConfigError, match=r"^precision: must be one of"):
         load_model(path, precision="float8")

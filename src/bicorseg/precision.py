@@ -102,6 +102,7 @@ class InferencePrecision(nn.Module):
         super().__init__()
         self.model = model
         self.precision = check_precision(precision, resolved=True)
+        self.train(model.training)  # in the wrapped model's mode (load_model's: evaluation)
 
     @property
     def config(self) -> Any:
