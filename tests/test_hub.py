@@ -141,6 +141,9 @@ def _edit(folder: Path, case: str) -> None:
     elif case == "huge width":
         config["model_config"]["width"] = 1 << 20
         (folder / "config.json").write_text(json.dumps(config))
+    elif case == "fractional width":
+        config["model_config"]["width"] = 32.0
+        (folder / "config.json").write_text(json.dumps(config))
     elif case == "many layers":
         config["model_config"]["layers"] = 100_000
         (folder / "config.json").write_text(json.dumps(config))
@@ -169,6 +172,7 @@ HOSTILE = [
     ("not bicorseg's", r"config\.json: not a bicorseg model configuration \(format 'other'\)"),
     ("huge width", r"model\.safetensors: class_embed is \[4, 32\], not the \[4, 1048576\] of config\.json"),
     ("many layers", r"model\.safetensors: 2 HBIS layers, config\.json says 100000"),
+    ("fractional width", r"config\.json has invalid metadata: model\.width: expected an integer, got 32\.0"),
     ("no weights", r"model\.safetensors: the weights file is missing"),
     ("absurd header", r"model\.safetensors: not a safetensors file \(header of 1099511627776 bytes\)"),
     ("pickle", r"model\.safetensors: not a safetensors file"),

@@ -5,8 +5,8 @@ a section), and its docstring's ``Attributes:`` section says what each field mea
 input goes through :func:`build`: training configs, ``prepare`` option files, class tables, the
 augmentation and folder sections, the dataset facts a checkpoint stores. Building is strict: an
 unknown key is refused with the nearest valid one, values are checked against the annotations
-(numbers written as strings are converted; an integer is taken where a name is expected, as YAML
-reads the sample ``7``), then the dataclass's own ``__post_init__`` checks run; every fault is
+(numbers written as strings, numpy's numbers and paths are converted; an integer is taken where a
+name is expected, as YAML reads the sample ``7``), then the dataclass's own ``__post_init__`` checks run; every fault is
 one :class:`ConfigError` naming the key (``optimizer.lr: expected a number, got 'abc'``).
 :func:`fields_of` describes the keys (with their documentation, for ``--help``), :func:`set_dotted`
 sets one (``data.augment.mosaic_p``), :func:`to_yaml` prints a config.
@@ -27,7 +27,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Union
 
 import yaml
@@ -161,9 +161,12 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
     """``value`` as the scalar type ``tp`` (other annotations: as it is)."""
     if tp not in _EXPECTED:
         return value
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if (tp is bool and isinstance(value, bool)) or (tp is int and number and isinstance(value, int)):
+    # numpy's numbers too (a Python caller's statistics, counts): they become Python's
+    number = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    if tp is bool and isinstance(value, bool):
         return value
+    if tp is int and number and isinstance(value, numbers.Integral):
+        return int(value)
     if tp is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     if tp is float and (number or isinstance(value, str)):
@@ -175,7 +178,9 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
             if not math.isfinite(result):
                 raise ConfigError(f"must be a finite number, got {value!r}", key=key)
             return result
-    if tp is str and (isinstance(value, str) or (number and isinstance(value, int))):
+    if tp is str and (isinstance(value, str) or (number and isinstance(value, numbers.Integral))):
+        return str(value)
+    if tp is str and isinstance(value, PurePath):  # a file given from Python
         return str(value)
     raise ConfigError(f"expected {_EXPECTED[tp]}, got {value!r}", key=key)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -197,6 +198,17 @@ def test_create_model_names_the_nearest_option() -> None:
         create_model(num_classes=4, backbone="convnext_nano", widht=32)
     with pytest.raises(ConfigError, match=r"^model\.num_classes: at least 2 classes"):
         create_model(num_classes=1, backbone="convnext_nano")
+
+
+def test_create_model_checks_each_option_against_its_type() -> None:
+    """Options from Python are typed as a config file's are: numpy's integers and a path are taken, a
+    fraction where an integer belongs is one error naming the option (not a torch TypeError)."""
+    built = create_model(num_classes=np.int64(3), backbone="convnext_nano", width=np.int64(32), layers=1)
+    assert type(built.config.num_classes) is int and built.config.width == 32
+    with pytest.raises(ConfigError, match=r"^model\.num_classes: expected an integer, got 2\.5$"):
+        create_model(num_classes=2.5, backbone="convnext_nano")
+    with pytest.raises(ConfigError, match=r"^model\.width: expected an integer, got 32\.0$"):
+        ModelConfig.from_dict({"num_classes": 3, "width": 32.0})  # as a checkpoint's metadata may hold it
 
 
 @pytest.mark.slow

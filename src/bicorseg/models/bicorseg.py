@@ -278,8 +278,6 @@ def create_model(
 
     ``create_model(**config.to_dict())`` builds the network of ``BiCoRSeg(config)``.
     """
-    ModelConfig.check_names(options)
-    config = ModelConfig(
-        num_classes=num_classes, in_channels=in_channels, backbone=backbone, pretrained=pretrained, **options
-    )
+    named = {"num_classes": num_classes, "in_channels": in_channels, "backbone": backbone}
+    config = ModelConfig.from_dict({**named, "pretrained": pretrained, **options})
     return BiCoRSeg(config, dataset)

@@ -12,7 +12,7 @@ from typing import Any
 
 from bicorseg.defaults import STRIDE
 from bicorseg.errors import ConfigError
-from bicorseg.typedconfig import nearest, to_plain
+from bicorseg.typedconfig import build, nearest, to_plain
 
 SELECTION_MODES = ("topk", "threshold", "percentile")
 SUBPIXEL_INITS = ("independent", "tied")
@@ -156,5 +156,6 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """The options from plain data (a checkpoint's or a pretrained folder's), each of its type."""
         cls.check_names(data)
-        return cls(**data)
+        return build(cls, data, "model")  # type: ignore[no-any-return]
