@@ -7,6 +7,7 @@ one process, with the default count as with an explicit one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -281,3 +282,31 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_half_written(
         assert rerun.returncode == 0, rerun.stderr
         expected = _reference(inputs, checkpoint, tmp_path / "one")
         assert _outputs(out, expected) == expected
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_run_alone_ends_its_workers_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    """``kill PID`` (or a scheduler stopping the job) signals the run's process alone: it ends its
+    worker processes as after Ctrl-C, with status 143, rather than dying and leaving them running."""
+    checkpoint = tiny_checkpoint(tmp_path / "model.ckpt")
+    inputs = tmp_path / "in"
+    write_geotiff(inputs / "big.tif", random_image(3, 768, 640, seed=3), nodata=0)
+    out = tmp_path / "out"
+    command = _predict(inputs, checkpoint, out, "--devices", "2", "--quiet")
+    with started(*command, group=True) as process:
+        _wait_for_parts(process, out / PARTS_FOLDER / "0", 2)
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = process.communicate(timeout=120)
+            deadline = time.monotonic() + 30  # the resource tracker may still be exiting
+            while _live_processes(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _live_processes(process.pid) == []
+        finally:  # workers left running by a run that died are ended here, by their ids
+            for line in _live_processes(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(line.split()[2]), signal.SIGKILL)
+    assert process.returncode == 143
+    assert err.strip().splitlines() == ["bicorseg predict: interrupted by SIGTERM"]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert [p for p in written if p.name.startswith(".")] == []  # no temporary file: nothing half-written

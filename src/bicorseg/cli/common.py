@@ -2,13 +2,16 @@
 (:data:`SHARED_OPTIONS`) with one default each, the Python API's (:mod:`bicorseg.defaults`, the fields
 of :class:`~bicorseg.inference.PredictOptions`); the ``--section.key`` and ``--set`` options of config
 sections (``train``, ``chips``), made from the dataclasses; reading ``--class-table``, warnings as one
-line, progress and the summary of polygons."""
+line, progress, the summary of polygons, and SIGTERM ending a command as Ctrl-C does."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +260,30 @@ class RichProgress:
     def advance(self, n: int) -> None:
         if self.task is not None:
             self.bar.advance(self.task, n)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as an interrupt (:func:`sigterm_interrupts`): the command ends with status 143."""
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """In the block, SIGTERM (``kill``, a scheduler stopping a job) raises :class:`Terminated`, so the
+    command ends its worker processes and deletes its temporary files as after Ctrl-C. An ignored
+    SIGTERM stays ignored; outside the main thread nothing changes."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def print_summary(summary) -> None:

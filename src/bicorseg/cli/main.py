@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from bicorseg.cli.common import Terminated
 from bicorseg.defaults import VERSION
 from bicorseg.errors import BicorsegError
 from bicorseg.raster_access import remote_access
@@ -160,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BicorsegError as error:
         print(f"bicorseg {args.command}: error: {error_line(error, command)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Terminated):
+            print(f"bicorseg {args.command}: interrupted by SIGTERM", file=sys.stderr)
+            return 143
         print(f"bicorseg {args.command}: interrupted", file=sys.stderr)
         return 130
 

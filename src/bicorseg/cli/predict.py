@@ -26,6 +26,7 @@ from bicorseg.cli.common import (
     add_shared_options,
     checkpoint_tiling,
     print_summary,
+    sigterm_interrupts,
     tta_options,
 )
 from bicorseg.defaults import DEFAULT_BLOCK, ENGINES, EXECUTORS
@@ -258,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
             )
 
     with ExitStack() as stack:
+        stack.enter_context(sigterm_interrupts())  # a stopped run ends its workers, leaves no temporary
         items = _stac_inputs(args, stack)
         with progress.bar:
             results = predict_files(
