@@ -175,6 +175,19 @@ def test_bad_shard_values(value, message, tmp_path, checkpoint, inputs, monkeypa
         parse_shard(value, {"SLURM_ARRAY_TASK_ID": "9"} if value.startswith("auto") else {})
 
 
+def test_outputs_made_from_whole_maps_are_refused_in_a_shard(tmp_path, checkpoint, inputs, capsys) -> None:
+    """Polygons, STAC items and the report need the assembled map: a shard would drop them unsaid."""
+    code = main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out"),
+                 "--shard", "0/2", "--report", "--stac-out"])  # fmt: skip
+    assert code == 2
+    assert _one_line(capsys.readouterr().err) == (
+        "bicorseg predict: error: --stac-out, --report are made from whole maps, which a shard does not hold: "
+        "leave them out of the shards, then after 'bicorseg mosaic' run the command again with them and "
+        "without --shard (it skips the finished maps)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("other") / "tiny.ckpt", mean=100.0)

@@ -220,6 +220,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one INPUT (a file, folder or URL) or --stac-item")
     if args.stac_assets and not args.stac_item:
         raise ConfigError("--stac-assets chooses the assets of --stac-item: give --stac-item too")
+    whole = [name for name in ("vector", "stac_out", "report") if getattr(args, name)]
+    if shard is not None and whole:
+        made = ", ".join("--" + name.replace("_", "-") for name in whole)
+        raise ConfigError(
+            f"{made} are made from whole maps, which a shard does not hold: leave them out of the shards, "
+            "then after 'bicorseg mosaic' run the command again with them and without --shard "
+            "(it skips the finished maps)"
+        )
     # each option but the TTA's is named as its PredictOptions field (tile, overlap None: the checkpoint's)
     named = {field.name for field in dataclasses.fields(PredictOptions)} - {*TTA, "require_georeference"}
     options = PredictOptions(
