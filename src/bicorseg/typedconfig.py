@@ -6,8 +6,8 @@ input goes through :func:`build`: training configs, ``prepare`` option files, cl
 augmentation and folder sections, the dataset facts a checkpoint stores. Building is strict: an
 unknown key is refused with the nearest valid one, values are checked against the annotations
 (numbers written as strings, numpy's numbers and paths are converted; an integer is taken where a
-name is expected, as YAML reads the sample ``7``), then the dataclass's own ``__post_init__`` checks run; every fault is
-one :class:`ConfigError` naming the key (``optimizer.lr: expected a number, got 'abc'``).
+name is expected, as YAML reads the sample ``7``), then the dataclass's own ``__post_init__`` checks
+run; every fault is one :class:`ConfigError` naming the key (``optimizer.lr: expected a number, got 'abc'``).
 :func:`fields_of` describes the keys (with their documentation, for ``--help``), :func:`set_dotted`
 sets one (``data.augment.mosaic_p``), :func:`to_yaml` prints a config.
 
@@ -178,9 +178,8 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
             if not math.isfinite(result):
                 raise ConfigError(f"must be a finite number, got {value!r}", key=key)
             return result
-    if tp is str and (isinstance(value, str) or (number and isinstance(value, numbers.Integral))):
-        return str(value)
-    if tp is str and isinstance(value, PurePath):  # a file given from Python
+    # a path: a file given from Python
+    if tp is str and (isinstance(value, str | PurePath) or (number and isinstance(value, numbers.Integral))):
         return str(value)
     raise ConfigError(f"expected {_EXPECTED[tp]}, got {value!r}", key=key)
 

@@ -166,7 +166,7 @@ def test_the_check_runs_before_a_predictor_writes_anything(tmp_path) -> None:
 def test_an_engine_that_is_not_torch_or_onnx_is_refused(checkpoint) -> None:
     from bicorseg.inference.predictor import checkpoint_info
 
-    with pytest.raises(ConfigError, match="must be torch or onnx, got 'tensorrt'"):
+    with pytest.raises(ConfigError, match="engine: must be one of torch, onnx; got 'tensorrt'"):
         checkpoint_info(checkpoint, "tensorrt")
-    with pytest.raises(ConfigError, match="must be torch or onnx, got 'tensorrt'"):
+    with pytest.raises(ConfigError, match="engine: must be one of torch, onnx; got 'tensorrt'"):
         Predictor.from_checkpoint(checkpoint, PredictOptions(device="cpu"), "tensorrt")

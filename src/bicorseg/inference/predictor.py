@@ -87,6 +87,7 @@ from bicorseg.inference.writers import (
 from bicorseg.precision import check_precision, resolve_precision, with_precision
 from bicorseg.raster_access import InputPath
 from bicorseg.rescale import check_rescale
+from bicorseg.typedconfig import check_choice
 
 # write(y0, x0, arrays): encoded output arrays (MapLayout.encode) at output pixel (y0, x0)
 SinkFn = Callable[[int, int, dict[str, np.ndarray]], None]
@@ -287,8 +288,7 @@ def _evaluating(model: Any) -> Iterator[None]:
 def checkpoint_info(checkpoint: str | os.PathLike, engine: str = "torch") -> ModelInfo:
     """The :class:`ModelInfo` of a checkpoint (``engine="onnx"``: an exported file), without building
     the model."""
-    if engine not in ENGINES:
-        raise ConfigError(f"must be {' or '.join(ENGINES)}, got {engine!r}", key="engine")
+    check_choice("engine", engine, ENGINES)
     if engine == "onnx":
         from bicorseg.inference.onnx import OnnxModel
 
@@ -401,8 +401,7 @@ class Predictor:
         ``sha256`` is the file's content hash when the caller already has it (computed otherwise).
         """
         checkpoint = Path(checkpoint)
-        if engine not in ENGINES:
-            raise ConfigError(f"must be {' or '.join(ENGINES)}, got {engine!r}", key="engine")
+        check_choice("engine", engine, ENGINES)
         if engine == "onnx":
             from bicorseg.inference.onnx import OnnxModel
 
